@@ -1,0 +1,158 @@
+//! What the server sends: replies to requests (they carry `re`) and events
+//! (they carry `ev`, never `re`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+use crate::message::{Message, RoomInfo};
+use crate::request::RequestId;
+
+/// The one reply to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<RequestId>,
+    pub ok: bool,
+    #[serde(flatten)]
+    pub body: ReplyBody,
+}
+
+/// The op-specific fields of a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReplyBody {
+    Error { error: ProtocolError },
+    Send { room: String, seq: u64, msg_id: String, ts: u64 },
+    Join { room: String, last_seq: u64 },
+    Rooms { rooms: Vec<RoomInfo> },
+    Messages { messages: Vec<Message> },
+    Sync { rooms: BTreeMap<String, SyncRoom> },
+    Presence { online: Vec<String> },
+    Empty {},
+}
+
+/// One room of a `sync` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRoom {
+    pub messages: Vec<Message>,
+    pub more: bool,
+}
+
+impl Reply {
+    pub fn ok(re: Option<RequestId>, body: ReplyBody) -> Reply {
+        Reply { re, ok: true, body }
+    }
+    pub fn empty(re: Option<RequestId>) -> Reply {
+        Reply::ok(re, ReplyBody::Empty {})
+    }
+    pub fn error(re: Option<RequestId>, error: ProtocolError) -> Reply {
+        Reply { re, ok: false, body: ReplyBody::Error { error } }
+    }
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a reply always serializes")
+    }
+}
+
+/// Why the server is closing a session (`bye`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByeReason {
+    SlowConsumer,
+    TokenExpired,
+    ServerRestart,
+    Idle,
+}
+
+impl ByeReason {
+    /// The WebSocket close code PROTOCOL.md pairs with the reason.
+    pub fn close_code(self) -> u16 {
+        match self {
+            ByeReason::SlowConsumer => 1013,
+            ByeReason::TokenExpired => 1008,
+            ByeReason::ServerRestart => 1012,
+            ByeReason::Idle => 1001,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByeReason::SlowConsumer => "slow_consumer",
+            ByeReason::TokenExpired => "token_expired",
+            ByeReason::ServerRestart => "server_restart",
+            ByeReason::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberAction {
+    Join,
+    Leave,
+}
+
+/// Server-to-client events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "ev", rename_all = "snake_case")]
+pub enum Event {
+    Hello { user: String, session: String, server: String, heartbeat_ms: u64 },
+    Msg {
+        #[serde(flatten)]
+        message: Message,
+        prev_seq: u64,
+    },
+    Member { room: String, user: String, action: MemberAction },
+    Typing { room: String, user: String },
+    Read { room: String, user: String, seq: u64 },
+    Presence { user: String, online: bool },
+    Bye { reason: ByeReason },
+}
+
+impl Event {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("an event always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use serde_json::json;
+
+    #[test]
+    fn replies_have_the_protocol_shape() {
+        let ok = Reply::ok(Some(RequestId::Int(7)), ReplyBody::Join { room: "r".into(), last_seq: 0 });
+        assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"re":7,"ok":true,"room":"r","last_seq":0}));
+        let err = Reply::error(Some(RequestId::Str("x".into())), ProtocolError::not_member("x"));
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"re":"x","ok":false,"error":{"code":"not_member","message":"join room 'x' first"}})
+        );
+        assert_eq!(serde_json::to_value(Reply::empty(None)).unwrap(), json!({"ok":true}));
+        assert_eq!(ErrorCode::NotMember.as_str(), "not_member");
+    }
+
+    #[test]
+    fn a_msg_event_flattens_the_message() {
+        let ev = Event::Msg {
+            message: Message {
+                room: "r".into(),
+                seq: 5,
+                msg_id: "0-4".into(),
+                from: "alice".into(),
+                text: "hi".into(),
+                ts: 1,
+                cid: "c".into(),
+            },
+            prev_seq: 3,
+        };
+        let v: serde_json::Value = serde_json::from_str(&ev.encode()).unwrap();
+        assert_eq!(
+            v,
+            json!({"ev":"msg","room":"r","seq":5,"msg_id":"0-4","from":"alice","text":"hi","ts":1,"cid":"c","prev_seq":3})
+        );
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), ev);
+    }
+}

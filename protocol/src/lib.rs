@@ -1,0 +1,21 @@
+//! The shared language of Confab.
+//!
+//! Everything that crosses a process or a crate boundary is defined here, next
+//! to its codec: what clients send ([`request`]), what the server answers and
+//! pushes ([`event`]), the message object ([`message`]), the validation rules
+//! of PROTOCOL.md ([`validate`]), the protocol's error codes ([`error`]) and
+//! the records that travel over the bus between gateways and dispatchers
+//! ([`record`]). This crate depends on nothing else in the workspace.
+
+pub mod error;
+pub mod event;
+pub mod message;
+pub mod record;
+pub mod request;
+pub mod validate;
+
+pub use error::{ErrorCode, ProtocolError};
+pub use event::{ByeReason, Event, MemberAction, Reply};
+pub use message::{Message, RoomInfo};
+pub use record::{Announcement, Audience, Command, Delivery, IngressRecord, Origin, RoomEffect};
+pub use request::{Op, Request, RequestId};

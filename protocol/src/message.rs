@@ -1,0 +1,37 @@
+//! The message object and the per-room summary every client sees.
+
+use serde::{Deserialize, Serialize};
+
+/// A stored chat message, as in PROTOCOL.md: `ts` is unix milliseconds at
+/// acceptance, `msg_id` is unique across the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub room: String,
+    pub seq: u64,
+    pub msg_id: String,
+    pub from: String,
+    pub text: String,
+    pub ts: u64,
+    pub cid: String,
+}
+
+/// One entry of the `rooms` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub room: String,
+    pub last_seq: u64,
+    pub read_seq: u64,
+}
+
+/// `msg_id` for the message stored from one ingress record. It is derived from
+/// the record's place in the log, so a redelivered record yields the same id.
+pub fn msg_id(partition: u32, offset: u64) -> String {
+    format!("{partition:x}-{offset:x}")
+}
+
+/// `seq` for the message stored from one ingress record. A room's records all
+/// live in one partition, so offsets increase strictly within a room; the `+1`
+/// keeps 0 free to mean "no message yet".
+pub fn seq_of(offset: u64) -> u64 {
+    offset + 1
+}

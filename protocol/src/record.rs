@@ -1,0 +1,149 @@
+//! Records that travel between gateways and dispatchers.
+//!
+//! * [`IngressRecord`]: a client write, produced by a gateway to the ingress
+//!   log keyed by room, consumed by the dispatcher that owns the room.
+//! * [`Delivery`]: what a dispatcher pushes to a gateway after the write is
+//!   stored: the reply to the origin session, and room events with the
+//!   audience the gateway resolves against its local sessions.
+//! * [`Announcement`]: what gateways tell every dispatcher and every other
+//!   gateway about the rooms and users they host.
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::RequestId;
+
+/// Where the reply to a write goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub gateway: String,
+    pub session: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub re: Option<RequestId>,
+    /// Gateway-local monotonic microseconds at acceptance, echoed back so the
+    /// gateway can time accepted-to-acked without a table of pending requests.
+    pub t0: u64,
+}
+
+/// One client write, keyed by `room` on the ingress log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngressRecord {
+    pub room: String,
+    /// Unix milliseconds at acceptance by the gateway; becomes the message `ts`.
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    pub cmd: Command,
+}
+
+/// What a write asks for. DM rooms (`dm:a:b`) come into being with their
+/// first `Send`, both users as members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Command {
+    Send { from: String, text: String, cid: String },
+    Join { user: String },
+    Leave { user: String },
+    Read { user: String, seq: u64 },
+    Typing { user: String },
+}
+
+impl IngressRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a record always serializes")
+    }
+    pub fn decode(bytes: &[u8]) -> Result<IngressRecord, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// Who, among a gateway's local sessions, receives a room event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "user", rename_all = "snake_case")]
+pub enum Audience {
+    /// Every session of every member of the room.
+    Members,
+    /// Every session of every member but this user (typing).
+    MembersExcept(String),
+}
+
+/// A change of membership the gateway applies to its local index: a joining
+/// user is added before the event is delivered (so the joiner sees it), a
+/// leaving one removed after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "user", rename_all = "snake_case")]
+pub enum RoomEffect {
+    Joined(String),
+    Left(String),
+}
+
+/// What a dispatcher pushes to one gateway. `frame` is the encoded JSON the
+/// client receives, encoded once by the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Delivery {
+    Reply {
+        session: u64,
+        t0: u64,
+        frame: String,
+    },
+    Room {
+        room: String,
+        audience: Audience,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effect: Option<RoomEffect>,
+        frame: String,
+    },
+}
+
+/// What a gateway tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Announcement {
+    /// Rooms in which the gateway gained its first / lost its last local
+    /// member, and users who gained their first / lost their last session.
+    Hosts {
+        gateway: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rooms_added: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rooms_removed: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users_added: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        users_removed: Vec<String>,
+    },
+    /// Liveness; `addr` is the gateway's internal push address, if it has one.
+    Heartbeat {
+        gateway: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+    },
+    /// The gateway is shutting down: forget its routes now.
+    Gone { gateway: String },
+}
+
+impl Announcement {
+    pub fn gateway(&self) -> &str {
+        match self {
+            Announcement::Hosts { gateway, .. } | Announcement::Heartbeat { gateway, .. } | Announcement::Gone { gateway } => {
+                gateway
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingress_records_round_trip() {
+        let r = IngressRecord {
+            room: "dm:alice:bob".into(),
+            ts: 1_700_000_000_000,
+            origin: Some(Origin { gateway: "gw-1".into(), session: 9, re: Some(RequestId::Str("x".into())), t0: 5 }),
+            cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c-1".into() },
+        };
+        assert_eq!(IngressRecord::decode(&r.encode()).unwrap(), r);
+    }
+}

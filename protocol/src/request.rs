@@ -1,0 +1,247 @@
+//! Client requests: one JSON object per WebSocket text frame, `op` naming the
+//! operation and `id` echoed back as `re` in the one reply.
+//!
+//! [`Request::decode`] is the only entry point for client bytes. It never
+//! panics; every failure is a `bad_request` that carries the request id when
+//! one could be read, so the reply can still be matched by the client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ProtocolError;
+use crate::validate;
+
+/// Most rooms one `sync` may name; a larger request is `bad_request`.
+pub const MAX_SYNC_ROOMS: usize = 1000;
+/// Largest `limit` of `sync` (per room).
+pub const MAX_SYNC_LIMIT: u32 = 1000;
+pub const DEFAULT_SYNC_LIMIT: u32 = 100;
+pub const MAX_HISTORY_LIMIT: u32 = 100;
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+/// The client's request id: a string or an integer, echoed verbatim as `re`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Int(i64),
+    Str(String),
+}
+
+/// A decoded and validated client request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: Option<RequestId>,
+    pub op: Op,
+}
+
+/// Every operation of PROTOCOL.md v1. Unknown fields are ignored so that
+/// clients written for later, additive versions still work.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Ping,
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    Rooms,
+    Send {
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        to: Option<String>,
+        text: String,
+        cid: String,
+    },
+    History {
+        room: String,
+        #[serde(default)]
+        before: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Sync {
+        rooms: BTreeMap<String, u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Typing {
+        room: String,
+    },
+    Read {
+        room: String,
+        seq: u64,
+    },
+    Presence {
+        room: String,
+    },
+}
+
+/// Where a `send` goes: a room the sender names, or a user for a DM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    Room(&'a str),
+    User(&'a str),
+}
+
+/// A decoding failure: the error to send and the request id, when one was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    pub id: Option<RequestId>,
+    pub error: ProtocolError,
+}
+
+impl Request {
+    /// Decodes and validates one client frame.
+    pub fn decode(frame: &str, max_text: usize) -> Result<Request, DecodeError> {
+        let fail = |id: Option<RequestId>, message: String| DecodeError { id, error: ProtocolError::bad_request(message) };
+        let value: Value = serde_json::from_str(frame).map_err(|e| fail(None, format!("frame is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(fail(None, "a request must be a JSON object".into()));
+        };
+        let id = match map.get("id") {
+            None | Some(Value::Null) => None,
+            Some(v) => match RequestId::deserialize(v) {
+                Ok(id) => Some(id),
+                Err(_) => return Err(fail(None, "id must be a string or an integer".into())),
+            },
+        };
+        match map.get("op") {
+            None => return Err(fail(id, "missing field `op`".into())),
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(fail(id, "op must be a string".into())),
+        }
+        let op = Op::deserialize(Value::Object(map)).map_err(|e| fail(id.clone(), e.to_string()))?;
+        op.validate(max_text).map_err(|error| DecodeError { id: id.clone(), error })?;
+        Ok(Request { id, op })
+    }
+}
+
+impl Op {
+    /// The op's name, as on the wire; used for metrics labels and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Ping => "ping",
+            Op::Join { .. } => "join",
+            Op::Leave { .. } => "leave",
+            Op::Rooms => "rooms",
+            Op::Send { .. } => "send",
+            Op::History { .. } => "history",
+            Op::Sync { .. } => "sync",
+            Op::Typing { .. } => "typing",
+            Op::Read { .. } => "read",
+            Op::Presence { .. } => "presence",
+        }
+    }
+
+    /// The rules of PROTOCOL.md that do not need server state.
+    fn validate(&self, max_text: usize) -> Result<(), ProtocolError> {
+        match self {
+            Op::Ping | Op::Rooms => Ok(()),
+            Op::Join { room } | Op::Leave { room } => validate::joinable_room(room),
+            Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } => validate::room_ref(room),
+            Op::Send { room, to, text, cid } => {
+                match (room, to) {
+                    (Some(room), None) => validate::room_ref(room)?,
+                    (None, Some(to)) => validate::username(to)
+                        .map_err(|_| ProtocolError::bad_request("`to` is not a valid user name"))?,
+                    _ => return Err(ProtocolError::bad_request("send takes exactly one of `room` and `to`")),
+                }
+                validate::cid(cid)?;
+                validate::text(text, max_text)
+            }
+            Op::History { room, limit, .. } => {
+                validate::room_ref(room)?;
+                match limit {
+                    Some(l) if !(1..=MAX_HISTORY_LIMIT).contains(l) => {
+                        Err(ProtocolError::bad_request(format!("limit must be 1 to {MAX_HISTORY_LIMIT}")))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Op::Sync { rooms, limit } => {
+                if rooms.len() > MAX_SYNC_ROOMS {
+                    return Err(ProtocolError::bad_request(format!("sync names at most {MAX_SYNC_ROOMS} rooms")));
+                }
+                for room in rooms.keys() {
+                    validate::room_ref(room)?;
+                }
+                match limit {
+                    Some(l) if !(1..=MAX_SYNC_LIMIT).contains(l) => {
+                        Err(ProtocolError::bad_request(format!("limit must be 1 to {MAX_SYNC_LIMIT}")))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Where a validated `send` goes.
+    pub fn send_target(&self) -> Option<Target<'_>> {
+        match self {
+            Op::Send { room: Some(room), .. } => Some(Target::Room(room)),
+            Op::Send { to: Some(to), .. } => Some(Target::User(to)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    fn decode(s: &str) -> Result<Request, DecodeError> {
+        Request::decode(s, 4096)
+    }
+
+    #[test]
+    fn a_well_formed_send_decodes() {
+        let r = decode(r#"{"id":7,"op":"send","room":"general","text":"hi","cid":"c1"}"#).unwrap();
+        assert_eq!(r.id, Some(RequestId::Int(7)));
+        assert_eq!(r.op.send_target(), Some(Target::Room("general")));
+    }
+
+    #[test]
+    fn junk_is_a_bad_request_without_an_id() {
+        for junk in ["", "nope", "[1,2]", "42", "\"op\"", "{\"id\":1.5,\"op\":\"ping\"}", "{\"id\":[1],\"op\":\"ping\"}"] {
+            let e = decode(junk).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::BadRequest, "{junk}");
+            assert_eq!(e.id, None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn errors_after_the_id_is_read_carry_it() {
+        for (frame, id) in [
+            (r#"{"id":"a"}"#, RequestId::Str("a".into())),
+            (r#"{"id":3,"op":"fly"}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":5}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"join","room":5}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"join","room":"dm:a:b"}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"send","room":"r","to":"bob","text":"x","cid":"c"}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"send","room":"r","text":"x","cid":"bad cid"}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"history","room":"r","limit":101}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"history","room":"r","before":-1}"#, RequestId::Int(3)),
+        ] {
+            let e = decode(frame).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::BadRequest, "{frame}");
+            assert_eq!(e.id, Some(id), "{frame}");
+        }
+    }
+
+    #[test]
+    fn text_over_the_limit_is_too_large() {
+        let frame = format!(r#"{{"id":1,"op":"send","room":"r","text":"{}","cid":"c"}}"#, "x".repeat(4097));
+        assert_eq!(decode(&frame).unwrap_err().error.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_for_forward_compatibility() {
+        assert!(decode(r#"{"id":1,"op":"ping","future":true}"#).is_ok());
+    }
+}
