@@ -1,0 +1,717 @@
+import { type Clock, systemClock } from "./clock.js";
+import { Connection, type ConnectionOptions, type ConnectionStatus } from "./connection.js";
+import { Emitter } from "./emitter.js";
+import { ConfabError, isPermanent } from "./errors.js";
+import { tokenExpiry, websocketUrl } from "./http.js";
+import {
+  dmPeer,
+  dmRoomId,
+  isDmRoom,
+  type HelloEvent,
+  type MemberEvent,
+  type Message,
+  type MsgEvent,
+  type OpName,
+  type ReplyOf,
+  type RequestOf,
+  type RoomSummary,
+  type ServerEvent,
+  type SyncRoomResult,
+} from "./protocol.js";
+import { type OutgoingMessage, RoomState } from "./room.js";
+import type { RequestOptions } from "./connection.js";
+
+export interface ClientOptions extends Omit<ConnectionOptions, "url" | "tokenExpiresAt" | "clock"> {
+  /** Base URL of a gateway, e.g. `https://chat.example.com` (browsers: `location.origin`). */
+  baseUrl: string;
+  token: string;
+  /** The user's name, when known before `hello` (from login). */
+  user?: string;
+  clock?: Clock;
+  /** Messages per room per `sync` request. Default 100. */
+  syncLimit?: number;
+  /** `sync` pages fetched for one room before jumping to its newest page instead. Default 3. */
+  maxSyncPages?: number;
+  /** Messages per `history` page. Default 50. */
+  historyLimit?: number;
+  /** How long a typing indicator lasts without a new `typing` event. Default 6 s. */
+  typingTimeoutMs?: number;
+  /** At most one `typing` op per room per this interval. Default 3 s. */
+  typingThrottleMs?: number;
+  /** Per-attempt reply timeout of `send`; an unanswered send is repeated with its cid. Default 10 s. */
+  sendTimeoutMs?: number;
+  /** Makes client message ids (cid); random by default. */
+  newCid?: () => string;
+}
+
+export type SendResult = ReplyOf<"send">;
+
+export type ClientEvents = {
+  /** The connection's status changed. */
+  status: [status: ConnectionStatus];
+  /** Rooms were added or removed. */
+  rooms: [];
+  /** Something in one room changed: messages, unread, typing, outgoing... */
+  room: [room: string];
+  /** A user came online or went offline. */
+  presence: [user: string, online: boolean];
+  /** The session's token expired; sign in again. */
+  expired: [];
+  /** Every server event, for apps that want more than the state. */
+  event: [event: ServerEvent];
+  /** A failure in background work (sync, read markers...). */
+  error: [error: ConfabError];
+};
+
+interface OutboxEntry {
+  out: OutgoingMessage;
+  resolve: (result: SendResult) => void;
+  reject: (err: ConfabError) => void;
+  inFlight: boolean;
+  retryTimer: unknown;
+}
+
+/**
+ * A Confab client: one connection plus the state of the user's rooms, kept
+ * right across reconnects.
+ *
+ * - Unacked `send`s stay in an outbox and are sent again with the same `cid`
+ *   after a reconnect (the server stores each cid once).
+ * - A `msg` event whose `prev_seq` is not the room's last known seq starts a
+ *   `sync` of that room; every reconnect syncs every known room.
+ * - Requests answered `rate_limited` are tried again later.
+ */
+export class ConfabClient extends Emitter<ClientEvents> {
+  readonly rooms = new Map<string, RoomState>();
+  /** Users known to have a live session. */
+  readonly online = new Set<string>();
+  readonly connection: Connection;
+  /** The signed-in user; from the options, then from `hello`. */
+  me: string;
+
+  private readonly clock: Clock;
+  private readonly outbox = new Map<string, OutboxEntry>();
+  private readonly syncWanted = new Set<string>();
+  private readonly syncPages = new Map<string, number>();
+  private syncing = false;
+  private readonly jumping = new Set<string>();
+  private readonly joining = new Set<string>();
+  private readonly olderLoads = new Map<string, Promise<number>>();
+  private readonly typingSentAt = new Map<string, number>();
+  private readonly typingTimers = new Map<string, unknown>();
+  private readonly readInFlight = new Map<string, number>();
+  private readonly readWanted = new Map<string, number>();
+  private roomsRefresh: Promise<void> | undefined;
+
+  constructor(private readonly options: ClientOptions) {
+    super();
+    this.clock = options.clock ?? systemClock;
+    this.me = options.user ?? "";
+    const expiresAt = tokenExpiry(options.token);
+    this.connection = new Connection({
+      ...options,
+      clock: this.clock,
+      url: websocketUrl(options.baseUrl, options.token),
+      ...(expiresAt !== undefined ? { tokenExpiresAt: expiresAt } : {}),
+    });
+    this.connection.on("status", (status) => this.emit("status", status));
+    this.connection.on("hello", (hello) => this.onHello(hello));
+    this.connection.on("event", (event) => this.onEvent(event));
+    this.connection.on("expired", () => this.emit("expired"));
+  }
+
+  get status(): ConnectionStatus {
+    return this.connection.status;
+  }
+
+  /** Connects; the client reconnects by itself until `close`. */
+  connect(): this {
+    this.connection.start();
+    return this;
+  }
+
+  close(): void {
+    this.connection.stop();
+    for (const entry of [...this.outbox.values()]) {
+      this.clock.clearTimeout(entry.retryTimer);
+      entry.reject(new ConfabError("unavailable", "client closed"));
+    }
+    this.outbox.clear();
+    for (const t of this.typingTimers.values()) this.clock.clearTimeout(t);
+    this.typingTimers.clear();
+  }
+
+  /** Any op, typed; the building block of the helpers below. */
+  request<K extends OpName>(op: K, fields: RequestOf<K>, options?: RequestOptions): Promise<ReplyOf<K>> {
+    return this.connection.request(op, fields, options);
+  }
+
+  room(id: string): RoomState | undefined {
+    return this.rooms.get(id);
+  }
+
+  /** Joins (and creates) a room. */
+  async join(room: string): Promise<RoomState> {
+    this.joining.add(room);
+    try {
+      const reply = await this.request("join", { room });
+      const state = this.ensureRoom(reply.room, reply.last_seq);
+      state.lastSeq = Math.max(state.lastSeq, reply.last_seq);
+      this.emit("room", state.id);
+      return state;
+    } finally {
+      this.joining.delete(room);
+    }
+  }
+
+  async leave(room: string): Promise<void> {
+    await this.request("leave", { room });
+    this.forgetRoom(room);
+  }
+
+  /**
+   * The DM room with `user`, created locally when it does not exist yet: the
+   * server creates it with the first message.
+   */
+  openDirect(user: string): RoomState {
+    const id = dmRoomId(this.me, user);
+    const existing = this.rooms.get(id);
+    if (existing) return existing;
+    const state = new RoomState(id, { floor: 0, onServer: false });
+    this.rooms.set(id, state);
+    this.emit("rooms");
+    return state;
+  }
+
+  /**
+   * Sends `text` to a room (a DM room id included). Resolves once the server
+   * stored it; until then it is in `room.outgoing` and survives reconnects.
+   * Rejects only for failures that repeating cannot fix (`not_member`...).
+   */
+  send(room: string, text: string): Promise<SendResult> {
+    const peer = dmPeer(room, this.me);
+    if (peer !== undefined) return this.sendDirect(peer, text);
+    return this.enqueue(room, undefined, text);
+  }
+
+  /** Sends a direct message to `user`, creating the DM room with the first one. */
+  sendDirect(user: string, text: string): Promise<SendResult> {
+    return this.enqueue(dmRoomId(this.me, user), user, text);
+  }
+
+  /** Sends a failed message again (same cid). */
+  retry(cid: string): Promise<SendResult> | undefined {
+    for (const room of this.rooms.values()) {
+      const out = room.outgoing.find((o) => o.cid === cid);
+      if (out && out.state === "failed") {
+        out.state = "sending";
+        delete out.error;
+        this.emit("room", room.id);
+        return this.track(out);
+      }
+    }
+    return undefined;
+  }
+
+  /** Drops a failed message from its room's outgoing list. */
+  discard(cid: string): void {
+    for (const room of this.rooms.values()) {
+      const before = room.outgoing.length;
+      room.outgoing = room.outgoing.filter((o) => o.cid !== cid || o.state !== "failed");
+      if (room.outgoing.length !== before) this.emit("room", room.id);
+    }
+  }
+
+  /** Loads the page of messages before the loaded ones. Resolves with how many were new. */
+  loadOlder(roomId: string, limit = this.options.historyLimit ?? 50): Promise<number> {
+    const room = this.rooms.get(roomId);
+    if (!room || !room.onServer || !room.hasOlder) return Promise.resolve(0);
+    const running = this.olderLoads.get(roomId);
+    if (running) return running;
+    const before = room.messages[0]?.seq ?? room.floor + 1;
+    const load = this.request("history", { room: roomId, before, limit })
+      .then((reply) => {
+        if (this.rooms.get(roomId) !== room) return 0;
+        const added = room.applyHistory(reply.messages, limit);
+        this.afterInsert(room, reply.messages);
+        this.emit("room", roomId);
+        return added;
+      })
+      .finally(() => this.olderLoads.delete(roomId));
+    this.olderLoads.set(roomId, load);
+    return load;
+  }
+
+  /**
+   * Moves the user's read marker forward to `seq` (default: the newest loaded
+   * message). Never moves it back; coalesces markers while one is in flight.
+   */
+  markRead(roomId: string, seq?: number): void {
+    const room = this.rooms.get(roomId);
+    if (!room || !room.onServer) return;
+    const target = seq ?? room.tailSeq;
+    if (target <= room.readSeq) return;
+    room.readSeq = target;
+    this.emit("room", roomId);
+    this.readWanted.set(roomId, target);
+    this.pumpRead(roomId);
+  }
+
+  private pumpRead(roomId: string): void {
+    if (this.readInFlight.has(roomId)) return;
+    const seq = this.readWanted.get(roomId);
+    if (seq === undefined) return;
+    this.readWanted.delete(roomId);
+    this.readInFlight.set(roomId, seq);
+    this.request("read", { room: roomId, seq })
+      .catch((err: ConfabError) => {
+        // Lost with the connection: try again; the marker never moves back.
+        if (!isPermanent(err.code) && !this.readWanted.has(roomId)) this.readWanted.set(roomId, seq);
+        if (isPermanent(err.code)) this.emit("error", err);
+      })
+      .finally(() => {
+        this.readInFlight.delete(roomId);
+        if (this.connection.isOpen) this.pumpRead(roomId);
+      });
+  }
+
+  /** Tells the room the user is typing; throttled, so call it on every keystroke. */
+  typing(roomId: string): void {
+    const room = this.rooms.get(roomId);
+    if (!room || !room.onServer || !this.connection.isOpen) return;
+    const now = this.clock.now();
+    const last = this.typingSentAt.get(roomId);
+    if (last !== undefined && now - last < (this.options.typingThrottleMs ?? 3_000)) return;
+    this.typingSentAt.set(roomId, now);
+    this.request("typing", { room: roomId }).catch(() => {});
+  }
+
+  /** Users of the room with a live session; also updates `online` and the room's members. */
+  async presence(roomId: string): Promise<string[]> {
+    const reply = await this.request("presence", { room: roomId });
+    const room = this.rooms.get(roomId);
+    const online = new Set(reply.online);
+    for (const user of online) {
+      room?.members.add(user);
+      this.setOnline(user, true);
+    }
+    if (room) {
+      for (const member of room.members) if (!online.has(member)) this.setOnline(member, false);
+      this.emit("room", roomId);
+    }
+    return reply.online;
+  }
+
+  /** Members of the room currently online, as far as the client knows. */
+  onlineIn(roomId: string): string[] {
+    const room = this.rooms.get(roomId);
+    if (!room) return [];
+    return [...room.members].filter((u) => this.online.has(u)).sort();
+  }
+
+  /** Fetches the user's rooms (`rooms`) and merges them into the state. */
+  refreshRooms(): Promise<void> {
+    this.roomsRefresh ??= this.request("rooms", {})
+      .then((reply) => this.mergeRooms(reply.rooms))
+      .finally(() => {
+        this.roomsRefresh = undefined;
+      });
+    return this.roomsRefresh;
+  }
+
+  // --- connection lifecycle ---
+
+  private onHello(hello: HelloEvent): void {
+    this.me = hello.user;
+    for (const entry of this.outbox.values()) this.pump(entry);
+    for (const roomId of this.readWanted.keys()) this.pumpRead(roomId);
+    // Rooms may have appeared (DMs) or gone while we were away; then catch up on all.
+    this.refreshRooms().then(
+      () => this.requestSync(this.rooms.keys()),
+      (err: ConfabError) => {
+        this.emit("error", err);
+        this.requestSync(this.rooms.keys());
+      },
+    );
+  }
+
+  private onEvent(event: Exclude<ServerEvent, HelloEvent>): void {
+    switch (event.ev) {
+      case "msg":
+        this.onMsg(event);
+        break;
+      case "member":
+        this.onMember(event);
+        break;
+      case "typing": {
+        const room = this.rooms.get(event.room);
+        if (room && event.user !== this.me) this.showTyping(room, event.user);
+        break;
+      }
+      case "read": {
+        const room = this.rooms.get(event.room);
+        if (!room) break;
+        if (event.user === this.me) {
+          if (event.seq > room.readSeq) room.readSeq = event.seq;
+        } else {
+          room.members.add(event.user);
+          room.readBy.set(event.user, Math.max(room.readBy.get(event.user) ?? 0, event.seq));
+        }
+        this.emit("room", room.id);
+        break;
+      }
+      case "presence":
+        this.setOnline(event.user, event.online);
+        break;
+      case "bye":
+        // The connection reconnects (or reports expiry) by itself.
+        break;
+    }
+    this.emit("event", event);
+  }
+
+  private onMsg(ev: MsgEvent): void {
+    let room = this.rooms.get(ev.room);
+    if (!room) {
+      if (!isDmRoom(ev.room)) {
+        // A room joined elsewhere: learn it properly, then sync.
+        this.refreshRooms().then(() => this.requestSync([ev.room]), () => {});
+        return;
+      }
+      // The first message of a DM: its history starts at seq 0.
+      room = new RoomState(ev.room, { floor: 0 });
+      this.rooms.set(ev.room, room);
+      this.emit("rooms");
+    }
+    if (ev.seq > room.lastSeq) room.lastSeq = ev.seq;
+    room.onServer = true;
+    if (this.jumping.has(room.id) || ev.seq <= room.tailSeq) return;
+    if (ev.prev_seq === room.tailSeq) {
+      room.insert([ev]);
+      this.afterInsert(room, [ev]);
+    } else {
+      this.requestSync([room.id]);
+    }
+    this.emit("room", room.id);
+  }
+
+  private onMember(ev: MemberEvent): void {
+    const room = this.rooms.get(ev.room);
+    if (ev.user === this.me) {
+      if (ev.action === "leave") {
+        this.forgetRoom(ev.room);
+      } else if (!room && !this.joining.has(ev.room)) {
+        // Joined from another session of ours.
+        this.refreshRooms().then(() => this.requestSync([ev.room]), () => {});
+      }
+      return;
+    }
+    if (!room) return;
+    if (ev.action === "join") room.members.add(ev.user);
+    else {
+      room.members.delete(ev.user);
+      room.typing.delete(ev.user);
+    }
+    this.emit("room", room.id);
+  }
+
+  // --- rooms ---
+
+  private ensureRoom(id: string, floor: number): RoomState {
+    let room = this.rooms.get(id);
+    if (room) {
+      room.onServer = true;
+      return room;
+    }
+    room = new RoomState(id, { floor });
+    this.rooms.set(id, room);
+    this.emit("rooms");
+    return room;
+  }
+
+  private mergeRooms(summaries: readonly RoomSummary[]): void {
+    const seen = new Set<string>();
+    let changed = false;
+    for (const s of summaries) {
+      seen.add(s.room);
+      let room = this.rooms.get(s.room);
+      if (!room) {
+        // Start the loaded stretch at the read marker: the sync that follows
+        // fetches exactly the unread messages.
+        room = new RoomState(s.room, { floor: Math.min(s.read_seq, s.last_seq) });
+        this.rooms.set(s.room, room);
+        changed = true;
+      }
+      room.onServer = true;
+      room.lastSeq = Math.max(room.lastSeq, s.last_seq);
+      room.readSeq = Math.max(room.readSeq, s.read_seq);
+      this.emit("room", room.id);
+    }
+    for (const [id, room] of [...this.rooms]) {
+      if (room.onServer && !seen.has(id) && !this.joining.has(id)) {
+        // Left from another session; keep unsent messages' rooms only locally.
+        this.rooms.delete(id);
+        changed = true;
+      }
+    }
+    if (changed) this.emit("rooms");
+  }
+
+  private forgetRoom(id: string): void {
+    if (!this.rooms.delete(id)) return;
+    this.syncWanted.delete(id);
+    this.emit("rooms");
+  }
+
+  // --- sync (gap repair) ---
+
+  /** Syncs the rooms from their loaded tails, batched in one `sync` request. */
+  requestSync(ids: Iterable<string>): void {
+    for (const id of ids) if (this.rooms.get(id)?.onServer) this.syncWanted.add(id);
+    if (!this.syncing && this.syncWanted.size > 0 && this.connection.isOpen) void this.runSync();
+  }
+
+  private async runSync(): Promise<void> {
+    this.syncing = true;
+    try {
+      while (this.syncWanted.size > 0 && this.connection.isOpen) {
+        const since: Record<string, number> = {};
+        for (const id of this.syncWanted) {
+          const room = this.rooms.get(id);
+          if (room && !this.jumping.has(id)) since[id] = room.tailSeq;
+        }
+        this.syncWanted.clear();
+        if (Object.keys(since).length === 0) break;
+        if (!(await this.syncBatch(since))) break;
+      }
+    } finally {
+      this.syncing = false;
+    }
+  }
+
+  /** One `sync` request; false when the connection is in trouble and syncing should pause. */
+  private async syncBatch(since: Record<string, number>): Promise<boolean> {
+    const ids = Object.keys(since);
+    let reply: ReplyOf<"sync">;
+    try {
+      reply = await this.request("sync", { rooms: since, limit: this.options.syncLimit ?? 100 });
+    } catch (e) {
+      const err = e as ConfabError;
+      if (!isPermanent(err.code)) {
+        // Connection trouble: keep the rooms wanted; the next hello syncs every room anyway.
+        for (const id of ids) this.syncWanted.add(id);
+        if (err.code !== "unavailable") this.emit("error", err);
+        return false;
+      }
+      if (ids.length > 1) {
+        // One bad room (left elsewhere?) must not block the others.
+        for (const id of ids) {
+          if (!(await this.syncBatch({ [id]: since[id]! }))) return false;
+        }
+      } else if (err.code === "not_member" || err.code === "not_found" || err.code === "forbidden") {
+        this.forgetRoom(ids[0]!);
+      } else {
+        this.emit("error", err);
+      }
+      return true;
+    }
+    for (const [id, result] of Object.entries(reply.rooms)) {
+      const from = since[id];
+      if (from !== undefined) this.applySync(id, from, result);
+    }
+    return true;
+  }
+
+  private applySync(id: string, since: number, result: SyncRoomResult): void {
+    const room = this.rooms.get(id);
+    if (!room) return;
+    if (room.tailSeq < since) {
+      // The stretch was replaced meanwhile; this page no longer joins it.
+      this.syncWanted.add(id);
+      return;
+    }
+    room.insert(result.messages);
+    this.afterInsert(room, result.messages);
+    if (result.more) {
+      const pages = (this.syncPages.get(id) ?? 0) + 1;
+      if (pages < (this.options.maxSyncPages ?? 3)) {
+        this.syncPages.set(id, pages);
+        this.syncWanted.add(id);
+      } else {
+        this.syncPages.delete(id);
+        void this.jumpToNewest(room);
+      }
+    } else {
+      this.syncPages.delete(id);
+    }
+    this.emit("room", id);
+  }
+
+  /** Too far behind to catch up page by page: load the newest page instead. */
+  private async jumpToNewest(room: RoomState): Promise<void> {
+    this.jumping.add(room.id);
+    const limit = this.options.historyLimit ?? 50;
+    try {
+      const reply = await this.request("history", { room: room.id, limit });
+      if (this.rooms.get(room.id) !== room) return;
+      room.replaceWithNewest(reply.messages, limit);
+      this.afterInsert(room, reply.messages);
+      this.emit("room", room.id);
+    } catch (err) {
+      this.emit("error", err as ConfabError);
+    } finally {
+      this.jumping.delete(room.id);
+    }
+    // Events ignored during the jump are fetched now.
+    this.requestSync([room.id]);
+  }
+
+  /** Bookkeeping for messages that entered a room from any source. */
+  private afterInsert(room: RoomState, messages: readonly Message[]): void {
+    for (const m of messages) {
+      if (room.typing.delete(m.from)) this.clock.clearTimeout(this.typingTimers.get(`${room.id}\n${m.from}`));
+      if (m.from === this.me && m.cid) {
+        // Our own message arrived: its send is done even if the ack was lost.
+        const entry = this.outbox.get(m.cid);
+        if (entry) this.settle(entry, { room: m.room, seq: m.seq, msg_id: m.msg_id, ts: m.ts });
+      }
+    }
+  }
+
+  // --- outbox ---
+
+  private enqueue(roomId: string, to: string | undefined, text: string): Promise<SendResult> {
+    if (text.length === 0) return Promise.reject(new ConfabError("bad_request", "empty message"));
+    let room = this.rooms.get(roomId);
+    if (!room) {
+      if (to === undefined) return Promise.reject(new ConfabError("not_member", `join room '${roomId}' first`));
+      room = this.openDirect(to);
+    }
+    const out: OutgoingMessage = {
+      cid: (this.options.newCid ?? randomCid)(),
+      room: room.id,
+      text,
+      createdAt: this.clock.now(),
+      state: "sending",
+      ...(to !== undefined ? { to } : {}),
+    };
+    room.outgoing.push(out);
+    this.emit("room", room.id);
+    return this.track(out);
+  }
+
+  private track(out: OutgoingMessage): Promise<SendResult> {
+    return new Promise<SendResult>((resolve, reject) => {
+      const entry: OutboxEntry = { out, resolve, reject, inFlight: false, retryTimer: undefined };
+      this.outbox.set(out.cid, entry);
+      this.pump(entry);
+    });
+  }
+
+  /** Sends an outbox entry when the connection is open and it is not already on its way. */
+  private pump(entry: OutboxEntry): void {
+    if (!this.connection.isOpen || entry.inFlight || entry.retryTimer !== undefined) return;
+    if (this.outbox.get(entry.out.cid) !== entry) return;
+    const { out } = entry;
+    entry.inFlight = true;
+    const fields =
+      out.to !== undefined ? { to: out.to, text: out.text, cid: out.cid } : { room: out.room, text: out.text, cid: out.cid };
+    this.request("send", fields, {
+      timeoutMs: this.options.sendTimeoutMs ?? 10_000,
+      rateLimitRetries: Number.POSITIVE_INFINITY,
+    }).then(
+      (reply) => {
+        entry.inFlight = false;
+        this.settle(entry, reply);
+      },
+      (err: ConfabError) => {
+        entry.inFlight = false;
+        if (this.outbox.get(out.cid) !== entry) return;
+        if (isPermanent(err.code)) {
+          this.outbox.delete(out.cid);
+          out.state = "failed";
+          out.error = { code: err.code, message: err.message };
+          this.emit("room", out.room);
+          entry.reject(err);
+        } else if (err.code !== "unavailable" || this.connection.isOpen) {
+          // A timeout or a server hiccup: the same cid again, a little later.
+          entry.retryTimer = this.clock.setTimeout(() => {
+            entry.retryTimer = undefined;
+            this.pump(entry);
+          }, 1_000);
+        }
+        // Otherwise the connection is down: the next hello sends it again.
+      },
+    );
+  }
+
+  private settle(entry: OutboxEntry, reply: SendResult): void {
+    const { out } = entry;
+    if (this.outbox.get(out.cid) !== entry) return;
+    this.outbox.delete(out.cid);
+    this.clock.clearTimeout(entry.retryTimer);
+    const room = this.rooms.get(out.room) ?? this.rooms.get(reply.room);
+    if (room) {
+      room.onServer = true;
+      if (reply.seq > room.lastSeq) room.lastSeq = reply.seq;
+      if (room.messages.some((m) => m.seq === reply.seq)) {
+        room.outgoing = room.outgoing.filter((o) => o !== out);
+      } else {
+        out.state = "sent";
+        out.seq = reply.seq;
+        out.msg_id = reply.msg_id;
+        // The msg event normally follows; if it was lost, a sync finds the message.
+        const roomId = room.id;
+        this.clock.setTimeout(() => {
+          const r = this.rooms.get(roomId);
+          if (r && r.outgoing.includes(out)) this.requestSync([roomId]);
+        }, 3_000);
+      }
+      this.emit("room", room.id);
+    }
+    entry.resolve(reply);
+  }
+
+  /** Unacked sends, oldest first. */
+  get pendingSends(): OutgoingMessage[] {
+    return [...this.outbox.values()].map((e) => e.out);
+  }
+
+  // --- typing and presence ---
+
+  private showTyping(room: RoomState, user: string): void {
+    const key = `${room.id}\n${user}`;
+    const until = this.clock.now() + (this.options.typingTimeoutMs ?? 6_000);
+    room.typing.set(user, until);
+    room.members.add(user);
+    this.clock.clearTimeout(this.typingTimers.get(key));
+    this.typingTimers.set(
+      key,
+      this.clock.setTimeout(() => {
+        this.typingTimers.delete(key);
+        if (room.typing.get(user) === until) {
+          room.typing.delete(user);
+          this.emit("room", room.id);
+        }
+      }, this.options.typingTimeoutMs ?? 6_000),
+    );
+    this.emit("room", room.id);
+  }
+
+  private setOnline(user: string, online: boolean): void {
+    if (this.online.has(user) === online) return;
+    if (online) this.online.add(user);
+    else this.online.delete(user);
+    this.emit("presence", user, online);
+  }
+}
+
+function randomCid(): string {
+  const bytes = new Uint8Array(16);
+  const c = (globalThis as { crypto?: { getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto;
+  if (c?.getRandomValues) c.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}

@@ -1,0 +1,153 @@
+import { dmPeer, isDmRoom, type Message } from "./protocol.js";
+
+/** A message the user sent that the room does not hold yet (a local echo). */
+export interface OutgoingMessage {
+  cid: string;
+  room: string;
+  /** Set for direct messages sent with `to`. */
+  to?: string;
+  text: string;
+  /** When the app called `send`, in unix milliseconds. */
+  createdAt: number;
+  /** `sending` until acked; `sent` once acked but not yet seen in the room; `failed` for good. */
+  state: "sending" | "sent" | "failed";
+  error?: { code: string; message: string };
+  /** The server's answer, once acked. */
+  seq?: number;
+  msg_id?: string;
+}
+
+/**
+ * What the client knows of one room.
+ *
+ * The loaded messages are one contiguous stretch of the room's history: every
+ * message with `floor < seq <= tailSeq` is in `messages`, in seq order, once.
+ * `sync` extends the stretch forward from its tail, `history` backward from
+ * its head; a `msg` event whose `prev_seq` is not the tail is a gap, repaired
+ * by `sync` rather than inserted (it would break contiguity).
+ */
+export class RoomState {
+  readonly id: string;
+  readonly isDm: boolean;
+  /** Sorted by seq, no duplicates. */
+  messages: Message[] = [];
+  /** All messages with a seq above `floor` (up to the tail) are loaded; 0 means from the start. */
+  floor: number;
+  /** The highest seq the server reported for the room. */
+  lastSeq = 0;
+  /** The user's read marker. */
+  readSeq = 0;
+  /** Other members' read markers, from `read` events. */
+  readBy = new Map<string, number>();
+  /** Users seen typing, with the time (clock ms) their indicator ends. */
+  typing = new Map<string, number>();
+  /** Users known to be members: from `presence` replies, `member` events and senders. */
+  members = new Set<string>();
+  /** Unacked or unseen sends, in the order they were made. */
+  outgoing: OutgoingMessage[] = [];
+  /** False while the room is only known locally (a DM before its first message). */
+  onServer: boolean;
+
+  constructor(id: string, options: { floor?: number; onServer?: boolean } = {}) {
+    this.id = id;
+    this.isDm = isDmRoom(id);
+    this.floor = options.floor ?? 0;
+    this.onServer = options.onServer ?? true;
+  }
+
+  /** Seq of the newest loaded message, or `floor` when none is loaded. */
+  get tailSeq(): number {
+    const last = this.messages[this.messages.length - 1];
+    return last ? last.seq : this.floor;
+  }
+
+  /** Whether `history` may return messages older than the loaded ones. */
+  get hasOlder(): boolean {
+    return this.floor > 0;
+  }
+
+  /** The other user of a DM room. */
+  peer(me: string): string | undefined {
+    return dmPeer(this.id, me);
+  }
+
+  /**
+   * Messages from others above the read marker, among the loaded ones. Exact
+   * when `unreadIsExact`; otherwise a lower bound.
+   */
+  unreadCount(me: string): number {
+    let n = 0;
+    for (let i = this.messages.length - 1; i >= 0; i--) {
+      const m = this.messages[i]!;
+      if (m.seq <= this.readSeq) break;
+      if (m.from !== me) n++;
+    }
+    return n;
+  }
+
+  /** Whether every message above the read marker is loaded. */
+  get unreadIsExact(): boolean {
+    return this.floor <= this.readSeq;
+  }
+
+  /**
+   * Adds messages known to extend the loaded stretch (a `sync` page from the
+   * tail, a `history` page before the head, or an in-order `msg` event). Keeps
+   * seq order and drops duplicates. Returns how many were new.
+   */
+  insert(incoming: readonly Message[]): number {
+    if (incoming.length === 0) return 0;
+    const bySeq = new Map<number, Message>();
+    for (const m of this.messages) bySeq.set(m.seq, m);
+    let added = 0;
+    for (const m of incoming) {
+      if (m.room !== this.id || bySeq.has(m.seq)) continue;
+      bySeq.set(m.seq, stripEvent(m));
+      added++;
+      this.members.add(m.from);
+      if (m.seq > this.lastSeq) this.lastSeq = m.seq;
+    }
+    if (added > 0) {
+      this.messages = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+      this.dropEchoes();
+      this.onServer = true;
+    }
+    return added;
+  }
+
+  /** Applies a `history` page fetched with `before` = the head of the stretch. */
+  applyHistory(page: readonly Message[], limit: number): number {
+    const added = this.insert(page);
+    const first = page[0];
+    if (page.length < limit) {
+      this.floor = 0;
+    } else if (first && (this.messages.length === 0 || first.seq <= this.messages[0]!.seq)) {
+      this.floor = Math.min(this.floor, first.seq - 1);
+    }
+    return added;
+  }
+
+  /**
+   * Replaces the loaded stretch with the room's newest page (a `history`
+   * without `before`), when the gap to the old stretch is too wide to fill.
+   */
+  replaceWithNewest(page: readonly Message[], limit: number): void {
+    this.messages = [];
+    this.floor = page.length < limit || page.length === 0 ? 0 : page[0]!.seq - 1;
+    this.insert(page);
+  }
+
+  /** Removes local echoes of messages the room now holds. */
+  private dropEchoes(): void {
+    if (this.outgoing.length === 0) return;
+    const cids = new Set<string>();
+    for (const m of this.messages) if (m.cid) cids.add(m.cid);
+    this.outgoing = this.outgoing.filter((o) => !cids.has(o.cid));
+  }
+}
+
+/** Drops event-only fields (`ev`, `prev_seq`) so that stored messages look the same wherever they came from. */
+function stripEvent(m: Message): Message {
+  const { room, seq, msg_id, from, text, ts, cid } = m;
+  return { room, seq, msg_id, from, text, ts, cid: cid ?? null };
+}
