@@ -1,0 +1,378 @@
+//! The embedded backend: one redb database file on local disk.
+//!
+//! redb commits are atomic and, with its default durability, fsynced before
+//! `commit` returns, which is what makes the dispatcher's acks honest. Every
+//! call runs on tokio's blocking pool so a slow disk never stalls the
+//! sessions' executor threads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use confab_protocol::{Message, RoomInfo};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::{CidHit, Error, Result, RoomMeta, Store, UserRecord, Write, WriteBatch};
+
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// room -> (last_seq, member count)
+const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
+/// (room, user) -> read seq
+const MEMBERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("members");
+/// (user, room) -> ()
+const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_rooms");
+/// (room, seq) -> StoredMessage as JSON
+const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+/// (room, cid) -> seq
+const CIDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cids");
+/// partition -> next offset
+const CHECKPOINTS: TableDefinition<u32, u64> = TableDefinition::new("checkpoints");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Sorts after every character allowed in user and room names, so
+/// `(prefix, "")..(prefix, END)` spans one prefix of a tuple key.
+const END: &str = "~";
+
+#[derive(Serialize, Deserialize)]
+struct StoredMessage {
+    msg_id: String,
+    from: String,
+    text: String,
+    ts: u64,
+    cid: String,
+}
+
+/// A cheap handle on the database; clones share it.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database at `dir/confab.redb`.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("confab.redb");
+        let db = Database::create(&path).map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(unavailable)?;
+        {
+            txn.open_table(USERS).map_err(unavailable)?;
+            txn.open_table(ROOMS).map_err(unavailable)?;
+            txn.open_table(MEMBERS).map_err(unavailable)?;
+            txn.open_table(USER_ROOMS).map_err(unavailable)?;
+            txn.open_table(MESSAGES).map_err(unavailable)?;
+            txn.open_table(CIDS).map_err(unavailable)?;
+            txn.open_table(CHECKPOINTS).map_err(unavailable)?;
+            txn.open_table(META).map_err(unavailable)?;
+        }
+        txn.commit().map_err(unavailable)?;
+        Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+    }
+}
+
+fn decode_message(room: &str, seq: u64, bytes: &[u8]) -> Result<Message> {
+    let m: StoredMessage =
+        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("message {room}/{seq}: {e}")))?;
+    Ok(Message { room: room.to_owned(), seq, msg_id: m.msg_id, from: m.from, text: m.text, ts: m.ts, cid: m.cid })
+}
+
+fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    {
+        let mut rooms = txn.open_table(ROOMS).map_err(unavailable)?;
+        let mut members = txn.open_table(MEMBERS).map_err(unavailable)?;
+        let mut user_rooms = txn.open_table(USER_ROOMS).map_err(unavailable)?;
+        let mut messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+        let mut cids = txn.open_table(CIDS).map_err(unavailable)?;
+        let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(unavailable)?;
+        for write in batch {
+            match write {
+                Write::Message(m) => {
+                    let stored = StoredMessage {
+                        msg_id: m.msg_id.clone(),
+                        from: m.from.clone(),
+                        text: m.text.clone(),
+                        ts: m.ts,
+                        cid: m.cid.clone(),
+                    };
+                    let bytes = serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?;
+                    messages.insert((m.room.as_str(), m.seq), bytes.as_slice()).map_err(unavailable)?;
+                    cids.insert((m.room.as_str(), m.cid.as_str()), m.seq).map_err(unavailable)?;
+                    let (last, count) = rooms.get(m.room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 0));
+                    rooms.insert(m.room.as_str(), (last.max(m.seq), count)).map_err(unavailable)?;
+                }
+                Write::Join { room, user } => {
+                    let is_member = members.get((room.as_str(), user.as_str())).map_err(unavailable)?.is_some();
+                    let (last, count) = rooms.get(room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 0));
+                    if !is_member {
+                        members.insert((room.as_str(), user.as_str()), 0).map_err(unavailable)?;
+                        user_rooms.insert((user.as_str(), room.as_str()), ()).map_err(unavailable)?;
+                    }
+                    rooms.insert(room.as_str(), (last, count + u64::from(!is_member))).map_err(unavailable)?;
+                }
+                Write::Leave { room, user } => {
+                    if members.remove((room.as_str(), user.as_str())).map_err(unavailable)?.is_some() {
+                        user_rooms.remove((user.as_str(), room.as_str())).map_err(unavailable)?;
+                        let (last, count) =
+                            rooms.get(room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 1));
+                        rooms.insert(room.as_str(), (last, count.saturating_sub(1))).map_err(unavailable)?;
+                    }
+                }
+                Write::Read { room, user, seq } => {
+                    let current = members.get((room.as_str(), user.as_str())).map_err(unavailable)?.map(|g| g.value());
+                    if let Some(current) = current {
+                        if *seq > current {
+                            members.insert((room.as_str(), user.as_str()), *seq).map_err(unavailable)?;
+                        }
+                    }
+                }
+                Write::Checkpoint { partition, next_offset } => {
+                    checkpoints.insert(*partition, *next_offset).map_err(unavailable)?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(unavailable)
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn ping(&self) -> Result<()> {
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        let user = user.clone();
+        self.blocking(move |db| {
+            let bytes = serde_json::to_vec(&user).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let txn = db.begin_write().map_err(unavailable)?;
+            let created = {
+                let mut users = txn.open_table(USERS).map_err(unavailable)?;
+                if users.get(user.name.as_str()).map_err(unavailable)?.is_some() {
+                    false
+                } else {
+                    users.insert(user.name.as_str(), bytes.as_slice()).map_err(unavailable)?;
+                    true
+                }
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(created)
+        })
+        .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let users = txn.open_table(USERS).map_err(unavailable)?;
+            match users.get(name.as_str()).map_err(unavailable)? {
+                None => Ok(None),
+                Some(g) => serde_json::from_slice(g.value()).map(Some).map_err(|e| Error::Corrupt(format!("user {name}: {e}"))),
+            }
+        })
+        .await
+    }
+
+    async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let rooms = txn.open_table(ROOMS).map_err(unavailable)?;
+            Ok(rooms.get(room.as_str()).map_err(unavailable)?.map(|g| {
+                let (last_seq, members) = g.value();
+                RoomMeta { last_seq, members }
+            }))
+        })
+        .await
+    }
+
+    async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
+            Ok(members.get((room.as_str(), user.as_str())).map_err(unavailable)?.is_some())
+        })
+        .await
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<String>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in members.range((room.as_str(), "")..(room.as_str(), END)).map_err(unavailable)? {
+                let (k, _) = entry.map_err(unavailable)?;
+                out.push(k.value().1.to_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let user_rooms = txn.open_table(USER_ROOMS).map_err(unavailable)?;
+            let rooms = txn.open_table(ROOMS).map_err(unavailable)?;
+            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END)).map_err(unavailable)? {
+                let (k, _) = entry.map_err(unavailable)?;
+                let room = k.value().1;
+                let last_seq = rooms.get(room).map_err(unavailable)?.map(|g| g.value().0).unwrap_or(0);
+                let read_seq = members.get((room, user.as_str())).map_err(unavailable)?.map(|g| g.value()).unwrap_or(0);
+                out.push(RoomInfo { room: room.to_owned(), last_seq, read_seq });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
+            Ok(members.get((room.as_str(), user.as_str())).map_err(unavailable)?.map(|g| g.value()).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let upper = before.unwrap_or(u64::MAX);
+            let mut out = Vec::with_capacity(limit as usize);
+            for entry in messages.range((room.as_str(), 0)..(room.as_str(), upper)).map_err(unavailable)?.rev() {
+                if out.len() >= limit as usize {
+                    break;
+                }
+                let (k, v) = entry.map_err(unavailable)?;
+                out.push(decode_message(&room, k.value().1, v.value())?);
+            }
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let mut out = Vec::with_capacity(limit.min(1024) as usize);
+            let Some(from) = after.checked_add(1) else { return Ok((out, false)) };
+            for entry in messages.range((room.as_str(), from)..=(room.as_str(), u64::MAX)).map_err(unavailable)? {
+                if out.len() >= limit as usize {
+                    return Ok((out, true));
+                }
+                let (k, v) = entry.map_err(unavailable)?;
+                out.push(decode_message(&room, k.value().1, v.value())?);
+            }
+            Ok((out, false))
+        })
+        .await
+    }
+
+    async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
+        let (room, cid) = (room.to_owned(), cid.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let cids = txn.open_table(CIDS).map_err(unavailable)?;
+            let Some(seq) = cids.get((room.as_str(), cid.as_str())).map_err(unavailable)?.map(|g| g.value()) else {
+                return Ok(None);
+            };
+            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let bytes = messages
+                .get((room.as_str(), seq))
+                .map_err(unavailable)?
+                .ok_or_else(|| Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}")))?;
+            let m = decode_message(&room, seq, bytes.value())?;
+            Ok(Some(CidHit { seq, msg_id: m.msg_id, ts: m.ts }))
+        })
+        .await
+    }
+
+    async fn apply(&self, batch: WriteBatch) -> Result<()> {
+        self.blocking(move |db| apply_batch(db, &batch)).await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(unavailable)?;
+            let checkpoints = txn.open_table(CHECKPOINTS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for entry in checkpoints.iter().map_err(unavailable)? {
+                let (k, v) = entry.map_err(unavailable)?;
+                out.push((k.value(), v.value()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn bind_partitions(&self, partitions: u32) -> Result<()> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut meta = txn.open_table(META).map_err(unavailable)?;
+                let stored = meta.get("partitions").map_err(unavailable)?.map(|g| g.value());
+                match stored {
+                    Some(stored) if stored != u64::from(partitions) => {
+                        return Err(Error::PartitionsChanged { stored: stored as u32, wanted: partitions });
+                    }
+                    Some(_) => {}
+                    None => {
+                        meta.insert("partitions", u64::from(partitions)).map_err(unavailable)?;
+                    }
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    async fn open() -> (tempfile::TempDir, super::EmbeddedStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::EmbeddedStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+    crate::store_contract_tests!(open);
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_database() {
+        use crate::Store;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = super::EmbeddedStore::open(dir.path()).unwrap();
+            store.apply(crate::contract::some_messages("r", 3)).await.unwrap();
+        }
+        let store = super::EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.history("r", None, 10).await.unwrap().len(), 3);
+        assert_eq!(store.room("r").await.unwrap().unwrap().last_seq, 3);
+    }
+}
