@@ -1,0 +1,80 @@
+//! Confab's message bus.
+//!
+//! * [`Bus`]: the ingress log, partitioned by room, that gateways produce
+//!   client writes to and a group of dispatchers consumes; and the
+//!   announcements gateways make about the rooms and users they host.
+//! * [`memory`]: the standalone, in-process implementation.
+//! * [`push`]: the direct path from a dispatcher to the gateways.
+//! * [`contract`]: the suite every implementation passes (`bus_contract_tests!`).
+
+use async_trait::async_trait;
+use confab_protocol::record::Announcement;
+use confab_protocol::IngressRecord;
+use tokio::sync::mpsc;
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
+pub mod memory;
+pub mod push;
+
+pub use memory::MemoryBus;
+pub use push::{LocalPush, Push};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The log cannot be reached or did not accept the record in time.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The bus is shutting down.
+    #[error("bus closed")]
+    Closed,
+}
+
+/// One record of the ingress log and its place there.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: u32,
+    pub offset: u64,
+    pub record: IngressRecord,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Number of ingress partitions; fixed for the life of a cluster.
+    fn partitions(&self) -> u32;
+    /// Ok when the bus answers.
+    async fn ping(&self) -> Result<()>;
+    /// Appends a write to the ingress log, keyed by its room. Ok once the log
+    /// holds it; the dispatcher's reply comes later through [`Push`].
+    async fn produce(&self, record: &IngressRecord) -> Result<()>;
+    /// Joins the dispatchers' consumer group.
+    async fn consumer(&self) -> Result<Box<dyn Consumer>>;
+    /// Tells every dispatcher and gateway something about this gateway.
+    async fn announce(&self, announcement: &Announcement) -> Result<()>;
+    /// Announcements made from now on, by any gateway.
+    async fn announcements(&self) -> Result<mpsc::Receiver<Announcement>>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits until records are available and returns up to `max` of them,
+    /// each partition's in log order.
+    async fn poll(&mut self, max: usize) -> Result<Vec<Record>>;
+    /// Everything before `next_offset` of each partition is processed.
+    async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<()>;
+    /// Records in the log not yet committed, per assigned partition.
+    async fn lag(&self) -> Vec<(u32, u64)>;
+}
+
+/// The partition of a room: FNV-1a of its name. Stable across versions and
+/// platforms, which `std`'s hasher is not.
+pub fn partition_for(room: &str, partitions: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in room.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % partitions.max(1)
+}

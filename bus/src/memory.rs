@@ -1,0 +1,181 @@
+//! The standalone bus: one in-process log per partition.
+//!
+//! Nothing here is durable, and nothing needs to be: a write is acknowledged
+//! only after the dispatcher stored it, and the store remembers how far into
+//! each partition it got, so a restarted process resumes numbering there
+//! ([`MemoryBus::new`]'s `start`) and seqs keep increasing.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use confab_protocol::record::Announcement;
+use confab_protocol::IngressRecord;
+use tokio::sync::{broadcast, mpsc, Notify};
+
+use crate::{partition_for, Bus, Consumer, Error, Record, Result};
+
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    partitions: Vec<Mutex<Partition>>,
+    produced: Notify,
+    announcements: broadcast::Sender<Announcement>,
+}
+
+struct Partition {
+    /// Offset of `records[0]`.
+    base: u64,
+    records: VecDeque<IngressRecord>,
+}
+
+impl Partition {
+    fn end(&self) -> u64 {
+        self.base + self.records.len() as u64
+    }
+}
+
+impl MemoryBus {
+    /// A bus of `partitions` partitions; each starts at the offset `start`
+    /// gives for it, or 0.
+    pub fn new(partitions: u32, start: &[(u32, u64)]) -> MemoryBus {
+        let partitions = (0..partitions.max(1))
+            .map(|p| {
+                let base = start.iter().find(|(q, _)| *q == p).map_or(0, |(_, o)| *o);
+                Mutex::new(Partition { base, records: VecDeque::new() })
+            })
+            .collect();
+        let (announcements, _) = broadcast::channel(4096);
+        MemoryBus { inner: Arc::new(Inner { partitions, produced: Notify::new(), announcements }) }
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    fn partitions(&self) -> u32 {
+        self.inner.partitions.len() as u32
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn produce(&self, record: &IngressRecord) -> Result<()> {
+        let p = partition_for(&record.room, self.partitions());
+        self.inner.partitions[p as usize].lock().expect("bus lock").records.push_back(record.clone());
+        self.inner.produced.notify_waiters();
+        Ok(())
+    }
+
+    async fn consumer(&self) -> Result<Box<dyn Consumer>> {
+        let positions = self.inner.partitions.iter().map(|p| p.lock().expect("bus lock").base).collect();
+        Ok(Box::new(MemoryConsumer { inner: self.inner.clone(), positions }))
+    }
+
+    async fn announce(&self, announcement: &Announcement) -> Result<()> {
+        // No subscriber yet is fine: announcements are about the present.
+        let _ = self.inner.announcements.send(announcement.clone());
+        Ok(())
+    }
+
+    async fn announcements(&self) -> Result<mpsc::Receiver<Announcement>> {
+        let mut rx = self.inner.announcements.subscribe();
+        let (tx, out) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(a) => {
+                        if tx.send(a).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "announcement subscriber fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// The single consumer of a standalone process: it owns every partition.
+struct MemoryConsumer {
+    inner: Arc<Inner>,
+    /// Next offset to read, per partition.
+    positions: Vec<u64>,
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn poll(&mut self, max: usize) -> Result<Vec<Record>> {
+        loop {
+            let notified = self.inner.produced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut out = Vec::new();
+            for (p, partition) in self.inner.partitions.iter().enumerate() {
+                let partition = partition.lock().expect("bus lock");
+                let pos = &mut self.positions[p];
+                *pos = (*pos).max(partition.base);
+                while *pos < partition.end() && out.len() < max {
+                    let record = partition.records[(*pos - partition.base) as usize].clone();
+                    out.push(Record { partition: p as u32, offset: *pos, record });
+                    *pos += 1;
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            notified.await;
+        }
+    }
+
+    async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+        for &(p, next) in offsets {
+            let Some(partition) = self.inner.partitions.get(p as usize) else {
+                return Err(Error::Unavailable(format!("no partition {p}")));
+            };
+            let mut partition = partition.lock().expect("bus lock");
+            while partition.base < next && !partition.records.is_empty() {
+                partition.records.pop_front();
+                partition.base += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn lag(&self) -> Vec<(u32, u64)> {
+        self.inner
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, partition)| (p as u32, partition.lock().expect("bus lock").records.len() as u64))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    async fn open() -> ((), super::MemoryBus) {
+        ((), super::MemoryBus::new(4, &[]))
+    }
+    crate::bus_contract_tests!(open);
+
+    #[tokio::test]
+    async fn offsets_resume_where_the_store_left_off() {
+        use crate::Bus;
+        let bus = super::MemoryBus::new(2, &[(0, 100), (1, 7)]);
+        for i in 0..10 {
+            bus.produce(&crate::contract::record(&format!("room-{i}"))).await.unwrap();
+        }
+        let mut consumer = bus.consumer().await.unwrap();
+        for r in consumer.poll(100).await.unwrap() {
+            assert!(r.offset >= if r.partition == 0 { 100 } else { 7 });
+        }
+    }
+}
