@@ -1,0 +1,84 @@
+//! The dispatcher: the single writer of each room.
+//!
+//! It consumes the ingress log ([`confab_bus::Consumer`]) in batches and runs
+//! each batch through [`pipeline`]: dedupe by `(room, cid)`, assign `seq` from
+//! the record's offset, persist the batch in one group commit, then reply to
+//! the origin sessions and push room events to the gateways that host a
+//! member ([`routes`]), and only then commit the consumer offsets.
+
+pub mod metrics;
+pub mod pipeline;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_bus::{Bus, Push};
+use confab_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use metrics::Metrics;
+pub use pipeline::Pipeline;
+pub use routes::Routes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] confab_bus::Error),
+    #[error(transparent)]
+    Store(#[from] confab_store::Error),
+}
+
+/// Dispatcher settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most records taken into one group commit.
+    pub max_batch: usize,
+    /// A gateway silent for this long loses its routes.
+    pub gateway_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { max_batch: 512, gateway_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// Consumes the ingress log until `shutdown`, then returns after the batch in
+/// hand is stored, answered and committed.
+pub async fn run(
+    config: Config,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn Store>,
+    push: Arc<dyn Push>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    store.bind_partitions(bus.partitions()).await?;
+    let mut consumer = bus.consumer().await?;
+    let mut announcements = bus.announcements().await?;
+    let mut pipeline = Pipeline::new(store.clone(), push, metrics.clone(), shutdown.clone());
+    pipeline.resume_from(store.checkpoints().await?);
+    let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
+    tracing::info!(partitions = bus.partitions(), "dispatcher consuming");
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(a) = announcements.recv() => pipeline.routes.apply(&a),
+            _ = expiry.tick() => {
+                pipeline.routes.expire(config.gateway_timeout);
+                for (partition, lag) in consumer.lag().await {
+                    metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(lag as i64);
+                }
+            }
+            polled = consumer.poll(config.max_batch) => {
+                let records = polled?;
+                let Some(offsets) = pipeline.process(records).await else { break };
+                consumer.commit(&offsets).await?;
+            }
+        }
+    }
+    tracing::info!("dispatcher stopped");
+    Ok(())
+}
