@@ -51,6 +51,8 @@ export type ClientEvents = {
   status: [status: ConnectionStatus];
   /** Rooms were added or removed. */
   rooms: [];
+  /** The room list is fresh after a (re)connect; a `sync` of every room follows. */
+  ready: [];
   /** Something in one room changed: messages, unread, typing, outgoing... */
   room: [room: string];
   /** A user came online or went offline. */
@@ -327,7 +329,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
     for (const roomId of this.readWanted.keys()) this.pumpRead(roomId);
     // Rooms may have appeared (DMs) or gone while we were away; then catch up on all.
     this.refreshRooms().then(
-      () => this.requestSync(this.rooms.keys()),
+      () => {
+        this.emit("ready");
+        this.requestSync(this.rooms.keys());
+      },
       (err: ConfabError) => {
         this.emit("error", err);
         this.requestSync(this.rooms.keys());
@@ -345,7 +350,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
         break;
       case "typing": {
         const room = this.rooms.get(event.room);
-        if (room && event.user !== this.me) this.showTyping(room, event.user);
+        if (room && event.user !== this.me) {
+          this.setOnline(event.user, true);
+          this.showTyping(room, event.user);
+        }
         break;
       }
       case "read": {
@@ -407,8 +415,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
       return;
     }
     if (!room) return;
-    if (ev.action === "join") room.members.add(ev.user);
-    else {
+    if (ev.action === "join") {
+      room.members.add(ev.user);
+      // Joining takes a live session: no presence event says so when we shared no room before.
+      this.setOnline(ev.user, true);
+    } else {
       room.members.delete(ev.user);
       room.typing.delete(ev.user);
     }
@@ -596,6 +607,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
       ...(to !== undefined ? { to } : {}),
     };
     room.outgoing.push(out);
+    // The message ends the others' typing indicator; the next keystroke starts a new one.
+    this.typingSentAt.delete(room.id);
     this.emit("room", room.id);
     return this.track(out);
   }

@@ -1,0 +1,140 @@
+/**
+ * The signed-in app: a ConfabClient, the sidebar, the conversation and the
+ * connection banner. The open room lives in the URL hash (`#general`,
+ * `#dm:alice:bob`), so reloads and the back button work.
+ */
+import { ConfabClient, type ConnectionStatus } from "../sdk/src/index.ts";
+import { Conversation } from "./conversation.ts";
+import { h } from "./dom.ts";
+import type { Session } from "./session.ts";
+import { Sidebar } from "./sidebar.ts";
+
+export interface ChatOptions {
+  baseUrl: string;
+  session: Session;
+  onSignOut: () => void;
+  onExpired: () => void;
+}
+
+function roomFromHash(): string | undefined {
+  const raw = decodeURIComponent(location.hash.replace(/^#/, ""));
+  return raw || undefined;
+}
+
+export class ChatApp {
+  readonly el: HTMLElement;
+  readonly client: ConfabClient;
+  private readonly sidebar: Sidebar;
+  private readonly conversation: Conversation;
+  private readonly banner: HTMLElement;
+  private renderQueued = false;
+  private roomsKnown = false;
+  private connectingTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly onHash = () => this.route();
+
+  constructor(private readonly options: ChatOptions) {
+    const { session } = options;
+    this.client = new ConfabClient({ baseUrl: options.baseUrl, token: session.token, user: session.user });
+    this.sidebar = new Sidebar({
+      client: this.client,
+      onOpen: (room) => this.open(room),
+      onSignOut: () => options.onSignOut(),
+    });
+    this.conversation = new Conversation({
+      client: this.client,
+      onBack: () => this.open(undefined),
+      onLeft: () => this.open(undefined),
+    });
+    this.banner = h("div", { class: "banner", role: "status", "aria-live": "polite", hidden: true });
+    this.el = h("div", { class: "app" }, this.banner, h("div", { class: "layout" }, this.sidebar.el, this.conversation.el));
+
+    const c = this.client;
+    c.on("status", (s) => this.onStatus(s));
+    c.on("rooms", () => this.schedule());
+    c.on("room", () => this.schedule());
+    c.on("presence", () => this.schedule());
+    c.on("ready", () => {
+      this.roomsKnown = true;
+      this.route();
+      void this.conversation.refreshPresence();
+    });
+    c.on("expired", () => options.onExpired());
+    window.addEventListener("hashchange", this.onHash);
+    this.onStatus(c.status);
+    this.route();
+    c.connect();
+  }
+
+  destroy(): void {
+    window.removeEventListener("hashchange", this.onHash);
+    clearTimeout(this.connectingTimer);
+    this.client.close();
+    this.el.remove();
+  }
+
+  /** Opens a room (or the list, on phones) by moving the hash. */
+  private open(room: string | undefined): void {
+    const hash = room ? `#${encodeURIComponent(room).replace(/%3A/g, ":")}` : "";
+    if (location.hash === hash || (!hash && !location.hash)) {
+      this.route();
+    } else if (hash) {
+      location.hash = hash;
+    } else {
+      history.pushState(null, "", location.pathname + location.search);
+      this.route();
+    }
+  }
+
+  private route(): void {
+    const wanted = roomFromHash();
+    let room = wanted;
+    if (wanted && !this.client.room(wanted)) {
+      // Rooms not loaded yet: wait for them; an unknown room closes.
+      room = undefined;
+      if (this.roomsKnown) history.replaceState(null, "", location.pathname + location.search);
+    }
+    this.el.classList.toggle("has-room", room !== undefined);
+    this.conversation.show(room);
+    this.sidebar.setCurrent(room);
+  }
+
+  private onStatus(status: ConnectionStatus): void {
+    clearTimeout(this.connectingTimer);
+    const show = (text: string) => {
+      this.banner.hidden = false;
+      this.banner.replaceChildren(h("span", { class: "spinner", "aria-hidden": "true" }), text);
+      this.el.classList.add("offline");
+    };
+    if (status === "reconnecting") {
+      const unsent = this.client.pendingSends.length;
+      show(
+        `Connection lost. Reconnecting…${unsent ? ` ${unsent} unsent message${unsent === 1 ? "" : "s"} will go out when you are back.` : ""}`,
+      );
+    } else if (status === "connecting") {
+      // Only a slow first connection deserves a banner.
+      this.connectingTimer = setTimeout(() => show("Connecting…"), 800);
+    } else {
+      this.banner.hidden = true;
+      this.banner.replaceChildren();
+      this.el.classList.remove("offline");
+    }
+  }
+
+  /** Coalesces the many state events of one burst into one render. */
+  private schedule(): void {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    queueMicrotask(() => {
+      this.renderQueued = false;
+      if (this.client.status === "reconnecting") this.onStatus("reconnecting");
+      const current = this.conversation.current;
+      if (current && !this.client.room(current)) {
+        this.open(undefined);
+        return;
+      }
+      if (!this.conversation.current && roomFromHash() && this.client.room(roomFromHash()!)) this.route();
+      this.sidebar.render();
+      this.conversation.render();
+    });
+  }
+}
