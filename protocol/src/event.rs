@@ -62,7 +62,6 @@ pub enum ByeReason {
     SlowConsumer,
     TokenExpired,
     ServerRestart,
-    Idle,
 }
 
 impl ByeReason {
@@ -72,7 +71,6 @@ impl ByeReason {
             ByeReason::SlowConsumer => 1013,
             ByeReason::TokenExpired => 1008,
             ByeReason::ServerRestart => 1012,
-            ByeReason::Idle => 1001,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -80,7 +78,6 @@ impl ByeReason {
             ByeReason::SlowConsumer => "slow_consumer",
             ByeReason::TokenExpired => "token_expired",
             ByeReason::ServerRestart => "server_restart",
-            ByeReason::Idle => "idle",
         }
     }
 }

@@ -156,12 +156,7 @@ impl Op {
             }
             Op::History { room, limit, .. } => {
                 validate::room_ref(room)?;
-                match limit {
-                    Some(l) if !(1..=MAX_HISTORY_LIMIT).contains(l) => {
-                        Err(ProtocolError::bad_request(format!("limit must be 1 to {MAX_HISTORY_LIMIT}")))
-                    }
-                    _ => Ok(()),
-                }
+                validate::history_limit(*limit)
             }
             Op::Sync { rooms, limit } => {
                 if rooms.len() > MAX_SYNC_ROOMS {

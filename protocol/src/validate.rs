@@ -94,6 +94,17 @@ pub fn password(password: &str) -> Result<(), ProtocolError> {
     }
 }
 
+/// `limit` of `history`: 1 to 100 when given.
+pub fn history_limit(limit: Option<u32>) -> Result<(), ProtocolError> {
+    match limit {
+        Some(l) if !(1..=crate::request::MAX_HISTORY_LIMIT).contains(&l) => Err(ProtocolError::bad_request(format!(
+            "limit must be 1 to {}",
+            crate::request::MAX_HISTORY_LIMIT
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Shortens client input quoted back in an error message.
 pub fn clip(s: &str) -> String {
     if s.len() <= 80 {

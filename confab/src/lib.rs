@@ -1,0 +1,25 @@
+//! The `confab` binary's library: configuration ([`config`]), the admin
+//! endpoints every process serves ([`admin`]) and the wiring of each mode
+//! ([`standalone`]). `main.rs` only parses flags and calls in here, so tests
+//! start the very same server on port 0.
+
+pub mod admin;
+pub mod config;
+pub mod standalone;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,48 @@
+//! The gateway's settings. The `confab` binary fills them from its layered
+//! configuration; the doc comments there are the user's documentation.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This gateway's id, unique in the cluster; shown as `server` in `hello`.
+    pub id: String,
+    /// Internal push address announced to dispatchers (distributed mode).
+    pub internal_addr: Option<String>,
+    pub heartbeat: Duration,
+    /// Largest client frame; larger closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Largest message text; larger is `too_large`.
+    pub max_text_bytes: usize,
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+    /// Frames queued for one session before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Rooms larger than this get no `presence` events.
+    pub presence_event_limit: u64,
+    /// How long `produce` may take before `send` gets `unavailable`.
+    pub produce_timeout: Duration,
+    /// WebSocket read buffer per connection.
+    pub ws_read_buffer: usize,
+    /// WebSocket write buffer per connection.
+    pub ws_write_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: "gw-1".into(),
+            internal_addr: None,
+            heartbeat: Duration::from_millis(25_000),
+            max_frame_bytes: 64 * 1024,
+            max_text_bytes: 4096,
+            rate_per_second: 20,
+            rate_burst: 40,
+            outbound_queue: 256,
+            presence_event_limit: 500,
+            produce_timeout: Duration::from_secs(5),
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 4 * 1024,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Pushes from dispatchers, delivered to local sessions. Each event arrives
+//! encoded once; every recipient gets a clone of the same bytes.
+
+use axum::extract::ws::Utf8Bytes;
+use confab_protocol::validate::dm_members;
+use confab_protocol::{Audience, Delivery, RoomEffect};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::HostsDelta;
+use crate::Gateway;
+
+pub async fn run(gw: Gateway, mut inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            batch = inbox.recv() => {
+                let Some(batch) = batch else { return };
+                let mut delta = HostsDelta::default();
+                for d in batch {
+                    delta.merge(gw.deliver(d));
+                }
+                gw.announce(delta).await;
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Delivers one push; returns what it changed in what this gateway hosts.
+    pub fn deliver(&self, delivery: Delivery) -> HostsDelta {
+        let registry = &self.inner.registry;
+        let metrics = &self.inner.metrics;
+        match delivery {
+            Delivery::Reply { session, t0, frame } => {
+                if let Some(s) = registry.get(session) {
+                    if t0 > 0 {
+                        let micros = self.now_micros().saturating_sub(t0);
+                        metrics.send_ack.observe(micros as f64 / 1e6);
+                    }
+                    if !s.send(Utf8Bytes::from(frame)) {
+                        metrics.slow_consumers.inc();
+                    }
+                }
+                HostsDelta::default()
+            }
+            Delivery::Room { room, audience, effect, frame } => {
+                let mut delta = HostsDelta::default();
+                if let Some((a, b)) = dm_members(&room) {
+                    delta.merge(registry.ensure_dm(&room, [a, b]));
+                }
+                if let Some(RoomEffect::Joined(user)) = &effect {
+                    delta.merge(registry.join(&room, user));
+                }
+                let except = match &audience {
+                    Audience::MembersExcept(user) => Some(user.as_str()),
+                    Audience::Members => None,
+                };
+                let bytes = Utf8Bytes::from(frame);
+                let mut dropped = 0;
+                let n = registry.for_room(&room, |s| {
+                    if Some(&*s.user) != except && !s.send(bytes.clone()) {
+                        dropped += 1;
+                    }
+                });
+                metrics.deliveries.inc_by(n as u64);
+                metrics.slow_consumers.inc_by(dropped);
+                if let Some(RoomEffect::Left(user)) = &effect {
+                    delta.merge(registry.leave(&room, user));
+                }
+                delta
+            }
+        }
+    }
+
+    /// Tells dispatchers and other gateways what changed here.
+    pub(crate) async fn announce(&self, delta: HostsDelta) {
+        if delta.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.bus.announce(&delta.into_announcement(self.id())).await {
+            tracing::warn!(error = %e, "announcement failed; routes heal with the next one");
+        }
+    }
+}

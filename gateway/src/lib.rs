@@ -1,0 +1,138 @@
+//! The gateway: where clients meet Confab.
+//!
+//! A client's frames travel `http` (auth before upgrade) -> [`session`]
+//! (reader and writer tasks) -> [`ops`] (decode, validate, rate-limit; reads
+//! from the store, writes to the bus as ingress records). What dispatchers
+//! push back comes in through [`delivery`], which resolves a room's local
+//! members in [`registry`] and hands each session the same encoded bytes.
+//! [`presence`] tracks who is online on other gateways from their
+//! announcements; [`sweeper`] is the one timer for heartbeats, idle sessions
+//! and token expiry; [`serve`] is the accept loop (plain or TLS).
+
+pub mod auth;
+pub mod config;
+pub mod delivery;
+pub mod http;
+pub mod metrics;
+pub mod ops;
+pub mod presence;
+pub mod registry;
+pub mod serve;
+pub mod session;
+pub mod sweeper;
+pub mod web;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confab_bus::Bus;
+use confab_protocol::record::Announcement;
+use confab_protocol::Delivery;
+use confab_store::Store;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::Auth;
+pub use config::Config;
+pub use metrics::Metrics;
+use presence::Presence;
+use registry::Registry;
+
+/// A cheap, cloneable handle on one gateway's shared state.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    auth: Auth,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    registry: Registry,
+    presence: Presence,
+    metrics: Metrics,
+    draining: AtomicBool,
+    started: Instant,
+}
+
+impl Gateway {
+    pub fn new(config: Config, auth: Auth, store: Arc<dyn Store>, bus: Arc<dyn Bus>, metrics: Metrics) -> Gateway {
+        Gateway {
+            inner: Arc::new(Inner {
+                registry: Registry::default(),
+                presence: Presence::new(config.id.clone()),
+                config,
+                auth,
+                store,
+                bus,
+                metrics,
+                draining: AtomicBool::new(false),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    /// Microseconds since this gateway started: the clock of `Origin::t0`.
+    pub(crate) fn now_micros(&self) -> u64 {
+        self.inner.started.elapsed().as_micros() as u64
+    }
+
+    /// Ready for traffic: the bus and the store answer, and not draining.
+    pub async fn ready(&self) -> Result<(), String> {
+        if self.inner.draining.load(Ordering::Relaxed) {
+            return Err("draining".into());
+        }
+        self.inner.store.ping().await.map_err(|e| e.to_string())?;
+        self.inner.bus.ping().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Runs the gateway's background work until `shutdown`: delivering what
+    /// dispatchers push (`inbox`), following other gateways' announcements,
+    /// and the heartbeat/idle/expiry sweep.
+    pub async fn run_background(&self, inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
+        let announcements = match self.inner.bus.announcements().await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot follow gateway announcements; presence across gateways is off");
+                None
+            }
+        };
+        self.announce_heartbeat().await;
+        tokio::join!(
+            delivery::run(self.clone(), inbox, shutdown.clone()),
+            presence::follow(self.clone(), announcements, shutdown.clone()),
+            sweeper::run(self.clone(), shutdown.clone()),
+        );
+    }
+
+    /// Stops taking traffic: tells every session `bye server_restart`, and
+    /// waits until they are gone or `grace` has passed.
+    pub async fn drain(&self, grace: Duration) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+        let n = self.inner.registry.close_all(confab_protocol::ByeReason::ServerRestart);
+        tracing::info!(sessions = n, ?grace, "draining");
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.registry.len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = self.inner.registry.emptied() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        let _ = self.inner.bus.announce(&Announcement::Gone { gateway: self.id().into() }).await;
+        tracing::info!(left = self.inner.registry.len(), "drained");
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,67 @@
+//! The gateway's metrics, registered in the process's one registry. No label
+//! carries a user or room id.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub connections: IntGauge,
+    pub sessions_opened: IntCounter,
+    pub sessions_closed: IntCounterVec,
+    pub frames_in: IntCounter,
+    pub frames_out: IntCounter,
+    pub requests: IntCounterVec,
+    pub send_ack: Histogram,
+    pub deliveries: IntCounter,
+    pub slow_consumers: IntCounter,
+    pub produce_errors: IntCounter,
+    pub auth_failures: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
+        let m = Metrics {
+            connections: IntGauge::new("confab_gateway_connections", "Live WebSocket sessions on this gateway.")?,
+            sessions_opened: IntCounter::new("confab_sessions_opened_total", "WebSocket sessions opened.")?,
+            sessions_closed: IntCounterVec::new(
+                Opts::new("confab_sessions_closed_total", "WebSocket sessions closed, by reason."),
+                &["reason"],
+            )?,
+            frames_in: IntCounter::new("confab_frames_received_total", "Frames received from clients.")?,
+            frames_out: IntCounter::new("confab_frames_sent_total", "Frames sent to clients.")?,
+            requests: IntCounterVec::new(
+                Opts::new("confab_requests_total", "Client requests, by op and outcome (ok, pending or an error code)."),
+                &["op", "outcome"],
+            )?,
+            send_ack: Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_send_ack_duration_seconds",
+                    "Time from a send's acceptance by the gateway to its ack (stored) arriving back.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]),
+            )?,
+            deliveries: IntCounter::new("confab_gateway_deliveries_total", "Event frames queued to local sessions.")?,
+            slow_consumers: IntCounter::new(
+                "confab_outbound_queue_drops_total",
+                "Frames dropped because a session's outbound queue was full (the session is closed as slow_consumer).",
+            )?,
+            produce_errors: IntCounter::new("confab_bus_produce_errors_total", "Writes the bus did not accept in time.")?,
+            auth_failures: IntCounterVec::new(
+                Opts::new("confab_auth_failures_total", "Refused logins and tokens, by where."),
+                &["where"],
+            )?,
+        };
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.sessions_opened.clone()))?;
+        registry.register(Box::new(m.sessions_closed.clone()))?;
+        registry.register(Box::new(m.frames_in.clone()))?;
+        registry.register(Box::new(m.frames_out.clone()))?;
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.send_ack.clone()))?;
+        registry.register(Box::new(m.deliveries.clone()))?;
+        registry.register(Box::new(m.slow_consumers.clone()))?;
+        registry.register(Box::new(m.produce_errors.clone()))?;
+        registry.register(Box::new(m.auth_failures.clone()))?;
+        Ok(m)
+    }
+}

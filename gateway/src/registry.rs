@@ -1,0 +1,400 @@
+//! The sessions of this gateway and the local membership index: which local
+//! users are members of which rooms. A room event is resolved here into the
+//! sessions that get it, so a dispatcher pushes once per gateway whatever the
+//! room's size.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use confab_protocol::record::Announcement;
+use confab_protocol::ByeReason;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{mpsc, Notify};
+
+/// What the writer task sends next.
+pub enum Outbound {
+    Frame(Utf8Bytes),
+    Ping,
+}
+
+/// Why and how the server closes a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Send `bye` with the reason, then close with its code.
+    Bye(ByeReason),
+    /// Close with a code and no `bye` (idle, frame too large).
+    Code(u16, &'static str),
+}
+
+impl Closing {
+    /// The label of `confab_sessions_closed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Closing::Bye(r) => r.as_str(),
+            Closing::Code(_, reason) => reason,
+        }
+    }
+}
+
+/// One live session, shared by its reader and writer tasks, the registry,
+/// deliveries and the sweeper.
+pub struct SessionHandle {
+    pub id: u64,
+    pub user: Arc<str>,
+    /// Token expiry, unix seconds.
+    pub exp: u64,
+    pub limiter: DefaultDirectRateLimiter,
+    tx: mpsc::Sender<Outbound>,
+    closing: OnceLock<Closing>,
+    close_signal: Notify,
+    /// Milliseconds on the gateway's clock of the last frame or pong received.
+    last_seen_ms: AtomicU64,
+}
+
+impl SessionHandle {
+    pub fn new(id: u64, user: Arc<str>, exp: u64, quota: Quota, tx: mpsc::Sender<Outbound>, now_ms: u64) -> Self {
+        SessionHandle {
+            id,
+            user,
+            exp,
+            limiter: RateLimiter::direct(quota),
+            tx,
+            closing: OnceLock::new(),
+            close_signal: Notify::new(),
+            last_seen_ms: AtomicU64::new(now_ms),
+        }
+    }
+
+    /// Queues a frame. A full queue closes the session as a slow consumer;
+    /// other sessions never wait for it. `false` when the frame was dropped.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        match self.tx.try_send(Outbound::Frame(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(Closing::Bye(ByeReason::SlowConsumer));
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn ping(&self) {
+        let _ = self.tx.try_send(Outbound::Ping);
+    }
+
+    /// Asks the writer to close the session; the first reason wins.
+    pub fn close(&self, closing: Closing) {
+        if self.closing.set(closing).is_ok() {
+            self.close_signal.notify_one();
+        }
+    }
+
+    pub fn closing(&self) -> Option<Closing> {
+        self.closing.get().copied()
+    }
+
+    /// Resolves once [`close`](Self::close) was called.
+    pub async fn closed(&self) -> Closing {
+        loop {
+            if let Some(c) = self.closing.get() {
+                return *c;
+            }
+            self.close_signal.notified().await;
+        }
+    }
+
+    pub fn touch(&self, now_ms: u64) {
+        self.last_seen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Changes in what this gateway hosts, to announce.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HostsDelta {
+    pub rooms_added: Vec<String>,
+    pub rooms_removed: Vec<String>,
+    pub users_added: Vec<String>,
+    pub users_removed: Vec<String>,
+}
+
+impl HostsDelta {
+    pub fn is_empty(&self) -> bool {
+        self.rooms_added.is_empty() && self.rooms_removed.is_empty() && self.users_added.is_empty() && self.users_removed.is_empty()
+    }
+
+    pub fn merge(&mut self, other: HostsDelta) {
+        self.rooms_added.extend(other.rooms_added);
+        self.rooms_removed.extend(other.rooms_removed);
+        self.users_added.extend(other.users_added);
+        self.users_removed.extend(other.users_removed);
+    }
+
+    pub fn into_announcement(self, gateway: &str) -> Announcement {
+        Announcement::Hosts {
+            gateway: gateway.into(),
+            rooms_added: self.rooms_added,
+            rooms_removed: self.rooms_removed,
+            users_added: self.users_added,
+            users_removed: self.users_removed,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    index: RwLock<Index>,
+    next_id: AtomicU64,
+    emptied: Notify,
+}
+
+#[derive(Default)]
+struct Index {
+    sessions: HashMap<u64, Arc<SessionHandle>>,
+    users: HashMap<Arc<str>, LocalUser>,
+    /// room -> local users who are members
+    rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+struct LocalUser {
+    sessions: Vec<Arc<SessionHandle>>,
+    rooms: HashSet<Arc<str>>,
+}
+
+impl Index {
+    fn add_member(&mut self, room: &str, user: &Arc<str>, delta: &mut HostsDelta) {
+        let Some(local) = self.users.get_mut(user) else { return };
+        let room: Arc<str> = match self.rooms.get_key_value(room) {
+            Some((r, _)) => r.clone(),
+            None => {
+                delta.rooms_added.push(room.to_owned());
+                Arc::from(room)
+            }
+        };
+        local.rooms.insert(room.clone());
+        self.rooms.entry(room).or_default().insert(user.clone());
+    }
+
+    fn remove_member(&mut self, room: &str, user: &str, delta: &mut HostsDelta) {
+        if let Some(local) = self.users.get_mut(user) {
+            local.rooms.remove(room);
+        }
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(user);
+            if members.is_empty() {
+                self.rooms.remove(room);
+                delta.rooms_removed.push(room.to_owned());
+            }
+        }
+    }
+}
+
+impl Registry {
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.read().expect("registry lock").sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Resolves the next time the last session closes.
+    pub async fn emptied(&self) {
+        self.emptied.notified().await
+    }
+
+    /// Adds a session; `rooms` are its user's rooms, read from the store.
+    pub fn open(&self, session: Arc<SessionHandle>, rooms: impl IntoIterator<Item = String>) -> HostsDelta {
+        let mut delta = HostsDelta::default();
+        let mut index = self.index.write().expect("registry lock");
+        index.sessions.insert(session.id, session.clone());
+        let user = session.user.clone();
+        match index.users.get_mut(&user) {
+            Some(local) => local.sessions.push(session),
+            None => {
+                delta.users_added.push(user.to_string());
+                index.users.insert(user.clone(), LocalUser { sessions: vec![session], rooms: HashSet::new() });
+            }
+        }
+        for room in rooms {
+            index.add_member(&room, &user, &mut delta);
+        }
+        delta
+    }
+
+    /// Removes a session; the user and their rooms go when it was their last.
+    pub fn close(&self, id: u64) -> HostsDelta {
+        let mut delta = HostsDelta::default();
+        let mut index = self.index.write().expect("registry lock");
+        let Some(session) = index.sessions.remove(&id) else { return delta };
+        let user = session.user.clone();
+        let last = match index.users.get_mut(&user) {
+            Some(local) => {
+                local.sessions.retain(|s| s.id != id);
+                local.sessions.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            let rooms: Vec<Arc<str>> = index.users.get(&user).map(|u| u.rooms.iter().cloned().collect()).unwrap_or_default();
+            for room in rooms {
+                index.remove_member(&room, &user, &mut delta);
+            }
+            index.users.remove(&user);
+            delta.users_removed.push(user.to_string());
+        }
+        if index.sessions.is_empty() {
+            self.emptied.notify_waiters();
+        }
+        delta
+    }
+
+    /// A local user joined a room (no-op for users without a session here).
+    pub fn join(&self, room: &str, user: &str) -> HostsDelta {
+        let mut delta = HostsDelta::default();
+        let mut index = self.index.write().expect("registry lock");
+        if let Some((user, _)) = index.users.get_key_value(user) {
+            let user = user.clone();
+            index.add_member(room, &user, &mut delta);
+        }
+        delta
+    }
+
+    pub fn leave(&self, room: &str, user: &str) -> HostsDelta {
+        let mut delta = HostsDelta::default();
+        self.index.write().expect("registry lock").remove_member(room, user, &mut delta);
+        delta
+    }
+
+    /// Makes sure the local parties of a DM room are indexed as its members:
+    /// a DM room comes into being with its first message, and its members are
+    /// in its id.
+    pub fn ensure_dm(&self, room: &str, users: [&str; 2]) -> HostsDelta {
+        {
+            let index = self.index.read().expect("registry lock");
+            let known = |u: &str| !index.users.contains_key(u) || index.rooms.get(room).is_some_and(|m| m.contains(u));
+            if users.iter().all(|u| known(u)) {
+                return HostsDelta::default();
+            }
+        }
+        let mut delta = HostsDelta::default();
+        for user in users {
+            delta.merge(self.join(room, user));
+        }
+        delta
+    }
+
+    /// Calls `f` for every session of every local member of `room`.
+    pub fn for_room(&self, room: &str, mut f: impl FnMut(&Arc<SessionHandle>)) -> usize {
+        let index = self.index.read().expect("registry lock");
+        let mut n = 0;
+        for user in index.rooms.get(room).into_iter().flatten() {
+            for session in index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default() {
+                f(session);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Local users among `users`.
+    pub fn is_local(&self, user: &str) -> bool {
+        self.index.read().expect("registry lock").users.contains_key(user)
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<SessionHandle>> {
+        self.index.read().expect("registry lock").sessions.get(&id).cloned()
+    }
+
+    /// Every session, for the sweeper.
+    pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
+        self.index.read().expect("registry lock").sessions.values().cloned().collect()
+    }
+
+    /// Asks every session to close; returns how many there were.
+    pub fn close_all(&self, reason: ByeReason) -> usize {
+        let sessions = self.sessions();
+        for s in &sessions {
+            s.close(Closing::Bye(reason));
+        }
+        sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(2);
+        let quota = Quota::per_second(NonZeroU32::new(20).unwrap());
+        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, 0)), rx)
+    }
+
+    fn users_in(reg: &Registry, room: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        reg.for_room(room, |s| v.push(s.user.to_string()));
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn rooms_are_announced_when_their_first_local_member_arrives_and_last_leaves() {
+        let reg = Registry::default();
+        let (a1, _r1) = session(&reg, "alice");
+        let (a2, _r2) = session(&reg, "alice");
+        let d = reg.open(a1.clone(), ["r".to_string()]);
+        assert_eq!(d.rooms_added, ["r"]);
+        assert_eq!(d.users_added, ["alice"]);
+        let d = reg.open(a2.clone(), ["r".to_string()]);
+        assert!(d.is_empty(), "a second device changes nothing hosted: {d:?}");
+        assert_eq!(users_in(&reg, "r"), ["alice", "alice"]);
+        assert!(reg.close(a1.id).is_empty());
+        let d = reg.close(a2.id);
+        assert_eq!(d.rooms_removed, ["r"]);
+        assert_eq!(d.users_removed, ["alice"]);
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn joins_and_leaves_of_local_users_update_the_index() {
+        let reg = Registry::default();
+        let (a, _ra) = session(&reg, "alice");
+        reg.open(a, []);
+        assert_eq!(reg.join("r", "alice").rooms_added, ["r"]);
+        assert!(reg.join("r", "bob").is_empty(), "bob has no session here");
+        assert_eq!(users_in(&reg, "r"), ["alice"]);
+        assert_eq!(reg.leave("r", "alice").rooms_removed, ["r"]);
+        assert!(users_in(&reg, "r").is_empty());
+    }
+
+    #[test]
+    fn a_dm_room_indexes_its_local_parties() {
+        let reg = Registry::default();
+        let (b, _rb) = session(&reg, "bob");
+        reg.open(b, []);
+        let d = reg.ensure_dm("dm:alice:bob", ["alice", "bob"]);
+        assert_eq!(d.rooms_added, ["dm:alice:bob"]);
+        assert!(reg.ensure_dm("dm:alice:bob", ["alice", "bob"]).is_empty());
+        assert_eq!(users_in(&reg, "dm:alice:bob"), ["bob"]);
+    }
+
+    #[test]
+    fn a_full_queue_closes_only_that_session_as_slow() {
+        let reg = Registry::default();
+        let (a, _keep) = session(&reg, "alice");
+        assert!(a.send("1".into()) && a.send("2".into()));
+        assert!(!a.send("3".into()));
+        assert_eq!(a.closing(), Some(Closing::Bye(ByeReason::SlowConsumer)));
+    }
+}

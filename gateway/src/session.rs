@@ -1,0 +1,201 @@
+//! One WebSocket session: a reader task and a writer task joined by
+//! `select!`. The reader decodes and handles requests in order; the writer
+//! drains the session's bounded queue, coalescing whatever is queued into one
+//! flush, and performs the server's side of every close.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use confab_protocol::{ErrorCode, Event, ProtocolError, Reply, Request};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use governor::Quota;
+use tokio::sync::mpsc;
+
+use crate::auth::Claims;
+use crate::ops::Outcome;
+use crate::registry::{Closing, Outbound, SessionHandle};
+use crate::Gateway;
+
+/// Most frames written between two flushes.
+const COALESCE: usize = 64;
+/// How long the server's last words (`bye`, close frame) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
+    let config = gw.config();
+    let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
+    let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
+    let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
+    let user: Arc<str> = Arc::from(claims.sub.as_str());
+    let session = Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), claims.exp, quota, tx, gw.now_ms()));
+    let (mut sink, stream) = socket.split();
+
+    let rooms = match gw.inner.store.user_rooms(&user).await {
+        Ok(rooms) => rooms,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the user's rooms; refusing the session");
+            let frame = CloseFrame { code: 1011, reason: "store unavailable".into() };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            return;
+        }
+    };
+    let was_online = gw.is_online(&user);
+    let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));
+    gw.announce(delta).await;
+    if !was_online {
+        gw.tell_presence(&user, true).await;
+    }
+    let metrics = &gw.inner.metrics;
+    metrics.sessions_opened.inc();
+    metrics.connections.inc();
+    let hello = Event::Hello {
+        user: user.to_string(),
+        session: format!("s-{:x}", session.id),
+        server: gw.id().into(),
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
+    };
+    session.send(hello.encode().into());
+    if gw.is_draining() {
+        session.close(Closing::Bye(confab_protocol::ByeReason::ServerRestart));
+    }
+
+    let reason = tokio::select! {
+        r = reader(&gw, &session, stream) => r,
+        r = writer(&gw, &session, sink, rx) => r,
+    };
+
+    let delta = gw.inner.registry.close(session.id);
+    gw.announce(delta).await;
+    if !gw.is_online(&user) {
+        gw.tell_presence(&user, false).await;
+    }
+    metrics.connections.dec();
+    metrics.sessions_closed.with_label_values(&[reason]).inc();
+    tracing::debug!(session = session.id, %user, reason, "session closed");
+}
+
+async fn reader(gw: &Gateway, session: &SessionHandle, mut stream: SplitStream<WebSocket>) -> &'static str {
+    while let Some(msg) = stream.next().await {
+        session.touch(gw.now_ms());
+        match msg {
+            Ok(Message::Text(text)) => {
+                gw.inner.metrics.frames_in.inc();
+                on_text(gw, session, text.as_str()).await;
+            }
+            Ok(Message::Binary(_)) => {
+                gw.inner.metrics.frames_in.inc();
+                reply(session, Reply::error(None, ProtocolError::bad_request("frames must be text, one JSON object each")));
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(Message::Close(_)) => return "client_closed",
+            Err(e) => {
+                if !is_too_large(e) {
+                    return "connection_error";
+                }
+                session.close(Closing::Code(1009, "frame_too_large"));
+            }
+        }
+        if session.closing().is_some() {
+            // The writer is saying goodbye; let it finish.
+            std::future::pending::<()>().await;
+        }
+    }
+    "client_closed"
+}
+
+async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
+    let decoded = Request::decode(text, gw.config().max_text_bytes);
+    if session.limiter.check().is_err() {
+        let id = match &decoded {
+            Ok(r) => r.id.clone(),
+            Err(e) => e.id.clone(),
+        };
+        gw.inner.metrics.requests.with_label_values(&["any", "rate_limited"]).inc();
+        let error = ProtocolError::new(ErrorCode::RateLimited, "too many requests; slow down");
+        reply(session, Reply::error(id, error));
+        return;
+    }
+    match decoded {
+        Err(e) => {
+            gw.inner.metrics.requests.with_label_values(&["invalid", "bad_request"]).inc();
+            reply(session, Reply::error(e.id, e.error));
+        }
+        Ok(req) => {
+            if let Outcome::Reply(r) = gw.handle(session, req).await {
+                reply(session, r);
+            }
+        }
+    }
+}
+
+fn reply(session: &SessionHandle, reply: Reply) {
+    session.send(reply.encode().into());
+}
+
+fn is_too_large(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(_)))
+}
+
+async fn writer(
+    gw: &Gateway,
+    session: &SessionHandle,
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+) -> &'static str {
+    loop {
+        let out = tokio::select! {
+            biased;
+            closing = session.closed() => return goodbye(&mut sink, closing).await,
+            out = rx.recv() => match out {
+                Some(out) => out,
+                None => return "closed",
+            },
+        };
+        let write = async {
+            let mut n = 0u64;
+            let mut next = Some(out);
+            while let Some(out) = next.take() {
+                match out {
+                    Outbound::Frame(f) => {
+                        sink.feed(Message::Text(f)).await?;
+                        n += 1;
+                    }
+                    Outbound::Ping => sink.feed(Message::Ping(bytes::Bytes::new())).await?,
+                }
+                if n < COALESCE as u64 {
+                    next = rx.try_recv().ok();
+                }
+            }
+            sink.flush().await?;
+            Ok::<u64, axum::Error>(n)
+        };
+        tokio::select! {
+            biased;
+            closing = session.closed() => return goodbye(&mut sink, closing).await,
+            written = write => match written {
+                Ok(n) => gw.inner.metrics.frames_out.inc_by(n),
+                Err(_) => return "connection_error",
+            },
+        }
+    }
+}
+
+/// The server's last words: `bye` when the reason has one, then the close frame.
+async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, closing: Closing) -> &'static str {
+    let (code, reason) = match closing {
+        Closing::Bye(reason) => (reason.close_code(), reason.as_str()),
+        Closing::Code(code, reason) => (code, reason),
+    };
+    let last_words = async {
+        if let Closing::Bye(reason) = closing {
+            sink.feed(Message::Text(Utf8Bytes::from(Event::Bye { reason }.encode()))).await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
+    closing.label()
+}
