@@ -31,6 +31,10 @@ export class ChatApp {
   private roomsKnown = false;
   private connectingTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly onHash = () => this.route();
+  /** Back online or back to the tab: no need to sit out the backoff. */
+  private readonly onWake = () => {
+    if (document.visibilityState === "visible") this.client.connection.reconnectNow();
+  };
 
   constructor(private readonly options: ChatOptions) {
     const { session } = options;
@@ -60,6 +64,8 @@ export class ChatApp {
     });
     c.on("expired", () => options.onExpired());
     window.addEventListener("hashchange", this.onHash);
+    window.addEventListener("online", this.onWake);
+    document.addEventListener("visibilitychange", this.onWake);
     this.onStatus(c.status);
     this.route();
     c.connect();
@@ -67,6 +73,8 @@ export class ChatApp {
 
   destroy(): void {
     window.removeEventListener("hashchange", this.onHash);
+    window.removeEventListener("online", this.onWake);
+    document.removeEventListener("visibilitychange", this.onWake);
     clearTimeout(this.connectingTimer);
     this.client.close();
     this.el.remove();
@@ -135,6 +143,15 @@ export class ChatApp {
       if (!this.conversation.current && roomFromHash() && this.client.room(roomFromHash()!)) this.route();
       this.sidebar.render();
       this.conversation.render();
+      this.renderTitle();
     });
+  }
+
+  /** "(3) Confab · alice": unread messages in the tab's title. */
+  private renderTitle(): void {
+    let unread = 0;
+    for (const room of this.client.rooms.values()) unread += room.unreadCount(this.client.me);
+    const title = `${unread > 0 ? `(${unread}) ` : ""}Confab · ${this.client.me}`;
+    if (document.title !== title) document.title = title;
   }
 }

@@ -40,6 +40,7 @@ export class Conversation {
   private readonly input: HTMLTextAreaElement;
   private readonly composer: HTMLFormElement;
   private readonly emptyState: HTMLElement;
+  private readonly jumpBtn: HTMLButtonElement;
   private readonly rendered = new Map<string, Rendered>();
   private readonly observer: IntersectionObserver;
   private readonly visibleSeqs = new Set<number>();
@@ -63,6 +64,20 @@ export class Conversation {
     this.edge = h("div", { class: "history-edge" });
     this.list = h("ol", { class: "messages", "aria-label": "Chat history", "aria-live": "polite", "aria-relevant": "additions" });
     this.scroller = h("div", { class: "scroller", tabindex: "-1" }, this.edge, this.list);
+    this.jumpBtn = h(
+      "button",
+      {
+        type: "button",
+        class: "btn btn-primary btn-sm jump-btn",
+        hidden: true,
+        onclick: () => {
+          this.stickToBottom = true;
+          this.scroller.scrollTop = this.scroller.scrollHeight;
+          this.jumpBtn.hidden = true;
+        },
+      },
+      "Jump to latest ↓",
+    );
     this.typingLine = h("p", { class: "typing", "aria-live": "polite" });
     this.input = h("textarea", {
       id: "composer-input",
@@ -113,11 +128,19 @@ export class Conversation {
       "section",
       { class: "conversation" },
       this.emptyState,
-      h("div", { class: "conv-body" }, header, this.scroller, this.typingLine, this.composer),
+      h(
+        "div",
+        { class: "conv-body" },
+        header,
+        h("div", { class: "scroller-wrap" }, this.scroller, this.jumpBtn),
+        this.typingLine,
+        this.composer,
+      ),
     );
 
     this.scroller.addEventListener("scroll", () => {
       this.stickToBottom = this.atBottom();
+      if (this.stickToBottom) this.jumpBtn.hidden = true;
       if (this.scroller.scrollTop < LOAD_MARGIN_PX) void this.loadOlder();
     });
     this.observer = new IntersectionObserver((entries) => this.onVisibility(entries), {
@@ -232,6 +255,7 @@ export class Conversation {
 
     const before = { height: this.scroller.scrollHeight, top: this.scroller.scrollTop };
     const firstKeyBefore = this.list.firstElementChild?.getAttribute("data-key");
+    const lastKeyBefore = this.list.lastElementChild?.getAttribute("data-key");
     const me = this.options.client.me;
     const keep = new Set<string>();
     let prev: Item | undefined;
@@ -281,13 +305,18 @@ export class Conversation {
       }
     }
 
-    // Keep the view where the reader is: at the bottom when following, or on
-    // the same message when older ones were added above.
+    // Keep the view where the reader is: at the bottom when following; on the
+    // same message when older ones were added above, with a way down when
+    // newer ones arrived below.
+    const keyOf = (el: Element | null) => el?.getAttribute("data-key");
     if (this.stickToBottom) {
       this.scroller.scrollTop = this.scroller.scrollHeight;
-    } else if (firstKeyBefore && this.list.firstElementChild?.getAttribute("data-key") !== firstKeyBefore) {
+      return;
+    }
+    if (firstKeyBefore && keyOf(this.list.firstElementChild) !== firstKeyBefore) {
       this.scroller.scrollTop = before.top + (this.scroller.scrollHeight - before.height);
     }
+    if (lastKeyBefore && keyOf(this.list.lastElementChild) !== lastKeyBefore) this.jumpBtn.hidden = false;
   }
 
   private renderMessage(m: Message, cont: boolean, divider: boolean): HTMLLIElement {
@@ -340,6 +369,7 @@ export class Conversation {
   }
 
   private clearList(): void {
+    this.jumpBtn.hidden = true;
     for (const r of this.rendered.values()) this.observer.unobserve(r.li);
     this.rendered.clear();
     this.visibleSeqs.clear();

@@ -8,11 +8,10 @@
 //   CONFAB_BIN=../target/debug/confab node --test e2e/
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ConfabServer, ensureScreenshotDir, launchBrowser, until, webDir } from "./harness.mjs";
+import { ConfabServer, confabBin as bin, ensureScreenshotDir, launchBrowser, until } from "./harness.mjs";
 
-const bin = resolve(webDir, process.env.CONFAB_BIN ?? "../target/debug/confab");
 const PASSWORD = "correct horse battery";
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
@@ -118,7 +117,7 @@ describe("web client against a real server", { timeout: 300_000 }, () => {
   before(async () => {
     assert.ok(existsSync(bin), `no server binary at ${bin}: build it or set CONFAB_BIN`);
     shots = ensureScreenshotDir();
-    server = new ConfabServer(bin);
+    server = new ConfabServer(bin, { name: "chat" });
     await server.init();
     await server.start();
     browser = await launchBrowser();

@@ -47,12 +47,14 @@ export async function until(check, what, timeoutMs = 15_000) {
  * restarts, so a restart keeps the same address and state.
  */
 export class ConfabServer {
-  constructor(bin) {
+  /** `name` names the log file (target/web-e2e/NAME.log); `extraArgs` go after the standard flags. */
+  constructor(bin, { name = "server", extraArgs = [] } = {}) {
     this.bin = bin;
+    this.extraArgs = extraArgs;
     this.dataDir = mkdtempSync(join(tmpdir(), "confab-e2e-"));
     const logDir = join(repoDir, "target", "web-e2e");
     mkdirSync(logDir, { recursive: true });
-    this.logPath = join(logDir, "server.log");
+    this.logPath = join(logDir, `${name}.log`);
     this.log = createWriteStream(this.logPath, { flags: "w" });
     this.proc = undefined;
     this.exited = undefined;
@@ -74,9 +76,10 @@ export class ConfabServer {
       `127.0.0.1:${this.adminPort}`,
       "--data",
       join(this.dataDir, "data"),
+      ...this.extraArgs,
     ];
     this.log.write(`\n$ ${this.bin} ${args.join(" ")}\n`);
-    const proc = spawn(this.bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" } });
+    const proc = spawn(this.bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info", NO_COLOR: "1" } });
     this.proc = proc;
     proc.stdout.pipe(this.log, { end: false });
     proc.stderr.pipe(this.log, { end: false });
@@ -114,6 +117,9 @@ export class ConfabServer {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 }
+
+/** The confab binary: CONFAB_BIN (relative to web/), or target/debug/confab. */
+export const confabBin = resolve(webDir, process.env.CONFAB_BIN ?? "../target/debug/confab");
 
 export const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 

@@ -2,7 +2,7 @@ import { type Clock, systemClock } from "./clock.js";
 import { Connection, type ConnectionOptions, type ConnectionStatus } from "./connection.js";
 import { Emitter } from "./emitter.js";
 import { ConfabError, isPermanent } from "./errors.js";
-import { tokenExpiry, websocketUrl } from "./http.js";
+import { fetchMessages, tokenExpiry, websocketUrl } from "./http.js";
 import {
   dmPeer,
   dmRoomId,
@@ -111,6 +111,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.me = options.user ?? "";
     const expiresAt = tokenExpiry(options.token);
     this.connection = new Connection({
+      checkToken: () => checkToken(options.baseUrl, options.token),
       ...options,
       clock: this.clock,
       url: websocketUrl(options.baseUrl, options.token),
@@ -716,6 +717,23 @@ export class ConfabClient extends Emitter<ClientEvents> {
     if (online) this.online.add(user);
     else this.online.delete(user);
     this.emit("presence", user, online);
+  }
+}
+
+/**
+ * Whether the server still accepts the token, asked over HTTP: a history page of
+ * a room nobody joined answers 401 for a bad token and 403/404 for a good one.
+ * Undefined when the server cannot be asked.
+ */
+async function checkToken(baseUrl: string, token: string): Promise<boolean | undefined> {
+  if (typeof globalThis.fetch !== "function") return undefined;
+  try {
+    await fetchMessages({ baseUrl, token }, "confab-token-check", { limit: 1 });
+    return true;
+  } catch (err) {
+    const status = (err as ConfabError).status;
+    if (status === undefined || status >= 500) return undefined;
+    return status !== 401;
   }
 }
 

@@ -42,6 +42,14 @@ export interface ConnectionOptions {
   heartbeat?: boolean;
   /** Unix seconds at which the token expires, when known. */
   tokenExpiresAt?: number;
+  /**
+   * Asks the server whether the token is still accepted. Browsers never see
+   * the 401 of a refused upgrade, so after `authCheckAfter` failed attempts in
+   * a row the connection asks; `false` ends it as `expired`.
+   */
+  checkToken?: () => Promise<boolean | undefined>;
+  /** Failed attempts in a row before `checkToken` is asked. Default 3. */
+  authCheckAfter?: number;
 }
 
 export interface RequestOptions {
@@ -97,6 +105,8 @@ export class Connection extends Emitter<ConnectionEvents> {
   private byeTimer: unknown;
   private helloTimer: unknown;
   private lastBye: ByeEvent | undefined;
+  /** Attempts since the last hello that ended without one. */
+  private failures = 0;
 
   constructor(private readonly options: ConnectionOptions) {
     super();
@@ -129,6 +139,14 @@ export class Connection extends Emitter<ConnectionEvents> {
     if (socket) this.detach(socket, true);
     for (const p of [...this.pending.values()]) this.fail(p, new ConfabError("unavailable", "client closed"));
     this.setStatus("closed");
+  }
+
+  /** Skips the rest of the backoff delay (say, when the browser is back online). */
+  reconnectNow(): void {
+    if (this.stopped || this.status !== "reconnecting" || this.reconnectTimer === undefined) return;
+    this.clock.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.connect();
   }
 
   get isOpen(): boolean {
@@ -281,6 +299,7 @@ export class Connection extends Emitter<ConnectionEvents> {
   private onHello(hello: HelloEvent): void {
     this.clock.clearTimeout(this.helloTimer);
     this.hello = hello;
+    this.failures = 0;
     this.backoff.reset();
     this.setStatus("open");
     this.emit("hello", hello);
@@ -348,14 +367,31 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   private onLost(): void {
     const socket = this.socket;
+    const hadHello = this.status === "open";
     this.socket = undefined;
     if (socket) this.detach(socket, false);
     this.clearTimers();
     if (this.stopped) return;
+    if (!hadHello) {
+      this.failures += 1;
+      const after = this.options.authCheckAfter ?? 3;
+      if (this.options.checkToken && this.failures % after === 0) this.askToken();
+    }
     for (const p of [...this.pending.values()]) {
       if (p.inFlight) this.fail(p, new ConfabError("unavailable", "connection lost before the reply"));
     }
     this.scheduleReconnect();
+  }
+
+  private askToken(): void {
+    this.options.checkToken?.().then(
+      (valid) => {
+        if (valid === false && !this.stopped && this.status !== "open") this.expire();
+      },
+      () => {
+        // Unknown: keep trying.
+      },
+    );
   }
 
   private scheduleReconnect(): void {

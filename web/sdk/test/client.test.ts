@@ -18,6 +18,7 @@ function newClient(options: Partial<ClientOptions> = {}) {
     clock,
     random: () => 0.5,
     heartbeat: false,
+    checkToken: async () => undefined,
     newCid: () => `cid${++n}`,
     ...options,
   });

@@ -302,3 +302,46 @@ describe("Connection reconnects", () => {
     assert.equal((await caught(conn.request("ping", {}))).code, "unavailable");
   });
 });
+
+describe("Connection token checks", () => {
+  it("asks whether the token is still good after failed attempts, and stops when it is not", async () => {
+    let asked = 0;
+    const { clock, server, conn } = setup({
+      authCheckAfter: 2,
+      checkToken: async () => {
+        asked++;
+        return false;
+      },
+    });
+    let expired = 0;
+    conn.on("expired", () => expired++);
+    conn.start();
+    await server.current.drop(); // refused, as a 401 looks to a browser
+    assert.equal(asked, 0);
+    await clock.advance(clock.pending()[0]!);
+    await server.current.drop();
+    await flush();
+    assert.equal(asked, 1);
+    assert.equal(expired, 1);
+    assert.equal(conn.status, "closed");
+  });
+
+  it("keeps reconnecting while the token is fine", async () => {
+    const { clock, server, conn } = setup({ authCheckAfter: 1, checkToken: async () => true });
+    conn.start();
+    await server.current.drop();
+    await flush();
+    assert.equal(conn.status, "reconnecting");
+    await clock.advance(clock.pending()[0]!);
+    await server.current.accept();
+    assert.equal(conn.status, "open");
+  });
+
+  it("reconnectNow skips the rest of the delay", async () => {
+    const { server, conn } = setup({ backoff: { initialMs: 60_000 } });
+    conn.start();
+    await server.current.drop();
+    conn.reconnectNow();
+    assert.equal(server.sockets.length, 2);
+  });
+});
