@@ -1,0 +1,272 @@
+//! A real standalone server on port 0 and a protocol client for tests.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use clap::Parser;
+use confab::config::StandaloneConfig;
+use confab::standalone::Running;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that must happen.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: StandaloneConfig,
+}
+
+/// Standalone settings for a test: port 0 everywhere, a fresh data dir.
+pub fn config(data: &std::path::Path) -> StandaloneConfig {
+    let data = data.to_str().unwrap();
+    Flags::parse_from(["confab", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", data, "--jwt-secret", SECRET])
+        .config
+}
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub http: String,
+    pub ws: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut StandaloneConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        tweak(&mut c);
+        let running = confab::standalone::start(c).await.expect("server starts");
+        TestServer {
+            http: format!("http://{}", running.public_addr),
+            ws: format!("ws://{}/v1/ws", running.public_addr),
+            admin: format!("http://{}", running.admin_addr),
+            running: Some(running),
+            dir,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        self.running.take().unwrap().stop().await.expect("clean stop");
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.client.post(format!("{}{path}", self.http)).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(format!("{}{path}", self.http));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of a metric sample line that starts with `series`, or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `series` reaches at least `want`.
+    pub async fn await_metric(&self, series: &str, want: f64) {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if self.metric(series).await >= want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{series} never reached {want}"));
+    }
+
+    /// Registers and logs in; returns the token.
+    pub async fn user(&self, name: &str) -> String {
+        let (status, body) = self.post("/v1/auth/register", json!({"username": name, "password": "password-123"})).await;
+        assert_eq!(status, 201, "{body}");
+        self.login(name).await
+    }
+
+    pub async fn login(&self, name: &str) -> String {
+        let (status, body) = self.post("/v1/auth/login", json!({"username": name, "password": "password-123"})).await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn connect(&self, token: &str) -> Client {
+        Client::connect(&format!("{}?token={token}", self.ws)).await
+    }
+
+    /// Registers, logs in and connects.
+    pub async fn connected(&self, name: &str) -> Client {
+        let token = self.user(name).await;
+        self.connect(&token).await
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+    pub hello: Value,
+    next_id: u64,
+    events: VecDeque<Value>,
+}
+
+/// A status the server answered an upgrade with, when it refused it.
+pub async fn refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let req = url.into_client_request().unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+        Self::from_stream(ws).await
+    }
+
+    pub async fn from_stream(ws: Ws) -> Client {
+        let mut c = Client { ws, hello: Value::Null, next_id: 0, events: VecDeque::new() };
+        let hello = c.next_json().await;
+        assert_eq!(hello["ev"], "hello", "the server speaks first: {hello}");
+        c.hello = hello;
+        c
+    }
+
+    /// The next JSON frame, skipping pings.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("connection open")
+                .expect("frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("server frames are JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Sends a request (an `id` is added) and returns its reply; events
+    /// received meanwhile are kept for [`event`](Self::event).
+    pub async fn request(&mut self, mut req: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        req["id"] = json!(id);
+        self.send_text(&req.to_string()).await;
+        self.reply_to(json!(id)).await
+    }
+
+    pub async fn reply_to(&mut self, id: Value) -> Value {
+        loop {
+            let v = self.next_json().await;
+            if v.get("re") == Some(&id) {
+                return v;
+            }
+            assert!(v.get("re").is_none(), "a reply to another request: {v}");
+            self.events.push_back(v);
+        }
+    }
+
+    /// Asserts the request succeeds; returns the reply.
+    pub async fn ok(&mut self, req: Value) -> Value {
+        let r = self.request(req.clone()).await;
+        assert_eq!(r["ok"], true, "{req} -> {r}");
+        r
+    }
+
+    /// The error code of a request that must fail.
+    pub async fn error(&mut self, req: Value) -> String {
+        let r = self.request(req.clone()).await;
+        assert_eq!(r["ok"], false, "{req} -> {r}");
+        r["error"]["code"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.ok(json!({"op": "join", "room": room})).await
+    }
+
+    pub async fn send(&mut self, room: &str, text: &str, cid: &str) -> Value {
+        self.ok(json!({"op": "send", "room": room, "text": text, "cid": cid})).await
+    }
+
+    /// The first event (kept or new) that matches.
+    pub async fn event(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.events.iter().position(&matches) {
+            return self.events.remove(i).unwrap();
+        }
+        loop {
+            let v = self.next_json().await;
+            if v.get("ev").is_some() && matches(&v) {
+                return v;
+            }
+            self.events.push_back(v);
+        }
+    }
+
+    /// The next event of kind `ev`.
+    pub async fn next_event(&mut self, ev: &str) -> Value {
+        self.event(|v| v["ev"] == ev).await
+    }
+
+    /// The next event of any kind, in arrival order.
+    pub async fn next_any_event(&mut self) -> Value {
+        match self.events.pop_front() {
+            Some(v) => v,
+            None => self.next_json().await,
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and the frames before it.
+    pub async fn closed(&mut self) -> (u16, Vec<Value>) {
+        let mut frames: Vec<Value> = self.events.drain(..).collect();
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("close in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), frames),
+                Some(Ok(Message::Close(None))) => return (u16::from(CloseCode::Status), frames),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("connection error before a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+}
