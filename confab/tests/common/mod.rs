@@ -254,6 +254,11 @@ impl Client {
         }
     }
 
+    /// The events received so far and not yet looked at.
+    pub fn take_events(&mut self) -> Vec<Value> {
+        self.events.drain(..).collect()
+    }
+
     /// Reads until the server closes; returns the close code and the frames before it.
     pub async fn closed(&mut self) -> (u16, Vec<Value>) {
         let mut frames: Vec<Value> = self.events.drain(..).collect();
