@@ -61,6 +61,7 @@ export class ChatApp {
       this.roomsKnown = true;
       this.route();
       void this.conversation.refreshPresence();
+      this.loadPreviews();
     });
     c.on("expired", () => options.onExpired());
     window.addEventListener("hashchange", this.onHash);
@@ -125,6 +126,16 @@ export class ChatApp {
       this.banner.hidden = true;
       this.banner.replaceChildren();
       this.el.classList.remove("offline");
+    }
+  }
+
+  /** The newest message of rooms that have none loaded, for the room list's previews. */
+  private loadPreviews(): void {
+    let n = 0;
+    for (const room of this.client.rooms.values()) {
+      if (room.messages.length > 0 || !room.hasOlder || !room.onServer) continue;
+      if (++n > 30) break;
+      this.client.loadOlder(room.id, 1).catch(() => {});
     }
   }
 

@@ -51,6 +51,7 @@ export class Conversation {
   private dividerUntil = 0;
   private loadingOlder = false;
   private stickToBottom = true;
+  private presenceFor: string | undefined;
 
   constructor(private readonly options: ConversationOptions) {
     const { client } = options;
@@ -180,10 +181,14 @@ export class Conversation {
     const roomId = this.roomId;
     const room = roomId ? this.options.client.room(roomId) : undefined;
     if (!roomId || !room || !room.onServer || !this.options.client.connection.isOpen) return;
+    if (this.presenceFor === roomId) return; // already asking
+    this.presenceFor = roomId;
     try {
       await this.options.client.presence(roomId);
     } catch {
       // Shown as unknown; the next presence event or reconnect fills it in.
+    } finally {
+      this.presenceFor = undefined;
     }
     this.render();
   }
