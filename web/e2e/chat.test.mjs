@@ -237,6 +237,14 @@ describe("web client against a real server", { timeout: 300_000 }, () => {
     await shot(alice, "desktop-history-top");
   });
 
+  step("leaving a room takes it off the list", async () => {
+    await roomList(alice).getByRole("button", { name: "archive", exact: true }).click();
+    await alice.getByRole("heading", { name: "archive" }).waitFor();
+    await alice.getByRole("button", { name: "Leave" }).click();
+    await roomItem(alice, "archive").waitFor({ state: "detached" });
+    await alice.getByText("Welcome to Confab").waitFor();
+  });
+
   step("a reload stays signed in and shows the history again", async () => {
     await roomItem(alice, "lobby").getByRole("button").click();
     await alice.getByRole("heading", { name: "lobby" }).waitFor();
