@@ -1,6 +1,7 @@
 import { type Clock, systemClock } from "./clock.js";
 import { Connection, type ConnectionOptions, type ConnectionStatus } from "./connection.js";
 import { Emitter } from "./emitter.js";
+import { Catchup } from "./catchup.js";
 import { ConfabError, isPermanent } from "./errors.js";
 import { fetchMessages, tokenExpiry, websocketUrl } from "./http.js";
 import {
@@ -16,10 +17,12 @@ import {
   type RequestOf,
   type RoomSummary,
   type ServerEvent,
-  type SyncRoomResult,
 } from "./protocol.js";
+import { Outbox, type SendResult } from "./outbox.js";
 import { type OutgoingMessage, RoomState } from "./room.js";
 import type { RequestOptions } from "./connection.js";
+
+export type { SendResult } from "./outbox.js";
 
 export interface ClientOptions extends Omit<ConnectionOptions, "url" | "tokenExpiresAt" | "clock"> {
   /** Base URL of a gateway, e.g. `https://chat.example.com` (browsers: `location.origin`). */
@@ -44,8 +47,6 @@ export interface ClientOptions extends Omit<ConnectionOptions, "url" | "tokenExp
   newCid?: () => string;
 }
 
-export type SendResult = ReplyOf<"send">;
-
 export type ClientEvents = {
   /** The connection's status changed. */
   status: [status: ConnectionStatus];
@@ -64,14 +65,6 @@ export type ClientEvents = {
   /** A failure in background work (sync, read markers...). */
   error: [error: ConfabError];
 };
-
-interface OutboxEntry {
-  out: OutgoingMessage;
-  resolve: (result: SendResult) => void;
-  reject: (err: ConfabError) => void;
-  inFlight: boolean;
-  retryTimer: unknown;
-}
 
 /**
  * A Confab client: one connection plus the state of the user's rooms, kept
@@ -92,11 +85,8 @@ export class ConfabClient extends Emitter<ClientEvents> {
   me: string;
 
   private readonly clock: Clock;
-  private readonly outbox = new Map<string, OutboxEntry>();
-  private readonly syncWanted = new Set<string>();
-  private readonly syncPages = new Map<string, number>();
-  private syncing = false;
-  private readonly jumping = new Set<string>();
+  private readonly outbox: Outbox;
+  private readonly catchup: Catchup;
   private readonly joining = new Set<string>();
   private readonly olderLoads = new Map<string, Promise<number>>();
   private readonly typingSentAt = new Map<string, number>();
@@ -117,6 +107,34 @@ export class ConfabClient extends Emitter<ClientEvents> {
       url: websocketUrl(options.baseUrl, options.token),
       ...(expiresAt !== undefined ? { tokenExpiresAt: expiresAt } : {}),
     });
+    const isOpen = () => this.connection.isOpen;
+    this.outbox = new Outbox({
+      clock: this.clock,
+      isOpen,
+      send: (fields) =>
+        this.request("send", fields, {
+          timeoutMs: options.sendTimeoutMs ?? 10_000,
+          rateLimitRetries: Number.POSITIVE_INFINITY,
+        }),
+      changed: (out) => this.emit("room", out.room),
+      stored: (out, result) => this.onStored(out, result),
+    });
+    this.catchup = new Catchup(
+      {
+        rooms: this.rooms,
+        isOpen,
+        sync: (fields) => this.request("sync", fields),
+        history: (fields) => this.request("history", fields),
+        inserted: (room, messages) => this.onInserted(room, messages),
+        forget: (id) => this.forgetRoom(id),
+        error: (err) => this.emit("error", err),
+      },
+      {
+        syncLimit: options.syncLimit ?? 100,
+        maxSyncPages: options.maxSyncPages ?? 3,
+        historyLimit: options.historyLimit ?? 50,
+      },
+    );
     this.connection.on("status", (status) => this.emit("status", status));
     this.connection.on("hello", (hello) => this.onHello(hello));
     this.connection.on("event", (event) => this.onEvent(event));
@@ -135,11 +153,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   close(): void {
     this.connection.stop();
-    for (const entry of [...this.outbox.values()]) {
-      this.clock.clearTimeout(entry.retryTimer);
-      entry.reject(new ConfabError("unavailable", "client closed"));
-    }
-    this.outbox.clear();
+    this.outbox.close();
     for (const t of this.typingTimers.values()) this.clock.clearTimeout(t);
     this.typingTimers.clear();
   }
@@ -210,7 +224,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         out.state = "sending";
         delete out.error;
         this.emit("room", room.id);
-        return this.track(out);
+        return this.outbox.add(out);
       }
     }
     return undefined;
@@ -236,8 +250,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       .then((reply) => {
         if (this.rooms.get(roomId) !== room) return 0;
         const added = room.applyHistory(reply.messages, limit);
-        this.afterInsert(room, reply.messages);
-        this.emit("room", roomId);
+        this.onInserted(room, reply.messages);
         return added;
       })
       .finally(() => this.olderLoads.delete(roomId));
@@ -326,17 +339,17 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   private onHello(hello: HelloEvent): void {
     this.me = hello.user;
-    for (const entry of this.outbox.values()) this.pump(entry);
+    this.outbox.flush();
     for (const roomId of this.readWanted.keys()) this.pumpRead(roomId);
     // Rooms may have appeared (DMs) or gone while we were away; then catch up on all.
     this.refreshRooms().then(
       () => {
         this.emit("ready");
-        this.requestSync(this.rooms.keys());
+        this.catchup.want(this.rooms.keys());
       },
       (err: ConfabError) => {
         this.emit("error", err);
-        this.requestSync(this.rooms.keys());
+        this.catchup.want(this.rooms.keys());
       },
     );
   }
@@ -384,7 +397,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     if (!room) {
       if (!isDmRoom(ev.room)) {
         // A room joined elsewhere: learn it properly, then sync.
-        this.refreshRooms().then(() => this.requestSync([ev.room]), () => {});
+        this.refreshRooms().then(() => this.catchup.want([ev.room]), () => {});
         return;
       }
       // The first message of a DM: its history starts at seq 0.
@@ -394,14 +407,14 @@ export class ConfabClient extends Emitter<ClientEvents> {
     }
     if (ev.seq > room.lastSeq) room.lastSeq = ev.seq;
     room.onServer = true;
-    if (this.jumping.has(room.id) || ev.seq <= room.tailSeq) return;
+    if (this.catchup.isJumping(room.id) || ev.seq <= room.tailSeq) return;
     if (ev.prev_seq === room.tailSeq) {
       room.insert([ev]);
-      this.afterInsert(room, [ev]);
+      this.onInserted(room, [ev]);
     } else {
-      this.requestSync([room.id]);
+      // A gap: messages between our tail and this one were missed.
+      this.catchup.want([room.id]);
     }
-    this.emit("room", room.id);
   }
 
   private onMember(ev: MemberEvent): void {
@@ -411,7 +424,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.forgetRoom(ev.room);
       } else if (!room && !this.joining.has(ev.room)) {
         // Joined from another session of ours.
-        this.refreshRooms().then(() => this.requestSync([ev.room]), () => {});
+        this.refreshRooms().then(() => this.catchup.want([ev.room]), () => {});
       }
       return;
     }
@@ -471,123 +484,23 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   private forgetRoom(id: string): void {
     if (!this.rooms.delete(id)) return;
-    this.syncWanted.delete(id);
+    this.catchup.forget(id);
     this.emit("rooms");
   }
 
-  // --- sync (gap repair) ---
-
-  /** Syncs the rooms from their loaded tails, batched in one `sync` request. */
+  /** Syncs rooms from their loaded tails (gap repair); batched in one `sync` request. */
   requestSync(ids: Iterable<string>): void {
-    for (const id of ids) if (this.rooms.get(id)?.onServer) this.syncWanted.add(id);
-    if (!this.syncing && this.syncWanted.size > 0 && this.connection.isOpen) void this.runSync();
-  }
-
-  private async runSync(): Promise<void> {
-    this.syncing = true;
-    try {
-      while (this.syncWanted.size > 0 && this.connection.isOpen) {
-        const since: Record<string, number> = {};
-        for (const id of this.syncWanted) {
-          const room = this.rooms.get(id);
-          if (room && !this.jumping.has(id)) since[id] = room.tailSeq;
-        }
-        this.syncWanted.clear();
-        if (Object.keys(since).length === 0) break;
-        if (!(await this.syncBatch(since))) break;
-      }
-    } finally {
-      this.syncing = false;
-    }
-  }
-
-  /** One `sync` request; false when the connection is in trouble and syncing should pause. */
-  private async syncBatch(since: Record<string, number>): Promise<boolean> {
-    const ids = Object.keys(since);
-    let reply: ReplyOf<"sync">;
-    try {
-      reply = await this.request("sync", { rooms: since, limit: this.options.syncLimit ?? 100 });
-    } catch (e) {
-      const err = e as ConfabError;
-      if (!isPermanent(err.code)) {
-        // Connection trouble: keep the rooms wanted; the next hello syncs every room anyway.
-        for (const id of ids) this.syncWanted.add(id);
-        if (err.code !== "unavailable") this.emit("error", err);
-        return false;
-      }
-      if (ids.length > 1) {
-        // One bad room (left elsewhere?) must not block the others.
-        for (const id of ids) {
-          if (!(await this.syncBatch({ [id]: since[id]! }))) return false;
-        }
-      } else if (err.code === "not_member" || err.code === "not_found" || err.code === "forbidden") {
-        this.forgetRoom(ids[0]!);
-      } else {
-        this.emit("error", err);
-      }
-      return true;
-    }
-    for (const [id, result] of Object.entries(reply.rooms)) {
-      const from = since[id];
-      if (from !== undefined) this.applySync(id, from, result);
-    }
-    return true;
-  }
-
-  private applySync(id: string, since: number, result: SyncRoomResult): void {
-    const room = this.rooms.get(id);
-    if (!room) return;
-    if (room.tailSeq < since) {
-      // The stretch was replaced meanwhile; this page no longer joins it.
-      this.syncWanted.add(id);
-      return;
-    }
-    room.insert(result.messages);
-    this.afterInsert(room, result.messages);
-    if (result.more) {
-      const pages = (this.syncPages.get(id) ?? 0) + 1;
-      if (pages < (this.options.maxSyncPages ?? 3)) {
-        this.syncPages.set(id, pages);
-        this.syncWanted.add(id);
-      } else {
-        this.syncPages.delete(id);
-        void this.jumpToNewest(room);
-      }
-    } else {
-      this.syncPages.delete(id);
-    }
-    this.emit("room", id);
-  }
-
-  /** Too far behind to catch up page by page: load the newest page instead. */
-  private async jumpToNewest(room: RoomState): Promise<void> {
-    this.jumping.add(room.id);
-    const limit = this.options.historyLimit ?? 50;
-    try {
-      const reply = await this.request("history", { room: room.id, limit });
-      if (this.rooms.get(room.id) !== room) return;
-      room.replaceWithNewest(reply.messages, limit);
-      this.afterInsert(room, reply.messages);
-      this.emit("room", room.id);
-    } catch (err) {
-      this.emit("error", err as ConfabError);
-    } finally {
-      this.jumping.delete(room.id);
-    }
-    // Events ignored during the jump are fetched now.
-    this.requestSync([room.id]);
+    this.catchup.want(ids);
   }
 
   /** Bookkeeping for messages that entered a room from any source. */
-  private afterInsert(room: RoomState, messages: readonly Message[]): void {
+  private onInserted(room: RoomState, messages: readonly Message[]): void {
     for (const m of messages) {
       if (room.typing.delete(m.from)) this.clock.clearTimeout(this.typingTimers.get(`${room.id}\n${m.from}`));
-      if (m.from === this.me && m.cid) {
-        // Our own message arrived: its send is done even if the ack was lost.
-        const entry = this.outbox.get(m.cid);
-        if (entry) this.settle(entry, { room: m.room, seq: m.seq, msg_id: m.msg_id, ts: m.ts });
-      }
+      // Our own message arrived: its send is done even if the ack was lost.
+      if (m.from === this.me && m.cid) this.outbox.complete(m.cid, { room: m.room, seq: m.seq, msg_id: m.msg_id, ts: m.ts });
     }
+    this.emit("room", room.id);
   }
 
   // --- outbox ---
@@ -611,84 +524,33 @@ export class ConfabClient extends Emitter<ClientEvents> {
     // The message ends the others' typing indicator; the next keystroke starts a new one.
     this.typingSentAt.delete(room.id);
     this.emit("room", room.id);
-    return this.track(out);
+    return this.outbox.add(out);
   }
 
-  private track(out: OutgoingMessage): Promise<SendResult> {
-    return new Promise<SendResult>((resolve, reject) => {
-      const entry: OutboxEntry = { out, resolve, reject, inFlight: false, retryTimer: undefined };
-      this.outbox.set(out.cid, entry);
-      this.pump(entry);
-    });
-  }
-
-  /** Sends an outbox entry when the connection is open and it is not already on its way. */
-  private pump(entry: OutboxEntry): void {
-    if (!this.connection.isOpen || entry.inFlight || entry.retryTimer !== undefined) return;
-    if (this.outbox.get(entry.out.cid) !== entry) return;
-    const { out } = entry;
-    entry.inFlight = true;
-    const fields =
-      out.to !== undefined ? { to: out.to, text: out.text, cid: out.cid } : { room: out.room, text: out.text, cid: out.cid };
-    this.request("send", fields, {
-      timeoutMs: this.options.sendTimeoutMs ?? 10_000,
-      rateLimitRetries: Number.POSITIVE_INFINITY,
-    }).then(
-      (reply) => {
-        entry.inFlight = false;
-        this.settle(entry, reply);
-      },
-      (err: ConfabError) => {
-        entry.inFlight = false;
-        if (this.outbox.get(out.cid) !== entry) return;
-        if (isPermanent(err.code)) {
-          this.outbox.delete(out.cid);
-          out.state = "failed";
-          out.error = { code: err.code, message: err.message };
-          this.emit("room", out.room);
-          entry.reject(err);
-        } else if (err.code !== "unavailable" || this.connection.isOpen) {
-          // A timeout or a server hiccup: the same cid again, a little later.
-          entry.retryTimer = this.clock.setTimeout(() => {
-            entry.retryTimer = undefined;
-            this.pump(entry);
-          }, 1_000);
-        }
-        // Otherwise the connection is down: the next hello sends it again.
-      },
-    );
-  }
-
-  private settle(entry: OutboxEntry, reply: SendResult): void {
-    const { out } = entry;
-    if (this.outbox.get(out.cid) !== entry) return;
-    this.outbox.delete(out.cid);
-    this.clock.clearTimeout(entry.retryTimer);
-    const room = this.rooms.get(out.room) ?? this.rooms.get(reply.room);
-    if (room) {
-      room.onServer = true;
-      if (reply.seq > room.lastSeq) room.lastSeq = reply.seq;
-      if (room.messages.some((m) => m.seq === reply.seq)) {
-        room.outgoing = room.outgoing.filter((o) => o !== out);
-      } else {
-        out.state = "sent";
-        out.seq = reply.seq;
-        out.msg_id = reply.msg_id;
-        // The msg event normally follows; if it was lost, a sync finds the message.
-        const roomId = room.id;
-        this.clock.setTimeout(() => {
-          const r = this.rooms.get(roomId);
-          if (r && r.outgoing.includes(out)) this.requestSync([roomId]);
-        }, 3_000);
-      }
-      this.emit("room", room.id);
+  /** The server stored a message of ours: its echo waits for the message itself. */
+  private onStored(out: OutgoingMessage, result: SendResult): void {
+    const room = this.rooms.get(out.room) ?? this.rooms.get(result.room);
+    if (!room) return;
+    room.onServer = true;
+    if (result.seq > room.lastSeq) room.lastSeq = result.seq;
+    if (room.messages.some((m) => m.seq === result.seq)) {
+      room.outgoing = room.outgoing.filter((o) => o !== out);
+    } else {
+      out.state = "sent";
+      out.seq = result.seq;
+      out.msg_id = result.msg_id;
+      // The msg event normally follows; if it was lost, a sync finds the message.
+      const roomId = room.id;
+      this.clock.setTimeout(() => {
+        if (this.rooms.get(roomId)?.outgoing.includes(out)) this.catchup.want([roomId]);
+      }, 3_000);
     }
-    entry.resolve(reply);
+    this.emit("room", room.id);
   }
 
   /** Unacked sends, oldest first. */
   get pendingSends(): OutgoingMessage[] {
-    return [...this.outbox.values()].map((e) => e.out);
+    return this.outbox.pending;
   }
 
   // --- typing and presence ---
