@@ -212,6 +212,30 @@ describe("ConfabClient room state", () => {
     assert.equal(client.room("lobby"), undefined);
   });
 
+  it("drops rooms the server no longer lists after a reconnect, and keeps unsent DMs", async () => {
+    const { client, server, clock } = await connected([
+      { room: "a", last_seq: 0, read_seq: 0 },
+      { room: "b", last_seq: 0, read_seq: 0 },
+    ]);
+    client.openDirect("zoe");
+    const socket = await reconnect(clock, server);
+    await handshake(socket, [{ room: "b", last_seq: 0, read_seq: 0 }]);
+    assert.deepEqual([...client.rooms.keys()].sort(), ["b", "dm:alice:zoe"]);
+  });
+
+  it("learns a room joined elsewhere when its first message arrives", async () => {
+    const { client, server } = await connected();
+    const socket = server.current;
+    socket.deliver(msgEvent(message("elsewhere", 3, "bob"), 2));
+    await flush();
+    await socket.answer("rooms", { rooms: [{ room: "elsewhere", last_seq: 3, read_seq: 1 }] });
+    const sync = socket.take("sync");
+    assert.deepEqual(sync.rooms, { elsewhere: 1 });
+    await socket.reply(sync, { rooms: { elsewhere: { messages: [message("elsewhere", 2, "bob"), message("elsewhere", 3, "bob")], more: false } } });
+    assert.deepEqual(seqs(client, "elsewhere"), [2, 3]);
+    assert.equal(client.room("elsewhere")!.unreadCount(ME), 2);
+  });
+
   it("forgets a room left from another session", async () => {
     const { client, server } = await connected([{ room: "r", last_seq: 0, read_seq: 0 }]);
     server.current.deliver({ ev: "member", room: "r", user: ME, action: "leave" });

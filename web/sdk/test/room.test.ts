@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { RoomState } from "../src/room.ts";
+import { message } from "./fakes.ts";
+
+describe("RoomState", () => {
+  it("keeps messages sorted by seq and drops duplicates and other rooms' messages", () => {
+    const room = new RoomState("r");
+    assert.equal(room.insert([message("r", 5, "a"), message("r", 2, "b"), message("r", 9, "a")]), 3);
+    assert.equal(room.insert([message("r", 5, "a"), message("r", 7, "b"), message("x", 8, "b")]), 1);
+    assert.deepEqual(room.messages.map((m) => m.seq), [2, 5, 7, 9]);
+    assert.equal(room.tailSeq, 9);
+    assert.equal(room.lastSeq, 9);
+    assert.deepEqual([...room.members].sort(), ["a", "b"]);
+  });
+
+  it("stores messages without event-only fields", () => {
+    const room = new RoomState("r");
+    room.insert([{ ...message("r", 1, "a"), ev: "msg", prev_seq: 0 } as never]);
+    assert.deepEqual(Object.keys(room.messages[0]!).sort(), ["cid", "from", "msg_id", "room", "seq", "text", "ts"]);
+  });
+
+  it("counts unread messages from others above the read marker", () => {
+    const room = new RoomState("r");
+    room.insert([message("r", 1, "bob"), message("r", 2, "me"), message("r", 3, "bob"), message("r", 4, "carol")]);
+    assert.equal(room.unreadCount("me"), 3);
+    room.readSeq = 2;
+    assert.equal(room.unreadCount("me"), 2);
+    room.readSeq = 4;
+    assert.equal(room.unreadCount("me"), 0);
+  });
+
+  it("knows whether the unread count is exact from where its stretch starts", () => {
+    const room = new RoomState("r", { floor: 10 });
+    room.readSeq = 5;
+    room.insert([message("r", 11, "bob")]);
+    assert.equal(room.unreadCount("me"), 1);
+    assert.equal(room.unreadIsExact, false, "messages 6..10 are not loaded");
+    room.applyHistory([message("r", 6, "bob"), message("r", 8, "bob")], 2);
+    assert.equal(room.floor, 5);
+    assert.equal(room.unreadIsExact, true);
+    assert.equal(room.unreadCount("me"), 3);
+  });
+
+  it("learns the start of the room from a short history page", () => {
+    const room = new RoomState("r", { floor: 4 });
+    assert.ok(room.hasOlder);
+    room.applyHistory([message("r", 3, "a")], 50);
+    assert.equal(room.floor, 0);
+    assert.equal(room.hasOlder, false);
+  });
+
+  it("drops the local echo of a sent message when the message arrives", () => {
+    const room = new RoomState("r");
+    room.outgoing.push({ cid: "c1", room: "r", text: "hi", createdAt: 0, state: "sent" });
+    room.outgoing.push({ cid: "c2", room: "r", text: "yo", createdAt: 0, state: "sending" });
+    room.insert([message("r", 1, "me", "hi", "c1")]);
+    assert.deepEqual(room.outgoing.map((o) => o.cid), ["c2"]);
+  });
+
+  it("replaces its stretch with the newest page", () => {
+    const room = new RoomState("r");
+    room.insert([message("r", 1, "a"), message("r", 2, "a")]);
+    room.replaceWithNewest([message("r", 90, "a"), message("r", 91, "a")], 2);
+    assert.deepEqual(room.messages.map((m) => m.seq), [90, 91]);
+    assert.equal(room.floor, 89);
+  });
+
+  it("names the other user of a DM", () => {
+    assert.equal(new RoomState("dm:alice:bob").peer("bob"), "alice");
+    assert.equal(new RoomState("dm:alice:bob").isDm, true);
+    assert.equal(new RoomState("general").isDm, false);
+  });
+});
