@@ -144,6 +144,10 @@ export class Conversation {
       if (this.stickToBottom) this.jumpBtn.hidden = true;
       if (this.scroller.scrollTop < LOAD_MARGIN_PX) void this.loadOlder();
     });
+    // The composer grows, a phone keyboard opens: stay at the bottom when following.
+    new ResizeObserver(() => {
+      if (this.stickToBottom) this.scroller.scrollTop = this.scroller.scrollHeight;
+    }).observe(this.scroller);
     this.observer = new IntersectionObserver((entries) => this.onVisibility(entries), {
       root: this.scroller,
       threshold: 0.5,
