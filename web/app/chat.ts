@@ -102,8 +102,11 @@ export class ChatApp {
       room = undefined;
       if (this.roomsKnown) history.replaceState(null, "", location.pathname + location.search);
     }
+    const previous = this.conversation.current;
     this.el.classList.toggle("has-room", room !== undefined);
     this.conversation.show(room);
+    // A DM opened by name but never written to leaves no trace in the list.
+    if (previous && previous !== room) this.client.closeLocal(previous);
     this.sidebar.setCurrent(room);
   }
 

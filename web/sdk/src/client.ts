@@ -200,6 +200,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return state;
   }
 
+  /** Drops a room only known locally (a DM opened but never written to). */
+  closeLocal(id: string): void {
+    const room = this.rooms.get(id);
+    if (room && !room.onServer && room.outgoing.every((o) => o.state === "failed")) this.forgetRoom(id);
+  }
+
   /**
    * Sends `text` to a room (a DM room id included). Resolves once the server
    * stored it; until then it is in `room.outgoing` and survives reconnects.

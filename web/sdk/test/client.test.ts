@@ -567,3 +567,16 @@ describe("ConfabClient session", () => {
     client.close();
   });
 });
+
+describe("ConfabClient local DMs", () => {
+  it("closes a DM opened but never written to, and keeps one with messages", async () => {
+    const { client } = await connected();
+    client.openDirect("zoe");
+    client.closeLocal("dm:alice:zoe");
+    assert.equal(client.room("dm:alice:zoe"), undefined);
+    const room = client.openDirect("yan");
+    room.outgoing.push({ cid: "x", room: room.id, to: "yan", text: "hi", createdAt: 0, state: "sending" });
+    client.closeLocal(room.id);
+    assert.ok(client.room(room.id), "an unsent message keeps it");
+  });
+});
