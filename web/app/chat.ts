@@ -77,6 +77,7 @@ export class ChatApp {
     window.removeEventListener("online", this.onWake);
     document.removeEventListener("visibilitychange", this.onWake);
     clearTimeout(this.connectingTimer);
+    this.conversation.destroy();
     this.client.close();
     this.el.remove();
   }

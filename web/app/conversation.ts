@@ -43,6 +43,7 @@ export class Conversation {
   private readonly jumpBtn: HTMLButtonElement;
   private readonly rendered = new Map<string, Rendered>();
   private readonly observer: IntersectionObserver;
+  private readonly resizeObserver: ResizeObserver;
   private readonly visibleSeqs = new Set<number>();
   private roomId: string | undefined;
   /** The read marker when the room was opened: the "new" divider stays put while reading. */
@@ -145,15 +146,25 @@ export class Conversation {
       if (this.scroller.scrollTop < LOAD_MARGIN_PX) void this.loadOlder();
     });
     // The composer grows, a phone keyboard opens: stay at the bottom when following.
-    new ResizeObserver(() => {
+    this.resizeObserver = new ResizeObserver(() => {
       if (this.stickToBottom) this.scroller.scrollTop = this.scroller.scrollHeight;
-    }).observe(this.scroller);
+    });
+    this.resizeObserver.observe(this.scroller);
     this.observer = new IntersectionObserver((entries) => this.onVisibility(entries), {
       root: this.scroller,
       threshold: 0.5,
     });
-    document.addEventListener("visibilitychange", () => this.markVisibleRead());
-    window.addEventListener("focus", () => this.markVisibleRead());
+    document.addEventListener("visibilitychange", this.onPageVisible);
+    window.addEventListener("focus", this.onPageVisible);
+  }
+
+  private readonly onPageVisible = () => this.markVisibleRead();
+
+  destroy(): void {
+    document.removeEventListener("visibilitychange", this.onPageVisible);
+    window.removeEventListener("focus", this.onPageVisible);
+    this.observer.disconnect();
+    this.resizeObserver.disconnect();
   }
 
   get current(): string | undefined {

@@ -286,4 +286,15 @@ describe("web client against a real server", { timeout: 300_000 }, () => {
     assert.deepEqual(await messageTexts(bob), lobby, "bob has every message once, in order");
     await shot(alice, "desktop-after-restart");
   });
+
+  step("signing out forgets the session; signing in brings the rooms back", async () => {
+    await alice.getByRole("button", { name: "Sign out" }).click();
+    await alice.getByRole("button", { name: "Sign in" }).waitFor();
+    assert.equal(await alice.evaluate(() => localStorage.getItem("confab.session")), null);
+    await alice.getByLabel("Username").fill("alice");
+    await alice.getByLabel("Password").fill(PASSWORD);
+    await alice.getByRole("button", { name: "Sign in" }).click();
+    await roomList(alice).getByRole("button", { name: "lobby", exact: true }).click();
+    await message(alice, "And after the restart").waitFor();
+  });
 });
