@@ -8,6 +8,7 @@ HELM_LOG=$LOG/helm-install.log
 
 helm_install() {
   [[ -x $HELM_BIN_DIR/helm ]] && return 0
+  bin_restore "$HELM_BIN_DIR" && [[ -x $HELM_BIN_DIR/helm ]] && return 0
   local mod=$INFRA/src/helm-$HELM_VERSION
   mkdir -p "$mod" "$LOG"
   if [[ ! -f $mod/go.sum ]]; then
@@ -17,6 +18,7 @@ helm_install() {
   fi
   go_build helm "$HELM_LOG" "$mod" "$HELM_BIN_DIR" helm.sh/helm/v3/cmd/helm
   "$HELM_BIN_DIR/helm" version --short >>"$HELM_LOG" 2>&1 || fail helm "$HELM_LOG" "the built helm does not run"
+  bin_save "$HELM_BIN_DIR"
 }
 
 helm_running() { [[ -x $HELM_BIN_DIR/helm ]]; }

@@ -39,7 +39,7 @@ kube_install() {
 
   # etcd: the server module's main package. A module of our own requires it,
   # so the server's replace directives (relative paths in its repo) do not apply.
-  if [[ ! -x $ETCD_BIN/etcd ]]; then
+  if [[ ! -x $ETCD_BIN/etcd ]] && ! bin_restore "$ETCD_BIN"; then
     local mod=$INFRA/src/etcd-$ETCD_VERSION
     mkdir -p "$mod"
     if [[ ! -f $mod/go.sum ]]; then
@@ -51,13 +51,15 @@ kube_install() {
     local b
     for b in server v3; do [[ -x $ETCD_BIN/$b ]] && mv "$ETCD_BIN/$b" "$ETCD_BIN/etcd"; done
     [[ -x $ETCD_BIN/etcd ]] || fail etcd "$KUBE_LOG" "no etcd binary in $ETCD_BIN"
+    bin_save "$ETCD_BIN"
   fi
 
   # Kubernetes: k8s.io/kubernetes replaces its k8s.io/* staging modules with
   # ./staging/src/... paths that its module zip lacks, so `go install` refuses
   # it. Our own module requires it and replaces each staging module with the
   # published k8s.io/<name> v0.<minor>.<patch> instead.
-  if [[ ! -x $KUBE_BIN/kube-apiserver || ! -x $KUBE_BIN/kube-controller-manager || ! -x $KUBE_BIN/kube-scheduler ]]; then
+  if [[ ! -x $KUBE_BIN/kube-apiserver || ! -x $KUBE_BIN/kube-controller-manager || ! -x $KUBE_BIN/kube-scheduler ]] &&
+    ! bin_restore "$KUBE_BIN"; then
     local mod=$INFRA/src/kube-$KUBE_VERSION staging_version=v0.${KUBE_VERSION#v1.}
     mkdir -p "$mod"
     if [[ ! -f $mod/go.sum ]]; then
@@ -78,9 +80,10 @@ kube_install() {
     fi
     go_build kube "$KUBE_LOG" "$mod" "$KUBE_BIN" k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+    bin_save "$KUBE_BIN"
   fi
 
-  if [[ $KWOK_ENABLED == 1 && ! -x $KWOK_BIN/kwok ]]; then
+  if [[ $KWOK_ENABLED == 1 && ! -x $KWOK_BIN/kwok ]] && ! bin_restore "$KWOK_BIN"; then
     local mod=$INFRA/src/kwok-$KWOK_VERSION
     mkdir -p "$mod"
     if [[ ! -f $mod/go.sum ]]; then
@@ -101,6 +104,7 @@ kube_install() {
       first=0
       cat "$src/kustomize/stage/$f"
     done >"$KWOK_BIN/stages.yaml"
+    bin_save "$KWOK_BIN"
   fi
 }
 
