@@ -31,7 +31,7 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let user: Arc<str> = Arc::from(claims.sub.as_str());
     let session = Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), claims.exp, quota, tx, gw.now_ms()));
-    let (mut sink, stream) = socket.split();
+    let (mut sink, mut stream) = socket.split();
 
     let rooms = match gw.inner.store.user_rooms(&user).await {
         Ok(rooms) => rooms,
@@ -63,9 +63,21 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     }
 
     let reason = tokio::select! {
-        r = reader(&gw, &session, stream) => r,
+        r = reader(&gw, &session, &mut stream) => r,
         r = writer(&gw, &session, sink, rx) => r,
     };
+    if session.closing().is_some() {
+        // The closing handshake: read until the client's close frame, so the
+        // socket is not torn down under frames the client has yet to read.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Close(_) = msg {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 
     let delta = gw.inner.registry.close(session.id);
     gw.announce(delta).await;
@@ -77,7 +89,7 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     tracing::debug!(session = session.id, %user, reason, "session closed");
 }
 
-async fn reader(gw: &Gateway, session: &SessionHandle, mut stream: SplitStream<WebSocket>) -> &'static str {
+async fn reader(gw: &Gateway, session: &SessionHandle, stream: &mut SplitStream<WebSocket>) -> &'static str {
     while let Some(msg) = stream.next().await {
         session.touch(gw.now_ms());
         match msg {
