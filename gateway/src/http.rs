@@ -156,5 +156,8 @@ async fn upgrade(
         .max_write_buffer_size(c.max_frame_bytes.max(c.ws_write_buffer) * 4)
         .max_message_size(c.max_frame_bytes)
         .max_frame_size(c.max_frame_bytes);
-    Ok(ws.on_upgrade(move |socket| crate::session::run(gw, socket, claims)))
+    Ok(ws.on_upgrade(move |socket| async move {
+        let tracker = gw.clone();
+        tracker.spawn_session(crate::session::run(gw, socket, claims));
+    }))
 }

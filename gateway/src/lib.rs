@@ -32,6 +32,7 @@ use confab_protocol::Delivery;
 use confab_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use auth::Auth;
 pub use config::Config;
@@ -55,6 +56,8 @@ struct Inner {
     metrics: Metrics,
     draining: AtomicBool,
     started: Instant,
+    /// Every session task, so a drain can wait for the last one to end.
+    sessions: TaskTracker,
 }
 
 impl Gateway {
@@ -70,6 +73,7 @@ impl Gateway {
                 metrics,
                 draining: AtomicBool::new(false),
                 started: Instant::now(),
+                sessions: TaskTracker::new(),
             }),
         }
     }
@@ -121,15 +125,17 @@ impl Gateway {
         self.inner.draining.store(true, Ordering::Relaxed);
         let n = self.inner.registry.close_all(confab_protocol::ByeReason::ServerRestart);
         tracing::info!(sessions = n, ?grace, "draining");
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.registry.len() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::select! {
-                _ = self.inner.registry.emptied() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
+        self.inner.sessions.close();
+        if tokio::time::timeout(grace, self.inner.sessions.wait()).await.is_err() {
+            tracing::warn!(left = self.inner.registry.len(), "sessions still open after the grace period");
         }
         let _ = self.inner.bus.announce(&Announcement::Gone { gateway: self.id().into() }).await;
-        tracing::info!(left = self.inner.registry.len(), "drained");
+        tracing::info!("drained");
+    }
+
+    /// Runs a session task, tracked so that a drain can wait for it.
+    pub(crate) fn spawn_session(&self, session: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.sessions.spawn(session);
     }
 
     pub fn is_draining(&self) -> bool {

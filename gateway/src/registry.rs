@@ -150,7 +150,6 @@ impl HostsDelta {
 pub struct Registry {
     index: RwLock<Index>,
     next_id: AtomicU64,
-    emptied: Notify,
 }
 
 #[derive(Default)]
@@ -207,11 +206,6 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Resolves the next time the last session closes.
-    pub async fn emptied(&self) {
-        self.emptied.notified().await
-    }
-
     /// Adds a session; `rooms` are its user's rooms, read from the store.
     pub fn open(&self, session: Arc<SessionHandle>, rooms: impl IntoIterator<Item = String>) -> HostsDelta {
         let mut delta = HostsDelta::default();
@@ -251,9 +245,6 @@ impl Registry {
             }
             index.users.remove(&user);
             delta.users_removed.push(user.to_string());
-        }
-        if index.sessions.is_empty() {
-            self.emptied.notify_waiters();
         }
         delta
     }

@@ -17,6 +17,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +48,29 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts connections until `shutdown`. In-flight WebSocket sessions are not
-/// cut here: the gateway's drain closes them politely.
+/// How long idle HTTP connections get to finish after shutdown.
+const CONNECTION_GRACE: Duration = Duration::from_secs(5);
+
+/// Accepts connections until `shutdown`, then closes idle HTTP connections
+/// and waits (briefly) for requests in flight. Upgraded WebSocket sessions
+/// are not cut here: the gateway's drain closes them politely.
 pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    accept(&listener, &app, &tls, &shutdown, &connections).await;
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(CONNECTION_GRACE, connections.wait()).await.is_err() {
+        tracing::warn!(left = connections.len(), "HTTP connections still open after the grace period");
+    }
+}
+
+async fn accept(
+    listener: &TcpListener,
+    app: &Router,
+    tls: &Option<TlsAcceptor>,
+    shutdown: &CancellationToken,
+    connections: &TaskTracker,
+) {
     loop {
         let (stream, _peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -66,11 +87,12 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>,
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
             match tls {
-                None => connection(stream, app).await,
+                None => connection(stream, app, shutdown).await,
                 Some(tls) => match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(stream, app).await,
+                    Ok(Ok(stream)) => connection(stream, app, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -79,7 +101,7 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>,
     }
 }
 
-async fn connection<S>(stream: S, app: Router)
+async fn connection<S>(stream: S, app: Router, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -87,11 +109,16 @@ where
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|never| match never {})) }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await
-    {
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
