@@ -8,8 +8,8 @@
 //! * [`contract`]: the suite every implementation passes (`bus_contract_tests!`).
 
 use async_trait::async_trait;
-use confab_protocol::record::Announcement;
 use confab_protocol::IngressRecord;
+use confab_protocol::record::Announcement;
 use tokio::sync::mpsc;
 
 #[cfg(any(test, feature = "contract"))]

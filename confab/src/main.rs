@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use confab::config::{layered, LogFormat, StandaloneConfig};
+use confab::config::{LogFormat, StandaloneConfig, layered};
 
 /// Confab: an instant-messaging platform (rooms, direct messages, history,
 /// multi-device sync, presence) over WebSocket.
@@ -37,9 +37,12 @@ struct StandaloneArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -54,8 +57,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Standalone(args) => {
-            let sub = matches.subcommand_matches("standalone").expect("the standalone subcommand matched");
-            let config = match layered::<StandaloneConfig>(sub, args.config.as_deref()).and_then(|c| c.validate().map(|()| c)) {
+            let sub = matches
+                .subcommand_matches("standalone")
+                .expect("the standalone subcommand matched");
+            let config = match layered::<StandaloneConfig>(sub, args.config.as_deref())
+                .and_then(|c| c.validate().map(|()| c))
+            {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("confab: invalid configuration: {e}");
@@ -69,7 +76,10 @@ fn main() -> ExitCode {
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,10 +7,14 @@ use confab_protocol::{Audience, Delivery, RoomEffect};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::HostsDelta;
 use crate::Gateway;
+use crate::registry::HostsDelta;
 
-pub async fn run(gw: Gateway, mut inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
+pub async fn run(
+    gw: Gateway,
+    mut inbox: mpsc::Receiver<Vec<Delivery>>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -44,7 +48,12 @@ impl Gateway {
                 }
                 HostsDelta::default()
             }
-            Delivery::Room { room, audience, effect, frame } => {
+            Delivery::Room {
+                room,
+                audience,
+                effect,
+                frame,
+            } => {
                 let mut delta = HostsDelta::default();
                 if let Some((a, b)) = dm_members(&room) {
                     delta.merge(registry.ensure_dm(&room, [a, b]));
@@ -78,7 +87,12 @@ impl Gateway {
         if delta.is_empty() {
             return;
         }
-        if let Err(e) = self.inner.bus.announce(&delta.into_announcement(self.id())).await {
+        if let Err(e) = self
+            .inner
+            .bus
+            .announce(&delta.into_announcement(self.id()))
+            .await
+        {
             tracing::warn!(error = %e, "announcement failed; routes heal with the next one");
         }
     }

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use confab_protocol::record::Announcement;
 use confab_protocol::ByeReason;
+use confab_protocol::record::Announcement;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{Notify, mpsc};
 
 /// What the writer task sends next.
 pub enum Outbound {
@@ -54,7 +54,14 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(id: u64, user: Arc<str>, exp: u64, quota: Quota, tx: mpsc::Sender<Outbound>, now_ms: u64) -> Self {
+    pub fn new(
+        id: u64,
+        user: Arc<str>,
+        exp: u64,
+        quota: Quota,
+        tx: mpsc::Sender<Outbound>,
+        now_ms: u64,
+    ) -> Self {
         SessionHandle {
             id,
             user,
@@ -125,7 +132,10 @@ pub struct HostsDelta {
 
 impl HostsDelta {
     pub fn is_empty(&self) -> bool {
-        self.rooms_added.is_empty() && self.rooms_removed.is_empty() && self.users_added.is_empty() && self.users_removed.is_empty()
+        self.rooms_added.is_empty()
+            && self.rooms_removed.is_empty()
+            && self.users_added.is_empty()
+            && self.users_removed.is_empty()
     }
 
     pub fn merge(&mut self, other: HostsDelta) {
@@ -167,7 +177,9 @@ struct LocalUser {
 
 impl Index {
     fn add_member(&mut self, room: &str, user: &Arc<str>, delta: &mut HostsDelta) {
-        let Some(local) = self.users.get_mut(user) else { return };
+        let Some(local) = self.users.get_mut(user) else {
+            return;
+        };
         let room: Arc<str> = match self.rooms.get_key_value(room) {
             Some((r, _)) => r.clone(),
             None => {
@@ -207,7 +219,11 @@ impl Registry {
     }
 
     /// Adds a session; `rooms` are its user's rooms, read from the store.
-    pub fn open(&self, session: Arc<SessionHandle>, rooms: impl IntoIterator<Item = String>) -> HostsDelta {
+    pub fn open(
+        &self,
+        session: Arc<SessionHandle>,
+        rooms: impl IntoIterator<Item = String>,
+    ) -> HostsDelta {
         let mut delta = HostsDelta::default();
         let mut index = self.index.write().expect("registry lock");
         index.sessions.insert(session.id, session.clone());
@@ -216,7 +232,13 @@ impl Registry {
             Some(local) => local.sessions.push(session),
             None => {
                 delta.users_added.push(user.to_string());
-                index.users.insert(user.clone(), LocalUser { sessions: vec![session], rooms: HashSet::new() });
+                index.users.insert(
+                    user.clone(),
+                    LocalUser {
+                        sessions: vec![session],
+                        rooms: HashSet::new(),
+                    },
+                );
             }
         }
         for room in rooms {
@@ -229,7 +251,9 @@ impl Registry {
     pub fn close(&self, id: u64) -> HostsDelta {
         let mut delta = HostsDelta::default();
         let mut index = self.index.write().expect("registry lock");
-        let Some(session) = index.sessions.remove(&id) else { return delta };
+        let Some(session) = index.sessions.remove(&id) else {
+            return delta;
+        };
         let user = session.user.clone();
         let last = match index.users.get_mut(&user) {
             Some(local) => {
@@ -239,7 +263,11 @@ impl Registry {
             None => false,
         };
         if last {
-            let rooms: Vec<Arc<str>> = index.users.get(&user).map(|u| u.rooms.iter().cloned().collect()).unwrap_or_default();
+            let rooms: Vec<Arc<str>> = index
+                .users
+                .get(&user)
+                .map(|u| u.rooms.iter().cloned().collect())
+                .unwrap_or_default();
             for room in rooms {
                 index.remove_member(&room, &user, &mut delta);
             }
@@ -262,7 +290,10 @@ impl Registry {
 
     pub fn leave(&self, room: &str, user: &str) -> HostsDelta {
         let mut delta = HostsDelta::default();
-        self.index.write().expect("registry lock").remove_member(room, user, &mut delta);
+        self.index
+            .write()
+            .expect("registry lock")
+            .remove_member(room, user, &mut delta);
         delta
     }
 
@@ -272,7 +303,9 @@ impl Registry {
     pub fn ensure_dm(&self, room: &str, users: [&str; 2]) -> HostsDelta {
         {
             let index = self.index.read().expect("registry lock");
-            let known = |u: &str| !index.users.contains_key(u) || index.rooms.get(room).is_some_and(|m| m.contains(u));
+            let known = |u: &str| {
+                !index.users.contains_key(u) || index.rooms.get(room).is_some_and(|m| m.contains(u))
+            };
             if users.iter().all(|u| known(u)) {
                 return HostsDelta::default();
             }
@@ -289,7 +322,12 @@ impl Registry {
         let index = self.index.read().expect("registry lock");
         let mut n = 0;
         for user in index.rooms.get(room).into_iter().flatten() {
-            for session in index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default() {
+            for session in index
+                .users
+                .get(user)
+                .map(|u| u.sessions.as_slice())
+                .unwrap_or_default()
+            {
                 f(session);
                 n += 1;
             }
@@ -299,16 +337,31 @@ impl Registry {
 
     /// Local users among `users`.
     pub fn is_local(&self, user: &str) -> bool {
-        self.index.read().expect("registry lock").users.contains_key(user)
+        self.index
+            .read()
+            .expect("registry lock")
+            .users
+            .contains_key(user)
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<SessionHandle>> {
-        self.index.read().expect("registry lock").sessions.get(&id).cloned()
+        self.index
+            .read()
+            .expect("registry lock")
+            .sessions
+            .get(&id)
+            .cloned()
     }
 
     /// Every session, for the sweeper.
     pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
-        self.index.read().expect("registry lock").sessions.values().cloned().collect()
+        self.index
+            .read()
+            .expect("registry lock")
+            .sessions
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Asks every session to close; returns how many there were.
@@ -329,7 +382,17 @@ mod tests {
     fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(2);
         let quota = Quota::per_second(NonZeroU32::new(20).unwrap());
-        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, 0)), rx)
+        (
+            Arc::new(SessionHandle::new(
+                reg.next_id(),
+                Arc::from(user),
+                u64::MAX,
+                quota,
+                tx,
+                0,
+            )),
+            rx,
+        )
     }
 
     fn users_in(reg: &Registry, room: &str) -> Vec<String> {
@@ -348,7 +411,10 @@ mod tests {
         assert_eq!(d.rooms_added, ["r"]);
         assert_eq!(d.users_added, ["alice"]);
         let d = reg.open(a2.clone(), ["r".to_string()]);
-        assert!(d.is_empty(), "a second device changes nothing hosted: {d:?}");
+        assert!(
+            d.is_empty(),
+            "a second device changes nothing hosted: {d:?}"
+        );
         assert_eq!(users_in(&reg, "r"), ["alice", "alice"]);
         assert!(reg.close(a1.id).is_empty());
         let d = reg.close(a2.id);

@@ -8,9 +8,9 @@ use std::time::Duration;
 use confab_protocol::ByeReason;
 use tokio_util::sync::CancellationToken;
 
+use crate::Gateway;
 use crate::auth::unix_now;
 use crate::registry::Closing;
-use crate::Gateway;
 
 pub async fn run(gw: Gateway, shutdown: CancellationToken) {
     let heartbeat = gw.config().heartbeat;

@@ -32,7 +32,9 @@ pub enum Error {
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
     /// The store was created for another ingress partition count.
-    #[error("the store was created for {stored} ingress partitions, not {wanted}; the count cannot change")]
+    #[error(
+        "the store was created for {stored} ingress partitions, not {wanted}; the count cannot change"
+    )]
     PartitionsChanged { stored: u32, wanted: u32 },
 }
 
@@ -67,12 +69,25 @@ pub enum Write {
     /// Store the message, move the room's `last_seq` to its seq and index its cid.
     Message(Message),
     /// Make `user` a member, creating the room if it does not exist.
-    Join { room: String, user: String },
-    Leave { room: String, user: String },
+    Join {
+        room: String,
+        user: String,
+    },
+    Leave {
+        room: String,
+        user: String,
+    },
     /// Move the user's read marker forward to `seq` (never back).
-    Read { room: String, user: String, seq: u64 },
+    Read {
+        room: String,
+        user: String,
+        seq: u64,
+    },
     /// Everything before `next_offset` in `partition` has been applied.
-    Checkpoint { partition: u32, next_offset: u64 },
+    Checkpoint {
+        partition: u32,
+        next_offset: u64,
+    },
 }
 
 /// A group commit: every write lands, or none does.

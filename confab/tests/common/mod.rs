@@ -8,11 +8,11 @@ use clap::Parser;
 use confab::config::StandaloneConfig;
 use confab::standalone::Running;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for something that must happen.
@@ -28,8 +28,18 @@ struct Flags {
 /// Standalone settings for a test: port 0 everywhere, a fresh data dir.
 pub fn config(data: &std::path::Path) -> StandaloneConfig {
     let data = data.to_str().unwrap();
-    Flags::parse_from(["confab", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", data, "--jwt-secret", SECRET])
-        .config
+    Flags::parse_from([
+        "confab",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data",
+        data,
+        "--jwt-secret",
+        SECRET,
+    ])
+    .config
 }
 
 pub struct TestServer {
@@ -62,11 +72,22 @@ impl TestServer {
     }
 
     pub async fn stop(&mut self) {
-        self.running.take().unwrap().stop().await.expect("clean stop");
+        self.running
+            .take()
+            .unwrap()
+            .stop()
+            .await
+            .expect("clean stop");
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(format!("{}{path}", self.http)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}{path}", self.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -82,14 +103,24 @@ impl TestServer {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The value of a metric sample line that starts with `series`, or 0.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse::<f64>().ok())
+            })
             .unwrap_or(0.0)
     }
 
@@ -109,13 +140,23 @@ impl TestServer {
 
     /// Registers and logs in; returns the token.
     pub async fn user(&self, name: &str) -> String {
-        let (status, body) = self.post("/v1/auth/register", json!({"username": name, "password": "password-123"})).await;
+        let (status, body) = self
+            .post(
+                "/v1/auth/register",
+                json!({"username": name, "password": "password-123"}),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         self.login(name).await
     }
 
     pub async fn login(&self, name: &str) -> String {
-        let (status, body) = self.post("/v1/auth/login", json!({"username": name, "password": "password-123"})).await;
+        let (status, body) = self
+            .post(
+                "/v1/auth/login",
+                json!({"username": name, "password": "password-123"}),
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }
@@ -152,12 +193,19 @@ pub async fn refused_status(url: &str) -> u16 {
 impl Client {
     pub async fn connect(url: &str) -> Client {
         let req = url.into_client_request().unwrap();
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("upgrade");
         Self::from_stream(ws).await
     }
 
     pub async fn from_stream(ws: Ws) -> Client {
-        let mut c = Client { ws, hello: Value::Null, next_id: 0, events: VecDeque::new() };
+        let mut c = Client {
+            ws,
+            hello: Value::Null,
+            next_id: 0,
+            events: VecDeque::new(),
+        };
         let hello = c.next_json().await;
         assert_eq!(hello["ev"], "hello", "the server speaks first: {hello}");
         c.hello = hello;
@@ -173,7 +221,9 @@ impl Client {
                 .expect("connection open")
                 .expect("frame");
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).expect("server frames are JSON"),
+                Message::Text(t) => {
+                    return serde_json::from_str(&t).expect("server frames are JSON");
+                }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected frame {other:?}"),
             }
@@ -224,7 +274,8 @@ impl Client {
     }
 
     pub async fn send(&mut self, room: &str, text: &str, cid: &str) -> Value {
-        self.ok(json!({"op": "send", "room": room, "text": text, "cid": cid})).await
+        self.ok(json!({"op": "send", "room": room, "text": text, "cid": cid}))
+            .await
     }
 
     /// The first event (kept or new) that matches.
@@ -260,15 +311,23 @@ impl Client {
     /// sent. Server frames are unmasked: header, length, payload.
     pub async fn raw_close_code(&mut self) -> Option<u16> {
         use tokio::io::AsyncReadExt;
-        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else { panic!("plain TCP only") };
+        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else {
+            panic!("plain TCP only")
+        };
         let mut bytes = Vec::new();
-        tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut bytes)).await.expect("the server closes in time").ok()?;
+        tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut bytes))
+            .await
+            .expect("the server closes in time")
+            .ok()?;
         let mut rest = bytes.as_slice();
         while rest.len() >= 2 {
             let opcode = rest[0] & 0x0f;
             let (len, header) = match rest[1] & 0x7f {
                 126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-                127 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
+                127 => (
+                    u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 n => (n as usize, 2),
             };
             let payload = rest.get(header..header + len)?;
@@ -289,7 +348,9 @@ impl Client {
     pub async fn closed(&mut self) -> (u16, Vec<Value>) {
         let mut frames: Vec<Value> = self.events.drain(..).collect();
         loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("close in time");
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("close in time");
             match msg {
                 Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
                 Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), frames),

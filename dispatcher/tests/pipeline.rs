@@ -1,0 +1,309 @@
+//! The dispatcher pipeline against the embedded store: what is acked is
+//! stored, reprocessing mints nothing new, a failing store holds every ack,
+//! and events go only where members are.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use confab_bus::{Push, Record};
+use confab_dispatcher::{Metrics, Pipeline};
+use confab_protocol::record::Announcement;
+use confab_protocol::{Command, Delivery, IngressRecord, Message, Origin, RoomInfo};
+use confab_store::{CidHit, EmbeddedStore, RoomMeta, Store, UserRecord, WriteBatch};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// Records every push, per gateway.
+#[derive(Default, Clone)]
+struct Captured(Arc<Mutex<Vec<(String, Delivery)>>>);
+
+#[async_trait]
+impl Push for Captured {
+    async fn push(&self, gateway: &str, batch: Vec<Delivery>) -> confab_bus::Result<()> {
+        let mut all = self.0.lock().unwrap();
+        all.extend(batch.into_iter().map(|d| (gateway.to_owned(), d)));
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> Vec<(String, Delivery)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn frame(d: &Delivery) -> Value {
+    match d {
+        Delivery::Reply { frame, .. } | Delivery::Room { frame, .. } => {
+            serde_json::from_str(frame).unwrap()
+        }
+    }
+}
+
+fn record(partition: u32, offset: u64, room: &str, cmd: Command) -> Record {
+    Record {
+        partition,
+        offset,
+        record: IngressRecord {
+            room: room.into(),
+            ts: 1_700_000_000_000 + offset,
+            origin: Some(Origin {
+                gateway: "gw-1".into(),
+                session: 1,
+                re: None,
+                t0: 0,
+            }),
+            cmd,
+        },
+    }
+}
+
+fn join(offset: u64, room: &str, user: &str) -> Record {
+    record(0, offset, room, Command::Join { user: user.into() })
+}
+
+fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
+    record(
+        0,
+        offset,
+        room,
+        Command::Send {
+            from: from.into(),
+            text: format!("text {offset}"),
+            cid: cid.into(),
+        },
+    )
+}
+
+fn pipeline(store: Arc<dyn Store>, push: Captured) -> Pipeline {
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    Pipeline::new(store, Arc::new(push), metrics, CancellationToken::new())
+}
+
+fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    (dir, Arc::new(store))
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_mints_no_second_message() {
+    let (_dir, store) = open();
+    let push = Captured::default();
+    let batch = vec![
+        join(0, "r", "alice"),
+        send(1, "r", "alice", "c1"),
+        send(2, "r", "alice", "c2"),
+    ];
+    let mut first = pipeline(store.clone(), push.clone());
+    assert_eq!(first.process(batch.clone()).await, Some(vec![(0, 3)]));
+    // A new owner of the partition (after a crash before the offset commit)
+    // gets the same records again.
+    let mut second = pipeline(store.clone(), push.clone());
+    second.resume_from(store.checkpoints().await.unwrap());
+    assert_eq!(second.process(batch).await, Some(vec![(0, 3)]));
+    let history = store.history("r", None, 100).await.unwrap();
+    assert_eq!(
+        history.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [2, 3],
+        "seq = offset + 1, stored once"
+    );
+}
+
+#[tokio::test]
+async fn the_same_cid_in_a_later_batch_answers_with_the_first_message() {
+    let (_dir, store) = open();
+    let push = Captured::default();
+    let mut p = pipeline(store.clone(), push.clone());
+    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")])
+        .await
+        .unwrap();
+    push.take();
+    p.process(vec![
+        send(2, "r", "alice", "c1"),
+        send(3, "r", "alice", "c1"),
+    ])
+    .await
+    .unwrap();
+    let replies: Vec<Value> = push.take().iter().map(|(_, d)| frame(d)).collect();
+    assert_eq!(replies.len(), 2, "two replies and no event: {replies:?}");
+    for r in replies {
+        assert_eq!(
+            (r["ok"].as_bool(), r["seq"].as_u64()),
+            (Some(true), Some(2))
+        );
+    }
+    assert_eq!(store.history("r", None, 100).await.unwrap().len(), 1);
+}
+
+/// A store whose writes fail while `broken` is set.
+struct Flaky {
+    inner: Arc<dyn Store>,
+    broken: AtomicBool,
+    failed_applies: AtomicUsize,
+}
+
+fn down() -> confab_store::Error {
+    confab_store::Error::Unavailable("down".into())
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn ping(&self) -> confab_store::Result<()> {
+        self.inner.ping().await
+    }
+    async fn create_user(&self, user: &UserRecord) -> confab_store::Result<bool> {
+        self.inner.create_user(user).await
+    }
+    async fn user(&self, name: &str) -> confab_store::Result<Option<UserRecord>> {
+        self.inner.user(name).await
+    }
+    async fn room(&self, room: &str) -> confab_store::Result<Option<RoomMeta>> {
+        self.inner.room(room).await
+    }
+    async fn is_member(&self, room: &str, user: &str) -> confab_store::Result<bool> {
+        self.inner.is_member(room, user).await
+    }
+    async fn members(&self, room: &str) -> confab_store::Result<Vec<String>> {
+        self.inner.members(room).await
+    }
+    async fn user_rooms(&self, user: &str) -> confab_store::Result<Vec<RoomInfo>> {
+        self.inner.user_rooms(user).await
+    }
+    async fn read_marker(&self, room: &str, user: &str) -> confab_store::Result<u64> {
+        self.inner.read_marker(room, user).await
+    }
+    async fn history(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> confab_store::Result<Vec<Message>> {
+        self.inner.history(room, before, limit).await
+    }
+    async fn since(
+        &self,
+        room: &str,
+        after: u64,
+        limit: u32,
+    ) -> confab_store::Result<(Vec<Message>, bool)> {
+        self.inner.since(room, after, limit).await
+    }
+    async fn cid(&self, room: &str, cid: &str) -> confab_store::Result<Option<CidHit>> {
+        self.inner.cid(room, cid).await
+    }
+    async fn apply(&self, batch: WriteBatch) -> confab_store::Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            self.failed_applies.fetch_add(1, Ordering::SeqCst);
+            return Err(down());
+        }
+        self.inner.apply(batch).await
+    }
+    async fn checkpoints(&self) -> confab_store::Result<Vec<(u32, u64)>> {
+        self.inner.checkpoints().await
+    }
+    async fn bind_partitions(&self, partitions: u32) -> confab_store::Result<()> {
+        self.inner.bind_partitions(partitions).await
+    }
+}
+
+#[tokio::test]
+async fn while_the_store_fails_nothing_is_acked_and_the_batch_lands_when_it_returns() {
+    let (_dir, inner) = open();
+    let flaky = Arc::new(Flaky {
+        inner: inner.clone(),
+        broken: AtomicBool::new(true),
+        failed_applies: AtomicUsize::new(0),
+    });
+    let push = Captured::default();
+    let mut p = pipeline(flaky.clone(), push.clone());
+    let work = tokio::spawn(async move {
+        p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")])
+            .await
+    });
+    while flaky.failed_applies.load(Ordering::SeqCst) < 3 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        push.take().is_empty(),
+        "no reply or event while the batch is not stored"
+    );
+    assert!(
+        !work.is_finished(),
+        "the offsets are not handed back for commit"
+    );
+    flaky.broken.store(false, Ordering::SeqCst);
+    assert_eq!(work.await.unwrap(), Some(vec![(0, 2)]));
+    let replies: Vec<Value> = push
+        .take()
+        .iter()
+        .filter(|(_, d)| matches!(d, Delivery::Reply { .. }))
+        .map(|(_, d)| frame(d))
+        .collect();
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[1]["seq"], 2);
+    assert_eq!(inner.history("r", None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn room_events_go_only_to_gateways_that_host_the_room() {
+    let (_dir, store) = open();
+    let push = Captured::default();
+    let mut p = pipeline(store.clone(), push.clone());
+    let hosts = |gateway: &str, room: &str| Announcement::Hosts {
+        gateway: gateway.into(),
+        rooms_added: vec![room.into()],
+        rooms_removed: vec![],
+        users_added: vec![],
+        users_removed: vec![],
+    };
+    p.routes.apply(&hosts("gw-2", "r"));
+    p.routes.apply(&hosts("gw-3", "elsewhere"));
+    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")])
+        .await
+        .unwrap();
+    let pushed = push.take();
+    let events: Vec<&str> = pushed
+        .iter()
+        .filter(|(_, d)| matches!(d, Delivery::Room { .. }))
+        .map(|(g, _)| g.as_str())
+        .collect();
+    // gw-1 (the joiner's gateway, learnt from the join record) and gw-2 (announced) host "r"; gw-3 does not.
+    let mut gateways: Vec<&str> = events.clone();
+    gateways.sort();
+    gateways.dedup();
+    assert_eq!(gateways, ["gw-1", "gw-2"]);
+    assert_eq!(
+        events.len(),
+        4,
+        "a member event and a msg event, once per hosting gateway"
+    );
+}
+
+#[tokio::test]
+async fn a_first_direct_message_makes_both_users_members() {
+    let (_dir, store) = open();
+    let push = Captured::default();
+    let mut p = pipeline(store.clone(), push.clone());
+    p.process(vec![
+        send(0, "dm:alice:bob", "alice", "c1"),
+        send(1, "dm:alice:bob", "carol", "c2"),
+    ])
+    .await
+    .unwrap();
+    assert!(store.is_member("dm:alice:bob", "alice").await.unwrap());
+    assert!(store.is_member("dm:alice:bob", "bob").await.unwrap());
+    let replies: Vec<Value> = push
+        .take()
+        .iter()
+        .filter(|(_, d)| matches!(d, Delivery::Reply { .. }))
+        .map(|(_, d)| frame(d))
+        .collect();
+    assert_eq!(replies[0]["ok"], true);
+    assert_eq!(
+        replies[1]["error"]["code"], "not_member",
+        "a third user cannot write into a DM"
+    );
+}
