@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 pub mod push;
 
@@ -66,6 +68,11 @@ pub trait Consumer: Send {
     async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<()>;
     /// Records in the log not yet committed, per assigned partition.
     async fn lag(&self) -> Vec<(u32, u64)>;
+    /// `true` once after the consumer's partitions changed (a rebalance): the
+    /// dispatcher then forgets what it cached and reloads its checkpoints.
+    fn take_rebalanced(&mut self) -> bool {
+        false
+    }
 }
 
 /// The partition of a room: FNV-1a of its name. Stable across versions and

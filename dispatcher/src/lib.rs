@@ -77,6 +77,12 @@ pub async fn run(
             }
             polled = consumer.poll(config.max_batch) => {
                 let records = polled?;
+                if consumer.take_rebalanced() {
+                    // Partitions moved: what this dispatcher cached may be
+                    // stale, and another may have advanced a checkpoint.
+                    pipeline.forget_cached();
+                    pipeline.resume_from(store.checkpoints().await?);
+                }
                 let Some(offsets) = pipeline.process(records).await else { break };
                 consumer.commit(&offsets).await?;
             }

@@ -79,8 +79,14 @@ impl Pipeline {
         }
     }
 
+    /// Takes the store's checkpoints as the truth of what is applied.
     pub fn resume_from(&mut self, checkpoints: Vec<(u32, u64)>) {
-        self.applied.extend(checkpoints);
+        self.applied = checkpoints.into_iter().collect();
+    }
+
+    /// Drops cached room state; it is read again from the store.
+    pub fn forget_cached(&mut self) {
+        self.rooms.clear();
     }
 
     /// Processes a batch and returns the offsets to commit, or `None` when
@@ -172,6 +178,7 @@ impl Pipeline {
                             d.writes.push(Write::Join {
                                 room: room.into(),
                                 user: user.into(),
+                                at: seq_of(r.offset),
                             });
                             d.members.insert((room.into(), user.into()), true);
                         }
@@ -239,6 +246,7 @@ impl Pipeline {
                     d.writes.push(Write::Join {
                         room: room.into(),
                         user: user.clone(),
+                        at: seq_of(r.offset),
                     });
                     d.members.insert((room.into(), user.clone()), true);
                     self.rooms.insert(
@@ -280,6 +288,7 @@ impl Pipeline {
                 d.writes.push(Write::Leave {
                     room: room.into(),
                     user: user.clone(),
+                    at: seq_of(r.offset),
                 });
                 d.members.insert((room.into(), user.clone()), false);
                 let frame = Event::Member {
@@ -314,6 +323,7 @@ impl Pipeline {
                         room: room.into(),
                         user: user.clone(),
                         seq,
+                        at: seq_of(r.offset),
                     });
                     let frame = Event::Read {
                         room: room.into(),

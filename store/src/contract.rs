@@ -18,7 +18,7 @@ macro_rules! store_contract_tests {
             history_returns_the_newest_before_a_seq_oldest_first,
             since_pages_forward_and_says_when_more_remain,
             a_cid_finds_the_first_message_stored_under_it,
-            read_markers_never_move_back,
+            read_markers_are_stored_per_member_and_go_with_membership,
             user_rooms_carry_last_and_read_seqs,
             checkpoints_land_with_their_batch,
             the_partition_count_cannot_change,
@@ -53,6 +53,7 @@ pub fn some_messages(room: &str, n: u64) -> WriteBatch {
     let mut batch = vec![Write::Join {
         room: room.into(),
         user: "alice".into(),
+        at: 0,
     }];
     batch
         .extend((1..=n).map(|seq| Write::Message(message(room, seq, "alice", &format!("c{seq}")))));
@@ -63,6 +64,7 @@ fn join(room: &str, user: &str) -> Write {
     Write::Join {
         room: room.into(),
         user: user.into(),
+        at: 0,
     }
 }
 
@@ -119,10 +121,12 @@ pub async fn leaving_removes_the_member_and_their_room(store: &impl Store) {
             Write::Leave {
                 room: "r".into(),
                 user: "bob".into(),
+                at: 1,
             },
             Write::Leave {
                 room: "r".into(),
                 user: "carol".into(),
+                at: 1,
             },
         ])
         .await
@@ -198,28 +202,38 @@ pub async fn a_cid_finds_the_first_message_stored_under_it(store: &impl Store) {
     );
 }
 
-pub async fn read_markers_never_move_back(store: &impl Store) {
+pub async fn read_markers_are_stored_per_member_and_go_with_membership(store: &impl Store) {
     store.apply(some_messages("r", 5)).await.unwrap();
-    let read = |seq| Write::Read {
+    let read = |seq, at| Write::Read {
         room: "r".into(),
         user: "alice".into(),
         seq,
+        at,
     };
-    store.apply(vec![read(4)]).await.unwrap();
-    store.apply(vec![read(2)]).await.unwrap();
+    store.apply(vec![read(2, 6)]).await.unwrap();
+    store.apply(vec![read(4, 7)]).await.unwrap();
     assert_eq!(store.read_marker("r", "alice").await.unwrap(), 4);
-    store
-        .apply(vec![Write::Read {
-            room: "r".into(),
-            user: "mallory".into(),
-            seq: 3,
-        }])
-        .await
-        .unwrap();
     assert_eq!(
-        store.read_marker("r", "mallory").await.unwrap(),
+        store.read_marker("r", "bob").await.unwrap(),
         0,
         "no marker for a non-member"
+    );
+    let leave = Write::Leave {
+        room: "r".into(),
+        user: "alice".into(),
+        at: 8,
+    };
+    store.apply(vec![leave]).await.unwrap();
+    let join = Write::Join {
+        room: "r".into(),
+        user: "alice".into(),
+        at: 9,
+    };
+    store.apply(vec![join]).await.unwrap();
+    assert_eq!(
+        store.read_marker("r", "alice").await.unwrap(),
+        0,
+        "a new membership starts unread"
     );
 }
 
@@ -234,6 +248,7 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
                 room: "r".into(),
                 user: "alice".into(),
                 seq: 2,
+                at: 8,
             },
         ])
         .await

@@ -137,7 +137,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         .insert(m.room.as_str(), (last.max(m.seq), count))
                         .map_err(unavailable)?;
                 }
-                Write::Join { room, user } => {
+                Write::Join { room, user, .. } => {
                     let is_member = members
                         .get((room.as_str(), user.as_str()))
                         .map_err(unavailable)?
@@ -159,7 +159,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         .insert(room.as_str(), (last, count + u64::from(!is_member)))
                         .map_err(unavailable)?;
                 }
-                Write::Leave { room, user } => {
+                Write::Leave { room, user, .. } => {
                     if members
                         .remove((room.as_str(), user.as_str()))
                         .map_err(unavailable)?
@@ -178,7 +178,9 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                             .map_err(unavailable)?;
                     }
                 }
-                Write::Read { room, user, seq } => {
+                Write::Read {
+                    room, user, seq, ..
+                } => {
                     let current = members
                         .get((room.as_str(), user.as_str()))
                         .map_err(unavailable)?

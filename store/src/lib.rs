@@ -64,6 +64,11 @@ pub struct CidHit {
 }
 
 /// One write of a dispatcher's batch. Writes apply in order.
+///
+/// `at` is the write's place in the room's log (the seq its record would
+/// get). Backends without transactions order the writes of one room by it
+/// (as CQL write timestamps), so a replayed or stale write can never undo a
+/// later one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     /// Store the message, move the room's `last_seq` to its seq and index its cid.
@@ -72,16 +77,20 @@ pub enum Write {
     Join {
         room: String,
         user: String,
+        at: u64,
     },
     Leave {
         room: String,
         user: String,
+        at: u64,
     },
-    /// Move the user's read marker forward to `seq` (never back).
+    /// Set the user's read marker to `seq`. The dispatcher only moves it
+    /// forward, and only for members.
     Read {
         room: String,
         user: String,
         seq: u64,
+        at: u64,
     },
     /// Everything before `next_offset` in `partition` has been applied.
     Checkpoint {

@@ -1,0 +1,438 @@
+//! The distributed bus: Apache Kafka through rdkafka.
+//!
+//! * Ingress: topic `<prefix>.ingress`, keyed by room, so one partition (and
+//!   one dispatcher) sees each room's writes in order. The producer is
+//!   idempotent with `acks=all`; `produce` resolves when the broker has the
+//!   record. Dispatchers form the consumer group `<prefix>.dispatchers` with
+//!   cooperative-sticky assignment and commit offsets by hand, after the store
+//!   write.
+//! * Announcements: topic `<prefix>.gateways`, one partition, read from its
+//!   end by every process (each with a group of its own, never committing).
+//!
+//! Topics are created by `confab migrate` ([`KafkaBus::create_topics`]),
+//! never implicitly: a missing topic is a startup error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_protocol::IngressRecord;
+use confab_protocol::record::Announcement;
+use futures_util::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::{Bus, Consumer, Error, Record, Result};
+
+/// Kafka settings shared by every process of a cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port,host:port`
+    pub bootstrap: String,
+    /// Prefix of every topic and group name, so clusters can share brokers.
+    pub topic_prefix: String,
+    /// Producer linger: how long a record may wait for others to share its
+    /// request. Small, for latency.
+    pub linger: Duration,
+    /// How long `produce` may take before the write is `unavailable`.
+    pub produce_timeout: Duration,
+    /// Extra librdkafka properties (TLS, SASL, tuning), applied last.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    pub fn ingress_topic(&self) -> String {
+        format!("{}.ingress", self.topic_prefix)
+    }
+    pub fn gateways_topic(&self) -> String {
+        format!("{}.gateways", self.topic_prefix)
+    }
+    pub fn dispatcher_group(&self) -> String {
+        format!("{}.dispatchers", self.topic_prefix)
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        c.set("socket.keepalive.enable", "true");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn unavailable(e: KafkaError) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    partitions: u32,
+}
+
+impl KafkaBus {
+    /// Connects and checks that the topics exist; their absence is an error
+    /// that says to run `confab migrate`.
+    pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
+        let mut pc = config.client();
+        pc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                config.produce_timeout.as_millis().max(1).to_string(),
+            )
+            .set("compression.type", "lz4");
+        let producer: FutureProducer = pc.create().map_err(unavailable)?;
+        let partitions = {
+            let producer = producer.clone();
+            let topic = config.ingress_topic();
+            tokio::task::spawn_blocking(move || topic_partitions(producer.client(), &topic))
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))??
+        };
+        let gateways = {
+            let producer = producer.clone();
+            let topic = config.gateways_topic();
+            tokio::task::spawn_blocking(move || topic_partitions(producer.client(), &topic))
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))??
+        };
+        if gateways != 1 {
+            return Err(Error::Unavailable(format!(
+                "topic {} must have exactly 1 partition",
+                config.gateways_topic()
+            )));
+        }
+        Ok(KafkaBus {
+            inner: Arc::new(Inner {
+                config,
+                producer,
+                partitions,
+            }),
+        })
+    }
+
+    /// Creates the ingress and announcement topics (idempotent: existing
+    /// topics are kept; a different partition count is refused).
+    pub async fn create_topics(
+        config: &KafkaConfig,
+        partitions: u32,
+        replication: i32,
+    ) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            config.client().create().map_err(unavailable)?;
+        let ingress = config.ingress_topic();
+        let gateways = config.gateways_topic();
+        let topics = [
+            NewTopic::new(
+                &ingress,
+                partitions as i32,
+                TopicReplication::Fixed(replication),
+            ),
+            NewTopic::new(&gateways, 1, TopicReplication::Fixed(replication))
+                .set("retention.ms", "3600000")
+                .set("cleanup.policy", "delete"),
+        ];
+        let results = admin
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .map_err(unavailable)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Unavailable(format!(
+                        "creating topic {topic}: {code}"
+                    )));
+                }
+            }
+        }
+        let client = admin.inner().clone();
+        let existing = tokio::task::spawn_blocking(move || topic_partitions_of(&client, &ingress))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))??;
+        if existing != partitions {
+            return Err(Error::Unavailable(format!(
+                "topic {} has {existing} partitions, not {partitions}; the count cannot change (seqs come from offsets)",
+                config.ingress_topic()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn topic_partitions<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<u32> {
+    topic_partitions_of(client, topic)
+}
+
+fn topic_partitions_of<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<u32> {
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(unavailable)?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| Error::Unavailable(format!("no topic {topic}; run `confab migrate`")))?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(Error::Unavailable(format!(
+            "no topic {topic}; run `confab migrate`"
+        )));
+    }
+    Ok(t.partitions().len() as u32)
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    fn partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let producer = self.inner.producer.clone();
+        let topic = self.inner.config.ingress_topic();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?
+    }
+
+    async fn produce(&self, record: &IngressRecord) -> Result<()> {
+        let topic = self.inner.config.ingress_topic();
+        let payload = record.encode();
+        let r = FutureRecord::to(&topic)
+            .key(record.room.as_bytes())
+            .payload(&payload);
+        match self
+            .inner
+            .producer
+            .send(r, self.inner.config.produce_timeout)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(unavailable(e)),
+        }
+    }
+
+    async fn consumer(&self) -> Result<Box<dyn Consumer>> {
+        let config = &self.inner.config;
+        let mut cc = config.client();
+        cc.set("group.id", config.dispatcher_group())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "5");
+        let context = Rebalances {
+            changed: Arc::new(AtomicBool::new(true)),
+        };
+        let changed = context.changed.clone();
+        let consumer: StreamConsumer<Rebalances> =
+            cc.create_with_context(context).map_err(unavailable)?;
+        consumer
+            .subscribe(&[&config.ingress_topic()])
+            .map_err(unavailable)?;
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            topic: config.ingress_topic(),
+            changed,
+        }))
+    }
+
+    async fn announce(&self, announcement: &Announcement) -> Result<()> {
+        let topic = self.inner.config.gateways_topic();
+        let payload = serde_json::to_vec(announcement).expect("announcements serialize");
+        let r = FutureRecord::to(&topic)
+            .key(announcement.gateway().as_bytes())
+            .payload(&payload);
+        self.inner
+            .producer
+            .send(r, self.inner.config.produce_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| unavailable(e))
+    }
+
+    async fn announcements(&self) -> Result<mpsc::Receiver<Announcement>> {
+        let config = &self.inner.config;
+        let mut cc = config.client();
+        // A group of its own: every process reads every announcement.
+        let group = format!("{}.listener.{:016x}", config.topic_prefix, rand_id());
+        cc.set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10");
+        let consumer: StreamConsumer = cc.create().map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&config.gateways_topic(), 0, Offset::End)
+            .map_err(unavailable)?;
+        consumer.assign(&tpl).map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = tx.closed() => return,
+                    msg = consumer.recv() => msg,
+                };
+                match msg {
+                    Ok(m) => {
+                        let Some(payload) = m.payload() else { continue };
+                        match serde_json::from_slice::<Announcement>(payload) {
+                            Ok(a) => {
+                                if tx.send(a).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "skipping an announcement this version cannot read")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading announcements");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// Notes rebalances so the dispatcher reloads what it knows of its partitions.
+struct Rebalances {
+    changed: Arc<AtomicBool>,
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) | Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), kind = ?std::mem::discriminant(rebalance), "rebalance");
+                self.changed.store(true, Ordering::SeqCst);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+struct KafkaConsumer {
+    consumer: StreamConsumer<Rebalances>,
+    topic: String,
+    changed: Arc<AtomicBool>,
+}
+
+impl KafkaConsumer {
+    fn record(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Record> {
+        let payload = m.payload()?;
+        match IngressRecord::decode(payload) {
+            Ok(record) => Some(Record {
+                partition: m.partition() as u32,
+                offset: m.offset() as u64,
+                record,
+            }),
+            Err(e) => {
+                // A record no dispatcher can read would block its partition
+                // forever; skip it loudly instead.
+                tracing::error!(partition = m.partition(), offset = m.offset(), error = %e, "skipping an unreadable ingress record");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let first = self.consumer.recv().await.map_err(unavailable)?;
+        out.extend(self.record(&first));
+        drop(first);
+        while out.len() < max {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(m)) => out.extend(self.record(&m)),
+                Some(Err(e)) => return Err(unavailable(e)),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &(p, next) in offsets {
+            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
+                .map_err(unavailable)?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Async)
+            .map_err(unavailable)
+    }
+
+    async fn lag(&self) -> Vec<(u32, u64)> {
+        // Cached watermarks from the last fetch: no request to the broker.
+        let Ok(position) = self.consumer.position() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in position.elements() {
+            let Offset::Offset(pos) = e.offset() else {
+                continue;
+            };
+            if let Ok((_, high)) = self
+                .consumer
+                .get_watermark_offsets(&self.topic, e.partition())
+            {
+                out.push((e.partition() as u32, (high - pos).max(0) as u64));
+            }
+        }
+        out
+    }
+
+    fn take_rebalanced(&mut self) -> bool {
+        self.changed.swap(false, Ordering::SeqCst)
+    }
+}
