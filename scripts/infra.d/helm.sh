@@ -21,7 +21,7 @@ helm_install() {
   bin_save "$HELM_BIN_DIR"
 }
 
-helm_running() { [[ -x $HELM_BIN_DIR/helm ]]; }
+helm_running() { return 1; } # nothing runs; `up helm` only installs
 helm_start() { :; }
 helm_wait() { "$HELM_BIN_DIR/helm" version --short >/dev/null 2>&1 || fail helm "$HELM_LOG" "$HELM_BIN_DIR/helm does not run"; }
 helm_env() { echo "export HELM=$HELM_BIN_DIR/helm"; }
