@@ -38,22 +38,12 @@ pub fn record(room: &str) -> IngressRecord {
         room: room.into(),
         ts: 1,
         origin: None,
-        cmd: Command::Send {
-            from: "alice".into(),
-            text: "hi".into(),
-            cid: "c".into(),
-        },
+        cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c".into() },
     }
 }
 
 fn numbered(room: &str, n: usize) -> IngressRecord {
-    IngressRecord {
-        cmd: Command::Read {
-            user: "alice".into(),
-            seq: n as u64,
-        },
-        ..record(room)
-    }
+    IngressRecord { cmd: Command::Read { user: "alice".into(), seq: n as u64 }, ..record(room) }
 }
 
 async fn poll_until(consumer: &mut Box<dyn crate::Consumer>, want: usize) -> Vec<crate::Record> {
@@ -84,19 +74,9 @@ pub async fn a_rooms_records_arrive_in_order_in_its_partition(bus: &impl Bus) {
                 _ => unreachable!(),
             })
             .collect();
-        assert_eq!(
-            order,
-            (0..20).collect::<Vec<_>>(),
-            "records of {room} keep their order"
-        );
-        assert!(
-            mine.iter()
-                .all(|r| r.partition == partition_for(room, bus.partitions()))
-        );
-        assert!(
-            mine.windows(2).all(|w| w[0].offset < w[1].offset),
-            "offsets increase"
-        );
+        assert_eq!(order, (0..20).collect::<Vec<_>>(), "records of {room} keep their order");
+        assert!(mine.iter().all(|r| r.partition == partition_for(room, bus.partitions())));
+        assert!(mine.windows(2).all(|w| w[0].offset < w[1].offset), "offsets increase");
     }
 }
 
@@ -116,27 +96,18 @@ pub async fn a_new_consumer_resumes_after_the_last_commit(bus: &impl Bus) {
     }
     let got = poll_until(&mut first, 6).await;
     let third = &got[2];
-    first
-        .commit(&[(third.partition, third.offset + 1)])
-        .await
-        .unwrap();
+    first.commit(&[(third.partition, third.offset + 1)]).await.unwrap();
     drop(first);
     let mut second = bus.consumer().await.unwrap();
     let again = poll_until(&mut second, 3).await;
-    assert_eq!(
-        again[0].offset, got[3].offset,
-        "the first uncommitted record comes first"
-    );
+    assert_eq!(again[0].offset, got[3].offset, "the first uncommitted record comes first");
     assert_eq!(again[0].record, got[3].record);
 }
 
 pub async fn announcements_reach_every_subscriber(bus: &impl Bus) {
     let mut a = bus.announcements().await.unwrap();
     let mut b = bus.announcements().await.unwrap();
-    let hello = Announcement::Heartbeat {
-        gateway: "gw-test".into(),
-        addr: Some("127.0.0.1:1".into()),
-    };
+    let hello = Announcement::Heartbeat { gateway: "gw-test".into(), addr: Some("127.0.0.1:1".into()) };
     bus.announce(&hello).await.unwrap();
     for rx in [&mut a, &mut b] {
         let got = tokio::time::timeout(PATIENCE, async {

@@ -23,9 +23,7 @@ use futures_util::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -84,6 +82,9 @@ pub struct KafkaBus {
 struct Inner {
     config: KafkaConfig,
     producer: FutureProducer,
+    /// A group-less client for metadata and watermark requests, which block:
+    /// they run on the blocking pool.
+    metadata: Arc<BaseConsumer>,
     partitions: u32,
 }
 
@@ -95,83 +96,55 @@ impl KafkaBus {
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", config.linger.as_millis().to_string())
-            .set(
-                "message.timeout.ms",
-                config.produce_timeout.as_millis().max(1).to_string(),
-            )
+            .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
             .set("compression.type", "lz4");
         let producer: FutureProducer = pc.create().map_err(unavailable)?;
-        let partitions = {
-            let producer = producer.clone();
-            let topic = config.ingress_topic();
-            tokio::task::spawn_blocking(move || topic_partitions(producer.client(), &topic))
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))??
-        };
-        let gateways = {
-            let producer = producer.clone();
-            let topic = config.gateways_topic();
-            tokio::task::spawn_blocking(move || topic_partitions(producer.client(), &topic))
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))??
-        };
+        let metadata = Arc::new(metadata_client(&config)?);
+        let partitions = topic_partitions(&metadata, config.ingress_topic()).await?;
+        let gateways = topic_partitions(&metadata, config.gateways_topic()).await?;
         if gateways != 1 {
-            return Err(Error::Unavailable(format!(
-                "topic {} must have exactly 1 partition",
-                config.gateways_topic()
-            )));
+            return Err(Error::Unavailable(format!("topic {} must have exactly 1 partition", config.gateways_topic())));
         }
-        Ok(KafkaBus {
-            inner: Arc::new(Inner {
-                config,
-                producer,
-                partitions,
-            }),
-        })
+        Ok(KafkaBus { inner: Arc::new(Inner { config, producer, metadata, partitions }) })
     }
 
     /// Creates the ingress and announcement topics (idempotent: existing
     /// topics are kept; a different partition count is refused).
-    pub async fn create_topics(
-        config: &KafkaConfig,
-        partitions: u32,
-        replication: i32,
-    ) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            config.client().create().map_err(unavailable)?;
+    pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: i32) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(unavailable)?;
         let ingress = config.ingress_topic();
         let gateways = config.gateways_topic();
         let topics = [
-            NewTopic::new(
-                &ingress,
-                partitions as i32,
-                TopicReplication::Fixed(replication),
-            ),
+            NewTopic::new(&ingress, partitions as i32, TopicReplication::Fixed(replication)),
             NewTopic::new(&gateways, 1, TopicReplication::Fixed(replication))
                 .set("retention.ms", "3600000")
                 .set("cleanup.policy", "delete"),
         ];
         let results = admin
-            .create_topics(
-                &topics,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
+            .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
             .await
             .map_err(unavailable)?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(Error::Unavailable(format!(
-                        "creating topic {topic}: {code}"
-                    )));
+                    return Err(Error::Unavailable(format!("creating topic {topic}: {code}")));
                 }
             }
         }
-        let client = admin.inner().clone();
-        let existing = tokio::task::spawn_blocking(move || topic_partitions_of(&client, &ingress))
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))??;
+        // A new topic takes a moment to appear in the brokers' metadata.
+        let metadata = Arc::new(metadata_client(config)?);
+        let mut tries = 0;
+        let existing = loop {
+            match topic_partitions(&metadata, ingress.clone()).await {
+                Ok(n) => break n,
+                Err(e) if tries >= 50 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         if existing != partitions {
             return Err(Error::Unavailable(format!(
                 "topic {} has {existing} partitions, not {partitions}; the count cannot change (seqs come from offsets)",
@@ -182,31 +155,24 @@ impl KafkaBus {
     }
 }
 
-fn topic_partitions<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-) -> Result<u32> {
-    topic_partitions_of(client, topic)
+fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer> {
+    config.client().create().map_err(unavailable)
 }
 
-fn topic_partitions_of<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-) -> Result<u32> {
-    let metadata = client
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(unavailable)?;
-    let t = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| Error::Unavailable(format!("no topic {topic}; run `confab migrate`")))?;
-    if t.error().is_some() || t.partitions().is_empty() {
-        return Err(Error::Unavailable(format!(
-            "no topic {topic}; run `confab migrate`"
-        )));
-    }
-    Ok(t.partitions().len() as u32)
+/// The partition count of `topic`; a missing topic says to run `confab migrate`.
+async fn topic_partitions(client: &Arc<BaseConsumer>, topic: String) -> Result<u32> {
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || {
+        let missing = || Error::Unavailable(format!("no topic {topic}; run `confab migrate`"));
+        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(unavailable)?;
+        let t = metadata.topics().iter().find(|t| t.name() == topic).ok_or_else(missing)?;
+        if t.error().is_some() || t.partitions().is_empty() {
+            return Err(missing());
+        }
+        Ok(t.partitions().len() as u32)
+    })
+    .await
+    .map_err(|e| Error::Unavailable(e.to_string()))?
 }
 
 #[async_trait]
@@ -216,31 +182,17 @@ impl Bus for KafkaBus {
     }
 
     async fn ping(&self) -> Result<()> {
-        let producer = self.inner.producer.clone();
-        let topic = self.inner.config.ingress_topic();
-        tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                .map(|_| ())
-                .map_err(unavailable)
-        })
-        .await
-        .map_err(|e| Error::Unavailable(e.to_string()))?
+        topic_partitions(&self.inner.metadata, self.inner.config.ingress_topic()).await.map(|_| ())
     }
 
     async fn produce(&self, record: &IngressRecord) -> Result<()> {
         let topic = self.inner.config.ingress_topic();
         let payload = record.encode();
-        let r = FutureRecord::to(&topic)
-            .key(record.room.as_bytes())
-            .payload(&payload);
-        match self
-            .inner
-            .producer
-            .send(r, self.inner.config.produce_timeout)
-            .await
-        {
+        // The partition is chosen here, not by librdkafka's partitioner, so
+        // every Bus maps a room to the same partition.
+        let partition = crate::partition_for(&record.room, self.inner.partitions) as i32;
+        let r = FutureRecord::to(&topic).key(record.room.as_bytes()).partition(partition).payload(&payload);
+        match self.inner.producer.send(r, self.inner.config.produce_timeout).await {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(unavailable(e)),
         }
@@ -257,28 +209,22 @@ impl Bus for KafkaBus {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "5");
-        let context = Rebalances {
-            changed: Arc::new(AtomicBool::new(true)),
-        };
+        let context = Rebalances { changed: Arc::new(AtomicBool::new(true)) };
         let changed = context.changed.clone();
-        let consumer: StreamConsumer<Rebalances> =
-            cc.create_with_context(context).map_err(unavailable)?;
-        consumer
-            .subscribe(&[&config.ingress_topic()])
-            .map_err(unavailable)?;
+        let consumer: StreamConsumer<Rebalances> = cc.create_with_context(context).map_err(unavailable)?;
+        consumer.subscribe(&[&config.ingress_topic()]).map_err(unavailable)?;
         Ok(Box::new(KafkaConsumer {
-            consumer,
+            consumer: Arc::new(consumer),
             topic: config.ingress_topic(),
             changed,
+            metadata: self.inner.metadata.clone(),
         }))
     }
 
     async fn announce(&self, announcement: &Announcement) -> Result<()> {
         let topic = self.inner.config.gateways_topic();
         let payload = serde_json::to_vec(announcement).expect("announcements serialize");
-        let r = FutureRecord::to(&topic)
-            .key(announcement.gateway().as_bytes())
-            .payload(&payload);
+        let r = FutureRecord::to(&topic).key(announcement.gateway().as_bytes()).payload(&payload);
         self.inner
             .producer
             .send(r, self.inner.config.produce_timeout)
@@ -292,13 +238,19 @@ impl Bus for KafkaBus {
         let mut cc = config.client();
         // A group of its own: every process reads every announcement.
         let group = format!("{}.listener.{:016x}", config.topic_prefix, rand_id());
-        cc.set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10");
+        cc.set("group.id", &group).set("enable.auto.commit", "false").set("fetch.wait.max.ms", "10");
         let consumer: StreamConsumer = cc.create().map_err(unavailable)?;
+        // "From now on" means from the current end, resolved here: an
+        // `Offset::End` resolved later by the consumer could skip what is
+        // announced in between.
+        let (metadata, topic) = (self.inner.metadata.clone(), config.gateways_topic());
+        let (_, end) =
+            tokio::task::spawn_blocking(move || metadata.fetch_watermarks(&topic, 0, Duration::from_secs(10)))
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?
+                .map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&config.gateways_topic(), 0, Offset::End)
-            .map_err(unavailable)?;
+        tpl.add_partition_offset(&config.gateways_topic(), 0, Offset::Offset(end)).map_err(unavailable)?;
         consumer.assign(&tpl).map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(async move {
@@ -357,20 +309,17 @@ impl ConsumerContext for Rebalances {
 }
 
 struct KafkaConsumer {
-    consumer: StreamConsumer<Rebalances>,
+    consumer: Arc<StreamConsumer<Rebalances>>,
     topic: String,
     changed: Arc<AtomicBool>,
+    metadata: Arc<BaseConsumer>,
 }
 
 impl KafkaConsumer {
     fn record(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Record> {
         let payload = m.payload()?;
         match IngressRecord::decode(payload) {
-            Ok(record) => Some(Record {
-                partition: m.partition() as u32,
-                offset: m.offset() as u64,
-                record,
-            }),
+            Ok(record) => Some(Record { partition: m.partition() as u32, offset: m.offset() as u64, record }),
             Err(e) => {
                 // A record no dispatcher can read would block its partition
                 // forever; skip it loudly instead.
@@ -404,32 +353,39 @@ impl Consumer for KafkaConsumer {
         }
         let mut tpl = TopicPartitionList::new();
         for &(p, next) in offsets {
-            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
-                .map_err(unavailable)?;
+            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64)).map_err(unavailable)?;
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Async)
+        // A synchronous commit blocks its thread for a round trip to the
+        // broker: run it on the blocking pool, and know it landed.
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))?
             .map_err(unavailable)
     }
 
     async fn lag(&self) -> Vec<(u32, u64)> {
-        // Cached watermarks from the last fetch: no request to the broker.
-        let Ok(position) = self.consumer.position() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for e in position.elements() {
-            let Offset::Offset(pos) = e.offset() else {
-                continue;
-            };
-            if let Ok((_, high)) = self
-                .consumer
-                .get_watermark_offsets(&self.topic, e.partition())
-            {
-                out.push((e.partition() as u32, (high - pos).max(0) as u64));
-            }
-        }
-        out
+        let Ok(position) = self.consumer.position() else { return Vec::new() };
+        let positions: Vec<(i32, i64)> = position
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        let (metadata, topic) = (self.metadata.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            positions
+                .into_iter()
+                .filter_map(|(p, pos)| {
+                    let (_, high) = metadata.fetch_watermarks(&topic, p, Duration::from_secs(1)).ok()?;
+                    Some((p as u32, (high - pos).max(0) as u64))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     fn take_rebalanced(&mut self) -> bool {

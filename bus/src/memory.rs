@@ -45,20 +45,11 @@ impl MemoryBus {
         let partitions = (0..partitions.max(1))
             .map(|p| {
                 let base = start.iter().find(|(q, _)| *q == p).map_or(0, |(_, o)| *o);
-                Mutex::new(Partition {
-                    base,
-                    records: VecDeque::new(),
-                })
+                Mutex::new(Partition { base, records: VecDeque::new() })
             })
             .collect();
         let (announcements, _) = broadcast::channel(4096);
-        MemoryBus {
-            inner: Arc::new(Inner {
-                partitions,
-                produced: Notify::new(),
-                announcements,
-            }),
-        }
+        MemoryBus { inner: Arc::new(Inner { partitions, produced: Notify::new(), announcements }) }
     }
 }
 
@@ -74,26 +65,14 @@ impl Bus for MemoryBus {
 
     async fn produce(&self, record: &IngressRecord) -> Result<()> {
         let p = partition_for(&record.room, self.partitions());
-        self.inner.partitions[p as usize]
-            .lock()
-            .expect("bus lock")
-            .records
-            .push_back(record.clone());
+        self.inner.partitions[p as usize].lock().expect("bus lock").records.push_back(record.clone());
         self.inner.produced.notify_waiters();
         Ok(())
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>> {
-        let positions = self
-            .inner
-            .partitions
-            .iter()
-            .map(|p| p.lock().expect("bus lock").base)
-            .collect();
-        Ok(Box::new(MemoryConsumer {
-            inner: self.inner.clone(),
-            positions,
-        }))
+        let positions = self.inner.partitions.iter().map(|p| p.lock().expect("bus lock").base).collect();
+        Ok(Box::new(MemoryConsumer { inner: self.inner.clone(), positions }))
     }
 
     async fn announce(&self, announcement: &Announcement) -> Result<()> {
@@ -145,11 +124,7 @@ impl Consumer for MemoryConsumer {
                 *pos = (*pos).max(partition.base);
                 while *pos < partition.end() && out.len() < max {
                     let record = partition.records[(*pos - partition.base) as usize].clone();
-                    out.push(Record {
-                        partition: p as u32,
-                        offset: *pos,
-                        record,
-                    });
+                    out.push(Record { partition: p as u32, offset: *pos, record });
                     *pos += 1;
                 }
             }
@@ -179,12 +154,7 @@ impl Consumer for MemoryConsumer {
             .partitions
             .iter()
             .enumerate()
-            .map(|(p, partition)| {
-                (
-                    p as u32,
-                    partition.lock().expect("bus lock").records.len() as u64,
-                )
-            })
+            .map(|(p, partition)| (p as u32, partition.lock().expect("bus lock").records.len() as u64))
             .collect()
     }
 }
@@ -201,9 +171,7 @@ mod tests {
         use crate::Bus;
         let bus = super::MemoryBus::new(2, &[(0, 100), (1, 7)]);
         for i in 0..10 {
-            bus.produce(&crate::contract::record(&format!("room-{i}")))
-                .await
-                .unwrap();
+            bus.produce(&crate::contract::record(&format!("room-{i}"))).await.unwrap();
         }
         let mut consumer = bus.consumer().await.unwrap();
         for r in consumer.poll(100).await.unwrap() {

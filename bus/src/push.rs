@@ -28,10 +28,7 @@ impl LocalPush {
     /// Registers a gateway and returns its inbox.
     pub fn register(&self, gateway: &str, capacity: usize) -> mpsc::Receiver<Vec<Delivery>> {
         let (tx, rx) = mpsc::channel(capacity);
-        self.gateways
-            .write()
-            .expect("push lock")
-            .insert(gateway.to_owned(), tx);
+        self.gateways.write().expect("push lock").insert(gateway.to_owned(), tx);
         rx
     }
 }
@@ -39,12 +36,7 @@ impl LocalPush {
 #[async_trait]
 impl Push for LocalPush {
     async fn push(&self, gateway: &str, batch: Vec<Delivery>) -> Result<()> {
-        let tx = self
-            .gateways
-            .read()
-            .expect("push lock")
-            .get(gateway)
-            .cloned();
+        let tx = self.gateways.read().expect("push lock").get(gateway).cloned();
         match tx {
             Some(tx) => tx.send(batch).await.map_err(|_| Error::Closed),
             None => Err(Error::Unavailable(format!("no gateway {gateway}"))),

@@ -13,8 +13,7 @@ use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 /// Says whether the process is ready, and if not, why.
-pub type ReadyCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Admin {
@@ -36,20 +35,12 @@ async fn metrics(State(admin): State<Admin>) -> Response {
     if let Err(e) = encoder.encode(&admin.registry.gather(), &mut body) {
         return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
     }
-    (
-        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], body).into_response()
 }
 
 async fn readyz(State(admin): State<Admin>) -> Response {
     match (admin.ready)().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
     }
 }

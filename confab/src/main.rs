@@ -37,12 +37,9 @@ struct StandaloneArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -57,18 +54,15 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Standalone(args) => {
-            let sub = matches
-                .subcommand_matches("standalone")
-                .expect("the standalone subcommand matched");
-            let config = match layered::<StandaloneConfig>(sub, args.config.as_deref())
-                .and_then(|c| c.validate().map(|()| c))
-            {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("confab: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
-            };
+            let sub = matches.subcommand_matches("standalone").expect("the standalone subcommand matched");
+            let config =
+                match layered::<StandaloneConfig>(sub, args.config.as_deref()).and_then(|c| c.validate().map(|()| c)) {
+                    Ok(config) => config,
+                    Err(e) => {
+                        eprintln!("confab: invalid configuration: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
             init_logging(config.log_format);
             run(standalone(config))
         }
@@ -76,10 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

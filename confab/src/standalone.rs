@@ -48,19 +48,15 @@ fn jwt_secret(config: &StandaloneConfig) -> anyhow::Result<Vec<u8>> {
         return Ok(secret.trim().as_bytes().to_vec());
     }
     if let Some(path) = &config.jwt_secret_file {
-        let secret =
-            std::fs::read(path).with_context(|| format!("jwt_secret_file {}", path.display()))?;
+        let secret = std::fs::read(path).with_context(|| format!("jwt_secret_file {}", path.display()))?;
         return Ok(secret.trim_ascii().to_vec());
     }
     let path = config.data.join("jwt-secret");
     match std::fs::read(&path) {
         Ok(secret) => Ok(secret.trim_ascii().to_vec()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret: String = (0..32)
-                .map(|_| format!("{:02x}", rand::random::<u8>()))
-                .collect();
-            write_private(&path, secret.as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+            let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+            write_private(&path, secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
             tracing::info!(path = %path.display(), "generated a JWT secret");
             Ok(secret.into_bytes())
         }
@@ -82,8 +78,7 @@ fn public_keys(config: &StandaloneConfig) -> anyhow::Result<Vec<(String, Vec<u8>
         .jwt_public_keys
         .iter()
         .map(|p| {
-            let pem =
-                std::fs::read(p).with_context(|| format!("jwt_public_keys: {}", p.display()))?;
+            let pem = std::fs::read(p).with_context(|| format!("jwt_public_keys: {}", p.display()))?;
             Ok((p.display().to_string(), pem))
         })
         .collect()
@@ -108,24 +103,13 @@ fn gateway_config(config: &StandaloneConfig) -> confab_gateway::Config {
 pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     config.validate()?;
     let registry = prometheus::Registry::new();
-    std::fs::create_dir_all(&config.data)
-        .with_context(|| format!("data directory {}", config.data.display()))?;
+    std::fs::create_dir_all(&config.data).with_context(|| format!("data directory {}", config.data.display()))?;
     let embedded = EmbeddedStore::open(&config.data).context("opening the embedded store")?;
     let store: Arc<dyn Store> = Arc::new(Metered::new(embedded, &registry)?);
-    store
-        .bind_partitions(config.partitions)
-        .await
-        .context("partitions")?;
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(
-        config.partitions,
-        &store.checkpoints().await?,
-    ));
+    store.bind_partitions(config.partitions).await.context("partitions")?;
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.partitions, &store.checkpoints().await?));
 
-    let auth = Auth::new(
-        &jwt_secret(&config)?,
-        &public_keys(&config)?,
-        Duration::from_secs(config.token_ttl_secs),
-    )?;
+    let auth = Auth::new(&jwt_secret(&config)?, &public_keys(&config)?, Duration::from_secs(config.token_ttl_secs))?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(confab_gateway::serve::tls_acceptor(cert, key)?),
         _ => None,
@@ -142,9 +126,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     );
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
 
-    let public = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listen {}", config.listen))?;
+    let public = TcpListener::bind(config.listen).await.with_context(|| format!("listen {}", config.listen))?;
     let admin = TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("admin_listen {}", config.admin_listen))?;
@@ -217,11 +199,5 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
             Err(e) => Err(anyhow::Error::new(e).context("dispatcher panicked")),
         }
     });
-    Ok(Running {
-        public_addr,
-        admin_addr,
-        tls: has_tls,
-        shutdown,
-        task,
-    })
+    Ok(Running { public_addr, admin_addr, tls: has_tls, shutdown, task })
 }

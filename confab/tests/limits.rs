@@ -14,32 +14,18 @@ use tokio_tungstenite::tungstenite::Message;
 async fn junk_frames_get_bad_request_and_the_connection_stays_open() {
     let s = TestServer::start().await;
     let mut c = s.connected("alice").await;
-    for junk in [
-        "not json",
-        "[1,2,3]",
-        "42",
-        "\"ping\"",
-        "{}",
-        r#"{"op":7}"#,
-        r#"{"id":[],"op":"ping"}"#,
-    ] {
+    for junk in ["not json", "[1,2,3]", "42", "\"ping\"", "{}", r#"{"op":7}"#, r#"{"id":[],"op":"ping"}"#] {
         c.send_text(junk).await;
         let r = c.next_json().await;
         assert_eq!(r["ok"], false, "{junk}");
         assert_eq!(r["error"]["code"], "bad_request", "{junk}");
-        assert!(
-            r.get("re").is_none(),
-            "no id could be read from {junk}: {r}"
-        );
+        assert!(r.get("re").is_none(), "no id could be read from {junk}: {r}");
     }
     for (frame, id) in [
         (r#"{"id":1,"op":"teleport"}"#, json!(1)),
         (r#"{"id":"x","room":"r"}"#, json!("x")),
         (r#"{"id":2,"op":"join","room":42}"#, json!(2)),
-        (
-            r#"{"id":3,"op":"history","room":"r","limit":"ten"}"#,
-            json!(3),
-        ),
+        (r#"{"id":3,"op":"history","room":"r","limit":"ten"}"#, json!(3)),
         (r#"{"id":4,"op":"read","room":"r","seq":-1}"#, json!(4)),
         (r#"{"id":5,"op":"sync","rooms":[]}"#, json!(5)),
     ] {
@@ -47,9 +33,7 @@ async fn junk_frames_get_bad_request_and_the_connection_stays_open() {
         let r = c.reply_to(id.clone()).await;
         assert_eq!(r["error"]["code"], "bad_request", "{frame}");
     }
-    c.ws.send(Message::Binary(vec![1, 2, 3].into()))
-        .await
-        .unwrap();
+    c.ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(c.next_json().await["error"]["code"], "bad_request");
     c.ok(json!({"op":"ping"})).await;
 }
@@ -62,11 +46,7 @@ async fn a_frame_over_the_limit_closes_the_connection_with_1009() {
     c.send_text(&big).await;
     let (code, _) = c.closed().await;
     assert_eq!(code, 1009);
-    s.await_metric(
-        "confab_sessions_closed_total{reason=\"frame_too_large\"}",
-        1.0,
-    )
-    .await;
+    s.await_metric("confab_sessions_closed_total{reason=\"frame_too_large\"}", 1.0).await;
 }
 
 #[tokio::test]
@@ -78,8 +58,7 @@ async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays() {
     .await;
     let mut c = s.connected("alice").await;
     for i in 0..12 {
-        c.send_text(&json!({"id": i, "op": "ping"}).to_string())
-            .await;
+        c.send_text(&json!({"id": i, "op": "ping"}).to_string()).await;
     }
     let mut limited = 0;
     for i in 0..12 {
@@ -89,10 +68,7 @@ async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays() {
             limited += 1;
         }
     }
-    assert!(
-        limited >= 5,
-        "a burst of 5 at 2/s cannot take 12 at once; {limited} limited"
-    );
+    assert!(limited >= 5, "a burst of 5 at 2/s cannot take 12 at once; {limited} limited");
     // Once the bucket refills, requests pass again on the same connection.
     tokio::time::timeout(common::PATIENCE, async {
         loop {
@@ -115,15 +91,8 @@ async fn a_silent_client_is_closed_as_idle_and_a_live_one_is_not() {
     // The live client reads, and so answers the server's pings; the silent
     // one reads nothing until the server has given up on it.
     let mut pings = 0;
-    while pings < 4
-        || s.metric("confab_sessions_closed_total{reason=\"idle\"}")
-            .await
-            < 1.0
-    {
-        match tokio::time::timeout(common::PATIENCE, live.ws.next())
-            .await
-            .expect("a ping in time")
-        {
+    while pings < 4 || s.metric("confab_sessions_closed_total{reason=\"idle\"}").await < 1.0 {
+        match tokio::time::timeout(common::PATIENCE, live.ws.next()).await.expect("a ping in time") {
             Some(Ok(Message::Ping(_))) => pings += 1,
             Some(Ok(Message::Text(_))) => {}
             other => panic!("the live client lost its connection: {other:?}"),
@@ -149,11 +118,7 @@ async fn a_slow_consumer_is_closed_and_the_room_keeps_its_pace() {
     // gives up on bob; she keeps being served meanwhile.
     let text = "x".repeat(4000);
     let mut sent = 0;
-    while s
-        .metric("confab_sessions_closed_total{reason=\"slow_consumer\"}")
-        .await
-        < 1.0
-    {
+    while s.metric("confab_sessions_closed_total{reason=\"slow_consumer\"}").await < 1.0 {
         for _ in 0..50 {
             sent += 1;
             fast.send("r", &text, &format!("c{sent}")).await;
@@ -167,10 +132,7 @@ async fn a_slow_consumer_is_closed_and_the_room_keeps_its_pace() {
     // What bob's socket still holds ends with the bye (when it fit) and a 1013 close.
     let mut last_text = None;
     let code = loop {
-        match tokio::time::timeout(common::PATIENCE, slow.ws.next())
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout(common::PATIENCE, slow.ws.next()).await.unwrap() {
             Some(Ok(Message::Text(t))) => last_text = Some(t),
             Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
             Some(Ok(_)) => {}
@@ -179,10 +141,7 @@ async fn a_slow_consumer_is_closed_and_the_room_keeps_its_pace() {
     };
     if let Some(code) = code {
         assert_eq!(code, 1013);
-        assert_eq!(
-            last_text.as_deref(),
-            Some(r#"{"ev":"bye","reason":"slow_consumer"}"#)
-        );
+        assert_eq!(last_text.as_deref(), Some(r#"{"ev":"bye","reason":"slow_consumer"}"#));
     }
 }
 
@@ -191,10 +150,7 @@ async fn requests_with_string_and_integer_ids_are_answered_with_them() {
     let s = TestServer::start().await;
     let mut c = s.connected("alice").await;
     c.send_text(r#"{"id":"abc","op":"ping"}"#).await;
-    assert_eq!(
-        c.reply_to(json!("abc")).await,
-        json!({"re":"abc","ok":true})
-    );
+    assert_eq!(c.reply_to(json!("abc")).await, json!({"re":"abc","ok":true}));
     c.send_text(r#"{"id":-7,"op":"ping"}"#).await;
     assert_eq!(c.reply_to(json!(-7)).await, json!({"re":-7,"ok":true}));
 }

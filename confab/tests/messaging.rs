@@ -7,21 +7,11 @@ use common::TestServer;
 use serde_json::{Value, json};
 
 fn seqs(messages: &Value) -> Vec<u64> {
-    messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect()
+    messages.as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
 }
 
 fn texts(messages: &Value) -> Vec<String> {
-    messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().to_owned())
-        .collect()
+    messages.as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect()
 }
 
 #[tokio::test]
@@ -74,19 +64,11 @@ async fn a_message_reaches_every_session_of_every_member_once() {
     let second_seq = second["seq"].as_u64().unwrap();
     assert!(second_seq > seq, "seqs increase");
     let ev = laptop.next_event("msg").await;
-    assert_eq!(
-        (ev["seq"].as_u64(), ev["prev_seq"].as_u64()),
-        (Some(second_seq), Some(seq))
-    );
+    assert_eq!((ev["seq"].as_u64(), ev["prev_seq"].as_u64()), (Some(second_seq), Some(seq)));
     // carol is not a member: the first thing she hears is her own join.
     carol.join("elsewhere").await;
     assert_eq!(carol.next_any_event().await["ev"], "member");
-    assert_eq!(
-        carol
-            .error(json!({"op":"send","room":"r","text":"x","cid":"x"}))
-            .await,
-        "not_member"
-    );
+    assert_eq!(carol.error(json!({"op":"send","room":"r","text":"x","cid":"x"})).await, "not_member");
 }
 
 #[tokio::test]
@@ -96,10 +78,7 @@ async fn a_resent_cid_returns_the_first_message_and_stores_nothing_new() {
     alice.join("r").await;
     let first = alice.send("r", "once", "same-cid").await;
     let again = alice.send("r", "once, again", "same-cid").await;
-    assert_eq!(
-        (&again["seq"], &again["msg_id"]),
-        (&first["seq"], &first["msg_id"])
-    );
+    assert_eq!((&again["seq"], &again["msg_id"]), (&first["seq"], &first["msg_id"]));
     let h = alice.ok(json!({"op":"history","room":"r"})).await;
     assert_eq!(texts(&h["messages"]), ["once"]);
     // The same cid in another room is another message.
@@ -114,80 +93,31 @@ async fn direct_messages_make_a_room_for_the_two_users() {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
     let mut carol = s.connected("carol").await;
-    let r = alice
-        .ok(json!({"op":"send","to":"bob","text":"psst","cid":"d1"}))
-        .await;
+    let r = alice.ok(json!({"op":"send","to":"bob","text":"psst","cid":"d1"})).await;
     assert_eq!(r["room"], "dm:alice:bob");
     let ev = bob.next_event("msg").await;
     assert_eq!(
-        (
-            ev["room"].as_str(),
-            ev["text"].as_str(),
-            ev["from"].as_str()
-        ),
+        (ev["room"].as_str(), ev["text"].as_str(), ev["from"].as_str()),
         (Some("dm:alice:bob"), Some("psst"), Some("alice"))
     );
-    assert_eq!(
-        alice.next_event("msg").await["text"],
-        "psst",
-        "the sender's sessions get it too"
-    );
-    let reply = bob
-        .ok(json!({"op":"send","room":"dm:alice:bob","text":"yes?","cid":"d2"}))
-        .await;
+    assert_eq!(alice.next_event("msg").await["text"], "psst", "the sender's sessions get it too");
+    let reply = bob.ok(json!({"op":"send","room":"dm:alice:bob","text":"yes?","cid":"d2"})).await;
     assert_eq!(alice.next_event("msg").await["seq"], reply["seq"]);
     for c in [&mut alice, &mut bob] {
         let rooms = c.ok(json!({"op":"rooms"})).await;
-        let names: Vec<&str> = rooms["rooms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["room"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = rooms["rooms"].as_array().unwrap().iter().map(|r| r["room"].as_str().unwrap()).collect();
         assert_eq!(names, ["dm:alice:bob"]);
         let h = c.ok(json!({"op":"history","room":"dm:alice:bob"})).await;
         assert_eq!(texts(&h["messages"]), ["psst", "yes?"]);
     }
-    assert_eq!(
-        carol
-            .error(json!({"op":"history","room":"dm:alice:bob"}))
-            .await,
-        "not_member"
-    );
-    assert_eq!(
-        carol
-            .error(json!({"op":"send","room":"dm:alice:bob","text":"hi","cid":"c"}))
-            .await,
-        "not_member"
-    );
-    assert_eq!(
-        alice
-            .error(json!({"op":"send","to":"nobody","text":"hi","cid":"c"}))
-            .await,
-        "not_found"
-    );
-    assert_eq!(
-        alice
-            .error(json!({"op":"send","to":"alice","text":"hi","cid":"c"}))
-            .await,
-        "bad_request"
-    );
-    assert_eq!(
-        alice
-            .error(json!({"op":"join","room":"dm:alice:bob"}))
-            .await,
-        "bad_request"
-    );
-    assert_eq!(
-        alice
-            .error(json!({"op":"leave","room":"dm:alice:bob"}))
-            .await,
-        "bad_request"
-    );
+    assert_eq!(carol.error(json!({"op":"history","room":"dm:alice:bob"})).await, "not_member");
+    assert_eq!(carol.error(json!({"op":"send","room":"dm:alice:bob","text":"hi","cid":"c"})).await, "not_member");
+    assert_eq!(alice.error(json!({"op":"send","to":"nobody","text":"hi","cid":"c"})).await, "not_found");
+    assert_eq!(alice.error(json!({"op":"send","to":"alice","text":"hi","cid":"c"})).await, "bad_request");
+    assert_eq!(alice.error(json!({"op":"join","room":"dm:alice:bob"})).await, "bad_request");
+    assert_eq!(alice.error(json!({"op":"leave","room":"dm:alice:bob"})).await, "bad_request");
     // A DM of two users who have not written yet is empty, not forbidden.
-    let h = carol
-        .ok(json!({"op":"history","room":"dm:alice:carol"}))
-        .await;
+    let h = carol.ok(json!({"op":"history","room":"dm:alice:carol"})).await;
     assert_eq!(h["messages"], json!([]));
 }
 
@@ -197,40 +127,16 @@ async fn send_validates_its_fields() {
     let mut alice = s.connected("alice").await;
     alice.join("r").await;
     let cases = [
-        (
-            json!({"op":"send","room":"r","text":"","cid":"c"}),
-            "bad_request",
-        ),
-        (
-            json!({"op":"send","room":"r","text":"x".repeat(4097),"cid":"c"}),
-            "too_large",
-        ),
-        (
-            json!({"op":"send","room":"r","text":"x","cid":""}),
-            "bad_request",
-        ),
-        (
-            json!({"op":"send","room":"r","text":"x","cid":"has space"}),
-            "bad_request",
-        ),
-        (
-            json!({"op":"send","room":"r","text":"x","cid":"c".repeat(65)}),
-            "bad_request",
-        ),
-        (
-            json!({"op":"send","room":"r","to":"bob","text":"x","cid":"c"}),
-            "bad_request",
-        ),
+        (json!({"op":"send","room":"r","text":"","cid":"c"}), "bad_request"),
+        (json!({"op":"send","room":"r","text":"x".repeat(4097),"cid":"c"}), "too_large"),
+        (json!({"op":"send","room":"r","text":"x","cid":""}), "bad_request"),
+        (json!({"op":"send","room":"r","text":"x","cid":"has space"}), "bad_request"),
+        (json!({"op":"send","room":"r","text":"x","cid":"c".repeat(65)}), "bad_request"),
+        (json!({"op":"send","room":"r","to":"bob","text":"x","cid":"c"}), "bad_request"),
         (json!({"op":"send","text":"x","cid":"c"}), "bad_request"),
         (json!({"op":"send","room":"r","text":"x"}), "bad_request"),
-        (
-            json!({"op":"send","room":"no such room!","text":"x","cid":"c"}),
-            "bad_request",
-        ),
-        (
-            json!({"op":"send","room":"never-joined","text":"x","cid":"c"}),
-            "not_member",
-        ),
+        (json!({"op":"send","room":"no such room!","text":"x","cid":"c"}), "bad_request"),
+        (json!({"op":"send","room":"never-joined","text":"x","cid":"c"}), "not_member"),
     ];
     for (req, code) in cases {
         assert_eq!(alice.error(req.clone()).await, code, "{req}");
@@ -246,21 +152,13 @@ async fn history_pages_backwards_oldest_first() {
     alice.join("r").await;
     let mut sent = Vec::new();
     for i in 1..=7 {
-        sent.push(
-            alice.send("r", &format!("m{i}"), &format!("c{i}")).await["seq"]
-                .as_u64()
-                .unwrap(),
-        );
+        sent.push(alice.send("r", &format!("m{i}"), &format!("c{i}")).await["seq"].as_u64().unwrap());
     }
     let page = alice.ok(json!({"op":"history","room":"r","limit":3})).await;
     assert_eq!(seqs(&page["messages"]), sent[4..]);
-    let page = alice
-        .ok(json!({"op":"history","room":"r","limit":3,"before":sent[4]}))
-        .await;
+    let page = alice.ok(json!({"op":"history","room":"r","limit":3,"before":sent[4]})).await;
     assert_eq!(seqs(&page["messages"]), sent[1..4]);
-    let page = alice
-        .ok(json!({"op":"history","room":"r","before":sent[1]}))
-        .await;
+    let page = alice.ok(json!({"op":"history","room":"r","before":sent[1]})).await;
     assert_eq!(seqs(&page["messages"]), sent[..1]);
     let all = alice.ok(json!({"op":"history","room":"r"})).await;
     assert_eq!(seqs(&all["messages"]), sent);
@@ -268,22 +166,9 @@ async fn history_pages_backwards_oldest_first() {
     for field in ["room", "seq", "msg_id", "from", "text", "ts", "cid"] {
         assert!(!m[field].is_null(), "message has {field}: {m}");
     }
-    assert_eq!(
-        alice
-            .error(json!({"op":"history","room":"r","limit":0}))
-            .await,
-        "bad_request"
-    );
-    assert_eq!(
-        alice
-            .error(json!({"op":"history","room":"r","limit":101}))
-            .await,
-        "bad_request"
-    );
-    assert_eq!(
-        alice.error(json!({"op":"history","room":"other"})).await,
-        "not_member"
-    );
+    assert_eq!(alice.error(json!({"op":"history","room":"r","limit":0})).await, "bad_request");
+    assert_eq!(alice.error(json!({"op":"history","room":"r","limit":101})).await, "bad_request");
+    assert_eq!(alice.error(json!({"op":"history","room":"other"})).await, "not_member");
 }
 
 #[tokio::test]
@@ -294,16 +179,10 @@ async fn sync_returns_what_was_missed_and_says_when_more_remain() {
     alice.join("b").await;
     let mut a = Vec::new();
     for i in 1..=5 {
-        a.push(
-            alice.send("a", &format!("a{i}"), &format!("a{i}")).await["seq"]
-                .as_u64()
-                .unwrap(),
-        );
+        a.push(alice.send("a", &format!("a{i}"), &format!("a{i}")).await["seq"].as_u64().unwrap());
     }
     let b1 = alice.send("b", "b1", "b1").await["seq"].as_u64().unwrap();
-    let r = alice
-        .ok(json!({"op":"sync","rooms":{"a": a[1], "b": 0},"limit":2}))
-        .await;
+    let r = alice.ok(json!({"op":"sync","rooms":{"a": a[1], "b": 0},"limit":2})).await;
     assert_eq!(seqs(&r["rooms"]["a"]["messages"]), a[2..4]);
     assert_eq!(r["rooms"]["a"]["more"], true);
     assert_eq!(seqs(&r["rooms"]["b"]["messages"]), [b1]);
@@ -311,14 +190,8 @@ async fn sync_returns_what_was_missed_and_says_when_more_remain() {
     let r = alice.ok(json!({"op":"sync","rooms":{"a": a[3]}})).await;
     assert_eq!(seqs(&r["rooms"]["a"]["messages"]), a[4..]);
     assert_eq!(r["rooms"]["a"]["more"], false);
-    assert_eq!(
-        alice.error(json!({"op":"sync","rooms":{"nope": 0}})).await,
-        "not_member"
-    );
-    assert_eq!(
-        alice.error(json!({"op":"sync","rooms":{"a": "x"}})).await,
-        "bad_request"
-    );
+    assert_eq!(alice.error(json!({"op":"sync","rooms":{"nope": 0}})).await, "not_member");
+    assert_eq!(alice.error(json!({"op":"sync","rooms":{"a": "x"}})).await, "bad_request");
 }
 
 #[tokio::test]
@@ -330,33 +203,16 @@ async fn read_markers_move_forward_only_and_are_told_to_members() {
     bob.join("r").await;
     let mut sent = Vec::new();
     for i in 1..=3 {
-        sent.push(
-            alice.send("r", "m", &format!("c{i}")).await["seq"]
-                .as_u64()
-                .unwrap(),
-        );
+        sent.push(alice.send("r", "m", &format!("c{i}")).await["seq"].as_u64().unwrap());
     }
     bob.ok(json!({"op":"read","room":"r","seq":sent[2]})).await;
-    assert_eq!(
-        alice.next_event("read").await,
-        json!({"ev":"read","room":"r","user":"bob","seq":sent[2]})
-    );
+    assert_eq!(alice.next_event("read").await, json!({"ev":"read","room":"r","user":"bob","seq":sent[2]}));
     bob.ok(json!({"op":"read","room":"r","seq":sent[0]})).await;
     let rooms = bob.ok(json!({"op":"rooms"})).await;
-    assert_eq!(
-        rooms["rooms"],
-        json!([{"room":"r","last_seq":sent[2],"read_seq":sent[2]}])
-    );
+    assert_eq!(rooms["rooms"], json!([{"room":"r","last_seq":sent[2],"read_seq":sent[2]}]));
     let rooms = alice.ok(json!({"op":"rooms"})).await;
-    assert_eq!(
-        rooms["rooms"],
-        json!([{"room":"r","last_seq":sent[2],"read_seq":0}])
-    );
-    assert_eq!(
-        bob.error(json!({"op":"read","room":"elsewhere","seq":1}))
-            .await,
-        "not_member"
-    );
+    assert_eq!(rooms["rooms"], json!([{"room":"r","last_seq":sent[2],"read_seq":0}]));
+    assert_eq!(bob.error(json!({"op":"read","room":"elsewhere","seq":1})).await, "not_member");
 }
 
 #[tokio::test]
@@ -369,10 +225,7 @@ async fn typing_reaches_the_other_members_only() {
     alice.join("r").await;
     bob.join("r").await;
     alice.ok(json!({"op":"typing","room":"r"})).await;
-    assert_eq!(
-        bob.next_event("typing").await,
-        json!({"ev":"typing","room":"r","user":"alice"})
-    );
+    assert_eq!(bob.next_event("typing").await, json!({"ev":"typing","room":"r","user":"alice"}));
     // Events of a room arrive in order: if the laptop had been sent the
     // typing event, it would come before this message.
     bob.send("r", "after typing", "b1").await;
@@ -383,10 +236,7 @@ async fn typing_reaches_the_other_members_only() {
             break;
         }
     }
-    assert_eq!(
-        bob.error(json!({"op":"typing","room":"nowhere"})).await,
-        "not_member"
-    );
+    assert_eq!(bob.error(json!({"op":"typing","room":"nowhere"})).await, "not_member");
 }
 
 #[tokio::test]
@@ -400,25 +250,15 @@ async fn leaving_tells_the_members_and_ends_membership() {
     let left = json!({"ev":"member","room":"r","user":"bob","action":"leave"});
     assert_eq!(bob.event(|e| e["action"] == "leave").await, left);
     assert_eq!(alice.event(|e| e["action"] == "leave").await, left);
-    assert_eq!(
-        bob.error(json!({"op":"send","room":"r","text":"x","cid":"c"}))
-            .await,
-        "not_member"
-    );
+    assert_eq!(bob.error(json!({"op":"send","room":"r","text":"x","cid":"c"})).await, "not_member");
     assert_eq!(bob.ok(json!({"op":"rooms"})).await["rooms"], json!([]));
-    assert_eq!(
-        bob.error(json!({"op":"leave","room":"r"})).await,
-        "not_member"
-    );
+    assert_eq!(bob.error(json!({"op":"leave","room":"r"})).await, "not_member");
     // Bob hears nothing more from the room: by the time his own join of
     // another room reaches him, alice's message to "r" would have too.
     alice.send("r", "bye bob", "a1").await;
     bob.join("other").await;
     bob.event(|e| e["room"] == "other").await;
-    assert!(
-        bob.take_events().iter().all(|e| e["ev"] != "msg"),
-        "no message after leaving"
-    );
+    assert!(bob.take_events().iter().all(|e| e["ev"] != "msg"), "no message after leaving");
 }
 
 #[tokio::test]
@@ -434,21 +274,12 @@ async fn presence_tells_who_is_online_and_follows_sessions() {
     names.sort();
     assert_eq!(names, ["alice", "bob"]);
     bob.ws.close(None).await.unwrap();
-    assert_eq!(
-        alice.event(|e| e["ev"] == "presence").await,
-        json!({"ev":"presence","user":"bob","online":false})
-    );
+    assert_eq!(alice.event(|e| e["ev"] == "presence").await, json!({"ev":"presence","user":"bob","online":false}));
     let online = alice.ok(json!({"op":"presence","room":"r"})).await;
     assert_eq!(online["online"], json!(["alice"]));
     let _bob = s.connect(&bob_token).await;
-    assert_eq!(
-        alice.event(|e| e["ev"] == "presence").await,
-        json!({"ev":"presence","user":"bob","online":true})
-    );
-    assert_eq!(
-        alice.error(json!({"op":"presence","room":"nowhere"})).await,
-        "not_member"
-    );
+    assert_eq!(alice.event(|e| e["ev"] == "presence").await, json!({"ev":"presence","user":"bob","online":true}));
+    assert_eq!(alice.error(json!({"op":"presence","room":"nowhere"})).await, "not_member");
 }
 
 #[tokio::test]
@@ -459,14 +290,8 @@ async fn rooms_lists_every_room_with_last_and_read_seqs() {
     alice.join("a").await;
     alice.join("b").await;
     let seq = alice.send("b", "x", "c").await["seq"].clone();
-    let dm = alice
-        .ok(json!({"op":"send","to":"bob","text":"x","cid":"c"}))
-        .await["seq"]
-        .clone();
-    let mut rooms = alice.ok(json!({"op":"rooms"})).await["rooms"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let dm = alice.ok(json!({"op":"send","to":"bob","text":"x","cid":"c"})).await["seq"].clone();
+    let mut rooms = alice.ok(json!({"op":"rooms"})).await["rooms"].as_array().unwrap().clone();
     rooms.sort_by_key(|r| r["room"].as_str().unwrap().to_owned());
     assert_eq!(
         rooms,

@@ -60,10 +60,7 @@ impl Process {
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 }
@@ -79,12 +76,7 @@ async fn alice(p: &Process, register: bool) -> common::Client {
     let http = reqwest::Client::new();
     let creds = json!({"username":"alice","password":"password-123"});
     if register {
-        let r = http
-            .post(format!("http://{}/v1/auth/register", p.public))
-            .json(&creds)
-            .send()
-            .await
-            .unwrap();
+        let r = http.post(format!("http://{}/v1/auth/register", p.public)).json(&creds).send().await.unwrap();
         assert_eq!(r.status(), 201);
     }
     let login: serde_json::Value = http
@@ -121,17 +113,10 @@ async fn sigkill_loses_no_acked_message_and_seqs_keep_increasing() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m["seq"].as_u64().unwrap(),
-                m["text"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|m| (m["seq"].as_u64().unwrap(), m["text"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(stored, acked, "every acked message, with its seq, in order");
-    let next = c.send("r", "after", "c-after").await["seq"]
-        .as_u64()
-        .unwrap();
+    let next = c.send("r", "after", "c-after").await["seq"].as_u64().unwrap();
     assert!(next > acked.last().unwrap().0);
 }
 
@@ -143,15 +128,9 @@ async fn sigterm_says_bye_and_exits_zero() {
     p.signal("-TERM");
     let (code, frames) = c.closed().await;
     assert_eq!(code, 1012);
-    assert_eq!(
-        frames.last().unwrap(),
-        &json!({"ev":"bye","reason":"server_restart"})
-    );
+    assert_eq!(frames.last().unwrap(), &json!({"ev":"bye","reason":"server_restart"}));
     drop(c);
-    let status = tokio::task::spawn_blocking(move || p.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || p.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -180,30 +159,15 @@ fn help_documents_every_mode_and_option() {
 
 #[test]
 fn a_bad_value_exits_non_zero_naming_it() {
-    let out = confab(&["standalone", "--listen", "nowhere"])
-        .output()
-        .unwrap();
+    let out = confab(&["standalone", "--listen", "nowhere"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--listen"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = confab(&["standalone"])
-        .env("CONFAB_HEARTBEAT_MS", "soon")
-        .output()
-        .unwrap();
+    let out = confab(&["standalone"]).env("CONFAB_HEARTBEAT_MS", "soon").output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("heartbeat-ms"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("heartbeat-ms"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let out = confab(&["standalone", "--max-text-bytes", "1000000"])
-        .output()
-        .unwrap();
+    let out = confab(&["standalone", "--max-text-bytes", "1000000"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("max_text_bytes"),
@@ -214,13 +178,8 @@ fn a_bad_value_exits_non_zero_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("confab.toml");
     std::fs::write(&file, "listen = \"127.0.0.1:0\"\nheartbeat = 5\n").unwrap();
-    let out = confab(&["standalone", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = confab(&["standalone", "--config", file.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("heartbeat") && err.contains("confab.toml"),
-        "{err}"
-    );
+    assert!(err.contains("heartbeat") && err.contains("confab.toml"), "{err}");
 }

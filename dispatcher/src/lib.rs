@@ -40,10 +40,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            max_batch: 512,
-            gateway_timeout: Duration::from_secs(30),
-        }
+        Config { max_batch: 512, gateway_timeout: Duration::from_secs(30) }
     }
 }
 

@@ -20,8 +20,7 @@ use confab_protocol::event::ReplyBody;
 use confab_protocol::message::{msg_id, seq_of};
 use confab_protocol::validate::dm_members;
 use confab_protocol::{
-    Audience, Command, Delivery, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
-    RoomEffect,
+    Audience, Command, Delivery, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply, RoomEffect,
 };
 use confab_store::{CidHit, Store, Write, WriteBatch};
 use tokio_util::sync::CancellationToken;
@@ -62,12 +61,7 @@ struct Decisions {
 }
 
 impl Pipeline {
-    pub fn new(
-        store: Arc<dyn Store>,
-        push: Arc<dyn Push>,
-        metrics: Metrics,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, push: Arc<dyn Push>, metrics: Metrics, shutdown: CancellationToken) -> Self {
         Pipeline {
             store,
             push,
@@ -116,8 +110,7 @@ impl Pipeline {
             tracing::warn!(error = %e, "group commit failed; holding acks");
             backoff.wait(&self.shutdown).await?;
         }
-        self.applied
-            .extend(d.next_offsets.iter().map(|(p, o)| (*p, *o)));
+        self.applied.extend(d.next_offsets.iter().map(|(p, o)| (*p, *o)));
         for (gateway, batch) in d.out {
             self.metrics.push_batches.inc();
             if let Err(e) = self.push.push(&gateway, batch).await {
@@ -148,16 +141,10 @@ impl Pipeline {
                 }
                 Err(Failure::Store(e)) => return Err(e),
             };
-            self.metrics
-                .records
-                .with_label_values(&[kind, outcome])
-                .inc();
+            self.metrics.records.with_label_values(&[kind, outcome]).inc();
         }
         for (&partition, &next_offset) in &d.next_offsets {
-            d.writes.push(Write::Checkpoint {
-                partition,
-                next_offset,
-            });
+            d.writes.push(Write::Checkpoint { partition, next_offset });
         }
         Ok(d)
     }
@@ -175,21 +162,11 @@ impl Pipeline {
                     }
                     Some((a, b)) if !state.exists => {
                         for user in [a, b] {
-                            d.writes.push(Write::Join {
-                                room: room.into(),
-                                user: user.into(),
-                                at: seq_of(r.offset),
-                            });
+                            d.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
                             d.members.insert((room.into(), user.into()), true);
                         }
                         self.routes.add_room_for_users(room, [a, b]);
-                        self.rooms.insert(
-                            room.into(),
-                            RoomState {
-                                exists: true,
-                                ..state
-                            },
-                        );
+                        self.rooms.insert(room.into(), RoomState { exists: true, ..state });
                     }
                     Some(_) => {}
                     None => {
@@ -215,19 +192,10 @@ impl Pipeline {
                 if message.seq <= state.last_seq {
                     // Only possible if the partition count changed under a
                     // live store, which bind_partitions refuses.
-                    tracing::error!(
-                        room,
-                        seq = message.seq,
-                        last = state.last_seq,
-                        "seq would go backwards"
-                    );
+                    tracing::error!(room, seq = message.seq, last = state.last_seq, "seq would go backwards");
                 }
                 let prev_seq = std::mem::replace(&mut state.last_seq, message.seq);
-                let hit = CidHit {
-                    seq: message.seq,
-                    msg_id: message.msg_id.clone(),
-                    ts: message.ts,
-                };
+                let hit = CidHit { seq: message.seq, msg_id: message.msg_id.clone(), ts: message.ts };
                 d.cids.insert((room.into(), cid.clone()), hit.clone());
                 d.writes.push(Write::Message(message.clone()));
                 let frame = Event::Msg { message, prev_seq }.encode();
@@ -236,74 +204,31 @@ impl Pipeline {
             }
             Command::Join { user } => {
                 if dm_members(room).is_some() {
-                    return Err(ProtocolError::bad_request(
-                        "direct-message rooms cannot be joined",
-                    )
-                    .into());
+                    return Err(ProtocolError::bad_request("direct-message rooms cannot be joined").into());
                 }
                 let state = self.room_state(room).await?;
                 if !self.is_member(room, user, d).await? {
-                    d.writes.push(Write::Join {
-                        room: room.into(),
-                        user: user.clone(),
-                        at: seq_of(r.offset),
-                    });
+                    d.writes.push(Write::Join { room: room.into(), user: user.clone(), at: seq_of(r.offset) });
                     d.members.insert((room.into(), user.clone()), true);
-                    self.rooms.insert(
-                        room.into(),
-                        RoomState {
-                            exists: true,
-                            ..state
-                        },
-                    );
+                    self.rooms.insert(room.into(), RoomState { exists: true, ..state });
                     if let Some(origin) = &rec.origin {
                         self.routes.add_room(room, &origin.gateway);
                     }
-                    let frame = Event::Member {
-                        room: room.into(),
-                        user: user.clone(),
-                        action: MemberAction::Join,
-                    }
-                    .encode();
-                    self.event(
-                        room,
-                        Audience::Members,
-                        Some(RoomEffect::Joined(user.clone())),
-                        frame,
-                        d,
-                    );
+                    let frame =
+                        Event::Member { room: room.into(), user: user.clone(), action: MemberAction::Join }.encode();
+                    self.event(room, Audience::Members, Some(RoomEffect::Joined(user.clone())), frame, d);
                 }
-                Ok(Reply::ok(
-                    None,
-                    ReplyBody::Join {
-                        room: room.into(),
-                        last_seq: state.last_seq,
-                    },
-                ))
+                Ok(Reply::ok(None, ReplyBody::Join { room: room.into(), last_seq: state.last_seq }))
             }
             Command::Leave { user } => {
                 if !self.is_member(room, user, d).await? {
                     return Err(ProtocolError::not_member(room).into());
                 }
-                d.writes.push(Write::Leave {
-                    room: room.into(),
-                    user: user.clone(),
-                    at: seq_of(r.offset),
-                });
+                d.writes.push(Write::Leave { room: room.into(), user: user.clone(), at: seq_of(r.offset) });
                 d.members.insert((room.into(), user.clone()), false);
-                let frame = Event::Member {
-                    room: room.into(),
-                    user: user.clone(),
-                    action: MemberAction::Leave,
-                }
-                .encode();
-                self.event(
-                    room,
-                    Audience::Members,
-                    Some(RoomEffect::Left(user.clone())),
-                    frame,
-                    d,
-                );
+                let frame =
+                    Event::Member { room: room.into(), user: user.clone(), action: MemberAction::Leave }.encode();
+                self.event(room, Audience::Members, Some(RoomEffect::Left(user.clone())), frame, d);
                 Ok(Reply::empty(None))
             }
             Command::Read { user, seq } => {
@@ -319,18 +244,8 @@ impl Pipeline {
                 };
                 if seq > current {
                     d.reads.insert(key, seq);
-                    d.writes.push(Write::Read {
-                        room: room.into(),
-                        user: user.clone(),
-                        seq,
-                        at: seq_of(r.offset),
-                    });
-                    let frame = Event::Read {
-                        room: room.into(),
-                        user: user.clone(),
-                        seq,
-                    }
-                    .encode();
+                    d.writes.push(Write::Read { room: room.into(), user: user.clone(), seq, at: seq_of(r.offset) });
+                    let frame = Event::Read { room: room.into(), user: user.clone(), seq }.encode();
                     self.event(room, Audience::Members, None, frame, d);
                 }
                 Ok(Reply::empty(None))
@@ -339,11 +254,7 @@ impl Pipeline {
                 if !self.is_member(room, user, d).await? {
                     return Err(ProtocolError::not_member(room).into());
                 }
-                let frame = Event::Typing {
-                    room: room.into(),
-                    user: user.clone(),
-                }
-                .encode();
+                let frame = Event::Typing { room: room.into(), user: user.clone() }.encode();
                 self.event(room, Audience::MembersExcept(user.clone()), None, frame, d);
                 Ok(Reply::empty(None))
             }
@@ -352,15 +263,8 @@ impl Pipeline {
 
     fn reply(&self, rec: &IngressRecord, reply: Reply, d: &mut Decisions) {
         let Some(origin) = &rec.origin else { return };
-        let reply = Reply {
-            re: origin.re.clone(),
-            ..reply
-        };
-        let delivery = Delivery::Reply {
-            session: origin.session,
-            t0: origin.t0,
-            frame: reply.encode(),
-        };
+        let reply = Reply { re: origin.re.clone(), ..reply };
+        let delivery = Delivery::Reply { session: origin.session, t0: origin.t0, frame: reply.encode() };
         let gateway: Arc<str> = match d.out.keys().find(|g| ***g == *origin.gateway) {
             Some(g) => g.clone(),
             None => Arc::from(origin.gateway.as_str()),
@@ -368,14 +272,7 @@ impl Pipeline {
         d.out.entry(gateway).or_default().push(delivery);
     }
 
-    fn event(
-        &self,
-        room: &str,
-        audience: Audience,
-        effect: Option<RoomEffect>,
-        frame: String,
-        d: &mut Decisions,
-    ) {
+    fn event(&self, room: &str, audience: Audience, effect: Option<RoomEffect>, frame: String, d: &mut Decisions) {
         let mut n = 0;
         for gateway in self.routes.gateways_for_room(room) {
             n += 1;
@@ -395,10 +292,7 @@ impl Pipeline {
             return Ok(*s);
         }
         let state = match self.store.room(room).await? {
-            Some(meta) => RoomState {
-                last_seq: meta.last_seq,
-                exists: true,
-            },
+            Some(meta) => RoomState { last_seq: meta.last_seq, exists: true },
             None => RoomState::default(),
         };
         self.rooms.insert(room.to_owned(), state);
@@ -421,15 +315,7 @@ impl Pipeline {
 }
 
 fn send_reply(room: &str, hit: CidHit) -> Reply {
-    Reply::ok(
-        None,
-        ReplyBody::Send {
-            room: room.into(),
-            seq: hit.seq,
-            msg_id: hit.msg_id,
-            ts: hit.ts,
-        },
-    )
+    Reply::ok(None, ReplyBody::Send { room: room.into(), seq: hit.seq, msg_id: hit.msg_id, ts: hit.ts })
 }
 
 fn command_name(cmd: &Command) -> &'static str {

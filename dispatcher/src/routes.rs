@@ -18,25 +18,13 @@ pub struct Routes {
 impl Routes {
     pub fn apply(&mut self, announcement: &Announcement) {
         match announcement {
-            Announcement::Hosts {
-                gateway,
-                rooms_added,
-                rooms_removed,
-                users_added,
-                users_removed,
-            } => {
+            Announcement::Hosts { gateway, rooms_added, rooms_removed, users_added, users_removed } => {
                 let gw = self.gateway(gateway);
                 for room in rooms_added {
-                    self.rooms
-                        .entry(room.clone())
-                        .or_default()
-                        .insert(gw.clone());
+                    self.rooms.entry(room.clone()).or_default().insert(gw.clone());
                 }
                 for user in users_added {
-                    self.users
-                        .entry(user.clone())
-                        .or_default()
-                        .insert(gw.clone());
+                    self.users.entry(user.clone()).or_default().insert(gw.clone());
                 }
                 remove_all(&mut self.rooms, rooms_removed, &gw);
                 remove_all(&mut self.users, users_removed, &gw);
@@ -57,15 +45,10 @@ impl Routes {
 
     /// Routes a new DM room to wherever its two users are.
     pub fn add_room_for_users(&mut self, room: &str, users: [&str; 2]) {
-        let gateways: Vec<Arc<str>> = users
-            .iter()
-            .flat_map(|u| self.users.get(*u).into_iter().flatten().cloned())
-            .collect();
+        let gateways: Vec<Arc<str>> =
+            users.iter().flat_map(|u| self.users.get(*u).into_iter().flatten().cloned()).collect();
         if !gateways.is_empty() {
-            self.rooms
-                .entry(room.to_owned())
-                .or_default()
-                .extend(gateways);
+            self.rooms.entry(room.to_owned()).or_default().extend(gateways);
         }
     }
 
@@ -76,12 +59,8 @@ impl Routes {
     /// Forgets gateways not heard from within `timeout`.
     pub fn expire(&mut self, timeout: Duration) {
         let now = Instant::now();
-        let dead: Vec<Arc<str>> = self
-            .seen
-            .iter()
-            .filter(|(_, at)| now.duration_since(**at) > timeout)
-            .map(|(g, _)| g.clone())
-            .collect();
+        let dead: Vec<Arc<str>> =
+            self.seen.iter().filter(|(_, at)| now.duration_since(**at) > timeout).map(|(g, _)| g.clone()).collect();
         for gateway in dead {
             tracing::warn!(%gateway, "gateway silent past its deadline; dropping its routes");
             self.forget(&gateway);
@@ -138,10 +117,7 @@ mod tests {
     }
 
     fn gateways(routes: &Routes, room: &str) -> Vec<String> {
-        let mut v: Vec<String> = routes
-            .gateways_for_room(room)
-            .map(|g| g.to_string())
-            .collect();
+        let mut v: Vec<String> = routes.gateways_for_room(room).map(|g| g.to_string()).collect();
         v.sort();
         v
     }
@@ -163,9 +139,7 @@ mod tests {
         let mut routes = Routes::default();
         routes.apply(&hosts("gw-1", &["a"], &[]));
         routes.add_room("b", "gw-1");
-        routes.apply(&Announcement::Gone {
-            gateway: "gw-1".into(),
-        });
+        routes.apply(&Announcement::Gone { gateway: "gw-1".into() });
         assert!(gateways(&routes, "a").is_empty() && gateways(&routes, "b").is_empty());
     }
 

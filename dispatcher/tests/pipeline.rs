@@ -35,9 +35,7 @@ impl Captured {
 
 fn frame(d: &Delivery) -> Value {
     match d {
-        Delivery::Reply { frame, .. } | Delivery::Room { frame, .. } => {
-            serde_json::from_str(frame).unwrap()
-        }
+        Delivery::Reply { frame, .. } | Delivery::Room { frame, .. } => serde_json::from_str(frame).unwrap(),
     }
 }
 
@@ -48,12 +46,7 @@ fn record(partition: u32, offset: u64, room: &str, cmd: Command) -> Record {
         record: IngressRecord {
             room: room.into(),
             ts: 1_700_000_000_000 + offset,
-            origin: Some(Origin {
-                gateway: "gw-1".into(),
-                session: 1,
-                re: None,
-                t0: 0,
-            }),
+            origin: Some(Origin { gateway: "gw-1".into(), session: 1, re: None, t0: 0 }),
             cmd,
         },
     }
@@ -64,16 +57,7 @@ fn join(offset: u64, room: &str, user: &str) -> Record {
 }
 
 fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
-    record(
-        0,
-        offset,
-        room,
-        Command::Send {
-            from: from.into(),
-            text: format!("text {offset}"),
-            cid: cid.into(),
-        },
-    )
+    record(0, offset, room, Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into() })
 }
 
 fn pipeline(store: Arc<dyn Store>, push: Captured) -> Pipeline {
@@ -91,11 +75,7 @@ fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
 async fn a_redelivered_batch_mints_no_second_message() {
     let (_dir, store) = open();
     let push = Captured::default();
-    let batch = vec![
-        join(0, "r", "alice"),
-        send(1, "r", "alice", "c1"),
-        send(2, "r", "alice", "c2"),
-    ];
+    let batch = vec![join(0, "r", "alice"), send(1, "r", "alice", "c1"), send(2, "r", "alice", "c2")];
     let mut first = pipeline(store.clone(), push.clone());
     assert_eq!(first.process(batch.clone()).await, Some(vec![(0, 3)]));
     // A new owner of the partition (after a crash before the offset commit)
@@ -104,11 +84,7 @@ async fn a_redelivered_batch_mints_no_second_message() {
     second.resume_from(store.checkpoints().await.unwrap());
     assert_eq!(second.process(batch).await, Some(vec![(0, 3)]));
     let history = store.history("r", None, 100).await.unwrap();
-    assert_eq!(
-        history.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        [2, 3],
-        "seq = offset + 1, stored once"
-    );
+    assert_eq!(history.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 3], "seq = offset + 1, stored once");
 }
 
 #[tokio::test]
@@ -116,23 +92,13 @@ async fn the_same_cid_in_a_later_batch_answers_with_the_first_message() {
     let (_dir, store) = open();
     let push = Captured::default();
     let mut p = pipeline(store.clone(), push.clone());
-    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")])
-        .await
-        .unwrap();
+    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")]).await.unwrap();
     push.take();
-    p.process(vec![
-        send(2, "r", "alice", "c1"),
-        send(3, "r", "alice", "c1"),
-    ])
-    .await
-    .unwrap();
+    p.process(vec![send(2, "r", "alice", "c1"), send(3, "r", "alice", "c1")]).await.unwrap();
     let replies: Vec<Value> = push.take().iter().map(|(_, d)| frame(d)).collect();
     assert_eq!(replies.len(), 2, "two replies and no event: {replies:?}");
     for r in replies {
-        assert_eq!(
-            (r["ok"].as_bool(), r["seq"].as_u64()),
-            (Some(true), Some(2))
-        );
+        assert_eq!((r["ok"].as_bool(), r["seq"].as_u64()), (Some(true), Some(2)));
     }
     assert_eq!(store.history("r", None, 100).await.unwrap().len(), 1);
 }
@@ -174,20 +140,10 @@ impl Store for Flaky {
     async fn read_marker(&self, room: &str, user: &str) -> confab_store::Result<u64> {
         self.inner.read_marker(room, user).await
     }
-    async fn history(
-        &self,
-        room: &str,
-        before: Option<u64>,
-        limit: u32,
-    ) -> confab_store::Result<Vec<Message>> {
+    async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> confab_store::Result<Vec<Message>> {
         self.inner.history(room, before, limit).await
     }
-    async fn since(
-        &self,
-        room: &str,
-        after: u64,
-        limit: u32,
-    ) -> confab_store::Result<(Vec<Message>, bool)> {
+    async fn since(&self, room: &str, after: u64, limit: u32) -> confab_store::Result<(Vec<Message>, bool)> {
         self.inner.since(room, after, limit).await
     }
     async fn cid(&self, room: &str, cid: &str) -> confab_store::Result<Option<CidHit>> {
@@ -211,37 +167,21 @@ impl Store for Flaky {
 #[tokio::test]
 async fn while_the_store_fails_nothing_is_acked_and_the_batch_lands_when_it_returns() {
     let (_dir, inner) = open();
-    let flaky = Arc::new(Flaky {
-        inner: inner.clone(),
-        broken: AtomicBool::new(true),
-        failed_applies: AtomicUsize::new(0),
-    });
+    let flaky =
+        Arc::new(Flaky { inner: inner.clone(), broken: AtomicBool::new(true), failed_applies: AtomicUsize::new(0) });
     let push = Captured::default();
     let mut p = pipeline(flaky.clone(), push.clone());
-    let work = tokio::spawn(async move {
-        p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")])
-            .await
-    });
+    let work = tokio::spawn(async move { p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")]).await });
     while flaky.failed_applies.load(Ordering::SeqCst) < 3 {
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert!(
-        push.take().is_empty(),
-        "no reply or event while the batch is not stored"
-    );
-    assert!(
-        !work.is_finished(),
-        "the offsets are not handed back for commit"
-    );
+    assert!(push.take().is_empty(), "no reply or event while the batch is not stored");
+    assert!(!work.is_finished(), "the offsets are not handed back for commit");
     flaky.broken.store(false, Ordering::SeqCst);
     assert_eq!(work.await.unwrap(), Some(vec![(0, 2)]));
-    let replies: Vec<Value> = push
-        .take()
-        .iter()
-        .filter(|(_, d)| matches!(d, Delivery::Reply { .. }))
-        .map(|(_, d)| frame(d))
-        .collect();
+    let replies: Vec<Value> =
+        push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
     assert_eq!(replies.len(), 2);
     assert_eq!(replies[1]["seq"], 2);
     assert_eq!(inner.history("r", None, 10).await.unwrap().len(), 1);
@@ -261,25 +201,16 @@ async fn room_events_go_only_to_gateways_that_host_the_room() {
     };
     p.routes.apply(&hosts("gw-2", "r"));
     p.routes.apply(&hosts("gw-3", "elsewhere"));
-    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")])
-        .await
-        .unwrap();
+    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")]).await.unwrap();
     let pushed = push.take();
-    let events: Vec<&str> = pushed
-        .iter()
-        .filter(|(_, d)| matches!(d, Delivery::Room { .. }))
-        .map(|(g, _)| g.as_str())
-        .collect();
+    let events: Vec<&str> =
+        pushed.iter().filter(|(_, d)| matches!(d, Delivery::Room { .. })).map(|(g, _)| g.as_str()).collect();
     // gw-1 (the joiner's gateway, learnt from the join record) and gw-2 (announced) host "r"; gw-3 does not.
     let mut gateways: Vec<&str> = events.clone();
     gateways.sort();
     gateways.dedup();
     assert_eq!(gateways, ["gw-1", "gw-2"]);
-    assert_eq!(
-        events.len(),
-        4,
-        "a member event and a msg event, once per hosting gateway"
-    );
+    assert_eq!(events.len(), 4, "a member event and a msg event, once per hosting gateway");
 }
 
 #[tokio::test]
@@ -287,23 +218,11 @@ async fn a_first_direct_message_makes_both_users_members() {
     let (_dir, store) = open();
     let push = Captured::default();
     let mut p = pipeline(store.clone(), push.clone());
-    p.process(vec![
-        send(0, "dm:alice:bob", "alice", "c1"),
-        send(1, "dm:alice:bob", "carol", "c2"),
-    ])
-    .await
-    .unwrap();
+    p.process(vec![send(0, "dm:alice:bob", "alice", "c1"), send(1, "dm:alice:bob", "carol", "c2")]).await.unwrap();
     assert!(store.is_member("dm:alice:bob", "alice").await.unwrap());
     assert!(store.is_member("dm:alice:bob", "bob").await.unwrap());
-    let replies: Vec<Value> = push
-        .take()
-        .iter()
-        .filter(|(_, d)| matches!(d, Delivery::Reply { .. }))
-        .map(|(_, d)| frame(d))
-        .collect();
+    let replies: Vec<Value> =
+        push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
     assert_eq!(replies[0]["ok"], true);
-    assert_eq!(
-        replies[1]["error"]["code"], "not_member",
-        "a third user cannot write into a DM"
-    );
+    assert_eq!(replies[1]["error"]["code"], "not_member", "a third user cannot write into a DM");
 }

@@ -35,19 +35,12 @@ pub struct Auth {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Auth {
     /// `public_keys` are `(name, PEM)` pairs; the name appears in errors.
-    pub fn new(
-        secret: &[u8],
-        public_keys: &[(String, Vec<u8>)],
-        ttl: Duration,
-    ) -> Result<Auth, AuthError> {
+    pub fn new(secret: &[u8], public_keys: &[(String, Vec<u8>)], ttl: Duration) -> Result<Auth, AuthError> {
         if secret.len() < 32 {
             return Err(AuthError::ShortSecret(secret.len()));
         }
@@ -56,28 +49,16 @@ impl Auth {
             let key = DecodingKey::from_rsa_pem(pem)
                 .map(|k| (Algorithm::RS256, k))
                 .or_else(|_| DecodingKey::from_ec_pem(pem).map(|k| (Algorithm::ES256, k)))
-                .map_err(|e| AuthError::BadPublicKey {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| AuthError::BadPublicKey { name: name.clone(), reason: e.to_string() })?;
             public.push(key);
         }
-        Ok(Auth {
-            encoding: EncodingKey::from_secret(secret),
-            hs256: DecodingKey::from_secret(secret),
-            public,
-            ttl,
-        })
+        Ok(Auth { encoding: EncodingKey::from_secret(secret), hs256: DecodingKey::from_secret(secret), public, ttl })
     }
 
     /// A token for `user`, and its expiry in unix seconds.
     pub fn issue(&self, user: &str) -> (String, u64) {
         let now = unix_now();
-        let claims = Claims {
-            sub: user.to_owned(),
-            exp: now + self.ttl.as_secs(),
-            iat: Some(now),
-        };
+        let claims = Claims { sub: user.to_owned(), exp: now + self.ttl.as_secs(), iat: Some(now) };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
         (token, claims.exp)
@@ -86,19 +67,14 @@ impl Auth {
     /// The claims of a valid, unexpired token.
     pub fn verify(&self, token: &str) -> Result<Claims, ProtocolError> {
         let unauthorized = |m: &str| ProtocolError::new(ErrorCode::Unauthorized, m);
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let claims = match header.alg {
-            Algorithm::HS256 => {
-                jsonwebtoken::decode::<Claims>(token, &self.hs256, &validation).map(|d| d.claims)
-            }
+            Algorithm::HS256 => jsonwebtoken::decode::<Claims>(token, &self.hs256, &validation).map(|d| d.claims),
             alg @ (Algorithm::RS256 | Algorithm::ES256) => {
-                let mut last = Err(unauthorized(
-                    "no public key is configured for this token's algorithm",
-                ));
+                let mut last = Err(unauthorized("no public key is configured for this token's algorithm"));
                 for (_, key) in self.public.iter().filter(|(a, _)| *a == alg) {
                     match jsonwebtoken::decode::<Claims>(token, key, &validation) {
                         Ok(d) => {
@@ -131,30 +107,19 @@ fn check_subject(claims: Claims) -> Result<Claims, ProtocolError> {
     if is_username(&claims.sub) {
         Ok(claims)
     } else {
-        Err(ProtocolError::new(
-            ErrorCode::Unauthorized,
-            "token subject is not a valid user name",
-        ))
+        Err(ProtocolError::new(ErrorCode::Unauthorized, "token subject is not a valid user name"))
     }
 }
 
 /// An argon2id PHC string for `password`. CPU-heavy: call off the executor.
 pub fn hash_password(password: &str) -> String {
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 with default parameters")
-        .to_string()
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+    Argon2::default().hash_password(password.as_bytes(), &salt).expect("argon2 with default parameters").to_string()
 }
 
 /// Whether `password` matches the PHC string. CPU-heavy: call off the executor.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 #[cfg(test)]
@@ -184,27 +149,15 @@ mod tests {
         assert!(a.verify(std::str::from_utf8(&tampered).unwrap()).is_err());
         let other = Auth::new(&[8u8; 32], &[], Duration::from_secs(60)).unwrap();
         assert!(a.verify(&other.issue("alice").0).is_err());
-        let expired = Claims {
-            sub: "alice".into(),
-            exp: unix_now() - 1,
-            iat: None,
-        };
-        let token = jsonwebtoken::encode(
-            &Header::default(),
-            &expired,
-            &EncodingKey::from_secret(&[7u8; 32]),
-        )
-        .unwrap();
+        let expired = Claims { sub: "alice".into(), exp: unix_now() - 1, iat: None };
+        let token = jsonwebtoken::encode(&Header::default(), &expired, &EncodingKey::from_secret(&[7u8; 32])).unwrap();
         assert_eq!(a.verify(&token).unwrap_err().message, "token expired");
         assert!(a.verify("not.a.jwt").is_err());
     }
 
     #[test]
     fn short_secrets_are_refused() {
-        assert!(matches!(
-            Auth::new(b"short", &[], Duration::from_secs(1)),
-            Err(AuthError::ShortSecret(5))
-        ));
+        assert!(matches!(Auth::new(b"short", &[], Duration::from_secs(1)), Err(AuthError::ShortSecret(5))));
     }
 
     #[test]

@@ -10,11 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Gateway;
 use crate::registry::HostsDelta;
 
-pub async fn run(
-    gw: Gateway,
-    mut inbox: mpsc::Receiver<Vec<Delivery>>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(gw: Gateway, mut inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -48,12 +44,7 @@ impl Gateway {
                 }
                 HostsDelta::default()
             }
-            Delivery::Room {
-                room,
-                audience,
-                effect,
-                frame,
-            } => {
+            Delivery::Room { room, audience, effect, frame } => {
                 let mut delta = HostsDelta::default();
                 if let Some((a, b)) = dm_members(&room) {
                     delta.merge(registry.ensure_dm(&room, [a, b]));
@@ -87,12 +78,7 @@ impl Gateway {
         if delta.is_empty() {
             return;
         }
-        if let Err(e) = self
-            .inner
-            .bus
-            .announce(&delta.into_announcement(self.id()))
-            .await
-        {
+        if let Err(e) = self.inner.bus.announce(&delta.into_announcement(self.id())).await {
             tracing::warn!(error = %e, "announcement failed; routes heal with the next one");
         }
     }

@@ -33,8 +33,7 @@ impl From<ProtocolError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(HttpErrorBody { error: self.0 })).into_response()
     }
 }
@@ -56,10 +55,8 @@ struct Credentials {
 }
 
 fn credentials(body: &[u8]) -> Result<Credentials, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ProtocolError::bad_request(format!("body must be {{\"username\",\"password\"}}: {e}"))
-            .into()
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ProtocolError::bad_request(format!("body must be {{\"username\",\"password\"}}: {e}")).into())
 }
 
 async fn register(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
@@ -67,27 +64,12 @@ async fn register(State(gw): State<Gateway>, body: Bytes) -> Result<Response, Ap
     validate::username(&c.username)?;
     validate::password(&c.password)?;
     let password = c.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ProtocolError::internal())?;
+    let password_hash =
+        tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|_| ProtocolError::internal())?;
     let created_ms = crate::auth::unix_now() * 1000;
-    let user = UserRecord {
-        name: c.username.clone(),
-        password_hash,
-        created_ms,
-    };
-    if !gw
-        .inner
-        .store
-        .create_user(&user)
-        .await
-        .map_err(store_error)?
-    {
-        return Err(ProtocolError::new(
-            ErrorCode::Taken,
-            format!("the user name '{}' is taken", c.username),
-        )
-        .into());
+    let user = UserRecord { name: c.username.clone(), password_hash, created_ms };
+    if !gw.inner.store.create_user(&user).await.map_err(store_error)? {
+        return Err(ProtocolError::new(ErrorCode::Taken, format!("the user name '{}' is taken", c.username)).into());
     }
     tracing::info!(user = %c.username, "registered");
     Ok((StatusCode::CREATED, Json(json!({ "user": c.username }))).into_response())
@@ -95,41 +77,27 @@ async fn register(State(gw): State<Gateway>, body: Bytes) -> Result<Response, Ap
 
 /// A well-formed hash of nothing anybody knows, so a login for a missing
 /// user costs what a wrong password costs and does not reveal which it was.
-const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7b5Pz1JdPdGx4lJtZ9r2v8yR0HcN1bZk0Yt1cQ8sW2g";
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7b5Pz1JdPdGx4lJtZ9r2v8yR0HcN1bZk0Yt1cQ8sW2g";
 
 async fn login(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
     let c = credentials(&body)?;
     let user = if validate::is_username(&c.username) {
-        gw.inner
-            .store
-            .user(&c.username)
-            .await
-            .map_err(store_error)?
+        gw.inner.store.user(&c.username).await.map_err(store_error)?
     } else {
         None
     };
-    let phc = user
-        .as_ref()
-        .map_or(DECOY_HASH.to_owned(), |u| u.password_hash.clone());
+    let phc = user.as_ref().map_or(DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let password = c.password;
     let matches = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
         .await
         .map_err(|_| ProtocolError::internal())?;
     if !(matches && user.is_some()) {
-        gw.inner
-            .metrics
-            .auth_failures
-            .with_label_values(&["login"])
-            .inc();
-        return Err(
-            ProtocolError::new(ErrorCode::Unauthorized, "wrong user name or password").into(),
-        );
+        gw.inner.metrics.auth_failures.with_label_values(&["login"]).inc();
+        return Err(ProtocolError::new(ErrorCode::Unauthorized, "wrong user name or password").into());
     }
     let (token, expires_at) = gw.inner.auth.issue(&c.username);
-    Ok(
-        Json(json!({ "token": token, "user": c.username, "expires_at": expires_at }))
-            .into_response(),
-    )
+    Ok(Json(json!({ "token": token, "user": c.username, "expires_at": expires_at })).into_response())
 }
 
 /// The token of a request: `Authorization: Bearer` or, for browsers, `?token=`.
@@ -137,10 +105,7 @@ fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Opti
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .or_else(|| query.get("token").map(String::as_str))
 }
@@ -152,31 +117,22 @@ fn authenticate(
     place: &str,
 ) -> Result<Claims, ApiError> {
     let result = match token(headers, query) {
-        None => Err(ProtocolError::new(
-            ErrorCode::Unauthorized,
-            "a bearer token is required",
-        )),
+        None => Err(ProtocolError::new(ErrorCode::Unauthorized, "a bearer token is required")),
         Some(t) => gw.inner.auth.verify(t),
     };
     result.map_err(|e| {
-        gw.inner
-            .metrics
-            .auth_failures
-            .with_label_values(&[place])
-            .inc();
+        gw.inner.metrics.auth_failures.with_label_values(&[place]).inc();
         ApiError(e)
     })
 }
 
-fn number<T: std::str::FromStr>(
-    query: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<T>, ApiError> {
+fn number<T: std::str::FromStr>(query: &HashMap<String, String>, name: &str) -> Result<Option<T>, ApiError> {
     match query.get(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            ProtocolError::bad_request(format!("{name} must be a non-negative integer")).into()
-        }),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ProtocolError::bad_request(format!("{name} must be a non-negative integer")).into()),
     }
 }
 

@@ -61,13 +61,7 @@ struct Inner {
 }
 
 impl Gateway {
-    pub fn new(
-        config: Config,
-        auth: Auth,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
-        metrics: Metrics,
-    ) -> Gateway {
+    pub fn new(config: Config, auth: Auth, store: Arc<dyn Store>, bus: Arc<dyn Bus>, metrics: Metrics) -> Gateway {
         Gateway {
             inner: Arc::new(Inner {
                 registry: Registry::default(),
@@ -109,11 +103,7 @@ impl Gateway {
     /// Runs the gateway's background work until `shutdown`: delivering what
     /// dispatchers push (`inbox`), following other gateways' announcements,
     /// and the heartbeat/idle/expiry sweep.
-    pub async fn run_background(
-        &self,
-        inbox: mpsc::Receiver<Vec<Delivery>>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run_background(&self, inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
         let announcements = match self.inner.bus.announcements().await {
             Ok(rx) => Some(rx),
             Err(e) => {
@@ -133,36 +123,18 @@ impl Gateway {
     /// waits until they are gone or `grace` has passed.
     pub async fn drain(&self, grace: Duration) {
         self.inner.draining.store(true, Ordering::Relaxed);
-        let n = self
-            .inner
-            .registry
-            .close_all(confab_protocol::ByeReason::ServerRestart);
+        let n = self.inner.registry.close_all(confab_protocol::ByeReason::ServerRestart);
         tracing::info!(sessions = n, ?grace, "draining");
         self.inner.sessions.close();
-        if tokio::time::timeout(grace, self.inner.sessions.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = self.inner.registry.len(),
-                "sessions still open after the grace period"
-            );
+        if tokio::time::timeout(grace, self.inner.sessions.wait()).await.is_err() {
+            tracing::warn!(left = self.inner.registry.len(), "sessions still open after the grace period");
         }
-        let _ = self
-            .inner
-            .bus
-            .announce(&Announcement::Gone {
-                gateway: self.id().into(),
-            })
-            .await;
+        let _ = self.inner.bus.announce(&Announcement::Gone { gateway: self.id().into() }).await;
         tracing::info!("drained");
     }
 
     /// Runs a session task, tracked so that a drain can wait for it.
-    pub(crate) fn spawn_session(
-        &self,
-        session: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
+    pub(crate) fn spawn_session(&self, session: impl std::future::Future<Output = ()> + Send + 'static) {
         self.inner.sessions.spawn(session);
     }
 

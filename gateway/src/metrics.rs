@@ -30,7 +30,10 @@ impl Metrics {
             frames_in: IntCounter::new("confab_frames_received_total", "Frames received from clients.")?,
             frames_out: IntCounter::new("confab_frames_sent_total", "Frames sent to clients.")?,
             requests: IntCounterVec::new(
-                Opts::new("confab_requests_total", "Client requests, by op and outcome (ok, pending or an error code)."),
+                Opts::new(
+                    "confab_requests_total",
+                    "Client requests, by op and outcome (ok, pending or an error code).",
+                ),
                 &["op", "outcome"],
             )?,
             send_ack: Histogram::with_opts(
@@ -45,7 +48,10 @@ impl Metrics {
                 "confab_outbound_queue_drops_total",
                 "Frames dropped because a session's outbound queue was full (the session is closed as slow_consumer).",
             )?,
-            produce_errors: IntCounter::new("confab_bus_produce_errors_total", "Writes the bus did not accept in time.")?,
+            produce_errors: IntCounter::new(
+                "confab_bus_produce_errors_total",
+                "Writes the bus did not accept in time.",
+            )?,
             auth_failures: IntCounterVec::new(
                 Opts::new("confab_auth_failures_total", "Refused logins and tokens, by where."),
                 &["where"],

@@ -8,8 +8,7 @@ use confab_protocol::event::{ReplyBody, SyncRoom};
 use confab_protocol::request::{DEFAULT_HISTORY_LIMIT, DEFAULT_SYNC_LIMIT, Target};
 use confab_protocol::validate::{dm_members, dm_room};
 use confab_protocol::{
-    Command, ErrorCode, IngressRecord, Message, Op, Origin, ProtocolError, Reply, Request,
-    RequestId,
+    Command, ErrorCode, IngressRecord, Message, Op, Origin, ProtocolError, Reply, Request, RequestId,
 };
 
 use crate::Gateway;
@@ -29,10 +28,7 @@ pub fn store_error(e: confab_store::Error) -> ProtocolError {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Gateway {
@@ -47,25 +43,14 @@ impl Gateway {
         let label = match &outcome {
             Outcome::Pending => "pending",
             Outcome::Reply(Reply { ok: true, .. }) => "ok",
-            Outcome::Reply(Reply {
-                body: ReplyBody::Error { error },
-                ..
-            }) => error.code.as_str(),
+            Outcome::Reply(Reply { body: ReplyBody::Error { error }, .. }) => error.code.as_str(),
             Outcome::Reply(_) => "error",
         };
-        self.inner
-            .metrics
-            .requests
-            .with_label_values(&[op, label])
-            .inc();
+        self.inner.metrics.requests.with_label_values(&[op, label]).inc();
         outcome
     }
 
-    async fn execute(
-        &self,
-        s: &SessionHandle,
-        req: Request,
-    ) -> Result<Option<ReplyBody>, ProtocolError> {
+    async fn execute(&self, s: &SessionHandle, req: Request) -> Result<Option<ReplyBody>, ProtocolError> {
         let user = &*s.user;
         let store = &self.inner.store;
         match req.op {
@@ -74,11 +59,7 @@ impl Gateway {
                 let rooms = store.user_rooms(user).await.map_err(store_error)?;
                 Ok(Some(ReplyBody::Rooms { rooms }))
             }
-            Op::History {
-                room,
-                before,
-                limit,
-            } => {
+            Op::History { room, before, limit } => {
                 let messages = self.history(user, &room, before, limit).await?;
                 Ok(Some(ReplyBody::Messages { messages }))
             }
@@ -87,10 +68,7 @@ impl Gateway {
                 let mut out = std::collections::BTreeMap::new();
                 for (room, last_seq) in rooms {
                     self.check_member(&room, user).await?;
-                    let (messages, more) = store
-                        .since(&room, last_seq, limit)
-                        .await
-                        .map_err(store_error)?;
+                    let (messages, more) = store.since(&room, last_seq, limit).await.map_err(store_error)?;
                     out.insert(room, SyncRoom { messages, more });
                 }
                 Ok(Some(ReplyBody::Sync { rooms: out }))
@@ -104,75 +82,30 @@ impl Gateway {
                 let online = members.into_iter().filter(|m| self.is_online(m)).collect();
                 Ok(Some(ReplyBody::Presence { online }))
             }
-            Op::Join { room } => {
-                self.produce(s, req.id, room, Command::Join { user: user.into() }, false)
-                    .await
-            }
-            Op::Leave { room } => {
-                self.produce(s, req.id, room, Command::Leave { user: user.into() }, false)
-                    .await
-            }
+            Op::Join { room } => self.produce(s, req.id, room, Command::Join { user: user.into() }, false).await,
+            Op::Leave { room } => self.produce(s, req.id, room, Command::Leave { user: user.into() }, false).await,
             Op::Read { room, seq } => {
-                self.produce(
-                    s,
-                    req.id,
-                    room,
-                    Command::Read {
-                        user: user.into(),
-                        seq,
-                    },
-                    false,
-                )
-                .await
+                self.produce(s, req.id, room, Command::Read { user: user.into(), seq }, false).await
             }
-            Op::Typing { room } => {
-                self.produce(
-                    s,
-                    req.id,
-                    room,
-                    Command::Typing { user: user.into() },
-                    false,
-                )
-                .await
-            }
+            Op::Typing { room } => self.produce(s, req.id, room, Command::Typing { user: user.into() }, false).await,
             ref op @ Op::Send { .. } => {
                 let room = match op.send_target() {
                     Some(Target::Room(room)) => room.to_owned(),
                     Some(Target::User(to)) => {
                         if to == user {
-                            return Err(ProtocolError::bad_request(
-                                "a direct message needs another user",
-                            ));
+                            return Err(ProtocolError::bad_request("a direct message needs another user"));
                         }
                         if store.user(to).await.map_err(store_error)?.is_none() {
-                            return Err(ProtocolError::new(
-                                ErrorCode::NotFound,
-                                format!("no user '{to}'"),
-                            ));
+                            return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{to}'")));
                         }
                         dm_room(user, to)
                     }
                     None => {
-                        return Err(ProtocolError::bad_request(
-                            "send takes exactly one of `room` and `to`",
-                        ));
+                        return Err(ProtocolError::bad_request("send takes exactly one of `room` and `to`"));
                     }
                 };
-                let Op::Send { text, cid, .. } = req.op else {
-                    unreachable!("matched above")
-                };
-                self.produce(
-                    s,
-                    req.id,
-                    room,
-                    Command::Send {
-                        from: user.into(),
-                        text,
-                        cid,
-                    },
-                    true,
-                )
-                .await
+                let Op::Send { text, cid, .. } = req.op else { unreachable!("matched above") };
+                self.produce(s, req.id, room, Command::Send { from: user.into(), text, cid }, true).await
             }
         }
     }
@@ -187,30 +120,16 @@ impl Gateway {
     ) -> Result<Vec<Message>, ProtocolError> {
         self.check_member(room, user).await?;
         let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-        self.inner
-            .store
-            .history(room, before, limit)
-            .await
-            .map_err(store_error)
+        self.inner.store.history(room, before, limit).await.map_err(store_error)
     }
 
     /// Reads need membership; a DM's two parties are its members even before
     /// its first message.
     async fn check_member(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
         if let Some((a, b)) = dm_members(room) {
-            return if user == a || user == b {
-                Ok(())
-            } else {
-                Err(ProtocolError::not_member(room))
-            };
+            return if user == a || user == b { Ok(()) } else { Err(ProtocolError::not_member(room)) };
         }
-        match self
-            .inner
-            .store
-            .is_member(room, user)
-            .await
-            .map_err(store_error)?
-        {
+        match self.inner.store.is_member(room, user).await.map_err(store_error)? {
             true => Ok(()),
             false => Err(ProtocolError::not_member(room)),
         }
@@ -228,27 +147,15 @@ impl Gateway {
         let record = IngressRecord {
             room,
             ts: unix_ms(),
-            origin: Some(Origin {
-                gateway: self.id().into(),
-                session: s.id,
-                re,
-                t0,
-            }),
+            origin: Some(Origin { gateway: self.id().into(), session: s.id, re, t0 }),
             cmd,
         };
-        match tokio::time::timeout(
-            self.config().produce_timeout,
-            self.inner.bus.produce(&record),
-        )
-        .await
-        {
+        match tokio::time::timeout(self.config().produce_timeout, self.inner.bus.produce(&record)).await {
             Ok(Ok(())) => Ok(None),
             Ok(Err(e)) => {
                 self.inner.metrics.produce_errors.inc();
                 tracing::warn!(error = %e, "produce failed");
-                Err(ProtocolError::unavailable(
-                    "the message bus is unavailable; retry with the same cid",
-                ))
+                Err(ProtocolError::unavailable("the message bus is unavailable; retry with the same cid"))
             }
             Err(_) => {
                 self.inner.metrics.produce_errors.inc();

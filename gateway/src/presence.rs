@@ -24,26 +24,15 @@ pub struct Presence {
 
 impl Presence {
     pub fn new(me: String) -> Self {
-        Presence {
-            me,
-            remote: RwLock::default(),
-        }
+        Presence { me, remote: RwLock::default() }
     }
 
     fn is_remote(&self, user: &str) -> bool {
-        self.remote
-            .read()
-            .expect("presence lock")
-            .contains_key(user)
+        self.remote.read().expect("presence lock").contains_key(user)
     }
 
     fn add(&self, user: &str, gateway: &str) {
-        self.remote
-            .write()
-            .expect("presence lock")
-            .entry(user.to_owned())
-            .or_default()
-            .insert(gateway.to_owned());
+        self.remote.write().expect("presence lock").entry(user.to_owned()).or_default().insert(gateway.to_owned());
     }
 
     fn remove(&self, user: &str, gateway: &str) {
@@ -59,26 +48,19 @@ impl Presence {
     /// Forgets a gateway; returns the users it was the only host of.
     fn forget(&self, gateway: &str) -> Vec<String> {
         let mut gone = Vec::new();
-        self.remote
-            .write()
-            .expect("presence lock")
-            .retain(|user, gws| {
-                gws.remove(gateway);
-                if gws.is_empty() {
-                    gone.push(user.clone());
-                }
-                !gws.is_empty()
-            });
+        self.remote.write().expect("presence lock").retain(|user, gws| {
+            gws.remove(gateway);
+            if gws.is_empty() {
+                gone.push(user.clone());
+            }
+            !gws.is_empty()
+        });
         gone
     }
 }
 
 /// Follows other gateways' announcements until shutdown.
-pub async fn follow(
-    gw: Gateway,
-    rx: Option<mpsc::Receiver<Announcement>>,
-    shutdown: CancellationToken,
-) {
+pub async fn follow(gw: Gateway, rx: Option<mpsc::Receiver<Announcement>>, shutdown: CancellationToken) {
     let Some(mut rx) = rx else { return };
     loop {
         let a = tokio::select! {
@@ -90,12 +72,7 @@ pub async fn follow(
             continue;
         }
         match a {
-            Announcement::Hosts {
-                gateway,
-                users_added,
-                users_removed,
-                ..
-            } => {
+            Announcement::Hosts { gateway, users_added, users_removed, .. } => {
                 for user in users_added {
                     let was = gw.is_online(&user);
                     presence.add(&user, &gateway);
@@ -156,13 +133,7 @@ impl Gateway {
         if recipients.is_empty() {
             return;
         }
-        let frame = Utf8Bytes::from(
-            Event::Presence {
-                user: user.into(),
-                online,
-            }
-            .encode(),
-        );
+        let frame = Utf8Bytes::from(Event::Presence { user: user.into(), online }.encode());
         for session in recipients.into_values() {
             session.send(frame.clone());
         }

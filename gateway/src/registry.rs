@@ -54,14 +54,7 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(
-        id: u64,
-        user: Arc<str>,
-        exp: u64,
-        quota: Quota,
-        tx: mpsc::Sender<Outbound>,
-        now_ms: u64,
-    ) -> Self {
+    pub fn new(id: u64, user: Arc<str>, exp: u64, quota: Quota, tx: mpsc::Sender<Outbound>, now_ms: u64) -> Self {
         SessionHandle {
             id,
             user,
@@ -219,11 +212,7 @@ impl Registry {
     }
 
     /// Adds a session; `rooms` are its user's rooms, read from the store.
-    pub fn open(
-        &self,
-        session: Arc<SessionHandle>,
-        rooms: impl IntoIterator<Item = String>,
-    ) -> HostsDelta {
+    pub fn open(&self, session: Arc<SessionHandle>, rooms: impl IntoIterator<Item = String>) -> HostsDelta {
         let mut delta = HostsDelta::default();
         let mut index = self.index.write().expect("registry lock");
         index.sessions.insert(session.id, session.clone());
@@ -232,13 +221,7 @@ impl Registry {
             Some(local) => local.sessions.push(session),
             None => {
                 delta.users_added.push(user.to_string());
-                index.users.insert(
-                    user.clone(),
-                    LocalUser {
-                        sessions: vec![session],
-                        rooms: HashSet::new(),
-                    },
-                );
+                index.users.insert(user.clone(), LocalUser { sessions: vec![session], rooms: HashSet::new() });
             }
         }
         for room in rooms {
@@ -263,11 +246,8 @@ impl Registry {
             None => false,
         };
         if last {
-            let rooms: Vec<Arc<str>> = index
-                .users
-                .get(&user)
-                .map(|u| u.rooms.iter().cloned().collect())
-                .unwrap_or_default();
+            let rooms: Vec<Arc<str>> =
+                index.users.get(&user).map(|u| u.rooms.iter().cloned().collect()).unwrap_or_default();
             for room in rooms {
                 index.remove_member(&room, &user, &mut delta);
             }
@@ -290,10 +270,7 @@ impl Registry {
 
     pub fn leave(&self, room: &str, user: &str) -> HostsDelta {
         let mut delta = HostsDelta::default();
-        self.index
-            .write()
-            .expect("registry lock")
-            .remove_member(room, user, &mut delta);
+        self.index.write().expect("registry lock").remove_member(room, user, &mut delta);
         delta
     }
 
@@ -303,9 +280,7 @@ impl Registry {
     pub fn ensure_dm(&self, room: &str, users: [&str; 2]) -> HostsDelta {
         {
             let index = self.index.read().expect("registry lock");
-            let known = |u: &str| {
-                !index.users.contains_key(u) || index.rooms.get(room).is_some_and(|m| m.contains(u))
-            };
+            let known = |u: &str| !index.users.contains_key(u) || index.rooms.get(room).is_some_and(|m| m.contains(u));
             if users.iter().all(|u| known(u)) {
                 return HostsDelta::default();
             }
@@ -322,12 +297,7 @@ impl Registry {
         let index = self.index.read().expect("registry lock");
         let mut n = 0;
         for user in index.rooms.get(room).into_iter().flatten() {
-            for session in index
-                .users
-                .get(user)
-                .map(|u| u.sessions.as_slice())
-                .unwrap_or_default()
-            {
+            for session in index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default() {
                 f(session);
                 n += 1;
             }
@@ -337,31 +307,16 @@ impl Registry {
 
     /// Local users among `users`.
     pub fn is_local(&self, user: &str) -> bool {
-        self.index
-            .read()
-            .expect("registry lock")
-            .users
-            .contains_key(user)
+        self.index.read().expect("registry lock").users.contains_key(user)
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<SessionHandle>> {
-        self.index
-            .read()
-            .expect("registry lock")
-            .sessions
-            .get(&id)
-            .cloned()
+        self.index.read().expect("registry lock").sessions.get(&id).cloned()
     }
 
     /// Every session, for the sweeper.
     pub fn sessions(&self) -> Vec<Arc<SessionHandle>> {
-        self.index
-            .read()
-            .expect("registry lock")
-            .sessions
-            .values()
-            .cloned()
-            .collect()
+        self.index.read().expect("registry lock").sessions.values().cloned().collect()
     }
 
     /// Asks every session to close; returns how many there were.
@@ -382,17 +337,7 @@ mod tests {
     fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(2);
         let quota = Quota::per_second(NonZeroU32::new(20).unwrap());
-        (
-            Arc::new(SessionHandle::new(
-                reg.next_id(),
-                Arc::from(user),
-                u64::MAX,
-                quota,
-                tx,
-                0,
-            )),
-            rx,
-        )
+        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, 0)), rx)
     }
 
     fn users_in(reg: &Registry, room: &str) -> Vec<String> {
@@ -411,10 +356,7 @@ mod tests {
         assert_eq!(d.rooms_added, ["r"]);
         assert_eq!(d.users_added, ["alice"]);
         let d = reg.open(a2.clone(), ["r".to_string()]);
-        assert!(
-            d.is_empty(),
-            "a second device changes nothing hosted: {d:?}"
-        );
+        assert!(d.is_empty(), "a second device changes nothing hosted: {d:?}");
         assert_eq!(users_in(&reg, "r"), ["alice", "alice"]);
         assert!(reg.close(a1.id).is_empty());
         let d = reg.close(a2.id);

@@ -34,26 +34,16 @@ pub enum TlsError {
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert {
-            path: cert.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Cert { path: cert.display().to_string(), reason: e.to_string() })?;
     if certs.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert.display().to_string(),
-            reason: "no certificate in the file".into(),
-        });
+        return Err(TlsError::Cert { path: cert.display().to_string(), reason: "no certificate in the file".into() });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -64,24 +54,13 @@ const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// Accepts connections until `shutdown`, then closes idle HTTP connections
 /// and waits (briefly) for requests in flight. Upgraded WebSocket sessions
 /// are not cut here: the gateway's drain closes them politely.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Option<TlsAcceptor>,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, shutdown: CancellationToken) {
     let connections = TaskTracker::new();
     accept(&listener, &app, &tls, &shutdown, &connections).await;
     drop(listener);
     connections.close();
-    if tokio::time::timeout(CONNECTION_GRACE, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            left = connections.len(),
-            "HTTP connections still open after the grace period"
-        );
+    if tokio::time::timeout(CONNECTION_GRACE, connections.wait()).await.is_err() {
+        tracing::warn!(left = connections.len(), "HTTP connections still open after the grace period");
     }
 }
 
@@ -112,13 +91,11 @@ async fn accept(
         connections.spawn(async move {
             match tls {
                 None => connection(stream, app, shutdown).await,
-                Some(tls) => {
-                    match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(stream, app, shutdown).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                }
+                Some(tls) => match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, app, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
             }
         });
     }
@@ -130,17 +107,10 @@ where
 {
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let app = app.clone();
-        async move {
-            Ok::<_, Infallible>(
-                app.oneshot(req)
-                    .await
-                    .unwrap_or_else(|never| match never {}),
-            )
-        }
+        async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|never| match never {})) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -30,34 +30,21 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
     let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let user: Arc<str> = Arc::from(claims.sub.as_str());
-    let session = Arc::new(SessionHandle::new(
-        gw.inner.registry.next_id(),
-        user.clone(),
-        claims.exp,
-        quota,
-        tx,
-        gw.now_ms(),
-    ));
+    let session =
+        Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), claims.exp, quota, tx, gw.now_ms()));
     let (mut sink, mut stream) = socket.split();
 
     let rooms = match gw.inner.store.user_rooms(&user).await {
         Ok(rooms) => rooms,
         Err(e) => {
             tracing::warn!(error = %e, "cannot load the user's rooms; refusing the session");
-            let frame = CloseFrame {
-                code: 1011,
-                reason: "store unavailable".into(),
-            };
-            let _ =
-                tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            let frame = CloseFrame { code: 1011, reason: "store unavailable".into() };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
             return;
         }
     };
     let was_online = gw.is_online(&user);
-    let delta = gw
-        .inner
-        .registry
-        .open(session.clone(), rooms.into_iter().map(|r| r.room));
+    let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));
     gw.announce(delta).await;
     if !was_online {
         gw.tell_presence(&user, true).await;
@@ -103,11 +90,7 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     tracing::debug!(session = session.id, %user, reason, "session closed");
 }
 
-async fn reader(
-    gw: &Gateway,
-    session: &SessionHandle,
-    stream: &mut SplitStream<WebSocket>,
-) -> &'static str {
+async fn reader(gw: &Gateway, session: &SessionHandle, stream: &mut SplitStream<WebSocket>) -> &'static str {
     while let Some(msg) = stream.next().await {
         session.touch(gw.now_ms());
         match msg {
@@ -119,10 +102,7 @@ async fn reader(
                 gw.inner.metrics.frames_in.inc();
                 reply(
                     session,
-                    Reply::error(
-                        None,
-                        ProtocolError::bad_request("frames must be text, one JSON object each"),
-                    ),
+                    Reply::error(None, ProtocolError::bad_request("frames must be text, one JSON object each")),
                 );
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
@@ -149,22 +129,14 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             Ok(r) => r.id.clone(),
             Err(e) => e.id.clone(),
         };
-        gw.inner
-            .metrics
-            .requests
-            .with_label_values(&["any", "rate_limited"])
-            .inc();
+        gw.inner.metrics.requests.with_label_values(&["any", "rate_limited"]).inc();
         let error = ProtocolError::new(ErrorCode::RateLimited, "too many requests; slow down");
         reply(session, Reply::error(id, error));
         return;
     }
     match decoded {
         Err(e) => {
-            gw.inner
-                .metrics
-                .requests
-                .with_label_values(&["invalid", "bad_request"])
-                .inc();
+            gw.inner.metrics.requests.with_label_values(&["invalid", "bad_request"]).inc();
             reply(session, Reply::error(e.id, e.error));
         }
         Ok(req) => {
@@ -181,10 +153,7 @@ fn reply(session: &SessionHandle, reply: Reply) {
 
 fn is_too_large(e: axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::Error;
-    matches!(
-        e.into_inner().downcast_ref::<Error>(),
-        Some(Error::Capacity(_))
-    )
+    matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(_)))
 }
 
 async fn writer(
@@ -239,16 +208,9 @@ async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, closing: Closing) -> 
     };
     let last_words = async {
         if let Closing::Bye(reason) = closing {
-            sink.feed(Message::Text(Utf8Bytes::from(
-                Event::Bye { reason }.encode(),
-            )))
-            .await?;
+            sink.feed(Message::Text(Utf8Bytes::from(Event::Bye { reason }.encode()))).await?;
         }
-        sink.send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await
+        sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
     closing.label()

@@ -30,34 +30,17 @@ pub async fn asset(uri: Uri) -> Response {
     let path = if path.is_empty() { "index.html" } else { path };
     let (path, file) = match Assets::get(path) {
         Some(file) => (path, file),
-        None if !path.contains('.') && !path.starts_with("v1/") => {
-            match Assets::get("index.html") {
-                Some(file) => ("index.html", file),
-                None => return not_found(),
-            }
-        }
+        None if !path.contains('.') && !path.starts_with("v1/") => match Assets::get("index.html") {
+            Some(file) => ("index.html", file),
+            None => return not_found(),
+        },
         None => return not_found(),
     };
-    let cache = if path == "index.html" {
-        "no-cache"
-    } else {
-        "public, max-age=3600"
-    };
-    (
-        [
-            (header::CONTENT_TYPE, content_type(path)),
-            (header::CACHE_CONTROL, cache),
-        ],
-        file.data,
-    )
-        .into_response()
+    let cache = if path == "index.html" { "no-cache" } else { "public, max-age=3600" };
+    ([(header::CONTENT_TYPE, content_type(path)), (header::CACHE_CONTROL, cache)], file.data).into_response()
 }
 
 fn not_found() -> Response {
     let e = ProtocolError::new(confab_protocol::ErrorCode::NotFound, "no such path");
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(confab_protocol::error::HttpErrorBody { error: e }),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, axum::Json(confab_protocol::error::HttpErrorBody { error: e })).into_response()
 }

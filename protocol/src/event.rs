@@ -23,31 +23,13 @@ pub struct Reply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ReplyBody {
-    Error {
-        error: ProtocolError,
-    },
-    Send {
-        room: String,
-        seq: u64,
-        msg_id: String,
-        ts: u64,
-    },
-    Join {
-        room: String,
-        last_seq: u64,
-    },
-    Rooms {
-        rooms: Vec<RoomInfo>,
-    },
-    Messages {
-        messages: Vec<Message>,
-    },
-    Sync {
-        rooms: BTreeMap<String, SyncRoom>,
-    },
-    Presence {
-        online: Vec<String>,
-    },
+    Error { error: ProtocolError },
+    Send { room: String, seq: u64, msg_id: String, ts: u64 },
+    Join { room: String, last_seq: u64 },
+    Rooms { rooms: Vec<RoomInfo> },
+    Messages { messages: Vec<Message> },
+    Sync { rooms: BTreeMap<String, SyncRoom> },
+    Presence { online: Vec<String> },
     Empty {},
 }
 
@@ -66,11 +48,7 @@ impl Reply {
         Reply::ok(re, ReplyBody::Empty {})
     }
     pub fn error(re: Option<RequestId>, error: ProtocolError) -> Reply {
-        Reply {
-            re,
-            ok: false,
-            body: ReplyBody::Error { error },
-        }
+        Reply { re, ok: false, body: ReplyBody::Error { error } }
     }
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("a reply always serializes")
@@ -163,29 +141,14 @@ mod tests {
 
     #[test]
     fn replies_have_the_protocol_shape() {
-        let ok = Reply::ok(
-            Some(RequestId::Int(7)),
-            ReplyBody::Join {
-                room: "r".into(),
-                last_seq: 0,
-            },
-        );
-        assert_eq!(
-            serde_json::to_value(&ok).unwrap(),
-            json!({"re":7,"ok":true,"room":"r","last_seq":0})
-        );
-        let err = Reply::error(
-            Some(RequestId::Str("x".into())),
-            ProtocolError::not_member("x"),
-        );
+        let ok = Reply::ok(Some(RequestId::Int(7)), ReplyBody::Join { room: "r".into(), last_seq: 0 });
+        assert_eq!(serde_json::to_value(&ok).unwrap(), json!({"re":7,"ok":true,"room":"r","last_seq":0}));
+        let err = Reply::error(Some(RequestId::Str("x".into())), ProtocolError::not_member("x"));
         assert_eq!(
             serde_json::to_value(&err).unwrap(),
             json!({"re":"x","ok":false,"error":{"code":"not_member","message":"join room 'x' first"}})
         );
-        assert_eq!(
-            serde_json::to_value(Reply::empty(None)).unwrap(),
-            json!({"ok":true})
-        );
+        assert_eq!(serde_json::to_value(Reply::empty(None)).unwrap(), json!({"ok":true}));
         assert_eq!(ErrorCode::NotMember.as_str(), "not_member");
     }
 

@@ -40,24 +40,11 @@ pub struct IngressRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Command {
-    Send {
-        from: String,
-        text: String,
-        cid: String,
-    },
-    Join {
-        user: String,
-    },
-    Leave {
-        user: String,
-    },
-    Read {
-        user: String,
-        seq: u64,
-    },
-    Typing {
-        user: String,
-    },
+    Send { from: String, text: String, cid: String },
+    Join { user: String },
+    Leave { user: String },
+    Read { user: String, seq: u64 },
+    Typing { user: String },
 }
 
 impl IngressRecord {
@@ -154,17 +141,8 @@ mod tests {
         let r = IngressRecord {
             room: "dm:alice:bob".into(),
             ts: 1_700_000_000_000,
-            origin: Some(Origin {
-                gateway: "gw-1".into(),
-                session: 9,
-                re: Some(RequestId::Str("x".into())),
-                t0: 5,
-            }),
-            cmd: Command::Send {
-                from: "alice".into(),
-                text: "hi".into(),
-                cid: "c-1".into(),
-            },
+            origin: Some(Origin { gateway: "gw-1".into(), session: 9, re: Some(RequestId::Str("x".into())), t0: 5 }),
+            cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c-1".into() },
         };
         assert_eq!(IngressRecord::decode(&r.encode()).unwrap(), r);
     }

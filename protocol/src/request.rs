@@ -98,12 +98,10 @@ pub struct DecodeError {
 impl Request {
     /// Decodes and validates one client frame.
     pub fn decode(frame: &str, max_text: usize) -> Result<Request, DecodeError> {
-        let fail = |id: Option<RequestId>, message: String| DecodeError {
-            id,
-            error: ProtocolError::bad_request(message),
-        };
-        let value: Value = serde_json::from_str(frame)
-            .map_err(|e| fail(None, format!("frame is not valid JSON: {e}")))?;
+        let fail =
+            |id: Option<RequestId>, message: String| DecodeError { id, error: ProtocolError::bad_request(message) };
+        let value: Value =
+            serde_json::from_str(frame).map_err(|e| fail(None, format!("frame is not valid JSON: {e}")))?;
         let Value::Object(map) = value else {
             return Err(fail(None, "a request must be a JSON object".into()));
         };
@@ -119,12 +117,8 @@ impl Request {
             Some(Value::String(_)) => {}
             Some(_) => return Err(fail(id, "op must be a string".into())),
         }
-        let op =
-            Op::deserialize(Value::Object(map)).map_err(|e| fail(id.clone(), e.to_string()))?;
-        op.validate(max_text).map_err(|error| DecodeError {
-            id: id.clone(),
-            error,
-        })?;
+        let op = Op::deserialize(Value::Object(map)).map_err(|e| fail(id.clone(), e.to_string()))?;
+        op.validate(max_text).map_err(|error| DecodeError { id: id.clone(), error })?;
         Ok(Request { id, op })
     }
 }
@@ -151,23 +145,14 @@ impl Op {
         match self {
             Op::Ping | Op::Rooms => Ok(()),
             Op::Join { room } | Op::Leave { room } => validate::joinable_room(room),
-            Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } => {
-                validate::room_ref(room)
-            }
-            Op::Send {
-                room,
-                to,
-                text,
-                cid,
-            } => {
+            Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } => validate::room_ref(room),
+            Op::Send { room, to, text, cid } => {
                 match (room, to) {
                     (Some(room), None) => validate::room_ref(room)?,
                     (None, Some(to)) => validate::username(to)
                         .map_err(|_| ProtocolError::bad_request("`to` is not a valid user name"))?,
                     _ => {
-                        return Err(ProtocolError::bad_request(
-                            "send takes exactly one of `room` and `to`",
-                        ));
+                        return Err(ProtocolError::bad_request("send takes exactly one of `room` and `to`"));
                     }
                 }
                 validate::cid(cid)?;
@@ -179,17 +164,15 @@ impl Op {
             }
             Op::Sync { rooms, limit } => {
                 if rooms.len() > MAX_SYNC_ROOMS {
-                    return Err(ProtocolError::bad_request(format!(
-                        "sync names at most {MAX_SYNC_ROOMS} rooms"
-                    )));
+                    return Err(ProtocolError::bad_request(format!("sync names at most {MAX_SYNC_ROOMS} rooms")));
                 }
                 for room in rooms.keys() {
                     validate::room_ref(room)?;
                 }
                 match limit {
-                    Some(l) if !(1..=MAX_SYNC_LIMIT).contains(l) => Err(
-                        ProtocolError::bad_request(format!("limit must be 1 to {MAX_SYNC_LIMIT}")),
-                    ),
+                    Some(l) if !(1..=MAX_SYNC_LIMIT).contains(l) => {
+                        Err(ProtocolError::bad_request(format!("limit must be 1 to {MAX_SYNC_LIMIT}")))
+                    }
                     _ => Ok(()),
                 }
             }
@@ -199,9 +182,7 @@ impl Op {
     /// Where a validated `send` goes.
     pub fn send_target(&self) -> Option<Target<'_>> {
         match self {
-            Op::Send {
-                room: Some(room), ..
-            } => Some(Target::Room(room)),
+            Op::Send { room: Some(room), .. } => Some(Target::Room(room)),
             Op::Send { to: Some(to), .. } => Some(Target::User(to)),
             _ => None,
         }
@@ -226,15 +207,9 @@ mod tests {
 
     #[test]
     fn junk_is_a_bad_request_without_an_id() {
-        for junk in [
-            "",
-            "nope",
-            "[1,2]",
-            "42",
-            "\"op\"",
-            "{\"id\":1.5,\"op\":\"ping\"}",
-            "{\"id\":[1],\"op\":\"ping\"}",
-        ] {
+        for junk in
+            ["", "nope", "[1,2]", "42", "\"op\"", "{\"id\":1.5,\"op\":\"ping\"}", "{\"id\":[1],\"op\":\"ping\"}"]
+        {
             let e = decode(junk).unwrap_err();
             assert_eq!(e.error.code, ErrorCode::BadRequest, "{junk}");
             assert_eq!(e.id, None, "{junk}");
@@ -249,22 +224,10 @@ mod tests {
             (r#"{"id":3,"op":5}"#, RequestId::Int(3)),
             (r#"{"id":3,"op":"join","room":5}"#, RequestId::Int(3)),
             (r#"{"id":3,"op":"join","room":"dm:a:b"}"#, RequestId::Int(3)),
-            (
-                r#"{"id":3,"op":"send","room":"r","to":"bob","text":"x","cid":"c"}"#,
-                RequestId::Int(3),
-            ),
-            (
-                r#"{"id":3,"op":"send","room":"r","text":"x","cid":"bad cid"}"#,
-                RequestId::Int(3),
-            ),
-            (
-                r#"{"id":3,"op":"history","room":"r","limit":101}"#,
-                RequestId::Int(3),
-            ),
-            (
-                r#"{"id":3,"op":"history","room":"r","before":-1}"#,
-                RequestId::Int(3),
-            ),
+            (r#"{"id":3,"op":"send","room":"r","to":"bob","text":"x","cid":"c"}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"send","room":"r","text":"x","cid":"bad cid"}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"history","room":"r","limit":101}"#, RequestId::Int(3)),
+            (r#"{"id":3,"op":"history","room":"r","before":-1}"#, RequestId::Int(3)),
         ] {
             let e = decode(frame).unwrap_err();
             assert_eq!(e.error.code, ErrorCode::BadRequest, "{frame}");
@@ -274,10 +237,7 @@ mod tests {
 
     #[test]
     fn text_over_the_limit_is_too_large() {
-        let frame = format!(
-            r#"{{"id":1,"op":"send","room":"r","text":"{}","cid":"c"}}"#,
-            "x".repeat(4097)
-        );
+        let frame = format!(r#"{{"id":1,"op":"send","room":"r","text":"{}","cid":"c"}}"#, "x".repeat(4097));
         assert_eq!(decode(&frame).unwrap_err().error.code, ErrorCode::TooLarge);
     }
 

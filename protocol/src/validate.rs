@@ -9,9 +9,7 @@ pub fn is_username(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 32
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..].iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
-        })
+        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`: a public room name (never a DM id).
@@ -20,26 +18,17 @@ pub fn is_room_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// `cid`: 1 to 64 of `[A-Za-z0-9_-]`.
 pub fn is_cid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
 /// The DM room of two users: `dm:<a>:<b>` with the names in sorted order.
 pub fn dm_room(a: &str, b: &str) -> String {
-    if a <= b {
-        format!("dm:{a}:{b}")
-    } else {
-        format!("dm:{b}:{a}")
-    }
+    if a <= b { format!("dm:{a}:{b}") } else { format!("dm:{b}:{a}") }
 }
 
 /// The two members of a DM room id, if `room` is a well-formed one.
@@ -54,10 +43,7 @@ pub fn room_ref(room: &str) -> Result<(), ProtocolError> {
     if is_room_name(room) || dm_members(room).is_some() {
         Ok(())
     } else {
-        Err(ProtocolError::bad_request(format!(
-            "'{}' is not a valid room name",
-            clip(room)
-        )))
+        Err(ProtocolError::bad_request(format!("'{}' is not a valid room name", clip(room))))
     }
 }
 
@@ -66,14 +52,9 @@ pub fn joinable_room(room: &str) -> Result<(), ProtocolError> {
     if is_room_name(room) {
         Ok(())
     } else if room.starts_with("dm:") {
-        Err(ProtocolError::bad_request(
-            "direct-message rooms cannot be joined or left",
-        ))
+        Err(ProtocolError::bad_request("direct-message rooms cannot be joined or left"))
     } else {
-        Err(ProtocolError::bad_request(format!(
-            "'{}' is not a valid room name",
-            clip(room)
-        )))
+        Err(ProtocolError::bad_request(format!("'{}' is not a valid room name", clip(room))))
     }
 }
 
@@ -82,41 +63,28 @@ pub fn text(text: &str, max: usize) -> Result<(), ProtocolError> {
     if text.is_empty() {
         Err(ProtocolError::bad_request("text is empty"))
     } else if text.len() > max {
-        Err(ProtocolError::new(
-            ErrorCode::TooLarge,
-            format!("text is {} bytes; the limit is {max}", text.len()),
-        ))
+        Err(ProtocolError::new(ErrorCode::TooLarge, format!("text is {} bytes; the limit is {max}", text.len())))
     } else {
         Ok(())
     }
 }
 
 pub fn cid(cid: &str) -> Result<(), ProtocolError> {
-    if is_cid(cid) {
-        Ok(())
-    } else {
-        Err(ProtocolError::bad_request(
-            "cid must be 1 to 64 of [A-Za-z0-9_-]",
-        ))
-    }
+    if is_cid(cid) { Ok(()) } else { Err(ProtocolError::bad_request("cid must be 1 to 64 of [A-Za-z0-9_-]")) }
 }
 
 pub fn username(name: &str) -> Result<(), ProtocolError> {
     if is_username(name) {
         Ok(())
     } else {
-        Err(ProtocolError::bad_request(
-            "username must match ^[a-z0-9][a-z0-9_.-]{0,31}$",
-        ))
+        Err(ProtocolError::bad_request("username must match ^[a-z0-9][a-z0-9_.-]{0,31}$"))
     }
 }
 
 pub fn password(password: &str) -> Result<(), ProtocolError> {
     match password.len() {
         8..=256 => Ok(()),
-        _ => Err(ProtocolError::bad_request(
-            "password must be 8 to 256 bytes",
-        )),
+        _ => Err(ProtocolError::bad_request("password must be 8 to 256 bytes")),
     }
 }
 
@@ -124,10 +92,7 @@ pub fn password(password: &str) -> Result<(), ProtocolError> {
 pub fn history_limit(limit: Option<u32>) -> Result<(), ProtocolError> {
     match limit {
         Some(l) if !(1..=crate::request::MAX_HISTORY_LIMIT).contains(&l) => {
-            Err(ProtocolError::bad_request(format!(
-                "limit must be 1 to {}",
-                crate::request::MAX_HISTORY_LIMIT
-            )))
+            Err(ProtocolError::bad_request(format!("limit must be 1 to {}", crate::request::MAX_HISTORY_LIMIT)))
         }
         _ => Ok(()),
     }
@@ -177,10 +142,7 @@ mod tests {
     #[test]
     fn text_limits_map_to_their_codes() {
         assert_eq!(text("", 10).unwrap_err().code, ErrorCode::BadRequest);
-        assert_eq!(
-            text("0123456789x", 10).unwrap_err().code,
-            ErrorCode::TooLarge
-        );
+        assert_eq!(text("0123456789x", 10).unwrap_err().code, ErrorCode::TooLarge);
         assert!(text("0123456789", 10).is_ok());
     }
 

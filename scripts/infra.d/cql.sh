@@ -16,7 +16,7 @@ cql_install() {
   say "cql: resolving org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION from Maven Central"
   local log=$LOG/cql-install.log
   mkdir -p "$CASSANDRA_HOME" "$LOG"
-  rm -rf "$CASSANDRA_HOME/lib"
+  rm -rf "${CASSANDRA_HOME:?}/lib"
   cat >"$CASSANDRA_HOME/pom.xml" <<EOF
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>

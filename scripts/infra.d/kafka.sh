@@ -14,7 +14,7 @@ kafka_install() {
   say "kafka: resolving org.apache.kafka:kafka_2.13:$KAFKA_VERSION from Maven Central"
   local log=$LOG/kafka-install.log
   mkdir -p "$KAFKA_HOME" "$LOG"
-  rm -rf "$KAFKA_HOME/lib"
+  rm -rf "${KAFKA_HOME:?}/lib"
   cat >"$KAFKA_HOME/pom.xml" <<EOF
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>

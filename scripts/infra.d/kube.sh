@@ -288,9 +288,8 @@ kube_wait() {
 kube_env() { echo "export KUBECONFIG=$KUBECONFIG_FILE"; }
 
 kube_stop() {
-  local procs i
-  read -r -a procs <<<"$(echo kwok kube-scheduler kube-controller-manager kube-apiserver etcd)"
-  for i in "${procs[@]}"; do stop_pid "$i" 30; done
+  local p
+  for p in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pid "$p" 30; done
 }
 
 kube_clean() { rm -rf "$KUBE_DIR"; }

@@ -50,59 +50,27 @@ pub fn message(room: &str, seq: u64, from: &str, cid: &str) -> Message {
 
 /// Alice joins `room` and sends `n` messages with seqs 1..=n.
 pub fn some_messages(room: &str, n: u64) -> WriteBatch {
-    let mut batch = vec![Write::Join {
-        room: room.into(),
-        user: "alice".into(),
-        at: 0,
-    }];
-    batch
-        .extend((1..=n).map(|seq| Write::Message(message(room, seq, "alice", &format!("c{seq}")))));
+    let mut batch = vec![Write::Join { room: room.into(), user: "alice".into(), at: 0 }];
+    batch.extend((1..=n).map(|seq| Write::Message(message(room, seq, "alice", &format!("c{seq}")))));
     batch
 }
 
 fn join(room: &str, user: &str) -> Write {
-    Write::Join {
-        room: room.into(),
-        user: user.into(),
-        at: 0,
-    }
+    Write::Join { room: room.into(), user: user.into(), at: 0 }
 }
 
 pub async fn users_are_created_once_and_found_by_name(store: &impl Store) {
-    let alice = UserRecord {
-        name: "alice".into(),
-        password_hash: "$argon2id$x".into(),
-        created_ms: 1,
-    };
+    let alice = UserRecord { name: "alice".into(), password_hash: "$argon2id$x".into(), created_ms: 1 };
     assert!(store.create_user(&alice).await.unwrap());
-    let again = UserRecord {
-        password_hash: "other".into(),
-        ..alice.clone()
-    };
-    assert!(
-        !store.create_user(&again).await.unwrap(),
-        "a taken name is refused"
-    );
+    let again = UserRecord { password_hash: "other".into(), ..alice.clone() };
+    assert!(!store.create_user(&again).await.unwrap(), "a taken name is refused");
     assert_eq!(store.user("alice").await.unwrap(), Some(alice));
     assert_eq!(store.user("bob").await.unwrap(), None);
 }
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {
-    store
-        .apply(vec![
-            join("r", "alice"),
-            join("r", "bob"),
-            join("r", "alice"),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        store.room("r").await.unwrap(),
-        Some(RoomMeta {
-            last_seq: 0,
-            members: 2
-        })
-    );
+    store.apply(vec![join("r", "alice"), join("r", "bob"), join("r", "alice")]).await.unwrap();
+    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2 }));
     let mut members = store.members("r").await.unwrap();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);
@@ -112,34 +80,17 @@ pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl S
 }
 
 pub async fn leaving_removes_the_member_and_their_room(store: &impl Store) {
-    store
-        .apply(vec![join("r", "alice"), join("r", "bob"), join("s", "bob")])
-        .await
-        .unwrap();
+    store.apply(vec![join("r", "alice"), join("r", "bob"), join("s", "bob")]).await.unwrap();
     store
         .apply(vec![
-            Write::Leave {
-                room: "r".into(),
-                user: "bob".into(),
-                at: 1,
-            },
-            Write::Leave {
-                room: "r".into(),
-                user: "carol".into(),
-                at: 1,
-            },
+            Write::Leave { room: "r".into(), user: "bob".into(), at: 1 },
+            Write::Leave { room: "r".into(), user: "carol".into(), at: 1 },
         ])
         .await
         .unwrap();
     assert_eq!(store.members("r").await.unwrap(), ["alice"]);
     assert_eq!(store.room("r").await.unwrap().unwrap().members, 1);
-    let rooms: Vec<String> = store
-        .user_rooms("bob")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.room)
-        .collect();
+    let rooms: Vec<String> = store.user_rooms("bob").await.unwrap().into_iter().map(|r| r.room).collect();
     assert_eq!(rooms, ["s"]);
 }
 
@@ -148,25 +99,12 @@ pub async fn history_returns_the_newest_before_a_seq_oldest_first(store: &impl S
     store.apply(some_messages("r-other", 3)).await.unwrap();
     let seqs = |v: Vec<Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(seqs(store.history("r", None, 3).await.unwrap()), [8, 9, 10]);
-    assert_eq!(
-        seqs(store.history("r", Some(8), 3).await.unwrap()),
-        [5, 6, 7]
-    );
+    assert_eq!(seqs(store.history("r", Some(8), 3).await.unwrap()), [5, 6, 7]);
     assert_eq!(seqs(store.history("r", Some(3), 50).await.unwrap()), [1, 2]);
-    assert_eq!(
-        seqs(store.history("r", Some(1), 50).await.unwrap()),
-        Vec::<u64>::new()
-    );
-    assert_eq!(
-        seqs(store.history("nowhere", None, 50).await.unwrap()),
-        Vec::<u64>::new()
-    );
+    assert_eq!(seqs(store.history("r", Some(1), 50).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(seqs(store.history("nowhere", None, 50).await.unwrap()), Vec::<u64>::new());
     let m = &store.history("r", None, 1).await.unwrap()[0];
-    assert_eq!(
-        m,
-        &message("r", 10, "alice", "c10"),
-        "every field survives storage"
-    );
+    assert_eq!(m, &message("r", 10, "alice", "c10"), "every field survives storage");
 }
 
 pub async fn since_pages_forward_and_says_when_more_remain(store: &impl Store) {
@@ -186,55 +124,23 @@ pub async fn since_pages_forward_and_says_when_more_remain(store: &impl Store) {
 pub async fn a_cid_finds_the_first_message_stored_under_it(store: &impl Store) {
     store.apply(some_messages("r", 2)).await.unwrap();
     let hit = store.cid("r", "c2").await.unwrap();
-    assert_eq!(
-        hit,
-        Some(CidHit {
-            seq: 2,
-            msg_id: "r-2".into(),
-            ts: 1_700_000_000_002
-        })
-    );
+    assert_eq!(hit, Some(CidHit { seq: 2, msg_id: "r-2".into(), ts: 1_700_000_000_002 }));
     assert_eq!(store.cid("r", "c9").await.unwrap(), None);
-    assert_eq!(
-        store.cid("other", "c2").await.unwrap(),
-        None,
-        "cids are per room"
-    );
+    assert_eq!(store.cid("other", "c2").await.unwrap(), None, "cids are per room");
 }
 
 pub async fn read_markers_are_stored_per_member_and_go_with_membership(store: &impl Store) {
     store.apply(some_messages("r", 5)).await.unwrap();
-    let read = |seq, at| Write::Read {
-        room: "r".into(),
-        user: "alice".into(),
-        seq,
-        at,
-    };
+    let read = |seq, at| Write::Read { room: "r".into(), user: "alice".into(), seq, at };
     store.apply(vec![read(2, 6)]).await.unwrap();
     store.apply(vec![read(4, 7)]).await.unwrap();
     assert_eq!(store.read_marker("r", "alice").await.unwrap(), 4);
-    assert_eq!(
-        store.read_marker("r", "bob").await.unwrap(),
-        0,
-        "no marker for a non-member"
-    );
-    let leave = Write::Leave {
-        room: "r".into(),
-        user: "alice".into(),
-        at: 8,
-    };
+    assert_eq!(store.read_marker("r", "bob").await.unwrap(), 0, "no marker for a non-member");
+    let leave = Write::Leave { room: "r".into(), user: "alice".into(), at: 8 };
     store.apply(vec![leave]).await.unwrap();
-    let join = Write::Join {
-        room: "r".into(),
-        user: "alice".into(),
-        at: 9,
-    };
+    let join = Write::Join { room: "r".into(), user: "alice".into(), at: 9 };
     store.apply(vec![join]).await.unwrap();
-    assert_eq!(
-        store.read_marker("r", "alice").await.unwrap(),
-        0,
-        "a new membership starts unread"
-    );
+    assert_eq!(store.read_marker("r", "alice").await.unwrap(), 0, "a new membership starts unread");
 }
 
 pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
@@ -244,12 +150,7 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
             join("dm:alice:bob", "alice"),
             join("dm:alice:bob", "bob"),
             Write::Message(message("dm:alice:bob", 7, "bob", "x")),
-            Write::Read {
-                room: "r".into(),
-                user: "alice".into(),
-                seq: 2,
-                at: 8,
-            },
+            Write::Read { room: "r".into(), user: "alice".into(), seq: 2, at: 8 },
         ])
         .await
         .unwrap();
@@ -258,16 +159,8 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
     assert_eq!(
         rooms,
         [
-            RoomInfo {
-                room: "dm:alice:bob".into(),
-                last_seq: 7,
-                read_seq: 0
-            },
-            RoomInfo {
-                room: "r".into(),
-                last_seq: 3,
-                read_seq: 2
-            },
+            RoomInfo { room: "dm:alice:bob".into(), last_seq: 7, read_seq: 0 },
+            RoomInfo { room: "r".into(), last_seq: 3, read_seq: 2 },
         ]
     );
 }
@@ -275,21 +168,12 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
 pub async fn checkpoints_land_with_their_batch(store: &impl Store) {
     assert!(store.checkpoints().await.unwrap().is_empty());
     let mut batch = some_messages("r", 1);
-    batch.push(Write::Checkpoint {
-        partition: 3,
-        next_offset: 42,
-    });
+    batch.push(Write::Checkpoint { partition: 3, next_offset: 42 });
     store.apply(batch).await.unwrap();
     store
         .apply(vec![
-            Write::Checkpoint {
-                partition: 3,
-                next_offset: 50,
-            },
-            Write::Checkpoint {
-                partition: 0,
-                next_offset: 1,
-            },
+            Write::Checkpoint { partition: 3, next_offset: 50 },
+            Write::Checkpoint { partition: 0, next_offset: 1 },
         ])
         .await
         .unwrap();
@@ -302,10 +186,7 @@ pub async fn the_partition_count_cannot_change(store: &impl Store) {
     store.bind_partitions(8).await.unwrap();
     store.bind_partitions(8).await.unwrap();
     match store.bind_partitions(16).await {
-        Err(Error::PartitionsChanged {
-            stored: 8,
-            wanted: 16,
-        }) => {}
+        Err(Error::PartitionsChanged { stored: 8, wanted: 16 }) => {}
         other => panic!("expected PartitionsChanged, got {other:?}"),
     }
 }

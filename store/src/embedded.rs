@@ -59,8 +59,8 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("confab.redb");
-        let db = Database::create(&path)
-            .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let db =
+            Database::create(&path).map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(unavailable)?;
         {
             txn.open_table(USERS).map_err(unavailable)?;
@@ -82,24 +82,14 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(unavailable)?
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
     }
 }
 
 fn decode_message(room: &str, seq: u64, bytes: &[u8]) -> Result<Message> {
-    let m: StoredMessage = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Corrupt(format!("message {room}/{seq}: {e}")))?;
-    Ok(Message {
-        room: room.to_owned(),
-        seq,
-        msg_id: m.msg_id,
-        from: m.from,
-        text: m.text,
-        ts: m.ts,
-        cid: m.cid,
-    })
+    let m: StoredMessage =
+        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("message {room}/{seq}: {e}")))?;
+    Ok(Message { room: room.to_owned(), seq, msg_id: m.msg_id, from: m.from, text: m.text, ts: m.ts, cid: m.cid })
 }
 
 fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
@@ -121,85 +111,41 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         ts: m.ts,
                         cid: m.cid.clone(),
                     };
-                    let bytes =
-                        serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    messages
-                        .insert((m.room.as_str(), m.seq), bytes.as_slice())
-                        .map_err(unavailable)?;
-                    cids.insert((m.room.as_str(), m.cid.as_str()), m.seq)
-                        .map_err(unavailable)?;
-                    let (last, count) = rooms
-                        .get(m.room.as_str())
-                        .map_err(unavailable)?
-                        .map(|g| g.value())
-                        .unwrap_or((0, 0));
-                    rooms
-                        .insert(m.room.as_str(), (last.max(m.seq), count))
-                        .map_err(unavailable)?;
+                    let bytes = serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?;
+                    messages.insert((m.room.as_str(), m.seq), bytes.as_slice()).map_err(unavailable)?;
+                    cids.insert((m.room.as_str(), m.cid.as_str()), m.seq).map_err(unavailable)?;
+                    let (last, count) =
+                        rooms.get(m.room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 0));
+                    rooms.insert(m.room.as_str(), (last.max(m.seq), count)).map_err(unavailable)?;
                 }
                 Write::Join { room, user, .. } => {
-                    let is_member = members
-                        .get((room.as_str(), user.as_str()))
-                        .map_err(unavailable)?
-                        .is_some();
-                    let (last, count) = rooms
-                        .get(room.as_str())
-                        .map_err(unavailable)?
-                        .map(|g| g.value())
-                        .unwrap_or((0, 0));
+                    let is_member = members.get((room.as_str(), user.as_str())).map_err(unavailable)?.is_some();
+                    let (last, count) =
+                        rooms.get(room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 0));
                     if !is_member {
-                        members
-                            .insert((room.as_str(), user.as_str()), 0)
-                            .map_err(unavailable)?;
-                        user_rooms
-                            .insert((user.as_str(), room.as_str()), ())
-                            .map_err(unavailable)?;
+                        members.insert((room.as_str(), user.as_str()), 0).map_err(unavailable)?;
+                        user_rooms.insert((user.as_str(), room.as_str()), ()).map_err(unavailable)?;
                     }
-                    rooms
-                        .insert(room.as_str(), (last, count + u64::from(!is_member)))
-                        .map_err(unavailable)?;
+                    rooms.insert(room.as_str(), (last, count + u64::from(!is_member))).map_err(unavailable)?;
                 }
                 Write::Leave { room, user, .. } => {
-                    if members
-                        .remove((room.as_str(), user.as_str()))
-                        .map_err(unavailable)?
-                        .is_some()
-                    {
-                        user_rooms
-                            .remove((user.as_str(), room.as_str()))
-                            .map_err(unavailable)?;
-                        let (last, count) = rooms
-                            .get(room.as_str())
-                            .map_err(unavailable)?
-                            .map(|g| g.value())
-                            .unwrap_or((0, 1));
-                        rooms
-                            .insert(room.as_str(), (last, count.saturating_sub(1)))
-                            .map_err(unavailable)?;
+                    if members.remove((room.as_str(), user.as_str())).map_err(unavailable)?.is_some() {
+                        user_rooms.remove((user.as_str(), room.as_str())).map_err(unavailable)?;
+                        let (last, count) =
+                            rooms.get(room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 1));
+                        rooms.insert(room.as_str(), (last, count.saturating_sub(1))).map_err(unavailable)?;
                     }
                 }
-                Write::Read {
-                    room, user, seq, ..
-                } => {
-                    let current = members
-                        .get((room.as_str(), user.as_str()))
-                        .map_err(unavailable)?
-                        .map(|g| g.value());
+                Write::Read { room, user, seq, .. } => {
+                    let current = members.get((room.as_str(), user.as_str())).map_err(unavailable)?.map(|g| g.value());
                     if let Some(current) = current {
                         if *seq > current {
-                            members
-                                .insert((room.as_str(), user.as_str()), *seq)
-                                .map_err(unavailable)?;
+                            members.insert((room.as_str(), user.as_str()), *seq).map_err(unavailable)?;
                         }
                     }
                 }
-                Write::Checkpoint {
-                    partition,
-                    next_offset,
-                } => {
-                    checkpoints
-                        .insert(*partition, *next_offset)
-                        .map_err(unavailable)?;
+                Write::Checkpoint { partition, next_offset } => {
+                    checkpoints.insert(*partition, *next_offset).map_err(unavailable)?;
                 }
             }
         }
@@ -210,8 +156,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<()> {
-        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable))
-            .await
+        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<bool> {
@@ -221,16 +166,10 @@ impl Store for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             let created = {
                 let mut users = txn.open_table(USERS).map_err(unavailable)?;
-                if users
-                    .get(user.name.as_str())
-                    .map_err(unavailable)?
-                    .is_some()
-                {
+                if users.get(user.name.as_str()).map_err(unavailable)?.is_some() {
                     false
                 } else {
-                    users
-                        .insert(user.name.as_str(), bytes.as_slice())
-                        .map_err(unavailable)?;
+                    users.insert(user.name.as_str(), bytes.as_slice()).map_err(unavailable)?;
                     true
                 }
             };
@@ -247,9 +186,9 @@ impl Store for EmbeddedStore {
             let users = txn.open_table(USERS).map_err(unavailable)?;
             match users.get(name.as_str()).map_err(unavailable)? {
                 None => Ok(None),
-                Some(g) => serde_json::from_slice(g.value())
-                    .map(Some)
-                    .map_err(|e| Error::Corrupt(format!("user {name}: {e}"))),
+                Some(g) => {
+                    serde_json::from_slice(g.value()).map(Some).map_err(|e| Error::Corrupt(format!("user {name}: {e}")))
+                }
             }
         })
         .await
@@ -273,10 +212,7 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let members = txn.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(members
-                .get((room.as_str(), user.as_str()))
-                .map_err(unavailable)?
-                .is_some())
+            Ok(members.get((room.as_str(), user.as_str())).map_err(unavailable)?.is_some())
         })
         .await
     }
@@ -287,10 +223,7 @@ impl Store for EmbeddedStore {
             let txn = db.begin_read().map_err(unavailable)?;
             let members = txn.open_table(MEMBERS).map_err(unavailable)?;
             let mut out = Vec::new();
-            for entry in members
-                .range((room.as_str(), "")..(room.as_str(), END))
-                .map_err(unavailable)?
-            {
+            for entry in members.range((room.as_str(), "")..(room.as_str(), END)).map_err(unavailable)? {
                 let (k, _) = entry.map_err(unavailable)?;
                 out.push(k.value().1.to_owned());
             }
@@ -307,27 +240,12 @@ impl Store for EmbeddedStore {
             let rooms = txn.open_table(ROOMS).map_err(unavailable)?;
             let members = txn.open_table(MEMBERS).map_err(unavailable)?;
             let mut out = Vec::new();
-            for entry in user_rooms
-                .range((user.as_str(), "")..(user.as_str(), END))
-                .map_err(unavailable)?
-            {
+            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END)).map_err(unavailable)? {
                 let (k, _) = entry.map_err(unavailable)?;
                 let room = k.value().1;
-                let last_seq = rooms
-                    .get(room)
-                    .map_err(unavailable)?
-                    .map(|g| g.value().0)
-                    .unwrap_or(0);
-                let read_seq = members
-                    .get((room, user.as_str()))
-                    .map_err(unavailable)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
-                out.push(RoomInfo {
-                    room: room.to_owned(),
-                    last_seq,
-                    read_seq,
-                });
+                let last_seq = rooms.get(room).map_err(unavailable)?.map(|g| g.value().0).unwrap_or(0);
+                let read_seq = members.get((room, user.as_str())).map_err(unavailable)?.map(|g| g.value()).unwrap_or(0);
+                out.push(RoomInfo { room: room.to_owned(), last_seq, read_seq });
             }
             Ok(out)
         })
@@ -339,11 +257,7 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let members = txn.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(members
-                .get((room.as_str(), user.as_str()))
-                .map_err(unavailable)?
-                .map(|g| g.value())
-                .unwrap_or(0))
+            Ok(members.get((room.as_str(), user.as_str())).map_err(unavailable)?.map(|g| g.value()).unwrap_or(0))
         })
         .await
     }
@@ -355,11 +269,7 @@ impl Store for EmbeddedStore {
             let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
             let upper = before.unwrap_or(u64::MAX);
             let mut out = Vec::with_capacity(limit as usize);
-            for entry in messages
-                .range((room.as_str(), 0)..(room.as_str(), upper))
-                .map_err(unavailable)?
-                .rev()
-            {
+            for entry in messages.range((room.as_str(), 0)..(room.as_str(), upper)).map_err(unavailable)?.rev() {
                 if out.len() >= limit as usize {
                     break;
                 }
@@ -381,10 +291,7 @@ impl Store for EmbeddedStore {
             let Some(from) = after.checked_add(1) else {
                 return Ok((out, false));
             };
-            for entry in messages
-                .range((room.as_str(), from)..=(room.as_str(), u64::MAX))
-                .map_err(unavailable)?
-            {
+            for entry in messages.range((room.as_str(), from)..=(room.as_str(), u64::MAX)).map_err(unavailable)? {
                 if out.len() >= limit as usize {
                     return Ok((out, true));
                 }
@@ -401,26 +308,16 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(unavailable)?;
             let cids = txn.open_table(CIDS).map_err(unavailable)?;
-            let Some(seq) = cids
-                .get((room.as_str(), cid.as_str()))
-                .map_err(unavailable)?
-                .map(|g| g.value())
-            else {
+            let Some(seq) = cids.get((room.as_str(), cid.as_str())).map_err(unavailable)?.map(|g| g.value()) else {
                 return Ok(None);
             };
             let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
             let bytes = messages
                 .get((room.as_str(), seq))
                 .map_err(unavailable)?
-                .ok_or_else(|| {
-                    Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}"))
-                })?;
+                .ok_or_else(|| Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}")))?;
             let m = decode_message(&room, seq, bytes.value())?;
-            Ok(Some(CidHit {
-                seq,
-                msg_id: m.msg_id,
-                ts: m.ts,
-            }))
+            Ok(Some(CidHit { seq, msg_id: m.msg_id, ts: m.ts }))
         })
         .await
     }
@@ -448,21 +345,14 @@ impl Store for EmbeddedStore {
             let txn = db.begin_write().map_err(unavailable)?;
             {
                 let mut meta = txn.open_table(META).map_err(unavailable)?;
-                let stored = meta
-                    .get("partitions")
-                    .map_err(unavailable)?
-                    .map(|g| g.value());
+                let stored = meta.get("partitions").map_err(unavailable)?.map(|g| g.value());
                 match stored {
                     Some(stored) if stored != u64::from(partitions) => {
-                        return Err(Error::PartitionsChanged {
-                            stored: stored as u32,
-                            wanted: partitions,
-                        });
+                        return Err(Error::PartitionsChanged { stored: stored as u32, wanted: partitions });
                     }
                     Some(_) => {}
                     None => {
-                        meta.insert("partitions", u64::from(partitions))
-                            .map_err(unavailable)?;
+                        meta.insert("partitions", u64::from(partitions)).map_err(unavailable)?;
                     }
                 }
             }
@@ -487,10 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = super::EmbeddedStore::open(dir.path()).unwrap();
-            store
-                .apply(crate::contract::some_messages("r", 3))
-                .await
-                .unwrap();
+            store.apply(crate::contract::some_messages("r", 3)).await.unwrap();
         }
         let store = super::EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.history("r", None, 10).await.unwrap().len(), 3);

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 pub mod contract;
 pub mod embedded;
 pub mod metered;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 
 pub use embedded::EmbeddedStore;
 pub use metered::Metered;
@@ -32,9 +34,7 @@ pub enum Error {
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
     /// The store was created for another ingress partition count.
-    #[error(
-        "the store was created for {stored} ingress partitions, not {wanted}; the count cannot change"
-    )]
+    #[error("the store was created for {stored} ingress partitions, not {wanted}; the count cannot change")]
     PartitionsChanged { stored: u32, wanted: u32 },
 }
 

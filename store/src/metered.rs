@@ -19,41 +19,23 @@ pub struct Metered<S> {
 impl<S: Store> Metered<S> {
     pub fn new(inner: S, registry: &Registry) -> prometheus::Result<Self> {
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "confab_store_operation_duration_seconds",
-                "Time of one store operation, by operation.",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
+            HistogramOpts::new("confab_store_operation_duration_seconds", "Time of one store operation, by operation.")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
             &["op"],
         )?;
         let errors = IntCounterVec::new(
-            Opts::new(
-                "confab_store_errors_total",
-                "Store operations that failed, by operation.",
-            ),
+            Opts::new("confab_store_errors_total", "Store operations that failed, by operation."),
             &["op"],
         )?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(errors.clone()))?;
-        Ok(Metered {
-            inner,
-            latency,
-            errors,
-        })
+        Ok(Metered { inner, latency, errors })
     }
 
-    async fn timed<T>(
-        &self,
-        op: &str,
-        f: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
+    async fn timed<T>(&self, op: &str, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let start = Instant::now();
         let out = f.await;
-        self.latency
-            .with_label_values(&[op])
-            .observe(start.elapsed().as_secs_f64());
+        self.latency.with_label_values(&[op]).observe(start.elapsed().as_secs_f64());
         if out.is_err() {
             self.errors.with_label_values(&[op]).inc();
         }
@@ -67,8 +49,7 @@ impl<S: Store> Store for Metered<S> {
         self.timed("ping", self.inner.ping()).await
     }
     async fn create_user(&self, user: &UserRecord) -> Result<bool> {
-        self.timed("create_user", self.inner.create_user(user))
-            .await
+        self.timed("create_user", self.inner.create_user(user)).await
     }
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         self.timed("user", self.inner.user(name)).await
@@ -77,8 +58,7 @@ impl<S: Store> Store for Metered<S> {
         self.timed("room", self.inner.room(room)).await
     }
     async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
-        self.timed("is_member", self.inner.is_member(room, user))
-            .await
+        self.timed("is_member", self.inner.is_member(room, user)).await
     }
     async fn members(&self, room: &str) -> Result<Vec<String>> {
         self.timed("members", self.inner.members(room)).await
@@ -87,16 +67,13 @@ impl<S: Store> Store for Metered<S> {
         self.timed("user_rooms", self.inner.user_rooms(user)).await
     }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
-        self.timed("read_marker", self.inner.read_marker(room, user))
-            .await
+        self.timed("read_marker", self.inner.read_marker(room, user)).await
     }
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
-        self.timed("history", self.inner.history(room, before, limit))
-            .await
+        self.timed("history", self.inner.history(room, before, limit)).await
     }
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)> {
-        self.timed("since", self.inner.since(room, after, limit))
-            .await
+        self.timed("since", self.inner.since(room, after, limit)).await
     }
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
         self.timed("cid", self.inner.cid(room, cid)).await
@@ -108,7 +85,6 @@ impl<S: Store> Store for Metered<S> {
         self.timed("checkpoints", self.inner.checkpoints()).await
     }
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {
-        self.timed("bind_partitions", self.inner.bind_partitions(partitions))
-            .await
+        self.timed("bind_partitions", self.inner.bind_partitions(partitions)).await
     }
 }

@@ -72,22 +72,11 @@ impl TestServer {
     }
 
     pub async fn stop(&mut self) {
-        self.running
-            .take()
-            .unwrap()
-            .stop()
-            .await
-            .expect("clean stop");
+        self.running.take().unwrap().stop().await.expect("clean stop");
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.http))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = self.client.post(format!("{}{path}", self.http)).json(&body).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -103,24 +92,14 @@ impl TestServer {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.client.get(format!("{}/metrics", self.admin)).send().await.unwrap().text().await.unwrap()
     }
 
     /// The value of a metric sample line that starts with `series`, or 0.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.trim().parse::<f64>().ok())
-            })
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
             .unwrap_or(0.0)
     }
 
@@ -140,23 +119,14 @@ impl TestServer {
 
     /// Registers and logs in; returns the token.
     pub async fn user(&self, name: &str) -> String {
-        let (status, body) = self
-            .post(
-                "/v1/auth/register",
-                json!({"username": name, "password": "password-123"}),
-            )
-            .await;
+        let (status, body) =
+            self.post("/v1/auth/register", json!({"username": name, "password": "password-123"})).await;
         assert_eq!(status, 201, "{body}");
         self.login(name).await
     }
 
     pub async fn login(&self, name: &str) -> String {
-        let (status, body) = self
-            .post(
-                "/v1/auth/login",
-                json!({"username": name, "password": "password-123"}),
-            )
-            .await;
+        let (status, body) = self.post("/v1/auth/login", json!({"username": name, "password": "password-123"})).await;
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }
@@ -193,19 +163,12 @@ pub async fn refused_status(url: &str) -> u16 {
 impl Client {
     pub async fn connect(url: &str) -> Client {
         let req = url.into_client_request().unwrap();
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("upgrade");
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
         Self::from_stream(ws).await
     }
 
     pub async fn from_stream(ws: Ws) -> Client {
-        let mut c = Client {
-            ws,
-            hello: Value::Null,
-            next_id: 0,
-            events: VecDeque::new(),
-        };
+        let mut c = Client { ws, hello: Value::Null, next_id: 0, events: VecDeque::new() };
         let hello = c.next_json().await;
         assert_eq!(hello["ev"], "hello", "the server speaks first: {hello}");
         c.hello = hello;
@@ -274,8 +237,7 @@ impl Client {
     }
 
     pub async fn send(&mut self, room: &str, text: &str, cid: &str) -> Value {
-        self.ok(json!({"op": "send", "room": room, "text": text, "cid": cid}))
-            .await
+        self.ok(json!({"op": "send", "room": room, "text": text, "cid": cid})).await
     }
 
     /// The first event (kept or new) that matches.
@@ -311,23 +273,15 @@ impl Client {
     /// sent. Server frames are unmasked: header, length, payload.
     pub async fn raw_close_code(&mut self) -> Option<u16> {
         use tokio::io::AsyncReadExt;
-        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else {
-            panic!("plain TCP only")
-        };
+        let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else { panic!("plain TCP only") };
         let mut bytes = Vec::new();
-        tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut bytes))
-            .await
-            .expect("the server closes in time")
-            .ok()?;
+        tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut bytes)).await.expect("the server closes in time").ok()?;
         let mut rest = bytes.as_slice();
         while rest.len() >= 2 {
             let opcode = rest[0] & 0x0f;
             let (len, header) = match rest[1] & 0x7f {
                 126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-                127 => (
-                    u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize,
-                    10,
-                ),
+                127 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
                 n => (n as usize, 2),
             };
             let payload = rest.get(header..header + len)?;
@@ -348,9 +302,7 @@ impl Client {
     pub async fn closed(&mut self) -> (u16, Vec<Value>) {
         let mut frames: Vec<Value> = self.events.drain(..).collect();
         loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .expect("close in time");
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next()).await.expect("close in time");
             match msg {
                 Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
                 Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), frames),

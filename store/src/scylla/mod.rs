@@ -1,0 +1,500 @@
+//! The distributed store: ScyllaDB, or any database speaking the CQL native
+//! protocol (Apache Cassandra), through the `scylla` driver.
+//!
+//! Tables are designed per query (`schema.cql`): messages partitioned by
+//! `(room, bucket)` and clustered by seq descending, members per room, rooms
+//! per user. Statements are prepared once; the driver routes them
+//! token-aware. Reads and writes use `LOCAL_QUORUM`, so with replication 3 a
+//! write acknowledged to a client survives the loss of one replica and every
+//! read sees it. The dispatcher's writes carry `USING TIMESTAMP <log
+//! position>`: replays and stale dispatchers cannot undo later writes, with
+//! no lightweight transaction on the hot path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_protocol::{Message, RoomInfo};
+use futures_util::future::try_join_all;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+
+use crate::{CidHit, Error, Result, RoomMeta, Store, UserRecord, Write, WriteBatch};
+
+/// The schema, applied by [`ScyllaStore::migrate`].
+pub const SCHEMA: &str = include_str!("schema.cql");
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: i32 = 1;
+/// Messages per `(room, bucket)` partition at most: `bucket = seq >> BUCKET_BITS`.
+pub const BUCKET_BITS: u32 = 16;
+
+/// CQL settings.
+#[derive(Debug, Clone)]
+pub struct CqlConfig {
+    /// `host:port` of one or more nodes.
+    pub contact_points: Vec<String>,
+    pub keyspace: String,
+    /// Used by `migrate` only, when it creates the keyspace: e.g.
+    /// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`.
+    pub replication: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub request_timeout: Duration,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+fn bucket(seq: u64) -> i64 {
+    (seq >> BUCKET_BITS) as i64
+}
+
+fn is_identifier(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 48
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+async fn session(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session> {
+    let mut builder =
+        SessionBuilder::new().known_nodes(&config.contact_points).connection_timeout(Duration::from_secs(5));
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(user, password);
+    }
+    if let Some(ks) = keyspace {
+        builder = builder.use_keyspace(ks, false);
+    }
+    builder.build().await.map_err(|e| Error::Unavailable(format!("CQL {:?}: {e}", config.contact_points)))
+}
+
+#[derive(Clone)]
+pub struct ScyllaStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Session,
+    q: Statements,
+}
+
+/// Every statement, prepared once.
+struct Statements {
+    ping: PreparedStatement,
+    create_user: PreparedStatement,
+    user: PreparedStatement,
+    room: PreparedStatement,
+    count_members: PreparedStatement,
+    is_member: PreparedStatement,
+    members: PreparedStatement,
+    user_rooms: PreparedStatement,
+    read_marker: PreparedStatement,
+    buckets_down: PreparedStatement,
+    buckets_up: PreparedStatement,
+    page_down: PreparedStatement,
+    page_up: PreparedStatement,
+    cid: PreparedStatement,
+    insert_message: PreparedStatement,
+    insert_bucket: PreparedStatement,
+    insert_cid: PreparedStatement,
+    set_last_seq: PreparedStatement,
+    insert_room: PreparedStatement,
+    insert_member: PreparedStatement,
+    insert_user_room: PreparedStatement,
+    delete_member: PreparedStatement,
+    delete_user_room: PreparedStatement,
+    set_read: PreparedStatement,
+    set_checkpoint: PreparedStatement,
+    checkpoints: PreparedStatement,
+    meta: PreparedStatement,
+    set_meta: PreparedStatement,
+}
+
+async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement> {
+    let mut p = session.prepare(cql).await.map_err(|e| Error::Unavailable(format!("preparing `{cql}`: {e}")))?;
+    p.set_consistency(Consistency::LocalQuorum);
+    p.set_is_idempotent(!cql.contains("IF NOT EXISTS"));
+    Ok(p)
+}
+
+impl Statements {
+    async fn prepare(s: &Session) -> Result<Statements> {
+        Ok(Statements {
+            ping: prepare(s, "SELECT release_version FROM system.local WHERE key = 'local'").await?,
+            create_user: prepare(s, "INSERT INTO users (name, password_hash, created_ms) VALUES (?, ?, ?) IF NOT EXISTS").await?,
+            user: prepare(s, "SELECT password_hash, created_ms FROM users WHERE name = ?").await?,
+            room: prepare(s, "SELECT last_seq FROM rooms WHERE room = ?").await?,
+            count_members: prepare(s, "SELECT COUNT(*) FROM members WHERE room = ?").await?,
+            is_member: prepare(s, "SELECT username FROM members WHERE room = ? AND username = ?").await?,
+            members: prepare(s, "SELECT username FROM members WHERE room = ?").await?,
+            user_rooms: prepare(s, "SELECT room, read_seq FROM user_rooms WHERE username = ?").await?,
+            read_marker: prepare(s, "SELECT read_seq FROM user_rooms WHERE username = ? AND room = ?").await?,
+            buckets_down: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket <= ? LIMIT 64").await?,
+            buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
+            page_down: prepare(
+                s,
+                "SELECT seq, msg_id, sender, body, ts, cid FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
+            )
+            .await?,
+            page_up: prepare(
+                s,
+                "SELECT seq, msg_id, sender, body, ts, cid FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+            )
+            .await?,
+            cid: prepare(s, "SELECT seq, msg_id, ts FROM cids WHERE room = ? AND cid = ?").await?,
+            insert_message: prepare(
+                s,
+                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            insert_bucket: prepare(s, "INSERT INTO room_buckets (room, bucket) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            insert_cid: prepare(s, "INSERT INTO cids (room, cid, seq, msg_id, ts) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            set_last_seq: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET last_seq = ? WHERE room = ?").await?,
+            insert_room: prepare(s, "INSERT INTO rooms (room) VALUES (?) USING TIMESTAMP ?").await?,
+            insert_member: prepare(s, "INSERT INTO members (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            insert_user_room: prepare(s, "INSERT INTO user_rooms (username, room) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            delete_member: prepare(s, "DELETE FROM members USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
+            delete_user_room: prepare(s, "DELETE FROM user_rooms USING TIMESTAMP ? WHERE username = ? AND room = ?").await?,
+            set_read: prepare(s, "UPDATE user_rooms USING TIMESTAMP ? SET read_seq = ? WHERE username = ? AND room = ?").await?,
+            set_checkpoint: prepare(
+                s,
+                "UPDATE checkpoints USING TIMESTAMP ? SET next_offset = ? WHERE ingress_partition = ?",
+            )
+            .await?,
+            checkpoints: prepare(s, "SELECT ingress_partition, next_offset FROM checkpoints").await?,
+            meta: prepare(s, "SELECT number FROM meta WHERE name = ?").await?,
+            set_meta: prepare(s, "INSERT INTO meta (name, number) VALUES (?, ?) IF NOT EXISTS").await?,
+        })
+    }
+}
+
+impl ScyllaStore {
+    /// Creates the keyspace (with `config.replication`) and the tables, and
+    /// records the schema version. Idempotent.
+    pub async fn migrate(config: &CqlConfig) -> Result<()> {
+        if !is_identifier(&config.keyspace) {
+            return Err(Error::Corrupt(format!("keyspace name '{}' is not a CQL identifier", config.keyspace)));
+        }
+        let s = session(config, None).await?;
+        let create =
+            format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}", config.keyspace, config.replication);
+        s.query_unpaged(create, ()).await.map_err(unavailable)?;
+        s.await_schema_agreement().await.map_err(unavailable)?;
+        s.use_keyspace(&config.keyspace, false).await.map_err(unavailable)?;
+        let schema = strip_comments(SCHEMA);
+        for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            s.query_unpaged(statement, ()).await.map_err(|e| Error::Unavailable(format!("schema: {e}")))?;
+        }
+        s.await_schema_agreement().await.map_err(unavailable)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        s.query_unpaged("INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)", (SCHEMA_VERSION, now))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Drops the keyspace and everything in it (tests and tear-downs).
+    pub async fn drop_keyspace(config: &CqlConfig) -> Result<()> {
+        let s = session(config, None).await?;
+        s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", quote(&config.keyspace)), ())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Connects to a migrated keyspace; a missing schema is an error that
+    /// says to run `confab migrate`.
+    pub async fn connect(config: &CqlConfig) -> Result<ScyllaStore> {
+        let s = session(config, None).await?;
+        let version: Option<(i32,)> = s
+            .query_unpaged(
+                format!(
+                    "SELECT version FROM {}.schema_migrations WHERE version = {SCHEMA_VERSION}",
+                    quote(&config.keyspace)
+                ),
+                (),
+            )
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "keyspace {} has no Confab schema ({e}); run `confab migrate`",
+                    config.keyspace
+                ))
+            })?
+            .into_rows_result()
+            .map_err(corrupt)?
+            .maybe_first_row()
+            .map_err(corrupt)?;
+        if version.is_none() {
+            return Err(Error::Unavailable(format!(
+                "keyspace {} lacks schema version {SCHEMA_VERSION}; run `confab migrate`",
+                config.keyspace
+            )));
+        }
+        s.use_keyspace(&config.keyspace, false).await.map_err(unavailable)?;
+        let q = Statements::prepare(&s).await?;
+        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q }) })
+    }
+
+    async fn rows<T>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<T>>
+    where
+        T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let result = self.inner.session.execute_unpaged(statement, values).await.map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        rows.rows::<T>().map_err(corrupt)?.collect::<Result<Vec<T>, _>>().map_err(corrupt)
+    }
+
+    async fn write(
+        &self,
+        statement: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<()> {
+        self.inner.session.execute_unpaged(statement, values).await.map(|_| ()).map_err(unavailable)
+    }
+
+    async fn apply_one(&self, w: &Write) -> Result<()> {
+        let q = &self.inner.q;
+        match w {
+            Write::Message(m) => {
+                let seq = m.seq as i64;
+                let b = bucket(m.seq);
+                let room = m.room.as_str();
+                tokio::try_join!(
+                    self.write(
+                        &q.insert_message,
+                        (
+                            room,
+                            b,
+                            seq,
+                            m.msg_id.as_str(),
+                            m.from.as_str(),
+                            m.text.as_str(),
+                            m.ts as i64,
+                            m.cid.as_str(),
+                            seq
+                        ),
+                    ),
+                    self.write(&q.insert_bucket, (room, b, seq)),
+                    self.write(&q.insert_cid, (room, m.cid.as_str(), seq, m.msg_id.as_str(), m.ts as i64, seq)),
+                    self.write(&q.set_last_seq, (seq, seq, room)),
+                )?;
+            }
+            Write::Join { room, user, at } => {
+                let at = *at as i64;
+                tokio::try_join!(
+                    self.write(&q.insert_room, (room.as_str(), at)),
+                    self.write(&q.insert_member, (room.as_str(), user.as_str(), at)),
+                    self.write(&q.insert_user_room, (user.as_str(), room.as_str(), at)),
+                )?;
+            }
+            Write::Leave { room, user, at } => {
+                let at = *at as i64;
+                tokio::try_join!(
+                    self.write(&q.delete_member, (at, room.as_str(), user.as_str())),
+                    self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())),
+                )?;
+            }
+            Write::Read { room, user, seq, at } => {
+                self.write(&q.set_read, (*at as i64, *seq as i64, user.as_str(), room.as_str())).await?;
+            }
+            Write::Checkpoint { partition, next_offset } => {
+                let next = *next_offset as i64;
+                self.write(&q.set_checkpoint, (next, next, *partition as i32)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn strip_comments(s: &str) -> String {
+    s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n").trim().to_owned()
+}
+
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+type MessageRow = (i64, String, String, String, i64, String);
+
+fn message(room: &str, (seq, msg_id, from, text, ts, cid): MessageRow) -> Message {
+    Message { room: room.to_owned(), seq: seq as u64, msg_id, from, text, ts: ts as u64, cid }
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn ping(&self) -> Result<()> {
+        self.rows::<(String,)>(&self.inner.q.ping, ()).await.map(|_| ())
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        let q = &self.inner.q;
+        let result = self
+            .inner
+            .session
+            .execute_unpaged(&q.create_user, (user.name.as_str(), user.password_hash.as_str(), user.created_ms as i64))
+            .await
+            .map_err(unavailable)?;
+        let rows = result.into_rows_result().map_err(corrupt)?;
+        // The first column of an LWT result is `[applied]`.
+        let applied = rows
+            .rows::<scylla::value::Row>()
+            .map_err(corrupt)?
+            .next()
+            .transpose()
+            .map_err(corrupt)?
+            .and_then(|row| row.columns.into_iter().next().flatten())
+            .and_then(|v| v.as_boolean());
+        applied.ok_or_else(|| Error::Corrupt("no [applied] column in an LWT result".into()))
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let rows: Vec<(String, i64)> = self.rows(&self.inner.q.user, (name,)).await?;
+        Ok(rows.into_iter().next().map(|(password_hash, created_ms)| UserRecord {
+            name: name.to_owned(),
+            password_hash,
+            created_ms: created_ms as u64,
+        }))
+    }
+
+    async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
+        let rows: Vec<(Option<i64>,)> = self.rows(&self.inner.q.room, (room,)).await?;
+        let Some((last_seq,)) = rows.into_iter().next() else { return Ok(None) };
+        let count: Vec<(i64,)> = self.rows(&self.inner.q.count_members, (room,)).await?;
+        let members = count.first().map_or(0, |(n,)| *n as u64);
+        Ok(Some(RoomMeta { last_seq: last_seq.unwrap_or(0) as u64, members }))
+    }
+
+    async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
+        Ok(!self.rows::<(String,)>(&self.inner.q.is_member, (room, user)).await?.is_empty())
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<String>> {
+        Ok(self.rows::<(String,)>(&self.inner.q.members, (room,)).await?.into_iter().map(|(u,)| u).collect())
+    }
+
+    async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
+        let rows: Vec<(String, Option<i64>)> = self.rows(&self.inner.q.user_rooms, (user,)).await?;
+        let lasts = try_join_all(
+            rows.iter().map(|(room, _)| self.rows::<(Option<i64>,)>(&self.inner.q.room, (room.as_str(),))),
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .zip(lasts)
+            .map(|((room, read), last)| RoomInfo {
+                room,
+                last_seq: last.first().and_then(|(s,)| *s).unwrap_or(0) as u64,
+                read_seq: read.unwrap_or(0) as u64,
+            })
+            .collect())
+    }
+
+    async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
+        let rows: Vec<(Option<i64>,)> = self.rows(&self.inner.q.read_marker, (user, room)).await?;
+        Ok(rows.first().and_then(|(s,)| *s).unwrap_or(0) as u64)
+    }
+
+    async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
+        let q = &self.inner.q;
+        let before = before.unwrap_or(u64::MAX >> 1).min(u64::MAX >> 1);
+        let mut out: Vec<Message> = Vec::new();
+        let mut top = bucket(before);
+        'buckets: loop {
+            let buckets: Vec<(i64,)> = self.rows(&q.buckets_down, (room, top)).await?;
+            if buckets.is_empty() {
+                break;
+            }
+            for (b,) in &buckets {
+                let want = (limit as usize - out.len()) as i32;
+                let page: Vec<MessageRow> = self.rows(&q.page_down, (room, *b, before as i64, want)).await?;
+                out.extend(page.into_iter().map(|r| message(room, r)));
+                if out.len() >= limit as usize {
+                    break 'buckets;
+                }
+            }
+            top = buckets.last().map_or(-1, |(b,)| b - 1);
+            if top < 0 {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)> {
+        let q = &self.inner.q;
+        let Some(from) = after.checked_add(1).filter(|f| *f <= u64::MAX >> 1) else { return Ok((Vec::new(), false)) };
+        let mut out: Vec<Message> = Vec::new();
+        let mut bottom = bucket(from);
+        loop {
+            let buckets: Vec<(i64,)> = self.rows(&q.buckets_up, (room, bottom)).await?;
+            if buckets.is_empty() {
+                return Ok((out, false));
+            }
+            for (b,) in &buckets {
+                // One more than needed tells whether more remain.
+                let want = (limit as usize + 1 - out.len()) as i32;
+                let page: Vec<MessageRow> = self.rows(&q.page_up, (room, *b, after as i64, want)).await?;
+                out.extend(page.into_iter().map(|r| message(room, r)));
+                if out.len() > limit as usize {
+                    out.truncate(limit as usize);
+                    return Ok((out, true));
+                }
+            }
+            bottom = buckets.last().map_or(i64::MAX, |(b,)| b + 1);
+        }
+    }
+
+    async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
+        let rows: Vec<(i64, String, i64)> = self.rows(&self.inner.q.cid, (room, cid)).await?;
+        Ok(rows.into_iter().next().map(|(seq, msg_id, ts)| CidHit { seq: seq as u64, msg_id, ts: ts as u64 }))
+    }
+
+    async fn apply(&self, batch: WriteBatch) -> Result<()> {
+        // Writes of one room are ordered by their timestamps, not by the
+        // order they land in, so everything but the checkpoints can go at
+        // once; the checkpoints go last, after everything they cover landed.
+        let (checkpoints, writes): (Vec<&Write>, Vec<&Write>) =
+            batch.iter().partition(|w| matches!(w, Write::Checkpoint { .. }));
+        try_join_all(writes.into_iter().map(|w| self.apply_one(w))).await?;
+        try_join_all(checkpoints.into_iter().map(|w| self.apply_one(w))).await?;
+        Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
+        let rows: Vec<(i32, Option<i64>)> = self.rows(&self.inner.q.checkpoints, ()).await?;
+        Ok(rows.into_iter().map(|(p, o)| (p as u32, o.unwrap_or(0) as u64)).collect())
+    }
+
+    async fn bind_partitions(&self, partitions: u32) -> Result<()> {
+        let q = &self.inner.q;
+        self.inner
+            .session
+            .execute_unpaged(&q.set_meta, ("partitions", i64::from(partitions)))
+            .await
+            .map_err(unavailable)?;
+        let rows: Vec<(Option<i64>,)> = self.rows(&q.meta, ("partitions",)).await?;
+        match rows.first().and_then(|(n,)| *n) {
+            Some(n) if n != i64::from(partitions) => {
+                Err(Error::PartitionsChanged { stored: n as u32, wanted: partitions })
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The Store contract against a real CQL database: `CQL_CONTACT_POINTS`
+//! (from `scripts/infra up cql`). Each test gets a keyspace of its own.
+#![cfg(feature = "scylla")]
+
+use std::time::Duration;
+
+use confab_store::Store;
+use confab_store::scylla::{CqlConfig, ScyllaStore};
+
+fn config() -> CqlConfig {
+    let points = std::env::var("CQL_CONTACT_POINTS")
+        .expect("CQL_CONTACT_POINTS is not set: run `scripts/infra up cql` and `source target/infra/env`");
+    use std::hash::{BuildHasher, RandomState};
+    let id = RandomState::new().hash_one(std::time::SystemTime::now());
+    CqlConfig {
+        contact_points: points.split(',').map(str::to_owned).collect(),
+        keyspace: format!("confab_test_{id:016x}"),
+        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        username: None,
+        password: None,
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Drops the test's keyspace when the test ends.
+struct Keyspace(CqlConfig);
+
+impl Drop for Keyspace {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        // Drop runs inside the test's runtime; the cleanup gets one of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async { ScyllaStore::drop_keyspace(&config).await })
+        })
+        .join();
+    }
+}
+
+async fn open() -> (Keyspace, ScyllaStore) {
+    let config = config();
+    ScyllaStore::migrate(&config).await.expect("migrated");
+    let store = ScyllaStore::connect(&config).await.expect("connected");
+    (Keyspace(config), store)
+}
+
+confab_store::store_contract_tests!(open);
+
+#[tokio::test]
+async fn migrating_twice_is_fine() {
+    let (_ks, _store) = open().await;
+    ScyllaStore::migrate(&_ks.0).await.unwrap();
+    _store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn connecting_to_an_unmigrated_keyspace_says_to_migrate() {
+    let e = ScyllaStore::connect(&config()).await.err().expect("no schema").to_string();
+    assert!(e.contains("confab migrate"), "{e}");
+}
+
+#[tokio::test]
+async fn history_and_sync_page_across_buckets_and_skip_empty_ones() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (_ks, store) = open().await;
+    let bucket = 1u64 << confab_store::scylla::BUCKET_BITS;
+    // Three messages far apart: each in a bucket of its own, with empty
+    // buckets between them.
+    let seqs = [5, 3 * bucket + 7, 40 * bucket + 1];
+    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1 }];
+    batch.extend(seqs.iter().map(|s| Write::Message(message("r", *s, "alice", &format!("c{s}")))));
+    store.apply(batch).await.unwrap();
+    let all: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(all, seqs);
+    let older: Vec<u64> = store.history("r", Some(seqs[2]), 1).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(older, [seqs[1]]);
+    let (newer, more) = store.since("r", seqs[0], 1).await.unwrap();
+    assert_eq!((newer[0].seq, more), (seqs[1], true));
+    let (newer, more) = store.since("r", seqs[1], 5).await.unwrap();
+    assert_eq!((newer.len(), newer[0].seq, more), (1, seqs[2], false));
+}
+
+#[tokio::test]
+async fn a_stale_write_cannot_undo_a_later_one() {
+    use confab_store::Write;
+    let (_ks, store) = open().await;
+    // A leave at 20 lands first; a replayed join from 10 arrives late.
+    store.apply(vec![Write::Leave { room: "r".into(), user: "bob".into(), at: 20 }]).await.unwrap();
+    store.apply(vec![Write::Join { room: "r".into(), user: "bob".into(), at: 10 }]).await.unwrap();
+    assert!(!store.is_member("r", "bob").await.unwrap(), "the later leave stands");
+    store.apply(vec![Write::Checkpoint { partition: 0, next_offset: 50 }]).await.unwrap();
+    store.apply(vec![Write::Checkpoint { partition: 0, next_offset: 40 }]).await.unwrap();
+    assert_eq!(store.checkpoints().await.unwrap(), [(0, 50)], "a zombie cannot move a checkpoint back");
+}
