@@ -16,6 +16,9 @@ pub trait Push: Send + Sync + 'static {
     /// Hands a batch of deliveries to one gateway, in order. An error means
     /// the gateway is gone: its clients reconnect elsewhere and `sync`.
     async fn push(&self, gateway: &str, batch: Vec<Delivery>) -> Result<()>;
+
+    /// Learns where gateways are from their announcements.
+    fn learn(&self, _announcement: &confab_protocol::record::Announcement) {}
 }
 
 /// Gateways in this process, each with a bounded inbox.

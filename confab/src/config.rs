@@ -34,22 +34,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// `confab standalone`: gateway and dispatcher in one process, an embedded
-/// store on local disk and an in-process bus.
+/// What every process that serves clients shares: listeners, tokens, the
+/// protocol's limits and shutdown.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StandaloneConfig {
+pub struct ServerConfig {
     /// Public listener: the HTTP API, WebSocket (/v1/ws) and the web client (/).
     #[arg(long, env = "CONFAB_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-
-    /// Admin listener: /metrics, /healthz, /readyz.
-    #[arg(long, env = "CONFAB_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:9090")]
-    pub admin_listen: SocketAddr,
-
-    /// Data directory: the embedded database and the generated JWT secret.
-    #[arg(long, env = "CONFAB_DATA", value_name = "DIR", default_value = "./confab-data")]
-    pub data: PathBuf,
 
     /// PEM certificate chain; with --tls-key, the public listener speaks TLS.
     #[arg(long, env = "CONFAB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -62,8 +53,9 @@ pub struct StandaloneConfig {
     pub tls_key: Option<PathBuf>,
 
     /// File holding the HS256 secret (at least 32 bytes) that signs and
-    /// verifies tokens. Without it (and without CONFAB_JWT_SECRET), a secret
-    /// is generated once and kept in the data directory.
+    /// verifies tokens. Standalone without it (and without CONFAB_JWT_SECRET)
+    /// generates one into the data directory; gateways require one, the same
+    /// on every gateway.
     #[arg(long, env = "CONFAB_JWT_SECRET_FILE", value_name = "FILE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_secret_file: Option<PathBuf>,
@@ -117,21 +109,228 @@ pub struct StandaloneConfig {
     #[arg(long, env = "CONFAB_DRAIN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
     pub drain_grace_ms: u64,
 
-    /// Ingress partitions of the in-process bus. Fixed when the data
-    /// directory is created: seqs come from partition offsets.
-    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = 8)]
-    pub partitions: u32,
-
-    /// This server's id, shown as `server` in `hello`.
+    /// This server's id, shown as `server` in `hello`; unique per gateway.
     #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID", default_value = "confab-1")]
     pub server_id: String,
+}
+
+/// Every process's admin port and logs.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct OpsConfig {
+    /// Admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "CONFAB_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
 
     /// Log format. The level comes from RUST_LOG (default: info).
     #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
 }
 
-impl StandaloneConfig {
+/// `confab standalone`: gateway and dispatcher in one process, an embedded
+/// store on local disk and an in-process bus.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct StandaloneConfig {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ops: OpsConfig,
+
+    /// Data directory: the embedded database and the generated JWT secret.
+    #[arg(long, env = "CONFAB_DATA", value_name = "DIR", default_value = "./confab-data")]
+    pub data: PathBuf,
+
+    /// Ingress partitions of the in-process bus. Fixed when the data
+    /// directory is created: seqs come from partition offsets.
+    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = 8)]
+    pub partitions: u32,
+}
+
+/// Where the distributed mode's Kafka and CQL database are.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct BackendConfig {
+    /// Kafka bootstrap servers, `host:port,host:port`.
+    #[arg(long, env = "CONFAB_KAFKA", value_name = "HOSTS", default_value = "127.0.0.1:9092")]
+    pub kafka: String,
+
+    /// Prefix of Confab's Kafka topics and consumer groups.
+    #[arg(long, env = "CONFAB_TOPIC_PREFIX", value_name = "PREFIX", default_value = "confab")]
+    pub topic_prefix: String,
+
+    /// Producer linger in milliseconds: how long a write may wait to share a
+    /// request with others (latency against throughput).
+    #[arg(long, env = "CONFAB_KAFKA_LINGER_MS", value_name = "MS", default_value_t = 1)]
+    pub kafka_linger_ms: u64,
+
+    /// How long Kafka may take to accept a write before `send` is `unavailable`.
+    #[arg(long, env = "CONFAB_PRODUCE_TIMEOUT_MS", value_name = "MS", default_value_t = 5000)]
+    pub produce_timeout_ms: u64,
+
+    /// Extra librdkafka properties, `key=value` (TLS, SASL); repeat or separate with commas.
+    #[arg(long = "kafka-property", env = "CONFAB_KAFKA_PROPERTIES", value_name = "KEY=VALUE", value_delimiter = ',')]
+    #[serde(default)]
+    pub kafka_properties: Vec<String>,
+
+    /// CQL contact points (ScyllaDB or Cassandra), `host:port,host:port`.
+    #[arg(long, env = "CONFAB_CQL", value_name = "HOSTS", default_value = "127.0.0.1:9042")]
+    pub cql: String,
+
+    /// CQL keyspace.
+    #[arg(long, env = "CONFAB_KEYSPACE", value_name = "NAME", default_value = "confab")]
+    pub keyspace: String,
+
+    /// CQL user name, if the database requires authentication.
+    #[arg(long, env = "CONFAB_CQL_USERNAME", value_name = "USER")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cql_username: Option<String>,
+
+    /// CQL password.
+    #[arg(long, env = "CONFAB_CQL_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cql_password: Option<String>,
+}
+
+impl BackendConfig {
+    pub fn kafka(&self) -> Result<confab_bus::kafka::KafkaConfig, ConfigError> {
+        let extra = self
+            .kafka_properties
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| invalid("kafka_properties", format!("'{kv}' is not key=value")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(confab_bus::kafka::KafkaConfig {
+            bootstrap: self.kafka.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            linger: std::time::Duration::from_millis(self.kafka_linger_ms),
+            produce_timeout: std::time::Duration::from_millis(self.produce_timeout_ms),
+            extra,
+        })
+    }
+
+    pub fn cql(&self, replication: &str) -> confab_store::scylla::CqlConfig {
+        confab_store::scylla::CqlConfig {
+            contact_points: self.cql.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+            keyspace: self.keyspace.clone(),
+            replication: replication.to_owned(),
+            username: self.cql_username.clone(),
+            password: self.cql_password.clone(),
+            request_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.trim().is_empty() {
+            return Err(invalid("kafka", "must name at least one broker"));
+        }
+        if self.cql.trim().is_empty() {
+            return Err(invalid("cql", "must name at least one contact point"));
+        }
+        if !self.keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !self.keyspace.starts_with(|c: char| c.is_ascii_alphabetic())
+        {
+            return Err(invalid("keyspace", "must be a CQL identifier: a letter, then letters, digits or _"));
+        }
+        if self.topic_prefix.is_empty()
+            || !self.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(invalid("topic_prefix", "must be letters, digits, '.', '_' or '-'"));
+        }
+        if self.produce_timeout_ms == 0 {
+            return Err(invalid("produce_timeout_ms", "must be at least 1"));
+        }
+        self.kafka().map(|_| ())
+    }
+}
+
+/// `confab gateway`: holds client sessions, produces writes to Kafka, reads
+/// from the store, and takes pushes from dispatchers on its internal port.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ops: OpsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backend: BackendConfig,
+
+    /// Internal listener where dispatchers push events (not for clients).
+    #[arg(long, env = "CONFAB_INTERNAL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub internal_listen: SocketAddr,
+
+    /// The address dispatchers use to reach --internal-listen, when it differs
+    /// (e.g. the pod IP when listening on 0.0.0.0).
+    #[arg(long, env = "CONFAB_INTERNAL_ADVERTISE", value_name = "HOST:PORT")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_advertise: Option<String>,
+}
+
+/// `confab dispatcher`: consumes the ingress topic, persists, acks and pushes.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct DispatcherConfig {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ops: OpsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backend: BackendConfig,
+
+    /// File holding the HS256 secret shared with the gateways; it signs the
+    /// dispatcher's connections to their internal port.
+    #[arg(long, env = "CONFAB_JWT_SECRET_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The HS256 secret itself.
+    #[arg(long, env = "CONFAB_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+
+    /// Most records in one group commit.
+    #[arg(long, env = "CONFAB_MAX_BATCH", value_name = "RECORDS", default_value_t = 512)]
+    pub max_batch: usize,
+}
+
+/// `confab migrate`: creates Kafka topics and the CQL schema. Idempotent.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct MigrateConfig {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub backend: BackendConfig,
+
+    /// Ingress partitions. Fixed at creation: `migrate` refuses to change it.
+    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = 16)]
+    pub partitions: u32,
+
+    /// Replication factor of the Kafka topics.
+    #[arg(long, env = "CONFAB_KAFKA_REPLICATION", value_name = "N", default_value_t = 1)]
+    pub kafka_replication: i32,
+
+    /// Replication of the keyspace when migrate creates it (CQL map literal).
+    #[arg(
+        long,
+        env = "CONFAB_CQL_REPLICATION",
+        value_name = "MAP",
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )]
+    pub cql_replication: String,
+
+    /// Log format.
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServerConfig {
     /// Checks what types alone cannot say, naming the field at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -158,11 +357,76 @@ impl StandaloneConfig {
         if self.outbound_queue == 0 {
             return Err(invalid("outbound_queue", "must be at least 1"));
         }
+        if self.server_id.is_empty() {
+            return Err(invalid("server_id", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The gateway's settings from these.
+    pub fn gateway(&self) -> confab_gateway::Config {
+        confab_gateway::Config {
+            id: self.server_id.clone(),
+            internal_addr: None,
+            heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
+            max_frame_bytes: self.max_frame_bytes,
+            max_text_bytes: self.max_text_bytes,
+            rate_per_second: self.rate_per_second,
+            rate_burst: self.rate_burst,
+            outbound_queue: self.outbound_queue,
+            presence_event_limit: self.presence_event_limit,
+            ..confab_gateway::Config::default()
+        }
+    }
+}
+
+impl StandaloneConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
         }
-        if self.server_id.is_empty() {
-            return Err(invalid("server_id", "must not be empty"));
+        Ok(())
+    }
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.backend.validate()?;
+        if self.server.jwt_secret.is_none() && self.server.jwt_secret_file.is_none() {
+            return Err(invalid("jwt_secret_file", "gateways need the cluster's shared secret"));
+        }
+        Ok(())
+    }
+
+    /// Where dispatchers reach this gateway's internal port.
+    pub fn advertised_internal(&self, bound: SocketAddr) -> String {
+        self.internal_advertise.clone().unwrap_or_else(|| bound.to_string())
+    }
+}
+
+impl DispatcherConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.backend.validate()?;
+        if self.jwt_secret.is_some() == self.jwt_secret_file.is_some() {
+            return Err(invalid("jwt_secret_file", "give exactly one of jwt_secret and jwt_secret_file"));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl MigrateConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.backend.validate()?;
+        if !(1..=1024).contains(&self.partitions) {
+            return Err(invalid("partitions", "must be 1 to 1024"));
+        }
+        if self.kafka_replication < 1 {
+            return Err(invalid("kafka_replication", "must be at least 1"));
         }
         Ok(())
     }
@@ -183,11 +447,21 @@ where
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     let from_file: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
     let mut merged = toml::Table::try_from(&from_args).map_err(|e| file_error(e.to_string()))?;
-    let ids: Vec<String> =
-        T::augment_args(clap::Command::new("config")).get_arguments().map(|a| a.get_id().to_string()).collect();
+    let command = T::augment_args(clap::Command::new("config"));
+    let defaults = merged.clone();
     for (key, value) in from_file {
-        let set_by_user = ids.contains(&key)
-            && matches!(matches.value_source(&key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        if !command.get_arguments().any(|a| a.get_id() == key.as_str()) {
+            return Err(file_error(format!("unknown key `{key}`")));
+        }
+        // Flattened settings lose field names in serde's errors: try each
+        // key alone over the defaults, so an error names its key.
+        let mut alone = defaults.clone();
+        alone.insert(key.clone(), value.clone());
+        if let Err(e) = T::deserialize(alone) {
+            return Err(file_error(format!("`{key}`: {}", e.message().trim())));
+        }
+        let set_by_user =
+            matches!(matches.value_source(&key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
         if !set_by_user {
             merged.insert(key, value);
         }
@@ -224,9 +498,9 @@ mod tests {
     #[test]
     fn the_file_fills_what_flags_leave_at_their_defaults() {
         let c = load(&["confab", "--heartbeat-ms", "1000"], "heartbeat_ms = 5\nrate_burst = 7\n").unwrap();
-        assert_eq!(c.heartbeat_ms, 1000, "a flag beats the file");
-        assert_eq!(c.rate_burst, 7, "the file beats a default");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.heartbeat_ms, 1000, "a flag beats the file");
+        assert_eq!(c.server.rate_burst, 7, "the file beats a default");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
     }
 
     #[test]

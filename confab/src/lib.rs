@@ -1,10 +1,13 @@
 //! The `confab` binary's library: configuration ([`config`]), the admin
-//! endpoints every process serves ([`admin`]) and the wiring of each mode
-//! ([`standalone`]). `main.rs` only parses flags and calls in here, so tests
+//! endpoints every process serves ([`admin`]), what every process does
+//! around its work ([`serving`]) and the wiring of each mode ([`standalone`],
+//! [`distributed`]). `main.rs` only parses flags and calls in here, so tests
 //! start the very same server on port 0.
 
 pub mod admin;
 pub mod config;
+pub mod distributed;
+pub mod serving;
 pub mod standalone;
 
 /// Resolves on SIGTERM or Ctrl-C.

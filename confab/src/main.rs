@@ -1,13 +1,23 @@
-//! `confab`: parses flags and starts the chosen mode.
+//! `confab`: parses flags and starts the chosen role.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use confab::config::{LogFormat, StandaloneConfig, layered};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use confab::config::{
+    ConfigError, DispatcherConfig, GatewayConfig, LogFormat, MigrateConfig, StandaloneConfig, layered,
+};
+use confab::serving::Running;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Confab: an instant-messaging platform (rooms, direct messages, history,
 /// multi-device sync, presence) over WebSocket.
+///
+/// Every option can also be set by its CONFAB_* variable or by a key of the
+/// TOML file given with --config (keys are the option names with
+/// underscores: `admin_listen = "127.0.0.1:9090"`). Flags beat variables,
+/// which beat the file.
 #[derive(Parser)]
 #[command(name = "confab", version, propagate_version = true)]
 struct Cli {
@@ -19,21 +29,25 @@ struct Cli {
 enum Command {
     /// Run everything in one process: gateway, dispatcher, an embedded store
     /// on local disk, an in-process bus and the web client.
-    ///
-    /// Every option can also be set by its CONFAB_* variable or by a key of
-    /// the TOML file given with --config (keys are the option names with
-    /// underscores: `admin_listen = "127.0.0.1:9090"`). Flags beat variables,
-    /// which beat the file.
-    Standalone(StandaloneArgs),
+    Standalone(WithFile<StandaloneConfig>),
+    /// Create the Kafka topics and the CQL schema of a distributed cluster
+    /// (idempotent).
+    Migrate(WithFile<MigrateConfig>),
+    /// Run a gateway of a distributed cluster: client sessions, writes to
+    /// Kafka, reads from the CQL database, pushes from dispatchers.
+    Gateway(WithFile<GatewayConfig>),
+    /// Run a dispatcher of a distributed cluster: consume the ingress topic,
+    /// dedupe, persist, ack and push to the gateways.
+    Dispatcher(WithFile<DispatcherConfig>),
 }
 
-#[derive(clap::Args)]
-struct StandaloneArgs {
+#[derive(Args)]
+struct WithFile<T: Args> {
     /// TOML configuration file.
     #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
-    settings: StandaloneConfig,
+    settings: T,
 }
 
 fn init_logging(format: LogFormat) {
@@ -46,6 +60,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The settings of subcommand `name`, layered over its config file.
+fn settings<T>(matches: &ArgMatches, name: &str, file: Option<&std::path::Path>) -> Result<T, ConfigError>
+where
+    T: Args + FromArgMatches + Serialize + DeserializeOwned,
+{
+    let sub = matches.subcommand_matches(name).expect("the subcommand matched");
+    layered::<T>(sub, file)
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("confab: invalid configuration: {e}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -54,17 +82,44 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Standalone(args) => {
-            let sub = matches.subcommand_matches("standalone").expect("the standalone subcommand matched");
-            let config =
-                match layered::<StandaloneConfig>(sub, args.config.as_deref()).and_then(|c| c.validate().map(|()| c)) {
-                    Ok(config) => config,
-                    Err(e) => {
-                        eprintln!("confab: invalid configuration: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
+            let config = match settings::<StandaloneConfig>(&matches, "standalone", args.config.as_deref())
+                .and_then(|c| c.validate().map(|()| c))
+            {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            init_logging(config.ops.log_format);
+            run(async move { serve(confab::standalone::start(config).await?).await })
+        }
+        Command::Gateway(args) => {
+            let config = match settings::<GatewayConfig>(&matches, "gateway", args.config.as_deref())
+                .and_then(|c| c.validate().map(|()| c))
+            {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            init_logging(config.ops.log_format);
+            run(async move { serve(confab::distributed::start_gateway(config).await?).await })
+        }
+        Command::Dispatcher(args) => {
+            let config = match settings::<DispatcherConfig>(&matches, "dispatcher", args.config.as_deref())
+                .and_then(|c| c.validate().map(|()| c))
+            {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            init_logging(config.ops.log_format);
+            run(async move { serve(confab::distributed::start_dispatcher(config).await?).await })
+        }
+        Command::Migrate(args) => {
+            let config = match settings::<MigrateConfig>(&matches, "migrate", args.config.as_deref())
+                .and_then(|c| c.validate().map(|()| c))
+            {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
             init_logging(config.log_format);
-            run(standalone(config))
+            run(async move { confab::distributed::migrate(&config).await })
         }
     }
 }
@@ -81,8 +136,8 @@ fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode 
     }
 }
 
-async fn standalone(config: StandaloneConfig) -> anyhow::Result<()> {
-    let running = confab::standalone::start(config).await?;
+/// Runs until SIGTERM or Ctrl-C, then stops politely.
+async fn serve(running: Running) -> anyhow::Result<()> {
     confab::shutdown_signal().await;
     tracing::info!("shutdown requested");
     running.stop().await

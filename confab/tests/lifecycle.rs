@@ -53,7 +53,7 @@ async fn acked_messages_survive_a_restart_on_the_same_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let start = || async {
         let running = confab::standalone::start(common::config(dir.path())).await.unwrap();
-        let base = format!("{}", running.public_addr);
+        let base = format!("{}", running.public());
         (running, base)
     };
     let (running, base) = start().await;
@@ -95,11 +95,11 @@ async fn the_public_listener_can_terminate_tls() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let s = TestServer::start_with(|c| {
-        c.tls_cert = Some(cert_path.clone());
-        c.tls_key = Some(key_path.clone());
+        c.server.tls_cert = Some(cert_path.clone());
+        c.server.tls_key = Some(key_path.clone());
     })
     .await;
-    let addr = s.running.as_ref().unwrap().public_addr;
+    let addr = s.running.as_ref().unwrap().public();
 
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();

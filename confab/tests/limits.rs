@@ -52,8 +52,8 @@ async fn a_frame_over_the_limit_closes_the_connection_with_1009() {
 #[tokio::test]
 async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays() {
     let s = TestServer::start_with(|c| {
-        c.rate_per_second = 2;
-        c.rate_burst = 5;
+        c.server.rate_per_second = 2;
+        c.server.rate_burst = 5;
     })
     .await;
     let mut c = s.connected("alice").await;
@@ -84,7 +84,7 @@ async fn requests_over_the_rate_get_rate_limited_and_the_connection_stays() {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_as_idle_and_a_live_one_is_not() {
-    let s = TestServer::start_with(|c| c.heartbeat_ms = 200).await;
+    let s = TestServer::start_with(|c| c.server.heartbeat_ms = 200).await;
     let mut live = s.connected("alice").await;
     assert_eq!(live.hello["heartbeat_ms"], 200);
     let mut silent = s.connected("bob").await;
@@ -105,9 +105,9 @@ async fn a_silent_client_is_closed_as_idle_and_a_live_one_is_not() {
 #[tokio::test]
 async fn a_slow_consumer_is_closed_and_the_room_keeps_its_pace() {
     let s = TestServer::start_with(|c| {
-        c.outbound_queue = 8;
-        c.rate_per_second = 100_000;
-        c.rate_burst = 100_000;
+        c.server.outbound_queue = 8;
+        c.server.rate_per_second = 100_000;
+        c.server.rate_burst = 100_000;
     })
     .await;
     let mut fast = s.connected("alice").await;

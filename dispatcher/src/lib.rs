@@ -6,6 +6,7 @@
 //! the origin sessions and push room events to the gateways that host a
 //! member ([`routes`]), and only then commit the consumer offsets.
 
+pub mod links;
 pub mod metrics;
 pub mod pipeline;
 pub mod routes;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confab_bus::{Bus, Push};
+use confab_protocol::record::Announcement;
 use confab_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +59,10 @@ pub async fn run(
     store.bind_partitions(bus.partitions()).await?;
     let mut consumer = bus.consumer().await?;
     let mut announcements = bus.announcements().await?;
-    let mut pipeline = Pipeline::new(store.clone(), push, metrics.clone(), shutdown.clone());
+    // Announcements are deltas: ask the gateways for everything they host.
+    let me = format!("dispatcher-{:x}", std::process::id() as u64 ^ rand_suffix());
+    bus.announce(&Announcement::Resync { gateway: me }).await?;
+    let mut pipeline = Pipeline::new(store.clone(), push.clone(), metrics.clone(), shutdown.clone());
     pipeline.resume_from(store.checkpoints().await?);
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");
@@ -65,7 +70,10 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(a) = announcements.recv() => pipeline.routes.apply(&a),
+            Some(a) = announcements.recv() => {
+                push.learn(&a);
+                pipeline.routes.apply(&a);
+            }
             _ = expiry.tick() => {
                 pipeline.routes.expire(config.gateway_timeout);
                 for (partition, lag) in consumer.lag().await {
@@ -87,4 +95,9 @@ pub async fn run(
     }
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
 }

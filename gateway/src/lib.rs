@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod http;
+pub mod internal;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
@@ -112,6 +113,8 @@ impl Gateway {
             }
         };
         self.announce_heartbeat().await;
+        // Other gateways' users, for presence: ask them to announce.
+        let _ = self.inner.bus.announce(&Announcement::Resync { gateway: self.id().into() }).await;
         tokio::join!(
             delivery::run(self.clone(), inbox, shutdown.clone()),
             presence::follow(self.clone(), announcements, shutdown.clone()),

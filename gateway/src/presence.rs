@@ -95,6 +95,11 @@ pub async fn follow(gw: Gateway, rx: Option<mpsc::Receiver<Announcement>>, shutd
                 }
             }
             Announcement::Heartbeat { .. } => {}
+            Announcement::Resync { .. } => {
+                gw.announce_heartbeat().await;
+                let snapshot = gw.inner.registry.snapshot();
+                gw.announce(snapshot).await;
+            }
         }
     }
 }

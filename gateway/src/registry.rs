@@ -292,6 +292,16 @@ impl Registry {
         delta
     }
 
+    /// Everything this gateway hosts, as one delta, for a process that asks.
+    pub fn snapshot(&self) -> HostsDelta {
+        let index = self.index.read().expect("registry lock");
+        HostsDelta {
+            rooms_added: index.rooms.keys().map(|r| r.to_string()).collect(),
+            users_added: index.users.keys().map(|u| u.to_string()).collect(),
+            ..HostsDelta::default()
+        }
+    }
+
     /// Calls `f` for every session of every local member of `room`.
     pub fn for_room(&self, room: &str, mut f: impl FnMut(&Arc<SessionHandle>)) -> usize {
         let index = self.index.read().expect("registry lock");

@@ -120,6 +120,9 @@ pub enum Announcement {
     },
     /// The gateway is shutting down: forget its routes now.
     Gone { gateway: String },
+    /// A process that just started (`gateway` names it) asks every gateway
+    /// to announce everything it hosts, since announcements are deltas.
+    Resync { gateway: String },
 }
 
 impl Announcement {
@@ -127,7 +130,8 @@ impl Announcement {
         match self {
             Announcement::Hosts { gateway, .. }
             | Announcement::Heartbeat { gateway, .. }
-            | Announcement::Gone { gateway } => gateway,
+            | Announcement::Gone { gateway }
+            | Announcement::Resync { gateway } => gateway,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use confab::config::StandaloneConfig;
-use confab::standalone::Running;
+use confab::serving::Running;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -62,8 +62,8 @@ impl TestServer {
         tweak(&mut c);
         let running = confab::standalone::start(c).await.expect("server starts");
         TestServer {
-            http: format!("http://{}", running.public_addr),
-            ws: format!("ws://{}/v1/ws", running.public_addr),
+            http: format!("http://{}", running.public()),
+            ws: format!("ws://{}/v1/ws", running.public()),
             admin: format!("http://{}", running.admin_addr),
             running: Some(running),
             dir,

@@ -1,0 +1,129 @@
+//! Distributed mode: `confab migrate` prepares Kafka and the CQL database,
+//! then any number of `confab gateway` and `confab dispatcher` processes run
+//! against them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_bus::Bus;
+use confab_bus::kafka::KafkaBus;
+use confab_dispatcher::links::RemotePush;
+use confab_gateway::Gateway;
+use confab_store::scylla::ScyllaStore;
+use confab_store::{Metered, Store};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BackendConfig, DispatcherConfig, GatewayConfig, MigrateConfig};
+use crate::serving::{self, Running};
+
+/// Creates the topics and the schema. Idempotent; refuses to change the
+/// partition count of an existing ingress topic.
+pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
+    config.validate()?;
+    let kafka = config.backend.kafka()?;
+    KafkaBus::create_topics(&kafka, config.partitions, config.kafka_replication).await?;
+    tracing::info!(topic = %kafka.ingress_topic(), partitions = config.partitions, "Kafka topics ready");
+    let cql = config.backend.cql(&config.cql_replication);
+    ScyllaStore::migrate(&cql).await?;
+    let store = ScyllaStore::connect(&cql).await?;
+    store.bind_partitions(config.partitions).await?;
+    tracing::info!(keyspace = %cql.keyspace, "CQL schema ready");
+    Ok(())
+}
+
+async fn backends(
+    config: &BackendConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn Store>)> {
+    let bus = KafkaBus::connect(config.kafka()?).await?;
+    let store = ScyllaStore::connect(&config.cql("")).await?;
+    Ok((Arc::new(bus), Arc::new(Metered::new(store, registry)?)))
+}
+
+/// Starts a gateway: client sessions on the public port, pushes from
+/// dispatchers on the internal port.
+pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
+    config.validate()?;
+    let registry = prometheus::Registry::new();
+    let (bus, store) = backends(&config.backend, &registry).await?;
+    let secret = serving::jwt_secret(&config.server, None)?;
+    let auth = serving::auth(&config.server, &secret)?;
+    let tls = serving::tls(&config.server)?;
+
+    let internal = serving::bind(config.internal_listen, "internal_listen").await?;
+    let public = serving::bind(config.server.listen, "listen").await?;
+    let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
+    let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
+    let mut gateway_config = config.server.gateway();
+    gateway_config.internal_addr = Some(config.advertised_internal(internal_addr));
+    let gateway = Gateway::new(gateway_config, auth, store, bus, confab_gateway::Metrics::new(&registry)?);
+    tracing::info!("listening on http://{public_addr}");
+    tracing::info!("internal listening on http://{internal_addr}");
+    tracing::info!("admin listening on http://{admin_addr}");
+
+    // Pushes from dispatchers go through the same delivery path as standalone.
+    let (_inbox_tx, inbox) = mpsc::channel(1);
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_millis(config.server.drain_grace_ms);
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let background = CancellationToken::new();
+        let bg = tokio::spawn({
+            let (gateway, background) = (gateway.clone(), background.clone());
+            async move { gateway.run_background(inbox, background).await }
+        });
+        let internal_stop = CancellationToken::new();
+        let internal_task = tokio::spawn(confab_gateway::serve::serve(
+            internal,
+            confab_gateway::internal::router(gateway.clone(), &secret),
+            None,
+            internal_stop.clone(),
+        ));
+        let (admin_stop, admin_task) = serving::spawn_admin(admin, registry, serving::gateway_ready(&gateway));
+        serving::serve_gateway(&gateway, public, tls, stop, CancellationToken::new(), grace).await;
+        internal_stop.cancel();
+        let _ = internal_task.await;
+        background.cancel();
+        let _ = bg.await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        drop(_inbox_tx);
+        Ok(())
+    });
+    Ok(Running { public_addr: Some(public_addr), admin_addr, internal_addr: Some(internal_addr), shutdown, task })
+}
+
+/// Starts a dispatcher: a member of the ingress consumer group.
+pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Running> {
+    config.validate()?;
+    let registry = prometheus::Registry::new();
+    let (bus, store) = backends(&config.backend, &registry).await?;
+    let secret = serving::secret_from(config.jwt_secret.as_deref(), config.jwt_secret_file.as_deref(), None)?;
+    let push = Arc::new(RemotePush::new(&secret));
+    let metrics = confab_dispatcher::Metrics::new(&registry)?;
+    let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
+    let admin_addr = admin.local_addr()?;
+    tracing::info!("admin listening on http://{admin_addr}");
+    let ready: crate::admin::ReadyCheck = {
+        let (bus, store) = (bus.clone(), store.clone());
+        Arc::new(move || {
+            let (bus, store) = (bus.clone(), store.clone());
+            Box::pin(async move {
+                store.ping().await.map_err(|e| e.to_string())?;
+                bus.ping().await.map_err(|e| e.to_string())
+            })
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let dispatcher_config = confab_dispatcher::Config { max_batch: config.max_batch, ..Default::default() };
+    let task = tokio::spawn(async move {
+        let (admin_stop, admin_task) = serving::spawn_admin(admin, registry, ready);
+        let result = confab_dispatcher::run(dispatcher_config, bus, store, push, metrics, stop).await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        result.map_err(|e| anyhow::Error::new(e).context("dispatcher"))
+    });
+    Ok(Running { public_addr: None, admin_addr, internal_addr: None, shutdown, task })
+}
