@@ -47,10 +47,8 @@ where
 /// A name that differs between runs, so reruns against long-lived servers
 /// never collide with leftovers: `prefix-<pid>-<millis>`.
 pub fn unique_name(prefix: &str) -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    let millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
     format!("{prefix}-{}-{}", std::process::id(), millis % 100_000_000)
 }
 

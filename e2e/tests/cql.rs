@@ -42,10 +42,7 @@ async fn keyspace_table_write_and_read() {
         .await
         .expect("prepare insert");
     for seq in 1..=5_i64 {
-        session
-            .execute_unpaged(&insert, ("lobby", 0_i32, seq, format!("hello {seq}")))
-            .await
-            .expect("insert");
+        session.execute_unpaged(&insert, ("lobby", 0_i32, seq, format!("hello {seq}"))).await.expect("insert");
     }
     session
         .execute_unpaged(&insert, ("other", 0_i32, 1_i64, "elsewhere"))
@@ -66,13 +63,7 @@ async fn keyspace_table_write_and_read() {
         .expect("typed rows")
         .collect::<Result<_, _>>()
         .expect("deserialize rows");
-    assert_eq!(
-        rows,
-        vec![(5, "hello 5".to_string()), (4, "hello 4".to_string()), (3, "hello 3".to_string())]
-    );
+    assert_eq!(rows, vec![(5, "hello 5".to_string()), (4, "hello 4".to_string()), (3, "hello 3".to_string())]);
 
-    session
-        .query_unpaged(format!("DROP KEYSPACE {ks}"), &[])
-        .await
-        .expect("drop keyspace");
+    session.query_unpaged(format!("DROP KEYSPACE {ks}"), &[]).await.expect("drop keyspace");
 }

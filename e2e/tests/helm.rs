@@ -8,15 +8,12 @@ use std::time::Duration;
 use confab_e2e::{infra_env, testdata, unique_name, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, DeleteParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams};
 
 fn helm(args: &[&str]) -> Output {
     let bin = infra_env("HELM", "helm");
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    let out = Command::new(&bin).args(args).output().unwrap_or_else(|e| panic!("running {bin}: {e}"));
     assert!(
         out.status.success(),
         "helm {args:?} failed ({}):\n{}\n{}",
@@ -35,10 +32,9 @@ fn lints_and_templates_the_test_chart() {
     let lint = String::from_utf8(helm(&["lint", "--strict", chart]).stdout).unwrap();
     assert!(lint.contains("1 chart(s) linted, 0 chart(s) failed"), "{lint}");
 
-    let rendered = String::from_utf8(
-        helm(&["template", "smoke", chart, "--namespace", "chat", "--set", "replicas=3"]).stdout,
-    )
-    .unwrap();
+    let rendered =
+        String::from_utf8(helm(&["template", "smoke", chart, "--namespace", "chat", "--set", "replicas=3"]).stdout)
+            .unwrap();
     assert!(rendered.contains("kind: Deployment"), "{rendered}");
     assert!(rendered.contains("kind: ConfigMap"), "{rendered}");
     assert!(rendered.contains("name: smoke-confab-smoke"), "{rendered}");
@@ -54,8 +50,15 @@ async fn installs_the_test_chart_into_the_cluster() {
     let release = "smoke";
 
     let out = helm(&[
-        "install", release, chart.to_str().unwrap(), "--namespace", &ns, "--create-namespace",
-        "--wait", "--timeout", "120s",
+        "install",
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        &ns,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "120s",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("STATUS: deployed"), "{text}");
@@ -74,8 +77,5 @@ async fn installs_the_test_chart_into_the_cluster() {
     })
     .await
     .unwrap();
-    Api::<Namespace>::all(client)
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete namespace");
+    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.expect("delete namespace");
 }

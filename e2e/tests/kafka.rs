@@ -22,10 +22,8 @@ async fn admin_produce_and_consume_through_a_group() {
     let topic = unique_name("e2e-kafka");
     let group = unique_name("e2e-group");
 
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().expect("admin client");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
     let created = admin
         .create_topics(&[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))], &opts)
@@ -38,14 +36,9 @@ async fn admin_produce_and_consume_through_a_group() {
     // The broker refuses to create topics implicitly (auto.create.topics.enable=false):
     // a metadata request for an unknown topic must not make it appear.
     let missing = unique_name("e2e-kafka-missing");
-    let md = admin
-        .inner()
-        .fetch_metadata(Some(&missing), Duration::from_secs(10))
-        .expect("metadata for a missing topic");
-    assert!(
-        md.topics().iter().all(|t| t.partitions().is_empty()),
-        "topic {missing} was auto-created"
-    );
+    let md =
+        admin.inner().fetch_metadata(Some(&missing), Duration::from_secs(10)).expect("metadata for a missing topic");
+    assert!(md.topics().iter().all(|t| t.partitions().is_empty()), "topic {missing} was auto-created");
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)

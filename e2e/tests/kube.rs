@@ -8,9 +8,9 @@ use std::time::Duration;
 use confab_e2e::{infra_env, unique_name, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::Client;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -113,10 +113,7 @@ async fn deployment_gets_replicaset_pods_and_garbage_collection() {
 
     // Delete the Deployment only (background propagation): the garbage
     // collector removes the ReplicaSet and, through it, the pods.
-    deployments
-        .delete("smoke", &DeleteParams::background())
-        .await
-        .expect("delete deployment");
+    deployments.delete("smoke", &DeleteParams::background()).await.expect("delete deployment");
     wait_for("the garbage collector to delete the ReplicaSet", TIMEOUT, POLL, || async {
         Ok(replicasets.get_opt(&rs_name).await?.is_none().then_some(()))
     })
@@ -129,8 +126,5 @@ async fn deployment_gets_replicaset_pods_and_garbage_collection() {
     .await
     .unwrap();
 
-    Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .expect("delete namespace");
+    Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await.expect("delete namespace");
 }
