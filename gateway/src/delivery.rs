@@ -45,6 +45,7 @@ impl Gateway {
                 HostsDelta::default()
             }
             Delivery::Room { room, audience, effect, frame } => {
+                metrics.room_events.inc();
                 let mut delta = HostsDelta::default();
                 if let Some((a, b)) = dm_members(&room) {
                     delta.merge(registry.ensure_dm(&room, [a, b]));

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub send_ack: Histogram,
     pub deliveries: IntCounter,
+    pub room_events: IntCounter,
     pub slow_consumers: IntCounter,
     pub produce_errors: IntCounter,
     pub auth_failures: IntCounterVec,
@@ -44,6 +45,10 @@ impl Metrics {
                 .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]),
             )?,
             deliveries: IntCounter::new("confab_gateway_deliveries_total", "Event frames queued to local sessions.")?,
+            room_events: IntCounter::new(
+                "confab_gateway_room_events_received_total",
+                "Room events pushed to this gateway by dispatchers (one per event, whatever its local audience).",
+            )?,
             slow_consumers: IntCounter::new(
                 "confab_outbound_queue_drops_total",
                 "Frames dropped because a session's outbound queue was full (the session is closed as slow_consumer).",
@@ -65,6 +70,7 @@ impl Metrics {
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.send_ack.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
+        registry.register(Box::new(m.room_events.clone()))?;
         registry.register(Box::new(m.slow_consumers.clone()))?;
         registry.register(Box::new(m.produce_errors.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
