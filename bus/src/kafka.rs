@@ -243,12 +243,23 @@ impl Bus for KafkaBus {
         // "From now on" means from the current end, resolved here: an
         // `Offset::End` resolved later by the consumer could skip what is
         // announced in between.
-        let (metadata, topic) = (self.inner.metadata.clone(), config.gateways_topic());
-        let (_, end) =
-            tokio::task::spawn_blocking(move || metadata.fetch_watermarks(&topic, 0, Duration::from_secs(10)))
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))?
-                .map_err(unavailable)?;
+        // A new topic's leader may not be known yet: retry for a while.
+        let mut tries = 0;
+        let end = loop {
+            let (metadata, topic) = (self.inner.metadata.clone(), config.gateways_topic());
+            let high =
+                tokio::task::spawn_blocking(move || metadata.fetch_watermarks(&topic, 0, Duration::from_secs(10)))
+                    .await
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+            match high {
+                Ok((_, end)) => break end,
+                Err(e) if tries >= 50 => return Err(unavailable(e)),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&config.gateways_topic(), 0, Offset::Offset(end)).map_err(unavailable)?;
         consumer.assign(&tpl).map_err(unavailable)?;
