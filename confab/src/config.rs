@@ -34,6 +34,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// The cluster's HS256 secret: it signs and verifies client tokens, and the
+/// dispatchers' connections to the gateways' internal port.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct SecretConfig {
+    /// File holding the HS256 secret (at least 32 bytes). Standalone without
+    /// it (and without CONFAB_JWT_SECRET) generates one into the data
+    /// directory; gateways and dispatchers require one, the same on every
+    /// process of the cluster.
+    #[arg(long, env = "CONFAB_JWT_SECRET_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The HS256 secret itself (prefer --jwt-secret-file; flags show in `ps`).
+    #[arg(long, env = "CONFAB_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+}
+
+impl SecretConfig {
+    fn validate(&self, required: bool) -> Result<(), ConfigError> {
+        match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(_), Some(_)) => Err(invalid("jwt_secret", "give jwt_secret or jwt_secret_file, not both")),
+            (None, None) if required => Err(invalid("jwt_secret_file", "the cluster's shared secret is required")),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What every process that serves clients shares: listeners, tokens, the
 /// protocol's limits and shutdown.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -52,18 +80,9 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
 
-    /// File holding the HS256 secret (at least 32 bytes) that signs and
-    /// verifies tokens. Standalone without it (and without CONFAB_JWT_SECRET)
-    /// generates one into the data directory; gateways require one, the same
-    /// on every gateway.
-    #[arg(long, env = "CONFAB_JWT_SECRET_FILE", value_name = "FILE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_secret_file: Option<PathBuf>,
-
-    /// The HS256 secret itself (prefer --jwt-secret-file; flags show in `ps`).
-    #[arg(long, env = "CONFAB_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub secret: SecretConfig,
 
     /// PEM public keys (RSA for RS256, EC P-256 for ES256) that also verify
     /// tokens, so an application can mint tokens for its own users.
@@ -285,16 +304,9 @@ pub struct DispatcherConfig {
     #[serde(flatten)]
     pub backend: BackendConfig,
 
-    /// File holding the HS256 secret shared with the gateways; it signs the
-    /// dispatcher's connections to their internal port.
-    #[arg(long, env = "CONFAB_JWT_SECRET_FILE", value_name = "FILE")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_secret_file: Option<PathBuf>,
-
-    /// The HS256 secret itself.
-    #[arg(long, env = "CONFAB_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub secret: SecretConfig,
 
     /// Most records in one group commit.
     #[arg(long, env = "CONFAB_MAX_BATCH", value_name = "RECORDS", default_value_t = 512)]
@@ -336,9 +348,7 @@ impl ServerConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
         }
-        if self.jwt_secret.is_some() && self.jwt_secret_file.is_some() {
-            return Err(invalid("jwt_secret", "give jwt_secret or jwt_secret_file, not both"));
-        }
+        self.secret.validate(false)?;
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be at least 1"));
         }
@@ -394,9 +404,7 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.backend.validate()?;
-        if self.server.jwt_secret.is_none() && self.server.jwt_secret_file.is_none() {
-            return Err(invalid("jwt_secret_file", "gateways need the cluster's shared secret"));
-        }
+        self.server.secret.validate(true)?;
         Ok(())
     }
 
@@ -409,9 +417,7 @@ impl GatewayConfig {
 impl DispatcherConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.backend.validate()?;
-        if self.jwt_secret.is_some() == self.jwt_secret_file.is_some() {
-            return Err(invalid("jwt_secret_file", "give exactly one of jwt_secret and jwt_secret_file"));
-        }
+        self.secret.validate(true)?;
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "must be at least 1"));
         }

@@ -47,7 +47,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     config.validate()?;
     let registry = prometheus::Registry::new();
     let (bus, store) = backends(&config.backend, &registry).await?;
-    let secret = serving::jwt_secret(&config.server, None)?;
+    let secret = serving::jwt_secret(&config.server.secret, None)?;
     let auth = serving::auth(&config.server, &secret)?;
     let tls = serving::tls(&config.server)?;
 
@@ -99,7 +99,7 @@ pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Runnin
     config.validate()?;
     let registry = prometheus::Registry::new();
     let (bus, store) = backends(&config.backend, &registry).await?;
-    let secret = serving::secret_from(config.jwt_secret.as_deref(), config.jwt_secret_file.as_deref(), None)?;
+    let secret = serving::jwt_secret(&config.secret, None)?;
     let push = Arc::new(RemotePush::new(&secret));
     let metrics = confab_dispatcher::Metrics::new(&registry)?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;

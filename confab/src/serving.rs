@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::ReadyCheck;
-use crate::config::ServerConfig;
+use crate::config::{SecretConfig, ServerConfig};
 
 /// A running process of any role.
 pub struct Running {
@@ -41,15 +41,11 @@ impl Running {
 
 /// The HS256 secret: configured, or (when `generate_in` is given) generated
 /// once into that directory and reused.
-pub fn jwt_secret(config: &ServerConfig, generate_in: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    secret_from(config.jwt_secret.as_deref(), config.jwt_secret_file.as_deref(), generate_in)
-}
-
-pub fn secret_from(secret: Option<&str>, file: Option<&Path>, generate_in: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    if let Some(secret) = secret {
+pub fn jwt_secret(config: &SecretConfig, generate_in: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.jwt_secret {
         return Ok(secret.trim().as_bytes().to_vec());
     }
-    if let Some(path) = file {
+    if let Some(path) = &config.jwt_secret_file {
         let secret = std::fs::read(path).with_context(|| format!("jwt_secret_file {}", path.display()))?;
         return Ok(secret.trim_ascii().to_vec());
     }

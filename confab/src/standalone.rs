@@ -23,7 +23,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     store.bind_partitions(config.partitions).await.context("partitions")?;
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.partitions, &store.checkpoints().await?));
 
-    let secret = serving::jwt_secret(&config.server, Some(&config.data))?;
+    let secret = serving::jwt_secret(&config.server.secret, Some(&config.data))?;
     let auth = serving::auth(&config.server, &secret)?;
     let tls = serving::tls(&config.server)?;
     let push = LocalPush::default();
