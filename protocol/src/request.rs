@@ -26,6 +26,8 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 #[serde(untagged)]
 pub enum RequestId {
     Int(i64),
+    /// Integers above `i64::MAX`: any JSON integer is a valid id.
+    UInt(u64),
     Str(String),
 }
 
@@ -117,7 +119,8 @@ impl Request {
             Some(Value::String(_)) => {}
             Some(_) => return Err(fail(id, "op must be a string".into())),
         }
-        let op = Op::deserialize(Value::Object(map)).map_err(|e| fail(id.clone(), e.to_string()))?;
+        // serde's messages quote the client's input: keep them short.
+        let op = Op::deserialize(Value::Object(map)).map_err(|e| fail(id.clone(), validate::clip(&e.to_string())))?;
         op.validate(max_text).map_err(|error| DecodeError { id: id.clone(), error })?;
         Ok(Request { id, op })
     }
@@ -239,6 +242,14 @@ mod tests {
     fn text_over_the_limit_is_too_large() {
         let frame = format!(r#"{{"id":1,"op":"send","room":"r","text":"{}","cid":"c"}}"#, "x".repeat(4097));
         assert_eq!(decode(&frame).unwrap_err().error.code, ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn any_json_integer_is_an_id_and_long_errors_are_clipped() {
+        let r = decode(r#"{"id":18446744073709551615,"op":"ping"}"#).unwrap();
+        assert_eq!(r.id, Some(RequestId::UInt(u64::MAX)));
+        let long = format!(r#"{{"id":1,"op":"{}"}}"#, "x".repeat(60_000));
+        assert!(decode(&long).unwrap_err().error.message.len() < 200);
     }
 
     #[test]
