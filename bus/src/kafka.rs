@@ -345,14 +345,23 @@ impl KafkaConsumer {
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        let first = self.consumer.recv().await.map_err(unavailable)?;
-        out.extend(self.record(&first));
-        drop(first);
+        loop {
+            match self.consumer.recv().await {
+                Ok(first) => {
+                    out.extend(self.record(&first));
+                    break;
+                }
+                // Broker outages surface here; librdkafka reconnects by itself.
+                Err(e) => {
+                    tracing::warn!(error = %e, "consuming the ingress topic");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
         while out.len() < max {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(m)) => out.extend(self.record(&m)),
-                Some(Err(e)) => return Err(unavailable(e)),
-                None => break,
+                Some(Err(_)) | None => break,
             }
         }
         Ok(out)

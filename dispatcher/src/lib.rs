@@ -86,15 +86,34 @@ pub async fn run(
                     // Partitions moved: what this dispatcher cached may be
                     // stale, and another may have advanced a checkpoint.
                     pipeline.forget_cached();
-                    pipeline.resume_from(store.checkpoints().await?);
+                    let Some(checkpoints) = checkpoints_patiently(&*store, &shutdown).await else { break };
+                    pipeline.resume_from(checkpoints);
                 }
                 let Some(offsets) = pipeline.process(records).await else { break };
-                consumer.commit(&offsets).await?;
+                if let Err(e) = consumer.commit(&offsets).await {
+                    // The records are stored; a redelivery after a failed
+                    // commit is skipped by the store's checkpoints.
+                    tracing::warn!(error = %e, "offset commit failed; the next one covers it");
+                }
             }
         }
     }
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+/// The store's checkpoints, retried while the store is down; `None` on shutdown.
+async fn checkpoints_patiently(store: &dyn Store, shutdown: &CancellationToken) -> Option<Vec<(u32, u64)>> {
+    loop {
+        match store.checkpoints().await {
+            Ok(c) => return Some(c),
+            Err(e) => tracing::warn!(error = %e, "reading checkpoints; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 fn rand_suffix() -> u64 {

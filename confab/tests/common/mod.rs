@@ -175,6 +175,17 @@ impl Client {
         c
     }
 
+    /// Like [`from_stream`](Self::from_stream), but `None` when the server
+    /// closes instead of saying hello (e.g. its store is down).
+    pub async fn try_from_stream(mut ws: Ws) -> Option<Client> {
+        let first = tokio::time::timeout(PATIENCE, ws.next()).await.ok()??.ok()?;
+        let hello: Value = match first {
+            Message::Text(t) => serde_json::from_str(&t).ok()?,
+            _ => return None,
+        };
+        (hello["ev"] == "hello").then(|| Client { ws, hello, next_id: 0, events: VecDeque::new() })
+    }
+
     /// The next JSON frame, skipping pings.
     pub async fn next_json(&mut self) -> Value {
         loop {

@@ -1,0 +1,361 @@
+//! ARCHITECTURE.md's failure table, against real processes on real Kafka and
+//! Cassandra. Each drill runs a steady stream of sends with cids, retries an
+//! unacknowledged send with the same cid as a client would (on another
+//! gateway when its own is gone), and checks afterwards, from history, that
+//! every acknowledged message is there exactly once, with its seq, in order.
+//!
+//! The drills stop shared servers, so they run one at a time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, SECRET};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_confab");
+const PARTITIONS: &str = "4";
+
+/// One drill at a time: they stop servers the others use.
+static DRILL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `scripts/infra up kafka cql` and `source target/infra/env`"))
+}
+
+fn infra(action: &str, what: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/infra");
+    let status = Command::new(script).args([action, what]).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "scripts/infra {action} {what}");
+}
+
+/// A `confab` process whose addresses are read from its log.
+struct Proc {
+    child: Child,
+    addrs: HashMap<&'static str, String>,
+}
+
+impl Proc {
+    fn spawn(args: &[String], wants: &[&'static str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addrs = HashMap::new();
+        while addrs.len() < wants.len() {
+            let line = lines.next().expect("the process logs its addresses").unwrap();
+            for want in wants {
+                if let Some(rest) = line.split(&format!(": {want} on http://")).nth(1) {
+                    addrs.insert(*want, rest.trim().to_owned());
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, addrs }
+    }
+
+    fn signal(&self, signal: &str) {
+        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    gateways: Vec<Proc>,
+    dispatchers: Vec<Proc>,
+    backend: Vec<String>,
+}
+
+impl Cluster {
+    async fn start(gateways: usize, dispatchers: usize) -> Cluster {
+        use std::hash::{BuildHasher, RandomState};
+        let id = RandomState::new().hash_one(std::time::SystemTime::now());
+        let backend: Vec<String> = [
+            "--kafka",
+            &env("KAFKA_BOOTSTRAP"),
+            "--topic-prefix",
+            &format!("drill-{id:016x}"),
+            "--cql",
+            &env("CQL_CONTACT_POINTS"),
+            "--keyspace",
+            &format!("drill_{id:016x}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut migrate = vec!["migrate".to_owned(), "--partitions".into(), PARTITIONS.into()];
+        migrate.extend(backend.iter().cloned());
+        let out = Command::new(BIN).args(&migrate).output().unwrap();
+        assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+        let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend };
+        for _ in 0..dispatchers {
+            cluster.add_dispatcher();
+        }
+        for i in 0..gateways {
+            let mut args: Vec<String> = ["gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            args.extend(["--internal-listen", "127.0.0.1:0", "--jwt-secret", SECRET].map(String::from));
+            args.extend(["--server-id".into(), format!("gw-{i}"), "--rate-burst".into(), "10000".into()]);
+            args.extend(["--produce-timeout-ms", "2000", "--drain-grace-ms", "3000"].map(String::from));
+            args.extend(cluster.backend.iter().cloned());
+            cluster.gateways.push(Proc::spawn(&args, &["listening", "admin listening"]));
+        }
+        cluster
+    }
+
+    fn add_dispatcher(&mut self) {
+        let mut args: Vec<String> = ["dispatcher", "--admin-listen", "127.0.0.1:0", "--jwt-secret", SECRET]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(self.backend.iter().cloned());
+        self.dispatchers.push(Proc::spawn(&args, &["admin listening"]));
+    }
+
+    fn public(&self, g: usize) -> String {
+        self.gateways[g].addrs["listening"].clone()
+    }
+}
+
+/// A client that sends a numbered stream and retries each message with its
+/// cid until acked, moving to the next gateway when its own fails.
+struct Writer {
+    gateways: Vec<String>,
+    current: usize,
+    token: String,
+    room: String,
+    client: Option<Client>,
+    acked: Vec<(String, u64)>,
+    retries: usize,
+}
+
+impl Writer {
+    async fn new(cluster: &Cluster, user: &str, room: &str) -> Writer {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", cluster.public(0));
+        let creds = json!({"username": user, "password": "password-123"});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The cluster may still be settling (consumer group, push links).
+        loop {
+            let r = http.post(format!("{base}/v1/auth/register")).json(&creds).send().await;
+            if r.is_ok_and(|r| r.status() == 201 || r.status() == 409) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "registration never worked");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let login: Value =
+            http.post(format!("{base}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+        let gateways = (0..cluster.gateways.len()).map(|g| cluster.public(g)).collect();
+        let mut w = Writer {
+            gateways,
+            current: 0,
+            token: login["token"].as_str().unwrap().to_owned(),
+            room: room.to_owned(),
+            client: None,
+            acked: Vec::new(),
+            retries: 0,
+        };
+        w.request_until_ok(json!({"op": "join", "room": room})).await;
+        w
+    }
+
+    async fn connect(&mut self) -> &mut Client {
+        if self.client.is_none() {
+            loop {
+                let url = format!("ws://{}/v1/ws?token={}", self.gateways[self.current], self.token);
+                match tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await {
+                    Ok(Ok((ws, _))) => {
+                        if let Some(client) = Client::try_from_stream(ws).await {
+                            self.client = Some(client);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                self.current = (self.current + 1) % self.gateways.len();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        self.client.as_mut().unwrap()
+    }
+
+    /// Sends until an `ok` reply; a lost reply, `unavailable` or a closed
+    /// connection is retried, the connection moving on to the next gateway.
+    async fn request_until_ok(&mut self, req: Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut n = 0u64;
+        loop {
+            assert!(Instant::now() < deadline, "{req} was never acknowledged");
+            n += 1;
+            let id = json!(format!("r{n}"));
+            let mut frame = req.clone();
+            frame["id"] = id.clone();
+            let client = self.connect().await;
+            let outcome = async {
+                use futures_util::SinkExt;
+                client.ws.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.ok()?;
+                tokio::time::timeout(Duration::from_secs(4), reply(client, &id)).await.ok()?
+            }
+            .await;
+            match outcome {
+                Some(r) if r["ok"] == true => return r,
+                Some(r) => assert_eq!(r["error"]["code"], "unavailable", "{req} -> {r}"),
+                None => {
+                    // Lost reply or connection: a new connection, maybe elsewhere.
+                    self.client = None;
+                    self.current = (self.current + 1) % self.gateways.len();
+                }
+            }
+            self.retries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn send(&mut self, i: usize) {
+        let cid = format!("m{i}");
+        let r = self
+            .request_until_ok(json!({"op":"send","room": self.room,"text": format!("message {i}"),"cid": cid}))
+            .await;
+        self.acked.push((cid, r["seq"].as_u64().unwrap()));
+    }
+
+    /// Every acked message is in history exactly once, with its seq, in order.
+    async fn verify(&mut self) {
+        let mut all: Vec<Value> = Vec::new();
+        let mut before: Option<u64> = None;
+        loop {
+            let mut req = json!({"op":"history","room": self.room,"limit":100});
+            if let Some(b) = before {
+                req["before"] = json!(b);
+            }
+            let page = self.request_until_ok(req).await;
+            let msgs = page["messages"].as_array().unwrap().clone();
+            if msgs.is_empty() {
+                break;
+            }
+            before = msgs[0]["seq"].as_u64();
+            all.splice(0..0, msgs);
+        }
+        let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "history is in strictly increasing seq order");
+        let mut by_cid: HashMap<&str, Vec<u64>> = HashMap::new();
+        for m in &all {
+            by_cid.entry(m["cid"].as_str().unwrap()).or_default().push(m["seq"].as_u64().unwrap());
+        }
+        for (cid, seq) in &self.acked {
+            assert_eq!(by_cid.get(cid.as_str()), Some(&vec![*seq]), "acked {cid} is stored once, as seq {seq}");
+        }
+        assert_eq!(all.len(), self.acked.len(), "nothing but the acked messages, no duplicates");
+        let order: Vec<&str> = all.iter().map(|m| m["cid"].as_str().unwrap()).collect();
+        let sent: Vec<&str> = self.acked.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(order, sent, "stored in the order they were sent");
+    }
+}
+
+async fn reply(client: &mut Client, id: &Value) -> Option<Value> {
+    use futures_util::StreamExt;
+    loop {
+        match client.ws.next().await? {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).ok()?;
+                if v.get("re") == Some(id) {
+                    return Some(v);
+                }
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_mid_stream_loses_and_duplicates_nothing() {
+    let _one = DRILL.lock().await;
+    let cluster = Cluster::start(2, 2).await;
+    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+    for i in 0..60 {
+        if i == 20 {
+            cluster.dispatchers[0].signal("-KILL");
+        }
+        w.send(i).await;
+    }
+    w.verify().await;
+}
+
+#[tokio::test]
+async fn a_gateway_drained_by_sigterm_sends_its_clients_elsewhere() {
+    let _one = DRILL.lock().await;
+    let cluster = Cluster::start(2, 1).await;
+    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+    for i in 0..40 {
+        if i == 15 {
+            cluster.gateways[0].signal("-TERM");
+        }
+        w.send(i).await;
+    }
+    assert_eq!(w.current, 1, "the writer moved to the surviving gateway");
+    w.verify().await;
+}
+
+#[tokio::test]
+async fn kafka_stopped_and_restarted_loses_no_acked_message() {
+    let _one = DRILL.lock().await;
+    let cluster = Cluster::start(1, 1).await;
+    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+    for i in 0..10 {
+        w.send(i).await;
+    }
+    infra("down", "kafka");
+    let restart = tokio::task::spawn_blocking(|| {
+        // Writes fail as `unavailable` meanwhile; then Kafka comes back.
+        std::thread::sleep(Duration::from_secs(5));
+        infra("up", "kafka");
+    });
+    let before = w.retries;
+    for i in 10..20 {
+        w.send(i).await;
+    }
+    restart.await.unwrap();
+    assert!(w.retries > before, "sends were refused while Kafka was down");
+    w.verify().await;
+}
+
+#[tokio::test]
+async fn the_store_stopped_and_restarted_holds_acks_until_it_returns() {
+    let _one = DRILL.lock().await;
+    let cluster = Cluster::start(1, 1).await;
+    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+    for i in 0..10 {
+        w.send(i).await;
+    }
+    infra("down", "cql");
+    let restart = tokio::task::spawn_blocking(|| {
+        std::thread::sleep(Duration::from_secs(5));
+        infra("up", "cql");
+    });
+    let before = w.retries;
+    for i in 10..20 {
+        w.send(i).await;
+    }
+    restart.await.unwrap();
+    assert!(w.retries > before, "no ack came while the store was down");
+    w.verify().await;
+    drop(cluster);
+}
