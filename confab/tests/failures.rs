@@ -33,6 +33,16 @@ fn infra(action: &str, what: &str) {
     assert!(status.success(), "scripts/infra {action} {what}");
 }
 
+/// Brings a stopped server back even when a drill fails half-way, so the
+/// drills after it find it running.
+struct Restore(&'static str);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        infra("up", self.0);
+    }
+}
+
 /// A `confab` process whose addresses are read from its log.
 struct Proc {
     child: Child,
@@ -315,6 +325,39 @@ async fn a_gateway_drained_by_sigterm_sends_its_clients_elsewhere() {
 }
 
 #[tokio::test]
+async fn a_gateway_killed_sends_its_clients_elsewhere_and_loses_no_acked_message() {
+    let _one = DRILL.lock().await;
+    let cluster = Cluster::start(2, 1).await;
+    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+    for i in 0..40 {
+        if i == 15 {
+            cluster.gateways[0].signal("-KILL");
+        }
+        w.send(i).await;
+    }
+    assert_eq!(w.current, 1, "the writer moved to the surviving gateway");
+    w.verify().await;
+}
+
+/// Waits until the gateway's `/readyz` answers `status`.
+async fn readyz(cluster: &Cluster, g: usize, status: u16) {
+    let url = format!("http://{}/readyz", cluster.gateways[g].addrs["admin listening"]);
+    let http = reqwest::Client::new();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(5)).send().await {
+                if r.status().as_u16() == status {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/readyz never answered {status}"));
+}
+
+#[tokio::test]
 async fn kafka_stopped_and_restarted_loses_no_acked_message() {
     let _one = DRILL.lock().await;
     let cluster = Cluster::start(1, 1).await;
@@ -322,7 +365,10 @@ async fn kafka_stopped_and_restarted_loses_no_acked_message() {
     for i in 0..10 {
         w.send(i).await;
     }
+    readyz(&cluster, 0, 200).await;
+    let _restore = Restore("kafka");
     infra("down", "kafka");
+    readyz(&cluster, 0, 503).await;
     let restart = tokio::task::spawn_blocking(|| {
         // Writes fail as `unavailable` meanwhile; then Kafka comes back.
         std::thread::sleep(Duration::from_secs(5));
@@ -334,6 +380,7 @@ async fn kafka_stopped_and_restarted_loses_no_acked_message() {
     }
     restart.await.unwrap();
     assert!(w.retries > before, "sends were refused while Kafka was down");
+    readyz(&cluster, 0, 200).await;
     w.verify().await;
 }
 
@@ -345,7 +392,10 @@ async fn the_store_stopped_and_restarted_holds_acks_until_it_returns() {
     for i in 0..10 {
         w.send(i).await;
     }
+    readyz(&cluster, 0, 200).await;
+    let _restore = Restore("cql");
     infra("down", "cql");
+    readyz(&cluster, 0, 503).await;
     let restart = tokio::task::spawn_blocking(|| {
         std::thread::sleep(Duration::from_secs(5));
         infra("up", "cql");
@@ -356,6 +406,7 @@ async fn the_store_stopped_and_restarted_holds_acks_until_it_returns() {
     }
     restart.await.unwrap();
     assert!(w.retries > before, "no ack came while the store was down");
+    readyz(&cluster, 0, 200).await;
     w.verify().await;
     drop(cluster);
 }

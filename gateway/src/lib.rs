@@ -96,8 +96,16 @@ impl Gateway {
         if self.inner.draining.load(Ordering::Relaxed) {
             return Err("draining".into());
         }
-        self.inner.store.ping().await.map_err(|e| e.to_string())?;
-        self.inner.bus.ping().await.map_err(|e| e.to_string())?;
+        // A server that does not answer is as unready as one that refuses.
+        let limit = Duration::from_secs(2);
+        match tokio::time::timeout(limit, self.inner.store.ping()).await {
+            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(_) => return Err("the store did not answer in time".into()),
+        }
+        match tokio::time::timeout(limit, self.inner.bus.ping()).await {
+            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(_) => return Err("the bus did not answer in time".into()),
+        }
         Ok(())
     }
 
