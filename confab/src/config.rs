@@ -438,6 +438,48 @@ impl MigrateConfig {
     }
 }
 
+/// What `main` needs of every role's settings.
+pub trait RoleConfig {
+    fn check(&self) -> Result<(), ConfigError>;
+    fn log_format(&self) -> LogFormat;
+}
+
+impl RoleConfig for StandaloneConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+    fn log_format(&self) -> LogFormat {
+        self.ops.log_format
+    }
+}
+
+impl RoleConfig for GatewayConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+    fn log_format(&self) -> LogFormat {
+        self.ops.log_format
+    }
+}
+
+impl RoleConfig for DispatcherConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+    fn log_format(&self) -> LogFormat {
+        self.ops.log_format
+    }
+}
+
+impl RoleConfig for MigrateConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
 /// Reads `T` from parsed flags and environment, layered over the TOML file
 /// at `file`: a file key counts only where neither a flag nor a variable set
 /// that field.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use confab::config::{
-    ConfigError, DispatcherConfig, GatewayConfig, LogFormat, MigrateConfig, StandaloneConfig, layered,
+    ConfigError, DispatcherConfig, GatewayConfig, LogFormat, MigrateConfig, RoleConfig, StandaloneConfig, layered,
 };
 use confab::serving::Running;
 use serde::Serialize;
@@ -81,47 +81,34 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
-        Command::Standalone(args) => {
-            let config = match settings::<StandaloneConfig>(&matches, "standalone", args.config.as_deref())
-                .and_then(|c| c.validate().map(|()| c))
-            {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            init_logging(config.ops.log_format);
-            run(async move { serve(confab::standalone::start(config).await?).await })
-        }
-        Command::Gateway(args) => {
-            let config = match settings::<GatewayConfig>(&matches, "gateway", args.config.as_deref())
-                .and_then(|c| c.validate().map(|()| c))
-            {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            init_logging(config.ops.log_format);
-            run(async move { serve(confab::distributed::start_gateway(config).await?).await })
-        }
-        Command::Dispatcher(args) => {
-            let config = match settings::<DispatcherConfig>(&matches, "dispatcher", args.config.as_deref())
-                .and_then(|c| c.validate().map(|()| c))
-            {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            init_logging(config.ops.log_format);
-            run(async move { serve(confab::distributed::start_dispatcher(config).await?).await })
-        }
-        Command::Migrate(args) => {
-            let config = match settings::<MigrateConfig>(&matches, "migrate", args.config.as_deref())
-                .and_then(|c| c.validate().map(|()| c))
-            {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
-            init_logging(config.log_format);
-            run(async move { confab::distributed::migrate(&config).await })
-        }
+        Command::Standalone(args) => match configured::<StandaloneConfig>(&matches, "standalone", &args) {
+            Ok(config) => run(async move { serve(confab::standalone::start(config).await?).await }),
+            Err(code) => code,
+        },
+        Command::Gateway(args) => match configured::<GatewayConfig>(&matches, "gateway", &args) {
+            Ok(config) => run(async move { serve(confab::distributed::start_gateway(config).await?).await }),
+            Err(code) => code,
+        },
+        Command::Dispatcher(args) => match configured::<DispatcherConfig>(&matches, "dispatcher", &args) {
+            Ok(config) => run(async move { serve(confab::distributed::start_dispatcher(config).await?).await }),
+            Err(code) => code,
+        },
+        Command::Migrate(args) => match configured::<MigrateConfig>(&matches, "migrate", &args) {
+            Ok(config) => run(async move { confab::distributed::migrate(&config).await }),
+            Err(code) => code,
+        },
     }
+}
+
+/// The role's settings, checked, with logging set up; exit code 2 otherwise.
+fn configured<T>(matches: &ArgMatches, name: &str, args: &WithFile<T>) -> Result<T, ExitCode>
+where
+    T: Args + FromArgMatches + Serialize + DeserializeOwned + RoleConfig,
+{
+    let config =
+        settings::<T>(matches, name, args.config.as_deref()).and_then(|c| c.check().map(|()| c)).map_err(fail)?;
+    init_logging(config.log_format());
+    Ok(config)
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
