@@ -123,6 +123,7 @@ impl Cluster {
             args.extend(["--internal-listen", "127.0.0.1:0", "--jwt-secret", SECRET].map(String::from));
             args.extend(["--server-id".into(), format!("gw-{i}"), "--rate-burst".into(), "10000".into()]);
             args.extend(["--produce-timeout-ms", "2000", "--drain-grace-ms", "3000"].map(String::from));
+            args.extend(["--outbound-queue", "16", "--rate-per-second", "10000"].map(String::from));
             args.extend(cluster.backend.iter().cloned());
             cluster.gateways.push(Proc::spawn(&args, &["listening", "admin listening"]));
         }
@@ -239,10 +240,12 @@ impl Writer {
     }
 
     async fn send(&mut self, i: usize) {
+        self.send_text(i, &format!("message {i}")).await;
+    }
+
+    async fn send_text(&mut self, i: usize, text: &str) {
         let cid = format!("m{i}");
-        let r = self
-            .request_until_ok(json!({"op":"send","room": self.room,"text": format!("message {i}"),"cid": cid}))
-            .await;
+        let r = self.request_until_ok(json!({"op":"send","room": self.room,"text": text,"cid": cid})).await;
         self.acked.push((cid, r["seq"].as_u64().unwrap()));
     }
 
@@ -337,6 +340,48 @@ async fn a_gateway_killed_sends_its_clients_elsewhere_and_loses_no_acked_message
     }
     assert_eq!(w.current, 1, "the writer moved to the surviving gateway");
     w.verify().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_closed_and_the_room_keeps_its_pace() {
+    let _one = DRILL.lock().await;
+    let cluster = Cluster::start(2, 1).await;
+    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+    // The slow member sits on the other gateway, joins, and stops reading.
+    let slow_token = {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", cluster.public(1));
+        let creds = json!({"username": "slow", "password": "password-123"});
+        assert_eq!(http.post(format!("{base}/v1/auth/register")).json(&creds).send().await.unwrap().status(), 201);
+        let login: Value =
+            http.post(format!("{base}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+        login["token"].as_str().unwrap().to_owned()
+    };
+    let mut slow = Client::connect(&format!("ws://{}/v1/ws?token={slow_token}", cluster.public(1))).await;
+    slow.join("drill-room").await;
+    let text = "x".repeat(4000);
+    let series = r#"confab_sessions_closed_total{reason="slow_consumer"}"#;
+    let mut i = 0;
+    while metric(&cluster, 1, series).await < 1.0 {
+        for _ in 0..50 {
+            w.send_text(i, &text).await;
+            i += 1;
+        }
+        assert!(i < 20_000, "the slow client was never closed");
+    }
+    // The writer was served all along, and still is.
+    for _ in 0..20 {
+        w.send_text(i, &text).await;
+        i += 1;
+    }
+    w.verify().await;
+    drop(slow);
+}
+
+async fn metric(cluster: &Cluster, g: usize, series: &str) -> f64 {
+    let url = format!("http://{}/metrics", cluster.gateways[g].addrs["admin listening"]);
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 /// Waits until the gateway's `/readyz` answers `status`.

@@ -302,3 +302,18 @@ async fn rooms_lists_every_room_with_last_and_read_seqs() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_page_of_large_messages_fits_in_one_reply() {
+    let s = TestServer::start_with(|c| c.server.rate_burst = 1000).await;
+    let mut alice = s.connected("alice").await;
+    alice.join("r").await;
+    let text = "y".repeat(4096);
+    for i in 0..100 {
+        alice.send("r", &text, &format!("c{i}")).await;
+    }
+    let page = alice.ok(json!({"op":"history","room":"r","limit":100})).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 100, "a reply of over 400 KB arrives whole");
+    let synced = alice.ok(json!({"op":"sync","rooms":{"r": 0},"limit":100})).await;
+    assert_eq!(synced["rooms"]["r"]["messages"].as_array().unwrap().len(), 100);
+}

@@ -166,7 +166,9 @@ async fn upgrade(
     let ws = ws
         .read_buffer_size(c.ws_read_buffer)
         .write_buffer_size(c.ws_write_buffer)
-        .max_write_buffer_size(c.max_frame_bytes.max(c.ws_write_buffer) * 4)
+        // No cap on the write buffer: one reply (a page of history, a sync)
+        // can be far larger than a client frame, and the session's bounded
+        // queue is what limits memory.
         .max_message_size(c.max_frame_bytes)
         .max_frame_size(c.max_frame_bytes);
     Ok(ws.on_upgrade(move |socket| async move {
