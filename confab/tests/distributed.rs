@@ -4,105 +4,23 @@
 
 mod common;
 
-use std::time::Duration;
-
-use clap::Parser;
-use common::{Client, SECRET};
-use confab::config::{DispatcherConfig, GatewayConfig, MigrateConfig};
+use common::Client;
+use common::cluster::PARTITIONS;
 use confab::serving::Running;
 use serde_json::json;
-
-const PARTITIONS: u32 = 4;
-
-#[derive(Parser)]
-struct Flags<T: clap::Args> {
-    #[command(flatten)]
-    config: T,
-}
-
-fn parse<T: clap::Args>(args: &[&str]) -> T {
-    Flags::<T>::parse_from(std::iter::once("confab").chain(args.iter().copied())).config
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} is not set: run `scripts/infra up kafka cql` and `source target/infra/env`"))
-}
 
 struct Cluster {
     gateways: Vec<Running>,
     dispatchers: Vec<Running>,
     http: reqwest::Client,
+    _keyspace: common::cluster::Keyspace,
 }
 
 impl Cluster {
-    /// Migrates fresh topics and a fresh keyspace, then starts the processes.
     async fn start(gateways: usize, dispatchers: usize) -> Cluster {
-        use std::hash::{BuildHasher, RandomState};
-        let id = RandomState::new().hash_one(std::time::SystemTime::now());
-        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
-        let (prefix, keyspace) = (format!("dist-{id:016x}"), format!("dist_{id:016x}"));
-        let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace];
-        let partitions = PARTITIONS.to_string();
-        let mut args = backend.to_vec();
-        args.extend(["--partitions", &partitions]);
-        confab::distributed::migrate(&parse::<MigrateConfig>(&args)).await.expect("migrate");
-        let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), http: reqwest::Client::new() };
-        for i in 0..dispatchers {
-            let mut args = backend.to_vec();
-            args.extend(["--admin-listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
-            let d = confab::distributed::start_dispatcher(parse::<DispatcherConfig>(&args)).await;
-            cluster.dispatchers.push(d.unwrap_or_else(|e| panic!("dispatcher {i}: {e:#}")));
-        }
-        for i in 0..gateways {
-            let name = format!("gw-{i}");
-            let mut args = backend.to_vec();
-            args.extend([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--internal-listen",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                SECRET,
-                "--server-id",
-                &name,
-                "--rate-burst",
-                "1000",
-            ]);
-            let g = confab::distributed::start_gateway(parse::<GatewayConfig>(&args)).await;
-            cluster.gateways.push(g.unwrap_or_else(|e| panic!("gateway {i}: {e:#}")));
-        }
-        cluster.warm_up().await;
-        cluster
-    }
-
-    /// Waits until every gateway's writes on every partition are answered:
-    /// dispatchers own the partitions and reach every gateway.
-    async fn warm_up(&self) {
-        for g in 0..self.gateways.len() {
-            let user = format!("warmup{g}");
-            self.register(g, &user).await;
-            let mut c = self.connect(g, &user).await;
-            for p in 0..PARTITIONS {
-                let room = (0..)
-                    .map(|i| format!("warm-{p}-{i}"))
-                    .find(|r| confab_bus::partition_for(r, PARTITIONS) == p)
-                    .unwrap();
-                tokio::time::timeout(Duration::from_secs(90), async {
-                    loop {
-                        // A reply lost while links come up is retried: join is idempotent.
-                        c.send_text(&json!({"id": "w", "op": "join", "room": room}).to_string()).await;
-                        if tokio::time::timeout(Duration::from_secs(2), c.reply_to(json!("w"))).await.is_ok() {
-                            return;
-                        }
-                    }
-                })
-                .await
-                .expect("the cluster answers writes");
-            }
-        }
+        let (gateways, dispatchers, keyspace) =
+            common::cluster::start(gateways, dispatchers, &["--rate-burst", "1000"]).await;
+        Cluster { gateways, dispatchers, http: reqwest::Client::new(), _keyspace: keyspace }
     }
 
     fn base(&self, g: usize) -> String {
@@ -133,11 +51,11 @@ impl Cluster {
         text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
     }
 
-    async fn stop(self) {
-        for g in self.gateways {
+    async fn stop(mut self) {
+        for g in self.gateways.drain(..) {
             g.stop().await.unwrap();
         }
-        for d in self.dispatchers {
+        for d in self.dispatchers.drain(..) {
             d.stop().await.unwrap();
         }
     }

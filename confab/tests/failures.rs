@@ -88,21 +88,21 @@ struct Cluster {
     gateways: Vec<Proc>,
     dispatchers: Vec<Proc>,
     backend: Vec<String>,
+    _keyspace: common::cluster::Keyspace,
 }
 
 impl Cluster {
     async fn start(gateways: usize, dispatchers: usize) -> Cluster {
-        use std::hash::{BuildHasher, RandomState};
-        let id = RandomState::new().hash_one(std::time::SystemTime::now());
+        let (prefix, keyspace) = common::cluster::names("drill");
         let backend: Vec<String> = [
             "--kafka",
             &env("KAFKA_BOOTSTRAP"),
             "--topic-prefix",
-            &format!("drill-{id:016x}"),
+            &prefix,
             "--cql",
             &env("CQL_CONTACT_POINTS"),
             "--keyspace",
-            &format!("drill_{id:016x}"),
+            &keyspace.0,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -111,7 +111,7 @@ impl Cluster {
         migrate.extend(backend.iter().cloned());
         let out = Command::new(BIN).args(&migrate).output().unwrap();
         assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
-        let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend };
+        let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace };
         for _ in 0..dispatchers {
             cluster.add_dispatcher();
         }

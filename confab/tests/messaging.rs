@@ -14,9 +14,7 @@ fn texts(messages: &Value) -> Vec<String> {
     messages.as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap().to_owned()).collect()
 }
 
-#[tokio::test]
-async fn joining_creates_the_room_and_tells_every_member() {
-    let s = TestServer::start().await;
+async fn joining_creates_the_room_and_tells_every_member(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
     let r = alice.join("general").await;
@@ -34,9 +32,7 @@ async fn joining_creates_the_room_and_tells_every_member() {
     assert_eq!(again["room"], "general", "joining twice is fine");
 }
 
-#[tokio::test]
-async fn a_message_reaches_every_session_of_every_member_once() {
-    let s = TestServer::start().await;
+async fn a_message_reaches_every_session_of_every_member_once(s: TestServer) {
     let alice_token = s.user("alice").await;
     let mut phone = s.connect(&alice_token).await;
     let mut laptop = s.connect(&alice_token).await;
@@ -71,9 +67,7 @@ async fn a_message_reaches_every_session_of_every_member_once() {
     assert_eq!(carol.error(json!({"op":"send","room":"r","text":"x","cid":"x"})).await, "not_member");
 }
 
-#[tokio::test]
-async fn a_resent_cid_returns_the_first_message_and_stores_nothing_new() {
-    let s = TestServer::start().await;
+async fn a_resent_cid_returns_the_first_message_and_stores_nothing_new(s: TestServer) {
     let mut alice = s.connected("alice").await;
     alice.join("r").await;
     let first = alice.send("r", "once", "same-cid").await;
@@ -87,9 +81,7 @@ async fn a_resent_cid_returns_the_first_message_and_stores_nothing_new() {
     assert_ne!(other["msg_id"], first["msg_id"]);
 }
 
-#[tokio::test]
-async fn direct_messages_make_a_room_for_the_two_users() {
-    let s = TestServer::start().await;
+async fn direct_messages_make_a_room_for_the_two_users(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
     let mut carol = s.connected("carol").await;
@@ -121,9 +113,7 @@ async fn direct_messages_make_a_room_for_the_two_users() {
     assert_eq!(h["messages"], json!([]));
 }
 
-#[tokio::test]
-async fn send_validates_its_fields() {
-    let s = TestServer::start().await;
+async fn send_validates_its_fields(s: TestServer) {
     let mut alice = s.connected("alice").await;
     alice.join("r").await;
     let cases = [
@@ -145,9 +135,7 @@ async fn send_validates_its_fields() {
     assert!(max["seq"].as_u64().is_some(), "4096 bytes is allowed");
 }
 
-#[tokio::test]
-async fn history_pages_backwards_oldest_first() {
-    let s = TestServer::start().await;
+async fn history_pages_backwards_oldest_first(s: TestServer) {
     let mut alice = s.connected("alice").await;
     alice.join("r").await;
     let mut sent = Vec::new();
@@ -171,9 +159,7 @@ async fn history_pages_backwards_oldest_first() {
     assert_eq!(alice.error(json!({"op":"history","room":"other"})).await, "not_member");
 }
 
-#[tokio::test]
-async fn sync_returns_what_was_missed_and_says_when_more_remain() {
-    let s = TestServer::start().await;
+async fn sync_returns_what_was_missed_and_says_when_more_remain(s: TestServer) {
     let mut alice = s.connected("alice").await;
     alice.join("a").await;
     alice.join("b").await;
@@ -194,9 +180,7 @@ async fn sync_returns_what_was_missed_and_says_when_more_remain() {
     assert_eq!(alice.error(json!({"op":"sync","rooms":{"a": "x"}})).await, "bad_request");
 }
 
-#[tokio::test]
-async fn read_markers_move_forward_only_and_are_told_to_members() {
-    let s = TestServer::start().await;
+async fn read_markers_move_forward_only_and_are_told_to_members(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
     alice.join("r").await;
@@ -215,9 +199,7 @@ async fn read_markers_move_forward_only_and_are_told_to_members() {
     assert_eq!(bob.error(json!({"op":"read","room":"elsewhere","seq":1})).await, "not_member");
 }
 
-#[tokio::test]
-async fn typing_reaches_the_other_members_only() {
-    let s = TestServer::start().await;
+async fn typing_reaches_the_other_members_only(s: TestServer) {
     let alice_token = s.user("alice").await;
     let mut alice = s.connect(&alice_token).await;
     let mut alice_laptop = s.connect(&alice_token).await;
@@ -239,9 +221,7 @@ async fn typing_reaches_the_other_members_only() {
     assert_eq!(bob.error(json!({"op":"typing","room":"nowhere"})).await, "not_member");
 }
 
-#[tokio::test]
-async fn leaving_tells_the_members_and_ends_membership() {
-    let s = TestServer::start().await;
+async fn leaving_tells_the_members_and_ends_membership(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
     alice.join("r").await;
@@ -256,14 +236,16 @@ async fn leaving_tells_the_members_and_ends_membership() {
     // Bob hears nothing more from the room: by the time his own join of
     // another room reaches him, alice's message to "r" would have too.
     alice.send("r", "bye bob", "a1").await;
-    bob.join("other").await;
-    bob.event(|e| e["room"] == "other").await;
+    // A room in the same partition as "r" (standalone's 8 or a cluster's 4),
+    // so its events come after those of "r" on every path.
+    let same = |o: &String, n| confab_bus::partition_for(o, n) == confab_bus::partition_for("r", n);
+    let other = (0..).map(|i| format!("other-{i}")).find(|o| same(o, 8) && same(o, 4)).unwrap();
+    bob.join(&other).await;
+    bob.event(|e| e["room"] == other.as_str()).await;
     assert!(bob.take_events().iter().all(|e| e["ev"] != "msg"), "no message after leaving");
 }
 
-#[tokio::test]
-async fn presence_tells_who_is_online_and_follows_sessions() {
-    let s = TestServer::start().await;
+async fn presence_tells_who_is_online_and_follows_sessions(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let bob_token = s.user("bob").await;
     let mut bob = s.connect(&bob_token).await;
@@ -282,9 +264,7 @@ async fn presence_tells_who_is_online_and_follows_sessions() {
     assert_eq!(alice.error(json!({"op":"presence","room":"nowhere"})).await, "not_member");
 }
 
-#[tokio::test]
-async fn rooms_lists_every_room_with_last_and_read_seqs() {
-    let s = TestServer::start().await;
+async fn rooms_lists_every_room_with_last_and_read_seqs(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let _bob = s.connected("bob").await;
     alice.join("a").await;
@@ -317,3 +297,42 @@ async fn a_page_of_large_messages_fits_in_one_reply() {
     let synced = alice.ok(json!({"op":"sync","rooms":{"r": 0},"limit":100})).await;
     assert_eq!(synced["rooms"]["r"]["messages"].as_array().unwrap().len(), 100);
 }
+
+/// Every test above runs against a standalone server, and again against two
+/// gateways and two dispatchers on real Kafka and Cassandra with the test's
+/// connections spread over both gateways.
+macro_rules! on_every_mode {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::TestServer::start().await).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::TestServer::start_cluster().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_mode!(
+    joining_creates_the_room_and_tells_every_member,
+    a_message_reaches_every_session_of_every_member_once,
+    a_resent_cid_returns_the_first_message_and_stores_nothing_new,
+    direct_messages_make_a_room_for_the_two_users,
+    send_validates_its_fields,
+    history_pages_backwards_oldest_first,
+    sync_returns_what_was_missed_and_says_when_more_remain,
+    read_markers_move_forward_only_and_are_told_to_members,
+    typing_reaches_the_other_members_only,
+    leaving_tells_the_members_and_ends_membership,
+    presence_tells_who_is_online_and_follows_sessions,
+    rooms_lists_every_room_with_last_and_read_seqs,
+);

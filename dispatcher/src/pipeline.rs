@@ -165,7 +165,7 @@ impl Pipeline {
                             d.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
                             d.members.insert((room.into(), user.into()), true);
                         }
-                        self.routes.add_room_for_users(room, [a, b]);
+                        self.routes.add_room_for_users(room, &[a, b]);
                         self.rooms.insert(room.into(), RoomState { exists: true, ..state });
                     }
                     Some(_) => {}
@@ -211,9 +211,13 @@ impl Pipeline {
                     d.writes.push(Write::Join { room: room.into(), user: user.clone(), at: seq_of(r.offset) });
                     d.members.insert((room.into(), user.clone()), true);
                     self.rooms.insert(room.into(), RoomState { exists: true, ..state });
+                    // The joiner's gateways must see the join: the origin's
+                    // from the record, the user's other devices' from the
+                    // announcements.
                     if let Some(origin) = &rec.origin {
                         self.routes.add_room(room, &origin.gateway);
                     }
+                    self.routes.add_room_for_users(room, &[user.as_str()]);
                     let frame =
                         Event::Member { room: room.into(), user: user.clone(), action: MemberAction::Join }.encode();
                     self.event(room, Audience::Members, Some(RoomEffect::Joined(user.clone())), frame, d);

@@ -44,8 +44,9 @@ impl Routes {
         self.rooms.entry(room.to_owned()).or_default().insert(gw);
     }
 
-    /// Routes a new DM room to wherever its two users are.
-    pub fn add_room_for_users(&mut self, room: &str, users: [&str; 2]) {
+    /// Routes a room to wherever these users have sessions: the two users of
+    /// a new DM, or a joining user's other devices on other gateways.
+    pub fn add_room_for_users(&mut self, room: &str, users: &[&str]) {
         let gateways: Vec<Arc<str>> =
             users.iter().flat_map(|u| self.users.get(*u).into_iter().flatten().cloned()).collect();
         if !gateways.is_empty() {
@@ -154,7 +155,7 @@ mod tests {
             users_added: vec!["bob".into()],
             users_removed: vec![],
         });
-        routes.add_room_for_users("dm:alice:bob", ["alice", "bob"]);
+        routes.add_room_for_users("dm:alice:bob", &["alice", "bob"]);
         assert_eq!(gateways(&routes, "dm:alice:bob"), ["gw-2"]);
     }
 }

@@ -5,7 +5,9 @@
 
 CQL_PORT=${CONFAB_CQL_PORT:-19042}
 CQL_STORAGE_PORT=${CONFAB_CQL_STORAGE_PORT:-19700}
-CQL_HEAP=${CONFAB_CQL_HEAP:-768m}
+# The test suites create a keyspace per test (and drop it after); 768m ran
+# out of heap with a few dozen keyspaces alive at once.
+CQL_HEAP=${CONFAB_CQL_HEAP:-2g}
 CASSANDRA_HOME=$INFRA/cassandra-$CASSANDRA_VERSION # jars (cache)
 CQL_DIR=$INFRA/cassandra                            # config + data
 CQL_LOG=$LOG/cql.log

@@ -1,5 +1,8 @@
-//! A real standalone server on port 0 and a protocol client for tests.
+//! A real standalone server on port 0 (or a distributed cluster) and a
+//! protocol client for tests.
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -44,8 +47,16 @@ pub fn config(data: &std::path::Path) -> StandaloneConfig {
 
 pub struct TestServer {
     pub running: Option<Running>,
+    /// The other processes of a cluster (more gateways, the dispatchers).
+    pub others: Vec<Running>,
     pub http: String,
     pub ws: String,
+    /// Every gateway's WebSocket URL; connections alternate between them.
+    pub gateways: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
+    /// A cluster's keyspace, dropped with the server (declared last: it goes
+    /// after the processes).
+    keyspace: Option<cluster::Keyspace>,
     pub admin: String,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -61,11 +72,36 @@ impl TestServer {
         let mut c = config(dir.path());
         tweak(&mut c);
         let running = confab::standalone::start(c).await.expect("server starts");
+        Self::around(running, Vec::new(), Vec::new(), dir)
+    }
+
+    /// Two gateways and two dispatchers on the real Kafka and Cassandra;
+    /// each new connection goes to the next gateway, so a test's users and
+    /// devices are spread over both.
+    pub async fn start_cluster() -> TestServer {
+        let (mut gateways, dispatchers, keyspace) = cluster::start(2, 2, &[]).await;
+        let urls = gateways.iter().map(|g| format!("ws://{}/v1/ws", g.public())).collect();
+        let first = gateways.remove(0);
+        gateways.extend(dispatchers);
+        let mut server = Self::around(first, gateways, urls, tempfile::tempdir().unwrap());
+        server.keyspace = Some(keyspace);
+        server
+    }
+
+    fn around(running: Running, others: Vec<Running>, mut gateways: Vec<String>, dir: tempfile::TempDir) -> TestServer {
+        let ws = format!("ws://{}/v1/ws", running.public());
+        if gateways.is_empty() {
+            gateways.push(ws.clone());
+        }
         TestServer {
             http: format!("http://{}", running.public()),
-            ws: format!("ws://{}/v1/ws", running.public()),
+            ws,
+            gateways,
+            next: Default::default(),
+            keyspace: None,
             admin: format!("http://{}", running.admin_addr),
             running: Some(running),
+            others,
             dir,
             client: reqwest::Client::new(),
         }
@@ -73,6 +109,9 @@ impl TestServer {
 
     pub async fn stop(&mut self) {
         self.running.take().unwrap().stop().await.expect("clean stop");
+        for other in self.others.drain(..) {
+            other.stop().await.expect("clean stop");
+        }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -132,7 +171,9 @@ impl TestServer {
     }
 
     pub async fn connect(&self, token: &str) -> Client {
-        Client::connect(&format!("{}?token={token}", self.ws)).await
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ws = &self.gateways[n % self.gateways.len()];
+        Client::connect(&format!("{ws}?token={token}")).await
     }
 
     /// Registers, logs in and connects.

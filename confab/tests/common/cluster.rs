@@ -1,0 +1,126 @@
+//! A distributed cluster in this process, on the real Kafka and Cassandra
+//! from `scripts/infra up kafka cql`: fresh topics and keyspace, then
+//! dispatchers and gateways, warmed up until every gateway's writes on every
+//! partition are answered.
+
+use std::time::Duration;
+
+use clap::Parser;
+use confab::config::{DispatcherConfig, GatewayConfig, MigrateConfig};
+use confab::serving::Running;
+use serde_json::json;
+
+use super::{Client, SECRET};
+
+pub const PARTITIONS: u32 = 4;
+
+#[derive(Parser)]
+struct Flags<T: clap::Args> {
+    #[command(flatten)]
+    config: T,
+}
+
+fn parse<T: clap::Args>(args: &[&str]) -> T {
+    Flags::<T>::parse_from(std::iter::once("confab").chain(args.iter().copied())).config
+}
+
+pub fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run `scripts/infra up kafka cql` and `source target/infra/env`"))
+}
+
+/// Drops a test's keyspace when the test is over, so a test run does not
+/// pile up keyspaces in the database.
+pub struct Keyspace(pub String);
+
+impl Drop for Keyspace {
+    fn drop(&mut self) {
+        let config = confab_store::scylla::CqlConfig {
+            contact_points: env("CQL_CONTACT_POINTS").split(',').map(str::to_owned).collect(),
+            keyspace: self.0.clone(),
+            replication: String::new(),
+            username: None,
+            password: None,
+            request_timeout: Duration::from_secs(10),
+        };
+        // Drop runs inside the test's runtime; the cleanup gets one of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(confab_store::scylla::ScyllaStore::drop_keyspace(&config))
+        })
+        .join();
+    }
+}
+
+/// A fresh topic prefix and keyspace name.
+pub fn names(kind: &str) -> (String, Keyspace) {
+    use std::hash::{BuildHasher, RandomState};
+    let id = RandomState::new().hash_one(std::time::SystemTime::now());
+    (format!("{kind}-{id:016x}"), Keyspace(format!("{kind}_{id:016x}")))
+}
+
+/// Gateways (named `gw-0`, `gw-1`, ...) and dispatchers, ready for traffic;
+/// the keyspace goes when the guard is dropped.
+pub async fn start(
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+    let (prefix, guard) = names("dist");
+    let keyspace = guard.0.clone();
+    let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace];
+    let partitions = PARTITIONS.to_string();
+    let mut args = backend.to_vec();
+    args.extend(["--partitions", &partitions]);
+    confab::distributed::migrate(&parse::<MigrateConfig>(&args)).await.expect("migrate");
+    let mut ds = Vec::new();
+    for i in 0..dispatchers {
+        let mut args = backend.to_vec();
+        args.extend(["--admin-listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        let d = confab::distributed::start_dispatcher(parse::<DispatcherConfig>(&args)).await;
+        ds.push(d.unwrap_or_else(|e| panic!("dispatcher {i}: {e:#}")));
+    }
+    let mut gs = Vec::new();
+    for i in 0..gateways {
+        let name = format!("gw-{i}");
+        let mut args = backend.to_vec();
+        args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0"]);
+        args.extend(["--jwt-secret", SECRET, "--server-id", &name]);
+        args.extend(gateway_flags);
+        let g = confab::distributed::start_gateway(parse::<GatewayConfig>(&args)).await;
+        gs.push(g.unwrap_or_else(|e| panic!("gateway {i}: {e:#}")));
+    }
+    for (i, g) in gs.iter().enumerate() {
+        warm_up(g, i).await;
+    }
+    (gs, ds, guard)
+}
+
+/// Waits until the gateway's writes on every partition are answered: the
+/// dispatchers own the partitions and reach the gateway.
+async fn warm_up(gateway: &Running, i: usize) {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", gateway.public());
+    let creds = json!({"username": format!("warmup{i}"), "password": "password-123"});
+    assert_eq!(http.post(format!("{base}/v1/auth/register")).json(&creds).send().await.unwrap().status(), 201);
+    let login: serde_json::Value =
+        http.post(format!("{base}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap();
+    let mut c = Client::connect(&format!("ws://{}/v1/ws?token={token}", gateway.public())).await;
+    for p in 0..PARTITIONS {
+        let room =
+            (0..).map(|n| format!("warm-{p}-{n}")).find(|r| confab_bus::partition_for(r, PARTITIONS) == p).unwrap();
+        tokio::time::timeout(Duration::from_secs(90), async {
+            loop {
+                // A reply lost while links come up is retried: join is idempotent.
+                c.send_text(&json!({"id": "w", "op": "join", "room": room}).to_string()).await;
+                if tokio::time::timeout(Duration::from_secs(2), c.reply_to(json!("w"))).await.is_ok() {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the cluster answers writes");
+    }
+}
