@@ -444,41 +444,26 @@ pub trait RoleConfig {
     fn log_format(&self) -> LogFormat;
 }
 
-impl RoleConfig for StandaloneConfig {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-    fn log_format(&self) -> LogFormat {
-        self.ops.log_format
-    }
+macro_rules! role_config {
+    ($($config:ty => |$c:ident| $log_format:expr),* $(,)?) => {$(
+        impl RoleConfig for $config {
+            fn check(&self) -> Result<(), ConfigError> {
+                self.validate()
+            }
+            fn log_format(&self) -> LogFormat {
+                let $c = self;
+                $log_format
+            }
+        }
+    )*};
 }
 
-impl RoleConfig for GatewayConfig {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-    fn log_format(&self) -> LogFormat {
-        self.ops.log_format
-    }
-}
-
-impl RoleConfig for DispatcherConfig {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-    fn log_format(&self) -> LogFormat {
-        self.ops.log_format
-    }
-}
-
-impl RoleConfig for MigrateConfig {
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-    fn log_format(&self) -> LogFormat {
-        self.log_format
-    }
-}
+role_config!(
+    StandaloneConfig => |c| c.ops.log_format,
+    GatewayConfig => |c| c.ops.log_format,
+    DispatcherConfig => |c| c.ops.log_format,
+    MigrateConfig => |c| c.log_format,
+);
 
 /// Reads `T` from parsed flags and environment, layered over the TOML file
 /// at `file`: a file key counts only where neither a flag nor a variable set
