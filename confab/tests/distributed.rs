@@ -124,3 +124,17 @@ async fn a_room_event_is_pushed_only_to_gateways_hosting_a_member() {
     assert!(cluster.metric(0, "confab_gateway_room_events_received_total").await >= 7.0);
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_users_devices_on_different_gateways_all_get_the_rooms_events() {
+    let cluster = Cluster::start(2, 1).await;
+    cluster.register(0, "alice").await;
+    let mut phone = cluster.connect(0, "alice").await;
+    let mut laptop = cluster.connect(1, "alice").await;
+    // The phone joins; the laptop, on the other gateway, must be told too.
+    phone.join("r").await;
+    assert_eq!(laptop.event(|e| e["ev"] == "member").await["room"], "r");
+    let sent = phone.send("r", "to all my devices", "c1").await;
+    assert_eq!(laptop.event(|e| e["ev"] == "msg").await["seq"], sent["seq"]);
+    cluster.stop().await;
+}
