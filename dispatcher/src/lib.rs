@@ -75,8 +75,14 @@ pub async fn run(
                 pipeline.routes.apply(&a);
             }
             _ = expiry.tick() => {
-                pipeline.routes.expire(config.gateway_timeout);
-                for (partition, lag) in consumer.lag().await {
+                for gateway in pipeline.routes.expire(config.gateway_timeout) {
+                    // Its link stops reconnecting too.
+                    push.learn(&Announcement::Gone { gateway: gateway.to_string() });
+                }
+                let lags = consumer.lag().await;
+                // Partitions this dispatcher lost are no longer its to report.
+                metrics.consumer_lag.reset();
+                for (partition, lag) in lags {
                     metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(lag as i64);
                 }
             }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// Audience and path agreed with the gateway's internal port.
 pub const INTERNAL_AUDIENCE: &str = "confab-internal";
 pub const PUSH_PATH: &str = "/internal/v1/push";
-/// Batches queued for one gateway before pushing waits for the link.
+/// Batches queued for one gateway; beyond that, its batches are dropped.
 const LINK_QUEUE: usize = 1024;
 
 #[derive(Clone)]
@@ -75,7 +75,15 @@ impl Push for RemotePush {
     async fn push(&self, gateway: &str, batch: Vec<Delivery>) -> Result<()> {
         let tx = self.inner.links.lock().expect("links lock").get(gateway).map(|l| l.tx.clone());
         match tx {
-            Some(tx) => tx.send(batch).await.map_err(|_| Error::Closed),
+            // A link that is down or behind never holds up the pipeline (and
+            // so every other gateway): the batch is dropped, and the clients
+            // behind that gateway repair the gap with `prev_seq` and `sync`.
+            Some(tx) => tx.try_send(batch).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    Error::Unavailable(format!("the push link to gateway {gateway} is {LINK_QUEUE} batches behind"))
+                }
+                mpsc::error::TrySendError::Closed(_) => Error::Closed,
+            }),
             None => Err(Error::Unavailable(format!("no address known for gateway {gateway}"))),
         }
     }
@@ -135,5 +143,38 @@ async fn run_link(gateway: String, addr: String, token: String, mut rx: mpsc::Re
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nothing listens on: the link keeps failing to connect.
+    async fn dead_addr() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_gateway_that_cannot_be_reached_never_holds_up_pushes() {
+        let push = RemotePush::new(b"secret");
+        push.learn(&Announcement::Heartbeat { gateway: "gw-dead".into(), addr: Some(dead_addr().await) });
+        for _ in 0..LINK_QUEUE {
+            push.push("gw-dead", Vec::new()).await.expect("queued while the link retries");
+        }
+        let Err(Error::Unavailable(why)) = push.push("gw-dead", Vec::new()).await else {
+            panic!("a full link refuses the batch at once instead of waiting")
+        };
+        assert!(why.contains("gw-dead"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_gone_gateway_has_no_link() {
+        let push = RemotePush::new(b"secret");
+        push.learn(&Announcement::Heartbeat { gateway: "gw-1".into(), addr: Some(dead_addr().await) });
+        push.learn(&Announcement::Gone { gateway: "gw-1".into() });
+        let Err(Error::Unavailable(why)) = push.push("gw-1", Vec::new()).await else { panic!("no link") };
+        assert!(why.contains("no address known"), "{why}");
     }
 }

@@ -58,15 +58,16 @@ impl Routes {
         self.rooms.get(room).into_iter().flatten()
     }
 
-    /// Forgets gateways not heard from within `timeout`.
-    pub fn expire(&mut self, timeout: Duration) {
+    /// Forgets gateways not heard from within `timeout`; returns them.
+    pub fn expire(&mut self, timeout: Duration) -> Vec<Arc<str>> {
         let now = Instant::now();
         let dead: Vec<Arc<str>> =
             self.seen.iter().filter(|(_, at)| now.duration_since(**at) > timeout).map(|(g, _)| g.clone()).collect();
-        for gateway in dead {
+        for gateway in &dead {
             tracing::warn!(%gateway, "gateway silent past its deadline; dropping its routes");
-            self.forget(&gateway);
+            self.forget(gateway);
         }
+        dead
     }
 
     fn forget(&mut self, gateway: &str) {
