@@ -1,0 +1,98 @@
+//! The Job that runs `confab migrate` (topics and schema, idempotent)
+//! before the gateways and dispatchers start, and again whenever what it
+//! depends on changes (image, Kafka, CQL settings): its name carries a hash
+//! of those, so a change is a new Job.
+
+use k8s_openapi::api::batch::v1::Job;
+use serde_json::json;
+
+use super::workloads::{
+    backend_env, backend_mounts, backend_volumes, container_security_context, image, pod_security_context,
+};
+use super::{child_name, labels, metadata, stable_hash, typed};
+use crate::Result;
+use crate::crd::ChatCluster;
+
+pub const COMPONENT: &str = "migrate";
+
+/// `<name>-migrate-<hash>`.
+pub fn job_name(cc: &ChatCluster) -> String {
+    let inputs = serde_json::to_string(&json!([image(cc), cc.spec.kafka, cc.spec.cql])).expect("spec serializes");
+    child_name(cc, &format!("migrate-{}", &stable_hash(inputs.as_bytes())[..10]))
+}
+
+pub fn job(cc: &ChatCluster) -> Result<Job> {
+    let (kafka, cql) = (&cc.spec.kafka, &cc.spec.cql);
+    let mut env = backend_env(cc);
+    env.extend([
+        json!({"name": "CONFAB_PARTITIONS", "value": kafka.partitions.to_string()}),
+        json!({"name": "CONFAB_KAFKA_REPLICATION", "value": kafka.replication_factor.to_string()}),
+        json!({"name": "CONFAB_CQL_REPLICATION", "value": cql.replication}),
+        json!({"name": "CONFAB_LOG_FORMAT", "value": "json"}),
+    ]);
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "containers": [{
+            "name": COMPONENT,
+            "image": image(cc),
+            "imagePullPolicy": cc.spec.image.pull_policy,
+            "args": [COMPONENT],
+            "env": env,
+            "volumeMounts": backend_mounts(cc),
+            "securityContext": container_security_context(),
+        }],
+        "volumes": backend_volumes(cc),
+        "securityContext": pod_security_context(),
+        "enableServiceLinks": false,
+    });
+    // Scheduling constraints of the dispatchers apply to the migration too.
+    super::workloads::apply_overrides(&mut pod_spec, &cc.spec.dispatcher.pod);
+    if !cc.spec.image.pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = cc.spec.image.pull_secrets.iter().map(|n| json!({"name": n})).collect();
+    }
+    typed(
+        "Job",
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": metadata(cc, job_name(cc), COMPONENT)?,
+            "spec": {
+                "backoffLimit": 6,
+                "activeDeadlineSeconds": 900,
+                "template": {"metadata": {"labels": labels(cc, COMPONENT)}, "spec": pod_spec},
+            },
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::tests::minimal;
+
+    #[test]
+    fn the_job_runs_migrate_with_the_clusters_partitions_and_replication() {
+        let job = job(&minimal()).unwrap();
+        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(c.args.as_deref(), Some(&["migrate".to_owned()][..]));
+        let env = c.env.as_ref().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone()).unwrap();
+        assert_eq!(get("CONFAB_PARTITIONS"), "16");
+        assert_eq!(get("CONFAB_KAFKA_REPLICATION"), "1");
+        assert!(get("CONFAB_CQL_REPLICATION").contains("SimpleStrategy"));
+    }
+
+    #[test]
+    fn a_new_image_or_backend_is_a_new_job_but_a_replica_change_is_not() {
+        let base = job_name(&minimal());
+        assert!(base.starts_with("chat-migrate-") && base.len() <= 63, "{base}");
+        let mut cc = minimal();
+        cc.spec.gateway.replicas = Some(7);
+        assert_eq!(job_name(&cc), base);
+        cc.spec.image.tag = "9.9.9".into();
+        assert_ne!(job_name(&cc), base);
+        let mut cc = minimal();
+        cc.spec.cql.replication = "{'class': 'NetworkTopologyStrategy', 'dc1': 3}".into();
+        assert_ne!(job_name(&cc), base);
+    }
+}

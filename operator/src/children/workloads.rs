@@ -1,0 +1,448 @@
+//! The gateway and dispatcher Deployments: the one `confab` image, started
+//! as `confab gateway` or `confab dispatcher`, configured through `CONFAB_*`
+//! variables (which beat the mounted TOML file of pass-through settings).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::{Value, json};
+
+use super::settings::{CONFIG_DIR, DISPATCHER_TOML, GATEWAY_TOML, jwt_secret_ref};
+use super::{
+    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, child_name, labels, metadata, selector_labels, to_json, typed,
+};
+use crate::Result;
+use crate::crd::{ChatCluster, PodOverrides};
+
+/// Annotation on pod templates: the hash of the ConfigMap's files.
+pub const CONFIG_HASH_ANNOTATION: &str = "confab.dev/config-hash";
+/// Seconds between a pod's removal from the Service's endpoints and its
+/// SIGTERM, so load balancers stop sending new connections first.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+
+const JWT_DIR: &str = "/etc/confab/jwt";
+const PUBLIC_KEYS_DIR: &str = "/etc/confab/jwt-public-keys";
+const KAFKA_TLS_DIR: &str = "/etc/confab/kafka-tls";
+
+/// `<name>-gateway` or `<name>-dispatcher`.
+pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Deployment> {
+    let spec = &cc.spec;
+    let (resources, overrides, replicas) = match role {
+        Role::Gateway => (&spec.gateway.resources, &spec.gateway.pod, spec.gateway_replicas()),
+        Role::Dispatcher => (&spec.dispatcher.resources, &spec.dispatcher.pod, spec.dispatcher_replicas()),
+    };
+    let component = role.as_str();
+    let mut env = vec![json!({"name": "CONFAB_ADMIN_LISTEN", "value": format!("0.0.0.0:{ADMIN_PORT}")})];
+    let mut ports = vec![json!({"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"})];
+    if role == Role::Gateway {
+        env.extend([
+            json!({"name": "CONFAB_LISTEN", "value": format!("0.0.0.0:{PUBLIC_PORT}")}),
+            json!({"name": "CONFAB_INTERNAL_LISTEN", "value": format!("0.0.0.0:{INTERNAL_PORT}")}),
+            // Dispatchers dial the address a gateway announces on Kafka: its pod IP.
+            json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+            json!({"name": "CONFAB_INTERNAL_ADVERTISE", "value": format!("$(POD_IP):{INTERNAL_PORT}")}),
+            json!({"name": "CONFAB_SERVER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+            json!({"name": "CONFAB_DRAIN_GRACE_MS", "value": (i64::from(spec.gateway.drain_seconds) * 1000).to_string()}),
+        ]);
+        ports.insert(0, json!({"name": "http", "containerPort": PUBLIC_PORT, "protocol": "TCP"}));
+        ports.insert(1, json!({"name": "internal", "containerPort": INTERNAL_PORT, "protocol": "TCP"}));
+    }
+    let file = match role {
+        Role::Gateway => GATEWAY_TOML,
+        Role::Dispatcher => DISPATCHER_TOML,
+    };
+    env.push(json!({"name": "CONFAB_CONFIG", "value": format!("{CONFIG_DIR}/{file}")}));
+    env.push(json!({"name": "CONFAB_LOG_FORMAT", "value": "json"}));
+    env.extend(backend_env(cc));
+    let (_, jwt_key) = jwt_secret_ref(cc);
+    env.push(json!({"name": "CONFAB_JWT_SECRET_FILE", "value": format!("{JWT_DIR}/{jwt_key}")}));
+    if role == Role::Gateway
+        && let Some(keys) = &spec.auth.public_keys
+    {
+        let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}")).collect();
+        env.push(json!({"name": "CONFAB_JWT_PUBLIC_KEYS", "value": files.join(",")}));
+    }
+    // The user's variables go first so that ours, later, win (Kubernetes
+    // keeps the last of two variables with one name).
+    let mut all_env: Vec<Value> = overrides.env.iter().map(to_json).collect();
+    all_env.retain(|e| !env.iter().any(|ours| ours["name"] == e["name"]));
+    all_env.extend(env);
+
+    let mut volumes = vec![json!({"name": "config", "configMap": {"name": child_name(cc, "config")}})];
+    let mut mounts = vec![json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true})];
+    volumes.extend(backend_volumes(cc));
+    mounts.extend(backend_mounts(cc));
+    if role == Role::Gateway
+        && let Some(keys) = &spec.auth.public_keys
+    {
+        let items: Vec<Value> = keys.keys.iter().map(|k| json!({"key": k, "path": k})).collect();
+        volumes.push(json!({"name": "jwt-public-keys", "configMap": {"name": keys.config_map, "items": items}}));
+        mounts.push(json!({"name": "jwt-public-keys", "mountPath": PUBLIC_KEYS_DIR, "readOnly": true}));
+    }
+
+    let probe = |path: &str, period: i32, failures: i32| {
+        json!({
+            "httpGet": {"path": path, "port": "admin", "scheme": "HTTP"},
+            "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures,
+        })
+    };
+    let mut container = json!({
+        "name": component,
+        "image": image(cc),
+        "imagePullPolicy": spec.image.pull_policy,
+        "args": [component],
+        "env": all_env,
+        "ports": ports,
+        "volumeMounts": mounts,
+        // Startup covers connecting to Kafka and the database (the admin
+        // port opens after that); then liveness and readiness take over.
+        "startupProbe": probe("/healthz", 2, 60),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "securityContext": container_security_context(),
+    });
+    if let Some(resources) = resources {
+        container["resources"] = to_json(resources);
+    }
+    let mut grace = 30;
+    if role == Role::Gateway {
+        // Out of the Service's endpoints first, then SIGTERM: the gateway
+        // says `bye server_restart` and drains within drainSeconds, inside
+        // the pod's grace period.
+        container["lifecycle"] = json!({"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}});
+        grace = PRE_STOP_SLEEP_SECONDS + i64::from(spec.gateway.drain_seconds) + 10;
+    }
+
+    let mut pod_labels = labels(cc, component);
+    pod_labels.extend(overrides.labels.clone());
+    pod_labels.extend(selector_labels(cc, component));
+    let mut annotations = overrides.annotations.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned());
+    annotations.insert("prometheus.io/scrape".to_owned(), "true".to_owned());
+    annotations.insert("prometheus.io/port".to_owned(), ADMIN_PORT.to_string());
+    annotations.insert("prometheus.io/path".to_owned(), "/metrics".to_owned());
+
+    let mut pod_spec = json!({
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": grace,
+        "securityContext": pod_security_context(),
+        "enableServiceLinks": false,
+    });
+    apply_overrides(&mut pod_spec, overrides);
+    if !spec.image.pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = spec.image.pull_secrets.iter().map(|n| json!({"name": n})).collect();
+    }
+
+    let mut deployment_spec = json!({
+        "selector": {"matchLabels": selector_labels(cc, component)},
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": annotations},
+            "spec": pod_spec,
+        },
+    });
+    if role == Role::Gateway {
+        // Keep full capacity while rolling: a new gateway is ready before an
+        // old one starts draining.
+        deployment_spec["strategy"] =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    }
+    // With autoscaling the field is left out, so the autoscaler owns it.
+    if let Some(replicas) = replicas {
+        deployment_spec["replicas"] = json!(replicas);
+    }
+    let meta = metadata(cc, child_name(cc, component), component)?;
+    typed(
+        "Deployment",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": deployment_spec,
+        }),
+    )
+}
+
+pub fn image(cc: &ChatCluster) -> String {
+    format!("{}:{}", cc.spec.image.repository, cc.spec.image.tag)
+}
+
+/// Where Kafka and the CQL database are, as every role (and migrate) takes it.
+pub(crate) fn backend_env(cc: &ChatCluster) -> Vec<Value> {
+    let (kafka, cql) = (&cc.spec.kafka, &cc.spec.cql);
+    let mut env = vec![
+        json!({"name": "CONFAB_KAFKA", "value": kafka.bootstrap_servers}),
+        json!({"name": "CONFAB_TOPIC_PREFIX", "value": kafka.topic_prefix}),
+        json!({"name": "CONFAB_CQL", "value": cql.contact_points.join(",")}),
+        json!({"name": "CONFAB_KEYSPACE", "value": cql.keyspace}),
+    ];
+    if let Some(secret) = &cql.credentials_secret {
+        env.push(
+            json!({"name": "CONFAB_CQL_USERNAME", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}}),
+        );
+        env.push(
+            json!({"name": "CONFAB_CQL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}),
+        );
+    }
+    let mut properties = Vec::new();
+    let protocol = match (&kafka.tls, &kafka.sasl) {
+        (None, None) => None,
+        (Some(_), None) => Some("SSL"),
+        (None, Some(_)) => Some("SASL_PLAINTEXT"),
+        (Some(_), Some(_)) => Some("SASL_SSL"),
+    };
+    if let Some(protocol) = protocol {
+        properties.push(format!("security.protocol={protocol}"));
+    }
+    if let Some(tls) = &kafka.tls {
+        properties.push(format!("ssl.ca.location={KAFKA_TLS_DIR}/ca.crt"));
+        if tls.client_certificate {
+            properties.push(format!("ssl.certificate.location={KAFKA_TLS_DIR}/tls.crt"));
+            properties.push(format!("ssl.key.location={KAFKA_TLS_DIR}/tls.key"));
+        }
+    }
+    if let Some(sasl) = &kafka.sasl {
+        // Defined before CONFAB_KAFKA_PROPERTIES, which refers to them.
+        for (var, key) in [("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")] {
+            env.push(json!({"name": var, "valueFrom": {"secretKeyRef": {"name": sasl.secret_name, "key": key}}}));
+        }
+        properties.push(format!("sasl.mechanism={}", sasl.mechanism));
+        properties.push("sasl.username=$(KAFKA_SASL_USERNAME)".to_owned());
+        properties.push("sasl.password=$(KAFKA_SASL_PASSWORD)".to_owned());
+    }
+    if !properties.is_empty() {
+        env.push(json!({"name": "CONFAB_KAFKA_PROPERTIES", "value": properties.join(",")}));
+    }
+    env
+}
+
+/// The JWT secret and Kafka's TLS files, for every role.
+pub(crate) fn backend_volumes(cc: &ChatCluster) -> Vec<Value> {
+    let (jwt_name, jwt_key) = jwt_secret_ref(cc);
+    let mut volumes = vec![json!({
+        "name": "jwt",
+        "secret": {"secretName": jwt_name, "items": [{"key": jwt_key, "path": jwt_key}], "defaultMode": 0o440},
+    })];
+    if let Some(tls) = &cc.spec.kafka.tls {
+        volumes.push(json!({"name": "kafka-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}));
+    }
+    volumes
+}
+
+pub(crate) fn backend_mounts(cc: &ChatCluster) -> Vec<Value> {
+    let mut mounts = vec![json!({"name": "jwt", "mountPath": JWT_DIR, "readOnly": true})];
+    if cc.spec.kafka.tls.is_some() {
+        mounts.push(json!({"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": true}));
+    }
+    mounts
+}
+
+/// Non-root, no privilege escalation, read-only root: the image needs
+/// nothing more.
+pub(crate) fn pod_security_context() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+pub(crate) fn container_security_context() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    })
+}
+
+pub(crate) fn apply_overrides(pod_spec: &mut Value, overrides: &PodOverrides) {
+    if !overrides.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = to_json(&overrides.node_selector);
+    }
+    if !overrides.tolerations.is_empty() {
+        pod_spec["tolerations"] = to_json(&overrides.tolerations);
+    }
+    if let Some(affinity) = &overrides.affinity {
+        pod_spec["affinity"] = to_json(affinity);
+    }
+    if !overrides.topology_spread_constraints.is_empty() {
+        pod_spec["topologySpreadConstraints"] = to_json(&overrides.topology_spread_constraints);
+    }
+    if let Some(name) = &overrides.priority_class_name {
+        pod_spec["priorityClassName"] = json!(name);
+    }
+    if let Some(name) = &overrides.service_account_name {
+        pod_spec["serviceAccountName"] = json!(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::tests::{cluster, minimal};
+    use k8s_openapi::api::core::v1::{Container, EnvVar};
+
+    fn container(d: &Deployment) -> &Container {
+        &d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    }
+
+    fn env<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        c.env.as_ref().unwrap().iter().rev().find(|e| e.name == name)
+    }
+
+    fn value(c: &Container, name: &str) -> String {
+        env(c, name).and_then(|e| e.value.clone()).unwrap_or_else(|| panic!("{name} not set"))
+    }
+
+    #[test]
+    fn the_gateway_listens_on_all_interfaces_and_advertises_its_pod_ip() {
+        let d = deployment(&minimal(), Role::Gateway, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(c.args.as_deref(), Some(&["gateway".to_owned()][..]));
+        assert_eq!(value(c, "CONFAB_LISTEN"), "0.0.0.0:8080");
+        assert_eq!(value(c, "CONFAB_INTERNAL_LISTEN"), "0.0.0.0:7070");
+        assert_eq!(value(c, "CONFAB_INTERNAL_ADVERTISE"), "$(POD_IP):7070");
+        let pod_ip = env(c, "POD_IP").unwrap().value_from.as_ref().unwrap();
+        assert_eq!(pod_ip.field_ref.as_ref().unwrap().field_path, "status.podIP");
+        let names: Vec<_> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("POD_IP") < pos("CONFAB_INTERNAL_ADVERTISE"), "a $(VAR) must be defined before its use");
+        assert_eq!(value(c, "CONFAB_KAFKA"), "kafka:9092");
+        assert_eq!(value(c, "CONFAB_CQL"), "cql:9042");
+        assert_eq!(value(c, "CONFAB_KEYSPACE"), "confab");
+        assert_eq!(value(c, "CONFAB_JWT_SECRET_FILE"), "/etc/confab/jwt/jwt-secret");
+        assert_eq!(value(c, "CONFAB_CONFIG"), "/etc/confab/config/gateway.toml");
+    }
+
+    #[test]
+    fn probes_use_readyz_and_healthz_on_the_admin_port() {
+        for role in [Role::Gateway, Role::Dispatcher] {
+            let d = deployment(&minimal(), role, "h").unwrap();
+            let c = container(&d);
+            let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+                p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap()
+            };
+            assert_eq!(path(&c.readiness_probe), "/readyz");
+            assert_eq!(path(&c.liveness_probe), "/healthz");
+            let port = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().port.clone();
+            assert_eq!(port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("admin".into()));
+        }
+    }
+
+    #[test]
+    fn the_gateway_gets_time_to_drain_before_it_is_killed() {
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "gateway": {"drainSeconds": 30},
+        }));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(value(c, "CONFAB_DRAIN_GRACE_MS"), "30000");
+        let sleep = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap().sleep.as_ref().unwrap();
+        assert_eq!(sleep.seconds, PRE_STOP_SLEEP_SECONDS);
+        let grace = pod.termination_grace_period_seconds.unwrap();
+        assert!(grace > PRE_STOP_SLEEP_SECONDS + 30, "grace {grace} must cover the preStop sleep and the drain");
+    }
+
+    #[test]
+    fn with_autoscaling_the_deployment_leaves_replicas_to_the_autoscaler() {
+        let d = deployment(&minimal(), Role::Gateway, "h").unwrap();
+        assert_eq!(d.spec.unwrap().replicas, Some(2));
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092", "partitions": 4},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "gateway": {"autoscaling": {"minReplicas": 2, "maxReplicas": 10, "targetConnectionsPerPod": 5000}},
+            "dispatcher": {"replicas": 3},
+        }));
+        let gw = deployment(&cc, Role::Gateway, "h").unwrap();
+        assert_eq!(gw.spec.unwrap().replicas, None);
+        let json = serde_json::to_value(deployment(&cc, Role::Gateway, "h").unwrap()).unwrap();
+        assert!(json["spec"].get("replicas").is_none(), "replicas must be absent, not null: {}", json["spec"]);
+        assert_eq!(deployment(&cc, Role::Dispatcher, "h").unwrap().spec.unwrap().replicas, Some(3));
+    }
+
+    #[test]
+    fn the_config_hash_is_on_the_pod_template_so_a_settings_change_rolls_the_pods() {
+        let d = deployment(&minimal(), Role::Dispatcher, "abc").unwrap();
+        let annotations = d.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[CONFIG_HASH_ANNOTATION], "abc");
+    }
+
+    #[test]
+    fn kafka_tls_and_sasl_become_librdkafka_properties_with_secrets_from_the_environment() {
+        let cc = cluster(serde_json::json!({
+            "kafka": {
+                "bootstrapServers": "kafka:9093",
+                "tls": {"secretName": "kafka-ca", "clientCertificate": true},
+                "sasl": {"secretName": "kafka-user", "mechanism": "SCRAM-SHA-256"},
+            },
+            "cql": {"contactPoints": ["cql:9042"], "credentialsSecret": "cql-user"},
+        }));
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        let c = container(&d);
+        let props = value(c, "CONFAB_KAFKA_PROPERTIES");
+        assert!(props.contains("security.protocol=SASL_SSL"), "{props}");
+        assert!(props.contains("ssl.ca.location=/etc/confab/kafka-tls/ca.crt"), "{props}");
+        assert!(props.contains("ssl.key.location=/etc/confab/kafka-tls/tls.key"), "{props}");
+        assert!(props.contains("sasl.mechanism=SCRAM-SHA-256"), "{props}");
+        assert!(props.contains("sasl.password=$(KAFKA_SASL_PASSWORD)"), "{props}");
+        let secret = |name: &str| {
+            env(c, name).unwrap().value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name.clone()
+        };
+        assert_eq!(secret("KAFKA_SASL_PASSWORD"), "kafka-user");
+        assert_eq!(secret("CONFAB_CQL_PASSWORD"), "cql-user");
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.mount_path == "/etc/confab/kafka-tls"));
+    }
+
+    #[test]
+    fn user_overrides_reach_the_pods_but_cannot_replace_managed_variables() {
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "gateway": {"pod": {
+                "nodeSelector": {"pool": "edge"},
+                "tolerations": [{"key": "edge", "operator": "Exists"}],
+                "labels": {"team": "chat", "app.kubernetes.io/component": "oops"},
+                "env": [{"name": "RUST_LOG", "value": "debug"}, {"name": "CONFAB_LISTEN", "value": "1.2.3.4:1"}],
+                "priorityClassName": "high",
+            }},
+        }));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let template = d.spec.as_ref().unwrap().template.clone();
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.node_selector.unwrap()["pool"], "edge");
+        assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("edge"));
+        assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+        let labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["team"], "chat");
+        assert_eq!(labels["app.kubernetes.io/component"], "gateway", "selector labels cannot be overridden");
+        let c = &pod.containers[0];
+        assert_eq!(value(c, "RUST_LOG"), "debug");
+        assert_eq!(value(c, "CONFAB_LISTEN"), "0.0.0.0:8080");
+        assert_eq!(c.env.as_ref().unwrap().iter().filter(|e| e.name == "CONFAB_LISTEN").count(), 1);
+    }
+
+    #[test]
+    fn pods_run_as_non_root_with_a_read_only_root() {
+        let d = deployment(&minimal(), Role::Dispatcher, "h").unwrap();
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn dispatchers_never_outnumber_partitions() {
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092", "partitions": 2},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "dispatcher": {"replicas": 5},
+        }));
+        assert_eq!(deployment(&cc, Role::Dispatcher, "h").unwrap().spec.unwrap().replicas, Some(2));
+    }
+}

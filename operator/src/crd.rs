@@ -1,0 +1,587 @@
+//! The `ChatCluster` custom resource (`confab.dev/v1alpha1`): what a user
+//! applies, and the status the operator reports. The doc comments are the
+//! field descriptions `kubectl explain chatcluster.spec...` prints; the CEL
+//! rules (`x-kubernetes-validations`) are checked by the API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Confab cluster: gateways that hold client WebSocket sessions and
+/// dispatchers that persist and fan out messages, over an existing Kafka and
+/// CQL database (ScyllaDB or Cassandra).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "confab.dev",
+    version = "v1alpha1",
+    kind = "ChatCluster",
+    plural = "chatclusters",
+    shortname = "cc",
+    namespaced,
+    status = "ChatClusterStatus",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Available\")].status",
+        description = "Whether clients can chat: at least one gateway and one dispatcher are ready and the schema is migrated"
+    ),
+    printcolumn(
+        name = "Gateways",
+        type_ = "string",
+        json_path = ".status.gateways.summary",
+        description = "Ready/desired gateway pods"
+    ),
+    printcolumn(
+        name = "Dispatchers",
+        type_ = "string",
+        json_path = ".status.dispatchers.summary",
+        description = "Ready/desired dispatcher pods"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("!has(self.dispatcher.autoscaling) || self.dispatcher.autoscaling.maxReplicas <= self.kafka.partitions").message("dispatcher.autoscaling.maxReplicas must not exceed kafka.partitions: a partition is consumed by one dispatcher at a time"))]
+#[x_kube(validation = Rule::new("!has(self.dispatcher.replicas) || self.dispatcher.replicas <= self.kafka.partitions").message("dispatcher.replicas must not exceed kafka.partitions: a partition is consumed by one dispatcher at a time"))]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterSpec {
+    /// The container image of the `confab` binary, which serves every role
+    /// (gateway, dispatcher, migrate).
+    #[serde(default)]
+    pub image: ImageSpec,
+
+    /// Gateways: hold client WebSocket sessions, write to Kafka, read from
+    /// the CQL database, take pushes from dispatchers on the internal port.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+
+    /// Dispatchers: consume the ingress topic, persist, acknowledge and push
+    /// events to the gateways.
+    #[serde(default)]
+    pub dispatcher: DispatcherSpec,
+
+    /// The Kafka cluster Confab uses as its message bus.
+    pub kafka: KafkaSpec,
+
+    /// The CQL database (ScyllaDB or Cassandra) Confab stores accounts,
+    /// rooms and history in.
+    pub cql: CqlSpec,
+
+    /// How client tokens are signed and verified.
+    #[serde(default)]
+    pub auth: AuthSpec,
+
+    /// Extra settings passed through to the processes as their TOML
+    /// configuration file (keys as in `confab gateway --help`, with
+    /// underscores). Settings the operator manages (listeners, backends,
+    /// secrets) win over these.
+    #[serde(default)]
+    pub config: ExtraConfig,
+}
+
+/// Which image to run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Image repository, without tag.
+    #[serde(default = "default_repository")]
+    pub repository: String,
+
+    /// Image tag.
+    #[serde(default = "default_tag")]
+    pub tag: String,
+
+    /// When the kubelet pulls the image: Always, IfNotPresent or Never.
+    #[serde(default = "default_pull_policy")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub pull_policy: String,
+
+    /// Names of Secrets in this namespace used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<String>,
+}
+
+fn default_repository() -> String {
+    "ghcr.io/confab-chat/confab".into()
+}
+fn default_tag() -> String {
+    env!("CARGO_PKG_VERSION").into()
+}
+fn default_pull_policy() -> String {
+    "IfNotPresent".into()
+}
+
+impl Default for ImageSpec {
+    fn default() -> Self {
+        Self {
+            repository: default_repository(),
+            tag: default_tag(),
+            pull_policy: default_pull_policy(),
+            pull_secrets: Vec::new(),
+        }
+    }
+}
+
+/// The gateways.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("gateway.replicas and gateway.autoscaling are mutually exclusive: with autoscaling the HorizontalPodAutoscaler sets the replicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Number of gateway pods (default 2). Leave unset when `autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+
+    /// CPU and memory requests and limits of the gateway container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The public Service clients connect to.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// How long a gateway's clients get to reconnect elsewhere on shutdown:
+    /// on SIGTERM the gateway sends `bye server_restart`, closes sessions
+    /// with 1012 and waits up to this long. The pod's termination grace
+    /// period is this plus 15 seconds.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub drain_seconds: i32,
+
+    /// Overrides of the gateway pods' template.
+    #[serde(default)]
+    pub pod: PodOverrides,
+
+    /// The gateways' PodDisruptionBudget.
+    #[serde(default)]
+    pub pod_disruption_budget: PodDisruptionBudgetSpec,
+
+    /// Scale gateways with a HorizontalPodAutoscaler on the per-pod custom
+    /// metric `confab_gateway_connections` (open client connections; needs a
+    /// custom metrics adapter such as prometheus-adapter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<GatewayAutoscaling>,
+}
+
+fn default_drain_seconds() -> i32 {
+    20
+}
+
+/// The dispatchers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.replicas) && has(self.autoscaling))").message("dispatcher.replicas and dispatcher.autoscaling are mutually exclusive: with autoscaling the HorizontalPodAutoscaler sets the replicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct DispatcherSpec {
+    /// Number of dispatcher pods (default 2; at most `kafka.partitions`).
+    /// Leave unset when `autoscaling` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+
+    /// CPU and memory requests and limits of the dispatcher container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Overrides of the dispatcher pods' template.
+    #[serde(default)]
+    pub pod: PodOverrides,
+
+    /// The dispatchers' PodDisruptionBudget.
+    #[serde(default)]
+    pub pod_disruption_budget: PodDisruptionBudgetSpec,
+
+    /// Scale dispatchers with a HorizontalPodAutoscaler on the external
+    /// metric `confab_consumer_lag_records` (ingress records not yet
+    /// committed, selected by label `chatcluster=<name>`; needs an external
+    /// metrics adapter such as prometheus-adapter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<DispatcherAutoscaling>,
+}
+
+/// The public Service of the gateways.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type: ClusterIP, NodePort or LoadBalancer.
+    #[serde(default = "default_service_type", rename = "type")]
+    #[schemars(extend("enum" = ["ClusterIP", "NodePort", "LoadBalancer"]))]
+    pub type_: String,
+
+    /// Port the Service listens on (HTTP API, WebSocket `/v1/ws`, web client).
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Annotations of the Service (for example a cloud load balancer's settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn default_service_type() -> String {
+    "ClusterIP".into()
+}
+fn default_service_port() -> i32 {
+    80
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self { type_: default_service_type(), port: default_service_port(), annotations: BTreeMap::new() }
+    }
+}
+
+/// What may be changed in the pods' template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra labels of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Node labels the pods must be scheduled on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity and anti-affinity of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the pods spread over zones and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// ServiceAccount the pods run as (default: the namespace's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+
+    /// Extra environment variables of the container (for example
+    /// `RUST_LOG`); variables the operator sets win.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// A PodDisruptionBudget: how many pods voluntary disruptions (drains,
+/// upgrades of nodes) may take down at once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!(has(self.minAvailable) && has(self.maxUnavailable))").message("minAvailable and maxUnavailable are mutually exclusive"))]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    /// Whether to create the PodDisruptionBudget.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+
+    /// Pods that must stay available (a number or a percentage). Without
+    /// this or `maxUnavailable`, at most one pod may be unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+
+    /// Pods that may be unavailable at once (a number or a percentage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PodDisruptionBudgetSpec {
+    fn default() -> Self {
+        Self { enabled: true, min_available: None, max_unavailable: None }
+    }
+}
+
+/// Autoscaling of the gateways.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAutoscaling {
+    /// Fewest gateway pods.
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+
+    /// Most gateway pods.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+
+    /// Open client connections per gateway pod the autoscaler aims at
+    /// (metric `confab_gateway_connections`, averaged over the pods).
+    #[schemars(range(min = 1))]
+    pub target_connections_per_pod: i64,
+}
+
+/// Autoscaling of the dispatchers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct DispatcherAutoscaling {
+    /// Fewest dispatcher pods.
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+
+    /// Most dispatcher pods; at most `kafka.partitions`, since each
+    /// partition is consumed by one dispatcher at a time.
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+
+    /// Consumer lag (ingress records not yet committed) per dispatcher the
+    /// autoscaler aims at (external metric `confab_consumer_lag_records`).
+    #[schemars(range(min = 1))]
+    pub target_lag_per_replica: i64,
+}
+
+/// The Kafka cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Bootstrap servers, `host:port,host:port`.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// Prefix of Confab's topics (`<prefix>.ingress`, `<prefix>.gateways`)
+    /// and consumer groups. Immutable: the data lives in those topics.
+    #[serde(default = "default_topic_prefix")]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("kafka.topicPrefix is immutable"))]
+    pub topic_prefix: String,
+
+    /// Ingress partitions, fixed when the topics are created: message
+    /// sequence numbers come from partition offsets. Immutable.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("kafka.partitions is immutable: sequence numbers come from partition offsets"))]
+    pub partitions: i32,
+
+    /// Replication factor of the topics when they are created.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1))]
+    pub replication_factor: i32,
+
+    /// TLS to the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTls>,
+
+    /// SASL authentication to the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
+}
+
+fn default_topic_prefix() -> String {
+    "confab".into()
+}
+fn default_partitions() -> i32 {
+    16
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+
+/// TLS to Kafka: a Secret with the CA certificate (`ca.crt`) and, for
+/// client authentication, `tls.crt` and `tls.key`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTls {
+    /// Name of the Secret in this namespace.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+
+    /// Whether to present the client certificate `tls.crt` / `tls.key`.
+    #[serde(default)]
+    pub client_certificate: bool,
+}
+
+/// SASL to Kafka: a Secret with keys `username` and `password`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSasl {
+    /// Name of the Secret in this namespace.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+
+    /// SASL mechanism.
+    #[serde(default = "default_sasl_mechanism")]
+    #[schemars(extend("enum" = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]))]
+    pub mechanism: String,
+}
+
+fn default_sasl_mechanism() -> String {
+    "SCRAM-SHA-512".into()
+}
+
+/// The CQL database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CqlSpec {
+    /// Contact points, `host:port`.
+    #[schemars(length(min = 1))]
+    pub contact_points: Vec<String>,
+
+    /// Keyspace. Immutable: the data lives there.
+    #[serde(default = "default_keyspace")]
+    #[schemars(length(min = 1, max = 48), regex(pattern = r"^[A-Za-z][A-Za-z0-9_]*$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("cql.keyspace is immutable"))]
+    pub keyspace: String,
+
+    /// Replication of the keyspace when it is created, as a CQL map literal.
+    #[serde(default = "default_cql_replication")]
+    pub replication: String,
+
+    /// Name of a Secret in this namespace with keys `username` and
+    /// `password`, when the database requires authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+}
+
+fn default_keyspace() -> String {
+    "confab".into()
+}
+fn default_cql_replication() -> String {
+    "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
+}
+
+/// Token signing and verification.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The HS256 secret (at least 32 bytes) shared by every process. Without
+    /// it the operator generates one into the Secret `<name>-jwt`, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<SecretKeyRef>,
+
+    /// PEM public keys (RSA for RS256, EC P-256 for ES256) that also verify
+    /// tokens, so an application can mint tokens for its own users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Option<PublicKeys>,
+}
+
+/// A key of a Secret in this namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+
+    /// Key in the Secret.
+    #[serde(default = "default_jwt_key")]
+    pub key: String,
+}
+
+fn default_jwt_key() -> String {
+    "jwt-secret".into()
+}
+
+/// Public keys in a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicKeys {
+    /// Name of the ConfigMap in this namespace.
+    #[schemars(length(min = 1))]
+    pub config_map: String,
+
+    /// Keys of the ConfigMap, each one PEM public key.
+    #[schemars(length(min = 1))]
+    pub keys: Vec<String>,
+}
+
+/// Settings passed through to the processes' TOML configuration files.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtraConfig {
+    /// Settings of the gateways, e.g. `{heartbeat_ms: 20000, rate_burst: 80}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "free_form_map")]
+    pub gateway: BTreeMap<String, serde_json::Value>,
+
+    /// Settings of the dispatchers, e.g. `{max_batch: 256}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "free_form_map")]
+    pub dispatcher: BTreeMap<String, serde_json::Value>,
+}
+
+/// A map of scalars the API server keeps as they are.
+fn free_form_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true },
+    })
+}
+
+/// What the operator observed, as of `observedGeneration`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterStatus {
+    /// The `metadata.generation` of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Gateway pods.
+    #[serde(default)]
+    pub gateways: RoleStatus,
+
+    /// Dispatcher pods.
+    #[serde(default)]
+    pub dispatchers: RoleStatus,
+
+    /// `Available` (clients can chat), `Progressing` (a rollout or the
+    /// schema migration is under way) and `Degraded` (something needs a
+    /// person), each with a reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// Where clients connect: the public Service's URL (its load balancer's
+    /// address when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Replicas of one role.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleStatus {
+    /// Pods wanted (set by the spec, or by the autoscaler).
+    pub desired: i32,
+
+    /// Pods ready for traffic.
+    pub ready: i32,
+
+    /// Pods running the current template.
+    pub updated: i32,
+
+    /// `ready/desired`, for `kubectl get`.
+    pub summary: String,
+}
+
+impl ChatClusterSpec {
+    /// Gateway pods the spec asks for, when it does (not autoscaled).
+    pub fn gateway_replicas(&self) -> Option<i32> {
+        match self.gateway.autoscaling {
+            Some(_) => None,
+            None => Some(self.gateway.replicas.unwrap_or(2)),
+        }
+    }
+
+    /// Dispatcher pods the spec asks for, when it does (not autoscaled);
+    /// never more than the partitions.
+    pub fn dispatcher_replicas(&self) -> Option<i32> {
+        match self.dispatcher.autoscaling {
+            Some(_) => None,
+            None => Some(self.dispatcher.replicas.unwrap_or(2).min(self.kafka.partitions)),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The operator's own metrics, registered in the process's one registry and
+//! served on its admin port (`/metrics`). No object names as labels.
+
+use prometheus::{Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    runs: IntCounter,
+    errors: IntCounterVec,
+    duration: Histogram,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let runs = IntCounter::new("confab_operator_reconcile_runs_total", "Reconciliations of ChatClusters started")?;
+        let errors = IntCounterVec::new(
+            Opts::new("confab_operator_reconcile_errors_total", "Reconciliations that failed, by reason"),
+            &["reason"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new("confab_operator_reconcile_duration_seconds", "Time one reconciliation takes")
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )?;
+        registry.register(Box::new(runs.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Self { runs, errors, duration })
+    }
+
+    /// Counts a run; the returned timer records its duration when dropped.
+    pub fn reconcile_started(&self) -> HistogramTimer {
+        self.runs.inc();
+        self.duration.start_timer()
+    }
+
+    pub fn reconcile_failed(&self, reason: &str) {
+        self.errors.with_label_values(&[reason]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_errors_and_durations_are_exported_under_their_names() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        drop(m.reconcile_started());
+        m.reconcile_failed("api");
+        let names: Vec<String> = registry.gather().iter().map(|f| f.name().to_owned()).collect();
+        for n in [
+            "confab_operator_reconcile_runs_total",
+            "confab_operator_reconcile_errors_total",
+            "confab_operator_reconcile_duration_seconds",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
+        assert_eq!(m.runs.get(), 1);
+        assert_eq!(m.duration.get_sample_count(), 1);
+        assert_eq!(m.errors.with_label_values(&["api"]).get(), 1);
+    }
+}
