@@ -298,11 +298,14 @@ async fn a_page_of_large_messages_fits_in_one_reply() {
     assert_eq!(synced["rooms"]["r"]["messages"].as_array().unwrap().len(), 100);
 }
 
-/// Every test above runs against a standalone server. (Running them again
-/// on a distributed cluster passed locally and once in CI, then hung once in
-/// CI under twelve clusters at a time; that variant is being made reliable
-/// before it joins the suite.)
-macro_rules! on_standalone {
+/// How long a test on a cluster may take, start-up included, before it
+/// fails instead of hanging the run.
+const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// Every test above runs against a standalone server, and again against two
+/// gateways and two dispatchers on the real Kafka and Cassandra, with the
+/// test's connections, registrations and logins spread over both gateways.
+macro_rules! on_every_mode {
     ($($name:ident),* $(,)?) => {
         mod standalone {
             $(
@@ -312,10 +315,19 @@ macro_rules! on_standalone {
                 }
             )*
         }
+        mod distributed {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test = async { super::$name(super::TestServer::start_cluster().await).await };
+                    tokio::time::timeout(super::CLUSTER_TEST, test).await.expect("the test ends in time")
+                }
+            )*
+        }
     };
 }
 
-on_standalone!(
+on_every_mode!(
     joining_creates_the_room_and_tells_every_member,
     a_message_reaches_every_session_of_every_member_once,
     a_resent_cid_returns_the_first_message_and_stores_nothing_new,

@@ -14,6 +14,14 @@ use super::{Client, SECRET};
 
 pub const PARTITIONS: u32 = 4;
 
+/// The longest any stage of starting a cluster may take before the test
+/// fails with the stage's name (rather than hanging).
+const STAGE: Duration = Duration::from_secs(90);
+
+async fn stage<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STAGE, f).await.unwrap_or_else(|_| panic!("{what}: not done in {STAGE:?}"))
+}
+
 #[derive(Parser)]
 struct Flags<T: clap::Args> {
     #[command(flatten)]
@@ -46,7 +54,7 @@ impl Drop for Keyspace {
         // Drop runs inside the test's runtime; the cleanup gets one of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(confab_store::scylla::ScyllaStore::drop_keyspace(&config))
+            rt.block_on(tokio::time::timeout(STAGE, confab_store::scylla::ScyllaStore::drop_keyspace(&config)))
         })
         .join();
     }
@@ -73,12 +81,13 @@ pub async fn start(
     let partitions = PARTITIONS.to_string();
     let mut args = backend.to_vec();
     args.extend(["--partitions", &partitions]);
-    confab::distributed::migrate(&parse::<MigrateConfig>(&args)).await.expect("migrate");
+    stage("migrate", confab::distributed::migrate(&parse::<MigrateConfig>(&args))).await.expect("migrate");
     let mut ds = Vec::new();
     for i in 0..dispatchers {
         let mut args = backend.to_vec();
         args.extend(["--admin-listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
-        let d = confab::distributed::start_dispatcher(parse::<DispatcherConfig>(&args)).await;
+        let d =
+            stage("dispatcher start", confab::distributed::start_dispatcher(parse::<DispatcherConfig>(&args))).await;
         ds.push(d.unwrap_or_else(|e| panic!("dispatcher {i}: {e:#}")));
     }
     let mut gs = Vec::new();
@@ -88,11 +97,11 @@ pub async fn start(
         args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0"]);
         args.extend(["--jwt-secret", SECRET, "--server-id", &name]);
         args.extend(gateway_flags);
-        let g = confab::distributed::start_gateway(parse::<GatewayConfig>(&args)).await;
+        let g = stage("gateway start", confab::distributed::start_gateway(parse::<GatewayConfig>(&args))).await;
         gs.push(g.unwrap_or_else(|e| panic!("gateway {i}: {e:#}")));
     }
     for (i, g) in gs.iter().enumerate() {
-        warm_up(g, i).await;
+        stage("warm-up", warm_up(g, i)).await;
     }
     (gs, ds, guard)
 }
@@ -100,7 +109,7 @@ pub async fn start(
 /// Waits until the gateway's writes on every partition are answered: the
 /// dispatchers own the partitions and reach the gateway.
 async fn warm_up(gateway: &Running, i: usize) {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let base = format!("http://{}", gateway.public());
     let creds = json!({"username": format!("warmup{i}"), "password": "password-123"});
     assert_eq!(http.post(format!("{base}/v1/auth/register")).json(&creds).send().await.unwrap().status(), 201);
@@ -111,16 +120,12 @@ async fn warm_up(gateway: &Running, i: usize) {
     for p in 0..PARTITIONS {
         let room =
             (0..).map(|n| format!("warm-{p}-{n}")).find(|r| confab_bus::partition_for(r, PARTITIONS) == p).unwrap();
-        tokio::time::timeout(Duration::from_secs(90), async {
-            loop {
-                // A reply lost while links come up is retried: join is idempotent.
-                c.send_text(&json!({"id": "w", "op": "join", "room": room}).to_string()).await;
-                if tokio::time::timeout(Duration::from_secs(2), c.reply_to(json!("w"))).await.is_ok() {
-                    return;
-                }
+        loop {
+            // A reply lost while links come up is retried: join is idempotent.
+            c.send_text(&json!({"id": "w", "op": "join", "room": room}).to_string()).await;
+            if tokio::time::timeout(Duration::from_secs(2), c.reply_to(json!("w"))).await.is_ok() {
+                break;
             }
-        })
-        .await
-        .expect("the cluster answers writes");
+        }
     }
 }

@@ -50,10 +50,14 @@ pub struct TestServer {
     /// The other processes of a cluster (more gateways, the dispatchers).
     pub others: Vec<Running>,
     pub http: String,
+    /// Every gateway's HTTP base URL; registrations and logins alternate
+    /// between them, so an account made on one gateway logs in on another.
+    pub https: Vec<String>,
     pub ws: String,
     /// Every gateway's WebSocket URL; connections alternate between them.
     pub gateways: Vec<String>,
     next: std::sync::atomic::AtomicUsize,
+    next_http: std::sync::atomic::AtomicUsize,
     /// A cluster's keyspace, dropped with the server (declared last: it goes
     /// after the processes).
     keyspace: Option<cluster::Keyspace>,
@@ -81,9 +85,11 @@ impl TestServer {
     pub async fn start_cluster() -> TestServer {
         let (mut gateways, dispatchers, keyspace) = cluster::start(2, 2, &[]).await;
         let urls = gateways.iter().map(|g| format!("ws://{}/v1/ws", g.public())).collect();
+        let https = gateways.iter().map(|g| format!("http://{}", g.public())).collect();
         let first = gateways.remove(0);
         gateways.extend(dispatchers);
         let mut server = Self::around(first, gateways, urls, tempfile::tempdir().unwrap());
+        server.https = https;
         server.keyspace = Some(keyspace);
         server
     }
@@ -93,17 +99,22 @@ impl TestServer {
         if gateways.is_empty() {
             gateways.push(ws.clone());
         }
+        let http = format!("http://{}", running.public());
         TestServer {
-            http: format!("http://{}", running.public()),
+            https: vec![http.clone()],
+            http,
             ws,
             gateways,
             next: Default::default(),
+            next_http: Default::default(),
             keyspace: None,
             admin: format!("http://{}", running.admin_addr),
             running: Some(running),
             others,
             dir,
-            client: reqwest::Client::new(),
+            // Every request is bounded: a server that stops answering fails
+            // the test instead of hanging it.
+            client: reqwest::Client::builder().timeout(PATIENCE).build().unwrap(),
         }
     }
 
@@ -156,16 +167,27 @@ impl TestServer {
         .unwrap_or_else(|_| panic!("{series} never reached {want}"));
     }
 
-    /// Registers and logs in; returns the token.
+    /// POSTs to the next gateway in turn.
+    async fn post_anywhere(&self, path: &str, body: Value) -> (u16, Value) {
+        let n = self.next_http.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r =
+            self.client.post(format!("{}{path}", self.https[n % self.https.len()])).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Registers and logs in (on different gateways of a cluster); returns
+    /// the token.
     pub async fn user(&self, name: &str) -> String {
         let (status, body) =
-            self.post("/v1/auth/register", json!({"username": name, "password": "password-123"})).await;
+            self.post_anywhere("/v1/auth/register", json!({"username": name, "password": "password-123"})).await;
         assert_eq!(status, 201, "{body}");
         self.login(name).await
     }
 
     pub async fn login(&self, name: &str) -> String {
-        let (status, body) = self.post("/v1/auth/login", json!({"username": name, "password": "password-123"})).await;
+        let creds = json!({"username": name, "password": "password-123"});
+        let (status, body) = self.post_anywhere("/v1/auth/login", creds).await;
         assert_eq!(status, 200, "{body}");
         body["token"].as_str().unwrap().to_owned()
     }
@@ -204,7 +226,10 @@ pub async fn refused_status(url: &str) -> u16 {
 impl Client {
     pub async fn connect(url: &str) -> Client {
         let req = url.into_client_request().unwrap();
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade");
+        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("upgrade in time")
+            .expect("upgrade");
         Self::from_stream(ws).await
     }
 
@@ -246,7 +271,7 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.unwrap();
+        tokio::time::timeout(PATIENCE, self.ws.send(Message::Text(text.into()))).await.expect("sent in time").unwrap();
     }
 
     /// Sends a request (an `id` is added) and returns its reply; events
