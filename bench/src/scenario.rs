@@ -1,0 +1,452 @@
+//! The three scenarios, run by the coordinating process: start the target,
+//! spread the connections over worker processes and source addresses, step
+//! the workers through setup, sending and draining, and measure the server
+//! processes from /proc.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::report::{Figures, Outcome};
+use crate::target::Target;
+use crate::worker::{self, Plan, Report, Spec};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Spread {
+    /// Worker processes the connections are spread over (each may hold at most
+    /// 20,000 file descriptors here); `idle` adds more when a phase needs them.
+    #[arg(long, default_value_t = 2)]
+    pub processes: usize,
+
+    /// Source addresses 127.0.0.2, 127.0.0.3, ...: each (source, server) pair
+    /// has about 28k ephemeral ports.
+    #[arg(long, default_value_t = 4)]
+    pub sources: u8,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdleArgs {
+    /// The two connection counts the memory slope is taken between.
+    #[arg(long, value_delimiter = ',', default_value = "2000,19000")]
+    pub connections: Vec<u32>,
+    /// Connections per room.
+    #[arg(long, default_value_t = 20)]
+    pub room_size: u32,
+    /// Most connections one worker process holds.
+    #[arg(long, default_value_t = 5000)]
+    pub per_process: u32,
+    /// Seconds to let the server settle after connecting, before reading its memory.
+    #[arg(long, default_value_t = 3.0)]
+    pub settle_secs: f64,
+    /// Seconds over which idle CPU is measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub idle_secs: f64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Members of the one room.
+    #[arg(long, default_value_t = 1000)]
+    pub members: u32,
+    /// Members that publish.
+    #[arg(long, default_value_t = 10)]
+    pub publishers: u32,
+    /// Messages per second, all publishers together (deliveries/s = rate × members).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Message text bytes.
+    #[arg(long, default_value_t = 150)]
+    pub size: usize,
+    /// Longest wait for the last deliveries after sending stops, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub drain_secs: f64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DmArgs {
+    /// Users, one connection each.
+    #[arg(long, default_value_t = 400)]
+    pub users: u32,
+    /// Messages per second, all users together (Poisson arrivals).
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Message text bytes.
+    #[arg(long, default_value_t = 150)]
+    pub size: usize,
+    /// Longest wait for the last deliveries after sending stops, seconds.
+    #[arg(long, default_value_t = 15.0)]
+    pub drain_secs: f64,
+}
+
+/// A worker process seen from the coordinator.
+struct WorkerProc {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    conns: u64,
+}
+
+impl WorkerProc {
+    async fn spawn(spec: &Spec) -> Result<WorkerProc> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a worker process")?;
+        let mut stdin = child.stdin.take().context("worker stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
+        stdin.write_all(format!("{}\n", serde_json::to_string(spec)?).as_bytes()).await?;
+        Ok(WorkerProc { child, stdin, lines, conns: spec.conns.len() as u64 })
+    }
+
+    async fn say(&mut self, line: &str) -> Result<()> {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.context("a worker went away")
+    }
+
+    /// The next `{"<kind>": Report}` line.
+    async fn expect(&mut self, kind: &str) -> Result<Report> {
+        let line = self.lines.next_line().await?;
+        let Some(line) = line else {
+            let status = self.child.wait().await?;
+            bail!("a worker exited ({status}) before sending `{kind}`");
+        };
+        let mut v: Value = serde_json::from_str(&line).with_context(|| format!("worker said: {line}"))?;
+        Report::deserialize(v[kind].take()).with_context(|| format!("worker said: {line}"))
+    }
+}
+
+fn sources(n: u8) -> Vec<IpAddr> {
+    (0..n.max(1)).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i))).collect()
+}
+
+/// Connection indices `range` dealt round-robin over `workers` processes.
+fn deal(range: std::ops::Range<u32>, workers: usize) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); workers.max(1)];
+    for (n, i) in range.enumerate() {
+        let w = n % out.len();
+        out[w].push(i);
+    }
+    out.retain(|v| !v.is_empty());
+    out
+}
+
+/// Resident memory of the processes, bytes.
+fn rss(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum::<u64>()
+        * 1024
+}
+
+/// CPU time of the processes (user + system), seconds.
+fn cpu(pids: &[u32]) -> f64 {
+    let ticks = 100.0; // USER_HZ, 100 on Linux
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|s| {
+            let after = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        / ticks
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+async fn ready_all(workers: &mut [WorkerProc]) -> Result<Report> {
+    let mut total = Report::default();
+    for w in workers.iter_mut() {
+        let r = w.expect("ready").await?;
+        total.connected += r.connected;
+        total.failed += r.failed;
+        total.setup_errors.extend(r.setup_errors);
+    }
+    Ok(total)
+}
+
+fn merge(into: &mut Report, r: Report, ack: &mut Histogram<u64>, delivery: &mut Histogram<u64>) {
+    into.sent_ok += r.sent_ok;
+    into.unacked += r.unacked;
+    for (k, v) in r.errors {
+        *into.errors.entry(k).or_default() += v;
+    }
+    into.deliveries += r.deliveries;
+    into.duplicates += r.duplicates;
+    into.out_of_order += r.out_of_order;
+    into.echoes += r.echoes;
+    into.disconnects += r.disconnects;
+    if r.first_delivery_ns > 0 && (into.first_delivery_ns == 0 || r.first_delivery_ns < into.first_delivery_ns) {
+        into.first_delivery_ns = r.first_delivery_ns;
+    }
+    into.last_delivery_ns = into.last_delivery_ns.max(r.last_delivery_ns);
+    for (v, n) in r.ack_us {
+        let _ = ack.record_n(v, n);
+    }
+    for (v, n) in r.delivery_us {
+        let _ = delivery.record_n(v, n);
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() { f64::NAN } else { h.value_at_quantile(q) as f64 / 1000.0 }
+}
+
+fn spec(target: &Target, run: &str, spread: &Spread, conns: Vec<u32>, plan: Plan) -> Spec {
+    Spec {
+        dialect: target.dialect,
+        urls: target.urls.clone(),
+        secret: target.secret.clone(),
+        sources: sources(spread.sources),
+        run: run.to_owned(),
+        conns,
+        plan,
+    }
+}
+
+pub async fn idle(target: &mut Target, run: &str, spread: &Spread, a: &IdleArgs) -> Result<Outcome> {
+    let (n1, n2) = match a.connections.as_slice() {
+        [n1, n2] if n1 < n2 => (*n1, *n2),
+        _ => bail!("--connections takes two counts, the smaller first (e.g. 2000,19000)"),
+    };
+    let mut f = Figures::default();
+    let rss0 = rss(&target.gateway_pids);
+    f.add("gateway RSS before connecting", rss0 as f64 / 1e6, "MB");
+    let mut workers = Vec::new();
+    let mut setup = Report::default();
+    let mut at = Vec::new();
+    for (from, to) in [(0, n1), (n1, n2)] {
+        let procs = (to - from).div_ceil(a.per_process.max(1)) as usize;
+        let plan = Plan::Idle { room_size: a.room_size };
+        let mut phase = Vec::new();
+        for conns in deal(from..to, procs.max(spread.processes.min((to - from) as usize))) {
+            phase.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
+        }
+        let r = ready_all(&mut phase).await?;
+        setup.connected += r.connected;
+        setup.failed += r.failed;
+        setup.setup_errors.extend(r.setup_errors);
+        workers.extend(phase);
+        tokio::time::sleep(Duration::from_secs_f64(a.settle_secs)).await;
+        at.push((setup.connected, rss(&target.gateway_pids)));
+    }
+    for w in &mut workers {
+        w.say("go 0").await?;
+    }
+    let cpu0 = cpu(&target.gateway_pids);
+    tokio::time::sleep(Duration::from_secs_f64(a.idle_secs)).await;
+    let idle_cpu = (cpu(&target.gateway_pids) - cpu0) / a.idle_secs * 100.0;
+    let rss_end = rss(&target.gateway_pids);
+    let mut total = Report::default();
+    let (mut h1, mut h2) = (worker::histogram(), worker::histogram());
+    for w in &mut workers {
+        w.say("stop").await?;
+    }
+    for w in &mut workers {
+        merge(&mut total, w.expect("report").await?, &mut h1, &mut h2);
+    }
+    let [(c1, r1), (c2, r2)] = [at[0], at[1]];
+    f.add(&format!("gateway RSS at {c1} connections"), r1 as f64 / 1e6, "MB");
+    f.add(&format!("gateway RSS at {c2} connections"), r2 as f64 / 1e6, "MB");
+    let slope = if c2 > c1 { (r2 as f64 - r1 as f64) / (c2 - c1) as f64 } else { f64::NAN };
+    f.add("gateway RSS per connection (slope)", slope / 1000.0, "KB");
+    f.add("gateway RSS after the idle window", rss_end as f64 / 1e6, "MB");
+    f.add("gateway CPU while idle", idle_cpu, "% of a core");
+    f.add("connections set up", setup.connected as f64, "");
+    f.add("connections refused or failed", setup.failed as f64, "");
+    f.add("connections lost while idle", total.disconnects as f64, "");
+    f.add("worker processes", workers.len() as f64, "");
+    let ok = setup.failed == 0 && total.disconnects == 0 && setup.connected == u64::from(n2);
+    Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
+}
+
+fn errors(setup: &Report, total: &Report) -> Vec<String> {
+    let mut out = setup.setup_errors.clone();
+    out.extend(total.errors.iter().map(|(k, v)| format!("{v} × {k}")));
+    out
+}
+
+/// The part every sending scenario shares: set up, go, sent, expect, report.
+async fn send_phase(
+    target: &mut Target,
+    workers: &mut [WorkerProc],
+    duration: Duration,
+    drain: Duration,
+    expected: impl Fn(usize, &WorkerProc, &Report) -> u64,
+) -> Result<(Report, Report, Histogram<u64>, Histogram<u64>, f64, f64)> {
+    let setup = ready_all(workers).await?;
+    let start = crate::payload::unix_ns() + 500_000_000;
+    let cpu0 = cpu(&target.all_pids);
+    let t0 = std::time::Instant::now();
+    for w in workers.iter_mut() {
+        w.say(&format!("go {start}")).await?;
+    }
+    let mut sent = Report::default();
+    let mut sent_to: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut per_worker = Vec::new();
+    for w in workers.iter_mut() {
+        let r = w.expect("sent").await?;
+        sent.sent_ok += r.sent_ok;
+        sent.unacked += r.unacked;
+        for (k, v) in &r.sent_to {
+            *sent_to.entry(*k).or_default() += v;
+        }
+        per_worker.push(r);
+    }
+    sent.sent_to = sent_to;
+    for (n, w) in workers.iter_mut().enumerate() {
+        let want = expected(n, w, &sent);
+        w.say(&format!("expect {want} {}", drain.as_millis())).await?;
+    }
+    let mut total = Report::default();
+    let (mut ack, mut delivery) = (worker::histogram(), worker::histogram());
+    for w in workers.iter_mut() {
+        merge(&mut total, w.expect("report").await?, &mut ack, &mut delivery);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let server_cpu = (cpu(&target.all_pids) - cpu0) / wall * 100.0;
+    let _ = duration;
+    total.sent_to = sent.sent_to.clone();
+    total.first_delivery_ns = total.first_delivery_ns.max(start);
+    let mut setup = setup;
+    setup.sent_ok = sent.sent_ok;
+    Ok((setup, total, ack, delivery, server_cpu, start as f64))
+}
+
+pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutArgs) -> Result<Outcome> {
+    if a.publishers == 0 || a.publishers > a.members || a.rate <= 0.0 {
+        bail!("fanout needs 1 ≤ --publishers ≤ --members and a positive --rate");
+    }
+    let plan = Plan::Fanout {
+        room: format!("{run}-fan"),
+        publishers: a.publishers,
+        rate: a.rate / f64::from(a.publishers),
+        duration_ms: (a.duration_secs * 1000.0) as u64,
+        size: a.size,
+    };
+    let mut workers = Vec::new();
+    for conns in deal(0..a.members, spread.processes) {
+        workers.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
+    }
+    let duration = Duration::from_secs_f64(a.duration_secs);
+    let drain = Duration::from_secs_f64(a.drain_secs);
+    let (setup, total, ack, delivery, server_cpu, start) =
+        send_phase(target, &mut workers, duration, drain, |_, w, sent| w.conns * sent.sent_ok).await?;
+    let expected = u64::from(a.members) * setup.sent_ok;
+    let span = (total.last_delivery_ns as f64 - start) / 1e9;
+    let mut f = Figures::default();
+    f.add("offered deliveries/s", a.rate * f64::from(a.members), "/s");
+    f.add("deliveries/s", if span > 0.0 { total.deliveries as f64 / span } else { 0.0 }, "/s");
+    f.add("delivery latency p50", ms(&delivery, 0.5), "ms");
+    f.add("delivery latency p99", ms(&delivery, 0.99), "ms");
+    f.add("delivery latency p99.9", ms(&delivery, 0.999), "ms");
+    f.add("delivery latency max", ms(&delivery, 1.0), "ms");
+    f.add("send→ack p50", ms(&ack, 0.5), "ms");
+    f.add("send→ack p99", ms(&ack, 0.99), "ms");
+    f.add("messages acknowledged", setup.sent_ok as f64, "");
+    f.add("deliveries", total.deliveries as f64, "");
+    f.add("lost", expected.saturating_sub(total.deliveries) as f64, "");
+    f.add("duplicated", total.duplicates as f64, "");
+    f.add("out of order", total.out_of_order as f64, "");
+    f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
+    f.add("server CPU (all processes)", server_cpu, "% of a core");
+    let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
+    Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
+}
+
+pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> Result<Outcome> {
+    if a.users < 2 || a.rate <= 0.0 {
+        bail!("dm needs at least 2 --users and a positive --rate");
+    }
+    let names: Vec<String> = (0..a.users).map(|i| worker::user_name(run, i)).collect();
+    target.register(&names).await?;
+    let plan = Plan::Dm {
+        users: a.users,
+        rate: a.rate / f64::from(a.users),
+        duration_ms: (a.duration_secs * 1000.0) as u64,
+        size: a.size,
+    };
+    let dealt = deal(0..a.users, spread.processes);
+    let mut workers = Vec::new();
+    let mut owned = Vec::new();
+    for conns in dealt {
+        owned.push(conns.clone());
+        workers.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
+    }
+    let duration = Duration::from_secs_f64(a.duration_secs);
+    let drain = Duration::from_secs_f64(a.drain_secs);
+    // Each worker expects the acknowledged messages addressed to its users.
+    let index: std::collections::HashMap<u32, usize> =
+        owned.iter().enumerate().flat_map(|(w, c)| c.iter().map(move |&i| (i, w))).collect();
+    let (setup, total, ack, delivery, server_cpu, _start) =
+        send_phase(target, &mut workers, duration, drain, |w, _, sent| {
+            sent.sent_to.iter().filter(|(to, _)| index.get(to) == Some(&w)).map(|(_, n)| n).sum()
+        })
+        .await?;
+    let expected: u64 = total.sent_to.values().sum();
+    let mut f = Figures::default();
+    f.add("offered messages/s", a.rate, "/s");
+    f.add("send→ack p50", ms(&ack, 0.5), "ms");
+    f.add("send→ack p99", ms(&ack, 0.99), "ms");
+    f.add("send→ack p99.9", ms(&ack, 0.999), "ms");
+    f.add("send→delivery p50", ms(&delivery, 0.5), "ms");
+    f.add("send→delivery p99", ms(&delivery, 0.99), "ms");
+    f.add("send→delivery p99.9", ms(&delivery, 0.999), "ms");
+    f.add("send→delivery max", ms(&delivery, 1.0), "ms");
+    f.add("messages acknowledged", setup.sent_ok as f64, "");
+    f.add("deliveries", total.deliveries as f64, "");
+    f.add("lost", expected.saturating_sub(total.deliveries) as f64, "");
+    f.add("duplicated", total.duplicates as f64, "");
+    f.add("out of order", total.out_of_order as f64, "");
+    f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
+    f.add("server CPU (all processes)", server_cpu, "% of a core");
+    let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
+    Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
+}
+
+pub fn load() -> String {
+    loadavg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_dealt_evenly_and_empty_workers_dropped() {
+        assert_eq!(deal(0..5, 2), vec![vec![0, 2, 4], vec![1, 3]]);
+        assert_eq!(deal(0..1, 3), vec![vec![0]]);
+        assert_eq!(deal(10..12, 1), vec![vec![10, 11]]);
+    }
+
+    #[test]
+    fn the_servers_own_memory_and_cpu_are_read_from_proc() {
+        let me = std::process::id();
+        assert!(rss(&[me]) > 1_000_000);
+        assert!(cpu(&[me]) >= 0.0);
+    }
+}
