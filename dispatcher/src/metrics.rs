@@ -8,6 +8,9 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub fanout: Histogram,
     pub push_batches: IntCounter,
+    pub push_batch_size: Histogram,
+    pub push_duration: Histogram,
+    pub batch_duration: Histogram,
     pub push_errors: IntCounter,
     pub store_retries: IntCounter,
     pub consumer_lag: IntGaugeVec,
@@ -30,6 +33,24 @@ impl Metrics {
                     .buckets(vec![0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0]),
             )?,
             push_batches: IntCounter::new("confab_push_batches_total", "Batches of deliveries pushed to gateways.")?,
+            push_batch_size: Histogram::with_opts(
+                HistogramOpts::new("confab_push_batch_deliveries", "Deliveries in one push to one gateway.")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+            )?,
+            push_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_push_duration_seconds",
+                    "Time of one push to one gateway, failures included.",
+                )
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            )?,
+            batch_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_dispatcher_batch_duration_seconds",
+                    "Time to process one batch of ingress records: decide, group commit (retries included) and push.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]),
+            )?,
             push_errors: IntCounter::new(
                 "confab_push_errors_total",
                 "Pushes that failed because the gateway was gone.",
@@ -51,6 +72,9 @@ impl Metrics {
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.fanout.clone()))?;
         registry.register(Box::new(m.push_batches.clone()))?;
+        registry.register(Box::new(m.push_batch_size.clone()))?;
+        registry.register(Box::new(m.push_duration.clone()))?;
+        registry.register(Box::new(m.batch_duration.clone()))?;
         registry.register(Box::new(m.push_errors.clone()))?;
         registry.register(Box::new(m.store_retries.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;

@@ -89,6 +89,7 @@ impl Pipeline {
     /// reply, event or offset commit leaves before its writes are stored.
     pub async fn process(&mut self, records: Vec<Record>) -> Option<Vec<(u32, u64)>> {
         self.metrics.batch_size.observe(records.len() as f64);
+        let _timer = self.metrics.batch_duration.start_timer();
         if self.rooms.len() > ROOM_CACHE {
             self.rooms.clear();
         }
@@ -113,6 +114,8 @@ impl Pipeline {
         self.applied.extend(d.next_offsets.iter().map(|(p, o)| (*p, *o)));
         for (gateway, batch) in d.out {
             self.metrics.push_batches.inc();
+            self.metrics.push_batch_size.observe(batch.len() as f64);
+            let _timer = self.metrics.push_duration.start_timer();
             if let Err(e) = self.push.push(&gateway, batch).await {
                 self.metrics.push_errors.inc();
                 tracing::debug!(%gateway, error = %e, "push dropped");

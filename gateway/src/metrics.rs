@@ -3,6 +3,17 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// The values of `confab_sessions_closed_total{reason}`.
+pub const CLOSE_REASONS: [&str; 7] = [
+    "client_closed",
+    "connection_error",
+    "slow_consumer",
+    "token_expired",
+    "server_restart",
+    "idle",
+    "frame_too_large",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub connections: IntGauge,
@@ -16,6 +27,7 @@ pub struct Metrics {
     pub room_events: IntCounter,
     pub slow_consumers: IntCounter,
     pub produce_errors: IntCounter,
+    pub produce_duration: Histogram,
     pub auth_failures: IntCounterVec,
 }
 
@@ -57,6 +69,13 @@ impl Metrics {
                 "confab_bus_produce_errors_total",
                 "Writes the bus did not accept in time.",
             )?,
+            produce_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_bus_produce_duration_seconds",
+                    "Time for the bus (Kafka: acks from all in-sync replicas) to accept one client write, failures included.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]),
+            )?,
             auth_failures: IntCounterVec::new(
                 Opts::new("confab_auth_failures_total", "Refused logins and tokens, by where."),
                 &["where"],
@@ -73,7 +92,16 @@ impl Metrics {
         registry.register(Box::new(m.room_events.clone()))?;
         registry.register(Box::new(m.slow_consumers.clone()))?;
         registry.register(Box::new(m.produce_errors.clone()))?;
+        registry.register(Box::new(m.produce_duration.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
+        // Every known label value exists from the start, at zero, so a rate
+        // over it is 0 rather than no data.
+        for reason in CLOSE_REASONS {
+            m.sessions_closed.with_label_values(&[reason]);
+        }
+        for place in ["login", "ws", "http"] {
+            m.auth_failures.with_label_values(&[place]);
+        }
         Ok(m)
     }
 }

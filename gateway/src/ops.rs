@@ -150,7 +150,10 @@ impl Gateway {
             origin: Some(Origin { gateway: self.id().into(), session: s.id, re, t0 }),
             cmd,
         };
-        match tokio::time::timeout(self.config().produce_timeout, self.inner.bus.produce(&record)).await {
+        let start = std::time::Instant::now();
+        let produced = tokio::time::timeout(self.config().produce_timeout, self.inner.bus.produce(&record)).await;
+        self.inner.metrics.produce_duration.observe(start.elapsed().as_secs_f64());
+        match produced {
             Ok(Ok(())) => Ok(None),
             Ok(Err(e)) => {
                 self.inner.metrics.produce_errors.inc();

@@ -10,6 +10,24 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::{CidHit, Result, RoomMeta, Store, UserRecord, WriteBatch};
 
+/// The values of the `op` label: the [`Store`] methods.
+const OPS: [&str; 14] = [
+    "ping",
+    "create_user",
+    "user",
+    "room",
+    "is_member",
+    "members",
+    "user_rooms",
+    "read_marker",
+    "history",
+    "since",
+    "cid",
+    "apply",
+    "checkpoints",
+    "bind_partitions",
+];
+
 pub struct Metered<S> {
     inner: S,
     latency: HistogramVec,
@@ -29,6 +47,10 @@ impl<S: Store> Metered<S> {
         )?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(errors.clone()))?;
+        // Zero from the start, so an error rate is 0 rather than no data.
+        for op in OPS {
+            errors.with_label_values(&[op]);
+        }
         Ok(Metered { inner, latency, errors })
     }
 
