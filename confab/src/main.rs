@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use confab::config::{
-    ConfigError, DispatcherConfig, GatewayConfig, LogFormat, MigrateConfig, RoleConfig, StandaloneConfig, layered,
+    ConfigError, DispatcherConfig, GatewayConfig, LogFormat, MigrateConfig, OpsConfig, RoleConfig, StandaloneConfig,
+    layered,
 };
 use confab::serving::Running;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Confab: an instant-messaging platform (rooms, direct messages, history,
 /// multi-device sync, presence) over WebSocket.
@@ -39,6 +40,49 @@ enum Command {
     /// Run a dispatcher of a distributed cluster: consume the ingress topic,
     /// dedupe, persist, ack and push to the gateways.
     Dispatcher(WithFile<DispatcherConfig>),
+    /// Run the Kubernetes operator: reconcile ChatCluster resources into
+    /// gateways, dispatchers and their Services (credentials from the pod's
+    /// ServiceAccount, or KUBECONFIG).
+    Operator(WithFile<OperatorConfig>),
+    /// Print the ChatCluster CustomResourceDefinition as YAML (apply it with
+    /// `kubectl apply --server-side -f -`).
+    Crd(CrdArgs),
+}
+
+/// `confab operator`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+struct OperatorConfig {
+    #[command(flatten)]
+    #[serde(flatten)]
+    ops: OpsConfig,
+
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "CONFAB_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watch_namespace: Option<String>,
+}
+
+impl RoleConfig for OperatorConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        match &self.watch_namespace {
+            Some(ns) if ns.trim().is_empty() => {
+                Err(ConfigError::Invalid { field: "watch_namespace", reason: "must not be empty".into() })
+            }
+            _ => Ok(()),
+        }
+    }
+    fn log_format(&self) -> LogFormat {
+        self.ops.log_format
+    }
+}
+
+#[derive(Args)]
+struct CrdArgs {
+    /// Instead of the CRD, print the objects the operator would apply for
+    /// the ChatCluster in FILE (YAML): a dry run, and what CI validates
+    /// against the Kubernetes schemas.
+    #[arg(long, value_name = "FILE")]
+    children: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -97,7 +141,52 @@ fn main() -> ExitCode {
             Ok(config) => run(async move { confab::distributed::migrate(&config).await }),
             Err(code) => code,
         },
+        Command::Operator(args) => match configured::<OperatorConfig>(&matches, "operator", &args) {
+            Ok(config) => run(operator(config)),
+            Err(code) => code,
+        },
+        Command::Crd(args) => crd(&args),
     }
+}
+
+fn crd(args: &CrdArgs) -> ExitCode {
+    let Some(path) = &args.children else {
+        print!("{}", confab_operator::crd_yaml());
+        return ExitCode::SUCCESS;
+    };
+    let rendered = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|yaml| confab_operator::render_children(&yaml).map_err(|e| format!("{}: {e}", path.display())));
+    match rendered {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("confab crd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The operator and its admin port (/metrics, /healthz, /readyz) until
+/// SIGTERM or Ctrl-C.
+async fn operator(config: OperatorConfig) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let metrics = confab_operator::metrics::Metrics::new(&registry)?;
+    let client = confab_operator::client().await?;
+    let settings = confab_operator::Config { namespace: config.watch_namespace.clone() };
+    let operator = confab_operator::Operator::new(client, settings, metrics).await?;
+    let admin = confab::serving::bind(config.ops.admin_listen, "admin_listen").await?;
+    tracing::info!("admin listening on http://{}", admin.local_addr()?);
+    let ready: confab::admin::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
+    let (admin_stop, admin_task) = confab::serving::spawn_admin(admin, registry, ready);
+    tracing::info!(namespace = config.watch_namespace.as_deref().unwrap_or("(all)"), "operator running");
+    operator.run(confab::shutdown_signal()).await;
+    tracing::info!("operator stopped");
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    Ok(())
 }
 
 /// The role's settings, checked, with logging set up; exit code 2 otherwise.

@@ -1,1 +1,346 @@
+//! The reconcile loop: for each `ChatCluster`, server-side apply the
+//! children [`crate::children::desired`] builds (one field manager), run
+//! the migration Job before the Deployments, patch the status from what the
+//! children report, publish Events when conditions change, and requeue with
+//! backoff on errors. No finalizer: every child carries an owner reference
+//! and the garbage collector deletes it with the cluster; Kafka topics and
+//! the keyspace are deliberately kept.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::children::{self, Children, FIELD_MANAGER, MANAGED_BY, migrate, settings};
+use crate::crd::ChatCluster;
+use crate::metrics::Metrics;
+use crate::status::{self, AVAILABLE, DEGRADED, Migration, Observed};
+use crate::{Error, Result};
+
+/// What the operator watches.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Watch only this namespace; every namespace when `None`.
+    pub namespace: Option<String>,
+}
+
+/// Requeue after success, and the bounds of the backoff after errors.
+const RESYNC: Duration = Duration::from_secs(300);
+const WHILE_PROGRESSING: Duration = Duration::from_secs(30);
+const BACKOFF_FIRST: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Metrics,
+    /// Consecutive failures per cluster (namespace/name), for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// A checked connection to the API server, ready to run.
+pub struct Operator {
+    client: Client,
+    config: Config,
+    metrics: Metrics,
+}
+
+impl Operator {
+    /// Fails with a clear message when the CRD is not installed or the
+    /// credentials cannot list `ChatCluster`s.
+    pub async fn new(client: Client, config: Config, metrics: Metrics) -> Result<Self> {
+        let api = clusters(&client, &config);
+        api.list(&ListParams::default().limit(1)).await.map_err(|e| match e {
+            kube::Error::Api(ref s) if s.code == 404 => Error::Build {
+                what: "the ChatCluster watch",
+                reason: "the ChatCluster CRD is not installed: `confab crd | kubectl apply --server-side -f -`".into(),
+            },
+            e => Error::Kube(e),
+        })?;
+        Ok(Self { client, config, metrics })
+    }
+
+    /// Reconciles until `shutdown` resolves, then finishes the reconciles
+    /// under way and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+        let Operator { client, config, metrics } = self;
+        let reporter = Reporter { controller: MANAGED_BY.to_owned(), instance: std::env::var("POD_NAME").ok() };
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client: client.clone(),
+            metrics,
+            failures: Mutex::default(),
+        });
+        let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+        let ns = config.namespace.as_deref();
+        Controller::new(clusters(&client, &config), watcher::Config::default())
+            .owns(api::<Deployment>(&client, ns), owned.clone())
+            .owns(api::<Service>(&client, ns), owned.clone())
+            .owns(api::<ConfigMap>(&client, ns), owned.clone())
+            .owns(api::<Secret>(&client, ns), owned.clone())
+            .owns(api::<Job>(&client, ns), owned.clone())
+            .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
+            .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned)
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "reconcile did not complete");
+                }
+            })
+            .await;
+    }
+}
+
+/// Runs the operator until `shutdown`: checks the CRD, then reconciles.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    Operator::new(client, config, metrics).await?.run(shutdown).await;
+    Ok(())
+}
+
+fn clusters(client: &Client, config: &Config) -> Api<ChatCluster> {
+    api(client, config.namespace.as_deref())
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn key(cc: &ChatCluster) -> String {
+    format!("{}/{}", cc.namespace().unwrap_or_default(), cc.name_any())
+}
+
+async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let ns = cc.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    tracing::debug!(cluster = %key(&cc), "reconciling");
+    let result = match children::desired(&cc) {
+        Ok(children) => apply(&cc, &ctx, &ns, &children).await,
+        Err(e) => Err(e),
+    };
+    let error = result.as_ref().err().map(|e| e.to_string());
+    if let Err(e) = &result {
+        ctx.metrics.reconcile_failed(e.reason());
+        publish(&ctx, &cc, EventType::Warning, "ReconcileFailed", e.to_string()).await;
+    }
+    let progressing = update_status(&cc, &ctx, &ns, error.as_deref()).await?;
+    result?;
+    ctx.failures.lock().expect("not poisoned").remove(&key(&cc));
+    Ok(Action::requeue(if progressing { WHILE_PROGRESSING } else { RESYNC }))
+}
+
+/// Exponential backoff per cluster: 2 s, 4 s, 8 s ... up to 5 minutes.
+fn error_policy(cc: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().expect("not poisoned");
+    let n = failures.entry(key(&cc)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = backoff(*n);
+    tracing::warn!(cluster = %key(&cc), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_FIRST.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+/// Applies every child; the Deployments only once the migration of the
+/// current spec has succeeded.
+async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -> Result<()> {
+    let client = &ctx.client;
+    ssa(client, ns, &children.config_map).await?;
+    if children.generate_jwt_secret {
+        ensure_jwt_secret(cc, ctx, ns, &children.jwt_secret_name).await?;
+    }
+    ssa(client, ns, &children.public_service).await?;
+    ssa(client, ns, &children.internal_service).await?;
+    let pdbs = [(&children.gateway_pdb, "gateway"), (&children.dispatcher_pdb, "dispatcher")];
+    for (pdb, role) in pdbs {
+        match pdb {
+            Some(pdb) => drop(ssa(client, ns, pdb).await?),
+            None => delete_if_present::<PodDisruptionBudget>(client, ns, &children::child_name(cc, role)).await?,
+        }
+    }
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let job_name = children.migrate_job.name_any();
+    let job = match jobs.get_opt(&job_name).await? {
+        Some(job) => job,
+        None => {
+            // The template of a Job is immutable: it is created once, and a
+            // new spec gets a new name.
+            let job = ssa(client, ns, &children.migrate_job).await?;
+            publish(ctx, cc, EventType::Normal, "MigrationStarted", format!("Job {job_name} runs confab migrate"))
+                .await;
+            job
+        }
+    };
+    remove_stale_jobs(cc, client, ns, &job_name).await?;
+    if status::migration(Some(&job)) != Migration::Succeeded {
+        return Ok(());
+    }
+
+    ssa(client, ns, &children.gateway).await?;
+    ssa(client, ns, &children.dispatcher).await?;
+    let hpas = [(&children.gateway_hpa, "gateway"), (&children.dispatcher_hpa, "dispatcher")];
+    for (hpa, role) in hpas {
+        match hpa {
+            Some(hpa) => drop(ssa(client, ns, hpa).await?),
+            None => delete_if_present::<HorizontalPodAutoscaler>(client, ns, &children::child_name(cc, role)).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply with the operator's field manager, taking over fields
+/// someone else changed (the spec is the truth).
+async fn ssa<K>(client: &Client, ns: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&object.name_any(), &params, &Patch::Apply(object)).await?)
+}
+
+async fn delete_if_present<K>(client: &Client, ns: &str, name: &str) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the generated JWT Secret once; never overwrites it.
+async fn ensure_jwt_secret(cc: &ChatCluster, ctx: &Context, ns: &str, name: &str) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    if secrets.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = settings::generated_jwt_secret(cc, &settings::random_secret())?;
+    match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await
+    {
+        Ok(_) => {
+            publish(ctx, cc, EventType::Normal, "SecretGenerated", format!("generated the JWT secret {name}")).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Migration Jobs of earlier specs.
+async fn remove_stale_jobs(cc: &ChatCluster, client: &Client, ns: &str, current: &str) -> Result<()> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{},app.kubernetes.io/component={}", children::owned_selector(cc), migrate::COMPONENT);
+    for job in jobs.list(&ListParams::default().labels(&selector)).await? {
+        let name = job.name_any();
+        if name != current {
+            delete_if_present::<Job>(client, ns, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the children back, patches the status, publishes Events for
+/// changed conditions. Returns whether something is still in progress.
+async fn update_status(cc: &ChatCluster, ctx: &Context, ns: &str, error: Option<&str>) -> Result<bool> {
+    let client = &ctx.client;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let gateway = deployments.get_opt(&children::child_name(cc, "gateway")).await?;
+    let dispatcher = deployments.get_opt(&children::child_name(cc, "dispatcher")).await?;
+    let migration = Api::<Job>::namespaced(client.clone(), ns).get_opt(&migrate::job_name(cc)).await?;
+    let service = Api::<Service>::namespaced(client.clone(), ns).get_opt(&children::child_name(cc, "gateway")).await?;
+    let observed = Observed {
+        gateway: gateway.as_ref(),
+        dispatcher: dispatcher.as_ref(),
+        migration: migration.as_ref(),
+        public_service: service.as_ref(),
+        error,
+    };
+    let new = status::compute(cc, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
+    let progressing = status::condition(Some(&new), status::PROGRESSING).is_some_and(|c| c.status == "True");
+    if cc.status.as_ref() == Some(&new) {
+        return Ok(progressing);
+    }
+    for type_ in [AVAILABLE, DEGRADED] {
+        let before = status::condition(cc.status.as_ref(), type_);
+        let Some(after) = status::condition(Some(&new), type_) else { continue };
+        if before.map(|c| (&c.status, &c.reason)) == Some((&after.status, &after.reason)) {
+            continue;
+        }
+        let bad = (type_ == AVAILABLE) == (after.status == "False");
+        // A new cluster starts unavailable while it migrates (the
+        // MigrationStarted Event says so); only news is published.
+        if (before.is_none() && !bad) || after.reason == "MigrationPending" {
+            continue;
+        }
+        let kind = if bad { EventType::Warning } else { EventType::Normal };
+        let note = format!("{type_}={}: {}", after.status, after.message);
+        publish(ctx, cc, kind, &after.reason, note).await;
+    }
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({"status": new});
+    api.patch_status(&cc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(progressing)
+}
+
+/// Publishes an Event on the cluster; a failure to do so is only logged.
+async fn publish(ctx: &Context, cc: &ChatCluster, type_: EventType, reason: &str, note: String) {
+    let event =
+        Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &cc.object_ref(&())).await {
+        tracing::warn!(cluster = %key(cc), error = %e, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_two_seconds_up_to_five_minutes() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(9), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+}

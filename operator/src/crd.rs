@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "ChatClusterStatus",
     derive = "PartialEq",
+    doc = "A Confab chat cluster: the operator runs its gateways and dispatchers over the Kafka and CQL database it names.",
+    validation = Rule::new("size(self.metadata.name) <= 40").message("the name of a ChatCluster is at most 40 characters: its children's names add a suffix and must fit 63"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -583,5 +585,109 @@ impl ChatClusterSpec {
             Some(_) => None,
             None => Some(self.dispatcher.replicas.unwrap_or(2).min(self.kafka.partitions)),
         }
+    }
+}
+
+/// The CEL rules, evaluated client-side by kube's `cel` feature on the
+/// schema the CRD carries (the e2e suite checks the API server agrees).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::cel::{validate_cel, validate_cel_update};
+    use serde_json::json;
+
+    fn cluster(spec: serde_json::Value) -> ChatCluster {
+        let mut base = json!({
+            "kafka": {"bootstrapServers": "kafka:9092", "partitions": 8},
+            "cql": {"contactPoints": ["cql:9042"]},
+        });
+        merge(&mut base, spec);
+        ChatCluster::new("chat", serde_json::from_value(base).expect("spec"))
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn rejected(cc: &ChatCluster) -> String {
+        validate_cel(cc).expect_err("the rules should reject this").to_string()
+    }
+
+    #[test]
+    fn a_plain_cluster_passes_every_rule() {
+        validate_cel(&cluster(json!({}))).unwrap();
+        let autoscaled = cluster(json!({
+            "gateway": {"autoscaling": {"minReplicas": 2, "maxReplicas": 2, "targetConnectionsPerPod": 1}},
+            "dispatcher": {"autoscaling": {"minReplicas": 1, "maxReplicas": 8, "targetLagPerReplica": 100}},
+        }));
+        validate_cel(&autoscaled).unwrap();
+    }
+
+    #[test]
+    fn min_replicas_above_max_is_rejected() {
+        let e = rejected(&cluster(
+            json!({"gateway": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetConnectionsPerPod": 1}}}),
+        ));
+        assert!(e.contains("minReplicas must not exceed maxReplicas"), "{e}");
+        let e = rejected(&cluster(
+            json!({"dispatcher": {"autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetLagPerReplica": 1}}}),
+        ));
+        assert!(e.contains("minReplicas must not exceed maxReplicas"), "{e}");
+    }
+
+    #[test]
+    fn replicas_and_autoscaling_together_are_rejected() {
+        let e = rejected(&cluster(json!({"gateway": {
+            "replicas": 3,
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetConnectionsPerPod": 1},
+        }})));
+        assert!(e.contains("mutually exclusive"), "{e}");
+    }
+
+    #[test]
+    fn min_available_and_max_unavailable_together_are_rejected() {
+        let e =
+            rejected(&cluster(json!({"gateway": {"podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": 1}}})));
+        assert!(e.contains("minAvailable and maxUnavailable are mutually exclusive"), "{e}");
+    }
+
+    #[test]
+    fn more_dispatchers_than_partitions_are_rejected() {
+        let e = rejected(&cluster(json!({"dispatcher": {"replicas": 9}})));
+        assert!(e.contains("must not exceed kafka.partitions"), "{e}");
+        let e = rejected(&cluster(
+            json!({"dispatcher": {"autoscaling": {"minReplicas": 1, "maxReplicas": 9, "targetLagPerReplica": 1}}}),
+        ));
+        assert!(e.contains("must not exceed kafka.partitions"), "{e}");
+    }
+
+    #[test]
+    fn a_long_name_is_rejected() {
+        let mut cc = cluster(json!({}));
+        cc.metadata.name = Some("c".repeat(41));
+        assert!(rejected(&cc).contains("at most 40 characters"));
+    }
+
+    #[test]
+    fn keyspace_topic_prefix_and_partitions_are_immutable() {
+        let old = cluster(json!({}));
+        for (change, message) in [
+            (json!({"cql": {"keyspace": "other"}}), "cql.keyspace is immutable"),
+            (json!({"kafka": {"topicPrefix": "other"}}), "kafka.topicPrefix is immutable"),
+            (json!({"kafka": {"partitions": 16}}), "kafka.partitions is immutable"),
+        ] {
+            let new = cluster(change);
+            let e = validate_cel_update(&new, &old).expect_err(message).to_string();
+            assert!(e.contains(message), "{e}");
+        }
+        let scaled = cluster(json!({"gateway": {"replicas": 5}, "image": {"tag": "2.0.0"}}));
+        validate_cel_update(&scaled, &old).unwrap();
     }
 }
