@@ -1,0 +1,431 @@
+//! The operator against the real control plane of `scripts/infra up kube`:
+//! kube-apiserver and etcd, kube-controller-manager (Deployments make
+//! ReplicaSets, Jobs run, the garbage collector follows owner references),
+//! kube-scheduler and kwok. There is no kubelet: kwok plays one fake node,
+//! marks scheduled pods Running and Ready, and completes the pods of Jobs,
+//! so the migration Job succeeds and the Deployments become available
+//! without any container running (images are never pulled).
+//!
+//! The operator under test is the library's controller run in-process
+//! (`confab_operator::Operator`, exactly what `confab operator` runs),
+//! watching only the test's own namespace, so tests run in parallel and
+//! never touch other namespaces.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use confab_e2e::{infra_env, unique_name, wait_for};
+use confab_operator::crd::ChatCluster;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(250);
+
+async fn client() -> Client {
+    infra_env("KUBECONFIG", "kube");
+    Client::try_default().await.expect("kube client from KUBECONFIG")
+}
+
+/// Installs (or updates) the committed CRD and waits until it is served.
+async fn install_crd(client: &Client) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/confab.dev_chatclusters.yaml");
+    let text = std::fs::read_to_string(path).expect("read crds/confab.dev_chatclusters.yaml");
+    let body = text.split("\n---\n").nth(1).expect("the CRD document");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(body).expect("the committed CRD parses");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch("chatclusters.confab.dev", &PatchParams::apply("confab-e2e").force(), &Patch::Apply(&crd))
+        .await
+        .expect("apply the CRD");
+    wait_for("the ChatCluster CRD to be established", TIMEOUT, POLL, || async {
+        let crd = crds.get("chatclusters.confab.dev").await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(established.then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+/// A fresh namespace, deleted (with everything in it) when dropped, even
+/// when the test fails.
+struct TestNamespace {
+    name: String,
+}
+
+impl TestNamespace {
+    async fn new(client: &Client, prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let body: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        namespaces.create(&PostParams::default(), &body).await.expect("create namespace");
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for("the namespace's default ServiceAccount", TIMEOUT, POLL, || async {
+            Ok(sas.get_opt("default").await?.map(|_| ()))
+        })
+        .await
+        .unwrap();
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A runtime of its own: Drop cannot await, and may run during a panic.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(client) = Client::try_default().await {
+                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// The operator, watching one namespace, stopped when dropped.
+struct RunningOperator {
+    task: tokio::task::JoinHandle<()>,
+    registry: prometheus::Registry,
+}
+
+impl RunningOperator {
+    async fn start(client: &Client, namespace: &str) -> Self {
+        let registry = prometheus::Registry::new();
+        let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
+        let config = confab_operator::Config { namespace: Some(namespace.to_owned()) };
+        let operator = confab_operator::Operator::new(client.clone(), config, metrics).await.expect("operator starts");
+        let task = tokio::spawn(operator.run(std::future::pending()));
+        Self { task, registry }
+    }
+
+    fn counter(&self, name: &str) -> f64 {
+        let families = self.registry.gather();
+        let Some(family) = families.iter().find(|f| f.name() == name) else { return 0.0 };
+        family.get_metric().iter().map(|m| m.get_counter().get_value()).sum()
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn chat_cluster(name: &str, spec: serde_json::Value) -> ChatCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "confab.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a ChatCluster")
+}
+
+fn base_spec(tag: &str) -> serde_json::Value {
+    json!({
+        // Never pulled: kwok fakes the kubelet.
+        "image": {"repository": "registry.invalid/confab", "tag": tag},
+        "kafka": {"bootstrapServers": "kafka.invalid:9092", "partitions": 4},
+        "cql": {"contactPoints": ["cql.invalid:9042"]},
+        "gateway": {"replicas": 2},
+        "dispatcher": {"replicas": 2},
+    })
+}
+
+fn condition(cc: &ChatCluster, type_: &str) -> Option<(String, String)> {
+    let c = cc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// Waits until the cluster's status describes its current generation with
+/// `Available=True` and every desired pod ready and updated.
+async fn wait_available(clusters: &Api<ChatCluster>, name: &str) -> ChatCluster {
+    wait_for("the ChatCluster to be Available with every pod ready and updated", TIMEOUT, POLL, || async {
+        let cc = clusters.get(name).await?;
+        let Some(status) = &cc.status else { return Ok(None) };
+        let current = status.observed_generation == cc.metadata.generation;
+        let settled = condition(&cc, "Available") == Some(("True".into(), "MinimumReplicasAvailable".into()))
+            && condition(&cc, "Progressing").is_some_and(|(s, _)| s == "False")
+            && condition(&cc, "Degraded").is_some_and(|(s, _)| s == "False");
+        let full =
+            |r: &confab_operator::crd::RoleStatus| r.desired > 0 && r.ready == r.desired && r.updated == r.desired;
+        Ok((current && settled && full(&status.gateways) && full(&status.dispatchers)).then_some(cc))
+    })
+    .await
+    .unwrap()
+}
+
+fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|r| r.uid == uid && r.controller == Some(true))
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "e2e-op").await;
+    let operator = RunningOperator::start(&client, &ns.name).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
+
+    let created = clusters.create(&PostParams::default(), &chat_cluster("chat", base_spec("1.0.0"))).await.unwrap();
+    let uid = created.uid().unwrap();
+
+    // Migration first, then the gateways and dispatchers; kwok marks their
+    // pods Ready, and the status follows.
+    let cc = wait_available(&clusters, "chat").await;
+    let status = cc.status.as_ref().unwrap();
+    assert_eq!(status.gateways.summary, "2/2");
+    assert_eq!(status.dispatchers.summary, "2/2");
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(status.endpoint.as_deref(), Some(format!("http://chat-gateway.{}.svc", ns.name).as_str()));
+
+    // Every child exists and is owned by the cluster.
+    let owned =
+        |meta: &kube::api::ObjectMeta, what: &str| assert!(owned_by(meta, &uid), "{what} is not owned: {meta:?}");
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        owned(&deployments.get(name).await.unwrap().metadata, name);
+        owned(
+            &Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns.name).get(name).await.unwrap().metadata,
+            name,
+        );
+    }
+    for name in ["chat-gateway", "chat-gateway-internal"] {
+        owned(&services.get(name).await.unwrap().metadata, name);
+    }
+    owned(&Api::<ConfigMap>::namespaced(client.clone(), &ns.name).get("chat-config").await.unwrap().metadata, "config");
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name).get("chat-jwt").await.unwrap();
+    owned(&secret.metadata, "jwt secret");
+    assert!(secret.data.unwrap()["jwt-secret"].0.len() >= 32, "a generated secret of at least 32 bytes");
+    let migrations = jobs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(migrations.len(), 1);
+    owned(&migrations[0].metadata, "migration job");
+    let first_migration = migrations[0].name_any();
+    let internal = services.get("chat-gateway-internal").await.unwrap().spec.unwrap();
+    assert_eq!(internal.cluster_ip.as_deref(), Some("None"), "the internal Service is headless");
+
+    // The Deployments made ReplicaSets (kube-controller-manager).
+    let gateway_uid = deployments.get("chat-gateway").await.unwrap().uid().unwrap();
+    let sets = replicasets.list(&ListParams::default()).await.unwrap().items;
+    assert!(sets.iter().any(|rs| owned_by(&rs.metadata, &gateway_uid)), "no ReplicaSet of the gateway Deployment");
+
+    // Notable changes are Events on the cluster.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let reasons = wait_for("the operator's Events", TIMEOUT, POLL, || async {
+        let list = events.list(&ListParams::default().fields("regarding.kind=ChatCluster")).await?;
+        let reasons: Vec<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
+        Ok(reasons.iter().any(|r| r == "MinimumReplicasAvailable").then_some(reasons))
+    })
+    .await
+    .unwrap();
+    assert!(reasons.iter().any(|r| r == "MigrationStarted"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "SecretGenerated"), "{reasons:?}");
+
+    // An upgrade: a new image runs a new migration, then rolls both
+    // Deployments onto new ReplicaSets.
+    let patch = json!({"spec": {"image": {"tag": "1.1.0"}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let cc = wait_available(&clusters, "chat").await;
+    assert_eq!(cc.status.as_ref().unwrap().observed_generation, Some(2));
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        assert_eq!(image_of(&deployments.get(name).await.unwrap()), "registry.invalid/confab:1.1.0");
+    }
+    let new_sets =
+        replicasets.list(&ListParams::default().labels("app.kubernetes.io/component=gateway")).await.unwrap();
+    assert!(new_sets.items.len() >= 2, "the rollout made a second ReplicaSet");
+    let migrations = wait_for("the earlier migration Job to be removed", TIMEOUT, POLL, || async {
+        let list = jobs.list(&ListParams::default()).await?.items;
+        Ok((list.len() == 1).then_some(list))
+    })
+    .await
+    .unwrap();
+    assert_ne!(migrations[0].name_any(), first_migration, "the upgrade's migration Job remains");
+
+    // Deleted children come back.
+    let old_service = services.get("chat-gateway").await.unwrap().uid().unwrap();
+    services.delete("chat-gateway", &DeleteParams::default()).await.unwrap();
+    deployments.delete("chat-dispatcher", &DeleteParams::background()).await.unwrap();
+    wait_for("the deleted Service to be recreated", TIMEOUT, POLL, || async {
+        Ok(services.get_opt("chat-gateway").await?.filter(|s| s.uid().as_deref() != Some(&old_service)).map(|_| ()))
+    })
+    .await
+    .unwrap();
+    wait_for("the deleted Deployment to be recreated", TIMEOUT, POLL, || async {
+        Ok(deployments.get_opt("chat-dispatcher").await?.map(|_| ()))
+    })
+    .await
+    .unwrap();
+    wait_available(&clusters, "chat").await;
+
+    // The operator counted its work.
+    assert!(operator.counter("confab_operator_reconcile_runs_total") >= 3.0);
+
+    // Deleting the cluster deletes everything it owns.
+    clusters.delete("chat", &DeleteParams::background()).await.unwrap();
+    wait_for("the garbage collector to delete every child", TIMEOUT, POLL, || async {
+        let ns = &ns.name;
+        let left = deployments.list(&ListParams::default()).await?.items.len()
+            + replicasets.list(&ListParams::default()).await?.items.len()
+            + services.list(&ListParams::default()).await?.items.len()
+            + jobs.list(&ListParams::default()).await?.items.len()
+            + Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .len()
+            + Api::<Secret>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels("app.kubernetes.io/managed-by=confab-operator"))
+                .await?
+                .items
+                .len()
+            + Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels("app.kubernetes.io/managed-by=confab-operator"))
+                .await?
+                .items
+                .len();
+        Ok((left == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "e2e-op-hpa").await;
+    let _operator = RunningOperator::start(&client, &ns.name).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    let mut spec = base_spec("1.0.0");
+    spec["gateway"] = json!({"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetConnectionsPerPod": 1000}});
+    spec["dispatcher"] = json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetLagPerReplica": 100}});
+    clusters.create(&PostParams::default(), &chat_cluster("scaled", spec)).await.unwrap();
+
+    let (gateway, dispatcher) = wait_for("both autoscalers", TIMEOUT, POLL, || async {
+        Ok(match (hpas.get_opt("scaled-gateway").await?, hpas.get_opt("scaled-dispatcher").await?) {
+            (Some(g), Some(d)) => Some((g, d)),
+            _ => None,
+        })
+    })
+    .await
+    .unwrap();
+    let metric = gateway.spec.metrics.as_ref().unwrap()[0].pods.as_ref().unwrap().metric.name.clone();
+    assert_eq!(metric, "confab_gateway_connections");
+    let external = dispatcher.spec.metrics.as_ref().unwrap()[0].external.as_ref().unwrap().metric.clone();
+    assert_eq!(external.name, "confab_consumer_lag_records");
+    assert_eq!(
+        external.selector.unwrap().match_labels.unwrap(),
+        BTreeMap::from([("chatcluster".to_owned(), "scaled".to_owned())])
+    );
+
+    // The operator does not own the Deployments' replicas: the autoscaler
+    // (here, kube-controller-manager enforcing minReplicas) does.
+    let gw = wait_for("the gateway Deployment", TIMEOUT, POLL, || async {
+        Ok(deployments.get_opt("scaled-gateway").await?)
+    })
+    .await
+    .unwrap();
+    let managers = gw.metadata.managed_fields.unwrap_or_default();
+    let ours = managers.iter().find(|m| m.manager.as_deref() == Some("confab-operator")).expect("our field manager");
+    let fields = serde_json::to_string(&ours.fields_v1).unwrap();
+    assert!(!fields.contains("\"f:replicas\""), "the operator must not own spec.replicas: {fields}");
+
+    // Autoscaling off: the autoscalers go and the spec's replicas return.
+    let patch = json!([
+        {"op": "remove", "path": "/spec/gateway/autoscaling"},
+        {"op": "remove", "path": "/spec/dispatcher/autoscaling"},
+        {"op": "add", "path": "/spec/gateway/replicas", "value": 3},
+    ]);
+    clusters
+        .patch("scaled", &PatchParams::default(), &Patch::Json::<()>(serde_json::from_value(patch).unwrap()))
+        .await
+        .unwrap();
+    wait_for("the autoscalers to be deleted and 3 gateways set", TIMEOUT, POLL, || async {
+        let gone = hpas.list(&ListParams::default()).await?.items.is_empty();
+        let replicas = deployments.get("scaled-gateway").await?.spec.and_then(|s| s.replicas);
+        Ok((gone && replicas == Some(3)).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_rejects_a_bad_spec() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "e2e-op-cel").await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+
+    // Raw objects, as a user's YAML would be: some are not even a valid
+    // ChatClusterSpec for serde.
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<ChatCluster>(&()));
+    let rejected = |spec: serde_json::Value, expected: &'static str| {
+        let raw = raw.clone();
+        async move {
+            let object: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "confab.dev/v1alpha1", "kind": "ChatCluster",
+                "metadata": {"name": "bad"}, "spec": spec,
+            }))
+            .unwrap();
+            let err = raw.create(&PostParams::default(), &object).await.expect_err(expected);
+            match err {
+                kube::Error::Api(s) => {
+                    assert_eq!(s.code, 422, "{s:?}");
+                    assert!(s.message.contains(expected), "{expected:?} not in {:?}", s.message);
+                }
+                e => panic!("expected a validation error, got {e}"),
+            }
+        }
+    };
+    let mut spec = base_spec("1.0.0");
+    spec["gateway"] = json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetConnectionsPerPod": 1}});
+    rejected(spec, "minReplicas must not exceed maxReplicas").await;
+    let mut spec = base_spec("1.0.0");
+    spec["dispatcher"] = json!({"replicas": 8});
+    rejected(spec, "must not exceed kafka.partitions").await;
+    let mut spec = base_spec("1.0.0");
+    spec["gateway"]["podDisruptionBudget"] = json!({"minAvailable": 1, "maxUnavailable": 1});
+    rejected(spec, "minAvailable and maxUnavailable are mutually exclusive").await;
+    let mut spec = base_spec("1.0.0");
+    spec["kafka"].as_object_mut().unwrap().remove("bootstrapServers");
+    rejected(spec, "bootstrapServers").await;
+
+    // Immutable fields: accepted at creation, refused as a change.
+    clusters.create(&PostParams::default(), &chat_cluster("good", base_spec("1.0.0"))).await.unwrap();
+    for (patch, expected) in [
+        (json!({"spec": {"cql": {"keyspace": "elsewhere"}}}), "cql.keyspace is immutable"),
+        (json!({"spec": {"kafka": {"topicPrefix": "elsewhere"}}}), "kafka.topicPrefix is immutable"),
+    ] {
+        let err = clusters.patch("good", &PatchParams::default(), &Patch::Merge(&patch)).await.expect_err(expected);
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    let cc = clusters.get("good").await.unwrap();
+    assert_eq!(cc.spec.cql.keyspace, "confab", "defaults are applied by the API server");
+    assert_eq!(cc.meta().generation, Some(1), "the refused changes changed nothing");
+}
