@@ -9,7 +9,8 @@
 //! The operator under test is the library's controller run in-process
 //! (`confab_operator::Operator`, exactly what `confab operator` runs),
 //! watching only the test's own namespace, so tests run in parallel and
-//! never touch other namespaces.
+//! never touch other namespaces. In the main test it runs with a token of
+//! a ServiceAccount that has only the rules of operator/deploy/rbac.yaml.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,11 +18,13 @@ use std::time::Duration;
 use confab_e2e::{infra_env, unique_name, wait_for};
 use confab_operator::crd::ChatCluster;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
@@ -126,6 +129,63 @@ impl Drop for RunningOperator {
     }
 }
 
+/// A client with only the operator's RBAC: a ServiceAccount of the test
+/// namespace bound (by a RoleBinding there) to a copy of the ClusterRole in
+/// operator/deploy/rbac.yaml. The copy is deleted when the guard drops.
+struct OperatorCredentials {
+    client: Client,
+    cluster_role: String,
+}
+
+impl OperatorCredentials {
+    async fn new(admin: &Client, ns: &str) -> Self {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../operator/deploy/rbac.yaml");
+        let text = std::fs::read_to_string(path).expect("read operator/deploy/rbac.yaml");
+        let mut role: ClusterRole = text
+            .split("\n---\n")
+            .find(|doc| doc.contains("kind: ClusterRole\n"))
+            .map(|doc| serde_saphyr::from_str(doc).expect("the ClusterRole parses"))
+            .expect("a ClusterRole in rbac.yaml");
+        let cluster_role = format!("confab-operator-{ns}");
+        role.metadata = kube::api::ObjectMeta { name: Some(cluster_role.clone()), ..Default::default() };
+        Api::<ClusterRole>::all(admin.clone()).create(&PostParams::default(), &role).await.expect("ClusterRole");
+        let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "operator"}})).unwrap();
+        sas.create(&PostParams::default(), &sa).await.expect("ServiceAccount");
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns}],
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(admin.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+        let token = sas.create_token_request("operator", &PostParams::default(), &request).await.expect("token");
+        let mut config = kube::Config::infer().await.expect("kubeconfig");
+        let token = token.status.and_then(|s| s.token).expect("a token");
+        config.auth_info.token = Some(token.into());
+        config.auth_info.token_file = None;
+        let client = Client::try_from(config).expect("a client with the operator's token");
+        Self { client, cluster_role }
+    }
+}
+
+impl Drop for OperatorCredentials {
+    fn drop(&mut self) {
+        let name = self.cluster_role.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(client) = Client::try_default().await {
+                    let _ = Api::<ClusterRole>::all(client).delete(&name, &DeleteParams::default()).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
 fn chat_cluster(name: &str, spec: serde_json::Value) -> ChatCluster {
     serde_json::from_value(json!({
         "apiVersion": "confab.dev/v1alpha1",
@@ -183,7 +243,9 @@ async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     let client = client().await;
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, "e2e-op").await;
-    let operator = RunningOperator::start(&client, &ns.name).await;
+    // The operator runs with exactly the permissions rbac.yaml grants.
+    let credentials = OperatorCredentials::new(&client, &ns.name).await;
+    let operator = RunningOperator::start(&credentials.client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
