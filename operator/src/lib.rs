@@ -57,8 +57,15 @@ pub fn render_children(yaml: &str) -> Result<String, String> {
     cc.metadata.namespace.get_or_insert_with(|| "default".to_owned());
     cc.metadata.uid.get_or_insert_with(|| "00000000-0000-0000-0000-000000000000".to_owned());
     let children = children::desired(&cc).map_err(|e| e.to_string())?;
+    let mut manifests = children.manifests();
+    if children.generate_jwt_secret {
+        // Created once with a random value; shown here with a placeholder.
+        let secret =
+            children::settings::generated_jwt_secret(&cc, b"generated-when-created").map_err(|e| e.to_string())?;
+        manifests.insert(1, serde_json::to_value(secret).map_err(|e| e.to_string())?);
+    }
     let mut out = String::new();
-    for manifest in children.manifests() {
+    for manifest in manifests {
         out.push_str("---\n");
         out.push_str(&serde_saphyr::to_string(&manifest).map_err(|e| e.to_string())?);
     }
@@ -82,6 +89,18 @@ mod tests {
             "crds/confab.dev_chatclusters.yaml is stale: regenerate it with \
              `cargo run -p confab -- crd > crds/confab.dev_chatclusters.yaml`"
         );
+    }
+
+    #[test]
+    fn the_example_clusters_are_valid_and_render() {
+        for name in ["minimal", "production"] {
+            let path = format!("{}/deploy/examples/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+            let yaml = std::fs::read_to_string(&path).expect("example");
+            let cc: super::ChatCluster = serde_saphyr::from_str(&yaml).expect("a ChatCluster");
+            kube::core::cel::validate_cel(&cc).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let rendered = super::render_children(&yaml).unwrap();
+            assert!(rendered.contains("kind: Deployment"), "{rendered}");
+        }
     }
 
     #[test]
