@@ -1,0 +1,418 @@
+//! The Helm chart `charts/confab`: lint, render over a matrix of values and
+//! validate strictly against the Kubernetes schemas, refuse bad values, ship
+//! the generated CRD and dashboards, pass its Prometheus rule tests; then
+//! `helm install` it into the control plane of `scripts/infra up kube` and
+//! run the operator with the chart's ServiceAccount and RBAC until the
+//! example ChatCluster is reconciled, while the real Prometheus scrapes the
+//! operator and the operator dashboard's queries return data.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use confab_e2e::{infra_env, unique_name, wait_for};
+use confab_operator::crd::ChatCluster;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(250);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn chart() -> String {
+    repo().join("charts/confab").to_str().unwrap().to_owned()
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program).args(args).output().unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs helm and returns its stdout; fails the test if helm fails.
+fn helm(args: &[&str]) -> String {
+    let out = run(&infra_env("HELM", "helm"), args);
+    assert!(out.status.success(), "helm {args:?} failed ({}):\n{}", out.status, text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The test values files: charts/confab/ci/*.yaml.
+fn values_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("charts/confab/ci"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    files
+}
+
+/// The Kubernetes version of the infra control plane, from scripts/versions.env.
+fn kube_version() -> String {
+    let env = std::fs::read_to_string(repo().join("scripts/versions.env")).unwrap();
+    let v = env.lines().find_map(|l| l.strip_prefix("KUBE_VERSION=")).expect("KUBE_VERSION in scripts/versions.env");
+    v.trim().trim_start_matches('v').to_owned()
+}
+
+#[test]
+fn chart_lints_clean_with_every_test_values_file() {
+    for file in values_files() {
+        let out = helm(&["lint", "--strict", &chart(), "-f", file.to_str().unwrap()]);
+        assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "{}: {out}", file.display());
+        assert!(!out.contains("[WARNING]") && !out.contains("[ERROR]"), "{}: {out}", file.display());
+    }
+}
+
+/// Custom resources kubernetes-validate has no schema for; the ChatCluster
+/// is validated by the real API server in the install test below.
+const CUSTOM_KINDS: [&str; 4] = ["ChatCluster", "PodMonitor", "ServiceMonitor", "PrometheusRule"];
+
+#[test]
+fn rendered_chart_passes_strict_kubernetes_schema_validation() {
+    let dir = repo().join("target/tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let validator = repo().join("charts/tools/kubernetes-validate");
+    let mut matrix: Vec<(String, Vec<String>)> = values_files()
+        .into_iter()
+        .map(|f| (f.display().to_string(), vec!["-f".into(), f.display().to_string()]))
+        .collect();
+    matrix.push(("service monitor only".into(), vec!["--set".into(), "monitoring.serviceMonitor.enabled=true".into()]));
+    matrix.push((
+        "dashboards elsewhere, no rbac".into(),
+        vec![
+            "--set".into(),
+            "grafana.dashboards.enabled=true,grafana.dashboards.namespace=grafana,rbac.create=false".into(),
+        ],
+    ));
+    for (name, args) in matrix {
+        let mut cmd = vec!["template", "rel", chart_str(), "--namespace", "confab", "--include-crds"];
+        cmd.extend(args.iter().map(String::as_str));
+        let rendered = helm(&cmd);
+        let file = dir.join(format!("{}.yaml", unique_name("chart-render")));
+        std::fs::write(&file, &rendered).unwrap();
+        let out = run(validator.to_str().unwrap(), &["--strict", "-k", &kube_version(), file.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&file);
+        let said = text(&out);
+        assert!(out.status.success(), "{name}: kubernetes-validate --strict failed:\n{said}");
+        for line in said.lines().filter(|l| l.contains("Couldn't find schema")) {
+            assert!(CUSTOM_KINDS.iter().any(|k| line.contains(&format!("kind {k} "))), "{name}: {line}");
+        }
+        let documents = rendered.matches("\nkind: ").count() + usize::from(rendered.starts_with("kind: "));
+        let passed = said.matches(" passed for resource ").count();
+        let custom = said.matches("Couldn't find schema").count();
+        assert_eq!(passed + custom, documents, "{name}: every document is validated or known custom:\n{said}");
+        assert!(passed >= 3, "{name}: {said}");
+    }
+}
+
+fn chart_str() -> &'static str {
+    static CHART: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CHART.get_or_init(chart)
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_value() {
+    for (set, names) in [
+        ("operator.image.pullPolicy=Sometimes", "pullPolicy"),
+        ("operator.replica=2", "replica"),
+        ("operator.adminPort=70000", "adminPort"),
+        ("operator.logFormat=xml", "logFormat"),
+        ("monitoring.podMonitor.interval=fast", "interval"),
+        ("example.name=a-name-much-longer-than-forty-characters-allowed", "name"),
+        ("example.spec.kafka.bootstrapServers=", "bootstrapServers"),
+        ("operator.watchNamespace=Not_A_Namespace", "watchNamespace"),
+        ("grafana.dashboards.enabled=yes", "enabled"),
+    ] {
+        let out = run(&infra_env("HELM", "helm"), &["template", "rel", chart_str(), "--set", set]);
+        let said = text(&out);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(said.contains("values don't meet the specifications of the schema"), "--set {set}: {said}");
+        assert!(said.contains(names), "--set {set}: the error does not name {names}: {said}");
+    }
+    let out =
+        run(&infra_env("HELM", "helm"), &["template", "rel", chart_str(), "--set", "serviceAccount.create=false"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("serviceAccount.name is required"), "{}", text(&out));
+}
+
+#[test]
+fn the_chart_ships_the_generated_crd() {
+    let generated = std::fs::read(repo().join("crds/confab.dev_chatclusters.yaml")).unwrap();
+    let shipped = std::fs::read(repo().join("charts/confab/crds/confab.dev_chatclusters.yaml")).unwrap();
+    assert!(
+        generated == shipped,
+        "charts/confab/crds/ differs from crds/: cp crds/confab.dev_chatclusters.yaml charts/confab/crds/"
+    );
+}
+
+#[test]
+fn dashboards_are_what_the_generator_writes() {
+    let out = run("python3", &[repo().join("charts/tools/dashboards.py").to_str().unwrap(), "--check"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_unit_tests() {
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let rules = repo().join("charts/confab/files/prometheus-rules.yaml");
+    let out = run(&promtool, &["check", "rules", rules.to_str().unwrap()]);
+    assert!(out.status.success(), "promtool check rules:\n{}", text(&out));
+    let tests = repo().join("charts/tests/prometheus-rules.test.yaml");
+    let out = run(&promtool, &["test", "rules", tests.to_str().unwrap()]);
+    assert!(out.status.success() && text(&out).contains("SUCCESS"), "promtool test rules:\n{}", text(&out));
+}
+
+#[test]
+fn optional_pieces_carry_what_their_consumers_select_on() {
+    let all = repo().join("charts/confab/ci/all-values.yaml");
+    let rendered = helm(&["template", "rel", chart_str(), "--namespace", "confab", "-f", all.to_str().unwrap()]);
+    // Five dashboards for the Grafana sidecar, in the folder asked for.
+    assert_eq!(rendered.matches("grafana_dashboard: \"1\"").count(), 5, "{rendered}");
+    assert_eq!(rendered.matches("grafana_folder: \"Chat\"").count(), 5);
+    for name in ["overview", "gateway", "dispatcher", "store", "operator"] {
+        assert!(rendered.contains(&format!("confab-{name}.json: |-")), "dashboard {name}");
+    }
+    // The adapter's rules name the metrics the operator's autoscalers ask for.
+    assert!(rendered.contains("name: confab-adapter-rules"));
+    assert!(rendered.contains("as: confab_gateway_connections"));
+    assert!(rendered.contains("as: confab_consumer_lag_records"));
+    // The PodMonitor gives series the labels the dashboards and rules select by.
+    assert!(rendered.contains("targetLabel: chatcluster") && rendered.contains("targetLabel: component"));
+    assert!(rendered.contains("record: confab:consumer_lag_records:sum"));
+    // Nothing optional by default.
+    let plain = helm(&["template", "rel", chart_str()]);
+    for kind in ["PodMonitor", "ServiceMonitor", "PrometheusRule", "ChatCluster", "ConfigMap"] {
+        assert!(!plain.contains(&format!("kind: {kind}\n")), "{kind} rendered by default");
+    }
+}
+
+/// Serves the registry's metrics as Prometheus text on a port of its own.
+async fn serve_metrics(registry: prometheus::Registry) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { continue };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = 0;
+                while got < buf.len() && !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let mut body = Vec::new();
+                prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut body).unwrap();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Uninstalls the release and deletes the namespace when the test ends.
+struct Cleanup {
+    release: String,
+    namespace: String,
+    targets: Option<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(t) = &self.targets {
+            let _ = std::fs::remove_file(t);
+        }
+        let _ = Command::new(infra_env("HELM", "helm"))
+            .args(["uninstall", &self.release, "--namespace", &self.namespace, "--wait", "--timeout", "60s"])
+            .output();
+        let name = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(client) = Client::try_default().await {
+                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A client that acts as the ServiceAccount: the admin kubeconfig's server
+/// and CA, with a token the API server issues for the account.
+async fn client_as(admin: &Client, namespace: &str, account: &str) -> Client {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+    let issued = sas.create_token_request(account, &PostParams::default(), &request).await.expect("token request");
+    let token = issued.status.expect("a token").token;
+    let mut config = kube::Config::infer().await.expect("kubeconfig");
+    config.auth_info = serde_json::from_value(json!({"token": token})).unwrap();
+    Client::try_from(config).expect("client with the token")
+}
+
+async fn prometheus_query(http: &reqwest::Client, base: &str, q: &str) -> anyhow::Result<Vec<f64>> {
+    let v: Value = http.get(format!("{base}/api/v1/query")).query(&[("query", q)]).send().await?.json().await?;
+    anyhow::ensure!(v["status"] == "success", "{q}: {v}");
+    Ok(v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcluster() {
+    infra_env("KUBECONFIG", "kube");
+    let admin = Client::try_default().await.expect("kube client from KUBECONFIG");
+    let namespace = unique_name("e2e-chart");
+    let release = unique_name("chart");
+    let mut cleanup = Cleanup { release: release.clone(), namespace: namespace.clone(), targets: None };
+
+    let watch = format!("operator.watchNamespace={namespace}");
+    let install = helm(&[
+        "install",
+        &release,
+        chart_str(),
+        "--namespace",
+        &namespace,
+        "--create-namespace",
+        "--set",
+        &watch,
+        "--set",
+        "example.enabled=true,prometheusAdapter.rules.enabled=true,grafana.dashboards.enabled=true",
+        "--set",
+        "operator.image.repository=registry.invalid/confab",
+        "--wait",
+        "--timeout",
+        "120s",
+    ]);
+    assert!(install.contains("STATUS: deployed"), "{install}");
+
+    // The CRD from crds/ is served; the operator's Deployment (kwok plays the
+    // kubelet) is available; its account, Role and RoleBinding exist.
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let crd = crds.get("chatclusters.confab.dev").await.expect("the CRD is installed");
+    assert!(crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established"));
+    let operator_name = format!("{release}-confab-operator");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
+    let operator = deployments.get(&operator_name).await.expect("the operator's Deployment");
+    let status = operator.status.unwrap_or_default();
+    assert_eq!(status.available_replicas, Some(1), "{status:?}");
+    let container = &operator.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.args.as_deref().unwrap()[0], "operator");
+    assert!(container.args.as_deref().unwrap().contains(&format!("--watch-namespace={namespace}")));
+    Api::<Role>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("Role");
+    Api::<RoleBinding>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("RoleBinding");
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
+    let dashboards = configmaps.list(&kube::api::ListParams::default().labels("grafana_dashboard=1")).await.unwrap();
+    assert_eq!(dashboards.items.len(), 5);
+
+    // No kubelet runs the operator's image here: run the operator this test
+    // (the library's controller, what `confab operator` runs) with the
+    // chart's ServiceAccount, so its RBAC is what the API server enforces.
+    let client = client_as(&admin, &namespace, &operator_name).await;
+    let registry = prometheus::Registry::new();
+    let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
+    let config = confab_operator::Config { namespace: Some(namespace.clone()) };
+    let controller = confab_operator::Operator::new(client, config, metrics).await.expect("the operator starts");
+    let task = tokio::spawn(controller.run(std::future::pending()));
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _operator = Abort(task);
+
+    // Prometheus scrapes the operator as the chart's ServiceMonitor would.
+    let addr = serve_metrics(registry.clone()).await;
+    let targets_dir = PathBuf::from(infra_env("PROMETHEUS_TARGETS_DIR", "prometheus"));
+    let sd = json!([{"targets": [addr.to_string()], "labels": {
+        "job": "confab-chart-operator", "namespace": namespace, "pod": operator_name,
+    }}]);
+    let file = targets_dir.join(format!("{namespace}.json"));
+    let tmp = targets_dir.join(format!(".{namespace}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(&sd).unwrap()).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    cleanup.targets = Some(file);
+
+    // The example ChatCluster the chart created is reconciled: children
+    // applied, the migration Job done, the pods (kwok's) ready.
+    let clusters: Api<ChatCluster> = Api::namespaced(admin.clone(), &namespace);
+    let cc = wait_for("the example ChatCluster to be Available", TIMEOUT, POLL, || async {
+        let cc = clusters.get("chat").await?;
+        let available = cc.status.as_ref().is_some_and(|s| {
+            s.observed_generation == cc.metadata.generation
+                && s.conditions.iter().any(|c| c.type_ == "Available" && c.status == "True")
+        });
+        Ok(available.then_some(cc))
+    })
+    .await
+    .unwrap();
+    for child in ["chat-gateway", "chat-dispatcher"] {
+        let d = deployments.get(child).await.unwrap_or_else(|e| panic!("{child}: {e}"));
+        assert_eq!(d.owner_references()[0].name, cc.name_any());
+    }
+
+    // A ChatCluster the API server refuses to run (requests above limits):
+    // the operator reports a reconcile error, so the operator dashboard's
+    // error panels have data too.
+    let broken: ChatCluster = serde_json::from_value(json!({
+        "apiVersion": "confab.dev/v1alpha1", "kind": "ChatCluster", "metadata": {"name": "broken"},
+        "spec": {
+            "kafka": {"bootstrapServers": "kafka:9092"}, "cql": {"contactPoints": ["cassandra:9042"]},
+            "gateway": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+        },
+    }))
+    .unwrap();
+    clusters.create(&PostParams::default(), &broken).await.expect("create the broken ChatCluster");
+
+    // Every query of the operator dashboard returns data from Prometheus.
+    let base = infra_env("PROMETHEUS_URL", "prometheus").trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let board: Value =
+        serde_json::from_slice(&std::fs::read(repo().join("charts/confab/dashboards/operator.json")).unwrap()).unwrap();
+    let queries: Vec<String> = board["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().replace("$namespace", &namespace).replace("$__rate_interval", "1m"))
+        .collect();
+    assert!(queries.len() >= 5);
+    for q in &queries {
+        wait_for(&format!("data for {q}"), TIMEOUT, Duration::from_millis(500), || async {
+            let values = prometheus_query(&http, &base, q).await?;
+            Ok((!values.is_empty()).then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+    let errors = format!("sum(confab_operator_reconcile_errors_total{{namespace=\"{namespace}\",reason=\"api\"}})");
+    assert!(prometheus_query(&http, &base, &errors).await.unwrap().iter().any(|v| *v >= 1.0), "{errors}");
+}
