@@ -311,3 +311,18 @@ async fn dashboards_and_adapter_rules_have_data_from_a_real_cluster() {
         }
     }
 }
+
+#[tokio::test]
+async fn standalone_metrics_pass_promtool_lint() {
+    let server = common::TestServer::start().await;
+    let mut c = server.connected("lint").await;
+    c.join("lint-room").await;
+    c.send("lint-room", "hello", "c1").await;
+    let body = server.metrics().await;
+    for name in ["confab_gateway_connections", "confab_dispatcher_batch_records", "confab_store_errors_total"] {
+        assert!(body.contains(name), "{name} missing from standalone /metrics");
+    }
+    if let Some(complaints) = promtool_check_metrics(&body) {
+        panic!("promtool check metrics on standalone /metrics:\n{complaints}");
+    }
+}

@@ -413,6 +413,20 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
         .await
         .unwrap();
     }
+    // The operator's exposition passes promtool's lint.
+    let mut body = Vec::new();
+    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut body).unwrap();
+    let mut lint = Command::new(std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into()))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut lint.stdin.take().unwrap(), &body).unwrap();
+    let out = lint.wait_with_output().unwrap();
+    assert!(out.status.success() && text(&out).trim().is_empty(), "promtool check metrics:\n{}", text(&out));
+
     let errors = format!("sum(confab_operator_reconcile_errors_total{{namespace=\"{namespace}\",reason=\"api\"}})");
     assert!(prometheus_query(&http, &base, &errors).await.unwrap().iter().any(|v| *v >= 1.0), "{errors}");
 }
