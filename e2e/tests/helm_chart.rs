@@ -149,6 +149,36 @@ fn bad_values_are_refused_naming_the_value() {
     assert!(text(&out).contains("serviceAccount.name is required"), "{}", text(&out));
 }
 
+/// The YAML documents of a manifest stream, as JSON values.
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .filter_map(|doc| {
+            let v: Value = serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
+            (!v.is_null()).then_some(v)
+        })
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter().find(|d| d["kind"] == kind).unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn chart_grants_the_operator_what_operator_deploy_rbac_grants() {
+    let reference = documents(&std::fs::read_to_string(repo().join("operator/deploy/rbac.yaml")).unwrap());
+    let want = &of_kind(&reference, "ClusterRole")["rules"];
+    let cluster_wide = documents(&helm(&["template", "rel", chart_str(), "--namespace", "confab"]));
+    assert_eq!(&of_kind(&cluster_wide, "ClusterRole")["rules"], want);
+    let binding = of_kind(&cluster_wide, "ClusterRoleBinding");
+    assert_eq!(binding["subjects"][0]["name"], "rel-confab-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], "confab");
+    let one_namespace = documents(&helm(&["template", "rel", chart_str(), "--set", "operator.watchNamespace=team"]));
+    let role = of_kind(&one_namespace, "Role");
+    assert_eq!(&role["rules"], want);
+    assert_eq!(role["metadata"]["namespace"], "team");
+    assert!(one_namespace.iter().all(|d| d["kind"] != "ClusterRole"));
+}
+
 #[test]
 fn the_chart_ships_the_generated_crd() {
     let generated = std::fs::read(repo().join("crds/confab.dev_chatclusters.yaml")).unwrap();
