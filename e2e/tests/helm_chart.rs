@@ -1,10 +1,12 @@
 //! The Helm chart `charts/confab`: lint, render over a matrix of values and
 //! validate strictly against the Kubernetes schemas, refuse bad values, ship
 //! the generated CRD and dashboards, pass its Prometheus rule tests; then
-//! `helm install` it into the control plane of `scripts/infra up kube` and
-//! run the operator with the chart's ServiceAccount and RBAC until the
-//! example ChatCluster is reconciled, while the real Prometheus scrapes the
-//! operator and the operator dashboard's queries return data.
+//! `helm install` it into the control plane of `scripts/infra up kube` (with
+//! prometheus-operator's CRDs, so every optional piece installs), have the
+//! API server validate every rendered object strictly (a server-side dry
+//! run), and run the operator with the chart's ServiceAccount and RBAC until
+//! the example ChatCluster is reconciled, while the real Prometheus scrapes
+//! the operator and the operator dashboard's queries return data.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,7 +19,9 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,8 +81,8 @@ fn chart_lints_clean_with_every_test_values_file() {
     }
 }
 
-/// Custom resources kubernetes-validate has no schema for; the ChatCluster
-/// is validated by the real API server in the install test below.
+/// Custom resources kubernetes-validate has no schema for; the install test
+/// below has the API server validate them (and everything else) strictly.
 const CUSTOM_KINDS: [&str; 4] = ["ChatCluster", "PodMonitor", "ServiceMonitor", "PrometheusRule"];
 
 #[test]
@@ -290,6 +294,61 @@ impl Drop for Cleanup {
     }
 }
 
+/// The prometheus-operator release whose CRDs (PodMonitor, ServiceMonitor,
+/// PrometheusRule) the chart's monitoring objects are checked against.
+const PROMETHEUS_OPERATOR: &str = "github.com/prometheus-operator/prometheus-operator@v0.85.0";
+
+/// Installs prometheus-operator's CRDs into the control plane, from its Go
+/// module (fetched through the Go module proxy, cached in GOMODCACHE).
+async fn install_monitoring_crds(admin: &Client) {
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", PROMETHEUS_OPERATOR])
+        .env("GOTOOLCHAIN", "local")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go (scripts/infra up kube needs it too)");
+    assert!(out.status.success(), "go mod download {PROMETHEUS_OPERATOR}:\n{}", text(&out));
+    let module: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = PathBuf::from(module["Dir"].as_str().expect("the module's directory"));
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for plural in ["podmonitors", "servicemonitors", "prometheusrules"] {
+        let path = dir.join(format!("example/prometheus-operator-crd/monitoring.coreos.com_{plural}.yaml"));
+        let docs = documents(&std::fs::read_to_string(&path).unwrap());
+        let crd: CustomResourceDefinition = serde_json::from_value(docs[0].clone()).unwrap();
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply("confab-e2e-chart").force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        wait_for(&format!("{name} established"), TIMEOUT, POLL, || async {
+            let crd = crds.get(&name).await?;
+            let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+            Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// Server-side apply of a document as a dry run with strict field
+/// validation: the API server checks it against its schema (built-in kinds,
+/// the ChatCluster CRD, prometheus-operator's CRDs) and refuses unknown fields.
+async fn dry_run_strictly(admin: &Client, doc: &Value) -> Result<(), String> {
+    let params = PatchParams::apply("confab-e2e-chart").dry_run().validation_strict();
+    let (api_version, kind) = (doc["apiVersion"].as_str().unwrap(), doc["kind"].as_str().unwrap());
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let (resource, caps) = kube::discovery::pinned_kind(admin, &gvk).await.map_err(|e| format!("{gvk:?}: {e}"))?;
+    let name = doc["metadata"]["name"].as_str().unwrap();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            Api::namespaced_with(admin.clone(), doc["metadata"]["namespace"].as_str().unwrap(), &resource)
+        }
+        Scope::Cluster => Api::all_with(admin.clone(), &resource),
+    };
+    let object: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+    api.patch(name, &params, &Patch::Apply(&object)).await.map(drop).map_err(|e| format!("{kind} {name}: {e}"))
+}
+
 /// A client that acts as the ServiceAccount: the admin kubeconfig's server
 /// and CA, with a token the API server issues for the account.
 async fn client_as(admin: &Client, namespace: &str, account: &str) -> Client {
@@ -323,6 +382,7 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     let release = unique_name("chart");
     let mut cleanup = Cleanup { release: release.clone(), namespace: namespace.clone(), targets: None };
 
+    install_monitoring_crds(&admin).await;
     let watch = format!("operator.watchNamespace={namespace}");
     let install = helm(&[
         "install",
@@ -335,6 +395,8 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
         &watch,
         "--set",
         "example.enabled=true,prometheusAdapter.rules.enabled=true,grafana.dashboards.enabled=true",
+        "--set",
+        "monitoring.podMonitor.enabled=true,monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true",
         "--set",
         "operator.image.repository=registry.invalid/confab",
         "--wait",
@@ -361,6 +423,52 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
     let dashboards = configmaps.list(&kube::api::ListParams::default().labels("grafana_dashboard=1")).await.unwrap();
     assert_eq!(dashboards.items.len(), 5);
+    for (plural, name) in [
+        ("podmonitors", format!("{release}-confab-chatclusters")),
+        ("servicemonitors", operator_name.clone()),
+        ("prometheusrules", format!("{release}-confab")),
+    ] {
+        let resource = kube::discovery::ApiResource {
+            group: "monitoring.coreos.com".into(),
+            version: "v1".into(),
+            api_version: "monitoring.coreos.com/v1".into(),
+            kind: String::new(),
+            plural: plural.into(),
+        };
+        Api::<DynamicObject>::namespaced_with(admin.clone(), &namespace, &resource)
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("{plural}/{name}: {e}"));
+    }
+
+    // The richest values file, every object dry-run applied with strict
+    // field validation by the API server (namespaces moved to this test's).
+    let all = repo().join("charts/confab/ci/all-values.yaml");
+    let here = format!(
+        "grafana.dashboards.namespace={namespace},prometheusAdapter.rules.namespace={namespace},operator.watchNamespace={namespace}"
+    );
+    let rendered = helm(&[
+        "template",
+        "dry",
+        chart_str(),
+        "--namespace",
+        &namespace,
+        "--include-crds",
+        "-f",
+        all.to_str().unwrap(),
+        "--set",
+        &here,
+    ]);
+    let docs = documents(&rendered);
+    assert!(docs.len() >= 15, "{}", docs.len());
+    for doc in &docs {
+        dry_run_strictly(&admin, doc).await.unwrap();
+    }
+    // The check has teeth: an unknown field in a PodMonitor is refused.
+    let mut bad = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap().clone();
+    bad["spec"]["podMetricsEndpoints"][0]["scrapeEvery"] = json!("10s");
+    let refused = dry_run_strictly(&admin, &bad).await.expect_err("an unknown PodMonitor field is refused");
+    assert!(refused.contains("scrapeEvery"), "{refused}");
 
     // No kubelet runs the operator's image here: run the operator this test
     // (the library's controller, what `confab operator` runs) with the
