@@ -66,10 +66,7 @@ impl Operator {
     pub async fn new(client: Client, config: Config, metrics: Metrics) -> Result<Self> {
         let api = clusters(&client, &config);
         api.list(&ListParams::default().limit(1)).await.map_err(|e| match e {
-            kube::Error::Api(ref s) if s.code == 404 => Error::Build {
-                what: "the ChatCluster watch",
-                reason: "the ChatCluster CRD is not installed: `confab crd | kubectl apply --server-side -f -`".into(),
-            },
+            kube::Error::Api(ref s) if s.code == 404 => Error::CrdNotInstalled,
             e => Error::Kube(e),
         })?;
         Ok(Self { client, config, metrics })

@@ -25,16 +25,21 @@ pub enum Error {
     Build { what: &'static str, reason: String },
     #[error("ChatCluster has no {0}")]
     MissingField(&'static str),
+    #[error("the ChatCluster CRD is not installed: `confab crd | kubectl apply --server-side -f -`")]
+    CrdNotInstalled,
 }
 
 impl Error {
+    /// Every value of [`Error::reason`].
+    pub const REASONS: &[&str] = &["api", "client", "build", "invalid_object"];
+
     /// A short, bounded label for the errors metric.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "client",
             Error::Build { .. } => "build",
-            Error::MissingField(_) => "invalid_object",
+            Error::MissingField(_) | Error::CrdNotInstalled => "invalid_object",
         }
     }
 }
@@ -101,6 +106,28 @@ mod tests {
             let rendered = super::render_children(&yaml).unwrap();
             assert!(rendered.contains("kind: Deployment"), "{rendered}");
         }
+    }
+
+    /// `kubectl explain` reads these: no field may go without.
+    #[test]
+    fn every_field_of_the_crd_has_a_description() {
+        use kube::CustomResourceExt;
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+                let path = format!("{path}.{name}");
+                if property["description"].as_str().is_none_or(|d| d.trim().is_empty()) {
+                    missing.push(path.clone());
+                }
+                walk(&path, property, missing);
+                walk(&format!("{path}[]"), &property["items"], missing);
+            }
+        }
+        let crd = serde_json::to_value(super::ChatCluster::crd()).unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        walk("", &root["properties"]["spec"], &mut missing);
+        walk("", &root["properties"]["status"], &mut missing);
+        assert!(missing.is_empty(), "fields without a description: {missing:#?}");
     }
 
     #[test]

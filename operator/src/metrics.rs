@@ -21,6 +21,10 @@ impl Metrics {
             HistogramOpts::new("confab_operator_reconcile_duration_seconds", "Time one reconciliation takes")
                 .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )?;
+        // Every reason exported from the start, so rates and alerts see a 0.
+        for reason in crate::Error::REASONS {
+            errors.with_label_values(&[*reason]);
+        }
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -59,5 +63,11 @@ mod tests {
         assert_eq!(m.runs.get(), 1);
         assert_eq!(m.duration.get_sample_count(), 1);
         assert_eq!(m.errors.with_label_values(&["api"]).get(), 1);
+        let text = {
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(text.contains("confab_operator_reconcile_errors_total{reason=\"client\"} 0"), "{text}");
     }
 }
