@@ -60,7 +60,11 @@ impl Metrics {
                 "Group commits retried because the store failed; the batch is neither acked nor committed meanwhile.",
             )?,
             consumer_lag: IntGaugeVec::new(
-                Opts::new("confab_consumer_lag_records", "Ingress records not yet committed, per partition."),
+                Opts::new(
+                    "confab_consumer_lag_records",
+                    "Ingress records this dispatcher has not consumed yet (high watermark minus its position), \
+                     per partition it owns; refreshed every 10 s.",
+                ),
                 &["partition"],
             )?,
             duplicates: IntCounter::new(
