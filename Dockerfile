@@ -13,7 +13,7 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential make perl zlib1g-dev pkg-config python3 \
+ && apt-get install -y --no-install-recommends build-essential make perl zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole workspace: cargo needs every member's manifest, and the gateway
