@@ -22,7 +22,9 @@ pub struct Config {
     pub presence_event_limit: u64,
     /// How long `produce` may take before `send` gets `unavailable`.
     pub produce_timeout: Duration,
-    /// WebSocket read buffer per connection.
+    /// WebSocket read buffer per connection. Small, because every idle
+    /// connection holds it: client frames are small and rate-limited, and a
+    /// larger frame still arrives whole (the buffer grows for it), in more reads.
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection.
     pub ws_write_buffer: usize,
@@ -41,7 +43,7 @@ impl Default for Config {
             outbound_queue: 256,
             presence_event_limit: 500,
             produce_timeout: Duration::from_secs(5),
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 1024,
             ws_write_buffer: 4 * 1024,
         }
     }
