@@ -140,7 +140,9 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             reply(session, Reply::error(e.id, e.error));
         }
         Ok(req) => {
-            if let Outcome::Reply(r) = gw.handle(session, req).await {
+            // Boxed: handling a request is a large future, and inline it would
+            // make every session's task that large, idle or not.
+            if let Outcome::Reply(r) = Box::pin(gw.handle(session, req)).await {
                 reply(session, r);
             }
         }
