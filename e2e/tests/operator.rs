@@ -325,6 +325,20 @@ async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     .unwrap();
     assert_ne!(migrations[0].name_any(), first_migration, "the upgrade's migration Job remains");
 
+    // A pass-through setting changes the ConfigMap and, through the hash on
+    // the pod template, rolls the gateways.
+    let template_hash = |d: &Deployment| {
+        let meta = d.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+        meta.annotations.as_ref().unwrap()["confab.dev/config-hash"].clone()
+    };
+    let hash_before = template_hash(&deployments.get("chat-gateway").await.unwrap());
+    let patch = json!({"spec": {"config": {"gateway": {"rate_burst": 80}}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_available(&clusters, "chat").await;
+    let config = Api::<ConfigMap>::namespaced(client.clone(), &ns.name).get("chat-config").await.unwrap();
+    assert!(config.data.unwrap()["gateway.toml"].contains("rate_burst = 80"));
+    assert_ne!(template_hash(&deployments.get("chat-gateway").await.unwrap()), hash_before);
+
     // Deleted children come back.
     let old_service = services.get("chat-gateway").await.unwrap().uid().unwrap();
     services.delete("chat-gateway", &DeleteParams::default()).await.unwrap();
@@ -490,4 +504,51 @@ async fn the_api_server_rejects_a_bad_spec() {
     let cc = clusters.get("good").await.unwrap();
     assert_eq!(cc.spec.cql.keyspace, "confab", "defaults are applied by the API server");
     assert_eq!(cc.meta().generation, Some(1), "the refused changes changed nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_operator_cannot_apply_is_reported_degraded_until_fixed() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "e2e-op-bad").await;
+    let operator = RunningOperator::start(&client, &ns.name).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+
+    // The API server keeps a null inside a list of a pass-through setting;
+    // TOML has no null, so the operator cannot write the config file.
+    let mut spec = base_spec("1.0.0");
+    spec["config"] = json!({"gateway": {"listen_backlog": [1, null]}});
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<ChatCluster>(&()));
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "confab.dev/v1alpha1", "kind": "ChatCluster", "metadata": {"name": "odd"}, "spec": spec,
+    }))
+    .unwrap();
+    raw.create(&PostParams::default(), &object).await.unwrap();
+
+    let message = wait_for("Degraded=True with reason ReconcileError", TIMEOUT, POLL, || async {
+        let cc = raw.get("odd").await?;
+        let conditions = cc.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        Ok(conditions
+            .iter()
+            .find(|c| c["type"] == "Degraded" && c["status"] == "True" && c["reason"] == "ReconcileError")
+            .map(|c| c["message"].as_str().unwrap_or_default().to_owned()))
+    })
+    .await
+    .unwrap();
+    assert!(message.contains("spec.config.gateway") && message.contains("listen_backlog"), "{message}");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("a ReconcileFailed Event", TIMEOUT, POLL, || async {
+        let list = events.list(&ListParams::default().fields("regarding.kind=ChatCluster")).await?;
+        Ok(list.items.iter().any(|e| e.reason.as_deref() == Some("ReconcileFailed")).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(operator.counter("confab_operator_reconcile_errors_total") >= 1.0);
+
+    // Fixed: the children appear and the cluster becomes Available.
+    let patch = json!({"spec": {"config": {"gateway": {"listen_backlog": null, "rate_burst": 80}}}});
+    clusters.patch("odd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let cc = wait_available(&clusters, "odd").await;
+    assert_eq!(condition(&cc, "Degraded"), Some(("False".into(), "AsExpected".into())));
 }
