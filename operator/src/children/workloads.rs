@@ -60,8 +60,8 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}")).collect();
         env.push(json!({"name": "CONFAB_JWT_PUBLIC_KEYS", "value": files.join(",")}));
     }
-    // The user's variables go first so that ours, later, win (Kubernetes
-    // keeps the last of two variables with one name).
+    // The user's extra variables, minus any that would replace one of ours,
+    // then ours.
     let mut all_env: Vec<Value> = overrides.env.iter().map(to_json).collect();
     all_env.retain(|e| !env.iter().any(|ours| ours["name"] == e["name"]));
     all_env.extend(env);
