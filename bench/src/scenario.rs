@@ -159,7 +159,7 @@ fn rss(pids: &[u32]) -> u64 {
 }
 
 /// CPU time of the processes (user + system), seconds.
-fn cpu(pids: &[u32]) -> f64 {
+pub fn cpu(pids: &[u32]) -> f64 {
     let ticks = 100.0; // USER_HZ, 100 on Linux
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
@@ -204,6 +204,7 @@ fn merge(into: &mut Report, r: Report, ack: &mut Histogram<u64>, delivery: &mut 
         into.first_delivery_ns = r.first_delivery_ns;
     }
     into.last_delivery_ns = into.last_delivery_ns.max(r.last_delivery_ns);
+    into.cpu_secs += r.cpu_secs;
     for (v, n) in r.ack_us {
         let _ = ack.record_n(v, n);
     }
@@ -297,7 +298,7 @@ async fn send_phase(
     duration: Duration,
     drain: Duration,
     expected: impl Fn(usize, &WorkerProc, &Report) -> u64,
-) -> Result<(Report, Report, Histogram<u64>, Histogram<u64>, f64, f64)> {
+) -> Result<(Report, Report, Histogram<u64>, Histogram<u64>, f64, f64, f64)> {
     let setup = ready_all(workers).await?;
     let start = crate::payload::unix_ns() + 500_000_000;
     let cpu0 = cpu(&target.all_pids);
@@ -334,7 +335,7 @@ async fn send_phase(
     total.first_delivery_ns = total.first_delivery_ns.max(start);
     let mut setup = setup;
     setup.sent_ok = sent.sent_ok;
-    Ok((setup, total, ack, delivery, server_cpu, start as f64))
+    Ok((setup, total, ack, delivery, server_cpu, start as f64, wall))
 }
 
 pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutArgs) -> Result<Outcome> {
@@ -354,7 +355,7 @@ pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutA
     }
     let duration = Duration::from_secs_f64(a.duration_secs);
     let drain = Duration::from_secs_f64(a.drain_secs);
-    let (setup, total, ack, delivery, server_cpu, start) =
+    let (setup, total, ack, delivery, server_cpu, start, wall) =
         send_phase(target, &mut workers, duration, drain, |_, w, sent| w.conns * sent.sent_ok).await?;
     let expected = u64::from(a.members) * setup.sent_ok;
     let span = (total.last_delivery_ns as f64 - start) / 1e9;
@@ -374,6 +375,7 @@ pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutA
     f.add("out of order", total.out_of_order as f64, "");
     f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
     f.add("server CPU (all processes)", server_cpu, "% of a core");
+    f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
     let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
     Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
 }
@@ -402,7 +404,7 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
     // Each worker expects the acknowledged messages addressed to its users.
     let index: std::collections::HashMap<u32, usize> =
         owned.iter().enumerate().flat_map(|(w, c)| c.iter().map(move |&i| (i, w))).collect();
-    let (setup, total, ack, delivery, server_cpu, _start) =
+    let (setup, total, ack, delivery, server_cpu, _start, wall) =
         send_phase(target, &mut workers, duration, drain, |w, _, sent| {
             sent.sent_to.iter().filter(|(to, _)| index.get(to) == Some(&w)).map(|(_, n)| n).sum()
         })
@@ -424,6 +426,7 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
     f.add("out of order", total.out_of_order as f64, "");
     f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
     f.add("server CPU (all processes)", server_cpu, "% of a core");
+    f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
     let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
     Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
 }

@@ -110,6 +110,10 @@ pub struct Report {
     pub last_delivery_ns: u64,
     pub ack_us: Buckets,
     pub delivery_us: Buckets,
+    /// CPU time this worker used (user + system) from `go` on, seconds: the
+    /// load generator shares the machine with the server.
+    #[serde(default)]
+    pub cpu_secs: f64,
 }
 
 /// What every connection of the worker adds to.
@@ -171,6 +175,7 @@ pub async fn run() -> Result<()> {
         other => bail!("expected `go <unix_ns>`, got {other:?}"),
     };
     let start = Instant::now() + Duration::from_nanos(start.saturating_sub(payload::unix_ns()));
+    let cpu_at_go = crate::scenario::cpu(&[std::process::id()]);
     let shared = Arc::new(Shared {
         stats: Mutex::new(Stats { report, ack: histogram(), delivery: histogram() }),
         unique: AtomicU64::new(0),
@@ -226,6 +231,7 @@ pub async fn run() -> Result<()> {
     report.ack_us = buckets(&stats.ack);
     report.delivery_us = buckets(&stats.delivery);
     report.sent_to.clear();
+    report.cpu_secs = crate::scenario::cpu(&[std::process::id()]) - cpu_at_go;
     emit("report", &report);
     Ok(())
 }
