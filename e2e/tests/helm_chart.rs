@@ -24,8 +24,6 @@ use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(250);
@@ -234,49 +232,86 @@ fn optional_pieces_carry_what_their_consumers_select_on() {
     }
 }
 
-/// Serves the registry's metrics as Prometheus text on a port of its own.
-async fn serve_metrics(registry: prometheus::Registry) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { continue };
-            let registry = registry.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = 0;
-                while got < buf.len() && !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf[got..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got += n,
-                    }
-                }
-                let mut body = Vec::new();
-                prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut body).unwrap();
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-                let _ = sock.shutdown().await;
-            });
+/// The `confab` binary of this build, in the target directory the test runs
+/// from. `cargo test -p confab-e2e` alone does not build it, so build it
+/// here, with the flags of CI's build step so that after that step this is a
+/// no-op (other flags would unify features differently and rebuild it).
+fn confab_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let target = profile.parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--workspace", "--all-targets", "--all-features"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo build:\n{}", text(&out));
+    profile.join("confab")
+}
+
+/// A `confab operator` process, killed when dropped.
+struct OperatorProcess {
+    child: std::process::Child,
+    admin: String,
+}
+
+impl OperatorProcess {
+    /// Runs the binary with the Deployment's arguments and environment, but
+    /// the admin port on loopback (port 0) and the given kubeconfig.
+    fn start(container: &k8s_openapi::api::core::v1::Container, kubeconfig: &Path) -> Self {
+        use std::io::BufRead;
+        let args: Vec<String> = container
+            .args
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| if a.starts_with("--admin-listen=") { "--admin-listen=127.0.0.1:0".into() } else { a })
+            .collect();
+        let mut cmd = Command::new(confab_binary());
+        cmd.args(&args).env("KUBECONFIG", kubeconfig).stdout(std::process::Stdio::piped());
+        for e in container.env.clone().unwrap_or_default() {
+            let value = e.value.unwrap_or_else(|| "confab-operator-e2e".into()); // POD_NAME comes from the API
+            cmd.env(e.name, value);
         }
-    });
-    addr
+        let mut child = cmd.spawn().expect("start confab operator");
+        // Its log (JSON lines on stdout) says where the admin port is; the
+        // rest of the log goes to the test's output.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(at) = line.find("admin listening on http://") {
+                    let rest = &line[at + "admin listening on http://".len()..];
+                    let _ = tx.send(rest.split(['"', ' ']).next().unwrap_or_default().to_owned());
+                }
+                eprintln!("operator: {line}");
+            }
+        });
+        let admin = rx.recv_timeout(Duration::from_secs(60)).expect("the operator logs its admin address");
+        Self { child, admin }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Uninstalls the release and deletes the namespace when the test ends.
 struct Cleanup {
     release: String,
     namespace: String,
-    targets: Option<PathBuf>,
+    files: Vec<PathBuf>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(t) = &self.targets {
-            let _ = std::fs::remove_file(t);
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
         }
         let _ = Command::new(infra_env("HELM", "helm"))
             .args(["uninstall", &self.release, "--namespace", &self.namespace, "--wait", "--timeout", "60s"])
@@ -349,17 +384,25 @@ async fn dry_run_strictly(admin: &Client, doc: &Value) -> Result<(), String> {
     api.patch(name, &params, &Patch::Apply(&object)).await.map(drop).map_err(|e| format!("{kind} {name}: {e}"))
 }
 
-/// A client that acts as the ServiceAccount: the admin kubeconfig's server
-/// and CA, with a token the API server issues for the account.
-async fn client_as(admin: &Client, namespace: &str, account: &str) -> Client {
+/// A kubeconfig that acts as the ServiceAccount: the admin kubeconfig's
+/// server and CA, with a token the API server issues for the account.
+async fn kubeconfig_as(admin: &Client, namespace: &str, account: &str, path: &Path) {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
     let request: TokenRequest =
         serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
     let issued = sas.create_token_request(account, &PostParams::default(), &request).await.expect("token request");
     let token = issued.status.expect("a token").token;
-    let mut config = kube::Config::infer().await.expect("kubeconfig");
-    config.auth_info = serde_json::from_value(json!({"token": token})).unwrap();
-    Client::try_from(config).expect("client with the token")
+    let admin_config: Value = documents(&std::fs::read_to_string(infra_env("KUBECONFIG", "kube")).unwrap())[0].clone();
+    let cluster = &admin_config["clusters"][0]["cluster"];
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "infra", "cluster": cluster}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "infra", "user": account, "namespace": namespace}}],
+        "current-context": "sa",
+    });
+    // JSON is YAML.
+    std::fs::write(path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
 }
 
 async fn prometheus_query(http: &reqwest::Client, base: &str, q: &str) -> anyhow::Result<Vec<f64>> {
@@ -380,7 +423,7 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     let admin = Client::try_default().await.expect("kube client from KUBECONFIG");
     let namespace = unique_name("e2e-chart");
     let release = unique_name("chart");
-    let mut cleanup = Cleanup { release: release.clone(), namespace: namespace.clone(), targets: None };
+    let mut cleanup = Cleanup { release: release.clone(), namespace: namespace.clone(), files: Vec::new() };
 
     install_monitoring_crds(&admin).await;
     let watch = format!("operator.watchNamespace={namespace}");
@@ -412,10 +455,10 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     assert!(crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established"));
     let operator_name = format!("{release}-confab-operator");
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
-    let operator = deployments.get(&operator_name).await.expect("the operator's Deployment");
-    let status = operator.status.unwrap_or_default();
+    let deployment = deployments.get(&operator_name).await.expect("the operator's Deployment");
+    let status = deployment.status.clone().unwrap_or_default();
     assert_eq!(status.available_replicas, Some(1), "{status:?}");
-    let container = &operator.spec.unwrap().template.spec.unwrap().containers[0];
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
     assert_eq!(container.args.as_deref().unwrap()[0], "operator");
     assert!(container.args.as_deref().unwrap().contains(&format!("--watch-namespace={namespace}")));
     Api::<Role>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("Role");
@@ -470,34 +513,26 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     let refused = dry_run_strictly(&admin, &bad).await.expect_err("an unknown PodMonitor field is refused");
     assert!(refused.contains("scrapeEvery"), "{refused}");
 
-    // No kubelet runs the operator's image here: run the operator this test
-    // (the library's controller, what `confab operator` runs) with the
-    // chart's ServiceAccount, so its RBAC is what the API server enforces.
-    let client = client_as(&admin, &namespace, &operator_name).await;
-    let registry = prometheus::Registry::new();
-    let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
-    let config = confab_operator::Config { namespace: Some(namespace.clone()) };
-    let controller = confab_operator::Operator::new(client, config, metrics).await.expect("the operator starts");
-    let task = tokio::spawn(controller.run(std::future::pending()));
-    struct Abort(tokio::task::JoinHandle<()>);
-    impl Drop for Abort {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _operator = Abort(task);
+    // No kubelet runs the operator's image here: run the same binary as a
+    // process, with the installed Deployment's arguments and environment and
+    // the chart's ServiceAccount's credentials, so its RBAC is what the API
+    // server enforces.
+    let kubeconfig = repo().join(format!("target/tmp/{namespace}.kubeconfig"));
+    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+    kubeconfig_as(&admin, &namespace, &operator_name, &kubeconfig).await;
+    cleanup.files.push(kubeconfig.clone());
+    let operator = OperatorProcess::start(container, &kubeconfig);
 
     // Prometheus scrapes the operator as the chart's ServiceMonitor would.
-    let addr = serve_metrics(registry.clone()).await;
     let targets_dir = PathBuf::from(infra_env("PROMETHEUS_TARGETS_DIR", "prometheus"));
-    let sd = json!([{"targets": [addr.to_string()], "labels": {
+    let sd = json!([{"targets": [operator.admin], "labels": {
         "job": "confab-chart-operator", "namespace": namespace, "pod": operator_name,
     }}]);
     let file = targets_dir.join(format!("{namespace}.json"));
     let tmp = targets_dir.join(format!(".{namespace}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec(&sd).unwrap()).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    cleanup.targets = Some(file);
+    cleanup.files.push(file);
 
     // The example ChatCluster the chart created is reconciled: children
     // applied, the migration Job done, the pods (kwok's) ready.
@@ -552,8 +587,7 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
         .unwrap();
     }
     // The operator's exposition passes promtool's lint.
-    let mut body = Vec::new();
-    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut body).unwrap();
+    let body = http.get(format!("http://{}/metrics", operator.admin)).send().await.unwrap().bytes().await.unwrap();
     let mut lint = Command::new(std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into()))
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
