@@ -6,14 +6,15 @@
 #   docker run --rm -p 8080:8080 confab:dev standalone
 #
 # Build: Debian bookworm with what the bundled librdkafka needs (a C
-# toolchain, make, perl, zlib, pkg-config). Runtime: distroless `cc`
-# (glibc, libgcc, CA certificates; no shell), as the non-root user 65532.
+# toolchain, make, perl, zlib, pkg-config, OpenSSL headers for TLS and SASL
+# to the brokers). Runtime: distroless `cc` (glibc, libgcc, libssl, CA
+# certificates; no shell), as the non-root user 65532.
 
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential make perl zlib1g-dev pkg-config \
+ && apt-get install -y --no-install-recommends build-essential make perl zlib1g-dev pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The whole workspace: cargo needs every member's manifest, and the gateway
