@@ -73,7 +73,7 @@ impl Prometheus {
 /// A unique value for the `namespace` label, so this test's series are its own.
 fn unique_namespace() -> String {
     use std::hash::{BuildHasher, RandomState};
-    format!("obs-{:012x}", RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff_ffff)
+    format!("o11y-{:012x}", RandomState::new().hash_one(std::time::SystemTime::now()) & 0xffff_ffff_ffff)
 }
 
 fn promtool() -> String {
@@ -203,7 +203,7 @@ async fn dashboards_and_adapter_rules_have_data_from_a_real_cluster() {
         .iter()
         .map(|(pod, component, addr)| {
             json!({"targets": [addr.to_string()], "labels": {
-                "job": "confab-observability", "namespace": namespace, "chatcluster": CHATCLUSTER,
+                "job": "confab-o11y", "namespace": namespace, "chatcluster": CHATCLUSTER,
                 "pod": pod, "component": component,
             }})
         })
@@ -234,6 +234,18 @@ async fn dashboards_and_adapter_rules_have_data_from_a_real_cluster() {
         assert!(body.contains("confab_store_operation_duration_seconds"), "{pod}: {body}");
         if let Some(complaints) = promtool_check_metrics(&body) {
             panic!("promtool check metrics on {pod}'s /metrics:\n{complaints}");
+        }
+    }
+
+    // No label names a user, a room or a session: the test's users are
+    // obs0..obs3 and its rooms obs-<partition>-<n>.
+    let series = prometheus.get("/api/v1/series", &[("match[]", &format!("{{{ns}}}"))]).await;
+    let series = series.as_array().unwrap();
+    assert!(series.len() > 100, "{}", series.len());
+    for s in series {
+        for (label, value) in s.as_object().unwrap() {
+            let value = value.as_str().unwrap();
+            assert!(!value.contains("obs") && !value.contains("warm"), "label {label}=\"{value}\" in {s}");
         }
     }
 
