@@ -8,7 +8,7 @@ label filters, the same panel shapes. Edit the panels here, then run
     python3 charts/tools/dashboards.py          # rewrite the JSON
     python3 charts/tools/dashboards.py --check  # exit 1 if the JSON is stale
 
-confab/tests/chart.rs runs --check; confab/tests/observability.rs runs every
+e2e/tests/helm_chart.rs runs --check; confab/tests/observability.rs runs every
 panel query against a real Prometheus scraping a real cluster.
 
 Labels: `namespace`, `chatcluster`, `pod` and `component` (gateway,

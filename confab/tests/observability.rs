@@ -3,7 +3,8 @@
 //! Prometheus from `scripts/infra up prometheus`. After some traffic, every
 //! process's `/metrics` passes `promtool check metrics`, and every query of
 //! the chart's Grafana dashboards and prometheus-adapter rules returns data.
-//! (The operator dashboard is checked in `chart.rs`, where the operator runs.)
+//! (The operator dashboard is checked in e2e/tests/helm_install.rs, where the
+//! operator runs.)
 
 mod common;
 
