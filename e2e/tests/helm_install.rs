@@ -281,29 +281,33 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
             .unwrap_or_else(|e| panic!("{plural}/{name}: {e}"));
     }
 
-    // The richest values file, every object dry-run applied with strict
-    // field validation by the API server (namespaces moved to this test's).
-    let all = repo().join("charts/confab/ci/all-values.yaml");
+    // Every test values file: every object dry-run applied with strict field
+    // validation by the API server (namespaces moved to this test's).
     let here = format!(
         "grafana.dashboards.namespace={namespace},prometheusAdapter.rules.namespace={namespace},operator.watchNamespace={namespace}"
     );
-    let rendered = helm(&[
-        "template",
-        "dry",
-        chart(),
-        "--namespace",
-        &namespace,
-        "--include-crds",
-        "-f",
-        all.to_str().unwrap(),
-        "--set",
-        &here,
-    ]);
-    let docs = documents(&rendered);
-    assert!(docs.len() >= 15, "{}", docs.len());
-    for doc in &docs {
-        dry_run_strictly(&admin, doc).await.unwrap();
+    let mut docs = Vec::new();
+    for file in std::fs::read_dir(repo().join("charts/confab/ci")).unwrap() {
+        let file = file.unwrap().path();
+        let rendered = helm(&[
+            "template",
+            "dry",
+            chart(),
+            "--namespace",
+            &namespace,
+            "--include-crds",
+            "-f",
+            file.to_str().unwrap(),
+            "--set",
+            &here,
+        ]);
+        let these = documents(&rendered);
+        for doc in &these {
+            dry_run_strictly(&admin, doc).await.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        }
+        docs.extend(these);
     }
+    assert!(docs.iter().any(|d| d["kind"] == "ServiceMonitor") && docs.iter().any(|d| d["kind"] == "ChatCluster"));
     // The check has teeth: an unknown field in a PodMonitor is refused.
     let mut bad = docs.iter().find(|d| d["kind"] == "PodMonitor").unwrap().clone();
     bad["spec"]["podMetricsEndpoints"][0]["scrapeEvery"] = json!("10s");
