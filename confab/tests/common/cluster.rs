@@ -54,7 +54,10 @@ impl Drop for Keyspace {
         // Drop runs inside the test's runtime; the cleanup gets one of its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(tokio::time::timeout(STAGE, confab_store::scylla::ScyllaStore::drop_keyspace(&config)))
+            // The timer is made inside the runtime: it needs its clock.
+            rt.block_on(async {
+                tokio::time::timeout(STAGE, confab_store::scylla::ScyllaStore::drop_keyspace(&config)).await
+            })
         })
         .join();
     }
