@@ -30,6 +30,8 @@ use crate::routes::Routes;
 
 /// Most rooms whose state stays cached; past it the cache starts over.
 const ROOM_CACHE: usize = 100_000;
+/// Store reads in flight at once while reading ahead for a batch.
+const READ_AHEAD: usize = 64;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RoomState {
@@ -55,6 +57,10 @@ struct Decisions {
     members: HashMap<(String, String), bool>,
     cids: HashMap<(String, String), CidHit>,
     reads: HashMap<(String, String), u64>,
+    /// What the store held before the batch, read ahead for all its records
+    /// at once; `members` and `cids` above (the batch's own effects) come first.
+    stored_members: HashMap<(String, String), bool>,
+    stored_cids: HashMap<(String, String), Option<CidHit>>,
     /// Deliveries per gateway, in record order.
     out: BTreeMap<Arc<str>, Vec<Delivery>>,
     next_offsets: BTreeMap<u32, u64>,
@@ -126,6 +132,7 @@ impl Pipeline {
 
     async fn decide_batch(&mut self, records: &[Record]) -> Result<Decisions, confab_store::Error> {
         let mut d = Decisions::default();
+        self.read_ahead(records, &mut d).await?;
         for r in records {
             d.next_offsets.insert(r.partition, r.offset + 1);
             if r.offset < self.applied.get(&r.partition).copied().unwrap_or(0) {
@@ -150,6 +157,82 @@ impl Pipeline {
             d.writes.push(Write::Checkpoint { partition, next_offset });
         }
         Ok(d)
+    }
+
+    /// Issues the store reads the batch's records will need all together, so
+    /// a batch costs about one store round trip instead of one or two per
+    /// record: records are decided one after another, and on a CQL store each
+    /// read is a network round trip. Deciding then reads the same values it
+    /// would have read lazily (nothing is written before the batch is decided).
+    async fn read_ahead(&mut self, records: &[Record], d: &mut Decisions) -> Result<(), confab_store::Error> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let mut rooms: Vec<String> = Vec::new();
+        let mut members: Vec<(String, String)> = Vec::new();
+        let mut cids: Vec<(String, String)> = Vec::new();
+        for r in records {
+            if r.offset < self.applied.get(&r.partition).copied().unwrap_or(0) {
+                continue;
+            }
+            let room = r.record.room.as_str();
+            if !self.rooms.contains_key(room) && !rooms.iter().any(|x| x == room) {
+                rooms.push(room.to_owned());
+            }
+            let member = match &r.record.cmd {
+                Command::Send { from, cid, .. } => {
+                    cids.push((room.to_owned(), cid.clone()));
+                    dm_members(room).is_none().then_some(from)
+                }
+                Command::Join { user } | Command::Leave { user } | Command::Read { user, .. } => Some(user),
+                Command::Typing { user } => Some(user),
+            };
+            if let Some(user) = member {
+                members.push((room.to_owned(), user.clone()));
+            }
+        }
+        members.sort_unstable();
+        members.dedup();
+        cids.sort_unstable();
+        cids.dedup();
+        let store = &self.store;
+        let states: Vec<(String, RoomState)> = futures_util::stream::iter(rooms.into_iter().map(|room| {
+            let store = store.clone();
+            async move {
+                let state = match store.room(&room).await? {
+                    Some(meta) => RoomState { last_seq: meta.last_seq, exists: true },
+                    None => RoomState::default(),
+                };
+                Ok::<_, confab_store::Error>((room, state))
+            }
+        }))
+        .buffer_unordered(READ_AHEAD)
+        .try_collect()
+        .await?;
+        let stored_members: Vec<((String, String), bool)> =
+            futures_util::stream::iter(members.into_iter().map(|key| {
+                let store = store.clone();
+                async move {
+                    let member = store.is_member(&key.0, &key.1).await?;
+                    Ok::<_, confab_store::Error>((key, member))
+                }
+            }))
+            .buffer_unordered(READ_AHEAD)
+            .try_collect()
+            .await?;
+        let stored_cids: Vec<((String, String), Option<CidHit>)> =
+            futures_util::stream::iter(cids.into_iter().map(|key| {
+                let store = store.clone();
+                async move {
+                    let hit = store.cid(&key.0, &key.1).await?;
+                    Ok::<_, confab_store::Error>((key, hit))
+                }
+            }))
+            .buffer_unordered(READ_AHEAD)
+            .try_collect()
+            .await?;
+        self.rooms.extend(states);
+        d.stored_members.extend(stored_members);
+        d.stored_cids.extend(stored_cids);
+        Ok(())
     }
 
     async fn decide(&mut self, r: &Record, d: &mut Decisions) -> Result<Reply, Failure> {
@@ -307,15 +390,20 @@ impl Pipeline {
     }
 
     async fn is_member(&self, room: &str, user: &str, d: &Decisions) -> Result<bool, Failure> {
-        if let Some(m) = d.members.get(&(room.to_owned(), user.to_owned())) {
+        let key = (room.to_owned(), user.to_owned());
+        if let Some(m) = d.members.get(&key).or_else(|| d.stored_members.get(&key)) {
             return Ok(*m);
         }
         Ok(self.store.is_member(room, user).await?)
     }
 
     async fn cid(&self, room: &str, cid: &str, d: &Decisions) -> Result<Option<CidHit>, Failure> {
-        if let Some(hit) = d.cids.get(&(room.to_owned(), cid.to_owned())) {
+        let key = (room.to_owned(), cid.to_owned());
+        if let Some(hit) = d.cids.get(&key) {
             return Ok(Some(hit.clone()));
+        }
+        if let Some(stored) = d.stored_cids.get(&key) {
+            return Ok(stored.clone());
         }
         Ok(self.store.cid(room, cid).await?)
     }
