@@ -121,6 +121,8 @@ struct Shared {
     stats: Mutex<Stats>,
     unique: AtomicU64,
     pending: AtomicU64,
+    /// Connections whose schedule still has sends to make.
+    sending: AtomicU64,
 }
 
 struct Stats {
@@ -180,6 +182,7 @@ pub async fn run() -> Result<()> {
         stats: Mutex::new(Stats { report, ack: histogram(), delivery: histogram() }),
         unique: AtomicU64::new(0),
         pending: AtomicU64::new(0),
+        sending: AtomicU64::new(conns.len() as u64),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let spec = Arc::new(spec);
@@ -202,9 +205,10 @@ pub async fn run() -> Result<()> {
             Plan::Idle { .. } => Duration::ZERO,
         };
         tokio::time::sleep_until(start + duration).await;
-        // Replies to the last sends: wait for them, boundedly.
+        // The last sends, and the replies to them: wait for them, boundedly.
         let deadline = Instant::now() + ACK_TIMEOUT;
-        while shared.pending.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        let busy = || shared.sending.load(Ordering::Relaxed) > 0 || shared.pending.load(Ordering::Relaxed) > 0;
+        while busy() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let sent = {
@@ -310,6 +314,13 @@ impl Conn {
         let (mut sink, mut stream) = ws.split();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
         let mut next = self.first_send(&mut rng);
+        let mut scheduled = true;
+        let mut done_sending = |next: &Option<Next>| {
+            if next.is_none() && std::mem::take(&mut scheduled) {
+                self.shared.sending.fetch_sub(1, Ordering::Relaxed);
+            }
+        };
+        done_sending(&next);
         let size = match self.spec.plan {
             Plan::Fanout { size, .. } | Plan::Dm { size, .. } => size,
             Plan::Idle { .. } => 0,
@@ -378,6 +389,7 @@ impl Conn {
                         break Some(format!("send failed: {e}"));
                     }
                     next = self.after(n.at, &mut rng);
+                    done_sending(&next);
                 }
                 _ = heartbeat.tick() => {
                     let ping = client::ping_frame(self.dialect());
@@ -387,6 +399,7 @@ impl Conn {
                 }
             }
         };
+        done_sending(&None);
         if let Some(why) = lost {
             let mut stats = self.shared.stats();
             stats.report.disconnects += 1;
