@@ -172,7 +172,8 @@ pub fn cpu(pids: &[u32]) -> f64 {
         / ticks
 }
 
-fn loadavg() -> String {
+/// The load average (1, 5, 15 minutes), recorded next to every figure.
+pub fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -295,7 +296,6 @@ fn errors(setup: &Report, total: &Report) -> Vec<String> {
 async fn send_phase(
     target: &mut Target,
     workers: &mut [WorkerProc],
-    duration: Duration,
     drain: Duration,
     expected: impl Fn(usize, &WorkerProc, &Report) -> u64,
 ) -> Result<(Report, Report, Histogram<u64>, Histogram<u64>, f64, f64, f64)> {
@@ -330,7 +330,6 @@ async fn send_phase(
     }
     let wall = t0.elapsed().as_secs_f64();
     let server_cpu = (cpu(&target.all_pids) - cpu0) / wall * 100.0;
-    let _ = duration;
     total.sent_to = sent.sent_to.clone();
     total.first_delivery_ns = total.first_delivery_ns.max(start);
     let mut setup = setup;
@@ -353,10 +352,9 @@ pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutA
     for conns in deal(0..a.members, spread.processes) {
         workers.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
     }
-    let duration = Duration::from_secs_f64(a.duration_secs);
     let drain = Duration::from_secs_f64(a.drain_secs);
     let (setup, total, ack, delivery, server_cpu, start, wall) =
-        send_phase(target, &mut workers, duration, drain, |_, w, sent| w.conns * sent.sent_ok).await?;
+        send_phase(target, &mut workers, drain, |_, w, sent| w.conns * sent.sent_ok).await?;
     let expected = u64::from(a.members) * setup.sent_ok;
     let span = (total.last_delivery_ns as f64 - start) / 1e9;
     let mut f = Figures::default();
@@ -399,13 +397,12 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
         owned.push(conns.clone());
         workers.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
     }
-    let duration = Duration::from_secs_f64(a.duration_secs);
     let drain = Duration::from_secs_f64(a.drain_secs);
     // Each worker expects the acknowledged messages addressed to its users.
     let index: std::collections::HashMap<u32, usize> =
         owned.iter().enumerate().flat_map(|(w, c)| c.iter().map(move |&i| (i, w))).collect();
     let (setup, total, ack, delivery, server_cpu, _start, wall) =
-        send_phase(target, &mut workers, duration, drain, |w, _, sent| {
+        send_phase(target, &mut workers, drain, |w, _, sent| {
             sent.sent_to.iter().filter(|(to, _)| index.get(to) == Some(&w)).map(|(_, n)| n).sum()
         })
         .await?;
@@ -429,10 +426,6 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
     f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
     let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
     Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
-}
-
-pub fn load() -> String {
-    loadavg()
 }
 
 #[cfg(test)]

@@ -349,6 +349,7 @@ impl Conn {
                         Some(Err(e)) => break Some(format!("connection error: {e}")),
                         None => break Some("connection closed".into()),
                     };
+                    let mut answered = true;
                     for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
                         if let Some(stamp) = payload::find(line.as_bytes()) {
                             self.delivered(&stamp, &mut streams);
@@ -362,12 +363,13 @@ impl Conn {
                                 }
                             }
                             Incoming::Ping => {
-                                if sink.send(Message::text("{}")).await.is_err() {
-                                    break;
-                                }
+                                answered = sink.send(Message::text("{}")).await.is_ok();
                             }
                             Incoming::Other => {}
                         }
+                    }
+                    if !answered {
+                        break Some("cannot answer the server's ping".into());
                     }
                 }
                 _ = tokio::time::sleep_until(send_at), if next.is_some() => {
