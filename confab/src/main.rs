@@ -118,7 +118,21 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Allocations of a megabyte or more get pages of their own, returned to
+/// the system when freed. glibc otherwise raises that threshold to the
+/// largest block freed so far, so after the first 19 MiB password hash every
+/// later one came from a malloc arena and stayed resident there (hundreds of
+/// megabytes in a gateway after a storm of logins).
+fn return_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tunable; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    return_large_blocks();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Gateway;
-use crate::auth::{Claims, hash_password, verify_password};
+use crate::auth::{Claims, hash_password, on_hash_threads, verify_password};
 use crate::ops::store_error;
 
 /// A protocol error as an HTTP response: the code's status and
@@ -64,8 +64,7 @@ async fn register(State(gw): State<Gateway>, body: Bytes) -> Result<Response, Ap
     validate::username(&c.username)?;
     validate::password(&c.password)?;
     let password = c.password;
-    let password_hash =
-        tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|_| ProtocolError::internal())?;
+    let password_hash = on_hash_threads(move || hash_password(&password)).await.ok_or_else(ProtocolError::internal)?;
     let created_ms = crate::auth::unix_now() * 1000;
     let user = UserRecord { name: c.username.clone(), password_hash, created_ms };
     if !gw.inner.store.create_user(&user).await.map_err(store_error)? {
@@ -89,9 +88,8 @@ async fn login(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiEr
     };
     let phc = user.as_ref().map_or(DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let password = c.password;
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .map_err(|_| ProtocolError::internal())?;
+    let matches =
+        on_hash_threads(move || verify_password(&password, &phc)).await.ok_or_else(ProtocolError::internal)?;
     if !(matches && user.is_some()) {
         gw.inner.metrics.auth_failures.with_label_values(&["login"]).inc();
         return Err(ProtocolError::new(ErrorCode::Unauthorized, "wrong user name or password").into());
