@@ -401,5 +401,11 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     assert!(out.status.success() && text(&out).trim().is_empty(), "promtool check metrics:\n{}", text(&out));
 
     let errors = format!("sum(confab_operator_reconcile_errors_total{{namespace=\"{namespace}\",reason=\"api\"}})");
-    assert!(prometheus_query(&http, &base, &errors).await.unwrap().iter().any(|v| *v >= 1.0), "{errors}");
+    // Scraped on Prometheus's schedule: wait for the sample that has the error.
+    wait_for(&format!("{errors} >= 1"), TIMEOUT, Duration::from_millis(500), || async {
+        let values = prometheus_query(&http, &base, &errors).await?;
+        Ok(values.iter().any(|v| *v >= 1.0).then_some(()))
+    })
+    .await
+    .unwrap();
 }
