@@ -286,6 +286,21 @@ pub async fn idle(target: &mut Target, run: &str, spread: &Spread, a: &IdleArgs)
     Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
 }
 
+/// The counts every sending scenario ends its figures with, and whether the
+/// run was clean: every expected delivery once, every connection set up.
+fn outcome(mut f: Figures, setup: &Report, total: &Report, expected: u64, server_cpu: f64, wall: f64) -> Outcome {
+    f.add("messages acknowledged", setup.sent_ok as f64, "");
+    f.add("deliveries", total.deliveries as f64, "");
+    f.add("lost", expected.saturating_sub(total.deliveries) as f64, "");
+    f.add("duplicated", total.duplicates as f64, "");
+    f.add("out of order", total.out_of_order as f64, "");
+    f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
+    f.add("server CPU (all processes)", server_cpu, "% of a core");
+    f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
+    let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
+    Outcome { figures: f, errors: errors(setup, total), ok }
+}
+
 fn errors(setup: &Report, total: &Report) -> Vec<String> {
     let mut out = setup.setup_errors.clone();
     out.extend(total.errors.iter().map(|(k, v)| format!("{v} × {k}")));
@@ -366,16 +381,7 @@ pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutA
     f.add("delivery latency max", ms(&delivery, 1.0), "ms");
     f.add("send→ack p50", ms(&ack, 0.5), "ms");
     f.add("send→ack p99", ms(&ack, 0.99), "ms");
-    f.add("messages acknowledged", setup.sent_ok as f64, "");
-    f.add("deliveries", total.deliveries as f64, "");
-    f.add("lost", expected.saturating_sub(total.deliveries) as f64, "");
-    f.add("duplicated", total.duplicates as f64, "");
-    f.add("out of order", total.out_of_order as f64, "");
-    f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
-    f.add("server CPU (all processes)", server_cpu, "% of a core");
-    f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
-    let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
-    Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
+    Ok(outcome(f, &setup, &total, expected, server_cpu, wall))
 }
 
 pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> Result<Outcome> {
@@ -416,16 +422,7 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
     f.add("send→delivery p99", ms(&delivery, 0.99), "ms");
     f.add("send→delivery p99.9", ms(&delivery, 0.999), "ms");
     f.add("send→delivery max", ms(&delivery, 1.0), "ms");
-    f.add("messages acknowledged", setup.sent_ok as f64, "");
-    f.add("deliveries", total.deliveries as f64, "");
-    f.add("lost", expected.saturating_sub(total.deliveries) as f64, "");
-    f.add("duplicated", total.duplicates as f64, "");
-    f.add("out of order", total.out_of_order as f64, "");
-    f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
-    f.add("server CPU (all processes)", server_cpu, "% of a core");
-    f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
-    let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
-    Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
+    Ok(outcome(f, &setup, &total, expected, server_cpu, wall))
 }
 
 #[cfg(test)]
