@@ -62,6 +62,14 @@ pub struct FanoutArgs {
     /// Messages per second, all publishers together (deliveries/s = rate × members).
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
+    #[command(flatten)]
+    pub sending: SendingArgs,
+}
+
+/// How long the sending scenarios send, how big a message is, and how long
+/// they wait for the last deliveries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SendingArgs {
     /// Seconds of sending.
     #[arg(long, default_value_t = 10.0)]
     pub duration_secs: f64,
@@ -81,15 +89,8 @@ pub struct DmArgs {
     /// Messages per second, all users together (Poisson arrivals).
     #[arg(long, default_value_t = 2000.0)]
     pub rate: f64,
-    /// Seconds of sending.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration_secs: f64,
-    /// Message text bytes.
-    #[arg(long, default_value_t = 150)]
-    pub size: usize,
-    /// Longest wait for the last deliveries after sending stops, seconds.
-    #[arg(long, default_value_t = 15.0)]
-    pub drain_secs: f64,
+    #[command(flatten)]
+    pub sending: SendingArgs,
 }
 
 /// A worker process seen from the coordinator.
@@ -360,14 +361,14 @@ pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutA
         room: format!("{run}-fan"),
         publishers: a.publishers,
         rate: a.rate / f64::from(a.publishers),
-        duration_ms: (a.duration_secs * 1000.0) as u64,
-        size: a.size,
+        duration_ms: (a.sending.duration_secs * 1000.0) as u64,
+        size: a.sending.size,
     };
     let mut workers = Vec::new();
     for conns in deal(0..a.members, spread.processes) {
         workers.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
     }
-    let drain = Duration::from_secs_f64(a.drain_secs);
+    let drain = Duration::from_secs_f64(a.sending.drain_secs);
     let (setup, total, ack, delivery, server_cpu, start, wall) =
         send_phase(target, &mut workers, drain, |_, w, sent| w.conns * sent.sent_ok).await?;
     let expected = u64::from(a.members) * setup.sent_ok;
@@ -393,8 +394,8 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
     let plan = Plan::Dm {
         users: a.users,
         rate: a.rate / f64::from(a.users),
-        duration_ms: (a.duration_secs * 1000.0) as u64,
-        size: a.size,
+        duration_ms: (a.sending.duration_secs * 1000.0) as u64,
+        size: a.sending.size,
     };
     let dealt = deal(0..a.users, spread.processes);
     let mut workers = Vec::new();
@@ -403,7 +404,7 @@ pub async fn dm(target: &mut Target, run: &str, spread: &Spread, a: &DmArgs) -> 
         owned.push(conns.clone());
         workers.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
     }
-    let drain = Duration::from_secs_f64(a.drain_secs);
+    let drain = Duration::from_secs_f64(a.sending.drain_secs);
     // Each worker expects the acknowledged messages addressed to its users.
     let index: std::collections::HashMap<u32, usize> =
         owned.iter().enumerate().flat_map(|(w, c)| c.iter().map(move |&i| (i, w))).collect();
