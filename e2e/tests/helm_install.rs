@@ -7,6 +7,7 @@
 //! operator dashboard's queries return data.
 
 mod chart_support;
+mod kube_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,10 +18,10 @@ use confab_e2e::{infra_env, unique_name, wait_for};
 use confab_operator::crd::ChatCluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
@@ -113,16 +114,7 @@ impl Drop for Cleanup {
         let _ = Command::new(infra_env("HELM", "helm"))
             .args(["uninstall", &self.release, "--namespace", &self.namespace, "--wait", "--timeout", "60s"])
             .output();
-        let name = self.namespace.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                if let Ok(client) = Client::try_default().await {
-                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-                }
-            })
-        })
-        .join();
+        kube_support::delete_namespace(&self.namespace);
     }
 }
 

@@ -12,6 +12,8 @@
 //! never touch other namespaces. In the main test it runs with a token of
 //! a ServiceAccount that has only the rules of operator/deploy/rbac.yaml.
 
+mod kube_support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -86,17 +88,7 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own: Drop cannot await, and may run during a panic.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                if let Ok(client) = Client::try_default().await {
-                    let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-                }
-            })
-        })
-        .join();
+        kube_support::delete_namespace(&self.name);
     }
 }
 
