@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol's error codes, exactly as clients see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
@@ -53,6 +54,7 @@ impl ErrorCode {
 
 /// A failure a client is told about: a code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[error("{code:?}: {message}")]
 pub struct ProtocolError {
     pub code: ErrorCode,
@@ -79,6 +81,7 @@ impl ProtocolError {
 
 /// The body of every HTTP error: `{"error":{"code":"...","message":"..."}}`.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct HttpErrorBody {
     pub error: ProtocolError,
 }

@@ -11,8 +11,10 @@ use crate::request::RequestId;
 
 /// The one reply to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub re: Option<RequestId>,
     pub ok: bool,
     #[serde(flatten)]
@@ -21,6 +23,7 @@ pub struct Reply {
 
 /// The op-specific fields of a reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum ReplyBody {
     Error { error: ProtocolError },
@@ -35,6 +38,7 @@ pub enum ReplyBody {
 
 /// One room of a `sync` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SyncRoom {
     pub messages: Vec<Message>,
     pub more: bool,
@@ -57,6 +61,7 @@ impl Reply {
 
 /// Why the server is closing a session (`bye`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ByeReason {
     SlowConsumer,
@@ -83,6 +88,7 @@ impl ByeReason {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum MemberAction {
     Join,
@@ -91,6 +97,7 @@ pub enum MemberAction {
 
 /// Server-to-client events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "ServerEvent"))]
 #[serde(tag = "ev", rename_all = "snake_case")]
 pub enum Event {
     Hello {

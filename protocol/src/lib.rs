@@ -5,7 +5,9 @@
 //! pushes ([`event`]), the message object ([`message`]), the validation rules
 //! of PROTOCOL.md ([`validate`]), the protocol's error codes ([`error`]) and
 //! the records that travel over the bus between gateways and dispatchers
-//! ([`record`]). This crate depends on nothing else in the workspace.
+//! ([`record`]). This crate depends on nothing else in the workspace. The
+//! TypeScript SDK's wire types are generated from these types and checked
+//! for drift by the `typescript` tests.
 
 pub mod error;
 pub mod event;
@@ -13,6 +15,9 @@ pub mod message;
 pub mod record;
 pub mod request;
 pub mod validate;
+
+#[cfg(test)]
+mod typescript;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use event::{ByeReason, Event, MemberAction, Reply};

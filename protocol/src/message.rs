@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A stored chat message, as in PROTOCOL.md: `ts` is unix milliseconds at
+/// A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
 /// acceptance, `msg_id` is unique across the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Message {
     pub room: String,
     pub seq: u64,
@@ -17,6 +18,7 @@ pub struct Message {
 
 /// One entry of the `rooms` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct RoomInfo {
     pub room: String,
     pub last_seq: u64,

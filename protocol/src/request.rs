@@ -23,10 +23,13 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 
 /// The client's request id: a string or an integer, echoed verbatim as `re`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum RequestId {
     Int(i64),
-    /// Integers above `i64::MAX`: any JSON integer is a valid id.
+    /// Integers above `i64::MAX`: any JSON integer is a valid id. (One
+    /// `number` in TypeScript, like `Int`.)
+    #[cfg_attr(test, ts(skip))]
     UInt(u64),
     Str(String),
 }
@@ -38,9 +41,10 @@ pub struct Request {
     pub op: Op,
 }
 
-/// Every operation of PROTOCOL.md v1. Unknown fields are ignored so that
+/// Every operation of protocol v1 (docs/protocol.md). Unknown fields are ignored so that
 /// clients written for later, additive versions still work.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Ping,
@@ -53,8 +57,10 @@ pub enum Op {
     Rooms,
     Send {
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         room: Option<String>,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         to: Option<String>,
         text: String,
         cid: String,
@@ -62,13 +68,16 @@ pub enum Op {
     History {
         room: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         before: Option<u64>,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         limit: Option<u32>,
     },
     Sync {
         rooms: BTreeMap<String, u64>,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
         limit: Option<u32>,
     },
     Typing {

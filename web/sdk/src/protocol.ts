@@ -1,135 +1,81 @@
 /**
- * Wire types of the Confab client protocol v1 (design/PROTOCOL.md).
+ * Wire types of the Confab client protocol v1 (docs/protocol.md).
  *
- * Everything here mirrors the JSON on the wire field for field, so that a
- * frame can be typed without conversion. Optional fields the server may add
- * later are allowed by TypeScript's structural typing.
+ * The frames themselves are generated from the server's Rust types into
+ * `protocol.gen.ts` (`cargo test -p confab-protocol` fails when that file is
+ * stale). This file only names the parts the SDK works with, picked from the
+ * generated types, so SDK code that reads or sends a field the server does not
+ * know fails to type-check.
  */
+import type {
+  ErrorCode,
+  Op,
+  ProtocolError,
+  Reply,
+  ReplyBody,
+  RequestId,
+  RoomInfo,
+  ServerEvent,
+  SyncRoom,
+} from "./protocol.gen.js";
 
-/** Error codes a reply or an HTTP error body may carry. */
-export type ErrorCode =
-  | "bad_request"
-  | "unauthorized"
-  | "forbidden"
-  | "not_member"
-  | "not_found"
-  | "taken"
-  | "too_large"
-  | "rate_limited"
-  | "unavailable"
-  | "internal";
+export type * from "./protocol.gen.js";
 
-export interface ErrorBody {
-  code: ErrorCode | (string & {});
-  message: string;
-}
+/** An error as a reply or an HTTP error body carries it; codes added later are strings too. */
+export type ErrorBody = Omit<ProtocolError, "code"> & { code: ErrorCode | (string & {}) };
 
-/** A stored message, as `history`, `sync` and `msg` events carry it. */
-export interface Message {
-  room: string;
-  seq: number;
-  msg_id: string;
-  from: string;
-  text: string;
-  /** Unix milliseconds at acceptance. */
-  ts: number;
-  cid?: string | null;
-}
+/** One entry of the `rooms` reply. */
+export type RoomSummary = RoomInfo;
+/** One room of a `sync` reply. */
+export type SyncRoomResult = SyncRoom;
 
-export interface RoomSummary {
-  room: string;
-  last_seq: number;
-  read_seq: number;
-}
+export type OpName = Op["op"];
 
-export interface SyncRoomResult {
-  messages: Message[];
-  more: boolean;
-}
+/** The fields of an `op` request as the server decodes them, without `op` and `id`. */
+type OpFields<K extends OpName> = Omit<Extract<Op, { op: K }>, "op">;
+
+/** `send` names exactly one of `room` and `to`, which the server checks and the Rust type cannot say. */
+type SendFields = OpFields<"send">;
+type SendRequest =
+  | (Omit<SendFields, "room" | "to"> & Required<Pick<SendFields, "room">> & { to?: never })
+  | (Omit<SendFields, "room" | "to"> & Required<Pick<SendFields, "to">> & { room?: never });
+
+/** The variant of the generated `ReplyBody` that has these fields (the keys tell them apart). */
+type ReplyWith<Fields> = Extract<ReplyBody, Fields>;
+/** The reply of ops that answer with `ok` alone. */
+type EmptyReply = Record<string, never>;
 
 /** Request fields and reply fields of every op, by op name. */
 export interface Ops {
-  ping: { req: Record<string, never>; reply: Record<string, never> };
-  join: { req: { room: string }; reply: { room: string; last_seq: number } };
-  leave: { req: { room: string }; reply: Record<string, never> };
-  rooms: { req: Record<string, never>; reply: { rooms: RoomSummary[] } };
-  send: {
-    req:
-      | { room: string; text: string; cid: string }
-      | { to: string; text: string; cid: string };
-    reply: { room: string; seq: number; msg_id: string; ts: number };
-  };
-  history: {
-    req: { room: string; before?: number; limit?: number };
-    reply: { messages: Message[] };
-  };
-  sync: {
-    req: { rooms: Record<string, number>; limit?: number };
-    reply: { rooms: Record<string, SyncRoomResult> };
-  };
-  typing: { req: { room: string }; reply: Record<string, never> };
-  read: { req: { room: string; seq: number }; reply: Record<string, never> };
-  presence: { req: { room: string }; reply: { online: string[] } };
+  ping: { req: OpFields<"ping">; reply: EmptyReply };
+  join: { req: OpFields<"join">; reply: ReplyWith<{ last_seq: unknown }> };
+  leave: { req: OpFields<"leave">; reply: EmptyReply };
+  rooms: { req: OpFields<"rooms">; reply: ReplyWith<{ rooms: readonly unknown[] }> };
+  send: { req: SendRequest; reply: ReplyWith<{ msg_id: unknown }> };
+  history: { req: OpFields<"history">; reply: ReplyWith<{ messages: unknown }> };
+  sync: { req: OpFields<"sync">; reply: ReplyWith<{ rooms: Record<string, SyncRoom> }> };
+  typing: { req: OpFields<"typing">; reply: EmptyReply };
+  read: { req: OpFields<"read">; reply: EmptyReply };
+  presence: { req: OpFields<"presence">; reply: ReplyWith<{ online: unknown }> };
 }
 
-export type OpName = keyof Ops;
 export type RequestOf<K extends OpName> = Ops[K]["req"];
 export type ReplyOf<K extends OpName> = Ops[K]["reply"];
 
 /** A client frame: the op's fields plus `op` and `id`. */
-export type RequestFrame<K extends OpName = OpName> = { op: K; id: number | string } & RequestOf<K>;
+export type RequestFrame<K extends OpName = OpName> = { op: K; id: RequestId } & RequestOf<K>;
 
-export type ReplyFrame =
-  | ({ re: number | string; ok: true } & Record<string, unknown>)
-  | { re: number | string; ok: false; error: ErrorBody };
+/** A reply, told apart by `ok`: a failure always carries `error`. */
+export type ReplyFrame = (Reply & { ok: true }) | (Reply & { ok: false; error: ErrorBody });
 
-export interface HelloEvent {
-  ev: "hello";
-  user: string;
-  session: string;
-  server: string;
-  heartbeat_ms: number;
-}
-export interface MsgEvent extends Message {
-  ev: "msg";
-  prev_seq: number;
-}
-export interface MemberEvent {
-  ev: "member";
-  room: string;
-  user: string;
-  action: "join" | "leave";
-}
-export interface TypingEvent {
-  ev: "typing";
-  room: string;
-  user: string;
-}
-export interface ReadEvent {
-  ev: "read";
-  room: string;
-  user: string;
-  seq: number;
-}
-export interface PresenceEvent {
-  ev: "presence";
-  user: string;
-  online: boolean;
-}
-export type ByeReason = "server_restart" | "token_expired" | "slow_consumer" | (string & {});
-export interface ByeEvent {
-  ev: "bye";
-  reason: ByeReason;
-}
-
-export type ServerEvent =
-  | HelloEvent
-  | MsgEvent
-  | MemberEvent
-  | TypingEvent
-  | ReadEvent
-  | PresenceEvent
-  | ByeEvent;
+type EventOf<K extends ServerEvent["ev"]> = Extract<ServerEvent, { ev: K }>;
+export type HelloEvent = EventOf<"hello">;
+export type MsgEvent = EventOf<"msg">;
+export type MemberEvent = EventOf<"member">;
+export type TypingEvent = EventOf<"typing">;
+export type ReadEvent = EventOf<"read">;
+export type PresenceEvent = EventOf<"presence">;
+export type ByeEvent = EventOf<"bye">;
 
 /** Results of `POST /v1/auth/*`. */
 export interface RegisterResult {

@@ -1,0 +1,201 @@
+//! The TypeScript SDK's wire types are generated from this crate's types
+//! (ts-rs reads their serde attributes), so the SDK cannot drift from the
+//! server. Two files are committed in `web/sdk/`:
+//!
+//! * `src/protocol.gen.ts`: one declaration per type; the SDK's
+//!   `protocol.ts` builds on it, so `tsc` rejects SDK code that uses a field
+//!   the server does not send.
+//! * `test/frames.gen.ts`: real frames, encoded by the server's own code (or,
+//!   for requests, accepted by its decoder), each checked by `tsc` with
+//!   `satisfies` against the generated types: a serde attribute that ts-rs
+//!   misread fails the web type check.
+//!
+//! The tests below fail when a committed file differs from what the types
+//! give now; `UPDATE_EXPECT=1 cargo test -p confab-protocol typescript`
+//! rewrites them.
+
+use std::collections::BTreeMap;
+
+use expect_test::expect_file;
+use ts_rs::{Config, TS};
+
+use crate::error::HttpErrorBody;
+use crate::event::{ReplyBody, SyncRoom};
+use crate::{ByeReason, ErrorCode, Event, MemberAction, Message, ProtocolError, Reply, Request, RequestId, RoomInfo};
+
+const HEADER: &str = "// Generated from the Rust types of confab-protocol (protocol/src) by its
+// `typescript` tests; do not edit. Regenerate with
+// UPDATE_EXPECT=1 cargo test -p confab-protocol typescript
+";
+
+/// JSON numbers: seqs and timestamps stay far below 2^53.
+fn config() -> Config {
+    Config::new().with_large_int("number")
+}
+
+fn declare<T: TS>(out: &mut String) {
+    let cfg = config();
+    out.push('\n');
+    if let Some(docs) = T::docs() {
+        out.push_str(&docs);
+    }
+    out.push_str("export ");
+    out.push_str(&T::decl(&cfg));
+    out.push('\n');
+}
+
+#[test]
+fn typescript_declarations_match_the_sdk() {
+    let mut out = String::from(HEADER);
+    declare::<RequestId>(&mut out);
+    declare::<crate::Op>(&mut out);
+    declare::<ErrorCode>(&mut out);
+    declare::<ProtocolError>(&mut out);
+    declare::<HttpErrorBody>(&mut out);
+    declare::<Message>(&mut out);
+    declare::<RoomInfo>(&mut out);
+    declare::<SyncRoom>(&mut out);
+    declare::<ReplyBody>(&mut out);
+    declare::<Reply>(&mut out);
+    declare::<MemberAction>(&mut out);
+    declare::<ByeReason>(&mut out);
+    declare::<Event>(&mut out);
+    expect_file!["../../web/sdk/src/protocol.gen.ts"].assert_eq(&out);
+}
+
+fn message(seq: u64, from: &str, text: &str) -> Message {
+    Message {
+        room: "general".into(),
+        seq,
+        msg_id: crate::message::msg_id(3, seq - 1),
+        from: from.into(),
+        text: text.into(),
+        ts: 1_767_225_600_000 + seq,
+        cid: format!("c-{seq}"),
+    }
+}
+
+fn reply(id: RequestId, body: ReplyBody) -> String {
+    Reply::ok(Some(id), body).encode()
+}
+
+/// `export const NAME = { key: frame, ... } satisfies Record<string, TYPE>;`
+fn constant(out: &mut String, doc: &str, name: &str, ty: &str, frames: &[(&str, String)]) {
+    out.push_str(&format!("\n/** {doc} */\nexport const {name} = {{\n"));
+    for (key, frame) in frames {
+        out.push_str(&format!("  {key}: {frame},\n"));
+    }
+    out.push_str(&format!("}} satisfies Record<string, {ty}>;\n"));
+}
+
+#[test]
+fn real_frames_match_the_sdk_fixture() {
+    let requests = [
+        ("ping", r#"{"op":"ping","id":1}"#),
+        ("join", r#"{"op":"join","id":2,"room":"general"}"#),
+        ("leave", r#"{"op":"leave","id":3,"room":"general"}"#),
+        ("rooms", r#"{"op":"rooms","id":4}"#),
+        ("send", r#"{"op":"send","id":5,"room":"general","text":"hello","cid":"c-5"}"#),
+        ("send_dm", r#"{"op":"send","id":"dm-6","to":"bob","text":"psst","cid":"c-6"}"#),
+        ("history", r#"{"op":"history","id":7,"room":"general","before":42,"limit":20}"#),
+        ("history_newest", r#"{"op":"history","id":8,"room":"general"}"#),
+        ("sync", r#"{"op":"sync","id":9,"rooms":{"general":40,"dm:alice:bob":0},"limit":100}"#),
+        ("typing", r#"{"op":"typing","id":10,"room":"general"}"#),
+        ("read", r#"{"op":"read","id":11,"room":"general","seq":42}"#),
+        ("presence", r#"{"op":"presence","id":12,"room":"dm:alice:bob"}"#),
+        ("without_id", r#"{"op":"ping"}"#),
+    ]
+    .map(|(name, frame)| {
+        Request::decode(frame, 4096).unwrap_or_else(|e| panic!("the server refuses {name}: {e:?}"));
+        (name, frame.to_owned())
+    });
+
+    let int = RequestId::Int;
+    let general = |last_seq, read_seq| RoomInfo { room: "general".into(), last_seq, read_seq };
+    let dm = RoomInfo { room: "dm:alice:bob".into(), last_seq: 8, read_seq: 7 };
+    let replies = [
+        ("ping", reply(int(1), ReplyBody::Empty {})),
+        ("join", reply(int(2), ReplyBody::Join { room: "general".into(), last_seq: 41 })),
+        ("leave", reply(int(3), ReplyBody::Empty {})),
+        ("rooms", reply(int(4), ReplyBody::Rooms { rooms: vec![general(42, 40), dm] })),
+        (
+            "send",
+            reply(
+                int(5),
+                ReplyBody::Send { room: "general".into(), seq: 42, msg_id: "3-29".into(), ts: 1_767_225_600_042 },
+            ),
+        ),
+        (
+            "send_dm",
+            reply(
+                RequestId::Str("dm-6".into()),
+                ReplyBody::Send { room: "dm:alice:bob".into(), seq: 8, msg_id: "1-7".into(), ts: 1_767_225_600_008 },
+            ),
+        ),
+        (
+            "history",
+            reply(
+                int(7),
+                ReplyBody::Messages { messages: vec![message(40, "bob", "hi"), message(41, "alice", "hey")] },
+            ),
+        ),
+        (
+            "sync",
+            reply(
+                int(9),
+                ReplyBody::Sync {
+                    rooms: BTreeMap::from([
+                        ("general".into(), SyncRoom { messages: vec![message(41, "alice", "hey")], more: true }),
+                        ("dm:alice:bob".into(), SyncRoom { messages: vec![], more: false }),
+                    ]),
+                },
+            ),
+        ),
+        ("typing", reply(int(10), ReplyBody::Empty {})),
+        ("read", reply(int(11), ReplyBody::Empty {})),
+        ("presence", reply(int(12), ReplyBody::Presence { online: vec!["alice".into(), "bob".into()] })),
+        ("error", Reply::error(Some(int(13)), ProtocolError::not_member("staff")).encode()),
+        (
+            "error_without_id",
+            Reply::error(None, ProtocolError::bad_request("a request must be a JSON object")).encode(),
+        ),
+    ];
+
+    let events = [
+        (
+            "hello",
+            Event::Hello {
+                user: "alice".into(),
+                session: "s-1f".into(),
+                server: "confab-1".into(),
+                heartbeat_ms: 25_000,
+            },
+        ),
+        ("msg", Event::Msg { message: message(42, "bob", "see you"), prev_seq: 41 }),
+        ("member", Event::Member { room: "general".into(), user: "carol".into(), action: MemberAction::Join }),
+        ("typing", Event::Typing { room: "general".into(), user: "bob".into() }),
+        ("read", Event::Read { room: "general".into(), user: "bob".into(), seq: 42 }),
+        ("presence", Event::Presence { user: "bob".into(), online: false }),
+        ("bye", Event::Bye { reason: ByeReason::ServerRestart }),
+    ]
+    .map(|(name, ev)| (name, ev.encode()));
+
+    let taken = HttpErrorBody { error: ProtocolError::new(ErrorCode::Taken, "the user name 'alice' is taken") };
+    let http_errors = [("taken", serde_json::to_string(&taken).expect("serializes"))];
+
+    let mut out = String::from(HEADER);
+    out.push_str(
+        "\nimport type { HttpErrorBody, Op, Reply, RequestId, ServerEvent } from \"../src/protocol.gen.ts\";\n",
+    );
+    constant(
+        &mut out,
+        "Requests the server's decoder accepts, by op.",
+        "requests",
+        "Op & { id?: RequestId }",
+        &requests,
+    );
+    constant(&mut out, "Replies as the server encodes them, by the op they answer.", "replies", "Reply", &replies);
+    constant(&mut out, "Events as the server encodes them, by `ev`.", "events", "ServerEvent", &events);
+    constant(&mut out, "HTTP error bodies.", "httpErrors", "HttpErrorBody", &http_errors);
+    expect_file!["../../web/sdk/test/frames.gen.ts"].assert_eq(&out);
+}

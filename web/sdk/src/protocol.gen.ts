@@ -1,0 +1,67 @@
+// Generated from the Rust types of confab-protocol (protocol/src) by its
+// `typescript` tests; do not edit. Regenerate with
+// UPDATE_EXPECT=1 cargo test -p confab-protocol typescript
+
+/**
+ * The client's request id: a string or an integer, echoed verbatim as `re`.
+ */
+export type RequestId = number | string;
+
+/**
+ * Every operation of protocol v1 (docs/protocol.md). Unknown fields are ignored so that
+ * clients written for later, additive versions still work.
+ */
+export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, text: string, cid: string, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, } | { "op": "typing", room: string, } | { "op": "read", room: string, seq: number, } | { "op": "presence", room: string, };
+
+/**
+ * The protocol's error codes, exactly as clients see them.
+ */
+export type ErrorCode = "bad_request" | "unauthorized" | "forbidden" | "not_member" | "not_found" | "taken" | "too_large" | "rate_limited" | "unavailable" | "internal";
+
+/**
+ * A failure a client is told about: a code and a human message.
+ */
+export type ProtocolError = { code: ErrorCode, message: string, };
+
+/**
+ * The body of every HTTP error: `{"error":{"code":"...","message":"..."}}`.
+ */
+export type HttpErrorBody = { error: ProtocolError, };
+
+/**
+ * A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
+ * acceptance, `msg_id` is unique across the cluster.
+ */
+export type Message = { room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, };
+
+/**
+ * One entry of the `rooms` reply.
+ */
+export type RoomInfo = { room: string, last_seq: number, read_seq: number, };
+
+/**
+ * One room of a `sync` reply.
+ */
+export type SyncRoom = { messages: Array<Message>, more: boolean, };
+
+/**
+ * The op-specific fields of a reply.
+ */
+export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, last_seq: number, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
+
+/**
+ * The one reply to a request.
+ */
+export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, last_seq: number, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
+
+export type MemberAction = "join" | "leave";
+
+/**
+ * Why the server is closing a session (`bye`).
+ */
+export type ByeReason = "slow_consumer" | "token_expired" | "server_restart";
+
+/**
+ * Server-to-client events.
+ */
+export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, } | { "ev": "member", room: string, user: string, action: MemberAction, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };

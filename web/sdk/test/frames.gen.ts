@@ -1,0 +1,55 @@
+// Generated from the Rust types of confab-protocol (protocol/src) by its
+// `typescript` tests; do not edit. Regenerate with
+// UPDATE_EXPECT=1 cargo test -p confab-protocol typescript
+
+import type { HttpErrorBody, Op, Reply, RequestId, ServerEvent } from "../src/protocol.gen.ts";
+
+/** Requests the server's decoder accepts, by op. */
+export const requests = {
+  ping: {"op":"ping","id":1},
+  join: {"op":"join","id":2,"room":"general"},
+  leave: {"op":"leave","id":3,"room":"general"},
+  rooms: {"op":"rooms","id":4},
+  send: {"op":"send","id":5,"room":"general","text":"hello","cid":"c-5"},
+  send_dm: {"op":"send","id":"dm-6","to":"bob","text":"psst","cid":"c-6"},
+  history: {"op":"history","id":7,"room":"general","before":42,"limit":20},
+  history_newest: {"op":"history","id":8,"room":"general"},
+  sync: {"op":"sync","id":9,"rooms":{"general":40,"dm:alice:bob":0},"limit":100},
+  typing: {"op":"typing","id":10,"room":"general"},
+  read: {"op":"read","id":11,"room":"general","seq":42},
+  presence: {"op":"presence","id":12,"room":"dm:alice:bob"},
+  without_id: {"op":"ping"},
+} satisfies Record<string, Op & { id?: RequestId }>;
+
+/** Replies as the server encodes them, by the op they answer. */
+export const replies = {
+  ping: {"re":1,"ok":true},
+  join: {"re":2,"ok":true,"room":"general","last_seq":41},
+  leave: {"re":3,"ok":true},
+  rooms: {"re":4,"ok":true,"rooms":[{"room":"general","last_seq":42,"read_seq":40},{"room":"dm:alice:bob","last_seq":8,"read_seq":7}]},
+  send: {"re":5,"ok":true,"room":"general","seq":42,"msg_id":"3-29","ts":1767225600042},
+  send_dm: {"re":"dm-6","ok":true,"room":"dm:alice:bob","seq":8,"msg_id":"1-7","ts":1767225600008},
+  history: {"re":7,"ok":true,"messages":[{"room":"general","seq":40,"msg_id":"3-27","from":"bob","text":"hi","ts":1767225600040,"cid":"c-40"},{"room":"general","seq":41,"msg_id":"3-28","from":"alice","text":"hey","ts":1767225600041,"cid":"c-41"}]},
+  sync: {"re":9,"ok":true,"rooms":{"dm:alice:bob":{"messages":[],"more":false},"general":{"messages":[{"room":"general","seq":41,"msg_id":"3-28","from":"alice","text":"hey","ts":1767225600041,"cid":"c-41"}],"more":true}}},
+  typing: {"re":10,"ok":true},
+  read: {"re":11,"ok":true},
+  presence: {"re":12,"ok":true,"online":["alice","bob"]},
+  error: {"re":13,"ok":false,"error":{"code":"not_member","message":"join room 'staff' first"}},
+  error_without_id: {"ok":false,"error":{"code":"bad_request","message":"a request must be a JSON object"}},
+} satisfies Record<string, Reply>;
+
+/** Events as the server encodes them, by `ev`. */
+export const events = {
+  hello: {"ev":"hello","user":"alice","session":"s-1f","server":"confab-1","heartbeat_ms":25000},
+  msg: {"ev":"msg","room":"general","seq":42,"msg_id":"3-29","from":"bob","text":"see you","ts":1767225600042,"cid":"c-42","prev_seq":41},
+  member: {"ev":"member","room":"general","user":"carol","action":"join"},
+  typing: {"ev":"typing","room":"general","user":"bob"},
+  read: {"ev":"read","room":"general","user":"bob","seq":42},
+  presence: {"ev":"presence","user":"bob","online":false},
+  bye: {"ev":"bye","reason":"server_restart"},
+} satisfies Record<string, ServerEvent>;
+
+/** HTTP error bodies. */
+export const httpErrors = {
+  taken: {"error":{"code":"taken","message":"the user name 'alice' is taken"}},
+} satisfies Record<string, HttpErrorBody>;
