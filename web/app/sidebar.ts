@@ -27,6 +27,8 @@ export class Sidebar {
   private readonly joinError: HTMLElement;
   private readonly dmError: HTMLElement;
   private current: string | undefined;
+  /** Numbers the ids that tie each room button to its name, unread count and preview. */
+  private rowIds = 0;
 
   constructor(private readonly options: SidebarOptions) {
     const { client } = options;
@@ -201,9 +203,12 @@ export class Sidebar {
     const icon = room.isDm
       ? h("span", { class: `room-icon dm${online ? " online" : ""}`, "aria-hidden": "true" }, avatar(title, "sm"))
       : h("span", { class: "room-icon", "aria-hidden": "true" }, "#");
+    // The button is named by the room and its unread count ("lobby 2 unread")
+    // and described by the preview, which screen readers read after the name.
+    const id = `room-${++this.rowIds}`;
     const badge =
       unread > 0
-        ? h("span", { class: "badge" }, `${unread}${exact ? "" : "+"}`, srOnly(" unread"))
+        ? h("span", { class: "badge", id: `${id}-unread` }, `${unread}${exact ? "" : "+"}`, srOnly(" unread"))
         : null;
     return h(
       "li",
@@ -214,16 +219,16 @@ export class Sidebar {
           type: "button",
           class: `room-button${current ? " current" : ""}${unread > 0 ? " has-unread" : ""}`,
           "aria-current": current ? "page" : undefined,
+          "aria-labelledby": badge ? `${id}-name ${id}-unread` : `${id}-name`,
+          "aria-describedby": preview ? `${id}-preview` : undefined,
           onclick: () => this.options.onOpen(room.id),
         },
         icon,
         h(
           "span",
           { class: "room-text" },
-          h("span", { class: "room-name" }, title),
-          // Drawn by CSS from the attribute, so that the preview is neither in the
-          // button's name ("lobby 2 unread") nor in the item's text.
-          preview ? h("span", { class: "room-preview", "aria-hidden": "true", "data-preview": preview }) : null,
+          h("span", { class: "room-name", id: `${id}-name` }, title),
+          preview ? h("span", { class: "room-preview", id: `${id}-preview` }, preview) : null,
         ),
         badge,
       ),

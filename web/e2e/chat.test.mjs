@@ -40,7 +40,11 @@ const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`) 
 const history = (page) => page.getByRole("list", { name: "Chat history" });
 const message = (page, text) => history(page).getByRole("listitem").filter({ hasText: text });
 const roomList = (page) => page.getByRole("list", { name: "Conversations" });
-const roomItem = (page, name) => roomList(page).getByRole("listitem").filter({ hasText: name });
+// By the room's name alone: an item's text also holds its last message.
+const roomItem = (page, name) =>
+  roomList(page)
+    .getByRole("listitem")
+    .filter({ has: page.locator(".room-name").getByText(name, { exact: true }) });
 const banner = (page) => page.getByRole("status").filter({ hasText: /reconnecting/i });
 const messageTexts = (page) => history(page).locator(".msg-text").allTextContents();
 
@@ -201,6 +205,26 @@ describe("web client against a real server", { timeout: 300_000 }, () => {
     await shot(bob, "phone-chat");
     await backToList(bob);
     await roomList(bob).getByRole("button", { name: "lobby", exact: true }).waitFor();
+  });
+
+  step("the room list's previews are text that screen readers get", async () => {
+    const preview = "alice: Second while bob looks away";
+    const item = roomItem(bob, "lobby");
+    await item.getByText(preview, { exact: true }).waitFor();
+    assert.ok((await item.textContent()).includes(preview), "the preview is in the item's text");
+    // What Chromium hands to assistive technology: the button keeps its short
+    // name and is described by the preview, whose text is not hidden.
+    const cdp = await bob.context().newCDPSession(bob);
+    try {
+      const { nodes } = await cdp.send("Accessibility.getFullAXTree");
+      const buttons = nodes.filter((n) => !n.ignored && n.role?.value === "button" && n.name?.value === "lobby");
+      assert.equal(buttons.length, 1, "one button named lobby");
+      assert.equal(buttons[0].description?.value, preview, "the lobby button is described by its preview");
+      const texts = nodes.filter((n) => !n.ignored && n.role?.value === "StaticText" && n.name?.value === preview);
+      assert.equal(texts.length, 1, "the preview text is in the accessibility tree");
+    } finally {
+      await cdp.detach();
+    }
   });
 
   step("direct messages by user name", async () => {
