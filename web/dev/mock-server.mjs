@@ -2,11 +2,11 @@
 // A throwaway Confab for working on the web client without the Rust server:
 //   node dev/mock-server.mjs [standalone] [--listen 127.0.0.1:8080] [--admin-listen ADDR] [--data DIR]
 // then open http://127.0.0.1:8080/. It serves web/dist, speaks enough of
-// PROTOCOL.md v1 to click through the UI, keeps its state in DIR/mock.json when
-// given --data, and says `bye server_restart` on SIGTERM, so the e2e suite can
-// be tried against it (CONFAB_BIN=dev/mock-confab). It is NOT the reference:
+// protocol v1 (docs/protocol.md) to click through the UI, keeps its state in
+// DIR/mock.json when given --data, and says `bye server_restart` on SIGTERM,
+// so the e2e suite can be tried against it (CONFAB_BIN=dev/mock-confab). It is NOT the reference:
 // CI runs the e2e suite against the real binary, and where the two differ the
-// real server and PROTOCOL.md win.
+// real server and docs/protocol.md win.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
