@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use confab_bus::Bus;
 use confab_bus::kafka::KafkaBus;
-use confab_dispatcher::links::RemotePush;
+use confab_bus::push::RemotePush;
 use confab_gateway::Gateway;
 use confab_store::scylla::ScyllaStore;
 use confab_store::{Metered, Store};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendConfig, DispatcherConfig, GatewayConfig, MigrateConfig};
@@ -62,8 +61,8 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     tracing::info!("internal listening on http://{internal_addr}");
     tracing::info!("admin listening on http://{admin_addr}");
 
-    // Pushes from dispatchers go through the same delivery path as standalone.
-    let (_inbox_tx, inbox) = mpsc::channel(1);
+    // Pushes from dispatchers land in the same inbox as standalone's.
+    let (pushed, inbox) = confab_gateway::delivery::inbox();
     let shutdown = CancellationToken::new();
     let grace = Duration::from_millis(config.server.drain_grace_ms);
     let stop = shutdown.clone();
@@ -76,7 +75,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
         let internal_stop = CancellationToken::new();
         let internal_task = tokio::spawn(confab_gateway::serve::serve(
             internal,
-            confab_gateway::internal::router(gateway.clone(), &secret),
+            confab_gateway::internal::router(&secret, pushed),
             None,
             internal_stop.clone(),
         ));
@@ -88,7 +87,6 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
         let _ = bg.await;
         admin_stop.cancel();
         let _ = admin_task.await;
-        drop(_inbox_tx);
         Ok(())
     });
     Ok(Running { public_addr: Some(public_addr), admin_addr, internal_addr: Some(internal_addr), shutdown, task })

@@ -27,7 +27,8 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let auth = serving::auth(&config.server, &secret)?;
     let tls = serving::tls(&config.server)?;
     let push = LocalPush::default();
-    let inbox = push.register(&config.server.server_id, 1024);
+    let (pushed, inbox) = confab_gateway::delivery::inbox();
+    push.register(&config.server.server_id, pushed);
     let gateway = Gateway::new(
         config.server.gateway(),
         auth,

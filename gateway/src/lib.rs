@@ -4,7 +4,8 @@
 //! (reader and writer tasks) -> [`ops`] (decode, validate, rate-limit; reads
 //! from the store, writes to the bus as ingress records). What dispatchers
 //! push back comes in through [`delivery`], which resolves a room's local
-//! members in [`registry`] and hands each session the same encoded bytes.
+//! members in [`registry`] and hands each session the same encoded bytes;
+//! pushes from other processes arrive on the [`internal`] port.
 //! [`presence`] tracks who is online on other gateways from their
 //! announcements; [`sweeper`] is the one timer for heartbeats, idle sessions
 //! and token expiry; [`serve`] is the accept loop (plain or TLS).
@@ -110,7 +111,7 @@ impl Gateway {
     }
 
     /// Runs the gateway's background work until `shutdown`: delivering what
-    /// dispatchers push (`inbox`), following other gateways' announcements,
+    /// dispatchers push (`inbox`, from [`delivery::inbox`]), following other gateways' announcements,
     /// and the heartbeat/idle/expiry sweep.
     pub async fn run_background(&self, inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
         let announcements = match self.inner.bus.announcements().await {

@@ -1,6 +1,5 @@
-//! The direct path from a dispatcher to the gateways that host a room's
-//! members. Standalone, the one gateway is in the same process
-//! ([`LocalPush`]); distributed, each gateway is reached over its internal port.
+//! Standalone: the gateway is in the same process, and a push is a send on
+//! its bounded inbox.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -9,17 +8,8 @@ use async_trait::async_trait;
 use confab_protocol::Delivery;
 use tokio::sync::mpsc;
 
+use super::Push;
 use crate::{Error, Result};
-
-#[async_trait]
-pub trait Push: Send + Sync + 'static {
-    /// Hands a batch of deliveries to one gateway, in order. An error means
-    /// the gateway is gone: its clients reconnect elsewhere and `sync`.
-    async fn push(&self, gateway: &str, batch: Vec<Delivery>) -> Result<()>;
-
-    /// Learns where gateways are from their announcements.
-    fn learn(&self, _announcement: &confab_protocol::record::Announcement) {}
-}
 
 /// Gateways in this process, each with a bounded inbox.
 #[derive(Clone, Default)]
@@ -28,11 +18,9 @@ pub struct LocalPush {
 }
 
 impl LocalPush {
-    /// Registers a gateway and returns its inbox.
-    pub fn register(&self, gateway: &str, capacity: usize) -> mpsc::Receiver<Vec<Delivery>> {
-        let (tx, rx) = mpsc::channel(capacity);
-        self.gateways.write().expect("push lock").insert(gateway.to_owned(), tx);
-        rx
+    /// Registers a gateway by the sending end of its inbox.
+    pub fn register(&self, gateway: &str, inbox: mpsc::Sender<Vec<Delivery>>) {
+        self.gateways.write().expect("push lock").insert(gateway.to_owned(), inbox);
     }
 }
 
