@@ -42,6 +42,11 @@ pub use metrics::Metrics;
 use presence::Presence;
 use registry::Registry;
 
+/// A part of [`Gateway::run_background`] that stopped before shutdown.
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway's {0} stopped on its own")]
+pub struct BackgroundStopped(pub &'static str);
+
 /// A cheap, cloneable handle on one gateway's shared state.
 #[derive(Clone)]
 pub struct Gateway {
@@ -111,9 +116,15 @@ impl Gateway {
     }
 
     /// Runs the gateway's background work until `shutdown`: delivering what
-    /// dispatchers push (`inbox`, from [`delivery::inbox`]), following other gateways' announcements,
-    /// and the heartbeat/idle/expiry sweep.
-    pub async fn run_background(&self, inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
+    /// dispatchers push (`inbox`, from [`delivery::inbox`]), following other
+    /// gateways' announcements, and the heartbeat/idle/expiry sweep. A part
+    /// that stops on its own before `shutdown` ends it all with an error
+    /// naming that part.
+    pub async fn run_background(
+        &self,
+        inbox: mpsc::Receiver<Vec<Delivery>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BackgroundStopped> {
         let announcements = match self.inner.bus.announcements().await {
             Ok(rx) => Some(rx),
             Err(e) => {
@@ -124,11 +135,25 @@ impl Gateway {
         self.announce_heartbeat().await;
         // Other gateways' users, for presence: ask them to announce.
         let _ = self.inner.bus.announce(&Announcement::Resync { gateway: self.id().into() }).await;
-        tokio::join!(
-            delivery::run(self.clone(), inbox, shutdown.clone()),
-            presence::follow(self.clone(), announcements, shutdown.clone()),
-            sweeper::run(self.clone(), shutdown.clone()),
-        );
+        let delivery = async {
+            delivery::run(self.clone(), inbox, shutdown.clone()).await;
+            // Nothing can push any more: whoever did (the dispatcher, the
+            // internal port) is stopping, and is watched on its own.
+            shutdown.cancelled().await;
+        };
+        let presence = async {
+            match announcements {
+                Some(rx) => presence::follow(self.clone(), Some(rx), shutdown.clone()).await,
+                // Already said: this gateway runs without it.
+                None => shutdown.cancelled().await,
+            }
+        };
+        let stopped = tokio::select! {
+            () = delivery => "delivery",
+            () = presence => "announcement follower",
+            () = sweeper::run(self.clone(), shutdown.clone()) => "sweeper",
+        };
+        if shutdown.is_cancelled() { Ok(()) } else { Err(BackgroundStopped(stopped)) }
     }
 
     /// Stops taking traffic: tells every session `bye server_restart`, and
