@@ -110,6 +110,7 @@ pub fn encode_batch(batch: &[Delivery]) -> Vec<u8> {
     serde_json::to_vec(batch).expect("deliveries serialize")
 }
 
+/// The batch in one frame of a push stream, as [`encode_batch`] wrote it.
 pub fn decode_batch(frame: &[u8]) -> Result<Vec<Delivery>, serde_json::Error> {
     serde_json::from_slice(frame)
 }
