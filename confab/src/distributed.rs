@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use confab_bus::Bus;
 use confab_bus::kafka::KafkaBus;
-use confab_dispatcher::links::RemotePush;
+use confab_bus::push::RemotePush;
 use confab_gateway::Gateway;
 use confab_store::scylla::ScyllaStore;
 use confab_store::{Metered, Store};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendConfig, DispatcherConfig, GatewayConfig, MigrateConfig};
 use crate::serving::{self, Running};
+use crate::supervisor::Supervisor;
 
 /// Creates the topics and the schema. Idempotent; refuses to change the
 /// partition count of an existing ingress topic.
@@ -62,36 +61,21 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     tracing::info!("internal listening on http://{internal_addr}");
     tracing::info!("admin listening on http://{admin_addr}");
 
-    // Pushes from dispatchers go through the same delivery path as standalone.
-    let (_inbox_tx, inbox) = mpsc::channel(1);
-    let shutdown = CancellationToken::new();
+    // Pushes from dispatchers land in the same inbox as standalone's.
+    let (pushed, inbox) = confab_gateway::delivery::inbox();
     let grace = Duration::from_millis(config.server.drain_grace_ms);
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let background = CancellationToken::new();
-        let bg = tokio::spawn({
-            let (gateway, background) = (gateway.clone(), background.clone());
-            async move { gateway.run_background(inbox, background).await }
-        });
-        let internal_stop = CancellationToken::new();
-        let internal_task = tokio::spawn(confab_gateway::serve::serve(
-            internal,
-            confab_gateway::internal::router(gateway.clone(), &secret),
-            None,
-            internal_stop.clone(),
-        ));
-        let (admin_stop, admin_task) = serving::spawn_admin(admin, registry, serving::gateway_ready(&gateway));
-        serving::serve_gateway(&gateway, public, tls, stop, CancellationToken::new(), grace).await;
-        internal_stop.cancel();
-        let _ = internal_task.await;
-        background.cancel();
-        let _ = bg.await;
-        admin_stop.cancel();
-        let _ = admin_task.await;
-        drop(_inbox_tx);
+    let mut tasks = Supervisor::new();
+    let ready = serving::gateway_ready(&gateway);
+    tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
+    let background = gateway.clone();
+    tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
+    tasks.spawn("internal listener", |stop| async move {
+        let router = confab_gateway::internal::router(&secret, pushed);
+        confab_gateway::serve::serve(internal, router, None, stop).await;
         Ok(())
     });
-    Ok(Running { public_addr: Some(public_addr), admin_addr, internal_addr: Some(internal_addr), shutdown, task })
+    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, grace, stop));
+    Ok(Running::new(Some(public_addr), admin_addr, Some(internal_addr), tasks))
 }
 
 /// Starts a dispatcher: a member of the ingress consumer group.
@@ -115,15 +99,11 @@ pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Runnin
             })
         })
     };
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
     let dispatcher_config = confab_dispatcher::Config { max_batch: config.max_batch, ..Default::default() };
-    let task = tokio::spawn(async move {
-        let (admin_stop, admin_task) = serving::spawn_admin(admin, registry, ready);
-        let result = confab_dispatcher::run(dispatcher_config, bus, store, push, metrics, stop).await;
-        admin_stop.cancel();
-        let _ = admin_task.await;
-        result.map_err(|e| anyhow::Error::new(e).context("dispatcher"))
+    let mut tasks = Supervisor::new();
+    tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
+    tasks.spawn("dispatcher", |stop| async move {
+        Ok(confab_dispatcher::run(dispatcher_config, bus, store, push, metrics, stop).await?)
     });
-    Ok(Running { public_addr: None, admin_addr, internal_addr: None, shutdown, task })
+    Ok(Running::new(None, admin_addr, None, tasks))
 }

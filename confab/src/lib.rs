@@ -1,6 +1,7 @@
 //! The `confab` binary's library: configuration ([`config`]), the admin
 //! endpoints every process serves ([`admin`]), what every process does
-//! around its work ([`serving`]) and the wiring of each mode ([`standalone`],
+//! around its work ([`serving`]), the one [`supervisor`] that runs and stops
+//! the tasks of every role, and the wiring of each mode ([`standalone`],
 //! [`distributed`]). `main.rs` only parses flags and calls in here, so tests
 //! start the very same server on port 0.
 
@@ -9,6 +10,7 @@ pub mod config;
 pub mod distributed;
 pub mod serving;
 pub mod standalone;
+pub mod supervisor;
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {

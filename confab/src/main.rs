@@ -192,14 +192,18 @@ async fn operator(config: OperatorConfig) -> anyhow::Result<()> {
     let settings = confab_operator::Config { namespace: config.watch_namespace.clone() };
     let operator = confab_operator::Operator::new(client, settings, metrics).await?;
     let admin = confab::serving::bind(config.ops.admin_listen, "admin_listen").await?;
-    tracing::info!("admin listening on http://{}", admin.local_addr()?);
+    let admin_addr = admin.local_addr()?;
+    tracing::info!("admin listening on http://{admin_addr}");
     let ready: confab::admin::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let (admin_stop, admin_task) = confab::serving::spawn_admin(admin, registry, ready);
+    let mut tasks = confab::supervisor::Supervisor::new();
+    tasks.spawn("admin", |stop| confab::serving::admin(admin, registry, ready, stop));
+    tasks.spawn("operator", |stop| async move {
+        operator.run(stop.cancelled_owned()).await;
+        Ok(())
+    });
     tracing::info!(namespace = config.watch_namespace.as_deref().unwrap_or("(all)"), "operator running");
-    operator.run(confab::shutdown_signal()).await;
+    Running::new(None, admin_addr, None, tasks).until(confab::shutdown_signal()).await?;
     tracing::info!("operator stopped");
-    admin_stop.cancel();
-    let _ = admin_task.await;
     Ok(())
 }
 
@@ -226,9 +230,8 @@ fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode 
     }
 }
 
-/// Runs until SIGTERM or Ctrl-C, then stops politely.
+/// Runs until SIGTERM or Ctrl-C, then stops politely; fails as soon as a
+/// task of the role stops on its own.
 async fn serve(running: Running) -> anyhow::Result<()> {
-    confab::shutdown_signal().await;
-    tracing::info!("shutdown requested");
-    running.stop().await
+    running.until(confab::shutdown_signal()).await
 }

@@ -1,6 +1,8 @@
 //! What every Confab process does around its work: secrets, the admin port,
-//! serving a gateway's public listener, and the shutdown choreography.
+//! serving a gateway's public listener and its drain, and the handle on a
+//! running process, whose tasks a [`Supervisor`] runs and stops.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::ReadyCheck;
 use crate::config::{SecretConfig, ServerConfig};
+use crate::supervisor::Supervisor;
 
 /// A running process of any role.
 pub struct Running {
@@ -22,15 +25,40 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The internal push listener, for gateways.
     pub internal_addr: Option<SocketAddr>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) task: JoinHandle<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
+    /// Runs the role's `tasks` until [`Running::stop`], or until one of them
+    /// ends on its own.
+    pub fn new(
+        public_addr: Option<SocketAddr>,
+        admin_addr: SocketAddr,
+        internal_addr: Option<SocketAddr>,
+        tasks: Supervisor,
+    ) -> Running {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(tasks.run(shutdown.clone()));
+        Running { public_addr, admin_addr, internal_addr, shutdown, task }
+    }
+
     /// Drains (clients get `bye server_restart`) and stops.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.task.await.context("server task panicked")?
+        self.task.await.context("the supervisor panicked")?
+    }
+
+    /// Runs until `signal`, then stops politely; fails as soon as a task of
+    /// the process ends on its own (after stopping the others).
+    pub async fn until(mut self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tokio::select! {
+            () = signal => {
+                tracing::info!("shutdown requested");
+                self.stop().await
+            }
+            ended = &mut self.task => ended.context("the supervisor panicked")?,
+        }
     }
 
     /// The public address; panics for roles without one.
@@ -89,16 +117,15 @@ pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("{what} {addr}"))
 }
 
-/// Serves the admin port until the returned token is cancelled.
-pub fn spawn_admin(
+/// Serves the admin port until `stop`.
+pub async fn admin(
     listener: TcpListener,
     registry: prometheus::Registry,
     ready: ReadyCheck,
-) -> (CancellationToken, JoinHandle<()>) {
-    let stop = CancellationToken::new();
-    let task =
-        tokio::spawn(confab_gateway::serve::serve(listener, crate::admin::router(registry, ready), None, stop.clone()));
-    (stop, task)
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    confab_gateway::serve::serve(listener, crate::admin::router(registry, ready), None, stop).await;
+    Ok(())
 }
 
 /// Readiness of a gateway: its bus and store answer and it is not draining.
@@ -110,25 +137,19 @@ pub fn gateway_ready(gateway: &Gateway) -> ReadyCheck {
     })
 }
 
-/// Serves a gateway's public listener until `shutdown` (or `fatal`), then
-/// drains its sessions within `grace`.
+/// Serves a gateway's public listener until `stop`, then drains its
+/// sessions within `grace`.
 pub async fn serve_gateway(
-    gateway: &Gateway,
+    gateway: Gateway,
     public: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    shutdown: CancellationToken,
-    fatal: CancellationToken,
     grace: Duration,
-) {
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let app = confab_gateway::http::router(gateway.clone());
-    tokio::select! {
-        _ = confab_gateway::serve::serve(public, app, tls, shutdown.clone()) => {}
-        _ = fatal.cancelled() => {
-            tracing::error!("a component stopped on its own; shutting down");
-            shutdown.cancel();
-        }
-    }
+    confab_gateway::serve::serve(public, app, tls, stop).await;
     gateway.drain(grace).await;
+    Ok(())
 }
 
 pub fn tls(config: &ServerConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
@@ -136,4 +157,33 @@ pub fn tls(config: &ServerConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcce
         (Some(cert), Some(key)) => Some(confab_gateway::serve::tls_acceptor(cert, key)?),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_process_whose_task_dies_ends_with_an_error_naming_it_without_waiting_for_a_signal() {
+        let mut tasks = Supervisor::new();
+        tasks.spawn("admin", |stop| async move {
+            stop.cancelled().await;
+            Ok(())
+        });
+        tasks.spawn("dispatcher", |_| async { anyhow::bail!("the consumer group is gone") });
+        let running = Running::new(None, "127.0.0.1:9".parse().unwrap(), None, tasks);
+        let error = running.until(std::future::pending()).await.expect_err("the dispatcher died");
+        assert_eq!(format!("{error:#}"), "task `dispatcher` failed: the consumer group is gone");
+    }
+
+    #[tokio::test]
+    async fn a_signal_stops_the_process_cleanly() {
+        let mut tasks = Supervisor::new();
+        tasks.spawn("admin", |stop| async move {
+            stop.cancelled().await;
+            Ok(())
+        });
+        let running = Running::new(None, "127.0.0.1:9".parse().unwrap(), None, tasks);
+        running.until(std::future::ready(())).await.expect("a clean stop");
+    }
 }

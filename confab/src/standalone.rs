@@ -8,10 +8,10 @@ use anyhow::Context;
 use confab_bus::{Bus, LocalPush, MemoryBus};
 use confab_gateway::Gateway;
 use confab_store::{EmbeddedStore, Metered, Store};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::StandaloneConfig;
 use crate::serving::{self, Running};
+use crate::supervisor::Supervisor;
 
 /// Opens the store, binds both listeners and starts serving.
 pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
@@ -27,7 +27,8 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let auth = serving::auth(&config.server, &secret)?;
     let tls = serving::tls(&config.server)?;
     let push = LocalPush::default();
-    let inbox = push.register(&config.server.server_id, 1024);
+    let (pushed, inbox) = confab_gateway::delivery::inbox();
+    push.register(&config.server.server_id, pushed);
     let gateway = Gateway::new(
         config.server.gateway(),
         auth,
@@ -45,45 +46,16 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tracing::info!("listening on {scheme}://{public_addr}");
     tracing::info!("admin listening on http://{admin_addr}");
 
-    let shutdown = CancellationToken::new();
     let grace = Duration::from_millis(config.server.drain_grace_ms);
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let background = CancellationToken::new();
-        let dispatching = CancellationToken::new();
-        let dispatcher_ended = CancellationToken::new();
-        let dispatcher = tokio::spawn({
-            let run = confab_dispatcher::run(
-                confab_dispatcher::Config::default(),
-                bus,
-                store,
-                Arc::new(push),
-                dispatcher_metrics,
-                dispatching.clone(),
-            );
-            let ended = dispatcher_ended.clone().drop_guard();
-            async move {
-                let _ended = ended;
-                run.await
-            }
-        });
-        let bg = tokio::spawn({
-            let (gateway, background) = (gateway.clone(), background.clone());
-            async move { gateway.run_background(inbox, background).await }
-        });
-        let (admin_stop, admin_task) = serving::spawn_admin(admin, registry, serving::gateway_ready(&gateway));
-        serving::serve_gateway(&gateway, public, tls, stop, dispatcher_ended, grace).await;
-        dispatching.cancel();
-        let result = dispatcher.await;
-        background.cancel();
-        let _ = bg.await;
-        admin_stop.cancel();
-        let _ = admin_task.await;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e).context("dispatcher")),
-            Err(e) => Err(anyhow::Error::new(e).context("dispatcher panicked")),
-        }
+    let mut tasks = Supervisor::new();
+    let ready = serving::gateway_ready(&gateway);
+    tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
+    let background = gateway.clone();
+    tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
+    tasks.spawn("dispatcher", |stop| async move {
+        let config = confab_dispatcher::Config::default();
+        Ok(confab_dispatcher::run(config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
     });
-    Ok(Running { public_addr: Some(public_addr), admin_addr, internal_addr: None, shutdown, task })
+    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, grace, stop));
+    Ok(Running::new(Some(public_addr), admin_addr, None, tasks))
 }

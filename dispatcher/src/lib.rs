@@ -4,9 +4,10 @@
 //! each batch through [`pipeline`]: dedupe by `(room, cid)`, assign `seq` from
 //! the record's offset, persist the batch in one group commit, then reply to
 //! the origin sessions and push room events to the gateways that host a
-//! member ([`routes`]), and only then commit the consumer offsets.
+//! member ([`routes`]), and only then commit the consumer offsets. How a
+//! push reaches a gateway ([`confab_bus::push`]) is not the dispatcher's
+//! concern: in-process standalone, over the gateway's internal port otherwise.
 
-pub mod links;
 pub mod metrics;
 pub mod pipeline;
 pub mod routes;

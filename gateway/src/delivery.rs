@@ -1,4 +1,6 @@
-//! Pushes from dispatchers, delivered to local sessions. Each event arrives
+//! Pushes from dispatchers, delivered to local sessions. Whatever their
+//! origin (the dispatcher in this process, or dispatchers over the internal
+//! port), pushes land in one inbox drained by [`run`]. Each event arrives
 //! encoded once; every recipient gets a clone of the same bytes.
 
 use axum::extract::ws::Utf8Bytes;
@@ -10,6 +12,20 @@ use tokio_util::sync::CancellationToken;
 use crate::Gateway;
 use crate::registry::HostsDelta;
 
+/// Batches waiting for delivery. A full inbox holds back whoever pushes:
+/// the in-process dispatcher, or a dispatcher's link, which then drops
+/// batches rather than wait (its queue is bounded too).
+pub const INBOX: usize = 1024;
+
+/// A gateway's inbox: the sending end is for whoever pushes to it
+/// ([`confab_bus::LocalPush::register`], [`crate::internal::router`]), the
+/// receiving end for [`run`].
+pub fn inbox() -> (mpsc::Sender<Vec<Delivery>>, mpsc::Receiver<Vec<Delivery>>) {
+    mpsc::channel(INBOX)
+}
+
+/// Delivers what lands in `inbox` until `shutdown`, or until nothing can
+/// push to it any more.
 pub async fn run(gw: Gateway, mut inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
     loop {
         tokio::select! {

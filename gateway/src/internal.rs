@@ -1,79 +1,49 @@
 //! The internal port: where dispatchers push deliveries to this gateway, one
-//! persistent WebSocket per dispatcher, each binary frame a JSON array of
-//! [`Delivery`] in order. Dispatchers authenticate with a token signed by the
-//! cluster's secret for the audience [`INTERNAL_AUDIENCE`].
+//! persistent WebSocket per dispatcher. The wire (path, credentials, frames)
+//! is [`confab_bus::push`]'s; this is only its authentication and upgrade.
+//! What arrives goes into the gateway's inbox, the same one that
+//! [`delivery::run`](crate::delivery::run) drains in every mode.
+
+use std::future::ready;
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use confab_bus::push::{self, InternalKey, MAX_FRAME_BYTES, PUSH_PATH};
 use confab_protocol::Delivery;
 use futures_util::StreamExt;
-use jsonwebtoken::{DecodingKey, Validation};
-use serde::Deserialize;
-
-use crate::Gateway;
-use crate::registry::HostsDelta;
-
-/// The `aud` of tokens for the internal port; client tokens never carry it.
-pub const INTERNAL_AUDIENCE: &str = "confab-internal";
-/// Path of the push stream on the internal port.
-pub const PUSH_PATH: &str = "/internal/v1/push";
+use tokio::sync::mpsc;
 
 #[derive(Clone)]
 struct Internal {
-    gateway: Gateway,
-    key: DecodingKey,
+    key: InternalKey,
+    inbox: mpsc::Sender<Vec<Delivery>>,
 }
 
-#[derive(Deserialize)]
-struct InternalClaims {
-    #[allow(dead_code)]
-    sub: String,
+/// The internal router: takes push streams whose token was minted with the
+/// cluster's HS256 `secret`, and feeds them into `inbox`.
+pub fn router(secret: &[u8], inbox: mpsc::Sender<Vec<Delivery>>) -> Router {
+    Router::new().route(PUSH_PATH, get(upgrade)).with_state(Internal { key: InternalKey::new(secret), inbox })
 }
 
-/// The internal router, verifying tokens against the cluster's HS256 secret.
-pub fn router(gateway: Gateway, secret: &[u8]) -> Router {
-    Router::new().route(PUSH_PATH, get(push)).with_state(Internal { gateway, key: DecodingKey::from_secret(secret) })
-}
-
-async fn push(State(internal): State<Internal>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
-    validation.set_audience(&[INTERNAL_AUDIENCE]);
-    if jsonwebtoken::decode::<InternalClaims>(token, &internal.key, &validation).is_err() {
+async fn upgrade(State(internal): State<Internal>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if internal.key.verify(&headers).is_err() {
         return (StatusCode::UNAUTHORIZED, "internal token required").into_response();
     }
-    let gateway = internal.gateway;
-    // Pushes are batches of many events: allow large frames here.
-    ws.max_message_size(64 << 20).max_frame_size(64 << 20).on_upgrade(move |socket| receive(gateway, socket))
-}
-
-async fn receive(gateway: Gateway, mut socket: WebSocket) {
-    tracing::info!("a dispatcher connected");
-    while let Some(Ok(msg)) = socket.next().await {
-        let bytes = match msg {
-            Message::Binary(b) => b,
-            Message::Text(t) => t.into(),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        match serde_json::from_slice::<Vec<Delivery>>(&bytes) {
-            Ok(batch) => {
-                let mut delta = HostsDelta::default();
-                for d in batch {
-                    delta.merge(gateway.deliver(d));
-                }
-                gateway.announce(delta).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "dropping an unreadable push batch"),
-        }
-    }
-    tracing::info!("a dispatcher disconnected");
+    ws.max_message_size(MAX_FRAME_BYTES).max_frame_size(MAX_FRAME_BYTES).on_upgrade(move |socket| async move {
+        tracing::info!("a dispatcher connected");
+        let frames =
+            socket.take_while(|m| ready(matches!(m, Ok(m) if !matches!(m, Message::Close(_))))).filter_map(|m| {
+                ready(match m {
+                    Ok(Message::Binary(b)) => Some(b),
+                    Ok(Message::Text(t)) => Some(t.into()),
+                    _ => None,
+                })
+            });
+        push::receive(frames, &internal.inbox).await;
+        tracing::info!("a dispatcher disconnected");
+    })
 }

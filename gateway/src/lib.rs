@@ -4,7 +4,8 @@
 //! (reader and writer tasks) -> [`ops`] (decode, validate, rate-limit; reads
 //! from the store, writes to the bus as ingress records). What dispatchers
 //! push back comes in through [`delivery`], which resolves a room's local
-//! members in [`registry`] and hands each session the same encoded bytes.
+//! members in [`registry`] and hands each session the same encoded bytes;
+//! pushes from other processes arrive on the [`internal`] port.
 //! [`presence`] tracks who is online on other gateways from their
 //! announcements; [`sweeper`] is the one timer for heartbeats, idle sessions
 //! and token expiry; [`serve`] is the accept loop (plain or TLS).
@@ -40,6 +41,11 @@ pub use config::Config;
 pub use metrics::Metrics;
 use presence::Presence;
 use registry::Registry;
+
+/// A part of [`Gateway::run_background`] that stopped before shutdown.
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway's {0} stopped on its own")]
+pub struct BackgroundStopped(pub &'static str);
 
 /// A cheap, cloneable handle on one gateway's shared state.
 #[derive(Clone)]
@@ -110,9 +116,15 @@ impl Gateway {
     }
 
     /// Runs the gateway's background work until `shutdown`: delivering what
-    /// dispatchers push (`inbox`), following other gateways' announcements,
-    /// and the heartbeat/idle/expiry sweep.
-    pub async fn run_background(&self, inbox: mpsc::Receiver<Vec<Delivery>>, shutdown: CancellationToken) {
+    /// dispatchers push (`inbox`, from [`delivery::inbox`]), following other
+    /// gateways' announcements, and the heartbeat/idle/expiry sweep. A part
+    /// that stops on its own before `shutdown` ends it all with an error
+    /// naming that part.
+    pub async fn run_background(
+        &self,
+        inbox: mpsc::Receiver<Vec<Delivery>>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BackgroundStopped> {
         let announcements = match self.inner.bus.announcements().await {
             Ok(rx) => Some(rx),
             Err(e) => {
@@ -123,11 +135,25 @@ impl Gateway {
         self.announce_heartbeat().await;
         // Other gateways' users, for presence: ask them to announce.
         let _ = self.inner.bus.announce(&Announcement::Resync { gateway: self.id().into() }).await;
-        tokio::join!(
-            delivery::run(self.clone(), inbox, shutdown.clone()),
-            presence::follow(self.clone(), announcements, shutdown.clone()),
-            sweeper::run(self.clone(), shutdown.clone()),
-        );
+        let delivery = async {
+            delivery::run(self.clone(), inbox, shutdown.clone()).await;
+            // Nothing can push any more: whoever did (the dispatcher, the
+            // internal port) is stopping, and is watched on its own.
+            shutdown.cancelled().await;
+        };
+        let presence = async {
+            match announcements {
+                Some(rx) => presence::follow(self.clone(), Some(rx), shutdown.clone()).await,
+                // Already said: this gateway runs without it.
+                None => shutdown.cancelled().await,
+            }
+        };
+        let stopped = tokio::select! {
+            () = delivery => "delivery",
+            () = presence => "announcement follower",
+            () = sweeper::run(self.clone(), shutdown.clone()) => "sweeper",
+        };
+        if shutdown.is_cancelled() { Ok(()) } else { Err(BackgroundStopped(stopped)) }
     }
 
     /// Stops taking traffic: tells every session `bye server_restart`, and

@@ -1,25 +1,23 @@
-//! The dispatcher's side of the push path in the distributed mode: one
-//! persistent WebSocket to each live gateway's internal port, learnt from the
-//! gateways' heartbeats, carrying batches of deliveries in order. A broken
-//! link drops what was in flight (clients notice by `prev_seq` and `sync`)
-//! and reconnects with backoff.
+//! Distributed: the dispatcher's links, one persistent WebSocket to each
+//! live gateway's internal port, learnt from the gateways' heartbeats,
+//! carrying batches of deliveries in order. A broken link drops what was in
+//! flight (clients notice by `prev_seq` and `sync`) and reconnects with
+//! backoff.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use confab_bus::{Error, Push, Result};
 use confab_protocol::Delivery;
 use confab_protocol::record::Announcement;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// Audience and path agreed with the gateway's internal port.
-pub const INTERNAL_AUDIENCE: &str = "confab-internal";
-pub const PUSH_PATH: &str = "/internal/v1/push";
+use super::{InternalKey, Push, encode_batch, push_request};
+use crate::{Error, Result};
+
 /// Batches queued for one gateway; beyond that, its batches are dropped.
 const LINK_QUEUE: usize = 1024;
 
@@ -41,21 +39,7 @@ struct Link {
 impl RemotePush {
     /// `secret` is the cluster's HS256 secret, shared with the gateways.
     pub fn new(secret: &[u8]) -> RemotePush {
-        #[derive(serde::Serialize)]
-        struct Claims<'a> {
-            sub: &'a str,
-            aud: &'a str,
-            exp: u64,
-        }
-        let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-            + 10 * 365 * 24 * 3600;
-        let claims = Claims { sub: "dispatcher", aud: INTERNAL_AUDIENCE, exp };
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret),
-        )
-        .expect("HS256 signing cannot fail");
+        let token = InternalKey::new(secret).mint();
         RemotePush { inner: Arc::new(Inner { token, links: Mutex::new(HashMap::new()) }) }
     }
 
@@ -104,14 +88,13 @@ impl Push for RemotePush {
 async fn run_link(gateway: String, addr: String, token: String, mut rx: mpsc::Receiver<Vec<Delivery>>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut request = match format!("ws://{addr}{PUSH_PATH}").into_client_request() {
+        let request = match push_request(&addr, &token) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%gateway, %addr, error = %e, "bad gateway address");
                 return;
             }
         };
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header value"));
         match tokio_tungstenite::connect_async(request).await {
             Ok((mut ws, _)) => {
                 tracing::info!(%gateway, %addr, "push link up");
@@ -129,8 +112,7 @@ async fn run_link(gateway: String, addr: String, token: String, mut rx: mpsc::Re
                             break;
                         }
                     }
-                    let bytes = serde_json::to_vec(&batch).expect("deliveries serialize");
-                    if let Err(e) = ws.send(Message::Binary(bytes.into())).await {
+                    if let Err(e) = ws.send(Message::Binary(encode_batch(&batch).into())).await {
                         tracing::warn!(%gateway, error = %e, dropped = batch.len(), "push link broke");
                         break;
                     }
@@ -148,7 +130,14 @@ async fn run_link(gateway: String, addr: String, token: String, mut rx: mpsc::Re
 
 #[cfg(test)]
 mod tests {
+    use std::future::ready;
+
+    use confab_protocol::Audience;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::http::StatusCode;
+
     use super::*;
+    use crate::push::receive;
 
     /// A port nothing listens on: the link keeps failing to connect.
     async fn dead_addr() -> String {
@@ -176,5 +165,70 @@ mod tests {
         push.learn(&Announcement::Gone { gateway: "gw-1".into() });
         let Err(Error::Unavailable(why)) = push.push("gw-1", Vec::new()).await else { panic!("no link") };
         assert!(why.contains("no address known"), "{why}");
+    }
+
+    fn event(n: u64) -> Delivery {
+        Delivery::Room { room: "r".into(), audience: Audience::Members, effect: None, frame: format!("{{\"n\":{n}}}") }
+    }
+
+    /// A gateway's internal port in miniature: checks the link's token, then
+    /// feeds what arrives into an inbox. Also returns the refusals.
+    async fn gateway(secret: &'static [u8]) -> (String, mpsc::Receiver<Vec<Delivery>>, mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::channel(16);
+        let (refused_tx, refused_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let key = InternalKey::new(secret);
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                // The signature is tungstenite's.
+                #[allow(clippy::result_large_err)]
+                let check = |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| match key
+                    .verify(request.headers())
+                {
+                    Ok(()) => Ok(response),
+                    Err(_) => {
+                        let _ = refused_tx.send(());
+                        let mut refused = tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(None);
+                        *refused.status_mut() = StatusCode::UNAUTHORIZED;
+                        Err(refused)
+                    }
+                };
+                let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else { continue };
+                let frames = ws.filter_map(|m| ready(m.ok().filter(Message::is_binary).map(Message::into_data)));
+                receive(frames, &tx).await;
+            }
+        });
+        (addr, rx, refused_rx)
+    }
+
+    #[tokio::test]
+    async fn pushes_reach_the_gateway_inbox_in_order() {
+        let (addr, mut inbox, _) = gateway(b"secret").await;
+        let push = RemotePush::new(b"secret");
+        push.learn(&Announcement::Heartbeat { gateway: "gw-1".into(), addr: Some(addr) });
+        for n in 0..100 {
+            push.push("gw-1", vec![event(n)]).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let batch = tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await.expect("pushes arrive");
+            got.extend(batch.unwrap());
+        }
+        assert_eq!(got, (0..100).map(event).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_gateway_of_another_cluster_gets_nothing() {
+        let (addr, mut inbox, mut refused) = gateway(b"their secret").await;
+        let push = RemotePush::new(b"our secret");
+        push.learn(&Announcement::Heartbeat { gateway: "gw-1".into(), addr: Some(addr) });
+        push.push("gw-1", vec![event(1)]).await.unwrap();
+        // Refused, and refused again when the link retries.
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(10), refused.recv()).await.expect("the link tries").unwrap();
+        }
+        assert!(inbox.try_recv().is_err(), "nothing delivered");
     }
 }
