@@ -10,6 +10,9 @@
 pub mod frame;
 pub mod websocket;
 
+#[cfg(test)]
+mod tests;
+
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
