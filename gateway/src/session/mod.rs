@@ -60,6 +60,15 @@ where
     let expires_ms = now_ms.saturating_add(token_left(claims.exp).as_millis() as u64);
     let session =
         Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), expires_ms, quota, tx, now_ms));
+    // The server speaks first: `hello` is queued before the session is
+    // registered, that is before any room event or presence can reach it.
+    let hello = Event::Hello {
+        user: user.to_string(),
+        session: format!("s-{:x}", session.id),
+        server: gw.id().into(),
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
+    };
+    session.send(hello.encode().into());
 
     let was_online = gw.is_online(&user);
     let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));
@@ -70,13 +79,6 @@ where
     let metrics = &gw.inner.metrics;
     metrics.sessions_opened.inc();
     metrics.connections.inc();
-    let hello = Event::Hello {
-        user: user.to_string(),
-        session: format!("s-{:x}", session.id),
-        server: gw.id().into(),
-        heartbeat_ms: config.heartbeat.as_millis() as u64,
-    };
-    session.send(hello.encode().into());
     if gw.is_draining() {
         session.close(Closing::Bye(confab_protocol::ByeReason::ServerRestart));
     }
