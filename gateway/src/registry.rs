@@ -29,6 +29,8 @@ pub enum Closing {
     Bye(ByeReason),
     /// Close with a code and no `bye` (idle, frame too large).
     Code(u16, &'static str),
+    /// The client closed with this code: answer with the same (RFC 6455 5.5.1).
+    ClientClosed(Option<u16>),
 }
 
 impl Closing {
@@ -37,6 +39,7 @@ impl Closing {
         match self {
             Closing::Bye(r) => r.as_str(),
             Closing::Code(_, reason) => reason,
+            Closing::ClientClosed(_) => "client_closed",
         }
     }
 }

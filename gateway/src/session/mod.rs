@@ -87,7 +87,7 @@ where
         r = reader(&gw, &session, &mut stream) => r,
         r = writer(&gw, &session, sink, rx) => r,
     };
-    if session.closing().is_some() {
+    if session.closing().is_some_and(|c| !matches!(c, Closing::ClientClosed(_))) {
         // The closing handshake the server began: read until the client's
         // close frame, so the socket is not torn down under frames the
         // client has yet to read.
@@ -136,7 +136,9 @@ where
                 );
             }
             Ok(Frame::Ping | Frame::Pong) => {}
-            Ok(Frame::Close(_)) => return "client_closed",
+            // The writer answers it (RFC 6455 5.5.1), unless the server is
+            // already closing, in which case its own close is the answer.
+            Ok(Frame::Close(close)) => session.close(Closing::ClientClosed(close.map(|c| c.code))),
             Err(ReadError::TooLarge) => session.close(Closing::Code(1009, "frame_too_large")),
             Err(ReadError::Connection(e)) => {
                 tracing::debug!(session = session.id, error = %e, "connection lost");
@@ -224,20 +226,22 @@ where
     }
 }
 
-/// The server's last words: `bye` when the reason has one, then the close frame.
+/// The server's last words: `bye` when the reason has one, then the close
+/// frame (the echo of the client's, when the client closed first).
 async fn goodbye<W>(sink: &mut W, closing: Closing) -> &'static str
 where
     W: Sink<Frame> + Unpin,
 {
     let close = match closing {
-        Closing::Bye(reason) => Close::new(reason.close_code(), reason.as_str()),
-        Closing::Code(code, reason) => Close::new(code, reason),
+        Closing::Bye(reason) => Some(Close::new(reason.close_code(), reason.as_str())),
+        Closing::Code(code, reason) => Some(Close::new(code, reason)),
+        Closing::ClientClosed(code) => code.map(|code| Close::new(code, "")),
     };
     let last_words = async {
         if let Closing::Bye(reason) = closing {
             sink.feed(Frame::Text(Utf8Bytes::from(Event::Bye { reason }.encode()))).await?;
         }
-        sink.send(Frame::Close(Some(close))).await
+        sink.send(Frame::Close(close)).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
     closing.label()

@@ -253,6 +253,17 @@ async fn a_client_that_does_not_read_is_closed_as_a_slow_consumer_with_1013() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_client_close_is_answered_with_the_same_code_before_the_session_ends() {
+    let g = TestGateway::start(|_| {});
+    let mut c = g.connect("alice").await;
+    c.send(Frame::Close(Some(Close::new(1000, "done"))));
+    assert!(matches!(c.next().await, Some(Frame::Close(Some(Close { code: 1000, .. })))));
+    assert_eq!(c.next().await, None, "nothing after the close");
+    tokio::time::timeout(PATIENCE, c.task).await.expect("the session ends").unwrap();
+    assert_eq!(g.sessions_closed("client_closed"), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_frame_over_the_limit_closes_with_1009() {
     let g = TestGateway::start(|_| {});
     let mut c = g.connect("alice").await;

@@ -1,10 +1,13 @@
 //! The WebSocket transport: axum's socket as a sink and a stream of
-//! [`Frame`]s. tungstenite does the protocol's own work underneath (it
+//! [`Frame`]s. tungstenite does the protocol's own work underneath: it
 //! answers pings, and when the client closes first it queues the echo of
-//! its close frame, which the session's close then flushes).
+//! the client's close frame and writes it on the next flush.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{Sink, SinkExt, Stream, StreamExt, future};
+use futures_util::{Sink, SinkExt, Stream, StreamExt, stream};
 
 use super::frame::{Close, Frame, ReadError};
 
@@ -14,8 +17,21 @@ pub fn split(
 ) -> (impl Sink<Frame, Error = axum::Error> + Unpin + Send, impl Stream<Item = Result<Frame, ReadError>> + Unpin + Send)
 {
     let (sink, stream) = socket.split();
-    let sink = sink.with(|frame| future::ready(Ok::<_, axum::Error>(message(frame))));
-    let stream = stream.map(|read| read.map(frame).map_err(read_error));
+    // Once the client has closed, tungstenite refuses to send anything but
+    // the echo it queued itself: frames after that are dropped here, and the
+    // flush of the session's own close writes the echo.
+    let client_closed = Arc::new(AtomicBool::new(false));
+    let closed = client_closed.clone();
+    let sink = sink.with_flat_map(move |frame| {
+        let send = !closed.load(Ordering::Relaxed);
+        stream::iter(send.then(|| Ok(message(frame))))
+    });
+    let stream = stream.map(move |read| {
+        if let Ok(Message::Close(_)) = read {
+            client_closed.store(true, Ordering::Relaxed);
+        }
+        read.map(frame).map_err(read_error)
+    });
     (sink, stream)
 }
 
