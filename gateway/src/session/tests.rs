@@ -47,12 +47,14 @@ impl TestGateway {
         TestGateway { gw, metrics: registry, _sweeper: shutdown.drop_guard(), _dir: dir }
     }
 
-    /// A session of `user` whose token is valid for another hour; the
-    /// client's end of its channel holds at most `buffer` frames.
+    /// A session of `user` whose token is valid for another hour.
     async fn connect(&self, user: &str) -> TestClient {
         self.connect_with(user, unix_now() + 3600, 64).await
     }
 
+    /// A session whose token expires at `exp`; the client's end of the
+    /// connection holds at most `buffer` frames it has not read. Returns
+    /// once `hello` is read.
     async fn connect_with(&self, user: &str, exp: u64, buffer: usize) -> TestClient {
         let (sink, rx) = mpsc::channel(buffer);
         let (tx, stream) = mpsc::unbounded();
