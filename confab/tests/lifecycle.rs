@@ -1,4 +1,5 @@
-//! The process around the protocol: admin endpoints, drain on shutdown, TLS.
+//! The process around the protocol: admin endpoints, drain on shutdown, TLS,
+//! the closing handshake.
 
 mod common;
 
@@ -126,4 +127,86 @@ async fn the_public_listener_can_terminate_tls() {
     // Plain HTTP on the TLS port gets nowhere.
     let plain = reqwest::Client::new().get(format!("http://{addr}/healthz")).send().await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
+
+/// RFC 6455 5.5.1: a close frame is answered with one before the connection
+/// ends, so a client that closes cleanly sees its own code, not 1006. Over a
+/// raw socket, to see exactly what the server writes.
+async fn a_clients_close_frame_is_answered_before_the_connection_ends(s: TestServer) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let token = s.user("alice").await;
+    for gateway in &s.gateways {
+        let addr = gateway.strip_prefix("ws://").and_then(|a| a.strip_suffix("/v1/ws")).unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let upgrade = format!(
+            "GET /v1/ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(upgrade.as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let hello = tokio::time::timeout(common::PATIENCE, async {
+            loop {
+                let mut chunk = [0; 4096];
+                let n = tcp.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the server hung up: {}", String::from_utf8_lossy(&received));
+                received.extend_from_slice(&chunk[..n]);
+                if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&received[..end]).into_owned();
+                    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                    if let Some(first) = frames(&received[end + 4..]).first() {
+                        return first.clone();
+                    }
+                }
+            }
+        })
+        .await
+        .expect("hello in time");
+        assert_eq!(hello.0, 0x1, "a text frame");
+        assert!(String::from_utf8_lossy(&hello.1).contains(r#""ev":"hello""#));
+
+        // FIN + close, masked (as every client frame must be), code 1000.
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let code = 1000u16.to_be_bytes();
+        tcp.write_all(&[0x88, 0x80 | 2, mask[0], mask[1], mask[2], mask[3], code[0] ^ mask[0], code[1] ^ mask[1]])
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(common::PATIENCE, tcp.read_to_end(&mut rest))
+            .await
+            .expect("the server ends the connection in time")
+            .expect("a clean end, not a reset");
+        let after = frames(&rest);
+        let close = after.iter().find(|(opcode, _)| *opcode == 0x8).expect("a close frame before EOF");
+        assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1000, "the client's code, echoed");
+    }
+}
+
+/// The complete frames in what the server wrote (unmasked): opcode and payload.
+fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 if bytes.len() >= 10 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        let Some(payload) = bytes.get(header..header + len) else { break };
+        out.push((bytes[0] & 0x0f, payload.to_vec()));
+        bytes = &bytes[header + len..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_clients_close_frame_is_answered_on_a_standalone_server() {
+    a_clients_close_frame_is_answered_before_the_connection_ends(TestServer::start().await).await
+}
+
+#[tokio::test]
+async fn a_clients_close_frame_is_answered_on_every_gateway_of_a_cluster() {
+    let test =
+        async { a_clients_close_frame_is_answered_before_the_connection_ends(TestServer::start_cluster().await).await };
+    tokio::time::timeout(std::time::Duration::from_secs(240), test).await.expect("the test ends in time")
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestServer;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 fn seqs(messages: &Value) -> Vec<u64> {
@@ -283,6 +284,58 @@ async fn rooms_lists_every_room_with_last_and_read_seqs(s: TestServer) {
     );
 }
 
+async fn hello_comes_first_even_when_reconnecting_into_busy_rooms(s: TestServer) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let rooms: Vec<String> = (0..16).map(|i| format!("busy-{i}")).collect();
+    let alice_token = s.user("alice").await;
+    let mut alice = s.connect(&alice_token).await;
+    for room in &rooms {
+        alice.join(room).await;
+    }
+    alice.ws.close(None).await.unwrap();
+    // Bob's sessions keep every room of alice's busy, each within its rate
+    // limit, while alice reconnects.
+    let bob_token = s.user("bob").await;
+    let busy = Arc::new(AtomicBool::new(true));
+    let mut bobs = Vec::new();
+    for i in 0..4 {
+        let mut bob = s.connect(&bob_token).await;
+        for room in &rooms {
+            bob.join(room).await;
+        }
+        let (rooms, busy) = (rooms.clone(), busy.clone());
+        bobs.push(tokio::spawn(async move {
+            let mut pace = tokio::time::interval(std::time::Duration::from_millis(60));
+            let mut n = 0;
+            while busy.load(Ordering::Relaxed) {
+                pace.tick().await;
+                n += 1;
+                let room = &rooms[n % rooms.len()];
+                let req = if n % 4 == 0 {
+                    json!({"op": "send", "room": room, "text": "busy", "cid": format!("b{i}-{n}")})
+                } else {
+                    json!({"op": "typing", "room": room})
+                };
+                assert_eq!(bob.request(req).await["ok"], true);
+                bob.take_events();
+            }
+        }));
+    }
+    for _ in 0..40 {
+        // `connect` fails unless the first frame is `hello`.
+        let mut alice = s.connect(&alice_token).await;
+        alice.event(|e| e["ev"] == "typing" || e["ev"] == "msg").await;
+        alice.ws.close(None).await.unwrap();
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(common::PATIENCE, alice.ws.next()).await {}
+    }
+    busy.store(false, Ordering::Relaxed);
+    for bob in bobs {
+        bob.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_page_of_large_messages_fits_in_one_reply() {
     let s = TestServer::start_with(|c| c.server.rate_burst = 1000).await;
@@ -340,4 +393,5 @@ on_every_mode!(
     leaving_tells_the_members_and_ends_membership,
     presence_tells_who_is_online_and_follows_sessions,
     rooms_lists_every_room_with_last_and_read_seqs,
+    hello_comes_first_even_when_reconnecting_into_busy_rooms,
 );

@@ -171,6 +171,7 @@ async fn upgrade(
         .max_frame_size(c.max_frame_bytes);
     Ok(ws.on_upgrade(move |socket| async move {
         let tracker = gw.clone();
-        tracker.spawn_session(crate::session::run(gw, socket, claims));
+        let (sink, stream) = crate::session::websocket::split(socket);
+        tracker.spawn_session(crate::session::run(gw, sink, stream, claims));
     }))
 }

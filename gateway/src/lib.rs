@@ -26,13 +26,14 @@ pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use confab_bus::Bus;
 use confab_protocol::Delivery;
 use confab_protocol::record::Announcement;
 use confab_store::Store;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

@@ -10,7 +10,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 use axum::extract::ws::Utf8Bytes;
 use confab_protocol::ByeReason;
 use confab_protocol::record::Announcement;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::sync::{Notify, mpsc};
 
 /// What the writer task sends next.
@@ -26,6 +29,8 @@ pub enum Closing {
     Bye(ByeReason),
     /// Close with a code and no `bye` (idle, frame too large).
     Code(u16, &'static str),
+    /// The client closed with this code: answer with the same (RFC 6455 5.5.1).
+    ClientClosed(Option<u16>),
 }
 
 impl Closing {
@@ -34,7 +39,24 @@ impl Closing {
         match self {
             Closing::Bye(r) => r.as_str(),
             Closing::Code(_, reason) => reason,
+            Closing::ClientClosed(_) => "client_closed",
         }
+    }
+}
+
+/// A session's request rate limiter.
+pub type Limiter = RateLimiter<NotKeyed, InMemoryState, RuntimeClock, NoOpMiddleware<std::time::Instant>>;
+
+/// The tokio runtime's clock, for rate limits: the one clock of sessions'
+/// timers, which tests can pause and advance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimeClock;
+
+impl Clock for RuntimeClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
     }
 }
 
@@ -43,9 +65,9 @@ impl Closing {
 pub struct SessionHandle {
     pub id: u64,
     pub user: Arc<str>,
-    /// Token expiry, unix seconds.
-    pub exp: u64,
-    pub limiter: DefaultDirectRateLimiter,
+    /// When the token expires, in milliseconds on the gateway's clock.
+    pub expires_ms: u64,
+    pub limiter: Limiter,
     tx: mpsc::Sender<Outbound>,
     closing: OnceLock<Closing>,
     close_signal: Notify,
@@ -54,12 +76,19 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(id: u64, user: Arc<str>, exp: u64, quota: Quota, tx: mpsc::Sender<Outbound>, now_ms: u64) -> Self {
+    pub fn new(
+        id: u64,
+        user: Arc<str>,
+        expires_ms: u64,
+        quota: Quota,
+        tx: mpsc::Sender<Outbound>,
+        now_ms: u64,
+    ) -> Self {
         SessionHandle {
             id,
             user,
-            exp,
-            limiter: RateLimiter::direct(quota),
+            expires_ms,
+            limiter: RateLimiter::direct_with_clock(quota, RuntimeClock),
             tx,
             closing: OnceLock::new(),
             close_signal: Notify::new(),

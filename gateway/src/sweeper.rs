@@ -9,7 +9,6 @@ use confab_protocol::ByeReason;
 use tokio_util::sync::CancellationToken;
 
 use crate::Gateway;
-use crate::auth::unix_now;
 use crate::registry::Closing;
 
 pub async fn run(gw: Gateway, shutdown: CancellationToken) {
@@ -26,13 +25,12 @@ pub async fn run(gw: Gateway, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let now_ms = gw.now_ms();
-        let unix = unix_now();
         let ping = now_ms.saturating_sub(last_ping) >= heartbeat.as_millis() as u64;
         if ping {
             last_ping = now_ms;
         }
         for s in gw.inner.registry.sessions() {
-            if s.exp <= unix {
+            if s.expires_ms <= now_ms {
                 s.close(Closing::Bye(ByeReason::TokenExpired));
             } else if now_ms.saturating_sub(s.last_seen_ms()) > idle_ms {
                 s.close(Closing::Code(1001, "idle"));

@@ -1,16 +1,25 @@
-//! One WebSocket session: a reader task and a writer task joined by
-//! `select!`. The reader decodes and handles requests in order; the writer
-//! drains the session's bounded queue, coalescing whatever is queued into one
-//! flush, and performs the server's side of every close.
+//! One client session: a reader task and a writer task joined by `select!`.
+//! The reader decodes and handles requests in order; the writer drains the
+//! session's bounded queue, coalescing whatever is queued into one flush,
+//! and writes the server's side of every close.
+//!
+//! The session logic is generic over a `Sink`/`Stream` pair of [`Frame`]s,
+//! so it runs over any transport: [`websocket`] adapts axum's WebSocket,
+//! and tests drive sessions over channels.
+
+pub mod frame;
+pub mod websocket;
+
+#[cfg(test)]
+mod tests;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::Utf8Bytes;
 use confab_protocol::{ErrorCode, Event, ProtocolError, Reply, Request};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::Quota;
 use tokio::sync::mpsc;
 
@@ -18,31 +27,49 @@ use crate::Gateway;
 use crate::auth::Claims;
 use crate::ops::Outcome;
 use crate::registry::{Closing, Outbound, SessionHandle};
+pub use frame::{Close, Frame, ReadError};
 
 /// Most frames written between two flushes.
 const COALESCE: usize = 64;
 /// How long the server's last words (`bye`, close frame) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
+/// Runs one session of the user `claims` names, over a connection already
+/// authenticated, until it closes.
+pub async fn run<W, R>(gw: Gateway, mut sink: W, mut stream: R, claims: Claims)
+where
+    W: Sink<Frame> + Unpin,
+    R: Stream<Item = Result<Frame, ReadError>> + Unpin,
+{
     let config = gw.config();
-    let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
-    let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
-    let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let user: Arc<str> = Arc::from(claims.sub.as_str());
-    let session =
-        Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), claims.exp, quota, tx, gw.now_ms()));
-    let (mut sink, mut stream) = socket.split();
-
     let rooms = match gw.inner.store.user_rooms(&user).await {
         Ok(rooms) => rooms,
         Err(e) => {
             tracing::warn!(error = %e, "cannot load the user's rooms; refusing the session");
-            let frame = CloseFrame { code: 1011, reason: "store unavailable".into() };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            let close = Frame::Close(Some(Close::new(1011, "store unavailable")));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
             return;
         }
     };
+
+    let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
+    let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
+    let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
+    let now_ms = gw.now_ms();
+    let expires_ms = now_ms.saturating_add(token_left(claims.exp).as_millis() as u64);
+    let session =
+        Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), expires_ms, quota, tx, now_ms));
+    // The server speaks first: `hello` is queued before the session is
+    // registered, that is before any room event or presence can reach it.
+    let hello = Event::Hello {
+        user: user.to_string(),
+        session: format!("s-{:x}", session.id),
+        server: gw.id().into(),
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
+    };
+    session.send(hello.encode().into());
+
     let was_online = gw.is_online(&user);
     let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));
     gw.announce(delta).await;
@@ -52,13 +79,6 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     let metrics = &gw.inner.metrics;
     metrics.sessions_opened.inc();
     metrics.connections.inc();
-    let hello = Event::Hello {
-        user: user.to_string(),
-        session: format!("s-{:x}", session.id),
-        server: gw.id().into(),
-        heartbeat_ms: config.heartbeat.as_millis() as u64,
-    };
-    session.send(hello.encode().into());
     if gw.is_draining() {
         session.close(Closing::Bye(confab_protocol::ByeReason::ServerRestart));
     }
@@ -67,12 +87,13 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
         r = reader(&gw, &session, &mut stream) => r,
         r = writer(&gw, &session, sink, rx) => r,
     };
-    if session.closing().is_some() {
-        // The closing handshake: read until the client's close frame, so the
-        // socket is not torn down under frames the client has yet to read.
+    if session.closing().is_some_and(|c| !matches!(c, Closing::ClientClosed(_))) {
+        // The closing handshake the server began: read until the client's
+        // close frame, so the socket is not torn down under frames the
+        // client has yet to read.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            while let Some(Ok(msg)) = stream.next().await {
-                if let Message::Close(_) = msg {
+            while let Some(Ok(frame)) = stream.next().await {
+                if let Frame::Close(_) = frame {
                     break;
                 }
             }
@@ -90,28 +111,38 @@ pub async fn run(gw: Gateway, socket: WebSocket, claims: Claims) {
     tracing::debug!(session = session.id, %user, reason, "session closed");
 }
 
-async fn reader(gw: &Gateway, session: &SessionHandle, stream: &mut SplitStream<WebSocket>) -> &'static str {
-    while let Some(msg) = stream.next().await {
+/// How long until a token that expires at `exp` (unix seconds) expires.
+fn token_left(exp: u64) -> Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(exp).saturating_sub(now)
+}
+
+async fn reader<R>(gw: &Gateway, session: &SessionHandle, stream: &mut R) -> &'static str
+where
+    R: Stream<Item = Result<Frame, ReadError>> + Unpin,
+{
+    while let Some(read) = stream.next().await {
         session.touch(gw.now_ms());
-        match msg {
-            Ok(Message::Text(text)) => {
+        match read {
+            Ok(Frame::Text(text)) => {
                 gw.inner.metrics.frames_in.inc();
                 on_text(gw, session, text.as_str()).await;
             }
-            Ok(Message::Binary(_)) => {
+            Ok(Frame::Binary) => {
                 gw.inner.metrics.frames_in.inc();
                 reply(
                     session,
                     Reply::error(None, ProtocolError::bad_request("frames must be text, one JSON object each")),
                 );
             }
-            Ok(Message::Ping(_) | Message::Pong(_)) => {}
-            Ok(Message::Close(_)) => return "client_closed",
-            Err(e) => {
-                if !is_too_large(e) {
-                    return "connection_error";
-                }
-                session.close(Closing::Code(1009, "frame_too_large"));
+            Ok(Frame::Ping | Frame::Pong) => {}
+            // The writer answers it (RFC 6455 5.5.1), unless the server is
+            // already closing, in which case its own close is the answer.
+            Ok(Frame::Close(close)) => session.close(Closing::ClientClosed(close.map(|c| c.code))),
+            Err(ReadError::TooLarge) => session.close(Closing::Code(1009, "frame_too_large")),
+            Err(ReadError::Connection(e)) => {
+                tracing::debug!(session = session.id, error = %e, "connection lost");
+                return "connection_error";
             }
         }
         if session.closing().is_some() {
@@ -153,17 +184,10 @@ fn reply(session: &SessionHandle, reply: Reply) {
     session.send(reply.encode().into());
 }
 
-fn is_too_large(e: axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error;
-    matches!(e.into_inner().downcast_ref::<Error>(), Some(Error::Capacity(_)))
-}
-
-async fn writer(
-    gw: &Gateway,
-    session: &SessionHandle,
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
-) -> &'static str {
+async fn writer<W>(gw: &Gateway, session: &SessionHandle, mut sink: W, mut rx: mpsc::Receiver<Outbound>) -> &'static str
+where
+    W: Sink<Frame> + Unpin,
+{
     loop {
         let out = tokio::select! {
             biased;
@@ -179,17 +203,17 @@ async fn writer(
             while let Some(out) = next.take() {
                 match out {
                     Outbound::Frame(f) => {
-                        sink.feed(Message::Text(f)).await?;
+                        sink.feed(Frame::Text(f)).await?;
                         n += 1;
                     }
-                    Outbound::Ping => sink.feed(Message::Ping(bytes::Bytes::new())).await?,
+                    Outbound::Ping => sink.feed(Frame::Ping).await?,
                 }
                 if n < COALESCE as u64 {
                     next = rx.try_recv().ok();
                 }
             }
             sink.flush().await?;
-            Ok::<u64, axum::Error>(n)
+            Ok::<u64, W::Error>(n)
         };
         tokio::select! {
             biased;
@@ -202,17 +226,22 @@ async fn writer(
     }
 }
 
-/// The server's last words: `bye` when the reason has one, then the close frame.
-async fn goodbye(sink: &mut SplitSink<WebSocket, Message>, closing: Closing) -> &'static str {
-    let (code, reason) = match closing {
-        Closing::Bye(reason) => (reason.close_code(), reason.as_str()),
-        Closing::Code(code, reason) => (code, reason),
+/// The server's last words: `bye` when the reason has one, then the close
+/// frame (the echo of the client's, when the client closed first).
+async fn goodbye<W>(sink: &mut W, closing: Closing) -> &'static str
+where
+    W: Sink<Frame> + Unpin,
+{
+    let close = match closing {
+        Closing::Bye(reason) => Some(Close::new(reason.close_code(), reason.as_str())),
+        Closing::Code(code, reason) => Some(Close::new(code, reason)),
+        Closing::ClientClosed(code) => code.map(|code| Close::new(code, "")),
     };
     let last_words = async {
         if let Closing::Bye(reason) = closing {
-            sink.feed(Message::Text(Utf8Bytes::from(Event::Bye { reason }.encode()))).await?;
+            sink.feed(Frame::Text(Utf8Bytes::from(Event::Bye { reason }.encode()))).await?;
         }
-        sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await
+        sink.send(Frame::Close(close)).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, last_words).await;
     closing.label()
