@@ -47,3 +47,74 @@ async fn upgrade(State(internal): State<Internal>, headers: HeaderMap, ws: WebSo
         tracing::info!("a dispatcher disconnected");
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use confab_bus::push::{INTERNAL_AUDIENCE, TOKEN_LEEWAY, TOKEN_TTL, push_request};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use tokio_tungstenite::tungstenite;
+
+    use super::*;
+    use crate::auth::{Auth, unix_now};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// The internal port on a loopback port of its own.
+    async fn internal_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (inbox, mut rx) = mpsc::channel(8);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::spawn(async move { axum::serve(listener, router(SECRET, inbox)).await });
+        addr
+    }
+
+    /// The HTTP status the internal port answers a push stream opened with `token`.
+    async fn open_with(token: &str) -> StatusCode {
+        let addr = internal_port().await;
+        match tokio_tungstenite::connect_async(push_request(&addr, token).unwrap()).await {
+            Ok((_, response)) => response.status(),
+            Err(tungstenite::Error::Http(response)) => response.status(),
+            Err(e) => panic!("the internal port answers: {e}"),
+        }
+    }
+
+    fn signed_with_the_client_secret(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_login_token_is_refused_at_the_internal_port() {
+        let (login, _) = Auth::new(SECRET, &[], Duration::from_secs(3600)).unwrap().issue("alice");
+        assert_eq!(open_with(&login).await, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_client_secret_token_with_the_internal_audience_is_refused() {
+        let exp = unix_now() + 600;
+        let forged = signed_with_the_client_secret(
+            serde_json::json!({ "sub": "dispatcher", "aud": INTERNAL_AUDIENCE, "iat": exp - 600, "exp": exp }),
+        );
+        assert_eq!(open_with(&forged).await, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn an_expired_internal_token_is_refused() {
+        let past = unix_now() - TOKEN_TTL.as_secs() - TOKEN_LEEWAY.as_secs() - 1;
+        assert_eq!(open_with(&InternalKey::new(SECRET).mint_at(past)).await, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_token_for_another_audience_is_refused() {
+        let exp = unix_now() + 600;
+        let wrong = signed_with_the_client_secret(serde_json::json!({ "sub": "dispatcher", "aud": "web", "exp": exp }));
+        assert_eq!(open_with(&wrong).await, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_internal_token_opens_the_push_stream() {
+        assert_eq!(open_with(&InternalKey::new(SECRET).mint()).await, StatusCode::SWITCHING_PROTOCOLS);
+    }
+}

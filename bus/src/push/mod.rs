@@ -14,12 +14,16 @@
 mod local;
 mod remote;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use async_trait::async_trait;
 use confab_protocol::Delivery;
 use confab_protocol::record::Announcement;
 use futures_util::{Stream, StreamExt};
+use hkdf::Hkdf;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -46,53 +50,82 @@ pub const PUSH_PATH: &str = "/internal/v1/push";
 pub const INTERNAL_AUDIENCE: &str = "confab-internal";
 /// Largest frame of a push stream: a batch carries many events.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
+/// How long an internal token opens push streams: a link mints a fresh one
+/// each time it (re)connects, so a leaked token is soon worthless.
+pub const TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
+/// Clock skew between a dispatcher and a gateway that a token tolerates.
+pub const TOKEN_LEEWAY: Duration = Duration::from_secs(30);
+/// The HKDF `info` that sets internal keys apart from every other use of the
+/// cluster secret (client tokens are signed with the secret itself).
+const KEY_INFO: &[u8] = b"confab internal push v1";
 
-/// The credentials of the internal port, from the cluster's shared secret:
-/// dispatchers present a token minted with it, gateways verify it.
+/// The credentials of the internal port, derived from the cluster's shared
+/// secret: dispatchers present a token minted with it, gateways verify it.
+///
+/// The signing key is HKDF-SHA256 of the secret for this use alone, so a
+/// client's login token (HS256 with the secret itself) never verifies here,
+/// whatever claims it carries; and `aud` and `exp` are required, not only
+/// checked when present.
 #[derive(Clone)]
 pub struct InternalKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
 }
 
+#[derive(Serialize, Deserialize)]
+struct InternalClaims {
+    sub: String,
+    aud: String,
+    iat: u64,
+    exp: u64,
+    /// Makes every token distinct, even two minted in the same second.
+    jti: String,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 impl InternalKey {
     /// `secret` is the cluster's HS256 secret, shared by gateways and dispatchers.
     pub fn new(secret: &[u8]) -> InternalKey {
-        InternalKey { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret) }
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::new(None, secret).expand(KEY_INFO, &mut key).expect("32 bytes is a valid HKDF-SHA256 length");
+        InternalKey { encoding: EncodingKey::from_secret(&key), decoding: DecodingKey::from_secret(&key) }
     }
 
-    /// A dispatcher's token for every gateway's internal port.
+    /// A dispatcher's token for every gateway's internal port, valid for
+    /// [`TOKEN_TTL`] from now.
     pub fn mint(&self) -> String {
-        #[derive(Serialize)]
-        struct Claims<'a> {
-            sub: &'a str,
-            aud: &'a str,
-            exp: u64,
-        }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let claims = Claims { sub: "dispatcher", aud: INTERNAL_AUDIENCE, exp: now + 10 * 365 * 24 * 3600 };
+        self.mint_at(unix_now())
+    }
+
+    /// A token as minted at `now` (unix seconds).
+    pub fn mint_at(&self, now: u64) -> String {
+        let claims = InternalClaims {
+            sub: "dispatcher".to_owned(),
+            aud: INTERNAL_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + TOKEN_TTL.as_secs(),
+            jti: format!("{:016x}", rand::random::<u64>()),
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
     }
 
-    /// Accepts the opening request of a push stream only with a token minted
-    /// by [`InternalKey::mint`] for this cluster.
+    /// Accepts the opening request of a push stream only with an unexpired
+    /// token minted by [`InternalKey::mint`] for this cluster.
     pub fn verify(&self, headers: &HeaderMap) -> Result<(), jsonwebtoken::errors::Error> {
-        #[derive(Deserialize)]
-        struct Claims {
-            #[serde(rename = "sub")]
-            _sub: String,
-        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         let mut validation = Validation::new(Algorithm::HS256);
-        // Checked when present, not yet required (issue #13 requires it):
-        // until then a client token of the same secret passes too.
+        validation.leeway = TOKEN_LEEWAY.as_secs();
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         validation.set_audience(&[INTERNAL_AUDIENCE]);
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map(drop)
+        jsonwebtoken::decode::<InternalClaims>(token, &self.decoding, &validation).map(drop)
     }
 }
 
@@ -171,6 +204,57 @@ mod tests {
         let other = InternalKey::new(b"another cluster");
         assert!(other.verify(&headers(&request)).is_err(), "a token of another secret");
         assert!(key.verify(&HeaderMap::new()).is_err(), "no token at all");
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        headers(&push_request("10.0.0.7:7070", token).unwrap())
+    }
+
+    fn sign(secret: &[u8], claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn tokens_signed_with_the_cluster_secret_itself_never_open_the_push_stream() {
+        let secret = b"cluster secret of at least 32 bytes";
+        let key = InternalKey::new(secret);
+        let exp = unix_now() + 600;
+        // What a client's login token looks like: no `aud`.
+        let login = sign(secret, &serde_json::json!({ "sub": "alice", "exp": exp }));
+        assert!(key.verify(&bearer(&login)).is_err(), "a client login token");
+        // Even with every claim an internal token has, the key is not the secret.
+        let forged = sign(
+            secret,
+            &serde_json::json!({ "sub": "dispatcher", "aud": INTERNAL_AUDIENCE, "iat": exp - 600, "exp": exp, "jti": "x" }),
+        );
+        assert!(key.verify(&bearer(&forged)).is_err(), "a token of the client secret with the internal aud");
+    }
+
+    #[test]
+    fn internal_tokens_expire_and_carry_the_internal_audience() {
+        let key = InternalKey::new(b"cluster secret");
+        let now = unix_now();
+        key.verify(&bearer(&key.mint_at(now))).expect("a fresh token");
+        let skewed = now - TOKEN_TTL.as_secs() - TOKEN_LEEWAY.as_secs() / 2;
+        key.verify(&bearer(&key.mint_at(skewed))).expect("a clock within the leeway");
+        let expired = now - TOKEN_TTL.as_secs() - TOKEN_LEEWAY.as_secs() - 1;
+        assert!(key.verify(&bearer(&key.mint_at(expired))).is_err(), "an expired token");
+        assert_ne!(key.mint(), key.mint(), "every token is distinct");
+    }
+
+    #[test]
+    fn internal_tokens_for_another_audience_or_none_are_refused() {
+        let key = InternalKey::new(b"cluster secret");
+        let now = unix_now();
+        let with = |claims: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key.encoding).unwrap()
+        };
+        let wrong = with(serde_json::json!({ "sub": "dispatcher", "aud": "confab-client", "exp": now + 60 }));
+        assert!(key.verify(&bearer(&wrong)).is_err(), "another audience");
+        let none = with(serde_json::json!({ "sub": "dispatcher", "exp": now + 60 }));
+        assert!(key.verify(&bearer(&none)).is_err(), "no audience");
+        let endless = with(serde_json::json!({ "sub": "dispatcher", "aud": INTERNAL_AUDIENCE }));
+        assert!(key.verify(&bearer(&endless)).is_err(), "no expiry");
     }
 
     #[tokio::test]

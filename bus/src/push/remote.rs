@@ -2,7 +2,7 @@
 //! live gateway's internal port, learnt from the gateways' heartbeats,
 //! carrying batches of deliveries in order. A broken link drops what was in
 //! flight (clients notice by `prev_seq` and `sync`) and reconnects with
-//! backoff.
+//! backoff, presenting a freshly minted, short-lived token each time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,7 +27,7 @@ pub struct RemotePush {
 }
 
 struct Inner {
-    token: String,
+    key: InternalKey,
     links: Mutex<HashMap<String, Link>>,
 }
 
@@ -39,8 +39,7 @@ struct Link {
 impl RemotePush {
     /// `secret` is the cluster's HS256 secret, shared with the gateways.
     pub fn new(secret: &[u8]) -> RemotePush {
-        let token = InternalKey::new(secret).mint();
-        RemotePush { inner: Arc::new(Inner { token, links: Mutex::new(HashMap::new()) }) }
+        RemotePush { inner: Arc::new(Inner { key: InternalKey::new(secret), links: Mutex::new(HashMap::new()) }) }
     }
 
     fn link(&self, gateway: &str, addr: &str) {
@@ -49,7 +48,7 @@ impl RemotePush {
             return;
         }
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run_link(gateway.to_owned(), addr.to_owned(), self.inner.token.clone(), rx));
+        tokio::spawn(run_link(gateway.to_owned(), addr.to_owned(), self.inner.key.clone(), rx));
         links.insert(gateway.to_owned(), Link { addr: addr.to_owned(), tx });
     }
 }
@@ -85,10 +84,11 @@ impl Push for RemotePush {
 }
 
 /// Keeps one gateway's link up until its sender is dropped.
-async fn run_link(gateway: String, addr: String, token: String, mut rx: mpsc::Receiver<Vec<Delivery>>) {
+async fn run_link(gateway: String, addr: String, key: InternalKey, mut rx: mpsc::Receiver<Vec<Delivery>>) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let request = match push_request(&addr, &token) {
+        // Tokens are short-lived: each connection gets its own.
+        let request = match push_request(&addr, &key.mint()) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%gateway, %addr, error = %e, "bad gateway address");
@@ -230,5 +230,42 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(10), refused.recv()).await.expect("the link tries").unwrap();
         }
         assert!(inbox.try_recv().is_err(), "nothing delivered");
+    }
+
+    #[tokio::test]
+    async fn a_link_presents_a_fresh_token_each_time_it_reconnects() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tokens_tx, mut tokens) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let tokens_tx = tokens_tx.clone();
+                #[allow(clippy::result_large_err)]
+                let record = move |request: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
+                    let _ = tokens_tx.send(request.headers().clone());
+                    Ok(response)
+                };
+                // Each connection is dropped after its first frame: the link
+                // has to reconnect.
+                if let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await {
+                    let _ = ws.next().await;
+                }
+            }
+        });
+        let push = RemotePush::new(b"secret");
+        push.learn(&Announcement::Heartbeat { gateway: "gw-1".into(), addr: Some(addr) });
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let _ = push.push("gw-1", vec![event(1)]).await;
+            if let Ok(headers) = tokio::time::timeout(Duration::from_millis(50), tokens.recv()).await {
+                seen.push(headers.unwrap());
+            }
+        }
+        let key = InternalKey::new(b"secret");
+        for headers in &seen {
+            key.verify(headers).expect("a valid internal token");
+        }
+        assert_ne!(seen[0].get("authorization"), seen[1].get("authorization"), "minted anew for the reconnection");
     }
 }
