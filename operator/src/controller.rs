@@ -16,6 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -89,7 +90,8 @@ impl Operator {
             .owns(api::<Deployment>(&client, ns), owned.clone())
             .owns(api::<Service>(&client, ns), owned.clone())
             .owns(api::<ConfigMap>(&client, ns), owned.clone())
-            .owns(api::<Secret>(&client, ns), owned.clone())
+            // Not Secrets: the operator never reads them (see ensure_jwt_secret).
+            .owns(api::<NetworkPolicy>(&client, ns), owned.clone())
             .owns(api::<Job>(&client, ns), owned.clone())
             .owns(api::<PodDisruptionBudget>(&client, ns), owned.clone())
             .owns(api::<HorizontalPodAutoscaler>(&client, ns), owned)
@@ -177,6 +179,13 @@ async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -
     }
     ssa(client, ns, &children.public_service).await?;
     ssa(client, ns, &children.internal_service).await?;
+    let policies = [(&children.gateway_policy, "gateway"), (&children.dispatcher_policy, "dispatcher")];
+    for (policy, role) in policies {
+        match policy {
+            Some(policy) => drop(ssa(client, ns, policy).await?),
+            None => delete_if_present::<NetworkPolicy>(client, ns, &children::child_name(cc, role)).await?,
+        }
+    }
     let pdbs = [(&children.gateway_pdb, "gateway"), (&children.dispatcher_pdb, "dispatcher")];
     for (pdb, role) in pdbs {
         match pdb {
@@ -245,12 +254,11 @@ where
     }
 }
 
-/// Creates the generated JWT Secret once; never overwrites it.
+/// Creates the generated JWT Secret once; never overwrites it. Only
+/// creates: the operator may not read Secrets (a conflict says it exists),
+/// so a compromised operator discloses none of them.
 async fn ensure_jwt_secret(cc: &ChatCluster, ctx: &Context, ns: &str, name: &str) -> Result<()> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    if secrets.get_opt(name).await?.is_some() {
-        return Ok(());
-    }
     let secret = settings::generated_jwt_secret(cc, &settings::random_secret())?;
     match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await
     {

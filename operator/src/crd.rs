@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
@@ -77,12 +78,55 @@ pub struct ChatClusterSpec {
     #[serde(default)]
     pub auth: AuthSpec,
 
+    /// Which traffic may reach the pods: the NetworkPolicies the operator
+    /// generates.
+    #[serde(default)]
+    pub network: NetworkSpec,
+
     /// Extra settings passed through to the processes as their TOML
     /// configuration file (keys as in `confab gateway --help`, with
     /// underscores). Settings the operator manages (listeners, backends,
-    /// secrets) win over these.
+    /// secrets) win over these. They are stored in a ConfigMap, so keys
+    /// that carry secrets (passwords, SASL or librdkafka properties, the
+    /// JWT secret, API keys) are refused: use `auth.jwtSecret`,
+    /// `cql.credentialsSecret`, `kafka.tls` and `kafka.sasl`, which read
+    /// Secrets.
     #[serde(default)]
     pub config: ExtraConfig,
+}
+
+/// The NetworkPolicies of a cluster. With them, a gateway's public port
+/// (8080) stays open to everyone, its internal push port (7070) admits
+/// only this cluster's dispatcher pods, and the admin port (9090:
+/// `/metrics`, `/healthz`, `/readyz`) of gateways and dispatchers admits
+/// only `adminFrom`. Outbound traffic is not restricted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// Whether to create the NetworkPolicies. Turn off only where the
+    /// network plugin does not enforce NetworkPolicies (they would protect
+    /// nothing) or where you manage your own; existing ones are deleted.
+    #[serde(default = "yes")]
+    pub policies: bool,
+
+    /// Who may reach the admin port of gateways and dispatchers, as
+    /// NetworkPolicy peers. Default: every pod of this namespace. `[]`: no
+    /// pod at all (the kubelet's probes are always allowed). A Prometheus in
+    /// another namespace needs, for example, `{namespaceSelector:
+    /// {matchLabels: {kubernetes.io/metadata.name: monitoring}}}`.
+    #[serde(default = "same_namespace")]
+    pub admin_from: Vec<NetworkPolicyPeer>,
+}
+
+/// Every pod of the policy's own namespace.
+fn same_namespace() -> Vec<NetworkPolicyPeer> {
+    vec![NetworkPolicyPeer { pod_selector: Some(Default::default()), ..Default::default() }]
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self { policies: true, admin_from: same_namespace() }
+    }
 }
 
 /// Which image to run.
@@ -507,20 +551,31 @@ pub struct PublicKeys {
 pub struct ExtraConfig {
     /// Settings of the gateways, e.g. `{heartbeat_ms: 20000, rate_burst: 80}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "free_form_map")]
+    #[schemars(schema_with = "settings_map")]
     pub gateway: BTreeMap<String, serde_json::Value>,
 
     /// Settings of the dispatchers, e.g. `{max_batch: 256}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "free_form_map")]
+    #[schemars(schema_with = "settings_map")]
     pub dispatcher: BTreeMap<String, serde_json::Value>,
 }
 
-/// A map of scalars the API server keeps as they are.
-fn free_form_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// Keys of pass-through settings that carry (or name) secrets: they would
+/// be stored in a ConfigMap. `kafka_properties` is there for TLS and SASL,
+/// whose passwords it would hold.
+pub const SECRET_SETTINGS: &str = "(?i)(password|passwd|secret|sasl|api_?key|private_?key|credential|kafka_properties)";
+
+/// A map of settings the API server keeps as they are, whose keys name no
+/// secret. Its size is bounded so the API server can bound the rule's cost.
+fn settings_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
+        "maxProperties": 128,
         "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true },
+        "x-kubernetes-validations": [{
+            "rule": format!("self.all(k, !k.matches('{SECRET_SETTINGS}'))"),
+            "message": "spec.config must not hold secrets (passwords, SASL or librdkafka properties, the JWT secret, API keys): it is stored in a ConfigMap; use auth.jwtSecret, cql.credentialsSecret, kafka.tls and kafka.sasl, which read Secrets",
+        }],
     })
 }
 
@@ -666,6 +721,29 @@ mod tests {
             json!({"dispatcher": {"autoscaling": {"minReplicas": 1, "maxReplicas": 9, "targetLagPerReplica": 1}}}),
         ));
         assert!(e.contains("must not exceed kafka.partitions"), "{e}");
+    }
+
+    #[test]
+    fn settings_that_carry_secrets_are_rejected() {
+        for key in ["jwt_secret", "cql_password", "kafka_properties", "sasl_password", "api_key", "JWT_SECRET"] {
+            for role in ["gateway", "dispatcher"] {
+                let e = rejected(&cluster(json!({"config": {role: {key: "hunter2"}}})));
+                assert!(e.contains("spec.config must not hold secrets"), "{role}.{key}: {e}");
+            }
+        }
+        let tuning = cluster(
+            json!({"config": {"gateway": {"rate_burst": 80, "token_ttl_secs": 600}, "dispatcher": {"max_batch": 256}}}),
+        );
+        validate_cel(&tuning).unwrap();
+    }
+
+    #[test]
+    fn network_policies_are_on_and_admit_the_same_namespace_by_default() {
+        let network = cluster(json!({})).spec.network;
+        assert!(network.policies);
+        assert_eq!(serde_json::to_value(&network.admin_from).unwrap(), json!([{"podSelector": {}}]));
+        let none = cluster(json!({"network": {"adminFrom": []}})).spec.network;
+        assert!(none.admin_from.is_empty(), "an explicit empty list admits no one");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn job(cc: &ChatCluster) -> Result<Job> {
         "volumes": backend_volumes(cc),
         "securityContext": pod_security_context(),
         "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
     });
     // Scheduling constraints of the dispatchers apply to the migration too.
     super::workloads::apply_overrides(&mut pod_spec, &cc.spec.dispatcher.pod);

@@ -6,11 +6,13 @@
 //! - [`workloads`]: the gateway and dispatcher Deployments;
 //! - [`migrate`]: the Job that runs `confab migrate` before they start;
 //! - [`network`]: the public Service and the gateways' headless internal one;
+//! - [`policies`]: the NetworkPolicies of both roles;
 //! - [`settings`]: the ConfigMap of pass-through settings and the JWT Secret;
 //! - [`scaling`]: PodDisruptionBudgets and HorizontalPodAutoscalers.
 
 pub mod migrate;
 pub mod network;
+pub mod policies;
 pub mod scaling;
 pub mod settings;
 pub mod workloads;
@@ -21,6 +23,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -71,6 +74,9 @@ pub struct Children {
     pub dispatcher: Deployment,
     pub public_service: Service,
     pub internal_service: Service,
+    /// `None`: policies are off, and any existing one is deleted.
+    pub gateway_policy: Option<NetworkPolicy>,
+    pub dispatcher_policy: Option<NetworkPolicy>,
     /// `None`: the budget is disabled and any existing one is deleted.
     pub gateway_pdb: Option<PodDisruptionBudget>,
     pub dispatcher_pdb: Option<PodDisruptionBudget>,
@@ -93,6 +99,8 @@ pub fn desired(cc: &ChatCluster) -> Result<Children> {
         dispatcher: workloads::deployment(cc, Role::Dispatcher, &config_hash)?,
         public_service: network::public_service(cc)?,
         internal_service: network::internal_service(cc)?,
+        gateway_policy: policies::policy(cc, Role::Gateway)?,
+        dispatcher_policy: policies::policy(cc, Role::Dispatcher)?,
         gateway_pdb: scaling::pdb(cc, Role::Gateway)?,
         dispatcher_pdb: scaling::pdb(cc, Role::Dispatcher)?,
         gateway_hpa: scaling::hpa(cc, Role::Gateway)?,
@@ -109,6 +117,7 @@ impl Children {
         all.push(to_json(&self.migrate_job));
         all.push(to_json(&self.public_service));
         all.push(to_json(&self.internal_service));
+        all.extend(self.gateway_policy.iter().chain(&self.dispatcher_policy).map(to_json));
         all.push(to_json(&self.gateway));
         all.push(to_json(&self.dispatcher));
         all.extend(self.gateway_pdb.iter().chain(&self.dispatcher_pdb).map(to_json));

@@ -126,6 +126,9 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         "terminationGracePeriodSeconds": grace,
         "securityContext": pod_security_context(),
         "enableServiceLinks": false,
+        // Neither role talks to the Kubernetes API: a compromised pod gets
+        // no credentials of its ServiceAccount.
+        "automountServiceAccountToken": false,
     });
     apply_overrides(&mut pod_spec, overrides);
     if !spec.image.pull_secrets.is_empty() {
@@ -313,6 +316,22 @@ mod tests {
         assert_eq!(value(c, "CONFAB_KEYSPACE"), "confab");
         assert_eq!(value(c, "CONFAB_JWT_SECRET_FILE"), "/etc/confab/jwt/jwt-secret");
         assert_eq!(value(c, "CONFAB_CONFIG"), "/etc/confab/config/gateway.toml");
+    }
+
+    #[test]
+    fn no_pod_gets_a_service_account_token() {
+        let cc = cluster(json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "gateway": {"pod": {"serviceAccountName": "chat"}},
+        }));
+        for role in [Role::Gateway, Role::Dispatcher] {
+            let d = deployment(&cc, role, "h").unwrap();
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            assert_eq!(pod.automount_service_account_token, Some(false), "{role:?}");
+        }
+        let job = crate::children::migrate::job(&cc).unwrap();
+        assert_eq!(job.spec.unwrap().template.spec.unwrap().automount_service_account_token, Some(false));
     }
 
     #[test]
