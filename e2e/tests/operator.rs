@@ -23,11 +23,14 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -226,6 +229,29 @@ fn owned_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
     meta.owner_references.iter().flatten().any(|r| r.uid == uid && r.controller == Some(true))
 }
 
+/// A `matchLabels` selector as a label query (`k=v,k=v`).
+fn label_query(selector: &LabelSelector) -> String {
+    assert!(selector.match_expressions.is_none(), "the operator writes matchLabels only");
+    let labels = selector.match_labels.clone().unwrap_or_default();
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Names of the pods of `ns` that `selector` selects, sorted.
+async fn selected_pods(pods: &Api<Pod>, selector: &LabelSelector) -> Vec<String> {
+    let list = pods.list(&ListParams::default().labels(&label_query(selector))).await.unwrap();
+    let mut names: Vec<String> = list.items.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    names
+}
+
+/// Names of the pods of one role, sorted.
+async fn pods_of(pods: &Api<Pod>, component: &str) -> Vec<String> {
+    let list = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}"))).await;
+    let mut names: Vec<String> = list.unwrap().items.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    names
+}
+
 fn image_of(d: &Deployment) -> String {
     d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone().unwrap()
 }
@@ -279,6 +305,51 @@ async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     let first_migration = migrations[0].name_any();
     let internal = services.get("chat-gateway-internal").await.unwrap().spec.unwrap();
     assert_eq!(internal.cluster_ip.as_deref(), Some("None"), "the internal Service is headless");
+
+    // The NetworkPolicies select the real pods: the gateways' internal port
+    // admits the dispatcher pods and no gateway; each policy applies to its
+    // own role's pods.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let (gateway_pods, dispatcher_pods) = (pods_of(&pods, "gateway").await, pods_of(&pods, "dispatcher").await);
+    assert_eq!((gateway_pods.len(), dispatcher_pods.len()), (2, 2), "kwok runs the pods");
+    let gateway_policy = policies.get("chat-gateway").await.unwrap();
+    owned(&gateway_policy.metadata, "gateway policy");
+    let spec = gateway_policy.spec.unwrap();
+    assert_eq!(selected_pods(&pods, spec.pod_selector.as_ref().unwrap()).await, gateway_pods);
+    let internal_rule = spec
+        .ingress
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.ports.iter().flatten().any(|p| p.port == Some(IntOrString::Int(7070))))
+        .expect("a rule for the internal port");
+    let peers = internal_rule.from.expect("the internal port admits named peers only");
+    let admitted = selected_pods(&pods, peers[0].pod_selector.as_ref().unwrap()).await;
+    assert_eq!(admitted, dispatcher_pods, "the internal port admits exactly the dispatchers");
+    assert!(admitted.iter().all(|p| !gateway_pods.contains(p)));
+    let dispatcher_policy = policies.get("chat-dispatcher").await.unwrap();
+    owned(&dispatcher_policy.metadata, "dispatcher policy");
+    assert_eq!(
+        selected_pods(&pods, dispatcher_policy.spec.unwrap().pod_selector.as_ref().unwrap()).await,
+        dispatcher_pods
+    );
+    for pod in pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=confab-operator")).await.unwrap() {
+        let automount = pod.spec.unwrap().automount_service_account_token;
+        assert_eq!(automount, Some(false), "{} gets no ServiceAccount token", pod.metadata.name.unwrap());
+    }
+
+    // The operator's own credentials read no Secret, here or anywhere else.
+    for namespace in [ns.name.as_str(), "default", "kube-system"] {
+        let secrets: Api<Secret> = Api::namespaced(credentials.client.clone(), namespace);
+        match secrets.list(&ListParams::default()).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "listing Secrets in {namespace}: {s:?}"),
+            other => panic!("the operator may not list Secrets in {namespace}: {other:?}"),
+        }
+    }
+    match Api::<Secret>::namespaced(credentials.client.clone(), &ns.name).get("chat-jwt").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the operator may not read the Secret it generated: {other:?}"),
+    }
 
     // The Deployments made ReplicaSets (kube-controller-manager).
     let gateway_uid = deployments.get("chat-gateway").await.unwrap().uid().unwrap();
@@ -483,6 +554,17 @@ async fn the_api_server_rejects_a_bad_spec() {
     let mut spec = base_spec("1.0.0");
     spec["kafka"].as_object_mut().unwrap().remove("bootstrapServers");
     rejected(spec, "bootstrapServers").await;
+    // Settings that carry secrets would be stored in a ConfigMap.
+    let secrets_refused = "spec.config must not hold secrets";
+    let mut spec = base_spec("1.0.0");
+    spec["config"] = json!({"gateway": {"jwt_secret": "0123456789abcdef0123456789abcdef"}});
+    rejected(spec, secrets_refused).await;
+    let mut spec = base_spec("1.0.0");
+    spec["config"] = json!({"dispatcher": {"kafka_properties": ["sasl.password=hunter2"]}});
+    rejected(spec, secrets_refused).await;
+    let mut spec = base_spec("1.0.0");
+    spec["config"] = json!({"gateway": {"cql_password": "hunter2"}});
+    rejected(spec, secrets_refused).await;
 
     // Immutable fields: accepted at creation, refused as a change.
     clusters.create(&PostParams::default(), &chat_cluster("good", base_spec("1.0.0"))).await.unwrap();

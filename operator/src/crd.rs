@@ -86,11 +86,10 @@ pub struct ChatClusterSpec {
     /// Extra settings passed through to the processes as their TOML
     /// configuration file (keys as in `confab gateway --help`, with
     /// underscores). Settings the operator manages (listeners, backends,
-    /// secrets) win over these. They are stored in a ConfigMap, so keys
-    /// that carry secrets (passwords, SASL or librdkafka properties, the
-    /// JWT secret, API keys) are refused: use `auth.jwtSecret`,
-    /// `cql.credentialsSecret`, `kafka.tls` and `kafka.sasl`, which read
-    /// Secrets.
+    /// secrets) win over these. They are stored in a ConfigMap, so the keys
+    /// that carry secrets (`jwt_secret`, `cql_password`, `kafka_properties`)
+    /// are refused: use `auth.jwtSecret`, `cql.credentialsSecret`,
+    /// `kafka.tls` and `kafka.sasl`, which read Secrets.
     #[serde(default)]
     pub config: ExtraConfig,
 }
@@ -560,21 +559,32 @@ pub struct ExtraConfig {
     pub dispatcher: BTreeMap<String, serde_json::Value>,
 }
 
-/// Keys of pass-through settings that carry (or name) secrets: they would
-/// be stored in a ConfigMap. `kafka_properties` is there for TLS and SASL,
-/// whose passwords it would hold.
-pub const SECRET_SETTINGS: &str = "(?i)(password|passwd|secret|sasl|api_?key|private_?key|credential|kafka_properties)";
+/// Keys of pass-through settings that carry secrets: they would be stored
+/// in a ConfigMap. `kafka_properties` is there for TLS and SASL, whose
+/// passwords it would hold.
+pub const SECRET_SETTINGS: [&str; 3] = ["jwt_secret", "cql_password", "kafka_properties"];
 
-/// A map of settings the API server keeps as they are, whose keys name no
-/// secret. Its size is bounded so the API server can bound the rule's cost.
+/// A map of settings the API server keeps as they are, without the keys
+/// that carry secrets. Those are declared (with their types) only so that
+/// the rule can see them: the API server's CEL cannot read the keys of a
+/// map of untyped values.
 fn settings_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let rule = SECRET_SETTINGS.iter().map(|k| format!("!has(self.{k})")).collect::<Vec<_>>().join(" && ");
     schemars::json_schema!({
         "type": "object",
-        "maxProperties": 128,
-        "additionalProperties": { "x-kubernetes-preserve-unknown-fields": true },
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "jwt_secret": { "type": "string", "description": "Refused: use auth.jwtSecret." },
+            "cql_password": { "type": "string", "description": "Refused: use cql.credentialsSecret." },
+            "kafka_properties": {
+                "type": "array",
+                "items": { "type": "string" },
+                "description": "Refused: use kafka.tls and kafka.sasl.",
+            },
+        },
         "x-kubernetes-validations": [{
-            "rule": format!("self.all(k, !k.matches('{SECRET_SETTINGS}'))"),
-            "message": "spec.config must not hold secrets (passwords, SASL or librdkafka properties, the JWT secret, API keys): it is stored in a ConfigMap; use auth.jwtSecret, cql.credentialsSecret, kafka.tls and kafka.sasl, which read Secrets",
+            "rule": rule,
+            "message": "spec.config must not hold secrets (jwt_secret, cql_password, kafka_properties with its SASL and TLS passwords): it is stored in a ConfigMap; use auth.jwtSecret, cql.credentialsSecret, kafka.tls and kafka.sasl, which read Secrets",
         }],
     })
 }
@@ -723,13 +733,27 @@ mod tests {
         assert!(e.contains("must not exceed kafka.partitions"), "{e}");
     }
 
+    /// The rule itself is checked against the real API server (e2e
+    /// `the_api_server_rejects_a_bad_spec`): kube-cel escapes `_` in field
+    /// names where the API server does not, so `has(self.jwt_secret)` never
+    /// fires client-side. Here: the rule guards both maps and every key.
     #[test]
-    fn settings_that_carry_secrets_are_rejected() {
-        for key in ["jwt_secret", "cql_password", "kafka_properties", "sasl_password", "api_key", "JWT_SECRET"] {
-            for role in ["gateway", "dispatcher"] {
-                let e = rejected(&cluster(json!({"config": {role: {key: "hunter2"}}})));
-                assert!(e.contains("spec.config must not hold secrets"), "{role}.{key}: {e}");
+    fn settings_that_carry_secrets_are_refused_by_a_rule_on_both_maps() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(ChatCluster::crd()).unwrap();
+        let config =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["config"];
+        for role in ["gateway", "dispatcher"] {
+            let rules = config["properties"][role]["x-kubernetes-validations"].as_array().expect("a rule");
+            let rule = rules[0]["rule"].as_str().unwrap();
+            for key in SECRET_SETTINGS {
+                assert!(rule.contains(&format!("!has(self.{key})")), "{role}: {rule}");
+                assert!(
+                    config["properties"][role]["properties"][key]["type"].is_string(),
+                    "{key} is typed, so CEL sees it"
+                );
             }
+            assert!(rules[0]["message"].as_str().unwrap().starts_with("spec.config must not hold secrets"));
         }
         let tuning = cluster(
             json!({"config": {"gateway": {"rate_burst": 80, "token_ttl_secs": 600}, "dispatcher": {"max_batch": 256}}}),
