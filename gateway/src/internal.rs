@@ -24,7 +24,8 @@ struct Internal {
 }
 
 /// The internal router: takes push streams whose token was minted with the
-/// cluster's HS256 `secret`, and feeds them into `inbox`.
+/// key derived from the cluster's HS256 `secret` ([`InternalKey`]), and
+/// feeds them into `inbox`.
 pub fn router(secret: &[u8], inbox: mpsc::Sender<Vec<Delivery>>) -> Router {
     Router::new().route(PUSH_PATH, get(upgrade)).with_state(Internal { key: InternalKey::new(secret), inbox })
 }
@@ -106,6 +107,8 @@ mod tests {
         assert_eq!(open_with(&InternalKey::new(SECRET).mint_at(past)).await, StatusCode::UNAUTHORIZED);
     }
 
+    /// With the internal key itself, another audience is refused too
+    /// (`confab_bus::push` tests it, where the key is at hand).
     #[tokio::test]
     async fn a_token_for_another_audience_is_refused() {
         let exp = unix_now() + 600;
