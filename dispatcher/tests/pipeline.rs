@@ -111,7 +111,7 @@ struct Flaky {
 }
 
 fn down() -> confab_store::Error {
-    confab_store::Error::Unavailable("down".into())
+    confab_store::Error::Other("down".into())
 }
 
 #[async_trait]

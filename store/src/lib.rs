@@ -8,6 +8,8 @@
 //! dispatcher that owns a room, as one [`WriteBatch`] per group commit, which
 //! also records how far into each ingress partition the store has applied.
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 use confab_protocol::{Message, RoomInfo};
 use serde::{Deserialize, Serialize};
@@ -24,18 +26,68 @@ pub use metered::Metered;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What failed in the store, with its cause (boxed where it is large, so
+/// every `Result` stays small).
+///
+/// Every failure is worth retrying later (the dispatcher retries a batch
+/// until it lands) except [`Error::PartitionsChanged`] and a schema that is
+/// missing or of another version, which need an operator. Clients see every
+/// one as `unavailable` (the gateway maps them in one place).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The store cannot be reached or refused the operation for now; retrying
-    /// later may succeed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The store holds data this code cannot read, or was set up differently.
+    #[error("cannot create the store directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the embedded database {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    /// A transaction, table or commit of the embedded database failed.
+    #[error("embedded database: {0}")]
+    Embedded(#[from] redb::Error),
+    /// A record the embedded store keeps as JSON does not decode (or encode).
+    #[error("{what}: {source}")]
+    Json { what: String, source: serde_json::Error },
+    /// The blocking task that ran an embedded operation panicked or was cancelled.
+    #[error("store task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[cfg(feature = "scylla")]
+    #[error("cannot connect to CQL nodes {contact_points:?}: {source}")]
+    Connect { contact_points: Vec<String>, source: Box<::scylla::errors::NewSessionError> },
+    #[cfg(feature = "scylla")]
+    #[error("preparing `{cql}`: {source}")]
+    Prepare { cql: String, source: Box<::scylla::errors::PrepareError> },
+    /// A CQL statement failed (node down, timeout, not enough replicas, ...).
+    #[cfg(feature = "scylla")]
+    #[error("CQL `{cql}`: {source}")]
+    Cql { cql: String, source: Box<::scylla::errors::ExecutionError> },
+    /// A CQL result does not have the shape this code reads.
+    #[cfg(feature = "scylla")]
+    #[error("reading the result of CQL `{cql}`: {source}")]
+    CqlResult { cql: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[cfg(feature = "scylla")]
+    #[error("using keyspace {keyspace}: {source}")]
+    UseKeyspace { keyspace: String, source: Box<::scylla::errors::UseKeyspaceError> },
+    #[cfg(feature = "scylla")]
+    #[error("waiting for the nodes to agree on the schema: {0}")]
+    SchemaAgreement(#[source] Box<::scylla::errors::SchemaAgreementError>),
+    #[cfg(feature = "scylla")]
+    #[error("keyspace name '{0}' is not a CQL identifier")]
+    KeyspaceName(String),
+    /// The keyspace has no Confab tables (or cannot be read).
+    #[cfg(feature = "scylla")]
+    #[error("keyspace {keyspace} has no Confab schema ({source}); run `confab migrate`")]
+    NoSchema { keyspace: String, source: Box<::scylla::errors::ExecutionError> },
+    #[cfg(feature = "scylla")]
+    #[error("keyspace {keyspace} lacks schema version {version}; run `confab migrate`")]
+    SchemaVersion { keyspace: String, version: i32 },
+    /// The store holds data that contradicts itself.
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
     /// The store was created for another ingress partition count.
     #[error("the store was created for {stored} ingress partitions, not {wanted}; the count cannot change")]
     PartitionsChanged { stored: u32, wanted: u32 },
+    /// A failure of a [`Store`] implemented outside this crate (a wrapper,
+    /// a test double).
+    #[error("store: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An account.
