@@ -4,6 +4,10 @@
 //! `commit` returns, which is what makes the dispatcher's acks honest. Every
 //! call runs on tokio's blocking pool so a slow disk never stalls the
 //! sessions' executor threads.
+//!
+//! Writes are ordered by their `at` like the CQL backend's timestamps
+//! (`membership_at`, checkpoints that only move forward), so both hold the
+//! same stale-write fence.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +30,9 @@ const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// (room, cid) -> seq
 const CIDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cids");
+/// (room, user) -> `at` of the latest join or leave applied, kept after a
+/// leave: a join or leave from earlier in the log cannot undo it.
+const MEMBERSHIP_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("membership_at");
 /// partition -> next offset
 const CHECKPOINTS: TableDefinition<u32, u64> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -72,6 +79,7 @@ impl EmbeddedStore {
             txn.open_table(USERS)?;
             txn.open_table(ROOMS)?;
             txn.open_table(MEMBERS)?;
+            txn.open_table(MEMBERSHIP_AT)?;
             txn.open_table(USER_ROOMS)?;
             txn.open_table(MESSAGES)?;
             txn.open_table(CIDS)?;
@@ -98,11 +106,13 @@ fn decode_message(room: &str, seq: u64, bytes: &[u8]) -> Result<Message> {
     Ok(Message { room: room.to_owned(), seq, msg_id: m.msg_id, from: m.from, text: m.text, ts: m.ts, cid: m.cid })
 }
 
+/// Applies a batch in one write transaction: all of it lands, or none.
 fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
     let txn = db.begin_write()?;
     {
         let mut rooms = txn.open_table(ROOMS)?;
         let mut members = txn.open_table(MEMBERS)?;
+        let mut membership_at = txn.open_table(MEMBERSHIP_AT)?;
         let mut user_rooms = txn.open_table(USER_ROOMS)?;
         let mut messages = txn.open_table(MESSAGES)?;
         let mut cids = txn.open_table(CIDS)?;
@@ -126,8 +136,12 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     let (last, count) = rooms.get(m.room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
                     rooms.insert(m.room.as_str(), (last.max(m.seq), count))?;
                 }
-                Write::Join { room, user, .. } => {
+                Write::Join { room, user, at } => {
                     let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
+                        continue; // a later leave (or join) stands
+                    }
+                    membership_at.insert(key, *at)?;
                     let is_member = members.get(key)?.is_some();
                     let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
                     if !is_member {
@@ -136,23 +150,33 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     }
                     rooms.insert(room.as_str(), (last, count + u64::from(!is_member)))?;
                 }
-                Write::Leave { room, user, .. } => {
+                Write::Leave { room, user, at } => {
                     let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
+                        continue;
+                    }
+                    membership_at.insert(key, *at)?;
                     if members.remove(key)?.is_some() {
                         user_rooms.remove((user.as_str(), room.as_str()))?;
                         let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 1));
                         rooms.insert(room.as_str(), (last, count.saturating_sub(1)))?;
                     }
                 }
-                Write::Read { room, user, seq, .. } => {
+                Write::Read { room, user, seq, at } => {
                     let key = (room.as_str(), user.as_str());
+                    // A marker from before the current membership began
+                    // belongs to an earlier one.
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
+                        continue;
+                    }
                     let current = members.get(key)?.map(|g| g.value());
                     if current.is_some_and(|current| *seq > current) {
                         members.insert(key, *seq)?;
                     }
                 }
                 Write::Checkpoint { partition, next_offset } => {
-                    checkpoints.insert(*partition, *next_offset)?;
+                    let stored = checkpoints.get(*partition)?.map_or(0, |g| g.value());
+                    checkpoints.insert(*partition, stored.max(*next_offset))?;
                 }
             }
         }

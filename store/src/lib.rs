@@ -7,6 +7,9 @@
 //! Reads are served to gateways directly. Writes come only from the
 //! dispatcher that owns a room, as one [`WriteBatch`] per group commit, which
 //! also records how far into each ingress partition the store has applied.
+//! The embedded backend applies a batch atomically, the CQL one write by
+//! write ([`Store::apply`]); both order a room's writes by their place in the
+//! log, so a stale dispatcher cannot undo a later write.
 
 use std::path::PathBuf;
 
@@ -151,7 +154,7 @@ pub enum Write {
     },
 }
 
-/// A group commit: every write lands, or none does.
+/// A group commit; [`Store::apply`] says what each backend promises of it.
 pub type WriteBatch = Vec<Write>;
 
 #[async_trait]
@@ -176,7 +179,30 @@ pub trait Store: Send + Sync + 'static {
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)>;
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>>;
 
-    /// Applies a batch atomically and durably.
+    /// Stores a batch durably: `Ok` means every write of it is stored.
+    ///
+    /// What a failed call leaves behind differs by backend:
+    ///
+    /// * Embedded: the batch is one redb transaction, fsynced before `Ok`;
+    ///   after an error nothing of it is stored.
+    /// * CQL: there is no transaction. Each write is applied on its own as
+    ///   idempotent statements whose values and `USING TIMESTAMP` (the
+    ///   write's `at`, a message's seq, a checkpoint's offset) come from the
+    ///   batch alone. All writes but the checkpoints go out at once and land
+    ///   in any order (a room's writes are ordered by their timestamps, not
+    ///   by arrival); within a join or leave, the membership row that
+    ///   [`Store::is_member`] reads goes last. The checkpoints go out only
+    ///   once every other write has landed. After an error any part of the
+    ///   other writes may be stored, and readable, but no checkpoint that
+    ///   covers a write which is not.
+    ///
+    /// So callers rely on this much only: after an error, retry the same
+    /// batch (on CQL this rewrites the same cells with the same timestamps,
+    /// which converges on what one successful call stores) and act on
+    /// nothing it covers before `Ok`. And a record past its partition's
+    /// checkpoint may find its own writes stored in part when it is
+    /// processed again (after a crash or a rebalance): deciding it must not
+    /// take that part for the whole.
     async fn apply(&self, batch: WriteBatch) -> Result<()>;
     /// The next offset to process, per ingress partition that has any.
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>>;

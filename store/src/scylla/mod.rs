@@ -307,20 +307,20 @@ impl ScyllaStore {
                     self.write(&q.set_last_seq, (seq, seq, room)),
                 )?;
             }
+            // The membership row goes last: the dispatcher decides by it, so
+            // once it says yes (or no) the rest of the join (or leave) is stored.
             Write::Join { room, user, at } => {
                 let at = *at as i64;
                 tokio::try_join!(
                     self.write(&q.insert_room, (room.as_str(), at)),
-                    self.write(&q.insert_member, (room.as_str(), user.as_str(), at)),
                     self.write(&q.insert_user_room, (user.as_str(), room.as_str(), at)),
                 )?;
+                self.write(&q.insert_member, (room.as_str(), user.as_str(), at)).await?;
             }
             Write::Leave { room, user, at } => {
                 let at = *at as i64;
-                tokio::try_join!(
-                    self.write(&q.delete_member, (at, room.as_str(), user.as_str())),
-                    self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())),
-                )?;
+                self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())).await?;
+                self.write(&q.delete_member, (at, room.as_str(), user.as_str())).await?;
             }
             Write::Read { room, user, seq, at } => {
                 self.write(&q.set_read, (*at as i64, *seq as i64, user.as_str(), room.as_str())).await?;
@@ -480,9 +480,11 @@ impl Store for ScyllaStore {
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
-        // Writes of one room are ordered by their timestamps, not by the
-        // order they land in, so everything but the checkpoints can go at
-        // once; the checkpoints go last, after everything they cover landed.
+        // No transaction (see `Store::apply`): writes of one room are ordered
+        // by their timestamps, not by the order they land in, so everything
+        // but the checkpoints can go at once; the checkpoints go last, after
+        // everything they cover landed. Every statement is idempotent, so a
+        // retry of the batch converges.
         let (checkpoints, writes): (Vec<&Write>, Vec<&Write>) =
             batch.iter().partition(|w| matches!(w, Write::Checkpoint { .. }));
         try_join_all(writes.into_iter().map(|w| self.apply_one(w))).await?;
