@@ -43,9 +43,11 @@ pub enum Error {
     #[error("creating topic {topic}: {source}")]
     CreateTopic { topic: String, source: rdkafka::types::RDKafkaErrorCode },
     /// The topic does not exist (yet).
+    #[cfg(feature = "kafka")]
     #[error("no topic {0}; run `confab migrate`")]
     NoTopic(String),
     /// The topic exists with another partition count than this code needs.
+    #[cfg(feature = "kafka")]
     #[error("topic {topic} has {actual} partitions, not {wanted}; {why}")]
     TopicPartitions { topic: String, actual: u32, wanted: u32, why: &'static str },
     /// A partition this bus does not have.

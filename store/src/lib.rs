@@ -30,12 +30,8 @@ pub use metered::Metered;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What failed in the store, with its cause (boxed where it is large, so
-/// every `Result` stays small).
-///
-/// Every failure is worth retrying later (the dispatcher retries a batch
-/// until it lands) except [`Error::PartitionsChanged`] and a schema that is
-/// missing or of another version, which need an operator. Clients see every
-/// one as `unavailable` (the gateway maps them in one place).
+/// every `Result` stays small). Clients see every one as `unavailable` (the
+/// gateway maps them in one place).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot create the store directory {}: {source}", path.display())]
