@@ -70,8 +70,9 @@ impl KafkaConfig {
     }
 }
 
-fn unavailable(e: KafkaError) -> Error {
-    Error::Unavailable(e.to_string())
+/// Names a failed client call.
+fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> Error {
+    move |source| Error::Kafka { what, source }
 }
 
 #[derive(Clone)]
@@ -98,12 +99,17 @@ impl KafkaBus {
             .set("linger.ms", config.linger.as_millis().to_string())
             .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
             .set("compression.type", "lz4");
-        let producer: FutureProducer = pc.create().map_err(unavailable)?;
+        let producer: FutureProducer = pc.create().map_err(kafka("creating the producer"))?;
         let metadata = Arc::new(metadata_client(&config)?);
         let partitions = topic_partitions(&metadata, config.ingress_topic()).await?;
         let gateways = topic_partitions(&metadata, config.gateways_topic()).await?;
         if gateways != 1 {
-            return Err(Error::Unavailable(format!("topic {} must have exactly 1 partition", config.gateways_topic())));
+            return Err(Error::TopicPartitions {
+                topic: config.gateways_topic(),
+                actual: gateways,
+                wanted: 1,
+                why: "announcements need one order",
+            });
         }
         Ok(KafkaBus { inner: Arc::new(Inner { config, producer, metadata, partitions }) })
     }
@@ -111,7 +117,8 @@ impl KafkaBus {
     /// Creates the ingress and announcement topics (idempotent: existing
     /// topics are kept; a different partition count is refused).
     pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: i32) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> =
+            config.client().create().map_err(kafka("creating the admin client"))?;
         let ingress = config.ingress_topic();
         let gateways = config.gateways_topic();
         let topics = [
@@ -123,13 +130,11 @@ impl KafkaBus {
         let results = admin
             .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
             .await
-            .map_err(unavailable)?;
+            .map_err(kafka("creating topics"))?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(Error::Unavailable(format!("creating topic {topic}: {code}")));
-                }
+                Err((topic, source)) => return Err(Error::CreateTopic { topic, source }),
             }
         }
         // A new topic takes a moment to appear in the brokers' metadata.
@@ -146,33 +151,35 @@ impl KafkaBus {
             }
         };
         if existing != partitions {
-            return Err(Error::Unavailable(format!(
-                "topic {} has {existing} partitions, not {partitions}; the count cannot change (seqs come from offsets)",
-                config.ingress_topic()
-            )));
+            return Err(Error::TopicPartitions {
+                topic: ingress,
+                actual: existing,
+                wanted: partitions,
+                why: "the count cannot change (seqs come from offsets)",
+            });
         }
         Ok(())
     }
 }
 
 fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer> {
-    config.client().create().map_err(unavailable)
+    config.client().create().map_err(kafka("creating the metadata client"))
 }
 
 /// The partition count of `topic`; a missing topic says to run `confab migrate`.
 async fn topic_partitions(client: &Arc<BaseConsumer>, topic: String) -> Result<u32> {
     let client = client.clone();
     tokio::task::spawn_blocking(move || {
-        let missing = || Error::Unavailable(format!("no topic {topic}; run `confab migrate`"));
-        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(unavailable)?;
+        let missing = || Error::NoTopic(topic.clone());
+        let metadata =
+            client.fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(kafka("fetching topic metadata"))?;
         let t = metadata.topics().iter().find(|t| t.name() == topic).ok_or_else(missing)?;
         if t.error().is_some() || t.partitions().is_empty() {
             return Err(missing());
         }
         Ok(t.partitions().len() as u32)
     })
-    .await
-    .map_err(|e| Error::Unavailable(e.to_string()))?
+    .await?
 }
 
 #[async_trait]
@@ -194,7 +201,7 @@ impl Bus for KafkaBus {
         let r = FutureRecord::to(&topic).key(record.room.as_bytes()).partition(partition).payload(&payload);
         match self.inner.producer.send(r, self.inner.config.produce_timeout).await {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(unavailable(e)),
+            Err((e, _)) => Err(kafka("producing to the ingress topic")(e)),
         }
     }
 
@@ -211,8 +218,9 @@ impl Bus for KafkaBus {
             .set("fetch.wait.max.ms", "5");
         let context = Rebalances { changed: Arc::new(AtomicBool::new(true)) };
         let changed = context.changed.clone();
-        let consumer: StreamConsumer<Rebalances> = cc.create_with_context(context).map_err(unavailable)?;
-        consumer.subscribe(&[&config.ingress_topic()]).map_err(unavailable)?;
+        let consumer: StreamConsumer<Rebalances> =
+            cc.create_with_context(context).map_err(kafka("creating the ingress consumer"))?;
+        consumer.subscribe(&[&config.ingress_topic()]).map_err(kafka("subscribing to the ingress topic"))?;
         Ok(Box::new(KafkaConsumer {
             consumer: Arc::new(consumer),
             topic: config.ingress_topic(),
@@ -230,7 +238,7 @@ impl Bus for KafkaBus {
             .send(r, self.inner.config.produce_timeout)
             .await
             .map(|_| ())
-            .map_err(|(e, _)| unavailable(e))
+            .map_err(|(e, _)| kafka("producing an announcement")(e))
     }
 
     async fn announcements(&self) -> Result<mpsc::Receiver<Announcement>> {
@@ -239,7 +247,7 @@ impl Bus for KafkaBus {
         // A group of its own: every process reads every announcement.
         let group = format!("{}.listener.{:016x}", config.topic_prefix, rand_id());
         cc.set("group.id", &group).set("enable.auto.commit", "false").set("fetch.wait.max.ms", "10");
-        let consumer: StreamConsumer = cc.create().map_err(unavailable)?;
+        let consumer: StreamConsumer = cc.create().map_err(kafka("creating the announcements consumer"))?;
         // "From now on" means from the current end, resolved here: an
         // `Offset::End` resolved later by the consumer could skip what is
         // announced in between.
@@ -249,11 +257,10 @@ impl Bus for KafkaBus {
             let (metadata, topic) = (self.inner.metadata.clone(), config.gateways_topic());
             let high =
                 tokio::task::spawn_blocking(move || metadata.fetch_watermarks(&topic, 0, Duration::from_secs(10)))
-                    .await
-                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                    .await?;
             match high {
                 Ok((_, end)) => break end,
-                Err(e) if tries >= 50 => return Err(unavailable(e)),
+                Err(e) if tries >= 50 => return Err(kafka("reading the end of the announcements")(e)),
                 Err(_) => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -261,8 +268,9 @@ impl Bus for KafkaBus {
             }
         };
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&config.gateways_topic(), 0, Offset::Offset(end)).map_err(unavailable)?;
-        consumer.assign(&tpl).map_err(unavailable)?;
+        tpl.add_partition_offset(&config.gateways_topic(), 0, Offset::Offset(end))
+            .map_err(kafka("naming the announcements' start"))?;
+        consumer.assign(&tpl).map_err(kafka("assigning the announcements partition"))?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(async move {
             loop {
@@ -373,15 +381,15 @@ impl Consumer for KafkaConsumer {
         }
         let mut tpl = TopicPartitionList::new();
         for &(p, next) in offsets {
-            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64)).map_err(unavailable)?;
+            tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(next as i64))
+                .map_err(kafka("naming the offsets to commit"))?;
         }
         // A synchronous commit blocks its thread for a round trip to the
         // broker: run it on the blocking pool, and know it landed.
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(|e| Error::Unavailable(e.to_string()))?
-            .map_err(unavailable)
+            .await?
+            .map_err(kafka("committing offsets"))
     }
 
     async fn lag(&self) -> Vec<(u32, u64)> {

@@ -24,14 +24,38 @@ pub use push::{LocalPush, Push};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What failed on the bus, with its cause. Clients see every one as
+/// `unavailable` (the gateway maps them in one place).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The log cannot be reached or did not accept the record in time.
+    /// A peer (a gateway to push to) cannot be reached or is too far behind.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
     /// The bus is shutting down.
     #[error("bus closed")]
     Closed,
+    /// A Kafka client call failed: `what` says which.
+    #[cfg(feature = "kafka")]
+    #[error("Kafka, {what}: {source}")]
+    Kafka { what: &'static str, source: rdkafka::error::KafkaError },
+    /// The brokers refused to create a topic.
+    #[cfg(feature = "kafka")]
+    #[error("creating topic {topic}: {source}")]
+    CreateTopic { topic: String, source: rdkafka::types::RDKafkaErrorCode },
+    /// The topic does not exist (yet).
+    #[cfg(feature = "kafka")]
+    #[error("no topic {0}; run `confab migrate`")]
+    NoTopic(String),
+    /// The topic exists with another partition count than this code needs.
+    #[cfg(feature = "kafka")]
+    #[error("topic {topic} has {actual} partitions, not {wanted}; {why}")]
+    TopicPartitions { topic: String, actual: u32, wanted: u32, why: &'static str },
+    /// A partition this bus does not have.
+    #[error("no partition {0}")]
+    NoPartition(u32),
+    /// A blocking client call, run on tokio's blocking pool, panicked or was cancelled.
+    #[error("bus task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// One record of the ingress log and its place there.

@@ -138,7 +138,7 @@ impl Consumer for MemoryConsumer {
     async fn commit(&mut self, offsets: &[(u32, u64)]) -> Result<()> {
         for &(p, next) in offsets {
             let Some(partition) = self.inner.partitions.get(p as usize) else {
-                return Err(Error::Unavailable(format!("no partition {p}")));
+                return Err(Error::NoPartition(p));
             };
             let mut partition = partition.lock().expect("bus lock");
             while partition.base < next && !partition.records.is_empty() {

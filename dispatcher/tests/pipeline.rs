@@ -1,6 +1,8 @@
 //! The dispatcher pipeline against the embedded store: what is acked is
 //! stored, reprocessing mints nothing new, a failing store holds every ack,
-//! and events go only where members are.
+//! a batch stored only in part is completed when its records come again, and
+//! events go only where members are. The rules of each command are unit
+//! tests beside `pipeline::decide`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ use confab_protocol::record::Announcement;
 use confab_protocol::{Command, Delivery, IngressRecord, Message, Origin, RoomInfo};
 use confab_store::{CidHit, EmbeddedStore, RoomMeta, Store, UserRecord, WriteBatch};
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Records every push, per gateway.
@@ -61,8 +64,12 @@ fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
 }
 
 fn pipeline(store: Arc<dyn Store>, push: Captured) -> Pipeline {
+    stoppable_pipeline(store, push, CancellationToken::new())
+}
+
+fn stoppable_pipeline(store: Arc<dyn Store>, push: Captured, shutdown: CancellationToken) -> Pipeline {
     let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
-    Pipeline::new(store, Arc::new(push), metrics, CancellationToken::new())
+    Pipeline::new(store, Arc::new(push), metrics, shutdown)
 }
 
 fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -103,15 +110,30 @@ async fn the_same_cid_in_a_later_batch_answers_with_the_first_message() {
     assert_eq!(store.history("r", None, 100).await.unwrap().len(), 1);
 }
 
-/// A store whose writes fail while `broken` is set.
+/// A store whose writes fail while `broken` is set; the first `lands` writes
+/// of a failing batch are stored anyway, as a CQL store may do.
 struct Flaky {
     inner: Arc<dyn Store>,
     broken: AtomicBool,
+    lands: usize,
     failed_applies: AtomicUsize,
+    failed: Notify,
+}
+
+impl Flaky {
+    fn new(inner: Arc<dyn Store>, lands: usize) -> Flaky {
+        Flaky {
+            inner,
+            broken: AtomicBool::new(true),
+            lands,
+            failed_applies: AtomicUsize::new(0),
+            failed: Notify::new(),
+        }
+    }
 }
 
 fn down() -> confab_store::Error {
-    confab_store::Error::Unavailable("down".into())
+    confab_store::Error::Other("down".into())
 }
 
 #[async_trait]
@@ -151,7 +173,12 @@ impl Store for Flaky {
     }
     async fn apply(&self, batch: WriteBatch) -> confab_store::Result<()> {
         if self.broken.load(Ordering::SeqCst) {
+            let lands: WriteBatch = batch.into_iter().take(self.lands).collect();
+            if !lands.is_empty() {
+                self.inner.apply(lands).await?;
+            }
             self.failed_applies.fetch_add(1, Ordering::SeqCst);
+            self.failed.notify_one();
             return Err(down());
         }
         self.inner.apply(batch).await
@@ -167,14 +194,12 @@ impl Store for Flaky {
 #[tokio::test]
 async fn while_the_store_fails_nothing_is_acked_and_the_batch_lands_when_it_returns() {
     let (_dir, inner) = open();
-    let flaky =
-        Arc::new(Flaky { inner: inner.clone(), broken: AtomicBool::new(true), failed_applies: AtomicUsize::new(0) });
+    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
     let push = Captured::default();
     let mut p = pipeline(flaky.clone(), push.clone());
     let work = tokio::spawn(async move { p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")]).await });
     while flaky.failed_applies.load(Ordering::SeqCst) < 3 {
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        flaky.failed.notified().await;
     }
     assert!(push.take().is_empty(), "no reply or event while the batch is not stored");
     assert!(!work.is_finished(), "the offsets are not handed back for commit");
@@ -225,4 +250,33 @@ async fn a_first_direct_message_makes_both_users_members() {
         push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
     assert_eq!(replies[0]["ok"], true);
     assert_eq!(replies[1]["error"]["code"], "not_member", "a third user cannot write into a DM");
+}
+
+#[tokio::test]
+async fn a_dm_whose_first_batch_landed_in_part_is_completed_when_its_record_comes_again() {
+    let (_dir, inner) = open();
+    let room = "dm:alice:bob";
+    // Of the batch [join alice, join bob, message], only alice's membership
+    // lands before the store fails, and the dispatcher is stopped.
+    let flaky = Arc::new(Flaky::new(inner.clone(), 1));
+    let push = Captured::default();
+    let shutdown = CancellationToken::new();
+    let mut first = stoppable_pipeline(flaky.clone(), push.clone(), shutdown.clone());
+    let work = tokio::spawn(async move { first.process(vec![send(0, room, "alice", "c1")]).await });
+    flaky.failed.notified().await;
+    shutdown.cancel();
+    assert_eq!(work.await.unwrap(), None, "nothing to commit");
+    assert!(push.take().is_empty(), "no ack for an unstored message");
+    assert!(inner.is_member(room, "alice").await.unwrap() && !inner.is_member(room, "bob").await.unwrap());
+    // The partition's next owner gets the record again.
+    let mut second = pipeline(inner.clone(), push.clone());
+    second.resume_from(inner.checkpoints().await.unwrap());
+    assert_eq!(second.process(vec![send(0, room, "alice", "c1")]).await, Some(vec![(0, 1)]));
+    assert!(inner.is_member(room, "bob").await.unwrap(), "bob is a member of his DM");
+    let rooms: Vec<String> = inner.user_rooms("bob").await.unwrap().into_iter().map(|r| r.room).collect();
+    assert_eq!(rooms, [room]);
+    assert_eq!(inner.history(room, None, 10).await.unwrap().len(), 1);
+    let replies: Vec<Value> =
+        push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
+    assert_eq!((replies.len(), &replies[0]["seq"]), (1, &Value::from(1)));
 }

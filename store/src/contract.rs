@@ -21,6 +21,7 @@ macro_rules! store_contract_tests {
             read_markers_are_stored_per_member_and_go_with_membership,
             user_rooms_carry_last_and_read_seqs,
             checkpoints_land_with_their_batch,
+            a_stale_write_cannot_undo_a_later_one,
             the_partition_count_cannot_change,
             a_room_nobody_joined_does_not_exist
         );
@@ -180,6 +181,31 @@ pub async fn checkpoints_land_with_their_batch(store: &impl Store) {
     let mut cps = store.checkpoints().await.unwrap();
     cps.sort();
     assert_eq!(cps, [(0, 1), (3, 50)]);
+}
+
+/// The fence against a zombie dispatcher (one that lost its partitions but
+/// still finishes a batch) and against replays: writes are ordered by their
+/// place in the log (`at`, a checkpoint's offset), not by when they land.
+pub async fn a_stale_write_cannot_undo_a_later_one(store: &impl Store) {
+    let membership = |leave: bool, at| {
+        let (room, user) = ("r".into(), "bob".into());
+        if leave { Write::Leave { room, user, at } } else { Write::Join { room, user, at } }
+    };
+    // A leave at 20 lands first; a join from 10 arrives late.
+    store.apply(vec![membership(true, 20)]).await.unwrap();
+    store.apply(vec![membership(false, 10)]).await.unwrap();
+    assert!(!store.is_member("r", "bob").await.unwrap(), "the later leave stands");
+    assert!(store.user_rooms("bob").await.unwrap().is_empty());
+    // Bob joins again at 30; a leave from 25 and a read marker from his
+    // membership before the leave at 20 arrive late.
+    store.apply(vec![membership(false, 30)]).await.unwrap();
+    store.apply(vec![membership(true, 25)]).await.unwrap();
+    store.apply(vec![Write::Read { room: "r".into(), user: "bob".into(), seq: 5, at: 15 }]).await.unwrap();
+    assert!(store.is_member("r", "bob").await.unwrap(), "the later join stands");
+    assert_eq!(store.read_marker("r", "bob").await.unwrap(), 0, "the old membership's marker stays gone");
+    store.apply(vec![Write::Checkpoint { partition: 0, next_offset: 50 }]).await.unwrap();
+    store.apply(vec![Write::Checkpoint { partition: 0, next_offset: 40 }]).await.unwrap();
+    assert_eq!(store.checkpoints().await.unwrap(), [(0, 50)], "a checkpoint never moves back");
 }
 
 pub async fn the_partition_count_cannot_change(store: &impl Store) {

@@ -4,6 +4,10 @@
 //! `commit` returns, which is what makes the dispatcher's acks honest. Every
 //! call runs on tokio's blocking pool so a slow disk never stalls the
 //! sessions' executor threads.
+//!
+//! Writes are ordered by their `at` like the CQL backend's timestamps
+//! (`membership_at`, checkpoints that only move forward), so both hold the
+//! same stale-write fence.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +30,9 @@ const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 /// (room, cid) -> seq
 const CIDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cids");
+/// (room, user) -> `at` of the latest join or leave applied, kept after a
+/// leave: a join or leave from earlier in the log cannot undo it.
+const MEMBERSHIP_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("membership_at");
 /// partition -> next offset
 const CHECKPOINTS: TableDefinition<u32, u64> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -49,30 +56,37 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(e.to_string())
+/// redb's error types all convert into [`redb::Error`]; these let `?` take them.
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Embedded(e.into())
+            }
+        }
+    )*};
 }
+from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 impl EmbeddedStore {
     /// Opens (or creates) the database at `dir/confab.redb`.
     pub fn open(dir: &Path) -> Result<EmbeddedStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir { path: dir.to_owned(), source })?;
         let path = dir.join("confab.redb");
-        let db =
-            Database::create(&path).map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let txn = db.begin_write().map_err(unavailable)?;
+        let db = Database::create(&path).map_err(|source| Error::Open { path, source })?;
+        let txn = db.begin_write()?;
         {
-            txn.open_table(USERS).map_err(unavailable)?;
-            txn.open_table(ROOMS).map_err(unavailable)?;
-            txn.open_table(MEMBERS).map_err(unavailable)?;
-            txn.open_table(USER_ROOMS).map_err(unavailable)?;
-            txn.open_table(MESSAGES).map_err(unavailable)?;
-            txn.open_table(CIDS).map_err(unavailable)?;
-            txn.open_table(CHECKPOINTS).map_err(unavailable)?;
-            txn.open_table(META).map_err(unavailable)?;
+            txn.open_table(USERS)?;
+            txn.open_table(ROOMS)?;
+            txn.open_table(MEMBERS)?;
+            txn.open_table(MEMBERSHIP_AT)?;
+            txn.open_table(USER_ROOMS)?;
+            txn.open_table(MESSAGES)?;
+            txn.open_table(CIDS)?;
+            txn.open_table(CHECKPOINTS)?;
+            txn.open_table(META)?;
         }
-        txn.commit().map_err(unavailable)?;
+        txn.commit()?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
 
@@ -82,25 +96,27 @@ impl EmbeddedStore {
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?
+        tokio::task::spawn_blocking(move || f(&db)).await?
     }
 }
 
 fn decode_message(room: &str, seq: u64, bytes: &[u8]) -> Result<Message> {
-    let m: StoredMessage =
-        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("message {room}/{seq}: {e}")))?;
+    let m: StoredMessage = serde_json::from_slice(bytes)
+        .map_err(|source| Error::Json { what: format!("decoding message {room}/{seq}"), source })?;
     Ok(Message { room: room.to_owned(), seq, msg_id: m.msg_id, from: m.from, text: m.text, ts: m.ts, cid: m.cid })
 }
 
+/// Applies a batch in one write transaction: all of it lands, or none.
 fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
-    let txn = db.begin_write().map_err(unavailable)?;
+    let txn = db.begin_write()?;
     {
-        let mut rooms = txn.open_table(ROOMS).map_err(unavailable)?;
-        let mut members = txn.open_table(MEMBERS).map_err(unavailable)?;
-        let mut user_rooms = txn.open_table(USER_ROOMS).map_err(unavailable)?;
-        let mut messages = txn.open_table(MESSAGES).map_err(unavailable)?;
-        let mut cids = txn.open_table(CIDS).map_err(unavailable)?;
-        let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(unavailable)?;
+        let mut rooms = txn.open_table(ROOMS)?;
+        let mut members = txn.open_table(MEMBERS)?;
+        let mut membership_at = txn.open_table(MEMBERSHIP_AT)?;
+        let mut user_rooms = txn.open_table(USER_ROOMS)?;
+        let mut messages = txn.open_table(MESSAGES)?;
+        let mut cids = txn.open_table(CIDS)?;
+        let mut checkpoints = txn.open_table(CHECKPOINTS)?;
         for write in batch {
             match write {
                 Write::Message(m) => {
@@ -111,69 +127,89 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         ts: m.ts,
                         cid: m.cid.clone(),
                     };
-                    let bytes = serde_json::to_vec(&stored).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    messages.insert((m.room.as_str(), m.seq), bytes.as_slice()).map_err(unavailable)?;
-                    cids.insert((m.room.as_str(), m.cid.as_str()), m.seq).map_err(unavailable)?;
-                    let (last, count) =
-                        rooms.get(m.room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 0));
-                    rooms.insert(m.room.as_str(), (last.max(m.seq), count)).map_err(unavailable)?;
+                    let bytes = serde_json::to_vec(&stored).map_err(|source| Error::Json {
+                        what: format!("encoding message {}/{}", m.room, m.seq),
+                        source,
+                    })?;
+                    messages.insert((m.room.as_str(), m.seq), bytes.as_slice())?;
+                    cids.insert((m.room.as_str(), m.cid.as_str()), m.seq)?;
+                    let (last, count) = rooms.get(m.room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
+                    rooms.insert(m.room.as_str(), (last.max(m.seq), count))?;
                 }
-                Write::Join { room, user, .. } => {
-                    let is_member = members.get((room.as_str(), user.as_str())).map_err(unavailable)?.is_some();
-                    let (last, count) =
-                        rooms.get(room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 0));
+                Write::Join { room, user, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
+                        continue; // a later leave (or join) stands
+                    }
+                    membership_at.insert(key, *at)?;
+                    let is_member = members.get(key)?.is_some();
+                    let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
                     if !is_member {
-                        members.insert((room.as_str(), user.as_str()), 0).map_err(unavailable)?;
-                        user_rooms.insert((user.as_str(), room.as_str()), ()).map_err(unavailable)?;
+                        members.insert(key, 0)?;
+                        user_rooms.insert((user.as_str(), room.as_str()), ())?;
                     }
-                    rooms.insert(room.as_str(), (last, count + u64::from(!is_member))).map_err(unavailable)?;
+                    rooms.insert(room.as_str(), (last, count + u64::from(!is_member)))?;
                 }
-                Write::Leave { room, user, .. } => {
-                    if members.remove((room.as_str(), user.as_str())).map_err(unavailable)?.is_some() {
-                        user_rooms.remove((user.as_str(), room.as_str())).map_err(unavailable)?;
-                        let (last, count) =
-                            rooms.get(room.as_str()).map_err(unavailable)?.map(|g| g.value()).unwrap_or((0, 1));
-                        rooms.insert(room.as_str(), (last, count.saturating_sub(1))).map_err(unavailable)?;
+                Write::Leave { room, user, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
+                        continue;
+                    }
+                    membership_at.insert(key, *at)?;
+                    if members.remove(key)?.is_some() {
+                        user_rooms.remove((user.as_str(), room.as_str()))?;
+                        let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 1));
+                        rooms.insert(room.as_str(), (last, count.saturating_sub(1)))?;
                     }
                 }
-                Write::Read { room, user, seq, .. } => {
-                    let current = members.get((room.as_str(), user.as_str())).map_err(unavailable)?.map(|g| g.value());
-                    if let Some(current) = current {
-                        if *seq > current {
-                            members.insert((room.as_str(), user.as_str()), *seq).map_err(unavailable)?;
-                        }
+                Write::Read { room, user, seq, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    // A marker from before the current membership began
+                    // belongs to an earlier one.
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
+                        continue;
+                    }
+                    let current = members.get(key)?.map(|g| g.value());
+                    if current.is_some_and(|current| *seq > current) {
+                        members.insert(key, *seq)?;
                     }
                 }
                 Write::Checkpoint { partition, next_offset } => {
-                    checkpoints.insert(*partition, *next_offset).map_err(unavailable)?;
+                    let stored = checkpoints.get(*partition)?.map_or(0, |g| g.value());
+                    checkpoints.insert(*partition, stored.max(*next_offset))?;
                 }
             }
         }
     }
-    txn.commit().map_err(unavailable)
+    Ok(txn.commit()?)
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<()> {
-        self.blocking(|db| db.begin_read().map(|_| ()).map_err(unavailable)).await
+        self.blocking(|db| {
+            db.begin_read()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn create_user(&self, user: &UserRecord) -> Result<bool> {
         let user = user.clone();
         self.blocking(move |db| {
-            let bytes = serde_json::to_vec(&user).map_err(|e| Error::Corrupt(e.to_string()))?;
-            let txn = db.begin_write().map_err(unavailable)?;
+            let bytes = serde_json::to_vec(&user)
+                .map_err(|source| Error::Json { what: format!("encoding user {}", user.name), source })?;
+            let txn = db.begin_write()?;
             let created = {
-                let mut users = txn.open_table(USERS).map_err(unavailable)?;
-                if users.get(user.name.as_str()).map_err(unavailable)?.is_some() {
+                let mut users = txn.open_table(USERS)?;
+                if users.get(user.name.as_str())?.is_some() {
                     false
                 } else {
-                    users.insert(user.name.as_str(), bytes.as_slice()).map_err(unavailable)?;
+                    users.insert(user.name.as_str(), bytes.as_slice())?;
                     true
                 }
             };
-            txn.commit().map_err(unavailable)?;
+            txn.commit()?;
             Ok(created)
         })
         .await
@@ -182,13 +218,13 @@ impl Store for EmbeddedStore {
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         let name = name.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let users = txn.open_table(USERS).map_err(unavailable)?;
-            match users.get(name.as_str()).map_err(unavailable)? {
+            let txn = db.begin_read()?;
+            let users = txn.open_table(USERS)?;
+            match users.get(name.as_str())? {
                 None => Ok(None),
-                Some(g) => {
-                    serde_json::from_slice(g.value()).map(Some).map_err(|e| Error::Corrupt(format!("user {name}: {e}")))
-                }
+                Some(g) => serde_json::from_slice(g.value())
+                    .map(Some)
+                    .map_err(|source| Error::Json { what: format!("decoding user {name}"), source }),
             }
         })
         .await
@@ -197,9 +233,9 @@ impl Store for EmbeddedStore {
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
         let room = room.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let rooms = txn.open_table(ROOMS).map_err(unavailable)?;
-            Ok(rooms.get(room.as_str()).map_err(unavailable)?.map(|g| {
+            let txn = db.begin_read()?;
+            let rooms = txn.open_table(ROOMS)?;
+            Ok(rooms.get(room.as_str())?.map(|g| {
                 let (last_seq, members) = g.value();
                 RoomMeta { last_seq, members }
             }))
@@ -210,9 +246,9 @@ impl Store for EmbeddedStore {
     async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(members.get((room.as_str(), user.as_str())).map_err(unavailable)?.is_some())
+            let txn = db.begin_read()?;
+            let members = txn.open_table(MEMBERS)?;
+            Ok(members.get((room.as_str(), user.as_str()))?.is_some())
         })
         .await
     }
@@ -220,11 +256,11 @@ impl Store for EmbeddedStore {
     async fn members(&self, room: &str) -> Result<Vec<String>> {
         let room = room.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let members = txn.open_table(MEMBERS)?;
             let mut out = Vec::new();
-            for entry in members.range((room.as_str(), "")..(room.as_str(), END)).map_err(unavailable)? {
-                let (k, _) = entry.map_err(unavailable)?;
+            for entry in members.range((room.as_str(), "")..(room.as_str(), END))? {
+                let (k, _) = entry?;
                 out.push(k.value().1.to_owned());
             }
             Ok(out)
@@ -235,16 +271,16 @@ impl Store for EmbeddedStore {
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
         let user = user.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let user_rooms = txn.open_table(USER_ROOMS).map_err(unavailable)?;
-            let rooms = txn.open_table(ROOMS).map_err(unavailable)?;
-            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let user_rooms = txn.open_table(USER_ROOMS)?;
+            let rooms = txn.open_table(ROOMS)?;
+            let members = txn.open_table(MEMBERS)?;
             let mut out = Vec::new();
-            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END)).map_err(unavailable)? {
-                let (k, _) = entry.map_err(unavailable)?;
+            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END))? {
+                let (k, _) = entry?;
                 let room = k.value().1;
-                let last_seq = rooms.get(room).map_err(unavailable)?.map(|g| g.value().0).unwrap_or(0);
-                let read_seq = members.get((room, user.as_str())).map_err(unavailable)?.map(|g| g.value()).unwrap_or(0);
+                let last_seq = rooms.get(room)?.map(|g| g.value().0).unwrap_or(0);
+                let read_seq = members.get((room, user.as_str()))?.map(|g| g.value()).unwrap_or(0);
                 out.push(RoomInfo { room: room.to_owned(), last_seq, read_seq });
             }
             Ok(out)
@@ -255,9 +291,9 @@ impl Store for EmbeddedStore {
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let members = txn.open_table(MEMBERS).map_err(unavailable)?;
-            Ok(members.get((room.as_str(), user.as_str())).map_err(unavailable)?.map(|g| g.value()).unwrap_or(0))
+            let txn = db.begin_read()?;
+            let members = txn.open_table(MEMBERS)?;
+            Ok(members.get((room.as_str(), user.as_str()))?.map(|g| g.value()).unwrap_or(0))
         })
         .await
     }
@@ -265,15 +301,15 @@ impl Store for EmbeddedStore {
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
         let room = room.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let messages = txn.open_table(MESSAGES)?;
             let upper = before.unwrap_or(u64::MAX);
             let mut out = Vec::with_capacity(limit as usize);
-            for entry in messages.range((room.as_str(), 0)..(room.as_str(), upper)).map_err(unavailable)?.rev() {
+            for entry in messages.range((room.as_str(), 0)..(room.as_str(), upper))?.rev() {
                 if out.len() >= limit as usize {
                     break;
                 }
-                let (k, v) = entry.map_err(unavailable)?;
+                let (k, v) = entry?;
                 out.push(decode_message(&room, k.value().1, v.value())?);
             }
             out.reverse();
@@ -285,17 +321,17 @@ impl Store for EmbeddedStore {
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)> {
         let room = room.to_owned();
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let messages = txn.open_table(MESSAGES)?;
             let mut out = Vec::with_capacity(limit.min(1024) as usize);
             let Some(from) = after.checked_add(1) else {
                 return Ok((out, false));
             };
-            for entry in messages.range((room.as_str(), from)..=(room.as_str(), u64::MAX)).map_err(unavailable)? {
+            for entry in messages.range((room.as_str(), from)..=(room.as_str(), u64::MAX))? {
                 if out.len() >= limit as usize {
                     return Ok((out, true));
                 }
-                let (k, v) = entry.map_err(unavailable)?;
+                let (k, v) = entry?;
                 out.push(decode_message(&room, k.value().1, v.value())?);
             }
             Ok((out, false))
@@ -306,15 +342,14 @@ impl Store for EmbeddedStore {
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
         let (room, cid) = (room.to_owned(), cid.to_owned());
         self.blocking(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let cids = txn.open_table(CIDS).map_err(unavailable)?;
-            let Some(seq) = cids.get((room.as_str(), cid.as_str())).map_err(unavailable)?.map(|g| g.value()) else {
+            let txn = db.begin_read()?;
+            let cids = txn.open_table(CIDS)?;
+            let Some(seq) = cids.get((room.as_str(), cid.as_str()))?.map(|g| g.value()) else {
                 return Ok(None);
             };
-            let messages = txn.open_table(MESSAGES).map_err(unavailable)?;
+            let messages = txn.open_table(MESSAGES)?;
             let bytes = messages
-                .get((room.as_str(), seq))
-                .map_err(unavailable)?
+                .get((room.as_str(), seq))?
                 .ok_or_else(|| Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}")))?;
             let m = decode_message(&room, seq, bytes.value())?;
             Ok(Some(CidHit { seq, msg_id: m.msg_id, ts: m.ts }))
@@ -328,11 +363,11 @@ impl Store for EmbeddedStore {
 
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
         self.blocking(|db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let checkpoints = txn.open_table(CHECKPOINTS).map_err(unavailable)?;
+            let txn = db.begin_read()?;
+            let checkpoints = txn.open_table(CHECKPOINTS)?;
             let mut out = Vec::new();
-            for entry in checkpoints.iter().map_err(unavailable)? {
-                let (k, v) = entry.map_err(unavailable)?;
+            for entry in checkpoints.iter()? {
+                let (k, v) = entry?;
                 out.push((k.value(), v.value()));
             }
             Ok(out)
@@ -342,21 +377,21 @@ impl Store for EmbeddedStore {
 
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let txn = db.begin_write()?;
             {
-                let mut meta = txn.open_table(META).map_err(unavailable)?;
-                let stored = meta.get("partitions").map_err(unavailable)?.map(|g| g.value());
+                let mut meta = txn.open_table(META)?;
+                let stored = meta.get("partitions")?.map(|g| g.value());
                 match stored {
                     Some(stored) if stored != u64::from(partitions) => {
                         return Err(Error::PartitionsChanged { stored: stored as u32, wanted: partitions });
                     }
                     Some(_) => {}
                     None => {
-                        meta.insert("partitions", u64::from(partitions)).map_err(unavailable)?;
+                        meta.insert("partitions", u64::from(partitions))?;
                     }
                 }
             }
-            txn.commit().map_err(unavailable)
+            Ok(txn.commit()?)
         })
         .await
     }

@@ -7,6 +7,11 @@
 //! Reads are served to gateways directly. Writes come only from the
 //! dispatcher that owns a room, as one [`WriteBatch`] per group commit, which
 //! also records how far into each ingress partition the store has applied.
+//! The embedded backend applies a batch atomically, the CQL one write by
+//! write ([`Store::apply`]); both order a room's writes by their place in the
+//! log, so a stale dispatcher cannot undo a later write.
+
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use confab_protocol::{Message, RoomInfo};
@@ -24,18 +29,64 @@ pub use metered::Metered;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What failed in the store, with its cause (boxed where it is large, so
+/// every `Result` stays small). Clients see every one as `unavailable` (the
+/// gateway maps them in one place).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The store cannot be reached or refused the operation for now; retrying
-    /// later may succeed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The store holds data this code cannot read, or was set up differently.
+    #[error("cannot create the store directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the embedded database {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    /// A transaction, table or commit of the embedded database failed.
+    #[error("embedded database: {0}")]
+    Embedded(#[from] redb::Error),
+    /// A record the embedded store keeps as JSON does not decode (or encode).
+    #[error("{what}: {source}")]
+    Json { what: String, source: serde_json::Error },
+    /// The blocking task that ran an embedded operation panicked or was cancelled.
+    #[error("store task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[cfg(feature = "scylla")]
+    #[error("cannot connect to CQL nodes {contact_points:?}: {source}")]
+    Connect { contact_points: Vec<String>, source: Box<::scylla::errors::NewSessionError> },
+    #[cfg(feature = "scylla")]
+    #[error("preparing `{cql}`: {source}")]
+    Prepare { cql: String, source: Box<::scylla::errors::PrepareError> },
+    /// A CQL statement failed (node down, timeout, not enough replicas, ...).
+    #[cfg(feature = "scylla")]
+    #[error("CQL `{cql}`: {source}")]
+    Cql { cql: String, source: Box<::scylla::errors::ExecutionError> },
+    /// A CQL result does not have the shape this code reads.
+    #[cfg(feature = "scylla")]
+    #[error("reading the result of CQL `{cql}`: {source}")]
+    CqlResult { cql: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[cfg(feature = "scylla")]
+    #[error("using keyspace {keyspace}: {source}")]
+    UseKeyspace { keyspace: String, source: Box<::scylla::errors::UseKeyspaceError> },
+    #[cfg(feature = "scylla")]
+    #[error("waiting for the nodes to agree on the schema: {0}")]
+    SchemaAgreement(#[source] Box<::scylla::errors::SchemaAgreementError>),
+    #[cfg(feature = "scylla")]
+    #[error("keyspace name '{0}' is not a CQL identifier")]
+    KeyspaceName(String),
+    /// The keyspace has no Confab tables (or cannot be read).
+    #[cfg(feature = "scylla")]
+    #[error("keyspace {keyspace} has no Confab schema ({source}); run `confab migrate`")]
+    NoSchema { keyspace: String, source: Box<::scylla::errors::ExecutionError> },
+    #[cfg(feature = "scylla")]
+    #[error("keyspace {keyspace} lacks schema version {version}; run `confab migrate`")]
+    SchemaVersion { keyspace: String, version: i32 },
+    /// The store holds data that contradicts itself.
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
     /// The store was created for another ingress partition count.
     #[error("the store was created for {stored} ingress partitions, not {wanted}; the count cannot change")]
     PartitionsChanged { stored: u32, wanted: u32 },
+    /// A failure of a [`Store`] implemented outside this crate (a wrapper,
+    /// a test double).
+    #[error("store: {0}")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An account.
@@ -99,7 +150,7 @@ pub enum Write {
     },
 }
 
-/// A group commit: every write lands, or none does.
+/// A group commit; [`Store::apply`] says what each backend promises of it.
 pub type WriteBatch = Vec<Write>;
 
 #[async_trait]
@@ -124,7 +175,30 @@ pub trait Store: Send + Sync + 'static {
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)>;
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>>;
 
-    /// Applies a batch atomically and durably.
+    /// Stores a batch durably: `Ok` means every write of it is stored.
+    ///
+    /// What a failed call leaves behind differs by backend:
+    ///
+    /// * Embedded: the batch is one redb transaction, fsynced before `Ok`;
+    ///   after an error nothing of it is stored.
+    /// * CQL: there is no transaction. Each write is applied on its own as
+    ///   idempotent statements whose values and `USING TIMESTAMP` (the
+    ///   write's `at`, a message's seq, a checkpoint's offset) come from the
+    ///   batch alone. All writes but the checkpoints go out at once and land
+    ///   in any order (a room's writes are ordered by their timestamps, not
+    ///   by arrival); within a join or leave, the membership row that
+    ///   [`Store::is_member`] reads goes last. The checkpoints go out only
+    ///   once every other write has landed. After an error any part of the
+    ///   other writes may be stored, and readable, but no checkpoint that
+    ///   covers a write which is not.
+    ///
+    /// So callers rely on this much only: after an error, retry the same
+    /// batch (on CQL this rewrites the same cells with the same timestamps,
+    /// which converges on what one successful call stores) and act on
+    /// nothing it covers before `Ok`. And a record past its partition's
+    /// checkpoint may find its own writes stored in part when it is
+    /// processed again (after a crash or a rebalance): deciding it must not
+    /// take that part for the whole.
     async fn apply(&self, batch: WriteBatch) -> Result<()>;
     /// The next offset to process, per ingress partition that has any.
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>>;

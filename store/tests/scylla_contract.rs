@@ -80,16 +80,3 @@ async fn history_and_sync_page_across_buckets_and_skip_empty_ones() {
     let (newer, more) = store.since("r", seqs[1], 5).await.unwrap();
     assert_eq!((newer.len(), newer[0].seq, more), (1, seqs[2], false));
 }
-
-#[tokio::test]
-async fn a_stale_write_cannot_undo_a_later_one() {
-    use confab_store::Write;
-    let (_ks, store) = open().await;
-    // A leave at 20 lands first; a replayed join from 10 arrives late.
-    store.apply(vec![Write::Leave { room: "r".into(), user: "bob".into(), at: 20 }]).await.unwrap();
-    store.apply(vec![Write::Join { room: "r".into(), user: "bob".into(), at: 10 }]).await.unwrap();
-    assert!(!store.is_member("r", "bob").await.unwrap(), "the later leave stands");
-    store.apply(vec![Write::Checkpoint { partition: 0, next_offset: 50 }]).await.unwrap();
-    store.apply(vec![Write::Checkpoint { partition: 0, next_offset: 40 }]).await.unwrap();
-    assert_eq!(store.checkpoints().await.unwrap(), [(0, 50)], "a zombie cannot move a checkpoint back");
-}

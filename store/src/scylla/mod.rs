@@ -18,6 +18,7 @@ use confab_protocol::{Message, RoomInfo};
 use futures_util::future::try_join_all;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::ExecutionError;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
@@ -44,12 +45,23 @@ pub struct CqlConfig {
     pub request_timeout: Duration,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(e.to_string())
+/// `cql` failed.
+fn cql_error(cql: &str) -> impl FnOnce(ExecutionError) -> Error + '_ {
+    move |source| Error::Cql { cql: cql.to_owned(), source: Box::new(source) }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::Corrupt(e.to_string())
+/// The result of `cql` does not read as expected.
+fn result_error<E>(cql: &str) -> impl FnOnce(E) -> Error + '_
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| Error::CqlResult { cql: cql.to_owned(), source: Box::new(e) }
+}
+
+async fn use_keyspace(s: &Session, keyspace: &str) -> Result<()> {
+    s.use_keyspace(keyspace, false)
+        .await
+        .map_err(|source| Error::UseKeyspace { keyspace: keyspace.to_owned(), source: Box::new(source) })
 }
 
 fn bucket(seq: u64) -> i64 {
@@ -73,7 +85,10 @@ async fn session(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session> 
     if let Some(ks) = keyspace {
         builder = builder.use_keyspace(ks, false);
     }
-    builder.build().await.map_err(|e| Error::Unavailable(format!("CQL {:?}: {e}", config.contact_points)))
+    builder
+        .build()
+        .await
+        .map_err(|source| Error::Connect { contact_points: config.contact_points.clone(), source: Box::new(source) })
 }
 
 #[derive(Clone)]
@@ -119,7 +134,10 @@ struct Statements {
 }
 
 async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement> {
-    let mut p = session.prepare(cql).await.map_err(|e| Error::Unavailable(format!("preparing `{cql}`: {e}")))?;
+    let mut p = session
+        .prepare(cql)
+        .await
+        .map_err(|source| Error::Prepare { cql: cql.to_owned(), source: Box::new(source) })?;
     p.set_consistency(Consistency::LocalQuorum);
     p.set_is_idempotent(!cql.contains("IF NOT EXISTS"));
     Ok(p)
@@ -181,35 +199,33 @@ impl ScyllaStore {
     /// records the schema version. Idempotent.
     pub async fn migrate(config: &CqlConfig) -> Result<()> {
         if !is_identifier(&config.keyspace) {
-            return Err(Error::Corrupt(format!("keyspace name '{}' is not a CQL identifier", config.keyspace)));
+            return Err(Error::KeyspaceName(config.keyspace.clone()));
         }
         let s = session(config, None).await?;
         let create =
             format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}", config.keyspace, config.replication);
-        s.query_unpaged(create, ()).await.map_err(unavailable)?;
-        s.await_schema_agreement().await.map_err(unavailable)?;
-        s.use_keyspace(&config.keyspace, false).await.map_err(unavailable)?;
+        s.query_unpaged(create.as_str(), ()).await.map_err(cql_error(&create))?;
+        s.await_schema_agreement().await.map_err(|e| Error::SchemaAgreement(Box::new(e)))?;
+        use_keyspace(&s, &config.keyspace).await?;
         let schema = strip_comments(SCHEMA);
         for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            s.query_unpaged(statement, ()).await.map_err(|e| Error::Unavailable(format!("schema: {e}")))?;
+            s.query_unpaged(statement, ()).await.map_err(cql_error(statement))?;
         }
-        s.await_schema_agreement().await.map_err(unavailable)?;
+        s.await_schema_agreement().await.map_err(|e| Error::SchemaAgreement(Box::new(e)))?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        s.query_unpaged("INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)", (SCHEMA_VERSION, now))
-            .await
-            .map_err(unavailable)?;
+        let record = "INSERT INTO schema_migrations (version, applied_ms) VALUES (?, ?)";
+        s.query_unpaged(record, (SCHEMA_VERSION, now)).await.map_err(cql_error(record))?;
         Ok(())
     }
 
     /// Drops the keyspace and everything in it (tests and tear-downs).
     pub async fn drop_keyspace(config: &CqlConfig) -> Result<()> {
         let s = session(config, None).await?;
-        s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", quote(&config.keyspace)), ())
-            .await
-            .map_err(unavailable)?;
+        let drop = format!("DROP KEYSPACE IF EXISTS {}", quote(&config.keyspace));
+        s.query_unpaged(drop.as_str(), ()).await.map_err(cql_error(&drop))?;
         Ok(())
     }
 
@@ -217,32 +233,22 @@ impl ScyllaStore {
     /// says to run `confab migrate`.
     pub async fn connect(config: &CqlConfig) -> Result<ScyllaStore> {
         let s = session(config, None).await?;
+        let select = format!(
+            "SELECT version FROM {}.schema_migrations WHERE version = {SCHEMA_VERSION}",
+            quote(&config.keyspace)
+        );
         let version: Option<(i32,)> = s
-            .query_unpaged(
-                format!(
-                    "SELECT version FROM {}.schema_migrations WHERE version = {SCHEMA_VERSION}",
-                    quote(&config.keyspace)
-                ),
-                (),
-            )
+            .query_unpaged(select.as_str(), ())
             .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "keyspace {} has no Confab schema ({e}); run `confab migrate`",
-                    config.keyspace
-                ))
-            })?
+            .map_err(|source| Error::NoSchema { keyspace: config.keyspace.clone(), source: Box::new(source) })?
             .into_rows_result()
-            .map_err(corrupt)?
+            .map_err(result_error(&select))?
             .maybe_first_row()
-            .map_err(corrupt)?;
+            .map_err(result_error(&select))?;
         if version.is_none() {
-            return Err(Error::Unavailable(format!(
-                "keyspace {} lacks schema version {SCHEMA_VERSION}; run `confab migrate`",
-                config.keyspace
-            )));
+            return Err(Error::SchemaVersion { keyspace: config.keyspace.clone(), version: SCHEMA_VERSION });
         }
-        s.use_keyspace(&config.keyspace, false).await.map_err(unavailable)?;
+        use_keyspace(&s, &config.keyspace).await?;
         let q = Statements::prepare(&s).await?;
         Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q }) })
     }
@@ -255,9 +261,10 @@ impl ScyllaStore {
     where
         T: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
-        let result = self.inner.session.execute_unpaged(statement, values).await.map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(corrupt)?;
-        rows.rows::<T>().map_err(corrupt)?.collect::<Result<Vec<T>, _>>().map_err(corrupt)
+        let cql = statement.get_statement();
+        let result = self.inner.session.execute_unpaged(statement, values).await.map_err(cql_error(cql))?;
+        let rows = result.into_rows_result().map_err(result_error(cql))?;
+        rows.rows::<T>().map_err(result_error(cql))?.collect::<Result<Vec<T>, _>>().map_err(result_error(cql))
     }
 
     async fn write(
@@ -265,7 +272,12 @@ impl ScyllaStore {
         statement: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<()> {
-        self.inner.session.execute_unpaged(statement, values).await.map(|_| ()).map_err(unavailable)
+        self.inner
+            .session
+            .execute_unpaged(statement, values)
+            .await
+            .map(|_| ())
+            .map_err(cql_error(statement.get_statement()))
     }
 
     async fn apply_one(&self, w: &Write) -> Result<()> {
@@ -295,20 +307,20 @@ impl ScyllaStore {
                     self.write(&q.set_last_seq, (seq, seq, room)),
                 )?;
             }
+            // The membership row goes last: the dispatcher decides by it, so
+            // once it says yes (or no) the rest of the join (or leave) is stored.
             Write::Join { room, user, at } => {
                 let at = *at as i64;
                 tokio::try_join!(
                     self.write(&q.insert_room, (room.as_str(), at)),
-                    self.write(&q.insert_member, (room.as_str(), user.as_str(), at)),
                     self.write(&q.insert_user_room, (user.as_str(), room.as_str(), at)),
                 )?;
+                self.write(&q.insert_member, (room.as_str(), user.as_str(), at)).await?;
             }
             Write::Leave { room, user, at } => {
                 let at = *at as i64;
-                tokio::try_join!(
-                    self.write(&q.delete_member, (at, room.as_str(), user.as_str())),
-                    self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())),
-                )?;
+                self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())).await?;
+                self.write(&q.delete_member, (at, room.as_str(), user.as_str())).await?;
             }
             Write::Read { room, user, seq, at } => {
                 self.write(&q.set_read, (*at as i64, *seq as i64, user.as_str(), room.as_str())).await?;
@@ -349,15 +361,16 @@ impl Store for ScyllaStore {
             .session
             .execute_unpaged(&q.create_user, (user.name.as_str(), user.password_hash.as_str(), user.created_ms as i64))
             .await
-            .map_err(unavailable)?;
-        let rows = result.into_rows_result().map_err(corrupt)?;
+            .map_err(cql_error(q.create_user.get_statement()))?;
+        let cql = q.create_user.get_statement();
+        let rows = result.into_rows_result().map_err(result_error(cql))?;
         // The first column of an LWT result is `[applied]`.
         let applied = rows
             .rows::<scylla::value::Row>()
-            .map_err(corrupt)?
+            .map_err(result_error(cql))?
             .next()
             .transpose()
-            .map_err(corrupt)?
+            .map_err(result_error(cql))?
             .and_then(|row| row.columns.into_iter().next().flatten())
             .and_then(|v| v.as_boolean());
         applied.ok_or_else(|| Error::Corrupt("no [applied] column in an LWT result".into()))
@@ -467,9 +480,11 @@ impl Store for ScyllaStore {
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
-        // Writes of one room are ordered by their timestamps, not by the
-        // order they land in, so everything but the checkpoints can go at
-        // once; the checkpoints go last, after everything they cover landed.
+        // No transaction (see `Store::apply`): writes of one room are ordered
+        // by their timestamps, not by the order they land in, so everything
+        // but the checkpoints can go at once; the checkpoints go last, after
+        // everything they cover landed. Every statement is idempotent, so a
+        // retry of the batch converges.
         let (checkpoints, writes): (Vec<&Write>, Vec<&Write>) =
             batch.iter().partition(|w| matches!(w, Write::Checkpoint { .. }));
         try_join_all(writes.into_iter().map(|w| self.apply_one(w))).await?;
@@ -488,7 +503,7 @@ impl Store for ScyllaStore {
             .session
             .execute_unpaged(&q.set_meta, ("partitions", i64::from(partitions)))
             .await
-            .map_err(unavailable)?;
+            .map_err(cql_error(q.set_meta.get_statement()))?;
         let rows: Vec<(Option<i64>,)> = self.rows(&q.meta, ("partitions",)).await?;
         match rows.first().and_then(|(n,)| *n) {
             Some(n) if n != i64::from(partitions) => {

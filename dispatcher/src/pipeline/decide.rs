@@ -1,0 +1,541 @@
+//! Deciding a batch: what each record writes, whom it answers and which
+//! events it raises, as a pure function of the records and a [`View`] of the
+//! store. No I/O happens here; the read-ahead gathered what [`needs`] names.
+//!
+//! A command is a [`needs`] arm (what it reads), a [`decide`] arm (what it
+//! does) and its tests below.
+
+use std::collections::HashMap;
+
+use confab_bus::Record;
+use confab_protocol::event::ReplyBody;
+use confab_protocol::message::{msg_id, seq_of};
+use confab_protocol::validate::dm_members;
+use confab_protocol::{
+    Audience, Command, Delivery, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply, RoomEffect,
+};
+use confab_store::{CidHit, Write, WriteBatch};
+
+use super::view::{Needs, RoomState, View};
+
+/// What the store must tell about `room` for `cmd` to be decided, besides
+/// the room's state.
+pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
+    match cmd {
+        Command::Send { from, cid, .. } => {
+            // A DM's parties are known from its id.
+            Needs { member: dm_members(room).is_none().then_some(from), cid: Some(cid), read_marker: None }
+        }
+        Command::Join { user } | Command::Leave { user } | Command::Typing { user } => {
+            Needs { member: Some(user), ..Needs::default() }
+        }
+        Command::Read { user, .. } => Needs { member: Some(user), cid: None, read_marker: Some(user) },
+    }
+}
+
+/// What a batch decided, to be stored before any of it leaves.
+#[derive(Debug, Default)]
+pub struct Decided {
+    /// The batch's writes, in record order (the checkpoints are not among them).
+    pub writes: WriteBatch,
+    /// Routes to add, events and replies, in record order.
+    pub effects: Vec<Effect>,
+    /// The state after the batch of every room it read.
+    pub rooms: HashMap<String, RoomState>,
+    /// The command and outcome (`ok` or an error code) of each record.
+    pub outcomes: Vec<(&'static str, &'static str)>,
+    /// Sends answered with the message first stored under their cid.
+    pub duplicates: u64,
+}
+
+/// Something to do once the batch is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Route the room to the gateway a joining session is on.
+    RouteToGateway { room: String, gateway: String },
+    /// Route the room to every gateway these users have sessions on.
+    RouteToUsers { room: String, users: Vec<String> },
+    /// A room event for every gateway that hosts the room.
+    Event { room: String, audience: Audience, effect: Option<RoomEffect>, frame: String },
+    /// The answer to the session a record came from.
+    Reply { gateway: String, delivery: Delivery },
+}
+
+/// Decides `records` in order, each seeing the store as `view` says plus
+/// what the records before it in the batch did.
+///
+/// Records of a batch that failed midway on a CQL store may find their own
+/// writes stored in part (see `Store::apply`); every decision then writes
+/// again what its record needs rather than taking the part for the whole.
+pub fn decide(view: View, records: &[&Record]) -> Decided {
+    let mut batch = Batch { view, out: Decided::default() };
+    for r in records {
+        let kind = command_name(&r.record.cmd);
+        let (reply, outcome) = match batch.decide(r) {
+            Ok(reply) => (reply, "ok"),
+            Err(e) => {
+                let code = e.code.as_str();
+                (Reply::error(None, e), code)
+            }
+        };
+        batch.reply(&r.record, reply);
+        batch.out.outcomes.push((kind, outcome));
+    }
+    batch.out.rooms = batch.view.rooms;
+    batch.out
+}
+
+/// The batch so far: the view, updated with each decided record's writes.
+struct Batch {
+    view: View,
+    out: Decided,
+}
+
+impl Batch {
+    fn decide(&mut self, r: &Record) -> Result<Reply, ProtocolError> {
+        let rec = &r.record;
+        match &rec.cmd {
+            Command::Send { from, text, cid } => self.send(r, from, text, cid),
+            Command::Join { user } => self.join(r, user),
+            Command::Leave { user } => self.leave(r, user),
+            Command::Read { user, seq } => self.read(r, user, *seq),
+            Command::Typing { user } => {
+                self.require_member(&rec.room, user)?;
+                let frame = Event::Typing { room: rec.room.clone(), user: user.clone() }.encode();
+                self.event(&rec.room, Audience::MembersExcept(user.clone()), None, frame);
+                Ok(Reply::empty(None))
+            }
+        }
+    }
+
+    fn send(&mut self, r: &Record, from: &str, text: &str, cid: &str) -> Result<Reply, ProtocolError> {
+        let room = r.record.room.as_str();
+        let seq = seq_of(r.offset);
+        match dm_members(room) {
+            Some((a, b)) if from != a && from != b => return Err(ProtocolError::not_member(room)),
+            Some((a, b)) if !self.room(room).exists => {
+                // The first message of a DM makes both users members.
+                for user in [a, b] {
+                    self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq });
+                    self.view.members.insert((room.into(), user.into()));
+                }
+                self.out.effects.push(Effect::RouteToUsers { room: room.into(), users: vec![a.into(), b.into()] });
+                self.room_mut(room).exists = true;
+            }
+            Some(_) => {}
+            None => self.require_member(room, from)?,
+        }
+        let key = (room.to_owned(), cid.to_owned());
+        // A hit with this record's own seq is its own earlier attempt, stored
+        // in part: it is written again below.
+        if let Some(hit) = self.view.cids.get(&key).filter(|hit| hit.seq != seq) {
+            self.out.duplicates += 1;
+            return Ok(send_reply(room, hit.clone()));
+        }
+        let message = Message {
+            room: room.into(),
+            seq,
+            msg_id: msg_id(r.partition, r.offset),
+            from: from.into(),
+            text: text.into(),
+            ts: r.record.ts,
+            cid: cid.into(),
+        };
+        let state = self.room_mut(room);
+        if seq <= state.last_seq {
+            // The partition count changed under a live store (which
+            // bind_partitions refuses), or this record's earlier attempt
+            // stored the room's last seq.
+            tracing::warn!(room, seq, last = state.last_seq, "seq does not move past the room's last");
+        }
+        let prev_seq = std::mem::replace(&mut state.last_seq, seq);
+        let hit = CidHit { seq, msg_id: message.msg_id.clone(), ts: message.ts };
+        self.view.cids.insert(key, hit.clone());
+        self.out.writes.push(Write::Message(message.clone()));
+        let frame = Event::Msg { message, prev_seq }.encode();
+        self.event(room, Audience::Members, None, frame);
+        Ok(send_reply(room, hit))
+    }
+
+    fn join(&mut self, r: &Record, user: &str) -> Result<Reply, ProtocolError> {
+        let room = r.record.room.as_str();
+        if dm_members(room).is_some() {
+            return Err(ProtocolError::bad_request("direct-message rooms cannot be joined"));
+        }
+        if !self.is_member(room, user) {
+            self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+            self.view.members.insert((room.into(), user.into()));
+            self.room_mut(room).exists = true;
+            // The joiner's gateways must see the join: the origin's from the
+            // record, the user's other devices' from the announcements.
+            if let Some(origin) = &r.record.origin {
+                self.out.effects.push(Effect::RouteToGateway { room: room.into(), gateway: origin.gateway.clone() });
+            }
+            self.out.effects.push(Effect::RouteToUsers { room: room.into(), users: vec![user.into()] });
+            let frame = Event::Member { room: room.into(), user: user.into(), action: MemberAction::Join }.encode();
+            self.event(room, Audience::Members, Some(RoomEffect::Joined(user.into())), frame);
+        }
+        Ok(Reply::ok(None, ReplyBody::Join { room: room.into(), last_seq: self.room(room).last_seq }))
+    }
+
+    fn leave(&mut self, r: &Record, user: &str) -> Result<Reply, ProtocolError> {
+        let room = r.record.room.as_str();
+        self.require_member(room, user)?;
+        self.out.writes.push(Write::Leave { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+        let key = (room.to_owned(), user.to_owned());
+        self.view.members.remove(&key);
+        self.view.read_markers.remove(&key);
+        let frame = Event::Member { room: room.into(), user: user.into(), action: MemberAction::Leave }.encode();
+        self.event(room, Audience::Members, Some(RoomEffect::Left(user.into())), frame);
+        Ok(Reply::empty(None))
+    }
+
+    fn read(&mut self, r: &Record, user: &str, seq: u64) -> Result<Reply, ProtocolError> {
+        let room = r.record.room.as_str();
+        self.require_member(room, user)?;
+        // Markers only move forward, and never past the newest message.
+        let seq = seq.min(self.room(room).last_seq);
+        let key = (room.to_owned(), user.to_owned());
+        if seq > self.view.read_markers.get(&key).copied().unwrap_or(0) {
+            self.view.read_markers.insert(key, seq);
+            self.out.writes.push(Write::Read { room: room.into(), user: user.into(), seq, at: seq_of(r.offset) });
+            let frame = Event::Read { room: room.into(), user: user.into(), seq }.encode();
+            self.event(room, Audience::Members, None, frame);
+        }
+        Ok(Reply::empty(None))
+    }
+
+    fn room(&self, room: &str) -> RoomState {
+        self.view.rooms.get(room).copied().unwrap_or_default()
+    }
+
+    fn room_mut(&mut self, room: &str) -> &mut RoomState {
+        self.view.rooms.entry(room.to_owned()).or_default()
+    }
+
+    fn is_member(&self, room: &str, user: &str) -> bool {
+        self.view.members.contains(&(room.to_owned(), user.to_owned()))
+    }
+
+    fn require_member(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
+        if self.is_member(room, user) { Ok(()) } else { Err(ProtocolError::not_member(room)) }
+    }
+
+    fn event(&mut self, room: &str, audience: Audience, effect: Option<RoomEffect>, frame: String) {
+        self.out.effects.push(Effect::Event { room: room.into(), audience, effect, frame });
+    }
+
+    fn reply(&mut self, rec: &IngressRecord, reply: Reply) {
+        let Some(origin) = &rec.origin else { return };
+        let reply = Reply { re: origin.re.clone(), ..reply };
+        let delivery = Delivery::Reply { session: origin.session, t0: origin.t0, frame: reply.encode() };
+        self.out.effects.push(Effect::Reply { gateway: origin.gateway.clone(), delivery });
+    }
+}
+
+fn send_reply(room: &str, hit: CidHit) -> Reply {
+    Reply::ok(None, ReplyBody::Send { room: room.into(), seq: hit.seq, msg_id: hit.msg_id, ts: hit.ts })
+}
+
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Send { .. } => "send",
+        Command::Join { .. } => "join",
+        Command::Leave { .. } => "leave",
+        Command::Read { .. } => "read",
+        Command::Typing { .. } => "typing",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use confab_protocol::Origin;
+    use confab_protocol::request::RequestId;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn record(offset: u64, room: &str, cmd: Command) -> Record {
+        let origin = Origin { gateway: "gw-1".into(), session: 7, re: Some(RequestId::Int(offset as i64)), t0: 0 };
+        Record {
+            partition: 0,
+            offset,
+            record: IngressRecord { room: room.into(), ts: 1_000 + offset, origin: Some(origin), cmd },
+        }
+    }
+
+    fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
+        let cmd = Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into() };
+        record(offset, room, cmd)
+    }
+
+    fn join(offset: u64, room: &str, user: &str) -> Record {
+        record(offset, room, Command::Join { user: user.into() })
+    }
+
+    fn leave(offset: u64, room: &str, user: &str) -> Record {
+        record(offset, room, Command::Leave { user: user.into() })
+    }
+
+    fn read(offset: u64, room: &str, user: &str, seq: u64) -> Record {
+        record(offset, room, Command::Read { user: user.into(), seq })
+    }
+
+    fn typing(offset: u64, room: &str, user: &str) -> Record {
+        record(offset, room, Command::Typing { user: user.into() })
+    }
+
+    fn key(a: &str, b: &str) -> (String, String) {
+        (a.into(), b.into())
+    }
+
+    /// A store holding room `r` with these members and last seq.
+    fn room_r(members: &[&str], last_seq: u64) -> View {
+        let mut view = View::default();
+        view.rooms.insert("r".into(), RoomState { last_seq, exists: true });
+        view.members.extend(members.iter().map(|user| key("r", user)));
+        view
+    }
+
+    fn run(view: View, records: &[Record]) -> Decided {
+        decide(view, &records.iter().collect::<Vec<_>>())
+    }
+
+    fn replies(d: &Decided) -> Vec<Value> {
+        d.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply { delivery: Delivery::Reply { frame, .. }, .. } => {
+                    Some(serde_json::from_str(frame).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(d: &Decided) -> Vec<Value> {
+        d.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Event { frame, .. } => Some(serde_json::from_str(frame).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn message(offset: u64, room: &str, from: &str, cid: &str) -> Message {
+        Message {
+            room: room.into(),
+            seq: offset + 1,
+            msg_id: msg_id(0, offset),
+            from: from.into(),
+            text: format!("text {offset}"),
+            ts: 1_000 + offset,
+            cid: cid.into(),
+        }
+    }
+
+    #[test]
+    fn each_command_reads_only_what_it_decides_by() {
+        fn needs_of(r: &Record) -> Needs<'_> {
+            needs(&r.record.room, &r.record.cmd)
+        }
+        let (s, dm, j) = (send(0, "r", "alice", "c1"), send(0, "dm:alice:bob", "alice", "c1"), join(0, "r", "bob"));
+        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some("c1"), read_marker: None });
+        assert_eq!(
+            needs_of(&dm),
+            Needs { member: None, cid: Some("c1"), read_marker: None },
+            "a DM's id names its members"
+        );
+        assert_eq!(needs_of(&j), Needs { member: Some("bob"), ..Needs::default() });
+        assert_eq!(needs_of(&leave(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
+        assert_eq!(needs_of(&typing(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
+        let marker = read(0, "r", "bob", 3);
+        assert_eq!(needs_of(&marker), Needs { member: Some("bob"), cid: None, read_marker: Some("bob") });
+    }
+
+    #[test]
+    fn a_message_takes_its_records_seq_and_follows_the_rooms_last() {
+        let d = run(room_r(&["alice"], 5), &[send(9, "r", "alice", "c1")]);
+        assert_eq!(d.writes, [Write::Message(message(9, "r", "alice", "c1"))], "seq = offset + 1");
+        let event = &events(&d)[0];
+        assert_eq!(
+            (event["ev"].as_str(), event["seq"].as_u64(), event["prev_seq"].as_u64()),
+            (Some("msg"), Some(10), Some(5))
+        );
+        assert_eq!(replies(&d), [json!({"re": 9, "ok": true, "room": "r", "seq": 10, "msg_id": "0-9", "ts": 1009})]);
+        assert_eq!(d.rooms["r"].last_seq, 10);
+        assert_eq!(d.outcomes, [("send", "ok")]);
+    }
+
+    #[test]
+    fn the_same_cid_twice_in_a_batch_stores_one_message_and_answers_both_with_it() {
+        let d = run(room_r(&["alice"], 0), &[send(3, "r", "alice", "c1"), send(4, "r", "alice", "c1")]);
+        assert_eq!(d.writes, [Write::Message(message(3, "r", "alice", "c1"))]);
+        assert_eq!(events(&d).len(), 1, "one event, for the one message");
+        let seqs: Vec<_> = replies(&d).iter().map(|r| r["seq"].as_u64()).collect();
+        assert_eq!(seqs, [Some(4), Some(4)]);
+        assert_eq!(d.duplicates, 1);
+    }
+
+    #[test]
+    fn a_cid_stored_by_an_earlier_batch_answers_with_the_stored_message() {
+        let mut view = room_r(&["alice"], 7);
+        view.cids.insert(key("r", "c1"), CidHit { seq: 3, msg_id: "0-2".into(), ts: 42 });
+        let d = run(view, &[send(9, "r", "alice", "c1")]);
+        assert!(d.writes.is_empty() && events(&d).is_empty(), "nothing new is stored or told");
+        assert_eq!(replies(&d), [json!({"re": 9, "ok": true, "room": "r", "seq": 3, "msg_id": "0-2", "ts": 42})]);
+        assert_eq!((d.duplicates, d.rooms["r"].last_seq), (1, 7));
+    }
+
+    #[test]
+    fn a_cid_stored_by_this_very_record_in_a_batch_that_failed_midway_is_written_again() {
+        // On a CQL store the cid landed, the message may not have.
+        let mut view = room_r(&["alice"], 10);
+        view.cids.insert(key("r", "c1"), CidHit { seq: 10, msg_id: "0-9".into(), ts: 1009 });
+        let d = run(view, &[send(9, "r", "alice", "c1")]);
+        assert_eq!(d.writes, [Write::Message(message(9, "r", "alice", "c1"))]);
+        assert_eq!(replies(&d)[0]["seq"], 10);
+        assert_eq!(d.duplicates, 0);
+    }
+
+    #[test]
+    fn a_non_member_cannot_send_to_a_room() {
+        let d = run(room_r(&["alice"], 0), &[send(1, "r", "bob", "c1")]);
+        assert!(d.writes.is_empty() && events(&d).is_empty());
+        assert_eq!(replies(&d)[0]["error"]["code"], "not_member");
+        assert_eq!(d.outcomes, [("send", "not_member")]);
+    }
+
+    #[test]
+    fn the_first_message_of_a_dm_makes_both_users_members_once() {
+        let room = "dm:alice:bob";
+        let d = run(View::default(), &[send(0, room, "alice", "c1"), send(1, room, "bob", "c2")]);
+        let joined = |user: &str| Write::Join { room: room.into(), user: user.into(), at: 1 };
+        assert_eq!(
+            d.writes,
+            [
+                joined("alice"),
+                joined("bob"),
+                Write::Message(message(0, room, "alice", "c1")),
+                Write::Message(message(1, room, "bob", "c2")),
+            ]
+        );
+        let route = Effect::RouteToUsers { room: room.into(), users: vec!["alice".into(), "bob".into()] };
+        assert_eq!(d.effects.iter().filter(|e| **e == route).count(), 1, "routed to both users' gateways");
+        assert!(d.effects[0] == route, "before the first event");
+        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true });
+    }
+
+    #[test]
+    fn a_third_user_cannot_write_into_a_dm() {
+        let d = run(View::default(), &[send(0, "dm:alice:bob", "carol", "c1")]);
+        assert!(d.writes.is_empty());
+        assert_eq!(replies(&d)[0]["error"]["code"], "not_member");
+    }
+
+    #[test]
+    fn joining_makes_a_member_routes_the_room_to_the_joiner_and_tells_the_room() {
+        let d = run(View::default(), &[join(4, "r", "alice"), send(5, "r", "alice", "c1")]);
+        assert_eq!(d.writes[0], Write::Join { room: "r".into(), user: "alice".into(), at: 5 });
+        assert_eq!(d.writes.len(), 2, "the send after the join in the same batch is a member's");
+        assert_eq!(
+            d.effects[..3],
+            [
+                Effect::RouteToGateway { room: "r".into(), gateway: "gw-1".into() },
+                Effect::RouteToUsers { room: "r".into(), users: vec!["alice".into()] },
+                Effect::Event {
+                    room: "r".into(),
+                    audience: Audience::Members,
+                    effect: Some(RoomEffect::Joined("alice".into())),
+                    frame: Event::Member { room: "r".into(), user: "alice".into(), action: MemberAction::Join }
+                        .encode(),
+                },
+            ]
+        );
+        assert_eq!(replies(&d)[0], json!({"re": 4, "ok": true, "room": "r", "last_seq": 0}));
+    }
+
+    #[test]
+    fn joining_again_stores_and_tells_nothing() {
+        let d = run(room_r(&["alice"], 8), &[join(9, "r", "alice")]);
+        assert!(d.writes.is_empty() && events(&d).is_empty());
+        assert_eq!(replies(&d)[0], json!({"re": 9, "ok": true, "room": "r", "last_seq": 8}));
+    }
+
+    #[test]
+    fn a_dm_cannot_be_joined() {
+        let d = run(View::default(), &[join(0, "dm:alice:bob", "alice")]);
+        assert!(d.writes.is_empty());
+        assert_eq!(replies(&d)[0]["error"]["code"], "bad_request");
+    }
+
+    #[test]
+    fn leaving_ends_membership_and_tells_the_room() {
+        let d =
+            run(room_r(&["alice", "bob"], 3), &[leave(5, "r", "bob"), send(6, "r", "bob", "c1"), leave(7, "r", "bob")]);
+        assert_eq!(d.writes, [Write::Leave { room: "r".into(), user: "bob".into(), at: 6 }]);
+        assert_eq!(
+            d.effects[0],
+            Effect::Event {
+                room: "r".into(),
+                audience: Audience::Members,
+                effect: Some(RoomEffect::Left("bob".into())),
+                frame: Event::Member { room: "r".into(), user: "bob".into(), action: MemberAction::Leave }.encode(),
+            }
+        );
+        let codes: Vec<Value> = replies(&d).iter().map(|r| r["error"]["code"].clone()).collect();
+        assert_eq!(codes, [Value::Null, json!("not_member"), json!("not_member")]);
+    }
+
+    #[test]
+    fn a_read_marker_moves_forward_only_and_never_past_the_last_message() {
+        let mut view = room_r(&["alice"], 10);
+        view.read_markers.insert(key("r", "alice"), 4);
+        let d = run(view, &[read(11, "r", "alice", 3), read(12, "r", "alice", 99), read(13, "r", "alice", 8)]);
+        assert_eq!(d.writes, [Write::Read { room: "r".into(), user: "alice".into(), seq: 10, at: 13 }]);
+        assert_eq!(events(&d), [json!({"ev": "read", "room": "r", "user": "alice", "seq": 10})]);
+        assert!(replies(&d).iter().all(|r| r["ok"] == true));
+    }
+
+    #[test]
+    fn a_read_marker_of_a_new_membership_starts_over() {
+        let mut view = room_r(&["alice"], 10);
+        view.read_markers.insert(key("r", "alice"), 9);
+        let d = run(view, &[leave(11, "r", "alice"), join(12, "r", "alice"), read(13, "r", "alice", 5)]);
+        assert_eq!(d.writes[2], Write::Read { room: "r".into(), user: "alice".into(), seq: 5, at: 14 });
+    }
+
+    #[test]
+    fn a_non_member_cannot_set_a_read_marker() {
+        let d = run(room_r(&[], 10), &[read(11, "r", "alice", 3)]);
+        assert!(d.writes.is_empty());
+        assert_eq!(replies(&d)[0]["error"]["code"], "not_member");
+    }
+
+    #[test]
+    fn typing_tells_everyone_but_the_typist_and_stores_nothing() {
+        let d = run(room_r(&["alice"], 0), &[typing(1, "r", "alice"), typing(2, "r", "bob")]);
+        assert!(d.writes.is_empty());
+        let Effect::Event { audience, .. } = &d.effects[0] else { panic!("an event first: {:?}", d.effects) };
+        assert_eq!(*audience, Audience::MembersExcept("alice".into()));
+        assert_eq!(events(&d).len(), 1);
+        assert_eq!(replies(&d)[1]["error"]["code"], "not_member");
+        assert_eq!(d.outcomes, [("typing", "ok"), ("typing", "not_member")]);
+    }
+
+    #[test]
+    fn replies_go_to_the_origin_session_and_records_without_one_get_none() {
+        let mut quiet = send(2, "r", "alice", "c2");
+        quiet.record.origin = None;
+        let d = run(room_r(&[], 0), &[send(1, "r", "alice", "c1"), quiet]);
+        let answers: Vec<&Effect> = d.effects.iter().filter(|e| matches!(e, Effect::Reply { .. })).collect();
+        let [Effect::Reply { gateway, delivery: Delivery::Reply { session, frame, .. } }] = answers[..] else {
+            panic!("one reply: {answers:?}")
+        };
+        assert_eq!((gateway.as_str(), *session), ("gw-1", 7));
+        let frame: Value = serde_json::from_str(frame).unwrap();
+        assert_eq!((frame["re"].as_u64(), frame["ok"].as_bool()), (Some(1), Some(false)));
+        assert_eq!(d.outcomes.len(), 2, "both are counted");
+    }
+}

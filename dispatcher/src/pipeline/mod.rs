@@ -1,0 +1,183 @@
+//! One batch of ingress records: consume -> dedupe -> persist -> ack -> fan out.
+//!
+//! * [`view`]: the read-ahead, every store read the batch's records need,
+//!   sent together before any record is decided.
+//! * [`decide`]: what each record does (dedupe by `(room, cid)`, seq
+//!   assignment, membership, markers), a pure function of the records and
+//!   that view.
+//! * here: the loop around them. The batch's writes and the partitions'
+//!   checkpoints are stored in one group commit; only then do replies and
+//!   events leave, and only then are offsets committed, so an ack always
+//!   names a stored message.
+//!
+//! Records at offsets below a partition's stored checkpoint were applied
+//! before (a redelivery after a crash or rebalance) and are skipped; a seq is
+//! the record's offset, so reprocessing can never mint a second message.
+
+pub mod decide;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_bus::{Push, Record};
+use confab_protocol::Delivery;
+use confab_store::{Store, Write};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::routes::Routes;
+use decide::{Decided, Effect, decide};
+use view::{RoomState, View};
+
+/// Most rooms whose state stays cached; past it the cache starts over.
+const ROOM_CACHE: usize = 100_000;
+
+pub struct Pipeline {
+    store: Arc<dyn Store>,
+    push: Arc<dyn Push>,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    pub routes: Routes,
+    /// Room states as of the last stored batch.
+    rooms: HashMap<String, RoomState>,
+    /// Next offset to apply, per partition, as stored.
+    applied: HashMap<u32, u64>,
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<dyn Store>, push: Arc<dyn Push>, metrics: Metrics, shutdown: CancellationToken) -> Self {
+        Pipeline {
+            store,
+            push,
+            metrics,
+            shutdown,
+            routes: Routes::default(),
+            rooms: HashMap::new(),
+            applied: HashMap::new(),
+        }
+    }
+
+    /// Takes the store's checkpoints as the truth of what is applied.
+    pub fn resume_from(&mut self, checkpoints: Vec<(u32, u64)>) {
+        self.applied = checkpoints.into_iter().collect();
+    }
+
+    /// Drops cached room state; it is read again from the store.
+    pub fn forget_cached(&mut self) {
+        self.rooms.clear();
+    }
+
+    /// Processes a batch and returns the offsets to commit, or `None` when
+    /// shutdown came while the store was failing (nothing is acked then).
+    /// While the store fails, the batch is retried with backoff: no reply,
+    /// event or offset commit leaves before its writes are stored.
+    pub async fn process(&mut self, records: Vec<Record>) -> Option<Vec<(u32, u64)>> {
+        self.metrics.batch_size.observe(records.len() as f64);
+        let _timer = self.metrics.batch_duration.start_timer();
+        if self.rooms.len() > ROOM_CACHE {
+            self.rooms.clear();
+        }
+        let mut next_offsets: BTreeMap<u32, u64> = BTreeMap::new();
+        for r in &records {
+            let next = next_offsets.entry(r.partition).or_default();
+            *next = (*next).max(r.offset + 1);
+        }
+        let fresh: Vec<&Record> =
+            records.iter().filter(|r| r.offset >= self.applied.get(&r.partition).copied().unwrap_or(0)).collect();
+        let mut backoff = Backoff::new();
+        let view = loop {
+            match View::read(&*self.store, &self.rooms, &fresh).await {
+                Ok(view) => break view,
+                Err(e) => {
+                    self.metrics.store_retries.inc();
+                    tracing::warn!(error = %e, "store read failed while reading ahead for a batch; retrying");
+                    backoff.wait(&self.shutdown).await?;
+                }
+            }
+        };
+        let Decided { mut writes, effects, rooms, outcomes, duplicates } = decide(view, &fresh);
+        writes
+            .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
+        // The same batch again, never a new decision: on a CQL store a failed
+        // attempt may have stored part of it, and rewriting the same writes
+        // is what converges (see `Store::apply`).
+        while let Err(e) = self.store.apply(writes.clone()).await {
+            self.metrics.store_retries.inc();
+            tracing::warn!(error = %e, "group commit failed; holding acks");
+            backoff.wait(&self.shutdown).await?;
+        }
+        self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
+        self.rooms.extend(rooms);
+        for (kind, outcome) in outcomes {
+            self.metrics.records.with_label_values(&[kind, outcome]).inc();
+        }
+        self.metrics.duplicates.inc_by(duplicates);
+        for (gateway, batch) in self.route(effects) {
+            self.metrics.push_batches.inc();
+            self.metrics.push_batch_size.observe(batch.len() as f64);
+            let _timer = self.metrics.push_duration.start_timer();
+            if let Err(e) = self.push.push(&gateway, batch).await {
+                self.metrics.push_errors.inc();
+                tracing::debug!(%gateway, error = %e, "push dropped");
+            }
+        }
+        Some(next_offsets.into_iter().collect())
+    }
+
+    /// Learns the batch's routes and turns its events and replies into
+    /// deliveries per gateway, in record order.
+    fn route(&mut self, effects: Vec<Effect>) -> BTreeMap<Arc<str>, Vec<Delivery>> {
+        let mut out: BTreeMap<Arc<str>, Vec<Delivery>> = BTreeMap::new();
+        for effect in effects {
+            match effect {
+                Effect::RouteToGateway { room, gateway } => self.routes.add_room(&room, &gateway),
+                Effect::RouteToUsers { room, users } => {
+                    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+                    self.routes.add_room_for_users(&room, &users);
+                }
+                Effect::Event { room, audience, effect, frame } => {
+                    let mut n = 0;
+                    for gateway in self.routes.gateways_for_room(&room) {
+                        n += 1;
+                        let delivery = Delivery::Room {
+                            room: room.clone(),
+                            audience: audience.clone(),
+                            effect: effect.clone(),
+                            frame: frame.clone(),
+                        };
+                        out.entry(gateway.clone()).or_default().push(delivery);
+                    }
+                    self.metrics.fanout.observe(f64::from(n));
+                }
+                Effect::Reply { gateway, delivery } => match out.get_mut(gateway.as_str()) {
+                    Some(deliveries) => deliveries.push(delivery),
+                    None => {
+                        out.insert(Arc::from(gateway), vec![delivery]);
+                    }
+                },
+            }
+        }
+        out
+    }
+}
+
+/// Exponential backoff for retries against a failing store, cut short by shutdown.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_millis(50))
+    }
+
+    /// Waits one step; `None` when shutdown came first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> Option<()> {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(self.0) => {}
+        }
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        Some(())
+    }
+}

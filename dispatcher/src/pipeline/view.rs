@@ -1,0 +1,137 @@
+//! The read-ahead: what the store holds of everything a batch's records will
+//! look at, read all at once before any of them is decided.
+
+use std::collections::{HashMap, HashSet};
+
+use confab_bus::Record;
+use confab_protocol::validate::dm_members;
+use confab_store::{CidHit, Store};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::decide::needs;
+
+/// Store reads in flight at once while reading ahead for a batch.
+const READ_AHEAD: usize = 64;
+
+/// What the dispatcher keeps of a room between batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomState {
+    /// The seq of the room's newest message; 0 before the first.
+    pub last_seq: u64,
+    /// Someone joined the room; for a DM, both its users are members (its
+    /// first message makes them so).
+    pub exists: bool,
+}
+
+/// The store keys one record's decision reads, besides its room's state.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Needs<'a> {
+    /// Whether this user is a member of the room.
+    pub member: Option<&'a str>,
+    /// The message first stored under this cid in the room.
+    pub cid: Option<&'a str>,
+    /// This user's read marker in the room.
+    pub read_marker: Option<&'a str>,
+}
+
+/// The store as a batch's records see it before the first of them is
+/// decided. A key the view lacks reads as absent from the store: the
+/// read-ahead ([`View::read`]) fills in every key that [`needs`] names, and
+/// unit tests build views by hand.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    pub rooms: HashMap<String, RoomState>,
+    /// `(room, user)` of the members among the keys read.
+    pub members: HashSet<(String, String)>,
+    /// `(room, cid)` of the cids found.
+    pub cids: HashMap<(String, String), CidHit>,
+    /// `(room, user)` -> read marker, where one is set.
+    pub read_markers: HashMap<(String, String), u64>,
+}
+
+impl View {
+    /// Reads what `records` need in one go, so a batch costs about one store
+    /// round trip instead of one or two per record (on a CQL store each read
+    /// is a network round trip). The states of rooms in `cached` are taken
+    /// from there instead of the store.
+    pub async fn read(
+        store: &dyn Store,
+        cached: &HashMap<String, RoomState>,
+        records: &[&Record],
+    ) -> confab_store::Result<View> {
+        let mut view = View::default();
+        let mut rooms: Vec<String> = Vec::new();
+        let mut members: Vec<(String, String)> = Vec::new();
+        let mut cids: Vec<(String, String)> = Vec::new();
+        let mut markers: Vec<(String, String)> = Vec::new();
+        let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
+        for r in records {
+            let room = r.record.room.as_str();
+            match cached.get(room) {
+                Some(state) => {
+                    view.rooms.insert(room.to_owned(), *state);
+                }
+                None => rooms.push(room.to_owned()),
+            }
+            let needs = needs(room, &r.record.cmd);
+            members.extend(needs.member.map(|user| key(room, user)));
+            cids.extend(needs.cid.map(|cid| key(room, cid)));
+            markers.extend(needs.read_marker.map(|user| key(room, user)));
+        }
+        for keys in [&mut members, &mut cids, &mut markers] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        rooms.sort_unstable();
+        rooms.dedup();
+        let states = all(rooms, |room| async move {
+            let state = room_state(store, &room).await?;
+            Ok((room, state))
+        });
+        let members = all(members, |key| async move {
+            let member = store.is_member(&key.0, &key.1).await?;
+            Ok(member.then_some(key))
+        });
+        let cids = all(cids, |key| async move {
+            let hit = store.cid(&key.0, &key.1).await?;
+            Ok(hit.map(|hit| (key, hit)))
+        });
+        let markers = all(markers, |key| async move {
+            let seq = store.read_marker(&key.0, &key.1).await?;
+            Ok((seq > 0).then_some((key, seq)))
+        });
+        let (states, members, cids, markers) = tokio::try_join!(states, members, cids, markers)?;
+        view.rooms.extend(states);
+        view.members.extend(members.into_iter().flatten());
+        view.cids.extend(cids.into_iter().flatten());
+        view.read_markers.extend(markers.into_iter().flatten());
+        Ok(view)
+    }
+}
+
+/// A room's state as stored. A DM exists once both its users are members:
+/// its first message writes both memberships, and on a CQL store they may
+/// have landed only in part if that message's batch failed midway; then the
+/// next message writes them again.
+async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomState> {
+    let (meta, exists) = match dm_members(room) {
+        Some((a, b)) => {
+            let (meta, a, b) = tokio::try_join!(store.room(room), store.is_member(room, a), store.is_member(room, b))?;
+            (meta, a && b)
+        }
+        None => {
+            let meta = store.room(room).await?;
+            (meta, meta.is_some())
+        }
+    };
+    Ok(RoomState { last_seq: meta.map_or(0, |m| m.last_seq), exists })
+}
+
+/// Runs `read` over every key, [`READ_AHEAD`] at a time.
+async fn all<K, T, F, Fut>(keys: Vec<K>, read: F) -> confab_store::Result<Vec<T>>
+where
+    F: FnMut(K) -> Fut,
+    Fut: Future<Output = confab_store::Result<T>>,
+{
+    futures_util::stream::iter(keys.into_iter().map(read)).buffer_unordered(READ_AHEAD).try_collect().await
+}
