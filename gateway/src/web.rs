@@ -1,4 +1,4 @@
-//! The web client, embedded in the binary at build time from `web/dist`, so
+//! The web client, built into the binary from `web/dist` (three files), so
 //! running Confab needs no Node. Paths without an extension fall back to
 //! `index.html` for the client's own routing.
 
@@ -6,38 +6,40 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use confab_protocol::ProtocolError;
 
-#[derive(rust_embed::Embed)]
-#[folder = "../web/dist/"]
-struct Assets;
-
-fn content_type(path: &str) -> &'static str {
-    match path.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json" | "map") => "application/json",
-        Some("webmanifest") => "application/manifest+json",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("ico") => "image/x-icon",
-        Some("woff2") => "font/woff2",
-        _ => "application/octet-stream",
-    }
+/// One file of `web/dist`.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
 }
+
+const INDEX: Asset = Asset {
+    path: "index.html",
+    content_type: "text/html; charset=utf-8",
+    body: include_bytes!("../../web/dist/index.html"),
+};
+
+const ASSETS: &[Asset] = &[
+    INDEX,
+    Asset {
+        path: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/app.js"),
+    },
+    Asset { path: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../web/dist/app.css") },
+];
 
 pub async fn asset(uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() { "index.html" } else { path };
-    let (path, file) = match Assets::get(path) {
-        Some(file) => (path, file),
-        None if !path.contains('.') && !path.starts_with("v1/") => match Assets::get("index.html") {
-            Some(file) => ("index.html", file),
-            None => return not_found(),
-        },
+    let path = if path.is_empty() { INDEX.path } else { path };
+    let asset = match ASSETS.iter().find(|a| a.path == path) {
+        Some(asset) => asset,
+        None if !path.contains('.') && !path.starts_with("v1/") => &INDEX,
         None => return not_found(),
     };
-    let cache = if path == "index.html" { "no-cache" } else { "public, max-age=3600" };
-    ([(header::CONTENT_TYPE, content_type(path)), (header::CACHE_CONTROL, cache)], file.data).into_response()
+    // The page always revalidates; the files it names may be cached.
+    let cache = if asset.path == INDEX.path { "no-cache" } else { "public, max-age=3600" };
+    ([(header::CONTENT_TYPE, asset.content_type), (header::CACHE_CONTROL, cache)], asset.body).into_response()
 }
 
 fn not_found() -> Response {
@@ -81,6 +83,15 @@ mod tests {
             assert_eq!(content_type.as_deref(), Some(want), "{path}");
             assert_eq!(cache.as_deref(), Some("public, max-age=3600"), "{path}");
             assert_eq!(body, dist(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn every_file_of_web_dist_is_served() {
+        let dir = format!("{}/../web/dist", env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(ASSETS.iter().any(|a| a.path == name), "web/dist/{name} is not in ASSETS");
         }
     }
 
