@@ -55,7 +55,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let public = serving::bind(config.server.listen, "listen").await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
-    let mut gateway_config = config.server.gateway();
+    let mut gateway_config = config.gateway();
     gateway_config.internal_addr = Some(config.advertised_internal(internal_addr));
     let gateway = Gateway::new(gateway_config, auth, store, bus, confab_gateway::Metrics::new(&registry)?);
     tracing::info!("listening on http://{public_addr}");
@@ -117,7 +117,7 @@ pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Runnin
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let dispatcher_config = confab_dispatcher::Config { max_batch: config.max_batch, ..Default::default() };
+    let dispatcher_config = config.dispatcher();
     let task = tokio::spawn(async move {
         let (admin_stop, admin_task) = serving::spawn_admin(admin, registry, ready);
         let result = confab_dispatcher::run(dispatcher_config, bus, store, push, metrics, stop).await;

@@ -28,13 +28,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let tls = serving::tls(&config.server)?;
     let push = LocalPush::default();
     let inbox = push.register(&config.server.server_id, 1024);
-    let gateway = Gateway::new(
-        config.server.gateway(),
-        auth,
-        store.clone(),
-        bus.clone(),
-        confab_gateway::Metrics::new(&registry)?,
-    );
+    let dispatcher_config = config.dispatcher();
+    let gateway =
+        Gateway::new(config.gateway(), auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
 
     let public = serving::bind(config.server.listen, "listen").await?;
@@ -54,7 +50,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
         let dispatcher_ended = CancellationToken::new();
         let dispatcher = tokio::spawn({
             let run = confab_dispatcher::run(
-                confab_dispatcher::Config::default(),
+                dispatcher_config,
                 bus,
                 store,
                 Arc::new(push),
