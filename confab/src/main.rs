@@ -11,6 +11,7 @@ use confab::config::{
 use confab::serving::Running;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
 
 /// Confab: an instant-messaging platform (rooms, direct messages, history,
 /// multi-device sync, presence) over WebSocket.
@@ -100,10 +101,23 @@ struct WithFile<T: Args> {
     settings: T,
 }
 
+/// The process's log, on stdout, at the level of RUST_LOG (default: info).
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    install_logging(format, filter, ansi, std::io::stdout);
+}
+
+/// `init` also makes the `log` crate's records events of this subscriber,
+/// under the same filter (tracing-subscriber's `tracing-log` feature): what
+/// librdkafka logs (through rdkafka's client contexts) and rustls' TLS
+/// failures. rdkafka sets librdkafka's own log level from that filter when it
+/// makes a client, so logging must be set up before any Kafka client is.
+fn install_logging<W>(format: LogFormat, filter: EnvFilter, ansi: bool, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -242,6 +256,8 @@ async fn serve(running: Running) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::fmt::Debug;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
 
     use clap::Arg;
     use confab::config::ServerConfig;
@@ -422,5 +438,49 @@ mod tests {
                 assert!(listed, "README.md: no row for {key} ({flag}, {env}, default {default:?}) of `confab {role}`");
             }
         }
+    }
+
+    /// A `MakeWriter` that keeps what is written.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// The one test in this binary that installs the global subscriber.
+    #[test]
+    fn log_crate_records_reach_the_process_log_at_its_level() {
+        let out = Captured::default();
+        install_logging(LogFormat::Json, EnvFilter::new("info"), false, out.clone());
+        log::warn!(target: "librdkafka", "librdkafka: FAIL [thrd:127.0.0.1:1/bootstrap]: Connection refused");
+        log::debug!(target: "librdkafka", "below the level");
+        tracing::info!("a tracing event");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let warn =
+            lines.iter().find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("Connection refused")));
+        let warn = warn.unwrap_or_else(|| panic!("the log record is not in the output:\n{text}"));
+        assert_eq!(warn["level"], "WARN");
+        assert_eq!(warn["target"], "librdkafka");
+        assert!(!text.contains("below the level"), "{text}");
+        assert!(text.contains("a tracing event"), "{text}");
+
+        // rdkafka sets librdkafka's own log level from the same filter.
+        use rdkafka::config::RDKafkaLogLevel;
+        assert!(matches!(rdkafka::ClientConfig::new().log_level, RDKafkaLogLevel::Info));
     }
 }
