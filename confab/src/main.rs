@@ -28,6 +28,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once; boxing the settings would buy nothing")]
 enum Command {
     /// Run everything in one process: gateway, dispatcher, an embedded store
     /// on local disk, an in-process bus and the web client.
