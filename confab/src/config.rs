@@ -2,10 +2,18 @@
 //! a `CONFAB_*` environment variable, or a key of the TOML file given with
 //! `--config`. Flags beat the environment, which beats the file, which beats
 //! the defaults. The doc comments below are what `confab <mode> --help`
-//! prints; the README's configuration reference follows them.
+//! prints; the README's configuration reference follows them (a test checks
+//! that it lists every option with its default).
+//!
+//! Each default is written once, as a function in [`default`] that both clap
+//! (for `--help` and unset flags) and serde (for unset file keys) call. The
+//! libraries' settings (`confab_gateway::Config`, `confab_dispatcher::Config`,
+//! the Kafka and CQL configs) are built from these by `gateway()`,
+//! `dispatcher()`, `kafka()` and `cql()`, which set every field.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, FromArgMatches};
@@ -32,6 +40,103 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Every option's default, written once: clap and serde both call these.
+/// Options without one here (`Option`s and lists) default to none.
+pub mod default {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::path::PathBuf;
+
+    use super::LogFormat;
+
+    pub fn listen() -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, 8080).into()
+    }
+    pub fn admin_listen() -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, 9090).into()
+    }
+    pub fn internal_listen() -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, 7070).into()
+    }
+    pub fn token_ttl_secs() -> u64 {
+        86_400
+    }
+    pub fn heartbeat_ms() -> u64 {
+        25_000
+    }
+    pub fn max_frame_bytes() -> usize {
+        65_536
+    }
+    pub fn max_text_bytes() -> usize {
+        4096
+    }
+    pub fn rate_per_second() -> u32 {
+        20
+    }
+    pub fn rate_burst() -> u32 {
+        40
+    }
+    pub fn outbound_queue() -> usize {
+        256
+    }
+    pub fn presence_event_limit() -> u64 {
+        500
+    }
+    pub fn drain_grace_ms() -> u64 {
+        10_000
+    }
+    pub fn server_id() -> String {
+        "confab-1".into()
+    }
+    pub fn log_format() -> LogFormat {
+        LogFormat::Text
+    }
+    pub fn data() -> PathBuf {
+        "./confab-data".into()
+    }
+    pub fn standalone_partitions() -> u32 {
+        8
+    }
+    pub fn kafka() -> String {
+        "127.0.0.1:9092".into()
+    }
+    pub fn topic_prefix() -> String {
+        "confab".into()
+    }
+    pub fn kafka_linger_ms() -> u64 {
+        1
+    }
+    /// Also the gateway's deadline on a write in standalone mode.
+    pub fn produce_timeout_ms() -> u64 {
+        5000
+    }
+    pub fn cql() -> String {
+        "127.0.0.1:9042".into()
+    }
+    pub fn keyspace() -> String {
+        "confab".into()
+    }
+    pub fn cql_request_timeout_ms() -> u64 {
+        10_000
+    }
+    /// Also the standalone dispatcher's.
+    pub fn max_batch() -> usize {
+        512
+    }
+    pub fn migrate_partitions() -> u32 {
+        16
+    }
+    pub fn kafka_replication() -> i32 {
+        1
+    }
+    pub fn cql_replication() -> String {
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
+    }
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
 }
 
 /// The cluster's HS256 secret: it signs and verifies client tokens, and the
@@ -67,7 +172,8 @@ impl SecretConfig {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ServerConfig {
     /// Public listener: the HTTP API, WebSocket (/v1/ws) and the web client (/).
-    #[arg(long, env = "CONFAB_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "CONFAB_LISTEN", value_name = "ADDR", default_value_t = default::listen())]
+    #[serde(default = "default::listen")]
     pub listen: SocketAddr,
 
     /// PEM certificate chain; with --tls-key, the public listener speaks TLS.
@@ -92,44 +198,54 @@ pub struct ServerConfig {
     pub jwt_public_keys: Vec<PathBuf>,
 
     /// Lifetime of the tokens /v1/auth/login issues, in seconds.
-    #[arg(long, env = "CONFAB_TOKEN_TTL_SECS", value_name = "SECS", default_value_t = 86_400)]
+    #[arg(long, env = "CONFAB_TOKEN_TTL_SECS", value_name = "SECS", default_value_t = default::token_ttl_secs())]
+    #[serde(default = "default::token_ttl_secs")]
     pub token_ttl_secs: u64,
 
     /// Server ping interval, announced in `hello`; a session silent for 2.5
     /// times this is closed.
-    #[arg(long, env = "CONFAB_HEARTBEAT_MS", value_name = "MS", default_value_t = 25_000)]
+    #[arg(long, env = "CONFAB_HEARTBEAT_MS", value_name = "MS", default_value_t = default::heartbeat_ms())]
+    #[serde(default = "default::heartbeat_ms")]
     pub heartbeat_ms: u64,
 
     /// Largest client frame; a larger one closes the connection with 1009.
-    #[arg(long, env = "CONFAB_MAX_FRAME_BYTES", value_name = "BYTES", default_value_t = 65_536)]
+    #[arg(long, env = "CONFAB_MAX_FRAME_BYTES", value_name = "BYTES", default_value_t = default::max_frame_bytes())]
+    #[serde(default = "default::max_frame_bytes")]
     pub max_frame_bytes: usize,
 
     /// Largest message text; a larger one is refused with `too_large`.
-    #[arg(long, env = "CONFAB_MAX_TEXT_BYTES", value_name = "BYTES", default_value_t = 4096)]
+    #[arg(long, env = "CONFAB_MAX_TEXT_BYTES", value_name = "BYTES", default_value_t = default::max_text_bytes())]
+    #[serde(default = "default::max_text_bytes")]
     pub max_text_bytes: usize,
 
     /// Requests per second each session may make on average.
-    #[arg(long, env = "CONFAB_RATE_PER_SECOND", value_name = "N", default_value_t = 20)]
+    #[arg(long, env = "CONFAB_RATE_PER_SECOND", value_name = "N", default_value_t = default::rate_per_second())]
+    #[serde(default = "default::rate_per_second")]
     pub rate_per_second: u32,
 
     /// Requests a session may make in a burst.
-    #[arg(long, env = "CONFAB_RATE_BURST", value_name = "N", default_value_t = 40)]
+    #[arg(long, env = "CONFAB_RATE_BURST", value_name = "N", default_value_t = default::rate_burst())]
+    #[serde(default = "default::rate_burst")]
     pub rate_burst: u32,
 
     /// Frames queued for one session before it is closed as a slow consumer.
-    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE", value_name = "FRAMES", default_value_t = 256)]
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE", value_name = "FRAMES", default_value_t = default::outbound_queue())]
+    #[serde(default = "default::outbound_queue")]
     pub outbound_queue: usize,
 
     /// Rooms with more members than this send no `presence` events.
-    #[arg(long, env = "CONFAB_PRESENCE_EVENT_LIMIT", value_name = "MEMBERS", default_value_t = 500)]
+    #[arg(long, env = "CONFAB_PRESENCE_EVENT_LIMIT", value_name = "MEMBERS", default_value_t = default::presence_event_limit())]
+    #[serde(default = "default::presence_event_limit")]
     pub presence_event_limit: u64,
 
     /// On SIGTERM, how long sessions get to close after `bye server_restart`.
-    #[arg(long, env = "CONFAB_DRAIN_GRACE_MS", value_name = "MS", default_value_t = 10_000)]
+    #[arg(long, env = "CONFAB_DRAIN_GRACE_MS", value_name = "MS", default_value_t = default::drain_grace_ms())]
+    #[serde(default = "default::drain_grace_ms")]
     pub drain_grace_ms: u64,
 
     /// This server's id, shown as `server` in `hello`; unique per gateway.
-    #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID", default_value = "confab-1")]
+    #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID", default_value_t = default::server_id())]
+    #[serde(default = "default::server_id")]
     pub server_id: String,
 }
 
@@ -137,11 +253,13 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct OpsConfig {
     /// Admin listener: /metrics, /healthz, /readyz.
-    #[arg(long, env = "CONFAB_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "CONFAB_ADMIN_LISTEN", value_name = "ADDR", default_value_t = default::admin_listen())]
+    #[serde(default = "default::admin_listen")]
     pub admin_listen: SocketAddr,
 
     /// Log format. The level comes from RUST_LOG (default: info).
-    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = default::log_format())]
+    #[serde(default = "default::log_format")]
     pub log_format: LogFormat,
 }
 
@@ -158,12 +276,14 @@ pub struct StandaloneConfig {
     pub ops: OpsConfig,
 
     /// Data directory: the embedded database and the generated JWT secret.
-    #[arg(long, env = "CONFAB_DATA", value_name = "DIR", default_value = "./confab-data")]
+    #[arg(long, env = "CONFAB_DATA", value_name = "DIR", default_value_os_t = default::data())]
+    #[serde(default = "default::data")]
     pub data: PathBuf,
 
     /// Ingress partitions of the in-process bus. Fixed when the data
     /// directory is created: seqs come from partition offsets.
-    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = 8)]
+    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = default::standalone_partitions())]
+    #[serde(default = "default::standalone_partitions")]
     pub partitions: u32,
 }
 
@@ -171,20 +291,24 @@ pub struct StandaloneConfig {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct BackendConfig {
     /// Kafka bootstrap servers, `host:port,host:port`.
-    #[arg(long, env = "CONFAB_KAFKA", value_name = "HOSTS", default_value = "127.0.0.1:9092")]
+    #[arg(long, env = "CONFAB_KAFKA", value_name = "HOSTS", default_value_t = default::kafka())]
+    #[serde(default = "default::kafka")]
     pub kafka: String,
 
     /// Prefix of Confab's Kafka topics and consumer groups.
-    #[arg(long, env = "CONFAB_TOPIC_PREFIX", value_name = "PREFIX", default_value = "confab")]
+    #[arg(long, env = "CONFAB_TOPIC_PREFIX", value_name = "PREFIX", default_value_t = default::topic_prefix())]
+    #[serde(default = "default::topic_prefix")]
     pub topic_prefix: String,
 
     /// Producer linger in milliseconds: how long a write may wait to share a
     /// request with others (latency against throughput).
-    #[arg(long, env = "CONFAB_KAFKA_LINGER_MS", value_name = "MS", default_value_t = 1)]
+    #[arg(long, env = "CONFAB_KAFKA_LINGER_MS", value_name = "MS", default_value_t = default::kafka_linger_ms())]
+    #[serde(default = "default::kafka_linger_ms")]
     pub kafka_linger_ms: u64,
 
     /// How long Kafka may take to accept a write before `send` is `unavailable`.
-    #[arg(long, env = "CONFAB_PRODUCE_TIMEOUT_MS", value_name = "MS", default_value_t = 5000)]
+    #[arg(long, env = "CONFAB_PRODUCE_TIMEOUT_MS", value_name = "MS", default_value_t = default::produce_timeout_ms())]
+    #[serde(default = "default::produce_timeout_ms")]
     pub produce_timeout_ms: u64,
 
     /// Extra librdkafka properties, `key=value` (TLS, SASL); repeat or separate with commas.
@@ -193,11 +317,13 @@ pub struct BackendConfig {
     pub kafka_properties: Vec<String>,
 
     /// CQL contact points (ScyllaDB or Cassandra), `host:port,host:port`.
-    #[arg(long, env = "CONFAB_CQL", value_name = "HOSTS", default_value = "127.0.0.1:9042")]
+    #[arg(long, env = "CONFAB_CQL", value_name = "HOSTS", default_value_t = default::cql())]
+    #[serde(default = "default::cql")]
     pub cql: String,
 
     /// CQL keyspace.
-    #[arg(long, env = "CONFAB_KEYSPACE", value_name = "NAME", default_value = "confab")]
+    #[arg(long, env = "CONFAB_KEYSPACE", value_name = "NAME", default_value_t = default::keyspace())]
+    #[serde(default = "default::keyspace")]
     pub keyspace: String,
 
     /// CQL user name, if the database requires authentication.
@@ -209,6 +335,12 @@ pub struct BackendConfig {
     #[arg(long, env = "CONFAB_CQL_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cql_password: Option<String>,
+
+    /// How long the CQL driver waits for the answer to one request before it
+    /// fails (a client's read gets `unavailable`; a dispatcher retries its write).
+    #[arg(long, env = "CONFAB_CQL_REQUEST_TIMEOUT_MS", value_name = "MS", default_value_t = default::cql_request_timeout_ms())]
+    #[serde(default = "default::cql_request_timeout_ms")]
+    pub cql_request_timeout_ms: u64,
 }
 
 impl BackendConfig {
@@ -225,8 +357,8 @@ impl BackendConfig {
         Ok(confab_bus::kafka::KafkaConfig {
             bootstrap: self.kafka.clone(),
             topic_prefix: self.topic_prefix.clone(),
-            linger: std::time::Duration::from_millis(self.kafka_linger_ms),
-            produce_timeout: std::time::Duration::from_millis(self.produce_timeout_ms),
+            linger: ms(self.kafka_linger_ms),
+            produce_timeout: ms(self.produce_timeout_ms),
             extra,
         })
     }
@@ -238,7 +370,7 @@ impl BackendConfig {
             replication: replication.to_owned(),
             username: self.cql_username.clone(),
             password: self.cql_password.clone(),
-            request_timeout: std::time::Duration::from_secs(10),
+            request_timeout: ms(self.cql_request_timeout_ms),
         }
     }
 
@@ -262,6 +394,9 @@ impl BackendConfig {
         if self.produce_timeout_ms == 0 {
             return Err(invalid("produce_timeout_ms", "must be at least 1"));
         }
+        if self.cql_request_timeout_ms == 0 {
+            return Err(invalid("cql_request_timeout_ms", "must be at least 1"));
+        }
         self.kafka().map(|_| ())
     }
 }
@@ -283,7 +418,8 @@ pub struct GatewayConfig {
     pub backend: BackendConfig,
 
     /// Internal listener where dispatchers push events (not for clients).
-    #[arg(long, env = "CONFAB_INTERNAL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "CONFAB_INTERNAL_LISTEN", value_name = "ADDR", default_value_t = default::internal_listen())]
+    #[serde(default = "default::internal_listen")]
     pub internal_listen: SocketAddr,
 
     /// The address dispatchers use to reach --internal-listen, when it differs
@@ -309,7 +445,8 @@ pub struct DispatcherConfig {
     pub secret: SecretConfig,
 
     /// Most records in one group commit.
-    #[arg(long, env = "CONFAB_MAX_BATCH", value_name = "RECORDS", default_value_t = 512)]
+    #[arg(long, env = "CONFAB_MAX_BATCH", value_name = "RECORDS", default_value_t = default::max_batch())]
+    #[serde(default = "default::max_batch")]
     pub max_batch: usize,
 }
 
@@ -321,11 +458,13 @@ pub struct MigrateConfig {
     pub backend: BackendConfig,
 
     /// Ingress partitions. Fixed at creation: `migrate` refuses to change it.
-    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = 16)]
+    #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = default::migrate_partitions())]
+    #[serde(default = "default::migrate_partitions")]
     pub partitions: u32,
 
     /// Replication factor of the Kafka topics.
-    #[arg(long, env = "CONFAB_KAFKA_REPLICATION", value_name = "N", default_value_t = 1)]
+    #[arg(long, env = "CONFAB_KAFKA_REPLICATION", value_name = "N", default_value_t = default::kafka_replication())]
+    #[serde(default = "default::kafka_replication")]
     pub kafka_replication: i32,
 
     /// Replication of the keyspace when migrate creates it (CQL map literal).
@@ -333,12 +472,14 @@ pub struct MigrateConfig {
         long,
         env = "CONFAB_CQL_REPLICATION",
         value_name = "MAP",
-        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+        default_value_t = default::cql_replication()
     )]
+    #[serde(default = "default::cql_replication")]
     pub cql_replication: String,
 
     /// Log format.
-    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = default::log_format())]
+    #[serde(default = "default::log_format")]
     pub log_format: LogFormat,
 }
 
@@ -373,19 +514,22 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The gateway's settings from these.
-    pub fn gateway(&self) -> confab_gateway::Config {
+    /// The gateway's settings from these; `produce_timeout` is its deadline
+    /// on a write to the bus.
+    fn gateway(&self, produce_timeout: Duration) -> confab_gateway::Config {
         confab_gateway::Config {
             id: self.server_id.clone(),
             internal_addr: None,
-            heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
+            heartbeat: ms(self.heartbeat_ms),
             max_frame_bytes: self.max_frame_bytes,
             max_text_bytes: self.max_text_bytes,
             rate_per_second: self.rate_per_second,
             rate_burst: self.rate_burst,
             outbound_queue: self.outbound_queue,
             presence_event_limit: self.presence_event_limit,
-            ..confab_gateway::Config::default()
+            produce_timeout,
+            ws_read_buffer: confab_gateway::Config::WS_READ_BUFFER,
+            ws_write_buffer: confab_gateway::Config::WS_WRITE_BUFFER,
         }
     }
 }
@@ -398,6 +542,17 @@ impl StandaloneConfig {
         }
         Ok(())
     }
+
+    /// The gateway's settings. The in-process bus has no produce timeout
+    /// option; the gateway keeps the distributed default as its deadline.
+    pub fn gateway(&self) -> confab_gateway::Config {
+        self.server.gateway(ms(default::produce_timeout_ms()))
+    }
+
+    /// The in-process dispatcher's settings.
+    pub fn dispatcher(&self) -> confab_dispatcher::Config {
+        confab_dispatcher::Config { max_batch: default::max_batch(), ..Default::default() }
+    }
 }
 
 impl GatewayConfig {
@@ -406,6 +561,12 @@ impl GatewayConfig {
         self.backend.validate()?;
         self.server.secret.validate(true)?;
         Ok(())
+    }
+
+    /// The gateway's settings: its deadline on a write is the Kafka
+    /// producer's `produce_timeout_ms`, so neither cuts the other short.
+    pub fn gateway(&self) -> confab_gateway::Config {
+        self.server.gateway(ms(self.backend.produce_timeout_ms))
     }
 
     /// Where dispatchers reach this gateway's internal port.
@@ -422,6 +583,10 @@ impl DispatcherConfig {
             return Err(invalid("max_batch", "must be at least 1"));
         }
         Ok(())
+    }
+
+    pub fn dispatcher(&self) -> confab_dispatcher::Config {
+        confab_dispatcher::Config { max_batch: self.max_batch, ..Default::default() }
     }
 }
 
@@ -467,7 +632,11 @@ role_config!(
 
 /// Reads `T` from parsed flags and environment, layered over the TOML file
 /// at `file`: a file key counts only where neither a flag nor a variable set
-/// that field.
+/// that field, and serde's defaults fill the rest.
+///
+/// Unknown keys are refused by name, against the options clap knows (the
+/// same names as the fields): serde's `deny_unknown_fields` does not work
+/// with the `flatten`ed groups these structs share.
 pub fn layered<T>(matches: &ArgMatches, file: Option<&Path>) -> Result<T, ConfigError>
 where
     T: Args + FromArgMatches + Serialize + DeserializeOwned,
@@ -478,24 +647,22 @@ where
     };
     let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let from_file: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
-    let mut merged = toml::Table::try_from(&from_args).map_err(|e| file_error(e.to_string()))?;
+    let mut merged: toml::Table = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
     let command = T::augment_args(clap::Command::new("config"));
-    let defaults = merged.clone();
-    for (key, value) in from_file {
+    for (key, value) in &merged {
         if !command.get_arguments().any(|a| a.get_id() == key.as_str()) {
             return Err(file_error(format!("unknown key `{key}`")));
         }
-        // Flattened settings lose field names in serde's errors: try each
-        // key alone over the defaults, so an error names its key.
-        let mut alone = defaults.clone();
-        alone.insert(key.clone(), value.clone());
+        // Flattened settings lose field names in serde's errors: read each
+        // key alone (over the defaults), so an error names its key.
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
         if let Err(e) = T::deserialize(alone) {
             return Err(file_error(format!("`{key}`: {}", e.message().trim())));
         }
-        let set_by_user =
-            matches!(matches.value_source(&key), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
-        if !set_by_user {
+    }
+    let args = toml::Table::try_from(&from_args).map_err(|e| file_error(e.to_string()))?;
+    for (key, value) in args {
+        if matches!(matches.value_source(&key), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
             merged.insert(key, value);
         }
     }
@@ -542,6 +709,42 @@ mod tests {
         assert!(e.contains("heartbeat"), "{e}");
         let e = load(&["confab"], "listen = \"nowhere\"\n").unwrap_err().to_string();
         assert!(e.contains("listen") || e.contains("nowhere"), "{e}");
+    }
+
+    fn gateway(args: &[&str]) -> GatewayConfig {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: GatewayConfig,
+        }
+        Cli::parse_from(std::iter::once("confab").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn the_gateways_produce_deadline_is_the_produce_timeout() {
+        let c = gateway(&["--produce-timeout-ms", "12000"]);
+        assert_eq!(c.gateway().produce_timeout, Duration::from_secs(12), "the gateway's own deadline");
+        assert_eq!(c.backend.kafka().unwrap().produce_timeout, Duration::from_secs(12), "librdkafka's");
+        assert_eq!(gateway(&[]).gateway().produce_timeout, Duration::from_millis(default::produce_timeout_ms()));
+    }
+
+    #[test]
+    fn the_cql_request_timeout_reaches_the_store_config() {
+        let c = gateway(&["--cql-request-timeout-ms", "2500"]);
+        assert_eq!(c.backend.cql("").request_timeout, Duration::from_millis(2500));
+        assert_eq!(gateway(&[]).backend.cql("").request_timeout, Duration::from_secs(10));
+    }
+
+    /// serde fills what the file leaves out with the very defaults clap
+    /// gives unset flags.
+    #[test]
+    fn an_empty_file_means_the_defaults() {
+        let from_serde: StandaloneConfig = toml::from_str("").unwrap();
+        let from_clap = Cli::command().try_get_matches_from(["confab"]).unwrap();
+        let from_clap = StandaloneConfig::from_arg_matches(&from_clap).unwrap();
+        assert_eq!(toml::Table::try_from(from_serde).unwrap(), toml::Table::try_from(from_clap).unwrap());
+        let from_serde: GatewayConfig = toml::from_str("").unwrap();
+        assert_eq!(toml::Table::try_from(from_serde).unwrap(), toml::Table::try_from(gateway(&[])).unwrap());
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let public = serving::bind(config.server.listen, "listen").await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
-    let mut gateway_config = config.server.gateway();
+    let mut gateway_config = config.gateway();
     gateway_config.internal_addr = Some(config.advertised_internal(internal_addr));
     let gateway = Gateway::new(gateway_config, auth, store, bus, confab_gateway::Metrics::new(&registry)?);
     tracing::info!("listening on http://{public_addr}");
@@ -99,7 +99,7 @@ pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Runnin
             })
         })
     };
-    let dispatcher_config = confab_dispatcher::Config { max_batch: config.max_batch, ..Default::default() };
+    let dispatcher_config = config.dispatcher();
     let mut tasks = Supervisor::new();
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
     tasks.spawn("dispatcher", |stop| async move {

@@ -11,6 +11,7 @@ use confab::config::{
 use confab::serving::Running;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
 
 /// Confab: an instant-messaging platform (rooms, direct messages, history,
 /// multi-device sync, presence) over WebSocket.
@@ -27,6 +28,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once; boxing the settings would buy nothing")]
 enum Command {
     /// Run everything in one process: gateway, dispatcher, an embedded store
     /// on local disk, an in-process bus and the web client.
@@ -76,6 +78,12 @@ impl RoleConfig for OperatorConfig {
     }
 }
 
+impl OperatorConfig {
+    fn operator(&self) -> confab_operator::Config {
+        confab_operator::Config { namespace: self.watch_namespace.clone() }
+    }
+}
+
 #[derive(Args)]
 struct CrdArgs {
     /// Instead of the CRD, print the objects the operator would apply for
@@ -94,10 +102,23 @@ struct WithFile<T: Args> {
     settings: T,
 }
 
+/// The process's log, on stdout, at the level of RUST_LOG (default: info).
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    install_logging(format, filter, ansi, std::io::stdout);
+}
+
+/// `init` also makes the `log` crate's records events of this subscriber,
+/// under the same filter (tracing-subscriber's `tracing-log` feature): what
+/// librdkafka logs (through rdkafka's client contexts) and rustls' TLS
+/// failures. rdkafka sets librdkafka's own log level from that filter when it
+/// makes a client, so logging must be set up before any Kafka client is.
+fn install_logging<W>(format: LogFormat, filter: EnvFilter, ansi: bool, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -189,7 +210,7 @@ async fn operator(config: OperatorConfig) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let metrics = confab_operator::metrics::Metrics::new(&registry)?;
     let client = confab_operator::client().await?;
-    let settings = confab_operator::Config { namespace: config.watch_namespace.clone() };
+    let settings = config.operator();
     let operator = confab_operator::Operator::new(client, settings, metrics).await?;
     let admin = confab::serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let admin_addr = admin.local_addr()?;
@@ -234,4 +255,236 @@ fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode 
 /// task of the role stops on its own.
 async fn serve(running: Running) -> anyhow::Result<()> {
     running.until(confab::shutdown_signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use clap::Arg;
+    use confab::config::ServerConfig;
+
+    use super::*;
+
+    /// The roles whose options are settings (not `crd`).
+    const ROLES: [&str; 5] = ["standalone", "gateway", "dispatcher", "migrate", "operator"];
+
+    /// A role's options, as clap knows them (without `--config` and `--help`).
+    fn options(role: &str) -> Vec<Arg> {
+        let cli = Cli::command();
+        let sub = cli.find_subcommand(role).expect("a role");
+        sub.get_arguments().filter(|a| a.get_long().is_some() && a.get_id() != "config").cloned().collect()
+    }
+
+    /// A value of `arg` that is not its default.
+    fn other_value(arg: &Arg) -> String {
+        let default = arg.get_default_values().first().map(|v| v.to_string_lossy().into_owned());
+        let possible = arg.get_possible_values();
+        if !possible.is_empty() {
+            return possible.iter().map(|p| p.get_name().to_owned()).find(|p| Some(p) != default.as_ref()).unwrap();
+        }
+        if let Some(Ok(n)) = default.as_deref().map(str::parse::<u64>) {
+            return (n + 1).to_string();
+        }
+        match arg.get_value_names().and_then(|names| names.first()).map(|n| n.as_str()) {
+            Some("ADDR") => "127.0.0.1:1".into(),
+            Some("KEY=VALUE") => "acks=1".into(),
+            _ => "other".into(),
+        }
+    }
+
+    /// Options clap accepts only with another.
+    fn companion(id: &str) -> &'static [&'static str] {
+        match id {
+            "tls_cert" => &["--tls-key", "key.pem"],
+            "tls_key" => &["--tls-cert", "cert.pem"],
+            _ => &[],
+        }
+    }
+
+    fn matches(role: &str, args: &[&str]) -> ArgMatches {
+        let argv = ["confab", role].into_iter().chain(args.iter().copied());
+        let m = Cli::command().try_get_matches_from(argv).unwrap_or_else(|e| panic!("confab {role} {args:?}: {e}"));
+        m.subcommand_matches(role).unwrap().clone()
+    }
+
+    /// What the binary's serving code reads of `ServerConfig` itself; the
+    /// rest goes to the gateway through `gateway()`.
+    fn serving(s: &ServerConfig) -> impl Debug + '_ {
+        (s.listen, &s.tls_cert, &s.tls_key, &s.secret, &s.jwt_public_keys, s.token_ttl_secs, s.drain_grace_ms)
+    }
+
+    /// Everything `role` hands on from its settings: the libraries' configs,
+    /// and what the binary reads itself (listeners, TLS, tokens, logs).
+    fn handed(role: &str, m: &ArgMatches) -> String {
+        fn get<T: FromArgMatches>(m: &ArgMatches) -> T {
+            T::from_arg_matches(m).unwrap()
+        }
+        match role {
+            "standalone" => {
+                let c: StandaloneConfig = get(m);
+                format!("{:?}", (c.gateway(), c.dispatcher(), serving(&c.server), &c.ops, &c.data, c.partitions))
+            }
+            "gateway" => {
+                let c: GatewayConfig = get(m);
+                let bound = "127.0.0.1:7070".parse().unwrap();
+                let b = &c.backend;
+                let libraries = (c.gateway(), b.kafka().unwrap(), b.cql(""));
+                format!(
+                    "{:?}",
+                    (libraries, serving(&c.server), &c.ops, c.internal_listen, c.advertised_internal(bound))
+                )
+            }
+            "dispatcher" => {
+                let c: DispatcherConfig = get(m);
+                format!("{:?}", (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops))
+            }
+            "migrate" => {
+                let c: MigrateConfig = get(m);
+                let b = &c.backend;
+                format!(
+                    "{:?}",
+                    (b.kafka().unwrap(), b.cql(&c.cql_replication), c.partitions, c.kafka_replication, c.log_format)
+                )
+            }
+            "operator" => {
+                let c: OperatorConfig = get(m);
+                format!("{:?}", (c.operator(), &c.ops))
+            }
+            other => panic!("no role {other}"),
+        }
+    }
+
+    /// The settings of `role` as `T`, serialized as the file would hold them.
+    fn as_table(role: &str, m: &ArgMatches) -> toml::Table {
+        fn table<T: FromArgMatches + Serialize>(m: &ArgMatches) -> toml::Table {
+            toml::Table::try_from(T::from_arg_matches(m).unwrap()).unwrap()
+        }
+        match role {
+            "standalone" => table::<StandaloneConfig>(m),
+            "gateway" => table::<GatewayConfig>(m),
+            "dispatcher" => table::<DispatcherConfig>(m),
+            "migrate" => table::<MigrateConfig>(m),
+            "operator" => table::<OperatorConfig>(m),
+            other => panic!("no role {other}"),
+        }
+    }
+
+    /// `role`'s settings layered over `file`, as a table.
+    fn from_file(role: &str, file: &std::path::Path) -> toml::Table {
+        fn table<T: Args + FromArgMatches + Serialize + DeserializeOwned>(
+            m: &ArgMatches,
+            file: &std::path::Path,
+        ) -> toml::Table {
+            toml::Table::try_from(layered::<T>(m, Some(file)).unwrap()).unwrap()
+        }
+        let m = matches(role, &[]);
+        match role {
+            "standalone" => table::<StandaloneConfig>(&m, file),
+            "gateway" => table::<GatewayConfig>(&m, file),
+            "dispatcher" => table::<DispatcherConfig>(&m, file),
+            "migrate" => table::<MigrateConfig>(&m, file),
+            "operator" => table::<OperatorConfig>(&m, file),
+            other => panic!("no role {other}"),
+        }
+    }
+
+    /// A new option that nothing reads fails here: every option, set to a
+    /// value other than its default, by flag or by file key, changes what its
+    /// role hands to the libraries or reads itself.
+    #[test]
+    fn every_option_changes_what_its_role_hands_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("confab.toml");
+        for role in ROLES {
+            let default = handed(role, &matches(role, &[]));
+            for arg in options(role) {
+                let (id, flag, value) =
+                    (arg.get_id().as_str(), format!("--{}", arg.get_long().unwrap()), other_value(&arg));
+                let mut args = vec![flag.as_str(), value.as_str()];
+                args.extend(companion(id));
+                let set = matches(role, &args);
+                assert_ne!(handed(role, &set), default, "`confab {role} {flag} {value}` changes nothing {role} does");
+
+                // The same value as a file key.
+                let key_value = as_table(role, &set).remove(id).unwrap_or_else(|| panic!("{role}: no file key {id}"));
+                std::fs::write(&file, toml::Table::from_iter([(id.to_owned(), key_value.clone())]).to_string())
+                    .unwrap();
+                assert_eq!(from_file(role, &file).get(id), Some(&key_value), "{role}: file key {id}");
+            }
+        }
+    }
+
+    /// The README's configuration tables list every option of the roles
+    /// they describe, with its flag, its variable (when it is not the flag's
+    /// name in capitals after `CONFAB_`) and its default.
+    #[test]
+    fn the_readme_lists_every_option_with_its_flag_and_default() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<Vec<&str>> =
+            readme.lines().filter(|l| l.starts_with("| `")).map(|l| l.split(" | ").collect()).collect();
+        for role in ["standalone", "gateway", "dispatcher", "migrate"] {
+            for arg in options(role) {
+                let long = arg.get_long().unwrap();
+                let key = format!("`{}`", arg.get_id());
+                let (flag, flag_and_value) = (format!("`--{long}`"), format!("`--{long} "));
+                let default = arg.get_default_values().first().map(|d| format!("`{}`", d.to_string_lossy()));
+                let env = arg.get_env().unwrap().to_str().unwrap();
+                let env_by_rule = env == format!("CONFAB_{}", long.to_uppercase().replace('-', "_"));
+                let listed = rows.iter().any(|r| {
+                    r[0].contains(&key)
+                        && (r[1].contains(&flag) || r[1].contains(&flag_and_value))
+                        && (env_by_rule || r[1].contains(env))
+                        && default.as_ref().is_none_or(|d| r[2].contains(d.as_str()))
+                });
+                assert!(listed, "README.md: no row for {key} ({flag}, {env}, default {default:?}) of `confab {role}`");
+            }
+        }
+    }
+
+    /// A `MakeWriter` that keeps what is written.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// The one test in this binary that installs the global subscriber.
+    #[test]
+    fn log_crate_records_reach_the_process_log_at_its_level() {
+        let out = Captured::default();
+        install_logging(LogFormat::Json, EnvFilter::new("info"), false, out.clone());
+        log::warn!(target: "librdkafka", "librdkafka: FAIL [thrd:127.0.0.1:1/bootstrap]: Connection refused");
+        log::debug!(target: "librdkafka", "below the level");
+        tracing::info!("a tracing event");
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let warn =
+            lines.iter().find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("Connection refused")));
+        let warn = warn.unwrap_or_else(|| panic!("the log record is not in the output:\n{text}"));
+        assert_eq!(warn["level"], "WARN");
+        assert_eq!(warn["target"], "librdkafka");
+        assert!(!text.contains("below the level"), "{text}");
+        assert!(text.contains("a tracing event"), "{text}");
+
+        // rdkafka sets librdkafka's own log level from the same filter.
+        use rdkafka::config::RDKafkaLogLevel;
+        assert!(matches!(rdkafka::ClientConfig::new().log_level, RDKafkaLogLevel::Info));
+    }
 }

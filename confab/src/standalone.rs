@@ -29,13 +29,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let push = LocalPush::default();
     let (pushed, inbox) = confab_gateway::delivery::inbox();
     push.register(&config.server.server_id, pushed);
-    let gateway = Gateway::new(
-        config.server.gateway(),
-        auth,
-        store.clone(),
-        bus.clone(),
-        confab_gateway::Metrics::new(&registry)?,
-    );
+    let dispatcher_config = config.dispatcher();
+    let gateway =
+        Gateway::new(config.gateway(), auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
 
     let public = serving::bind(config.server.listen, "listen").await?;
@@ -53,8 +49,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let background = gateway.clone();
     tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
     tasks.spawn("dispatcher", |stop| async move {
-        let config = confab_dispatcher::Config::default();
-        Ok(confab_dispatcher::run(config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
+        Ok(confab_dispatcher::run(dispatcher_config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
     });
     tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, grace, stop));
     Ok(Running::new(Some(public_addr), admin_addr, None, tasks))

@@ -1,5 +1,6 @@
-//! The gateway's settings. The `confab` binary fills them from its layered
-//! configuration; the doc comments there are the user's documentation.
+//! The gateway's settings. The `confab` binary fills every field from its
+//! layered configuration, where the defaults are and whose doc comments are
+//! the user's documentation; this crate has no defaults of its own.
 
 use std::time::Duration;
 
@@ -30,21 +31,10 @@ pub struct Config {
     pub ws_write_buffer: usize,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            id: "gw-1".into(),
-            internal_addr: None,
-            heartbeat: Duration::from_millis(25_000),
-            max_frame_bytes: 64 * 1024,
-            max_text_bytes: 4096,
-            rate_per_second: 20,
-            rate_burst: 40,
-            outbound_queue: 256,
-            presence_event_limit: 500,
-            produce_timeout: Duration::from_secs(5),
-            ws_read_buffer: 1024,
-            ws_write_buffer: 4 * 1024,
-        }
-    }
+impl Config {
+    /// What `ws_read_buffer` should be (not an option): small, because every
+    /// idle connection holds it.
+    pub const WS_READ_BUFFER: usize = 1024;
+    /// What `ws_write_buffer` should be (not an option).
+    pub const WS_WRITE_BUFFER: usize = 4 * 1024;
 }

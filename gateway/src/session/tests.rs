@@ -39,7 +39,21 @@ impl TestGateway {
         let bus = Arc::new(MemoryBus::new(1, &[]));
         let auth = Auth::new(&[7; 32], &[], Duration::from_secs(3600)).unwrap();
         let registry = prometheus::Registry::new();
-        let mut config = Config::default();
+        // The documented defaults; each test changes what it is about.
+        let mut config = Config {
+            id: "gw-test".into(),
+            internal_addr: None,
+            heartbeat: Duration::from_secs(25),
+            max_frame_bytes: 64 * 1024,
+            max_text_bytes: 4096,
+            rate_per_second: 20,
+            rate_burst: 40,
+            outbound_queue: 256,
+            presence_event_limit: 500,
+            produce_timeout: Duration::from_secs(5),
+            ws_read_buffer: Config::WS_READ_BUFFER,
+            ws_write_buffer: Config::WS_WRITE_BUFFER,
+        };
         tweak(&mut config);
         let gw = Gateway::new(config, auth, store, bus, Metrics::new(&registry).unwrap());
         let shutdown = CancellationToken::new();

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use confab_protocol::{Message, RoomInfo};
 use futures_util::future::try_join_all;
+use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::ExecutionError;
@@ -77,8 +78,12 @@ fn is_identifier(s: &str) -> bool {
 }
 
 async fn session(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session> {
-    let mut builder =
-        SessionBuilder::new().known_nodes(&config.contact_points).connection_timeout(Duration::from_secs(5));
+    // The driver's default profile with our request timeout (the driver's own is 30 s).
+    let profile = ExecutionProfile::builder().request_timeout(Some(config.request_timeout)).build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.contact_points)
+        .connection_timeout(Duration::from_secs(5))
+        .default_execution_profile_handle(profile.into_handle());
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(user, password);
     }
@@ -511,5 +516,28 @@ impl Store for ScyllaStore {
             }
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod request_timeout {
+    use super::*;
+
+    /// Against the real database of `scripts/infra up cql`.
+    #[tokio::test]
+    async fn the_session_uses_the_configured_request_timeout() {
+        let points = std::env::var("CQL_CONTACT_POINTS")
+            .expect("CQL_CONTACT_POINTS is not set: run `scripts/infra up cql` and `source target/infra/env`");
+        let config = CqlConfig {
+            contact_points: points.split(',').map(str::to_owned).collect(),
+            keyspace: String::new(),
+            replication: String::new(),
+            username: None,
+            password: None,
+            request_timeout: Duration::from_millis(1234),
+        };
+        let s = session(&config, None).await.unwrap();
+        let profile = s.get_default_execution_profile_handle().to_profile();
+        assert_eq!(profile.get_request_timeout(), Some(Duration::from_millis(1234)));
     }
 }
