@@ -175,7 +175,7 @@ impl Target {
     async fn start_distributed(&mut self, args: &TargetArgs, run: &str) -> Result<()> {
         let bin = args.confab_bin.clone().map_or_else(default_confab_bin, Ok)?;
         let keyspace = format!("bench_{run}");
-        let backend = vec![
+        let backend = [
             format!("--kafka={}", args.kafka),
             format!("--topic-prefix=bench-{run}"),
             format!("--cql={}", args.cql),

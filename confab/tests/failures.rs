@@ -191,14 +191,12 @@ impl Writer {
         if self.client.is_none() {
             loop {
                 let url = format!("ws://{}/v1/ws?token={}", self.gateways[self.current], self.token);
-                match tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await {
-                    Ok(Ok((ws, _))) => {
-                        if let Some(client) = Client::try_from_stream(ws).await {
-                            self.client = Some(client);
-                            break;
-                        }
-                    }
-                    _ => {}
+                if let Ok(Ok((ws, _))) =
+                    tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await
+                    && let Some(client) = Client::try_from_stream(ws).await
+                {
+                    self.client = Some(client);
+                    break;
                 }
                 self.current = (self.current + 1) % self.gateways.len();
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -387,10 +385,10 @@ async fn readyz(cluster: &Cluster, g: usize, status: u16) {
     let http = reqwest::Client::new();
     tokio::time::timeout(Duration::from_secs(120), async {
         loop {
-            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(5)).send().await {
-                if r.status().as_u16() == status {
-                    return;
-                }
+            if let Ok(r) = http.get(&url).timeout(Duration::from_secs(5)).send().await
+                && r.status().as_u16() == status
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -48,10 +48,10 @@ impl Process {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let public = loop {
             let line = lines.next().expect("the server logs its address").unwrap();
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                if !line.contains("admin") {
-                    break rest.trim().to_owned();
-                }
+            if let Some(rest) = line.split("listening on http://").nth(1)
+                && !line.contains("admin")
+            {
+                break rest.trim().to_owned();
             }
         };
         // Keep draining the log so the server never blocks on a full pipe.
