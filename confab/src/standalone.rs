@@ -17,7 +17,7 @@ use crate::supervisor::Supervisor;
 pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     config.validate()?;
     let registry = prometheus::Registry::new();
-    std::fs::create_dir_all(&config.data).with_context(|| format!("data directory {}", config.data.display()))?;
+    // Creates the data directory, private to this user (0700).
     let embedded = EmbeddedStore::open(&config.data).context("opening the embedded store")?;
     let store: Arc<dyn Store> = Arc::new(Metered::new(embedded, &registry)?);
     store.bind_partitions(config.partitions).await.context("partitions")?;
