@@ -16,6 +16,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Dialect};
 
+/// The servers' `/v1/auth/*` budget per client address: every benchmark
+/// user registers from this machine's one address.
+const BENCH_AUTH_PER_IP: u32 = 1_000_000;
+
 /// How long a server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -162,6 +166,8 @@ impl Target {
             format!("--data={}", dir.display()),
             format!("--jwt-secret={}", self.secret),
             format!("--partitions={}", args.partitions),
+            // Every benchmark user registers from this one address.
+            format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
         ];
         flags.extend(args.server_args.iter().cloned());
         self.spawn(&bin, &flags, true)?;
@@ -212,6 +218,7 @@ impl Target {
                 format!("--internal-listen=127.0.0.1:{internal}"),
                 format!("--server-id=gw-{g}"),
                 format!("--jwt-secret={}", self.secret),
+                format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
             ];
             flags.extend(backend.iter().cloned());
             flags.extend(args.server_args.iter().cloned());

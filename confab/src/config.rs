@@ -130,6 +130,15 @@ pub mod default {
     pub fn kafka_replication() -> i32 {
         1
     }
+    pub fn auth_per_ip_per_minute() -> u32 {
+        60
+    }
+    pub fn auth_per_user_per_minute() -> u32 {
+        10
+    }
+    pub fn hash_queue() -> usize {
+        64
+    }
     pub fn cql_replication() -> String {
         "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
     }
@@ -247,6 +256,48 @@ pub struct ServerConfig {
     #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID", default_value_t = default::server_id())]
     #[serde(default = "default::server_id")]
     pub server_id: String,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub auth_limits: AuthLimitsConfig,
+}
+
+/// What `/v1/auth/register` and `/v1/auth/login` may cost the server: each
+/// attempt is an argon2id hash, deliberately slow. Over a limit the answer is
+/// `429 rate_limited` (or `503 unavailable` for a full queue) with `Retry-After`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct AuthLimitsConfig {
+    /// Register and login attempts per minute from one client IP address
+    /// (also the burst). Behind a proxy every client shares its address.
+    #[arg(long, env = "CONFAB_AUTH_PER_IP_PER_MINUTE", value_name = "N", default_value_t = default::auth_per_ip_per_minute())]
+    #[serde(default = "default::auth_per_ip_per_minute")]
+    pub auth_per_ip_per_minute: u32,
+
+    /// Register and login attempts per minute for one user name (also the burst).
+    #[arg(long, env = "CONFAB_AUTH_PER_USER_PER_MINUTE", value_name = "N", default_value_t = default::auth_per_user_per_minute())]
+    #[serde(default = "default::auth_per_user_per_minute")]
+    pub auth_per_user_per_minute: u32,
+
+    /// Password hashes that may wait for a hashing thread (one per core);
+    /// more are refused with `unavailable`.
+    #[arg(long, env = "CONFAB_HASH_QUEUE", value_name = "JOBS", default_value_t = default::hash_queue())]
+    #[serde(default = "default::hash_queue")]
+    pub hash_queue: usize,
+}
+
+impl AuthLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth_per_ip_per_minute == 0 || self.auth_per_user_per_minute == 0 {
+            return Err(invalid(
+                "auth_per_ip_per_minute",
+                "auth_per_ip_per_minute and auth_per_user_per_minute must be at least 1",
+            ));
+        }
+        if self.hash_queue == 0 {
+            return Err(invalid("hash_queue", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// Every process's admin port and logs.
@@ -511,7 +562,7 @@ impl ServerConfig {
         if self.server_id.is_empty() {
             return Err(invalid("server_id", "must not be empty"));
         }
-        Ok(())
+        self.auth_limits.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
@@ -530,6 +581,9 @@ impl ServerConfig {
             produce_timeout,
             ws_read_buffer: confab_gateway::Config::WS_READ_BUFFER,
             ws_write_buffer: confab_gateway::Config::WS_WRITE_BUFFER,
+            auth_per_ip_per_minute: self.auth_limits.auth_per_ip_per_minute,
+            auth_per_user_per_minute: self.auth_limits.auth_per_user_per_minute,
+            hash_queue: self.auth_limits.hash_queue,
         }
     }
 }

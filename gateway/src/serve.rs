@@ -3,11 +3,13 @@
 //! WebSocket sessions run on the same connection after the handshake.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -72,7 +74,7 @@ async fn accept(
     connections: &TaskTracker,
 ) {
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -90,9 +92,9 @@ async fn accept(
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             match tls {
-                None => connection(stream, app, shutdown).await,
+                None => connection(stream, peer, app, shutdown).await,
                 Some(tls) => match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(stream, app, shutdown).await,
+                    Ok(Ok(stream)) => connection(stream, peer, app, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -101,11 +103,13 @@ async fn accept(
     }
 }
 
-async fn connection<S>(stream: S, app: Router, shutdown: CancellationToken)
+async fn connection<S>(stream: S, peer: SocketAddr, app: Router, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // The client's address, for limits kept per address.
+        req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|never| match never {})) }
     });
