@@ -139,6 +139,15 @@ pub mod default {
     pub fn hash_queue() -> usize {
         64
     }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn max_connections_per_ip() -> usize {
+        256
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
     pub fn cql_replication() -> String {
         "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
     }
@@ -260,6 +269,54 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub auth_limits: AuthLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub connection_limits: ConnectionLimitsConfig,
+}
+
+/// What the public listener holds at most. Over a cap, a new connection is
+/// closed at once; a client that is slow to send its request headers (or
+/// finish its TLS handshake) is cut off.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct ConnectionLimitsConfig {
+    /// Open client connections (HTTP and WebSocket) in all. Keep it below
+    /// the file descriptor limit (raised to the hard limit at start).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", value_name = "N", default_value_t = default::max_connections())]
+    #[serde(default = "default::max_connections")]
+    pub max_connections: usize,
+
+    /// Open client connections from one IP address. Behind a proxy or a
+    /// large NAT every client shares one address: raise it there.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", value_name = "N", default_value_t = default::max_connections_per_ip())]
+    #[serde(default = "default::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+
+    /// Time a client gets to send a request's headers (and to finish the TLS
+    /// handshake), in milliseconds.
+    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT_MS", value_name = "MS", default_value_t = default::header_read_timeout_ms())]
+    #[serde(default = "default::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+}
+
+impl ConnectionLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(invalid("max_connections", "max_connections and max_connections_per_ip must be at least 1"));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(invalid("header_read_timeout_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> confab_gateway::serve::ConnectionLimits {
+        confab_gateway::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            header_read_timeout: ms(self.header_read_timeout_ms),
+        }
+    }
 }
 
 /// What `/v1/auth/register` and `/v1/auth/login` may cost the server: each
@@ -562,7 +619,8 @@ impl ServerConfig {
         if self.server_id.is_empty() {
             return Err(invalid("server_id", "must not be empty"));
         }
-        self.auth_limits.validate()
+        self.auth_limits.validate()?;
+        self.connection_limits.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline

@@ -43,6 +43,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tracing::info!("admin listening on http://{admin_addr}");
 
     let grace = Duration::from_millis(config.server.drain_grace_ms);
+    let limits = config.server.connection_limits.limits();
     let mut tasks = Supervisor::new();
     let ready = serving::gateway_ready(&gateway);
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
@@ -51,6 +52,6 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tasks.spawn("dispatcher", |stop| async move {
         Ok(confab_dispatcher::run(dispatcher_config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
     });
-    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, grace, stop));
+    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
     Ok(Running::new(Some(public_addr), admin_addr, None, tasks))
 }

@@ -5,15 +5,20 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use common::{PATIENCE, TestServer};
+use common::{Client, PATIENCE, TestServer};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::MaybeTlsStream;
 
 /// The limits every test here runs with, small enough to reach.
 const PER_IP: u32 = 5;
 const PER_USER: u32 = 4;
 const HASH_QUEUE: usize = 1;
+const PER_IP_CONNECTIONS: usize = 4;
+const HEADER_READ_TIMEOUT_MS: u64 = 1000;
 
 /// An HTTP client whose connections come from `ip`.
 fn client_from(ip: &str) -> reqwest::Client {
@@ -155,6 +160,79 @@ async fn the_web_client_is_served_with_a_content_security_policy(s: TestServer) 
     }
 }
 
+/// A TCP connection from `ip` to the server behind `base` (`http://host:port`).
+async fn tcp_from(ip: &str, base: &str) -> TcpStream {
+    let to: SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// What the server sends before it closes the connection (bounded wait).
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server closes the connection (read so far: {:?})", String::from_utf8_lossy(&got));
+    got
+}
+
+/// A WebSocket session of `token` from `ip` to the first gateway.
+async fn session_from(ip: &str, s: &TestServer, token: &str) -> Client {
+    let stream = tcp_from(ip, &s.https[0]).await;
+    let url = format!("{}?token={token}", s.gateways[0]);
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.expect("upgrade");
+    Client::from_stream(ws).await
+}
+
+/// A GET of the web client from `ip` on a fresh connection: its status, or
+/// `None` when the server closed the connection without answering.
+async fn get_from(ip: &str, base: &str) -> Option<u16> {
+    let mut stream = tcp_from(ip, base).await;
+    // The server may have closed already: then writing fails, and that is the answer.
+    if stream.write_all(b"GET / HTTP/1.1\r\nHost: confab\r\nConnection: close\r\n\r\n").await.is_err() {
+        return None;
+    }
+    let answer = until_closed(&mut stream).await;
+    let head = String::from_utf8_lossy(&answer);
+    head.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).map(|code| code.parse().unwrap())
+}
+
+/// Polls `get_from` until the server answers (a bounded wait for a freed place).
+async fn served_again(ip: &str, base: &str) -> u16 {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(status) = get_from(ip, base).await {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a freed place is taken again")
+}
+
+async fn a_half_sent_request_is_cut_off_and_other_clients_are_served(s: TestServer) {
+    let mut slow = tcp_from("127.0.0.9", &s.https[0]).await;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: confab\r\nX-Slow: ").await.unwrap();
+    assert_eq!(get_from("127.0.0.10", &s.https[0]).await, Some(200), "another client is served meanwhile");
+    let answer = until_closed(&mut slow).await;
+    assert!(!String::from_utf8_lossy(&answer).contains(" 200 "), "no page for a request never finished");
+}
+
+async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_get_in(s: TestServer) {
+    let token = s.user("holder").await;
+    let mut held = Vec::new();
+    for _ in 0..PER_IP_CONNECTIONS {
+        held.push(session_from("127.0.0.11", &s, &token).await);
+    }
+    assert_eq!(get_from("127.0.0.11", &s.https[0]).await, None, "one more from that address is closed at once");
+    let mut other = session_from("127.0.0.12", &s, &token).await;
+    other.ok(json!({"op":"ping"})).await;
+    signs_up_and_in_everywhere(&s, "127.0.0.12", "bob").await;
+    held.pop();
+    assert_eq!(served_again("127.0.0.11", &s.https[0]).await, 200, "a place freed by a session is free again");
+}
+
 /// How long a test on a cluster may take, start-up included.
 const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
 
@@ -168,6 +246,8 @@ macro_rules! on_every_mode {
                         c.server.auth_limits.auth_per_ip_per_minute = super::PER_IP;
                         c.server.auth_limits.auth_per_user_per_minute = super::PER_USER;
                         c.server.auth_limits.hash_queue = super::HASH_QUEUE;
+                        c.server.connection_limits.max_connections_per_ip = super::PER_IP_CONNECTIONS;
+                        c.server.connection_limits.header_read_timeout_ms = super::HEADER_READ_TIMEOUT_MS;
                     })
                     .await;
                     super::$name(s).await
@@ -180,10 +260,14 @@ macro_rules! on_every_mode {
                 async fn $name() {
                     let (ip, user, queue) =
                         (super::PER_IP.to_string(), super::PER_USER.to_string(), super::HASH_QUEUE.to_string());
+                    let (connections, headers) =
+                        (super::PER_IP_CONNECTIONS.to_string(), super::HEADER_READ_TIMEOUT_MS.to_string());
                     let flags = [
                         "--auth-per-ip-per-minute", ip.as_str(),
                         "--auth-per-user-per-minute", user.as_str(),
                         "--hash-queue", queue.as_str(),
+                        "--max-connections-per-ip", connections.as_str(),
+                        "--header-read-timeout-ms", headers.as_str(),
                     ];
                     let test = async { super::$name(super::TestServer::start_cluster_with(&flags).await).await };
                     tokio::time::timeout(super::CLUSTER_TEST, test).await.expect("the test ends in time")
@@ -199,7 +283,26 @@ on_every_mode!(
     a_full_hash_queue_is_refused_with_retry_after_and_later_sign_ins_succeed,
     auth_bodies_must_be_json_and_passwords_short_before_any_hashing,
     the_web_client_is_served_with_a_content_security_policy,
+    a_half_sent_request_is_cut_off_and_other_clients_are_served,
+    connections_over_the_per_address_cap_are_closed_and_other_addresses_get_in,
 );
+
+#[tokio::test]
+async fn a_full_server_closes_new_connections_until_a_place_is_free() {
+    let s = TestServer::start_with(|c| c.server.connection_limits.max_connections = 3).await;
+    // A token without an HTTP request: no other connection takes a place.
+    let claims = json!({"sub": "holder", "exp": 4_000_000_000u64});
+    let key = jsonwebtoken::EncodingKey::from_secret(common::SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let mut held = Vec::new();
+    for ip in ["127.0.0.21", "127.0.0.22", "127.0.0.23"] {
+        held.push(session_from(ip, &s, &token).await);
+    }
+    assert_eq!(get_from("127.0.0.24", &s.https[0]).await, None, "a connection over the cap is closed at once");
+    held.pop();
+    assert_eq!(served_again("127.0.0.24", &s.https[0]).await, 200, "a place freed by a session is free again");
+    held[0].ok(json!({"op":"ping"})).await;
+}
 
 /// Standalone keeps its data on local disk: only its owner may read it.
 #[cfg(unix)]

@@ -46,12 +46,14 @@ pub fn config(data: &std::path::Path) -> StandaloneConfig {
         TEST_AUTH_BUDGET,
         "--auth-per-user-per-minute",
         TEST_AUTH_BUDGET,
+        "--max-connections-per-ip",
+        TEST_AUTH_BUDGET,
     ])
     .config
 }
 
-/// The `/v1/auth/*` budgets of test servers, out of the way of the suites
-/// that do not test them.
+/// The `/v1/auth/*` budgets and the per-address connection cap of test
+/// servers, out of the way of the suites that do not test them.
 pub const TEST_AUTH_BUDGET: &str = "1000000";
 
 pub struct TestServer {
