@@ -64,7 +64,7 @@ fn credentials(body: &[u8]) -> Result<Credentials, ApiError> {
 
 /// A refused `/v1/auth/*` request: an error with, where it helps the
 /// client, a status of its own (415) and `Retry-After`.
-pub struct Refusal {
+struct Refusal {
     status: Option<StatusCode>,
     error: ProtocolError,
     retry_after: Option<Duration>,
