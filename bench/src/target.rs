@@ -16,6 +16,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Dialect};
 
+/// The servers' `/v1/auth/*` budget and connection caps: every benchmark
+/// user registers and connects from this machine's one address.
+const BENCH_AUTH_PER_IP: u32 = 1_000_000;
+const BENCH_MAX_CONNECTIONS: usize = 10_000_000;
+
 /// How long a server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -162,6 +167,10 @@ impl Target {
             format!("--data={}", dir.display()),
             format!("--jwt-secret={}", self.secret),
             format!("--partitions={}", args.partitions),
+            // Every benchmark user registers from this one address.
+            format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
+            format!("--max-connections={BENCH_MAX_CONNECTIONS}"),
+            format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
         ];
         flags.extend(args.server_args.iter().cloned());
         self.spawn(&bin, &flags, true)?;
@@ -212,6 +221,9 @@ impl Target {
                 format!("--internal-listen=127.0.0.1:{internal}"),
                 format!("--server-id=gw-{g}"),
                 format!("--jwt-secret={}", self.secret),
+                format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
+                format!("--max-connections={BENCH_MAX_CONNECTIONS}"),
+                format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
             ];
             flags.extend(backend.iter().cloned());
             flags.extend(args.server_args.iter().cloned());

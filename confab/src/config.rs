@@ -130,6 +130,24 @@ pub mod default {
     pub fn kafka_replication() -> i32 {
         1
     }
+    pub fn auth_per_ip_per_minute() -> u32 {
+        60
+    }
+    pub fn auth_per_user_per_minute() -> u32 {
+        10
+    }
+    pub fn hash_queue() -> usize {
+        64
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn max_connections_per_ip() -> usize {
+        256
+    }
+    pub fn header_read_timeout_ms() -> u64 {
+        10_000
+    }
     pub fn cql_replication() -> String {
         "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
     }
@@ -247,6 +265,96 @@ pub struct ServerConfig {
     #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID", default_value_t = default::server_id())]
     #[serde(default = "default::server_id")]
     pub server_id: String,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub auth_limits: AuthLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub connection_limits: ConnectionLimitsConfig,
+}
+
+/// What the public listener holds at most. Over a cap, a new connection is
+/// closed at once; a client that is slow to send its request headers (or
+/// finish its TLS handshake) is cut off.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct ConnectionLimitsConfig {
+    /// Open client connections (HTTP and WebSocket) in all. Keep it below
+    /// the file descriptor limit (raised to the hard limit at start).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", value_name = "N", default_value_t = default::max_connections())]
+    #[serde(default = "default::max_connections")]
+    pub max_connections: usize,
+
+    /// Open client connections from one IP address. Behind a proxy or a
+    /// large NAT every client shares one address: raise it there.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", value_name = "N", default_value_t = default::max_connections_per_ip())]
+    #[serde(default = "default::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+
+    /// Time a client gets to send a request's headers (and to finish the TLS
+    /// handshake), in milliseconds.
+    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT_MS", value_name = "MS", default_value_t = default::header_read_timeout_ms())]
+    #[serde(default = "default::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+}
+
+impl ConnectionLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err(invalid("max_connections", "max_connections and max_connections_per_ip must be at least 1"));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(invalid("header_read_timeout_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> confab_gateway::serve::ConnectionLimits {
+        confab_gateway::serve::ConnectionLimits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            header_read_timeout: ms(self.header_read_timeout_ms),
+        }
+    }
+}
+
+/// What `/v1/auth/register` and `/v1/auth/login` may cost the server: each
+/// attempt is an argon2id hash, deliberately slow. Over a limit the answer is
+/// `429 rate_limited` (or `503 unavailable` for a full queue) with `Retry-After`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct AuthLimitsConfig {
+    /// Register and login attempts per minute from one client IP address
+    /// (also the burst). Behind a proxy every client shares its address.
+    #[arg(long, env = "CONFAB_AUTH_PER_IP_PER_MINUTE", value_name = "N", default_value_t = default::auth_per_ip_per_minute())]
+    #[serde(default = "default::auth_per_ip_per_minute")]
+    pub auth_per_ip_per_minute: u32,
+
+    /// Register and login attempts per minute for one user name (also the burst).
+    #[arg(long, env = "CONFAB_AUTH_PER_USER_PER_MINUTE", value_name = "N", default_value_t = default::auth_per_user_per_minute())]
+    #[serde(default = "default::auth_per_user_per_minute")]
+    pub auth_per_user_per_minute: u32,
+
+    /// Password hashes that may wait for a hashing thread (one per core);
+    /// more are refused with `unavailable`.
+    #[arg(long, env = "CONFAB_HASH_QUEUE", value_name = "JOBS", default_value_t = default::hash_queue())]
+    #[serde(default = "default::hash_queue")]
+    pub hash_queue: usize,
+}
+
+impl AuthLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth_per_ip_per_minute == 0 || self.auth_per_user_per_minute == 0 {
+            return Err(invalid(
+                "auth_per_ip_per_minute",
+                "auth_per_ip_per_minute and auth_per_user_per_minute must be at least 1",
+            ));
+        }
+        if self.hash_queue == 0 {
+            return Err(invalid("hash_queue", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// Every process's admin port and logs.
@@ -511,7 +619,8 @@ impl ServerConfig {
         if self.server_id.is_empty() {
             return Err(invalid("server_id", "must not be empty"));
         }
-        Ok(())
+        self.auth_limits.validate()?;
+        self.connection_limits.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
@@ -530,6 +639,9 @@ impl ServerConfig {
             produce_timeout,
             ws_read_buffer: confab_gateway::Config::WS_READ_BUFFER,
             ws_write_buffer: confab_gateway::Config::WS_WRITE_BUFFER,
+            auth_per_ip_per_minute: self.auth_limits.auth_per_ip_per_minute,
+            auth_per_user_per_minute: self.auth_limits.auth_per_user_per_minute,
+            hash_queue: self.auth_limits.hash_queue,
         }
     }
 }

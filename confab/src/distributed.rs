@@ -64,6 +64,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     // Pushes from dispatchers land in the same inbox as standalone's.
     let (pushed, inbox) = confab_gateway::delivery::inbox();
     let grace = Duration::from_millis(config.server.drain_grace_ms);
+    let limits = config.server.connection_limits.limits();
     let mut tasks = Supervisor::new();
     let ready = serving::gateway_ready(&gateway);
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
@@ -71,10 +72,11 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
     tasks.spawn("internal listener", |stop| async move {
         let router = confab_gateway::internal::router(&secret, pushed);
-        confab_gateway::serve::serve(internal, router, None, stop).await;
+        confab_gateway::serve::serve(internal, router, None, confab_gateway::serve::ConnectionLimits::INTERNAL, stop)
+            .await;
         Ok(())
     });
-    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, grace, stop));
+    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
     Ok(Running::new(Some(public_addr), admin_addr, Some(internal_addr), tasks))
 }
 

@@ -152,6 +152,30 @@ fn return_large_blocks() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection is a file descriptor, and the usual soft limit (1024) is far
+/// below what a gateway holds.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        let (got, raised) = unsafe {
+            let got = libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0;
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            (got.then_some(before), got && libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0)
+        };
+        match got {
+            Some(before) if raised => tracing::info!(from = before, to = limit.rlim_max, "open file limit"),
+            Some(before) => {
+                tracing::warn!(limit = before, error = %std::io::Error::last_os_error(), "cannot raise the open file limit")
+            }
+            None => tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open file limit"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     return_large_blocks();
     let matches = Cli::command().get_matches();
@@ -240,6 +264,7 @@ where
 }
 
 fn run(main: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(main) {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,7 +338,8 @@ mod tests {
     /// What the binary's serving code reads of `ServerConfig` itself; the
     /// rest goes to the gateway through `gateway()`.
     fn serving(s: &ServerConfig) -> impl Debug + '_ {
-        (s.listen, &s.tls_cert, &s.tls_key, &s.secret, &s.jwt_public_keys, s.token_ttl_secs, s.drain_grace_ms)
+        let limits = s.connection_limits.limits();
+        (s.listen, &s.tls_cert, &s.tls_key, &s.secret, &s.jwt_public_keys, s.token_ttl_secs, s.drain_grace_ms, limits)
     }
 
     /// Everything `role` hands on from its settings: the libraries' configs,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Auth, Gateway};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -124,7 +125,8 @@ pub async fn admin(
     ready: ReadyCheck,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    confab_gateway::serve::serve(listener, crate::admin::router(registry, ready), None, stop).await;
+    let app = crate::admin::router(registry, ready);
+    confab_gateway::serve::serve(listener, app, None, ConnectionLimits::INTERNAL, stop).await;
     Ok(())
 }
 
@@ -143,11 +145,12 @@ pub async fn serve_gateway(
     gateway: Gateway,
     public: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: ConnectionLimits,
     grace: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let app = confab_gateway::http::router(gateway.clone());
-    confab_gateway::serve::serve(public, app, tls, stop).await;
+    confab_gateway::serve::serve(public, app, tls, limits, stop).await;
     gateway.drain(grace).await;
     Ok(())
 }

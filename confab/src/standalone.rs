@@ -17,7 +17,7 @@ use crate::supervisor::Supervisor;
 pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     config.validate()?;
     let registry = prometheus::Registry::new();
-    std::fs::create_dir_all(&config.data).with_context(|| format!("data directory {}", config.data.display()))?;
+    // Creates the data directory, private to this user (0700).
     let embedded = EmbeddedStore::open(&config.data).context("opening the embedded store")?;
     let store: Arc<dyn Store> = Arc::new(Metered::new(embedded, &registry)?);
     store.bind_partitions(config.partitions).await.context("partitions")?;
@@ -43,6 +43,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tracing::info!("admin listening on http://{admin_addr}");
 
     let grace = Duration::from_millis(config.server.drain_grace_ms);
+    let limits = config.server.connection_limits.limits();
     let mut tasks = Supervisor::new();
     let ready = serving::gateway_ready(&gateway);
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
@@ -51,6 +52,6 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tasks.spawn("dispatcher", |stop| async move {
         Ok(confab_dispatcher::run(dispatcher_config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
     });
-    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, grace, stop));
+    tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
     Ok(Running::new(Some(public_addr), admin_addr, None, tasks))
 }

@@ -111,47 +111,6 @@ fn check_subject(claims: Claims) -> Result<Claims, ProtocolError> {
     }
 }
 
-/// Runs password hashing on a fixed set of threads, one per core, started on
-/// first use. An argon2id hash takes 19 MiB and tens of milliseconds of a
-/// core: on the runtime's blocking pool, a storm of logins ran hundreds at
-/// once, took every core, and left each of its threads' malloc arenas holding
-/// tens of megabytes (1.6 GB of resident memory in a gateway after 400
-/// logins). Here a storm queues instead, and memory stays at a few hashes.
-pub async fn on_hash_threads<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static POOL: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
-    let pool = POOL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new().name(format!("confab-hash-{i}")).spawn(move || {
-                loop {
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        // A panicking job loses only its own answer.
-                        Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
-                        Err(_) => return,
-                    }
-                }
-            });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a password hashing thread");
-            }
-        }
-        tx
-    });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    pool.send(Box::new(move || {
-        let _ = tx.send(job());
-    }))
-    .ok()?;
-    rx.await.ok()
-}
-
 /// An argon2id PHC string for `password`. CPU-heavy: call off the executor.
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
@@ -165,14 +124,6 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn hashing_threads_answer_every_job_and_survive_a_panicking_one() {
-        let hashes = futures_util::future::join_all((0..8).map(|i| on_hash_threads(move || format!("job {i}")))).await;
-        assert_eq!(hashes.iter().flatten().count(), 8);
-        assert_eq!(on_hash_threads(|| -> u8 { panic!("a bad job") }).await, None);
-        assert_eq!(on_hash_threads(|| 7).await, Some(7), "the pool still works");
-    }
-
     use super::*;
 
     fn auth() -> Auth {

@@ -29,6 +29,12 @@ pub struct Config {
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection.
     pub ws_write_buffer: usize,
+    /// `/v1/auth/*` attempts per minute (and burst) from one client IP.
+    pub auth_per_ip_per_minute: u32,
+    /// `/v1/auth/*` attempts per minute (and burst) for one user name.
+    pub auth_per_user_per_minute: u32,
+    /// Password hashes that may wait for a hashing thread.
+    pub hash_queue: usize,
 }
 
 impl Config {

@@ -2,14 +2,16 @@
 //! (authenticated before it happens) and the web client.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use confab_protocol::error::HttpErrorBody;
 use confab_protocol::validate;
 use confab_protocol::{ErrorCode, ProtocolError};
@@ -18,7 +20,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Gateway;
-use crate::auth::{Claims, hash_password, on_hash_threads, verify_password};
+use crate::auth::{Claims, hash_password, verify_password};
+use crate::hashing::HashError;
 use crate::ops::store_error;
 
 /// A protocol error as an HTTP response: the code's status and
@@ -59,12 +62,99 @@ fn credentials(body: &[u8]) -> Result<Credentials, ApiError> {
         .map_err(|e| ProtocolError::bad_request(format!("body must be {{\"username\",\"password\"}}: {e}")).into())
 }
 
-async fn register(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
+/// A refused `/v1/auth/*` request: an error with, where it helps the
+/// client, a status of its own (415) and `Retry-After`.
+struct Refusal {
+    status: Option<StatusCode>,
+    error: ProtocolError,
+    retry_after: Option<Duration>,
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(error: ProtocolError) -> Self {
+        Refusal { status: None, error, retry_after: None }
+    }
+}
+
+impl From<ApiError> for Refusal {
+    fn from(ApiError(error): ApiError) -> Self {
+        error.into()
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = ApiError(self.error).into_response();
+        if let Some(status) = self.status {
+            *response.status_mut() = status;
+        }
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up: a client that waits this long gets in.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, secs.max(1).into());
+        }
+        response
+    }
+}
+
+fn rate_limited(what: &str, wait: Duration) -> Refusal {
+    Refusal {
+        status: None,
+        error: ProtocolError::new(ErrorCode::RateLimited, format!("too many attempts {what}; retry later")),
+        retry_after: Some(wait),
+    }
+}
+
+/// The checks every `/v1/auth/*` request passes before its body is read:
+/// a JSON body, and the client address's attempt budget.
+fn admit(gw: &Gateway, peer: Option<Extension<ConnectInfo<SocketAddr>>>, headers: &HeaderMap) -> Result<(), Refusal> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Refusal {
+            status: Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            error: ProtocolError::bad_request("Content-Type must be application/json"),
+            retry_after: None,
+        });
+    }
+    // Without a peer address (a router used without `serve`), all share one budget.
+    let ip = peer.map_or(Ipv4Addr::UNSPECIFIED.into(), |Extension(ConnectInfo(a))| a.ip());
+    gw.inner.auth_limits.ip(ip).map_err(|wait| rate_limited("from this address", wait))
+}
+
+/// The user name's attempt budget.
+fn admit_user(gw: &Gateway, user: &str) -> Result<(), Refusal> {
+    gw.inner.auth_limits.user(user).map_err(|wait| rate_limited("for this user name", wait))
+}
+
+/// Runs a password hash on the gateway's hashing threads.
+async fn hashed<T: Send + 'static>(gw: &Gateway, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Refusal> {
+    gw.inner.hashes.run(job).await.map_err(|e| match e {
+        HashError::Busy => Refusal {
+            status: None,
+            error: ProtocolError::unavailable("too many sign-ins at once; retry shortly"),
+            retry_after: Some(Duration::from_secs(1)),
+        },
+        HashError::Failed => ProtocolError::internal().into(),
+    })
+}
+
+async fn register(
+    State(gw): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    admit(&gw, peer, &headers)?;
     let c = credentials(&body)?;
     validate::username(&c.username)?;
     validate::password(&c.password)?;
+    admit_user(&gw, &c.username)?;
     let password = c.password;
-    let password_hash = on_hash_threads(move || hash_password(&password)).await.ok_or_else(ProtocolError::internal)?;
+    let password_hash = hashed(&gw, move || hash_password(&password)).await?;
     let created_ms = crate::auth::unix_now() * 1000;
     let user = UserRecord { name: c.username.clone(), password_hash, created_ms };
     if !gw.inner.store.create_user(&user).await.map_err(store_error)? {
@@ -79,17 +169,27 @@ async fn register(State(gw): State<Gateway>, body: Bytes) -> Result<Response, Ap
 const DECOY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7b5Pz1JdPdGx4lJtZ9r2v8yR0HcN1bZk0Yt1cQ8sW2g";
 
-async fn login(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
+async fn login(
+    State(gw): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    admit(&gw, peer, &headers)?;
     let c = credentials(&body)?;
+    // No account has a longer one, and hashing it would cost more.
+    if c.password.len() > validate::MAX_PASSWORD_BYTES {
+        return Err(validate::password(&c.password).unwrap_err().into());
+    }
     let user = if validate::is_username(&c.username) {
+        admit_user(&gw, &c.username)?;
         gw.inner.store.user(&c.username).await.map_err(store_error)?
     } else {
         None
     };
     let phc = user.as_ref().map_or(DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let password = c.password;
-    let matches =
-        on_hash_threads(move || verify_password(&password, &phc)).await.ok_or_else(ProtocolError::internal)?;
+    let matches = hashed(&gw, move || verify_password(&password, &phc)).await?;
     if !(matches && user.is_some()) {
         gw.inner.metrics.auth_failures.with_label_values(&["login"]).inc();
         return Err(ProtocolError::new(ErrorCode::Unauthorized, "wrong user name or password").into());

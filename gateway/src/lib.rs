@@ -9,10 +9,14 @@
 //! [`presence`] tracks who is online on other gateways from their
 //! announcements; [`sweeper`] is the one timer for heartbeats, idle sessions
 //! and token expiry; [`serve`] is the accept loop (plain or TLS).
+//! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
+//! [`auth_limits`]' budgets per client address and user name.
 
 pub mod auth;
+pub mod auth_limits;
 pub mod config;
 pub mod delivery;
+pub mod hashing;
 pub mod http;
 pub mod internal;
 pub mod metrics;
@@ -62,6 +66,10 @@ struct Inner {
     registry: Registry,
     presence: Presence,
     metrics: Metrics,
+    /// Attempt budgets of `/v1/auth/*`, per client address and user name.
+    auth_limits: auth_limits::AuthLimits,
+    /// The threads that hash passwords, and their bounded queue.
+    hashes: hashing::HashPool,
     draining: AtomicBool,
     started: Instant,
     /// Every session task, so a drain can wait for the last one to end.
@@ -74,6 +82,11 @@ impl Gateway {
             inner: Arc::new(Inner {
                 registry: Registry::default(),
                 presence: Presence::new(config.id.clone()),
+                auth_limits: auth_limits::AuthLimits::new(
+                    config.auth_per_ip_per_minute,
+                    config.auth_per_user_per_minute,
+                ),
+                hashes: hashing::HashPool::per_core(config.hash_queue),
                 config,
                 auth,
                 store,

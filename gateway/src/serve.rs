@@ -1,16 +1,25 @@
 //! The accept loop of a public listener, plain or TLS (rustls), until
 //! shutdown. Each connection is served by hyper with upgrades enabled, so
 //! WebSocket sessions run on the same connection after the handshake.
+//! [`ConnectionLimits`] bound what one listener holds: connections in all and
+//! per client address (over either, a new connection is closed at once) and
+//! the time a client gets to finish its TLS handshake and request headers.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -51,12 +60,111 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 /// How long idle HTTP connections get to finish after shutdown.
 const CONNECTION_GRACE: Duration = Duration::from_secs(5);
 
+/// What one listener holds at most.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections, WebSocket sessions included.
+    pub max_connections: usize,
+    /// Open connections from one client IP address.
+    pub max_per_ip: usize,
+    /// Time to finish the TLS handshake, and to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// For ports only operators and other processes reach (admin, internal).
+    pub const INTERNAL: ConnectionLimits =
+        ConnectionLimits { max_connections: 1024, max_per_ip: 1024, header_read_timeout: Duration::from_secs(10) };
+}
+
+/// Connections held per client address, and in all.
+struct Admission {
+    limits: ConnectionLimits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; frees its place when dropped.
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *open;
+        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
+        if *total >= self.limits.max_connections || from_ip >= self.limits.max_per_ip {
+            return None;
+        }
+        *total += 1;
+        per_ip.insert(ip, from_ip + 1);
+        Some(Admitted { admission: self.clone(), ip })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.admission.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *open;
+        *total -= 1;
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection's stream, holding its place for as long as it lives: after a
+/// WebSocket upgrade the session owns the stream, not the HTTP task.
+struct Counted<S> {
+    stream: S,
+    _admitted: Admitted,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
 /// Accepts connections until `shutdown`, then closes idle HTTP connections
 /// and waits (briefly) for requests in flight. Upgraded WebSocket sessions
 /// are not cut here: the gateway's drain closes them politely.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
-    accept(&listener, &app, &tls, &shutdown, &connections).await;
+    let admission = Arc::new(Admission { limits, open: Mutex::default() });
+    accept(&listener, &app, &tls, &admission, &shutdown, &connections).await;
     drop(listener);
     connections.close();
     if tokio::time::timeout(CONNECTION_GRACE, connections.wait()).await.is_err() {
@@ -68,11 +176,12 @@ async fn accept(
     listener: &TcpListener,
     app: &Router,
     tls: &Option<TlsAcceptor>,
+    admission: &Arc<Admission>,
     shutdown: &CancellationToken,
     connections: &TaskTracker,
 ) {
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -84,15 +193,22 @@ async fn accept(
                 }
             },
         };
+        let Some(admitted) = admission.admit(peer.ip()) else {
+            // Closed at once: a full server or a greedy address holds no more.
+            tracing::debug!(%peer, "connection refused: over the connection limits");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = Counted { stream, _admitted: admitted };
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let limits = admission.limits;
         connections.spawn(async move {
             match tls {
-                None => connection(stream, app, shutdown).await,
-                Some(tls) => match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                    Ok(Ok(stream)) => connection(stream, app, shutdown).await,
+                None => connection(stream, peer, app, limits, shutdown).await,
+                Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, peer, app, limits, shutdown).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -101,16 +217,22 @@ async fn accept(
     }
 }
 
-async fn connection<S>(stream: S, app: Router, shutdown: CancellationToken)
+async fn connection<S>(stream: S, peer: SocketAddr, app: Router, limits: ConnectionLimits, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // The client's address, for limits kept per address.
+        req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|never| match never {})) }
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let conn = hyper::server::conn::http1::Builder::new()
+        // A client that sends its headers slowly (or never) is cut off.
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

@@ -29,6 +29,12 @@ const ASSETS: &[Asset] = &[
     Asset { path: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../web/dist/app.css") },
 ];
 
+/// What the page may load and who may frame it: its own files, the
+/// favicon's `data:` URL and WebSockets (to this server or another one the
+/// user names); no inline scripts, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
+
 pub async fn asset(uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = if path.is_empty() { INDEX.path } else { path };
@@ -39,7 +45,13 @@ pub async fn asset(uri: Uri) -> Response {
     };
     // The page always revalidates; the files it names may be cached.
     let cache = if asset.path == INDEX.path { "no-cache" } else { "public, max-age=3600" };
-    ([(header::CONTENT_TYPE, asset.content_type), (header::CACHE_CONTROL, cache)], asset.body).into_response()
+    let headers = [
+        (header::CONTENT_TYPE, asset.content_type),
+        (header::CACHE_CONTROL, cache),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    (headers, asset.body).into_response()
 }
 
 fn not_found() -> Response {
@@ -83,6 +95,18 @@ mod tests {
             assert_eq!(content_type.as_deref(), Some(want), "{path}");
             assert_eq!(cache.as_deref(), Some("public, max-age=3600"), "{path}");
             assert_eq!(body, dist(path), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_file_is_served_with_a_content_security_policy_and_nosniff() {
+        for path in ["/", "/app.js", "/app.css", "/rooms/general"] {
+            let response = asset(path.parse().unwrap()).await;
+            let header = |name| response.headers().get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+            let csp = header(header::CONTENT_SECURITY_POLICY).unwrap_or_else(|| panic!("{path}: no CSP"));
+            assert!(csp.starts_with("default-src 'self';"), "{path}: {csp}");
+            assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+            assert_eq!(header(header::X_CONTENT_TYPE_OPTIONS), Some("nosniff"), "{path}");
         }
     }
 

@@ -81,9 +81,12 @@ pub fn username(name: &str) -> Result<(), ProtocolError> {
     }
 }
 
+/// The longest password, in bytes: longer ones are refused before hashing.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
 pub fn password(password: &str) -> Result<(), ProtocolError> {
     match password.len() {
-        8..=256 => Ok(()),
+        8..=MAX_PASSWORD_BYTES => Ok(()),
         _ => Err(ProtocolError::bad_request("password must be 8 to 256 bytes")),
     }
 }

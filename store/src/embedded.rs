@@ -69,10 +69,22 @@ macro_rules! from_redb {
 from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 impl EmbeddedStore {
-    /// Opens (or creates) the database at `dir/confab.redb`.
+    /// Opens (or creates) the database at `dir/confab.redb`. What it
+    /// creates only its owner may read: the directory 0700, the file 0600
+    /// (it holds every message and password hash).
     pub fn open(dir: &Path) -> Result<EmbeddedStore> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir { path: dir.to_owned(), source })?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|source| Error::CreateDir { path: dir.to_owned(), source })?;
         let path = dir.join("confab.redb");
+        // redb initializes an empty file; creating it first sets its mode.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(&path).map_err(|e| Error::Open { path: path.clone(), source: e.into() })?;
         let db = Database::create(&path).map_err(|source| Error::Open { path, source })?;
         let txn = db.begin_write()?;
         {
@@ -399,6 +411,18 @@ impl Store for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn the_directory_and_database_it_creates_are_private_to_the_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        drop(super::EmbeddedStore::open(&dir).unwrap());
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("confab.redb")), 0o600);
+    }
+
     async fn open() -> (tempfile::TempDir, super::EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = super::EmbeddedStore::open(dir.path()).unwrap();

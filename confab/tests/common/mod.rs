@@ -41,9 +41,20 @@ pub fn config(data: &std::path::Path) -> StandaloneConfig {
         data,
         "--jwt-secret",
         SECRET,
+        // Every test user signs up from 127.0.0.1; security_limits tests the limits.
+        "--auth-per-ip-per-minute",
+        TEST_AUTH_BUDGET,
+        "--auth-per-user-per-minute",
+        TEST_AUTH_BUDGET,
+        "--max-connections-per-ip",
+        TEST_AUTH_BUDGET,
     ])
     .config
 }
+
+/// The `/v1/auth/*` budgets and the per-address connection cap of test
+/// servers, out of the way of the suites that do not test them.
+pub const TEST_AUTH_BUDGET: &str = "1000000";
 
 pub struct TestServer {
     pub running: Option<Running>,
@@ -83,7 +94,12 @@ impl TestServer {
     /// each new connection goes to the next gateway, so a test's users and
     /// devices are spread over both.
     pub async fn start_cluster() -> TestServer {
-        let (mut gateways, dispatchers, keyspace) = cluster::start(2, 2, &[]).await;
+        Self::start_cluster_with(&[]).await
+    }
+
+    /// [`start_cluster`](Self::start_cluster) with more flags for the gateways.
+    pub async fn start_cluster_with(gateway_flags: &[&str]) -> TestServer {
+        let (mut gateways, dispatchers, keyspace) = cluster::start(2, 2, gateway_flags).await;
         let urls = gateways.iter().map(|g| format!("ws://{}/v1/ws", g.public())).collect();
         let https = gateways.iter().map(|g| format!("http://{}", g.public())).collect();
         let first = gateways.remove(0);

@@ -53,6 +53,9 @@ impl TestGateway {
             produce_timeout: Duration::from_secs(5),
             ws_read_buffer: Config::WS_READ_BUFFER,
             ws_write_buffer: Config::WS_WRITE_BUFFER,
+            auth_per_ip_per_minute: 60,
+            auth_per_user_per_minute: 10,
+            hash_queue: 64,
         };
         tweak(&mut config);
         let gw = Gateway::new(config, auth, store, bus, Metrics::new(&registry).unwrap());

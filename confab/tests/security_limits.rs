@@ -1,0 +1,325 @@
+//! The HTTP and auth boundary against a hostile client, over real sockets
+//! (docs/security.md, docs/protocol.md: HTTP API, Limits): each refusal,
+//! and that another, well-behaved client still gets in. Other clients are
+//! other loopback addresses (127.0.0.2, 127.1.x.y, ...).
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+
+use common::{Client, PATIENCE, TestServer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::MaybeTlsStream;
+
+/// The limits every test here runs with, small enough to reach.
+const PER_IP: u32 = 5;
+const PER_USER: u32 = 4;
+const HASH_QUEUE: usize = 1;
+const PER_IP_CONNECTIONS: usize = 4;
+const HEADER_READ_TIMEOUT_MS: u64 = 1000;
+
+/// An HTTP client whose connections come from `ip`.
+fn client_from(ip: &str) -> reqwest::Client {
+    let ip: IpAddr = ip.parse().unwrap();
+    reqwest::Client::builder().local_address(ip).timeout(PATIENCE).build().unwrap()
+}
+
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Answer {
+    let r = client.post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().parse().unwrap());
+    Answer { status, retry_after, body: r.json().await.unwrap_or(Value::Null) }
+}
+
+fn creds(user: &str, password: &str) -> Value {
+    json!({"username": user, "password": password})
+}
+
+/// Registers and logs in `user` on every gateway from `ip`, asserting success.
+async fn signs_up_and_in_everywhere(s: &TestServer, ip: &str, user: &str) {
+    let client = client_from(ip);
+    let r = post(&client, &s.https[0], "/v1/auth/register", creds(user, "password-123")).await;
+    assert_eq!(r.status, 201, "{user} from {ip} registers: {}", r.body);
+    for base in &s.https {
+        let r = post(&client, base, "/v1/auth/login", creds(user, "password-123")).await;
+        assert_eq!(r.status, 200, "{user} from {ip} logs in on {base}: {}", r.body);
+        assert!(r.body["token"].is_string());
+    }
+}
+
+fn assert_rate_limited(r: &Answer, what: &str) {
+    assert_eq!(r.status, 429, "{what}: {}", r.body);
+    assert_eq!(r.body["error"]["code"], "rate_limited", "{what}");
+    let wait = r.retry_after.unwrap_or_else(|| panic!("{what}: no Retry-After"));
+    assert!((1..=60).contains(&wait), "{what}: Retry-After {wait}");
+}
+
+async fn too_many_attempts_from_one_address_are_refused_and_other_addresses_get_in(s: TestServer) {
+    let attacker = client_from("127.0.0.2");
+    let base = &s.https[0];
+    for i in 0..PER_IP {
+        let r = post(&attacker, base, "/v1/auth/login", creds(&format!("victim{i}"), "guess-guess")).await;
+        assert_eq!(r.status, 401, "attempt {i} within the budget is checked: {}", r.body);
+    }
+    for path in ["/v1/auth/login", "/v1/auth/register"] {
+        let r = post(&attacker, base, path, creds("fresh", "password-123")).await;
+        assert_rate_limited(&r, &format!("{path} over the address's budget"));
+    }
+    signs_up_and_in_everywhere(&s, "127.0.0.3", "bob").await;
+}
+
+async fn wrong_passwords_for_one_name_are_slowed_and_other_names_get_in(s: TestServer) {
+    let r = post(&client_from("127.0.0.4"), &s.https[0], "/v1/auth/register", creds("alice", "password-123")).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Guesses from ever new addresses: the name's budget still runs out.
+    for i in 1..PER_USER {
+        let guesser = client_from(&format!("127.0.1.{i}"));
+        let r = post(&guesser, &s.https[0], "/v1/auth/login", creds("alice", &format!("guess-{i:04}"))).await;
+        assert_eq!(r.status, 401, "guess {i}: {}", r.body);
+    }
+    let r = post(&client_from("127.0.1.100"), &s.https[0], "/v1/auth/login", creds("alice", "password-123")).await;
+    assert_rate_limited(&r, "even the right password, once the name's budget is spent");
+    signs_up_and_in_everywhere(&s, "127.0.0.5", "bob").await;
+}
+
+async fn a_full_hash_queue_is_refused_with_retry_after_and_later_sign_ins_succeed(s: TestServer) {
+    // More registrations at once than the hashing threads and the queue
+    // hold, each from its own address and name so that no budget is hit.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = (4 * cores + 8).min(1000);
+    let answers = futures_util::future::join_all((0..n).map(|i| {
+        let base = s.https[0].clone();
+        async move {
+            let ip = format!("127.2.{}.{}", i / 250, i % 250 + 1);
+            post(&client_from(&ip), &base, "/v1/auth/register", creds(&format!("storm{i}"), "password-123")).await
+        }
+    }))
+    .await;
+    let busy: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    assert!(!busy.is_empty(), "{n} hashes at once overflow {cores} threads and a queue of {HASH_QUEUE}");
+    for a in &answers {
+        assert!(a.status == 201 || a.status == 503, "only created or busy: {} {}", a.status, a.body);
+    }
+    for a in busy {
+        assert_eq!(a.body["error"]["code"], "unavailable");
+        assert!(a.retry_after.is_some_and(|w| w >= 1), "503 carries Retry-After");
+    }
+    signs_up_and_in_everywhere(&s, "127.0.0.6", "bob").await;
+}
+
+async fn auth_bodies_must_be_json_and_passwords_short_before_any_hashing(s: TestServer) {
+    let client = client_from("127.0.0.7");
+    let base = &s.https[0];
+    let body = creds("carol", "password-123").to_string();
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        for path in ["/v1/auth/register", "/v1/auth/login"] {
+            let mut req = client.post(format!("{base}{path}")).body(body.clone());
+            if let Some(t) = content_type {
+                req = req.header("content-type", t);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 415, "{path} with {content_type:?}");
+            let error: Value = r.json().await.unwrap();
+            assert_eq!(error["error"]["code"], "bad_request", "{path} with {content_type:?}");
+        }
+    }
+    let r = client
+        .post(format!("{base}/v1/auth/register"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "a charset parameter is fine");
+
+    let long = "x".repeat(257);
+    let r = post(&client, base, "/v1/auth/login", creds("carol", &long)).await;
+    assert_eq!((r.status, &r.body["error"]["code"]), (400, &json!("bad_request")), "{}", r.body);
+    let r = post(&client, base, "/v1/auth/login", creds("carol", "password-123")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+async fn the_web_client_is_served_with_a_content_security_policy(s: TestServer) {
+    for path in ["/", "/app.js", "/rooms/general"] {
+        let r = s.client.get(format!("{}{path}", s.https[0])).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let header = |name| r.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        let csp = header("content-security-policy").unwrap_or_else(|| panic!("{path}: no CSP"));
+        for directive in ["default-src 'self'", "connect-src 'self' ws: wss:", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{path}: {csp} lacks {directive}");
+        }
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{path}");
+    }
+}
+
+/// A TCP connection from `ip` to the server behind `base` (`http://host:port`).
+async fn tcp_from(ip: &str, base: &str) -> TcpStream {
+    let to: SocketAddr = base.strip_prefix("http://").unwrap().parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// What the server sends before it closes the connection (bounded wait).
+async fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server closes the connection (read so far: {:?})", String::from_utf8_lossy(&got));
+    got
+}
+
+/// A WebSocket session of `token` from `ip` to the first gateway.
+async fn session_from(ip: &str, s: &TestServer, token: &str) -> Client {
+    let stream = tcp_from(ip, &s.https[0]).await;
+    let url = format!("{}?token={token}", s.gateways[0]);
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.expect("upgrade");
+    Client::from_stream(ws).await
+}
+
+/// A GET of the web client from `ip` on a fresh connection: its status, or
+/// `None` when the server closed the connection without answering.
+async fn get_from(ip: &str, base: &str) -> Option<u16> {
+    let mut stream = tcp_from(ip, base).await;
+    // The server may have closed already: then writing fails, and that is the answer.
+    if stream.write_all(b"GET / HTTP/1.1\r\nHost: confab\r\nConnection: close\r\n\r\n").await.is_err() {
+        return None;
+    }
+    let answer = until_closed(&mut stream).await;
+    let head = String::from_utf8_lossy(&answer);
+    head.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)).map(|code| code.parse().unwrap())
+}
+
+/// Polls `get_from` until the server answers (a bounded wait for a freed place).
+async fn served_again(ip: &str, base: &str) -> u16 {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(status) = get_from(ip, base).await {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a freed place is taken again")
+}
+
+async fn a_half_sent_request_is_cut_off_and_other_clients_are_served(s: TestServer) {
+    let mut slow = tcp_from("127.0.0.9", &s.https[0]).await;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: confab\r\nX-Slow: ").await.unwrap();
+    assert_eq!(get_from("127.0.0.10", &s.https[0]).await, Some(200), "another client is served meanwhile");
+    let answer = until_closed(&mut slow).await;
+    assert!(!String::from_utf8_lossy(&answer).contains(" 200 "), "no page for a request never finished");
+}
+
+async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_get_in(s: TestServer) {
+    let token = s.user("holder").await;
+    let mut held = Vec::new();
+    for _ in 0..PER_IP_CONNECTIONS {
+        held.push(session_from("127.0.0.11", &s, &token).await);
+    }
+    assert_eq!(get_from("127.0.0.11", &s.https[0]).await, None, "one more from that address is closed at once");
+    let mut other = session_from("127.0.0.12", &s, &token).await;
+    other.ok(json!({"op":"ping"})).await;
+    signs_up_and_in_everywhere(&s, "127.0.0.12", "bob").await;
+    held.pop();
+    assert_eq!(served_again("127.0.0.11", &s.https[0]).await, 200, "a place freed by a session is free again");
+}
+
+/// How long a test on a cluster may take, start-up included.
+const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
+
+macro_rules! on_every_mode {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let s = super::TestServer::start_with(|c| {
+                        c.server.auth_limits.auth_per_ip_per_minute = super::PER_IP;
+                        c.server.auth_limits.auth_per_user_per_minute = super::PER_USER;
+                        c.server.auth_limits.hash_queue = super::HASH_QUEUE;
+                        c.server.connection_limits.max_connections_per_ip = super::PER_IP_CONNECTIONS;
+                        c.server.connection_limits.header_read_timeout_ms = super::HEADER_READ_TIMEOUT_MS;
+                    })
+                    .await;
+                    super::$name(s).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (ip, user, queue) =
+                        (super::PER_IP.to_string(), super::PER_USER.to_string(), super::HASH_QUEUE.to_string());
+                    let (connections, headers) =
+                        (super::PER_IP_CONNECTIONS.to_string(), super::HEADER_READ_TIMEOUT_MS.to_string());
+                    let flags = [
+                        "--auth-per-ip-per-minute", ip.as_str(),
+                        "--auth-per-user-per-minute", user.as_str(),
+                        "--hash-queue", queue.as_str(),
+                        "--max-connections-per-ip", connections.as_str(),
+                        "--header-read-timeout-ms", headers.as_str(),
+                    ];
+                    let test = async { super::$name(super::TestServer::start_cluster_with(&flags).await).await };
+                    tokio::time::timeout(super::CLUSTER_TEST, test).await.expect("the test ends in time")
+                }
+            )*
+        }
+    };
+}
+
+on_every_mode!(
+    too_many_attempts_from_one_address_are_refused_and_other_addresses_get_in,
+    wrong_passwords_for_one_name_are_slowed_and_other_names_get_in,
+    a_full_hash_queue_is_refused_with_retry_after_and_later_sign_ins_succeed,
+    auth_bodies_must_be_json_and_passwords_short_before_any_hashing,
+    the_web_client_is_served_with_a_content_security_policy,
+    a_half_sent_request_is_cut_off_and_other_clients_are_served,
+    connections_over_the_per_address_cap_are_closed_and_other_addresses_get_in,
+);
+
+#[tokio::test]
+async fn a_full_server_closes_new_connections_until_a_place_is_free() {
+    let s = TestServer::start_with(|c| c.server.connection_limits.max_connections = 3).await;
+    // A token without an HTTP request: no other connection takes a place.
+    let claims = json!({"sub": "holder", "exp": 4_000_000_000u64});
+    let key = jsonwebtoken::EncodingKey::from_secret(common::SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let mut held = Vec::new();
+    for ip in ["127.0.0.21", "127.0.0.22", "127.0.0.23"] {
+        held.push(session_from(ip, &s, &token).await);
+    }
+    assert_eq!(get_from("127.0.0.24", &s.https[0]).await, None, "a connection over the cap is closed at once");
+    held.pop();
+    assert_eq!(served_again("127.0.0.24", &s.https[0]).await, 200, "a place freed by a session is free again");
+    held[0].ok(json!({"op":"ping"})).await;
+}
+
+/// Standalone keeps its data on local disk: only its owner may read it.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_database_and_generated_secret_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("new").join("data");
+    let mut s = TestServer::start_with(|c| {
+        c.data = data.clone();
+        c.server.secret.jwt_secret = None;
+    })
+    .await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    assert_eq!(mode(&data.join("confab.redb")), 0o600, "the database");
+    assert_eq!(mode(&data.join("jwt-secret")), 0o600, "the generated secret");
+    signs_up_and_in_everywhere(&s, "127.0.0.8", "dave").await;
+    s.stop().await;
+}
