@@ -54,11 +54,11 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let public = serving::bind(config.server.listen, "listen").await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
-    let mut gateway_config = config.gateway();
-    gateway_config.internal_addr = Some(config.advertised_internal(internal_addr));
+    let gateway_config = config.gateway(internal_addr);
     let metrics = confab_gateway::Metrics::new(&registry)?;
     let misdirected = metrics.push_misdirected.clone();
     let gateway = Gateway::new(gateway_config, auth, store, bus, metrics);
+    gateway.ensure_unique_id().await?;
     tracing::info!("listening on http://{public_addr}");
     tracing::info!("internal listening on http://{internal_addr}");
     tracing::info!("admin listening on http://{admin_addr}");
