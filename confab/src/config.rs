@@ -86,8 +86,16 @@ pub mod default {
     pub fn drain_grace_ms() -> u64 {
         10_000
     }
-    pub fn server_id() -> String {
+    /// A standalone server is the only one of its kind.
+    pub fn standalone_server_id() -> String {
         "confab-1".into()
+    }
+    /// A gateway's id without `server_id`: its host name and the address
+    /// dispatchers reach it at, so two gateways started without one never
+    /// share an id, and the id stays the same for the process's life.
+    pub fn gateway_server_id(internal: &str) -> String {
+        let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "confab".into());
+        format!("{host}-{internal}")
     }
     pub fn log_format() -> LogFormat {
         LogFormat::Text
@@ -261,10 +269,13 @@ pub struct ServerConfig {
     #[serde(default = "default::drain_grace_ms")]
     pub drain_grace_ms: u64,
 
-    /// This server's id, shown as `server` in `hello`; unique per gateway.
-    #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID", default_value_t = default::server_id())]
-    #[serde(default = "default::server_id")]
-    pub server_id: String,
+    /// This server's id, shown as `server` in `hello`; unique per gateway
+    /// (a gateway refuses to start with the id of a live one). Default:
+    /// `confab-1` for standalone; for a gateway, `<host name>-<internal
+    /// address>`.
+    #[arg(long, env = "CONFAB_SERVER_ID", value_name = "ID")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
 
     #[command(flatten)]
     #[serde(flatten)]
@@ -616,7 +627,7 @@ impl ServerConfig {
         if self.outbound_queue == 0 {
             return Err(invalid("outbound_queue", "must be at least 1"));
         }
-        if self.server_id.is_empty() {
+        if self.server_id.as_deref() == Some("") {
             return Err(invalid("server_id", "must not be empty"));
         }
         self.auth_limits.validate()?;
@@ -625,9 +636,9 @@ impl ServerConfig {
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
     /// on a write to the bus.
-    fn gateway(&self, produce_timeout: Duration) -> confab_gateway::Config {
+    fn gateway(&self, default_id: impl FnOnce() -> String, produce_timeout: Duration) -> confab_gateway::Config {
         confab_gateway::Config {
-            id: self.server_id.clone(),
+            id: self.server_id.clone().unwrap_or_else(default_id),
             internal_addr: None,
             heartbeat: ms(self.heartbeat_ms),
             max_frame_bytes: self.max_frame_bytes,
@@ -658,7 +669,7 @@ impl StandaloneConfig {
     /// The gateway's settings. The in-process bus has no produce timeout
     /// option; the gateway keeps the distributed default as its deadline.
     pub fn gateway(&self) -> confab_gateway::Config {
-        self.server.gateway(ms(default::produce_timeout_ms()))
+        self.server.gateway(default::standalone_server_id, ms(default::produce_timeout_ms()))
     }
 
     /// The in-process dispatcher's settings.
@@ -675,10 +686,15 @@ impl GatewayConfig {
         Ok(())
     }
 
-    /// The gateway's settings: its deadline on a write is the Kafka
-    /// producer's `produce_timeout_ms`, so neither cuts the other short.
-    pub fn gateway(&self) -> confab_gateway::Config {
-        self.server.gateway(ms(self.backend.produce_timeout_ms))
+    /// The gateway's settings, for the internal port bound at `internal`:
+    /// its deadline on a write is the Kafka producer's
+    /// `produce_timeout_ms`, so neither cuts the other short.
+    pub fn gateway(&self, internal: SocketAddr) -> confab_gateway::Config {
+        let advertised = self.advertised_internal(internal);
+        let mut config =
+            self.server.gateway(|| default::gateway_server_id(&advertised), ms(self.backend.produce_timeout_ms));
+        config.internal_addr = Some(advertised);
+        config
     }
 
     /// Where dispatchers reach this gateway's internal port.
@@ -835,9 +851,24 @@ mod tests {
     #[test]
     fn the_gateways_produce_deadline_is_the_produce_timeout() {
         let c = gateway(&["--produce-timeout-ms", "12000"]);
-        assert_eq!(c.gateway().produce_timeout, Duration::from_secs(12), "the gateway's own deadline");
+        let bound = "127.0.0.1:7070".parse().unwrap();
+        assert_eq!(c.gateway(bound).produce_timeout, Duration::from_secs(12), "the gateway's own deadline");
         assert_eq!(c.backend.kafka().unwrap().produce_timeout, Duration::from_secs(12), "librdkafka's");
-        assert_eq!(gateway(&[]).gateway().produce_timeout, Duration::from_millis(default::produce_timeout_ms()));
+        assert_eq!(gateway(&[]).gateway(bound).produce_timeout, Duration::from_millis(default::produce_timeout_ms()));
+    }
+
+    #[test]
+    fn gateways_without_a_server_id_get_distinct_ids_and_standalone_keeps_its_own() {
+        let (one, two) = ("10.0.0.7:7070".parse().unwrap(), "10.0.0.7:7071".parse().unwrap());
+        let first = gateway(&[]).gateway(one).id;
+        assert_ne!(first, gateway(&[]).gateway(two).id, "two gateways on one host");
+        assert_eq!(first, gateway(&[]).gateway(one).id, "stable for one address");
+        assert!(first.ends_with("-10.0.0.7:7070"), "{first}");
+        let advertised = gateway(&["--internal-advertise", "gw.example:7070"]).gateway(one).id;
+        assert!(advertised.ends_with("-gw.example:7070"), "{advertised}");
+        assert_eq!(gateway(&["--server-id", "gw-a"]).gateway(one).id, "gw-a");
+        let standalone: StandaloneConfig = toml::from_str("").unwrap();
+        assert_eq!(standalone.gateway().id, "confab-1");
     }
 
     #[test]

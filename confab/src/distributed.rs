@@ -54,9 +54,11 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let public = serving::bind(config.server.listen, "listen").await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
-    let mut gateway_config = config.gateway();
-    gateway_config.internal_addr = Some(config.advertised_internal(internal_addr));
-    let gateway = Gateway::new(gateway_config, auth, store, bus, confab_gateway::Metrics::new(&registry)?);
+    let gateway_config = config.gateway(internal_addr);
+    let metrics = confab_gateway::Metrics::new(&registry)?;
+    let misdirected = metrics.push_misdirected.clone();
+    let gateway = Gateway::new(gateway_config, auth, store, bus, metrics);
+    gateway.ensure_unique_id().await?;
     tracing::info!("listening on http://{public_addr}");
     tracing::info!("internal listening on http://{internal_addr}");
     tracing::info!("admin listening on http://{admin_addr}");
@@ -70,8 +72,9 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
     let background = gateway.clone();
     tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
+    let id = gateway.id().to_owned();
     tasks.spawn("internal listener", |stop| async move {
-        let router = confab_gateway::internal::router(&secret, pushed);
+        let router = confab_gateway::internal::router(&secret, &id, pushed, misdirected);
         confab_gateway::serve::serve(internal, router, None, confab_gateway::serve::ConnectionLimits::INTERNAL, stop)
             .await;
         Ok(())

@@ -357,7 +357,7 @@ mod tests {
                 let c: GatewayConfig = get(m);
                 let bound = "127.0.0.1:7070".parse().unwrap();
                 let b = &c.backend;
-                let libraries = (c.gateway(), b.kafka().unwrap(), b.cql(""));
+                let libraries = (c.gateway(bound), b.kafka().unwrap(), b.cql(""));
                 format!(
                     "{:?}",
                     (libraries, serving(&c.server), &c.ops, c.internal_listen, c.advertised_internal(bound))

@@ -28,10 +28,11 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let tls = serving::tls(&config.server)?;
     let push = LocalPush::default();
     let (pushed, inbox) = confab_gateway::delivery::inbox();
-    push.register(&config.server.server_id, pushed);
+    let gateway_config = config.gateway();
+    push.register(&gateway_config.id, pushed);
     let dispatcher_config = config.dispatcher();
     let gateway =
-        Gateway::new(config.gateway(), auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
+        Gateway::new(gateway_config, auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
 
     let public = serving::bind(config.server.listen, "listen").await?;

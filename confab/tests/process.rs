@@ -183,3 +183,59 @@ fn a_bad_value_exits_non_zero_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("heartbeat") && err.contains("confab.toml"), "{err}");
 }
+
+/// Two gateways with one id would have the dispatchers merge their routes
+/// and hand one gateway's replies to the other's sessions: the second
+/// refuses to start, naming the id. On the real Kafka and Cassandra.
+#[tokio::test]
+async fn a_gateway_refuses_the_id_of_a_live_gateway() {
+    use common::cluster::{env, names, parse};
+    use confab::config::{GatewayConfig, MigrateConfig};
+    use confab_bus::Bus;
+    use confab_protocol::record::Announcement;
+
+    let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+    let (prefix, keyspace) = names("dupid");
+    let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace.0];
+    confab::distributed::migrate(&parse::<MigrateConfig>(&backend)).await.expect("migrate");
+    let mut args = backend.to_vec();
+    args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0"]);
+    args.extend(["--jwt-secret", common::SECRET, "--server-id", "gw-twin"]);
+
+    // The first gateway is live once it heartbeats: it follows the
+    // announcements from before its first heartbeat.
+    let bus =
+        confab_bus::kafka::KafkaBus::connect(parse::<GatewayConfig>(&args).backend.kafka().unwrap()).await.unwrap();
+    let mut announcements = bus.announcements().await.unwrap();
+    let first =
+        confab::distributed::start_gateway(parse::<GatewayConfig>(&args)).await.expect("the first gateway starts");
+    tokio::time::timeout(common::PATIENCE, async {
+        while let Some(a) = announcements.recv().await {
+            if matches!(&a, Announcement::Heartbeat { gateway, .. } if gateway == "gw-twin") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the first gateway heartbeats");
+
+    let mut second = confab(&["gateway"]).args(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let exited = tokio::time::timeout(common::PATIENCE, async {
+        loop {
+            if let Some(status) = second.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let Ok(status) = exited else {
+        let _ = second.kill();
+        panic!("the second gateway kept running under a live gateway's id");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("'gw-twin'"), "the refusal names the id: {err}");
+    first.stop().await.expect("the first gateway was unaffected and stops cleanly");
+}

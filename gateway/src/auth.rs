@@ -70,6 +70,8 @@ impl Auth {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
+        // An application may mint a token ahead of its use: not before `nbf`.
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let claims = match header.alg {
             Algorithm::HS256 => jsonwebtoken::decode::<Claims>(token, &self.hs256, &validation).map(|d| d.claims),
@@ -96,6 +98,7 @@ fn token_error(e: jsonwebtoken::errors::Error) -> ProtocolError {
     use jsonwebtoken::errors::ErrorKind;
     let message = match e.kind() {
         ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet",
         ErrorKind::InvalidSignature => "bad token signature",
         ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
         _ => "invalid token",
@@ -153,6 +156,17 @@ mod tests {
         let token = jsonwebtoken::encode(&Header::default(), &expired, &EncodingKey::from_secret(&[7u8; 32])).unwrap();
         assert_eq!(a.verify(&token).unwrap_err().message, "token expired");
         assert!(a.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_nbf() {
+        let a = auth();
+        let sign = |nbf: u64| {
+            let claims = serde_json::json!({ "sub": "alice", "exp": unix_now() + 600, "nbf": nbf });
+            jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(&[7u8; 32])).unwrap()
+        };
+        assert_eq!(a.verify(&sign(unix_now() + 60)).unwrap_err().message, "token not valid yet");
+        assert_eq!(a.verify(&sign(unix_now() - 1)).unwrap().sub, "alice", "valid from nbf on");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`delivery::run`](crate::delivery::run) drains in every mode.
 
 use std::future::ready;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,19 +16,24 @@ use axum::routing::get;
 use confab_bus::push::{self, InternalKey, MAX_FRAME_BYTES, PUSH_PATH};
 use confab_protocol::Delivery;
 use futures_util::StreamExt;
+use prometheus::IntCounter;
 use tokio::sync::mpsc;
 
 #[derive(Clone)]
 struct Internal {
     key: InternalKey,
+    gateway: Arc<str>,
     inbox: mpsc::Sender<Vec<Delivery>>,
+    misdirected: IntCounter,
 }
 
 /// The internal router: takes push streams whose token was minted with the
 /// key derived from the cluster's HS256 `secret` ([`InternalKey`]), and
-/// feeds them into `inbox`.
-pub fn router(secret: &[u8], inbox: mpsc::Sender<Vec<Delivery>>) -> Router {
-    Router::new().route(PUSH_PATH, get(upgrade)).with_state(Internal { key: InternalKey::new(secret), inbox })
+/// feeds the batches meant for `gateway` (this gateway's id) into `inbox`;
+/// batches for another id only count in `misdirected`.
+pub fn router(secret: &[u8], gateway: &str, inbox: mpsc::Sender<Vec<Delivery>>, misdirected: IntCounter) -> Router {
+    let internal = Internal { key: InternalKey::new(secret), gateway: gateway.into(), inbox, misdirected };
+    Router::new().route(PUSH_PATH, get(upgrade)).with_state(internal)
 }
 
 async fn upgrade(State(internal): State<Internal>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
@@ -44,7 +50,7 @@ async fn upgrade(State(internal): State<Internal>, headers: HeaderMap, ws: WebSo
                     _ => None,
                 })
             });
-        push::receive(frames, &internal.inbox).await;
+        push::receive(frames, &internal.gateway, &internal.inbox, || internal.misdirected.inc()).await;
         tracing::info!("a dispatcher disconnected");
     })
 }
@@ -68,7 +74,8 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let (inbox, mut rx) = mpsc::channel(8);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        tokio::spawn(async move { axum::serve(listener, router(SECRET, inbox)).await });
+        let misdirected = IntCounter::new("misdirected", "test").unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(SECRET, "gw-1", inbox, misdirected)).await });
         addr
     }
 

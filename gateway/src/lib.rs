@@ -8,7 +8,8 @@
 //! pushes from other processes arrive on the [`internal`] port.
 //! [`presence`] tracks who is online on other gateways from their
 //! announcements; [`sweeper`] is the one timer for heartbeats, idle sessions
-//! and token expiry; [`serve`] is the accept loop (plain or TLS).
+//! and token expiry; [`serve`] is the accept loop (plain or TLS);
+//! [`identity`] refuses to start under the id of another live gateway.
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
 //! [`auth_limits`]' budgets per client address and user name.
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod delivery;
 pub mod hashing;
 pub mod http;
+pub mod identity;
 pub mod internal;
 pub mod metrics;
 pub mod ops;

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub send_ack: Histogram,
     pub deliveries: IntCounter,
     pub room_events: IntCounter,
+    pub push_misdirected: IntCounter,
     pub slow_consumers: IntCounter,
     pub produce_errors: IntCounter,
     pub produce_duration: Histogram,
@@ -61,6 +62,10 @@ impl Metrics {
                 "confab_gateway_room_events_received_total",
                 "Room events pushed to this gateway by dispatchers (one per event, whatever its local audience).",
             )?,
+            push_misdirected: IntCounter::new(
+                "confab_gateway_push_misdirected_total",
+                "Push batches dropped because a dispatcher meant them for another gateway id.",
+            )?,
             slow_consumers: IntCounter::new(
                 "confab_outbound_queue_drops_total",
                 "Frames dropped because a session's outbound queue was full (the session is closed as slow_consumer).",
@@ -90,6 +95,7 @@ impl Metrics {
         registry.register(Box::new(m.send_ack.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
         registry.register(Box::new(m.room_events.clone()))?;
+        registry.register(Box::new(m.push_misdirected.clone()))?;
         registry.register(Box::new(m.slow_consumers.clone()))?;
         registry.register(Box::new(m.produce_errors.clone()))?;
         registry.register(Box::new(m.produce_duration.clone()))?;

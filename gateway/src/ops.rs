@@ -75,6 +75,11 @@ impl Gateway {
             }
             Op::Presence { room } => {
                 self.check_member(&room, user).await?;
+                if dm_members(&room).is_some() && !store.is_member(&room, user).await.map_err(store_error)? {
+                    // Online state is for those who share a room: a DM counts
+                    // from its first message, not from naming its id.
+                    return Err(ProtocolError::not_member(&room));
+                }
                 let members = match dm_members(&room) {
                     Some((a, b)) => vec![a.to_owned(), b.to_owned()],
                     None => store.members(&room).await.map_err(store_error)?,
@@ -85,19 +90,24 @@ impl Gateway {
             Op::Join { room } => self.produce(s, req.id, room, Command::Join { user: user.into() }, false).await,
             Op::Leave { room } => self.produce(s, req.id, room, Command::Leave { user: user.into() }, false).await,
             Op::Read { room, seq } => {
+                self.check_dm(&room, user).await?;
                 self.produce(s, req.id, room, Command::Read { user: user.into(), seq }, false).await
             }
-            Op::Typing { room } => self.produce(s, req.id, room, Command::Typing { user: user.into() }, false).await,
+            Op::Typing { room } => {
+                self.check_dm(&room, user).await?;
+                self.produce(s, req.id, room, Command::Typing { user: user.into() }, false).await
+            }
             ref op @ Op::Send { .. } => {
                 let room = match op.send_target() {
-                    Some(Target::Room(room)) => room.to_owned(),
+                    Some(Target::Room(room)) => {
+                        self.check_dm(room, user).await?;
+                        room.to_owned()
+                    }
                     Some(Target::User(to)) => {
                         if to == user {
                             return Err(ProtocolError::bad_request("a direct message needs another user"));
                         }
-                        if store.user(to).await.map_err(store_error)?.is_none() {
-                            return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{to}'")));
-                        }
+                        self.check_user(to).await?;
                         dm_room(user, to)
                     }
                     None => {
@@ -126,12 +136,31 @@ impl Gateway {
     /// Reads need membership; a DM's two parties are its members even before
     /// its first message.
     async fn check_member(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
-        if let Some((a, b)) = dm_members(room) {
-            return if user == a || user == b { Ok(()) } else { Err(ProtocolError::not_member(room)) };
+        if dm_members(room).is_some() {
+            return self.check_dm(room, user).await;
         }
         match self.inner.store.is_member(room, user).await.map_err(store_error)? {
             true => Ok(()),
             false => Err(ProtocolError::not_member(room)),
+        }
+    }
+
+    /// A DM id must name the caller and a user who has an account: a DM
+    /// with a name nobody holds yet would be inherited by whoever registers
+    /// it. Not a DM id: nothing to check here.
+    async fn check_dm(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
+        match dm_members(room) {
+            None => Ok(()),
+            Some((a, b)) if user == a => self.check_user(b).await,
+            Some((a, b)) if user == b => self.check_user(a).await,
+            Some(_) => Err(ProtocolError::not_member(room)),
+        }
+    }
+
+    async fn check_user(&self, name: &str) -> Result<(), ProtocolError> {
+        match self.inner.store.user(name).await.map_err(store_error)? {
+            Some(_) => Ok(()),
+            None => Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{name}'"))),
         }
     }
 

@@ -69,6 +69,12 @@ pub async fn follow(gw: Gateway, rx: Option<mpsc::Receiver<Announcement>>, shutd
         };
         let presence = &gw.inner.presence;
         if a.gateway() == presence.me {
+            if let Announcement::Resync { .. } = a {
+                // A gateway starting under this id asks who holds it (or
+                // this gateway's own start-up request): answer, so that it
+                // can refuse the id (`identity`).
+                gw.announce_heartbeat().await;
+            }
             continue;
         }
         match a {

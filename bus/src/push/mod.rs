@@ -9,7 +9,10 @@
 //!   of inbox that [`LocalPush`] fills, so a gateway delivers pushes in one
 //!   loop whatever their origin.
 //! * The wire, both directions side by side (below): the stream's path, its
-//!   credentials ([`InternalKey`]) and the batch codec.
+//!   credentials ([`InternalKey`]) and the batch codec. Every batch names
+//!   the gateway it is for, and [`receive`] drops batches for another: an
+//!   address that moved to another gateway, or two gateways with one id,
+//!   never hand a session's replies to the wrong user.
 
 mod local;
 mod remote;
@@ -138,20 +141,35 @@ pub fn push_request(addr: &str, token: &str) -> Result<Request<()>, tungstenite:
     Ok(request)
 }
 
-/// One frame of a push stream: a JSON array of deliveries, in order.
-pub fn encode_batch(batch: &[Delivery]) -> Vec<u8> {
-    serde_json::to_vec(batch).expect("deliveries serialize")
+/// One frame of a push stream: the deliveries, in order, for one gateway.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The id of the gateway the dispatcher means to reach.
+    pub gateway: String,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One frame of a push stream: `{"gateway": id, "deliveries": [...]}`.
+pub fn encode_batch(gateway: &str, deliveries: &[Delivery]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        gateway: &'a str,
+        deliveries: &'a [Delivery],
+    }
+    serde_json::to_vec(&Out { gateway, deliveries }).expect("deliveries serialize")
 }
 
 /// The batch in one frame of a push stream, as [`encode_batch`] wrote it.
-pub fn decode_batch(frame: &[u8]) -> Result<Vec<Delivery>, serde_json::Error> {
+pub fn decode_batch(frame: &[u8]) -> Result<Batch, serde_json::Error> {
     serde_json::from_slice(frame)
 }
 
-/// The gateway's end of one push stream: hands each batch to `inbox`, in
-/// order, until the stream ends or the inbox is closed. A full inbox holds
-/// the stream back, and so the dispatcher's link, whose queue is bounded.
-pub async fn receive<S>(frames: S, inbox: &mpsc::Sender<Vec<Delivery>>)
+/// The gateway's end of one push stream: hands each batch meant for
+/// `gateway` to `inbox`, in order, until the stream ends or the inbox is
+/// closed; a batch for another gateway is dropped and `misdirected` called.
+/// A full inbox holds the stream back, and so the dispatcher's link, whose
+/// queue is bounded.
+pub async fn receive<S>(frames: S, gateway: &str, inbox: &mpsc::Sender<Vec<Delivery>>, misdirected: impl Fn())
 where
     S: Stream,
     S::Item: AsRef<[u8]>,
@@ -159,8 +177,16 @@ where
     let mut frames = std::pin::pin!(frames);
     while let Some(frame) = frames.next().await {
         match decode_batch(frame.as_ref()) {
+            Ok(batch) if batch.gateway != gateway => {
+                tracing::warn!(
+                    meant_for = %batch.gateway,
+                    dropped = batch.deliveries.len(),
+                    "dropping a push batch meant for another gateway"
+                );
+                misdirected();
+            }
             Ok(batch) => {
-                if inbox.send(batch).await.is_err() {
+                if inbox.send(batch.deliveries).await.is_err() {
                     // The gateway is stopping.
                     return;
                 }
@@ -190,8 +216,9 @@ mod tests {
 
     #[test]
     fn a_batch_reads_back_as_written() {
-        let batch = vec![reply(1), room_event("{\"ev\":\"msg\"}"), reply(2)];
-        assert_eq!(decode_batch(&encode_batch(&batch)).unwrap(), batch);
+        let deliveries = vec![reply(1), room_event("{\"ev\":\"msg\"}"), reply(2)];
+        let batch = decode_batch(&encode_batch("gw-1", &deliveries)).unwrap();
+        assert_eq!(batch, Batch { gateway: "gw-1".into(), deliveries });
     }
 
     #[test]
@@ -260,8 +287,9 @@ mod tests {
     #[tokio::test]
     async fn received_batches_reach_the_inbox_in_order_and_unreadable_ones_are_skipped() {
         let (tx, mut rx) = mpsc::channel(8);
-        let frames = vec![encode_batch(&[reply(1), reply(2)]), b"not json".to_vec(), encode_batch(&[reply(3)])];
-        receive(futures_util::stream::iter(frames), &tx).await;
+        let frames =
+            vec![encode_batch("gw-1", &[reply(1), reply(2)]), b"not json".to_vec(), encode_batch("gw-1", &[reply(3)])];
+        receive(futures_util::stream::iter(frames), "gw-1", &tx, || panic!("all for gw-1")).await;
         assert_eq!(rx.recv().await.unwrap(), vec![reply(1), reply(2)]);
         assert_eq!(rx.recv().await.unwrap(), vec![reply(3)]);
         assert!(rx.try_recv().is_err());
@@ -272,7 +300,27 @@ mod tests {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
         // An endless stream: only the closed inbox can end the loop.
-        let frames = futures_util::stream::repeat(encode_batch(&[reply(1)]));
-        receive(frames, &tx).await;
+        let frames = futures_util::stream::repeat(encode_batch("gw-1", &[reply(1)]));
+        receive(frames, "gw-1", &tx, || {}).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_meant_for_another_gateway_is_dropped_and_counted() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let misdirected = std::sync::atomic::AtomicUsize::new(0);
+        let frames = vec![
+            encode_batch("gw-1", &[reply(1)]),
+            // Session 2 of gw-2 is not session 2 here: another user's reply.
+            encode_batch("gw-2", &[reply(2)]),
+            encode_batch("gw-1", &[reply(3)]),
+        ];
+        receive(futures_util::stream::iter(frames), "gw-1", &tx, || {
+            misdirected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+        .await;
+        assert_eq!(rx.recv().await.unwrap(), vec![reply(1)]);
+        assert_eq!(rx.recv().await.unwrap(), vec![reply(3)]);
+        assert!(rx.try_recv().is_err(), "nothing of gw-2's batch reached the inbox");
+        assert_eq!(misdirected.into_inner(), 1);
     }
 }

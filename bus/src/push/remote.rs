@@ -112,7 +112,7 @@ async fn run_link(gateway: String, addr: String, key: InternalKey, mut rx: mpsc:
                             break;
                         }
                     }
-                    if let Err(e) = ws.send(Message::Binary(encode_batch(&batch).into())).await {
+                    if let Err(e) = ws.send(Message::Binary(encode_batch(&gateway, &batch).into())).await {
                         tracing::warn!(%gateway, error = %e, dropped = batch.len(), "push link broke");
                         break;
                     }
@@ -197,7 +197,7 @@ mod tests {
                 };
                 let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, check).await else { continue };
                 let frames = ws.filter_map(|m| ready(m.ok().filter(Message::is_binary).map(Message::into_data)));
-                receive(frames, &tx).await;
+                receive(frames, "gw-1", &tx, || {}).await;
             }
         });
         (addr, rx, refused_rx)

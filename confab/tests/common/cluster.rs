@@ -28,7 +28,7 @@ struct Flags<T: clap::Args> {
     config: T,
 }
 
-fn parse<T: clap::Args>(args: &[&str]) -> T {
+pub fn parse<T: clap::Args>(args: &[&str]) -> T {
     Flags::<T>::parse_from(std::iter::once("confab").chain(args.iter().copied())).config
 }
 
