@@ -69,6 +69,9 @@ where
         heartbeat_ms: config.heartbeat.as_millis() as u64,
     };
     session.send(hello.encode().into());
+    // Not held for the session's life: what is alive across an `.await` is
+    // memory in every idle session's task.
+    drop(hello);
 
     let was_online = gw.is_online(&user);
     let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));

@@ -3,29 +3,22 @@
 //! answers pings, and when the client closes first it queues the echo of
 //! the client's close frame and writes it on the next flush.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{Sink, SinkExt, Stream, StreamExt, stream};
+use futures_util::stream::SplitSink;
+use futures_util::{Sink, Stream, StreamExt};
 
 use super::frame::{Close, Frame, ReadError};
 
 /// Splits a socket into the session's sink and stream.
-pub fn split(
-    socket: WebSocket,
-) -> (impl Sink<Frame, Error = axum::Error> + Unpin + Send, impl Stream<Item = Result<Frame, ReadError>> + Unpin + Send)
-{
-    let (sink, stream) = socket.split();
-    // Once the client has closed, tungstenite refuses to send anything but
-    // the echo it queued itself: frames after that are dropped here, and the
-    // flush of the session's own close writes the echo.
+pub fn split(socket: WebSocket) -> (WebSocketSink, impl Stream<Item = Result<Frame, ReadError>> + Unpin + Send) {
+    let (inner, stream) = socket.split();
     let client_closed = Arc::new(AtomicBool::new(false));
-    let closed = client_closed.clone();
-    let sink = sink.with_flat_map(move |frame| {
-        let send = !closed.load(Ordering::Relaxed);
-        stream::iter(send.then(|| Ok(message(frame))))
-    });
+    let sink = WebSocketSink { inner, client_closed: client_closed.clone() };
     let stream = stream.map(move |read| {
         if let Ok(Message::Close(_)) = read {
             client_closed.store(true, Ordering::Relaxed);
@@ -33,6 +26,49 @@ pub fn split(
         read.map(frame).map_err(read_error)
     });
     (sink, stream)
+}
+
+/// The session's sink over a WebSocket. A plain struct rather than a
+/// combinator: every idle session's task holds it (twice, as the session's
+/// argument and its local), so its size is memory per connection.
+pub struct WebSocketSink {
+    inner: SplitSink<WebSocket, Message>,
+    /// Once the client has closed, tungstenite refuses to send anything but
+    /// the echo it queued itself: frames after that are dropped here, and the
+    /// flush of the session's own close writes the echo.
+    client_closed: Arc<AtomicBool>,
+}
+
+impl WebSocketSink {
+    fn client_closed(&self) -> bool {
+        self.client_closed.load(Ordering::Relaxed)
+    }
+}
+
+impl Sink<Frame> for WebSocketSink {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.client_closed() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        if self.client_closed() {
+            return Ok(());
+        }
+        Pin::new(&mut self.inner).start_send(message(frame))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
 }
 
 fn message(frame: Frame) -> Message {
