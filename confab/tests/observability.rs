@@ -227,6 +227,16 @@ async fn dashboards_and_adapter_rules_have_data_from_a_real_cluster() {
     prometheus.await_sample(&lag_partitions, Duration::from_secs(60), |v| v == f64::from(PARTITIONS)).await;
     let connections = format!("sum(confab_gateway_connections{{{ns}}})");
     prometheus.await_sample(&connections, Duration::from_secs(30), |v| v == 4.0).await;
+    // `rate()` needs two samples of a series, and some series (sends stored,
+    // request errors) first appear with this traffic: the waits above can
+    // all be met by the first scrape after it. Wait until every series of
+    // this test's targets has been scraped at least twice.
+    let names = prometheus.get("/api/v1/label/__name__/values", &[("match[]", &format!("{{{ns}}}"))]).await;
+    for name in names.as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        let scraped_twice = format!("min(count_over_time({name}{{{ns}}}[{RATE_INTERVAL}]))");
+        prometheus.await_sample(&scraped_twice, Duration::from_secs(30), |v| v >= 2.0).await;
+    }
 
     // Every process's exposition passes promtool's lint.
     let http = reqwest::Client::new();
