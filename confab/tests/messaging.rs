@@ -1,6 +1,7 @@
 //! Rooms, messages, DMs, dedupe, history, sync and read markers, over real
 //! WebSocket connections to a real server (PROTOCOL.md: Requests and replies, Events).
 
+#[macro_use]
 mod common;
 
 use common::TestServer;
@@ -349,35 +350,6 @@ async fn a_page_of_large_messages_fits_in_one_reply() {
     assert_eq!(page["messages"].as_array().unwrap().len(), 100, "a reply of over 400 KB arrives whole");
     let synced = alice.ok(json!({"op":"sync","rooms":{"r": 0},"limit":100})).await;
     assert_eq!(synced["rooms"]["r"]["messages"].as_array().unwrap().len(), 100);
-}
-
-/// How long a test on a cluster may take, start-up included, before it
-/// fails instead of hanging the run.
-const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
-
-/// Every test above runs against a standalone server, and again against two
-/// gateways and two dispatchers on the real Kafka and Cassandra, with the
-/// test's connections, registrations and logins spread over both gateways.
-macro_rules! on_every_mode {
-    ($($name:ident),* $(,)?) => {
-        mod standalone {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestServer::start().await).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let test = async { super::$name(super::TestServer::start_cluster().await).await };
-                    tokio::time::timeout(super::CLUSTER_TEST, test).await.expect("the test ends in time")
-                }
-            )*
-        }
-    };
 }
 
 on_every_mode!(

@@ -3,6 +3,7 @@
 //! refusal, and that the other users' sessions go on as before. Every test
 //! runs on a standalone server and on two gateways and two dispatchers.
 
+#[macro_use]
 mod common;
 
 use common::TestServer;
@@ -59,32 +60,6 @@ async fn presence_on_a_dm_needs_its_first_message(s: TestServer) {
         assert!(online["online"].as_array().unwrap().contains(&json!(me)), "{online}");
     }
     assert_eq!(carol.error(ask).await, "not_member", "a third user learns nothing");
-}
-
-/// How long a test on a cluster may take, start-up included, before it
-/// fails instead of hanging the run.
-const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
-
-macro_rules! on_every_mode {
-    ($($name:ident),* $(,)?) => {
-        mod standalone {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestServer::start().await).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let test = async { super::$name(super::TestServer::start_cluster().await).await };
-                    tokio::time::timeout(super::CLUSTER_TEST, test).await.expect("the test ends in time")
-                }
-            )*
-        }
-    };
 }
 
 on_every_mode!(a_dm_to_a_name_nobody_holds_is_refused_and_not_inherited, presence_on_a_dm_needs_its_first_message);

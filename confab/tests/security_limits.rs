@@ -233,9 +233,6 @@ async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_get
     assert_eq!(served_again("127.0.0.11", &s.https[0]).await, 200, "a place freed by a session is free again");
 }
 
-/// How long a test on a cluster may take, start-up included.
-const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
-
 macro_rules! on_every_mode {
     ($($name:ident),* $(,)?) => {
         mod standalone {
@@ -270,7 +267,7 @@ macro_rules! on_every_mode {
                         "--header-read-timeout-ms", headers.as_str(),
                     ];
                     let test = async { super::$name(super::TestServer::start_cluster_with(&flags).await).await };
-                    tokio::time::timeout(super::CLUSTER_TEST, test).await.expect("the test ends in time")
+                    tokio::time::timeout(crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
                 }
             )*
         }

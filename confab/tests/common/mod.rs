@@ -407,3 +407,34 @@ impl Client {
         }
     }
 }
+
+/// How long a test on a cluster may take, start-up included, before it
+/// fails instead of hanging the run.
+pub const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// Runs each named test (an `async fn(TestServer)` of the test file) against
+/// a standalone server, and again against two gateways and two dispatchers on
+/// the real Kafka and Cassandra, with the test's connections, registrations
+/// and logins spread over both gateways.
+#[allow(unused_macros)] // not every test file runs on every mode
+macro_rules! on_every_mode {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::TestServer::start().await).await
+                }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test = async { super::$name(super::TestServer::start_cluster().await).await };
+                    tokio::time::timeout($crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
+                }
+            )*
+        }
+    };
+}
