@@ -980,4 +980,13 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("max_text_bytes"), "{e}");
     }
+
+    #[test]
+    fn rooms_per_user_stay_within_what_one_sync_may_name() {
+        let e = load(&["confab", "--max-rooms-per-user", "1001"], "").unwrap().validate().unwrap_err().to_string();
+        assert!(e.starts_with("max_rooms_per_user") && e.contains("1000"), "{e}");
+        assert!(load(&["confab", "--max-rooms-per-user", "1000"], "").unwrap().validate().is_ok());
+        let e = load(&["confab", "--max-sessions-per-user", "0"], "").unwrap().validate().unwrap_err().to_string();
+        assert!(e.starts_with("max_sessions_per_user"), "{e}");
+    }
 }
