@@ -80,6 +80,15 @@ pub mod default {
     pub fn outbound_queue() -> usize {
         256
     }
+    pub fn outbound_queue_bytes() -> usize {
+        4 << 20
+    }
+    pub fn reply_max_bytes() -> usize {
+        1 << 20
+    }
+    pub fn sync_max_messages() -> u32 {
+        5000
+    }
     pub fn presence_event_limit() -> u64 {
         500
     }
@@ -284,6 +293,49 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub connection_limits: ConnectionLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub reply_limits: ReplyLimitsConfig,
+}
+
+/// What one session's replies and queue hold at most, in bytes, so that a
+/// client that asks much and reads nothing costs the server little.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct ReplyLimitsConfig {
+    /// Bytes queued for one session and not yet written to its socket
+    /// (replies and events) before it is closed as a slow consumer. At
+    /// least twice `reply_max_bytes`.
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE_BYTES", value_name = "BYTES", default_value_t = default::outbound_queue_bytes())]
+    #[serde(default = "default::outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
+
+    /// Encoded bytes of messages in one `history` or `sync` reply; the reply
+    /// stops before the message that would pass it (`more: true`), though
+    /// it always holds one message when there is one.
+    #[arg(long, env = "CONFAB_REPLY_MAX_BYTES", value_name = "BYTES", default_value_t = default::reply_max_bytes())]
+    #[serde(default = "default::reply_max_bytes")]
+    pub reply_max_bytes: usize,
+
+    /// Messages in one `sync` reply, across all its rooms.
+    #[arg(long, env = "CONFAB_SYNC_MAX_MESSAGES", value_name = "N", default_value_t = default::sync_max_messages())]
+    #[serde(default = "default::sync_max_messages")]
+    pub sync_max_messages: u32,
+}
+
+impl ReplyLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.reply_max_bytes < 1024 {
+            return Err(invalid("reply_max_bytes", "must be at least 1024"));
+        }
+        if self.outbound_queue_bytes < self.reply_max_bytes.saturating_mul(2) {
+            return Err(invalid("outbound_queue_bytes", "must be at least twice reply_max_bytes"));
+        }
+        if self.sync_max_messages == 0 {
+            return Err(invalid("sync_max_messages", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 /// What the public listener holds at most. Over a cap, a new connection is
@@ -631,7 +683,8 @@ impl ServerConfig {
             return Err(invalid("server_id", "must not be empty"));
         }
         self.auth_limits.validate()?;
-        self.connection_limits.validate()
+        self.connection_limits.validate()?;
+        self.reply_limits.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
@@ -646,6 +699,9 @@ impl ServerConfig {
             rate_per_second: self.rate_per_second,
             rate_burst: self.rate_burst,
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.reply_limits.outbound_queue_bytes,
+            reply_max_bytes: self.reply_limits.reply_max_bytes,
+            sync_max_messages: self.reply_limits.sync_max_messages,
             presence_event_limit: self.presence_event_limit,
             produce_timeout,
             ws_read_buffer: confab_gateway::Config::WS_READ_BUFFER,

@@ -4,7 +4,7 @@
 //! room's size.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -14,12 +14,29 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// What the writer task sends next.
 pub enum Outbound {
     Frame(Utf8Bytes),
+    /// The reply to a large read (`history`, `sync`): once it is written,
+    /// the session may start the next one.
+    LargeReply(Utf8Bytes),
     Ping,
+}
+
+impl Outbound {
+    /// The bytes it holds in the queue.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) | Outbound::LargeReply(f) => f.len(),
+            Outbound::Ping => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Why and how the server closes a session.
@@ -69,6 +86,11 @@ pub struct SessionHandle {
     pub expires_ms: u64,
     pub limiter: Limiter,
     tx: mpsc::Sender<Outbound>,
+    /// Bytes of the frames queued and not yet written, and their bound.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    /// One permit: the large read whose reply is not written yet holds it.
+    large_read: Semaphore,
     closing: OnceLock<Closing>,
     close_signal: Notify,
     /// Milliseconds on the gateway's clock of the last frame or pong received.
@@ -82,6 +104,7 @@ impl SessionHandle {
         expires_ms: u64,
         quota: Quota,
         tx: mpsc::Sender<Outbound>,
+        max_queued_bytes: usize,
         now_ms: u64,
     ) -> Self {
         SessionHandle {
@@ -90,22 +113,74 @@ impl SessionHandle {
             expires_ms,
             limiter: RateLimiter::direct_with_clock(quota, RuntimeClock),
             tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            large_read: Semaphore::new(1),
             closing: OnceLock::new(),
             close_signal: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
         }
     }
 
-    /// Queues a frame. A full queue closes the session as a slow consumer;
-    /// other sessions never wait for it. `false` when the frame was dropped.
+    /// Queues a frame. A full queue (in frames or in bytes) closes the
+    /// session as a slow consumer; other sessions never wait for it. `false`
+    /// when the frame was dropped.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(Outbound::Frame(frame)) {
+        self.enqueue(Outbound::Frame(frame))
+    }
+
+    /// Queues the reply to a large read, begun with [`large_read`](Self::large_read).
+    pub fn send_large_reply(&self, frame: Utf8Bytes) -> bool {
+        self.enqueue(Outbound::LargeReply(frame))
+    }
+
+    fn enqueue(&self, out: Outbound) -> bool {
+        let len = out.len();
+        // Counted before it is queued, so the writer never releases more
+        // than was counted.
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.close(Closing::Bye(ByeReason::SlowConsumer));
+            return false;
+        }
+        match self.tx.try_send(out) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(Closing::Bye(ByeReason::SlowConsumer));
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.close(Closing::Bye(ByeReason::SlowConsumer));
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// The writer wrote (and flushed) frames of these many bytes.
+    pub fn written(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Waits until no other large read's reply is waiting to be written:
+    /// a client that does not read its replies cannot have the server build
+    /// more of them. The reply is then queued with
+    /// [`send_large_reply`](Self::send_large_reply), whose write ends it.
+    pub async fn large_read(&self) {
+        // The semaphore is never closed.
+        if let Ok(permit) = self.large_read.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// The reply of the large read in flight was written (or never queued).
+    pub fn large_read_done(&self) {
+        if self.large_read.available_permits() == 0 {
+            self.large_read.add_permits(1);
         }
     }
 
@@ -374,9 +449,18 @@ mod tests {
     use std::num::NonZeroU32;
 
     fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(2);
+        session_with(reg, user, 2, 1 << 20)
+    }
+
+    fn session_with(
+        reg: &Registry,
+        user: &str,
+        frames: usize,
+        bytes: usize,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(frames);
         let quota = Quota::per_second(NonZeroU32::new(20).unwrap());
-        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, 0)), rx)
+        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, bytes, 0)), rx)
     }
 
     fn users_in(reg: &Registry, room: &str) -> Vec<String> {
@@ -434,5 +518,55 @@ mod tests {
         assert!(a.send("1".into()) && a.send("2".into()));
         assert!(!a.send("3".into()));
         assert_eq!(a.closing(), Some(Closing::Bye(ByeReason::SlowConsumer)));
+    }
+
+    #[test]
+    fn a_frame_that_would_pass_the_byte_bound_closes_the_session_as_slow() {
+        let reg = Registry::default();
+        let (a, _keep) = session_with(&reg, "alice", 100, 10);
+        assert!(a.send("12345".into()) && a.send("1234".into()));
+        assert_eq!(a.queued_bytes(), 9);
+        assert!(!a.send("12".into()), "9 + 2 bytes pass the bound of 10");
+        assert_eq!(a.queued_bytes(), 9, "a dropped frame is not counted");
+        assert_eq!(a.closing(), Some(Closing::Bye(ByeReason::SlowConsumer)));
+    }
+
+    #[test]
+    fn written_frames_release_their_bytes() {
+        let reg = Registry::default();
+        let (a, mut rx) = session_with(&reg, "alice", 100, 10);
+        assert!(a.send("12345".into()) && a.send_large_reply("12345".into()));
+        a.ping();
+        assert_eq!(a.queued_bytes(), 10, "pings hold no bytes");
+        let written: usize = std::iter::from_fn(|| rx.try_recv().ok()).map(|o| o.len()).sum();
+        a.written(written);
+        assert_eq!(a.queued_bytes(), 0);
+        assert!(a.send("1234567890".into()), "the whole bound is free again");
+        assert_eq!(a.closing(), None);
+    }
+
+    #[test]
+    fn a_frame_refused_by_the_frame_bound_releases_its_bytes() {
+        let reg = Registry::default();
+        let (a, _keep) = session_with(&reg, "alice", 1, 100);
+        assert!(a.send("12345".into()));
+        assert!(!a.send("12345".into()));
+        assert_eq!(a.queued_bytes(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_large_read_waits_until_the_reply_before_it_is_written() {
+        let reg = Registry::default();
+        let (a, _keep) = session(&reg, "alice");
+        a.large_read().await;
+        let mut second = std::pin::pin!(a.large_read());
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        a.large_read_done();
+        second.await;
+        a.large_read_done();
+        a.large_read_done();
+        a.large_read().await;
+        let mut third = std::pin::pin!(a.large_read());
+        assert!(futures_util::poll!(third.as_mut()).is_pending(), "done twice frees one read, not two");
     }
 }

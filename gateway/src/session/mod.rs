@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
-use confab_protocol::{ErrorCode, Event, ProtocolError, Reply, Request};
+use confab_protocol::{ErrorCode, Event, Op, ProtocolError, Reply, Request};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::Quota;
 use tokio::sync::mpsc;
@@ -58,8 +58,15 @@ where
     let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let now_ms = gw.now_ms();
     let expires_ms = now_ms.saturating_add(token_left(claims.exp).as_millis() as u64);
-    let session =
-        Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), expires_ms, quota, tx, now_ms));
+    let session = Arc::new(SessionHandle::new(
+        gw.inner.registry.next_id(),
+        user.clone(),
+        expires_ms,
+        quota,
+        tx,
+        config.outbound_queue_bytes,
+        now_ms,
+    ));
     // The server speaks first: `hello` is queued before the session is
     // registered, that is before any room event or presence can reach it.
     let hello = Event::Hello {
@@ -174,10 +181,24 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             reply(session, Reply::error(e.id, e.error));
         }
         Ok(req) => {
+            // At most one large read per session: the next waits until the
+            // reply of the one before is written, so a client that reads
+            // nothing has one such reply queued, not one per request.
+            let large = matches!(req.op, Op::History { .. } | Op::Sync { .. });
+            if large {
+                session.large_read().await;
+            }
             // Boxed: handling a request is a large future, and inline it would
             // make every session's task that large, idle or not.
-            if let Outcome::Reply(r) = Box::pin(gw.handle(session, req)).await {
-                reply(session, r);
+            match Box::pin(gw.handle(session, req)).await {
+                Outcome::Reply(r) if large => {
+                    if !session.send_large_reply(r.encode().into()) {
+                        session.large_read_done();
+                    }
+                }
+                Outcome::Reply(r) => reply(session, r),
+                Outcome::Pending if large => session.large_read_done(),
+                Outcome::Pending => {}
             }
         }
     }
@@ -201,13 +222,19 @@ where
             },
         };
         let write = async {
-            let mut n = 0u64;
+            let (mut n, mut bytes, mut large) = (0u64, 0usize, false);
             let mut next = Some(out);
             while let Some(out) = next.take() {
+                bytes += out.len();
                 match out {
                     Outbound::Frame(f) => {
                         sink.feed(Frame::Text(f)).await?;
                         n += 1;
+                    }
+                    Outbound::LargeReply(f) => {
+                        sink.feed(Frame::Text(f)).await?;
+                        n += 1;
+                        large = true;
                     }
                     Outbound::Ping => sink.feed(Frame::Ping).await?,
                 }
@@ -216,13 +243,21 @@ where
                 }
             }
             sink.flush().await?;
-            Ok::<u64, W::Error>(n)
+            Ok::<_, W::Error>((n, bytes, large))
         };
         tokio::select! {
             biased;
             closing = session.closed() => return goodbye(&mut sink, closing).await,
             written = write => match written {
-                Ok(n) => gw.inner.metrics.frames_out.inc_by(n),
+                // Released once flushed, not once dequeued: until then the
+                // bytes are still held, in the sink's buffer.
+                Ok((n, bytes, large)) => {
+                    gw.inner.metrics.frames_out.inc_by(n);
+                    session.written(bytes);
+                    if large {
+                        session.large_read_done();
+                    }
+                }
                 Err(_) => return "connection_error",
             },
         }
