@@ -313,3 +313,47 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, text: &str) -> Message {
+        Message {
+            room: "r".into(),
+            seq,
+            msg_id: format!("0-{seq}"),
+            from: "alice".into(),
+            text: text.into(),
+            ts: 1,
+            cid: "c".into(),
+        }
+    }
+
+    #[test]
+    fn the_budget_counts_messages_as_encoded_escapes_included() {
+        let plain = message(1, &"a".repeat(100));
+        let control = message(1, &"\u{1}".repeat(100));
+        assert_eq!(encoded_len(&plain), serde_json::to_string(&plain).unwrap().len());
+        assert_eq!(encoded_len(&control), serde_json::to_string(&control).unwrap().len());
+        assert_eq!(encoded_len(&control) - encoded_len(&plain), 500, "a control character is six bytes");
+    }
+
+    #[test]
+    fn the_budget_stops_before_the_message_that_would_pass_it_but_always_takes_one() {
+        let m = message(1, &"\u{1}".repeat(1000));
+        let size = encoded_len(&m) + 1;
+        let mut budget = Budget::new(size / 2, 10);
+        assert!(budget.take(&m), "the first message always fits");
+        assert!(!budget.take(&m) && budget.spent());
+
+        let mut budget = Budget::new(2 * size, 10);
+        assert!(budget.take(&m) && budget.take(&m));
+        assert!(!budget.take(&m), "a third would pass the budget");
+
+        let mut budget = Budget::new(usize::MAX, 2);
+        assert!(budget.take(&m) && budget.take(&m));
+        assert!(budget.spent(), "the message cap is spent");
+        assert!(!budget.take(&m));
+    }
+}
