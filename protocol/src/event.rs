@@ -26,10 +26,22 @@ pub struct Reply {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum ReplyBody {
-    Error { error: ProtocolError },
-    Send { room: String, seq: u64, msg_id: String, ts: u64 },
-    Join { room: String, last_seq: u64 },
-    Rooms { rooms: Vec<RoomInfo> },
+    Error {
+        error: ProtocolError,
+    },
+    Send {
+        room: String,
+        seq: u64,
+        msg_id: String,
+        ts: u64,
+    },
+    Join {
+        room: String,
+        last_seq: u64,
+    },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
     Messages {
         messages: Vec<Message>,
         /// `true` when the page stopped short of `limit` at the reply's byte
@@ -38,8 +50,12 @@ pub enum ReplyBody {
         #[cfg_attr(test, ts(optional))]
         more: Option<bool>,
     },
-    Sync { rooms: BTreeMap<String, SyncRoom> },
-    Presence { online: Vec<String> },
+    Sync {
+        rooms: BTreeMap<String, SyncRoom>,
+    },
+    Presence {
+        online: Vec<String>,
+    },
     Empty {},
 }
 
