@@ -185,12 +185,16 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             // reply of the one before is written, so a client that reads
             // nothing has one such reply queued, not one per request.
             let large = matches!(req.op, Op::History { .. } | Op::Sync { .. });
-            if large {
-                session.large_read().await;
-            }
-            // Boxed: handling a request is a large future, and inline it would
-            // make every session's task that large, idle or not.
-            match Box::pin(gw.handle(session, req)).await {
+            // Boxed: handling a request (and waiting for a large read's turn)
+            // is a large future, and inline it would make every session's
+            // task that large, idle or not.
+            let handled = Box::pin(async {
+                if large {
+                    session.large_read().await;
+                }
+                gw.handle(session, req).await
+            });
+            match handled.await {
                 Outcome::Reply(r) if large => {
                     if !session.send_large_reply(r.encode().into()) {
                         session.large_read_done();
