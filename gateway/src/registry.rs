@@ -14,14 +14,13 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 /// What the writer task sends next.
+/// Its size is memory per idle session: the queue's first block of 32
+/// slots is allocated with the channel.
 pub enum Outbound {
     Frame(Utf8Bytes),
-    /// The reply to a large read (`history`, `sync`): once it is written,
-    /// the session may start the next one.
-    LargeReply(Utf8Bytes),
     Ping,
 }
 
@@ -29,7 +28,7 @@ impl Outbound {
     /// The bytes it holds in the queue.
     pub fn len(&self) -> usize {
         match self {
-            Outbound::Frame(f) | Outbound::LargeReply(f) => f.len(),
+            Outbound::Frame(f) => f.len(),
             Outbound::Ping => 0,
         }
     }
@@ -38,6 +37,10 @@ impl Outbound {
         self.len() == 0
     }
 }
+
+/// [`SessionHandle::large_read`] while the reply is built: no frame's
+/// bytes are at address 1.
+const LARGE_READ_BUILDING: usize = 1;
 
 /// Why and how the server closes a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +92,14 @@ pub struct SessionHandle {
     /// Bytes of the frames queued and not yet written, and their bound.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
-    /// One permit: the large read whose reply is not written yet holds it.
-    large_read: Semaphore,
+    /// The large read in flight: 0 when none, [`LARGE_READ_BUILDING`]
+    /// while its reply is built, then the address of the reply's bytes,
+    /// which tells the writer which frame ends it (a frame's bytes stay
+    /// where they are until it is written, so no other frame queued
+    /// meanwhile can have that address). Not a flag on the queued frame:
+    /// that would make every slot of every session's queue larger.
+    large_read: AtomicUsize,
+    large_read_done: Notify,
     closing: OnceLock<Closing>,
     close_signal: Notify,
     /// Milliseconds on the gateway's clock of the last frame or pong received.
@@ -115,7 +124,8 @@ impl SessionHandle {
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
-            large_read: Semaphore::new(1),
+            large_read: AtomicUsize::new(0),
+            large_read_done: Notify::new(),
             closing: OnceLock::new(),
             close_signal: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
@@ -131,7 +141,13 @@ impl SessionHandle {
 
     /// Queues the reply to a large read, begun with [`large_read`](Self::large_read).
     pub fn send_large_reply(&self, frame: Utf8Bytes) -> bool {
-        self.enqueue(Outbound::LargeReply(frame))
+        // Marked before it is queued, so the writer cannot write it unmarked.
+        self.large_read.store(frame.as_ptr() as usize, Ordering::Release);
+        let sent = self.enqueue(Outbound::Frame(frame));
+        if !sent {
+            self.large_read_done();
+        }
+        sent
     }
 
     fn enqueue(&self, out: Outbound) -> bool {
@@ -166,22 +182,31 @@ impl SessionHandle {
         self.queued_bytes.load(Ordering::Acquire)
     }
 
-    /// Waits until no other large read's reply is waiting to be written:
-    /// a client that does not read its replies cannot have the server build
-    /// more of them. The reply is then queued with
-    /// [`send_large_reply`](Self::send_large_reply), whose write ends it.
+    /// Waits until no other large read's reply is waiting to be written,
+    /// then begins one: a client that does not read its replies cannot have
+    /// the server build more of them. Its reply is queued with
+    /// [`send_large_reply`](Self::send_large_reply), whose write ends it
+    /// (or [`large_read_done`](Self::large_read_done) when there is none).
     pub async fn large_read(&self) {
-        // The semaphore is never closed.
-        if let Ok(permit) = self.large_read.acquire().await {
-            permit.forget();
+        loop {
+            let done = self.large_read_done.notified();
+            let begun = self.large_read.compare_exchange(0, LARGE_READ_BUILDING, Ordering::AcqRel, Ordering::Acquire);
+            if begun.is_ok() {
+                return;
+            }
+            done.await;
         }
     }
 
-    /// The reply of the large read in flight was written (or never queued).
+    /// Whether `frame` is the reply of the large read in flight.
+    pub fn is_large_reply(&self, frame: &Utf8Bytes) -> bool {
+        !frame.is_empty() && self.large_read.load(Ordering::Acquire) == frame.as_ptr() as usize
+    }
+
+    /// The large read in flight is over: its reply was written (or dropped).
     pub fn large_read_done(&self) {
-        if self.large_read.available_permits() == 0 {
-            self.large_read.add_permits(1);
-        }
+        self.large_read.store(0, Ordering::Release);
+        self.large_read_done.notify_one();
     }
 
     pub fn ping(&self) {
@@ -557,16 +582,27 @@ mod tests {
     #[tokio::test]
     async fn a_large_read_waits_until_the_reply_before_it_is_written() {
         let reg = Registry::default();
-        let (a, _keep) = session(&reg, "alice");
+        let (a, mut rx) = session_with(&reg, "alice", 100, 1 << 20);
         a.large_read().await;
         let mut second = std::pin::pin!(a.large_read());
         assert!(futures_util::poll!(second.as_mut()).is_pending());
+        assert!(a.send("event".into()));
+        assert!(a.send_large_reply(Utf8Bytes::from(String::from("reply"))));
+        assert!(futures_util::poll!(second.as_mut()).is_pending(), "queued is not written");
+        let queued: Vec<Utf8Bytes> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|o| match o {
+                Outbound::Frame(f) => f,
+                Outbound::Ping => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            queued.iter().map(|f| a.is_large_reply(f)).collect::<Vec<_>>(),
+            [false, true],
+            "the writer tells the reply"
+        );
         a.large_read_done();
         second.await;
-        a.large_read_done();
-        a.large_read_done();
-        a.large_read().await;
         let mut third = std::pin::pin!(a.large_read());
-        assert!(futures_util::poll!(third.as_mut()).is_pending(), "done twice frees one read, not two");
+        assert!(futures_util::poll!(third.as_mut()).is_pending(), "one read at a time");
     }
 }

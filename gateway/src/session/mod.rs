@@ -196,9 +196,7 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             });
             match handled.await {
                 Outcome::Reply(r) if large => {
-                    if !session.send_large_reply(r.encode().into()) {
-                        session.large_read_done();
-                    }
+                    session.send_large_reply(r.encode().into());
                 }
                 Outcome::Reply(r) => reply(session, r),
                 Outcome::Pending if large => session.large_read_done(),
@@ -232,13 +230,9 @@ where
                 bytes += out.len();
                 match out {
                     Outbound::Frame(f) => {
+                        large |= session.is_large_reply(&f);
                         sink.feed(Frame::Text(f)).await?;
                         n += 1;
-                    }
-                    Outbound::LargeReply(f) => {
-                        sink.feed(Frame::Text(f)).await?;
-                        n += 1;
-                        large = true;
                     }
                     Outbound::Ping => sink.feed(Frame::Ping).await?,
                 }
