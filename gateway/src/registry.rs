@@ -16,9 +16,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Notify, mpsc};
 
-/// What the writer task sends next.
-/// Its size is memory per idle session: the queue's first block of 32
-/// slots is allocated with the channel.
+/// What the writer task sends next. Its size is memory per idle session:
+/// the queue's first block of 32 slots is allocated with the channel.
 pub enum Outbound {
     Frame(Utf8Bytes),
     Ping,
