@@ -895,6 +895,18 @@ mod tests {
         assert!(e.contains("listen") || e.contains("nowhere"), "{e}");
     }
 
+    #[test]
+    fn reply_limits_come_from_the_file_and_a_queue_smaller_than_two_replies_is_refused() {
+        let c = load(&["confab"], "reply_max_bytes = 65536\nsync_max_messages = 50\n").unwrap();
+        let g = c.gateway();
+        assert_eq!((g.reply_max_bytes, g.sync_max_messages), (65536, 50));
+        assert_eq!(g.outbound_queue_bytes, default::outbound_queue_bytes());
+        c.validate().unwrap();
+        let c = load(&["confab", "--outbound-queue-bytes", "100000"], "reply_max_bytes = 65536\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("outbound_queue_bytes"), "{e}");
+    }
+
     fn gateway(args: &[&str]) -> GatewayConfig {
         #[derive(Parser)]
         struct Cli {
