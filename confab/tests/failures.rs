@@ -550,7 +550,8 @@ async fn readyz(cluster: &Cluster, g: usize, status: u16) {
             {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Often: a drain's 503 lasts about a second.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
