@@ -194,7 +194,11 @@ impl Store for Flaky {
     async fn invitations(&self, user: &str) -> confab_store::Result<Vec<String>> {
         self.inner.invitations(user).await
     }
-    async fn public_rooms(&self, after: Option<&str>, limit: u32) -> confab_store::Result<Vec<confab_store::PublicRoom>> {
+    async fn public_rooms(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> confab_store::Result<Vec<confab_store::PublicRoom>> {
         self.inner.public_rooms(after, limit).await
     }
     async fn apply(&self, batch: WriteBatch) -> confab_store::Result<()> {

@@ -344,6 +344,18 @@ impl Registry {
         n
     }
 
+    /// Calls `f` for every session of `user` unless they are a local
+    /// member of `room` (whose sessions [`for_room`](Self::for_room) reaches).
+    pub fn for_user_outside(&self, room: &str, user: &str, mut f: impl FnMut(&Arc<SessionHandle>)) -> usize {
+        let index = self.index.read().expect("registry lock");
+        if index.rooms.get(room).is_some_and(|m| m.contains(user)) {
+            return 0;
+        }
+        let sessions = index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default();
+        sessions.iter().for_each(&mut f);
+        sessions.len()
+    }
+
     /// Local users among `users`.
     pub fn is_local(&self, user: &str) -> bool {
         self.index.read().expect("registry lock").users.contains_key(user)

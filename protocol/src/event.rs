@@ -27,8 +27,15 @@ pub struct Reply {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum ReplyBody {
-    Error { error: ProtocolError },
-    Send { room: String, seq: u64, msg_id: String, ts: u64 },
+    Error {
+        error: ProtocolError,
+    },
+    Send {
+        room: String,
+        seq: u64,
+        msg_id: String,
+        ts: u64,
+    },
     /// `room_info` (before `Join`: a client decoding untagged replies must
     /// not take it for a `join` reply).
     RoomInfo {
@@ -39,7 +46,10 @@ pub enum ReplyBody {
         members: u64,
         role: Option<Role>,
     },
-    Join { room: String, last_seq: u64 },
+    Join {
+        room: String,
+        last_seq: u64,
+    },
     Members {
         members: Vec<MemberEntry>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,10 +62,18 @@ pub enum ReplyBody {
         #[cfg_attr(test, ts(optional))]
         next: Option<String>,
     },
-    Rooms { rooms: Vec<RoomInfo> },
-    Messages { messages: Vec<Message> },
-    Sync { rooms: BTreeMap<String, SyncRoom> },
-    Presence { online: Vec<String> },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
+    Messages {
+        messages: Vec<Message>,
+    },
+    Sync {
+        rooms: BTreeMap<String, SyncRoom>,
+    },
+    Presence {
+        online: Vec<String>,
+    },
     Empty {},
 }
 
@@ -191,15 +209,7 @@ pub enum Event {
 impl Event {
     /// A `member` event without the optional fields (`join`, `leave`).
     pub fn member(room: &str, user: &str, action: MemberAction) -> Event {
-        Event::Member {
-            room: room.into(),
-            user: user.into(),
-            action,
-            by: None,
-            reason: None,
-            role: None,
-            until: None,
-        }
+        Event::Member { room: room.into(), user: user.into(), action, by: None, reason: None, role: None, until: None }
     }
 
     pub fn encode(&self) -> String {

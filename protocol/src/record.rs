@@ -41,16 +41,38 @@ pub struct IngressRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Command {
-    Send { from: String, text: String, cid: String },
-    Join { user: String },
-    Leave { user: String },
-    Read { user: String, seq: u64 },
-    Typing { user: String },
+    Send {
+        from: String,
+        text: String,
+        cid: String,
+    },
+    Join {
+        user: String,
+    },
+    Leave {
+        user: String,
+    },
+    Read {
+        user: String,
+        seq: u64,
+    },
+    Typing {
+        user: String,
+    },
     /// `create`: a new room owned by `user`.
-    Create { user: String, visibility: Visibility, name: String, topic: String },
+    Create {
+        user: String,
+        visibility: Visibility,
+        name: String,
+        topic: String,
+    },
     /// A member's standing decided by the dispatcher in the room's order:
     /// `by` acts on `user`.
-    Moderate { by: String, user: String, act: Act },
+    Moderate {
+        by: String,
+        user: String,
+        act: Act,
+    },
     /// `update_room`: the fields to change.
     UpdateRoom {
         by: String,

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write, WriteBatch,
 };
-use confab_protocol::{Role, Visibility};
 use confab_protocol::rooms::MemberEntry;
+use confab_protocol::{Role, Visibility};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// room -> (last_seq, member count)
@@ -247,10 +247,8 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         }
                     }
                     let stored = StoredSettings { settings: settings.clone(), at: *at };
-                    let bytes = serde_json::to_vec(&stored).map_err(|source| Error::Json {
-                        what: format!("encoding the settings of {room}"),
-                        source,
-                    })?;
+                    let bytes = serde_json::to_vec(&stored)
+                        .map_err(|source| Error::Json { what: format!("encoding the settings of {room}"), source })?;
                     room_settings.insert(room.as_str(), bytes.as_slice())?;
                     match settings.visibility {
                         Visibility::Public => public_rooms.insert(room.as_str(), ())?,
@@ -583,7 +581,11 @@ impl Store for EmbeddedStore {
                 let Some(g) = settings.get(room)? else { continue };
                 let stored: StoredSettings = serde_json::from_slice(g.value())
                     .map_err(|source| Error::Json { what: format!("decoding the settings of {room}"), source })?;
-                out.push(PublicRoom { room: room.to_owned(), name: stored.settings.name, topic: stored.settings.topic });
+                out.push(PublicRoom {
+                    room: room.to_owned(),
+                    name: stored.settings.name,
+                    topic: stored.settings.topic,
+                });
             }
             Ok(out)
         })

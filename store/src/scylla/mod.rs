@@ -400,7 +400,8 @@ impl ScyllaStore {
                 let listed = async {
                     match visibility {
                         Visibility::Public => {
-                            self.write(&q.insert_public, (shard, room.as_str(), name.as_str(), topic.as_str(), at)).await
+                            self.write(&q.insert_public, (shard, room.as_str(), name.as_str(), topic.as_str(), at))
+                                .await
                         }
                         Visibility::Private => self.write(&q.delete_public, (at, shard, room.as_str())).await,
                     }
