@@ -440,6 +440,19 @@ mod tests {
     }
 
     #[test]
+    fn an_invitee_is_reached_outside_the_room_once() {
+        let reg = Registry::default();
+        let (b, _rb) = session(&reg, "bob");
+        reg.open(b, []);
+        let mut reached = 0;
+        assert_eq!(reg.for_user_outside("r", "bob", |_| reached += 1), 1);
+        assert_eq!(reached, 1);
+        reg.join("r", "bob");
+        assert_eq!(reg.for_user_outside("r", "bob", |_| {}), 0, "a member is reached through the room");
+        assert_eq!(reg.for_user_outside("r", "carol", |_| {}), 0, "no sessions here");
+    }
+
+    #[test]
     fn a_full_queue_closes_only_that_session_as_slow() {
         let reg = Registry::default();
         let (a, _keep) = session(&reg, "alice");

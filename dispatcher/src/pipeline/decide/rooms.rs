@@ -295,3 +295,198 @@ impl Batch {
         Ok(Reply::empty(None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use confab_protocol::request::RequestId;
+    use confab_protocol::{Command, Delivery, IngressRecord, Origin};
+    use serde_json::Value;
+
+    use super::super::{Decided, Effect, decide};
+    use super::*;
+    use crate::pipeline::view::{RoomState, View};
+
+    fn record(offset: u64, cmd: Command) -> Record {
+        let origin = Origin { gateway: "gw-1".into(), session: 7, re: Some(RequestId::Int(offset as i64)), t0: 0 };
+        Record {
+            partition: 0,
+            offset,
+            record: IngressRecord { room: "r".into(), ts: 1_000_000 + offset, origin: Some(origin), cmd },
+        }
+    }
+
+    fn act(offset: u64, by: &str, user: &str, act: Act) -> Record {
+        record(offset, Command::Moderate { by: by.into(), user: user.into(), act })
+    }
+
+    fn key(user: &str) -> (String, String) {
+        ("r".into(), user.into())
+    }
+
+    /// Room `r`, owned by alice, with these members and roles.
+    fn room(visibility: Visibility, members: &[(&str, Role)]) -> View {
+        let mut view = View::default();
+        let settings = RoomSettings { visibility, owner: Some("alice".into()), ..RoomSettings::default() };
+        let state = RoomState { last_seq: 3, exists: true, members: members.len() as u64, settings: Some(settings) };
+        view.rooms.insert("r".into(), state);
+        for (user, role) in members {
+            view.members.insert(key(user));
+            if *role != Role::Member {
+                view.standing.insert(key(user), MemberRecord { role: *role, muted_until: 0 });
+            }
+        }
+        view
+    }
+
+    fn run(view: View, records: &[Record]) -> Decided {
+        decide(view, &records.iter().collect::<Vec<_>>())
+    }
+
+    fn codes(d: &Decided) -> Vec<String> {
+        d.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply { delivery: Delivery::Reply { frame, .. }, .. } => {
+                    let v: Value = serde_json::from_str(frame).unwrap();
+                    Some(v["error"]["code"].as_str().unwrap_or("ok").to_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn events(d: &Decided) -> Vec<Value> {
+        d.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Event { frame, .. } => Some(serde_json::from_str(frame).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn send(offset: u64, from: &str) -> Record {
+        record(offset, Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}") })
+    }
+
+    #[test]
+    fn a_kick_and_a_send_are_decided_in_log_order() {
+        let members = [("alice", Role::Owner), ("bob", Role::Member)];
+        let first_send = run(
+            room(Visibility::Public, &members),
+            &[send(10, "bob"), act(11, "alice", "bob", Act::Kick { reason: None })],
+        );
+        assert_eq!(codes(&first_send), ["ok", "ok"]);
+        let first_kick = run(
+            room(Visibility::Public, &members),
+            &[act(10, "alice", "bob", Act::Kick { reason: None }), send(11, "bob")],
+        );
+        assert_eq!(codes(&first_kick), ["ok", "not_member"]);
+        assert!(!first_kick.writes.iter().any(|w| matches!(w, Write::Message(_))));
+        let kicked = &events(&first_kick)[0];
+        assert_eq!((&kicked["action"], &kicked["by"]), (&Value::from("kick"), &Value::from("alice")));
+    }
+
+    #[test]
+    fn moderation_takes_a_higher_role() {
+        let members = [("alice", Role::Owner), ("bob", Role::Admin), ("carol", Role::Member), ("dave", Role::Admin)];
+        let d = run(
+            room(Visibility::Public, &members),
+            &[
+                act(1, "carol", "bob", Act::Kick { reason: None }),
+                act(2, "bob", "alice", Act::Ban { reason: None }),
+                act(3, "bob", "dave", Act::Mute { until: None }),
+                act(4, "bob", "carol", Act::Mute { until: None }),
+                act(5, "bob", "carol", Act::SetRole { role: Role::Admin }),
+                act(6, "eve", "carol", Act::Kick { reason: None }),
+                act(7, "bob", "eve", Act::Kick { reason: None }),
+            ],
+        );
+        assert_eq!(codes(&d), ["forbidden", "forbidden", "forbidden", "ok", "forbidden", "not_member", "not_member"]);
+        assert_eq!(d.writes, [Write::Mute { room: "r".into(), user: "carol".into(), until: MUTED_FOREVER, at: 5 }]);
+    }
+
+    #[test]
+    fn a_muted_member_cannot_send_until_the_mute_ends() {
+        let mut view = room(Visibility::Public, &[("alice", Role::Owner), ("bob", Role::Member)]);
+        // Records are accepted at 1_000_000 + offset ms, i.e. 1000 s.
+        view.standing.insert(key("bob"), MemberRecord { role: Role::Member, muted_until: 1001 });
+        let d = run(view.clone(), &[send(1, "bob")]);
+        assert_eq!(codes(&d), ["forbidden"]);
+        view.standing.insert(key("bob"), MemberRecord { role: Role::Member, muted_until: 1000 });
+        assert_eq!(codes(&run(view, &[send(1, "bob")])), ["ok"], "the mute ended at 1000 s");
+    }
+
+    #[test]
+    fn a_private_room_takes_an_invitation_once_and_a_ban_keeps_out() {
+        let view = room(Visibility::Private, &[("alice", Role::Owner), ("carol", Role::Member)]);
+        let join = |offset, user: &str| record(offset, Command::Join { user: user.into() });
+        let d = run(
+            view,
+            &[
+                join(1, "bob"),
+                act(2, "carol", "bob", Act::Invite),
+                act(3, "alice", "bob", Act::Invite),
+                join(4, "bob"),
+                record(5, Command::Leave { user: "bob".into() }),
+                join(6, "bob"),
+                act(7, "alice", "dave", Act::Ban { reason: None }),
+                act(8, "alice", "dave", Act::Invite),
+                join(9, "dave"),
+            ],
+        );
+        assert_eq!(
+            codes(&d),
+            ["forbidden", "forbidden", "ok", "ok", "ok", "forbidden", "ok", "forbidden", "forbidden"]
+        );
+        let invite = d.effects.iter().find_map(|e| match e {
+            Effect::Event { audience: Audience::MembersAnd(user), .. } => Some(user.clone()),
+            _ => None,
+        });
+        assert_eq!(invite.as_deref(), Some("bob"), "the invitee hears of it");
+        assert!(d.writes.contains(&Write::Invite { room: "r".into(), user: "bob".into(), invited: false, at: 5 }));
+    }
+
+    #[test]
+    fn handing_ownership_over_keeps_one_owner() {
+        let view = room(Visibility::Public, &[("alice", Role::Owner), ("bob", Role::Member)]);
+        let d = run(
+            view,
+            &[
+                act(1, "alice", "bob", Act::SetRole { role: Role::Owner }),
+                act(2, "alice", "bob", Act::SetRole { role: Role::Member }),
+                record(3, Command::Leave { user: "bob".into() }),
+                record(4, Command::Leave { user: "alice".into() }),
+            ],
+        );
+        assert_eq!(codes(&d), ["ok", "forbidden", "forbidden", "ok"]);
+        let roles: Vec<_> = d
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Role { user, role, .. } => Some((user.as_str(), *role)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(roles, [("bob", Role::Owner), ("alice", Role::Admin)]);
+        assert_eq!(d.rooms["r"].settings.as_ref().unwrap().owner.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn the_first_joiner_of_an_empty_ownerless_room_owns_it() {
+        let mut view = room(Visibility::Public, &[]);
+        view.rooms.get_mut("r").unwrap().settings.as_mut().unwrap().owner = None;
+        let d = run(view, &[record(1, Command::Join { user: "bob".into() })]);
+        assert!(d.writes.contains(&Write::Role { room: "r".into(), user: "bob".into(), role: Role::Owner, at: 2 }));
+        let create = record(
+            2,
+            Command::Create {
+                user: "carol".into(),
+                visibility: Visibility::Public,
+                name: String::new(),
+                topic: String::new(),
+            },
+        );
+        assert_eq!(codes(&run(room(Visibility::Public, &[]), &[create])), ["taken"]);
+    }
+}
