@@ -173,6 +173,14 @@ fn real_frames_match_the_sdk_fixture() {
         ("read", reply(int(11), ReplyBody::Empty {})),
         ("presence", reply(int(12), ReplyBody::Presence { online: vec!["alice".into(), "bob".into()] })),
         ("create", reply(int(20), ReplyBody::Join { room: "team".into(), last_seq: 0 })),
+        ("invite", reply(int(21), ReplyBody::Empty {})),
+        ("kick", reply(int(22), ReplyBody::Empty {})),
+        ("ban", reply(int(23), ReplyBody::Empty {})),
+        ("unban", reply(int(24), ReplyBody::Empty {})),
+        ("mute", reply(int(25), ReplyBody::Empty {})),
+        ("unmute", reply(int(26), ReplyBody::Empty {})),
+        ("set_role", reply(int(27), ReplyBody::Empty {})),
+        ("update_room", reply(int(28), ReplyBody::Empty {})),
         (
             "room_info",
             reply(
