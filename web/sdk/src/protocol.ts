@@ -67,7 +67,7 @@ export interface Ops {
   set_role: { req: OpFields<"set_role">; reply: EmptyReply };
   update_room: { req: OpFields<"update_room">; reply: EmptyReply };
   room_info: { req: OpFields<"room_info">; reply: ReplyWith<{ visibility: unknown }> };
-  members: { req: OpFields<"members">; reply: ReplyWith<{ members: unknown }> };
+  members: { req: OpFields<"members">; reply: ReplyWith<{ members: readonly unknown[] }> };
   directory: { req: OpFields<"directory">; reply: ReplyWith<{ rooms: readonly { members: number }[] }> };
 }
 
