@@ -33,7 +33,11 @@ pub fn needs<'a>(by: &'a str, user: &'a str, act: &Act) -> Needs<'a> {
             needs.ban = Some(user);
             needs.invite = Some(user);
         }
-        Act::Ban { .. } | Act::Unban => needs.ban = Some(user),
+        Act::Ban { .. } => {
+            needs.ban = Some(user);
+            needs.invite = Some(user);
+        }
+        Act::Unban => needs.ban = Some(user),
         Act::Kick { .. } | Act::Mute { .. } | Act::Unmute | Act::SetRole { .. } => {}
     }
     needs
@@ -199,6 +203,10 @@ impl Batch {
                 }
                 self.out.writes.push(Write::Ban { room: room.into(), user: user.into(), banned: true, at });
                 self.view.bans.insert((room.to_owned(), user.to_owned()));
+                if self.view.invites.remove(&(room.to_owned(), user.to_owned())) {
+                    // A ban withdraws a pending invitation.
+                    self.out.writes.push(Write::Invite { room: room.into(), user: user.into(), invited: false, at });
+                }
                 let note = Note { reason: reason.clone(), ..Note::default() };
                 let frame = member_event(room, user, MemberAction::Ban, by, note);
                 if target.is_some() {
@@ -430,14 +438,19 @@ mod tests {
                 join(4, "bob"),
                 record(5, Command::Leave { user: "bob".into() }),
                 join(6, "bob"),
-                act(7, "alice", "dave", Act::Ban { reason: None }),
-                act(8, "alice", "dave", Act::Invite),
-                join(9, "dave"),
+                act(7, "alice", "dave", Act::Invite),
+                act(8, "alice", "dave", Act::Ban { reason: None }),
+                act(9, "alice", "dave", Act::Invite),
+                join(10, "dave"),
             ],
+        );
+        assert!(
+            d.writes.contains(&Write::Invite { room: "r".into(), user: "dave".into(), invited: false, at: 9 }),
+            "the ban withdrew dave's invitation"
         );
         assert_eq!(
             codes(&d),
-            ["forbidden", "forbidden", "ok", "ok", "ok", "forbidden", "ok", "forbidden", "forbidden"]
+            ["forbidden", "forbidden", "ok", "ok", "ok", "forbidden", "ok", "ok", "forbidden", "forbidden"]
         );
         let invite = d.effects.iter().find_map(|e| match e {
             Effect::Event { audience: Audience::MembersAnd(user), .. } => Some(user.clone()),
