@@ -58,6 +58,11 @@ impl Routes {
         self.rooms.get(room).into_iter().flatten()
     }
 
+    /// Gateways where the user has sessions.
+    pub fn gateways_for_user(&self, user: &str) -> impl Iterator<Item = &Arc<str>> {
+        self.users.get(user).into_iter().flatten()
+    }
+
     /// Forgets gateways not heard from within `timeout`; returns them.
     pub fn expire(&mut self, timeout: Duration) -> Vec<Arc<str>> {
         self.expire_at(Instant::now(), timeout)

@@ -171,6 +171,36 @@ impl Store for Flaky {
     async fn cid(&self, room: &str, cid: &str) -> confab_store::Result<Option<CidHit>> {
         self.inner.cid(room, cid).await
     }
+    async fn room_settings(&self, room: &str) -> confab_store::Result<Option<confab_store::RoomSettings>> {
+        self.inner.room_settings(room).await
+    }
+    async fn member(&self, room: &str, user: &str) -> confab_store::Result<Option<confab_store::MemberRecord>> {
+        self.inner.member(room, user).await
+    }
+    async fn members_page(
+        &self,
+        room: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> confab_store::Result<Vec<confab_protocol::rooms::MemberEntry>> {
+        self.inner.members_page(room, after, limit).await
+    }
+    async fn is_invited(&self, room: &str, user: &str) -> confab_store::Result<bool> {
+        self.inner.is_invited(room, user).await
+    }
+    async fn is_banned(&self, room: &str, user: &str) -> confab_store::Result<bool> {
+        self.inner.is_banned(room, user).await
+    }
+    async fn invitations(&self, user: &str) -> confab_store::Result<Vec<String>> {
+        self.inner.invitations(user).await
+    }
+    async fn public_rooms(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> confab_store::Result<Vec<confab_store::PublicRoom>> {
+        self.inner.public_rooms(after, limit).await
+    }
     async fn apply(&self, batch: WriteBatch) -> confab_store::Result<()> {
         if self.broken.load(Ordering::SeqCst) {
             let lands: WriteBatch = batch.into_iter().take(self.lands).collect();

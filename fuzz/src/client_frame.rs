@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use confab_protocol::event::ReplyBody;
 use confab_protocol::request::{DecodeError, MAX_HISTORY_LIMIT, MAX_SYNC_LIMIT, MAX_SYNC_ROOMS, Target};
-use confab_protocol::validate;
+use confab_protocol::{rooms, validate};
 use confab_protocol::{ErrorCode, Op, Reply, Request, RequestId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -121,6 +121,35 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
                 assert!((1..=MAX_SYNC_LIMIT).contains(l), "sync limit {l}");
             }
         }
+        Op::Create { room, name, topic, .. } | Op::UpdateRoom { room, name, topic, .. } => {
+            assert!(validate::is_room_name(room), "managed a non-room {room:?}");
+            assert!(name.as_ref().is_none_or(|n| n.len() <= rooms::MAX_NAME_BYTES), "name too long");
+            assert!(topic.as_ref().is_none_or(|t| t.len() <= rooms::MAX_TOPIC_BYTES), "topic too long");
+        }
+        Op::Invite { room, user }
+        | Op::Unban { room, user }
+        | Op::Unmute { room, user }
+        | Op::Mute { room, user, .. }
+        | Op::SetRole { room, user, .. } => {
+            assert!(validate::is_room_name(room), "managed a non-room {room:?}");
+            assert!(validate::is_username(user), "bad user {user:?}");
+        }
+        Op::Kick { room, user, reason } | Op::Ban { room, user, reason } => {
+            assert!(validate::is_room_name(room), "managed a non-room {room:?}");
+            assert!(validate::is_username(user), "bad user {user:?}");
+            assert!(reason.as_ref().is_none_or(|r| r.len() <= rooms::MAX_REASON_BYTES), "reason too long");
+        }
+        Op::RoomInfo { room } => assert!(validate::is_room_name(room), "bad room {room:?}"),
+        Op::Members { room, after, limit } => {
+            assert!(validate::is_room_name(room), "bad room {room:?}");
+            assert!(after.as_deref().is_none_or(validate::is_username), "bad after {after:?}");
+            assert!(limit.is_none_or(|l| (1..=rooms::MAX_MEMBERS_LIMIT).contains(&l)), "members limit {limit:?}");
+        }
+        Op::Directory { query, after, limit } => {
+            assert!(query.as_ref().is_none_or(|q| q.len() <= rooms::MAX_QUERY_BYTES), "query too long");
+            assert!(after.as_deref().is_none_or(validate::is_room_name), "bad after {after:?}");
+            assert!(limit.is_none_or(|l| (1..=rooms::MAX_DIRECTORY_LIMIT).contains(&l)), "directory limit {limit:?}");
+        }
     }
     if !matches!(req.op, Op::Send { .. }) {
         assert!(req.op.send_target().is_none());
@@ -180,8 +209,51 @@ fn canonical(req: &Request) -> Value {
                 put("limit", json!(l));
             }
         }
+        Op::Create { room, visibility, name, topic } | Op::UpdateRoom { room, visibility, name, topic } => {
+            put("room", json!(room));
+            put_some(&mut put, "visibility", visibility);
+            put_some(&mut put, "name", name);
+            put_some(&mut put, "topic", topic);
+        }
+        Op::Invite { room, user } | Op::Unban { room, user } | Op::Unmute { room, user } => {
+            put("room", json!(room));
+            put("user", json!(user));
+        }
+        Op::Kick { room, user, reason } | Op::Ban { room, user, reason } => {
+            put("room", json!(room));
+            put("user", json!(user));
+            put_some(&mut put, "reason", reason);
+        }
+        Op::Mute { room, user, until } => {
+            put("room", json!(room));
+            put("user", json!(user));
+            put_some(&mut put, "until", until);
+        }
+        Op::SetRole { room, user, role } => {
+            put("room", json!(room));
+            put("user", json!(user));
+            put("role", json!(role));
+        }
+        Op::RoomInfo { room } => put("room", json!(room)),
+        Op::Members { room, after, limit } => {
+            put("room", json!(room));
+            put_some(&mut put, "after", after);
+            put_some(&mut put, "limit", limit);
+        }
+        Op::Directory { query, after, limit } => {
+            put_some(&mut put, "query", query);
+            put_some(&mut put, "after", after);
+            put_some(&mut put, "limit", limit);
+        }
     }
     Value::Object(m)
+}
+
+/// Puts an optional field when it is there.
+fn put_some<T: serde::Serialize>(put: &mut impl FnMut(&str, Value), key: &str, value: &Option<T>) {
+    if let Some(v) = value {
+        put(key, serde_json::to_value(v).unwrap());
+    }
 }
 
 fn check_err(frame: &str, e: DecodeError, o: &Oracle) {

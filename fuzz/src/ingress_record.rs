@@ -36,6 +36,9 @@ pub fn run(data: &[u8]) {
         Command::Leave { .. } => "leave",
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
+        Command::Create { .. } => "create",
+        Command::Moderate { .. } => "moderate",
+        Command::UpdateRoom { .. } => "update_room",
     };
     assert_eq!(tag, Some(want), "cmd tag");
 }

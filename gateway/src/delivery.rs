@@ -71,15 +71,23 @@ impl Gateway {
                 }
                 let except = match &audience {
                     Audience::MembersExcept(user) => Some(user.as_str()),
-                    Audience::Members => None,
+                    Audience::Members | Audience::MembersAnd(_) => None,
                 };
                 let bytes = Utf8Bytes::from(frame);
                 let mut dropped = 0;
-                let n = registry.for_room(&room, |s| {
+                let mut n = registry.for_room(&room, |s| {
                     if Some(&*s.user) != except && !s.send(bytes.clone()) {
                         dropped += 1;
                     }
                 });
+                if let Audience::MembersAnd(user) = &audience {
+                    // An invitee is not a member: their sessions get it too.
+                    n += registry.for_user_outside(&room, user, |s| {
+                        if !s.send(bytes.clone()) {
+                            dropped += 1;
+                        }
+                    });
+                }
                 metrics.deliveries.inc_by(n as u64);
                 metrics.slow_consumers.inc_by(dropped);
                 if let Some(RoomEffect::Left(user)) = &effect {

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod ops;
 pub mod presence;
 pub mod registry;
+pub mod rooms;
 pub mod serve;
 pub mod session;
 pub mod sweeper;

@@ -9,7 +9,7 @@ use confab_protocol::event::{ReplyBody, SyncRoom};
 use confab_protocol::request::{DEFAULT_HISTORY_LIMIT, DEFAULT_SYNC_LIMIT, Target};
 use confab_protocol::validate::{dm_members, dm_room};
 use confab_protocol::{
-    Command, ErrorCode, IngressRecord, Message, Op, Origin, ProtocolError, Reply, Request, RequestId,
+    Act, Command, ErrorCode, IngressRecord, Message, Op, Origin, ProtocolError, Reply, Request, RequestId,
 };
 
 use crate::Gateway;
@@ -119,8 +119,44 @@ impl Gateway {
         match req.op {
             Op::Ping => Ok(Some(ReplyBody::Empty {})),
             Op::Rooms => {
-                let rooms = store.user_rooms(user).await.map_err(store_error)?;
+                let rooms = self.rooms_with_invitations(user).await?;
                 Ok(Some(ReplyBody::Rooms { rooms }))
+            }
+            Op::RoomInfo { room } => self.room_info(room, user).await.map(Some),
+            Op::Members { room, after, limit } => self.members(&room, user, after, limit).await.map(Some),
+            Op::Directory { query, after, limit } => self.directory(query, after, limit).await.map(Some),
+            Op::Create { room, visibility, name, topic } => {
+                let cmd = Command::Create {
+                    user: user.into(),
+                    visibility: visibility.unwrap_or_default(),
+                    name: name.unwrap_or_default(),
+                    topic: topic.unwrap_or_default(),
+                };
+                self.produce(s, req.id, room, cmd, false).await
+            }
+            Op::UpdateRoom { room, name, topic, visibility } => {
+                let cmd = Command::UpdateRoom { by: user.into(), name, topic, visibility };
+                self.produce(s, req.id, room, cmd, false).await
+            }
+            Op::Invite { room, user: target } => {
+                // An invitation names an account: one for a name nobody
+                // holds would pass to whoever registers it.
+                self.check_user(&target).await?;
+                self.moderate(s, req.id, room, user, target, Act::Invite).await
+            }
+            Op::Kick { room, user: target, reason } => {
+                self.moderate(s, req.id, room, user, target, Act::Kick { reason }).await
+            }
+            Op::Ban { room, user: target, reason } => {
+                self.moderate(s, req.id, room, user, target, Act::Ban { reason }).await
+            }
+            Op::Unban { room, user: target } => self.moderate(s, req.id, room, user, target, Act::Unban).await,
+            Op::Mute { room, user: target, until } => {
+                self.moderate(s, req.id, room, user, target, Act::Mute { until }).await
+            }
+            Op::Unmute { room, user: target } => self.moderate(s, req.id, room, user, target, Act::Unmute).await,
+            Op::SetRole { room, user: target, role } => {
+                self.moderate(s, req.id, room, user, target, Act::SetRole { role }).await
             }
             Op::History { room, before, limit } => {
                 let (messages, more) = self.history(user, &room, before, limit).await?;
@@ -286,6 +322,19 @@ impl Gateway {
             Some(_) => Ok(()),
             None => Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{name}'"))),
         }
+    }
+
+    /// A moderation act, decided by the dispatcher in the room's order.
+    async fn moderate(
+        &self,
+        s: &SessionHandle,
+        re: Option<RequestId>,
+        room: String,
+        by: &str,
+        user: String,
+        act: Act,
+    ) -> Result<Option<ReplyBody>, ProtocolError> {
+        self.produce(s, re, room, Command::Moderate { by: by.into(), user, act }, false).await
     }
 
     async fn produce(

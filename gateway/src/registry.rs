@@ -443,6 +443,18 @@ impl Registry {
         n
     }
 
+    /// Calls `f` for every session of `user` unless they are a local
+    /// member of `room` (whose sessions [`for_room`](Self::for_room) reaches).
+    pub fn for_user_outside(&self, room: &str, user: &str, mut f: impl FnMut(&Arc<SessionHandle>)) -> usize {
+        let index = self.index.read().expect("registry lock");
+        if index.rooms.get(room).is_some_and(|m| m.contains(user)) {
+            return 0;
+        }
+        let sessions = index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default();
+        sessions.iter().for_each(&mut f);
+        sessions.len()
+    }
+
     /// Local users among `users`.
     pub fn is_local(&self, user: &str) -> bool {
         self.index.read().expect("registry lock").users.contains_key(user)
@@ -533,6 +545,19 @@ mod tests {
         assert_eq!(d.rooms_added, ["dm:alice:bob"]);
         assert!(reg.ensure_dm("dm:alice:bob", ["alice", "bob"]).is_empty());
         assert_eq!(users_in(&reg, "dm:alice:bob"), ["bob"]);
+    }
+
+    #[test]
+    fn an_invitee_is_reached_outside_the_room_once() {
+        let reg = Registry::default();
+        let (b, _rb) = session(&reg, "bob");
+        reg.open(b, []);
+        let mut reached = 0;
+        assert_eq!(reg.for_user_outside("r", "bob", |_| reached += 1), 1);
+        assert_eq!(reached, 1);
+        reg.join("r", "bob");
+        assert_eq!(reg.for_user_outside("r", "bob", |_| {}), 0, "a member is reached through the room");
+        assert_eq!(reg.for_user_outside("r", "carol", |_| {}), 0, "no sessions here");
     }
 
     #[test]

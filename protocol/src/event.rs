@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ProtocolError;
 use crate::message::{Message, RoomInfo};
 use crate::request::RequestId;
+use crate::rooms::{DirectoryEntry, MemberEntry, Role, Visibility};
 
 /// The one reply to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,9 +36,31 @@ pub enum ReplyBody {
         msg_id: String,
         ts: u64,
     },
+    /// `room_info` (before `Join`: a client decoding untagged replies must
+    /// not take it for a `join` reply).
+    RoomInfo {
+        room: String,
+        name: String,
+        topic: String,
+        visibility: Visibility,
+        members: u64,
+        role: Option<Role>,
+    },
     Join {
         room: String,
         last_seq: u64,
+    },
+    Members {
+        members: Vec<MemberEntry>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        next: Option<String>,
+    },
+    Directory {
+        rooms: Vec<DirectoryEntry>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        next: Option<String>,
     },
     Rooms {
         rooms: Vec<RoomInfo>,
@@ -116,6 +139,14 @@ impl ByeReason {
 pub enum MemberAction {
     Join,
     Leave,
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+    Mute,
+    Unmute,
+    /// The member's role changed (the event's `role`).
+    Role,
 }
 
 /// Server-to-client events.
@@ -138,6 +169,29 @@ pub enum Event {
         room: String,
         user: String,
         action: MemberAction,
+        /// Who did it, when it was not `user` (moderation, invitations, roles).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        reason: Option<String>,
+        /// The new role (`role`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        role: Option<Role>,
+        /// End of a mute, unix seconds (`mute`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        until: Option<u64>,
+    },
+    /// A room's settings after `update_room`.
+    Room {
+        room: String,
+        name: String,
+        topic: String,
+        visibility: Visibility,
+        by: String,
     },
     Typing {
         room: String,
@@ -158,6 +212,11 @@ pub enum Event {
 }
 
 impl Event {
+    /// A `member` event without the optional fields (`join`, `leave`).
+    pub fn member(room: &str, user: &str, action: MemberAction) -> Event {
+        Event::Member { room: room.into(), user: user.into(), action, by: None, reason: None, role: None, until: None }
+    }
+
     pub fn encode(&self) -> String {
         serde_json::to_string(self).expect("an event always serializes")
     }

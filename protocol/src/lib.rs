@@ -14,6 +14,7 @@ pub mod event;
 pub mod message;
 pub mod record;
 pub mod request;
+pub mod rooms;
 pub mod validate;
 
 #[cfg(test)]
@@ -22,5 +23,6 @@ mod typescript;
 pub use error::{ErrorCode, ProtocolError};
 pub use event::{ByeReason, Event, MemberAction, Reply};
 pub use message::{Message, RoomInfo};
-pub use record::{Announcement, Audience, Command, Delivery, IngressRecord, Origin, RoomEffect};
+pub use record::{Act, Announcement, Audience, Command, Delivery, IngressRecord, Origin, RoomEffect};
 pub use request::{Op, Request, RequestId};
+pub use rooms::{Role, Visibility};

@@ -19,10 +19,15 @@ pub struct Message {
 /// One entry of the `rooms` reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
+#[derive(Default)]
 pub struct RoomInfo {
     pub room: String,
     pub last_seq: u64,
     pub read_seq: u64,
+    /// A pending invitation rather than a membership (absent for members).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, ts(as = "Option<bool>", optional))]
+    pub invited: bool,
 }
 
 /// `msg_id` for the message stored from one ingress record. It is derived from

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::request::RequestId;
+use crate::rooms::{Role, Visibility};
 
 /// Where the reply to a write goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,11 +41,73 @@ pub struct IngressRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Command {
-    Send { from: String, text: String, cid: String },
-    Join { user: String },
-    Leave { user: String },
-    Read { user: String, seq: u64 },
-    Typing { user: String },
+    Send {
+        from: String,
+        text: String,
+        cid: String,
+    },
+    Join {
+        user: String,
+    },
+    Leave {
+        user: String,
+    },
+    Read {
+        user: String,
+        seq: u64,
+    },
+    Typing {
+        user: String,
+    },
+    /// `create`: a new room owned by `user`.
+    Create {
+        user: String,
+        visibility: Visibility,
+        name: String,
+        topic: String,
+    },
+    /// A member's standing decided by the dispatcher in the room's order:
+    /// `by` acts on `user`.
+    Moderate {
+        by: String,
+        user: String,
+        act: Act,
+    },
+    /// `update_room`: the fields to change.
+    UpdateRoom {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        visibility: Option<Visibility>,
+    },
+}
+
+/// What a [`Command::Moderate`] does to its user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "a", rename_all = "snake_case")]
+pub enum Act {
+    Invite,
+    Kick {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Ban {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Unban,
+    /// Until `until` (unix seconds), or until unmuted.
+    Mute {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+    },
+    Unmute,
+    SetRole {
+        role: Role,
+    },
 }
 
 impl IngressRecord {
@@ -64,6 +127,9 @@ pub enum Audience {
     Members,
     /// Every session of every member but this user (typing).
     MembersExcept(String),
+    /// Every session of every member, and every session of this user, who
+    /// is not a member (an invitation).
+    MembersAnd(String),
 }
 
 /// A change of membership the gateway applies to its local index: a joining

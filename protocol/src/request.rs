@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ProtocolError;
+use crate::rooms::{self, Role, Visibility};
 use crate::validate;
 
 /// Most rooms one `sync` may name; a larger request is `bad_request`.
@@ -90,6 +91,92 @@ pub enum Op {
     Presence {
         room: String,
     },
+    Create {
+        room: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        visibility: Option<Visibility>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        name: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        topic: Option<String>,
+    },
+    Invite {
+        room: String,
+        user: String,
+    },
+    Kick {
+        room: String,
+        user: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        reason: Option<String>,
+    },
+    Ban {
+        room: String,
+        user: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        reason: Option<String>,
+    },
+    Unban {
+        room: String,
+        user: String,
+    },
+    Mute {
+        room: String,
+        user: String,
+        /// Unix seconds; without it, until `unmute`.
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        until: Option<u64>,
+    },
+    Unmute {
+        room: String,
+        user: String,
+    },
+    SetRole {
+        room: String,
+        user: String,
+        role: Role,
+    },
+    UpdateRoom {
+        room: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        name: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        topic: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        visibility: Option<Visibility>,
+    },
+    RoomInfo {
+        room: String,
+    },
+    Members {
+        room: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        after: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        limit: Option<u32>,
+    },
+    Directory {
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        query: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        after: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        limit: Option<u32>,
+    },
 }
 
 /// Where a `send` goes: a room the sender names, or a user for a DM.
@@ -149,6 +236,18 @@ impl Op {
             Op::Typing { .. } => "typing",
             Op::Read { .. } => "read",
             Op::Presence { .. } => "presence",
+            Op::Create { .. } => "create",
+            Op::Invite { .. } => "invite",
+            Op::Kick { .. } => "kick",
+            Op::Ban { .. } => "ban",
+            Op::Unban { .. } => "unban",
+            Op::Mute { .. } => "mute",
+            Op::Unmute { .. } => "unmute",
+            Op::SetRole { .. } => "set_role",
+            Op::UpdateRoom { .. } => "update_room",
+            Op::RoomInfo { .. } => "room_info",
+            Op::Members { .. } => "members",
+            Op::Directory { .. } => "directory",
         }
     }
 
@@ -174,6 +273,44 @@ impl Op {
                 validate::room_ref(room)?;
                 validate::history_limit(*limit)
             }
+            Op::Create { room, name, topic, .. } => {
+                validate::joinable_room(room)?;
+                rooms::bounded("name", name.as_deref().unwrap_or(""), rooms::MAX_NAME_BYTES)?;
+                rooms::bounded("topic", topic.as_deref().unwrap_or(""), rooms::MAX_TOPIC_BYTES)
+            }
+            Op::UpdateRoom { room, name, topic, .. } => {
+                validate::joinable_room(room)?;
+                rooms::bounded("name", name.as_deref().unwrap_or(""), rooms::MAX_NAME_BYTES)?;
+                rooms::bounded("topic", topic.as_deref().unwrap_or(""), rooms::MAX_TOPIC_BYTES)
+            }
+            Op::Invite { room, user }
+            | Op::Unban { room, user }
+            | Op::Unmute { room, user }
+            | Op::Mute { room, user, .. }
+            | Op::SetRole { room, user, .. } => {
+                validate::joinable_room(room)?;
+                validate::username(user).map_err(|_| ProtocolError::bad_request("`user` is not a valid user name"))
+            }
+            Op::Kick { room, user, reason } | Op::Ban { room, user, reason } => {
+                validate::joinable_room(room)?;
+                validate::username(user).map_err(|_| ProtocolError::bad_request("`user` is not a valid user name"))?;
+                rooms::bounded("reason", reason.as_deref().unwrap_or(""), rooms::MAX_REASON_BYTES)
+            }
+            Op::RoomInfo { room } => validate::joinable_room(room),
+            Op::Members { room, after, limit } => {
+                validate::joinable_room(room)?;
+                if after.as_deref().is_some_and(|a| !validate::is_username(a)) {
+                    return Err(ProtocolError::bad_request("`after` is not a valid user name"));
+                }
+                page_limit(*limit, rooms::MAX_MEMBERS_LIMIT)
+            }
+            Op::Directory { query, after, limit } => {
+                rooms::bounded("query", query.as_deref().unwrap_or(""), rooms::MAX_QUERY_BYTES)?;
+                if after.as_deref().is_some_and(|a| !validate::is_room_name(a)) {
+                    return Err(ProtocolError::bad_request("`after` is not a valid room name"));
+                }
+                page_limit(*limit, rooms::MAX_DIRECTORY_LIMIT)
+            }
             Op::Sync { rooms, limit } => {
                 if rooms.len() > MAX_SYNC_ROOMS {
                     return Err(ProtocolError::bad_request(format!("sync names at most {MAX_SYNC_ROOMS} rooms")));
@@ -191,6 +328,22 @@ impl Op {
         }
     }
 
+    /// The room a room-management op names.
+    pub fn managed_room(&self) -> Option<&str> {
+        match self {
+            Op::Create { room, .. }
+            | Op::Invite { room, .. }
+            | Op::Kick { room, .. }
+            | Op::Ban { room, .. }
+            | Op::Unban { room, .. }
+            | Op::Mute { room, .. }
+            | Op::Unmute { room, .. }
+            | Op::SetRole { room, .. }
+            | Op::UpdateRoom { room, .. } => Some(room),
+            _ => None,
+        }
+    }
+
     /// Where a validated `send` goes.
     pub fn send_target(&self) -> Option<Target<'_>> {
         match self {
@@ -201,10 +354,48 @@ impl Op {
     }
 }
 
+fn page_limit(limit: Option<u32>, max: u32) -> Result<(), ProtocolError> {
+    match limit {
+        Some(l) if !(1..=max).contains(&l) => Err(ProtocolError::bad_request(format!("limit must be 1 to {max}"))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorCode;
+
+    #[test]
+    fn room_management_ops_decode_and_check_their_fields() {
+        let r = decode(r#"{"id":1,"op":"create","room":"team","visibility":"private","name":"The team"}"#).unwrap();
+        assert_eq!(
+            r.op,
+            Op::Create {
+                room: "team".into(),
+                visibility: Some(Visibility::Private),
+                name: Some("The team".into()),
+                topic: None
+            }
+        );
+        let r = decode(r#"{"id":1,"op":"set_role","room":"team","user":"bob","role":"owner"}"#).unwrap();
+        assert_eq!(r.op.name(), "set_role");
+        for frame in [
+            r#"{"id":1,"op":"set_role","room":"team","user":"bob","role":"god"}"#,
+            r#"{"id":1,"op":"create","room":"t","visibility":"secret"}"#,
+            r#"{"id":1,"op":"kick","room":"dm:a:b","user":"bob"}"#,
+            r#"{"id":1,"op":"ban","room":"t","user":"Bob"}"#,
+            r#"{"id":1,"op":"members","room":"t","limit":1001}"#,
+            r#"{"id":1,"op":"directory","limit":0}"#,
+            r#"{"id":1,"op":"mute","room":"t","user":"bob","until":-1}"#,
+        ] {
+            assert_eq!(decode(frame).unwrap_err().error.code, ErrorCode::BadRequest, "{frame}");
+        }
+        let long = format!(r#"{{"id":1,"op":"kick","room":"t","user":"bob","reason":"{}"}}"#, "x".repeat(257));
+        assert_eq!(decode(&long).unwrap_err().error.code, ErrorCode::BadRequest);
+        let long = format!(r#"{{"id":1,"op":"update_room","room":"t","topic":"{}"}}"#, "x".repeat(513));
+        assert_eq!(decode(&long).unwrap_err().error.code, ErrorCode::BadRequest);
+    }
 
     fn decode(s: &str) -> Result<Request, DecodeError> {
         Request::decode(s, 4096)

@@ -21,6 +21,7 @@ use ts_rs::{Config, TS};
 
 use crate::error::HttpErrorBody;
 use crate::event::{ReplyBody, SyncRoom};
+use crate::rooms::{DirectoryEntry, MemberEntry, Role, Visibility};
 use crate::{ByeReason, ErrorCode, Event, MemberAction, Message, ProtocolError, Reply, Request, RequestId, RoomInfo};
 
 const HEADER: &str = "// Generated from the Rust types of confab-protocol (protocol/src) by its
@@ -58,6 +59,10 @@ fn typescript_declarations_match_the_sdk() {
     declare::<ReplyBody>(&mut out);
     declare::<Reply>(&mut out);
     declare::<MemberAction>(&mut out);
+    declare::<Visibility>(&mut out);
+    declare::<Role>(&mut out);
+    declare::<MemberEntry>(&mut out);
+    declare::<DirectoryEntry>(&mut out);
     declare::<ByeReason>(&mut out);
     declare::<Event>(&mut out);
     expect_file!["../../web/sdk/src/protocol.gen.ts"].assert_eq(&out);
@@ -103,6 +108,18 @@ fn real_frames_match_the_sdk_fixture() {
         ("typing", r#"{"op":"typing","id":10,"room":"general"}"#),
         ("read", r#"{"op":"read","id":11,"room":"general","seq":42}"#),
         ("presence", r#"{"op":"presence","id":12,"room":"dm:alice:bob"}"#),
+        ("create", r#"{"op":"create","id":20,"room":"team","visibility":"private","name":"The team"}"#),
+        ("invite", r#"{"op":"invite","id":21,"room":"team","user":"bob"}"#),
+        ("kick", r#"{"op":"kick","id":22,"room":"team","user":"dave","reason":"spam"}"#),
+        ("ban", r#"{"op":"ban","id":23,"room":"team","user":"dave"}"#),
+        ("unban", r#"{"op":"unban","id":24,"room":"team","user":"dave"}"#),
+        ("mute", r#"{"op":"mute","id":25,"room":"team","user":"dave","until":1767229200}"#),
+        ("unmute", r#"{"op":"unmute","id":26,"room":"team","user":"dave"}"#),
+        ("set_role", r#"{"op":"set_role","id":27,"room":"team","user":"bob","role":"owner"}"#),
+        ("update_room", r#"{"op":"update_room","id":28,"room":"team","topic":"Ship it"}"#),
+        ("room_info", r#"{"op":"room_info","id":29,"room":"team"}"#),
+        ("members", r#"{"op":"members","id":30,"room":"team","after":"alice","limit":2}"#),
+        ("directory", r#"{"op":"directory","id":31,"query":"rust","limit":10}"#),
         ("without_id", r#"{"op":"ping"}"#),
     ]
     .map(|(name, frame)| {
@@ -111,13 +128,14 @@ fn real_frames_match_the_sdk_fixture() {
     });
 
     let int = RequestId::Int;
-    let general = |last_seq, read_seq| RoomInfo { room: "general".into(), last_seq, read_seq };
-    let dm = RoomInfo { room: "dm:alice:bob".into(), last_seq: 8, read_seq: 7 };
+    let general = |last_seq, read_seq| RoomInfo { room: "general".into(), last_seq, read_seq, invited: false };
+    let dm = RoomInfo { room: "dm:alice:bob".into(), last_seq: 8, read_seq: 7, invited: false };
+    let invitation = RoomInfo { room: "team".into(), last_seq: 3, read_seq: 0, invited: true };
     let replies = [
         ("ping", reply(int(1), ReplyBody::Empty {})),
         ("join", reply(int(2), ReplyBody::Join { room: "general".into(), last_seq: 41 })),
         ("leave", reply(int(3), ReplyBody::Empty {})),
-        ("rooms", reply(int(4), ReplyBody::Rooms { rooms: vec![general(42, 40), dm] })),
+        ("rooms", reply(int(4), ReplyBody::Rooms { rooms: vec![general(42, 40), dm, invitation] })),
         (
             "send",
             reply(
@@ -157,6 +175,72 @@ fn real_frames_match_the_sdk_fixture() {
         ("typing", reply(int(10), ReplyBody::Empty {})),
         ("read", reply(int(11), ReplyBody::Empty {})),
         ("presence", reply(int(12), ReplyBody::Presence { online: vec!["alice".into(), "bob".into()] })),
+        ("create", reply(int(20), ReplyBody::Join { room: "team".into(), last_seq: 0 })),
+        ("invite", reply(int(21), ReplyBody::Empty {})),
+        ("kick", reply(int(22), ReplyBody::Empty {})),
+        ("ban", reply(int(23), ReplyBody::Empty {})),
+        ("unban", reply(int(24), ReplyBody::Empty {})),
+        ("mute", reply(int(25), ReplyBody::Empty {})),
+        ("unmute", reply(int(26), ReplyBody::Empty {})),
+        ("set_role", reply(int(27), ReplyBody::Empty {})),
+        ("update_room", reply(int(28), ReplyBody::Empty {})),
+        (
+            "room_info",
+            reply(
+                int(29),
+                ReplyBody::RoomInfo {
+                    room: "team".into(),
+                    name: "The team".into(),
+                    topic: "".into(),
+                    visibility: Visibility::Private,
+                    members: 2,
+                    role: Some(Role::Admin),
+                },
+            ),
+        ),
+        (
+            "room_info_outsider",
+            reply(
+                int(29),
+                ReplyBody::RoomInfo {
+                    room: "rust".into(),
+                    name: "Rustaceans".into(),
+                    topic: "".into(),
+                    visibility: Visibility::Public,
+                    members: 42,
+                    role: None,
+                },
+            ),
+        ),
+        (
+            "members",
+            reply(
+                int(30),
+                ReplyBody::Members {
+                    members: vec![
+                        MemberEntry { user: "bob".into(), role: Role::Owner },
+                        MemberEntry { user: "carol".into(), role: Role::Member },
+                    ],
+                    next: Some("carol".into()),
+                },
+            ),
+        ),
+        (
+            "directory",
+            reply(
+                int(31),
+                ReplyBody::Directory {
+                    rooms: vec![DirectoryEntry {
+                        room: "rust".into(),
+                        name: "Rustaceans".into(),
+                        topic: "".into(),
+                        members: 42,
+                    }],
+                    next: None,
+                },
+            ),
+        ),
+        ("forbidden", Reply::error(Some(int(32)), ProtocolError::new(ErrorCode::Forbidden, "admins only")).encode()),
         ("error", Reply::error(Some(int(13)), ProtocolError::not_member("staff")).encode()),
         (
             "error_without_id",
@@ -175,7 +259,53 @@ fn real_frames_match_the_sdk_fixture() {
             },
         ),
         ("msg", Event::Msg { message: message(42, "bob", "see you"), prev_seq: 41 }),
-        ("member", Event::Member { room: "general".into(), user: "carol".into(), action: MemberAction::Join }),
+        ("member", Event::member("general", "carol", MemberAction::Join)),
+        (
+            "member_kick",
+            Event::Member {
+                room: "general".into(),
+                user: "dave".into(),
+                action: MemberAction::Kick,
+                by: Some("carol".into()),
+                reason: Some("spam".into()),
+                role: None,
+                until: None,
+            },
+        ),
+        (
+            "member_role",
+            Event::Member {
+                room: "team".into(),
+                user: "bob".into(),
+                action: MemberAction::Role,
+                by: Some("alice".into()),
+                reason: None,
+                role: Some(Role::Owner),
+                until: None,
+            },
+        ),
+        (
+            "member_mute",
+            Event::Member {
+                room: "team".into(),
+                user: "dave".into(),
+                action: MemberAction::Mute,
+                by: Some("alice".into()),
+                reason: None,
+                role: None,
+                until: Some(1_767_229_200),
+            },
+        ),
+        (
+            "room",
+            Event::Room {
+                room: "team".into(),
+                name: "The team".into(),
+                topic: "Ship it".into(),
+                visibility: Visibility::Private,
+                by: "alice".into(),
+            },
+        ),
         ("typing", Event::Typing { room: "general".into(), user: "bob".into() }),
         ("read", Event::Read { room: "general".into(), user: "bob".into(), seq: 42 }),
         ("presence", Event::Presence { user: "bob".into(), online: false }),

@@ -6,7 +6,13 @@
 
 use confab_protocol::{Message, RoomInfo};
 
-use crate::{CidHit, Error, RoomMeta, Store, UserRecord, Write, WriteBatch};
+use confab_protocol::rooms::MemberEntry;
+use confab_protocol::{Role, Visibility};
+
+use crate::{
+    CidHit, Error, MUTED_FOREVER, MemberRecord, PublicRoom, RoomMeta, RoomSettings, Store, UserRecord, Write,
+    WriteBatch,
+};
 
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -23,7 +29,12 @@ macro_rules! store_contract_tests {
             checkpoints_land_with_their_batch,
             a_stale_write_cannot_undo_a_later_one,
             the_partition_count_cannot_change,
-            a_room_nobody_joined_does_not_exist
+            a_room_nobody_joined_does_not_exist,
+            room_settings_are_stored_and_list_public_rooms_in_order,
+            roles_and_mutes_belong_to_the_membership,
+            members_page_in_name_order_with_their_roles,
+            invitations_are_listed_per_user_until_withdrawn,
+            bans_are_set_and_lifted_in_log_order
         );
     };
     (@each $open:path, $($name:ident),*) => {
@@ -167,8 +178,8 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
     assert_eq!(
         rooms,
         [
-            RoomInfo { room: "dm:alice:bob".into(), last_seq: 7, read_seq: 0 },
-            RoomInfo { room: "r".into(), last_seq: 3, read_seq: 2 },
+            RoomInfo { room: "dm:alice:bob".into(), last_seq: 7, read_seq: 0, invited: false },
+            RoomInfo { room: "r".into(), last_seq: 3, read_seq: 2, invited: false },
         ]
     );
 }
@@ -228,4 +239,106 @@ pub async fn a_room_nobody_joined_does_not_exist(store: &impl Store) {
     assert_eq!(store.room("ghost").await.unwrap(), None);
     assert!(store.members("ghost").await.unwrap().is_empty());
     assert!(store.user_rooms("nobody").await.unwrap().is_empty());
+}
+
+fn settings(visibility: Visibility, name: &str, owner: &str) -> RoomSettings {
+    RoomSettings { visibility, name: name.into(), topic: format!("about {name}"), owner: Some(owner.into()) }
+}
+
+pub async fn room_settings_are_stored_and_list_public_rooms_in_order(store: &impl Store) {
+    assert_eq!(store.room_settings("r").await.unwrap(), None, "no settings before any are written");
+    let set = |room: &str, s: RoomSettings, at| Write::Settings { room: room.into(), settings: s, at };
+    store
+        .apply(vec![
+            set("b", settings(Visibility::Public, "Bee", "alice"), 1),
+            set("a", settings(Visibility::Public, "Ay", "alice"), 1),
+            set("c", settings(Visibility::Private, "Sea", "bob"), 1),
+            set("d", settings(Visibility::Public, "Dee", "bob"), 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.room_settings("c").await.unwrap(), Some(settings(Visibility::Private, "Sea", "bob")));
+    let ids = |v: Vec<PublicRoom>| v.into_iter().map(|r| r.room).collect::<Vec<_>>();
+    assert_eq!(ids(store.public_rooms(None, 10).await.unwrap()), ["a", "b", "d"]);
+    assert_eq!(ids(store.public_rooms(Some("a"), 1).await.unwrap()), ["b"]);
+    assert_eq!(ids(store.public_rooms(Some("b"), 10).await.unwrap()), ["d"]);
+    let first = &store.public_rooms(None, 1).await.unwrap()[0];
+    assert_eq!((first.name.as_str(), first.topic.as_str()), ("Ay", "about Ay"));
+    // b goes private at 5; a stale update from 3 cannot bring it back.
+    store.apply(vec![set("b", settings(Visibility::Private, "Bee", "carol"), 5)]).await.unwrap();
+    store.apply(vec![set("b", settings(Visibility::Public, "Old", "alice"), 3)]).await.unwrap();
+    assert_eq!(ids(store.public_rooms(None, 10).await.unwrap()), ["a", "d"]);
+    assert_eq!(store.room_settings("b").await.unwrap().unwrap().owner.as_deref(), Some("carol"));
+}
+
+pub async fn roles_and_mutes_belong_to_the_membership(store: &impl Store) {
+    assert_eq!(store.member("r", "alice").await.unwrap(), None);
+    store.apply(vec![join("r", "alice"), join("r", "bob")]).await.unwrap();
+    assert_eq!(store.member("r", "bob").await.unwrap(), Some(MemberRecord::default()));
+    store
+        .apply(vec![
+            Write::Role { room: "r".into(), user: "alice".into(), role: Role::Owner, at: 2 },
+            Write::Role { room: "r".into(), user: "bob".into(), role: Role::Admin, at: 2 },
+            Write::Mute { room: "r".into(), user: "bob".into(), until: MUTED_FOREVER, at: 3 },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.member("r", "alice").await.unwrap().unwrap().role, Role::Owner);
+    let bob = store.member("r", "bob").await.unwrap().unwrap();
+    assert_eq!((bob.role, bob.muted_until), (Role::Admin, MUTED_FOREVER));
+    assert!(bob.is_muted(1_800_000_000));
+    store.apply(vec![Write::Mute { room: "r".into(), user: "bob".into(), until: 0, at: 4 }]).await.unwrap();
+    assert!(!store.member("r", "bob").await.unwrap().unwrap().is_muted(0));
+    // Leaving ends the role; joining again starts as a member.
+    store.apply(vec![Write::Leave { room: "r".into(), user: "bob".into(), at: 5 }]).await.unwrap();
+    assert_eq!(store.member("r", "bob").await.unwrap(), None);
+    store.apply(vec![Write::Join { room: "r".into(), user: "bob".into(), at: 6 }]).await.unwrap();
+    assert_eq!(store.member("r", "bob").await.unwrap(), Some(MemberRecord::default()));
+    // A role from before the leave, arriving late, does not come back.
+    store.apply(vec![Write::Role { room: "r".into(), user: "bob".into(), role: Role::Admin, at: 4 }]).await.unwrap();
+    assert_eq!(store.member("r", "bob").await.unwrap().unwrap().role, Role::Member);
+}
+
+pub async fn members_page_in_name_order_with_their_roles(store: &impl Store) {
+    let mut batch: WriteBatch = ["dave", "bob", "alice", "carol"].iter().map(|u| join("r", u)).collect();
+    batch.push(join("other", "eve"));
+    batch.push(Write::Role { room: "r".into(), user: "carol".into(), role: Role::Owner, at: 1 });
+    store.apply(batch).await.unwrap();
+    let entry = |user: &str, role| MemberEntry { user: user.into(), role };
+    assert_eq!(
+        store.members_page("r", None, 2).await.unwrap(),
+        [entry("alice", Role::Member), entry("bob", Role::Member)]
+    );
+    assert_eq!(
+        store.members_page("r", Some("bob"), 10).await.unwrap(),
+        [entry("carol", Role::Owner), entry("dave", Role::Member)]
+    );
+    assert!(store.members_page("r", Some("dave"), 10).await.unwrap().is_empty());
+    assert!(store.members_page("ghost", None, 10).await.unwrap().is_empty());
+}
+
+pub async fn invitations_are_listed_per_user_until_withdrawn(store: &impl Store) {
+    let invite = |room: &str, invited, at| Write::Invite { room: room.into(), user: "bob".into(), invited, at };
+    store.apply(vec![invite("a", true, 1), invite("b", true, 1)]).await.unwrap();
+    assert!(store.is_invited("a", "bob").await.unwrap());
+    assert!(!store.is_invited("a", "carol").await.unwrap());
+    let mut rooms = store.invitations("bob").await.unwrap();
+    rooms.sort();
+    assert_eq!(rooms, ["a", "b"]);
+    store.apply(vec![invite("a", false, 3)]).await.unwrap();
+    store.apply(vec![invite("a", true, 2)]).await.unwrap();
+    assert!(!store.is_invited("a", "bob").await.unwrap(), "a stale invitation does not come back");
+    assert_eq!(store.invitations("bob").await.unwrap(), ["b"]);
+}
+
+pub async fn bans_are_set_and_lifted_in_log_order(store: &impl Store) {
+    let ban = |banned, at| Write::Ban { room: "r".into(), user: "bob".into(), banned, at };
+    assert!(!store.is_banned("r", "bob").await.unwrap());
+    store.apply(vec![ban(true, 4)]).await.unwrap();
+    assert!(store.is_banned("r", "bob").await.unwrap());
+    assert!(!store.is_banned("r", "carol").await.unwrap());
+    store.apply(vec![ban(false, 2)]).await.unwrap();
+    assert!(store.is_banned("r", "bob").await.unwrap(), "a stale unban does not lift a later ban");
+    store.apply(vec![ban(false, 6)]).await.unwrap();
+    assert!(!store.is_banned("r", "bob").await.unwrap());
 }

@@ -17,7 +17,11 @@ use confab_protocol::{Message, RoomInfo};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::{CidHit, Error, Result, RoomMeta, Store, UserRecord, Write, WriteBatch};
+use crate::{
+    CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write, WriteBatch,
+};
+use confab_protocol::rooms::MemberEntry;
+use confab_protocol::{Role, Visibility};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// room -> (last_seq, member count)
@@ -36,10 +40,42 @@ const MEMBERSHIP_AT: TableDefinition<(&str, &str), u64> = TableDefinition::new("
 /// partition -> next offset
 const CHECKPOINTS: TableDefinition<u32, u64> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// room -> StoredSettings as JSON
+const ROOM_SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("room_settings");
+/// public room -> ()
+const PUBLIC_ROOMS: TableDefinition<&str, ()> = TableDefinition::new("public_rooms");
+/// (room, user) -> (role, muted_until) of members with other than the defaults
+const MEMBER_STATE: TableDefinition<(&str, &str), (u8, u64)> = TableDefinition::new("member_state");
+/// (room, user) -> (`at` of the latest invite write, invited); kept when
+/// withdrawn, as a fence like `membership_at`
+const INVITES: TableDefinition<(&str, &str), (u64, bool)> = TableDefinition::new("invites");
+/// (user, room) -> () of live invitations
+const USER_INVITES: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_invites");
+/// (room, user) -> (`at` of the latest ban write, banned)
+const BANS: TableDefinition<(&str, &str), (u64, bool)> = TableDefinition::new("bans");
 
 /// Sorts after every character allowed in user and room names, so
 /// `(prefix, "")..(prefix, END)` spans one prefix of a tuple key.
 const END: &str = "~";
+
+#[derive(Serialize, Deserialize)]
+struct StoredSettings {
+    settings: RoomSettings,
+    /// The `at` of the write that stored them.
+    at: u64,
+}
+
+fn role_code(role: Role) -> u8 {
+    role.rank()
+}
+
+fn role_of(code: u8) -> Role {
+    match code {
+        2 => Role::Owner,
+        1 => Role::Admin,
+        _ => Role::Member,
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct StoredMessage {
@@ -97,6 +133,12 @@ impl EmbeddedStore {
             txn.open_table(CIDS)?;
             txn.open_table(CHECKPOINTS)?;
             txn.open_table(META)?;
+            txn.open_table(ROOM_SETTINGS)?;
+            txn.open_table(PUBLIC_ROOMS)?;
+            txn.open_table(MEMBER_STATE)?;
+            txn.open_table(INVITES)?;
+            txn.open_table(USER_INVITES)?;
+            txn.open_table(BANS)?;
         }
         txn.commit()?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -129,6 +171,12 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
         let mut messages = txn.open_table(MESSAGES)?;
         let mut cids = txn.open_table(CIDS)?;
         let mut checkpoints = txn.open_table(CHECKPOINTS)?;
+        let mut room_settings = txn.open_table(ROOM_SETTINGS)?;
+        let mut public_rooms = txn.open_table(PUBLIC_ROOMS)?;
+        let mut member_state = txn.open_table(MEMBER_STATE)?;
+        let mut invites = txn.open_table(INVITES)?;
+        let mut user_invites = txn.open_table(USER_INVITES)?;
+        let mut bans = txn.open_table(BANS)?;
         for write in batch {
             match write {
                 Write::Message(m) => {
@@ -168,6 +216,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         continue;
                     }
                     membership_at.insert(key, *at)?;
+                    member_state.remove(key)?;
                     if members.remove(key)?.is_some() {
                         user_rooms.remove((user.as_str(), room.as_str()))?;
                         let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 1));
@@ -185,6 +234,61 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     if current.is_some_and(|current| *seq > current) {
                         members.insert(key, *seq)?;
                     }
+                }
+                Write::Settings { room, settings, at } => {
+                    let stored = room_settings.get(room.as_str())?.map(|g| g.value().to_vec());
+                    if let Some(bytes) = stored {
+                        let stored: StoredSettings = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                            what: format!("decoding the settings of {room}"),
+                            source,
+                        })?;
+                        if stored.at > *at {
+                            continue;
+                        }
+                    }
+                    let stored = StoredSettings { settings: settings.clone(), at: *at };
+                    let bytes = serde_json::to_vec(&stored)
+                        .map_err(|source| Error::Json { what: format!("encoding the settings of {room}"), source })?;
+                    room_settings.insert(room.as_str(), bytes.as_slice())?;
+                    match settings.visibility {
+                        Visibility::Public => public_rooms.insert(room.as_str(), ())?,
+                        Visibility::Private => public_rooms.remove(room.as_str())?,
+                    };
+                }
+                Write::Role { room, user, role, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) || members.get(key)?.is_none() {
+                        continue; // not a member (any more)
+                    }
+                    let muted = member_state.get(key)?.map_or(0, |g| g.value().1);
+                    member_state.insert(key, (role_code(*role), muted))?;
+                }
+                Write::Mute { room, user, until, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) || members.get(key)?.is_none() {
+                        continue;
+                    }
+                    let role = member_state.get(key)?.map_or(role_code(Role::Member), |g| g.value().0);
+                    member_state.insert(key, (role, *until))?;
+                }
+                Write::Invite { room, user, invited, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if invites.get(key)?.is_some_and(|g| g.value().0 > *at) {
+                        continue;
+                    }
+                    invites.insert(key, (*at, *invited))?;
+                    if *invited {
+                        user_invites.insert((user.as_str(), room.as_str()), ())?;
+                    } else {
+                        user_invites.remove((user.as_str(), room.as_str()))?;
+                    }
+                }
+                Write::Ban { room, user, banned, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if bans.get(key)?.is_some_and(|g| g.value().0 > *at) {
+                        continue;
+                    }
+                    bans.insert(key, (*at, *banned))?;
                 }
                 Write::Checkpoint { partition, next_offset } => {
                     let stored = checkpoints.get(*partition)?.map_or(0, |g| g.value());
@@ -293,7 +397,7 @@ impl Store for EmbeddedStore {
                 let room = k.value().1;
                 let last_seq = rooms.get(room)?.map(|g| g.value().0).unwrap_or(0);
                 let read_seq = members.get((room, user.as_str()))?.map(|g| g.value()).unwrap_or(0);
-                out.push(RoomInfo { room: room.to_owned(), last_seq, read_seq });
+                out.push(RoomInfo { room: room.to_owned(), last_seq, read_seq, invited: false });
             }
             Ok(out)
         })
@@ -380,6 +484,125 @@ impl Store for EmbeddedStore {
                 .ok_or_else(|| Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}")))?;
             let m = decode_message(&room, seq, bytes.value())?;
             Ok(Some(CidHit { seq, msg_id: m.msg_id, ts: m.ts }))
+        })
+        .await
+    }
+
+    async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ROOM_SETTINGS)?;
+            let Some(g) = table.get(room.as_str())? else { return Ok(None) };
+            let stored: StoredSettings = serde_json::from_slice(g.value())
+                .map_err(|source| Error::Json { what: format!("decoding the settings of {room}"), source })?;
+            Ok(Some(stored.settings))
+        })
+        .await
+    }
+
+    async fn member(&self, room: &str, user: &str) -> Result<Option<MemberRecord>> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let key = (room.as_str(), user.as_str());
+            if txn.open_table(MEMBERS)?.get(key)?.is_none() {
+                return Ok(None);
+            }
+            let state = txn.open_table(MEMBER_STATE)?.get(key)?.map(|g| g.value());
+            Ok(Some(state.map_or_else(MemberRecord::default, |(role, muted_until)| MemberRecord {
+                role: role_of(role),
+                muted_until,
+            })))
+        })
+        .await
+    }
+
+    async fn members_page(&self, room: &str, after: Option<&str>, limit: u32) -> Result<Vec<MemberEntry>> {
+        let (room, after) = (room.to_owned(), after.map(str::to_owned));
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let members = txn.open_table(MEMBERS)?;
+            let state = txn.open_table(MEMBER_STATE)?;
+            let mut out = Vec::new();
+            let start = after.as_deref().unwrap_or("");
+            for entry in members.range((room.as_str(), start)..(room.as_str(), END))? {
+                if out.len() >= limit as usize {
+                    break;
+                }
+                let (k, _) = entry?;
+                let user = k.value().1;
+                if after.as_deref() == Some(user) {
+                    continue;
+                }
+                let role = state.get((room.as_str(), user))?.map_or(Role::Member, |g| role_of(g.value().0));
+                out.push(MemberEntry { user: user.to_owned(), role });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn is_invited(&self, room: &str, user: &str) -> Result<bool> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(INVITES)?.get((room.as_str(), user.as_str()))?.is_some_and(|g| g.value().1))
+        })
+        .await
+    }
+
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(BANS)?.get((room.as_str(), user.as_str()))?.is_some_and(|g| g.value().1))
+        })
+        .await
+    }
+
+    async fn invitations(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(USER_INVITES)?;
+            let mut out = Vec::new();
+            for entry in table.range((user.as_str(), "")..(user.as_str(), END))? {
+                let (k, _) = entry?;
+                out.push(k.value().1.to_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn public_rooms(&self, after: Option<&str>, limit: u32) -> Result<Vec<PublicRoom>> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let public = txn.open_table(PUBLIC_ROOMS)?;
+            let settings = txn.open_table(ROOM_SETTINGS)?;
+            let mut out = Vec::new();
+            let start = after.as_deref().unwrap_or("");
+            for entry in public.range(start..)? {
+                if out.len() >= limit as usize {
+                    break;
+                }
+                let (k, _) = entry?;
+                let room = k.value();
+                if after.as_deref() == Some(room) {
+                    continue;
+                }
+                let Some(g) = settings.get(room)? else { continue };
+                let stored: StoredSettings = serde_json::from_slice(g.value())
+                    .map_err(|source| Error::Json { what: format!("decoding the settings of {room}"), source })?;
+                out.push(PublicRoom {
+                    room: room.to_owned(),
+                    name: stored.settings.name,
+                    topic: stored.settings.topic,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -14,18 +14,21 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use confab_protocol::{Message, RoomInfo};
+use confab_protocol::rooms::MemberEntry;
+use confab_protocol::{Message, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod embedded;
 pub mod metered;
+pub mod rooms;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 
 pub use embedded::EmbeddedStore;
 pub use metered::Metered;
+pub use rooms::{MUTED_FOREVER, MemberRecord, PublicRoom, RoomSettings};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -143,6 +146,40 @@ pub enum Write {
         seq: u64,
         at: u64,
     },
+    /// Replace the room's settings (a room created, updated, or handed over).
+    Settings {
+        room: String,
+        settings: RoomSettings,
+        at: u64,
+    },
+    /// Set a member's role (members only; a leave resets it).
+    Role {
+        room: String,
+        user: String,
+        role: Role,
+        at: u64,
+    },
+    /// Mute a member until `until` (unix seconds; 0 unmutes).
+    Mute {
+        room: String,
+        user: String,
+        until: u64,
+        at: u64,
+    },
+    /// Invite a user; `invited: false` withdraws the invitation (a join uses it up).
+    Invite {
+        room: String,
+        user: String,
+        invited: bool,
+        at: u64,
+    },
+    /// Ban (`banned: true`) or unban a user.
+    Ban {
+        room: String,
+        user: String,
+        banned: bool,
+        at: u64,
+    },
     /// Everything before `next_offset` in `partition` has been applied.
     Checkpoint {
         partition: u32,
@@ -180,6 +217,20 @@ pub trait Store: Send + Sync + 'static {
     /// (with `limit` 0: no message, and whether any is newer than `after`).
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)>;
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>>;
+
+    /// The room's settings; `None` for a room that has none stored.
+    async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>>;
+    /// A member's role and mute; `None` for a non-member. It costs what
+    /// [`Store::is_member`] costs: the dispatcher reads it for every `send`.
+    async fn member(&self, room: &str, user: &str) -> Result<Option<MemberRecord>>;
+    /// Members ordered by name, after `after`, at most `limit`.
+    async fn members_page(&self, room: &str, after: Option<&str>, limit: u32) -> Result<Vec<MemberEntry>>;
+    async fn is_invited(&self, room: &str, user: &str) -> Result<bool>;
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool>;
+    /// Rooms the user is invited to (and has not joined since).
+    async fn invitations(&self, user: &str) -> Result<Vec<String>>;
+    /// Public rooms ordered by id, after `after`, at most `limit`.
+    async fn public_rooms(&self, after: Option<&str>, limit: u32) -> Result<Vec<PublicRoom>>;
 
     /// Stores a batch durably: `Ok` means every write of it is stored.
     ///

@@ -8,10 +8,11 @@ use async_trait::async_trait;
 use confab_protocol::{Message, RoomInfo};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::{CidHit, Result, RoomMeta, Store, UserRecord, WriteBatch};
+use crate::{CidHit, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch};
+use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 14] = [
+const OPS: [&str; 21] = [
     "ping",
     "create_user",
     "user",
@@ -26,6 +27,13 @@ const OPS: [&str; 14] = [
     "apply",
     "checkpoints",
     "bind_partitions",
+    "room_settings",
+    "member",
+    "members_page",
+    "is_invited",
+    "is_banned",
+    "invitations",
+    "public_rooms",
 ];
 
 pub struct Metered<S> {
@@ -99,6 +107,27 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
         self.timed("cid", self.inner.cid(room, cid)).await
+    }
+    async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>> {
+        self.timed("room_settings", self.inner.room_settings(room)).await
+    }
+    async fn member(&self, room: &str, user: &str) -> Result<Option<MemberRecord>> {
+        self.timed("member", self.inner.member(room, user)).await
+    }
+    async fn members_page(&self, room: &str, after: Option<&str>, limit: u32) -> Result<Vec<MemberEntry>> {
+        self.timed("members_page", self.inner.members_page(room, after, limit)).await
+    }
+    async fn is_invited(&self, room: &str, user: &str) -> Result<bool> {
+        self.timed("is_invited", self.inner.is_invited(room, user)).await
+    }
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool> {
+        self.timed("is_banned", self.inner.is_banned(room, user)).await
+    }
+    async fn invitations(&self, user: &str) -> Result<Vec<String>> {
+        self.timed("invitations", self.inner.invitations(user)).await
+    }
+    async fn public_rooms(&self, after: Option<&str>, limit: u32) -> Result<Vec<PublicRoom>> {
+        self.timed("public_rooms", self.inner.public_rooms(after, limit)).await
     }
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
         self.timed("apply", self.inner.apply(batch)).await

@@ -6,6 +6,7 @@
 import type { ConfabClient, Message, OutgoingMessage, RoomState } from "../sdk/src/index.ts";
 import { h } from "./dom.ts";
 import { avatar, formatTime, fullTime, listNames, richText } from "./format.ts";
+import { RoomPanel } from "./rooms.ts";
 import { roomTitle } from "./sidebar.ts";
 
 export interface ConversationOptions {
@@ -33,6 +34,7 @@ export class Conversation {
   private readonly title: HTMLHeadingElement;
   private readonly subtitle: HTMLElement;
   private readonly leaveBtn: HTMLButtonElement;
+  private readonly panel: RoomPanel;
   private readonly scroller: HTMLElement;
   private readonly edge: HTMLElement;
   private readonly list: HTMLOListElement;
@@ -63,6 +65,7 @@ export class Conversation {
       { type: "button", class: "btn btn-ghost btn-sm", onclick: () => void this.leave() },
       "Leave",
     );
+    this.panel = new RoomPanel(client);
     this.edge = h("div", { class: "history-edge" });
     this.list = h("ol", { class: "messages", "aria-label": "Chat history", "aria-live": "polite", "aria-relevant": "additions" });
     this.scroller = h("div", { class: "scroller", tabindex: "-1" }, this.edge, this.list);
@@ -134,6 +137,7 @@ export class Conversation {
         "div",
         { class: "conv-body" },
         header,
+        this.panel.el,
         h("div", { class: "scroller-wrap" }, this.scroller, this.jumpBtn),
         this.typingLine,
         this.composer,
@@ -176,6 +180,7 @@ export class Conversation {
     if (roomId === this.roomId) return;
     const { client } = this.options;
     this.roomId = roomId;
+    this.panel.show(roomId);
     this.clearList();
     this.el.classList.toggle("is-empty", roomId === undefined);
     if (roomId === undefined) return;

@@ -2,6 +2,7 @@
 import { type ConfabClient, ROOM_RE, type RoomState, USERNAME_RE } from "../sdk/src/index.ts";
 import { h, srOnly } from "./dom.ts";
 import { avatar } from "./format.ts";
+import { RoomTools } from "./rooms.ts";
 
 export interface SidebarOptions {
   client: ConfabClient;
@@ -26,6 +27,7 @@ export class Sidebar {
   private readonly rows = new Map<string, Row>();
   private readonly joinError: HTMLElement;
   private readonly dmError: HTMLElement;
+  private readonly tools: RoomTools;
   private current: string | undefined;
   /** Numbers the ids that tie each room button to its name, unread count and preview. */
   private rowIds = 0;
@@ -112,6 +114,7 @@ export class Sidebar {
       h("button", { type: "submit", class: "btn btn-ghost btn-sm", title: "Open the conversation" }, "Open"),
     );
 
+    this.tools = new RoomTools({ client, onOpen: options.onOpen });
     this.list = h("ul", { class: "room-list", "aria-label": "Conversations" });
     this.empty = h("p", { class: "room-list-empty" }, "No conversations yet. Join a room, or message someone by user name.");
 
@@ -123,7 +126,7 @@ export class Sidebar {
         { class: "sidebar-header" },
         h("div", { class: "brand brand-sm" }, h("span", { class: "brand-mark", "aria-hidden": "true" }, "◆"), "Confab"),
       ),
-      h("section", { class: "sidebar-forms" }, joinForm, this.joinError, dmForm, this.dmError),
+      h("section", { class: "sidebar-forms" }, joinForm, this.joinError, dmForm, this.dmError, this.tools.el),
       h("h2", { class: "section-title" }, "Conversations"),
       this.list,
       this.empty,
@@ -145,6 +148,7 @@ export class Sidebar {
   render(): void {
     const { client } = this.options;
     const me = client.me;
+    this.tools.render();
     const rooms = [...client.rooms.values()].sort((a, b) => {
       if (a.isDm !== b.isDm) return a.isDm ? 1 : -1;
       return roomTitle(a, me).localeCompare(roomTitle(b, me));

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use confab_bus::Record;
+use confab_protocol::Role;
 use confab_protocol::event::ReplyBody;
 use confab_protocol::message::{msg_id, seq_of};
 use confab_protocol::validate::dm_members;
@@ -15,9 +16,11 @@ use confab_protocol::{
     Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
     RoomEffect,
 };
-use confab_store::{CidHit, Write, WriteBatch};
+use confab_store::{CidHit, RoomSettings, Write, WriteBatch};
 
 use super::view::{Needs, RoomState, View};
+
+mod rooms;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.
@@ -25,12 +28,14 @@ pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
         Command::Send { from, cid, .. } => {
             // A DM's parties are known from its id.
-            Needs { member: dm_members(room).is_none().then_some(from), cid: Some(cid), read_marker: None }
+            Needs { member: dm_members(room).is_none().then_some(from), cid: Some(cid), ..Needs::default() }
         }
-        Command::Join { user } | Command::Leave { user } | Command::Typing { user } => {
-            Needs { member: Some(user), ..Needs::default() }
-        }
-        Command::Read { user, .. } => Needs { member: Some(user), cid: None, read_marker: Some(user) },
+        Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },
+        Command::Leave { user } | Command::Typing { user } => Needs { member: Some(user), ..Needs::default() },
+        Command::Read { user, .. } => Needs { member: Some(user), read_marker: Some(user), ..Needs::default() },
+        Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
+        Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
+        Command::Moderate { by, user, act } => rooms::needs(by, user, act),
     }
 }
 
@@ -105,6 +110,11 @@ impl Batch {
             Command::Join { user } => self.join(r, user),
             Command::Leave { user } => self.leave(r, user),
             Command::Read { user, seq } => self.read(r, user, *seq),
+            Command::Create { user, visibility, name, topic } => self.create(r, user, *visibility, name, topic),
+            Command::Moderate { by, user, act } => self.moderate(r, by, user, act),
+            Command::UpdateRoom { by, name, topic, visibility } => {
+                self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility)
+            }
             Command::Typing { user } => {
                 self.require_member(&rec.room, user)?;
                 let frame = Event::Typing { room: rec.room.clone(), user: user.clone() }.encode();
@@ -131,10 +141,18 @@ impl Batch {
                     self.view.members.insert((room.into(), user.into()));
                 }
                 self.out.effects.push(Effect::RouteToUsers { room: room.into(), users: vec![a.into(), b.into()] });
-                self.room_mut(room).exists = true;
+                let state = self.room_mut(room);
+                state.exists = true;
+                state.members = 2;
             }
             Some(_) => {}
-            None => self.require_member(room, from)?,
+            None => {
+                self.require_member(room, from)?;
+                // By the record's acceptance time, so every replay decides alike.
+                if self.standing(room, from).is_muted(r.record.ts / 1000) {
+                    return Err(rooms::forbidden(format!("you are muted in '{room}'")));
+                }
+            }
         }
         let key = (room.to_owned(), cid.to_owned());
         // A hit with this record's own seq is its own earlier attempt, stored
@@ -174,35 +192,79 @@ impl Batch {
             return Err(ProtocolError::bad_request("direct-message rooms cannot be joined"));
         }
         if !self.is_member(room, user) {
+            self.may_join(room, user)?;
             self.check_room_count(user, "you are")?;
-            *self.view.room_counts.entry(user.into()).or_default() += 1;
-            self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
-            self.view.members.insert((room.into(), user.into()));
-            self.room_mut(room).exists = true;
-            // The joiner's gateways must see the join: the origin's from the
-            // record, the user's other devices' from the announcements.
-            if let Some(origin) = &r.record.origin {
-                self.out.effects.push(Effect::RouteToGateway { room: room.into(), gateway: origin.gateway.clone() });
+            self.add_member(r, room, user);
+            // A room nobody owns and nobody is in (a new one, or one whose
+            // members all left) is the joiner's.
+            let state = self.room(room);
+            if state.members == 1 && state.settings.as_ref().is_none_or(|s| s.owner.is_none()) {
+                let settings = RoomSettings { owner: Some(user.into()), ..state.settings.unwrap_or_default() };
+                self.set_settings(r, room, settings);
+                self.set_role(r, room, user, Role::Owner);
             }
-            self.out.effects.push(Effect::RouteToUsers { room: room.into(), users: vec![user.into()] });
-            let frame = Event::Member { room: room.into(), user: user.into(), action: MemberAction::Join }.encode();
-            self.event(room, Audience::Members, Some(RoomEffect::Joined(user.into())), frame);
         }
         Ok(Reply::ok(None, ReplyBody::Join { room: room.into(), last_seq: self.room(room).last_seq }))
+    }
+
+    /// Makes `user` a member (who may be) and tells the room.
+    fn add_member(&mut self, r: &Record, room: &str, user: &str) {
+        self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+        let key = (room.to_owned(), user.to_owned());
+        if self.view.invites.remove(&key) {
+            // The invitation is used up.
+            self.out.writes.push(Write::Invite {
+                room: room.into(),
+                user: user.into(),
+                invited: false,
+                at: seq_of(r.offset),
+            });
+        }
+        self.view.members.insert(key);
+        *self.view.room_counts.entry(user.into()).or_default() += 1;
+        let state = self.room_mut(room);
+        state.exists = true;
+        state.members += 1;
+        // The joiner's gateways must see the join: the origin's from the
+        // record, the user's other devices' from the announcements.
+        if let Some(origin) = &r.record.origin {
+            self.out.effects.push(Effect::RouteToGateway { room: room.into(), gateway: origin.gateway.clone() });
+        }
+        self.out.effects.push(Effect::RouteToUsers { room: room.into(), users: vec![user.into()] });
+        let frame = Event::member(room, user, MemberAction::Join).encode();
+        self.event(room, Audience::Members, Some(RoomEffect::Joined(user.into())), frame);
+    }
+
+    /// Ends `user`'s membership (a member's) and tells the room with `frame`,
+    /// the user's sessions included, before they stop getting the room's events.
+    fn remove_member(&mut self, r: &Record, room: &str, user: &str, frame: String) {
+        self.out.writes.push(Write::Leave { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+        let key = (room.to_owned(), user.to_owned());
+        self.view.members.remove(&key);
+        self.view.standing.remove(&key);
+        self.view.read_markers.remove(&key);
+        if let Some(n) = self.view.room_counts.get_mut(user) {
+            *n = n.saturating_sub(1);
+        }
+        let state = self.room_mut(room);
+        state.members = state.members.saturating_sub(1);
+        self.event(room, Audience::Members, Some(RoomEffect::Left(user.into())), frame);
     }
 
     fn leave(&mut self, r: &Record, user: &str) -> Result<Reply, ProtocolError> {
         let room = r.record.room.as_str();
         self.require_member(room, user)?;
-        self.out.writes.push(Write::Leave { room: room.into(), user: user.into(), at: seq_of(r.offset) });
-        let key = (room.to_owned(), user.to_owned());
-        self.view.members.remove(&key);
-        self.view.read_markers.remove(&key);
-        if let Some(n) = self.view.room_counts.get_mut(user) {
-            *n = n.saturating_sub(1);
+        let owner = self.standing(room, user).role == Role::Owner;
+        if owner && self.room(room).members > 1 {
+            return Err(rooms::forbidden("the owner cannot leave while others remain: hand ownership over first"));
         }
-        let frame = Event::Member { room: room.into(), user: user.into(), action: MemberAction::Leave }.encode();
-        self.event(room, Audience::Members, Some(RoomEffect::Left(user.into())), frame);
+        let frame = Event::member(room, user, MemberAction::Leave).encode();
+        self.remove_member(r, room, user, frame);
+        if owner {
+            // The last member, the owner, left: whoever joins next owns it.
+            let settings = RoomSettings { owner: None, ..self.room(room).settings.unwrap_or_default() };
+            self.set_settings(r, room, settings);
+        }
         Ok(Reply::empty(None))
     }
 
@@ -223,7 +285,7 @@ impl Batch {
 
     /// `Ok` when `user` may become a member of one more room; `who` names
     /// them in the refusal ("you are", "'bob' is").
-    fn check_room_count(&self, user: &str, who: &str) -> Result<(), ProtocolError> {
+    pub(super) fn check_room_count(&self, user: &str, who: &str) -> Result<(), ProtocolError> {
         let max = self.max_rooms;
         if self.view.room_counts.get(user).copied().unwrap_or(0) < max {
             return Ok(());
@@ -235,7 +297,7 @@ impl Batch {
     }
 
     fn room(&self, room: &str) -> RoomState {
-        self.view.rooms.get(room).copied().unwrap_or_default()
+        self.view.rooms.get(room).cloned().unwrap_or_default()
     }
 
     fn room_mut(&mut self, room: &str) -> &mut RoomState {
@@ -268,6 +330,9 @@ fn send_reply(room: &str, hit: CidHit) -> Reply {
 
 fn command_name(cmd: &Command) -> &'static str {
     match cmd {
+        Command::Create { .. } => "create",
+        Command::UpdateRoom { .. } => "update_room",
+        Command::Moderate { act, .. } => rooms::act_name(act),
         Command::Send { .. } => "send",
         Command::Join { .. } => "join",
         Command::Leave { .. } => "leave",
@@ -321,7 +386,9 @@ mod tests {
     /// A store holding room `r` with these members and last seq.
     fn room_r(members: &[&str], last_seq: u64) -> View {
         let mut view = View::default();
-        view.rooms.insert("r".into(), RoomState { last_seq, exists: true });
+        let settings = RoomSettings { owner: Some("owner".into()), ..RoomSettings::default() };
+        let state = RoomState { last_seq, exists: true, members: members.len() as u64, settings: Some(settings) };
+        view.rooms.insert("r".into(), state);
         view.members.extend(members.iter().map(|user| key("r", user)));
         view
     }
@@ -370,17 +437,21 @@ mod tests {
             needs(&r.record.room, &r.record.cmd)
         }
         let (s, dm, j) = (send(0, "r", "alice", "c1"), send(0, "dm:alice:bob", "alice", "c1"), join(0, "r", "bob"));
-        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some("c1"), read_marker: None });
+        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some("c1"), ..Needs::default() });
         assert_eq!(
             needs_of(&dm),
-            Needs { member: None, cid: Some("c1"), read_marker: None },
+            Needs { member: None, cid: Some("c1"), ..Needs::default() },
             "a DM's id names its members"
         );
-        assert_eq!(needs_of(&j), Needs { member: Some("bob"), ..Needs::default() });
+        assert_eq!(
+            needs_of(&j),
+            Needs { member: Some("bob"), invite: Some("bob"), ban: Some("bob"), ..Needs::default() },
+            "a join may need an invitation and must not be banned"
+        );
         assert_eq!(needs_of(&leave(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
         assert_eq!(needs_of(&typing(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
         let marker = read(0, "r", "bob", 3);
-        assert_eq!(needs_of(&marker), Needs { member: Some("bob"), cid: None, read_marker: Some("bob") });
+        assert_eq!(needs_of(&marker), Needs { member: Some("bob"), read_marker: Some("bob"), ..Needs::default() });
     }
 
     #[test]
@@ -453,7 +524,7 @@ mod tests {
         let route = Effect::RouteToUsers { room: room.into(), users: vec!["alice".into(), "bob".into()] };
         assert_eq!(d.effects.iter().filter(|e| **e == route).count(), 1, "routed to both users' gateways");
         assert!(d.effects[0] == route, "before the first event");
-        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true });
+        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None });
     }
 
     #[test]
@@ -466,8 +537,17 @@ mod tests {
     #[test]
     fn joining_makes_a_member_routes_the_room_to_the_joiner_and_tells_the_room() {
         let d = run(View::default(), &[join(4, "r", "alice"), send(5, "r", "alice", "c1")]);
-        assert_eq!(d.writes[0], Write::Join { room: "r".into(), user: "alice".into(), at: 5 });
-        assert_eq!(d.writes.len(), 2, "the send after the join in the same batch is a member's");
+        let settings = RoomSettings { owner: Some("alice".into()), ..RoomSettings::default() };
+        assert_eq!(
+            d.writes[..3],
+            [
+                Write::Join { room: "r".into(), user: "alice".into(), at: 5 },
+                Write::Settings { room: "r".into(), settings, at: 5 },
+                Write::Role { room: "r".into(), user: "alice".into(), role: Role::Owner, at: 5 },
+            ],
+            "a new room is public and the joiner's"
+        );
+        assert_eq!(d.writes.len(), 4, "the send after the join in the same batch is a member's");
         assert_eq!(
             d.effects[..3],
             [
@@ -477,8 +557,7 @@ mod tests {
                     room: "r".into(),
                     audience: Audience::Members,
                     effect: Some(RoomEffect::Joined("alice".into())),
-                    frame: Event::Member { room: "r".into(), user: "alice".into(), action: MemberAction::Join }
-                        .encode(),
+                    frame: Event::member("r", "alice", MemberAction::Join).encode(),
                 },
             ]
         );
@@ -510,7 +589,7 @@ mod tests {
                 room: "r".into(),
                 audience: Audience::Members,
                 effect: Some(RoomEffect::Left("bob".into())),
-                frame: Event::Member { room: "r".into(), user: "bob".into(), action: MemberAction::Leave }.encode(),
+                frame: Event::member("r", "bob", MemberAction::Leave).encode(),
             }
         );
         let codes: Vec<Value> = replies(&d).iter().map(|r| r["error"]["code"].clone()).collect();
@@ -590,7 +669,7 @@ mod tests {
         assert!(reply["error"]["message"].as_str().unwrap().contains("'bob'"), "{reply}");
 
         // Once the DM exists, its messages add no room.
-        view.rooms.insert(room.into(), RoomState { last_seq: 5, exists: true });
+        view.rooms.insert(room.into(), RoomState { last_seq: 5, exists: true, members: 2, ..Default::default() });
         let d = run(view, &[send(6, room, "alice", "c2")]);
         assert_eq!(replies(&d)[0]["ok"], true);
     }

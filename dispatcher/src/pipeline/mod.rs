@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confab_bus::{Push, Record};
-use confab_protocol::Delivery;
+use confab_protocol::{Audience, Delivery};
 use confab_store::{Store, Write};
 use tokio_util::sync::CancellationToken;
 
@@ -150,7 +150,17 @@ impl Pipeline {
                 }
                 Effect::Event { room, audience, effect, frame } => {
                     let mut n = 0;
-                    for gateway in self.routes.gateways_for_room(&room) {
+                    // An invitation also reaches the invitee, not a member yet.
+                    let also: Vec<Arc<str>> = match &audience {
+                        Audience::MembersAnd(user) => self
+                            .routes
+                            .gateways_for_user(user)
+                            .filter(|g| !self.routes.gateways_for_room(&room).any(|r| r == *g))
+                            .cloned()
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    for gateway in self.routes.gateways_for_room(&room).chain(also.iter()) {
                         n += 1;
                         let delivery = Delivery::Room {
                             room: room.clone(),

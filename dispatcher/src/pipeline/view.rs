@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use confab_bus::Record;
 use confab_protocol::Command;
 use confab_protocol::validate::dm_members;
-use confab_store::{CidHit, Store};
+use confab_store::{CidHit, MemberRecord, RoomSettings, Store};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::decide::needs;
@@ -15,13 +15,18 @@ use super::decide::needs;
 const READ_AHEAD: usize = 64;
 
 /// What the dispatcher keeps of a room between batches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomState {
     /// The seq of the room's newest message; 0 before the first.
     pub last_seq: u64,
     /// Someone joined the room; for a DM, both its users are members (its
     /// first message makes them so).
     pub exists: bool,
+    /// How many members it has.
+    pub members: u64,
+    /// Owner, visibility, name and topic; `None` for a room that has none
+    /// stored (created before rooms had owners: public and ownerless).
+    pub settings: Option<RoomSettings>,
 }
 
 /// The store keys one record's decision reads, besides its room's state.
@@ -33,6 +38,12 @@ pub struct Needs<'a> {
     pub cid: Option<&'a str>,
     /// This user's read marker in the room.
     pub read_marker: Option<&'a str>,
+    /// Whether this other user (the one acted on) is a member, and their standing.
+    pub target: Option<&'a str>,
+    /// Whether this user is invited to the room.
+    pub invite: Option<&'a str>,
+    /// Whether this user is banned from the room.
+    pub ban: Option<&'a str>,
 }
 
 /// The store as a batch's records see it before the first of them is
@@ -44,6 +55,13 @@ pub struct View {
     pub rooms: HashMap<String, RoomState>,
     /// `(room, user)` of the members among the keys read.
     pub members: HashSet<(String, String)>,
+    /// `(room, user)` -> role and mute, of members whose are not the
+    /// defaults (a plain member, not muted).
+    pub standing: HashMap<(String, String), MemberRecord>,
+    /// `(room, user)` of the invitations found.
+    pub invites: HashSet<(String, String)>,
+    /// `(room, user)` of the bans found.
+    pub bans: HashSet<(String, String)>,
     /// `(room, cid)` of the cids found.
     pub cids: HashMap<(String, String), CidHit>,
     /// `(room, user)` -> read marker, where one is set.
@@ -68,21 +86,26 @@ impl View {
         let mut members: Vec<(String, String)> = Vec::new();
         let mut cids: Vec<(String, String)> = Vec::new();
         let mut markers: Vec<(String, String)> = Vec::new();
+        let mut invites: Vec<(String, String)> = Vec::new();
+        let mut bans: Vec<(String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
         for r in records {
             let room = r.record.room.as_str();
             match cached.get(room) {
                 Some(state) => {
-                    view.rooms.insert(room.to_owned(), *state);
+                    view.rooms.insert(room.to_owned(), state.clone());
                 }
                 None => rooms.push(room.to_owned()),
             }
             let needs = needs(room, &r.record.cmd);
             members.extend(needs.member.map(|user| key(room, user)));
+            members.extend(needs.target.map(|user| key(room, user)));
             cids.extend(needs.cid.map(|cid| key(room, cid)));
             markers.extend(needs.read_marker.map(|user| key(room, user)));
+            invites.extend(needs.invite.map(|user| key(room, user)));
+            bans.extend(needs.ban.map(|user| key(room, user)));
         }
-        for keys in [&mut members, &mut cids, &mut markers] {
+        for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans] {
             keys.sort_unstable();
             keys.dedup();
         }
@@ -92,9 +115,19 @@ impl View {
             let state = room_state(store, &room).await?;
             Ok((room, state))
         });
+        // One read per member key, as before rooms had roles: the role and
+        // mute come with the membership row.
         let members = all(members, |key| async move {
-            let member = store.is_member(&key.0, &key.1).await?;
-            Ok(member.then_some(key))
+            let member = store.member(&key.0, &key.1).await?;
+            Ok(member.map(|m| (key, m)))
+        });
+        let invites = all(invites, |key| async move {
+            let invited = store.is_invited(&key.0, &key.1).await?;
+            Ok(invited.then_some(key))
+        });
+        let bans = all(bans, |key| async move {
+            let banned = store.is_banned(&key.0, &key.1).await?;
+            Ok(banned.then_some(key))
         });
         let cids = all(cids, |key| async move {
             let hit = store.cid(&key.0, &key.1).await?;
@@ -104,20 +137,28 @@ impl View {
             let seq = store.read_marker(&key.0, &key.1).await?;
             Ok((seq > 0).then_some((key, seq)))
         });
-        let (states, members, cids, markers) = tokio::try_join!(states, members, cids, markers)?;
+        let (states, members, cids, markers, invites, bans) =
+            tokio::try_join!(states, members, cids, markers, invites, bans)?;
         view.rooms.extend(states);
-        view.members.extend(members.into_iter().flatten());
+        for (key, member) in members.into_iter().flatten() {
+            if member != MemberRecord::default() {
+                view.standing.insert(key.clone(), member);
+            }
+            view.members.insert(key);
+        }
+        view.invites.extend(invites.into_iter().flatten());
+        view.bans.extend(bans.into_iter().flatten());
         view.cids.extend(cids.into_iter().flatten());
         view.read_markers.extend(markers.into_iter().flatten());
 
         // Then, knowing which DMs exist, the room counts of users who may
-        // gain a room: rare records (a join, a DM's first message), so they
+        // gain a room: rare records (a join, a create, a DM's first message), so they
         // cost nothing on the path of ordinary messages.
         let mut users: Vec<String> = Vec::new();
         for r in records {
             let room = r.record.room.as_str();
             match (&r.record.cmd, dm_members(room)) {
-                (Command::Join { user }, None) => users.push(user.clone()),
+                (Command::Join { user } | Command::Create { user, .. }, None) => users.push(user.clone()),
                 (Command::Send { .. }, Some((a, b))) if !view.rooms.get(room).is_some_and(|s| s.exists) => {
                     users.extend([a.to_owned(), b.to_owned()]);
                 }
@@ -140,17 +181,17 @@ impl View {
 /// have landed only in part if that message's batch failed midway; then the
 /// next message writes them again.
 async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomState> {
-    let (meta, exists) = match dm_members(room) {
+    let (meta, exists, settings) = match dm_members(room) {
         Some((a, b)) => {
             let (meta, a, b) = tokio::try_join!(store.room(room), store.is_member(room, a), store.is_member(room, b))?;
-            (meta, a && b)
+            (meta, a && b, None)
         }
         None => {
-            let meta = store.room(room).await?;
-            (meta, meta.is_some())
+            let (meta, settings) = tokio::try_join!(store.room(room), store.room_settings(room))?;
+            (meta, meta.is_some(), settings)
         }
     };
-    Ok(RoomState { last_seq: meta.map_or(0, |m| m.last_seq), exists })
+    Ok(RoomState { last_seq: meta.map_or(0, |m| m.last_seq), exists, members: meta.map_or(0, |m| m.members), settings })
 }
 
 /// Runs `read` over every key, [`READ_AHEAD`] at a time.

@@ -23,12 +23,21 @@ use scylla::errors::ExecutionError;
 use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
-use crate::{CidHit, Error, Result, RoomMeta, Store, UserRecord, Write, WriteBatch};
+use crate::{
+    CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write, WriteBatch,
+};
+use confab_protocol::rooms::MemberEntry;
+use confab_protocol::{Role, Visibility};
 
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
+/// Columns later versions added to tables of earlier ones: `migrate` adds
+/// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
+const UPGRADES: &[(&str, &str, &str)] = &[("members", "role", "text"), ("members", "muted_until", "bigint")];
+/// Partitions of the `public_rooms` table.
+const PUBLIC_SHARDS: i32 = 16;
 /// Messages per `(room, bucket)` partition at most: `bucket = seq >> BUCKET_BITS`.
 pub const BUCKET_BITS: u32 = 16;
 
@@ -137,6 +146,24 @@ struct Statements {
     checkpoints: PreparedStatement,
     meta: PreparedStatement,
     set_meta: PreparedStatement,
+    room_settings: PreparedStatement,
+    member: PreparedStatement,
+    members_page: PreparedStatement,
+    is_invited: PreparedStatement,
+    is_banned: PreparedStatement,
+    invitations: PreparedStatement,
+    public_page: PreparedStatement,
+    set_settings: PreparedStatement,
+    insert_public: PreparedStatement,
+    delete_public: PreparedStatement,
+    set_role: PreparedStatement,
+    set_mute: PreparedStatement,
+    insert_invite: PreparedStatement,
+    insert_user_invite: PreparedStatement,
+    delete_invite: PreparedStatement,
+    delete_user_invite: PreparedStatement,
+    insert_ban: PreparedStatement,
+    delete_ban: PreparedStatement,
 }
 
 async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement> {
@@ -197,6 +224,28 @@ impl Statements {
             checkpoints: prepare(s, "SELECT ingress_partition, next_offset FROM checkpoints").await?,
             meta: prepare(s, "SELECT number FROM meta WHERE name = ?").await?,
             set_meta: prepare(s, "INSERT INTO meta (name, number) VALUES (?, ?) IF NOT EXISTS").await?,
+            room_settings: prepare(s, "SELECT visibility, name, topic, owner FROM room_settings WHERE room = ?").await?,
+            member: prepare(s, "SELECT role, muted_until FROM members WHERE room = ? AND username = ?").await?,
+            members_page: prepare(s, "SELECT username, role FROM members WHERE room = ? AND username > ? LIMIT ?").await?,
+            is_invited: prepare(s, "SELECT username FROM room_invites WHERE room = ? AND username = ?").await?,
+            is_banned: prepare(s, "SELECT username FROM room_bans WHERE room = ? AND username = ?").await?,
+            invitations: prepare(s, "SELECT room FROM user_invites WHERE username = ?").await?,
+            public_page: prepare(s, "SELECT room, name, topic FROM public_rooms WHERE shard = ? AND room > ? LIMIT ?").await?,
+            set_settings: prepare(
+                s,
+                "UPDATE room_settings USING TIMESTAMP ? SET visibility = ?, name = ?, topic = ?, owner = ? WHERE room = ?",
+            )
+            .await?,
+            insert_public: prepare(s, "INSERT INTO public_rooms (shard, room, name, topic) VALUES (?, ?, ?, ?) USING TIMESTAMP ?").await?,
+            delete_public: prepare(s, "DELETE FROM public_rooms USING TIMESTAMP ? WHERE shard = ? AND room = ?").await?,
+            set_role: prepare(s, "UPDATE members USING TIMESTAMP ? SET role = ? WHERE room = ? AND username = ?").await?,
+            set_mute: prepare(s, "UPDATE members USING TIMESTAMP ? SET muted_until = ? WHERE room = ? AND username = ?").await?,
+            insert_invite: prepare(s, "INSERT INTO room_invites (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            insert_user_invite: prepare(s, "INSERT INTO user_invites (username, room) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            delete_invite: prepare(s, "DELETE FROM room_invites USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
+            delete_user_invite: prepare(s, "DELETE FROM user_invites USING TIMESTAMP ? WHERE username = ? AND room = ?").await?,
+            insert_ban: prepare(s, "INSERT INTO room_bans (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            delete_ban: prepare(s, "DELETE FROM room_bans USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
         })
     }
 }
@@ -217,6 +266,20 @@ impl ScyllaStore {
         let schema = strip_comments(SCHEMA);
         for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             s.query_unpaged(statement, ()).await.map_err(cql_error(statement))?;
+        }
+        for (table, column, cql_type) in UPGRADES {
+            let select = "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?";
+            let found = s
+                .query_unpaged(select, (config.keyspace.as_str(), *table, *column))
+                .await
+                .map_err(cql_error(select))?
+                .into_rows_result()
+                .map_err(result_error(select))?
+                .rows_num();
+            if found == 0 {
+                let alter = format!("ALTER TABLE {table} ADD {column} {cql_type}");
+                s.query_unpaged(alter.as_str(), ()).await.map_err(cql_error(&alter))?;
+            }
         }
         s.await_schema_agreement().await.map_err(|e| Error::SchemaAgreement(Box::new(e)))?;
         let now = std::time::SystemTime::now()
@@ -332,6 +395,52 @@ impl ScyllaStore {
             Write::Read { room, user, seq, at } => {
                 self.write(&q.set_read, (*at as i64, *seq as i64, user.as_str(), room.as_str())).await?;
             }
+            Write::Settings { room, settings, at } => {
+                let at = *at as i64;
+                let shard = public_shard(room);
+                let RoomSettings { visibility, name, topic, owner } = settings;
+                let listed = async {
+                    match visibility {
+                        Visibility::Public => {
+                            self.write(&q.insert_public, (shard, room.as_str(), name.as_str(), topic.as_str(), at))
+                                .await
+                        }
+                        Visibility::Private => self.write(&q.delete_public, (at, shard, room.as_str())).await,
+                    }
+                };
+                let values = (at, visibility.as_str(), name.as_str(), topic.as_str(), owner.as_deref(), room.as_str());
+                tokio::try_join!(self.write(&q.set_settings, values), listed)?;
+            }
+            Write::Role { room, user, role, at } => {
+                let role = (*role != Role::Member).then_some(role.as_str());
+                self.write(&q.set_role, (*at as i64, role, room.as_str(), user.as_str())).await?;
+            }
+            Write::Mute { room, user, until, at } => {
+                let until = (*until > 0).then_some(*until as i64);
+                self.write(&q.set_mute, (*at as i64, until, room.as_str(), user.as_str())).await?;
+            }
+            Write::Invite { room, user, invited, at } => {
+                let at = *at as i64;
+                if *invited {
+                    tokio::try_join!(
+                        self.write(&q.insert_user_invite, (user.as_str(), room.as_str(), at)),
+                        self.write(&q.insert_invite, (room.as_str(), user.as_str(), at)),
+                    )?;
+                } else {
+                    tokio::try_join!(
+                        self.write(&q.delete_user_invite, (at, user.as_str(), room.as_str())),
+                        self.write(&q.delete_invite, (at, room.as_str(), user.as_str())),
+                    )?;
+                }
+            }
+            Write::Ban { room, user, banned, at } => {
+                let at = *at as i64;
+                if *banned {
+                    self.write(&q.insert_ban, (room.as_str(), user.as_str(), at)).await?;
+                } else {
+                    self.write(&q.delete_ban, (at, room.as_str(), user.as_str())).await?;
+                }
+            }
             Write::Checkpoint { partition, next_offset } => {
                 let next = *next_offset as i64;
                 self.write(&q.set_checkpoint, (next, next, *partition as i32)).await?;
@@ -339,6 +448,17 @@ impl ScyllaStore {
         }
         Ok(())
     }
+}
+
+/// The `public_rooms` partition of a room: FNV-1a of its id (stable
+/// across processes and versions, unlike std's hasher).
+fn public_shard(room: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in room.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % PUBLIC_SHARDS as u32) as i32
 }
 
 fn strip_comments(s: &str) -> String {
@@ -421,6 +541,7 @@ impl Store for ScyllaStore {
                 room,
                 last_seq: last.first().and_then(|(s,)| *s).unwrap_or(0) as u64,
                 read_seq: read.unwrap_or(0) as u64,
+                invited: false,
             })
             .collect())
     }
@@ -489,6 +610,71 @@ impl Store for ScyllaStore {
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
         let rows: Vec<(i64, String, i64)> = self.rows(&self.inner.q.cid, (room, cid)).await?;
         Ok(rows.into_iter().next().map(|(seq, msg_id, ts)| CidHit { seq: seq as u64, msg_id, ts: ts as u64 }))
+    }
+
+    async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>> {
+        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        let rows: Vec<Row> = self.rows(&self.inner.q.room_settings, (room,)).await?;
+        Ok(rows.into_iter().next().map(|(visibility, name, topic, owner)| RoomSettings {
+            visibility: visibility.as_deref().and_then(Visibility::parse).unwrap_or_default(),
+            name: name.unwrap_or_default(),
+            topic: topic.unwrap_or_default(),
+            owner,
+        }))
+    }
+
+    async fn member(&self, room: &str, user: &str) -> Result<Option<MemberRecord>> {
+        let rows: Vec<(Option<String>, Option<i64>)> = self.rows(&self.inner.q.member, (room, user)).await?;
+        Ok(rows.into_iter().next().map(|(role, muted)| MemberRecord {
+            role: role.as_deref().and_then(Role::parse).unwrap_or_default(),
+            muted_until: muted.unwrap_or(0).max(0) as u64,
+        }))
+    }
+
+    async fn members_page(&self, room: &str, after: Option<&str>, limit: u32) -> Result<Vec<MemberEntry>> {
+        let rows: Vec<(String, Option<String>)> =
+            self.rows(&self.inner.q.members_page, (room, after.unwrap_or(""), limit as i32)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, role)| MemberEntry { user, role: role.as_deref().and_then(Role::parse).unwrap_or_default() })
+            .collect())
+    }
+
+    async fn is_invited(&self, room: &str, user: &str) -> Result<bool> {
+        Ok(!self.rows::<(String,)>(&self.inner.q.is_invited, (room, user)).await?.is_empty())
+    }
+
+    async fn is_banned(&self, room: &str, user: &str) -> Result<bool> {
+        Ok(!self.rows::<(String,)>(&self.inner.q.is_banned, (room, user)).await?.is_empty())
+    }
+
+    async fn invitations(&self, user: &str) -> Result<Vec<String>> {
+        Ok(self.rows::<(String,)>(&self.inner.q.invitations, (user,)).await?.into_iter().map(|(r,)| r).collect())
+    }
+
+    async fn public_rooms(&self, after: Option<&str>, limit: u32) -> Result<Vec<PublicRoom>> {
+        // Each shard's next `limit` rooms, merged: the first `limit` of the
+        // union are the first `limit` overall.
+        let after = after.unwrap_or("");
+        let pages = try_join_all((0..PUBLIC_SHARDS).map(|shard| {
+            self.rows::<(String, Option<String>, Option<String>)>(
+                &self.inner.q.public_page,
+                (shard, after, limit as i32),
+            )
+        }))
+        .await?;
+        let mut rooms: Vec<PublicRoom> = pages
+            .into_iter()
+            .flatten()
+            .map(|(room, name, topic)| PublicRoom {
+                room,
+                name: name.unwrap_or_default(),
+                topic: topic.unwrap_or_default(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms.truncate(limit as usize);
+        Ok(rooms)
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<()> {

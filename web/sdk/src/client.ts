@@ -15,8 +15,10 @@ import {
   type OpName,
   type ReplyOf,
   type RequestOf,
+  type Role,
   type RoomSummary,
   type ServerEvent,
+  type Visibility,
 } from "./protocol.js";
 import { Outbox, type SendResult } from "./outbox.js";
 import { type OutgoingMessage, RoomState } from "./room.js";
@@ -78,6 +80,8 @@ export type ClientEvents = {
  */
 export class ConfabClient extends Emitter<ClientEvents> {
   readonly rooms = new Map<string, RoomState>();
+  /** Rooms the user is invited to and has not joined (from `rooms` and `member` events). */
+  readonly invitations = new Set<string>();
   /** Users known to have a live session. */
   readonly online = new Set<string>();
   readonly connection: Connection;
@@ -179,6 +183,87 @@ export class ConfabClient extends Emitter<ClientEvents> {
     } finally {
       this.joining.delete(room);
     }
+  }
+
+  /** Creates a room owned by the user (`taken` if it exists), and enters it. */
+  async create(
+    room: string,
+    settings: { visibility?: Visibility; name?: string; topic?: string } = {},
+  ): Promise<RoomState> {
+    this.joining.add(room);
+    try {
+      const reply = await this.request("create", { room, ...settings });
+      const state = this.ensureRoom(reply.room, reply.last_seq);
+      state.role = "owner";
+      state.visibility = settings.visibility ?? "public";
+      state.name = settings.name ?? "";
+      state.topic = settings.topic ?? "";
+      this.emit("room", state.id);
+      return state;
+    } finally {
+      this.joining.delete(room);
+    }
+  }
+
+  /** Accepts an invitation: joins the room. */
+  async accept(room: string): Promise<RoomState> {
+    const state = await this.join(room);
+    if (this.invitations.delete(room)) this.emit("rooms");
+    return state;
+  }
+
+  invite(room: string, user: string): Promise<unknown> {
+    return this.request("invite", { room, user });
+  }
+
+  /** Moderation of `user` in `room` (admins and the owner, over lower roles). */
+  moderate(
+    room: string,
+    user: string,
+    act: "kick" | "ban" | "unban" | "mute" | "unmute",
+    options: { reason?: string; until?: number } = {},
+  ): Promise<unknown> {
+    switch (act) {
+      case "kick":
+      case "ban":
+        return this.request(act, options.reason ? { room, user, reason: options.reason } : { room, user });
+      case "mute":
+        return this.request("mute", options.until ? { room, user, until: options.until } : { room, user });
+      default:
+        return this.request(act, { room, user });
+    }
+  }
+
+  setRole(room: string, user: string, role: Role): Promise<unknown> {
+    return this.request("set_role", { room, user, role });
+  }
+
+  updateRoom(room: string, settings: { name?: string; topic?: string; visibility?: Visibility }): Promise<unknown> {
+    return this.request("update_room", { room, ...settings });
+  }
+
+  /** The room's settings, size and the user's role; kept on the room's state too. */
+  async roomInfo(room: string): Promise<ReplyOf<"room_info">> {
+    const info = await this.request("room_info", { room });
+    const state = this.rooms.get(room);
+    if (state) {
+      state.name = info.name;
+      state.topic = info.topic;
+      state.visibility = info.visibility;
+      state.role = info.role ?? undefined;
+      this.emit("room", room);
+    }
+    return info;
+  }
+
+  /** One page of the room's members with their roles. */
+  members(room: string, page: { after?: string; limit?: number } = {}): Promise<ReplyOf<"members">> {
+    return this.request("members", { room, ...page });
+  }
+
+  /** Public rooms matching `query` (on id and name). */
+  directory(query?: string, page: { after?: string; limit?: number } = {}): Promise<ReplyOf<"directory">> {
+    return this.request("directory", query ? { query, ...page } : page);
   }
 
   async leave(room: string): Promise<void> {
@@ -391,6 +476,15 @@ export class ConfabClient extends Emitter<ClientEvents> {
       case "presence":
         this.setOnline(event.user, event.online);
         break;
+      case "room": {
+        const room = this.rooms.get(event.room);
+        if (!room) break;
+        room.name = event.name;
+        room.topic = event.topic;
+        room.visibility = event.visibility;
+        this.emit("room", room.id);
+        break;
+      }
       case "bye":
         // The connection reconnects (or reports expiry) by itself.
         break;
@@ -425,12 +519,30 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   private onMember(ev: MemberEvent): void {
     const room = this.rooms.get(ev.room);
+    if (ev.action === "role" && room && ev.role) {
+      if (ev.user === this.me) room.role = ev.role;
+      this.emit("room", room.id);
+      return;
+    }
+    if (ev.action === "invite" || ev.action === "mute" || ev.action === "unmute" || ev.action === "unban") {
+      // Nobody joins or leaves: only an invitation of ours changes the state.
+      if (ev.action === "invite" && ev.user === this.me && !room && !this.invitations.has(ev.room)) {
+        this.invitations.add(ev.room);
+        this.emit("rooms");
+      }
+      if (room) this.emit("room", room.id);
+      return;
+    }
+    const gone = ev.action === "leave" || ev.action === "kick" || ev.action === "ban";
     if (ev.user === this.me) {
-      if (ev.action === "leave") {
+      if (gone) {
         this.forgetRoom(ev.room);
-      } else if (!room && !this.joining.has(ev.room)) {
-        // Joined from another session of ours.
-        this.refreshRooms().then(() => this.catchup.want([ev.room]), () => {});
+      } else {
+        if (this.invitations.delete(ev.room)) this.emit("rooms");
+        if (!room && !this.joining.has(ev.room)) {
+          // Joined from another session of ours.
+          this.refreshRooms().then(() => this.catchup.want([ev.room]), () => {});
+        }
       }
       return;
     }
@@ -463,7 +575,12 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private mergeRooms(summaries: readonly RoomSummary[]): void {
     const seen = new Set<string>();
     let changed = false;
+    const invited = new Set<string>();
     for (const s of summaries) {
+      if (s.invited) {
+        invited.add(s.room);
+        continue;
+      }
       seen.add(s.room);
       let room = this.rooms.get(s.room);
       if (!room) {
@@ -484,6 +601,11 @@ export class ConfabClient extends Emitter<ClientEvents> {
         this.rooms.delete(id);
         changed = true;
       }
+    }
+    if (invited.size !== this.invitations.size || [...invited].some((r) => !this.invitations.has(r))) {
+      this.invitations.clear();
+      for (const r of invited) this.invitations.add(r);
+      changed = true;
     }
     if (changed) this.emit("rooms");
   }

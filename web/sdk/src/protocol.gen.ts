@@ -11,7 +11,11 @@ export type RequestId = number | string;
  * Every operation of protocol v1 (docs/protocol.md). Unknown fields are ignored so that
  * clients written for later, additive versions still work.
  */
-export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, text: string, cid: string, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, } | { "op": "typing", room: string, } | { "op": "read", room: string, seq: number, } | { "op": "presence", room: string, };
+export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, text: string, cid: string, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, } | { "op": "typing", room: string, } | { "op": "read", room: string, seq: number, } | { "op": "presence", room: string, } | { "op": "create", room: string, visibility?: Visibility, name?: string, topic?: string, } | { "op": "invite", room: string, user: string, } | { "op": "kick", room: string, user: string, reason?: string, } | { "op": "ban", room: string, user: string, reason?: string, } | { "op": "unban", room: string, user: string, } | { "op": "mute", room: string, user: string, 
+/**
+ * Unix seconds; without it, until `unmute`.
+ */
+until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -37,7 +41,11 @@ export type Message = { room: string, seq: number, msg_id: string, from: string,
 /**
  * One entry of the `rooms` reply.
  */
-export type RoomInfo = { room: string, last_seq: number, read_seq: number, };
+export type RoomInfo = { room: string, last_seq: number, read_seq: number, 
+/**
+ * A pending invitation rather than a membership (absent for members).
+ */
+invited?: boolean, };
 
 /**
  * One room of a `sync` reply.
@@ -47,24 +55,34 @@ export type SyncRoom = { messages: Array<Message>, more: boolean, };
 /**
  * The op-specific fields of a reply.
  */
-export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, last_seq: number, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
-/**
- * `true` when the page stopped short of `limit` at the reply's byte
- * budget, so older messages remain; absent otherwise.
- */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
+export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
 
 /**
  * The one reply to a request.
  */
-export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, last_seq: number, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
-/**
- * `true` when the page stopped short of `limit` at the reply's byte
- * budget, so older messages remain; absent otherwise.
- */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
+export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
 
-export type MemberAction = "join" | "leave";
+export type MemberAction = "join" | "leave" | "invite" | "kick" | "ban" | "unban" | "mute" | "unmute" | "role";
+
+/**
+ * Who may join a room: anyone not banned, or invited users only.
+ */
+export type Visibility = "public" | "private";
+
+/**
+ * A member's role, highest first.
+ */
+export type Role = "owner" | "admin" | "member";
+
+/**
+ * One entry of the `members` reply.
+ */
+export type MemberEntry = { user: string, role: Role, };
+
+/**
+ * One entry of the `directory` reply.
+ */
+export type DirectoryEntry = { room: string, name: string, topic: string, members: number, };
 
 /**
  * Why the server is closing a session (`bye`).
@@ -74,4 +92,16 @@ export type ByeReason = "slow_consumer" | "token_expired" | "server_restart";
 /**
  * Server-to-client events.
  */
-export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, } | { "ev": "member", room: string, user: string, action: MemberAction, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };
+export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, } | { "ev": "member", room: string, user: string, action: MemberAction, 
+/**
+ * Who did it, when it was not `user` (moderation, invitations, roles).
+ */
+by?: string, reason?: string, 
+/**
+ * The new role (`role`).
+ */
+role?: Role, 
+/**
+ * End of a mute, unix seconds (`mute`).
+ */
+until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };

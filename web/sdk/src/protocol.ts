@@ -50,13 +50,25 @@ export interface Ops {
   ping: { req: OpFields<"ping">; reply: EmptyReply };
   join: { req: OpFields<"join">; reply: ReplyWith<{ last_seq: unknown }> };
   leave: { req: OpFields<"leave">; reply: EmptyReply };
-  rooms: { req: OpFields<"rooms">; reply: ReplyWith<{ rooms: readonly unknown[] }> };
+  rooms: { req: OpFields<"rooms">; reply: ReplyWith<{ rooms: readonly { last_seq: number }[] }> };
   send: { req: SendRequest; reply: ReplyWith<{ msg_id: unknown }> };
   history: { req: OpFields<"history">; reply: ReplyWith<{ messages: unknown }> };
   sync: { req: OpFields<"sync">; reply: ReplyWith<{ rooms: Record<string, SyncRoom> }> };
   typing: { req: OpFields<"typing">; reply: EmptyReply };
   read: { req: OpFields<"read">; reply: EmptyReply };
   presence: { req: OpFields<"presence">; reply: ReplyWith<{ online: unknown }> };
+  create: { req: OpFields<"create">; reply: ReplyWith<{ last_seq: unknown }> };
+  invite: { req: OpFields<"invite">; reply: EmptyReply };
+  kick: { req: OpFields<"kick">; reply: EmptyReply };
+  ban: { req: OpFields<"ban">; reply: EmptyReply };
+  unban: { req: OpFields<"unban">; reply: EmptyReply };
+  mute: { req: OpFields<"mute">; reply: EmptyReply };
+  unmute: { req: OpFields<"unmute">; reply: EmptyReply };
+  set_role: { req: OpFields<"set_role">; reply: EmptyReply };
+  update_room: { req: OpFields<"update_room">; reply: EmptyReply };
+  room_info: { req: OpFields<"room_info">; reply: ReplyWith<{ visibility: unknown }> };
+  members: { req: OpFields<"members">; reply: ReplyWith<{ members: readonly unknown[] }> };
+  directory: { req: OpFields<"directory">; reply: ReplyWith<{ rooms: readonly { members: number }[] }> };
 }
 
 export type RequestOf<K extends OpName> = Ops[K]["req"];
@@ -76,6 +88,7 @@ export type TypingEvent = EventOf<"typing">;
 export type ReadEvent = EventOf<"read">;
 export type PresenceEvent = EventOf<"presence">;
 export type ByeEvent = EventOf<"bye">;
+export type RoomEvent = EventOf<"room">;
 
 /** Results of `POST /v1/auth/*`. */
 export interface RegisterResult {

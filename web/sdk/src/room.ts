@@ -1,4 +1,4 @@
-import { dmPeer, isDmRoom, type Message } from "./protocol.js";
+import { dmPeer, isDmRoom, type Message, type Role, type Visibility } from "./protocol.js";
 
 /** A message the user sent that the room does not hold yet (a local echo). */
 export interface OutgoingMessage {
@@ -47,6 +47,12 @@ export class RoomState {
   outgoing: OutgoingMessage[] = [];
   /** False while the room is only known locally (a DM before its first message). */
   onServer: boolean;
+  /** The room's settings, from `room_info` and `room` events (empty until known). */
+  name = "";
+  topic = "";
+  visibility: Visibility = "public";
+  /** The user's own role, from `room_info` and `member` events; undefined until known. */
+  role: Role | undefined;
 
   constructor(id: string, options: { floor?: number; onServer?: boolean } = {}) {
     this.id = id;

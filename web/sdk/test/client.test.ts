@@ -236,6 +236,45 @@ describe("ConfabClient room state", () => {
     assert.equal(client.room("elsewhere")!.unreadCount(ME), 2);
   });
 
+  it("keeps invitations apart from rooms, and enters the room on accepting one", async () => {
+    const { client, server } = await connected([
+      { room: "r", last_seq: 0, read_seq: 0 },
+      { room: "team", last_seq: 4, read_seq: 0, invited: true },
+    ]);
+    assert.deepEqual([...client.rooms.keys()], ["r"], "an invitation is no room of ours yet");
+    assert.deepEqual([...client.invitations], ["team"]);
+    server.current.deliver({ ev: "member", room: "club", user: ME, action: "invite", by: "bob" });
+    await flush();
+    assert.deepEqual([...client.invitations].sort(), ["club", "team"]);
+    const accepted = client.accept("team");
+    await flush();
+    server.current.deliver({ ev: "member", room: "team", user: ME, action: "join" });
+    await server.current.answer("join", { room: "team", last_seq: 4 });
+    await accepted;
+    assert.deepEqual([...client.invitations], ["club"]);
+    assert.ok(client.room("team"));
+  });
+
+  it("forgets a room it was kicked or banned from, and follows roles and settings", async () => {
+    const { client, server } = await connected([
+      { room: "a", last_seq: 0, read_seq: 0 },
+      { room: "b", last_seq: 0, read_seq: 0 },
+    ]);
+    const socket = server.current;
+    socket.deliver({ ev: "member", room: "a", user: "bob", action: "join" });
+    socket.deliver({ ev: "member", room: "a", user: "bob", action: "kick", by: ME });
+    socket.deliver({ ev: "member", room: "a", user: ME, action: "role", role: "admin", by: "carol" });
+    socket.deliver({ ev: "room", room: "a", name: "Ay", topic: "t", visibility: "private", by: "carol" });
+    await flush();
+    const a = client.room("a")!;
+    assert.ok(!a.members.has("bob"), "a kicked member is no member");
+    assert.deepEqual([a.role, a.name, a.topic, a.visibility], ["admin", "Ay", "t", "private"]);
+    socket.deliver({ ev: "member", room: "a", user: ME, action: "kick", by: "carol", reason: "spam" });
+    socket.deliver({ ev: "member", room: "b", user: ME, action: "ban", by: "carol" });
+    await flush();
+    assert.deepEqual([...client.rooms.keys()], []);
+  });
+
   it("forgets a room left from another session", async () => {
     const { client, server } = await connected([{ room: "r", last_seq: 0, read_seq: 0 }]);
     server.current.deliver({ ev: "member", room: "r", user: ME, action: "leave" });

@@ -26,6 +26,18 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   typing: { req: fields(requests.typing), reply: fields(replies.typing) },
   read: { req: fields(requests.read), reply: fields(replies.read) },
   presence: { req: fields(requests.presence), reply: fields(replies.presence) },
+  create: { req: fields(requests.create), reply: fields(replies.create) },
+  invite: { req: fields(requests.invite), reply: fields(replies.invite) },
+  kick: { req: fields(requests.kick), reply: fields(replies.kick) },
+  ban: { req: fields(requests.ban), reply: fields(replies.ban) },
+  unban: { req: fields(requests.unban), reply: fields(replies.unban) },
+  mute: { req: fields(requests.mute), reply: fields(replies.mute) },
+  unmute: { req: fields(requests.unmute), reply: fields(replies.unmute) },
+  set_role: { req: fields(requests.set_role), reply: fields(replies.set_role) },
+  update_room: { req: fields(requests.update_room), reply: fields(replies.update_room) },
+  room_info: { req: fields(requests.room_info), reply: fields(replies.room_info) },
+  members: { req: fields(requests.members), reply: fields(replies.members) },
+  directory: { req: fields(requests.directory), reply: fields(replies.directory) },
 };
 const directSend: { req: RequestOf<"send">; reply: ReplyOf<"send"> } = {
   req: fields(requests.send_dm),
