@@ -77,6 +77,26 @@ pub async fn start(
     dispatchers: usize,
     gateway_flags: &[&str],
 ) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    let started = start_with(gateways, dispatchers, gateway_flags, &[]).await;
+    (started.gateways, started.dispatchers, started.keyspace)
+}
+
+/// A cluster from [`start_with`].
+pub struct Started {
+    pub gateways: Vec<Running>,
+    pub dispatchers: Vec<Running>,
+    pub keyspace: Keyspace,
+    /// Its Kafka topics' prefix.
+    pub topic_prefix: String,
+}
+
+/// [`start`], with more flags for the dispatchers too.
+pub async fn start_with(
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+    dispatcher_flags: &[&str],
+) -> Started {
     let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
     let (prefix, guard) = names("dist");
     let keyspace = guard.0.clone();
@@ -89,6 +109,7 @@ pub async fn start(
     for i in 0..dispatchers {
         let mut args = backend.to_vec();
         args.extend(["--admin-listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        args.extend(dispatcher_flags);
         let d =
             stage("dispatcher start", confab::distributed::start_dispatcher(parse::<DispatcherConfig>(&args))).await;
         ds.push(d.unwrap_or_else(|e| panic!("dispatcher {i}: {e:#}")));
@@ -111,7 +132,7 @@ pub async fn start(
     for (i, g) in gs.iter().enumerate() {
         stage("warm-up", warm_up(g, i)).await;
     }
-    (gs, ds, guard)
+    Started { gateways: gs, dispatchers: ds, keyspace: guard, topic_prefix: prefix }
 }
 
 /// Waits until the gateway's writes on every partition are answered: the
