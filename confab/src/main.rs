@@ -366,13 +366,23 @@ mod tests {
                 let internal_tls = (&c.internal_tls_cert, &c.internal_tls_key, &c.internal_tls_client_ca);
                 format!(
                     "{:?}",
-                    (libraries, serving(&c.server), &c.ops, c.internal_listen, c.advertised_internal(bound), internal_tls)
+                    (
+                        libraries,
+                        serving(&c.server),
+                        &c.ops,
+                        c.internal_listen,
+                        c.advertised_internal(bound),
+                        internal_tls
+                    )
                 )
             }
             "dispatcher" => {
                 let c: DispatcherConfig = get(m);
                 let push_tls = (&c.internal_tls_ca, &c.internal_tls_client_cert, &c.internal_tls_client_key);
-                format!("{:?}", (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops, push_tls))
+                format!(
+                    "{:?}",
+                    (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops, push_tls)
+                )
             }
             "migrate" => {
                 let c: MigrateConfig = get(m);

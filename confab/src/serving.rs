@@ -12,8 +12,8 @@ use anyhow::Context;
 use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Auth, Gateway};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::ReadyCheck;
@@ -186,9 +186,9 @@ pub fn push_tls(config: &DispatcherConfig) -> anyhow::Result<Option<Arc<rustls::
         .with_safe_default_protocol_versions()?
         .with_root_certificates(read_ca(ca)?);
     let mut tls = match (&config.internal_tls_client_cert, &config.internal_tls_client_key) {
-        (Some(cert), Some(key)) => builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?).with_context(
-            || format!("internal_tls_client_cert {}: does not match its key", cert.display()),
-        )?,
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .with_context(|| format!("internal_tls_client_cert {}: does not match its key", cert.display()))?,
         _ => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -233,7 +233,7 @@ mod tests {
         std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
         let (ca, key) = (ca.to_str().unwrap(), key.to_str().unwrap());
 
-        let error = |args: &[&str]| format!("{:#}", push_tls(&dispatcher(args)).err().expect("refused"));
+        let error = |args: &[&str]| format!("{:#}", push_tls(&dispatcher(args)).expect_err("refused"));
         let e = error(&["--internal-tls-ca", junk]);
         assert!(e.contains("CA bundle") && e.contains("junk.pem"), "{e}");
         let e = error(&["--internal-tls-ca", ca, "--internal-tls-client-cert", junk, "--internal-tls-client-key", key]);

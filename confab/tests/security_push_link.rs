@@ -70,18 +70,15 @@ impl Pki {
     /// Two gateways and two dispatchers whose push links are mutual TLS.
     async fn cluster(&self) -> Started {
         let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
-        let (ca, (gw_cert, gw_key), (d_cert, d_key)) =
-            (s(&self.ca_file), (s(&self.gateway.0), s(&self.gateway.1)), (s(&self.dispatcher.0), s(&self.dispatcher.1)));
+        let (ca, (gw_cert, gw_key), (d_cert, d_key)) = (
+            s(&self.ca_file),
+            (s(&self.gateway.0), s(&self.gateway.1)),
+            (s(&self.dispatcher.0), s(&self.dispatcher.1)),
+        );
         let gateway_flags =
             ["--internal-tls-cert", &gw_cert, "--internal-tls-key", &gw_key, "--internal-tls-client-ca", &ca];
-        let dispatcher_flags = [
-            "--internal-tls-ca",
-            &ca,
-            "--internal-tls-client-cert",
-            &d_cert,
-            "--internal-tls-client-key",
-            &d_key,
-        ];
+        let dispatcher_flags =
+            ["--internal-tls-ca", &ca, "--internal-tls-client-cert", &d_cert, "--internal-tls-client-key", &d_key];
         cluster::start_with(2, 2, &gateway_flags, &dispatcher_flags).await
     }
 
@@ -125,7 +122,7 @@ async fn connected(gateway: &Running, name: &str) -> Client {
 /// other) reads it: both directions of the push link carry it (the ack to
 /// alice's gateway, the event to bob's).
 async fn message_flows(alice: &mut Client, bob: &mut Client, room: &str, text: &str) {
-    let sent = alice.send(room, text, text).await;
+    let sent = alice.send(room, text, &text.replace(' ', "-")).await;
     let ev = bob.event(|e| e["ev"] == "msg" && e["text"] == text).await;
     assert_eq!(ev["seq"], sent["seq"]);
     assert_eq!(ev["from"], "alice");
@@ -137,10 +134,8 @@ async fn dispatchers_metric(started: &Started, series: &str) -> f64 {
     let mut sum = 0.0;
     for d in &started.dispatchers {
         let text = http.get(format!("http://{}/metrics", d.admin_addr)).send().await.unwrap().text().await.unwrap();
-        sum += text
-            .lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0);
+        sum +=
+            text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0);
     }
     sum
 }
@@ -251,7 +246,10 @@ async fn a_heartbeat_forged_on_kafka_gets_an_impostor_neither_deliveries_nor_the
         let other_ca = new_ca("someone else's CA");
         let impostors = [
             ("a certificate of another CA for the address", issue(pki.dir.path(), "rogue", &other_ca, &["127.0.0.1"])),
-            ("a certificate of the cluster's CA for another name", issue(pki.dir.path(), "misnamed", &pki.ca, &["gw-9"])),
+            (
+                "a certificate of the cluster's CA for another name",
+                issue(pki.dir.path(), "misnamed", &pki.ca, &["gw-9"]),
+            ),
         ];
         for (what, cert) in &impostors {
             let (addr, mut connections, mut requests) = impostor(cert).await;
@@ -274,7 +272,9 @@ async fn a_heartbeat_forged_on_kafka_gets_an_impostor_neither_deliveries_nor_the
         tokio::time::timeout(PATIENCE, async {
             loop {
                 alice
-                    .send_text(&json!({"id": "again", "op": "send", "room": "r", "text": "after", "cid": "after"}).to_string())
+                    .send_text(
+                        &json!({"id": "again", "op": "send", "room": "r", "text": "after", "cid": "after"}).to_string(),
+                    )
                     .await;
                 if tokio::time::timeout(Duration::from_secs(2), alice.reply_to(json!("again"))).await.is_ok() {
                     break;

@@ -55,7 +55,8 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// The private key of a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key { path: path.display().to_string(), reason: e.to_string() })
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::Key { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// The CA certificates of a PEM bundle, as trust anchors.
@@ -83,13 +84,15 @@ pub fn tls_acceptor_verifying_clients(
 ) -> Result<TlsAcceptor, TlsError> {
     let (certs, key) = (read_certs(cert)?, read_key(key)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(read_ca(ca)?), provider)
-                .build()
-                .map_err(|e| TlsError::Ca { path: ca.display().to_string(), reason: e.to_string() })?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(read_ca(ca)?), provider)
+                    .build()
+                    .map_err(|e| TlsError::Ca { path: ca.display().to_string(), reason: e.to_string() })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

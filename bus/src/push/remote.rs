@@ -140,8 +140,8 @@ impl Dialer {
     /// Opens a push stream to the internal port at `addr`.
     async fn dial(&self, addr: &str) -> Result<WebSocketStream<Box<dyn Io>>, DialError> {
         // Tokens are short-lived: each connection gets its own.
-        let request =
-            push_request(addr, &self.key.mint(), self.tls.is_some()).map_err(|e| DialError::BadAddress(e.to_string()))?;
+        let request = push_request(addr, &self.key.mint(), self.tls.is_some())
+            .map_err(|e| DialError::BadAddress(e.to_string()))?;
         let name = match &self.tls {
             Some(_) => Some(server_name(addr).map_err(DialError::BadAddress)?),
             None => None,
