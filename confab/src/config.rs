@@ -594,6 +594,14 @@ pub struct DispatcherConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal_tls_ca: Option<PathBuf>,
 
+    /// The one name (DNS or IP) every gateway's certificate must carry,
+    /// instead of the host of the address each gateway announces: for
+    /// gateways that share a certificate (e.g. addressed by pod IP). Needs
+    /// --internal-tls-ca.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_SERVER_NAME", value_name = "NAME", requires = "internal_tls_ca")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_server_name: Option<String>,
+
     /// PEM client certificate chain presented to gateways that require one
     /// (mutual TLS); with --internal-tls-client-key and --internal-tls-ca.
     #[arg(
@@ -766,6 +774,14 @@ impl DispatcherConfig {
         }
         if self.internal_tls_client_cert.is_some() && self.internal_tls_ca.is_none() {
             return Err(invalid("internal_tls_client_cert", "needs internal_tls_ca: a client certificate is for TLS"));
+        }
+        if let Some(name) = &self.internal_tls_server_name {
+            if self.internal_tls_ca.is_none() {
+                return Err(invalid("internal_tls_server_name", "needs internal_tls_ca"));
+            }
+            if tokio_rustls::rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(invalid("internal_tls_server_name", format!("`{name}` is not a DNS name or IP address")));
+            }
         }
         Ok(())
     }
@@ -968,6 +984,10 @@ mod tests {
         let without_ca = "internal_tls_client_cert = \"c.pem\"\ninternal_tls_client_key = \"k.pem\"";
         assert_eq!(field(dispatcher(without_ca)), "internal_tls_client_cert");
         dispatcher("internal_tls_ca = \"ca.pem\"").expect("server-authenticated TLS alone");
+        assert_eq!(field(dispatcher("internal_tls_server_name = \"gw.ns.svc\"")), "internal_tls_server_name");
+        let bad_name = "internal_tls_ca = \"ca.pem\"\ninternal_tls_server_name = \"not a name\"";
+        assert_eq!(field(dispatcher(bad_name)), "internal_tls_server_name");
+        dispatcher("internal_tls_ca = \"ca.pem\"\ninternal_tls_server_name = \"gw.ns.svc\"").expect("a fixed name");
     }
 
     #[test]

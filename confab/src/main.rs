@@ -330,6 +330,7 @@ mod tests {
             "internal_tls_client_ca" => &["--internal-tls-cert", "cert.pem", "--internal-tls-key", "key.pem"],
             "internal_tls_client_cert" => &["--internal-tls-client-key", "key.pem", "--internal-tls-ca", "ca.pem"],
             "internal_tls_client_key" => &["--internal-tls-client-cert", "cert.pem", "--internal-tls-ca", "ca.pem"],
+            "internal_tls_server_name" => &["--internal-tls-ca", "ca.pem"],
             _ => &[],
         }
     }
@@ -378,7 +379,12 @@ mod tests {
             }
             "dispatcher" => {
                 let c: DispatcherConfig = get(m);
-                let push_tls = (&c.internal_tls_ca, &c.internal_tls_client_cert, &c.internal_tls_client_key);
+                let push_tls = (
+                    &c.internal_tls_ca,
+                    &c.internal_tls_server_name,
+                    &c.internal_tls_client_cert,
+                    &c.internal_tls_client_key,
+                );
                 format!(
                     "{:?}",
                     (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops, push_tls)

@@ -177,8 +177,9 @@ pub fn internal_tls(config: &GatewayConfig) -> anyhow::Result<Option<tokio_rustl
 }
 
 /// A dispatcher's side of the push link's TLS: the CAs it trusts for the
-/// gateways' certificates, and its own client certificate, if any.
-pub fn push_tls(config: &DispatcherConfig) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+/// gateways' certificates, the name they must carry if one is fixed, and
+/// its own client certificate, if any.
+pub fn push_tls(config: &DispatcherConfig) -> anyhow::Result<Option<confab_bus::push::LinkTls>> {
     use confab_gateway::serve::{read_ca, read_certs, read_key};
     let Some(ca) = &config.internal_tls_ca else { return Ok(None) };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -192,7 +193,14 @@ pub fn push_tls(config: &DispatcherConfig) -> anyhow::Result<Option<Arc<rustls::
         _ => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Some(Arc::new(tls)))
+    let server_name = match &config.internal_tls_server_name {
+        Some(name) => Some(
+            rustls::pki_types::ServerName::try_from(name.clone())
+                .with_context(|| format!("internal_tls_server_name `{name}`"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(confab_bus::push::LinkTls { config: Arc::new(tls), server_name }))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Request, header};
 
 pub use local::LocalPush;
-pub use remote::{LINK_FAILURE_REASONS, RemotePush};
+pub use remote::{LINK_FAILURE_REASONS, LinkTls, RemotePush};
 
 use crate::Result;
 

@@ -8,7 +8,8 @@
 //! gateway's certificate against the host of the address it announced: a
 //! forged heartbeat on Kafka that names another address gets neither
 //! deliveries nor the token, unless its owner holds a certificate from the
-//! trusted CAs for that host.
+//! trusted CAs for that host. (Or, where gateways share one certificate,
+//! for the one name the dispatcher is told every gateway carries.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,11 +59,22 @@ struct Link {
     tx: mpsc::Sender<Vec<Delivery>>,
 }
 
+/// A dispatcher's TLS settings for the push link.
+#[derive(Clone, Debug)]
+pub struct LinkTls {
+    /// The CAs trusted for gateways' certificates and, for mutual TLS, the
+    /// client certificate.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name every gateway's certificate must carry. `None`: the host of
+    /// the address that gateway announced.
+    pub server_name: Option<ServerName<'static>>,
+}
+
 /// How a link opens a stream: its credentials, and its TLS settings if any.
 #[derive(Clone)]
 struct Dialer {
     key: InternalKey,
-    tls: Option<TlsConnector>,
+    tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
     failures: IntCounterVec,
 }
 
@@ -79,11 +91,11 @@ enum DialError {
 
 impl RemotePush {
     /// `secret` is the cluster's HS256 secret, shared with the gateways.
-    /// With `tls` (the CAs this dispatcher trusts for the push link and, for
-    /// mutual TLS, its client certificate) every link speaks TLS. `failures`
-    /// counts failed link attempts by `reason` ([`LINK_FAILURE_REASONS`]).
-    pub fn new(secret: &[u8], tls: Option<Arc<rustls::ClientConfig>>, failures: IntCounterVec) -> RemotePush {
-        let dialer = Dialer { key: InternalKey::new(secret), tls: tls.map(TlsConnector::from), failures };
+    /// With `tls` every link speaks TLS. `failures` counts failed link
+    /// attempts by `reason` ([`LINK_FAILURE_REASONS`]).
+    pub fn new(secret: &[u8], tls: Option<LinkTls>, failures: IntCounterVec) -> RemotePush {
+        let tls = tls.map(|t| (TlsConnector::from(t.config), t.server_name));
+        let dialer = Dialer { key: InternalKey::new(secret), tls, failures };
         RemotePush { inner: Arc::new(Inner { dialer, links: Mutex::new(HashMap::new()) }) }
     }
 
@@ -143,14 +155,15 @@ impl Dialer {
         let request = push_request(addr, &self.key.mint(), self.tls.is_some())
             .map_err(|e| DialError::BadAddress(e.to_string()))?;
         let name = match &self.tls {
-            Some(_) => Some(server_name(addr).map_err(DialError::BadAddress)?),
+            Some((_, Some(name))) => Some(name.clone()),
+            Some((_, None)) => Some(server_name(addr).map_err(DialError::BadAddress)?),
             None => None,
         };
         let open = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| DialError::Failed("connect", e.to_string()))?;
             let stream: Box<dyn Io> = match (&self.tls, name) {
                 // The token is only sent once the certificate is verified.
-                (Some(tls), Some(name)) => {
+                (Some((tls, _)), Some(name)) => {
                     Box::new(tls.connect(name, tcp).await.map_err(|e| DialError::Failed("tls", e.to_string()))?)
                 }
                 _ => Box::new(tcp),
@@ -346,8 +359,13 @@ mod tests {
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
-    /// A dispatcher's TLS settings trusting `ca` alone.
-    fn trusting(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> Arc<rustls::ClientConfig> {
+    /// A dispatcher's TLS settings trusting `ca` alone, checking the
+    /// announced host.
+    fn trusting(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> LinkTls {
+        LinkTls { config: trusting_config(ca), server_name: None }
+    }
+
+    fn trusting_config(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.der().clone()).unwrap();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -382,9 +400,13 @@ mod tests {
         ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
         certificate: tokio_rustls::TlsAcceptor,
     ) -> (IntCounterVec, usize, usize) {
+        dial_impostor_with(trusting(ca), certificate).await
+    }
+
+    async fn dial_impostor_with(tls: LinkTls, certificate: tokio_rustls::TlsAcceptor) -> (IntCounterVec, usize, usize) {
         let (addr, mut inbox, _, mut requests) = gateway_over(b"secret", Some(certificate)).await;
         let failures = failures();
-        let push = RemotePush::new(b"secret", Some(trusting(ca)), failures.clone());
+        let push = RemotePush::new(b"secret", Some(tls), failures.clone());
         push.learn(&Announcement::Heartbeat { gateway: "gw-1".into(), addr: Some(addr) });
         push.push("gw-1", vec![event(1)]).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), async {
@@ -436,6 +458,25 @@ mod tests {
         .await
         .expect("never falls back to plain ws");
         assert!(inbox.try_recv().is_err() && requests.try_recv().is_err(), "no request reached a plain port");
+    }
+
+    #[tokio::test]
+    async fn over_tls_with_a_fixed_server_name_every_gateway_certificate_must_carry_that_name() {
+        let ca = ca("cluster CA");
+        let cluster_name = ServerName::try_from("chat-gateway-internal.ns.svc").unwrap();
+        let fixed = LinkTls { config: trusting_config(&ca), server_name: Some(cluster_name) };
+        let (addr, mut inbox, _, _) =
+            gateway_over(b"secret", Some(acceptor(&ca, &["chat-gateway-internal.ns.svc"]))).await;
+        let push = RemotePush::new(b"secret", Some(fixed.clone()), failures());
+        push.learn(&Announcement::Heartbeat { gateway: "gw-1".into(), addr: Some(addr) });
+        push.push("gw-1", vec![event(1)]).await.unwrap();
+        let batch = tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await.expect("pushes arrive");
+        assert_eq!(batch.unwrap(), vec![event(1)], "the name, not the address (an IP here), is checked");
+
+        let (failures, delivered, reached) =
+            dial_impostor_with(fixed, acceptor(&ca, &["127.0.0.1", "gw-9.internal"])).await;
+        assert_eq!((delivered, reached), (0, 0), "a certificate for the address but not the name");
+        assert_eq!(failures.with_label_values(&["refused"]).get(), 0);
     }
 
     #[test]
