@@ -35,6 +35,12 @@ pub struct Config {
     pub auth_per_user_per_minute: u32,
     /// Password hashes that may wait for a hashing thread.
     pub hash_queue: usize,
+    /// Sessions one user may hold on this gateway; more are refused at the
+    /// upgrade with `429 rate_limited`.
+    pub max_sessions_per_user: usize,
+    /// At most one `typing` per (user, room) per this long goes on to the
+    /// room; zero sends them all.
+    pub typing_interval: Duration,
 }
 
 impl Config {

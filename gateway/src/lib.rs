@@ -12,6 +12,8 @@
 //! [`identity`] refuses to start under the id of another live gateway.
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
 //! [`auth_limits`]' budgets per client address and user name.
+//! [`user_limits`] holds what is limited per user: sessions, and `typing`
+//! per room.
 
 pub mod auth;
 pub mod auth_limits;
@@ -28,6 +30,7 @@ pub mod registry;
 pub mod serve;
 pub mod session;
 pub mod sweeper;
+pub mod user_limits;
 pub mod web;
 
 use std::sync::Arc;
@@ -72,6 +75,10 @@ struct Inner {
     auth_limits: auth_limits::AuthLimits,
     /// The threads that hash passwords, and their bounded queue.
     hashes: hashing::HashPool,
+    /// Sessions per user on this gateway.
+    seats: Arc<user_limits::Seats>,
+    /// `typing` per (user, room).
+    typing: user_limits::TypingThrottle,
     draining: AtomicBool,
     started: Instant,
     /// Every session task, so a drain can wait for the last one to end.
@@ -89,6 +96,8 @@ impl Gateway {
                     config.auth_per_user_per_minute,
                 ),
                 hashes: hashing::HashPool::per_core(config.hash_queue),
+                seats: user_limits::Seats::new(config.max_sessions_per_user),
+                typing: user_limits::TypingThrottle::new(config.typing_interval.as_millis() as u64),
                 config,
                 auth,
                 store,

@@ -77,7 +77,17 @@ pub async fn start(
     dispatchers: usize,
     gateway_flags: &[&str],
 ) -> (Vec<Running>, Vec<Running>, Keyspace) {
-    let started = start_with(gateways, dispatchers, gateway_flags, &[]).await;
+    start_roles(gateways, dispatchers, gateway_flags, &[]).await
+}
+
+/// [`start`] with more flags for the dispatchers too.
+pub async fn start_roles(
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+    dispatcher_flags: &[&str],
+) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    let started = start_with(gateways, dispatchers, gateway_flags, dispatcher_flags).await;
     (started.gateways, started.dispatchers, started.keyspace)
 }
 
@@ -90,7 +100,7 @@ pub struct Started {
     pub topic_prefix: String,
 }
 
-/// [`start`], with more flags for the dispatchers too.
+/// [`start_roles`], with the topic prefix too.
 pub async fn start_with(
     gateways: usize,
     dispatchers: usize,
