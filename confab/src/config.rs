@@ -667,6 +667,25 @@ pub struct GatewayConfig {
     #[arg(long, env = "CONFAB_INTERNAL_ADVERTISE", value_name = "HOST:PORT")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internal_advertise: Option<String>,
+
+    /// PEM certificate chain of the internal listener; with
+    /// --internal-tls-key, it speaks TLS only (dispatchers dial wss://). The
+    /// certificate must name the host of the advertised address.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_CERT", value_name = "FILE", requires = "internal_tls_key")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --internal-tls-cert.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_KEY", value_name = "FILE", requires = "internal_tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: with it, the internal listener also requires each
+    /// dispatcher to present a client certificate issued by one of these CAs
+    /// (mutual TLS). Needs --internal-tls-cert.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_CLIENT_CA", value_name = "FILE", requires = "internal_tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_client_ca: Option<PathBuf>,
 }
 
 /// `confab dispatcher`: consumes the ingress topic, persists, acks and pushes.
@@ -692,6 +711,37 @@ pub struct DispatcherConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub room_limits: RoomLimitsConfig,
+
+    /// PEM CA bundle trusted for the push link: with it, the dispatcher
+    /// dials every gateway over TLS (wss://, never plain ws://) and requires
+    /// its certificate to name the host of the address the gateway announced.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_CA", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_ca: Option<PathBuf>,
+
+    /// The one name (DNS or IP) every gateway's certificate must carry,
+    /// instead of the host of the address each gateway announces: for
+    /// gateways that share a certificate (e.g. addressed by pod IP). Needs
+    /// --internal-tls-ca.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_SERVER_NAME", value_name = "NAME", requires = "internal_tls_ca")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_server_name: Option<String>,
+
+    /// PEM client certificate chain presented to gateways that require one
+    /// (mutual TLS); with --internal-tls-client-key and --internal-tls-ca.
+    #[arg(
+        long,
+        env = "CONFAB_INTERNAL_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires_all = ["internal_tls_client_key", "internal_tls_ca"]
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --internal-tls-client-cert.
+    #[arg(long, env = "CONFAB_INTERNAL_TLS_CLIENT_KEY", value_name = "FILE", requires = "internal_tls_client_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls_client_key: Option<PathBuf>,
 }
 
 /// `confab migrate`: creates Kafka topics and the CQL schema. Idempotent.
@@ -819,6 +869,12 @@ impl GatewayConfig {
         self.server.validate()?;
         self.backend.validate()?;
         self.server.secret.validate(true)?;
+        if self.internal_tls_cert.is_some() != self.internal_tls_key.is_some() {
+            return Err(invalid("internal_tls_cert", "internal_tls_cert and internal_tls_key go together"));
+        }
+        if self.internal_tls_client_ca.is_some() && self.internal_tls_cert.is_none() {
+            return Err(invalid("internal_tls_client_ca", "needs internal_tls_cert and internal_tls_key"));
+        }
         Ok(())
     }
 
@@ -845,6 +901,23 @@ impl DispatcherConfig {
         self.secret.validate(true)?;
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "must be at least 1"));
+        }
+        if self.internal_tls_client_cert.is_some() != self.internal_tls_client_key.is_some() {
+            return Err(invalid(
+                "internal_tls_client_cert",
+                "internal_tls_client_cert and internal_tls_client_key go together",
+            ));
+        }
+        if self.internal_tls_client_cert.is_some() && self.internal_tls_ca.is_none() {
+            return Err(invalid("internal_tls_client_cert", "needs internal_tls_ca: a client certificate is for TLS"));
+        }
+        if let Some(name) = &self.internal_tls_server_name {
+            if self.internal_tls_ca.is_none() {
+                return Err(invalid("internal_tls_server_name", "needs internal_tls_ca"));
+            }
+            if tokio_rustls::rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(invalid("internal_tls_server_name", format!("`{name}` is not a DNS name or IP address")));
+            }
         }
         self.room_limits.validate()
     }
@@ -1040,6 +1113,33 @@ mod tests {
         assert_eq!(toml::Table::try_from(from_serde).unwrap(), toml::Table::try_from(from_clap).unwrap());
         let from_serde: GatewayConfig = toml::from_str("").unwrap();
         assert_eq!(toml::Table::try_from(from_serde).unwrap(), toml::Table::try_from(gateway(&[])).unwrap());
+    }
+
+    #[test]
+    fn a_half_configured_push_link_tls_is_refused_naming_the_field() {
+        const SECRET: &str = "jwt_secret = \"0123456789abcdef0123456789abcdef\"\n";
+        let gateway = |file: &str| toml::from_str::<GatewayConfig>(&format!("{SECRET}{file}")).unwrap().validate();
+        let dispatcher =
+            |file: &str| toml::from_str::<DispatcherConfig>(&format!("{SECRET}{file}")).unwrap().validate();
+        let field = |checked: Result<(), ConfigError>| match checked {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(field(gateway("internal_tls_cert = \"c.pem\"")), "internal_tls_cert");
+        assert_eq!(field(gateway("internal_tls_key = \"k.pem\"")), "internal_tls_cert");
+        assert_eq!(field(gateway("internal_tls_client_ca = \"ca.pem\"")), "internal_tls_client_ca");
+        gateway("internal_tls_cert = \"c.pem\"\ninternal_tls_key = \"k.pem\"\ninternal_tls_client_ca = \"ca.pem\"")
+            .expect("a certificate, its key and a client CA");
+        let key_alone = "internal_tls_client_key = \"k.pem\"\ninternal_tls_ca = \"ca.pem\"";
+        assert_eq!(field(dispatcher(key_alone)), "internal_tls_client_cert");
+        // A client certificate without the CA would mean a plain link.
+        let without_ca = "internal_tls_client_cert = \"c.pem\"\ninternal_tls_client_key = \"k.pem\"";
+        assert_eq!(field(dispatcher(without_ca)), "internal_tls_client_cert");
+        dispatcher("internal_tls_ca = \"ca.pem\"").expect("server-authenticated TLS alone");
+        assert_eq!(field(dispatcher("internal_tls_server_name = \"gw.ns.svc\"")), "internal_tls_server_name");
+        let bad_name = "internal_tls_ca = \"ca.pem\"\ninternal_tls_server_name = \"not a name\"";
+        assert_eq!(field(dispatcher(bad_name)), "internal_tls_server_name");
+        dispatcher("internal_tls_ca = \"ca.pem\"\ninternal_tls_server_name = \"gw.ns.svc\"").expect("a fixed name");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let secret = serving::jwt_secret(&config.server.secret, None)?;
     let auth = serving::auth(&config.server, &secret)?;
     let tls = serving::tls(&config.server)?;
+    let internal_tls = serving::internal_tls(&config)?;
 
     let internal = serving::bind(config.internal_listen, "internal_listen").await?;
     let public = serving::bind(config.server.listen, "listen").await?;
@@ -60,7 +61,8 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let gateway = Gateway::new(gateway_config, auth, store, bus, metrics);
     gateway.ensure_unique_id().await?;
     tracing::info!("listening on http://{public_addr}");
-    tracing::info!("internal listening on http://{internal_addr}");
+    let internal_scheme = if internal_tls.is_some() { "https" } else { "http" };
+    tracing::info!("internal listening on {internal_scheme}://{internal_addr}");
     tracing::info!("admin listening on http://{admin_addr}");
 
     // Pushes from dispatchers land in the same inbox as standalone's.
@@ -75,8 +77,8 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let id = gateway.id().to_owned();
     tasks.spawn("internal listener", |stop| async move {
         let router = confab_gateway::internal::router(&secret, &id, pushed, misdirected);
-        confab_gateway::serve::serve(internal, router, None, confab_gateway::serve::ConnectionLimits::INTERNAL, stop)
-            .await;
+        let limits = confab_gateway::serve::ConnectionLimits::INTERNAL;
+        confab_gateway::serve::serve(internal, router, internal_tls, limits, stop).await;
         Ok(())
     });
     tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
@@ -89,8 +91,8 @@ pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Runnin
     let registry = prometheus::Registry::new();
     let (bus, store) = backends(&config.backend, &registry).await?;
     let secret = serving::jwt_secret(&config.secret, None)?;
-    let push = Arc::new(RemotePush::new(&secret));
     let metrics = confab_dispatcher::Metrics::new(&registry)?;
+    let push = Arc::new(RemotePush::new(&secret, serving::push_tls(&config)?, metrics.push_link_failures.clone()));
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let admin_addr = admin.local_addr()?;
     tracing::info!("admin listening on http://{admin_addr}");

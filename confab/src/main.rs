@@ -325,6 +325,12 @@ mod tests {
         match id {
             "tls_cert" => &["--tls-key", "key.pem"],
             "tls_key" => &["--tls-cert", "cert.pem"],
+            "internal_tls_cert" => &["--internal-tls-key", "key.pem"],
+            "internal_tls_key" => &["--internal-tls-cert", "cert.pem"],
+            "internal_tls_client_ca" => &["--internal-tls-cert", "cert.pem", "--internal-tls-key", "key.pem"],
+            "internal_tls_client_cert" => &["--internal-tls-client-key", "key.pem", "--internal-tls-ca", "ca.pem"],
+            "internal_tls_client_key" => &["--internal-tls-client-cert", "cert.pem", "--internal-tls-ca", "ca.pem"],
+            "internal_tls_server_name" => &["--internal-tls-ca", "ca.pem"],
             _ => &[],
         }
     }
@@ -358,14 +364,31 @@ mod tests {
                 let bound = "127.0.0.1:7070".parse().unwrap();
                 let b = &c.backend;
                 let libraries = (c.gateway(bound), b.kafka().unwrap(), b.cql(""));
+                let internal_tls = (&c.internal_tls_cert, &c.internal_tls_key, &c.internal_tls_client_ca);
                 format!(
                     "{:?}",
-                    (libraries, serving(&c.server), &c.ops, c.internal_listen, c.advertised_internal(bound))
+                    (
+                        libraries,
+                        serving(&c.server),
+                        &c.ops,
+                        c.internal_listen,
+                        c.advertised_internal(bound),
+                        internal_tls
+                    )
                 )
             }
             "dispatcher" => {
                 let c: DispatcherConfig = get(m);
-                format!("{:?}", (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops))
+                let push_tls = (
+                    &c.internal_tls_ca,
+                    &c.internal_tls_server_name,
+                    &c.internal_tls_client_cert,
+                    &c.internal_tls_client_key,
+                );
+                format!(
+                    "{:?}",
+                    (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops, push_tls)
+                )
             }
             "migrate" => {
                 let c: MigrateConfig = get(m);

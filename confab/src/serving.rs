@@ -13,10 +13,11 @@ use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Auth, Gateway};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::ReadyCheck;
-use crate::config::{SecretConfig, ServerConfig};
+use crate::config::{DispatcherConfig, GatewayConfig, SecretConfig, ServerConfig};
 use crate::supervisor::Supervisor;
 
 /// A running process of any role.
@@ -162,6 +163,46 @@ pub fn tls(config: &ServerConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcce
     })
 }
 
+/// The internal listener's TLS: a gateway's certificate for the push link,
+/// and the CAs whose client certificates it requires, if any.
+pub fn internal_tls(config: &GatewayConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    Ok(match (&config.internal_tls_cert, &config.internal_tls_key) {
+        (Some(cert), Some(key)) => Some(confab_gateway::serve::tls_acceptor_verifying_clients(
+            cert,
+            key,
+            config.internal_tls_client_ca.as_deref(),
+        )?),
+        _ => None,
+    })
+}
+
+/// A dispatcher's side of the push link's TLS: the CAs it trusts for the
+/// gateways' certificates, the name they must carry if one is fixed, and
+/// its own client certificate, if any.
+pub fn push_tls(config: &DispatcherConfig) -> anyhow::Result<Option<confab_bus::push::LinkTls>> {
+    use confab_gateway::serve::{read_ca, read_certs, read_key};
+    let Some(ca) = &config.internal_tls_ca else { return Ok(None) };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(read_ca(ca)?);
+    let mut tls = match (&config.internal_tls_client_cert, &config.internal_tls_client_key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .with_context(|| format!("internal_tls_client_cert {}: does not match its key", cert.display()))?,
+        _ => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = match &config.internal_tls_server_name {
+        Some(name) => Some(
+            rustls::pki_types::ServerName::try_from(name.clone())
+                .with_context(|| format!("internal_tls_server_name `{name}`"))?,
+        ),
+        None => None,
+    };
+    Ok(Some(confab_bus::push::LinkTls { config: Arc::new(tls), server_name }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +218,53 @@ mod tests {
         let running = Running::new(None, "127.0.0.1:9".parse().unwrap(), None, tasks);
         let error = running.until(std::future::pending()).await.expect_err("the dispatcher died");
         assert_eq!(format!("{error:#}"), "task `dispatcher` failed: the consumer group is gone");
+    }
+
+    fn dispatcher(args: &[&str]) -> DispatcherConfig {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: DispatcherConfig,
+        }
+        <Cli as clap::Parser>::parse_from(std::iter::once("confab").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn push_link_tls_files_that_are_not_pem_stop_the_start_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk = junk.to_str().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["gw-1".to_owned()]).unwrap();
+        let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("key.pem"));
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+        let (ca, key) = (ca.to_str().unwrap(), key.to_str().unwrap());
+
+        let error = |args: &[&str]| format!("{:#}", push_tls(&dispatcher(args)).expect_err("refused"));
+        let e = error(&["--internal-tls-ca", junk]);
+        assert!(e.contains("CA bundle") && e.contains("junk.pem"), "{e}");
+        let e = error(&["--internal-tls-ca", ca, "--internal-tls-client-cert", junk, "--internal-tls-client-key", key]);
+        assert!(e.contains("junk.pem"), "{e}");
+        let e = error(&["--internal-tls-ca", ca, "--internal-tls-client-cert", ca, "--internal-tls-client-key", junk]);
+        assert!(e.contains("key") && e.contains("junk.pem"), "{e}");
+        assert!(push_tls(&dispatcher(&["--internal-tls-ca", ca])).unwrap().is_some());
+        assert!(push_tls(&dispatcher(&[])).unwrap().is_none(), "no CA: the plain link of old");
+
+        let gateway = |args: &[&str]| {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                config: GatewayConfig,
+            }
+            <Cli as clap::Parser>::parse_from(std::iter::once("confab").chain(args.iter().copied())).config
+        };
+        let e = internal_tls(&gateway(&["--internal-tls-cert", junk, "--internal-tls-key", key])).err().unwrap();
+        assert!(format!("{e:#}").contains("junk.pem"), "{e:#}");
+        let mutual = ["--internal-tls-cert", ca, "--internal-tls-key", key, "--internal-tls-client-ca", junk];
+        let e = internal_tls(&gateway(&mutual)).err().unwrap();
+        assert!(format!("{e:#}").contains("CA bundle"), "{e:#}");
+        assert!(internal_tls(&gateway(&["--internal-tls-cert", ca, "--internal-tls-key", key])).unwrap().is_some());
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub push_duration: Histogram,
     pub batch_duration: Histogram,
     pub push_errors: IntCounter,
+    pub push_link_failures: IntCounterVec,
     pub store_retries: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub duplicates: IntCounter,
@@ -55,6 +56,14 @@ impl Metrics {
                 "confab_push_errors_total",
                 "Pushes that failed because the gateway was gone.",
             )?,
+            push_link_failures: IntCounterVec::new(
+                Opts::new(
+                    "confab_push_link_failures_total",
+                    "Failed attempts to open or keep a push link to a gateway, by reason: connect, tls (the \
+                     gateway's certificate is not trusted for its announced address), refused, broken.",
+                ),
+                &["reason"],
+            )?,
             store_retries: IntCounter::new(
                 "confab_dispatcher_store_retries_total",
                 "Group commits retried because the store failed; the batch is neither acked nor committed meanwhile.",
@@ -80,6 +89,7 @@ impl Metrics {
         registry.register(Box::new(m.push_duration.clone()))?;
         registry.register(Box::new(m.batch_duration.clone()))?;
         registry.register(Box::new(m.push_errors.clone()))?;
+        registry.register(Box::new(m.push_link_failures.clone()))?;
         registry.register(Box::new(m.store_retries.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;

@@ -82,7 +82,7 @@ mod tests {
     /// The HTTP status the internal port answers a push stream opened with `token`.
     async fn open_with(token: &str) -> StatusCode {
         let addr = internal_port().await;
-        match tokio_tungstenite::connect_async(push_request(&addr, token).unwrap()).await {
+        match tokio_tungstenite::connect_async(push_request(&addr, token, false).unwrap()).await {
             Ok((_, response)) => response.status(),
             Err(tungstenite::Error::Http(response)) => response.status(),
             Err(e) => panic!("the internal port answers: {e}"),

@@ -35,24 +35,68 @@ pub enum TlsError {
     Cert { path: String, reason: String },
     #[error("TLS key {path}: {reason}")]
     Key { path: String, reason: String },
+    #[error("TLS CA bundle {path}: {reason}")]
+    Ca { path: String, reason: String },
     #[error("TLS setup: {0}")]
     Config(#[from] rustls::Error),
 }
 
+/// The certificates of a PEM file: at least one, or an error naming the file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let error = |reason: String| TlsError::Cert { path: path.display().to_string(), reason };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::Key { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// The CA certificates of a PEM bundle, as trust anchors.
+pub fn read_ca(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let error = |reason: String| TlsError::Ca { path: path.display().to_string(), reason };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(path).map_err(|e| error(e.to_string()))? {
+        roots.add(cert).map_err(|e| error(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
 /// A TLS acceptor from PEM files: a certificate chain and its private key.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert { path: cert.display().to_string(), reason: e.to_string() })?;
-    if certs.is_empty() {
-        return Err(TlsError::Cert { path: cert.display().to_string(), reason: "no certificate in the file".into() });
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| TlsError::Key { path: key.display().to_string(), reason: e.to_string() })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    tls_acceptor_verifying_clients(cert, key, None)
+}
+
+/// [`tls_acceptor`], which with `client_ca` (a PEM CA bundle) also requires
+/// every client to present a certificate issued by one of those CAs
+/// (mutual TLS): a client without one fails the handshake.
+pub fn tls_acceptor_verifying_clients(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsError> {
+    let (certs, key) = (read_certs(cert)?, read_key(key)?);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(read_ca(ca)?), provider)
+                    .build()
+                    .map_err(|e| TlsError::Ca { path: ca.display().to_string(), reason: e.to_string() })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -115,6 +115,30 @@ pub struct NetworkSpec {
     /// {matchLabels: {kubernetes.io/metadata.name: monitoring}}}`.
     #[serde(default = "same_namespace")]
     pub admin_from: Vec<NetworkPolicyPeer>,
+
+    /// TLS on the push link from dispatchers to the gateways' internal port
+    /// (7070). Without it the link is plain WebSocket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_tls: Option<InternalTls>,
+}
+
+/// TLS on the push link: a Secret (type `kubernetes.io/tls`, as
+/// cert-manager writes it) with `tls.crt` and `tls.key`, the certificate
+/// every gateway presents, which must name `<name>-gateway-internal.<namespace>.svc`,
+/// and `ca.crt`, the CA dispatchers trust for it (keep that CA for this use
+/// alone). The operator mounts the Secret; it never reads it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalTls {
+    /// Name of the Secret in this namespace.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+
+    /// Mutual TLS: gateways also require each dispatcher to present a client
+    /// certificate from `ca.crt`; dispatchers present the same `tls.crt` /
+    /// `tls.key`, which then needs both the server and the client auth usage.
+    #[serde(default)]
+    pub mutual: bool,
 }
 
 /// Every pod of the policy's own namespace.
@@ -124,7 +148,7 @@ fn same_namespace() -> Vec<NetworkPolicyPeer> {
 
 impl Default for NetworkSpec {
     fn default() -> Self {
-        Self { policies: true, admin_from: same_namespace() }
+        Self { policies: true, admin_from: same_namespace(), internal_tls: None }
     }
 }
 

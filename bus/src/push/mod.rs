@@ -4,7 +4,8 @@
 //! * [`Push`]: the dispatcher's side, one batch of deliveries to one gateway.
 //! * [`LocalPush`] ([`local`]): standalone, the gateway in the same process.
 //! * [`RemotePush`] ([`remote`]): distributed, one persistent WebSocket to
-//!   each gateway's internal port, learnt from the gateways' heartbeats.
+//!   each gateway's internal port, learnt from the gateways' heartbeats;
+//!   over TLS when the dispatcher is given a CA for the push link.
 //! * [`receive`]: the gateway's end of such a stream. It feeds the same kind
 //!   of inbox that [`LocalPush`] fills, so a gateway delivers pushes in one
 //!   loop whatever their origin.
@@ -33,7 +34,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderMap, HeaderValue, Request, header};
 
 pub use local::LocalPush;
-pub use remote::RemotePush;
+pub use remote::{LINK_FAILURE_REASONS, LinkTls, RemotePush};
 
 use crate::Result;
 
@@ -133,9 +134,11 @@ impl InternalKey {
 }
 
 /// The opening request of a push stream to the gateway whose internal port
-/// is at `addr` (`host:port`), carrying `token` from [`InternalKey::mint`].
-pub fn push_request(addr: &str, token: &str) -> Result<Request<()>, tungstenite::Error> {
-    let mut request = format!("ws://{addr}{PUSH_PATH}").into_client_request()?;
+/// is at `addr` (`host:port`), carrying `token` from [`InternalKey::mint`]:
+/// `wss://` when the link speaks `tls`, else `ws://`.
+pub fn push_request(addr: &str, token: &str, tls: bool) -> Result<Request<()>, tungstenite::Error> {
+    let scheme = if tls { "wss" } else { "ws" };
+    let mut request = format!("{scheme}://{addr}{PUSH_PATH}").into_client_request()?;
     let bearer = HeaderValue::try_from(format!("Bearer {token}")).map_err(tungstenite::http::Error::from)?;
     request.headers_mut().insert(header::AUTHORIZATION, bearer);
     Ok(request)
@@ -224,7 +227,7 @@ mod tests {
     #[test]
     fn a_minted_token_opens_the_push_stream_of_the_same_cluster_only() {
         let key = InternalKey::new(b"cluster secret");
-        let request = push_request("10.0.0.7:7070", &key.mint()).unwrap();
+        let request = push_request("10.0.0.7:7070", &key.mint(), false).unwrap();
         assert_eq!(request.uri().to_string(), format!("ws://10.0.0.7:7070{PUSH_PATH}"));
         key.verify(&headers(&request)).expect("the cluster's own token");
 
@@ -234,7 +237,7 @@ mod tests {
     }
 
     fn bearer(token: &str) -> HeaderMap {
-        headers(&push_request("10.0.0.7:7070", token).unwrap())
+        headers(&push_request("10.0.0.7:7070", token, false).unwrap())
     }
 
     fn sign(secret: &[u8], claims: &serde_json::Value) -> String {

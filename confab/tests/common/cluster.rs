@@ -89,6 +89,26 @@ pub async fn start_roles(
     gateway_flags: &[&str],
     dispatcher_flags: &[&str],
 ) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    let started = start_with(gateways, dispatchers, gateway_flags, dispatcher_flags).await;
+    (started.gateways, started.dispatchers, started.keyspace)
+}
+
+/// A cluster from [`start_with`].
+pub struct Started {
+    pub gateways: Vec<Running>,
+    pub dispatchers: Vec<Running>,
+    pub keyspace: Keyspace,
+    /// Its Kafka topics' prefix.
+    pub topic_prefix: String,
+}
+
+/// [`start_roles`], with the topic prefix too.
+pub async fn start_with(
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+    dispatcher_flags: &[&str],
+) -> Started {
     let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
     let (prefix, guard) = names("dist");
     let keyspace = guard.0.clone();
@@ -124,7 +144,7 @@ pub async fn start_roles(
     for (i, g) in gs.iter().enumerate() {
         stage("warm-up", warm_up(g, i)).await;
     }
-    (gs, ds, guard)
+    Started { gateways: gs, dispatchers: ds, keyspace: guard, topic_prefix: prefix }
 }
 
 /// Waits until the gateway's writes on every partition are answered: the

@@ -3,6 +3,7 @@
 //! variables (which beat the mounted TOML file of pass-through settings).
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::settings::{CONFIG_DIR, DISPATCHER_TOML, GATEWAY_TOML, jwt_secret_ref};
@@ -21,6 +22,7 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 const JWT_DIR: &str = "/etc/confab/jwt";
 const PUBLIC_KEYS_DIR: &str = "/etc/confab/jwt-public-keys";
 const KAFKA_TLS_DIR: &str = "/etc/confab/kafka-tls";
+const INTERNAL_TLS_DIR: &str = "/etc/confab/internal-tls";
 
 /// `<name>-gateway` or `<name>-dispatcher`.
 pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Deployment> {
@@ -60,6 +62,7 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}")).collect();
         env.push(json!({"name": "CONFAB_JWT_PUBLIC_KEYS", "value": files.join(",")}));
     }
+    env.extend(internal_tls_env(cc, role)?);
     // The user's extra variables, minus any that would replace one of ours,
     // then ours.
     let mut all_env: Vec<Value> = overrides.env.iter().map(to_json).collect();
@@ -70,6 +73,10 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
     let mut mounts = vec![json!({"name": "config", "mountPath": CONFIG_DIR, "readOnly": true})];
     volumes.extend(backend_volumes(cc));
     mounts.extend(backend_mounts(cc));
+    if let Some(tls) = &spec.network.internal_tls {
+        volumes.push(json!({"name": "internal-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}));
+        mounts.push(json!({"name": "internal-tls", "mountPath": INTERNAL_TLS_DIR, "readOnly": true}));
+    }
     if role == Role::Gateway
         && let Some(keys) = &spec.auth.public_keys
     {
@@ -163,6 +170,36 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
             "spec": deployment_spec,
         }),
     )
+}
+
+/// The push link's TLS files, from the mounted `spec.network.internalTls`
+/// Secret. Gateways share one certificate and are dialed at their pod IPs,
+/// so dispatchers check the one name the certificate carries: the
+/// gateways' internal Service.
+fn internal_tls_env(cc: &ChatCluster, role: Role) -> Result<Vec<Value>> {
+    let Some(tls) = &cc.spec.network.internal_tls else { return Ok(Vec::new()) };
+    let file = |name: &str| format!("{INTERNAL_TLS_DIR}/{name}");
+    let mut env = Vec::new();
+    match role {
+        Role::Gateway => {
+            env.push(json!({"name": "CONFAB_INTERNAL_TLS_CERT", "value": file("tls.crt")}));
+            env.push(json!({"name": "CONFAB_INTERNAL_TLS_KEY", "value": file("tls.key")}));
+            if tls.mutual {
+                env.push(json!({"name": "CONFAB_INTERNAL_TLS_CLIENT_CA", "value": file("ca.crt")}));
+            }
+        }
+        Role::Dispatcher => {
+            let namespace = cc.namespace().ok_or(crate::Error::MissingField("metadata.namespace"))?;
+            let name = format!("{}.{namespace}.svc", child_name(cc, "gateway-internal"));
+            env.push(json!({"name": "CONFAB_INTERNAL_TLS_CA", "value": file("ca.crt")}));
+            env.push(json!({"name": "CONFAB_INTERNAL_TLS_SERVER_NAME", "value": name}));
+            if tls.mutual {
+                env.push(json!({"name": "CONFAB_INTERNAL_TLS_CLIENT_CERT", "value": file("tls.crt")}));
+                env.push(json!({"name": "CONFAB_INTERNAL_TLS_CLIENT_KEY", "value": file("tls.key")}));
+            }
+        }
+    }
+    Ok(env)
 }
 
 pub fn image(cc: &ChatCluster) -> String {
@@ -443,6 +480,42 @@ mod tests {
         assert_eq!(value(c, "RUST_LOG"), "debug");
         assert_eq!(value(c, "CONFAB_LISTEN"), "0.0.0.0:8080");
         assert_eq!(c.env.as_ref().unwrap().iter().filter(|e| e.name == "CONFAB_LISTEN").count(), 1);
+    }
+
+    #[test]
+    fn internal_tls_mounts_its_secret_and_points_both_ends_of_the_push_link_at_it() {
+        let plain = deployment(&minimal(), Role::Dispatcher, "h").unwrap();
+        assert!(env(container(&plain), "CONFAB_INTERNAL_TLS_CA").is_none(), "no TLS unless asked");
+        for mutual in [false, true] {
+            let cc = cluster(serde_json::json!({
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "cql": {"contactPoints": ["cql:9042"]},
+                "network": {"internalTls": {"secretName": "push-tls", "mutual": mutual}},
+            }));
+            for role in [Role::Gateway, Role::Dispatcher] {
+                let d = deployment(&cc, role, "h").unwrap();
+                let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+                let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "internal-tls").expect("mounted");
+                assert_eq!(volume.secret.unwrap().secret_name.as_deref(), Some("push-tls"));
+                let c = container(&d);
+                assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == INTERNAL_TLS_DIR));
+                let set = |name: &str| env(c, name).is_some();
+                match role {
+                    Role::Gateway => {
+                        assert_eq!(value(c, "CONFAB_INTERNAL_TLS_CERT"), "/etc/confab/internal-tls/tls.crt");
+                        assert_eq!(value(c, "CONFAB_INTERNAL_TLS_KEY"), "/etc/confab/internal-tls/tls.key");
+                        assert_eq!(set("CONFAB_INTERNAL_TLS_CLIENT_CA"), mutual);
+                    }
+                    Role::Dispatcher => {
+                        assert_eq!(value(c, "CONFAB_INTERNAL_TLS_CA"), "/etc/confab/internal-tls/ca.crt");
+                        let name = format!("{}-gateway-internal.{}.svc", cc.name_any(), cc.namespace().unwrap());
+                        assert_eq!(value(c, "CONFAB_INTERNAL_TLS_SERVER_NAME"), name);
+                        assert_eq!(set("CONFAB_INTERNAL_TLS_CLIENT_CERT"), mutual);
+                        assert_eq!(set("CONFAB_INTERNAL_TLS_CLIENT_KEY"), mutual);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
