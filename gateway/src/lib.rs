@@ -11,8 +11,11 @@
 //! and token expiry; [`serve`] is the accept loop (plain or TLS);
 //! [`identity`] refuses to start under the id of another live gateway.
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
-//! [`auth_limits`]' budgets per client address and user name.
+//! [`auth_limits`]' budgets per client address and user name;
+//! [`application_users`] creates the users of an application's tokens and
+//! keeps them apart from password accounts.
 
+pub mod application_users;
 pub mod auth;
 pub mod auth_limits;
 pub mod config;
