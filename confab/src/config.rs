@@ -1042,17 +1042,25 @@ mod tests {
             issuer: iss.map(Into::into),
             audience: aud.map(Into::into),
         };
-        let flags = ["--jwt-public-key", "a.pem#iss=https://idp.example/;aud=confab,b.pem", "--jwt-public-key", "c.pem#aud=x"];
+        let flags =
+            ["--jwt-public-key", "a.pem#iss=https://idp.example/;aud=confab,b.pem", "--jwt-public-key", "c.pem#aud=x"];
         let c = gateway(&flags);
         assert_eq!(
             c.server.jwt_public_keys,
-            [key("a.pem", Some("https://idp.example/"), Some("confab")), key("b.pem", None, None), key("c.pem", None, Some("x"))]
+            [
+                key("a.pem", Some("https://idp.example/"), Some("confab")),
+                key("b.pem", None, None),
+                key("c.pem", None, Some("x"))
+            ]
         );
         let file = r#"
             jwt_public_keys = ["b.pem", { path = "a.pem", issuer = "https://idp.example/", audience = "confab" }]
         "#;
         let c = load(&["confab"], file).unwrap();
-        assert_eq!(c.server.jwt_public_keys, [key("b.pem", None, None), key("a.pem", Some("https://idp.example/"), Some("confab"))]);
+        assert_eq!(
+            c.server.jwt_public_keys,
+            [key("b.pem", None, None), key("a.pem", Some("https://idp.example/"), Some("confab"))]
+        );
         let tables = "[[jwt_public_keys]]\npath = \"a.pem\"\nissuer = \"app\"\n";
         assert_eq!(load(&["confab"], tables).unwrap().server.jwt_public_keys, [key("a.pem", Some("app"), None)]);
         for bad in [

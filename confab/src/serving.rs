@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::auth::AppKey;
+use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Auth, Gateway};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

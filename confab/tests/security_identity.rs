@@ -138,7 +138,10 @@ async fn with_an_application_key_registration_is_closed_and_its_users_exist_from
     let rooms = ceo.ok(json!({"op":"rooms"})).await;
     assert_eq!(rooms["rooms"][0]["room"], "dm:alice:ceo", "{rooms}");
     let page = ceo.ok(json!({"op":"history","room":"dm:alice:ceo"})).await;
-    assert_eq!((&page["messages"][0]["text"], &page["messages"][0]["seq"]), (&json!("board meeting at 10"), &sent["seq"]));
+    assert_eq!(
+        (&page["messages"][0]["text"], &page["messages"][0]["seq"]),
+        (&json!("board meeting at 10"), &sent["seq"])
+    );
     alice.ok(json!({"op":"send","to":"ceo","text":"and lunch","cid":"d2"})).await;
     let ev = ceo.event(|e| e["ev"] == "msg" && e["room"] == "dm:alice:ceo").await;
     assert_eq!(ev["text"], "and lunch");
@@ -156,13 +159,22 @@ async fn a_token_the_application_did_not_mint_for_confab_is_refused(s: TestServe
     let now = unix_now();
     let stranger = App::new();
     let refused = [
-        ("a wrong issuer", app.sign(json!({"sub":"mallory","iss":"https://evil.example","aud":AUDIENCE,"exp":now + 600}))),
+        (
+            "a wrong issuer",
+            app.sign(json!({"sub":"mallory","iss":"https://evil.example","aud":AUDIENCE,"exp":now + 600})),
+        ),
         ("no issuer", app.sign(json!({"sub":"mallory","aud":AUDIENCE,"exp":now + 600}))),
         ("a wrong audience", app.sign(json!({"sub":"mallory","iss":ISSUER,"aud":"billing","exp":now + 600}))),
         ("no audience", app.sign(json!({"sub":"mallory","iss":ISSUER,"exp":now + 600}))),
-        ("a lifetime over the maximum", app.sign(json!({"sub":"mallory","iss":ISSUER,"aud":AUDIENCE,"iat":now,"exp":now + 7201}))),
+        (
+            "a lifetime over the maximum",
+            app.sign(json!({"sub":"mallory","iss":ISSUER,"aud":AUDIENCE,"iat":now,"exp":now + 7201})),
+        ),
         // Counted from the server's clock, which may be a second ahead.
-        ("no iat and over the maximum", app.sign(json!({"sub":"mallory","iss":ISSUER,"aud":AUDIENCE,"exp":now + 7260}))),
+        (
+            "no iat and over the maximum",
+            app.sign(json!({"sub":"mallory","iss":ISSUER,"aud":AUDIENCE,"exp":now + 7260})),
+        ),
         ("another key", stranger.token("mallory")),
     ];
     for (what, token) in &refused {
@@ -173,7 +185,8 @@ async fn a_token_the_application_did_not_mint_for_confab_is_refused(s: TestServe
         assert_eq!((status, &body["error"]["code"]), (401, &json!("unauthorized")), "{what}: {body}");
     }
     // Within the maximum is fine.
-    let mut bob = s.connect(&app.sign(json!({"sub":"bob","iss":ISSUER,"aud":AUDIENCE,"iat":now,"exp":now + 7200}))).await;
+    let mut bob =
+        s.connect(&app.sign(json!({"sub":"bob","iss":ISSUER,"aud":AUDIENCE,"iat":now,"exp":now + 7200}))).await;
     bob.join("general").await;
 
     // A refused token made nobody a user, and the others go on.
@@ -210,6 +223,37 @@ async fn with_open_registration_a_name_is_a_password_account_or_an_application_u
     assert_eq!(ceo.event(|e| e["ev"] == "msg" && e["room"] == "dm:alice:ceo").await["text"], "for the ceo");
     assert_eq!(mallory.error(json!({"op":"history","room":"dm:alice:ceo"})).await, "not_member");
     assert_eq!(mallory.ok(json!({"op":"rooms"})).await["rooms"], json!([]), "the password account is untouched");
+}
+
+/// Closing registration (here by configuring an application's key, which
+/// closes it by default) keeps the accounts that exist: they log in and
+/// chat as before. Standalone only: it restarts the server on its data; a
+/// cluster's gateways run the very same login.
+#[tokio::test]
+async fn accounts_registered_before_registration_closed_still_sign_in() {
+    let mut s = TestServer::start().await;
+    s.user("alice").await;
+    s.running.take().unwrap().stop().await.expect("clean stop");
+
+    let app = App::new();
+    let key = app.key_flag();
+    let config = common::config_with(s.dir.path(), &["--jwt-public-key", &key]);
+    let running = confab::standalone::start(config).await.expect("server restarts");
+    let base = format!("http://{}", running.public());
+    let post = |path: &str, name: &str| {
+        let body = json!({"username": name, "password": "password-123"});
+        s.client.post(format!("{base}{path}")).json(&body).send()
+    };
+    assert_eq!(post("/v1/auth/register", "bob").await.unwrap().status(), 403);
+    let login: Value = post("/v1/auth/login", "alice").await.unwrap().json().await.unwrap();
+    let token = login["token"].as_str().unwrap_or_else(|| panic!("{login}"));
+    let mut alice = common::Client::connect(&format!("ws://{}/v1/ws?token={token}", running.public())).await;
+    alice.join("general").await;
+    let mut ceo = common::Client::connect(&format!("ws://{}/v1/ws?token={}", running.public(), app.token("ceo"))).await;
+    ceo.join("general").await;
+    let sent = alice.send("general", "hello from before", "a1").await;
+    assert_eq!(ceo.event(|e| e["ev"] == "msg").await["seq"], sent["seq"], "both kinds of users meet");
+    running.stop().await.expect("clean stop");
 }
 
 /// Runs each named test on a standalone server and on the cluster, with

@@ -150,11 +150,7 @@ async fn register(
 ) -> Result<Response, Refusal> {
     admit(&gw, peer, &headers)?;
     if !gw.config().open_registration {
-        return Err(ProtocolError::new(
-            ErrorCode::Forbidden,
-            "registration is closed on this server: accounts come from the application you signed in with",
-        )
-        .into());
+        return Err(ProtocolError::new(ErrorCode::Forbidden, "registration is closed on this server").into());
     }
     let c = credentials(&body)?;
     validate::username(&c.username)?;
