@@ -260,6 +260,18 @@ pub mod default {
     pub fn header_read_timeout_ms() -> u64 {
         10_000
     }
+    /// Several devices per user (phone, laptop, browser tabs) never come near it.
+    pub fn max_sessions_per_user() -> usize {
+        16
+    }
+    /// Within `sync`'s 1000 rooms: a user can always sync every room in one request.
+    pub fn max_rooms_per_user() -> usize {
+        1000
+    }
+    /// Below the SDK's 3 s between `typing` ops and its 6 s indicator.
+    pub fn typing_interval_ms() -> u64 {
+        2000
+    }
     pub fn cql_replication() -> String {
         "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
     }
@@ -408,6 +420,59 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub connection_limits: ConnectionLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub user_limits: UserLimitsConfig,
+}
+
+/// What one user may hold on a gateway and how often their `typing` goes
+/// out. (Rooms per user are the dispatcher's: `max_rooms_per_user`.)
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct UserLimitsConfig {
+    /// WebSocket sessions one user may hold on this gateway; another is
+    /// refused at the upgrade with `429 rate_limited`. Per gateway: with
+    /// several, a user may hold this many on each.
+    #[arg(long, env = "CONFAB_MAX_SESSIONS_PER_USER", value_name = "N", default_value_t = default::max_sessions_per_user())]
+    #[serde(default = "default::max_sessions_per_user")]
+    pub max_sessions_per_user: usize,
+
+    /// At most one `typing` per user and room goes out per this many
+    /// milliseconds (per gateway); the others are answered and dropped.
+    /// 0 sends them all.
+    #[arg(long, env = "CONFAB_TYPING_INTERVAL_MS", value_name = "MS", default_value_t = default::typing_interval_ms())]
+    #[serde(default = "default::typing_interval_ms")]
+    pub typing_interval_ms: u64,
+}
+
+impl UserLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_sessions_per_user == 0 {
+            return Err(invalid("max_sessions_per_user", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The rooms one user may be a member of: `join`, and the first message of
+/// a DM, beyond it are `forbidden`. At most `sync`'s 1000 rooms, so that a
+/// user can always sync every room at once.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct RoomLimitsConfig {
+    /// Rooms (DMs included) one user may be a member of, 1 to 1000.
+    #[arg(long, env = "CONFAB_MAX_ROOMS_PER_USER", value_name = "N", default_value_t = default::max_rooms_per_user())]
+    #[serde(default = "default::max_rooms_per_user")]
+    pub max_rooms_per_user: usize,
+}
+
+impl RoomLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let most = confab_dispatcher::MAX_ROOMS_PER_USER;
+        if !(1..=most).contains(&self.max_rooms_per_user) {
+            return Err(invalid("max_rooms_per_user", format!("must be 1 to {most} (the rooms one sync may name)")));
+        }
+        Ok(())
+    }
 }
 
 /// What the public listener holds at most. Over a cap, a new connection is
@@ -528,6 +593,10 @@ pub struct StandaloneConfig {
     #[arg(long, env = "CONFAB_PARTITIONS", value_name = "N", default_value_t = default::standalone_partitions())]
     #[serde(default = "default::standalone_partitions")]
     pub partitions: u32,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub room_limits: RoomLimitsConfig,
 }
 
 /// Where the distributed mode's Kafka and CQL database are.
@@ -691,6 +760,10 @@ pub struct DispatcherConfig {
     #[arg(long, env = "CONFAB_MAX_BATCH", value_name = "RECORDS", default_value_t = default::max_batch())]
     #[serde(default = "default::max_batch")]
     pub max_batch: usize,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub room_limits: RoomLimitsConfig,
 }
 
 /// `confab migrate`: creates Kafka topics and the CQL schema. Idempotent.
@@ -758,7 +831,8 @@ impl ServerConfig {
             return Err(invalid("server_id", "must not be empty"));
         }
         self.auth_limits.validate()?;
-        self.connection_limits.validate()
+        self.connection_limits.validate()?;
+        self.user_limits.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
@@ -781,6 +855,8 @@ impl ServerConfig {
             auth_per_user_per_minute: self.auth_limits.auth_per_user_per_minute,
             hash_queue: self.auth_limits.hash_queue,
             open_registration: self.open_registration(),
+            max_sessions_per_user: self.user_limits.max_sessions_per_user,
+            typing_interval: ms(self.user_limits.typing_interval_ms),
         }
     }
 
@@ -800,7 +876,7 @@ impl StandaloneConfig {
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
         }
-        Ok(())
+        self.room_limits.validate()
     }
 
     /// The gateway's settings. The in-process bus has no produce timeout
@@ -811,7 +887,11 @@ impl StandaloneConfig {
 
     /// The in-process dispatcher's settings.
     pub fn dispatcher(&self) -> confab_dispatcher::Config {
-        confab_dispatcher::Config { max_batch: default::max_batch(), ..Default::default() }
+        confab_dispatcher::Config {
+            max_batch: default::max_batch(),
+            max_rooms_per_user: self.room_limits.max_rooms_per_user,
+            ..Default::default()
+        }
     }
 }
 
@@ -847,11 +927,15 @@ impl DispatcherConfig {
         if self.max_batch == 0 {
             return Err(invalid("max_batch", "must be at least 1"));
         }
-        Ok(())
+        self.room_limits.validate()
     }
 
     pub fn dispatcher(&self) -> confab_dispatcher::Config {
-        confab_dispatcher::Config { max_batch: self.max_batch, ..Default::default() }
+        confab_dispatcher::Config {
+            max_batch: self.max_batch,
+            max_rooms_per_user: self.room_limits.max_rooms_per_user,
+            ..Default::default()
+        }
     }
 }
 
@@ -1079,5 +1163,14 @@ mod tests {
         let c = load(&["confab", "--max-text-bytes", "100000"], "").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("max_text_bytes"), "{e}");
+    }
+
+    #[test]
+    fn rooms_per_user_stay_within_what_one_sync_may_name() {
+        let e = load(&["confab", "--max-rooms-per-user", "1001"], "").unwrap().validate().unwrap_err().to_string();
+        assert!(e.starts_with("max_rooms_per_user") && e.contains("1000"), "{e}");
+        assert!(load(&["confab", "--max-rooms-per-user", "1000"], "").unwrap().validate().is_ok());
+        let e = load(&["confab", "--max-sessions-per-user", "0"], "").unwrap().validate().unwrap_err().to_string();
+        assert!(e.starts_with("max_sessions_per_user"), "{e}");
     }
 }

@@ -320,3 +320,246 @@ async fn the_data_directory_database_and_generated_secret_are_private() {
     signs_up_and_in_everywhere(&s, "127.0.0.8", "dave").await;
     s.stop().await;
 }
+
+// Per-user limits (docs/security.md, docs/protocol.md: Limits): sessions per
+// user, rooms per user, `typing` per (user, room), binary frames and `sync`
+// rooms counted by the request rate limiter.
+
+/// The per-user limits of the tests below, small enough to reach.
+const SESSIONS_PER_USER: usize = 3;
+const ROOMS_PER_USER: usize = 5;
+/// A slow refill, so that a test's requests hardly earn any budget back.
+const RATE: u32 = 1;
+const BURST: u32 = 20;
+/// Longer than any test: one `typing` per (user, room) goes out in a test.
+const TYPING_INTERVAL_MS: u64 = 600_000;
+
+fn ping() -> Value {
+    json!({"op": "ping"})
+}
+
+/// The status and body an upgrade was refused with.
+async fn refused(url: &str) -> (u16, Value) {
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url)).await.expect("an answer in time") {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body = r.body().as_deref().map_or(Value::Null, |b| serde_json::from_slice(b).unwrap());
+            (r.status().as_u16(), body)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("the upgrade was accepted"),
+    }
+}
+
+/// Sends `n` requests at once, then returns their replies' outcomes in
+/// order: "ok" or the error code.
+async fn outcomes(c: &mut Client, n: usize, request: impl Fn(usize) -> Value) -> Vec<String> {
+    for i in 0..n {
+        let mut req = request(i);
+        req["id"] = json!(format!("burst-{i}"));
+        c.send_text(&req.to_string()).await;
+    }
+    let mut out = Vec::new();
+    for i in 0..n {
+        let r = c.reply_to(json!(format!("burst-{i}"))).await;
+        out.push(if r["ok"] == true { "ok".to_owned() } else { r["error"]["code"].as_str().unwrap().to_owned() });
+    }
+    out
+}
+
+fn count(outcomes: &[String], what: &str) -> usize {
+    outcomes.iter().filter(|o| *o == what).count()
+}
+
+async fn a_users_sessions_past_the_limit_are_refused_and_the_first_ones_still_work(s: TestServer) {
+    let token = s.user("alice").await;
+    let url = format!("{}?token={token}", s.gateways[0]);
+    let mut held = Vec::new();
+    for _ in 0..SESSIONS_PER_USER {
+        held.push(Client::connect(&url).await);
+    }
+    let (status, body) = refused(&url).await;
+    assert_eq!((status, &body["error"]["code"]), (429, &json!("rate_limited")), "one session too many: {body}");
+    for c in &mut held {
+        c.ok(ping()).await;
+    }
+    let mut bob = Client::connect(&format!("{}?token={}", s.gateways[0], s.user("bob").await)).await;
+    bob.ok(ping()).await;
+    if let Some(other) = s.gateways.get(1) {
+        // The limit is per gateway (docs/security.md says so).
+        Client::connect(&format!("{other}?token={token}")).await.ok(ping()).await;
+    }
+
+    // A closed session gives its place back.
+    let mut gone = held.pop().unwrap();
+    gone.ws.close(None).await.unwrap();
+    gone.closed().await;
+    let again = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+                return Client::from_stream(ws).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    again.await.expect("a freed place is taken again").ok(ping()).await;
+}
+
+async fn joining_past_the_rooms_limit_is_forbidden_and_other_users_are_unaffected(s: TestServer) {
+    let mut alice = s.connected("alice").await;
+    let mut bob = s.connected("bob").await;
+    s.user("carol").await;
+    for i in 0..ROOMS_PER_USER {
+        alice.join(&format!("room{i}")).await;
+    }
+    let r = alice.request(json!({"op": "join", "room": "one-more"})).await;
+    assert_eq!(r["error"]["code"], "forbidden", "room {} of a user: {r}", ROOMS_PER_USER + 1);
+    let rooms = alice.ok(json!({"op": "rooms"})).await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), ROOMS_PER_USER, "the refused join made nobody a member");
+
+    // A DM's first message makes both users members: refused from her and to her.
+    let dm = |to: &str, cid: &str| json!({"op": "send", "to": to, "text": "hi", "cid": cid});
+    assert_eq!(alice.error(dm("bob", "a1")).await, "forbidden");
+    assert_eq!(bob.error(dm("alice", "b1")).await, "forbidden");
+
+    // Bob has rooms of his own: he joins the room she could not, and DMs carol.
+    bob.join("one-more").await;
+    bob.ok(dm("carol", "b2")).await;
+
+    // A room left is a place free again.
+    alice.ok(json!({"op": "leave", "room": "room1"})).await;
+    alice.join("one-more").await;
+}
+
+async fn a_typing_flood_reaches_the_other_member_once(s: TestServer) {
+    let mut alice = s.connected("alice").await;
+    let mut bob = s.connected("bob").await;
+    for room in ["general", "other"] {
+        alice.join(room).await;
+        bob.join(room).await;
+    }
+    let typing = |room: &str| json!({"op": "typing", "room": room});
+    let flood = outcomes(&mut alice, 15, |_| typing("general")).await;
+    assert_eq!(count(&flood, "ok"), 15, "every typing is answered ok: {flood:?}");
+    alice.ok(typing("other")).await;
+    alice.send("general", "done typing", "t1").await;
+
+    // The room's events reach bob in order: the typings come before the message.
+    bob.event(|v| v["ev"] == "msg" && v["room"] == "general").await;
+    bob.event(|v| v["ev"] == "typing" && v["room"] == "other").await;
+    let typed = bob.take_events().into_iter().filter(|v| v["ev"] == "typing" && v["room"] == "general").count();
+    assert_eq!(typed, 1, "15 typings of one user in one room, one event");
+
+    // Throttled or not, typing in a room one is not in is `not_member`.
+    let mut dave = s.connected("dave").await;
+    assert_eq!(dave.error(typing("general")).await, "not_member");
+    assert_eq!(dave.error(typing("general")).await, "not_member");
+}
+
+async fn a_binary_flood_spends_the_request_budget_and_other_sessions_are_unaffected(s: TestServer) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut alice = s.connected("alice").await;
+    let mut bob = s.connected("bob").await;
+    let n = 2 * BURST as usize;
+    for _ in 0..n {
+        alice.ws.send(Message::Binary(vec![0u8; 16].into())).await.unwrap();
+    }
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        let r = alice.next_json().await;
+        assert!(r.get("re").is_none(), "a binary frame has no id: {r}");
+        codes.push(r["error"]["code"].as_str().unwrap().to_owned());
+    }
+    let (refused, limited) = (count(&codes, "bad_request"), count(&codes, "rate_limited"));
+    assert_eq!(refused + limited, n, "{codes:?}");
+    assert!(refused >= BURST as usize, "the burst's worth is refused as not text: {codes:?}");
+    assert!(limited > 0, "binary frames past the budget are rate_limited, as text frames are: {codes:?}");
+    bob.ok(ping()).await;
+
+    // The connection stays, and the budget comes back.
+    let back = tokio::time::timeout(PATIENCE, async {
+        while alice.request(ping()).await["ok"] != true {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    back.await.expect("the budget refills");
+}
+
+async fn a_sync_costs_one_unit_per_room(s: TestServer) {
+    let token = s.user("alice").await;
+    let mut joiner = s.connect(&token).await;
+    let rooms: Vec<String> = (0..ROOMS_PER_USER).map(|i| format!("room{i}")).collect();
+    for room in &rooms {
+        joiner.join(room).await;
+    }
+    // A fresh session has the whole burst.
+    let mut alice = s.connect(&token).await;
+    let since: serde_json::Map<String, Value> = rooms.iter().map(|r| (r.clone(), json!(0))).collect();
+    let synced = alice.ok(json!({"op": "sync", "rooms": since})).await;
+    assert_eq!(synced["rooms"].as_object().unwrap().len(), ROOMS_PER_USER);
+    let pings = outcomes(&mut alice, BURST as usize, |_| ping()).await;
+    let left = BURST as usize - ROOMS_PER_USER;
+    // One unit may come back meanwhile (RATE a second).
+    assert!(
+        (left..=left + 1).contains(&count(&pings, "ok")),
+        "a sync of {ROOMS_PER_USER} rooms cost as many: {pings:?}"
+    );
+    assert_eq!(pings[BURST as usize - 1], "rate_limited");
+    joiner.ok(ping()).await;
+}
+
+macro_rules! on_every_mode_with_user_limits {
+    ($($name:ident),* $(,)?) => {
+        mod per_user {
+            mod standalone {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let s = super::super::TestServer::start_with(|c| {
+                            c.server.user_limits.max_sessions_per_user = super::super::SESSIONS_PER_USER;
+                            c.server.user_limits.typing_interval_ms = super::super::TYPING_INTERVAL_MS;
+                            c.server.rate_per_second = super::super::RATE;
+                            c.server.rate_burst = super::super::BURST;
+                            c.room_limits.max_rooms_per_user = super::super::ROOMS_PER_USER;
+                        })
+                        .await;
+                        super::super::$name(s).await
+                    }
+                )*
+            }
+            mod distributed {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let (sessions, typing) = (
+                            super::super::SESSIONS_PER_USER.to_string(),
+                            super::super::TYPING_INTERVAL_MS.to_string(),
+                        );
+                        let (rate, burst) = (super::super::RATE.to_string(), super::super::BURST.to_string());
+                        let rooms = super::super::ROOMS_PER_USER.to_string();
+                        let gateway = [
+                            "--max-sessions-per-user", sessions.as_str(),
+                            "--typing-interval-ms", typing.as_str(),
+                            "--rate-per-second", rate.as_str(),
+                            "--rate-burst", burst.as_str(),
+                        ];
+                        let dispatcher = ["--max-rooms-per-user", rooms.as_str()];
+                        let test = async {
+                            let s = super::super::TestServer::start_cluster_with_roles(&gateway, &dispatcher).await;
+                            super::super::$name(s).await
+                        };
+                        tokio::time::timeout(crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
+                    }
+                )*
+            }
+        }
+    };
+}
+
+on_every_mode_with_user_limits!(
+    a_users_sessions_past_the_limit_are_refused_and_the_first_ones_still_work,
+    joining_past_the_rooms_limit_is_forbidden_and_other_users_are_unaffected,
+    a_typing_flood_reaches_the_other_member_once,
+    a_binary_flood_spends_the_request_budget_and_other_sessions_are_unaffected,
+    a_sync_costs_one_unit_per_room,
+);

@@ -32,6 +32,10 @@ pub enum Error {
     Store(#[from] confab_store::Error),
 }
 
+/// The most `max_rooms_per_user` may be: the rooms one `sync` may name, so
+/// that a user can always sync every room at once.
+pub const MAX_ROOMS_PER_USER: usize = confab_protocol::request::MAX_SYNC_ROOMS;
+
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -39,11 +43,14 @@ pub struct Config {
     pub max_batch: usize,
     /// A gateway silent for this long loses its routes.
     pub gateway_timeout: Duration,
+    /// Rooms (DMs included) one user may be a member of: a `join`, or a
+    /// DM's first message, beyond it is `forbidden`.
+    pub max_rooms_per_user: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_batch: 512, gateway_timeout: Duration::from_secs(30) }
+        Config { max_batch: 512, gateway_timeout: Duration::from_secs(30), max_rooms_per_user: MAX_ROOMS_PER_USER }
     }
 }
 
@@ -63,7 +70,8 @@ pub async fn run(
     // Announcements are deltas: ask the gateways for everything they host.
     let me = format!("dispatcher-{:x}", std::process::id() as u64 ^ rand_suffix());
     bus.announce(&Announcement::Resync { gateway: me }).await?;
-    let mut pipeline = Pipeline::new(store.clone(), push.clone(), metrics.clone(), shutdown.clone());
+    let mut pipeline = Pipeline::new(store.clone(), push.clone(), metrics.clone(), shutdown.clone())
+        .with_max_rooms_per_user(config.max_rooms_per_user);
     pipeline.resume_from(store.checkpoints().await?);
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");

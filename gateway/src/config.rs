@@ -37,6 +37,12 @@ pub struct Config {
     pub hash_queue: usize,
     /// Whether `/v1/auth/register` creates accounts (else `403 forbidden`).
     pub open_registration: bool,
+    /// Sessions one user may hold on this gateway; more are refused at the
+    /// upgrade with `429 rate_limited`.
+    pub max_sessions_per_user: usize,
+    /// At most one `typing` per (user, room) per this long goes on to the
+    /// room; zero sends them all.
+    pub typing_interval: Duration,
 }
 
 impl Config {

@@ -274,6 +274,14 @@ async fn upgrade(
         return Err(ProtocolError::unavailable("this server is restarting; connect again").into());
     }
     let ws = ws.map_err(|e| ProtocolError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    // Taken before the upgrade and held by the session: a user cannot open
+    // sessions without bound, and two upgrades at once race for one seat.
+    let Some(seat) = gw.inner.seats.take(&claims.sub) else {
+        gw.inner.metrics.sessions_refused.with_label_values(&["too_many_sessions"]).inc();
+        let max = gw.inner.seats.max();
+        let message = format!("this user has {max} sessions on this server already; close one first");
+        return Err(ProtocolError::new(ErrorCode::RateLimited, message).into());
+    };
     let c = gw.config();
     let ws = ws
         .read_buffer_size(c.ws_read_buffer)
@@ -286,6 +294,9 @@ async fn upgrade(
     Ok(ws.on_upgrade(move |socket| async move {
         let tracker = gw.clone();
         let (sink, stream) = crate::session::websocket::split(socket);
-        tracker.spawn_session(crate::session::run(gw, sink, stream, claims));
+        tracker.spawn_session(async move {
+            let _seat = seat;
+            crate::session::run(gw, sink, stream, claims).await
+        });
     }))
 }

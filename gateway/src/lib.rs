@@ -11,9 +11,10 @@
 //! and token expiry; [`serve`] is the accept loop (plain or TLS);
 //! [`identity`] refuses to start under the id of another live gateway.
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
-//! [`auth_limits`]' budgets per client address and user name;
-//! [`application_users`] creates the users of an application's tokens and
-//! keeps them apart from password accounts.
+//! [`auth_limits`]' budgets per client address and user name.
+//! [`user_limits`] holds what is limited per user: sessions, and `typing`
+//! per room; [`application_users`] creates the users of an application's
+//! tokens and keeps them apart from password accounts.
 
 pub mod application_users;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod registry;
 pub mod serve;
 pub mod session;
 pub mod sweeper;
+pub mod user_limits;
 pub mod web;
 
 use std::sync::Arc;
@@ -75,6 +77,10 @@ struct Inner {
     auth_limits: auth_limits::AuthLimits,
     /// The threads that hash passwords, and their bounded queue.
     hashes: hashing::HashPool,
+    /// Sessions per user on this gateway.
+    seats: Arc<user_limits::Seats>,
+    /// `typing` per (user, room).
+    typing: user_limits::TypingThrottle,
     draining: AtomicBool,
     started: Instant,
     /// Every session task, so a drain can wait for the last one to end.
@@ -92,6 +98,8 @@ impl Gateway {
                     config.auth_per_user_per_minute,
                 ),
                 hashes: hashing::HashPool::per_core(config.hash_queue),
+                seats: user_limits::Seats::new(config.max_sessions_per_user),
+                typing: user_limits::TypingThrottle::new(config.typing_interval.as_millis() as u64),
                 config,
                 auth,
                 store,

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub produce_errors: IntCounter,
     pub produce_duration: Histogram,
     pub auth_failures: IntCounterVec,
+    pub sessions_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -85,6 +86,10 @@ impl Metrics {
                 Opts::new("confab_auth_failures_total", "Refused logins and tokens, by where."),
                 &["where"],
             )?,
+            sessions_refused: IntCounterVec::new(
+                Opts::new("confab_sessions_refused_total", "WebSocket upgrades refused by a per-user limit, by reason."),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.sessions_opened.clone()))?;
@@ -100,6 +105,7 @@ impl Metrics {
         registry.register(Box::new(m.produce_errors.clone()))?;
         registry.register(Box::new(m.produce_duration.clone()))?;
         registry.register(Box::new(m.auth_failures.clone()))?;
+        registry.register(Box::new(m.sessions_refused.clone()))?;
         // Every known label value exists from the start, at zero, so a rate
         // over it is 0 rather than no data.
         for reason in CLOSE_REASONS {
@@ -108,6 +114,7 @@ impl Metrics {
         for place in ["login", "ws", "http"] {
             m.auth_failures.with_label_values(&[place]);
         }
+        m.sessions_refused.with_label_values(&["too_many_sessions"]);
         Ok(m)
     }
 }

@@ -95,6 +95,15 @@ impl Gateway {
             }
             Op::Typing { room } => {
                 self.check_dm(&room, user).await?;
+                if !self.inner.typing.allow(user, &room, self.now_ms()) {
+                    // The room heard this user type a moment ago: answer as
+                    // the dispatcher would (`ok` to a member; a DM counts
+                    // from its first message), without telling the room again.
+                    if !store.is_member(&room, user).await.map_err(store_error)? {
+                        return Err(ProtocolError::not_member(&room));
+                    }
+                    return Ok(Some(ReplyBody::Empty {}));
+                }
                 self.produce(s, req.id, room, Command::Typing { user: user.into() }, false).await
             }
             ref op @ Op::Send { .. } => {

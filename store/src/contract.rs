@@ -156,6 +156,8 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
         .await
         .unwrap();
     let mut rooms = store.user_rooms("alice").await.unwrap();
+    assert_eq!(store.user_room_count("alice").await.unwrap(), 2);
+    assert_eq!(store.user_room_count("nobody").await.unwrap(), 0);
     rooms.sort_by(|a, b| a.room.cmp(&b.room));
     assert_eq!(
         rooms,

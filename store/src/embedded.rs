@@ -300,6 +300,21 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn user_room_count(&self, user: &str) -> Result<usize> {
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let user_rooms = txn.open_table(USER_ROOMS)?;
+            let mut n = 0;
+            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END))? {
+                entry?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.blocking(move |db| {

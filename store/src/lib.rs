@@ -169,6 +169,11 @@ pub trait Store: Send + Sync + 'static {
     async fn members(&self, room: &str) -> Result<Vec<String>>;
     /// Every room of the user, DMs included, with last and read seqs.
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>>;
+    /// How many rooms the user is a member of, DMs included: what
+    /// [`user_rooms`](Store::user_rooms) would list, without reading each room.
+    async fn user_room_count(&self, user: &str) -> Result<usize> {
+        Ok(self.user_rooms(user).await?.len())
+    }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64>;
 
     /// The `limit` newest messages with `seq < before` (all when `None`), oldest first.

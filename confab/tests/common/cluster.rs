@@ -77,6 +77,16 @@ pub async fn start(
     dispatchers: usize,
     gateway_flags: &[&str],
 ) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    start_roles(gateways, dispatchers, gateway_flags, &[]).await
+}
+
+/// [`start`] with more flags for the dispatchers too.
+pub async fn start_roles(
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+    dispatcher_flags: &[&str],
+) -> (Vec<Running>, Vec<Running>, Keyspace) {
     let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
     let (prefix, guard) = names("dist");
     let keyspace = guard.0.clone();
@@ -89,6 +99,7 @@ pub async fn start(
     for i in 0..dispatchers {
         let mut args = backend.to_vec();
         args.extend(["--admin-listen", "127.0.0.1:0", "--jwt-secret", SECRET]);
+        args.extend(dispatcher_flags);
         let d =
             stage("dispatcher start", confab::distributed::start_dispatcher(parse::<DispatcherConfig>(&args))).await;
         ds.push(d.unwrap_or_else(|e| panic!("dispatcher {i}: {e:#}")));

@@ -111,7 +111,13 @@ impl TestServer {
 
     /// [`start_cluster`](Self::start_cluster) with more flags for the gateways.
     pub async fn start_cluster_with(gateway_flags: &[&str]) -> TestServer {
-        let (mut gateways, dispatchers, keyspace) = cluster::start(2, 2, gateway_flags).await;
+        Self::start_cluster_with_roles(gateway_flags, &[]).await
+    }
+
+    /// [`start_cluster`](Self::start_cluster) with more flags for the
+    /// gateways and for the dispatchers.
+    pub async fn start_cluster_with_roles(gateway_flags: &[&str], dispatcher_flags: &[&str]) -> TestServer {
+        let (mut gateways, dispatchers, keyspace) = cluster::start_roles(2, 2, gateway_flags, dispatcher_flags).await;
         let urls = gateways.iter().map(|g| format!("ws://{}/v1/ws", g.public())).collect();
         let https = gateways.iter().map(|g| format!("http://{}", g.public())).collect();
         let first = gateways.remove(0);

@@ -12,7 +12,8 @@ use confab_protocol::event::ReplyBody;
 use confab_protocol::message::{msg_id, seq_of};
 use confab_protocol::validate::dm_members;
 use confab_protocol::{
-    Audience, Command, Delivery, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply, RoomEffect,
+    Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
+    RoomEffect,
 };
 use confab_store::{CidHit, Write, WriteBatch};
 
@@ -67,8 +68,11 @@ pub enum Effect {
 /// Records of a batch that failed midway on a CQL store may find their own
 /// writes stored in part (see `Store::apply`); every decision then writes
 /// again what its record needs rather than taking the part for the whole.
-pub fn decide(view: View, records: &[&Record]) -> Decided {
-    let mut batch = Batch { view, out: Decided::default() };
+///
+/// A user may be a member of at most `max_rooms` rooms: a `join` or a DM's
+/// first message past it is `forbidden`.
+pub fn decide(view: View, records: &[&Record], max_rooms: usize) -> Decided {
+    let mut batch = Batch { view, out: Decided::default(), max_rooms };
     for r in records {
         let kind = command_name(&r.record.cmd);
         let (reply, outcome) = match batch.decide(r) {
@@ -89,6 +93,8 @@ pub fn decide(view: View, records: &[&Record]) -> Decided {
 struct Batch {
     view: View,
     out: Decided,
+    /// Rooms one user may be a member of.
+    max_rooms: usize,
 }
 
 impl Batch {
@@ -114,8 +120,13 @@ impl Batch {
         match dm_members(room) {
             Some((a, b)) if from != a && from != b => return Err(ProtocolError::not_member(room)),
             Some((a, b)) if !self.room(room).exists => {
-                // The first message of a DM makes both users members.
+                // The first message of a DM makes both users members, when
+                // both have room for one more.
+                self.check_room_count(from, "you are")?;
+                let other = if from == a { b } else { a };
+                self.check_room_count(other, &format!("'{other}' is"))?;
                 for user in [a, b] {
+                    *self.view.room_counts.entry(user.into()).or_default() += 1;
                     self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq });
                     self.view.members.insert((room.into(), user.into()));
                 }
@@ -163,6 +174,8 @@ impl Batch {
             return Err(ProtocolError::bad_request("direct-message rooms cannot be joined"));
         }
         if !self.is_member(room, user) {
+            self.check_room_count(user, "you are")?;
+            *self.view.room_counts.entry(user.into()).or_default() += 1;
             self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
             self.view.members.insert((room.into(), user.into()));
             self.room_mut(room).exists = true;
@@ -185,6 +198,9 @@ impl Batch {
         let key = (room.to_owned(), user.to_owned());
         self.view.members.remove(&key);
         self.view.read_markers.remove(&key);
+        if let Some(n) = self.view.room_counts.get_mut(user) {
+            *n = n.saturating_sub(1);
+        }
         let frame = Event::Member { room: room.into(), user: user.into(), action: MemberAction::Leave }.encode();
         self.event(room, Audience::Members, Some(RoomEffect::Left(user.into())), frame);
         Ok(Reply::empty(None))
@@ -203,6 +219,19 @@ impl Batch {
             self.event(room, Audience::Members, None, frame);
         }
         Ok(Reply::empty(None))
+    }
+
+    /// `Ok` when `user` may become a member of one more room; `who` names
+    /// them in the refusal ("you are", "'bob' is").
+    fn check_room_count(&self, user: &str, who: &str) -> Result<(), ProtocolError> {
+        let max = self.max_rooms;
+        if self.view.room_counts.get(user).copied().unwrap_or(0) < max {
+            return Ok(());
+        }
+        Err(ProtocolError::new(
+            ErrorCode::Forbidden,
+            format!("{who} a member of {max} rooms, the most a user may be in; leave one first"),
+        ))
     }
 
     fn room(&self, room: &str) -> RoomState {
@@ -298,7 +327,7 @@ mod tests {
     }
 
     fn run(view: View, records: &[Record]) -> Decided {
-        decide(view, &records.iter().collect::<Vec<_>>())
+        decide(view, &records.iter().collect::<Vec<_>>(), 1000)
     }
 
     fn replies(d: &Decided) -> Vec<Value> {
@@ -522,6 +551,48 @@ mod tests {
         assert_eq!(events(&d).len(), 1);
         assert_eq!(replies(&d)[1]["error"]["code"], "not_member");
         assert_eq!(d.outcomes, [("typing", "ok"), ("typing", "not_member")]);
+    }
+
+    #[test]
+    fn a_join_past_the_users_room_limit_is_forbidden_and_a_leave_frees_a_place() {
+        let mut view = room_r(&["alice"], 0);
+        view.room_counts.insert("alice".into(), 1000);
+        let d =
+            run(view, &[join(1, "s", "alice"), join(2, "r", "alice"), leave(3, "r", "alice"), join(4, "s", "alice")]);
+        let codes: Vec<Value> = replies(&d).iter().map(|r| r["error"]["code"].clone()).collect();
+        assert_eq!(codes, [json!("forbidden"), Value::Null, Value::Null, Value::Null], "{:?}", replies(&d));
+        assert_eq!(
+            d.writes.iter().filter(|w| matches!(w, Write::Join { room, .. } if room == "s")).count(),
+            1,
+            "only the join after the leave is stored"
+        );
+        assert_eq!(d.outcomes[0], ("join", "forbidden"));
+    }
+
+    #[test]
+    fn joins_in_one_batch_count_towards_the_limit() {
+        let mut view = View::default();
+        view.room_counts.insert("alice".into(), 998);
+        let d = run(view, &[join(1, "a", "alice"), join(2, "b", "alice"), join(3, "c", "alice")]);
+        let oks: Vec<bool> = replies(&d).iter().map(|r| r["ok"] == true).collect();
+        assert_eq!(oks, [true, true, false]);
+    }
+
+    #[test]
+    fn a_dms_first_message_needs_a_place_for_both_users() {
+        let room = "dm:alice:bob";
+        let mut view = View::default();
+        view.room_counts.insert("bob".into(), 1000);
+        let d = run(view.clone(), &[send(1, room, "alice", "c1")]);
+        assert!(d.writes.is_empty(), "{:?}", d.writes);
+        let reply = &replies(&d)[0];
+        assert_eq!(reply["error"]["code"], "forbidden");
+        assert!(reply["error"]["message"].as_str().unwrap().contains("'bob'"), "{reply}");
+
+        // Once the DM exists, its messages add no room.
+        view.rooms.insert(room.into(), RoomState { last_seq: 5, exists: true });
+        let d = run(view, &[send(6, room, "alice", "c2")]);
+        assert_eq!(replies(&d)[0]["ok"], true);
     }
 
     #[test]

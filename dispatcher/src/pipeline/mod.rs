@@ -44,6 +44,8 @@ pub struct Pipeline {
     rooms: HashMap<String, RoomState>,
     /// Next offset to apply, per partition, as stored.
     applied: HashMap<u32, u64>,
+    /// Rooms one user may be a member of.
+    max_rooms_per_user: usize,
 }
 
 impl Pipeline {
@@ -56,7 +58,15 @@ impl Pipeline {
             routes: Routes::default(),
             rooms: HashMap::new(),
             applied: HashMap::new(),
+            max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
         }
+    }
+
+    /// Rooms (DMs included) one user may be a member of; by default as many
+    /// as one `sync` may name.
+    pub fn with_max_rooms_per_user(mut self, max: usize) -> Self {
+        self.max_rooms_per_user = max;
+        self
     }
 
     /// Takes the store's checkpoints as the truth of what is applied.
@@ -97,7 +107,8 @@ impl Pipeline {
                 }
             }
         };
-        let Decided { mut writes, effects, rooms, outcomes, duplicates } = decide(view, &fresh);
+        let Decided { mut writes, effects, rooms, outcomes, duplicates } =
+            decide(view, &fresh, self.max_rooms_per_user);
         writes
             .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
         // The same batch again, never a new decision: on a CQL store a failed

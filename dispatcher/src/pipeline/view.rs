@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use confab_bus::Record;
+use confab_protocol::Command;
 use confab_protocol::validate::dm_members;
 use confab_store::{CidHit, Store};
 use futures_util::{StreamExt, TryStreamExt};
@@ -47,6 +48,9 @@ pub struct View {
     pub cids: HashMap<(String, String), CidHit>,
     /// `(room, user)` -> read marker, where one is set.
     pub read_markers: HashMap<(String, String), u64>,
+    /// user -> how many rooms they are a member of, for the users who may
+    /// join one: those of `join`s, and both parties of a DM's first message.
+    pub room_counts: HashMap<String, usize>,
 }
 
 impl View {
@@ -105,6 +109,28 @@ impl View {
         view.members.extend(members.into_iter().flatten());
         view.cids.extend(cids.into_iter().flatten());
         view.read_markers.extend(markers.into_iter().flatten());
+
+        // Then, knowing which DMs exist, the room counts of users who may
+        // gain a room: rare records (a join, a DM's first message), so they
+        // cost nothing on the path of ordinary messages.
+        let mut users: Vec<String> = Vec::new();
+        for r in records {
+            let room = r.record.room.as_str();
+            match (&r.record.cmd, dm_members(room)) {
+                (Command::Join { user }, None) => users.push(user.clone()),
+                (Command::Send { .. }, Some((a, b))) if !view.rooms.get(room).is_some_and(|s| s.exists) => {
+                    users.extend([a.to_owned(), b.to_owned()]);
+                }
+                _ => {}
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+        let counts = all(users, |user| async move {
+            let n = store.user_room_count(&user).await?;
+            Ok((user, n))
+        });
+        view.room_counts.extend(counts.await?);
         Ok(view)
     }
 }

@@ -9,7 +9,8 @@ use axum::extract::ws::Utf8Bytes;
 pub enum Frame {
     /// One JSON object: a request from the client, a reply or event from the server.
     Text(Utf8Bytes),
-    /// Anything that is not text (a WebSocket binary frame): answered with `bad_request`.
+    /// Anything that is not text (a WebSocket binary frame): answered with
+    /// `bad_request`, and counted by the rate limiter as a request.
     Binary,
     Ping,
     Pong,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
-use confab_protocol::{ErrorCode, Event, ProtocolError, Reply, Request};
+use confab_protocol::{ErrorCode, Event, Op, ProtocolError, Reply, Request, RequestId};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::Quota;
 use tokio::sync::mpsc;
@@ -133,10 +133,14 @@ where
             }
             Ok(Frame::Binary) => {
                 gw.inner.metrics.frames_in.inc();
-                reply(
-                    session,
-                    Reply::error(None, ProtocolError::bad_request("frames must be text, one JSON object each")),
-                );
+                // Refusing a frame costs the server too: binary ones spend
+                // the budget as text ones do.
+                if spend(gw, session, 1, None) {
+                    reply(
+                        session,
+                        Reply::error(None, ProtocolError::bad_request("frames must be text, one JSON object each")),
+                    );
+                }
             }
             Ok(Frame::Ping | Frame::Pong) => {}
             // The writer answers it (RFC 6455 5.5.1), unless the server is
@@ -158,14 +162,13 @@ where
 
 async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
     let decoded = Request::decode(text, gw.config().max_text_bytes);
-    if session.limiter.check().is_err() {
-        let id = match &decoded {
-            Ok(r) => r.id.clone(),
-            Err(e) => e.id.clone(),
-        };
-        gw.inner.metrics.requests.with_label_values(&["any", "rate_limited"]).inc();
-        let error = ProtocolError::new(ErrorCode::RateLimited, "too many requests; slow down");
-        reply(session, Reply::error(id, error));
+    let (id, cost) = match &decoded {
+        // A sync reads every room it names: one unit per room.
+        Ok(Request { id, op: Op::Sync { rooms, .. } }) => (id, rooms.len()),
+        Ok(r) => (&r.id, 1),
+        Err(e) => (&e.id, 1),
+    };
+    if !spend(gw, session, cost, id.clone()) {
         return;
     }
     match decoded {
@@ -181,6 +184,21 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             }
         }
     }
+}
+
+/// Takes `cost` units of the session's request budget, at most a burst's
+/// worth (a request that costs more empties it); `false`, and `id` answered
+/// with `rate_limited`, when the budget has not that much left.
+fn spend(gw: &Gateway, session: &SessionHandle, cost: usize, id: Option<RequestId>) -> bool {
+    let burst = gw.config().rate_burst.max(1);
+    let n = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX).clamp(1, burst)).expect("at least 1");
+    if let Ok(Ok(())) = session.limiter.check_n(n) {
+        return true;
+    }
+    gw.inner.metrics.requests.with_label_values(&["any", "rate_limited"]).inc();
+    let error = ProtocolError::new(ErrorCode::RateLimited, "too many requests; slow down");
+    reply(session, Reply::error(id, error));
+    false
 }
 
 fn reply(session: &SessionHandle, reply: Reply) {

@@ -57,6 +57,8 @@ impl TestGateway {
             auth_per_user_per_minute: 10,
             hash_queue: 64,
             open_registration: true,
+            max_sessions_per_user: 16,
+            typing_interval: Duration::from_secs(2),
         };
         tweak(&mut config);
         let gw = Gateway::new(config, auth, store, bus, Metrics::new(&registry).unwrap());
@@ -246,6 +248,52 @@ async fn requests_over_the_burst_get_rate_limited_and_pass_again_once_the_rate_a
     c.request(json!({"id": "a", "op": "ping"}));
     c.request(json!({"id": "b", "op": "ping"}));
     assert_eq!(c.json().await, json!({"re": "a", "ok": true}));
+    assert_eq!(c.json().await["error"]["code"], "rate_limited");
+}
+
+#[tokio::test(start_paused = true)]
+async fn binary_frames_spend_the_request_budget() {
+    let g = TestGateway::start(|c| {
+        c.rate_per_second = 2;
+        c.rate_burst = 5;
+    });
+    let mut c = g.connect("alice").await;
+    for _ in 0..8 {
+        c.send(Frame::Binary);
+    }
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(c.json().await["error"]["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(codes[..5], ["bad_request"; 5], "within the burst, a binary frame is refused as not text");
+    assert_eq!(codes[5..], ["rate_limited"; 3], "past it, binary frames are over the budget like text ones");
+    c.request(json!({"id": 1, "op": "ping"}));
+    assert_eq!(c.json().await["error"]["code"], "rate_limited", "the binary frames spent what text would use");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sync_costs_one_unit_per_room_and_at_most_the_burst() {
+    let g = TestGateway::start(|c| {
+        c.rate_per_second = 2;
+        c.rate_burst = 5;
+    });
+    let mut c = g.connect("alice").await;
+    // Rooms alice is not in: the reply is `not_member`, but the reads were asked for.
+    c.request(json!({"id": "s", "op": "sync", "rooms": {"a": 0, "b": 0, "c": 0}}));
+    assert_eq!(c.json().await["error"]["code"], "not_member");
+    for id in 0..3 {
+        c.request(json!({"id": id, "op": "ping"}));
+    }
+    assert_eq!(c.json().await["ok"], true);
+    assert_eq!(c.json().await["ok"], true);
+    assert_eq!(c.json().await["error"]["code"], "rate_limited", "3 + 2 units spent a burst of 5");
+
+    // A sync over more rooms than the burst passes on a full budget, and empties it.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let rooms: serde_json::Map<String, Value> = (0..20).map(|i| (format!("r{i}"), json!(0))).collect();
+    c.request(json!({"id": "big", "op": "sync", "rooms": rooms}));
+    assert_eq!(c.json().await["error"]["code"], "not_member", "not refused for its size");
+    c.request(json!({"id": "p", "op": "ping"}));
     assert_eq!(c.json().await["error"]["code"], "rate_limited");
 }
 

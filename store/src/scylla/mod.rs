@@ -116,6 +116,7 @@ struct Statements {
     is_member: PreparedStatement,
     members: PreparedStatement,
     user_rooms: PreparedStatement,
+    count_user_rooms: PreparedStatement,
     read_marker: PreparedStatement,
     buckets_down: PreparedStatement,
     buckets_up: PreparedStatement,
@@ -159,6 +160,7 @@ impl Statements {
             is_member: prepare(s, "SELECT username FROM members WHERE room = ? AND username = ?").await?,
             members: prepare(s, "SELECT username FROM members WHERE room = ?").await?,
             user_rooms: prepare(s, "SELECT room, read_seq FROM user_rooms WHERE username = ?").await?,
+            count_user_rooms: prepare(s, "SELECT COUNT(*) FROM user_rooms WHERE username = ?").await?,
             read_marker: prepare(s, "SELECT read_seq FROM user_rooms WHERE username = ? AND room = ?").await?,
             buckets_down: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket <= ? LIMIT 64").await?,
             buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
@@ -421,6 +423,11 @@ impl Store for ScyllaStore {
                 read_seq: read.unwrap_or(0) as u64,
             })
             .collect())
+    }
+
+    async fn user_room_count(&self, user: &str) -> Result<usize> {
+        let count: Vec<(i64,)> = self.rows(&self.inner.q.count_user_rooms, (user,)).await?;
+        Ok(count.first().map_or(0, |(n,)| *n as usize))
     }
 
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
