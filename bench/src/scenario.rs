@@ -441,6 +441,17 @@ mod tests {
     fn the_servers_own_memory_and_cpu_are_read_from_proc() {
         let me = std::process::id();
         assert!(rss(&[me]) > 1_000_000);
-        assert!(cpu(&[me]) >= 0.0);
+        // CPU time grows with work: burn some, and the reading must follow.
+        let before = cpu(&[me]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut x = 0u64;
+        while cpu(&[me]) < before + 0.05 {
+            for i in 0..1_000_000u64 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            }
+            assert!(std::time::Instant::now() < deadline, "/proc/{me}/stat never showed 50 ms more CPU time");
+        }
+        std::hint::black_box(x);
+        assert_eq!(cpu(&[u32::MAX]), 0.0, "a process that does not exist used no CPU");
     }
 }

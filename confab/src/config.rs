@@ -184,6 +184,15 @@ pub mod default {
     pub fn outbound_queue() -> usize {
         256
     }
+    pub fn outbound_queue_bytes() -> usize {
+        4 << 20
+    }
+    pub fn reply_max_bytes() -> usize {
+        1 << 20
+    }
+    pub fn sync_max_messages() -> u32 {
+        5000
+    }
     pub fn presence_event_limit() -> u64 {
         500
     }
@@ -424,6 +433,10 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub user_limits: UserLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub reply_limits: ReplyLimitsConfig,
 }
 
 /// What one user may hold on a gateway and how often their `typing` goes
@@ -470,6 +483,45 @@ impl RoomLimitsConfig {
         let most = confab_dispatcher::MAX_ROOMS_PER_USER;
         if !(1..=most).contains(&self.max_rooms_per_user) {
             return Err(invalid("max_rooms_per_user", format!("must be 1 to {most} (the rooms one sync may name)")));
+        }
+        Ok(())
+    }
+}
+
+/// What one session's replies and queue hold at most, in bytes, so that a
+/// client that asks much and reads nothing costs the server little.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct ReplyLimitsConfig {
+    /// Bytes queued for one session and not yet written to its socket
+    /// (replies and events) before it is closed as a slow consumer. At
+    /// least twice `reply_max_bytes`.
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE_BYTES", value_name = "BYTES", default_value_t = default::outbound_queue_bytes())]
+    #[serde(default = "default::outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
+
+    /// Encoded bytes of messages in one `history` or `sync` reply; the reply
+    /// stops before the message that would pass it (`more: true`), though
+    /// it always holds one message when there is one.
+    #[arg(long, env = "CONFAB_REPLY_MAX_BYTES", value_name = "BYTES", default_value_t = default::reply_max_bytes())]
+    #[serde(default = "default::reply_max_bytes")]
+    pub reply_max_bytes: usize,
+
+    /// Messages in one `sync` reply, across all its rooms.
+    #[arg(long, env = "CONFAB_SYNC_MAX_MESSAGES", value_name = "N", default_value_t = default::sync_max_messages())]
+    #[serde(default = "default::sync_max_messages")]
+    pub sync_max_messages: u32,
+}
+
+impl ReplyLimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.reply_max_bytes < 1024 {
+            return Err(invalid("reply_max_bytes", "must be at least 1024"));
+        }
+        if self.outbound_queue_bytes < self.reply_max_bytes.saturating_mul(2) {
+            return Err(invalid("outbound_queue_bytes", "must be at least twice reply_max_bytes"));
+        }
+        if self.sync_max_messages == 0 {
+            return Err(invalid("sync_max_messages", "must be at least 1"));
         }
         Ok(())
     }
@@ -832,7 +884,8 @@ impl ServerConfig {
         }
         self.auth_limits.validate()?;
         self.connection_limits.validate()?;
-        self.user_limits.validate()
+        self.user_limits.validate()?;
+        self.reply_limits.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
@@ -847,6 +900,9 @@ impl ServerConfig {
             rate_per_second: self.rate_per_second,
             rate_burst: self.rate_burst,
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.reply_limits.outbound_queue_bytes,
+            reply_max_bytes: self.reply_limits.reply_max_bytes,
+            sync_max_messages: self.reply_limits.sync_max_messages,
             presence_event_limit: self.presence_event_limit,
             produce_timeout,
             ws_read_buffer: confab_gateway::Config::WS_READ_BUFFER,
@@ -1058,6 +1114,18 @@ mod tests {
         assert!(e.contains("heartbeat"), "{e}");
         let e = load(&["confab"], "listen = \"nowhere\"\n").unwrap_err().to_string();
         assert!(e.contains("listen") || e.contains("nowhere"), "{e}");
+    }
+
+    #[test]
+    fn reply_limits_come_from_the_file_and_a_queue_smaller_than_two_replies_is_refused() {
+        let c = load(&["confab"], "reply_max_bytes = 65536\nsync_max_messages = 50\n").unwrap();
+        let g = c.gateway();
+        assert_eq!((g.reply_max_bytes, g.sync_max_messages), (65536, 50));
+        assert_eq!(g.outbound_queue_bytes, default::outbound_queue_bytes());
+        c.validate().unwrap();
+        let c = load(&["confab", "--outbound-queue-bytes", "100000"], "reply_max_bytes = 65536\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("outbound_queue_bytes"), "{e}");
     }
 
     fn gateway(args: &[&str]) -> GatewayConfig {

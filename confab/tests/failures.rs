@@ -1,45 +1,89 @@
 //! ARCHITECTURE.md's failure table, against real processes on real Kafka and
-//! Cassandra. Each drill runs a steady stream of sends with cids, retries an
+//! Cassandra. Each drill runs a stream of sends with cids, retries an
 //! unacknowledged send with the same cid as a client would (on another
 //! gateway when its own is gone), and checks afterwards, from history, that
 //! every acknowledged message is there exactly once, with its seq, in order.
 //!
-//! The drills stop shared servers, so they run one at a time.
+//! Every drill also checks that the fault it names happened and was felt:
+//! the process is dead, the clients had to retry, the refusal was the one
+//! promised. A drill that could pass without its fault is a drill that fails.
+//! docs/testing.md says what each one proves.
+//!
+//! The drills stop servers (`scripts/infra down kafka|cql`), so they run one at
+//! a time, and only against servers of your own (see docs/testing.md).
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Client, SECRET};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_confab");
-const PARTITIONS: &str = "4";
+const PARTITIONS: u32 = 4;
+/// The gateways' `--produce-timeout-ms` and `--drain-grace-ms`.
+const PRODUCE_TIMEOUT: Duration = Duration::from_millis(2000);
+const DRAIN_GRACE: Duration = Duration::from_millis(3000);
+/// How long a client waits for a reply before it counts it as lost.
+const REPLY_WAIT: Duration = Duration::from_secs(4);
+/// The most one drill may take, start-up included; it fails after that
+/// instead of hanging the run (a Kafka or Cassandra restart is most of it;
+/// the Kafka drill took 149 s on a machine with a load of 14 on 2 cores).
+const DRILL_LIMIT: Duration = Duration::from_secs(240);
+/// How long any single thing a drill waits for may take.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// One drill at a time: they stop servers the others use.
 static DRILL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs a drill within [`DRILL_LIMIT`]. Everything the drill holds (its
+/// processes, a stopped server's [`Restore`]) is dropped when it fails or
+/// times out, without a panic, so the drills after it run.
+async fn drill(name: &str, body: impl std::future::Future<Output = ()>) {
+    let _one = DRILL.lock().await;
+    let started = Instant::now();
+    tokio::time::timeout(DRILL_LIMIT, body)
+        .await
+        .unwrap_or_else(|_| panic!("drill `{name}` did not end within {DRILL_LIMIT:?}"));
+    eprintln!("drill `{name}`: {:.1} s", started.elapsed().as_secs_f64());
+}
 
 fn env(name: &str) -> String {
     std::env::var(name)
         .unwrap_or_else(|_| panic!("{name} is not set: run `scripts/infra up kafka cql` and `source target/infra/env`"))
 }
 
-fn infra(action: &str, what: &str) {
+fn try_infra(action: &str, what: &str) -> Result<(), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/infra");
-    let status = Command::new(script).args([action, what]).stdout(Stdio::null()).status().unwrap();
-    assert!(status.success(), "scripts/infra {action} {what}");
+    match Command::new(script).args([action, what]).stdout(Stdio::null()).status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("scripts/infra {action} {what}: {s}")),
+        Err(e) => Err(format!("scripts/infra {action} {what}: {e}")),
+    }
+}
+
+fn infra(action: &str, what: &str) {
+    try_infra(action, what).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Brings a stopped server back even when a drill fails half-way, so the
-/// drills after it find it running.
+/// drills after it find it running. Never panics: a panic in `drop` while a
+/// failed drill unwinds would abort the whole test binary.
 struct Restore(&'static str);
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        infra("up", self.0);
+        if let Err(e) = try_infra("up", self.0) {
+            eprintln!("could not bring {} back after the drill: {e}", self.0);
+        }
     }
 }
 
@@ -57,23 +101,87 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            .expect("confab starts");
+        // Lines are read on a thread of their own (for the process's whole
+        // life: a full pipe would block it), and waited for with a deadline.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
         let mut addrs = HashMap::new();
         while addrs.len() < wants.len() {
-            let line = lines.next().expect("the process logs its addresses").unwrap();
-            for want in wants {
-                if let Some(rest) = line.split(&format!(": {want} on http://")).nth(1) {
-                    addrs.insert(*want, rest.trim().to_owned());
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    for want in wants {
+                        if let Some(rest) = line.split(&format!(": {want} on http://")).nth(1) {
+                            addrs.insert(*want, rest.trim().to_owned());
+                        }
+                    }
+                }
+                Err(_) => {
+                    let exited = child.try_wait();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("confab {args:?} did not log {wants:?} within {WAIT:?} (exited: {exited:?})");
                 }
             }
         }
-        std::thread::spawn(move || for _ in lines {});
         Proc { child, addrs }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn signal(&self, signal: &str) {
-        Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status();
+        assert!(status.as_ref().is_ok_and(|s| s.success()), "kill {signal} {}: {status:?}", self.pid());
+    }
+
+    /// The process's exit status, once it has exited; `None` if it is still
+    /// running after `limit`.
+    async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.addrs["admin listening"]);
+        let get = async { reqwest::get(url).await?.text().await };
+        tokio::time::timeout(Duration::from_secs(10), get).await.expect("/metrics in time").expect("/metrics")
+    }
+
+    /// The value of one series (name and labels as printed), 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    /// `confab_consumer_lag_records` by partition: the partitions a
+    /// dispatcher owns, as it last reported them.
+    async fn lag_by_partition(&self) -> BTreeMap<u32, f64> {
+        let prefix = "confab_consumer_lag_records{partition=\"";
+        let text = self.metrics().await;
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(prefix)?;
+                let (p, v) = rest.split_once("\"}")?;
+                Some((p.parse().ok()?, v.trim().parse().ok()?))
+            })
+            .collect()
     }
 }
 
@@ -107,9 +215,9 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut migrate = vec!["migrate".to_owned(), "--partitions".into(), PARTITIONS.into()];
+        let mut migrate = vec!["migrate".to_owned(), "--partitions".into(), PARTITIONS.to_string()];
         migrate.extend(backend.iter().cloned());
-        let out = Command::new(BIN).args(&migrate).output().unwrap();
+        let out = Command::new(BIN).args(&migrate).output().expect("confab migrate runs");
         assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
         let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace };
         for _ in 0..dispatchers {
@@ -122,7 +230,8 @@ impl Cluster {
                 .collect();
             args.extend(["--internal-listen", "127.0.0.1:0", "--jwt-secret", SECRET].map(String::from));
             args.extend(["--server-id".into(), format!("gw-{i}"), "--rate-burst".into(), "10000".into()]);
-            args.extend(["--produce-timeout-ms", "2000", "--drain-grace-ms", "3000"].map(String::from));
+            args.extend(["--produce-timeout-ms".into(), PRODUCE_TIMEOUT.as_millis().to_string()]);
+            args.extend(["--drain-grace-ms".into(), DRAIN_GRACE.as_millis().to_string()]);
             args.extend(["--outbound-queue", "16", "--rate-per-second", "10000"].map(String::from));
             args.extend(cluster.backend.iter().cloned());
             cluster.gateways.push(Proc::spawn(&args, &["listening", "admin listening"]));
@@ -142,6 +251,47 @@ impl Cluster {
     fn public(&self, g: usize) -> String {
         self.gateways[g].addrs["listening"].clone()
     }
+
+    /// The dispatcher that owns `partition`, from the partitions each one
+    /// reports lag for, once their reports agree: every partition owned by
+    /// exactly one dispatcher (the gauges are refreshed every 10 s, so this
+    /// waits out the consumer group's first rebalances).
+    async fn owner_of(&self, partition: u32) -> usize {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut owners: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+            for (d, proc) in self.dispatchers.iter().enumerate() {
+                for p in proc.lag_by_partition().await.into_keys() {
+                    owners.entry(p).or_default().push(d);
+                }
+            }
+            let settled = owners.len() == PARTITIONS as usize && owners.values().all(|o| o.len() == 1);
+            if settled {
+                return owners[&partition][0];
+            }
+            assert!(Instant::now() < deadline, "the dispatchers never agreed on who owns what: {owners:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn register(&self, g: usize, user: &str) -> String {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", self.public(g));
+        let creds = json!({"username": user, "password": "password-123"});
+        let deadline = Instant::now() + WAIT;
+        // The cluster may still be settling (consumer group, push links).
+        loop {
+            let r = http.post(format!("{base}/v1/auth/register")).json(&creds).timeout(REPLY_WAIT).send().await;
+            if r.is_ok_and(|r| r.status() == 201 || r.status() == 409) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "registration never worked");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let login = http.post(format!("{base}/v1/auth/login")).json(&creds).timeout(REPLY_WAIT).send();
+        let login: Value = login.await.expect("login").json().await.expect("login reply");
+        login["token"].as_str().expect("a token").to_owned()
+    }
 }
 
 /// A client that sends a numbered stream and retries each message with its
@@ -153,35 +303,33 @@ struct Writer {
     room: String,
     client: Option<Client>,
     acked: Vec<(String, u64)>,
+    /// When each message of `acked` was acknowledged.
+    acked_at: Vec<Instant>,
+    /// Requests sent again after a lost reply, an `unavailable` or a lost connection.
     retries: usize,
+    /// Connections opened (the first included).
+    connects: usize,
 }
 
 impl Writer {
     async fn new(cluster: &Cluster, user: &str, room: &str) -> Writer {
-        let http = reqwest::Client::new();
-        let base = format!("http://{}", cluster.public(0));
-        let creds = json!({"username": user, "password": "password-123"});
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // The cluster may still be settling (consumer group, push links).
-        loop {
-            let r = http.post(format!("{base}/v1/auth/register")).json(&creds).send().await;
-            if r.is_ok_and(|r| r.status() == 201 || r.status() == 409) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "registration never worked");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let login: Value =
-            http.post(format!("{base}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+        Writer::on(cluster, 0, user, room).await
+    }
+
+    /// A writer whose first connection is to gateway `g`.
+    async fn on(cluster: &Cluster, g: usize, user: &str, room: &str) -> Writer {
+        let token = cluster.register(g, user).await;
         let gateways = (0..cluster.gateways.len()).map(|g| cluster.public(g)).collect();
         let mut w = Writer {
             gateways,
-            current: 0,
-            token: login["token"].as_str().unwrap().to_owned(),
+            current: g,
+            token,
             room: room.to_owned(),
             client: None,
             acked: Vec::new(),
+            acked_at: Vec::new(),
             retries: 0,
+            connects: 0,
         };
         w.request_until_ok(json!({"op": "join", "room": room})).await;
         w
@@ -189,6 +337,7 @@ impl Writer {
 
     async fn connect(&mut self) -> &mut Client {
         if self.client.is_none() {
+            let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 let url = format!("ws://{}/v1/ws?token={}", self.gateways[self.current], self.token);
                 if let Ok(Ok((ws, _))) =
@@ -196,45 +345,54 @@ impl Writer {
                     && let Some(client) = Client::try_from_stream(ws).await
                 {
                     self.client = Some(client);
+                    self.connects += 1;
                     break;
                 }
+                assert!(Instant::now() < deadline, "no gateway took a connection for 120 s");
                 self.current = (self.current + 1) % self.gateways.len();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        self.client.as_mut().unwrap()
+        self.client.as_mut().expect("connected")
+    }
+
+    /// Sends `req` once and waits for its reply; `None` when the reply or
+    /// the connection was lost.
+    async fn once(&mut self, req: &Value, id: &Value) -> Option<Value> {
+        let mut frame = req.clone();
+        frame["id"] = id.clone();
+        let client = self.connect().await;
+        client.ws.send(Message::Text(frame.to_string().into())).await.ok()?;
+        tokio::time::timeout(REPLY_WAIT, reply(client, id)).await.ok()?
     }
 
     /// Sends until an `ok` reply; a lost reply, `unavailable` or a closed
     /// connection is retried, the connection moving on to the next gateway.
     async fn request_until_ok(&mut self, req: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_secs(150);
         let mut n = 0u64;
         loop {
             assert!(Instant::now() < deadline, "{req} was never acknowledged");
             n += 1;
             let id = json!(format!("r{n}"));
-            let mut frame = req.clone();
-            frame["id"] = id.clone();
-            let client = self.connect().await;
-            let outcome = async {
-                use futures_util::SinkExt;
-                client.ws.send(tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.ok()?;
-                tokio::time::timeout(Duration::from_secs(4), reply(client, &id)).await.ok()?
-            }
-            .await;
-            match outcome {
+            match self.once(&req, &id).await {
                 Some(r) if r["ok"] == true => return r,
                 Some(r) => assert_eq!(r["error"]["code"], "unavailable", "{req} -> {r}"),
-                None => {
-                    // Lost reply or connection: a new connection, maybe elsewhere.
-                    self.client = None;
-                    self.current = (self.current + 1) % self.gateways.len();
-                }
+                None => self.lose_connection(),
             }
             self.retries += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A lost reply or connection: a new connection, maybe elsewhere.
+    fn lose_connection(&mut self) {
+        self.client = None;
+        self.current = (self.current + 1) % self.gateways.len();
+    }
+
+    fn send_request(&self, i: usize, text: &str) -> Value {
+        json!({"op": "send", "room": self.room, "text": text, "cid": format!("m{i}")})
     }
 
     async fn send(&mut self, i: usize) {
@@ -242,9 +400,90 @@ impl Writer {
     }
 
     async fn send_text(&mut self, i: usize, text: &str) {
-        let cid = format!("m{i}");
-        let r = self.request_until_ok(json!({"op":"send","room": self.room,"text": text,"cid": cid})).await;
-        self.acked.push((cid, r["seq"].as_u64().unwrap()));
+        let r = self.request_until_ok(self.send_request(i, text)).await;
+        self.acked.push((format!("m{i}"), r["seq"].as_u64().expect("a seq")));
+        self.acked_at.push(Instant::now());
+    }
+
+    /// Sends messages `range` on one connection with up to `window` sends
+    /// in flight (pipelined cids), one every `pace` at most. A send whose
+    /// reply is lost, or `unavailable`, or whose connection closes, is sent
+    /// again with its cid (every one in flight on a lost connection, on the
+    /// next gateway). `on_ack(acked, in_flight)` runs after each ack.
+    async fn pipelined(
+        &mut self,
+        range: std::ops::Range<usize>,
+        window: usize,
+        pace: Duration,
+        mut on_ack: impl FnMut(usize, usize),
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        let mut next = range.start;
+        let mut last_sent: Option<Instant> = None;
+        let mut attempt = 0u64;
+        // In flight: message -> when it was last sent; queued: to send again.
+        let mut in_flight: BTreeMap<usize, Instant> = BTreeMap::new();
+        let mut again: BTreeSet<usize> = BTreeSet::new();
+        let mut acked: BTreeMap<usize, (u64, Instant)> = BTreeMap::new();
+        while acked.len() < range.len() {
+            assert!(Instant::now() < deadline, "{} of {} sends acked in 150 s", acked.len(), range.len());
+            self.connect().await;
+            // Fill the window: sends to repeat first, then new ones.
+            let mut lost = false;
+            while in_flight.len() < window && !lost {
+                let i = match again.pop_first() {
+                    Some(i) => i,
+                    None if next < range.end && last_sent.is_none_or(|t| t.elapsed() >= pace) => {
+                        next += 1;
+                        next - 1
+                    }
+                    None => break,
+                };
+                attempt += 1;
+                let mut frame = self.send_request(i, &format!("message {i}"));
+                frame["id"] = json!(format!("p{i}.{attempt}"));
+                let client = self.client.as_mut().expect("connected");
+                in_flight.insert(i, Instant::now());
+                last_sent = Some(Instant::now());
+                lost = client.ws.send(Message::Text(frame.to_string().into())).await.is_err();
+            }
+            // Read what comes within a moment.
+            if !lost {
+                let client = self.client.as_mut().expect("connected");
+                match tokio::time::timeout(Duration::from_millis(100), client.ws.next()).await {
+                    Err(_) => {}
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: Value = serde_json::from_str(&t).expect("server frames are JSON");
+                        // Events, and late replies to earlier attempts, are skipped.
+                        let i = v["re"].as_str().and_then(pipelined_index).filter(|i| in_flight.contains_key(i));
+                        if let Some(i) = i
+                            && v["ok"] == true
+                        {
+                            in_flight.remove(&i);
+                            acked.insert(i, (v["seq"].as_u64().expect("a seq"), Instant::now()));
+                            on_ack(acked.len(), in_flight.len());
+                        } else if let Some(i) = i {
+                            assert_eq!(v["error"]["code"], "unavailable", "m{i} -> {v}");
+                            in_flight.remove(&i);
+                            again.insert(i);
+                            self.retries += 1;
+                        }
+                    }
+                    Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => lost = true,
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+            let overdue = in_flight.values().any(|sent| sent.elapsed() > REPLY_WAIT);
+            if lost || overdue {
+                self.retries += in_flight.len();
+                again.extend(std::mem::take(&mut in_flight).into_keys());
+                self.lose_connection();
+            }
+        }
+        for (i, (seq, at)) in acked {
+            self.acked.push((format!("m{i}"), seq));
+            self.acked_at.push(at);
+        }
     }
 
     /// Every acked message is in history exactly once, with its seq, in order.
@@ -257,126 +496,48 @@ impl Writer {
                 req["before"] = json!(b);
             }
             let page = self.request_until_ok(req).await;
-            let msgs = page["messages"].as_array().unwrap().clone();
+            let msgs = page["messages"].as_array().expect("messages").clone();
             if msgs.is_empty() {
                 break;
             }
             before = msgs[0]["seq"].as_u64();
             all.splice(0..0, msgs);
+            assert!(all.len() <= 100_000, "history does not end");
         }
-        let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "history is in strictly increasing seq order");
         let mut by_cid: HashMap<&str, Vec<u64>> = HashMap::new();
         for m in &all {
-            by_cid.entry(m["cid"].as_str().unwrap()).or_default().push(m["seq"].as_u64().unwrap());
+            by_cid.entry(m["cid"].as_str().expect("cid")).or_default().push(m["seq"].as_u64().expect("seq"));
         }
         for (cid, seq) in &self.acked {
             assert_eq!(by_cid.get(cid.as_str()), Some(&vec![*seq]), "acked {cid} is stored once, as seq {seq}");
         }
         assert_eq!(all.len(), self.acked.len(), "nothing but the acked messages, no duplicates");
-        let order: Vec<&str> = all.iter().map(|m| m["cid"].as_str().unwrap()).collect();
+        let order: Vec<&str> = all.iter().map(|m| m["cid"].as_str().expect("cid")).collect();
         let sent: Vec<&str> = self.acked.iter().map(|(c, _)| c.as_str()).collect();
         assert_eq!(order, sent, "stored in the order they were sent");
     }
 }
 
+/// `p{i}.{attempt}` -> i.
+fn pipelined_index(id: &str) -> Option<usize> {
+    id.strip_prefix('p')?.split_once('.')?.0.parse().ok()
+}
+
 async fn reply(client: &mut Client, id: &Value) -> Option<Value> {
-    use futures_util::StreamExt;
     loop {
         match client.ws.next().await? {
-            Ok(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+            Ok(Message::Text(t)) => {
                 let v: Value = serde_json::from_str(&t).ok()?;
                 if v.get("re") == Some(id) {
                     return Some(v);
                 }
             }
-            Ok(tokio_tungstenite::tungstenite::Message::Close(_)) | Err(_) => return None,
+            Ok(Message::Close(_)) | Err(_) => return None,
             Ok(_) => {}
         }
     }
-}
-
-#[tokio::test]
-async fn a_dispatcher_killed_mid_stream_loses_and_duplicates_nothing() {
-    let _one = DRILL.lock().await;
-    let cluster = Cluster::start(2, 2).await;
-    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
-    for i in 0..60 {
-        if i == 20 {
-            cluster.dispatchers[0].signal("-KILL");
-        }
-        w.send(i).await;
-    }
-    w.verify().await;
-}
-
-/// Loses gateway 0 to `signal` in the middle of a stream: its client moves
-/// to gateway 1 and nothing acked is lost or doubled.
-async fn gateway_loss_drill(signal: &str) {
-    let cluster = Cluster::start(2, 1).await;
-    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
-    for i in 0..40 {
-        if i == 15 {
-            cluster.gateways[0].signal(signal);
-        }
-        w.send(i).await;
-    }
-    assert_eq!(w.current, 1, "the writer moved to the surviving gateway");
-    w.verify().await;
-}
-
-#[tokio::test]
-async fn a_gateway_drained_by_sigterm_sends_its_clients_elsewhere() {
-    let _one = DRILL.lock().await;
-    gateway_loss_drill("-TERM").await;
-}
-
-#[tokio::test]
-async fn a_gateway_killed_sends_its_clients_elsewhere_and_loses_no_acked_message() {
-    let _one = DRILL.lock().await;
-    gateway_loss_drill("-KILL").await;
-}
-
-#[tokio::test]
-async fn a_slow_client_is_closed_and_the_room_keeps_its_pace() {
-    let _one = DRILL.lock().await;
-    let cluster = Cluster::start(2, 1).await;
-    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
-    // The slow member sits on the other gateway, joins, and stops reading.
-    let slow_token = {
-        let http = reqwest::Client::new();
-        let base = format!("http://{}", cluster.public(1));
-        let creds = json!({"username": "slow", "password": "password-123"});
-        assert_eq!(http.post(format!("{base}/v1/auth/register")).json(&creds).send().await.unwrap().status(), 201);
-        let login: Value =
-            http.post(format!("{base}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
-        login["token"].as_str().unwrap().to_owned()
-    };
-    let mut slow = Client::connect(&format!("ws://{}/v1/ws?token={slow_token}", cluster.public(1))).await;
-    slow.join("drill-room").await;
-    let text = "x".repeat(4000);
-    let series = r#"confab_sessions_closed_total{reason="slow_consumer"}"#;
-    let mut i = 0;
-    while metric(&cluster, 1, series).await < 1.0 {
-        for _ in 0..50 {
-            w.send_text(i, &text).await;
-            i += 1;
-        }
-        assert!(i < 20_000, "the slow client was never closed");
-    }
-    // The writer was served all along, and still is.
-    for _ in 0..20 {
-        w.send_text(i, &text).await;
-        i += 1;
-    }
-    w.verify().await;
-    drop(slow);
-}
-
-async fn metric(cluster: &Cluster, g: usize, series: &str) -> f64 {
-    let url = format!("http://{}/metrics", cluster.gateways[g].addrs["admin listening"]);
-    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 /// Waits until the gateway's `/readyz` answers `status`.
@@ -390,48 +551,336 @@ async fn readyz(cluster: &Cluster, g: usize, status: u16) {
             {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Often: a drain's 503 lasts about a second.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
     .unwrap_or_else(|_| panic!("/readyz never answered {status}"));
 }
 
-/// Stops `server` under a steady stream of sends and starts it again: sends
-/// go unacknowledged meanwhile (`unavailable`, or no ack until the store is
-/// back), `/readyz` says so, and nothing acked is lost or doubled.
-async fn outage_drill(server: &'static str) {
-    let cluster = Cluster::start(1, 1).await;
-    let mut w = Writer::new(&cluster, "writer", "drill-room").await;
-    for i in 0..10 {
-        w.send(i).await;
-    }
-    readyz(&cluster, 0, 200).await;
-    let _restore = Restore(server);
-    infra("down", server);
-    readyz(&cluster, 0, 503).await;
-    let restart = tokio::task::spawn_blocking(move || {
-        std::thread::sleep(Duration::from_secs(5));
-        infra("up", server);
-    });
-    let before = w.retries;
-    for i in 10..20 {
-        w.send(i).await;
-    }
-    restart.await.unwrap();
-    assert!(w.retries > before, "sends went unacknowledged while {server} was down");
-    readyz(&cluster, 0, 200).await;
-    w.verify().await;
+// ---------------------------------------------------------------- drills
+
+#[tokio::test]
+async fn a_dispatcher_killed_mid_batch_loses_and_duplicates_nothing() {
+    drill("dispatcher killed mid-batch", async {
+        let mut cluster = Cluster::start(2, 2).await;
+        let room = "drill-room";
+        let mut w = Writer::new(&cluster, "writer", room).await;
+        // A dispatcher reports lag only for partitions it has consumed from:
+        // a join on a room of each partition gives each one a position.
+        for p in 0..PARTITIONS {
+            let other = (0..).map(|k| format!("drill-{k}")).find(|r| confab_bus::partition_for(r, PARTITIONS) == p);
+            w.request_until_ok(json!({"op": "join", "room": other.expect("a room of each partition")})).await;
+        }
+        // Kill the dispatcher that owns the room's partition, not either one.
+        let partition = confab_bus::partition_for(room, PARTITIONS);
+        let owner = cluster.owner_of(partition).await;
+        let survivor = 1 - owner;
+        let theirs = cluster.dispatchers[survivor].lag_by_partition().await;
+        assert!(!theirs.contains_key(&partition), "the other dispatcher does not own partition {partition} yet");
+        let pid = cluster.dispatchers[owner].pid();
+        let mut in_flight_at_kill = None;
+        w.pipelined(0..200, 20, Duration::ZERO, |acked, in_flight| {
+            if acked == 60 && in_flight_at_kill.is_none() {
+                let killed = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                assert!(killed.is_ok_and(|s| s.success()), "kill -KILL {pid}");
+                in_flight_at_kill = Some(in_flight);
+            }
+        })
+        .await;
+        let status = cluster.dispatchers[owner].exited_within(Duration::from_secs(10)).await;
+        assert_eq!(status.and_then(|s| s.signal()), Some(9), "the owner died of SIGKILL: {status:?}");
+        let in_flight = in_flight_at_kill.expect("the dispatcher was killed");
+        assert!(in_flight >= 10, "sends were in flight when it died: {in_flight}");
+        assert!(w.retries > 0, "the writer had to send again what the dead dispatcher never answered");
+        // The room's partition moved to the survivor.
+        let deadline = Instant::now() + WAIT;
+        while !cluster.dispatchers[survivor].lag_by_partition().await.contains_key(&partition) {
+            assert!(Instant::now() < deadline, "the survivor never took partition {partition} over");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!("dispatcher drill: {in_flight} in flight at the kill, {} sent again", w.retries);
+        w.verify().await;
+        assert_eq!(w.acked.len(), 200);
+    })
+    .await;
 }
 
 #[tokio::test]
-async fn kafka_stopped_and_restarted_loses_no_acked_message() {
-    let _one = DRILL.lock().await;
-    outage_drill("kafka").await;
+async fn a_gateway_drained_by_sigterm_says_bye_refuses_upgrades_and_exits_in_its_grace() {
+    drill("gateway drained by SIGTERM", async {
+        let mut cluster = Cluster::start(2, 1).await;
+        let room = "drill-room";
+        let mut w = Writer::new(&cluster, "writer", room).await;
+        // A member that reads (it must get bye and 1012), and one that reads
+        // nothing (it holds the drain open as long as the gateway allows).
+        let listener_token = cluster.register(0, "listener").await;
+        let mut listener = Client::connect(&format!("ws://{}/v1/ws?token={listener_token}", cluster.public(0))).await;
+        listener.join(room).await;
+        let stubborn_token = cluster.register(0, "stubborn").await;
+        let stubborn = Client::connect(&format!("ws://{}/v1/ws?token={stubborn_token}", cluster.public(0))).await;
+        readyz(&cluster, 0, 200).await;
+        for i in 0..15 {
+            w.send(i).await;
+        }
+        let sigterm = Instant::now();
+        cluster.gateways[0].signal("-TERM");
+        // While it drains: not ready, and no new session.
+        readyz(&cluster, 0, 503).await;
+        let url = format!("ws://{}/v1/ws?token={}", cluster.public(0), w.token);
+        let upgrade = tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url)).await;
+        assert!(matches!(upgrade, Ok(Err(_))), "a new upgrade is refused while draining: {upgrade:?}");
+        let (code, frames) = listener.closed().await;
+        assert_eq!(code, 1012, "the drained session is closed with 1012");
+        assert_eq!(frames.last(), Some(&json!({"ev": "bye", "reason": "server_restart"})), "{frames:?}");
+        let status = cluster.gateways[0].exited_within(DRAIN_GRACE + Duration::from_secs(5)).await;
+        let took = sigterm.elapsed();
+        assert!(status.is_some_and(|s| s.success()), "the gateway exits, cleanly, after its drain: {status:?}");
+        assert!(took <= DRAIN_GRACE + Duration::from_secs(5), "exited {took:?} after SIGTERM");
+        drop(stubborn);
+        for i in 15..40 {
+            w.send(i).await;
+        }
+        assert_eq!(w.current, 1, "the writer moved to the surviving gateway");
+        assert!(w.connects >= 2, "the writer reconnected");
+        w.verify().await;
+    })
+    .await;
 }
 
 #[tokio::test]
-async fn the_store_stopped_and_restarted_holds_acks_until_it_returns() {
-    let _one = DRILL.lock().await;
-    outage_drill("cql").await;
+async fn a_gateway_killed_sends_its_clients_elsewhere_and_they_sync_every_acked_message() {
+    drill("gateway killed", async {
+        let mut cluster = Cluster::start(2, 1).await;
+        let room = "drill-room";
+        let mut w = Writer::new(&cluster, "writer", room).await;
+        // A receiving member on the gateway that dies.
+        let reader_token = cluster.register(0, "reader").await;
+        let mut reader = Client::connect(&format!("ws://{}/v1/ws?token={reader_token}", cluster.public(0))).await;
+        reader.join(room).await;
+        for i in 0..15 {
+            w.send(i).await;
+        }
+        // The reader has what was delivered before the kill: up to the last acked.
+        let mut received: BTreeMap<u64, String> = BTreeMap::new();
+        let last_before = w.acked.last().expect("acked").1;
+        while !received.contains_key(&last_before) {
+            let m = reader.next_event("msg").await;
+            received.insert(m["seq"].as_u64().expect("seq"), m["cid"].as_str().expect("cid").to_owned());
+        }
+        cluster.gateways[0].signal("-KILL");
+        let status = cluster.gateways[0].exited_within(Duration::from_secs(10)).await;
+        assert_eq!(status.and_then(|s| s.signal()), Some(9), "gateway 0 died of SIGKILL: {status:?}");
+        for i in 15..40 {
+            w.send(i).await;
+        }
+        assert_eq!(w.current, 1, "the writer moved to the surviving gateway");
+        assert!(w.connects >= 2, "the writer reconnected");
+        // The reader's connection is gone; it reconnects to the other gateway
+        // and syncs from the last seq it has.
+        let end = tokio::time::timeout(common::PATIENCE, async {
+            loop {
+                match reader.ws.next().await {
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        });
+        end.await.expect("the reader's connection to the dead gateway ends");
+        let last = *received.keys().last().expect("received before the kill");
+        let mut reader = Client::connect(&format!("ws://{}/v1/ws?token={reader_token}", cluster.public(1))).await;
+        let mut from = last;
+        let mut synced = 0;
+        loop {
+            let r = reader.ok(json!({"op": "sync", "rooms": {room: from}, "limit": 10})).await;
+            let page = &r["rooms"][room];
+            for m in page["messages"].as_array().expect("messages") {
+                let seq = m["seq"].as_u64().expect("seq");
+                assert!(seq > from, "sync returns only what follows {from}: {m}");
+                let dup = received.insert(seq, m["cid"].as_str().expect("cid").to_owned());
+                assert!(dup.is_none(), "seq {seq} came twice");
+                from = seq;
+                synced += 1;
+            }
+            if page["more"] != true {
+                break;
+            }
+        }
+        assert!(synced >= 25, "the messages sent after the kill came by sync: {synced}");
+        let acked: BTreeMap<u64, String> = w.acked.iter().map(|(c, s)| (*s, c.clone())).collect();
+        assert_eq!(received, acked, "the reader has every acked message, once, with its seq");
+        w.verify().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_closed_with_bye_and_1013_and_the_room_keeps_its_pace() {
+    drill("slow client", async {
+        let cluster = Cluster::start(2, 1).await;
+        let room = "drill-room";
+        let mut w = Writer::new(&cluster, "writer", room).await;
+        // The slow member and a reading member sit on the other gateway.
+        let slow_token = cluster.register(1, "slow").await;
+        let mut slow = Client::connect(&format!("ws://{}/v1/ws?token={slow_token}", cluster.public(1))).await;
+        slow.join(room).await;
+        let fast_token = cluster.register(1, "fast").await;
+        let mut fast = Client::connect(&format!("ws://{}/v1/ws?token={fast_token}", cluster.public(1))).await;
+        fast.join(room).await;
+        let fast = tokio::spawn(async move {
+            let mut cids = Vec::new();
+            loop {
+                let m = fast.next_event("msg").await;
+                cids.push(m["cid"].as_str().expect("cid").to_owned());
+                if m["text"] == "end" {
+                    return cids;
+                }
+            }
+        });
+        // The slow member stops reading. As soon as its gateway drops a
+        // frame for it, it reads what is left on its socket, without writing.
+        let drops = cluster.gateways[1].metric("confab_outbound_queue_drops_total").await;
+        let admin = cluster.gateways[1].addrs["admin listening"].clone();
+        let slow = tokio::spawn({
+            async move {
+                let url = format!("http://{admin}/metrics");
+                let series = "confab_outbound_queue_drops_total ";
+                loop {
+                    let text = reqwest::get(&url).await.expect("/metrics").text().await.expect("/metrics");
+                    let now: f64 =
+                        text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0);
+                    if now > drops {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                slow.raw_frames().await
+            }
+        });
+        let text = "x".repeat(4000);
+        let mut i = 0;
+        while !slow.is_finished() {
+            w.send_text(i, &text).await;
+            i += 1;
+            assert!(i < 20_000, "the slow client was never closed");
+        }
+        for _ in 0..20 {
+            w.send_text(i, &text).await;
+            i += 1;
+        }
+        w.send_text(i, "end").await;
+        let (texts, code) = slow.await.expect("the slow client's task");
+        assert_eq!(code, Some(1013), "the slow session is closed with 1013");
+        assert_eq!(texts.last().map(String::as_str), Some(r#"{"ev":"bye","reason":"slow_consumer"}"#));
+        let got = texts.iter().filter(|t| t.starts_with(r#"{"ev":"msg""#)).count();
+        assert!(got < w.acked.len(), "the slow client missed messages: it got {got} of {}", w.acked.len());
+        // The room kept its pace: the writer was never refused, never
+        // reconnected, and the other member got every message, in order.
+        assert_eq!((w.retries, w.connects), (0, 1), "the writer was served all along on its one connection");
+        let fast = tokio::time::timeout(common::PATIENCE, fast).await.expect("the fast member ends").expect("fast");
+        let sent: Vec<String> = w.acked.iter().map(|(c, _)| c.clone()).collect();
+        assert_eq!(fast, sent, "the reading member got all {} messages", sent.len());
+        assert_eq!(cluster.gateways[1].metric(r#"confab_sessions_closed_total{reason="slow_consumer"}"#).await, 1.0);
+        eprintln!(
+            "slow client drill: {} messages acked and delivered to the reading member; the slow one got {got}",
+            sent.len()
+        );
+        w.verify().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kafka_stopped_refuses_sends_with_unavailable_in_time_and_loses_no_acked_message() {
+    drill("Kafka stopped", async {
+        let cluster = Cluster::start(1, 1).await;
+        let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+        for i in 0..10 {
+            w.send(i).await;
+        }
+        readyz(&cluster, 0, 200).await;
+        let _restore = Restore("kafka");
+        infra("down", "kafka");
+        readyz(&cluster, 0, 503).await;
+        // A send now is refused as `unavailable` within the produce timeout.
+        let probe = w.send_request(10, "message 10");
+        let asked = Instant::now();
+        let r = w.once(&probe, &json!("probe")).await.expect("a reply while Kafka is down");
+        let took = asked.elapsed();
+        assert_eq!(r["error"]["code"], "unavailable", "{r}");
+        assert!(took <= PRODUCE_TIMEOUT + Duration::from_secs(1), "unavailable after {took:?}");
+        let restart = tokio::task::spawn_blocking(|| {
+            std::thread::sleep(Duration::from_secs(5));
+            try_infra("up", "kafka")
+        });
+        let before = w.retries;
+        for i in 10..20 {
+            w.send(i).await;
+        }
+        restart.await.expect("the restart task").expect("Kafka restarts");
+        assert!(w.retries > before, "sends went unacknowledged while Kafka was down");
+        readyz(&cluster, 0, 200).await;
+        w.verify().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_store_stopped_holds_every_ack_until_it_returns_and_the_lag_rises() {
+    drill("store stopped", async {
+        let cluster = Cluster::start(1, 1).await;
+        let mut w = Writer::new(&cluster, "writer", "drill-room").await;
+        for i in 0..10 {
+            w.send(i).await;
+        }
+        readyz(&cluster, 0, 200).await;
+        let _restore = Restore("cql");
+        infra("down", "cql");
+        readyz(&cluster, 0, 503).await;
+        // The dispatcher's lag, sampled all along.
+        let watching = Arc::new(AtomicBool::new(true));
+        let admin = cluster.dispatchers[0].addrs["admin listening"].clone();
+        let lag = tokio::spawn({
+            let watching = watching.clone();
+            async move {
+                let url = format!("http://{admin}/metrics");
+                let mut samples = Vec::new();
+                while watching.load(Ordering::SeqCst) {
+                    if let Ok(Ok(text)) =
+                        tokio::time::timeout(REPLY_WAIT, async { reqwest::get(&url).await?.text().await }).await
+                    {
+                        let sum: f64 = text
+                            .lines()
+                            .filter(|l| l.starts_with("confab_consumer_lag_records{"))
+                            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                            .sum();
+                        samples.push((Instant::now(), sum));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                samples
+            }
+        });
+        let restart = tokio::task::spawn_blocking(|| {
+            std::thread::sleep(Duration::from_secs(8));
+            let began = Instant::now();
+            try_infra("up", "cql").map(|()| (began, Instant::now()))
+        });
+        // Sends trickle in while the store is down: the first is stuck in the
+        // dispatcher's group commit, the others wait in Kafka.
+        let first = w.acked.len();
+        w.pipelined(10..30, 20, Duration::from_millis(300), |_, _| {}).await;
+        let (began, back) = restart.await.expect("the restart task").expect("Cassandra restarts");
+        watching.store(false, Ordering::SeqCst);
+        let samples = lag.await.expect("the lag watcher");
+        let early = w.acked_at[first..].iter().filter(|at| **at < began).count();
+        assert_eq!(early, 0, "no send was acked before the store was started again");
+        let lag_while_down = samples.iter().filter(|(at, _)| *at < back).map(|(_, l)| *l).fold(0.0, f64::max);
+        assert!(lag_while_down >= 1.0, "the dispatcher's lag rose while the store was down: {samples:?}");
+        eprintln!("store drill: lag rose to {lag_while_down} records; {} sends sent again", w.retries);
+        readyz(&cluster, 0, 200).await;
+        w.verify().await;
+    })
+    .await;
 }

@@ -115,34 +115,43 @@ async fn a_slow_consumer_is_closed_and_the_room_keeps_its_pace() {
     fast.join("r").await;
     slow.join("r").await;
     // Bob stops reading. Alice keeps sending large messages until the server
-    // gives up on bob; she keeps being served meanwhile.
+    // gives up on bob; she keeps being served meanwhile. As soon as a frame
+    // for bob is dropped, bob reads what is left on his socket (within the
+    // 1 s the server gives its last words): it must end with bye and 1013.
+    let drops = s.metric("confab_outbound_queue_drops_total").await;
+    let (url, http) = (format!("{}/metrics", s.admin), s.client.clone());
+    let bob = tokio::spawn(async move {
+        tokio::time::timeout(common::PATIENCE * 4, async {
+            loop {
+                let text = http.get(&url).send().await.unwrap().text().await.unwrap();
+                let series = "confab_outbound_queue_drops_total ";
+                let now: f64 = text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0.0);
+                if now > drops {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a frame for bob is dropped in time");
+        slow.raw_frames().await
+    });
     let text = "x".repeat(4000);
     let mut sent = 0;
-    while s.metric("confab_sessions_closed_total{reason=\"slow_consumer\"}").await < 1.0 {
-        for _ in 0..50 {
-            sent += 1;
-            fast.send("r", &text, &format!("c{sent}")).await;
-        }
+    while !bob.is_finished() {
+        sent += 1;
+        fast.send("r", &text, &format!("c{sent}")).await;
         fast.take_events();
         assert!(sent < 20_000, "bob was never closed as a slow consumer");
     }
+    let (texts, code) = bob.await.unwrap();
+    assert_eq!(code, Some(1013), "bob's session is closed with 1013");
+    assert_eq!(texts.last().map(String::as_str), Some(r#"{"ev":"bye","reason":"slow_consumer"}"#));
+    s.await_metric("confab_sessions_closed_total{reason=\"slow_consumer\"}", 1.0).await;
+    // Alice was served all along, and still is.
     fast.ok(json!({"op":"ping"})).await;
     let h = fast.ok(json!({"op":"history","room":"r","limit":1})).await;
     assert_eq!(h["messages"][0]["cid"], format!("c{sent}"));
-    // What bob's socket still holds ends with the bye (when it fit) and a 1013 close.
-    let mut last_text = None;
-    let code = loop {
-        match tokio::time::timeout(common::PATIENCE, slow.ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) => last_text = Some(t),
-            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
-        }
-    };
-    if let Some(code) = code {
-        assert_eq!(code, 1013);
-        assert_eq!(last_text.as_deref(), Some(r#"{"ev":"bye","reason":"slow_consumer"}"#));
-    }
 }
 
 #[tokio::test]

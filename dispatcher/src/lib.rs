@@ -88,12 +88,7 @@ pub async fn run(
                     // Its link stops reconnecting too.
                     push.learn(&Announcement::Gone { gateway: gateway.to_string() });
                 }
-                let lags = consumer.lag().await;
-                // Partitions this dispatcher lost are no longer its to report.
-                metrics.consumer_lag.reset();
-                for (partition, lag) in lags {
-                    metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(lag as i64);
-                }
+                report_lag(consumer.lag().await, &metrics);
             }
             polled = consumer.poll(config.max_batch) => {
                 let records = polled?;
@@ -104,7 +99,18 @@ pub async fn run(
                     let Some(checkpoints) = checkpoints_patiently(&*store, &shutdown).await else { break };
                     pipeline.resume_from(checkpoints);
                 }
-                let Some(offsets) = pipeline.process(records).await else { break };
+                // A batch can take long (the store is down: the group commit
+                // is retried until it lands); the lag keeps being reported
+                // meanwhile, so that it rises while nothing is consumed.
+                let process = pipeline.process(records);
+                tokio::pin!(process);
+                let processed = loop {
+                    tokio::select! {
+                        processed = &mut process => break processed,
+                        _ = expiry.tick() => report_lag(consumer.lag().await, &metrics),
+                    }
+                };
+                let Some(offsets) = processed else { break };
                 if let Err(e) = consumer.commit(&offsets).await {
                     // The records are stored; a redelivery after a failed
                     // commit is skipped by the store's checkpoints.
@@ -115,6 +121,15 @@ pub async fn run(
     }
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+/// Sets the lag gauge to the consumer's lag on each partition it owns.
+fn report_lag(lags: Vec<(u32, u64)>, metrics: &Metrics) {
+    // Partitions this dispatcher lost are no longer its to report.
+    metrics.consumer_lag.reset();
+    for (partition, lag) in lags {
+        metrics.consumer_lag.with_label_values(&[&partition.to_string()]).set(lag as i64);
+    }
 }
 
 /// The store's checkpoints, retried while the store is down; `None` on shutdown.

@@ -60,7 +60,11 @@ impl Routes {
 
     /// Forgets gateways not heard from within `timeout`; returns them.
     pub fn expire(&mut self, timeout: Duration) -> Vec<Arc<str>> {
-        let now = Instant::now();
+        self.expire_at(Instant::now(), timeout)
+    }
+
+    /// `expire` as of `now`.
+    fn expire_at(&mut self, now: Instant, timeout: Duration) -> Vec<Arc<str>> {
         let dead: Vec<Arc<str>> =
             self.seen.iter().filter(|(_, at)| now.duration_since(**at) > timeout).map(|(g, _)| g.clone()).collect();
         for gateway in &dead {
@@ -144,6 +148,46 @@ mod tests {
         routes.add_room("b", "gw-1");
         routes.apply(&Announcement::Gone { gateway: "gw-1".into() });
         assert!(gateways(&routes, "a").is_empty() && gateways(&routes, "b").is_empty());
+    }
+
+    #[test]
+    fn a_gateway_that_died_without_a_word_loses_its_routes_once_silent_past_the_timeout() {
+        let timeout = Duration::from_secs(30);
+        let mut routes = Routes::default();
+        let start = Instant::now();
+        routes.apply(&hosts("gw-dead", &["a", "b"], &[]));
+        routes.add_room("c", "gw-dead");
+        routes.apply(&Announcement::Hosts {
+            gateway: "gw-dead".into(),
+            rooms_added: vec![],
+            rooms_removed: vec![],
+            users_added: vec!["alice".into()],
+            users_removed: vec![],
+        });
+        // gw-dead spoke between `start` and `spoke`; gw-live speaks after `mid`.
+        let spoke = Instant::now();
+        let mut mid = Instant::now();
+        while mid <= spoke {
+            mid = Instant::now();
+        }
+        routes.apply(&hosts("gw-live", &["b"], &[]));
+        routes.apply(&Announcement::Heartbeat { gateway: "gw-live".into(), addr: None });
+
+        // Not silent for longer than the timeout yet: nothing is dropped.
+        assert!(routes.expire_at(start + timeout, timeout).is_empty());
+        assert_eq!(gateways(&routes, "a"), ["gw-dead"]);
+
+        let dead = routes.expire_at(mid + timeout, timeout);
+        assert_eq!(dead.iter().map(|g| g.to_string()).collect::<Vec<_>>(), ["gw-dead"]);
+        assert!(gateways(&routes, "a").is_empty() && gateways(&routes, "c").is_empty());
+        assert_eq!(gateways(&routes, "b"), ["gw-live"], "the live gateway keeps its route");
+        // A DM made now is not routed to the dead gateway through alice.
+        routes.add_room_for_users("dm:alice:bob", &["alice", "bob"]);
+        assert!(gateways(&routes, "dm:alice:bob").is_empty());
+        // gw-dead is reported once; gw-live, silent in turn, goes the same way.
+        let later = routes.expire_at(mid + timeout * 2, timeout);
+        assert_eq!(later.iter().map(|g| g.to_string()).collect::<Vec<_>>(), ["gw-live"]);
+        assert!(gateways(&routes, "b").is_empty());
     }
 
     #[test]

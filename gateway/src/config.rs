@@ -19,6 +19,14 @@ pub struct Config {
     pub rate_burst: u32,
     /// Frames queued for one session before it is closed as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued for one session (frames not yet written to its socket)
+    /// before it is closed as a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Encoded bytes of messages a `history` or `sync` reply holds at most
+    /// (a reply always holds at least one message when there is one).
+    pub reply_max_bytes: usize,
+    /// Messages a `sync` reply holds at most, across its rooms.
+    pub sync_max_messages: u32,
     /// Rooms larger than this get no `presence` events.
     pub presence_event_limit: u64,
     /// How long `produce` may take before `send` gets `unavailable`.

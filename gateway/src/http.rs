@@ -259,8 +259,12 @@ async fn messages(
     let limit = number::<u32>(&query, "limit")?;
     validate::room_ref(&room)?;
     validate::history_limit(limit)?;
-    let messages = gw.history(&claims.sub, &room, before, limit).await?;
-    Ok(Json(json!({ "messages": messages })).into_response())
+    let (messages, more) = gw.history(&claims.sub, &room, before, limit).await?;
+    let body = match more {
+        true => json!({ "messages": messages, "more": true }),
+        false => json!({ "messages": messages }),
+    };
+    Ok(Json(body).into_response())
 }
 
 async fn upgrade(

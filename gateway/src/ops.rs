@@ -2,6 +2,7 @@
 //! ingress records on the bus, and their reply comes back from the
 //! dispatcher once stored (see `delivery`).
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use confab_protocol::event::{ReplyBody, SyncRoom};
@@ -25,6 +26,68 @@ pub enum Outcome {
 pub fn store_error(e: confab_store::Error) -> ProtocolError {
     tracing::warn!(error = %e, "store read failed");
     ProtocolError::unavailable("the store is unavailable; retry shortly")
+}
+
+/// Messages a `sync` reads from the store at a time.
+const SYNC_CHUNK: u32 = 100;
+
+/// What a reply may still hold: encoded bytes and messages. The first
+/// message always fits, so a client always makes progress.
+struct Budget {
+    bytes_left: usize,
+    messages_left: u32,
+    taken: u32,
+    spent: bool,
+}
+
+impl Budget {
+    fn new(bytes: usize, messages: u32) -> Budget {
+        Budget { bytes_left: bytes, messages_left: messages, taken: 0, spent: false }
+    }
+
+    /// Takes `m` when it fits, as its encoded JSON (escapes included)
+    /// and a comma; `false`, and the budget is spent, when it does not.
+    fn take(&mut self, m: &Message) -> bool {
+        let size = encoded_len(m) + 1;
+        if self.messages_left == 0 || (self.taken > 0 && size > self.bytes_left) {
+            self.spent = true;
+            return false;
+        }
+        self.bytes_left = self.bytes_left.saturating_sub(size);
+        self.messages_left -= 1;
+        self.taken += 1;
+        true
+    }
+
+    /// A room's own part of the reply: its key and `{"messages":[],"more":false}`.
+    fn room(&mut self, room: &str) {
+        self.bytes_left = self.bytes_left.saturating_sub(room.len() + 36);
+    }
+
+    fn messages_left(&self) -> u32 {
+        self.messages_left
+    }
+
+    fn spent(&self) -> bool {
+        self.spent || self.messages_left == 0
+    }
+}
+
+/// The length of `m` encoded as JSON, without building the encoding.
+fn encoded_len(m: &Message) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, m).expect("a message always serializes");
+    count.0
 }
 
 fn unix_ms() -> u64 {
@@ -60,18 +123,12 @@ impl Gateway {
                 Ok(Some(ReplyBody::Rooms { rooms }))
             }
             Op::History { room, before, limit } => {
-                let messages = self.history(user, &room, before, limit).await?;
-                Ok(Some(ReplyBody::Messages { messages }))
+                let (messages, more) = self.history(user, &room, before, limit).await?;
+                Ok(Some(ReplyBody::Messages { messages, more: more.then_some(true) }))
             }
             Op::Sync { rooms, limit } => {
-                let limit = limit.unwrap_or(DEFAULT_SYNC_LIMIT);
-                let mut out = std::collections::BTreeMap::new();
-                for (room, last_seq) in rooms {
-                    self.check_member(&room, user).await?;
-                    let (messages, more) = store.since(&room, last_seq, limit).await.map_err(store_error)?;
-                    out.insert(room, SyncRoom { messages, more });
-                }
-                Ok(Some(ReplyBody::Sync { rooms: out }))
+                let rooms = self.sync(user, rooms, limit.unwrap_or(DEFAULT_SYNC_LIMIT)).await?;
+                Ok(Some(ReplyBody::Sync { rooms }))
             }
             Op::Presence { room } => {
                 self.check_member(&room, user).await?;
@@ -129,17 +186,75 @@ impl Gateway {
         }
     }
 
-    /// `history`, for the WebSocket op and the HTTP endpoint alike.
+    /// `history`, for the WebSocket op and the HTTP endpoint alike: the
+    /// page, and `true` when it stopped at the reply budget (the newest
+    /// messages that fit in it are kept, so the next page goes on from the
+    /// first one).
     pub async fn history(
         &self,
         user: &str,
         room: &str,
         before: Option<u64>,
         limit: Option<u32>,
-    ) -> Result<Vec<Message>, ProtocolError> {
+    ) -> Result<(Vec<Message>, bool), ProtocolError> {
         self.check_member(room, user).await?;
         let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
-        self.inner.store.history(room, before, limit).await.map_err(store_error)
+        // At most `MAX_HISTORY_LIMIT` messages are read, so reading the
+        // page whole and cutting it costs little.
+        let mut page = self.inner.store.history(room, before, limit).await.map_err(store_error)?;
+        let mut budget = Budget::new(self.config().reply_max_bytes, u32::MAX);
+        let keep = page.iter().rev().take_while(|m| budget.take(m)).count();
+        let cut = page.len() - keep;
+        page.drain(..cut);
+        Ok((page, cut > 0))
+    }
+
+    /// `sync`: rooms in the request's order (sorted by name) until the reply
+    /// budget or the message cap is spent. A room cut short says `more:
+    /// true`; a room reached after that has no messages, and `more: true`
+    /// when it has any newer than asked, so a client repeats `sync` from the
+    /// last seq it got for every room that says `more` and misses nothing.
+    async fn sync(
+        &self,
+        user: &str,
+        rooms: impl IntoIterator<Item = (String, u64)>,
+        limit: u32,
+    ) -> Result<BTreeMap<String, SyncRoom>, ProtocolError> {
+        let store = &self.inner.store;
+        let config = self.config();
+        let mut budget = Budget::new(config.reply_max_bytes, config.sync_max_messages);
+        let mut out = BTreeMap::new();
+        for (room, last_seq) in rooms {
+            self.check_member(&room, user).await?;
+            budget.room(&room);
+            let mut messages = Vec::new();
+            let more = 'room: {
+                if budget.spent() {
+                    // Not reached: a read of no message says whether any is newer.
+                    break 'room store.since(&room, last_seq, 0).await.map_err(store_error)?.1;
+                }
+                let mut after = last_seq;
+                loop {
+                    // In chunks, so what the budget turns away is at most one
+                    // chunk, not the room's `limit` messages.
+                    let left = limit - messages.len() as u32;
+                    let want = left.min(budget.messages_left()).min(SYNC_CHUNK);
+                    let (page, more) = store.since(&room, after, want).await.map_err(store_error)?;
+                    for m in page {
+                        if !budget.take(&m) {
+                            break 'room true;
+                        }
+                        after = m.seq;
+                        messages.push(m);
+                    }
+                    if !more || messages.len() as u32 >= limit || budget.spent() {
+                        break 'room more;
+                    }
+                }
+            };
+            out.insert(room, SyncRoom { messages, more });
+        }
+        Ok(out)
     }
 
     /// Reads need membership; a DM's two parties are its members even before
@@ -205,5 +320,49 @@ impl Gateway {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, text: &str) -> Message {
+        Message {
+            room: "r".into(),
+            seq,
+            msg_id: format!("0-{seq}"),
+            from: "alice".into(),
+            text: text.into(),
+            ts: 1,
+            cid: "c".into(),
+        }
+    }
+
+    #[test]
+    fn the_budget_counts_messages_as_encoded_escapes_included() {
+        let plain = message(1, &"a".repeat(100));
+        let control = message(1, &"\u{1}".repeat(100));
+        assert_eq!(encoded_len(&plain), serde_json::to_string(&plain).unwrap().len());
+        assert_eq!(encoded_len(&control), serde_json::to_string(&control).unwrap().len());
+        assert_eq!(encoded_len(&control) - encoded_len(&plain), 500, "a control character is six bytes");
+    }
+
+    #[test]
+    fn the_budget_stops_before_the_message_that_would_pass_it_but_always_takes_one() {
+        let m = message(1, &"\u{1}".repeat(1000));
+        let size = encoded_len(&m) + 1;
+        let mut budget = Budget::new(size / 2, 10);
+        assert!(budget.take(&m), "the first message always fits");
+        assert!(!budget.take(&m) && budget.spent());
+
+        let mut budget = Budget::new(2 * size, 10);
+        assert!(budget.take(&m) && budget.take(&m));
+        assert!(!budget.take(&m), "a third would pass the budget");
+
+        let mut budget = Budget::new(usize::MAX, 2);
+        assert!(budget.take(&m) && budget.take(&m));
+        assert!(budget.spent(), "the message cap is spent");
+        assert!(!budget.take(&m));
     }
 }

@@ -4,7 +4,7 @@
 //! room's size.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -16,11 +16,30 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::sync::{Notify, mpsc};
 
-/// What the writer task sends next.
+/// What the writer task sends next. Its size is memory per idle session:
+/// the queue's first block of 32 slots is allocated with the channel.
 pub enum Outbound {
     Frame(Utf8Bytes),
     Ping,
 }
+
+impl Outbound {
+    /// The bytes it holds in the queue.
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(f) => f.len(),
+            Outbound::Ping => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// [`SessionHandle::large_read`] while the reply is built: no frame's
+/// bytes are at address 1.
+const LARGE_READ_BUILDING: usize = 1;
 
 /// Why and how the server closes a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +88,17 @@ pub struct SessionHandle {
     pub expires_ms: u64,
     pub limiter: Limiter,
     tx: mpsc::Sender<Outbound>,
+    /// Bytes of the frames queued and not yet written, and their bound.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    /// The large read in flight: 0 when none, [`LARGE_READ_BUILDING`]
+    /// while its reply is built, then the address of the reply's bytes,
+    /// which tells the writer which frame ends it (a frame's bytes stay
+    /// where they are until it is written, so no other frame queued
+    /// meanwhile can have that address). Not a flag on the queued frame:
+    /// that would make every slot of every session's queue larger.
+    large_read: AtomicUsize,
+    large_read_done: Notify,
     closing: OnceLock<Closing>,
     close_signal: Notify,
     /// Milliseconds on the gateway's clock of the last frame or pong received.
@@ -82,6 +112,7 @@ impl SessionHandle {
         expires_ms: u64,
         quota: Quota,
         tx: mpsc::Sender<Outbound>,
+        max_queued_bytes: usize,
         now_ms: u64,
     ) -> Self {
         SessionHandle {
@@ -90,23 +121,91 @@ impl SessionHandle {
             expires_ms,
             limiter: RateLimiter::direct_with_clock(quota, RuntimeClock),
             tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            large_read: AtomicUsize::new(0),
+            large_read_done: Notify::new(),
             closing: OnceLock::new(),
             close_signal: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
         }
     }
 
-    /// Queues a frame. A full queue closes the session as a slow consumer;
-    /// other sessions never wait for it. `false` when the frame was dropped.
+    /// Queues a frame. A full queue (in frames or in bytes) closes the
+    /// session as a slow consumer; other sessions never wait for it. `false`
+    /// when the frame was dropped.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(Outbound::Frame(frame)) {
+        self.enqueue(Outbound::Frame(frame))
+    }
+
+    /// Queues the reply to a large read, begun with [`large_read`](Self::large_read).
+    pub fn send_large_reply(&self, frame: Utf8Bytes) -> bool {
+        // Marked before it is queued, so the writer cannot write it unmarked.
+        self.large_read.store(frame.as_ptr() as usize, Ordering::Release);
+        let sent = self.enqueue(Outbound::Frame(frame));
+        if !sent {
+            self.large_read_done();
+        }
+        sent
+    }
+
+    fn enqueue(&self, out: Outbound) -> bool {
+        let len = out.len();
+        // Counted before it is queued, so the writer never releases more
+        // than was counted.
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.close(Closing::Bye(ByeReason::SlowConsumer));
+            return false;
+        }
+        match self.tx.try_send(out) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(Closing::Bye(ByeReason::SlowConsumer));
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.close(Closing::Bye(ByeReason::SlowConsumer));
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The writer wrote (and flushed) frames of these many bytes.
+    pub fn written(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    /// Waits until no other large read's reply is waiting to be written,
+    /// then begins one: a client that does not read its replies cannot have
+    /// the server build more of them. Its reply is queued with
+    /// [`send_large_reply`](Self::send_large_reply), whose write ends it
+    /// (or [`large_read_done`](Self::large_read_done) when there is none).
+    pub async fn large_read(&self) {
+        loop {
+            let done = self.large_read_done.notified();
+            let begun = self.large_read.compare_exchange(0, LARGE_READ_BUILDING, Ordering::AcqRel, Ordering::Acquire);
+            if begun.is_ok() {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Whether `frame` is the reply of the large read in flight.
+    pub fn is_large_reply(&self, frame: &Utf8Bytes) -> bool {
+        !frame.is_empty() && self.large_read.load(Ordering::Acquire) == frame.as_ptr() as usize
+    }
+
+    /// The large read in flight is over: its reply was written (or dropped).
+    pub fn large_read_done(&self) {
+        self.large_read.store(0, Ordering::Release);
+        self.large_read_done.notify_one();
     }
 
     pub fn ping(&self) {
@@ -374,9 +473,18 @@ mod tests {
     use std::num::NonZeroU32;
 
     fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(2);
+        session_with(reg, user, 2, 1 << 20)
+    }
+
+    fn session_with(
+        reg: &Registry,
+        user: &str,
+        frames: usize,
+        bytes: usize,
+    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(frames);
         let quota = Quota::per_second(NonZeroU32::new(20).unwrap());
-        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, 0)), rx)
+        (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, bytes, 0)), rx)
     }
 
     fn users_in(reg: &Registry, room: &str) -> Vec<String> {
@@ -434,5 +542,66 @@ mod tests {
         assert!(a.send("1".into()) && a.send("2".into()));
         assert!(!a.send("3".into()));
         assert_eq!(a.closing(), Some(Closing::Bye(ByeReason::SlowConsumer)));
+    }
+
+    #[test]
+    fn a_frame_that_would_pass_the_byte_bound_closes_the_session_as_slow() {
+        let reg = Registry::default();
+        let (a, _keep) = session_with(&reg, "alice", 100, 10);
+        assert!(a.send("12345".into()) && a.send("1234".into()));
+        assert_eq!(a.queued_bytes(), 9);
+        assert!(!a.send("12".into()), "9 + 2 bytes pass the bound of 10");
+        assert_eq!(a.queued_bytes(), 9, "a dropped frame is not counted");
+        assert_eq!(a.closing(), Some(Closing::Bye(ByeReason::SlowConsumer)));
+    }
+
+    #[test]
+    fn written_frames_release_their_bytes() {
+        let reg = Registry::default();
+        let (a, mut rx) = session_with(&reg, "alice", 100, 10);
+        assert!(a.send("12345".into()) && a.send_large_reply("12345".into()));
+        a.ping();
+        assert_eq!(a.queued_bytes(), 10, "pings hold no bytes");
+        let written: usize = std::iter::from_fn(|| rx.try_recv().ok()).map(|o| o.len()).sum();
+        a.written(written);
+        assert_eq!(a.queued_bytes(), 0);
+        assert!(a.send("1234567890".into()), "the whole bound is free again");
+        assert_eq!(a.closing(), None);
+    }
+
+    #[test]
+    fn a_frame_refused_by_the_frame_bound_releases_its_bytes() {
+        let reg = Registry::default();
+        let (a, _keep) = session_with(&reg, "alice", 1, 100);
+        assert!(a.send("12345".into()));
+        assert!(!a.send("12345".into()));
+        assert_eq!(a.queued_bytes(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_large_read_waits_until_the_reply_before_it_is_written() {
+        let reg = Registry::default();
+        let (a, mut rx) = session_with(&reg, "alice", 100, 1 << 20);
+        a.large_read().await;
+        let mut second = std::pin::pin!(a.large_read());
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        assert!(a.send("event".into()));
+        assert!(a.send_large_reply(Utf8Bytes::from(String::from("reply"))));
+        assert!(futures_util::poll!(second.as_mut()).is_pending(), "queued is not written");
+        let queued: Vec<Utf8Bytes> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|o| match o {
+                Outbound::Frame(f) => f,
+                Outbound::Ping => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            queued.iter().map(|f| a.is_large_reply(f)).collect::<Vec<_>>(),
+            [false, true],
+            "the writer tells the reply"
+        );
+        a.large_read_done();
+        second.await;
+        let mut third = std::pin::pin!(a.large_read());
+        assert!(futures_util::poll!(third.as_mut()).is_pending(), "one read at a time");
     }
 }

@@ -26,13 +26,36 @@ pub struct Reply {
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(untagged)]
 pub enum ReplyBody {
-    Error { error: ProtocolError },
-    Send { room: String, seq: u64, msg_id: String, ts: u64 },
-    Join { room: String, last_seq: u64 },
-    Rooms { rooms: Vec<RoomInfo> },
-    Messages { messages: Vec<Message> },
-    Sync { rooms: BTreeMap<String, SyncRoom> },
-    Presence { online: Vec<String> },
+    Error {
+        error: ProtocolError,
+    },
+    Send {
+        room: String,
+        seq: u64,
+        msg_id: String,
+        ts: u64,
+    },
+    Join {
+        room: String,
+        last_seq: u64,
+    },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
+    Messages {
+        messages: Vec<Message>,
+        /// `true` when the page stopped short of `limit` at the reply's byte
+        /// budget, so older messages remain; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        more: Option<bool>,
+    },
+    Sync {
+        rooms: BTreeMap<String, SyncRoom>,
+    },
+    Presence {
+        online: Vec<String>,
+    },
     Empty {},
 }
 

@@ -136,7 +136,10 @@ fn real_frames_match_the_sdk_fixture() {
             "history",
             reply(
                 int(7),
-                ReplyBody::Messages { messages: vec![message(40, "bob", "hi"), message(41, "alice", "hey")] },
+                ReplyBody::Messages {
+                    messages: vec![message(40, "bob", "hi"), message(41, "alice", "hey")],
+                    more: None,
+                },
             ),
         ),
         (

@@ -120,6 +120,11 @@ pub async fn since_pages_forward_and_says_when_more_remain(store: &impl Store) {
     assert!(page.is_empty() && !more);
     let (page, _) = store.since("r", u64::MAX, 2).await.unwrap();
     assert!(page.is_empty());
+    // A limit of 0 only asks whether any message is newer (what `sync`
+    // says of a room its budget did not reach).
+    assert_eq!(store.since("r", 4, 0).await.unwrap(), (vec![], true));
+    assert_eq!(store.since("r", 5, 0).await.unwrap(), (vec![], false));
+    assert_eq!(store.since("nowhere", 0, 0).await.unwrap(), (vec![], false));
 }
 
 pub async fn a_cid_finds_the_first_message_stored_under_it(store: &impl Store) {

@@ -178,7 +178,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The `limit` newest messages with `seq < before` (all when `None`), oldest first.
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>>;
-    /// Messages with `seq > after`, oldest first, at most `limit`; `true` when more remain.
+    /// Messages with `seq > after`, oldest first, at most `limit`; `true` when more remain
+    /// (with `limit` 0: no message, and whether any is newer than `after`).
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)>;
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>>;
 

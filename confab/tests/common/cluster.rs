@@ -43,8 +43,10 @@ pub struct Keyspace(pub String);
 
 impl Drop for Keyspace {
     fn drop(&mut self) {
+        // Never a panic in `drop`: it would abort the test binary.
+        let Ok(contact_points) = std::env::var("CQL_CONTACT_POINTS") else { return };
         let config = confab_store::scylla::CqlConfig {
-            contact_points: env("CQL_CONTACT_POINTS").split(',').map(str::to_owned).collect(),
+            contact_points: contact_points.split(',').map(str::to_owned).collect(),
             keyspace: self.0.clone(),
             replication: String::new(),
             username: None,

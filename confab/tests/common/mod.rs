@@ -381,27 +381,40 @@ impl Client {
     /// For a client that has stopped reading (and so answered no ping): reads
     /// what is left on the raw socket, without writing (a pong written to a
     /// closed socket would reset it), and returns the close code the server
-    /// sent. Server frames are unmasked: header, length, payload.
+    /// sent.
     pub async fn raw_close_code(&mut self) -> Option<u16> {
+        self.raw_frames().await.1
+    }
+
+    /// Like [`raw_close_code`](Self::raw_close_code), and the text frames
+    /// before the close. Server frames are unmasked: header, length, payload.
+    pub async fn raw_frames(&mut self) -> (Vec<String>, Option<u16>) {
         use tokio::io::AsyncReadExt;
         let MaybeTlsStream::Plain(tcp) = self.ws.get_mut() else { panic!("plain TCP only") };
         let mut bytes = Vec::new();
-        tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut bytes)).await.expect("the server closes in time").ok()?;
-        let mut rest = bytes.as_slice();
+        let read =
+            tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut bytes)).await.expect("the server closes in time");
+        let (mut texts, mut rest) = (Vec::new(), bytes.as_slice());
+        if read.is_err() {
+            return (texts, None);
+        }
         while rest.len() >= 2 {
             let opcode = rest[0] & 0x0f;
             let (len, header) = match rest[1] & 0x7f {
-                126 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-                127 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
+                126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+                127 if rest.len() >= 10 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => break,
                 n => (n as usize, 2),
             };
-            let payload = rest.get(header..header + len)?;
-            if opcode == 0x8 {
-                return Some(u16::from_be_bytes([payload[0], payload[1]]));
+            let Some(payload) = rest.get(header..header + len) else { break };
+            match opcode {
+                0x1 => texts.push(String::from_utf8_lossy(payload).into_owned()),
+                0x8 if payload.len() >= 2 => return (texts, Some(u16::from_be_bytes([payload[0], payload[1]]))),
+                _ => {}
             }
             rest = &rest[header + len..];
         }
-        None
+        (texts, None)
     }
 
     /// The events received so far and not yet looked at.

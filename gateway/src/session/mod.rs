@@ -58,8 +58,15 @@ where
     let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let now_ms = gw.now_ms();
     let expires_ms = now_ms.saturating_add(token_left(claims.exp).as_millis() as u64);
-    let session =
-        Arc::new(SessionHandle::new(gw.inner.registry.next_id(), user.clone(), expires_ms, quota, tx, now_ms));
+    let session = Arc::new(SessionHandle::new(
+        gw.inner.registry.next_id(),
+        user.clone(),
+        expires_ms,
+        quota,
+        tx,
+        config.outbound_queue_bytes,
+        now_ms,
+    ));
     // The server speaks first: `hello` is queued before the session is
     // registered, that is before any room event or presence can reach it.
     let hello = Event::Hello {
@@ -177,10 +184,26 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             reply(session, Reply::error(e.id, e.error));
         }
         Ok(req) => {
-            // Boxed: handling a request is a large future, and inline it would
-            // make every session's task that large, idle or not.
-            if let Outcome::Reply(r) = Box::pin(gw.handle(session, req)).await {
-                reply(session, r);
+            // At most one large read per session: the next waits until the
+            // reply of the one before is written, so a client that reads
+            // nothing has one such reply queued, not one per request.
+            let large = matches!(req.op, Op::History { .. } | Op::Sync { .. });
+            // Boxed: handling a request (and waiting for a large read's turn)
+            // is a large future, and inline it would make every session's
+            // task that large, idle or not.
+            let handled = Box::pin(async {
+                if large {
+                    session.large_read().await;
+                }
+                gw.handle(session, req).await
+            });
+            match handled.await {
+                Outcome::Reply(r) if large => {
+                    session.send_large_reply(r.encode().into());
+                }
+                Outcome::Reply(r) => reply(session, r),
+                Outcome::Pending if large => session.large_read_done(),
+                Outcome::Pending => {}
             }
         }
     }
@@ -219,11 +242,13 @@ where
             },
         };
         let write = async {
-            let mut n = 0u64;
+            let (mut n, mut bytes, mut large) = (0u64, 0usize, false);
             let mut next = Some(out);
             while let Some(out) = next.take() {
+                bytes += out.len();
                 match out {
                     Outbound::Frame(f) => {
+                        large |= session.is_large_reply(&f);
                         sink.feed(Frame::Text(f)).await?;
                         n += 1;
                     }
@@ -234,13 +259,21 @@ where
                 }
             }
             sink.flush().await?;
-            Ok::<u64, W::Error>(n)
+            Ok::<_, W::Error>((n, bytes, large))
         };
         tokio::select! {
             biased;
             closing = session.closed() => return goodbye(&mut sink, closing).await,
             written = write => match written {
-                Ok(n) => gw.inner.metrics.frames_out.inc_by(n),
+                // Released once flushed, not once dequeued: until then the
+                // bytes are still held, in the sink's buffer.
+                Ok((n, bytes, large)) => {
+                    gw.inner.metrics.frames_out.inc_by(n);
+                    session.written(bytes);
+                    if large {
+                        session.large_read_done();
+                    }
+                }
                 Err(_) => return "connection_error",
             },
         }

@@ -49,6 +49,9 @@ impl TestGateway {
             rate_per_second: 20,
             rate_burst: 40,
             outbound_queue: 256,
+            outbound_queue_bytes: 4 << 20,
+            reply_max_bytes: 1 << 20,
+            sync_max_messages: 5000,
             presence_event_limit: 500,
             produce_timeout: Duration::from_secs(5),
             ws_read_buffer: Config::WS_READ_BUFFER,
@@ -84,6 +87,20 @@ impl TestGateway {
         let hello = client.json().await;
         assert_eq!(hello["ev"], "hello", "the server speaks first: {hello}");
         client
+    }
+
+    /// `confab_requests_total` of one op and result.
+    fn requests(&self, op: &str, result: &str) -> u64 {
+        let families = self.metrics.gather();
+        let Some(family) = families.iter().find(|f| f.name() == "confab_requests_total") else { return 0 };
+        let labels = |m: &prometheus::proto::Metric| {
+            m.get_label().iter().map(|l| l.value().to_owned()).collect::<std::collections::HashSet<_>>()
+        };
+        let metric = family.get_metric().iter().find(|m| {
+            let l = labels(m);
+            l.contains(op) && l.contains(result)
+        });
+        metric.map_or(0, |m| m.get_counter().get_value() as u64)
     }
 
     fn sessions_closed(&self, reason: &str) -> u64 {
@@ -341,4 +358,59 @@ async fn a_frame_over_the_limit_closes_with_1009() {
     assert_eq!(code, Some(1009));
     c.finish().await;
     assert_eq!(g.sessions_closed("frame_too_large"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_does_not_read_is_closed_when_its_queued_bytes_pass_the_bound() {
+    const BOUND: usize = 4096;
+    let g = TestGateway::start(|c| {
+        c.outbound_queue = 100_000;
+        c.outbound_queue_bytes = BOUND;
+        c.rate_burst = 100_000;
+    });
+    let mut other = g.connect("bob").await;
+    let mut slow = g.connect_with("alice", unix_now() + 3600, 1).await;
+    // A thousand replies of about 20 bytes: far fewer frames than the
+    // frame bound, five times the byte bound.
+    for id in 0..1000 {
+        slow.request(json!({"id": id, "op": "ping"}));
+    }
+    let (texts, code) = slow.until_close().await;
+    assert_eq!(texts.last().unwrap(), &json!({"ev": "bye", "reason": "slow_consumer"}));
+    assert_eq!(code, Some(1013));
+    let replies: Vec<&Value> = texts.iter().filter(|t| t.get("re").is_some()).collect();
+    let bytes: usize = replies.iter().map(|t| t.to_string().len()).sum();
+    // What the client got is what was queued (at most the bound) and the
+    // frames its end of the connection held (2) when the queue filled.
+    assert!(bytes <= BOUND + 64, "{bytes} bytes of replies for a bound of {BOUND}");
+    assert!(replies.len() < 1000, "what did not fit was dropped");
+    slow.finish().await;
+    assert_eq!(g.sessions_closed("slow_consumer"), 1);
+    other.request(json!({"id": 1, "op": "ping"}));
+    assert_eq!(other.json().await["ok"], true, "other sessions are not affected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_read_waits_until_the_reply_of_the_one_before_is_written() {
+    let g = TestGateway::start(|c| c.rate_burst = 1000);
+    // The client's end holds two unread frames; its reads wait for it.
+    let mut c = g.connect_with("alice", unix_now() + 3600, 1).await;
+    for id in 0..10 {
+        c.request(json!({"id": id, "op": "history", "room": "r"}));
+    }
+    c.request(json!({"id": "last", "op": "ping"}));
+    // Once everything is idle: two replies in the client's end, one in the
+    // writer's hands; the fourth read waits, and the requests after it too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let handled = g.requests("history", "not_member");
+    assert!(handled <= 4, "{handled} reads handled while their replies wait to be written");
+    assert_eq!(g.requests("ping", "ok"), 0, "requests after a waiting read wait with it");
+    for id in 0..10 {
+        let reply = c.json().await;
+        assert_eq!(reply["re"], id, "every read is answered, in order: {reply}");
+        assert_eq!(reply["error"]["code"], "not_member");
+    }
+    assert_eq!(c.json().await, json!({"re": "last", "ok": true}));
+    assert_eq!(g.requests("history", "not_member"), 10);
+    assert_eq!(g.sessions_closed("slow_consumer"), 0);
 }

@@ -27,8 +27,10 @@ export interface CatchupOptions {
 
 /**
  * Gap repair: brings rooms' loaded stretches up to date with `sync`, from each
- * stretch's tail. Rooms wanted while a `sync` is in flight go together in the
- * next one; a room further behind than `maxSyncPages` pages jumps to its
+ * stretch's tail, repeating it while a room says `more` (a reply stops at the
+ * server's byte budget and message cap; rooms it did not reach come back
+ * empty with `more`). Rooms wanted while a `sync` is in flight go together in
+ * the next one; a room further behind than `maxSyncPages` pages jumps to its
  * newest page instead (its unread count then becomes a lower bound).
  */
 export class Catchup {
@@ -123,6 +125,12 @@ export class Catchup {
       this.pages.delete(id);
       return;
     }
+    if (result.messages.length === 0) {
+      // The server's reply budget ran out before this room: sync it again,
+      // from the same seq, without counting a page.
+      this.wanted.add(id);
+      return;
+    }
     const pages = (this.pages.get(id) ?? 0) + 1;
     if (pages < this.options.maxSyncPages) {
       this.pages.set(id, pages);
@@ -140,7 +148,7 @@ export class Catchup {
     try {
       const reply = await this.host.history({ room: room.id, limit });
       if (this.host.rooms.get(room.id) !== room) return;
-      room.replaceWithNewest(reply.messages, limit);
+      room.replaceWithNewest(reply.messages, limit, reply.more === true);
       this.host.inserted(room, reply.messages);
     } catch (err) {
       this.host.error(err as ConfabError);

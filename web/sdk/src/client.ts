@@ -255,7 +255,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     const load = this.request("history", { room: roomId, before, limit })
       .then((reply) => {
         if (this.rooms.get(roomId) !== room) return 0;
-        const added = room.applyHistory(reply.messages, limit);
+        const added = room.applyHistory(reply.messages, limit, reply.more === true);
         this.onInserted(room, reply.messages);
         return added;
       })

@@ -115,11 +115,15 @@ export class RoomState {
     return added;
   }
 
-  /** Applies a `history` page fetched with `before` = the head of the stretch. */
-  applyHistory(page: readonly Message[], limit: number): number {
+  /**
+   * Applies a `history` page fetched with `before` = the head of the stretch.
+   * A page shorter than `limit` reaches the start of the room, unless the
+   * server says `more` (it stopped at its reply budget).
+   */
+  applyHistory(page: readonly Message[], limit: number, more = false): number {
     const added = this.insert(page);
     const first = page[0];
-    if (page.length < limit) {
+    if (page.length < limit && !more) {
       this.floor = 0;
     } else if (first && (this.messages.length === 0 || first.seq <= this.messages[0]!.seq)) {
       this.floor = Math.min(this.floor, first.seq - 1);
@@ -130,10 +134,11 @@ export class RoomState {
   /**
    * Replaces the loaded stretch with the room's newest page (a `history`
    * without `before`), when the gap to the old stretch is too wide to fill.
+   * `more`: the page stopped at the server's reply budget, short of `limit`.
    */
-  replaceWithNewest(page: readonly Message[], limit: number): void {
+  replaceWithNewest(page: readonly Message[], limit: number, more = false): void {
     this.messages = [];
-    this.floor = page.length < limit || page.length === 0 ? 0 : page[0]!.seq - 1;
+    this.floor = (page.length < limit && !more) || page.length === 0 ? 0 : page[0]!.seq - 1;
     this.insert(page);
   }
 

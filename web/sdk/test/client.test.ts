@@ -332,6 +332,52 @@ describe("ConfabClient gap repair", () => {
     assert.deepEqual(seqs(client, "r"), [1, 2, 4, 5]);
   });
 
+  it("syncs again the rooms a reply's budget did not reach, without counting them as pages", async () => {
+    // maxSyncPages 1: a room counted as paged once would jump to its newest page.
+    const { client, server } = await connected(
+      [
+        { room: "a", last_seq: 0, read_seq: 0 },
+        { room: "b", last_seq: 0, read_seq: 0 },
+      ],
+      {},
+      { maxSyncPages: 1 },
+    );
+    const socket = server.current;
+    client.requestSync(["a", "b"]);
+    await flush();
+    const first = socket.take("sync");
+    assert.deepEqual(first.rooms, { a: 0, b: 0 });
+    // The budget is spent in room a, which is complete; room b was not reached.
+    await socket.reply(first, {
+      rooms: { a: { messages: [message("a", 1, "bob")], more: false }, b: { messages: [], more: true } },
+    });
+    const second = socket.take("sync");
+    assert.deepEqual(second.rooms, { b: 0 }, "room b again, from where it was");
+    assert.equal(socket.unanswered("history").length, 0, "no jump for a room that got no page");
+    await socket.reply(second, { rooms: { b: { messages: [message("b", 1, "bob"), message("b", 2, "bob")], more: false } } });
+    assert.deepEqual(seqs(client, "a"), [1]);
+    assert.deepEqual(seqs(client, "b"), [1, 2]);
+    assert.equal(socket.unanswered("sync").length, 0);
+  });
+
+  it("keeps paging back when a short history page says more", async () => {
+    const { client, server } = await connected([{ room: "r", last_seq: 10, read_seq: 10 }]);
+    const socket = server.current;
+    const older = client.loadOlder("r", 50);
+    await flush();
+    // Two messages of a page of 50: the server's reply budget, not the room's start.
+    await socket.answer("history", { messages: [message("r", 9, "bob"), message("r", 10, "bob")], more: true });
+    await older;
+    assert.ok(client.room("r")!.hasOlder, "older messages remain");
+    const older2 = client.loadOlder("r", 50);
+    await flush();
+    const h = socket.take("history");
+    assert.equal(h.before, 9);
+    await socket.reply(h, { messages: [message("r", 8, "bob")] });
+    await older2;
+    assert.equal(client.room("r")!.hasOlder, false, "a short page without more is the start");
+  });
+
   it("batches the rooms of one sync and coalesces repeated gaps", async () => {
     const { client, server } = await connected([
       { room: "a", last_seq: 1, read_seq: 1 },

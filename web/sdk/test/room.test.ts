@@ -50,6 +50,15 @@ describe("RoomState", () => {
     assert.equal(room.hasOlder, false);
   });
 
+  it("does not take a short page cut at the server's budget for the start of the room", () => {
+    const room = new RoomState("r", { floor: 4 });
+    room.applyHistory([message("r", 3, "a")], 50, true);
+    assert.equal(room.floor, 2);
+    assert.ok(room.hasOlder);
+    room.replaceWithNewest([message("r", 90, "a")], 50, true);
+    assert.equal(room.floor, 89, "the newest page, cut at the budget, has older messages before it");
+  });
+
   it("drops the local echo of a sent message when the message arrives", () => {
     const room = new RoomState("r");
     room.outgoing.push({ cid: "c1", room: "r", text: "hi", createdAt: 0, state: "sent" });
