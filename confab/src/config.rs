@@ -42,6 +42,107 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether `/v1/auth/register` creates accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// `/v1/auth/register` answers `403 forbidden`; existing accounts still log in.
+    Closed,
+    /// Anyone may register a name nobody holds.
+    Open,
+}
+
+/// An application's public key and the claims its tokens must carry. On
+/// the command line `FILE` or `FILE#iss=ISSUER;aud=AUDIENCE` (either part
+/// may be left out); in the file that string, or a table `{ path, issuer,
+/// audience }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtKey {
+    pub path: PathBuf,
+    /// The `iss` its tokens must carry.
+    pub issuer: Option<String>,
+    /// The `aud` its tokens must carry.
+    pub audience: Option<String>,
+}
+
+impl std::str::FromStr for JwtKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (path, claims) = s.split_once('#').unwrap_or((s, ""));
+        if path.is_empty() {
+            return Err(format!("'{s}' names no key file"));
+        }
+        let mut key = JwtKey { path: path.into(), issuer: None, audience: None };
+        for part in claims.split(';').filter(|p| !p.is_empty()) {
+            let slot = match part.split_once('=') {
+                Some(("iss", v)) => (&mut key.issuer, v),
+                Some(("aud", v)) => (&mut key.audience, v),
+                _ => return Err(format!("'{part}' in '{s}' is neither iss=ISSUER nor aud=AUDIENCE")),
+            };
+            if slot.1.is_empty() {
+                return Err(format!("'{part}' in '{s}' is empty"));
+            }
+            *slot.0 = Some(slot.1.to_owned());
+        }
+        Ok(key)
+    }
+}
+
+impl std::fmt::Display for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        let claims: Vec<String> = [("iss", &self.issuer), ("aud", &self.audience)]
+            .into_iter()
+            .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name}={v}")))
+            .collect();
+        if !claims.is_empty() {
+            write!(f, "#{}", claims.join(";"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for JwtKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for JwtKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            path: PathBuf,
+            #[serde(default)]
+            issuer: Option<String>,
+            #[serde(default)]
+            audience: Option<String>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JwtKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"FILE\", \"FILE#iss=ISSUER;aud=AUDIENCE\" or { path, issuer, audience }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JwtKey, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<JwtKey, M::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                for (what, v) in [("issuer", &t.issuer), ("audience", &t.audience)] {
+                    if v.as_deref() == Some("") {
+                        return Err(serde::de::Error::custom(format!("{what} must not be empty")));
+                    }
+                }
+                Ok(JwtKey { path: t.path, issuer: t.issuer, audience: t.audience })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// Every option's default, written once: clap and serde both call these.
 /// Options without one here (`Option`s and lists) default to none.
 pub mod default {
@@ -60,6 +161,9 @@ pub mod default {
         (Ipv4Addr::LOCALHOST, 7070).into()
     }
     pub fn token_ttl_secs() -> u64 {
+        86_400
+    }
+    pub fn max_token_lifetime_secs() -> u64 {
         86_400
     }
     pub fn heartbeat_ms() -> u64 {
@@ -238,11 +342,31 @@ pub struct ServerConfig {
     pub secret: SecretConfig,
 
     /// PEM public keys (RSA for RS256, EC P-256 for ES256) that also verify
-    /// tokens, so an application can mint tokens for its own users.
+    /// tokens, so an application can mint tokens for its own users:
+    /// `FILE#iss=ISSUER;aud=AUDIENCE` requires that `iss` and `aud` of the
+    /// key's tokens (a bare `FILE` requires neither, and is warned about).
     /// Repeat the flag, or separate with commas.
-    #[arg(long = "jwt-public-key", env = "CONFAB_JWT_PUBLIC_KEYS", value_name = "FILE", value_delimiter = ',')]
+    #[arg(
+        long = "jwt-public-key",
+        env = "CONFAB_JWT_PUBLIC_KEYS",
+        value_name = "FILE[#iss=ISSUER;aud=AUDIENCE]",
+        value_delimiter = ','
+    )]
     #[serde(default)]
-    pub jwt_public_keys: Vec<PathBuf>,
+    pub jwt_public_keys: Vec<JwtKey>,
+
+    /// Longest lifetime of an application's token (`exp` minus `iat`, or
+    /// minus now without `iat`), in seconds; a longer one is refused.
+    #[arg(long, env = "CONFAB_MAX_TOKEN_LIFETIME_SECS", value_name = "SECS", default_value_t = default::max_token_lifetime_secs())]
+    #[serde(default = "default::max_token_lifetime_secs")]
+    pub max_token_lifetime_secs: u64,
+
+    /// Whether /v1/auth/register creates accounts: `open` or `closed`.
+    /// Default: `open` without jwt_public_keys, `closed` with them, so
+    /// nobody registers a name an application's user will need.
+    #[arg(long, env = "CONFAB_REGISTRATION", value_name = "MODE", value_enum)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<Registration>,
 
     /// Lifetime of the tokens /v1/auth/login issues, in seconds.
     #[arg(long, env = "CONFAB_TOKEN_TTL_SECS", value_name = "SECS", default_value_t = default::token_ttl_secs())]
@@ -787,6 +911,9 @@ impl ServerConfig {
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be at least 1"));
         }
+        if self.max_token_lifetime_secs == 0 {
+            return Err(invalid("max_token_lifetime_secs", "must be at least 1"));
+        }
         if self.heartbeat_ms < 10 {
             return Err(invalid("heartbeat_ms", "must be at least 10"));
         }
@@ -833,8 +960,18 @@ impl ServerConfig {
             auth_per_ip_per_minute: self.auth_limits.auth_per_ip_per_minute,
             auth_per_user_per_minute: self.auth_limits.auth_per_user_per_minute,
             hash_queue: self.auth_limits.hash_queue,
+            open_registration: self.open_registration(),
             max_sessions_per_user: self.user_limits.max_sessions_per_user,
             typing_interval: ms(self.user_limits.typing_interval_ms),
+        }
+    }
+
+    /// `registration`, or its default: closed once an application's keys
+    /// are configured.
+    pub fn open_registration(&self) -> bool {
+        match self.registration {
+            Some(r) => r == Registration::Open,
+            None => self.jwt_public_keys.is_empty(),
         }
     }
 }
@@ -1140,6 +1277,53 @@ mod tests {
         let bad_name = "internal_tls_ca = \"ca.pem\"\ninternal_tls_server_name = \"not a name\"";
         assert_eq!(field(dispatcher(bad_name)), "internal_tls_server_name");
         dispatcher("internal_tls_ca = \"ca.pem\"\ninternal_tls_server_name = \"gw.ns.svc\"").expect("a fixed name");
+    }
+
+    #[test]
+    fn registration_is_closed_by_default_once_an_application_key_is_configured() {
+        assert!(gateway(&[]).server.open_registration());
+        assert!(!gateway(&["--jwt-public-key", "app.pem"]).server.open_registration());
+        assert!(gateway(&["--jwt-public-key", "app.pem", "--registration", "open"]).server.open_registration());
+        assert!(!gateway(&["--registration", "closed"]).server.open_registration());
+    }
+
+    #[test]
+    fn a_key_names_its_issuer_and_audience_on_the_command_line_or_in_the_file() {
+        let key = |path: &str, iss: Option<&str>, aud: Option<&str>| JwtKey {
+            path: path.into(),
+            issuer: iss.map(Into::into),
+            audience: aud.map(Into::into),
+        };
+        let flags =
+            ["--jwt-public-key", "a.pem#iss=https://idp.example/;aud=confab,b.pem", "--jwt-public-key", "c.pem#aud=x"];
+        let c = gateway(&flags);
+        assert_eq!(
+            c.server.jwt_public_keys,
+            [
+                key("a.pem", Some("https://idp.example/"), Some("confab")),
+                key("b.pem", None, None),
+                key("c.pem", None, Some("x"))
+            ]
+        );
+        let file = r#"
+            jwt_public_keys = ["b.pem", { path = "a.pem", issuer = "https://idp.example/", audience = "confab" }]
+        "#;
+        let c = load(&["confab"], file).unwrap();
+        assert_eq!(
+            c.server.jwt_public_keys,
+            [key("b.pem", None, None), key("a.pem", Some("https://idp.example/"), Some("confab"))]
+        );
+        let tables = "[[jwt_public_keys]]\npath = \"a.pem\"\nissuer = \"app\"\n";
+        assert_eq!(load(&["confab"], tables).unwrap().server.jwt_public_keys, [key("a.pem", Some("app"), None)]);
+        for bad in [
+            r#"jwt_public_keys = [{ path = "a.pem", iss = "app" }]"#,
+            r#"jwt_public_keys = [{ path = "a.pem", issuer = "" }]"#,
+            r#"jwt_public_keys = ["a.pem#issuer=app"]"#,
+        ] {
+            let e = load(&["confab"], bad).unwrap_err().to_string();
+            assert!(e.contains("jwt_public_keys"), "{bad}: {e}");
+        }
+        assert!(Cli::command().try_get_matches_from(["confab", "--jwt-public-key", "a.pem#aud="]).is_err());
     }
 
     #[test]

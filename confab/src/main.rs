@@ -345,7 +345,8 @@ mod tests {
     /// rest goes to the gateway through `gateway()`.
     fn serving(s: &ServerConfig) -> impl Debug + '_ {
         let limits = s.connection_limits.limits();
-        (s.listen, &s.tls_cert, &s.tls_key, &s.secret, &s.jwt_public_keys, s.token_ttl_secs, s.drain_grace_ms, limits)
+        let tokens = (&s.jwt_public_keys, s.token_ttl_secs, s.max_token_lifetime_secs);
+        (s.listen, &s.tls_cert, &s.tls_key, &s.secret, tokens, s.drain_grace_ms, limits)
     }
 
     /// Everything `role` hands on from its settings: the libraries' configs,

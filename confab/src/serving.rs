@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use confab_gateway::auth::AppKey;
 use confab_gateway::serve::ConnectionLimits;
 use confab_gateway::{Auth, Gateway};
 use tokio::net::TcpListener;
@@ -102,17 +103,33 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// Token verification for a gateway: the secret and the configured public keys.
+/// Token verification for a gateway: the secret and the configured public
+/// keys, with what each requires of its tokens.
 pub fn auth(config: &ServerConfig, secret: &[u8]) -> anyhow::Result<Auth> {
     let keys = config
         .jwt_public_keys
         .iter()
-        .map(|p| {
-            let pem = std::fs::read(p).with_context(|| format!("jwt_public_keys: {}", p.display()))?;
-            Ok((p.display().to_string(), pem))
+        .map(|k| {
+            let name = k.path.display().to_string();
+            let pem = std::fs::read(&k.path).with_context(|| format!("jwt_public_keys: {name}"))?;
+            if k.issuer.is_none() || k.audience.is_none() {
+                tracing::warn!(
+                    key = %name,
+                    "this application key requires no issuer or no audience of its tokens: a token it signed \
+                     for another service is accepted here too; give it `#iss=ISSUER;aud=AUDIENCE`"
+                );
+            }
+            Ok(AppKey { name, pem, issuer: k.issuer.clone(), audience: k.audience.clone() })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Auth::new(secret, &keys, Duration::from_secs(config.token_ttl_secs))?)
+    if !keys.is_empty() && config.open_registration() {
+        tracing::warn!(
+            "registration is open alongside application keys: a name someone registers here first is refused \
+             to the application's user of that name"
+        );
+    }
+    let (ttl, max_lifetime) = (config.token_ttl_secs, config.max_token_lifetime_secs);
+    Ok(Auth::new(secret, &keys, Duration::from_secs(ttl), Duration::from_secs(max_lifetime))?)
 }
 
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

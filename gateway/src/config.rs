@@ -43,6 +43,8 @@ pub struct Config {
     pub auth_per_user_per_minute: u32,
     /// Password hashes that may wait for a hashing thread.
     pub hash_queue: usize,
+    /// Whether `/v1/auth/register` creates accounts (else `403 forbidden`).
+    pub open_registration: bool,
     /// Sessions one user may hold on this gateway; more are refused at the
     /// upgrade with `429 rate_limited`.
     pub max_sessions_per_user: usize,

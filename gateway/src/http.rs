@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::Gateway;
-use crate::auth::{Claims, hash_password, verify_password};
+use crate::auth::{Claims, Issuer, hash_password, verify_password};
 use crate::hashing::HashError;
 use crate::ops::store_error;
 
@@ -149,6 +149,9 @@ async fn register(
     body: Bytes,
 ) -> Result<Response, Refusal> {
     admit(&gw, peer, &headers)?;
+    if !gw.config().open_registration {
+        return Err(ProtocolError::new(ErrorCode::Forbidden, "registration is closed on this server").into());
+    }
     let c = credentials(&body)?;
     validate::username(&c.username)?;
     validate::password(&c.password)?;
@@ -187,6 +190,8 @@ async fn login(
     } else {
         None
     };
+    // An application's user has no password here: they cost a decoy hash too.
+    let user = user.filter(|u| !u.password_hash.is_empty());
     let phc = user.as_ref().map_or(DECOY_HASH.to_owned(), |u| u.password_hash.clone());
     let password = c.password;
     let matches = hashed(&gw, move || verify_password(&password, &phc)).await?;
@@ -208,7 +213,9 @@ fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Opti
         .or_else(|| query.get("token").map(String::as_str))
 }
 
-fn authenticate(
+/// The claims of the request's token; an application's user is created
+/// in the store on first sight (see [`Gateway::application_user`]).
+async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -218,8 +225,15 @@ fn authenticate(
         None => Err(ProtocolError::new(ErrorCode::Unauthorized, "a bearer token is required")),
         Some(t) => gw.inner.auth.verify(t),
     };
+    let result = match result {
+        Ok((claims, Issuer::Application)) => gw.application_user(&claims.sub).await.map(|()| claims),
+        Ok((claims, Issuer::Server)) => Ok(claims),
+        Err(e) => Err(e),
+    };
     result.map_err(|e| {
-        gw.inner.metrics.auth_failures.with_label_values(&[place]).inc();
+        if e.code != ErrorCode::Unavailable {
+            gw.inner.metrics.auth_failures.with_label_values(&[place]).inc();
+        }
         ApiError(e)
     })
 }
@@ -240,7 +254,7 @@ async fn messages(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let claims = authenticate(&gw, &headers, &query, "http")?;
+    let claims = authenticate(&gw, &headers, &query, "http").await?;
     let before = number::<u64>(&query, "before")?;
     let limit = number::<u32>(&query, "limit")?;
     validate::room_ref(&room)?;
@@ -259,7 +273,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let claims = authenticate(&gw, &headers, &query, "ws")?;
+    let claims = authenticate(&gw, &headers, &query, "ws").await?;
     if gw.is_draining() {
         return Err(ProtocolError::unavailable("this server is restarting; connect again").into());
     }

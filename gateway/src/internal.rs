@@ -95,7 +95,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_login_token_is_refused_at_the_internal_port() {
-        let (login, _) = Auth::new(SECRET, &[], Duration::from_secs(3600)).unwrap().issue("alice");
+        let (login, _) =
+            Auth::new(SECRET, &[], Duration::from_secs(3600), Duration::from_secs(3600)).unwrap().issue("alice");
         assert_eq!(open_with(&login).await, StatusCode::UNAUTHORIZED);
     }
 

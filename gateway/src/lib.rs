@@ -13,8 +13,10 @@
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
 //! [`auth_limits`]' budgets per client address and user name.
 //! [`user_limits`] holds what is limited per user: sessions, and `typing`
-//! per room.
+//! per room; [`application_users`] creates the users of an application's
+//! tokens and keeps them apart from password accounts.
 
+pub mod application_users;
 pub mod auth;
 pub mod auth_limits;
 pub mod config;

@@ -566,6 +566,18 @@ pub struct PublicKeys {
     /// Keys of the ConfigMap, each one PEM public key.
     #[schemars(length(min = 1))]
     pub keys: Vec<String>,
+
+    /// The `iss` every token these keys sign must carry (recommended:
+    /// without it, and `audience`, the gateways warn at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), regex(pattern = r"^[^,;#]+$"))]
+    pub issuer: Option<String>,
+
+    /// The `aud` every token these keys sign must carry, so a token the
+    /// application minted for another service does not open Confab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), regex(pattern = r"^[^,;#]+$"))]
+    pub audience: Option<String>,
 }
 
 /// Settings passed through to the processes' TOML configuration files.

@@ -96,7 +96,9 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub name: String,
-    /// PHC string (argon2id).
+    /// PHC string (argon2id). Empty for an application's user (one whose
+    /// tokens an application's key signs), created on their first
+    /// connection: they have no password here.
     pub password_hash: String,
     /// Unix milliseconds.
     pub created_ms: u64,

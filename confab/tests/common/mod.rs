@@ -30,8 +30,13 @@ struct Flags {
 
 /// Standalone settings for a test: port 0 everywhere, a fresh data dir.
 pub fn config(data: &std::path::Path) -> StandaloneConfig {
+    config_with(data, &[])
+}
+
+/// [`config`] with more flags.
+pub fn config_with(data: &std::path::Path, flags: &[&str]) -> StandaloneConfig {
     let data = data.to_str().unwrap();
-    Flags::parse_from([
+    let base = [
         "confab",
         "--listen",
         "127.0.0.1:0",
@@ -48,8 +53,8 @@ pub fn config(data: &std::path::Path) -> StandaloneConfig {
         TEST_AUTH_BUDGET,
         "--max-connections-per-ip",
         TEST_AUTH_BUDGET,
-    ])
-    .config
+    ];
+    Flags::parse_from(base.iter().chain(flags)).config
 }
 
 /// The `/v1/auth/*` budgets and the per-address connection cap of test
@@ -80,6 +85,13 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    /// A standalone server with more flags.
+    pub async fn start_with_flags(flags: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let running = confab::standalone::start(config_with(dir.path(), flags)).await.expect("server starts");
+        Self::around(running, Vec::new(), Vec::new(), dir)
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut StandaloneConfig)) -> TestServer {

@@ -37,7 +37,7 @@ impl TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let bus = Arc::new(MemoryBus::new(1, &[]));
-        let auth = Auth::new(&[7; 32], &[], Duration::from_secs(3600)).unwrap();
+        let auth = Auth::new(&[7; 32], &[], Duration::from_secs(3600), Duration::from_secs(86_400)).unwrap();
         let registry = prometheus::Registry::new();
         // The documented defaults; each test changes what it is about.
         let mut config = Config {
@@ -59,6 +59,7 @@ impl TestGateway {
             auth_per_ip_per_minute: 60,
             auth_per_user_per_minute: 10,
             hash_queue: 64,
+            open_registration: true,
             max_sessions_per_user: 16,
             typing_interval: Duration::from_secs(2),
         };

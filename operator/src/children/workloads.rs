@@ -59,7 +59,13 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
     if role == Role::Gateway
         && let Some(keys) = &spec.auth.public_keys
     {
-        let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}")).collect();
+        // `FILE#iss=ISSUER;aud=AUDIENCE`, as `--jwt-public-key` takes it.
+        let claims: Vec<String> = [("iss", &keys.issuer), ("aud", &keys.audience)]
+            .into_iter()
+            .filter_map(|(claim, v)| v.as_ref().map(|v| format!("{claim}={v}")))
+            .collect();
+        let suffix = if claims.is_empty() { String::new() } else { format!("#{}", claims.join(";")) };
+        let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}{suffix}")).collect();
         env.push(json!({"name": "CONFAB_JWT_PUBLIC_KEYS", "value": files.join(",")}));
     }
     env.extend(internal_tls_env(cc, role)?);
@@ -353,6 +359,32 @@ mod tests {
         assert_eq!(value(c, "CONFAB_KEYSPACE"), "confab");
         assert_eq!(value(c, "CONFAB_JWT_SECRET_FILE"), "/etc/confab/jwt/jwt-secret");
         assert_eq!(value(c, "CONFAB_CONFIG"), "/etc/confab/config/gateway.toml");
+    }
+
+    #[test]
+    fn application_keys_reach_the_gateways_with_the_issuer_and_audience_they_require() {
+        let spec = |public_keys| {
+            cluster(json!({
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "cql": {"contactPoints": ["cql:9042"]},
+                "auth": {"publicKeys": public_keys},
+            }))
+        };
+        let strict = spec(
+            json!({"configMap": "app", "keys": ["a.pem", "b.pem"], "issuer": "https://app.example", "audience": "confab"}),
+        );
+        let d = deployment(&strict, Role::Gateway, "h").unwrap();
+        assert_eq!(
+            value(container(&d), "CONFAB_JWT_PUBLIC_KEYS"),
+            "/etc/confab/jwt-public-keys/a.pem#iss=https://app.example;aud=confab,\
+             /etc/confab/jwt-public-keys/b.pem#iss=https://app.example;aud=confab"
+        );
+        let bare = spec(json!({"configMap": "app", "keys": ["a.pem"]}));
+        let d = deployment(&bare, Role::Gateway, "h").unwrap();
+        assert_eq!(value(container(&d), "CONFAB_JWT_PUBLIC_KEYS"), "/etc/confab/jwt-public-keys/a.pem");
+        assert!(
+            env(container(&deployment(&strict, Role::Dispatcher, "h").unwrap()), "CONFAB_JWT_PUBLIC_KEYS").is_none()
+        );
     }
 
     #[test]

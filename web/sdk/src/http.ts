@@ -50,7 +50,7 @@ function postJson<T>(options: HttpOptions, path: string, body: unknown): Promise
   });
 }
 
-/** `POST /v1/auth/register`. Fails with `bad_request` or `taken`. */
+/** `POST /v1/auth/register`. Fails with `bad_request`, `taken`, or `forbidden` when the server has registration closed. */
 export function register(
   options: HttpOptions,
   username: string,
