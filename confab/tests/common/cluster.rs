@@ -46,10 +46,11 @@ impl Drop for Keyspace {
         let config = confab_store::scylla::CqlConfig {
             contact_points: env("CQL_CONTACT_POINTS").split(',').map(str::to_owned).collect(),
             keyspace: self.0.clone(),
-            replication: String::new(),
+            replication: Default::default(),
             username: None,
             password: None,
             request_timeout: Duration::from_secs(10),
+            tls: None,
         };
         // Drop runs inside the test's runtime; the cleanup gets one of its own.
         let _ = std::thread::spawn(move || {

@@ -10,6 +10,9 @@
 //! position>`: replays and stale dispatchers cannot undo later writes, with
 //! no lightweight transaction on the hot path.
 
+mod replication;
+mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +28,9 @@ use scylla::statement::prepared::PreparedStatement;
 
 use crate::{CidHit, Error, Result, RoomMeta, Store, UserRecord, Write, WriteBatch};
 
+pub use replication::{Replication, ReplicationError};
+pub use tls::{CqlTls, TlsError};
+
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
@@ -38,12 +44,13 @@ pub struct CqlConfig {
     /// `host:port` of one or more nodes.
     pub contact_points: Vec<String>,
     pub keyspace: String,
-    /// Used by `migrate` only, when it creates the keyspace: e.g.
-    /// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`.
-    pub replication: String,
+    /// Used by `migrate` only, when it creates the keyspace.
+    pub replication: Replication,
     pub username: Option<String>,
     pub password: Option<String>,
     pub request_timeout: Duration,
+    /// TLS to every node; `None`: plain TCP.
+    pub tls: Option<CqlTls>,
 }
 
 /// `cql` failed.
@@ -89,6 +96,9 @@ async fn session(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session> 
     }
     if let Some(ks) = keyspace {
         builder = builder.use_keyspace(ks, false);
+    }
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_context(Some(tls.client_config()?));
     }
     builder
         .build()
@@ -207,8 +217,12 @@ impl ScyllaStore {
             return Err(Error::KeyspaceName(config.keyspace.clone()));
         }
         let s = session(config, None).await?;
-        let create =
-            format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}", config.keyspace, config.replication);
+        // Both parts are validated values, never text from the configuration.
+        let create = format!(
+            "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}",
+            config.keyspace,
+            config.replication.cql()
+        );
         s.query_unpaged(create.as_str(), ()).await.map_err(cql_error(&create))?;
         s.await_schema_agreement().await.map_err(|e| Error::SchemaAgreement(Box::new(e)))?;
         use_keyspace(&s, &config.keyspace).await?;
@@ -531,10 +545,11 @@ mod request_timeout {
         let config = CqlConfig {
             contact_points: points.split(',').map(str::to_owned).collect(),
             keyspace: String::new(),
-            replication: String::new(),
+            replication: Replication::default(),
             username: None,
             password: None,
             request_timeout: Duration::from_millis(1234),
+            tls: None,
         };
         let s = session(&config, None).await.unwrap();
         let profile = s.get_default_execution_profile_handle().to_profile();
