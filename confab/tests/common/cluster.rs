@@ -78,12 +78,25 @@ pub async fn start(
     dispatchers: usize,
     gateway_flags: &[&str],
 ) -> (Vec<Running>, Vec<Running>, Keyspace) {
-    let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+    start_on(&env("CQL_CONTACT_POINTS"), &[], gateways, dispatchers, gateway_flags).await
+}
+
+/// [`start`] with every process (migrate too) reaching the CQL database at
+/// `cql` with `cql_flags` (TLS options). The keyspace is dropped directly.
+pub async fn start_on(
+    cql: &str,
+    cql_flags: &[&str],
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    let kafka = env("KAFKA_BOOTSTRAP");
     let (prefix, guard) = names("dist");
     let keyspace = guard.0.clone();
-    let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace];
+    let mut backend = vec!["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace];
+    backend.extend(cql_flags);
     let partitions = PARTITIONS.to_string();
-    let mut args = backend.to_vec();
+    let mut args = backend.clone();
     args.extend(["--partitions", &partitions]);
     stage("migrate", confab::distributed::migrate(&parse::<MigrateConfig>(&args))).await.expect("migrate");
     let mut ds = Vec::new();
