@@ -801,9 +801,9 @@ impl MigrateConfig {
     }
 
     fn replication(&self) -> Result<confab_store::scylla::Replication, ConfigError> {
-        self.cql_replication.parse().map_err(|e: confab_store::scylla::ReplicationError| {
-            invalid("cql_replication", e.to_string())
-        })
+        self.cql_replication
+            .parse()
+            .map_err(|e: confab_store::scylla::ReplicationError| invalid("cql_replication", e.to_string()))
     }
 
     /// The store's settings, with the keyspace's replication.
@@ -957,6 +957,32 @@ mod tests {
         let c = gateway(&["--cql-request-timeout-ms", "2500"]);
         assert_eq!(c.backend.cql().request_timeout, Duration::from_millis(2500));
         assert_eq!(gateway(&[]).backend.cql().request_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cql_tls_is_on_with_the_flag_or_any_tls_option_and_off_otherwise() {
+        assert_eq!(gateway(&[]).backend.cql().tls, None);
+        assert_eq!(gateway(&["--cql-tls"]).backend.cql().tls, Some(Default::default()));
+        assert_eq!(gateway(&["--cql-tls", "false"]).backend.cql().tls, None);
+        let tls = gateway(&["--cql-tls-ca", "ca.pem", "--cql-tls-server-name", "db.example"]).backend.cql().tls;
+        let tls = tls.expect("a CA turns TLS on");
+        assert_eq!((tls.ca.as_deref(), tls.server_name.as_deref()), (Some(Path::new("ca.pem")), Some("db.example")));
+    }
+
+    #[test]
+    fn migrate_reads_both_replication_spellings_and_names_the_option_when_refused() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: MigrateConfig,
+        }
+        let migrate = |r: &str| Cli::parse_from(["confab", "--cql-replication", r]).config;
+        use confab_store::scylla::Replication;
+        assert_eq!(migrate("SimpleStrategy:3").cql().unwrap().replication, Replication::Simple { factor: 3 });
+        let old = migrate("{'class': 'NetworkTopologyStrategy', 'dc1': 3}").cql().unwrap().replication;
+        assert_eq!(old.to_string(), "NetworkTopologyStrategy:dc1=3");
+        let e = migrate("SimpleStrategy:1; DROP KEYSPACE confab").validate().unwrap_err().to_string();
+        assert!(e.starts_with("cql_replication"), "{e}");
     }
 
     /// serde fills what the file leaves out with the very defaults clap

@@ -374,10 +374,7 @@ mod tests {
             "migrate" => {
                 let c: MigrateConfig = get(m);
                 let b = &c.backend;
-                format!(
-                    "{:?}",
-                    (b.kafka().unwrap(), c.cql(), c.partitions, c.kafka_replication, c.log_format)
-                )
+                format!("{:?}", (b.kafka().unwrap(), c.cql(), c.partitions, c.kafka_replication, c.log_format))
             }
             "operator" => {
                 let c: OperatorConfig = get(m);

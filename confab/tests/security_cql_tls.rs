@@ -59,7 +59,12 @@ impl Ca {
         let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         let issuer: &rcgen::Issuer<'static, KeyPair> = &self.issuer;
         let cert = params.signed_by(&key, issuer).unwrap();
-        Leaf { cert: cert.der().clone(), cert_pem: cert.pem(), key_der: key.serialize_der(), key_pem: key.serialize_pem() }
+        Leaf {
+            cert: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        }
     }
 }
 
@@ -111,8 +116,9 @@ impl Proxy {
     /// Presents `server`; with `client_ca`, requires a client certificate it signed.
     async fn start(server: &Leaf, client_ca: Option<&Ca>) -> Proxy {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder =
-            rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
         let builder = match client_ca {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
@@ -234,8 +240,8 @@ async fn a_certificate_for_another_name_is_refused_unless_that_name_is_configure
     let proxy = Proxy::start(&ca.issue(&["cql.internal.example"]), None).await;
     let e = gateway_store_error(proxy.addr, &["--cql-tls-ca", &ca_file]).await;
     assert!(e.contains("invalid peer certificate: certificate not valid for name"), "{e}");
-    let e = gateway_store_error(proxy.addr, &["--cql-tls-ca", &ca_file, "--cql-tls-server-name", "other.example"])
-        .await;
+    let e =
+        gateway_store_error(proxy.addr, &["--cql-tls-ca", &ca_file, "--cql-tls-server-name", "other.example"]).await;
     assert!(e.contains("certificate not valid for name"), "{e}");
     assert_eq!(proxy.sessions(), 0);
 
@@ -291,8 +297,11 @@ fn bad_cql_tls_files_stop_the_process_at_start_naming_the_option() {
         files.write("tls.crt", &leaf.cert_pem),
         files.write("tls.key", &leaf.key_pem),
     );
-    let (not_pem, empty, other_key) =
-        (files.write("notes.txt", "not a certificate"), files.write("empty.pem", ""), files.write("o.key", &other.key_pem));
+    let (not_pem, empty, other_key) = (
+        files.write("notes.txt", "not a certificate"),
+        files.write("empty.pem", ""),
+        files.write("o.key", &other.key_pem),
+    );
     let missing = Path::new(&ca_file).with_file_name("missing.pem").to_str().unwrap().to_owned();
     for (flags, option, reason) in [
         (vec!["--cql-tls-ca", &missing], "cql_tls_ca", "cannot read"),
@@ -300,8 +309,16 @@ fn bad_cql_tls_files_stop_the_process_at_start_naming_the_option() {
         (vec!["--cql-tls-ca", &empty], "cql_tls_ca", "holds no PEM certificate"),
         (vec!["--cql-tls-ca", &ca_file, "--cql-tls-cert", &cert], "cql_tls_cert", "go together"),
         (vec!["--cql-tls-key", &key], "cql_tls_cert", "go together"),
-        (vec!["--cql-tls-ca", &ca_file, "--cql-tls-cert", &cert, "--cql-tls-key", &not_pem], "cql_tls_key", "no usable"),
-        (vec!["--cql-tls-ca", &ca_file, "--cql-tls-cert", &cert, "--cql-tls-key", &other_key], "cql_tls_key", "does not fit"),
+        (
+            vec!["--cql-tls-ca", &ca_file, "--cql-tls-cert", &cert, "--cql-tls-key", &not_pem],
+            "cql_tls_key",
+            "no usable",
+        ),
+        (
+            vec!["--cql-tls-ca", &ca_file, "--cql-tls-cert", &cert, "--cql-tls-key", &other_key],
+            "cql_tls_key",
+            "does not fit",
+        ),
         (vec!["--cql-tls-ca", &ca_file, "--cql-tls-server-name", "not a name!"], "cql_tls_server_name", "not a name"),
     ] {
         for role in ["gateway", "dispatcher", "migrate"] {

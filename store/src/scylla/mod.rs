@@ -556,3 +556,54 @@ mod request_timeout {
         assert_eq!(profile.get_request_timeout(), Some(Duration::from_millis(1234)));
     }
 }
+
+#[cfg(test)]
+mod replication_ddl {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Against the real database of `scripts/infra up cql`: the keyspace
+    /// `migrate` creates has the parsed class and factors.
+    #[tokio::test]
+    async fn migrate_creates_the_keyspace_with_the_parsed_replication() {
+        let points = std::env::var("CQL_CONTACT_POINTS")
+            .expect("CQL_CONTACT_POINTS is not set: run `scripts/infra up cql` and `source target/infra/env`");
+        let id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let mut config = CqlConfig {
+            contact_points: points.split(',').map(str::to_owned).collect(),
+            keyspace: format!("confab_replication_{:x}", id & 0xffff_ffff_ffff),
+            replication: Replication::default(),
+            username: None,
+            password: None,
+            request_timeout: Duration::from_secs(10),
+            tls: None,
+        };
+        let s = session(&config, None).await.unwrap();
+        let (dc,): (String,) = s
+            .query_unpaged("SELECT data_center FROM system.local WHERE key = 'local'", ())
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .single_row()
+            .unwrap();
+        config.replication = format!("NetworkTopologyStrategy:{dc}=1").parse().unwrap();
+        ScyllaStore::migrate(&config).await.unwrap();
+        let stored: Result<(HashMap<String, String>,)> = async {
+            let cql = "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?";
+            s.query_unpaged(cql, (config.keyspace.as_str(),))
+                .await
+                .map_err(cql_error(cql))?
+                .into_rows_result()
+                .map_err(result_error(cql))?
+                .single_row()
+                .map_err(result_error(cql))
+        }
+        .await;
+        ScyllaStore::drop_keyspace(&config).await.unwrap();
+        let (stored,) = stored.unwrap();
+        assert!(stored["class"].ends_with("NetworkTopologyStrategy"), "{stored:?}");
+        assert_eq!(stored.get(&dc).map(String::as_str), Some("1"), "{stored:?}");
+    }
+}

@@ -281,10 +281,7 @@ mod tests {
     }
 
     fn nts(default: Option<u8>, dcs: &[(&str, u8)]) -> Replication {
-        Replication::NetworkTopology {
-            default,
-            datacenters: dcs.iter().map(|(d, n)| (d.to_string(), *n)).collect(),
-        }
+        Replication::NetworkTopology { default, datacenters: dcs.iter().map(|(d, n)| (d.to_string(), *n)).collect() }
     }
 
     #[test]
@@ -306,7 +303,10 @@ mod tests {
                 .unwrap(),
             nts(Some(3), &[])
         );
-        assert_eq!(parse("{'replication_factor': 2, 'class': 'SimpleStrategy'}").unwrap().to_string(), "SimpleStrategy:2");
+        assert_eq!(
+            parse("{'replication_factor': 2, 'class': 'SimpleStrategy'}").unwrap().to_string(),
+            "SimpleStrategy:2"
+        );
     }
 
     #[test]
