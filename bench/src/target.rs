@@ -193,10 +193,11 @@ impl Target {
         self.keyspace = Some(confab_store::scylla::CqlConfig {
             contact_points: args.cql.split(',').map(str::to_owned).collect(),
             keyspace,
-            replication: String::new(),
+            replication: Default::default(),
             username: None,
             password: None,
             request_timeout: Duration::from_secs(10),
+            tls: None,
         });
         let mut migrate = vec!["migrate".to_owned(), format!("--partitions={}", args.partitions)];
         migrate.extend(backend.iter().cloned());

@@ -282,7 +282,7 @@ pub mod default {
         2000
     }
     pub fn cql_replication() -> String {
-        "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
+        "SimpleStrategy:1".into()
     }
 }
 
@@ -705,6 +705,70 @@ pub struct BackendConfig {
     #[arg(long, env = "CONFAB_CQL_REQUEST_TIMEOUT_MS", value_name = "MS", default_value_t = default::cql_request_timeout_ms())]
     #[serde(default = "default::cql_request_timeout_ms")]
     pub cql_request_timeout_ms: u64,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cql_tls: CqlTlsConfig,
+}
+
+/// TLS to the CQL database. On with `cql_tls = true` or any `cql_tls_*`
+/// option; the nodes' certificates are then always verified (there is no
+/// switch to skip it).
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct CqlTlsConfig {
+    /// Speak TLS to the CQL nodes, verifying their certificates against the
+    /// system's trust store (or --cql-tls-ca) and their IP addresses (or
+    /// --cql-tls-server-name).
+    #[arg(long, env = "CONFAB_CQL_TLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    #[serde(default)]
+    pub cql_tls: bool,
+
+    /// PEM CA certificate(s) the nodes' certificates must chain to (implies --cql-tls).
+    #[arg(long, env = "CONFAB_CQL_TLS_CA", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cql_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate chain, for databases that require one (with --cql-tls-key).
+    #[arg(long, env = "CONFAB_CQL_TLS_CERT", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cql_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --cql-tls-cert.
+    #[arg(long, env = "CONFAB_CQL_TLS_KEY", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cql_tls_key: Option<PathBuf>,
+
+    /// The DNS name every node's certificate must carry, instead of the
+    /// node's IP address (for certificates issued to a name).
+    #[arg(long, env = "CONFAB_CQL_TLS_SERVER_NAME", value_name = "NAME")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cql_tls_server_name: Option<String>,
+}
+
+impl CqlTlsConfig {
+    /// The store's TLS settings; `None` when TLS is off.
+    pub fn tls(&self) -> Option<confab_store::scylla::CqlTls> {
+        let on = self.cql_tls
+            || self.cql_tls_ca.is_some()
+            || self.cql_tls_cert.is_some()
+            || self.cql_tls_key.is_some()
+            || self.cql_tls_server_name.is_some();
+        on.then(|| confab_store::scylla::CqlTls {
+            ca: self.cql_tls_ca.clone(),
+            cert: self.cql_tls_cert.clone(),
+            key: self.cql_tls_key.clone(),
+            server_name: self.cql_tls_server_name.clone(),
+        })
+    }
+
+    /// Reads every file now, so a bad one stops the process at start with
+    /// the option that names it.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = self.tls() {
+            tls.client_config().map_err(|e| invalid(e.setting, e.reason))?;
+        }
+        Ok(())
+    }
 }
 
 impl BackendConfig {
@@ -727,14 +791,16 @@ impl BackendConfig {
         })
     }
 
-    pub fn cql(&self, replication: &str) -> confab_store::scylla::CqlConfig {
+    /// The store's settings (replication is `migrate`'s: see [`MigrateConfig::cql`]).
+    pub fn cql(&self) -> confab_store::scylla::CqlConfig {
         confab_store::scylla::CqlConfig {
             contact_points: self.cql.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
             keyspace: self.keyspace.clone(),
-            replication: replication.to_owned(),
+            replication: Default::default(),
             username: self.cql_username.clone(),
             password: self.cql_password.clone(),
             request_timeout: ms(self.cql_request_timeout_ms),
+            tls: self.cql_tls.tls(),
         }
     }
 
@@ -761,6 +827,7 @@ impl BackendConfig {
         if self.cql_request_timeout_ms == 0 {
             return Err(invalid("cql_request_timeout_ms", "must be at least 1"));
         }
+        self.cql_tls.validate()?;
         self.kafka().map(|_| ())
     }
 }
@@ -885,7 +952,9 @@ pub struct MigrateConfig {
     #[serde(default = "default::kafka_replication")]
     pub kafka_replication: i32,
 
-    /// Replication of the keyspace when migrate creates it (CQL map literal).
+    /// Replication of the keyspace when migrate creates it:
+    /// `SimpleStrategy:N` or `NetworkTopologyStrategy:dc1=N,dc2=M` (the CQL
+    /// map literal `{'class': ..., ...}` is read too). Factors 1 to 64.
     #[arg(
         long,
         env = "CONFAB_CQL_REPLICATION",
@@ -1071,6 +1140,7 @@ impl DispatcherConfig {
 impl MigrateConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.backend.validate()?;
+        self.replication()?;
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
         }
@@ -1078,6 +1148,17 @@ impl MigrateConfig {
             return Err(invalid("kafka_replication", "must be at least 1"));
         }
         Ok(())
+    }
+
+    fn replication(&self) -> Result<confab_store::scylla::Replication, ConfigError> {
+        self.cql_replication
+            .parse()
+            .map_err(|e: confab_store::scylla::ReplicationError| invalid("cql_replication", e.to_string()))
+    }
+
+    /// The store's settings, with the keyspace's replication.
+    pub fn cql(&self) -> Result<confab_store::scylla::CqlConfig, ConfigError> {
+        Ok(confab_store::scylla::CqlConfig { replication: self.replication()?, ..self.backend.cql() })
     }
 }
 
@@ -1236,8 +1317,34 @@ mod tests {
     #[test]
     fn the_cql_request_timeout_reaches_the_store_config() {
         let c = gateway(&["--cql-request-timeout-ms", "2500"]);
-        assert_eq!(c.backend.cql("").request_timeout, Duration::from_millis(2500));
-        assert_eq!(gateway(&[]).backend.cql("").request_timeout, Duration::from_secs(10));
+        assert_eq!(c.backend.cql().request_timeout, Duration::from_millis(2500));
+        assert_eq!(gateway(&[]).backend.cql().request_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cql_tls_is_on_with_the_flag_or_any_tls_option_and_off_otherwise() {
+        assert_eq!(gateway(&[]).backend.cql().tls, None);
+        assert_eq!(gateway(&["--cql-tls"]).backend.cql().tls, Some(Default::default()));
+        assert_eq!(gateway(&["--cql-tls", "false"]).backend.cql().tls, None);
+        let tls = gateway(&["--cql-tls-ca", "ca.pem", "--cql-tls-server-name", "db.example"]).backend.cql().tls;
+        let tls = tls.expect("a CA turns TLS on");
+        assert_eq!((tls.ca.as_deref(), tls.server_name.as_deref()), (Some(Path::new("ca.pem")), Some("db.example")));
+    }
+
+    #[test]
+    fn migrate_reads_both_replication_spellings_and_names_the_option_when_refused() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: MigrateConfig,
+        }
+        let migrate = |r: &str| Cli::parse_from(["confab", "--cql-replication", r]).config;
+        use confab_store::scylla::Replication;
+        assert_eq!(migrate("SimpleStrategy:3").cql().unwrap().replication, Replication::Simple { factor: 3 });
+        let old = migrate("{'class': 'NetworkTopologyStrategy', 'dc1': 3}").cql().unwrap().replication;
+        assert_eq!(old.to_string(), "NetworkTopologyStrategy:dc1=3");
+        let e = migrate("SimpleStrategy:1; DROP KEYSPACE confab").validate().unwrap_err().to_string();
+        assert!(e.starts_with("cql_replication"), "{e}");
     }
 
     /// serde fills what the file leaves out with the very defaults clap

@@ -23,7 +23,7 @@ pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
     let kafka = config.backend.kafka()?;
     KafkaBus::create_topics(&kafka, config.partitions, config.kafka_replication).await?;
     tracing::info!(topic = %kafka.ingress_topic(), partitions = config.partitions, "Kafka topics ready");
-    let cql = config.backend.cql(&config.cql_replication);
+    let cql = config.cql()?;
     ScyllaStore::migrate(&cql).await?;
     let store = ScyllaStore::connect(&cql).await?;
     store.bind_partitions(config.partitions).await?;
@@ -36,7 +36,7 @@ async fn backends(
     registry: &prometheus::Registry,
 ) -> anyhow::Result<(Arc<dyn Bus>, Arc<dyn Store>)> {
     let bus = KafkaBus::connect(config.kafka()?).await?;
-    let store = ScyllaStore::connect(&config.cql("")).await?;
+    let store = ScyllaStore::connect(&config.cql()).await?;
     Ok((Arc::new(bus), Arc::new(Metered::new(store, registry)?)))
 }
 

@@ -178,6 +178,10 @@ fn raise_fd_limit() {
 
 fn main() -> ExitCode {
     return_large_blocks();
+    // The CQL driver's rustls brings the aws-lc-rs provider beside ring;
+    // with two compiled in, rustls picks none by itself (the Kubernetes
+    // client asks it to). Confab uses ring everywhere.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -364,7 +368,7 @@ mod tests {
                 let c: GatewayConfig = get(m);
                 let bound = "127.0.0.1:7070".parse().unwrap();
                 let b = &c.backend;
-                let libraries = (c.gateway(bound), b.kafka().unwrap(), b.cql(""));
+                let libraries = (c.gateway(bound), b.kafka().unwrap(), b.cql());
                 let internal_tls = (&c.internal_tls_cert, &c.internal_tls_key, &c.internal_tls_client_ca);
                 format!(
                     "{:?}",
@@ -388,16 +392,13 @@ mod tests {
                 );
                 format!(
                     "{:?}",
-                    (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(""), &c.secret, &c.ops, push_tls)
+                    (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(), &c.secret, &c.ops, push_tls)
                 )
             }
             "migrate" => {
                 let c: MigrateConfig = get(m);
                 let b = &c.backend;
-                format!(
-                    "{:?}",
-                    (b.kafka().unwrap(), b.cql(&c.cql_replication), c.partitions, c.kafka_replication, c.log_format)
-                )
+                format!("{:?}", (b.kafka().unwrap(), c.cql(), c.partitions, c.kafka_replication, c.log_format))
             }
             "operator" => {
                 let c: OperatorConfig = get(m);

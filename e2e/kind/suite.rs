@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     step("the ChatCluster reports every pod ready");
+    confab_e2e::use_ring_crypto();
     let client = kube::Client::try_default().await?;
     let clusters: Api<ChatCluster> = Api::namespaced(client, "confab-kind");
     let cc = wait_for("chat to be Available with 2/2 gateways and 2/2 dispatchers", TIMEOUT, POLL, || async {

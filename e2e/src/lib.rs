@@ -9,6 +9,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Makes ring rustls's process-wide crypto provider, before a Kubernetes
+/// client is built. Built with the rest of the workspace, rustls has two
+/// providers compiled in (the CQL driver's TLS brings aws-lc-rs beside
+/// kube's ring) and then picks none by itself: kube's client would panic.
+pub fn use_ring_crypto() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The value of an environment variable that `scripts/infra up` exports.
 /// Panics (fails the test) with instructions when it is missing or empty.
 #[track_caller]

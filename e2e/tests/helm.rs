@@ -63,6 +63,7 @@ async fn installs_the_test_chart_into_the_cluster() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("STATUS: deployed"), "{text}");
 
+    confab_e2e::use_ring_crypto();
     let client = Client::try_default().await.expect("kube client from KUBECONFIG");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let d = deployments.get("smoke-confab-smoke").await.expect("the chart's Deployment");

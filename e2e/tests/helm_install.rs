@@ -209,6 +209,7 @@ async fn prometheus_query(http: &reqwest::Client, base: &str, q: &str) -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcluster() {
     infra_env("KUBECONFIG", "kube");
+    confab_e2e::use_ring_crypto();
     let admin = Client::try_default().await.expect("kube client from KUBECONFIG");
     let namespace = unique_name("e2e-chart");
     let release = unique_name("chart");

@@ -18,6 +18,7 @@ const POLL: Duration = Duration::from_millis(500);
 
 async fn client() -> Client {
     infra_env("KUBECONFIG", "kube");
+    confab_e2e::use_ring_crypto();
     Client::try_default().await.expect("kube client from KUBECONFIG")
 }
 

@@ -40,6 +40,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 async fn client() -> Client {
     infra_env("KUBECONFIG", "kube");
+    confab_e2e::use_ring_crypto();
     Client::try_default().await.expect("kube client from KUBECONFIG")
 }
 
@@ -157,6 +158,7 @@ impl OperatorCredentials {
         let request: TokenRequest =
             serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
         let token = sas.create_token_request("operator", &PostParams::default(), &request).await.expect("token");
+        confab_e2e::use_ring_crypto();
         let mut config = kube::Config::infer().await.expect("kubeconfig");
         let token = token.status.and_then(|s| s.token).expect("a token");
         config.auth_info.token = Some(token.into());
@@ -172,6 +174,7 @@ impl Drop for OperatorCredentials {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async {
+                confab_e2e::use_ring_crypto();
                 if let Ok(client) = Client::try_default().await {
                     let _ = Api::<ClusterRole>::all(client).delete(&name, &DeleteParams::default()).await;
                 }

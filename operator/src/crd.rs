@@ -506,21 +506,103 @@ pub struct CqlSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("cql.keyspace is immutable"))]
     pub keyspace: String,
 
-    /// Replication of the keyspace when it is created, as a CQL map literal.
-    #[serde(default = "default_cql_replication")]
-    pub replication: String,
+    /// Replication of the keyspace when the migration creates it (an
+    /// existing keyspace is left as it is).
+    #[serde(default)]
+    pub replication: CqlReplication,
 
     /// Name of a Secret in this namespace with keys `username` and
     /// `password`, when the database requires authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<String>,
+
+    /// TLS to the database. The nodes' certificates are always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<CqlTls>,
 }
 
 fn default_keyspace() -> String {
     "confab".into()
 }
-fn default_cql_replication() -> String {
-    "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()
+
+/// The keyspace's replication class and factors: `{class: SimpleStrategy,
+/// factor: 3}` or `{class: NetworkTopologyStrategy, datacenters: {dc1: 3,
+/// dc2: 3}}`. Passed to `confab migrate` as `--cql-replication`, which
+/// checks the data center names (letters, digits, `_`, `-`, `.`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.class == 'NetworkTopologyStrategy' || !has(self.datacenters)").message("cql.replication.datacenters is for NetworkTopologyStrategy; SimpleStrategy takes factor alone"))]
+#[x_kube(validation = Rule::new("self.class == 'SimpleStrategy' || has(self.factor) || (has(self.datacenters) && size(self.datacenters) > 0)").message("cql.replication: NetworkTopologyStrategy needs datacenters (or a factor for every data center)"))]
+#[serde(rename_all = "camelCase")]
+pub struct CqlReplication {
+    /// `SimpleStrategy` (a single data center) or `NetworkTopologyStrategy`.
+    #[serde(default = "default_replication_class")]
+    #[schemars(extend("enum" = ["SimpleStrategy", "NetworkTopologyStrategy"]))]
+    pub class: String,
+
+    /// SimpleStrategy: the copies of each row (default 1).
+    /// NetworkTopologyStrategy: the copies in every data center that
+    /// `datacenters` does not name (Cassandra 4 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub factor: Option<i32>,
+
+    /// NetworkTopologyStrategy: the copies in each data center, e.g.
+    /// `{dc1: 3, dc2: 3}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "datacenter_factors")]
+    pub datacenters: BTreeMap<String, i32>,
+}
+
+fn default_replication_class() -> String {
+    "SimpleStrategy".into()
+}
+
+impl Default for CqlReplication {
+    fn default() -> Self {
+        Self { class: default_replication_class(), factor: None, datacenters: BTreeMap::new() }
+    }
+}
+
+impl CqlReplication {
+    /// As `confab migrate --cql-replication` takes it.
+    pub fn shorthand(&self) -> String {
+        if self.class == "SimpleStrategy" {
+            return format!("SimpleStrategy:{}", self.factor.unwrap_or(1));
+        }
+        let mut parts: Vec<String> = self.factor.iter().map(i32::to_string).collect();
+        parts.extend(self.datacenters.iter().map(|(dc, n)| format!("{dc}={n}")));
+        format!("{}:{}", self.class, parts.join(","))
+    }
+}
+
+/// Data center name to replication factor, 1 to 64, at most 16 data centers.
+fn datacenter_factors(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 16,
+        "additionalProperties": { "type": "integer", "format": "int32", "minimum": 1, "maximum": 64 },
+    })
+}
+
+/// TLS to the CQL database: a Secret with the CA certificate (`ca.crt`)
+/// and, for client authentication, `tls.crt` and `tls.key`. Mounted into
+/// the pods as files; the operator does not read it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CqlTls {
+    /// Name of the Secret in this namespace.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+
+    /// Whether to present the client certificate `tls.crt` / `tls.key`.
+    #[serde(default)]
+    pub client_certificate: bool,
+
+    /// The DNS name every node's certificate must carry; by default each
+    /// node's certificate must name its IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
 }
 
 /// Token signing and verification.
@@ -767,6 +849,18 @@ mod tests {
             json!({"dispatcher": {"autoscaling": {"minReplicas": 1, "maxReplicas": 9, "targetLagPerReplica": 1}}}),
         ));
         assert!(e.contains("must not exceed kafka.partitions"), "{e}");
+    }
+
+    #[test]
+    fn replication_fields_must_fit_the_class() {
+        let with = |replication: serde_json::Value| cluster(json!({"cql": {"replication": replication}}));
+        validate_cel(&with(json!({"factor": 3}))).unwrap();
+        validate_cel(&with(json!({"class": "NetworkTopologyStrategy", "datacenters": {"dc1": 3}}))).unwrap();
+        validate_cel(&with(json!({"class": "NetworkTopologyStrategy", "factor": 3}))).unwrap();
+        let e = rejected(&with(json!({"class": "SimpleStrategy", "datacenters": {"dc1": 3}})));
+        assert!(e.contains("datacenters is for NetworkTopologyStrategy"), "{e}");
+        let e = rejected(&with(json!({"class": "NetworkTopologyStrategy"})));
+        assert!(e.contains("NetworkTopologyStrategy needs datacenters"), "{e}");
     }
 
     /// The rule itself is checked against the real API server (e2e

@@ -70,6 +70,10 @@ pub enum Error {
     #[cfg(feature = "scylla")]
     #[error("waiting for the nodes to agree on the schema: {0}")]
     SchemaAgreement(#[source] Box<::scylla::errors::SchemaAgreementError>),
+    /// A CQL TLS file is missing or unusable.
+    #[cfg(feature = "scylla")]
+    #[error("CQL TLS: {0}")]
+    CqlTls(#[from] crate::scylla::TlsError),
     #[cfg(feature = "scylla")]
     #[error("keyspace name '{0}' is not a CQL identifier")]
     KeyspaceName(String),

@@ -15,10 +15,11 @@ fn config() -> CqlConfig {
     CqlConfig {
         contact_points: points.split(',').map(str::to_owned).collect(),
         keyspace: format!("confab_test_{id:016x}"),
-        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+        replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".parse().unwrap(),
         username: None,
         password: None,
         request_timeout: Duration::from_secs(10),
+        tls: None,
     }
 }
 

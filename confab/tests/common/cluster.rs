@@ -48,10 +48,11 @@ impl Drop for Keyspace {
         let config = confab_store::scylla::CqlConfig {
             contact_points: contact_points.split(',').map(str::to_owned).collect(),
             keyspace: self.0.clone(),
-            replication: String::new(),
+            replication: Default::default(),
             username: None,
             password: None,
             request_timeout: Duration::from_secs(10),
+            tls: None,
         };
         // Drop runs inside the test's runtime; the cleanup gets one of its own.
         let _ = std::thread::spawn(move || {
@@ -93,6 +94,20 @@ pub async fn start_roles(
     (started.gateways, started.dispatchers, started.keyspace)
 }
 
+/// [`start`] with every process (migrate too) reaching the CQL database at
+/// `cql` with `cql_flags` (TLS options). The keyspace is dropped directly.
+#[allow(dead_code)] // not every test file uses it
+pub async fn start_on(
+    cql: &str,
+    cql_flags: &[&str],
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+) -> (Vec<Running>, Vec<Running>, Keyspace) {
+    let started = start_full(cql, cql_flags, gateways, dispatchers, gateway_flags, &[]).await;
+    (started.gateways, started.dispatchers, started.keyspace)
+}
+
 /// A cluster from [`start_with`].
 pub struct Started {
     pub gateways: Vec<Running>,
@@ -109,12 +124,24 @@ pub async fn start_with(
     gateway_flags: &[&str],
     dispatcher_flags: &[&str],
 ) -> Started {
-    let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+    start_full(&env("CQL_CONTACT_POINTS"), &[], gateways, dispatchers, gateway_flags, dispatcher_flags).await
+}
+
+async fn start_full(
+    cql: &str,
+    cql_flags: &[&str],
+    gateways: usize,
+    dispatchers: usize,
+    gateway_flags: &[&str],
+    dispatcher_flags: &[&str],
+) -> Started {
+    let kafka = env("KAFKA_BOOTSTRAP");
     let (prefix, guard) = names("dist");
     let keyspace = guard.0.clone();
-    let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace];
+    let mut backend = vec!["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace];
+    backend.extend(cql_flags);
     let partitions = PARTITIONS.to_string();
-    let mut args = backend.to_vec();
+    let mut args = backend.clone();
     args.extend(["--partitions", &partitions]);
     stage("migrate", confab::distributed::migrate(&parse::<MigrateConfig>(&args))).await.expect("migrate");
     let mut ds = Vec::new();

@@ -117,7 +117,17 @@ impl TestServer {
     /// [`start_cluster`](Self::start_cluster) with more flags for the
     /// gateways and for the dispatchers.
     pub async fn start_cluster_with_roles(gateway_flags: &[&str], dispatcher_flags: &[&str]) -> TestServer {
-        let (mut gateways, dispatchers, keyspace) = cluster::start_roles(2, 2, gateway_flags, dispatcher_flags).await;
+        Self::cluster(cluster::start_roles(2, 2, gateway_flags, dispatcher_flags).await)
+    }
+
+    /// [`start_cluster`](Self::start_cluster) over the CQL database at `cql`
+    /// with `cql_flags` (TLS options) for every process.
+    #[allow(dead_code)] // not every test file uses it
+    pub async fn start_cluster_on(cql: &str, cql_flags: &[&str]) -> TestServer {
+        Self::cluster(cluster::start_on(cql, cql_flags, 2, 2, &[]).await)
+    }
+
+    fn cluster((mut gateways, dispatchers, keyspace): (Vec<Running>, Vec<Running>, cluster::Keyspace)) -> TestServer {
         let urls = gateways.iter().map(|g| format!("ws://{}/v1/ws", g.public())).collect();
         let https = gateways.iter().map(|g| format!("http://{}", g.public())).collect();
         let first = gateways.remove(0);

@@ -11,6 +11,7 @@ pub fn delete_namespace(name: &str) {
     let _ = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
+            confab_e2e::use_ring_crypto();
             if let Ok(client) = Client::try_default().await {
                 let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
             }

@@ -27,7 +27,7 @@ pub fn job(cc: &ChatCluster) -> Result<Job> {
     env.extend([
         json!({"name": "CONFAB_PARTITIONS", "value": kafka.partitions.to_string()}),
         json!({"name": "CONFAB_KAFKA_REPLICATION", "value": kafka.replication_factor.to_string()}),
-        json!({"name": "CONFAB_CQL_REPLICATION", "value": cql.replication}),
+        json!({"name": "CONFAB_CQL_REPLICATION", "value": cql.replication.shorthand()}),
         json!({"name": "CONFAB_LOG_FORMAT", "value": "json"}),
     ]);
     let mut pod_spec = json!({
@@ -80,7 +80,43 @@ mod tests {
         let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone()).unwrap();
         assert_eq!(get("CONFAB_PARTITIONS"), "16");
         assert_eq!(get("CONFAB_KAFKA_REPLICATION"), "1");
-        assert!(get("CONFAB_CQL_REPLICATION").contains("SimpleStrategy"));
+        assert_eq!(get("CONFAB_CQL_REPLICATION"), "SimpleStrategy:1");
+    }
+
+    #[test]
+    fn the_replication_reaches_migrate_as_a_class_and_factors() {
+        let replication = |spec: serde_json::Value| {
+            let cc = crate::children::tests::cluster(json!({
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "cql": {"contactPoints": ["cql:9042"], "replication": spec},
+            }));
+            let job = job(&cc).unwrap();
+            let c = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
+            c.env.unwrap().into_iter().find(|e| e.name == "CONFAB_CQL_REPLICATION").unwrap().value.unwrap()
+        };
+        assert_eq!(replication(json!({"factor": 3})), "SimpleStrategy:3");
+        assert_eq!(
+            replication(json!({"class": "NetworkTopologyStrategy", "datacenters": {"dc2": 2, "dc1": 3}})),
+            "NetworkTopologyStrategy:dc1=3,dc2=2"
+        );
+        assert_eq!(
+            replication(json!({"class": "NetworkTopologyStrategy", "factor": 3, "datacenters": {"dc9": 1}})),
+            "NetworkTopologyStrategy:3,dc9=1"
+        );
+    }
+
+    #[test]
+    fn the_migration_reaches_the_database_with_the_clusters_cql_tls() {
+        let cc = crate::children::tests::cluster(json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9142"], "tls": {"secretName": "cql-ca"}},
+        }));
+        let job = job(&cc).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let env = pod.containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "CONFAB_CQL_TLS_CA"));
+        let volumes = pod.volumes.unwrap();
+        assert!(volumes.iter().any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some("cql-ca"))));
     }
 
     #[test]
@@ -93,7 +129,8 @@ mod tests {
         cc.spec.image.tag = "9.9.9".into();
         assert_ne!(job_name(&cc), base);
         let mut cc = minimal();
-        cc.spec.cql.replication = "{'class': 'NetworkTopologyStrategy', 'dc1': 3}".into();
+        cc.spec.cql.replication.class = "NetworkTopologyStrategy".into();
+        cc.spec.cql.replication.datacenters.insert("dc1".into(), 3);
         assert_ne!(job_name(&cc), base);
     }
 }

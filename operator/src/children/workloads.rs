@@ -23,6 +23,7 @@ const JWT_DIR: &str = "/etc/confab/jwt";
 const PUBLIC_KEYS_DIR: &str = "/etc/confab/jwt-public-keys";
 const KAFKA_TLS_DIR: &str = "/etc/confab/kafka-tls";
 const INTERNAL_TLS_DIR: &str = "/etc/confab/internal-tls";
+const CQL_TLS_DIR: &str = "/etc/confab/cql-tls";
 
 /// `<name>-gateway` or `<name>-dispatcher`.
 pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Deployment> {
@@ -229,6 +230,16 @@ pub(crate) fn backend_env(cc: &ChatCluster) -> Vec<Value> {
             json!({"name": "CONFAB_CQL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}),
         );
     }
+    if let Some(tls) = &cql.tls {
+        env.push(json!({"name": "CONFAB_CQL_TLS_CA", "value": format!("{CQL_TLS_DIR}/ca.crt")}));
+        if tls.client_certificate {
+            env.push(json!({"name": "CONFAB_CQL_TLS_CERT", "value": format!("{CQL_TLS_DIR}/tls.crt")}));
+            env.push(json!({"name": "CONFAB_CQL_TLS_KEY", "value": format!("{CQL_TLS_DIR}/tls.key")}));
+        }
+        if let Some(name) = &tls.server_name {
+            env.push(json!({"name": "CONFAB_CQL_TLS_SERVER_NAME", "value": name}));
+        }
+    }
     let mut properties = Vec::new();
     let protocol = match (&kafka.tls, &kafka.sasl) {
         (None, None) => None,
@@ -261,7 +272,7 @@ pub(crate) fn backend_env(cc: &ChatCluster) -> Vec<Value> {
     env
 }
 
-/// The JWT secret and Kafka's TLS files, for every role.
+/// The JWT secret and the TLS files of Kafka and the CQL database, for every role.
 pub(crate) fn backend_volumes(cc: &ChatCluster) -> Vec<Value> {
     let (jwt_name, jwt_key) = jwt_secret_ref(cc);
     let mut volumes = vec![json!({
@@ -271,6 +282,9 @@ pub(crate) fn backend_volumes(cc: &ChatCluster) -> Vec<Value> {
     if let Some(tls) = &cc.spec.kafka.tls {
         volumes.push(json!({"name": "kafka-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}));
     }
+    if let Some(tls) = &cc.spec.cql.tls {
+        volumes.push(json!({"name": "cql-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}));
+    }
     volumes
 }
 
@@ -278,6 +292,9 @@ pub(crate) fn backend_mounts(cc: &ChatCluster) -> Vec<Value> {
     let mut mounts = vec![json!({"name": "jwt", "mountPath": JWT_DIR, "readOnly": true})];
     if cc.spec.kafka.tls.is_some() {
         mounts.push(json!({"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": true}));
+    }
+    if cc.spec.cql.tls.is_some() {
+        mounts.push(json!({"name": "cql-tls", "mountPath": CQL_TLS_DIR, "readOnly": true}));
     }
     mounts
 }
@@ -484,6 +501,42 @@ mod tests {
         assert_eq!(secret("CONFAB_CQL_PASSWORD"), "cql-user");
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert!(mounts.iter().any(|m| m.mount_path == "/etc/confab/kafka-tls"));
+    }
+
+    #[test]
+    fn cql_tls_mounts_the_secret_and_points_every_role_at_its_files() {
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9142"], "tls": {
+                "secretName": "cql-tls", "clientCertificate": true, "serverName": "cql.db.svc",
+            }},
+        }));
+        for role in [Role::Gateway, Role::Dispatcher] {
+            let d = deployment(&cc, role, "h").unwrap();
+            let c = container(&d);
+            assert_eq!(value(c, "CONFAB_CQL_TLS_CA"), "/etc/confab/cql-tls/ca.crt");
+            assert_eq!(value(c, "CONFAB_CQL_TLS_CERT"), "/etc/confab/cql-tls/tls.crt");
+            assert_eq!(value(c, "CONFAB_CQL_TLS_KEY"), "/etc/confab/cql-tls/tls.key");
+            assert_eq!(value(c, "CONFAB_CQL_TLS_SERVER_NAME"), "cql.db.svc");
+            let mount = c.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "cql-tls").unwrap();
+            assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/confab/cql-tls", Some(true)));
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "cql-tls").unwrap();
+            let secret = volume.secret.as_ref().unwrap();
+            assert_eq!((secret.secret_name.as_deref(), secret.default_mode), (Some("cql-tls"), Some(0o440)));
+        }
+
+        // Without a client certificate or a name: the CA alone.
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9142"], "tls": {"secretName": "cql-ca"}},
+        }));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(value(c, "CONFAB_CQL_TLS_CA"), "/etc/confab/cql-tls/ca.crt");
+        assert!(env(c, "CONFAB_CQL_TLS_CERT").is_none() && env(c, "CONFAB_CQL_TLS_SERVER_NAME").is_none());
+        let plain = deployment(&minimal(), Role::Gateway, "h").unwrap();
+        assert!(env(container(&plain), "CONFAB_CQL_TLS_CA").is_none(), "no TLS unless asked");
     }
 
     #[test]

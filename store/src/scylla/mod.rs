@@ -10,6 +10,9 @@
 //! position>`: replays and stale dispatchers cannot undo later writes, with
 //! no lightweight transaction on the hot path.
 
+mod replication;
+mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +32,9 @@ use crate::{
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Role, Visibility};
 
+pub use replication::{Replication, ReplicationError};
+pub use tls::{CqlTls, TlsError};
+
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
@@ -47,12 +53,13 @@ pub struct CqlConfig {
     /// `host:port` of one or more nodes.
     pub contact_points: Vec<String>,
     pub keyspace: String,
-    /// Used by `migrate` only, when it creates the keyspace: e.g.
-    /// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`.
-    pub replication: String,
+    /// Used by `migrate` only, when it creates the keyspace.
+    pub replication: Replication,
     pub username: Option<String>,
     pub password: Option<String>,
     pub request_timeout: Duration,
+    /// TLS to every node; `None`: plain TCP.
+    pub tls: Option<CqlTls>,
 }
 
 /// `cql` failed.
@@ -98,6 +105,9 @@ async fn session(config: &CqlConfig, keyspace: Option<&str>) -> Result<Session> 
     }
     if let Some(ks) = keyspace {
         builder = builder.use_keyspace(ks, false);
+    }
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_context(Some(tls.client_config()?));
     }
     builder
         .build()
@@ -258,8 +268,12 @@ impl ScyllaStore {
             return Err(Error::KeyspaceName(config.keyspace.clone()));
         }
         let s = session(config, None).await?;
-        let create =
-            format!("CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}", config.keyspace, config.replication);
+        // Both parts are validated values, never text from the configuration.
+        let create = format!(
+            "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}",
+            config.keyspace,
+            config.replication.cql()
+        );
         s.query_unpaged(create.as_str(), ()).await.map_err(cql_error(&create))?;
         s.await_schema_agreement().await.map_err(|e| Error::SchemaAgreement(Box::new(e)))?;
         use_keyspace(&s, &config.keyspace).await?;
@@ -724,13 +738,65 @@ mod request_timeout {
         let config = CqlConfig {
             contact_points: points.split(',').map(str::to_owned).collect(),
             keyspace: String::new(),
-            replication: String::new(),
+            replication: Replication::default(),
             username: None,
             password: None,
             request_timeout: Duration::from_millis(1234),
+            tls: None,
         };
         let s = session(&config, None).await.unwrap();
         let profile = s.get_default_execution_profile_handle().to_profile();
         assert_eq!(profile.get_request_timeout(), Some(Duration::from_millis(1234)));
+    }
+}
+
+#[cfg(test)]
+mod replication_ddl {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Against the real database of `scripts/infra up cql`: the keyspace
+    /// `migrate` creates has the parsed class and factors.
+    #[tokio::test]
+    async fn migrate_creates_the_keyspace_with_the_parsed_replication() {
+        let points = std::env::var("CQL_CONTACT_POINTS")
+            .expect("CQL_CONTACT_POINTS is not set: run `scripts/infra up cql` and `source target/infra/env`");
+        let id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let mut config = CqlConfig {
+            contact_points: points.split(',').map(str::to_owned).collect(),
+            keyspace: format!("confab_replication_{:x}", id & 0xffff_ffff_ffff),
+            replication: Replication::default(),
+            username: None,
+            password: None,
+            request_timeout: Duration::from_secs(10),
+            tls: None,
+        };
+        let s = session(&config, None).await.unwrap();
+        let (dc,): (String,) = s
+            .query_unpaged("SELECT data_center FROM system.local WHERE key = 'local'", ())
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap()
+            .single_row()
+            .unwrap();
+        config.replication = format!("NetworkTopologyStrategy:{dc}=1").parse().unwrap();
+        ScyllaStore::migrate(&config).await.unwrap();
+        let stored: Result<(HashMap<String, String>,)> = async {
+            let cql = "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?";
+            s.query_unpaged(cql, (config.keyspace.as_str(),))
+                .await
+                .map_err(cql_error(cql))?
+                .into_rows_result()
+                .map_err(result_error(cql))?
+                .single_row()
+                .map_err(result_error(cql))
+        }
+        .await;
+        ScyllaStore::drop_keyspace(&config).await.unwrap();
+        let (stored,) = stored.unwrap();
+        assert!(stored["class"].ends_with("NetworkTopologyStrategy"), "{stored:?}");
+        assert_eq!(stored.get(&dc).map(String::as_str), Some("1"), "{stored:?}");
     }
 }

@@ -55,12 +55,22 @@ export type SyncRoom = { messages: Array<Message>, more: boolean, };
 /**
  * The op-specific fields of a reply.
  */
-export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
+export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+/**
+ * `true` when the page stopped short of `limit` at the reply's byte
+ * budget, so older messages remain; absent otherwise.
+ */
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
 
 /**
  * The one reply to a request.
  */
-export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
+export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+/**
+ * `true` when the page stopped short of `limit` at the reply's byte
+ * budget, so older messages remain; absent otherwise.
+ */
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
 
 export type MemberAction = "join" | "leave" | "invite" | "kick" | "ban" | "unban" | "mute" | "unmute" | "role";
 
