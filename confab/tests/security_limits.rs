@@ -358,12 +358,25 @@ async fn outcomes(c: &mut Client, n: usize, request: impl Fn(usize) -> Value) ->
         req["id"] = json!(format!("burst-{i}"));
         c.send_text(&req.to_string()).await;
     }
-    let mut out = Vec::new();
-    for i in 0..n {
-        let r = c.reply_to(json!(format!("burst-{i}"))).await;
-        out.push(if r["ok"] == true { "ok".to_owned() } else { r["error"]["code"].as_str().unwrap().to_owned() });
+    // Replies come by `re`, not in order: a throttled `typing` is answered
+    // by the gateway at once, the one passed on after the dispatcher's turn.
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < n {
+        let v = c.next_json().await;
+        match v.get("re").and_then(Value::as_str).and_then(|re| re.strip_prefix("burst-")) {
+            Some(i) => {
+                let i: usize = i.parse().expect("a burst id");
+                assert!(replies.insert(i, v.clone()).is_none(), "two replies to burst-{i}: {v}");
+            }
+            None => c.events.push_back(v),
+        }
     }
-    out
+    (0..n)
+        .map(|i| {
+            let r = &replies[&i];
+            if r["ok"] == true { "ok".to_owned() } else { r["error"]["code"].as_str().unwrap().to_owned() }
+        })
+        .collect()
 }
 
 fn count(outcomes: &[String], what: &str) -> usize {

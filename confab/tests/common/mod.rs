@@ -255,7 +255,7 @@ pub struct Client {
     pub ws: Ws,
     pub hello: Value,
     next_id: u64,
-    events: VecDeque<Value>,
+    pub events: VecDeque<Value>,
 }
 
 /// A status the server answered an upgrade with, when it refused it.
