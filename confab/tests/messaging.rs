@@ -83,6 +83,23 @@ async fn a_resent_cid_returns_the_first_message_and_stores_nothing_new(s: TestSe
     assert_ne!(other["msg_id"], first["msg_id"]);
 }
 
+async fn another_members_cid_never_swallows_a_message(s: TestServer) {
+    // A member who guesses (or copies) another's cid must not make that
+    // member's message be answered as a duplicate and never stored.
+    let mut alice = s.connected("alice").await;
+    let mut mallory = s.connected("mallory").await;
+    alice.join("r").await;
+    mallory.join("r").await;
+    let planted = mallory.send("r", "first with this cid", "m-1").await;
+    let mine = alice.send("r", "mine", "m-1").await;
+    assert_ne!(mine["seq"], planted["seq"], "alice's message is her own: {mine}");
+    let h = alice.ok(json!({"op":"history","room":"r"})).await;
+    assert_eq!(texts(&h["messages"]), ["first with this cid", "mine"]);
+    // Alice's own retry is still deduplicated.
+    let again = alice.send("r", "mine", "m-1").await;
+    assert_eq!(again["seq"], mine["seq"]);
+}
+
 async fn direct_messages_make_a_room_for_the_two_users(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
@@ -356,6 +373,7 @@ on_every_mode!(
     joining_creates_the_room_and_tells_every_member,
     a_message_reaches_every_session_of_every_member_once,
     a_resent_cid_returns_the_first_message_and_stores_nothing_new,
+    another_members_cid_never_swallows_a_message,
     direct_messages_make_a_room_for_the_two_users,
     send_validates_its_fields,
     history_pages_backwards_oldest_first,

@@ -461,6 +461,9 @@ async fn a_typing_flood_reaches_the_other_member_once(s: TestServer) {
     bob.event(|v| v["ev"] == "typing" && v["room"] == "other").await;
     let typed = bob.take_events().into_iter().filter(|v| v["ev"] == "typing" && v["room"] == "general").count();
     assert_eq!(typed, 1, "15 typings of one user in one room, one event");
+    // The message ended her indicator: typing again at once is news.
+    alice.ok(typing("general")).await;
+    bob.event(|v| v["ev"] == "typing" && v["room"] == "general").await;
 
     // Throttled or not, typing in a room one is not in is `not_member`.
     let mut dave = s.connected("dave").await;

@@ -217,6 +217,9 @@ impl Gateway {
                     }
                 };
                 let Op::Send { text, cid, .. } = req.op else { unreachable!("matched above") };
+                // A message ends the sender's typing indicator in the room
+                // (clients clear it on `msg`): the next `typing` is news.
+                self.inner.typing.forget(user, &room);
                 self.produce(s, req.id, room, Command::Send { from: user.into(), text, cid }, true).await
             }
         }

@@ -103,6 +103,16 @@ impl TypingThrottle {
         true
     }
 
+    /// `user` sent a message to `room`, which ends their typing indicator
+    /// there: their next `typing` goes out at once.
+    pub fn forget(&self, user: &str, room: &str) {
+        if self.interval_ms == 0 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.last.remove(&(Box::from(user), Box::from(room)));
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.state.lock().unwrap().last.len()
@@ -138,6 +148,15 @@ mod tests {
         assert!(t.allow("alice", "s", 11_999), "another room");
         assert!(t.allow("bob", "r", 11_999), "another user");
         assert!(t.allow("alice", "r", 12_000));
+    }
+
+    #[test]
+    fn a_message_ends_the_typing_and_the_next_one_goes_out_at_once() {
+        let t = TypingThrottle::new(2000);
+        assert!(t.allow("alice", "r", 10_000));
+        t.forget("alice", "r");
+        assert!(t.allow("alice", "r", 10_500), "typing again right after a message is news");
+        assert!(!t.allow("alice", "r", 10_600));
     }
 
     #[test]

@@ -30,6 +30,14 @@ pub struct RoomInfo {
     pub invited: bool,
 }
 
+/// The key a message's `cid` is deduplicated under: per room and per
+/// sender, so that a member who guesses another's cid cannot make that
+/// member's message be answered with theirs and never stored. `:` is in
+/// neither a user name nor a cid, so the key is unambiguous.
+pub fn cid_key(from: &str, cid: &str) -> String {
+    format!("{from}:{cid}")
+}
+
 /// `msg_id` for the message stored from one ingress record. It is derived from
 /// the record's place in the log, so a redelivered record yields the same id.
 pub fn msg_id(partition: u32, offset: u64) -> String {

@@ -4,6 +4,7 @@
 //! `async fn() -> (Guard, impl Store)` that yields a fresh, empty store (the
 //! guard keeps its resources alive, e.g. a temp dir or a keyspace).
 
+use confab_protocol::message::cid_key;
 use confab_protocol::{Message, RoomInfo};
 
 use confab_protocol::rooms::MemberEntry;
@@ -140,10 +141,11 @@ pub async fn since_pages_forward_and_says_when_more_remain(store: &impl Store) {
 
 pub async fn a_cid_finds_the_first_message_stored_under_it(store: &impl Store) {
     store.apply(some_messages("r", 2)).await.unwrap();
-    let hit = store.cid("r", "c2").await.unwrap();
+    let hit = store.cid("r", &cid_key("alice", "c2")).await.unwrap();
     assert_eq!(hit, Some(CidHit { seq: 2, msg_id: "r-2".into(), ts: 1_700_000_000_002 }));
-    assert_eq!(store.cid("r", "c9").await.unwrap(), None);
-    assert_eq!(store.cid("other", "c2").await.unwrap(), None, "cids are per room");
+    assert_eq!(store.cid("r", &cid_key("alice", "c9")).await.unwrap(), None);
+    assert_eq!(store.cid("other", &cid_key("alice", "c2")).await.unwrap(), None, "cids are per room");
+    assert_eq!(store.cid("r", &cid_key("bob", "c2")).await.unwrap(), None, "cids are per sender");
 }
 
 pub async fn read_markers_are_stored_per_member_and_go_with_membership(store: &impl Store) {

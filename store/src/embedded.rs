@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use confab_protocol::message::cid_key;
 use confab_protocol::{Message, RoomInfo};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -192,7 +193,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         source,
                     })?;
                     messages.insert((m.room.as_str(), m.seq), bytes.as_slice())?;
-                    cids.insert((m.room.as_str(), m.cid.as_str()), m.seq)?;
+                    cids.insert((m.room.as_str(), cid_key(&m.from, &m.cid).as_str()), m.seq)?;
                     let (last, count) = rooms.get(m.room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
                     rooms.insert(m.room.as_str(), (last.max(m.seq), count))?;
                 }

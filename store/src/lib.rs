@@ -222,7 +222,10 @@ pub trait Store: Send + Sync + 'static {
     /// Messages with `seq > after`, oldest first, at most `limit`; `true` when more remain
     /// (with `limit` 0: no message, and whether any is newer than `after`).
     async fn since(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<Message>, bool)>;
-    async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>>;
+    /// The message first stored in `room` under `key`, which is
+    /// [`cid_key`](confab_protocol::message::cid_key)`(from, cid)`: cids are
+    /// per sender.
+    async fn cid(&self, room: &str, key: &str) -> Result<Option<CidHit>>;
 
     /// The room's settings; `None` for a room that has none stored.
     async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>>;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use confab_bus::Record;
 use confab_protocol::Role;
 use confab_protocol::event::ReplyBody;
-use confab_protocol::message::{msg_id, seq_of};
+use confab_protocol::message::{cid_key, msg_id, seq_of};
 use confab_protocol::validate::dm_members;
 use confab_protocol::{
     Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
@@ -28,7 +28,7 @@ pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
         Command::Send { from, cid, .. } => {
             // A DM's parties are known from its id.
-            Needs { member: dm_members(room).is_none().then_some(from), cid: Some(cid), ..Needs::default() }
+            Needs { member: dm_members(room).is_none().then_some(from), cid: Some((from, cid)), ..Needs::default() }
         }
         Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },
         Command::Leave { user } | Command::Typing { user } => Needs { member: Some(user), ..Needs::default() },
@@ -154,7 +154,7 @@ impl Batch {
                 }
             }
         }
-        let key = (room.to_owned(), cid.to_owned());
+        let key = (room.to_owned(), cid_key(from, cid));
         // A hit with this record's own seq is its own earlier attempt, stored
         // in part: it is written again below.
         if let Some(hit) = self.view.cids.get(&key).filter(|hit| hit.seq != seq) {
@@ -437,10 +437,10 @@ mod tests {
             needs(&r.record.room, &r.record.cmd)
         }
         let (s, dm, j) = (send(0, "r", "alice", "c1"), send(0, "dm:alice:bob", "alice", "c1"), join(0, "r", "bob"));
-        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some("c1"), ..Needs::default() });
+        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some(("alice", "c1")), ..Needs::default() });
         assert_eq!(
             needs_of(&dm),
-            Needs { member: None, cid: Some("c1"), ..Needs::default() },
+            Needs { member: None, cid: Some(("alice", "c1")), ..Needs::default() },
             "a DM's id names its members"
         );
         assert_eq!(
@@ -479,9 +479,22 @@ mod tests {
     }
 
     #[test]
+    fn another_senders_cid_is_another_message() {
+        let mut view = room_r(&["alice", "mallory"], 7);
+        view.cids.insert(key("r", &cid_key("mallory", "c1")), CidHit { seq: 3, msg_id: "0-2".into(), ts: 42 });
+        let d = run(view, &[send(9, "r", "alice", "c1"), send(10, "r", "mallory", "c1")]);
+        assert_eq!(
+            d.writes,
+            [Write::Message(message(9, "r", "alice", "c1"))],
+            "alice's is stored, mallory's retry not"
+        );
+        assert_eq!(d.duplicates, 1);
+    }
+
+    #[test]
     fn a_cid_stored_by_an_earlier_batch_answers_with_the_stored_message() {
         let mut view = room_r(&["alice"], 7);
-        view.cids.insert(key("r", "c1"), CidHit { seq: 3, msg_id: "0-2".into(), ts: 42 });
+        view.cids.insert(key("r", &cid_key("alice", "c1")), CidHit { seq: 3, msg_id: "0-2".into(), ts: 42 });
         let d = run(view, &[send(9, "r", "alice", "c1")]);
         assert!(d.writes.is_empty() && events(&d).is_empty(), "nothing new is stored or told");
         assert_eq!(replies(&d), [json!({"re": 9, "ok": true, "room": "r", "seq": 3, "msg_id": "0-2", "ts": 42})]);

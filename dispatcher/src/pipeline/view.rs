@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use confab_bus::Record;
 use confab_protocol::Command;
+use confab_protocol::message::cid_key;
 use confab_protocol::validate::dm_members;
 use confab_store::{CidHit, MemberRecord, RoomSettings, Store};
 use futures_util::{StreamExt, TryStreamExt};
@@ -34,8 +35,9 @@ pub struct RoomState {
 pub struct Needs<'a> {
     /// Whether this user is a member of the room.
     pub member: Option<&'a str>,
-    /// The message first stored under this cid in the room.
-    pub cid: Option<&'a str>,
+    /// The message this sender first stored under this cid in the room:
+    /// `(from, cid)`.
+    pub cid: Option<(&'a str, &'a str)>,
     /// This user's read marker in the room.
     pub read_marker: Option<&'a str>,
     /// Whether this other user (the one acted on) is a member, and their standing.
@@ -100,7 +102,7 @@ impl View {
             let needs = needs(room, &r.record.cmd);
             members.extend(needs.member.map(|user| key(room, user)));
             members.extend(needs.target.map(|user| key(room, user)));
-            cids.extend(needs.cid.map(|cid| key(room, cid)));
+            cids.extend(needs.cid.map(|(from, cid)| key(room, &cid_key(from, cid))));
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use confab_protocol::message::cid_key;
 use confab_protocol::{Message, RoomInfo};
 use futures_util::future::try_join_all;
 use scylla::client::execution_profile::ExecutionProfile;
@@ -387,7 +388,10 @@ impl ScyllaStore {
                         ),
                     ),
                     self.write(&q.insert_bucket, (room, b, seq)),
-                    self.write(&q.insert_cid, (room, m.cid.as_str(), seq, m.msg_id.as_str(), m.ts as i64, seq)),
+                    self.write(
+                        &q.insert_cid,
+                        (room, cid_key(&m.from, &m.cid), seq, m.msg_id.as_str(), m.ts as i64, seq)
+                    ),
                     self.write(&q.set_last_seq, (seq, seq, room)),
                 )?;
             }
