@@ -40,10 +40,7 @@ async fn a_dispatcher_killed_mid_batch_loses_and_duplicates_nothing() {
         let mut w = Writer::new(&cluster, "writer", room).await;
         // A dispatcher reports lag only for partitions it has consumed from:
         // a join on a room of each partition gives each one a position.
-        for p in 0..PARTITIONS {
-            let other = (0..).map(|k| format!("drill-{k}")).find(|r| confab_bus::partition_for(r, PARTITIONS) == p);
-            w.request_until_ok(json!({"op": "join", "room": other.expect("a room of each partition")})).await;
-        }
+        w.join_every_partition().await;
         // Kill the dispatcher that owns the room's partition, not either one.
         let partition = confab_bus::partition_for(room, PARTITIONS);
         let owner = cluster.owner_of(partition).await;

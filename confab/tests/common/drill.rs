@@ -187,7 +187,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose gateways queue at most 16 frames per session.
     pub async fn start(gateways: usize, dispatchers: usize) -> Cluster {
+        Cluster::start_with(gateways, dispatchers, &["--outbound-queue", "16"]).await
+    }
+
+    /// A cluster with more flags for its gateways.
+    pub async fn start_with(gateways: usize, dispatchers: usize, gateway_flags: &[&str]) -> Cluster {
         let (prefix, keyspace) = super::cluster::names("drill");
         let backend: Vec<String> = [
             "--kafka",
@@ -219,7 +225,8 @@ impl Cluster {
             args.extend(["--server-id".into(), format!("gw-{i}"), "--rate-burst".into(), "10000".into()]);
             args.extend(["--produce-timeout-ms".into(), PRODUCE_TIMEOUT.as_millis().to_string()]);
             args.extend(["--drain-grace-ms".into(), DRAIN_GRACE.as_millis().to_string()]);
-            args.extend(["--outbound-queue", "16", "--rate-per-second", "10000"].map(String::from));
+            args.extend(["--rate-per-second", "10000"].map(String::from));
+            args.extend(gateway_flags.iter().map(|f| f.to_string()));
             args.extend(cluster.backend.iter().cloned());
             cluster.gateways.push(Proc::spawn(&args, &["listening", "admin listening"]));
         }
@@ -296,6 +303,9 @@ pub struct Writer {
     pub retries: usize,
     /// Connections opened (the first included).
     pub connects: usize,
+    /// Put before each cid: cids are unique per room, not per sender, so
+    /// writers in one room need cids of their own.
+    pub cid_prefix: String,
 }
 
 impl Writer {
@@ -317,6 +327,7 @@ impl Writer {
             acked_at: Vec::new(),
             retries: 0,
             connects: 0,
+            cid_prefix: String::new(),
         };
         w.request_until_ok(json!({"op": "join", "room": room})).await;
         w
@@ -378,8 +389,13 @@ impl Writer {
         self.current = (self.current + 1) % self.gateways.len();
     }
 
+    /// The cid of message `i`: `m{i}` after [`Writer::cid_prefix`].
+    pub fn cid(&self, i: usize) -> String {
+        format!("{}m{i}", self.cid_prefix)
+    }
+
     pub fn send_request(&self, i: usize, text: &str) -> Value {
-        json!({"op": "send", "room": self.room, "text": text, "cid": format!("m{i}")})
+        json!({"op": "send", "room": self.room, "text": text, "cid": self.cid(i)})
     }
 
     pub async fn send(&mut self, i: usize) {
@@ -388,7 +404,7 @@ impl Writer {
 
     pub async fn send_text(&mut self, i: usize, text: &str) {
         let r = self.request_until_ok(self.send_request(i, text)).await;
-        self.acked.push((format!("m{i}"), r["seq"].as_u64().expect("a seq")));
+        self.acked.push((self.cid(i), r["seq"].as_u64().expect("a seq")));
         self.acked_at.push(Instant::now());
     }
 
@@ -468,13 +484,13 @@ impl Writer {
             }
         }
         for (i, (seq, at)) in acked {
-            self.acked.push((format!("m{i}"), seq));
+            self.acked.push((self.cid(i), seq));
             self.acked_at.push(at);
         }
     }
 
-    /// Every acked message is in history exactly once, with its seq, in order.
-    pub async fn verify(&mut self) {
+    /// The room's whole history, oldest first, paged with `before`.
+    pub async fn history(&mut self) -> Vec<Value> {
         let mut all: Vec<Value> = Vec::new();
         let mut before: Option<u64> = None;
         loop {
@@ -491,6 +507,21 @@ impl Writer {
             all.splice(0..0, msgs);
             assert!(all.len() <= 100_000, "history does not end");
         }
+        all
+    }
+
+    /// Joins a room of every partition, so that every dispatcher reports
+    /// lag for the partitions it owns (see [`Cluster::owner_of`]).
+    pub async fn join_every_partition(&mut self) {
+        for p in 0..PARTITIONS {
+            let other = (0..).map(|k| format!("drill-{k}")).find(|r| confab_bus::partition_for(r, PARTITIONS) == p);
+            self.request_until_ok(json!({"op": "join", "room": other.expect("a room of each partition")})).await;
+        }
+    }
+
+    /// Every acked message is in history exactly once, with its seq, in order.
+    pub async fn verify(&mut self) {
+        let all = self.history().await;
         let seqs: Vec<u64> = all.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "history is in strictly increasing seq order");
         let mut by_cid: HashMap<&str, Vec<u64>> = HashMap::new();
@@ -545,4 +576,3 @@ pub async fn readyz(cluster: &Cluster, g: usize, status: u16) {
     .await
     .unwrap_or_else(|_| panic!("/readyz never answered {status}"));
 }
-
