@@ -423,6 +423,7 @@ fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
         }
         let anywhere = in_history || views.iter().any(|v| v.got.get(seq) == Some(id));
         if !anywhere {
+            // The first few, for whoever reads a failure.
             if c.lost < 3 {
                 let at = history.iter().find(|m| m["seq"].as_u64() == Some(*seq));
                 eprintln!("lost: {id:?} acked as seq {seq}; history there: {at:?}; stored as {:?}", stored.get(id));
