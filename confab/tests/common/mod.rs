@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod drill;
 
 use std::collections::VecDeque;
 use std::time::Duration;
