@@ -147,6 +147,12 @@ impl Store for Flaky {
     async fn user(&self, name: &str) -> confab_store::Result<Option<UserRecord>> {
         self.inner.user(name).await
     }
+    async fn set_profile(&self, profile: &confab_protocol::Profile) -> confab_store::Result<bool> {
+        self.inner.set_profile(profile).await
+    }
+    async fn profiles(&self, users: &[String]) -> confab_store::Result<Vec<confab_protocol::Profile>> {
+        self.inner.profiles(users).await
+    }
     async fn room(&self, room: &str) -> confab_store::Result<Option<RoomMeta>> {
         self.inner.room(room).await
     }

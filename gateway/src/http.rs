@@ -46,6 +46,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/auth/register", post(register))
         .route("/v1/auth/login", post(login))
         .route("/v1/rooms/{room}/messages", get(messages))
+        .route("/v1/users/{user}", get(user_profile))
         .route("/v1/ws", get(upgrade))
         .fallback(crate::web::asset)
         .with_state(gw)
@@ -265,6 +266,17 @@ async fn messages(
         false => json!({ "messages": messages }),
     };
     Ok(Json(body).into_response())
+}
+
+async fn user_profile(
+    State(gw): State<Gateway>,
+    Path(user): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate(&gw, &headers, &query, "http").await?;
+    validate::username(&user)?;
+    Ok(Json(gw.profile(&user).await?).into_response())
 }
 
 async fn upgrade(

@@ -28,6 +28,7 @@ pub mod internal;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
+pub mod profiles;
 pub mod registry;
 pub mod rooms;
 pub mod serve;

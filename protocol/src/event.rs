@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Profile;
 use crate::error::ProtocolError;
 use crate::message::{Message, RoomInfo};
 use crate::request::RequestId;
@@ -61,6 +62,15 @@ pub enum ReplyBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(test, ts(optional))]
         next: Option<String>,
+    },
+    /// `profile`: the caller's profile as now stored.
+    Profile {
+        user: String,
+        display_name: String,
+        avatar: String,
+    },
+    Users {
+        users: Vec<Profile>,
     },
     Rooms {
         rooms: Vec<RoomInfo>,

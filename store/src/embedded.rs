@@ -21,9 +21,11 @@ use crate::{
     CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write, WriteBatch,
 };
 use confab_protocol::rooms::MemberEntry;
-use confab_protocol::{Role, Visibility};
+use confab_protocol::{Profile, Role, Visibility};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// user -> (display_name, avatar) of users who set a profile
+const PROFILES: TableDefinition<&str, (&str, &str)> = TableDefinition::new("profiles");
 /// room -> (last_seq, member count)
 const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
 /// (room, user) -> read seq
@@ -125,6 +127,7 @@ impl EmbeddedStore {
         let txn = db.begin_write()?;
         {
             txn.open_table(USERS)?;
+            txn.open_table(PROFILES)?;
             txn.open_table(ROOMS)?;
             txn.open_table(MEMBERS)?;
             txn.open_table(MEMBERSHIP_AT)?;
@@ -342,6 +345,49 @@ impl Store for EmbeddedStore {
                     .map(Some)
                     .map_err(|source| Error::Json { what: format!("decoding user {name}"), source }),
             }
+        })
+        .await
+    }
+
+    async fn set_profile(&self, profile: &Profile) -> Result<bool> {
+        let p = profile.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let found = {
+                if txn.open_table(USERS)?.get(p.user.as_str())?.is_none() {
+                    false
+                } else {
+                    txn.open_table(PROFILES)?.insert(p.user.as_str(), (p.display_name.as_str(), p.avatar.as_str()))?;
+                    true
+                }
+            };
+            txn.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>> {
+        let users = users.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let (accounts, profiles) = (txn.open_table(USERS)?, txn.open_table(PROFILES)?);
+            let mut seen = std::collections::HashSet::new();
+            let mut found = Vec::new();
+            for user in users {
+                if !seen.insert(user.clone()) || accounts.get(user.as_str())?.is_none() {
+                    continue;
+                }
+                let (display_name, avatar) = match profiles.get(user.as_str())? {
+                    Some(g) => {
+                        let (d, a) = g.value();
+                        (d.to_owned(), a.to_owned())
+                    }
+                    None => Default::default(),
+                };
+                found.push(Profile { user, display_name, avatar });
+            }
+            Ok(found)
         })
         .await
     }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use confab_protocol::rooms::MemberEntry;
-use confab_protocol::{Message, Role, RoomInfo};
+use confab_protocol::{Message, Profile, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
 
 #[cfg(any(test, feature = "contract"))]
@@ -204,6 +204,12 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the account; `false` when the name is taken.
     async fn create_user(&self, user: &UserRecord) -> Result<bool>;
     async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Replaces a user's profile (`profile.user` names them); `false` when
+    /// there is no such user.
+    async fn set_profile(&self, profile: &Profile) -> Result<bool>;
+    /// The profiles of those of `users` who have an account, in the order
+    /// asked, each once (an unset field is `""`).
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>>;
 
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>>;
     async fn is_member(&self, room: &str, user: &str) -> Result<bool>;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use confab_protocol::{Message, RoomInfo};
+use confab_protocol::{Message, Profile, RoomInfo};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::{CidHit, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch};
@@ -83,6 +83,12 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         self.timed("user", self.inner.user(name)).await
+    }
+    async fn set_profile(&self, profile: &Profile) -> Result<bool> {
+        self.timed("set_profile", self.inner.set_profile(profile)).await
+    }
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>> {
+        self.timed("profiles", self.inner.profiles(users)).await
     }
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
         self.timed("room", self.inner.room(room)).await
