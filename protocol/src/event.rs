@@ -123,6 +123,8 @@ pub enum ByeReason {
     SlowConsumer,
     TokenExpired,
     ServerRestart,
+    /// The session's token was revoked (`logout`, `logout-all`, a password change).
+    TokenRevoked,
 }
 
 impl ByeReason {
@@ -132,6 +134,7 @@ impl ByeReason {
             ByeReason::SlowConsumer => 1013,
             ByeReason::TokenExpired => 1008,
             ByeReason::ServerRestart => 1012,
+            ByeReason::TokenRevoked => 1008,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -139,6 +142,7 @@ impl ByeReason {
             ByeReason::SlowConsumer => "slow_consumer",
             ByeReason::TokenExpired => "token_expired",
             ByeReason::ServerRestart => "server_restart",
+            ByeReason::TokenRevoked => "token_revoked",
         }
     }
 }

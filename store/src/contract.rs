@@ -20,6 +20,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $open,
             users_are_created_once_and_found_by_name,
             profiles_belong_to_accounts_and_are_read_in_the_order_asked,
+            passwords_change_and_tokens_are_revoked,
             joining_creates_the_room_and_counts_each_member_once,
             leaving_removes_the_member_and_their_room,
             history_returns_the_newest_before_a_seq_oldest_first,
@@ -101,6 +102,26 @@ pub async fn profiles_belong_to_accounts_and_are_read_in_the_order_asked(store: 
     assert!(store.set_profile(&renamed).await.unwrap());
     assert_eq!(store.profiles(&["alice".into()]).await.unwrap(), [renamed]);
     assert_eq!(store.profiles(&[]).await.unwrap(), []);
+}
+
+pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
+    let alice = UserRecord { name: "alice".into(), password_hash: "old".into(), created_ms: 1 };
+    assert!(store.create_user(&alice).await.unwrap());
+    assert!(store.set_password("alice", "new").await.unwrap());
+    assert_eq!(store.user("alice").await.unwrap().unwrap().password_hash, "new");
+    assert!(!store.set_password("ghost", "x").await.unwrap());
+
+    assert_eq!(store.tokens_valid_after("alice").await.unwrap(), 0);
+    store.revoke_tokens_before("alice", 2_000).await.unwrap();
+    store.revoke_tokens_before("alice", 1_000).await.unwrap();
+    assert_eq!(store.tokens_valid_after("alice").await.unwrap(), 2_000, "a floor never moves back");
+    assert_eq!(store.tokens_valid_after("bob").await.unwrap(), 0);
+
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    assert!(!store.is_token_revoked("t1").await.unwrap());
+    store.revoke_token("t1", exp).await.unwrap();
+    assert!(store.is_token_revoked("t1").await.unwrap());
+    assert!(!store.is_token_revoked("t2").await.unwrap());
 }
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {

@@ -90,6 +90,21 @@ impl<S: Store> Store for Metered<S> {
     async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>> {
         self.timed("profiles", self.inner.profiles(users)).await
     }
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        self.timed("set_password", self.inner.set_password(name, password_hash)).await
+    }
+    async fn tokens_valid_after(&self, user: &str) -> Result<u64> {
+        self.timed("tokens_valid_after", self.inner.tokens_valid_after(user)).await
+    }
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()> {
+        self.timed("revoke_tokens_before", self.inner.revoke_tokens_before(user, before_ms)).await
+    }
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()> {
+        self.timed("revoke_token", self.inner.revoke_token(jti, exp)).await
+    }
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        self.timed("is_token_revoked", self.inner.is_token_revoked(jti)).await
+    }
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
         self.timed("room", self.inner.room(room)).await
     }

@@ -133,6 +133,11 @@ struct Statements {
     users_in: PreparedStatement,
     set_profile: PreparedStatement,
     profiles_in: PreparedStatement,
+    set_password: PreparedStatement,
+    token_floor: PreparedStatement,
+    set_token_floor: PreparedStatement,
+    revoke_token: PreparedStatement,
+    is_revoked: PreparedStatement,
     room: PreparedStatement,
     count_members: PreparedStatement,
     is_member: PreparedStatement,
@@ -198,6 +203,12 @@ impl Statements {
             users_in: prepare(s, "SELECT name FROM users WHERE name IN ?").await?,
             set_profile: prepare(s, "INSERT INTO profiles (name, display_name, avatar) VALUES (?, ?, ?)").await?,
             profiles_in: prepare(s, "SELECT name, display_name, avatar FROM profiles WHERE name IN ?").await?,
+            set_password: prepare(s, "UPDATE users SET password_hash = ? WHERE name = ?").await?,
+            token_floor: prepare(s, "SELECT valid_after_ms FROM token_floors WHERE name = ?").await?,
+            // The timestamp is the floor itself, so a floor never moves back.
+            set_token_floor: prepare(s, "INSERT INTO token_floors (name, valid_after_ms) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            revoke_token: prepare(s, "INSERT INTO revoked_tokens (jti) VALUES (?) USING TTL ?").await?,
+            is_revoked: prepare(s, "SELECT jti FROM revoked_tokens WHERE jti = ?").await?,
             room: prepare(s, "SELECT last_seq FROM rooms WHERE room = ?").await?,
             count_members: prepare(s, "SELECT COUNT(*) FROM members WHERE room = ?").await?,
             is_member: prepare(s, "SELECT username FROM members WHERE room = ? AND username = ?").await?,
@@ -563,6 +574,36 @@ impl Store for ScyllaStore {
                 Profile { user: u.to_owned(), display_name, avatar }
             })
             .collect())
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        if self.user(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.write(&self.inner.q.set_password, (password_hash, name)).await?;
+        Ok(true)
+    }
+
+    async fn tokens_valid_after(&self, user: &str) -> Result<u64> {
+        let rows: Vec<(Option<i64>,)> = self.rows(&self.inner.q.token_floor, (user,)).await?;
+        Ok(rows.first().and_then(|(ms,)| *ms).unwrap_or(0) as u64)
+    }
+
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()> {
+        let ms = before_ms as i64;
+        // Microseconds, as CQL's own timestamps.
+        self.write(&self.inner.q.set_token_floor, (user, ms, ms.saturating_mul(1000))).await
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // Kept a minute past its expiry (clocks differ); at least one second.
+        let ttl = exp.saturating_sub(now).saturating_add(60).min(i32::MAX as u64) as i32;
+        self.write(&self.inner.q.revoke_token, (jti, ttl)).await
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(!self.rows::<(String,)>(&self.inner.q.is_revoked, (jti,)).await?.is_empty())
     }
 
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {

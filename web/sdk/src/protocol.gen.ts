@@ -103,7 +103,7 @@ export type Profile = { user: string, display_name: string, avatar: string, };
 /**
  * Why the server is closing a session (`bye`).
  */
-export type ByeReason = "slow_consumer" | "token_expired" | "server_restart";
+export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
 
 /**
  * Server-to-client events.
