@@ -147,6 +147,27 @@ impl Store for Flaky {
     async fn user(&self, name: &str) -> confab_store::Result<Option<UserRecord>> {
         self.inner.user(name).await
     }
+    async fn set_profile(&self, profile: &confab_protocol::Profile) -> confab_store::Result<bool> {
+        self.inner.set_profile(profile).await
+    }
+    async fn profiles(&self, users: &[String]) -> confab_store::Result<Vec<confab_protocol::Profile>> {
+        self.inner.profiles(users).await
+    }
+    async fn set_password(&self, name: &str, password_hash: &str) -> confab_store::Result<bool> {
+        self.inner.set_password(name, password_hash).await
+    }
+    async fn tokens_valid_after(&self, user: &str) -> confab_store::Result<u64> {
+        self.inner.tokens_valid_after(user).await
+    }
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> confab_store::Result<()> {
+        self.inner.revoke_tokens_before(user, before_ms).await
+    }
+    async fn revoke_token(&self, jti: &str, exp: u64) -> confab_store::Result<()> {
+        self.inner.revoke_token(jti, exp).await
+    }
+    async fn is_token_revoked(&self, jti: &str) -> confab_store::Result<bool> {
+        self.inner.is_token_revoked(jti).await
+    }
     async fn room(&self, room: &str) -> confab_store::Result<Option<RoomMeta>> {
         self.inner.room(room).await
     }

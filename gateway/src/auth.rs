@@ -53,6 +53,20 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The token's id (this server's tokens have one): what `logout` revokes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// When this server issued the token, in unix milliseconds (finer than
+    /// `iat`, so a token issued just after a `logout-all` is not caught by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<u64>,
+}
+
+impl Claims {
+    /// When the token was issued, in unix milliseconds (0 when it does not say).
+    pub fn issued_ms(&self) -> u64 {
+        self.iat_ms.or(self.iat.map(|s| s.saturating_mul(1000))).unwrap_or(0)
+    }
 }
 
 pub struct Auth {
@@ -133,8 +147,16 @@ impl Auth {
 
     /// A token for `user`, and its expiry in unix seconds.
     pub fn issue(&self, user: &str) -> (String, u64) {
-        let now = unix_now();
-        let claims = Claims { sub: user.to_owned(), exp: now + self.ttl.as_secs(), iat: Some(now) };
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = now_ms / 1000;
+        let jti = format!("{:032x}", rand::random::<u128>());
+        let claims = Claims {
+            sub: user.to_owned(),
+            exp: now + self.ttl.as_secs(),
+            iat: Some(now),
+            jti: Some(jti),
+            iat_ms: Some(now_ms),
+        };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail");
         (token, claims.exp)
@@ -265,7 +287,10 @@ mod tests {
         let exp = unix_now() + 600;
         let verify = |claims| a.verify(&app_token(&signing, claims)).map_err(|e| e.message);
         let good = json!({"sub": "ceo", "exp": exp, "iss": "https://app.example", "aud": "confab"});
-        assert_eq!(verify(good).unwrap(), (Claims { sub: "ceo".into(), exp, iat: None }, Issuer::Application));
+        assert_eq!(
+            verify(good).unwrap(),
+            (Claims { sub: "ceo".into(), exp, iat: None, jti: None, iat_ms: None }, Issuer::Application)
+        );
         let listed = json!({"sub": "ceo", "exp": exp, "iss": "https://app.example", "aud": ["confab"]});
         assert!(verify(listed).is_ok(), "an audience list that holds ours");
         for (claims, refusal) in [
@@ -341,7 +366,7 @@ mod tests {
         assert!(a.verify(std::str::from_utf8(&tampered).unwrap()).is_err());
         let other = Auth::new(&[8u8; 32], &[], Duration::from_secs(60), DAY).unwrap();
         assert!(a.verify(&other.issue("alice").0).is_err());
-        let expired = Claims { sub: "alice".into(), exp: unix_now() - 1, iat: None };
+        let expired = Claims { sub: "alice".into(), exp: unix_now() - 1, iat: None, jti: None, iat_ms: None };
         let token = jsonwebtoken::encode(&Header::default(), &expired, &EncodingKey::from_secret(&[7u8; 32])).unwrap();
         assert_eq!(a.verify(&token).unwrap_err().message, "token expired");
         assert!(a.verify("not.a.jwt").is_err());

@@ -45,7 +45,11 @@ pub fn router(gw: Gateway) -> Router {
     Router::new()
         .route("/v1/auth/register", post(register))
         .route("/v1/auth/login", post(login))
+        .route("/v1/auth/password", post(change_password))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
         .route("/v1/rooms/{room}/messages", get(messages))
+        .route("/v1/users/{user}", get(user_profile))
         .route("/v1/ws", get(upgrade))
         .fallback(crate::web::asset)
         .with_state(gw)
@@ -203,6 +207,100 @@ async fn login(
     Ok(Json(json!({ "token": token, "user": c.username, "expires_at": expires_at })).into_response())
 }
 
+#[derive(Deserialize)]
+struct PasswordChange {
+    old: String,
+    new: String,
+}
+
+/// `POST /v1/auth/password`: checks the old password, stores the new one,
+/// revokes every token of the user (this one too) and answers with a fresh
+/// token, as login does.
+async fn change_password(
+    State(gw): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    admit(&gw, peer, &headers)?;
+    let claims = authenticate(&gw, &headers, &query, "password").await?;
+    let c: PasswordChange = serde_json::from_slice(&body)
+        .map_err(|e| ProtocolError::bad_request(format!("body must be {{\"old\",\"new\"}}: {e}")))?;
+    if c.old.len() > validate::MAX_PASSWORD_BYTES {
+        return Err(validate::password(&c.old).unwrap_err().into());
+    }
+    validate::password(&c.new)?;
+    let user = claims.sub;
+    admit_user(&gw, &user)?;
+    let Some(account) = gw.inner.store.user(&user).await.map_err(store_error)? else {
+        return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{user}'")).into());
+    };
+    if account.password_hash.is_empty() {
+        let message = "an application's user has no password here";
+        return Err(ProtocolError::new(ErrorCode::Forbidden, message).into());
+    }
+    let (old, phc) = (c.old, account.password_hash);
+    if !hashed(&gw, move || verify_password(&old, &phc)).await? {
+        gw.inner.metrics.auth_failures.with_label_values(&["password"]).inc();
+        return Err(ProtocolError::new(ErrorCode::Unauthorized, "wrong password").into());
+    }
+    let new = c.new;
+    let password_hash = hashed(&gw, move || hash_password(&new)).await?;
+    if !gw.inner.store.set_password(&user, &password_hash).await.map_err(store_error)? {
+        return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{user}'")).into());
+    }
+    gw.revoke(&user, now_ms(), None).await?;
+    // Issued after the revocation, so it survives it.
+    let (token, expires_at) = gw.inner.auth.issue(&user);
+    tracing::info!(%user, "password changed");
+    Ok(Json(json!({ "token": token, "user": user, "expires_at": expires_at })).into_response())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The checks of `/v1/auth/logout*`: the address's attempt budget (they
+/// have no body to type).
+fn admit_ip(gw: &Gateway, peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> Result<(), Refusal> {
+    let ip = peer.map_or(Ipv4Addr::UNSPECIFIED.into(), |Extension(ConnectInfo(a))| a.ip());
+    gw.inner.auth_limits.ip(ip).map_err(|wait| rate_limited("from this address", wait))
+}
+
+/// `POST /v1/auth/logout`: revokes the request's token.
+async fn logout(
+    State(gw): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, Refusal> {
+    admit_ip(&gw, peer)?;
+    let claims = authenticate(&gw, &headers, &query, "logout").await?;
+    admit_user(&gw, &claims.sub)?;
+    let Some(jti) = claims.jti.as_deref() else {
+        let message = "this token has no `jti`, so it cannot be revoked alone; use /v1/auth/logout-all";
+        return Err(ProtocolError::bad_request(message).into());
+    };
+    gw.revoke(&claims.sub, 0, Some((jti, claims.exp))).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+/// `POST /v1/auth/logout-all`: revokes every token of the user issued
+/// before now.
+async fn logout_all(
+    State(gw): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, Refusal> {
+    admit_ip(&gw, peer)?;
+    let claims = authenticate(&gw, &headers, &query, "logout").await?;
+    admit_user(&gw, &claims.sub)?;
+    gw.revoke(&claims.sub, now_ms(), None).await?;
+    Ok(Json(json!({})).into_response())
+}
+
 /// The token of a request: `Authorization: Bearer` or, for browsers, `?token=`.
 fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<&'a str> {
     headers
@@ -228,6 +326,10 @@ async fn authenticate(
     let result = match result {
         Ok((claims, Issuer::Application)) => gw.application_user(&claims.sub).await.map(|()| claims),
         Ok((claims, Issuer::Server)) => Ok(claims),
+        Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(claims) => gw.check_not_revoked(&claims).await.map(|()| claims),
         Err(e) => Err(e),
     };
     result.map_err(|e| {
@@ -265,6 +367,17 @@ async fn messages(
         false => json!({ "messages": messages }),
     };
     Ok(Json(body).into_response())
+}
+
+async fn user_profile(
+    State(gw): State<Gateway>,
+    Path(user): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authenticate(&gw, &headers, &query, "http").await?;
+    validate::username(&user)?;
+    Ok(Json(gw.profile(&user).await?).into_response())
 }
 
 async fn upgrade(

@@ -16,6 +16,7 @@
 //! per room; [`application_users`] creates the users of an application's
 //! tokens and keeps them apart from password accounts.
 
+pub mod accounts;
 pub mod application_users;
 pub mod auth;
 pub mod auth_limits;

@@ -125,6 +125,11 @@ impl Gateway {
             Op::RoomInfo { room } => self.room_info(room, user).await.map(Some),
             Op::Members { room, after, limit } => self.members(&room, user, after, limit).await.map(Some),
             Op::Directory { query, after, limit } => self.directory(query, after, limit).await.map(Some),
+            Op::Profile { display_name, avatar } => self.set_profile(user, display_name, avatar).await.map(Some),
+            Op::Users { users } => {
+                let users = self.inner.store.profiles(&users).await.map_err(store_error)?;
+                Ok(Some(ReplyBody::Users { users }))
+            }
             Op::Create { room, visibility, name, topic } => {
                 let cmd = Command::Create {
                     user: user.into(),

@@ -101,6 +101,9 @@ pub async fn follow(gw: Gateway, rx: Option<mpsc::Receiver<Announcement>>, shutd
                 }
             }
             Announcement::Heartbeat { .. } => {}
+            Announcement::Revoke { user, before_ms, jti, .. } => {
+                gw.inner.registry.revoke(&user, before_ms, jti.as_deref());
+            }
             Announcement::Resync { .. } => {
                 gw.announce_heartbeat().await;
                 let snapshot = gw.inner.registry.snapshot();

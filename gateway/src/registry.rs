@@ -103,6 +103,10 @@ pub struct SessionHandle {
     close_signal: Notify,
     /// Milliseconds on the gateway's clock of the last frame or pong received.
     last_seen_ms: AtomicU64,
+    /// When the session's token was issued (unix ms, 0: unknown) and its
+    /// id: what a revocation compares.
+    pub token_issued_ms: u64,
+    pub token_id: Option<Box<str>>,
 }
 
 impl SessionHandle {
@@ -128,7 +132,16 @@ impl SessionHandle {
             closing: OnceLock::new(),
             close_signal: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
+            token_issued_ms: 0,
+            token_id: None,
         }
+    }
+
+    /// The session's token, for revocations.
+    pub fn with_token(mut self, issued_ms: u64, id: Option<&str>) -> Self {
+        self.token_issued_ms = issued_ms;
+        self.token_id = id.map(Box::from);
+        self
     }
 
     /// Queues a frame. A full queue (in frames or in bytes) closes the
@@ -453,6 +466,21 @@ impl Registry {
         let sessions = index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default();
         sessions.iter().for_each(&mut f);
         sessions.len()
+    }
+
+    /// Closes with `bye token_revoked` the sessions of `user` whose token
+    /// was issued before `before_ms` or has the id `jti`; returns how many.
+    pub fn revoke(&self, user: &str, before_ms: u64, jti: Option<&str>) -> usize {
+        let index = self.index.read().expect("registry lock");
+        let sessions = index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default();
+        let mut n = 0;
+        for s in sessions {
+            if s.token_issued_ms < before_ms || (jti.is_some() && s.token_id.as_deref() == jti) {
+                s.close(Closing::Bye(ByeReason::TokenRevoked));
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Local users among `users`.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::accounts::Profile;
 use crate::error::ProtocolError;
 use crate::message::{Message, RoomInfo};
 use crate::request::RequestId;
@@ -62,6 +63,15 @@ pub enum ReplyBody {
         #[cfg_attr(test, ts(optional))]
         next: Option<String>,
     },
+    /// `profile`: the caller's profile as now stored.
+    Profile {
+        user: String,
+        display_name: String,
+        avatar: String,
+    },
+    Users {
+        users: Vec<Profile>,
+    },
     Rooms {
         rooms: Vec<RoomInfo>,
     },
@@ -113,6 +123,8 @@ pub enum ByeReason {
     SlowConsumer,
     TokenExpired,
     ServerRestart,
+    /// The session's token was revoked (`logout`, `logout-all`, a password change).
+    TokenRevoked,
 }
 
 impl ByeReason {
@@ -122,6 +134,7 @@ impl ByeReason {
             ByeReason::SlowConsumer => 1013,
             ByeReason::TokenExpired => 1008,
             ByeReason::ServerRestart => 1012,
+            ByeReason::TokenRevoked => 1008,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -129,6 +142,7 @@ impl ByeReason {
             ByeReason::SlowConsumer => "slow_consumer",
             ByeReason::TokenExpired => "token_expired",
             ByeReason::ServerRestart => "server_restart",
+            ByeReason::TokenRevoked => "token_revoked",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! TypeScript SDK's wire types are generated from these types and checked
 //! for drift by the `typescript` tests.
 
+pub mod accounts;
 pub mod error;
 pub mod event;
 pub mod message;
@@ -20,6 +21,7 @@ pub mod validate;
 #[cfg(test)]
 mod typescript;
 
+pub use accounts::Profile;
 pub use error::{ErrorCode, ProtocolError};
 pub use event::{ByeReason, Event, MemberAction, Reply};
 pub use message::{Message, RoomInfo};

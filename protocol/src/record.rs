@@ -184,6 +184,17 @@ pub enum Announcement {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         addr: Option<String>,
     },
+    /// A user's tokens were revoked: every gateway closes that user's
+    /// sessions whose token was issued before `before_ms` (unix
+    /// milliseconds; 0: none) or has the id `jti`.
+    Revoke {
+        gateway: String,
+        user: String,
+        #[serde(default)]
+        before_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jti: Option<String>,
+    },
     /// The gateway is shutting down: forget its routes now.
     Gone { gateway: String },
     /// A process that just started (`gateway` names it) asks every gateway
@@ -196,6 +207,7 @@ impl Announcement {
         match self {
             Announcement::Hosts { gateway, .. }
             | Announcement::Heartbeat { gateway, .. }
+            | Announcement::Revoke { gateway, .. }
             | Announcement::Gone { gateway }
             | Announcement::Resync { gateway } => gateway,
         }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::accounts;
 use crate::error::ProtocolError;
 use crate::rooms::{self, Role, Visibility};
 use crate::validate;
@@ -177,6 +178,17 @@ pub enum Op {
         #[cfg_attr(test, ts(optional))]
         limit: Option<u32>,
     },
+    Profile {
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        display_name: Option<String>,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        avatar: Option<String>,
+    },
+    Users {
+        users: Vec<String>,
+    },
 }
 
 /// Where a `send` goes: a room the sender names, or a user for a DM.
@@ -248,6 +260,8 @@ impl Op {
             Op::RoomInfo { .. } => "room_info",
             Op::Members { .. } => "members",
             Op::Directory { .. } => "directory",
+            Op::Profile { .. } => "profile",
+            Op::Users { .. } => "users",
         }
     }
 
@@ -310,6 +324,22 @@ impl Op {
                     return Err(ProtocolError::bad_request("`after` is not a valid room name"));
                 }
                 page_limit(*limit, rooms::MAX_DIRECTORY_LIMIT)
+            }
+            Op::Profile { display_name, avatar } => {
+                accounts::display_name(display_name.as_deref().unwrap_or(""))?;
+                accounts::avatar(avatar.as_deref().unwrap_or(""))
+            }
+            Op::Users { users } => {
+                if users.is_empty() || users.len() > accounts::MAX_USERS_LOOKUP {
+                    return Err(ProtocolError::bad_request(format!(
+                        "`users` names 1 to {} users",
+                        accounts::MAX_USERS_LOOKUP
+                    )));
+                }
+                if users.iter().any(|u| !validate::is_username(u)) {
+                    return Err(ProtocolError::bad_request("`users` holds an invalid user name"));
+                }
+                Ok(())
             }
             Op::Sync { rooms, limit } => {
                 if rooms.len() > MAX_SYNC_ROOMS {
@@ -395,6 +425,25 @@ mod tests {
         assert_eq!(decode(&long).unwrap_err().error.code, ErrorCode::BadRequest);
         let long = format!(r#"{{"id":1,"op":"update_room","room":"t","topic":"{}"}}"#, "x".repeat(513));
         assert_eq!(decode(&long).unwrap_err().error.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn profile_ops_decode_and_check_their_fields() {
+        let r = decode(r#"{"id":1,"op":"profile","display_name":"Alice"}"#).unwrap();
+        assert_eq!(r.op, Op::Profile { display_name: Some("Alice".into()), avatar: None });
+        let r = decode(r#"{"id":1,"op":"users","users":["alice","bob"]}"#).unwrap();
+        assert_eq!(r.op.name(), "users");
+        let many = format!(r#"{{"id":1,"op":"users","users":{:?}}}"#, vec!["bob"; 101]);
+        for frame in [
+            r#"{"id":1,"op":"profile","avatar":"http://x/a.png"}"#,
+            r#"{"id":1,"op":"profile","display_name":5}"#,
+            r#"{"id":1,"op":"users","users":[]}"#,
+            r#"{"id":1,"op":"users","users":["Bob"]}"#,
+            r#"{"id":1,"op":"users"}"#,
+            many.as_str(),
+        ] {
+            assert_eq!(decode(frame).unwrap_err().error.code, ErrorCode::BadRequest, "{frame}");
+        }
     }
 
     fn decode(s: &str) -> Result<Request, DecodeError> {

@@ -22,7 +22,9 @@ use ts_rs::{Config, TS};
 use crate::error::HttpErrorBody;
 use crate::event::{ReplyBody, SyncRoom};
 use crate::rooms::{DirectoryEntry, MemberEntry, Role, Visibility};
-use crate::{ByeReason, ErrorCode, Event, MemberAction, Message, ProtocolError, Reply, Request, RequestId, RoomInfo};
+use crate::{
+    ByeReason, ErrorCode, Event, MemberAction, Message, Profile, ProtocolError, Reply, Request, RequestId, RoomInfo,
+};
 
 const HEADER: &str = "// Generated from the Rust types of confab-protocol (protocol/src) by its
 // `typescript` tests; do not edit. Regenerate with
@@ -63,6 +65,7 @@ fn typescript_declarations_match_the_sdk() {
     declare::<Role>(&mut out);
     declare::<MemberEntry>(&mut out);
     declare::<DirectoryEntry>(&mut out);
+    declare::<Profile>(&mut out);
     declare::<ByeReason>(&mut out);
     declare::<Event>(&mut out);
     expect_file!["../../web/sdk/src/protocol.gen.ts"].assert_eq(&out);
@@ -120,6 +123,8 @@ fn real_frames_match_the_sdk_fixture() {
         ("room_info", r#"{"op":"room_info","id":29,"room":"team"}"#),
         ("members", r#"{"op":"members","id":30,"room":"team","after":"alice","limit":2}"#),
         ("directory", r#"{"op":"directory","id":31,"query":"rust","limit":10}"#),
+        ("profile", r#"{"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"}"#),
+        ("users", r#"{"op":"users","id":34,"users":["alice","nobody"]}"#),
         ("without_id", r#"{"op":"ping"}"#),
     ]
     .map(|(name, frame)| {
@@ -237,6 +242,30 @@ fn real_frames_match_the_sdk_fixture() {
                         members: 42,
                     }],
                     next: None,
+                },
+            ),
+        ),
+        (
+            "profile",
+            reply(
+                int(33),
+                ReplyBody::Profile {
+                    user: "alice".into(),
+                    display_name: "Alice Liddell".into(),
+                    avatar: "https://example.com/a.png".into(),
+                },
+            ),
+        ),
+        (
+            "users",
+            reply(
+                int(34),
+                ReplyBody::Users {
+                    users: vec![Profile {
+                        user: "alice".into(),
+                        display_name: "Alice Liddell".into(),
+                        avatar: "".into(),
+                    }],
                 },
             ),
         ),

@@ -5,7 +5,7 @@
 //! guard keeps its resources alive, e.g. a temp dir or a keyspace).
 
 use confab_protocol::message::cid_key;
-use confab_protocol::{Message, RoomInfo};
+use confab_protocol::{Message, Profile, RoomInfo};
 
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Role, Visibility};
@@ -20,6 +20,8 @@ macro_rules! store_contract_tests {
     ($open:path) => {
         $crate::store_contract_tests!(@each $open,
             users_are_created_once_and_found_by_name,
+            profiles_belong_to_accounts_and_are_read_in_the_order_asked,
+            passwords_change_and_tokens_are_revoked,
             joining_creates_the_room_and_counts_each_member_once,
             leaving_removes_the_member_and_their_room,
             history_returns_the_newest_before_a_seq_oldest_first,
@@ -79,6 +81,48 @@ pub async fn users_are_created_once_and_found_by_name(store: &impl Store) {
     assert!(!store.create_user(&again).await.unwrap(), "a taken name is refused");
     assert_eq!(store.user("alice").await.unwrap(), Some(alice));
     assert_eq!(store.user("bob").await.unwrap(), None);
+}
+
+pub async fn profiles_belong_to_accounts_and_are_read_in_the_order_asked(store: &impl Store) {
+    for name in ["alice", "bob"] {
+        let user = UserRecord { name: name.into(), password_hash: String::new(), created_ms: 1 };
+        assert!(store.create_user(&user).await.unwrap());
+    }
+    let profile = |user: &str, display_name: &str, avatar: &str| Profile {
+        user: user.into(),
+        display_name: display_name.into(),
+        avatar: avatar.into(),
+    };
+    let ghost = profile("ghost", "Ghost", "");
+    assert!(!store.set_profile(&ghost).await.unwrap(), "no profile without an account");
+    let alice = profile("alice", "Alice", "https://example.com/a.png");
+    assert!(store.set_profile(&alice).await.unwrap());
+    let names = ["bob", "ghost", "alice", "bob"].map(String::from);
+    assert_eq!(store.profiles(&names).await.unwrap(), [profile("bob", "", ""), alice.clone()]);
+    let renamed = profile("alice", "Alice L.", "");
+    assert!(store.set_profile(&renamed).await.unwrap());
+    assert_eq!(store.profiles(&["alice".into()]).await.unwrap(), [renamed]);
+    assert_eq!(store.profiles(&[]).await.unwrap(), []);
+}
+
+pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
+    let alice = UserRecord { name: "alice".into(), password_hash: "old".into(), created_ms: 1 };
+    assert!(store.create_user(&alice).await.unwrap());
+    assert!(store.set_password("alice", "new").await.unwrap());
+    assert_eq!(store.user("alice").await.unwrap().unwrap().password_hash, "new");
+    assert!(!store.set_password("ghost", "x").await.unwrap());
+
+    assert_eq!(store.tokens_valid_after("alice").await.unwrap(), 0);
+    store.revoke_tokens_before("alice", 2_000).await.unwrap();
+    store.revoke_tokens_before("alice", 1_000).await.unwrap();
+    assert_eq!(store.tokens_valid_after("alice").await.unwrap(), 2_000, "a floor never moves back");
+    assert_eq!(store.tokens_valid_after("bob").await.unwrap(), 0);
+
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    assert!(!store.is_token_revoked("t1").await.unwrap());
+    store.revoke_token("t1", exp).await.unwrap();
+    assert!(store.is_token_revoked("t1").await.unwrap());
+    assert!(!store.is_token_revoked("t2").await.unwrap());
 }
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {

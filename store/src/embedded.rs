@@ -22,9 +22,15 @@ use crate::{
     CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write, WriteBatch,
 };
 use confab_protocol::rooms::MemberEntry;
-use confab_protocol::{Role, Visibility};
+use confab_protocol::{Profile, Role, Visibility};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// user -> (display_name, avatar) of users who set a profile
+const PROFILES: TableDefinition<&str, (&str, &str)> = TableDefinition::new("profiles");
+/// user -> unix ms before which their tokens are revoked
+const TOKEN_FLOORS: TableDefinition<&str, u64> = TableDefinition::new("token_floors");
+/// token id -> its `exp` (unix seconds); expired entries go at the next revocation
+const REVOKED_TOKENS: TableDefinition<&str, u64> = TableDefinition::new("revoked_tokens");
 /// room -> (last_seq, member count)
 const ROOMS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("rooms");
 /// (room, user) -> read seq
@@ -126,6 +132,9 @@ impl EmbeddedStore {
         let txn = db.begin_write()?;
         {
             txn.open_table(USERS)?;
+            txn.open_table(PROFILES)?;
+            txn.open_table(TOKEN_FLOORS)?;
+            txn.open_table(REVOKED_TOKENS)?;
             txn.open_table(ROOMS)?;
             txn.open_table(MEMBERS)?;
             txn.open_table(MEMBERSHIP_AT)?;
@@ -343,6 +352,130 @@ impl Store for EmbeddedStore {
                     .map(Some)
                     .map_err(|source| Error::Json { what: format!("decoding user {name}"), source }),
             }
+        })
+        .await
+    }
+
+    async fn set_profile(&self, profile: &Profile) -> Result<bool> {
+        let p = profile.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let found = {
+                if txn.open_table(USERS)?.get(p.user.as_str())?.is_none() {
+                    false
+                } else {
+                    txn.open_table(PROFILES)?.insert(p.user.as_str(), (p.display_name.as_str(), p.avatar.as_str()))?;
+                    true
+                }
+            };
+            txn.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>> {
+        let users = users.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let (accounts, profiles) = (txn.open_table(USERS)?, txn.open_table(PROFILES)?);
+            let mut seen = std::collections::HashSet::new();
+            let mut found = Vec::new();
+            for user in users {
+                if !seen.insert(user.clone()) || accounts.get(user.as_str())?.is_none() {
+                    continue;
+                }
+                let (display_name, avatar) = match profiles.get(user.as_str())? {
+                    Some(g) => {
+                        let (d, a) = g.value();
+                        (d.to_owned(), a.to_owned())
+                    }
+                    None => Default::default(),
+                };
+                found.push(Profile { user, display_name, avatar });
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            let found = {
+                let mut users = txn.open_table(USERS)?;
+                let user = match users.get(name.as_str())? {
+                    None => None,
+                    Some(g) => Some(
+                        serde_json::from_slice::<UserRecord>(g.value())
+                            .map_err(|source| Error::Json { what: format!("decoding user {name}"), source })?,
+                    ),
+                };
+                match user {
+                    None => false,
+                    Some(mut user) => {
+                        user.password_hash = hash;
+                        let bytes = serde_json::to_vec(&user)
+                            .map_err(|source| Error::Json { what: format!("encoding user {name}"), source })?;
+                        users.insert(name.as_str(), bytes.as_slice())?;
+                        true
+                    }
+                }
+            };
+            txn.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn tokens_valid_after(&self, user: &str) -> Result<u64> {
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(TOKEN_FLOORS)?.get(user.as_str())?.map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()> {
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write()?;
+            {
+                let mut floors = txn.open_table(TOKEN_FLOORS)?;
+                let old = floors.get(user.as_str())?.map_or(0, |g| g.value());
+                floors.insert(user.as_str(), old.max(before_ms))?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()> {
+        let jti = jti.to_owned();
+        self.blocking(move |db| {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let txn = db.begin_write()?;
+            {
+                let mut revoked = txn.open_table(REVOKED_TOKENS)?;
+                // Expired tokens are refused anyway: forget them.
+                revoked.retain(|_, exp| exp >= now)?;
+                revoked.insert(jti.as_str(), exp)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        let jti = jti.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(REVOKED_TOKENS)?.get(jti.as_str())?.is_some())
         })
         .await
     }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use confab_protocol::rooms::MemberEntry;
-use confab_protocol::{Message, Role, RoomInfo};
+use confab_protocol::{Message, Profile, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
 
 #[cfg(any(test, feature = "contract"))]
@@ -204,6 +204,22 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the account; `false` when the name is taken.
     async fn create_user(&self, user: &UserRecord) -> Result<bool>;
     async fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Replaces a user's profile (`profile.user` names them); `false` when
+    /// there is no such user.
+    async fn set_profile(&self, profile: &Profile) -> Result<bool>;
+    /// The profiles of those of `users` who have an account, in the order
+    /// asked, each once (an unset field is `""`).
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>>;
+    /// Replaces a password account's hash; `false` when there is no such user.
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool>;
+    /// The user's tokens issued before this (unix milliseconds) are
+    /// revoked; 0 when none is.
+    async fn tokens_valid_after(&self, user: &str) -> Result<u64>;
+    /// Moves [`tokens_valid_after`](Store::tokens_valid_after) forward (never back).
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()>;
+    /// Revokes one token by its id until it expires (`exp`, unix seconds).
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()>;
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool>;
 
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>>;
     async fn is_member(&self, room: &str, user: &str) -> Result<bool>;

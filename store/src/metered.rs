@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use confab_protocol::{Message, RoomInfo};
+use confab_protocol::{Message, Profile, RoomInfo};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::{CidHit, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch};
@@ -83,6 +83,27 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         self.timed("user", self.inner.user(name)).await
+    }
+    async fn set_profile(&self, profile: &Profile) -> Result<bool> {
+        self.timed("set_profile", self.inner.set_profile(profile)).await
+    }
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>> {
+        self.timed("profiles", self.inner.profiles(users)).await
+    }
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        self.timed("set_password", self.inner.set_password(name, password_hash)).await
+    }
+    async fn tokens_valid_after(&self, user: &str) -> Result<u64> {
+        self.timed("tokens_valid_after", self.inner.tokens_valid_after(user)).await
+    }
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()> {
+        self.timed("revoke_tokens_before", self.inner.revoke_tokens_before(user, before_ms)).await
+    }
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()> {
+        self.timed("revoke_token", self.inner.revoke_token(jti, exp)).await
+    }
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        self.timed("is_token_revoked", self.inner.is_token_revoked(jti)).await
     }
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
         self.timed("room", self.inner.room(room)).await

@@ -58,15 +58,18 @@ where
     let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let now_ms = gw.now_ms();
     let expires_ms = now_ms.saturating_add(token_left(claims.exp).as_millis() as u64);
-    let session = Arc::new(SessionHandle::new(
-        gw.inner.registry.next_id(),
-        user.clone(),
-        expires_ms,
-        quota,
-        tx,
-        config.outbound_queue_bytes,
-        now_ms,
-    ));
+    let session = Arc::new(
+        SessionHandle::new(
+            gw.inner.registry.next_id(),
+            user.clone(),
+            expires_ms,
+            quota,
+            tx,
+            config.outbound_queue_bytes,
+            now_ms,
+        )
+        .with_token(claims.issued_ms(), claims.jti.as_deref()),
+    );
     // The server speaks first: `hello` is queued before the session is
     // registered, that is before any room event or presence can reach it.
     let hello = Event::Hello {

@@ -81,7 +81,7 @@ impl TestGateway {
     async fn connect_with(&self, user: &str, exp: u64, buffer: usize) -> TestClient {
         let (sink, rx) = mpsc::channel(buffer);
         let (tx, stream) = mpsc::unbounded();
-        let claims = Claims { sub: user.into(), exp, iat: None };
+        let claims = Claims { sub: user.into(), exp, iat: None, jti: None, iat_ms: None };
         let task = tokio::spawn(super::run(self.gw.clone(), sink, stream, claims));
         let mut client = TestClient { tx, rx, task };
         let hello = client.json().await;

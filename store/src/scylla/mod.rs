@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use confab_protocol::message::cid_key;
-use confab_protocol::{Message, RoomInfo};
+use confab_protocol::{Message, Profile, RoomInfo};
 use futures_util::future::try_join_all;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -39,7 +39,7 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[("members", "role", "text"), ("members", "muted_until", "bigint")];
@@ -131,6 +131,14 @@ struct Statements {
     ping: PreparedStatement,
     create_user: PreparedStatement,
     user: PreparedStatement,
+    users_in: PreparedStatement,
+    set_profile: PreparedStatement,
+    profiles_in: PreparedStatement,
+    set_password: PreparedStatement,
+    token_floor: PreparedStatement,
+    set_token_floor: PreparedStatement,
+    revoke_token: PreparedStatement,
+    is_revoked: PreparedStatement,
     room: PreparedStatement,
     count_members: PreparedStatement,
     is_member: PreparedStatement,
@@ -193,6 +201,15 @@ impl Statements {
             ping: prepare(s, "SELECT release_version FROM system.local WHERE key = 'local'").await?,
             create_user: prepare(s, "INSERT INTO users (name, password_hash, created_ms) VALUES (?, ?, ?) IF NOT EXISTS").await?,
             user: prepare(s, "SELECT password_hash, created_ms FROM users WHERE name = ?").await?,
+            users_in: prepare(s, "SELECT name FROM users WHERE name IN ?").await?,
+            set_profile: prepare(s, "INSERT INTO profiles (name, display_name, avatar) VALUES (?, ?, ?)").await?,
+            profiles_in: prepare(s, "SELECT name, display_name, avatar FROM profiles WHERE name IN ?").await?,
+            set_password: prepare(s, "UPDATE users SET password_hash = ? WHERE name = ?").await?,
+            token_floor: prepare(s, "SELECT valid_after_ms FROM token_floors WHERE name = ?").await?,
+            // The timestamp is the floor itself, so a floor never moves back.
+            set_token_floor: prepare(s, "INSERT INTO token_floors (name, valid_after_ms) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            revoke_token: prepare(s, "INSERT INTO revoked_tokens (jti) VALUES (?) USING TTL ?").await?,
+            is_revoked: prepare(s, "SELECT jti FROM revoked_tokens WHERE jti = ?").await?,
             room: prepare(s, "SELECT last_seq FROM rooms WHERE room = ?").await?,
             count_members: prepare(s, "SELECT COUNT(*) FROM members WHERE room = ?").await?,
             is_member: prepare(s, "SELECT username FROM members WHERE room = ? AND username = ?").await?,
@@ -528,6 +545,69 @@ impl Store for ScyllaStore {
             password_hash,
             created_ms: created_ms as u64,
         }))
+    }
+
+    async fn set_profile(&self, profile: &Profile) -> Result<bool> {
+        if self.user(&profile.user).await?.is_none() {
+            return Ok(false);
+        }
+        let Profile { user, display_name, avatar } = profile;
+        self.write(&self.inner.q.set_profile, (user.as_str(), display_name.as_str(), avatar.as_str())).await?;
+        Ok(true)
+    }
+
+    async fn profiles(&self, users: &[String]) -> Result<Vec<Profile>> {
+        let mut seen = std::collections::HashSet::new();
+        let users: Vec<&str> = users.iter().map(String::as_str).filter(|u| seen.insert(*u)).collect();
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = &self.inner.q;
+        let (accounts, profiles) = tokio::try_join!(
+            self.rows::<(String,)>(&q.users_in, (&users,)),
+            self.rows::<(String, Option<String>, Option<String>)>(&q.profiles_in, (&users,)),
+        )?;
+        let accounts: std::collections::HashSet<String> = accounts.into_iter().map(|(u,)| u).collect();
+        let mut profiles: std::collections::HashMap<String, (String, String)> =
+            profiles.into_iter().map(|(u, d, a)| (u, (d.unwrap_or_default(), a.unwrap_or_default()))).collect();
+        Ok(users
+            .into_iter()
+            .filter(|u| accounts.contains(*u))
+            .map(|u| {
+                let (display_name, avatar) = profiles.remove(u).unwrap_or_default();
+                Profile { user: u.to_owned(), display_name, avatar }
+            })
+            .collect())
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        if self.user(name).await?.is_none() {
+            return Ok(false);
+        }
+        self.write(&self.inner.q.set_password, (password_hash, name)).await?;
+        Ok(true)
+    }
+
+    async fn tokens_valid_after(&self, user: &str) -> Result<u64> {
+        let rows: Vec<(Option<i64>,)> = self.rows(&self.inner.q.token_floor, (user,)).await?;
+        Ok(rows.first().and_then(|(ms,)| *ms).unwrap_or(0) as u64)
+    }
+
+    async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()> {
+        let ms = before_ms as i64;
+        // Microseconds, as CQL's own timestamps.
+        self.write(&self.inner.q.set_token_floor, (user, ms, ms.saturating_mul(1000))).await
+    }
+
+    async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // Kept a minute past its expiry (clocks differ); at least one second.
+        let ttl = exp.saturating_sub(now).saturating_add(60).min(i32::MAX as u64) as i32;
+        self.write(&self.inner.q.revoke_token, (jti, ttl)).await
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        Ok(!self.rows::<(String,)>(&self.inner.q.is_revoked, (jti,)).await?.is_empty())
     }
 
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {

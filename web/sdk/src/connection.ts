@@ -62,7 +62,7 @@ export type ConnectionEvents = {
   status: [status: ConnectionStatus];
   hello: [hello: HelloEvent];
   event: [event: Exclude<ServerEvent, HelloEvent>];
-  /** The token expired: the app must sign in again. The connection is closed. */
+  /** The token expired or was revoked: the app must sign in again. The connection is closed. */
   expired: [];
 };
 
@@ -312,7 +312,9 @@ export class Connection extends Emitter<ConnectionEvents> {
 
   private onBye(bye: ByeEvent): void {
     this.lastBye = bye;
-    if (bye.reason === "token_expired") {
+    // A revoked token (a sign-out, a password change) is as dead as an
+    // expired one: reconnecting with it would only be refused.
+    if (bye.reason === "token_expired" || bye.reason === "token_revoked") {
       this.expire();
       return;
     }

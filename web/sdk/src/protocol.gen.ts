@@ -15,7 +15,7 @@ export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "l
 /**
  * Unix seconds; without it, until `unmute`.
  */
-until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, };
+until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -55,7 +55,7 @@ export type SyncRoom = { messages: Array<Message>, more: boolean, };
 /**
  * The op-specific fields of a reply.
  */
-export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -65,7 +65,7 @@ more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<
 /**
  * The one reply to a request.
  */
-export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -95,9 +95,15 @@ export type MemberEntry = { user: string, role: Role, };
 export type DirectoryEntry = { room: string, name: string, topic: string, members: number, };
 
 /**
+ * A user's profile: one entry of the `users` reply, the `profile` reply
+ * and the body of `GET /v1/users/{user}`. Empty strings: not set.
+ */
+export type Profile = { user: string, display_name: string, avatar: string, };
+
+/**
  * Why the server is closing a session (`bye`).
  */
-export type ByeReason = "slow_consumer" | "token_expired" | "server_restart";
+export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
 
 /**
  * Server-to-client events.

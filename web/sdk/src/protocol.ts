@@ -69,6 +69,8 @@ export interface Ops {
   room_info: { req: OpFields<"room_info">; reply: ReplyWith<{ visibility: unknown }> };
   members: { req: OpFields<"members">; reply: ReplyWith<{ members: readonly unknown[] }> };
   directory: { req: OpFields<"directory">; reply: ReplyWith<{ rooms: readonly { members: number }[] }> };
+  profile: { req: OpFields<"profile">; reply: ReplyWith<{ display_name: unknown }> };
+  users: { req: OpFields<"users">; reply: ReplyWith<{ users: unknown }> };
 }
 
 export type RequestOf<K extends OpName> = Ops[K]["req"];

@@ -257,6 +257,21 @@ describe("Connection reconnects", () => {
     assert.equal(server.sockets.length, 1, "no reconnect");
   });
 
+  it("treats bye token_revoked like an expired token", async () => {
+    const { clock, server, conn } = setup();
+    let expired = 0;
+    conn.on("expired", () => expired++);
+    conn.start();
+    await server.current.accept();
+    await flush();
+    server.current.deliver({ ev: "bye", reason: "token_revoked" });
+    await flush();
+    assert.equal(expired, 1);
+    assert.equal(conn.status, "closed");
+    await clock.advance(60_000);
+    assert.equal(server.sockets.length, 1, "no reconnect");
+  });
+
   it("does not connect with a token known to be expired", async () => {
     const { clock, server, conn } = setup({ tokenExpiresAt: 10 });
     let expired = 0;

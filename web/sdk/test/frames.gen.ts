@@ -30,6 +30,8 @@ export const requests = {
   room_info: {"op":"room_info","id":29,"room":"team"},
   members: {"op":"members","id":30,"room":"team","after":"alice","limit":2},
   directory: {"op":"directory","id":31,"query":"rust","limit":10},
+  profile: {"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
+  users: {"op":"users","id":34,"users":["alice","nobody"]},
   without_id: {"op":"ping"},
 } satisfies Record<string, Op & { id?: RequestId }>;
 
@@ -59,6 +61,8 @@ export const replies = {
   room_info_outsider: {"re":29,"ok":true,"room":"rust","name":"Rustaceans","topic":"","visibility":"public","members":42,"role":null},
   members: {"re":30,"ok":true,"members":[{"user":"bob","role":"owner"},{"user":"carol","role":"member"}],"next":"carol"},
   directory: {"re":31,"ok":true,"rooms":[{"room":"rust","name":"Rustaceans","topic":"","members":42}]},
+  profile: {"re":33,"ok":true,"user":"alice","display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
+  users: {"re":34,"ok":true,"users":[{"user":"alice","display_name":"Alice Liddell","avatar":""}]},
   forbidden: {"re":32,"ok":false,"error":{"code":"forbidden","message":"admins only"}},
   error: {"re":13,"ok":false,"error":{"code":"not_member","message":"join room 'staff' first"}},
   error_without_id: {"ok":false,"error":{"code":"bad_request","message":"a request must be a JSON object"}},

@@ -38,6 +38,8 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   room_info: { req: fields(requests.room_info), reply: fields(replies.room_info) },
   members: { req: fields(requests.members), reply: fields(replies.members) },
   directory: { req: fields(requests.directory), reply: fields(replies.directory) },
+  profile: { req: fields(requests.profile), reply: fields(replies.profile) },
+  users: { req: fields(requests.users), reply: fields(replies.users) },
 };
 const directSend: { req: RequestOf<"send">; reply: ReplyOf<"send"> } = {
   req: fields(requests.send_dm),
