@@ -275,9 +275,7 @@ async fn logout(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
-    admit_ip(&gw, peer)?;
-    let claims = authenticate(&gw, &headers, &query, "logout").await?;
-    admit_user(&gw, &claims.sub)?;
+    let claims = signed_out_by(&gw, peer, &headers, &query).await?;
     let Some(jti) = claims.jti.as_deref() else {
         let message = "this token has no `jti`, so it cannot be revoked alone; use /v1/auth/logout-all";
         return Err(ProtocolError::bad_request(message).into());
@@ -294,9 +292,7 @@ async fn logout_all(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Refusal> {
-    admit_ip(&gw, peer)?;
-    let claims = authenticate(&gw, &headers, &query, "logout").await?;
-    admit_user(&gw, &claims.sub)?;
+    let claims = signed_out_by(&gw, peer, &headers, &query).await?;
     gw.revoke(&claims.sub, now_ms(), None).await?;
     Ok(Json(json!({})).into_response())
 }
@@ -309,6 +305,20 @@ fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Opti
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .or_else(|| query.get("token").map(String::as_str))
+}
+
+/// The caller of `logout` or `logout-all`, admitted under the `/v1/auth/*`
+/// limits of its address and of its user.
+async fn signed_out_by(
+    gw: &Gateway,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Claims, Refusal> {
+    admit_ip(gw, peer)?;
+    let claims = authenticate(gw, headers, query, "logout").await?;
+    admit_user(gw, &claims.sub)?;
+    Ok(claims)
 }
 
 /// The claims of the request's token; an application's user is created

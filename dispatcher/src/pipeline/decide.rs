@@ -393,7 +393,7 @@ mod tests {
         view
     }
 
-    fn run(view: View, records: &[Record]) -> Decided {
+    pub(super) fn run(view: View, records: &[Record]) -> Decided {
         decide(view, &records.iter().collect::<Vec<_>>(), 1000)
     }
 
@@ -409,7 +409,7 @@ mod tests {
             .collect()
     }
 
-    fn events(d: &Decided) -> Vec<Value> {
+    pub(super) fn events(d: &Decided) -> Vec<Value> {
         d.effects
             .iter()
             .filter_map(|e| match e {

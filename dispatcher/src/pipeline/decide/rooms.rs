@@ -311,7 +311,8 @@ mod tests {
     use confab_protocol::{Command, Delivery, IngressRecord, Origin};
     use serde_json::Value;
 
-    use super::super::{Decided, Effect, decide};
+    use super::super::tests::{events, run};
+    use super::super::{Decided, Effect};
     use super::*;
     use crate::pipeline::view::{RoomState, View};
 
@@ -347,10 +348,6 @@ mod tests {
         view
     }
 
-    fn run(view: View, records: &[Record]) -> Decided {
-        decide(view, &records.iter().collect::<Vec<_>>(), 1000)
-    }
-
     fn codes(d: &Decided) -> Vec<String> {
         d.effects
             .iter()
@@ -359,16 +356,6 @@ mod tests {
                     let v: Value = serde_json::from_str(frame).unwrap();
                     Some(v["error"]["code"].as_str().unwrap_or("ok").to_owned())
                 }
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn events(d: &Decided) -> Vec<Value> {
-        d.effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Event { frame, .. } => Some(serde_json::from_str(frame).unwrap()),
                 _ => None,
             })
             .collect()
