@@ -16,8 +16,8 @@ use std::borrow::Cow;
 
 use confab_protocol::event::ReplyBody;
 use confab_protocol::request::{DecodeError, MAX_HISTORY_LIMIT, MAX_SYNC_LIMIT, MAX_SYNC_ROOMS, Target};
-use confab_protocol::{rooms, validate};
 use confab_protocol::{ErrorCode, Op, Reply, Request, RequestId};
+use confab_protocol::{accounts, rooms, validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -150,6 +150,17 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
             assert!(after.as_deref().is_none_or(validate::is_room_name), "bad after {after:?}");
             assert!(limit.is_none_or(|l| (1..=rooms::MAX_DIRECTORY_LIMIT).contains(&l)), "directory limit {limit:?}");
         }
+        Op::Profile { display_name, avatar } => {
+            assert!(
+                display_name.as_deref().is_none_or(|n| accounts::display_name(n).is_ok()),
+                "bad name {display_name:?}"
+            );
+            assert!(avatar.as_deref().is_none_or(|a| accounts::avatar(a).is_ok()), "bad avatar {avatar:?}");
+        }
+        Op::Users { users } => {
+            assert!((1..=accounts::MAX_USERS_LOOKUP).contains(&users.len()), "{} users looked up", users.len());
+            assert!(users.iter().all(|u| validate::is_username(u)), "bad user in {users:?}");
+        }
     }
     if !matches!(req.op, Op::Send { .. }) {
         assert!(req.op.send_target().is_none());
@@ -245,6 +256,11 @@ fn canonical(req: &Request) -> Value {
             put_some(&mut put, "after", after);
             put_some(&mut put, "limit", limit);
         }
+        Op::Profile { display_name, avatar } => {
+            put_some(&mut put, "display_name", display_name);
+            put_some(&mut put, "avatar", avatar);
+        }
+        Op::Users { users } => put("users", json!(users)),
     }
     Value::Object(m)
 }
