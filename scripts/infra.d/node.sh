@@ -279,15 +279,23 @@ node_pause_image() {
 
 node_check_containerd() { ctr --address "$CONTAINERD_SOCK" version >/dev/null && echo "containerd answers on $CONTAINERD_SOCK"; }
 node_check_kubelet() { curl -fsS --max-time 3 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz"; }
+# Ready, as reported by the kubelet started last (a Node left by an earlier
+# kubelet still says Ready for a while).
 node_check_ready() {
+  local since=0
+  [[ -f $RUN/kubelet.started ]] && since=$(<"$RUN/kubelet.started")
   kube_api GET "/api/v1/nodes/$NODE_NAME" -f | python3 -c '
-import json, sys
+import datetime, json, sys
 n = json.load(sys.stdin)
+since = int(sys.argv[1])
 ready = [c for c in n.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
 if ready and ready[0]["status"] == "True":
-    print("node", n["metadata"]["name"], "Ready")
-    sys.exit(0)
-sys.exit("node not Ready yet: " + (ready[0].get("message", "") if ready else "no Ready condition"))'
+    beat = datetime.datetime.fromisoformat(ready[0]["lastHeartbeatTime"].replace("Z", "+00:00")).timestamp()
+    if beat >= since - 1:
+        print("node", n["metadata"]["name"], "Ready")
+        sys.exit(0)
+    sys.exit("the Ready condition is from an earlier kubelet")
+sys.exit("node not Ready yet: " + (ready[0].get("message", "") if ready else "no Ready condition"))' "$since"
 }
 
 node_start() {
@@ -313,6 +321,7 @@ node_start() {
     need_port kubelet "$KUBELET_HEALTHZ_PORT"
     node_kubelet_config
     say "node: starting kubelet $KUBE_VERSION (node $NODE_NAME at $NODE_IP)"
+    now >"$RUN/kubelet.started"
     spawn kubelet "$LOG/kubelet.log" "$NODE_DIR" \
       "$KUBELET_BIN/kubelet" --config="$NODE_DIR/kubelet/config.yaml" --kubeconfig="$KUBECONFIG_FILE" \
       --root-dir="$NODE_DIR/kubelet/root" --cert-dir="$NODE_DIR/kubelet/pki" \
@@ -369,6 +378,9 @@ node_unmount() {
 }
 
 node_clean() {
+  # The Node object and the pods bound to it go too (if the API server runs).
+  if running kube-apiserver; then kube_api DELETE "/api/v1/nodes/$NODE_NAME" -o /dev/null 2>/dev/null || true; fi
+  rm -f "$RUN/kubelet.started"
   node_unmount
   rm -rf "$NODE_DIR"
   local h
