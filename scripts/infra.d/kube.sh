@@ -3,7 +3,8 @@
 # kube-apiserver, kube-controller-manager and kube-scheduler built from the Go
 # module proxy at KUBE_VERSION, plus kwok, which plays the kubelet of one fake
 # node ("kwok-node-0") so that pods are scheduled and reported Running. Pod
-# IPs are fake (nothing runs in them, never connect to them).
+# IPs are fake (nothing runs in them, never connect to them). A real node,
+# where pods do run, is node.sh's (`scripts/infra up kube node`).
 #
 # Auth: a static bearer token (--token-auth-file) in group system:masters,
 # written into target/infra/kube/admin.kubeconfig, which every component and
