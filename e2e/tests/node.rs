@@ -92,17 +92,17 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(kubectl) = std::env::var_os("KUBECTL") {
-                for args in [
-                    vec!["get", "pods,jobs,deployments,chatclusters", "-o", "wide"],
-                    vec!["get", "events", "--sort-by=.lastTimestamp"],
-                    vec!["logs", "-l", "app.kubernetes.io/name=confab", "--all-containers", "--tail=40", "--prefix"],
-                ] {
-                    let out = Command::new(&kubectl).args(&args).args(["-n", &self.namespace]).output();
-                    if let Ok(out) = out {
-                        eprintln!("---- kubectl {}\n{}", args.join(" "), text(&out));
-                    }
+        if std::thread::panicking()
+            && let Some(kubectl) = std::env::var_os("KUBECTL")
+        {
+            for args in [
+                vec!["get", "pods,jobs,deployments,chatclusters", "-o", "wide"],
+                vec!["get", "events", "--sort-by=.lastTimestamp"],
+                vec!["logs", "-l", "app.kubernetes.io/name=confab", "--all-containers", "--tail=40", "--prefix"],
+            ] {
+                let out = Command::new(&kubectl).args(&args).args(["-n", &self.namespace]).output();
+                if let Ok(out) = out {
+                    eprintln!("---- kubectl {}\n{}", args.join(" "), text(&out));
                 }
             }
         }
@@ -283,9 +283,8 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
     let mut id = 100;
     loop {
         id += 1;
-        let reply = request(&mut a, json!({"op": "sync", "id": id, "rooms": {room.as_str(): alice_seen}}))
-            .await
-            .unwrap();
+        let reply =
+            request(&mut a, json!({"op": "sync", "id": id, "rooms": {room.as_str(): alice_seen}})).await.unwrap();
         let got = &reply["rooms"][room.as_str()];
         for m in got["messages"].as_array().unwrap() {
             alice_seen = m["seq"].as_i64().unwrap();
@@ -297,9 +296,7 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
     }
     assert_eq!(caught_up, away, "sync returns exactly what was sent while away, in order");
     println!("  deleted pod -> reconnected and caught up: {:?}", deleted_at.elapsed());
-    request(&mut b, json!({"op": "send", "id": 50, "room": room, "text": "welcome back", "cid": "b2"}))
-        .await
-        .unwrap();
+    request(&mut b, json!({"op": "send", "id": 50, "room": room, "text": "welcome back", "cid": "b2"})).await.unwrap();
     let event = next_event(&mut a, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await.unwrap();
     assert_eq!(event["text"], "welcome back");
 
@@ -314,8 +311,7 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
     assert_on_node(fresh, &node);
     let mut c = connect(&base_url(fresh), &alice_token).await.unwrap();
     let history = request(&mut c, json!({"op": "history", "id": 1, "room": room, "limit": 100})).await.unwrap();
-    let texts: Vec<&str> =
-        history["messages"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
+    let texts: Vec<&str> = history["messages"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
     assert_eq!(texts.len(), 8, "history on the new pod: {texts:?}");
     assert!(texts.contains(&"welcome back") && texts.contains(&"hello from a"), "{texts:?}");
 

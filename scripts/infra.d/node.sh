@@ -370,11 +370,9 @@ node_shims_stop() {
 node_unmount() {
   local m
   # Deepest first.
-  for m in $(awk -v d="$NODE_DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
+  awk -v d="$NODE_DIR/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
-  [[ -d $NODE_DIR && $(awk -v d="$NODE_DIR" '$2 == d' /proc/self/mounts) ]] && umount -l "$NODE_DIR" 2>/dev/null
-  return 0
 }
 
 node_clean() {
