@@ -187,11 +187,12 @@ node_network() {
 }
 
 node_network_down() {
-  local rule
-  iptables -w -t nat -S PREROUTING 2>/dev/null | grep -F -- "-i $NODE_BRIDGE " | while read -r rule; do
+  local rule rules
+  rules=$(iptables -w -t nat -S PREROUTING 2>/dev/null | grep -F -- "-i $NODE_BRIDGE ") || true
+  while read -r rule; do
     # shellcheck disable=SC2086 # the rule's words
-    iptables -w -t nat ${rule/-A/-D} 2>/dev/null || true
-  done
+    [[ -n $rule ]] && { iptables -w -t nat ${rule/-A/-D} 2>/dev/null || true; }
+  done <<<"$rules"
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
 }
 
