@@ -60,7 +60,7 @@ fn join(offset: u64, room: &str, user: &str) -> Record {
 }
 
 fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
-    record(0, offset, room, Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into() })
+    record(0, offset, room, Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into(), reply_to: None })
 }
 
 fn pipeline(store: Arc<dyn Store>, push: Captured) -> Pipeline {
