@@ -442,11 +442,8 @@ async fn devices_that_come_and_go_converge_on_history(s: TestServer) {
             c
         }
     };
-    let expected: BTreeMap<u64, Shown> = history(&mut laptop, room)
-        .await
-        .iter()
-        .map(|m| (m["seq"].as_u64().unwrap(), Shown::of(m)))
-        .collect();
+    let expected: BTreeMap<u64, Shown> =
+        history(&mut laptop, room).await.iter().map(|m| (m["seq"].as_u64().unwrap(), Shown::of(m))).collect();
     assert_eq!(expected.len(), sent.len());
     for (view, c) in views.iter_mut().zip([&mut laptop, &mut phone, &mut bob]) {
         view.converge(c, room, &expected).await;

@@ -39,11 +39,13 @@ impl Gateway {
             Op::Edits { room, seq } => return Some(self.edits(user, &room, seq).await),
             _ => return None,
         };
-        Some(async {
-            self.check_dm(&room, user).await?;
-            self.produce(s, re, room, cmd, false).await
-        }
-        .await)
+        Some(
+            async {
+                self.check_dm(&room, user).await?;
+                self.produce(s, re, room, cmd, false).await
+            }
+            .await,
+        )
     }
 
     async fn edits(&self, user: &str, room: &str, seq: u64) -> Result<Option<ReplyBody>, ProtocolError> {

@@ -432,7 +432,10 @@ fn real_frames_match_the_sdk_fixture() {
                 prev_pos: 0,
             },
         ),
-        ("msg_reply", Event::Msg { message: Message { reply_to: Some(41), ..message(46, "bob", "yes") }, prev_seq: 42 }),
+        (
+            "msg_reply",
+            Event::Msg { message: Message { reply_to: Some(41), ..message(46, "bob", "yes") }, prev_seq: 42 },
+        ),
     ]
     .map(|(name, ev)| (name, ev.encode()));
 

@@ -186,7 +186,8 @@ impl EmbeddedStore {
 }
 
 fn decode_stored(room: &str, seq: u64, bytes: &[u8]) -> Result<StoredMessage> {
-    serde_json::from_slice(bytes).map_err(|source| Error::Json { what: format!("decoding message {room}/{seq}"), source })
+    serde_json::from_slice(bytes)
+        .map_err(|source| Error::Json { what: format!("decoding message {room}/{seq}"), source })
 }
 
 fn encode_stored(room: &str, seq: u64, m: &StoredMessage) -> Result<Vec<u8>> {

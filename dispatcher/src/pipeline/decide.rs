@@ -204,7 +204,9 @@ impl Batch {
         self.view.cids.insert(key, hit.clone());
         self.out.writes.push(Write::Message(message.clone()));
         // Later records of the batch may reply to, edit or react to it.
-        self.view.messages.insert((room.to_owned(), seq), MessageState { message: message.clone(), ..Default::default() });
+        self.view
+            .messages
+            .insert((room.to_owned(), seq), MessageState { message: message.clone(), ..Default::default() });
         let frame = Event::Msg { message, prev_seq }.encode();
         self.event(room, Audience::Members, None, frame);
         Ok(send_reply(room, hit))
@@ -414,8 +416,13 @@ mod tests {
     pub(super) fn room_r(members: &[&str], last_seq: u64) -> View {
         let mut view = View::default();
         let settings = RoomSettings { owner: Some("owner".into()), ..RoomSettings::default() };
-        let state =
-            RoomState { last_seq, exists: true, members: members.len() as u64, settings: Some(settings), last_change: 0 };
+        let state = RoomState {
+            last_seq,
+            exists: true,
+            members: members.len() as u64,
+            settings: Some(settings),
+            last_change: 0,
+        };
         view.rooms.insert("r".into(), state);
         view.members.extend(members.iter().map(|user| key("r", user)));
         view

@@ -120,7 +120,8 @@ impl View {
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));
             messages.extend(needs.message.map(|seq| (room.to_owned(), seq)));
-            reactions.extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
+            reactions
+                .extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
         }
         messages.sort_unstable();
         messages.dedup();

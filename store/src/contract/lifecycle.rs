@@ -30,7 +30,10 @@ pub async fn edits_keep_earlier_versions_and_a_stale_edit_changes_nothing(store:
     assert_eq!((page[0].text.as_str(), page[0].edited_ts), ("v3", Some(2_012)));
     assert_eq!(page[1], message("r", 2, "alice", "c2"), "other messages are untouched");
     let versions = store.edits("r", 1).await.unwrap();
-    assert_eq!(versions, [Version { text: "message 1".into(), ts: first.ts }, Version { text: "v2".into(), ts: 2_010 }]);
+    assert_eq!(
+        versions,
+        [Version { text: "message 1".into(), ts: first.ts }, Version { text: "v2".into(), ts: 2_010 }]
+    );
     assert_eq!(store.changes("r", 0, 10).await.unwrap(), (vec![(10, 1), (12, 1)], false));
     assert_eq!(store.room("r").await.unwrap().unwrap().last_change, 12);
 
@@ -47,10 +50,7 @@ pub async fn a_deletion_drops_text_versions_and_reactions(store: &impl Store) {
     let mut batch = some_messages("r", 2);
     batch.push(Write::Message(confab_protocol::Message { reply_to: Some(1), ..message("r", 3, "bob", "c3") }));
     store.apply(batch).await.unwrap();
-    store
-        .apply(vec![edit(1, "v2", ("message 1", 1), 10), react(1, "👍", "bob", false, 11)])
-        .await
-        .unwrap();
+    store.apply(vec![edit(1, "v2", ("message 1", 1), 10), react(1, "👍", "bob", false, 11)]).await.unwrap();
     store.apply(vec![Write::Delete { room: "r".into(), seq: 1, at: 13 }]).await.unwrap();
     // Stale writes from before the deletion, replayed.
     store.apply(vec![react(1, "🎉", "carol", false, 12), edit(1, "v3", ("v2", 1), 12)]).await.unwrap();
@@ -69,7 +69,8 @@ pub async fn a_deletion_drops_text_versions_and_reactions(store: &impl Store) {
 pub async fn reactions_count_each_user_once_and_list_twenty_names(store: &impl Store) {
     store.apply(some_messages("r", 2)).await.unwrap();
     let users: Vec<String> = (0..25).map(|i| format!("u{i:02}")).collect();
-    let mut batch: Vec<Write> = users.iter().enumerate().map(|(i, u)| react(2, "👍", u, false, 10 + i as u64)).collect();
+    let mut batch: Vec<Write> =
+        users.iter().enumerate().map(|(i, u)| react(2, "👍", u, false, 10 + i as u64)).collect();
     batch.push(react(2, "👍", "u00", false, 40));
     batch.push(react(2, "🎉", "u03", false, 41));
     batch.push(react(2, "👍", "u01", true, 42));

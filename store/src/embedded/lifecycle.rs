@@ -69,9 +69,9 @@ impl<'t> Tables<'t> {
     /// a reaction, its row; a change to a message not stored is dropped.
     pub fn apply(&mut self, messages: &mut Table<'_, (&'static str, u64), &'static [u8]>, write: &Write) -> Result<()> {
         let (room, seq, at) = match write {
-            Write::Edit { room, seq, at, .. } | Write::Delete { room, seq, at } | Write::React { room, seq, at, .. } => {
-                (room.as_str(), *seq, *at)
-            }
+            Write::Edit { room, seq, at, .. }
+            | Write::Delete { room, seq, at }
+            | Write::React { room, seq, at, .. } => (room.as_str(), *seq, *at),
             _ => return Ok(()),
         };
         let Some(bytes) = messages.get((room, seq))?.map(|g| g.value().to_vec()) else { return Ok(()) };

@@ -139,8 +139,7 @@ impl ScyllaStore {
         }
         let mut rows: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
         for (b, (low, high)) in spans {
-            let found: Vec<(i64, String, String)> =
-                self.rows(&self.lc().reactions_range, (room, b, low, high)).await?;
+            let found: Vec<(i64, String, String)> = self.rows(&self.lc().reactions_range, (room, b, low, high)).await?;
             for (seq, emoji, user) in found {
                 rows.entry(seq).or_default().push((emoji, user));
             }
@@ -161,9 +160,9 @@ impl ScyllaStore {
     pub(super) async fn apply_change(&self, w: &Write) -> Result<()> {
         let q = self.lc();
         let (room, seq, at) = match w {
-            Write::Edit { room, seq, at, .. } | Write::Delete { room, seq, at } | Write::React { room, seq, at, .. } => {
-                (room.as_str(), *seq as i64, *at as i64)
-            }
+            Write::Edit { room, seq, at, .. }
+            | Write::Delete { room, seq, at }
+            | Write::React { room, seq, at, .. } => (room.as_str(), *seq as i64, *at as i64),
             _ => return Ok(()),
         };
         let b = bucket(seq as u64);

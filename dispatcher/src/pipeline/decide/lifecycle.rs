@@ -26,12 +26,9 @@ pub fn needs(cmd: &Command) -> Needs<'_> {
         Command::Edit { by, seq, .. } | Command::Delete { by, seq } => {
             Needs { member: Some(by), message: Some(*seq), ..Needs::default() }
         }
-        Command::React { user, seq, emoji, .. } => Needs {
-            member: Some(user),
-            message: Some(*seq),
-            reaction: Some((*seq, emoji, user)),
-            ..Needs::default()
-        },
+        Command::React { user, seq, emoji, .. } => {
+            Needs { member: Some(user), message: Some(*seq), reaction: Some((*seq, emoji, user)), ..Needs::default() }
+        }
         _ => Needs::default(),
     }
 }
@@ -94,14 +91,7 @@ impl Batch {
             Version { text: state.message.text.clone(), ts: state.message.edited_ts.unwrap_or(state.message.ts) };
         let pos = seq_of(r.offset);
         let edited_ts = r.record.ts;
-        self.out.writes.push(Write::Edit {
-            room: room.into(),
-            seq,
-            text: text.into(),
-            edited_ts,
-            previous,
-            at: pos,
-        });
+        self.out.writes.push(Write::Edit { room: room.into(), seq, text: text.into(), edited_ts, previous, at: pos });
         let state = self.state_mut(room, seq);
         state.message.text = text.into();
         state.message.edited_ts = Some(edited_ts);
@@ -204,15 +194,16 @@ mod tests {
     use confab_store::{MemberRecord, MessageState, Write};
     use serde_json::{Value, json};
 
-    use super::super::tests::{events, message, record, replies, room_r, run};
     use super::super::View;
+    use super::super::tests::{events, message, record, replies, room_r, run};
     use super::*;
 
     /// Room `r` with alice, bob and the admin carol, and alice's message 3.
     fn room() -> View {
         let mut view = room_r(&["alice", "bob", "carol"], 3);
         view.standing.insert(("r".into(), "carol".into()), MemberRecord { role: Role::Admin, muted_until: 0 });
-        view.messages.insert(("r".into(), 3), MessageState { message: message(2, "r", "alice", "c1"), ..Default::default() });
+        view.messages
+            .insert(("r".into(), 3), MessageState { message: message(2, "r", "alice", "c1"), ..Default::default() });
         view.rooms.get_mut("r").unwrap().last_change = 2;
         view
     }
@@ -337,7 +328,8 @@ mod tests {
     #[test]
     fn a_reply_names_a_message_of_the_room_even_one_sent_in_the_same_batch() {
         let reply = |offset: u64, to: u64| {
-            let cmd = Command::Send { from: "bob".into(), text: "re".into(), cid: format!("c{offset}"), reply_to: Some(to) };
+            let cmd =
+                Command::Send { from: "bob".into(), text: "re".into(), cid: format!("c{offset}"), reply_to: Some(to) };
             record(offset, "r", cmd)
         };
         let d = run(room(), &[reply(9, 3), reply(10, 10), reply(11, 99)]);
