@@ -124,7 +124,14 @@ export class Catchup {
     }
     room.insert(result.messages);
     if (result.changed) room.replace(result.changed);
-    if (result.change_pos !== undefined) room.changePos = Math.max(room.changePos ?? 0, result.change_pos);
+    if (result.change_pos !== undefined) {
+      // Changes applied while the sync was in flight are newer than the
+      // state it read, which may have overwritten them: go back to the
+      // reply's position and fetch what changed since once more.
+      const ahead = (room.changePos ?? 0) > result.change_pos;
+      room.changePos = result.change_pos;
+      if (ahead) this.wanted.add(id);
+    }
     this.host.inserted(room, result.messages);
     if (result.changes_more) this.wanted.add(id);
     if (!result.more) {
