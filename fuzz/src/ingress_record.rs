@@ -39,6 +39,9 @@ pub fn run(data: &[u8]) {
         Command::Create { .. } => "create",
         Command::Moderate { .. } => "moderate",
         Command::UpdateRoom { .. } => "update_room",
+        Command::Edit { .. } => "edit",
+        Command::Delete { .. } => "delete",
+        Command::React { .. } => "react",
     };
     assert_eq!(tag, Some(want), "cmd tag");
 }

@@ -26,6 +26,7 @@ pub mod hashing;
 pub mod http;
 pub mod identity;
 pub mod internal;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod presence;

@@ -15,6 +15,9 @@ use crate::{
     WriteBatch,
 };
 
+mod lifecycle;
+pub use lifecycle::*;
+
 #[macro_export]
 macro_rules! store_contract_tests {
     ($open:path) => {
@@ -37,7 +40,11 @@ macro_rules! store_contract_tests {
             roles_and_mutes_belong_to_the_membership,
             members_page_in_name_order_with_their_roles,
             invitations_are_listed_per_user_until_withdrawn,
-            bans_are_set_and_lifted_in_log_order
+            bans_are_set_and_lifted_in_log_order,
+            edits_keep_earlier_versions_and_a_stale_edit_changes_nothing,
+            a_deletion_drops_text_versions_and_reactions,
+            reactions_count_each_user_once_and_list_twenty_names,
+            changes_page_forward_by_position
         );
     };
     (@each $open:path, $($name:ident),*) => {
@@ -60,6 +67,7 @@ pub fn message(room: &str, seq: u64, from: &str, cid: &str) -> Message {
         text: format!("message {seq}"),
         ts: 1_700_000_000_000 + seq,
         cid: cid.into(),
+        ..Message::default()
     }
 }
 
@@ -127,7 +135,7 @@ pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {
     store.apply(vec![join("r", "alice"), join("r", "bob"), join("r", "alice")]).await.unwrap();
-    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2 }));
+    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, last_change: 0 }));
     let mut members = store.members("r").await.unwrap();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);

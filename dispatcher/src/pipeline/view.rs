@@ -7,7 +7,7 @@ use confab_bus::Record;
 use confab_protocol::Command;
 use confab_protocol::message::cid_key;
 use confab_protocol::validate::dm_members;
-use confab_store::{CidHit, MemberRecord, RoomSettings, Store};
+use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::decide::needs;
@@ -28,6 +28,8 @@ pub struct RoomState {
     /// Owner, visibility, name and topic; `None` for a room that has none
     /// stored (created before rooms had owners: public and ownerless).
     pub settings: Option<RoomSettings>,
+    /// The position of the room's latest edit, deletion or reaction; 0 before the first.
+    pub last_change: u64,
 }
 
 /// The store keys one record's decision reads, besides its room's state.
@@ -46,6 +48,11 @@ pub struct Needs<'a> {
     pub invite: Option<&'a str>,
     /// Whether this user is banned from the room.
     pub ban: Option<&'a str>,
+    /// This message of the room, in its current state (a reply's target,
+    /// the message an edit, deletion or reaction changes).
+    pub message: Option<u64>,
+    /// Whether this user reacted to this message with this emoji: `(seq, emoji, user)`.
+    pub reaction: Option<(u64, &'a str, &'a str)>,
 }
 
 /// The store as a batch's records see it before the first of them is
@@ -71,6 +78,10 @@ pub struct View {
     /// user -> how many rooms they are a member of, for the users who may
     /// join one: those of `join`s, and both parties of a DM's first message.
     pub room_counts: HashMap<String, usize>,
+    /// `(room, seq)` -> the message's state, of the messages found.
+    pub messages: HashMap<(String, u64), MessageState>,
+    /// `(room, seq, emoji, user)` of the reactions found.
+    pub reacted: HashSet<(String, u64, String, String)>,
 }
 
 impl View {
@@ -90,6 +101,8 @@ impl View {
         let mut markers: Vec<(String, String)> = Vec::new();
         let mut invites: Vec<(String, String)> = Vec::new();
         let mut bans: Vec<(String, String)> = Vec::new();
+        let mut messages: Vec<(String, u64)> = Vec::new();
+        let mut reactions: Vec<(String, u64, String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
         for r in records {
             let room = r.record.room.as_str();
@@ -106,7 +119,14 @@ impl View {
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));
+            messages.extend(needs.message.map(|seq| (room.to_owned(), seq)));
+            reactions
+                .extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
         }
+        messages.sort_unstable();
+        messages.dedup();
+        reactions.sort_unstable();
+        reactions.dedup();
         for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans] {
             keys.sort_unstable();
             keys.dedup();
@@ -139,8 +159,18 @@ impl View {
             let seq = store.read_marker(&key.0, &key.1).await?;
             Ok((seq > 0).then_some((key, seq)))
         });
-        let (states, members, cids, markers, invites, bans) =
-            tokio::try_join!(states, members, cids, markers, invites, bans)?;
+        let messages = all(messages, |key| async move {
+            let state = store.message(&key.0, key.1).await?;
+            Ok(state.map(|state| (key, state)))
+        });
+        let reactions = all(reactions, |key| async move {
+            let reacted = store.reacted(&key.0, key.1, &key.2, &key.3).await?;
+            Ok(reacted.then_some(key))
+        });
+        let (states, members, cids, markers, invites, bans, messages, reactions) =
+            tokio::try_join!(states, members, cids, markers, invites, bans, messages, reactions)?;
+        view.messages.extend(messages.into_iter().flatten());
+        view.reacted.extend(reactions.into_iter().flatten());
         view.rooms.extend(states);
         for (key, member) in members.into_iter().flatten() {
             if member != MemberRecord::default() {
@@ -193,7 +223,13 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomS
             (meta, meta.is_some(), settings)
         }
     };
-    Ok(RoomState { last_seq: meta.map_or(0, |m| m.last_seq), exists, members: meta.map_or(0, |m| m.members), settings })
+    Ok(RoomState {
+        last_seq: meta.map_or(0, |m| m.last_seq),
+        exists,
+        members: meta.map_or(0, |m| m.members),
+        settings,
+        last_change: meta.map_or(0, |m| m.last_change),
+    })
 }
 
 /// Runs `read` over every key, [`READ_AHEAD`] at a time.

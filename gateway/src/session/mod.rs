@@ -190,7 +190,7 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             // At most one large read per session: the next waits until the
             // reply of the one before is written, so a client that reads
             // nothing has one such reply queued, not one per request.
-            let large = matches!(req.op, Op::History { .. } | Op::Sync { .. });
+            let large = matches!(req.op, Op::History { .. } | Op::Sync { .. } | Op::Edits { .. });
             // Boxed: handling a request (and waiting for a large read's turn)
             // is a large future, and inline it would make every session's
             // task that large, idle or not.

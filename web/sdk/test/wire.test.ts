@@ -40,6 +40,10 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   directory: { req: fields(requests.directory), reply: fields(replies.directory) },
   profile: { req: fields(requests.profile), reply: fields(replies.profile) },
   users: { req: fields(requests.users), reply: fields(replies.users) },
+  edit: { req: fields(requests.edit), reply: fields(replies.edit) },
+  edits: { req: fields(requests.edits), reply: fields(replies.edits) },
+  delete: { req: fields(requests.delete), reply: fields(replies.delete) },
+  react: { req: fields(requests.react), reply: fields(replies.react) },
 };
 const directSend: { req: RequestOf<"send">; reply: ReplyOf<"send"> } = {
   req: fields(requests.send_dm),
