@@ -337,6 +337,23 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
 
+    /// Raw TCP listener for clients: the v1 session as newline-delimited
+    /// JSON, the first line `{"op":"auth","token":"..."}` (docs/protocol.md,
+    /// Transports). Default: none (off).
+    #[arg(long, env = "CONFAB_TCP_LISTEN", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain; with --tcp-tls-key, the TCP listener speaks TLS.
+    #[arg(long, env = "CONFAB_TCP_TLS_CERT", value_name = "FILE", requires = "tcp_tls_key")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tcp-tls-cert.
+    #[arg(long, env = "CONFAB_TCP_TLS_KEY", value_name = "FILE", requires = "tcp_tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_tls_key: Option<PathBuf>,
+
     #[command(flatten)]
     #[serde(flatten)]
     pub secret: SecretConfig,
@@ -975,6 +992,12 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
+        }
+        if self.tcp_tls_cert.is_some() != self.tcp_tls_key.is_some() {
+            return Err(invalid("tcp_tls_cert", "tcp_tls_cert and tcp_tls_key go together"));
+        }
+        if self.tcp_tls_cert.is_some() && self.tcp_listen.is_none() {
+            return Err(invalid("tcp_tls_cert", "needs tcp_listen"));
         }
         self.secret.validate(false)?;
         if self.token_ttl_secs == 0 {
