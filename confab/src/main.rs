@@ -49,6 +49,9 @@ enum Command {
     /// Print the ChatCluster CustomResourceDefinition as YAML (apply it with
     /// `kubectl apply --server-side -f -`).
     Crd(CrdArgs),
+    /// A terminal chat client: `confab chat --server URL [--user NAME]`
+    /// (full screen; `--plain` for a line mode).
+    Chat(confab::chat::ChatArgs),
 }
 
 /// `confab operator`.
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Crd(args) => crd(&args),
+        Command::Chat(args) => run(confab::chat::run(args)),
     }
 }
 
