@@ -265,7 +265,14 @@ impl Engine {
                                 self.pending.push(p);
                             }
                         }
-                        Input::Join(room) => request!(json!({"op": "join", "room": room}), Asked::Join(room)),
+                        Input::Join(room) => {
+                            // Text typed after `/join` goes to the room at
+                            // once, as the user expects; the join is ahead of
+                            // it on the connection.
+                            self.current = Some(Target::Room(room.clone()));
+                            self.say(Update::Current(room.clone())).await;
+                            request!(json!({"op": "join", "room": room}), Asked::Join(room));
+                        }
                         Input::Dm(user) => {
                             self.current = Some(Target::Dm(user.clone()));
                             self.say(Update::Current(format!("@{user}"))).await;
