@@ -335,7 +335,11 @@ async fn authenticate(
 /// The claims of `token` (none is `unauthorized`), as [`authenticate`]
 /// checks them; a refusal other than `unavailable` counts in
 /// `confab_auth_failures_total{place}`.
-pub(crate) async fn authenticate_token(gw: &Gateway, token: Option<&str>, place: &str) -> Result<Claims, ProtocolError> {
+pub(crate) async fn authenticate_token(
+    gw: &Gateway,
+    token: Option<&str>,
+    place: &str,
+) -> Result<Claims, ProtocolError> {
     let result = match token {
         None => Err(ProtocolError::new(ErrorCode::Unauthorized, "a bearer token is required")),
         Some(t) => gw.inner.auth.verify(t),
@@ -349,11 +353,10 @@ pub(crate) async fn authenticate_token(gw: &Gateway, token: Option<&str>, place:
         Ok(claims) => gw.check_not_revoked(&claims).await.map(|()| claims),
         Err(e) => Err(e),
     };
-    result.map_err(|e| {
+    result.inspect_err(|e| {
         if e.code != ErrorCode::Unavailable {
             gw.inner.metrics.auth_failures.with_label_values(&[place]).inc();
         }
-        e
     })
 }
 

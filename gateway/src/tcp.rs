@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use confab_protocol::{ErrorCode, ProtocolError, Reply, RequestId};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::Gateway;
 use crate::auth::Claims;
 use crate::serve::{Admission, ConnectionLimits, Counted};
-use crate::session::tcp::LineSink;
+use crate::session::tcp::{LineSink, Lines};
 use crate::session::{Frame, ReadError};
 
 /// How long the last words of a refused connection may take.
@@ -77,8 +77,6 @@ pub async fn serve(
     pending.close();
     let _ = tokio::time::timeout(limits.header_read_timeout, pending.wait()).await;
 }
-
-type Lines = std::pin::Pin<Box<dyn Stream<Item = Result<Frame, ReadError>> + Send>>;
 
 /// Authenticates one connection and, once it is, runs its session.
 async fn connection<S>(gw: Gateway, stream: S, limits: ConnectionLimits)

@@ -23,12 +23,23 @@ use super::command::{HELP, Input};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Update {
     /// Connected as `user`.
-    Connected { user: String },
+    Connected {
+        user: String,
+    },
     /// Not connected; trying again after `retry`.
-    Reconnecting { why: String, retry: Duration },
+    Reconnecting {
+        why: String,
+        retry: Duration,
+    },
     /// A message, new or caught up (`older`: from `/history`, before what
     /// the room shows).
-    Message { room: String, seq: u64, from: String, text: String, older: bool },
+    Message {
+        room: String,
+        seq: u64,
+        from: String,
+        text: String,
+        older: bool,
+    },
     /// Where typed text goes now.
     Current(String),
     /// A room the user is in (joined, or found on connecting).
@@ -124,7 +135,10 @@ struct Engine {
 /// How a connection ended.
 enum Ended {
     Quit,
-    Lost { why: String, at_once: bool },
+    Lost {
+        why: String,
+        at_once: bool,
+    },
     /// The token was refused: reconnecting cannot help.
     Refused(String),
 }

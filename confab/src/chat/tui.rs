@@ -99,8 +99,11 @@ impl Screen {
             .iter()
             .filter(|(name, _)| !name.is_empty())
             .map(|(name, (_, unread))| {
-                let style =
-                    if *name == self.current { Style::default().add_modifier(Modifier::BOLD) } else { Style::default() };
+                let style = if *name == self.current {
+                    Style::default().add_modifier(Modifier::BOLD)
+                } else {
+                    Style::default()
+                };
                 let text = if *unread > 0 { format!("{name} ({unread})") } else { name.clone() };
                 ListItem::new(Line::from(Span::styled(text, style)))
             })
@@ -110,10 +113,13 @@ impl Screen {
         let shown: Vec<Line> = self
             .rooms
             .get(&self.current)
-            .map(|(lines, _)| lines.iter().skip(lines.len().saturating_sub(height)).map(|l| Line::from(l.as_str())).collect())
+            .map(|(lines, _)| {
+                lines.iter().skip(lines.len().saturating_sub(height)).map(|l| Line::from(l.as_str())).collect()
+            })
             .unwrap_or_default();
         let title = if self.current.is_empty() { "no room: /join ROOM".to_owned() } else { self.current.clone() };
-        let pane = Paragraph::new(shown).wrap(Wrap { trim: false }).block(Block::default().borders(Borders::ALL).title(title));
+        let pane =
+            Paragraph::new(shown).wrap(Wrap { trim: false }).block(Block::default().borders(Borders::ALL).title(title));
         frame.render_widget(pane, conversation);
         let typed = Paragraph::new(format!("> {}", self.input)).block(Block::default().borders(Borders::ALL));
         frame.render_widget(typed, input);

@@ -117,10 +117,7 @@ impl<S: AsyncRead + AsyncWrite> TcpClient<S> {
     /// of the stream.
     pub async fn next_line(&mut self) -> Option<String> {
         let mut line = String::new();
-        let n = tokio::time::timeout(PATIENCE, self.read.read_line(&mut line))
-            .await
-            .expect("a line in time")
-            .ok()?;
+        let n = tokio::time::timeout(PATIENCE, self.read.read_line(&mut line)).await.expect("a line in time").ok()?;
         if n == 0 {
             return None;
         }
@@ -235,6 +232,7 @@ fn close_code(reason: &str) -> u16 {
 async fn carry(client: TcpStream, tcp: SocketAddr) {
     let token = Arc::new(Mutex::new(None::<String>));
     let seen = token.clone();
+    #[allow(clippy::result_large_err, reason = "tungstenite's callback type")]
     let callback = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, response| {
         let query = req.uri().query().unwrap_or("");
         let t = query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(str::to_owned);

@@ -24,12 +24,12 @@ const READ_CHUNK: usize = 1024;
 /// Bytes the sink holds before it writes them out without waiting for a flush.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// The session's stream of frames over a byte stream.
+pub type Lines = Pin<Box<dyn Stream<Item = Result<Frame, ReadError>> + Send>>;
+
 /// Splits a byte stream into the session's sink and stream of frames, lines
 /// of at most `max_line` bytes (the newline, and a `\r` before it, apart).
-pub fn split<S>(
-    stream: S,
-    max_line: usize,
-) -> (LineSink<tokio::io::WriteHalf<S>>, Pin<Box<dyn Stream<Item = Result<Frame, ReadError>> + Send>>)
+pub fn split<S>(stream: S, max_line: usize) -> (LineSink<tokio::io::WriteHalf<S>>, Lines)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -38,7 +38,7 @@ where
 }
 
 /// The frames of `read`, one per line.
-pub fn lines<R>(read: R, max_line: usize) -> Pin<Box<dyn Stream<Item = Result<Frame, ReadError>> + Send>>
+pub fn lines<R>(read: R, max_line: usize) -> Lines
 where
     R: AsyncRead + Unpin + Send + 'static,
 {
