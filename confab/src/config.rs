@@ -1286,6 +1286,20 @@ mod tests {
     }
 
     #[test]
+    fn the_tcp_listener_is_off_by_default_and_its_tls_needs_it_and_both_files() {
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!((c.server.tcp_listen, c.server.tcp_tls_cert.clone()), (None, None));
+        let c = load(&["confab", "--tcp-listen", "127.0.0.1:7000"], "").unwrap();
+        assert_eq!(c.server.tcp_listen.map(|a| a.port()), Some(7000));
+        let c = load(&["confab"], "tcp_tls_cert = \"c.pem\"\ntcp_tls_key = \"k.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_tls_cert") && e.contains("tcp_listen"), "{e}");
+        let c = load(&["confab"], "tcp_listen = \"127.0.0.1:7000\"\ntcp_tls_cert = \"c.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_tls_key"), "{e}");
+    }
+
+    #[test]
     fn an_unknown_key_or_a_bad_value_in_the_file_names_it() {
         let e = load(&["confab"], "heartbeat = 5\n").unwrap_err().to_string();
         assert!(e.contains("heartbeat"), "{e}");

@@ -55,8 +55,7 @@ pub struct Server {
 
 impl Server {
     pub fn parse(url: &str) -> anyhow::Result<Server> {
-        let url = url.trim().trim_end_matches('/');
-        let url = url.strip_suffix("/v1/ws").unwrap_or(url);
+        let url = url.trim();
         let host = match url.split_once("://") {
             Some(("http" | "ws", host)) => host,
             Some(("https" | "wss", _)) => {
@@ -65,7 +64,9 @@ impl Server {
             Some((scheme, _)) => bail!("{url}: unknown scheme `{scheme}` (use http://HOST:PORT)"),
             None => url,
         };
-        if host.is_empty() || host.contains('/') {
+        let host = host.trim_end_matches('/');
+        let host = host.strip_suffix("/v1/ws").unwrap_or(host);
+        if host.is_empty() || host.contains('/') || host.ends_with(':') {
             bail!("{url}: expected http://HOST:PORT");
         }
         Ok(Server { http: format!("http://{host}"), ws: format!("ws://{host}/v1/ws") })
