@@ -4,6 +4,8 @@
 
 pub mod cluster;
 pub mod drill;
+#[macro_use]
+pub mod tcp;
 
 use std::collections::VecDeque;
 use std::time::Duration;

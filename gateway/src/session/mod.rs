@@ -5,9 +5,11 @@
 //!
 //! The session logic is generic over a `Sink`/`Stream` pair of [`Frame`]s,
 //! so it runs over any transport: [`websocket`] adapts axum's WebSocket,
-//! and tests drive sessions over channels.
+//! [`tcp`] newline-delimited JSON over a TCP (or TLS) connection, and tests
+//! drive sessions over channels.
 
 pub mod frame;
+pub mod tcp;
 pub mod websocket;
 
 #[cfg(test)]
