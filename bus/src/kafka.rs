@@ -2,8 +2,11 @@
 //!
 //! * Ingress: topic `<prefix>.ingress`, keyed by room, so one partition (and
 //!   one dispatcher) sees each room's writes in order. The producer is
-//!   idempotent with `acks=all`; `produce` resolves when the broker has the
-//!   record. Dispatchers form the consumer group `<prefix>.dispatchers` with
+//!   idempotent with `acks=all` (fixed: `kafka_properties` may not change
+//!   `acks` or `enable.idempotence`); `produce` resolves when every in-sync
+//!   replica has the record, and with `min.insync.replicas` set on the topics
+//!   (by `confab migrate`) a write that fewer replicas could take is refused
+//!   rather than acked. Dispatchers form the consumer group `<prefix>.dispatchers` with
 //!   cooperative-sticky assignment and commit offsets by hand, after the store
 //!   write.
 //! * Announcements: topic `<prefix>.gateways`, one partition, read from its
@@ -114,16 +117,21 @@ impl KafkaBus {
         Ok(KafkaBus { inner: Arc::new(Inner { config, producer, metadata, partitions }) })
     }
 
-    /// Creates the ingress and announcement topics (idempotent: existing
-    /// topics are kept; a different partition count is refused).
-    pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: i32) -> Result<()> {
+    /// Creates the ingress and announcement topics, `replication` replicas
+    /// each of which `min_insync` must have a write before it is acked
+    /// (idempotent: existing topics are kept; a different partition count is
+    /// refused).
+    pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: i32, min_insync: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             config.client().create().map_err(kafka("creating the admin client"))?;
         let ingress = config.ingress_topic();
         let gateways = config.gateways_topic();
+        let min_insync = min_insync.to_string();
         let topics = [
-            NewTopic::new(&ingress, partitions as i32, TopicReplication::Fixed(replication)),
+            NewTopic::new(&ingress, partitions as i32, TopicReplication::Fixed(replication))
+                .set("min.insync.replicas", &min_insync),
             NewTopic::new(&gateways, 1, TopicReplication::Fixed(replication))
+                .set("min.insync.replicas", &min_insync)
                 .set("retention.ms", "3600000")
                 .set("cleanup.policy", "delete"),
         ];
