@@ -194,10 +194,21 @@ impl Cluster {
 
     /// A cluster with more flags for its gateways.
     pub async fn start_with(gateways: usize, dispatchers: usize, gateway_flags: &[&str]) -> Cluster {
+        Cluster::start_on(&env("KAFKA_BOOTSTRAP"), &[], gateways, dispatchers, gateway_flags).await
+    }
+
+    /// A cluster on the Kafka at `kafka`, `confab migrate` given `migrate_flags` too.
+    pub async fn start_on(
+        kafka: &str,
+        migrate_flags: &[&str],
+        gateways: usize,
+        dispatchers: usize,
+        gateway_flags: &[&str],
+    ) -> Cluster {
         let (prefix, keyspace) = super::cluster::names("drill");
         let backend: Vec<String> = [
             "--kafka",
-            &env("KAFKA_BOOTSTRAP"),
+            kafka,
             "--topic-prefix",
             &prefix,
             "--cql",
@@ -210,6 +221,7 @@ impl Cluster {
         .collect();
         let mut migrate = vec!["migrate".to_owned(), "--partitions".into(), PARTITIONS.to_string()];
         migrate.extend(backend.iter().cloned());
+        migrate.extend(migrate_flags.iter().map(|f| f.to_string()));
         let out = Command::new(BIN).args(&migrate).output().expect("confab migrate runs");
         assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
         let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace };
@@ -240,6 +252,12 @@ impl Cluster {
             .collect();
         args.extend(self.backend.iter().cloned());
         self.dispatchers.push(Proc::spawn(&args, &["admin listening"]));
+    }
+
+    /// The value of `flag` in the backend flags (`--topic-prefix`, ...).
+    pub fn backend_flag(&self, flag: &str) -> &str {
+        let at = self.backend.iter().position(|f| f == flag).expect("a backend flag");
+        &self.backend[at + 1]
     }
 
     pub fn public(&self, g: usize) -> String {
@@ -575,4 +593,64 @@ pub async fn readyz(cluster: &Cluster, g: usize, status: u16) {
     })
     .await
     .unwrap_or_else(|_| panic!("/readyz never answered {status}"));
+}
+
+/// The 3-node Kafka of `scripts/infra up kafka3`: its bootstrap list, which
+/// node leads a partition, and each node's process.
+pub mod kafka3 {
+    use std::time::Duration;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+    pub fn bootstrap() -> String {
+        super::env("KAFKA3_BOOTSTRAP")
+    }
+
+    /// The node that leads `partition` of `topic`, from a metadata request;
+    /// `None` while the partition has no leader or the request fails.
+    pub async fn leader(topic: &str, partition: u32) -> Option<i32> {
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().ok()?;
+            let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
+            let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+            let p = t.partitions().iter().find(|p| p.id() == partition as i32)?;
+            (p.error().is_none() && p.leader() >= 0).then_some(p.leader())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The pid of node `node` (1 to 3), from scripts/infra's pid file.
+    pub fn pid(node: i32) -> u32 {
+        let file = format!("{}/kafka3-{node}.pid", super::env("KAFKA3_RUN"));
+        let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        pid.trim().parse().unwrap_or_else(|_| panic!("{file} holds no pid"))
+    }
+}
+
+/// The state letter of process `pid` in /proc (`R`, `S`, `T` stopped, `Z`
+/// zombie), `None` once it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Sends `signal` to a process the test did not start (a server of
+/// `scripts/infra`).
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill").args([signal, &pid.to_string()]).status();
+    assert!(status.as_ref().is_ok_and(|s| s.success()), "kill {signal} {pid}: {status:?}");
+}
+
+/// Continues a process frozen with SIGSTOP when dropped, even when the drill
+/// fails half-way. Never panics.
+pub struct Thaw(pub u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
 }
