@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use common::Client;
 use common::drill::{
-    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, Restore, Thaw, WAIT, Writer, kafka3, process_state, signal_pid, try_infra,
+    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, Restore, Thaw, WAIT, Writer, cql3, env, kafka3, process_state, signal_pid,
+    try_infra,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -44,14 +45,14 @@ const WINDOW: usize = 10;
 const CHUNK: usize = 250;
 /// Acked sends per fault unless `CONFAB_JEPSEN_ACKED` says otherwise.
 const DEFAULT_ACKED: usize = 1000;
-/// The same for the faults of the 3-node Kafka (CI time: each needs a
-/// broker fenced and, for the kill, restarted).
-const DEFAULT_ACKED_KAFKA3: usize = 400;
+/// The same for the faults of the 3-node Kafka and Cassandra (CI time: each
+/// needs a node fenced or restarted).
+const DEFAULT_ACKED_REPLICATED: usize = 400;
 /// How long a Kafka node stays frozen: longer than the brokers' session
 /// timeout (`broker.session.timeout.ms` 6 s in scripts/infra.d/kafka3.sh),
 /// the dispatchers' consumer session (10 s) and the produce timeout (2 s).
 const FROZEN_FOR: Duration = Duration::from_secs(15);
-/// How long a killed Kafka node stays dead before `scripts/infra up kafka3`.
+/// How long a killed Kafka or Cassandra node stays dead before `scripts/infra up`.
 const KILLED_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
@@ -67,6 +68,10 @@ enum Fault {
     Kafka3LeaderKilled,
     /// The same, the leader frozen with SIGSTOP for [`FROZEN_FOR`], then SIGCONT.
     Kafka3LeaderFrozen,
+    /// On the 3-node Cassandra (`scripts/infra up cql3`), keyspace replicated
+    /// 3 times, LOCAL_QUORUM: node 1 (the first contact point) SIGKILLed,
+    /// started again 10 s later.
+    Cql3NodeKilled,
 }
 
 impl Fault {
@@ -79,11 +84,17 @@ impl Fault {
             Fault::CassandraRestarted => "Cassandra stopped, started 8 s later",
             Fault::Kafka3LeaderKilled => "3 Kafka nodes: the room's partition leader SIGKILLed, restarted 10 s later",
             Fault::Kafka3LeaderFrozen => "3 Kafka nodes: the room's partition leader frozen (SIGSTOP) 15 s",
+            Fault::Cql3NodeKilled => "3 Cassandra nodes: one SIGKILLed, restarted 10 s later",
         }
     }
 
     fn kafka3(self) -> bool {
         matches!(self, Fault::Kafka3LeaderKilled | Fault::Kafka3LeaderFrozen)
+    }
+
+    /// A fault of the replicated servers: a short run by default.
+    fn replicated(self) -> bool {
+        self.kafka3() || matches!(self, Fault::Cql3NodeKilled)
     }
 }
 
@@ -120,7 +131,7 @@ struct View {
 }
 
 fn acked_per_fault(fault: Fault) -> usize {
-    let default = if fault.kafka3() { DEFAULT_ACKED_KAFKA3 } else { DEFAULT_ACKED };
+    let default = if fault.replicated() { DEFAULT_ACKED_REPLICATED } else { DEFAULT_ACKED };
     std::env::var("CONFAB_JEPSEN_ACKED").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -286,7 +297,11 @@ async fn run(fault: Fault, total: usize) -> Counts {
     // No small outbound queue: readers must keep up, not be closed as slow.
     let flags = ["--outbound-queue", "4096"];
     let mut cluster = if fault.kafka3() {
-        Cluster::start_on(&kafka3::bootstrap(), &["--kafka-replication", "3"], 2, 2, &flags).await
+        let (kafka, cql) = (kafka3::bootstrap(), env("CQL_CONTACT_POINTS"));
+        Cluster::start_on(&kafka, &cql, &["--kafka-replication", "3"], 2, 2, &flags).await
+    } else if let Fault::Cql3NodeKilled = fault {
+        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), cql3::contact_points());
+        Cluster::start_on(&kafka, &cql, &["--cql-replication", "SimpleStrategy:3"], 2, 2, &flags).await
     } else {
         Cluster::start_with(2, 2, &flags).await
     };
@@ -373,6 +388,20 @@ async fn run(fault: Fault, total: usize) -> Counts {
             restart = Some(tokio::task::spawn_blocking(move || {
                 std::thread::sleep(Duration::from_secs(down_for));
                 try_infra("up", what)
+            }));
+        }
+        Fault::Cql3NodeKilled => {
+            let pid = cql3::pid(1);
+            restore = Some(Restore("cql3"));
+            signal_pid(pid, "-KILL");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_state(pid).is_some_and(|s| s != 'Z') {
+                assert!(Instant::now() < deadline, "Cassandra node 1 (pid {pid}) still alive after SIGKILL");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            restart = Some(tokio::task::spawn_blocking(|| {
+                std::thread::sleep(KILLED_FOR);
+                try_infra("up", "cql3")
             }));
         }
         Fault::Kafka3LeaderKilled | Fault::Kafka3LeaderFrozen => {
@@ -569,6 +598,14 @@ async fn checker_kafka3_leader_frozen() {
     let c = check(Fault::Kafka3LeaderFrozen).await;
     assert_sound(Fault::Kafka3LeaderFrozen, &c);
     assert!(c.resent > 0, "sends went unacknowledged while the leader was frozen: {c:?}");
+}
+
+/// LOCAL_QUORUM is 2 of 3: the writes and reads go on while a node is
+/// down (no `resent` is required: the driver moves to the other nodes).
+#[tokio::test]
+async fn checker_cql3_node_killed() {
+    let c = check(Fault::Cql3NodeKilled).await;
+    assert_sound(Fault::Cql3NodeKilled, &c);
 }
 
 #[tokio::test]

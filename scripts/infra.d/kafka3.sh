@@ -159,11 +159,10 @@ kafka3_env() {
 }
 
 kafka3_stop() {
-  local n
+  local n pid
   # A node frozen by a drill (SIGSTOP) cannot take SIGTERM until continued.
   for n in "${KAFKA3_NODES[@]}"; do
-    local pid
-    pid=$(pid_of "kafka3-$n") && kill -CONT "$pid" 2>/dev/null
+    if pid=$(pid_of "kafka3-$n"); then kill -CONT "$pid" 2>/dev/null || true; fi
   done
   for n in "${KAFKA3_NODES[@]}"; do stop_pid "kafka3-$n" 60; done
 }

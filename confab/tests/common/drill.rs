@@ -194,12 +194,15 @@ impl Cluster {
 
     /// A cluster with more flags for its gateways.
     pub async fn start_with(gateways: usize, dispatchers: usize, gateway_flags: &[&str]) -> Cluster {
-        Cluster::start_on(&env("KAFKA_BOOTSTRAP"), &[], gateways, dispatchers, gateway_flags).await
+        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+        Cluster::start_on(&kafka, &cql, &[], gateways, dispatchers, gateway_flags).await
     }
 
-    /// A cluster on the Kafka at `kafka`, `confab migrate` given `migrate_flags` too.
+    /// A cluster on the Kafka at `kafka` and the CQL nodes at `cql`,
+    /// `confab migrate` given `migrate_flags` too.
     pub async fn start_on(
         kafka: &str,
+        cql: &str,
         migrate_flags: &[&str],
         gateways: usize,
         dispatchers: usize,
@@ -212,7 +215,7 @@ impl Cluster {
             "--topic-prefix",
             &prefix,
             "--cql",
-            &env("CQL_CONTACT_POINTS"),
+            cql,
             "--keyspace",
             &keyspace.0,
         ]
@@ -626,6 +629,20 @@ pub mod kafka3 {
     /// The pid of node `node` (1 to 3), from scripts/infra's pid file.
     pub fn pid(node: i32) -> u32 {
         let file = format!("{}/kafka3-{node}.pid", super::env("KAFKA3_RUN"));
+        let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        pid.trim().parse().unwrap_or_else(|_| panic!("{file} holds no pid"))
+    }
+}
+
+/// The 3-node Cassandra of `scripts/infra up cql3`.
+pub mod cql3 {
+    pub fn contact_points() -> String {
+        super::env("CQL3_CONTACT_POINTS")
+    }
+
+    /// The pid of node `node` (1 to 3, on 127.0.0.`node`).
+    pub fn pid(node: u32) -> u32 {
+        let file = format!("{}/cql3-{node}.pid", super::env("CQL3_RUN"));
         let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
         pid.trim().parse().unwrap_or_else(|_| panic!("{file} holds no pid"))
     }
