@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::Client;
 use common::drill::{
-    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, Restore, Thaw, WAIT, Writer, cql3, env, kafka3, process_state, signal_pid,
+    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, PRODUCE_TIMEOUT, Restore, Thaw, WAIT, Writer, cql3, env, kafka3, process_state, signal_pid,
     try_infra,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -45,13 +45,16 @@ const WINDOW: usize = 10;
 const CHUNK: usize = 250;
 /// Acked sends per fault unless `CONFAB_JEPSEN_ACKED` says otherwise.
 const DEFAULT_ACKED: usize = 1000;
-/// The same for the faults of the 3-node Kafka and Cassandra (CI time: each
-/// needs a node fenced or restarted).
+/// The same for the faults of the 3-node Kafka and Cassandra and the
+/// partition (CI time: each waits out a fence, a restart or a cut).
 const DEFAULT_ACKED_REPLICATED: usize = 400;
 /// How long a Kafka node stays frozen: longer than the brokers' session
 /// timeout (`broker.session.timeout.ms` 6 s in scripts/infra.d/kafka3.sh),
 /// the dispatchers' consumer session (10 s) and the produce timeout (2 s).
 const FROZEN_FOR: Duration = Duration::from_secs(15);
+/// How long a gateway is cut off from Kafka: longer than the produce timeout
+/// (2 s) and the sessions' 10 s.
+const PARTITIONED_FOR: Duration = Duration::from_secs(15);
 /// How long a killed Kafka or Cassandra node stays dead before `scripts/infra up`.
 const KILLED_FOR: Duration = Duration::from_secs(10);
 
@@ -72,6 +75,11 @@ enum Fault {
     /// 3 times, LOCAL_QUORUM: node 1 (the first contact point) SIGKILLed,
     /// started again 10 s later.
     Cql3NodeKilled,
+    /// Gateway 0 in a network namespace of its own (`common/netns.rs`), its
+    /// link to Kafka cut for [`PARTITIONED_FOR`] (no byte passes, nothing is
+    /// closed), then healed. Its link to Cassandra and the dispatchers' to it
+    /// stay up.
+    KafkaPartitionedFromGateway,
 }
 
 impl Fault {
@@ -85,6 +93,7 @@ impl Fault {
             Fault::Kafka3LeaderKilled => "3 Kafka nodes: the room's partition leader SIGKILLed, restarted 10 s later",
             Fault::Kafka3LeaderFrozen => "3 Kafka nodes: the room's partition leader frozen (SIGSTOP) 15 s",
             Fault::Cql3NodeKilled => "3 Cassandra nodes: one SIGKILLed, restarted 10 s later",
+            Fault::KafkaPartitionedFromGateway => "network partition between a gateway and Kafka, 15 s",
         }
     }
 
@@ -92,9 +101,10 @@ impl Fault {
         matches!(self, Fault::Kafka3LeaderKilled | Fault::Kafka3LeaderFrozen)
     }
 
-    /// A fault of the replicated servers: a short run by default.
-    fn replicated(self) -> bool {
-        self.kafka3() || matches!(self, Fault::Cql3NodeKilled)
+    /// The faults added with the replicated servers and the partition: a
+    /// short run by default.
+    fn short(self) -> bool {
+        self.kafka3() || matches!(self, Fault::Cql3NodeKilled | Fault::KafkaPartitionedFromGateway)
     }
 }
 
@@ -131,7 +141,7 @@ struct View {
 }
 
 fn acked_per_fault(fault: Fault) -> usize {
-    let default = if fault.replicated() { DEFAULT_ACKED_REPLICATED } else { DEFAULT_ACKED };
+    let default = if fault.short() { DEFAULT_ACKED_REPLICATED } else { DEFAULT_ACKED };
     std::env::var("CONFAB_JEPSEN_ACKED").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -302,6 +312,8 @@ async fn run(fault: Fault, total: usize) -> Counts {
     } else if let Fault::Cql3NodeKilled = fault {
         let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), cql3::contact_points());
         Cluster::start_on(&kafka, &cql, &["--cql-replication", "SimpleStrategy:3"], 2, 2, &flags).await
+    } else if let Fault::KafkaPartitionedFromGateway = fault {
+        Cluster::start_partitionable(2, 2, &flags).await
     } else {
         Cluster::start_with(2, 2, &flags).await
     };
@@ -322,6 +334,11 @@ async fn run(fault: Fault, total: usize) -> Counts {
         _ => None,
     };
     let ingress = format!("{}.ingress", cluster.backend_flag("--topic-prefix"));
+    // A client of gateway 0 in a room of its own, to see the partition felt.
+    let mut probe = match fault {
+        Fault::KafkaPartitionedFromGateway => Some(Writer::on(&cluster, 0, "prober", "jepsen-probe").await),
+        _ => None,
+    };
     // Readers join (as writers that send nothing) and follow the room.
     let target = Arc::new(AtomicU64::new(0));
     let reading_deadline = Instant::now() + Duration::from_secs(240) + Duration::from_millis(30) * total as u32;
@@ -357,6 +374,7 @@ async fn run(fault: Fault, total: usize) -> Counts {
     let mut restore = None;
     let mut restart = None;
     let mut thaw = None;
+    let mut healed = None;
     let mut new_leader = None;
     match fault {
         Fault::DispatcherKilled => {
@@ -389,6 +407,18 @@ async fn run(fault: Fault, total: usize) -> Counts {
                 std::thread::sleep(Duration::from_secs(down_for));
                 try_infra("up", what)
             }));
+        }
+        Fault::KafkaPartitionedFromGateway => {
+            cluster.partition.as_ref().expect("gateway 0 in a namespace").cut();
+            healed = Some(tokio::time::sleep(PARTITIONED_FOR));
+            // A send on the cut-off gateway is refused in time.
+            let probe = probe.as_mut().expect("the prober");
+            let asked = Instant::now();
+            let r = probe.once(&probe.send_request(0, "probe"), &json!("probe")).await;
+            let took = asked.elapsed();
+            let r = r.unwrap_or_else(|| panic!("no reply on the cut-off gateway in {took:?}"));
+            assert_eq!(r["error"]["code"], "unavailable", "a send on the cut-off gateway: {r}");
+            assert!(took <= PRODUCE_TIMEOUT + Duration::from_secs(2), "unavailable after {took:?}");
         }
         Fault::Cql3NodeKilled => {
             let pid = cql3::pid(1);
@@ -447,6 +477,10 @@ async fn run(fault: Fault, total: usize) -> Counts {
         }
     }
     let at_fault = acks.load(Ordering::SeqCst);
+    if let Some(healed) = healed {
+        healed.await;
+        cluster.partition.as_ref().expect("gateway 0 in a namespace").heal();
+    }
     let mut writers = Vec::new();
     for s in sending {
         writers.push(s.await.expect("a writer"));
@@ -598,6 +632,13 @@ async fn checker_kafka3_leader_frozen() {
     let c = check(Fault::Kafka3LeaderFrozen).await;
     assert_sound(Fault::Kafka3LeaderFrozen, &c);
     assert!(c.resent > 0, "sends went unacknowledged while the leader was frozen: {c:?}");
+}
+
+#[tokio::test]
+async fn checker_kafka_partitioned_from_a_gateway() {
+    let c = check(Fault::KafkaPartitionedFromGateway).await;
+    assert_sound(Fault::KafkaPartitionedFromGateway, &c);
+    assert!(c.resent > 0, "the cut-off gateway's writers went unacknowledged: {c:?}");
 }
 
 /// LOCAL_QUORUM is 2 of 3: the writes and reads go on while a node is

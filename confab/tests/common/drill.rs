@@ -184,6 +184,9 @@ pub struct Cluster {
     pub dispatchers: Vec<Proc>,
     pub backend: Vec<String>,
     pub _keyspace: super::cluster::Keyspace,
+    /// Gateway 0's link to Kafka, when it runs in a network namespace of
+    /// its own ([`Cluster::start_partitionable`]).
+    pub partition: Option<super::netns::Partition>,
 }
 
 impl Cluster {
@@ -208,6 +211,26 @@ impl Cluster {
         dispatchers: usize,
         gateway_flags: &[&str],
     ) -> Cluster {
+        Cluster::start_inner(kafka, cql, migrate_flags, gateways, dispatchers, gateway_flags, false).await
+    }
+
+    /// A cluster on `KAFKA_BOOTSTRAP` and `CQL_CONTACT_POINTS` whose gateway
+    /// 0 runs in a network namespace of its own, its link to Kafka in
+    /// [`Cluster::partition`] (see `netns.rs`; needs root).
+    pub async fn start_partitionable(gateways: usize, dispatchers: usize, gateway_flags: &[&str]) -> Cluster {
+        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+        Cluster::start_inner(&kafka, &cql, &[], gateways, dispatchers, gateway_flags, true).await
+    }
+
+    async fn start_inner(
+        kafka: &str,
+        cql: &str,
+        migrate_flags: &[&str],
+        gateways: usize,
+        dispatchers: usize,
+        gateway_flags: &[&str],
+        netns_gateway0: bool,
+    ) -> Cluster {
         let (prefix, keyspace) = super::cluster::names("drill");
         let backend: Vec<String> = [
             "--kafka",
@@ -227,22 +250,30 @@ impl Cluster {
         migrate.extend(migrate_flags.iter().map(|f| f.to_string()));
         let out = Command::new(BIN).args(&migrate).output().expect("confab migrate runs");
         assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
-        let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace };
+        let mut cluster =
+            Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace, partition: None };
         for _ in 0..dispatchers {
             cluster.add_dispatcher();
         }
         for i in 0..gateways {
-            let mut args: Vec<String> = ["gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            args.extend(["--internal-listen", "127.0.0.1:0", "--jwt-secret", SECRET].map(String::from));
+            let mut args: Vec<String> = vec!["gateway".into(), "--jwt-secret".into(), SECRET.into()];
             args.extend(["--server-id".into(), format!("gw-{i}"), "--rate-burst".into(), "10000".into()]);
             args.extend(["--produce-timeout-ms".into(), PRODUCE_TIMEOUT.as_millis().to_string()]);
             args.extend(["--drain-grace-ms".into(), DRAIN_GRACE.as_millis().to_string()]);
             args.extend(["--rate-per-second", "10000"].map(String::from));
             args.extend(gateway_flags.iter().map(|f| f.to_string()));
             args.extend(cluster.backend.iter().cloned());
+            if netns_gateway0 && i == 0 {
+                let addrs = |list: &str| -> Vec<std::net::SocketAddr> {
+                    list.split(',').map(|a| a.trim().parse().expect("an IP:port address")).collect()
+                };
+                let (proc, partition) = super::netns::spawn_gateway(&args, &addrs(kafka), &addrs(cql));
+                cluster.gateways.push(proc);
+                cluster.partition = Some(partition);
+                continue;
+            }
+            args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].map(String::from));
+            args.extend(["--internal-listen", "127.0.0.1:0"].map(String::from));
             cluster.gateways.push(Proc::spawn(&args, &["listening", "admin listening"]));
         }
         cluster

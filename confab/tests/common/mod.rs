@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod drill;
+pub mod netns;
 
 use std::collections::VecDeque;
 use std::time::Duration;
