@@ -82,9 +82,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[String], wants: &[&'static str]) -> Proc {
+        Proc::spawn_env(args, wants, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables.
+    pub fn spawn_env(args: &[String], wants: &[&'static str], envs: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
