@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use common::Client;
 use common::drill::{
-    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, PRODUCE_TIMEOUT, Restore, Thaw, WAIT, Writer, cql3, env, kafka3, process_state, signal_pid,
-    try_infra,
+    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, PRODUCE_TIMEOUT, Restore, Thaw, WAIT, Writer, cql3, env, kafka3,
+    process_state, signal_pid, try_infra,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

@@ -238,19 +238,11 @@ impl Cluster {
         netns_gateway0: bool,
     ) -> Cluster {
         let (prefix, keyspace) = super::cluster::names("drill");
-        let backend: Vec<String> = [
-            "--kafka",
-            kafka,
-            "--topic-prefix",
-            &prefix,
-            "--cql",
-            cql,
-            "--keyspace",
-            &keyspace.0,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let backend: Vec<String> =
+            ["--kafka", kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace.0]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let mut migrate = vec!["migrate".to_owned(), "--partitions".into(), PARTITIONS.to_string()];
         migrate.extend(backend.iter().cloned());
         migrate.extend(migrate_flags.iter().map(|f| f.to_string()));
