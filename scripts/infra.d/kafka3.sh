@@ -81,7 +81,7 @@ EOF
 kafka3_start() {
   local n dir log id
   mkdir -p "$KAFKA3_DIR"
-  cp "$KAFKA_DIR/log4j2.yaml" "$KAFKA3_DIR/log4j2.yaml" 2>/dev/null || cat >"$KAFKA3_DIR/log4j2.yaml" <<'EOF'
+  cat >"$KAFKA3_DIR/log4j2.yaml" <<'EOF'
 Configuration:
   Appenders:
     Console:
