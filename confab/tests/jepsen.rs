@@ -334,6 +334,12 @@ async fn run(fault: Fault, total: usize) -> Counts {
         _ => None,
     };
     let ingress = format!("{}.ingress", cluster.backend_flag("--topic-prefix"));
+    if fault.kafka3() {
+        // As production: 3 replicas of every partition, 2 of them in sync to ack.
+        let (replicas, min_isr) = kafka3::durability(&ingress).await;
+        assert_eq!(replicas, vec![3; PARTITIONS as usize], "replicas of each partition of {ingress}");
+        assert_eq!(min_isr, "2", "min.insync.replicas of {ingress}");
+    }
     // A client of gateway 0 in a room of its own, to see the partition felt.
     let mut probe = match fault {
         Fault::KafkaPartitionedFromGateway => Some(Writer::on(&cluster, 0, "prober", "jepsen-probe").await),

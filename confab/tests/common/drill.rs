@@ -655,6 +655,29 @@ pub mod kafka3 {
         .flatten()
     }
 
+    /// The replicas of each partition of `topic`, and its
+    /// `min.insync.replicas`, as the brokers report them.
+    pub async fn durability(topic: &str) -> (Vec<usize>, String) {
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("an admin client");
+        let t = topic.to_owned();
+        let replicas = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+            let metadata = client.fetch_metadata(Some(&t), Duration::from_secs(10)).expect("metadata");
+            let topic = metadata.topics().iter().find(|m| m.name() == t).expect("the topic");
+            topic.partitions().iter().map(|p| p.replicas().len()).collect::<Vec<_>>()
+        })
+        .await
+        .expect("the metadata task");
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let configs = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await.expect("describe");
+        let config = configs.into_iter().next().expect("one resource").expect("the topic's config");
+        let min_isr = config.get("min.insync.replicas").and_then(|e| e.value.clone()).expect("min.insync.replicas");
+        (replicas, min_isr)
+    }
+
     /// The pid of node `node` (1 to 3), from scripts/infra's pid file.
     pub fn pid(node: i32) -> u32 {
         let file = format!("{}/kafka3-{node}.pid", super::env("KAFKA3_RUN"));
