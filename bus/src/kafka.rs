@@ -85,7 +85,10 @@ pub struct KafkaBus {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when librdkafka declares it failed for good (a fatal
+    /// error, such as an `OutOfOrderSequence` after a broker lost the tail
+    /// of a log): a fatal producer refuses every write after it.
+    producer: std::sync::RwLock<FutureProducer>,
     /// A group-less client for metadata and watermark requests, which block:
     /// they run on the blocking pool.
     metadata: Arc<BaseConsumer>,
@@ -96,13 +99,7 @@ impl KafkaBus {
     /// Connects and checks that the topics exist; their absence is an error
     /// that says to run `confab migrate`.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
-        let mut pc = config.client();
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
-            .set("compression.type", "lz4");
-        let producer: FutureProducer = pc.create().map_err(kafka("creating the producer"))?;
+        let producer = std::sync::RwLock::new(producer(&config)?);
         let metadata = Arc::new(metadata_client(&config)?);
         let partitions = topic_partitions(&metadata, config.ingress_topic()).await?;
         let gateways = topic_partitions(&metadata, config.gateways_topic()).await?;
@@ -170,6 +167,43 @@ impl KafkaBus {
     }
 }
 
+/// The idempotent producer, `acks=all`.
+fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
+    let mut pc = config.client();
+    pc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
+        .set("compression.type", "lz4");
+    pc.create().map_err(kafka("creating the producer"))
+}
+
+impl Inner {
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a failed send: a producer librdkafka declared fatally failed is
+    /// replaced (once: whoever comes second finds the new one healthy). The
+    /// write itself is `unavailable`; the client's retry with its cid goes
+    /// through the new producer and is stored once.
+    fn replace_if_fatal(&self, used: &FutureProducer) {
+        use rdkafka::producer::Producer as _;
+        let Some((code, reason)) = used.client().fatal_error() else { return };
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if current.client().fatal_error().is_none() {
+            return;
+        }
+        match producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "the Kafka producer failed fatally; replaced with a new one");
+                *current = fresh;
+            }
+            Err(e) => tracing::error!(error = %e, "the Kafka producer failed fatally and could not be replaced"),
+        }
+    }
+}
+
 fn metadata_client(config: &KafkaConfig) -> Result<BaseConsumer> {
     config.client().create().map_err(kafka("creating the metadata client"))
 }
@@ -207,9 +241,13 @@ impl Bus for KafkaBus {
         // every Bus maps a room to the same partition.
         let partition = crate::partition_for(&record.room, self.inner.partitions) as i32;
         let r = FutureRecord::to(&topic).key(record.room.as_bytes()).partition(partition).payload(&payload);
-        match self.inner.producer.send(r, self.inner.config.produce_timeout).await {
+        let producer = self.inner.producer();
+        match producer.send(r, self.inner.config.produce_timeout).await {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(kafka("producing to the ingress topic")(e)),
+            Err((e, _)) => {
+                self.inner.replace_if_fatal(&producer);
+                Err(kafka("producing to the ingress topic")(e))
+            }
         }
     }
 
@@ -241,12 +279,11 @@ impl Bus for KafkaBus {
         let topic = self.inner.config.gateways_topic();
         let payload = serde_json::to_vec(announcement).expect("announcements serialize");
         let r = FutureRecord::to(&topic).key(announcement.gateway().as_bytes()).payload(&payload);
-        self.inner
-            .producer
-            .send(r, self.inner.config.produce_timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| kafka("producing an announcement")(e))
+        let producer = self.inner.producer();
+        producer.send(r, self.inner.config.produce_timeout).await.map(|_| ()).map_err(|(e, _)| {
+            self.inner.replace_if_fatal(&producer);
+            kafka("producing an announcement")(e)
+        })
     }
 
     async fn announcements(&self) -> Result<mpsc::Receiver<Announcement>> {
