@@ -161,8 +161,10 @@ kafka3_env() {
 kafka3_stop() {
   local n pid
   # A node frozen by a drill (SIGSTOP) cannot take SIGTERM until continued.
+  # All at once: the last node alone cannot finish a controlled shutdown
+  # (no quorum left) and would wait out the 60 s before its SIGKILL.
   for n in "${KAFKA3_NODES[@]}"; do
-    if pid=$(pid_of "kafka3-$n"); then kill -CONT "$pid" 2>/dev/null || true; fi
+    if pid=$(pid_of "kafka3-$n"); then kill -CONT "$pid" 2>/dev/null || true; kill -TERM "$pid" 2>/dev/null || true; fi
   done
   for n in "${KAFKA3_NODES[@]}"; do stop_pid "kafka3-$n" 60; done
 }
