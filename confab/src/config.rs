@@ -34,6 +34,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, reason: reason.into() }
 }
 
+/// librdkafka properties `kafka_properties` may not set: they would let an
+/// acked write be lost or stored twice.
+const FIXED_KAFKA_PROPERTIES: &[&str] = &["acks", "request.required.acks", "enable.idempotence"];
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -250,6 +254,11 @@ pub mod default {
     }
     pub fn kafka_replication() -> i32 {
         1
+    }
+    /// `kafka_min_insync_replicas` when unset: one replica may be lost
+    /// without refusing writes (2 of 3), never fewer than 1.
+    pub fn kafka_min_insync_replicas(replication: i32) -> i32 {
+        (replication - 1).max(1)
     }
     pub fn auth_per_ip_per_minute() -> u32 {
         60
@@ -794,9 +803,15 @@ impl BackendConfig {
             .kafka_properties
             .iter()
             .map(|kv| {
-                kv.split_once('=')
+                let (k, v) = kv
+                    .split_once('=')
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .ok_or_else(|| invalid("kafka_properties", format!("'{kv}' is not key=value")))
+                    .ok_or_else(|| invalid("kafka_properties", format!("'{kv}' is not key=value")))?;
+                if FIXED_KAFKA_PROPERTIES.contains(&k.as_str()) {
+                    let why = "is fixed: the producer uses acks=all with idempotence, so an acked write is on every in-sync replica once";
+                    return Err(invalid("kafka_properties", format!("'{k}' {why}")));
+                }
+                Ok((k, v))
             })
             .collect::<Result<_, _>>()?;
         Ok(confab_bus::kafka::KafkaConfig {
@@ -968,6 +983,14 @@ pub struct MigrateConfig {
     #[arg(long, env = "CONFAB_KAFKA_REPLICATION", value_name = "N", default_value_t = default::kafka_replication())]
     #[serde(default = "default::kafka_replication")]
     pub kafka_replication: i32,
+
+    /// `min.insync.replicas` of the Kafka topics: how many replicas must
+    /// have a write before it is acknowledged (the producer uses `acks=all`);
+    /// with fewer in sync, sends are `unavailable`. Default: the replication
+    /// factor minus 1, at least 1 (2 of 3).
+    #[arg(long, env = "CONFAB_KAFKA_MIN_INSYNC_REPLICAS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_min_insync_replicas: Option<i32>,
 
     /// Replication of the keyspace when migrate creates it:
     /// `SimpleStrategy:N` or `NetworkTopologyStrategy:dc1=N,dc2=M` (the CQL
@@ -1170,7 +1193,15 @@ impl MigrateConfig {
         if self.kafka_replication < 1 {
             return Err(invalid("kafka_replication", "must be at least 1"));
         }
+        if !(1..=self.kafka_replication).contains(&self.min_insync_replicas()) {
+            return Err(invalid("kafka_min_insync_replicas", "must be 1 to kafka_replication"));
+        }
         Ok(())
+    }
+
+    /// `kafka_min_insync_replicas`, or its default for `kafka_replication`.
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.kafka_min_insync_replicas.unwrap_or_else(|| default::kafka_min_insync_replicas(self.kafka_replication))
     }
 
     fn replication(&self) -> Result<confab_store::scylla::Replication, ConfigError> {
@@ -1382,6 +1413,36 @@ mod tests {
         assert_eq!(old.to_string(), "NetworkTopologyStrategy:dc1=3");
         let e = migrate("SimpleStrategy:1; DROP KEYSPACE confab").validate().unwrap_err().to_string();
         assert!(e.starts_with("cql_replication"), "{e}");
+    }
+
+    #[test]
+    fn min_insync_replicas_defaults_to_one_less_than_the_replication_and_is_refused_above_it() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: MigrateConfig,
+        }
+        let migrate = |args: &[&str]| Cli::parse_from(["confab"].iter().chain(args)).config;
+        assert_eq!(migrate(&[]).min_insync_replicas(), 1);
+        assert_eq!(migrate(&["--kafka-replication", "2"]).min_insync_replicas(), 1);
+        assert_eq!(migrate(&["--kafka-replication", "3"]).min_insync_replicas(), 2);
+        let three = ["--kafka-replication", "3", "--kafka-min-insync-replicas", "3"];
+        assert_eq!(migrate(&three).min_insync_replicas(), 3);
+        migrate(&three).validate().expect("3 of 3 is allowed");
+        for n in ["0", "4"] {
+            let e = migrate(&["--kafka-replication", "3", "--kafka-min-insync-replicas", n]).validate().unwrap_err();
+            assert!(e.to_string().starts_with("kafka_min_insync_replicas"), "{e}");
+        }
+    }
+
+    #[test]
+    fn kafka_properties_may_not_weaken_acks_or_idempotence() {
+        for kv in ["acks=1", "request.required.acks=0", " enable.idempotence = false"] {
+            let e = gateway(&["--kafka-property", kv]).backend.kafka().unwrap_err().to_string();
+            assert!(e.starts_with("kafka_properties") && e.contains("acks=all"), "{kv}: {e}");
+        }
+        let ok = gateway(&["--kafka-property", "security.protocol=SSL"]).backend.kafka().unwrap();
+        assert_eq!(ok.extra, vec![("security.protocol".to_owned(), "SSL".to_owned())]);
     }
 
     /// serde fills what the file leaves out with the very defaults clap

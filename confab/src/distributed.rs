@@ -21,8 +21,15 @@ use crate::supervisor::Supervisor;
 pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
     config.validate()?;
     let kafka = config.backend.kafka()?;
-    KafkaBus::create_topics(&kafka, config.partitions, config.kafka_replication).await?;
-    tracing::info!(topic = %kafka.ingress_topic(), partitions = config.partitions, "Kafka topics ready");
+    let min_insync = config.min_insync_replicas();
+    KafkaBus::create_topics(&kafka, config.partitions, config.kafka_replication, min_insync).await?;
+    tracing::info!(
+        topic = %kafka.ingress_topic(),
+        partitions = config.partitions,
+        replication = config.kafka_replication,
+        min_insync_replicas = min_insync,
+        "Kafka topics ready"
+    );
     let cql = config.cql()?;
     ScyllaStore::migrate(&cql).await?;
     let store = ScyllaStore::connect(&cql).await?;

@@ -323,7 +323,8 @@ mod tests {
         }
         match arg.get_value_names().and_then(|names| names.first()).map(|n| n.as_str()) {
             Some("ADDR") => "127.0.0.1:1".into(),
-            Some("KEY=VALUE") => "acks=1".into(),
+            Some("KEY=VALUE") => "client.id=other".into(),
+            Some("N") => "1".into(),
             _ => "other".into(),
         }
     }
@@ -405,7 +406,8 @@ mod tests {
             "migrate" => {
                 let c: MigrateConfig = get(m);
                 let b = &c.backend;
-                format!("{:?}", (b.kafka().unwrap(), c.cql(), c.partitions, c.kafka_replication, c.log_format))
+                let replication = (c.kafka_replication, c.kafka_min_insync_replicas);
+                format!("{:?}", (b.kafka().unwrap(), c.cql(), c.partitions, replication, c.log_format))
             }
             "operator" => {
                 let c: OperatorConfig = get(m);

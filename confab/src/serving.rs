@@ -102,13 +102,29 @@ pub fn jwt_secret(config: &SecretConfig, generate_in: Option<&Path>) -> anyhow::
     }
 }
 
+/// Writes a new file that survives a crash of the machine whole or not at
+/// all: the bytes go to `<path>.tmp`, are fsynced, the file is renamed into
+/// place and the directory fsynced. (Written and not synced, a machine crash
+/// left an empty `jwt-secret`, and the next start used an empty secret:
+/// confab/tests/crash.rs.) A `.tmp` left by a crash is written over.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Token verification for a gateway: the secret and the configured public

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod drill;
 #[macro_use]
 pub mod tcp;
+pub mod netns;
 
 use std::collections::VecDeque;
 use std::time::Duration;
