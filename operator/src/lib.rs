@@ -5,11 +5,13 @@
 //! - [`children`]: pure functions from a `ChatCluster` to the objects it owns;
 //! - [`status`]: the status computed from what the children report;
 //! - [`controller`]: the reconcile loop (server-side apply, Events, backoff);
+//! - [`leader`]: leader election among the operator's replicas (a Lease);
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
 pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod status;
 
