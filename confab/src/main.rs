@@ -46,6 +46,10 @@ enum Command {
     /// gateways, dispatchers and their Services (credentials from the pod's
     /// ServiceAccount, or KUBECONFIG).
     Operator(WithFile<OperatorConfig>),
+    /// Run a synthetic chat user that sends a message through every gateway
+    /// every few seconds and checks every gateway delivers it (metrics
+    /// confab_canary_* on the admin port).
+    Canary(WithFile<confab::canary::CanaryConfig>),
     /// Print the ChatCluster CustomResourceDefinition as YAML (apply it with
     /// `kubectl apply --server-side -f -`).
     Crd(CrdArgs),
@@ -270,6 +274,10 @@ fn main() -> ExitCode {
             Ok(config) => run(operator(config)),
             Err(code) => code,
         },
+        Command::Canary(args) => match configured::<confab::canary::CanaryConfig>(&matches, "canary", &args) {
+            Ok(config) => run(canary(config)),
+            Err(code) => code,
+        },
         Command::Crd(args) => crd(&args),
     }
 }
@@ -323,6 +331,21 @@ async fn operator(config: OperatorConfig) -> anyhow::Result<()> {
     Running::new(None, admin_addr, None, tasks).until(confab::shutdown_signal()).await?;
     tracing::info!("operator stopped");
     Ok(())
+}
+
+/// The canary and its admin port (/metrics, /healthz, /readyz) until
+/// SIGTERM or Ctrl-C.
+async fn canary(config: confab::canary::CanaryConfig) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let metrics = confab::canary::CanaryMetrics::new(&registry)?;
+    let admin = confab::serving::bind(config.ops.admin_listen, "admin_listen").await?;
+    let admin_addr = admin.local_addr()?;
+    tracing::info!("admin listening on http://{admin_addr}");
+    let ready: confab::admin::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
+    let mut tasks = confab::supervisor::Supervisor::new();
+    tasks.spawn("admin", |stop| confab::serving::admin(admin, registry, ready, stop));
+    tasks.spawn("canary", |stop| confab::canary::run(config, metrics, stop));
+    Running::new(None, admin_addr, None, tasks).until(confab::shutdown_signal()).await
 }
 
 /// The role's settings, checked, with logging set up; exit code 2 otherwise.

@@ -13,12 +13,14 @@
 //! a ServiceAccount that has only the rules of operator/deploy/rbac.yaml.
 
 mod kube_support;
+mod operator_process;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use confab_e2e::{infra_env, unique_name, wait_for};
 use confab_operator::crd::ChatCluster;
+use operator_process::OperatorProcess;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -263,7 +265,7 @@ fn image_of(d: &Deployment) -> String {
 async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op").await;
+    let ns = TestNamespace::new(&client, "op-e2e").await;
     // The operator runs with exactly the permissions rbac.yaml grants.
     let credentials = OperatorCredentials::new(&client, &ns.name).await;
     let operator = RunningOperator::start(&credentials.client, &ns.name).await;
@@ -457,7 +459,7 @@ async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
 async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op-hpa").await;
+    let ns = TestNamespace::new(&client, "op-e2e-hpa").await;
     let _operator = RunningOperator::start(&client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns.name);
@@ -520,7 +522,7 @@ async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
 async fn the_api_server_rejects_a_bad_spec() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op-cel").await;
+    let ns = TestNamespace::new(&client, "op-e2e-cel").await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
 
     // Raw objects, as a user's YAML would be: some are not even a valid
@@ -587,7 +589,7 @@ async fn the_api_server_rejects_a_bad_spec() {
 async fn a_spec_the_operator_cannot_apply_is_reported_degraded_until_fixed() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op-bad").await;
+    let ns = TestNamespace::new(&client, "op-e2e-bad").await;
     let operator = RunningOperator::start(&client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
 
@@ -628,4 +630,83 @@ async fn a_spec_the_operator_cannot_apply_is_reported_degraded_until_fixed() {
     clusters.patch("odd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let cc = wait_available(&clusters, "odd").await;
     assert_eq!(condition(&cc, "Degraded"), Some(("False".into(), "AsExpected".into())));
+}
+
+/// Two `confab operator` processes elect a leader with a Lease; only the
+/// leader reconciles. Killed (SIGKILL: it cannot release the Lease), its
+/// Lease expires and the other takes over and reconciles the next change;
+/// stopped (SIGTERM), a leader releases the Lease at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_takes_over_when_the_leader_dies() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-lead").await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let kubeconfig = infra_env("KUBECONFIG", "kube");
+    let start = |name: &str| {
+        let args = [
+            "operator".to_owned(),
+            format!("--watch-namespace={}", ns.name),
+            "--leader-election-lease-seconds=4".to_owned(),
+        ];
+        let env = [
+            ("KUBECONFIG".to_owned(), kubeconfig.clone()),
+            ("POD_NAME".to_owned(), name.to_owned()),
+            ("POD_NAMESPACE".to_owned(), ns.name.clone()),
+        ];
+        OperatorProcess::start(name, &args, &env)
+    };
+    let holder = || async {
+        let lease = leases.get_opt("confab-operator").await?;
+        Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+    };
+    let mut replicas = vec![start("replica-a"), start("replica-b")];
+    let first = wait_for("one replica to hold the Lease", TIMEOUT, POLL, holder).await.unwrap();
+    let at = replicas.iter().position(|r| r.name == first).expect("the holder is one of the replicas");
+    let mut leader = replicas.remove(at);
+    let follower = replicas.remove(0);
+
+    // The leader reconciles; the follower waits and reconciles nothing.
+    clusters.create(&PostParams::default(), &chat_cluster("chat", base_spec("1.0.0"))).await.unwrap();
+    wait_available(&clusters, "chat").await;
+    assert_eq!(leader.metric("confab_operator_leader").await, Some(1.0));
+    assert_eq!(follower.metric("confab_operator_leader").await, Some(0.0));
+    assert_eq!(follower.metric("confab_operator_reconcile_runs_total").await, Some(0.0));
+    assert!(leader.metric("confab_operator_reconcile_runs_total").await.unwrap_or(0.0) >= 1.0);
+
+    // The leader dies without a word: the follower takes the Lease once it
+    // expires (4 s), and reconciles the next change.
+    leader.signal("KILL");
+    assert!(leader.exited_within(Duration::from_secs(10)).is_some(), "the leader was killed");
+    let took_over = wait_for("the follower to take the Lease", Duration::from_secs(30), POLL, || async {
+        Ok(holder().await?.filter(|h| *h == follower.name))
+    })
+    .await;
+    took_over.unwrap();
+    let patch = json!({"spec": {"gateway": {"replicas": 3}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the new leader to scale the gateways to 3", Duration::from_secs(60), POLL, || async {
+        let replicas = deployments.get("chat-gateway").await?.spec.and_then(|s| s.replicas);
+        Ok((replicas == Some(3)).then_some(()))
+    })
+    .await
+    .unwrap();
+    let cc = wait_available(&clusters, "chat").await;
+    assert_eq!(cc.status.unwrap().gateways.summary, "3/3");
+    assert_eq!(follower.metric("confab_operator_leader").await, Some(1.0));
+
+    // Stopped politely, a leader releases the Lease on its way out.
+    let mut last = follower;
+    last.signal("TERM");
+    let status = last.exited_within(Duration::from_secs(30)).expect("the operator stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let lease = leases.get("confab-operator").await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None, "the Lease was released");
+
+    // Neither log has a warning or an error.
+    leader.assert_clean_log(&[]);
+    last.assert_clean_log(&[]);
 }
