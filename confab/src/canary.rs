@@ -167,10 +167,20 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// What a session's reader saw.
 enum Seen {
     /// A `msg` event of the canary's room, by `cid`.
-    Msg { gateway: String, cid: String, at: Instant },
+    Msg {
+        gateway: String,
+        cid: String,
+        at: Instant,
+    },
     /// A reply to a request: whether it was ok, and the error if not.
-    Reply { gateway: String, id: String, error: Option<String> },
-    Closed { gateway: String },
+    Reply {
+        gateway: String,
+        id: String,
+        error: Option<String>,
+    },
+    Closed {
+        gateway: String,
+    },
 }
 
 struct Session {

@@ -112,7 +112,10 @@ impl RoleConfig for OperatorConfig {
             _ => Ok(()),
         }?;
         if self.leader_election_lease_seconds < 2 {
-            return Err(ConfigError::Invalid { field: "leader_election_lease_seconds", reason: "must be at least 2".into() });
+            return Err(ConfigError::Invalid {
+                field: "leader_election_lease_seconds",
+                reason: "must be at least 2".into(),
+            });
         }
         if self.leader_election_lease.trim().is_empty() {
             return Err(ConfigError::Invalid { field: "leader_election_lease", reason: "must not be empty".into() });

@@ -87,4 +87,7 @@ async fn a_wrong_password_is_a_failed_probe_and_harms_nobody(server: TestServer)
     assert_eq!(joined["ok"], true, "{joined}");
 }
 
-on_every_mode!(probes_every_gateway_and_counts_failures_when_the_server_stops, a_wrong_password_is_a_failed_probe_and_harms_nobody);
+on_every_mode!(
+    probes_every_gateway_and_counts_failures_when_the_server_stops,
+    a_wrong_password_is_a_failed_probe_and_harms_nobody
+);

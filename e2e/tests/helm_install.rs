@@ -15,7 +15,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use chart_support::{chart, documents, helm, repo, text};
-use operator_process::OperatorProcess;
 use confab_e2e::{infra_env, unique_name, wait_for};
 use confab_operator::crd::ChatCluster;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -27,6 +26,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
+use operator_process::OperatorProcess;
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use confab_e2e::{infra_env, unique_name, wait_for};
 use confab_operator::crd::ChatCluster;
-use operator_process::OperatorProcess;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -35,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+use operator_process::OperatorProcess;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -709,4 +709,99 @@ async fn a_follower_takes_over_when_the_leader_dies() {
     // Neither log has a warning or an error.
     leader.assert_clean_log(&[]);
     last.assert_clean_log(&[]);
+}
+
+/// `kubectl confab` against the real API server: `status` lists the
+/// cluster and its pods, `report` archives its resources, Events and logs
+/// (no Secret), `drain` evicts a gateway pod and refuses any other pod; and
+/// the canary's Deployment comes and goes with `spec.canary.enabled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
+    use confab_operator::plugin;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-plugin").await;
+    let _operator = RunningOperator::start(&client, &ns.name).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = base_spec("1.0.0");
+    spec["canary"] = json!({"enabled": true, "intervalSeconds": 3});
+    clusters.create(&PostParams::default(), &chat_cluster("chat", spec)).await.unwrap();
+    wait_available(&clusters, "chat").await;
+
+    // The canary: a Deployment, and its password in a Secret generated once.
+    let canary =
+        wait_for("the canary Deployment", TIMEOUT, POLL, || async { Ok(deployments.get_opt("chat-canary").await?) })
+            .await
+            .unwrap();
+    let container = &canary.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.args.as_deref(), Some(&["canary".to_owned()][..]));
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name).get("chat-canary").await.unwrap();
+    assert!(secret.data.unwrap()["password"].0.len() >= 32);
+    wait_for("the canary pod", TIMEOUT, POLL, || async {
+        Ok((pods_of(&pods, "canary").await.len() == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // status: the conditions, and every pod with its role.
+    let status = plugin::status(&client, &ns.name, None).await.unwrap();
+    assert!(status.contains(&format!("ChatCluster {}/chat", ns.name)), "{status}");
+    assert!(status.contains("Available: True (MinimumReplicasAvailable)"), "{status}");
+    assert!(status.contains("gateways 2/2") && status.contains("canary on"), "{status}");
+    let gateways = pods_of(&pods, "gateway").await;
+    for pod in gateways.iter().chain(&pods_of(&pods, "dispatcher").await) {
+        assert!(
+            status.lines().any(|l| l.contains(pod.as_str()) && l.contains(" yes ")),
+            "{pod} not ready in:\n{status}"
+        );
+    }
+    match plugin::status(&client, &ns.name, Some("nothere")).await {
+        Err(plugin::PluginError::Kube(kube::Error::Api(s))) => assert_eq!(s.code, 404),
+        other => panic!("an unknown cluster is an error: {other:?}"),
+    }
+
+    // report: a tar archive `tar` reads, with the resources, Events and
+    // logs, and no Secret.
+    let tar = plugin::report(&client, &ns.name, Some("chat")).await.unwrap();
+    let dir = std::env::temp_dir().join(unique_name("op-report"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("r.tar"), &tar).unwrap();
+    let out = std::process::Command::new("tar").args(["-tf", "r.tar"]).current_dir(&dir).output().unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    for entry in ["chatclusters/chat.yaml", "deployments/chat-gateway.yaml", "events.yaml", "status.txt"] {
+        assert!(listing.lines().any(|l| l == entry), "{entry} missing from:\n{listing}");
+    }
+    assert!(listing.lines().any(|l| l.starts_with(&format!("logs/{}/gateway", gateways[0]))), "{listing}");
+    assert!(!listing.to_lowercase().contains("secret"), "no Secret in a report:\n{listing}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // drain: a dispatcher is refused and stays; a gateway is evicted and
+    // replaced.
+    let dispatcher = pods_of(&pods, "dispatcher").await[0].clone();
+    match plugin::drain(&client, &ns.name, &dispatcher).await {
+        Err(plugin::PluginError::Refused(why)) => assert!(why.contains("not a gateway pod"), "{why}"),
+        other => panic!("draining a dispatcher must be refused: {other:?}"),
+    }
+    assert!(pods.get(&dispatcher).await.unwrap().metadata.deletion_timestamp.is_none());
+    let said = plugin::drain(&client, &ns.name, &gateways[0]).await.unwrap();
+    assert!(said.contains("bye server_restart"), "{said}");
+    wait_for("the drained gateway to be replaced", TIMEOUT, POLL, || async {
+        let now = pods_of(&pods, "gateway").await;
+        let gone = pods.get_opt(&gateways[0]).await?.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        Ok((gone && now.iter().filter(|p| **p != gateways[0]).count() == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // The canary off: its Deployment goes.
+    let patch = json!({"spec": {"canary": {"enabled": false}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the canary Deployment to be deleted", TIMEOUT, POLL, || async {
+        Ok(deployments.get_opt("chat-canary").await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
 }

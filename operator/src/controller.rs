@@ -221,7 +221,27 @@ async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -
             None => delete_if_present::<HorizontalPodAutoscaler>(client, ns, &children::child_name(cc, role)).await?,
         }
     }
+    match &children.canary {
+        Some(canary) => {
+            ensure_canary_secret(cc, ctx, ns).await?;
+            ssa(client, ns, canary).await?;
+        }
+        None => delete_if_present::<Deployment>(client, ns, &children::canary::name(cc)).await?,
+    }
     Ok(())
+}
+
+/// Creates the canary user's password Secret once, like the JWT secret:
+/// never read, never overwritten.
+async fn ensure_canary_secret(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = children::canary::generated_secret(cc, &settings::random_secret())?;
+    match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Server-side apply with the operator's field manager, taking over fields

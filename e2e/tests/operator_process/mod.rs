@@ -109,7 +109,12 @@ impl OperatorProcess {
     /// Fails the test when the log has an unexpected warning or error.
     pub fn assert_clean_log(&self, expected: &[&str]) {
         let bad = self.unexpected(expected);
-        assert!(bad.is_empty(), "{}: unexpected warnings or errors in the operator's log:\n{}", self.name, bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "{}: unexpected warnings or errors in the operator's log:\n{}",
+            self.name,
+            bad.join("\n")
+        );
     }
 
     /// The value of a metric (the sum of its samples) on the admin port.
