@@ -160,7 +160,7 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     infra_env("KUBECONFIG", "kube");
     confab_e2e::use_ring_crypto();
     let admin = Client::try_default().await.expect("kube client from KUBECONFIG");
-    let namespace = unique_name("e2e-chart");
+    let namespace = unique_name("op-chart");
     let release = unique_name("chart");
     let mut cleanup = Cleanup { release: release.clone(), namespace: namespace.clone(), files: Vec::new() };
 
@@ -196,11 +196,13 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
     let deployment = deployments.get(&operator_name).await.expect("the operator's Deployment");
     let status = deployment.status.clone().unwrap_or_default();
-    assert_eq!(status.available_replicas, Some(1), "{status:?}");
+    assert_eq!(status.available_replicas, Some(2), "two replicas, one leading: {status:?}");
     let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
     assert_eq!(container.args.as_deref().unwrap()[0], "operator");
     assert!(container.args.as_deref().unwrap().contains(&format!("--watch-namespace={namespace}")));
     Api::<Role>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("Role");
+    let election = format!("{operator_name}-leader-election");
+    Api::<Role>::namespaced(admin.clone(), &namespace).get(&election).await.expect("the leader election Role");
     Api::<RoleBinding>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("RoleBinding");
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
     let dashboards = configmaps.list(&kube::api::ListParams::default().labels("grafana_dashboard=1")).await.unwrap();
