@@ -98,20 +98,58 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The log of every in-process operator of this test binary (JSON lines),
+/// for [`RunningOperator::assert_clean_log`].
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct CapturedLog;
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(|| CapturedLog).try_init();
+    });
+}
+
 /// The operator, watching one namespace, stopped when dropped.
 struct RunningOperator {
     task: tokio::task::JoinHandle<()>,
     registry: prometheus::Registry,
+    namespace: String,
 }
 
 impl RunningOperator {
     async fn start(client: &Client, namespace: &str) -> Self {
+        capture_log();
         let registry = prometheus::Registry::new();
         let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
         let config = confab_operator::Config { namespace: Some(namespace.to_owned()) };
         let operator = confab_operator::Operator::new(client.clone(), config, metrics).await.expect("operator starts");
         let task = tokio::spawn(operator.run(std::future::pending()));
-        Self { task, registry }
+        Self { task, registry, namespace: namespace.to_owned() }
+    }
+
+    /// Fails the test when the log has a warning or error about this test's
+    /// namespace, or about none (tests run in parallel in one process: a
+    /// line about another test's namespace is that test's to judge),
+    /// other than the `expected` ones.
+    fn assert_clean_log(&self, expected: &[&str]) {
+        let text = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+        let lines: Vec<String> =
+            text.lines().filter(|l| l.contains(&self.namespace) || !l.contains("op-")).map(str::to_owned).collect();
+        let bad = operator_process::unexpected(&lines, expected);
+        assert!(bad.is_empty(), "unexpected warnings or errors in the operator's log:\n{}", bad.join("\n"));
     }
 
     fn counter(&self, name: &str) -> f64 {
@@ -453,6 +491,7 @@ async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,7 +499,7 @@ async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
     let client = client().await;
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, "op-e2e-hpa").await;
-    let _operator = RunningOperator::start(&client, &ns.name).await;
+    let operator = RunningOperator::start(&client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -516,6 +555,7 @@ async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -630,6 +670,7 @@ async fn a_spec_the_operator_cannot_apply_is_reported_degraded_until_fixed() {
     clusters.patch("odd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let cc = wait_available(&clusters, "odd").await;
     assert_eq!(condition(&cc, "Degraded"), Some(("False".into(), "AsExpected".into())));
+    operator.assert_clean_log(&["reconcile failed"]);
 }
 
 /// Two `confab operator` processes elect a leader with a Lease; only the
@@ -721,7 +762,7 @@ async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
     let client = client().await;
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, "op-plugin").await;
-    let _operator = RunningOperator::start(&client, &ns.name).await;
+    let operator = RunningOperator::start(&client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
@@ -804,4 +845,5 @@ async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
 }
