@@ -265,10 +265,11 @@ pub async fn run(config: CanaryConfig, metrics: CanaryMetrics, stop: Cancellatio
                     },
                 };
                 match seen {
-                    Seen::Msg { gateway: at_gateway, cid: got, at } if got == cid => {
-                        if delivered.insert(at_gateway) {
-                            metrics.delivery.observe(at.duration_since(sent).as_secs_f64());
-                        }
+                    Seen::Msg { gateway: at_gateway, cid: got, at }
+                        if got == cid && !delivered.contains(&at_gateway) =>
+                    {
+                        delivered.insert(at_gateway);
+                        metrics.delivery.observe(at.duration_since(sent).as_secs_f64());
                     }
                     Seen::Reply { gateway: from, id, error } if id == cid && from == *gateway => {
                         acked = Some(error.map_or(Ok(()), Err));
