@@ -497,7 +497,7 @@ mod tests {
             }
             "operator" => {
                 let c: OperatorConfig = get(m);
-                format!("{:?}", (c.operator(), &c.ops))
+                format!("{:?}", (c.operator(), &c.ops, c.election()))
             }
             other => panic!("no role {other}"),
         }
