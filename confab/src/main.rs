@@ -46,6 +46,10 @@ enum Command {
     /// gateways, dispatchers and their Services (credentials from the pod's
     /// ServiceAccount, or KUBECONFIG).
     Operator(WithFile<OperatorConfig>),
+    /// Run a synthetic chat user that sends a message through every gateway
+    /// every few seconds and checks every gateway delivers it (metrics
+    /// confab_canary_* on the admin port).
+    Canary(WithFile<confab::canary::CanaryConfig>),
     /// Print the ChatCluster CustomResourceDefinition as YAML (apply it with
     /// `kubectl apply --server-side -f -`).
     Crd(CrdArgs),
@@ -65,6 +69,41 @@ struct OperatorConfig {
     #[arg(long, env = "CONFAB_WATCH_NAMESPACE", value_name = "NAMESPACE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     watch_namespace: Option<String>,
+
+    /// Elect a leader among the operator's replicas with a Lease: only its
+    /// holder reconciles. Off: this process reconciles at once (run one).
+    #[arg(long, env = "CONFAB_LEADER_ELECTION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    #[serde(default = "yes")]
+    leader_election: bool,
+
+    /// Namespace of the leader election Lease (default: POD_NAMESPACE, the
+    /// operator's own namespace in a pod; else --watch-namespace; else
+    /// `default`).
+    #[arg(long, env = "CONFAB_LEADER_ELECTION_NAMESPACE", value_name = "NAMESPACE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leader_election_namespace: Option<String>,
+
+    /// Name of the leader election Lease, shared by the replicas.
+    #[arg(long, env = "CONFAB_LEADER_ELECTION_LEASE", value_name = "NAME", default_value = "confab-operator")]
+    #[serde(default = "default_lease")]
+    leader_election_lease: String,
+
+    /// How long the Lease stays held when its holder stops renewing it: the
+    /// longest a dead leader delays its successor (it renews a third of
+    /// this before expiry).
+    #[arg(long, env = "CONFAB_LEADER_ELECTION_LEASE_SECONDS", value_name = "SECONDS", default_value_t = 15)]
+    #[serde(default = "default_lease_seconds")]
+    leader_election_lease_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_lease() -> String {
+    "confab-operator".into()
+}
+fn default_lease_seconds() -> u64 {
+    15
 }
 
 impl RoleConfig for OperatorConfig {
@@ -74,7 +113,17 @@ impl RoleConfig for OperatorConfig {
                 Err(ConfigError::Invalid { field: "watch_namespace", reason: "must not be empty".into() })
             }
             _ => Ok(()),
+        }?;
+        if self.leader_election_lease_seconds < 2 {
+            return Err(ConfigError::Invalid {
+                field: "leader_election_lease_seconds",
+                reason: "must be at least 2".into(),
+            });
         }
+        if self.leader_election_lease.trim().is_empty() {
+            return Err(ConfigError::Invalid { field: "leader_election_lease", reason: "must not be empty".into() });
+        }
+        Ok(())
     }
     fn log_format(&self) -> LogFormat {
         self.ops.log_format
@@ -84,6 +133,26 @@ impl RoleConfig for OperatorConfig {
 impl OperatorConfig {
     fn operator(&self) -> confab_operator::Config {
         confab_operator::Config { namespace: self.watch_namespace.clone() }
+    }
+
+    /// The Lease, when electing a leader: in the operator's namespace, held
+    /// under the pod's name (else host name and process id).
+    fn election(&self) -> Option<confab_operator::leader::Election> {
+        let env = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        self.leader_election.then(|| confab_operator::leader::Election {
+            namespace: self
+                .leader_election_namespace
+                .clone()
+                .or_else(|| env("POD_NAMESPACE"))
+                .or_else(|| self.watch_namespace.clone())
+                .unwrap_or_else(|| "default".into()),
+            lease: self.leader_election_lease.clone(),
+            identity: env("POD_NAME").unwrap_or_else(|| {
+                let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+                format!("{host}-{}", std::process::id())
+            }),
+            lease_seconds: self.leader_election_lease_seconds,
+        })
     }
 }
 
@@ -211,6 +280,10 @@ fn main() -> ExitCode {
             Ok(config) => run(operator(config)),
             Err(code) => code,
         },
+        Command::Canary(args) => match configured::<confab::canary::CanaryConfig>(&matches, "canary", &args) {
+            Ok(config) => run(canary(config)),
+            Err(code) => code,
+        },
         Command::Crd(args) => crd(&args),
         Command::Chat(args) => run(confab::chat::run(args)),
     }
@@ -243,21 +316,43 @@ async fn operator(config: OperatorConfig) -> anyhow::Result<()> {
     let metrics = confab_operator::metrics::Metrics::new(&registry)?;
     let client = confab_operator::client().await?;
     let settings = config.operator();
-    let operator = confab_operator::Operator::new(client, settings, metrics).await?;
+    let operator = confab_operator::Operator::new(client.clone(), settings, metrics.clone()).await?;
     let admin = confab::serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let admin_addr = admin.local_addr()?;
     tracing::info!("admin listening on http://{admin_addr}");
     let ready: confab::admin::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
     let mut tasks = confab::supervisor::Supervisor::new();
     tasks.spawn("admin", |stop| confab::serving::admin(admin, registry, ready, stop));
-    tasks.spawn("operator", |stop| async move {
-        operator.run(stop.cancelled_owned()).await;
-        Ok(())
-    });
+    match config.election() {
+        Some(election) => tasks.spawn("operator", |stop| async move {
+            confab_operator::leader::run(client, election, operator, metrics, stop.cancelled_owned()).await?;
+            Ok(())
+        }),
+        None => tasks.spawn("operator", |stop| async move {
+            metrics.set_leader(true);
+            operator.run(stop.cancelled_owned()).await;
+            Ok(())
+        }),
+    }
     tracing::info!(namespace = config.watch_namespace.as_deref().unwrap_or("(all)"), "operator running");
     Running::new(None, admin_addr, None, tasks).until(confab::shutdown_signal()).await?;
     tracing::info!("operator stopped");
     Ok(())
+}
+
+/// The canary and its admin port (/metrics, /healthz, /readyz) until
+/// SIGTERM or Ctrl-C.
+async fn canary(config: confab::canary::CanaryConfig) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let metrics = confab::canary::CanaryMetrics::new(&registry)?;
+    let admin = confab::serving::bind(config.ops.admin_listen, "admin_listen").await?;
+    let admin_addr = admin.local_addr()?;
+    tracing::info!("admin listening on http://{admin_addr}");
+    let ready: confab::admin::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
+    let mut tasks = confab::supervisor::Supervisor::new();
+    tasks.spawn("admin", |stop| confab::serving::admin(admin, registry, ready, stop));
+    tasks.spawn("canary", |stop| confab::canary::run(config, metrics, stop));
+    Running::new(None, admin_addr, None, tasks).until(confab::shutdown_signal()).await
 }
 
 /// The role's settings, checked, with logging set up; exit code 2 otherwise.
@@ -411,7 +506,7 @@ mod tests {
             }
             "operator" => {
                 let c: OperatorConfig = get(m);
-                format!("{:?}", (c.operator(), &c.ops))
+                format!("{:?}", (c.operator(), &c.ops, c.election()))
             }
             other => panic!("no role {other}"),
         }

@@ -119,6 +119,21 @@ fn chart_grants_the_operator_what_operator_deploy_rbac_grants() {
     assert_eq!(&role["rules"], want);
     assert_eq!(role["metadata"]["namespace"], "team");
     assert!(one_namespace.iter().all(|d| d["kind"] != "ClusterRole"));
+    // Leader election: the Lease, in the release namespace only.
+    let leases = |docs: &[serde_json::Value]| {
+        docs.iter()
+            .find(|d| d["kind"] == "Role" && d["rules"][0]["resources"][0] == "leases")
+            .cloned()
+            .expect("a Role for the leader election Lease")
+    };
+    let want = leases(&reference)["rules"].clone();
+    assert_eq!(want[0]["apiGroups"][0], "coordination.k8s.io");
+    for docs in [&cluster_wide, &one_namespace] {
+        assert_eq!(leases(docs)["rules"], want);
+    }
+    assert_eq!(leases(&cluster_wide)["metadata"]["namespace"], "confab");
+    let deployment = of_kind(&cluster_wide, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2, "two operator replicas, one leading");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 mod chart_support;
 mod kube_support;
+mod operator_process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,78 +26,26 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 use kube::{Client, ResourceExt};
+use operator_process::OperatorProcess;
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(250);
 
-/// The `confab` binary of this build, in the target directory the test runs
-/// from. `cargo test -p confab-e2e` alone does not build it, so build it
-/// here, with the flags of CI's build step so that after that step this is a
-/// no-op (other flags would unify features differently and rebuild it).
-fn confab_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let target = profile.parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--workspace", "--all-targets", "--all-features"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "cargo build:\n{}", text(&out));
-    profile.join("confab")
-}
-
-/// A `confab operator` process, killed when dropped.
-struct OperatorProcess {
-    child: std::process::Child,
-    admin: String,
-}
-
-impl OperatorProcess {
-    /// Runs the binary with the Deployment's arguments and environment, but
-    /// the admin port on loopback (port 0) and the given kubeconfig.
-    fn start(container: &k8s_openapi::api::core::v1::Container, kubeconfig: &Path) -> Self {
-        use std::io::BufRead;
-        let args: Vec<String> = container
-            .args
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| if a.starts_with("--admin-listen=") { "--admin-listen=127.0.0.1:0".into() } else { a })
-            .collect();
-        let mut cmd = Command::new(confab_binary());
-        cmd.args(&args).env("KUBECONFIG", kubeconfig).stdout(std::process::Stdio::piped());
-        for e in container.env.clone().unwrap_or_default() {
-            let value = e.value.unwrap_or_else(|| "confab-operator-e2e".into()); // POD_NAME comes from the API
-            cmd.env(e.name, value);
-        }
-        let mut child = cmd.spawn().expect("start confab operator");
-        // Its log (JSON lines on stdout) says where the admin port is; the
-        // rest of the log goes to the test's output.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if let Some(at) = line.find("admin listening on http://") {
-                    let rest = &line[at + "admin listening on http://".len()..];
-                    let _ = tx.send(rest.split(['"', ' ']).next().unwrap_or_default().to_owned());
-                }
-                eprintln!("operator: {line}");
-            }
-        });
-        let admin = rx.recv_timeout(Duration::from_secs(60)).expect("the operator logs its admin address");
-        Self { child, admin }
+/// Runs the binary with the Deployment's arguments and environment, but
+/// the admin port on loopback and the given kubeconfig.
+fn start_operator(container: &k8s_openapi::api::core::v1::Container, kubeconfig: &Path, ns: &str) -> OperatorProcess {
+    let args = container.args.clone().unwrap_or_default();
+    let mut env = vec![("KUBECONFIG".to_owned(), kubeconfig.display().to_string())];
+    for e in container.env.clone().unwrap_or_default() {
+        // POD_NAME and POD_NAMESPACE come from the API in a pod.
+        let value = match e.name.as_str() {
+            "POD_NAMESPACE" => ns.to_owned(),
+            _ => e.value.unwrap_or_else(|| "confab-operator-e2e".into()),
+        };
+        env.push((e.name, value));
     }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    OperatorProcess::start("operator", &args, &env)
 }
 
 /// Uninstalls the release and deletes the namespace when the test ends.
@@ -211,7 +160,7 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     infra_env("KUBECONFIG", "kube");
     confab_e2e::use_ring_crypto();
     let admin = Client::try_default().await.expect("kube client from KUBECONFIG");
-    let namespace = unique_name("e2e-chart");
+    let namespace = unique_name("op-chart");
     let release = unique_name("chart");
     let mut cleanup = Cleanup { release: release.clone(), namespace: namespace.clone(), files: Vec::new() };
 
@@ -247,11 +196,13 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
     let deployment = deployments.get(&operator_name).await.expect("the operator's Deployment");
     let status = deployment.status.clone().unwrap_or_default();
-    assert_eq!(status.available_replicas, Some(1), "{status:?}");
+    assert_eq!(status.available_replicas, Some(2), "two replicas, one leading: {status:?}");
     let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0].clone();
     assert_eq!(container.args.as_deref().unwrap()[0], "operator");
     assert!(container.args.as_deref().unwrap().contains(&format!("--watch-namespace={namespace}")));
     Api::<Role>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("Role");
+    let election = format!("{operator_name}-leader-election");
+    Api::<Role>::namespaced(admin.clone(), &namespace).get(&election).await.expect("the leader election Role");
     Api::<RoleBinding>::namespaced(admin.clone(), &namespace).get(&operator_name).await.expect("RoleBinding");
     let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &namespace);
     let dashboards = configmaps.list(&kube::api::ListParams::default().labels("grafana_dashboard=1")).await.unwrap();
@@ -315,7 +266,7 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
     kubeconfig_as(&admin, &namespace, &operator_name, &kubeconfig).await;
     cleanup.files.push(kubeconfig.clone());
-    let operator = OperatorProcess::start(container, &kubeconfig);
+    let operator = start_operator(container, &kubeconfig, &namespace);
 
     // Prometheus scrapes the operator as the chart's ServiceMonitor would.
     let targets_dir = PathBuf::from(infra_env("PROMETHEUS_TARGETS_DIR", "prometheus"));
@@ -401,4 +352,9 @@ async fn helm_install_gives_an_operator_whose_rbac_reconciles_the_example_chatcl
     })
     .await
     .unwrap();
+
+    // The operator led (the chart's RBAC lets it hold its Lease), and its
+    // log has no warning or error but the broken cluster's.
+    assert_eq!(operator.metric("confab_operator_leader").await, Some(1.0));
+    operator.assert_clean_log(&["reconcile failed", "broken"]);
 }

@@ -13,6 +13,7 @@
 //! a ServiceAccount that has only the rules of operator/deploy/rbac.yaml.
 
 mod kube_support;
+mod operator_process;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
+use operator_process::OperatorProcess;
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -96,20 +98,58 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The log of every in-process operator of this test binary (JSON lines),
+/// for [`RunningOperator::assert_clean_log`].
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct CapturedLog;
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(|| CapturedLog).try_init();
+    });
+}
+
 /// The operator, watching one namespace, stopped when dropped.
 struct RunningOperator {
     task: tokio::task::JoinHandle<()>,
     registry: prometheus::Registry,
+    namespace: String,
 }
 
 impl RunningOperator {
     async fn start(client: &Client, namespace: &str) -> Self {
+        capture_log();
         let registry = prometheus::Registry::new();
         let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
         let config = confab_operator::Config { namespace: Some(namespace.to_owned()) };
         let operator = confab_operator::Operator::new(client.clone(), config, metrics).await.expect("operator starts");
         let task = tokio::spawn(operator.run(std::future::pending()));
-        Self { task, registry }
+        Self { task, registry, namespace: namespace.to_owned() }
+    }
+
+    /// Fails the test when the log has a warning or error about this test's
+    /// namespace, or about none (tests run in parallel in one process: a
+    /// line about another test's namespace is that test's to judge),
+    /// other than the `expected` ones.
+    fn assert_clean_log(&self, expected: &[&str]) {
+        let text = String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned();
+        let lines: Vec<String> =
+            text.lines().filter(|l| l.contains(&self.namespace) || !l.contains("op-")).map(str::to_owned).collect();
+        let bad = operator_process::unexpected(&lines, expected);
+        assert!(bad.is_empty(), "unexpected warnings or errors in the operator's log:\n{}", bad.join("\n"));
     }
 
     fn counter(&self, name: &str) -> f64 {
@@ -263,7 +303,7 @@ fn image_of(d: &Deployment) -> String {
 async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op").await;
+    let ns = TestNamespace::new(&client, "op-e2e").await;
     // The operator runs with exactly the permissions rbac.yaml grants.
     let credentials = OperatorCredentials::new(&client, &ns.name).await;
     let operator = RunningOperator::start(&credentials.client, &ns.name).await;
@@ -451,14 +491,15 @@ async fn a_chat_cluster_runs_rolls_heals_and_is_garbage_collected() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op-hpa").await;
-    let _operator = RunningOperator::start(&client, &ns.name).await;
+    let ns = TestNamespace::new(&client, "op-e2e-hpa").await;
+    let operator = RunningOperator::start(&client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -514,13 +555,14 @@ async fn autoscaling_gives_replicas_to_autoscalers_and_back() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_rejects_a_bad_spec() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op-cel").await;
+    let ns = TestNamespace::new(&client, "op-e2e-cel").await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
 
     // Raw objects, as a user's YAML would be: some are not even a valid
@@ -587,7 +629,7 @@ async fn the_api_server_rejects_a_bad_spec() {
 async fn a_spec_the_operator_cannot_apply_is_reported_degraded_until_fixed() {
     let client = client().await;
     install_crd(&client).await;
-    let ns = TestNamespace::new(&client, "e2e-op-bad").await;
+    let ns = TestNamespace::new(&client, "op-e2e-bad").await;
     let operator = RunningOperator::start(&client, &ns.name).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
 
@@ -628,4 +670,180 @@ async fn a_spec_the_operator_cannot_apply_is_reported_degraded_until_fixed() {
     clusters.patch("odd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let cc = wait_available(&clusters, "odd").await;
     assert_eq!(condition(&cc, "Degraded"), Some(("False".into(), "AsExpected".into())));
+    operator.assert_clean_log(&["reconcile failed"]);
+}
+
+/// Two `confab operator` processes elect a leader with a Lease; only the
+/// leader reconciles. Killed (SIGKILL: it cannot release the Lease), its
+/// Lease expires and the other takes over and reconciles the next change;
+/// stopped (SIGTERM), a leader releases the Lease at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_takes_over_when_the_leader_dies() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-lead").await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let kubeconfig = infra_env("KUBECONFIG", "kube");
+    let start = |name: &str| {
+        let args = [
+            "operator".to_owned(),
+            format!("--watch-namespace={}", ns.name),
+            "--leader-election-lease-seconds=4".to_owned(),
+        ];
+        let env = [
+            ("KUBECONFIG".to_owned(), kubeconfig.clone()),
+            ("POD_NAME".to_owned(), name.to_owned()),
+            ("POD_NAMESPACE".to_owned(), ns.name.clone()),
+        ];
+        OperatorProcess::start(name, &args, &env)
+    };
+    let holder = || async {
+        let lease = leases.get_opt("confab-operator").await?;
+        Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+    };
+    let mut replicas = vec![start("replica-a"), start("replica-b")];
+    let first = wait_for("one replica to hold the Lease", TIMEOUT, POLL, holder).await.unwrap();
+    let at = replicas.iter().position(|r| r.name == first).expect("the holder is one of the replicas");
+    let mut leader = replicas.remove(at);
+    let follower = replicas.remove(0);
+
+    // The leader reconciles; the follower waits and reconciles nothing.
+    clusters.create(&PostParams::default(), &chat_cluster("chat", base_spec("1.0.0"))).await.unwrap();
+    wait_available(&clusters, "chat").await;
+    assert_eq!(leader.metric("confab_operator_leader").await, Some(1.0));
+    assert_eq!(follower.metric("confab_operator_leader").await, Some(0.0));
+    assert_eq!(follower.metric("confab_operator_reconcile_runs_total").await, Some(0.0));
+    assert!(leader.metric("confab_operator_reconcile_runs_total").await.unwrap_or(0.0) >= 1.0);
+
+    // The leader dies without a word: the follower takes the Lease once it
+    // expires (4 s), and reconciles the next change.
+    leader.signal("KILL");
+    assert!(leader.exited_within(Duration::from_secs(10)).is_some(), "the leader was killed");
+    let took_over = wait_for("the follower to take the Lease", Duration::from_secs(30), POLL, || async {
+        Ok(holder().await?.filter(|h| *h == follower.name))
+    })
+    .await;
+    took_over.unwrap();
+    let patch = json!({"spec": {"gateway": {"replicas": 3}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the new leader to scale the gateways to 3", Duration::from_secs(60), POLL, || async {
+        let replicas = deployments.get("chat-gateway").await?.spec.and_then(|s| s.replicas);
+        Ok((replicas == Some(3)).then_some(()))
+    })
+    .await
+    .unwrap();
+    let cc = wait_available(&clusters, "chat").await;
+    assert_eq!(cc.status.unwrap().gateways.summary, "3/3");
+    assert_eq!(follower.metric("confab_operator_leader").await, Some(1.0));
+
+    // Stopped politely, a leader releases the Lease on its way out.
+    let mut last = follower;
+    last.signal("TERM");
+    let status = last.exited_within(Duration::from_secs(30)).expect("the operator stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let lease = leases.get("confab-operator").await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None, "the Lease was released");
+
+    // Neither log has a warning or an error.
+    leader.assert_clean_log(&[]);
+    last.assert_clean_log(&[]);
+}
+
+/// `kubectl confab` against the real API server: `status` lists the
+/// cluster and its pods, `report` archives its resources, Events and logs
+/// (no Secret), `drain` evicts a gateway pod and refuses any other pod; and
+/// the canary's Deployment comes and goes with `spec.canary.enabled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
+    use confab_operator::plugin;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-plugin").await;
+    let operator = RunningOperator::start(&client, &ns.name).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = base_spec("1.0.0");
+    spec["canary"] = json!({"enabled": true, "intervalSeconds": 3});
+    clusters.create(&PostParams::default(), &chat_cluster("chat", spec)).await.unwrap();
+    wait_available(&clusters, "chat").await;
+
+    // The canary: a Deployment, and its password in a Secret generated once.
+    let canary =
+        wait_for("the canary Deployment", TIMEOUT, POLL, || async { Ok(deployments.get_opt("chat-canary").await?) })
+            .await
+            .unwrap();
+    let container = &canary.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.args.as_deref(), Some(&["canary".to_owned()][..]));
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns.name).get("chat-canary").await.unwrap();
+    assert!(secret.data.unwrap()["password"].0.len() >= 32);
+    wait_for("the canary pod", TIMEOUT, POLL, || async {
+        Ok((pods_of(&pods, "canary").await.len() == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // status: the conditions, and every pod with its role.
+    let status = plugin::status(&client, &ns.name, None).await.unwrap();
+    assert!(status.contains(&format!("ChatCluster {}/chat", ns.name)), "{status}");
+    assert!(status.contains("Available: True (MinimumReplicasAvailable)"), "{status}");
+    assert!(status.contains("gateways 2/2") && status.contains("canary on"), "{status}");
+    let gateways = pods_of(&pods, "gateway").await;
+    for pod in gateways.iter().chain(&pods_of(&pods, "dispatcher").await) {
+        assert!(
+            status.lines().any(|l| l.contains(pod.as_str()) && l.contains(" yes ")),
+            "{pod} not ready in:\n{status}"
+        );
+    }
+    match plugin::status(&client, &ns.name, Some("nothere")).await {
+        Err(plugin::PluginError::Kube(kube::Error::Api(s))) => assert_eq!(s.code, 404),
+        other => panic!("an unknown cluster is an error: {other:?}"),
+    }
+
+    // report: a tar archive `tar` reads, with the resources, Events and
+    // logs, and no Secret.
+    let tar = plugin::report(&client, &ns.name, Some("chat")).await.unwrap();
+    let dir = std::env::temp_dir().join(unique_name("op-report"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("r.tar"), &tar).unwrap();
+    let out = std::process::Command::new("tar").args(["-tf", "r.tar"]).current_dir(&dir).output().unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8(out.stdout).unwrap();
+    for entry in ["chatclusters/chat.yaml", "deployments/chat-gateway.yaml", "events.yaml", "status.txt"] {
+        assert!(listing.lines().any(|l| l == entry), "{entry} missing from:\n{listing}");
+    }
+    assert!(listing.lines().any(|l| l.starts_with(&format!("logs/{}/gateway", gateways[0]))), "{listing}");
+    assert!(!listing.to_lowercase().contains("secret"), "no Secret in a report:\n{listing}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // drain: a dispatcher is refused and stays; a gateway is evicted and
+    // replaced.
+    let dispatcher = pods_of(&pods, "dispatcher").await[0].clone();
+    match plugin::drain(&client, &ns.name, &dispatcher).await {
+        Err(plugin::PluginError::Refused(why)) => assert!(why.contains("not a gateway pod"), "{why}"),
+        other => panic!("draining a dispatcher must be refused: {other:?}"),
+    }
+    assert!(pods.get(&dispatcher).await.unwrap().metadata.deletion_timestamp.is_none());
+    let said = plugin::drain(&client, &ns.name, &gateways[0]).await.unwrap();
+    assert!(said.contains("bye server_restart"), "{said}");
+    wait_for("the drained gateway to be replaced", TIMEOUT, POLL, || async {
+        let now = pods_of(&pods, "gateway").await;
+        let gone = pods.get_opt(&gateways[0]).await?.is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+        Ok((gone && now.iter().filter(|p| **p != gateways[0]).count() == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // The canary off: its Deployment goes.
+    let patch = json!({"spec": {"canary": {"enabled": false}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("the canary Deployment to be deleted", TIMEOUT, POLL, || async {
+        Ok(deployments.get_opt("chat-canary").await?.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+    operator.assert_clean_log(&[]);
 }

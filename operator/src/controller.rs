@@ -144,11 +144,15 @@ async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action> {
         Err(e) => Err(e),
     };
     let error = result.as_ref().err().map(|e| e.to_string());
+    // The status describes the migration as `apply` saw it: read again, a
+    // Job that finished meanwhile would report Deployments not rolled yet
+    // as up to date.
+    let seen_job = result.as_ref().ok().cloned();
     if let Err(e) = &result {
         ctx.metrics.reconcile_failed(e.reason());
         publish(&ctx, &cc, EventType::Warning, "ReconcileFailed", e.to_string()).await;
     }
-    let progressing = update_status(&cc, &ctx, &ns, error.as_deref()).await?;
+    let progressing = update_status(&cc, &ctx, &ns, error.as_deref(), seen_job).await?;
     result?;
     ctx.failures.lock().expect("not poisoned").remove(&key(&cc));
     Ok(Action::requeue(if progressing { WHILE_PROGRESSING } else { RESYNC }))
@@ -170,8 +174,8 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Applies every child; the Deployments only once the migration of the
-/// current spec has succeeded.
-async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -> Result<()> {
+/// current spec has succeeded. Returns the migration Job as it decided on.
+async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -> Result<Job> {
     let client = &ctx.client;
     ssa(client, ns, &children.config_map).await?;
     if children.generate_jwt_secret {
@@ -209,7 +213,7 @@ async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -
     };
     remove_stale_jobs(cc, client, ns, &job_name).await?;
     if status::migration(Some(&job)) != Migration::Succeeded {
-        return Ok(());
+        return Ok(job);
     }
 
     ssa(client, ns, &children.gateway).await?;
@@ -221,7 +225,27 @@ async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -
             None => delete_if_present::<HorizontalPodAutoscaler>(client, ns, &children::child_name(cc, role)).await?,
         }
     }
-    Ok(())
+    match &children.canary {
+        Some(canary) => {
+            ensure_canary_secret(cc, ctx, ns).await?;
+            ssa(client, ns, canary).await?;
+        }
+        None => delete_if_present::<Deployment>(client, ns, &children::canary::name(cc)).await?,
+    }
+    Ok(job)
+}
+
+/// Creates the canary user's password Secret once, like the JWT secret:
+/// never read, never overwritten.
+async fn ensure_canary_secret(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = children::canary::generated_secret(cc, &settings::random_secret())?;
+    match secrets.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &secret).await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Server-side apply with the operator's field manager, taking over fields
@@ -286,12 +310,21 @@ async fn remove_stale_jobs(cc: &ChatCluster, client: &Client, ns: &str, current:
 
 /// Reads the children back, patches the status, publishes Events for
 /// changed conditions. Returns whether something is still in progress.
-async fn update_status(cc: &ChatCluster, ctx: &Context, ns: &str, error: Option<&str>) -> Result<bool> {
+async fn update_status(
+    cc: &ChatCluster,
+    ctx: &Context,
+    ns: &str,
+    error: Option<&str>,
+    seen_job: Option<Job>,
+) -> Result<bool> {
     let client = &ctx.client;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let gateway = deployments.get_opt(&children::child_name(cc, "gateway")).await?;
     let dispatcher = deployments.get_opt(&children::child_name(cc, "dispatcher")).await?;
-    let migration = Api::<Job>::namespaced(client.clone(), ns).get_opt(&migrate::job_name(cc)).await?;
+    let migration = match seen_job {
+        Some(job) => Some(job),
+        None => Api::<Job>::namespaced(client.clone(), ns).get_opt(&migrate::job_name(cc)).await?,
+    };
     let service = Api::<Service>::namespaced(client.clone(), ns).get_opt(&children::child_name(cc, "gateway")).await?;
     let observed = Observed {
         gateway: gateway.as_ref(),

@@ -92,6 +92,32 @@ pub struct ChatClusterSpec {
     /// `kafka.tls` and `kafka.sasl`, which read Secrets.
     #[serde(default)]
     pub config: ExtraConfig,
+
+    /// A synthetic chat user (`confab canary`) that sends a message through
+    /// every gateway every few seconds and checks every gateway delivers
+    /// it; its metrics (`confab_canary_*`) feed the ConfabCanaryFailing
+    /// alert. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
+}
+
+/// The canary: one pod, `<name>-canary`, whose user `confab-canary` has a
+/// password the operator generates into the Secret `<name>-canary`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// Whether to run the canary.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Seconds between two rounds of probes (one per gateway each).
+    #[serde(default = "default_canary_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: u32,
+}
+
+fn default_canary_interval() -> u32 {
+    10
 }
 
 /// The NetworkPolicies of a cluster. With them, a gateway's public port

@@ -5,12 +5,16 @@
 //! - [`children`]: pure functions from a `ChatCluster` to the objects it owns;
 //! - [`status`]: the status computed from what the children report;
 //! - [`controller`]: the reconcile loop (server-side apply, Events, backoff);
-//! - [`metrics`]: the operator's own Prometheus metrics.
+//! - [`leader`]: leader election among the operator's replicas (a Lease);
+//! - [`metrics`]: the operator's own Prometheus metrics;
+//! - [`plugin`]: `kubectl confab` (status, drain, report).
 
 pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod status;
 
 pub use controller::{Config, Operator, run};

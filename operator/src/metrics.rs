@@ -1,13 +1,14 @@
 //! The operator's own metrics, registered in the process's one registry and
 //! served on its admin port (`/metrics`). No object names as labels.
 
-use prometheus::{Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
     runs: IntCounter,
     errors: IntCounterVec,
     duration: Histogram,
+    leader: IntGauge,
 }
 
 impl Metrics {
@@ -21,6 +22,10 @@ impl Metrics {
             HistogramOpts::new("confab_operator_reconcile_duration_seconds", "Time one reconciliation takes")
                 .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )?;
+        let leader = IntGauge::new(
+            "confab_operator_leader",
+            "1 while this replica holds the leader Lease and reconciles, 0 while it waits",
+        )?;
         // Every reason exported from the start, so rates and alerts see a 0.
         for reason in crate::Error::REASONS {
             errors.with_label_values(&[*reason]);
@@ -28,7 +33,8 @@ impl Metrics {
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { runs, errors, duration })
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self { runs, errors, duration, leader })
     }
 
     /// Counts a run; the returned timer records its duration when dropped.
@@ -39,6 +45,11 @@ impl Metrics {
 
     pub fn reconcile_failed(&self, reason: &str) {
         self.errors.with_label_values(&[reason]).inc();
+    }
+
+    /// Whether this replica leads (see [`crate::leader`]).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 }
 
@@ -57,6 +68,7 @@ mod tests {
             "confab_operator_reconcile_runs_total",
             "confab_operator_reconcile_errors_total",
             "confab_operator_reconcile_duration_seconds",
+            "confab_operator_leader",
         ] {
             assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
         }

@@ -8,8 +8,10 @@
 //! - [`network`]: the public Service and the gateways' headless internal one;
 //! - [`policies`]: the NetworkPolicies of both roles;
 //! - [`settings`]: the ConfigMap of pass-through settings and the JWT Secret;
-//! - [`scaling`]: PodDisruptionBudgets and HorizontalPodAutoscalers.
+//! - [`scaling`]: PodDisruptionBudgets and HorizontalPodAutoscalers;
+//! - [`canary`]: the synthetic chat user's Deployment (`spec.canary`).
 
+pub mod canary;
 pub mod migrate;
 pub mod network;
 pub mod policies;
@@ -83,6 +85,8 @@ pub struct Children {
     /// `None`: no autoscaling, and any existing autoscaler is deleted.
     pub gateway_hpa: Option<HorizontalPodAutoscaler>,
     pub dispatcher_hpa: Option<HorizontalPodAutoscaler>,
+    /// `None`: no canary, and any existing one is deleted.
+    pub canary: Option<Deployment>,
 }
 
 /// The children of `cc`. Fails only on a resource the API server would not
@@ -105,6 +109,7 @@ pub fn desired(cc: &ChatCluster) -> Result<Children> {
         dispatcher_pdb: scaling::pdb(cc, Role::Dispatcher)?,
         gateway_hpa: scaling::hpa(cc, Role::Gateway)?,
         dispatcher_hpa: scaling::hpa(cc, Role::Dispatcher)?,
+        canary: canary::deployment(cc)?,
         config_map,
     })
 }
@@ -122,6 +127,7 @@ impl Children {
         all.push(to_json(&self.dispatcher));
         all.extend(self.gateway_pdb.iter().chain(&self.dispatcher_pdb).map(to_json));
         all.extend(self.gateway_hpa.iter().chain(&self.dispatcher_hpa).map(to_json));
+        all.extend(self.canary.iter().map(to_json));
         all
     }
 }
