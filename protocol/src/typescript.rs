@@ -66,6 +66,8 @@ fn typescript_declarations_match_the_sdk() {
     declare::<MemberEntry>(&mut out);
     declare::<DirectoryEntry>(&mut out);
     declare::<Profile>(&mut out);
+    declare::<crate::ContactStatus>(&mut out);
+    declare::<crate::ContactEntry>(&mut out);
     declare::<ByeReason>(&mut out);
     declare::<Event>(&mut out);
     expect_file!["../../web/sdk/src/protocol.gen.ts"].assert_eq(&out);
@@ -125,6 +127,12 @@ fn real_frames_match_the_sdk_fixture() {
         ("directory", r#"{"op":"directory","id":31,"query":"rust","limit":10}"#),
         ("profile", r#"{"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"}"#),
         ("users", r#"{"op":"users","id":34,"users":["alice","nobody"]}"#),
+        ("contact_add", r#"{"op":"contact_add","id":35,"user":"bob"}"#),
+        ("contact_remove", r#"{"op":"contact_remove","id":36,"user":"bob"}"#),
+        ("contacts", r#"{"op":"contacts","id":37}"#),
+        ("block", r#"{"op":"block","id":38,"user":"mallory"}"#),
+        ("unblock", r#"{"op":"unblock","id":39,"user":"mallory"}"#),
+        ("blocks", r#"{"op":"blocks","id":40}"#),
         ("without_id", r#"{"op":"ping"}"#),
     ]
     .map(|(name, frame)| {
@@ -269,6 +277,27 @@ fn real_frames_match_the_sdk_fixture() {
                 },
             ),
         ),
+        (
+            "contact_add",
+            reply(int(35), ReplyBody::Contact { user: "bob".into(), status: crate::ContactStatus::PendingOut }),
+        ),
+        (
+            "contacts",
+            reply(
+                int(37),
+                ReplyBody::Contacts {
+                    contacts: vec![
+                        crate::ContactEntry { user: "bob".into(), status: crate::ContactStatus::Mutual, online: true },
+                        crate::ContactEntry {
+                            user: "carol".into(),
+                            status: crate::ContactStatus::PendingIn,
+                            online: false,
+                        },
+                    ],
+                },
+            ),
+        ),
+        ("blocks", reply(int(40), ReplyBody::Blocked { blocked: vec!["mallory".into()] })),
         ("forbidden", Reply::error(Some(int(32)), ProtocolError::new(ErrorCode::Forbidden, "admins only")).encode()),
         ("error", Reply::error(Some(int(13)), ProtocolError::not_member("staff")).encode()),
         (
@@ -287,6 +316,7 @@ fn real_frames_match_the_sdk_fixture() {
                 heartbeat_ms: 25_000,
             },
         ),
+        ("contact", Event::Contact { user: "bob".into(), status: crate::ContactStatus::Mutual }),
         ("msg", Event::Msg { message: message(42, "bob", "see you"), prev_seq: 41 }),
         ("member", Event::member("general", "carol", MemberAction::Join)),
         (

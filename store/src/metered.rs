@@ -159,4 +159,31 @@ impl<S: Store> Store for Metered<S> {
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {
         self.timed("bind_partitions", self.inner.bind_partitions(partitions)).await
     }
+    async fn contact_ask(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.timed("contact_ask", self.inner.contact_ask(user, other, max)).await
+    }
+    async fn contact_end(&self, a: &str, b: &str) -> Result<()> {
+        self.timed("contact_end", self.inner.contact_end(a, b)).await
+    }
+    async fn contacts(&self, user: &str) -> Result<Vec<crate::ContactRecord>> {
+        self.timed("contacts", self.inner.contacts(user)).await
+    }
+    async fn block(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.timed("block", self.inner.block(user, other, max)).await
+    }
+    async fn unblock(&self, user: &str, other: &str) -> Result<()> {
+        self.timed("unblock", self.inner.unblock(user, other)).await
+    }
+    async fn blocks(&self, user: &str) -> Result<Vec<String>> {
+        self.timed("blocks", self.inner.blocks(user)).await
+    }
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {
+        self.timed("is_blocked", self.inner.is_blocked(user, other)).await
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.timed("delete_user", self.inner.delete_user(name)).await
+    }
+    async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
+        self.timed("successor", self.inner.successor(room, leaving)).await
+    }
 }

@@ -15,7 +15,7 @@ export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "l
 /**
  * Unix seconds; without it, until `unmute`.
  */
-until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, };
+until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "contact_add", user: string, } | { "op": "contact_remove", user: string, } | { "op": "contacts" } | { "op": "block", user: string, } | { "op": "unblock", user: string, } | { "op": "blocks" };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -60,7 +60,7 @@ export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number,
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
  */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { user: string, status: ContactStatus, } | { contacts: Array<ContactEntry>, } | { blocked: Array<string>, } | Record<symbol, never>;
 
 /**
  * The one reply to a request.
@@ -70,7 +70,7 @@ export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, 
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
  */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { user: string, status: ContactStatus, } | { contacts: Array<ContactEntry>, } | { blocked: Array<string>, } | Record<symbol, never>);
 
 export type MemberAction = "join" | "leave" | "invite" | "kick" | "ban" | "unban" | "mute" | "unmute" | "role";
 
@@ -101,6 +101,21 @@ export type DirectoryEntry = { room: string, name: string, topic: string, member
 export type Profile = { user: string, display_name: string, avatar: string, };
 
 /**
+ * Where a contact relation stands, as the user who reads it sees it.
+ */
+export type ContactStatus = "pending_in" | "pending_out" | "mutual" | "none";
+
+/**
+ * One entry of the `contacts` reply.
+ */
+export type ContactEntry = { user: string, status: ContactStatus, 
+/**
+ * At least one live session. Always `false` unless `mutual`: online
+ * state is for those both sides agreed to share it with.
+ */
+online: boolean, };
+
+/**
  * Why the server is closing a session (`bye`).
  */
 export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
@@ -120,4 +135,4 @@ role?: Role,
 /**
  * End of a mute, unix seconds (`mute`).
  */
-until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };
+until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, } | { "ev": "contact", user: string, status: ContactStatus, };

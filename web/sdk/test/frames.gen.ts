@@ -32,6 +32,12 @@ export const requests = {
   directory: {"op":"directory","id":31,"query":"rust","limit":10},
   profile: {"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
   users: {"op":"users","id":34,"users":["alice","nobody"]},
+  contact_add: {"op":"contact_add","id":35,"user":"bob"},
+  contact_remove: {"op":"contact_remove","id":36,"user":"bob"},
+  contacts: {"op":"contacts","id":37},
+  block: {"op":"block","id":38,"user":"mallory"},
+  unblock: {"op":"unblock","id":39,"user":"mallory"},
+  blocks: {"op":"blocks","id":40},
   without_id: {"op":"ping"},
 } satisfies Record<string, Op & { id?: RequestId }>;
 
@@ -63,6 +69,9 @@ export const replies = {
   directory: {"re":31,"ok":true,"rooms":[{"room":"rust","name":"Rustaceans","topic":"","members":42}]},
   profile: {"re":33,"ok":true,"user":"alice","display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
   users: {"re":34,"ok":true,"users":[{"user":"alice","display_name":"Alice Liddell","avatar":""}]},
+  contact_add: {"re":35,"ok":true,"user":"bob","status":"pending_out"},
+  contacts: {"re":37,"ok":true,"contacts":[{"user":"bob","status":"mutual","online":true},{"user":"carol","status":"pending_in","online":false}]},
+  blocks: {"re":40,"ok":true,"blocked":["mallory"]},
   forbidden: {"re":32,"ok":false,"error":{"code":"forbidden","message":"admins only"}},
   error: {"re":13,"ok":false,"error":{"code":"not_member","message":"join room 'staff' first"}},
   error_without_id: {"ok":false,"error":{"code":"bad_request","message":"a request must be a JSON object"}},
@@ -71,6 +80,7 @@ export const replies = {
 /** Events as the server encodes them, by `ev`. */
 export const events = {
   hello: {"ev":"hello","user":"alice","session":"s-1f","server":"confab-1","heartbeat_ms":25000},
+  contact: {"ev":"contact","user":"bob","status":"mutual"},
   msg: {"ev":"msg","room":"general","seq":42,"msg_id":"3-29","from":"bob","text":"see you","ts":1767225600042,"cid":"c-42","prev_seq":41},
   member: {"ev":"member","room":"general","user":"carol","action":"join"},
   member_kick: {"ev":"member","room":"general","user":"dave","action":"kick","by":"carol","reason":"spam"},
