@@ -46,6 +46,10 @@ pub struct Needs<'a> {
     pub invite: Option<&'a str>,
     /// Whether this user is banned from the room.
     pub ban: Option<&'a str>,
+    /// Whether the first user blocked the second (a DM's recipient, its sender).
+    pub block: Option<(&'a str, &'a str)>,
+    /// Who owns the room if this user (its owner, maybe) leaves it.
+    pub successor: Option<&'a str>,
 }
 
 /// The store as a batch's records see it before the first of them is
@@ -71,6 +75,10 @@ pub struct View {
     /// user -> how many rooms they are a member of, for the users who may
     /// join one: those of `join`s, and both parties of a DM's first message.
     pub room_counts: HashMap<String, usize>,
+    /// `(user, other)` of the blocks found: `user` blocked `other`.
+    pub blocks: HashSet<(String, String)>,
+    /// room -> who owns it once the user named by the record leaves.
+    pub successors: HashMap<String, Option<String>>,
 }
 
 impl View {
@@ -90,6 +98,8 @@ impl View {
         let mut markers: Vec<(String, String)> = Vec::new();
         let mut invites: Vec<(String, String)> = Vec::new();
         let mut bans: Vec<(String, String)> = Vec::new();
+        let mut blocks: Vec<(String, String)> = Vec::new();
+        let mut successors: Vec<(String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
         for r in records {
             let room = r.record.room.as_str();
@@ -106,8 +116,10 @@ impl View {
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));
+            blocks.extend(needs.block.map(|(user, other)| key(user, other)));
+            successors.extend(needs.successor.map(|user| key(room, user)));
         }
-        for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans] {
+        for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans, &mut blocks, &mut successors] {
             keys.sort_unstable();
             keys.dedup();
         }
@@ -139,8 +151,18 @@ impl View {
             let seq = store.read_marker(&key.0, &key.1).await?;
             Ok((seq > 0).then_some((key, seq)))
         });
-        let (states, members, cids, markers, invites, bans) =
-            tokio::try_join!(states, members, cids, markers, invites, bans)?;
+        let blocks = all(blocks, |key| async move {
+            let blocked = store.is_blocked(&key.0, &key.1).await?;
+            Ok(blocked.then_some(key))
+        });
+        let successors = all(successors, |(room, user)| async move {
+            let heir = store.successor(&room, &user).await?;
+            Ok((room, heir))
+        });
+        let (states, members, cids, markers, invites, bans, blocks, successors) =
+            tokio::try_join!(states, members, cids, markers, invites, bans, blocks, successors)?;
+        view.blocks.extend(blocks.into_iter().flatten());
+        view.successors.extend(successors);
         view.rooms.extend(states);
         for (key, member) in members.into_iter().flatten() {
             if member != MemberRecord::default() {
