@@ -162,6 +162,20 @@ impl View {
         let (states, members, cids, markers, invites, bans, blocks, successors) =
             tokio::try_join!(states, members, cids, markers, invites, bans, blocks, successors)?;
         view.blocks.extend(blocks.into_iter().flatten());
+        // A successor's standing, so the batch knows whether a record
+        // before the erasure made them leave.
+        let heirs: Vec<(String, String)> =
+            successors.iter().filter_map(|(room, heir)| Some((room.clone(), heir.clone()?))).collect();
+        let heirs = all(heirs, |key| async move {
+            let member = store.member(&key.0, &key.1).await?;
+            Ok(member.map(|m| (key, m)))
+        });
+        for (key, member) in heirs.await?.into_iter().flatten() {
+            if member != MemberRecord::default() {
+                view.standing.entry(key.clone()).or_insert(member);
+            }
+            view.members.insert(key);
+        }
         view.successors.extend(successors);
         view.rooms.extend(states);
         for (key, member) in members.into_iter().flatten() {
