@@ -282,7 +282,7 @@ impl Statements {
             delete_user_invite: prepare(s, "DELETE FROM user_invites USING TIMESTAMP ? WHERE username = ? AND room = ?").await?,
             insert_ban: prepare(s, "INSERT INTO room_bans (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
             delete_ban: prepare(s, "DELETE FROM room_bans USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
-            contacts: contacts::Statements::prepare(s).await?,
+            contacts: Box::pin(contacts::Statements::prepare(s)).await?,
         })
     }
 }
@@ -360,7 +360,9 @@ impl ScyllaStore {
             return Err(Error::SchemaVersion { keyspace: config.keyspace.clone(), version: SCHEMA_VERSION });
         }
         use_keyspace(&s, &config.keyspace).await?;
-        let q = Statements::prepare(&s).await?;
+        // Boxed: the future of ~100 prepares is large, and every future
+        // that connects (a test's whole cluster start-up) would carry it.
+        let q = Box::pin(Statements::prepare(&s)).await?;
         Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q }) })
     }
 
