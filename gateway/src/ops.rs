@@ -189,8 +189,7 @@ impl Gateway {
                     None => store.members(&room).await.map_err(store_error)?,
                 };
                 // Those the caller blocked do not show.
-                let online =
-                    members.into_iter().filter(|m| self.is_online(m) && !self.has_blocked(user, m)).collect();
+                let online = members.into_iter().filter(|m| self.is_online(m) && !self.has_blocked(user, m)).collect();
                 Ok(Some(ReplyBody::Presence { online }))
             }
             Op::Join { room } => self.produce(s, req.id, room, Command::Join { user: user.into() }, false).await,

@@ -37,7 +37,9 @@ pub fn merge(asks: Vec<String>, asked_by: Vec<String>) -> Vec<ContactRecord> {
                 b.next();
                 ContactRecord { other: a.next().expect("peeked"), asked: true, asked_by: true }
             }
-            (Some(x), Some(y)) if x < y => ContactRecord { other: a.next().expect("peeked"), asked: true, asked_by: false },
+            (Some(x), Some(y)) if x < y => {
+                ContactRecord { other: a.next().expect("peeked"), asked: true, asked_by: false }
+            }
             (Some(_), None) => ContactRecord { other: a.next().expect("peeked"), asked: true, asked_by: false },
             _ => ContactRecord { other: b.next().expect("peeked"), asked: false, asked_by: true },
         };

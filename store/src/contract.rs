@@ -400,7 +400,8 @@ fn user(name: &str) -> UserRecord {
 
 pub async fn contacts_are_asks_that_meet_and_are_bounded(store: &impl Store) {
     use confab_protocol::ContactStatus::*;
-    let statuses = |v: Vec<crate::ContactRecord>| v.into_iter().map(|c| (c.other.clone(), c.status())).collect::<Vec<_>>();
+    let statuses =
+        |v: Vec<crate::ContactRecord>| v.into_iter().map(|c| (c.other.clone(), c.status())).collect::<Vec<_>>();
     assert!(store.contact_ask("alice", "bob", 2).await.unwrap());
     assert_eq!(statuses(store.contacts("alice").await.unwrap()), [("bob".to_string(), PendingOut)]);
     assert_eq!(statuses(store.contacts("bob").await.unwrap()), [("alice".to_string(), PendingIn)]);

@@ -18,18 +18,18 @@ use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Message, Profile, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
 
+pub mod contacts;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod embedded;
 pub mod metered;
-pub mod contacts;
 pub mod rooms;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 
+pub use contacts::ContactRecord;
 pub use embedded::EmbeddedStore;
 pub use metered::Metered;
-pub use contacts::ContactRecord;
 pub use rooms::{MUTED_FOREVER, MemberRecord, PublicRoom, RoomSettings};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

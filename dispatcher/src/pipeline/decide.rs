@@ -31,7 +31,12 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
             // A DM's parties are known from its id; whether the other
             // blocked the sender is not.
             let block = dm_members(room).map(|(a, b)| (if from == a { b } else { a }, from.as_str()));
-            Needs { member: dm_members(room).is_none().then_some(from), cid: Some((from, cid)), block, ..Needs::default() }
+            Needs {
+                member: dm_members(room).is_none().then_some(from),
+                cid: Some((from, cid)),
+                block,
+                ..Needs::default()
+            }
         }
         Command::Erase { user } => Needs { member: Some(user), successor: Some(user), ..Needs::default() },
         Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },

@@ -166,8 +166,10 @@ impl EmbeddedStore {
 
     pub(super) async fn is_blocked_(&self, user: &str, other: &str) -> Result<bool> {
         let (user, other) = (user.to_owned(), other.to_owned());
-        self.blocking(move |db| Ok(db.begin_read()?.open_table(BLOCKS)?.get((user.as_str(), other.as_str()))?.is_some()))
-            .await
+        self.blocking(move |db| {
+            Ok(db.begin_read()?.open_table(BLOCKS)?.get((user.as_str(), other.as_str()))?.is_some())
+        })
+        .await
     }
 
     pub(super) async fn delete_user_(&self, name: &str) -> Result<bool> {
@@ -185,7 +187,8 @@ impl EmbeddedStore {
                     false
                 } else {
                     // The name stays taken; the password hash goes.
-                    let tombstone = crate::UserRecord { name: name.clone(), password_hash: String::new(), created_ms: 0 };
+                    let tombstone =
+                        crate::UserRecord { name: name.clone(), password_hash: String::new(), created_ms: 0 };
                     let bytes = serde_json::to_vec(&tombstone)
                         .map_err(|source| crate::Error::Json { what: format!("encoding user {name}"), source })?;
                     users.insert(name.as_str(), bytes.as_slice())?;

@@ -6,7 +6,7 @@
 
 use scylla::statement::prepared::PreparedStatement;
 
-use super::{BUCKET_BITS, ScyllaStore, prepare};
+use super::{ScyllaStore, prepare};
 use crate::{ContactRecord, Result, contacts};
 use confab_protocol::message::cid_key;
 
@@ -77,7 +77,8 @@ impl ScyllaStore {
     }
 
     async fn names(&self, statement: &PreparedStatement, user: &str) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self.rows::<(String,)>(statement, (user,)).await?.into_iter().map(|(n,)| n).collect();
+        let mut names: Vec<String> =
+            self.rows::<(String,)>(statement, (user,)).await?.into_iter().map(|(n,)| n).collect();
         names.sort_unstable();
         Ok(names)
     }
@@ -96,7 +97,10 @@ impl ScyllaStore {
         if !related && (mine.len() >= max || theirs.len() >= max) {
             return Ok(false);
         }
-        tokio::try_join!(self.write(&self.c().insert_ask, (user, other)), self.write(&self.c().insert_asked, (other, user)))?;
+        tokio::try_join!(
+            self.write(&self.c().insert_ask, (user, other)),
+            self.write(&self.c().insert_asked, (other, user))
+        )?;
         Ok(true)
     }
 
@@ -206,7 +210,6 @@ impl ScyllaStore {
                 }
             }
             bottom = last + 1;
-            debug_assert!(BUCKET_BITS > 0);
         }
     }
 }

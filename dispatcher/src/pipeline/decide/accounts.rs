@@ -122,7 +122,12 @@ mod tests {
         assert_eq!(codes(&d), ["ok"]);
         assert!(d.writes.contains(&Write::Erase { room: "r".into(), user: "alice".into(), at: seq_of(9) }));
         assert!(d.writes.contains(&Write::Leave { room: "r".into(), user: "alice".into(), at: seq_of(9) }));
-        assert!(d.writes.contains(&Write::Role { room: "r".into(), user: "carol".into(), role: Role::Owner, at: seq_of(9) }));
+        assert!(d.writes.contains(&Write::Role {
+            room: "r".into(),
+            user: "carol".into(),
+            role: Role::Owner,
+            at: seq_of(9)
+        }));
         assert_eq!(d.rooms["r"].settings.as_ref().unwrap().owner.as_deref(), Some("carol"));
         assert_eq!(d.rooms["r"].members, 2);
     }
@@ -142,7 +147,11 @@ mod tests {
         v.rooms.insert("dm:alice:bob".into(), state);
         v.blocks.insert(("alice".into(), "bob".into()));
         let send = |offset, from: &str| {
-            record("dm:alice:bob", offset, Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}") })
+            record(
+                "dm:alice:bob",
+                offset,
+                Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}") },
+            )
         };
         let (a, b) = (send(10, "bob"), send(11, "alice"));
         let d = decide(v, &[&a, &b], 100);
