@@ -71,6 +71,12 @@ export interface Ops {
   directory: { req: OpFields<"directory">; reply: ReplyWith<{ rooms: readonly { members: number }[] }> };
   profile: { req: OpFields<"profile">; reply: ReplyWith<{ display_name: unknown }> };
   users: { req: OpFields<"users">; reply: ReplyWith<{ users: unknown }> };
+  contact_add: { req: OpFields<"contact_add">; reply: ReplyWith<{ status: unknown }> };
+  contact_remove: { req: OpFields<"contact_remove">; reply: EmptyReply };
+  contacts: { req: OpFields<"contacts">; reply: ReplyWith<{ contacts: unknown }> };
+  block: { req: OpFields<"block">; reply: EmptyReply };
+  unblock: { req: OpFields<"unblock">; reply: EmptyReply };
+  blocks: { req: OpFields<"blocks">; reply: ReplyWith<{ blocked: unknown }> };
 }
 
 export type RequestOf<K extends OpName> = Ops[K]["req"];
@@ -91,6 +97,7 @@ export type ReadEvent = EventOf<"read">;
 export type PresenceEvent = EventOf<"presence">;
 export type ByeEvent = EventOf<"bye">;
 export type RoomEvent = EventOf<"room">;
+export type ContactEvent = EventOf<"contact">;
 
 /** Results of `POST /v1/auth/*`. */
 export interface RegisterResult {

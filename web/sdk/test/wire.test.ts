@@ -40,6 +40,12 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   directory: { req: fields(requests.directory), reply: fields(replies.directory) },
   profile: { req: fields(requests.profile), reply: fields(replies.profile) },
   users: { req: fields(requests.users), reply: fields(replies.users) },
+  contact_add: { req: fields(requests.contact_add), reply: fields(replies.contact_add) },
+  contact_remove: { req: fields(requests.contact_remove), reply: fields(replies.contact_remove) },
+  contacts: { req: fields(requests.contacts), reply: fields(replies.contacts) },
+  block: { req: fields(requests.block), reply: fields(replies.block) },
+  unblock: { req: fields(requests.unblock), reply: fields(replies.unblock) },
+  blocks: { req: fields(requests.blocks), reply: fields(replies.blocks) },
 };
 const directSend: { req: RequestOf<"send">; reply: ReplyOf<"send"> } = {
   req: fields(requests.send_dm),
