@@ -107,7 +107,7 @@ export class AccountPanel {
       h("button", { type: "submit", class: "btn btn-sm" }, "Add contact"),
     );
     this.contactList = h("ul", { class: "contact-list", "aria-label": "Contacts" });
-    this.blockedList = h("ul", { class: "contact-list", "aria-label": "Blocked users" });
+    this.blockedList = h("ul", { class: "contact-list", "aria-label": "Blocked" });
 
     const signOutAll = h(
       "button",

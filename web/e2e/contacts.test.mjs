@@ -60,7 +60,7 @@ describe("contacts and account deletion in the web client", { timeout: 180_000 }
 
     // A block ends the relation on both sides; unblocking lifts it.
     await contact(alice, "bob").getByRole("button", { name: "Block" }).click();
-    const blocked = alice.getByRole("list", { name: "Blocked users" }).locator('[data-user="bob"]');
+    const blocked = alice.getByRole("list", { name: "Blocked", exact: true }).locator('[data-user="bob"]');
     await blocked.waitFor();
     await contact(alice, "bob").waitFor({ state: "detached" });
     await contact(bob, "alice").waitFor({ state: "detached" });
