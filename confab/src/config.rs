@@ -345,6 +345,23 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
 
+    /// Raw TCP listener for clients: the v1 session as newline-delimited
+    /// JSON, the first line `{"op":"auth","token":"..."}` (docs/protocol.md,
+    /// Transports). Default: none (off).
+    #[arg(long, env = "CONFAB_TCP_LISTEN", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain; with --tcp-tls-key, the TCP listener speaks TLS.
+    #[arg(long, env = "CONFAB_TCP_TLS_CERT", value_name = "FILE", requires = "tcp_tls_key")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tcp-tls-cert.
+    #[arg(long, env = "CONFAB_TCP_TLS_KEY", value_name = "FILE", requires = "tcp_tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_tls_key: Option<PathBuf>,
+
     #[command(flatten)]
     #[serde(flatten)]
     pub secret: SecretConfig,
@@ -995,6 +1012,12 @@ impl ServerConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
         }
+        if self.tcp_tls_cert.is_some() != self.tcp_tls_key.is_some() {
+            return Err(invalid("tcp_tls_cert", "tcp_tls_cert and tcp_tls_key go together"));
+        }
+        if self.tcp_tls_cert.is_some() && self.tcp_listen.is_none() {
+            return Err(invalid("tcp_tls_cert", "needs tcp_listen"));
+        }
         self.secret.validate(false)?;
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be at least 1"));
@@ -1281,6 +1304,20 @@ mod tests {
         assert_eq!(c.server.heartbeat_ms, 1000, "a flag beats the file");
         assert_eq!(c.server.rate_burst, 7, "the file beats a default");
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_tcp_listener_is_off_by_default_and_its_tls_needs_it_and_both_files() {
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!((c.server.tcp_listen, c.server.tcp_tls_cert.clone()), (None, None));
+        let c = load(&["confab", "--tcp-listen", "127.0.0.1:7000"], "").unwrap();
+        assert_eq!(c.server.tcp_listen.map(|a| a.port()), Some(7000));
+        let c = load(&["confab"], "tcp_tls_cert = \"c.pem\"\ntcp_tls_key = \"k.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_tls_cert") && e.contains("tcp_listen"), "{e}");
+        let c = load(&["confab"], "tcp_listen = \"127.0.0.1:7000\"\ntcp_tls_cert = \"c.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_tls_key"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
 
     let internal = serving::bind(config.internal_listen, "internal_listen").await?;
     let public = serving::bind(config.server.listen, "listen").await?;
+    let tcp = serving::tcp_listener(&config.server).await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
     let gateway_config = config.gateway(internal_addr);
@@ -81,8 +82,9 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
         confab_gateway::serve::serve(internal, router, internal_tls, limits, stop).await;
         Ok(())
     });
+    let tcp_addr = serving::spawn_tcp(&mut tasks, &gateway, tcp, limits)?;
     tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
-    Ok(Running::new(Some(public_addr), admin_addr, Some(internal_addr), tasks))
+    Ok(Running::new(Some(public_addr), admin_addr, Some(internal_addr), tasks).with_tcp(tcp_addr))
 }
 
 /// Starts a dispatcher: a member of the ingress consumer group.

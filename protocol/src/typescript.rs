@@ -55,6 +55,8 @@ fn typescript_declarations_match_the_sdk() {
     declare::<ErrorCode>(&mut out);
     declare::<ProtocolError>(&mut out);
     declare::<HttpErrorBody>(&mut out);
+    declare::<crate::lifecycle::Reaction>(&mut out);
+    declare::<crate::lifecycle::Version>(&mut out);
     declare::<Message>(&mut out);
     declare::<RoomInfo>(&mut out);
     declare::<SyncRoom>(&mut out);
@@ -82,6 +84,7 @@ fn message(seq: u64, from: &str, text: &str) -> Message {
         text: text.into(),
         ts: 1_767_225_600_000 + seq,
         cid: format!("c-{seq}"),
+        ..Message::default()
     }
 }
 
@@ -127,12 +130,19 @@ fn real_frames_match_the_sdk_fixture() {
         ("directory", r#"{"op":"directory","id":31,"query":"rust","limit":10}"#),
         ("profile", r#"{"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"}"#),
         ("users", r#"{"op":"users","id":34,"users":["alice","nobody"]}"#),
-        ("contact_add", r#"{"op":"contact_add","id":35,"user":"bob"}"#),
-        ("contact_remove", r#"{"op":"contact_remove","id":36,"user":"bob"}"#),
-        ("contacts", r#"{"op":"contacts","id":37}"#),
-        ("block", r#"{"op":"block","id":38,"user":"mallory"}"#),
-        ("unblock", r#"{"op":"unblock","id":39,"user":"mallory"}"#),
-        ("blocks", r#"{"op":"blocks","id":40}"#),
+        ("contact_add", r#"{"op":"contact_add","id":42,"user":"bob"}"#),
+        ("contact_remove", r#"{"op":"contact_remove","id":43,"user":"bob"}"#),
+        ("contacts", r#"{"op":"contacts","id":44}"#),
+        ("block", r#"{"op":"block","id":45,"user":"mallory"}"#),
+        ("unblock", r#"{"op":"unblock","id":46,"user":"mallory"}"#),
+        ("blocks", r#"{"op":"blocks","id":47}"#),
+        ("send_reply", r#"{"op":"send","id":35,"room":"general","text":"yes","cid":"c-35","reply_to":41}"#),
+        ("sync_changes", r#"{"op":"sync","id":36,"rooms":{"general":40},"changes":{"general":38}}"#),
+        ("edit", r#"{"op":"edit","id":37,"room":"general","seq":41,"text":"hey!"}"#),
+        ("edits", r#"{"op":"edits","id":38,"room":"general","seq":41}"#),
+        ("delete", r#"{"op":"delete","id":39,"room":"general","seq":41}"#),
+        ("react", r#"{"op":"react","id":40,"room":"general","seq":41,"emoji":"👍"}"#),
+        ("react_remove", r#"{"op":"react","id":41,"room":"general","seq":41,"emoji":"👍","remove":true}"#),
         ("without_id", r#"{"op":"ping"}"#),
     ]
     .map(|(name, frame)| {
@@ -179,8 +189,26 @@ fn real_frames_match_the_sdk_fixture() {
                 int(9),
                 ReplyBody::Sync {
                     rooms: BTreeMap::from([
-                        ("general".into(), SyncRoom { messages: vec![message(41, "alice", "hey")], more: true }),
-                        ("dm:alice:bob".into(), SyncRoom { messages: vec![], more: false }),
+                        (
+                            "general".into(),
+                            SyncRoom {
+                                messages: vec![message(41, "alice", "hey")],
+                                more: true,
+                                changed: None,
+                                change_pos: None,
+                                changes_more: None,
+                            },
+                        ),
+                        (
+                            "dm:alice:bob".into(),
+                            SyncRoom {
+                                messages: vec![],
+                                more: false,
+                                changed: None,
+                                change_pos: None,
+                                changes_more: None,
+                            },
+                        ),
                     ]),
                 },
             ),
@@ -279,12 +307,12 @@ fn real_frames_match_the_sdk_fixture() {
         ),
         (
             "contact_add",
-            reply(int(35), ReplyBody::Contact { user: "bob".into(), status: crate::ContactStatus::PendingOut }),
+            reply(int(42), ReplyBody::Contact { user: "bob".into(), status: crate::ContactStatus::PendingOut }),
         ),
         (
             "contacts",
             reply(
-                int(37),
+                int(44),
                 ReplyBody::Contacts {
                     contacts: vec![
                         crate::ContactEntry { user: "bob".into(), status: crate::ContactStatus::Mutual, online: true },
@@ -297,10 +325,50 @@ fn real_frames_match_the_sdk_fixture() {
                 },
             ),
         ),
-        ("contact_remove", reply(int(36), ReplyBody::Empty {})),
-        ("block", reply(int(38), ReplyBody::Empty {})),
-        ("unblock", reply(int(39), ReplyBody::Empty {})),
-        ("blocks", reply(int(40), ReplyBody::Blocked { blocked: vec!["mallory".into()] })),
+        ("contact_remove", reply(int(43), ReplyBody::Empty {})),
+        ("block", reply(int(45), ReplyBody::Empty {})),
+        ("unblock", reply(int(46), ReplyBody::Empty {})),
+        ("blocks", reply(int(47), ReplyBody::Blocked { blocked: vec!["mallory".into()] })),
+        (
+            "sync_changes",
+            reply(
+                int(36),
+                ReplyBody::Sync {
+                    rooms: BTreeMap::from([(
+                        "general".into(),
+                        SyncRoom {
+                            messages: vec![],
+                            more: false,
+                            changed: Some(vec![Message {
+                                text: "hey!".into(),
+                                edited_ts: Some(1_767_225_600_050),
+                                reply_to: Some(40),
+                                reactions: vec![crate::lifecycle::Reaction {
+                                    emoji: "👍".into(),
+                                    count: 2,
+                                    users: vec!["alice".into(), "bob".into()],
+                                }],
+                                ..message(39, "alice", "hey")
+                            }]),
+                            change_pos: Some(45),
+                            changes_more: None,
+                        },
+                    )]),
+                },
+            ),
+        ),
+        ("edit", reply(int(37), ReplyBody::Changed { room: "general".into(), seq: 41 })),
+        (
+            "edits",
+            reply(
+                int(38),
+                ReplyBody::Edits {
+                    versions: vec![crate::lifecycle::Version { text: "hey".into(), ts: 1_767_225_600_041 }],
+                },
+            ),
+        ),
+        ("delete", reply(int(39), ReplyBody::Changed { room: "general".into(), seq: 41 })),
+        ("react", reply(int(40), ReplyBody::Changed { room: "general".into(), seq: 41 })),
         ("forbidden", Reply::error(Some(int(32)), ProtocolError::new(ErrorCode::Forbidden, "admins only")).encode()),
         ("error", Reply::error(Some(int(13)), ProtocolError::not_member("staff")).encode()),
         (
@@ -372,6 +440,35 @@ fn real_frames_match_the_sdk_fixture() {
         ("read", Event::Read { room: "general".into(), user: "bob".into(), seq: 42 }),
         ("presence", Event::Presence { user: "bob".into(), online: false }),
         ("bye", Event::Bye { reason: ByeReason::ServerRestart }),
+        (
+            "edit",
+            Event::Edit {
+                room: "general".into(),
+                seq: 41,
+                text: "hey!".into(),
+                edited_ts: 1_767_225_600_050,
+                by: "alice".into(),
+                pos: 44,
+                prev_pos: 43,
+            },
+        ),
+        ("delete", Event::Delete { room: "general".into(), seq: 41, by: "alice".into(), pos: 45, prev_pos: 44 }),
+        (
+            "react",
+            Event::React {
+                room: "general".into(),
+                seq: 41,
+                emoji: "👍".into(),
+                user: "bob".into(),
+                remove: false,
+                pos: 43,
+                prev_pos: 0,
+            },
+        ),
+        (
+            "msg_reply",
+            Event::Msg { message: Message { reply_to: Some(41), ..message(46, "bob", "yes") }, prev_seq: 42 },
+        ),
     ]
     .map(|(name, ev)| (name, ev.encode()));
 

@@ -15,6 +15,9 @@ use crate::{
     WriteBatch,
 };
 
+mod lifecycle;
+pub use lifecycle::*;
+
 #[macro_export]
 macro_rules! store_contract_tests {
     ($open:path) => {
@@ -42,7 +45,11 @@ macro_rules! store_contract_tests {
             blocks_are_per_user_and_bounded,
             a_deleted_account_keeps_its_name_and_loses_the_rest,
             ownership_passes_to_the_oldest_admin_else_the_oldest_member,
-            an_erasure_blanks_the_users_messages_in_the_room_only
+            an_erasure_blanks_the_users_messages_in_the_room_only,
+            edits_keep_earlier_versions_and_a_stale_edit_changes_nothing,
+            a_deletion_drops_text_versions_and_reactions,
+            reactions_count_each_user_once_and_list_twenty_names,
+            changes_page_forward_by_position
         );
     };
     (@each $open:path, $($name:ident),*) => {
@@ -65,6 +72,7 @@ pub fn message(room: &str, seq: u64, from: &str, cid: &str) -> Message {
         text: format!("message {seq}"),
         ts: 1_700_000_000_000 + seq,
         cid: cid.into(),
+        ..Message::default()
     }
 }
 
@@ -132,7 +140,7 @@ pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {
     store.apply(vec![join("r", "alice"), join("r", "bob"), join("r", "alice")]).await.unwrap();
-    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2 }));
+    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, last_change: 0 }));
     let mut members = store.members("r").await.unwrap();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);

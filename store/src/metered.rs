@@ -8,11 +8,14 @@ use async_trait::async_trait;
 use confab_protocol::{Message, Profile, RoomInfo};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::{CidHit, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch};
+use crate::{
+    CidHit, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch,
+};
+use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 21] = [
+const OPS: [&str; 41] = [
     "ping",
     "create_user",
     "user",
@@ -34,6 +37,26 @@ const OPS: [&str; 21] = [
     "is_banned",
     "invitations",
     "public_rooms",
+    "message",
+    "reacted",
+    "edits",
+    "changes",
+    "set_profile",
+    "profiles",
+    "set_password",
+    "tokens_valid_after",
+    "revoke_tokens_before",
+    "revoke_token",
+    "is_token_revoked",
+    "contact_ask",
+    "contact_end",
+    "contacts",
+    "block",
+    "unblock",
+    "blocks",
+    "is_blocked",
+    "delete_user",
+    "successor",
 ];
 
 pub struct Metered<S> {
@@ -185,5 +208,17 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
         self.timed("successor", self.inner.successor(room, leaving)).await
+    }
+    async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
+        self.timed("message", self.inner.message(room, seq)).await
+    }
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> Result<bool> {
+        self.timed("reacted", self.inner.reacted(room, seq, emoji, user)).await
+    }
+    async fn edits(&self, room: &str, seq: u64) -> Result<Vec<Version>> {
+        self.timed("edits", self.inner.edits(room, seq)).await
+    }
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
+        self.timed("changes", self.inner.changes(room, after, limit)).await
     }
 }

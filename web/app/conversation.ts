@@ -6,6 +6,7 @@
 import type { ConfabClient, Message, OutgoingMessage, RoomState } from "../sdk/src/index.ts";
 import { h } from "./dom.ts";
 import { avatar, formatTime, fullTime, listNames, richText } from "./format.ts";
+import { type ComposeMode, type LifecycleHost, actions, composeBanner, editedMark, quote, reactions, signature } from "./lifecycle.ts";
 import { RoomPanel } from "./rooms.ts";
 import { roomTitle } from "./sidebar.ts";
 
@@ -55,6 +56,10 @@ export class Conversation {
   private loadingOlder = false;
   private stickToBottom = true;
   private presenceFor: string | undefined;
+  /** Replying to or editing a message, from the composer. */
+  private mode: ComposeMode;
+  private readonly banner: HTMLElement;
+  private readonly lifecycle: LifecycleHost;
 
   constructor(private readonly options: ConversationOptions) {
     const { client } = options;
@@ -92,6 +97,15 @@ export class Conversation {
       enterkeyhint: "send",
     });
     const sendBtn = h("button", { type: "submit", class: "btn btn-primary send-btn" }, "Send");
+    this.banner = h("div", { class: "compose-banner-slot" });
+    this.lifecycle = {
+      client,
+      room: () => (this.roomId ? client.room(this.roomId) : undefined),
+      compose: (mode, text) => this.compose(mode, text),
+      fail: (message) => {
+        this.subtitle.textContent = message;
+      },
+    };
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (e: Event) => this.onSubmit(e) },
@@ -140,6 +154,7 @@ export class Conversation {
         this.panel.el,
         h("div", { class: "scroller-wrap" }, this.scroller, this.jumpBtn),
         this.typingLine,
+        this.banner,
         this.composer,
       ),
     );
@@ -180,6 +195,7 @@ export class Conversation {
     if (roomId === this.roomId) return;
     const { client } = this.options;
     this.roomId = roomId;
+    this.compose(undefined);
     this.panel.show(roomId);
     this.clearList();
     this.el.classList.toggle("is-empty", roomId === undefined);
@@ -303,7 +319,7 @@ export class Conversation {
       const cont = !divider && prevFrom === from && ts - prevTs < GROUP_MS;
       const sig =
         item.kind === "msg"
-          ? `m|${cont}|${divider}`
+          ? `m|${cont}|${divider}|${signature(item.m)}|${item.m.reply_to !== undefined ? (this.lifecycle.room()?.message(item.m.reply_to)?.text ?? "") : ""}`
           : `o|${cont}|${item.o.state}|${item.o.error?.code ?? ""}`;
       let r = this.rendered.get(item.key);
       if (!r || r.sig !== sig) {
@@ -351,7 +367,19 @@ export class Conversation {
       "data-seq": String(m.seq),
     });
     if (divider) li.append(h("div", { class: "new-divider", "aria-hidden": "true" }, h("span", null, "New")));
-    li.append(this.messageBody(m.from, m.ts, m.text, cont));
+    const body = this.messageBody(m.from, m.ts, m.deleted ? "" : m.text, cont);
+    const content = body.querySelector(".msg-content")!;
+    const text = content.querySelector(".msg-text")!;
+    if (m.deleted) {
+      li.classList.add("deleted");
+      text.replaceChildren(h("em", null, "Message deleted"));
+    }
+    const quoted = quote(this.lifecycle.room(), m);
+    if (quoted) text.before(quoted);
+    const edited = editedMark(this.lifecycle, m);
+    if (edited) text.append(" ", edited);
+    for (const part of [reactions(this.lifecycle, m), actions(this.lifecycle, m)]) if (part) content.append(part);
+    li.append(body);
     return li;
   }
 
@@ -459,11 +487,34 @@ export class Conversation {
     if (!roomId || !text.trim()) return;
     this.input.value = "";
     this.autosize();
+    const mode = this.mode;
+    this.compose(undefined);
+    if (mode?.kind === "edit") {
+      this.options.client.edit(roomId, mode.seq, text).catch((err: Error) => {
+        this.subtitle.textContent = `Could not edit: ${err.message}`;
+      });
+      this.input.focus();
+      return;
+    }
     this.stickToBottom = true;
-    this.options.client.send(roomId, text).catch(() => {
+    const options = mode?.kind === "reply" ? { replyTo: mode.seq } : {};
+    this.options.client.send(roomId, text, options).catch(() => {
       // Shown on the message itself, with Retry.
     });
     this.input.focus();
+  }
+
+  /** Switches the composer to replying to or editing a message (or back). */
+  private compose(mode: ComposeMode, text?: string): void {
+    this.mode = mode;
+    const room = this.lifecycle.room();
+    const banner = composeBanner(room, mode, () => this.compose(undefined));
+    this.banner.replaceChildren(...(banner ? [banner] : []));
+    if (text !== undefined) {
+      this.input.value = text;
+      this.autosize();
+    }
+    if (mode) this.input.focus();
   }
 
   private async leave(): Promise<void> {

@@ -16,18 +16,19 @@ use confab_protocol::{
     Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
     RoomEffect,
 };
-use confab_store::{CidHit, RoomSettings, Write, WriteBatch};
+use confab_store::{CidHit, MessageState, RoomSettings, Write, WriteBatch};
 
 use super::view::{Needs, RoomState, View};
 
 mod accounts;
+mod lifecycle;
 mod rooms;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.
 pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
-        Command::Send { from, cid, .. } => {
+        Command::Send { from, cid, reply_to, .. } => {
             // A DM's parties are known from its id; whether the other
             // blocked the sender is not.
             let block = dm_members(room).map(|(a, b)| (if from == a { b } else { a }, from.as_str()));
@@ -35,6 +36,7 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
                 member: dm_members(room).is_none().then_some(from),
                 cid: Some((from, cid)),
                 block,
+                message: *reply_to,
                 ..Needs::default()
             }
         }
@@ -45,6 +47,13 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
         Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
         Command::Moderate { by, user, act } => rooms::needs(by, user, act),
+        Command::Delete { .. } => lifecycle::needs(cmd),
+        // In a DM, an edit or a reaction reaches the other party like a
+        // message: a block refuses it (a deletion is always allowed).
+        Command::Edit { by: user, .. } | Command::React { user, .. } => {
+            let block = dm_members(room).map(|(a, b)| (if user == a { b } else { a }, user.as_str()));
+            Needs { block, ..lifecycle::needs(cmd) }
+        }
     }
 }
 
@@ -115,7 +124,7 @@ impl Batch {
     fn decide(&mut self, r: &Record) -> Result<Reply, ProtocolError> {
         let rec = &r.record;
         match &rec.cmd {
-            Command::Send { from, text, cid } => self.send(r, from, text, cid),
+            Command::Send { from, text, cid, reply_to } => self.send(r, from, text, cid, *reply_to),
             Command::Join { user } => self.join(r, user),
             Command::Leave { user } => self.leave(r, user),
             Command::Read { user, seq } => self.read(r, user, *seq),
@@ -131,10 +140,20 @@ impl Batch {
                 self.event(&rec.room, Audience::MembersExcept(user.clone()), None, frame);
                 Ok(Reply::empty(None))
             }
+            Command::Edit { by, seq, text } => self.edit(r, by, *seq, text),
+            Command::Delete { by, seq } => self.delete(r, by, *seq),
+            Command::React { user, seq, emoji, remove } => self.react(r, user, *seq, emoji, *remove),
         }
     }
 
-    fn send(&mut self, r: &Record, from: &str, text: &str, cid: &str) -> Result<Reply, ProtocolError> {
+    fn send(
+        &mut self,
+        r: &Record,
+        from: &str,
+        text: &str,
+        cid: &str,
+        reply_to: Option<u64>,
+    ) -> Result<Reply, ProtocolError> {
         let room = r.record.room.as_str();
         let seq = seq_of(r.offset);
         self.check_not_blocked(room, from)?;
@@ -172,6 +191,9 @@ impl Batch {
             self.out.duplicates += 1;
             return Ok(send_reply(room, hit.clone()));
         }
+        if let Some(target) = reply_to {
+            self.target(room, target)?;
+        }
         let message = Message {
             room: room.into(),
             seq,
@@ -180,6 +202,8 @@ impl Batch {
             text: text.into(),
             ts: r.record.ts,
             cid: cid.into(),
+            reply_to,
+            ..Message::default()
         };
         let state = self.room_mut(room);
         if seq <= state.last_seq {
@@ -192,6 +216,10 @@ impl Batch {
         let hit = CidHit { seq, msg_id: message.msg_id.clone(), ts: message.ts };
         self.view.cids.insert(key, hit.clone());
         self.out.writes.push(Write::Message(message.clone()));
+        // Later records of the batch may reply to, edit or react to it.
+        self.view
+            .messages
+            .insert((room.to_owned(), seq), MessageState { message: message.clone(), ..Default::default() });
         let frame = Event::Msg { message, prev_seq }.encode();
         self.event(room, Audience::Members, None, frame);
         Ok(send_reply(room, hit))
@@ -350,6 +378,9 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
         Command::Erase { .. } => "erase",
+        Command::Edit { .. } => "edit",
+        Command::Delete { .. } => "delete",
+        Command::React { .. } => "react",
     }
 }
 
@@ -361,7 +392,7 @@ mod tests {
 
     use super::*;
 
-    fn record(offset: u64, room: &str, cmd: Command) -> Record {
+    pub(super) fn record(offset: u64, room: &str, cmd: Command) -> Record {
         let origin = Origin { gateway: "gw-1".into(), session: 7, re: Some(RequestId::Int(offset as i64)), t0: 0 };
         Record {
             partition: 0,
@@ -371,7 +402,7 @@ mod tests {
     }
 
     fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
-        let cmd = Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into() };
+        let cmd = Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into(), reply_to: None };
         record(offset, room, cmd)
     }
 
@@ -396,10 +427,16 @@ mod tests {
     }
 
     /// A store holding room `r` with these members and last seq.
-    fn room_r(members: &[&str], last_seq: u64) -> View {
+    pub(super) fn room_r(members: &[&str], last_seq: u64) -> View {
         let mut view = View::default();
         let settings = RoomSettings { owner: Some("owner".into()), ..RoomSettings::default() };
-        let state = RoomState { last_seq, exists: true, members: members.len() as u64, settings: Some(settings) };
+        let state = RoomState {
+            last_seq,
+            exists: true,
+            members: members.len() as u64,
+            settings: Some(settings),
+            last_change: 0,
+        };
         view.rooms.insert("r".into(), state);
         view.members.extend(members.iter().map(|user| key("r", user)));
         view
@@ -409,7 +446,7 @@ mod tests {
         decide(view, &records.iter().collect::<Vec<_>>(), 1000)
     }
 
-    fn replies(d: &Decided) -> Vec<Value> {
+    pub(super) fn replies(d: &Decided) -> Vec<Value> {
         d.effects
             .iter()
             .filter_map(|e| match e {
@@ -431,7 +468,7 @@ mod tests {
             .collect()
     }
 
-    fn message(offset: u64, room: &str, from: &str, cid: &str) -> Message {
+    pub(super) fn message(offset: u64, room: &str, from: &str, cid: &str) -> Message {
         Message {
             room: room.into(),
             seq: offset + 1,
@@ -440,6 +477,7 @@ mod tests {
             text: format!("text {offset}"),
             ts: 1_000 + offset,
             cid: cid.into(),
+            ..Message::default()
         }
     }
 
@@ -549,7 +587,7 @@ mod tests {
         let route = Effect::RouteToUsers { room: room.into(), users: vec!["alice".into(), "bob".into()] };
         assert_eq!(d.effects.iter().filter(|e| **e == route).count(), 1, "routed to both users' gateways");
         assert!(d.effects[0] == route, "before the first event");
-        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None });
+        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None, last_change: 0 });
     }
 
     #[test]

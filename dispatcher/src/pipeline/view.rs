@@ -7,7 +7,7 @@ use confab_bus::Record;
 use confab_protocol::Command;
 use confab_protocol::message::cid_key;
 use confab_protocol::validate::dm_members;
-use confab_store::{CidHit, MemberRecord, RoomSettings, Store};
+use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::decide::needs;
@@ -28,6 +28,8 @@ pub struct RoomState {
     /// Owner, visibility, name and topic; `None` for a room that has none
     /// stored (created before rooms had owners: public and ownerless).
     pub settings: Option<RoomSettings>,
+    /// The position of the room's latest edit, deletion or reaction; 0 before the first.
+    pub last_change: u64,
 }
 
 /// The store keys one record's decision reads, besides its room's state.
@@ -50,6 +52,11 @@ pub struct Needs<'a> {
     pub block: Option<(&'a str, &'a str)>,
     /// Who owns the room if this user (its owner, maybe) leaves it.
     pub successor: Option<&'a str>,
+    /// This message of the room, in its current state (a reply's target,
+    /// the message an edit, deletion or reaction changes).
+    pub message: Option<u64>,
+    /// Whether this user reacted to this message with this emoji: `(seq, emoji, user)`.
+    pub reaction: Option<(u64, &'a str, &'a str)>,
 }
 
 /// The store as a batch's records see it before the first of them is
@@ -79,6 +86,10 @@ pub struct View {
     pub blocks: HashSet<(String, String)>,
     /// room -> who owns it once the user named by the record leaves.
     pub successors: HashMap<String, Option<String>>,
+    /// `(room, seq)` -> the message's state, of the messages found.
+    pub messages: HashMap<(String, u64), MessageState>,
+    /// `(room, seq, emoji, user)` of the reactions found.
+    pub reacted: HashSet<(String, u64, String, String)>,
 }
 
 impl View {
@@ -100,6 +111,8 @@ impl View {
         let mut bans: Vec<(String, String)> = Vec::new();
         let mut blocks: Vec<(String, String)> = Vec::new();
         let mut successors: Vec<(String, String)> = Vec::new();
+        let mut messages: Vec<(String, u64)> = Vec::new();
+        let mut reactions: Vec<(String, u64, String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
         for r in records {
             let room = r.record.room.as_str();
@@ -118,7 +131,14 @@ impl View {
             bans.extend(needs.ban.map(|user| key(room, user)));
             blocks.extend(needs.block.map(|(user, other)| key(user, other)));
             successors.extend(needs.successor.map(|user| key(room, user)));
+            messages.extend(needs.message.map(|seq| (room.to_owned(), seq)));
+            reactions
+                .extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
         }
+        messages.sort_unstable();
+        messages.dedup();
+        reactions.sort_unstable();
+        reactions.dedup();
         for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans, &mut blocks, &mut successors] {
             keys.sort_unstable();
             keys.dedup();
@@ -159,8 +179,18 @@ impl View {
             let heir = store.successor(&room, &user).await?;
             Ok((room, heir))
         });
-        let (states, members, cids, markers, invites, bans, blocks, successors) =
-            tokio::try_join!(states, members, cids, markers, invites, bans, blocks, successors)?;
+        let messages = all(messages, |key| async move {
+            let state = store.message(&key.0, key.1).await?;
+            Ok(state.map(|state| (key, state)))
+        });
+        let reactions = all(reactions, |key| async move {
+            let reacted = store.reacted(&key.0, key.1, &key.2, &key.3).await?;
+            Ok(reacted.then_some(key))
+        });
+        let (states, members, cids, markers, invites, bans, blocks, successors, messages, reactions) =
+            tokio::try_join!(states, members, cids, markers, invites, bans, blocks, successors, messages, reactions)?;
+        view.messages.extend(messages.into_iter().flatten());
+        view.reacted.extend(reactions.into_iter().flatten());
         view.blocks.extend(blocks.into_iter().flatten());
         // A successor's standing, so the batch knows whether a record
         // before the erasure made them leave.
@@ -229,7 +259,13 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomS
             (meta, meta.is_some(), settings)
         }
     };
-    Ok(RoomState { last_seq: meta.map_or(0, |m| m.last_seq), exists, members: meta.map_or(0, |m| m.members), settings })
+    Ok(RoomState {
+        last_seq: meta.map_or(0, |m| m.last_seq),
+        exists,
+        members: meta.map_or(0, |m| m.members),
+        settings,
+        last_change: meta.map_or(0, |m| m.last_change),
+    })
 }
 
 /// Runs `read` over every key, [`READ_AHEAD`] at a time.

@@ -42,10 +42,14 @@ where
     Ok(contacts::merge(seconds(asks, user)?, seconds(asked, user)?))
 }
 
-/// `Write::Erase` inside a batch's transaction.
+/// `Write::Erase` inside a batch's transaction: the user's messages in
+/// the room lose author, text and cid and read as deleted (their earlier
+/// versions and the reactions on them go), and the user's reactions to
+/// other messages of the room go.
 pub(super) fn erase(
     messages: &mut redb::Table<(&str, u64), &[u8]>,
     cids: &mut redb::Table<(&str, &str), u64>,
+    lifecycle: &mut super::lifecycle::Tables<'_>,
     room: &str,
     user: &str,
 ) -> Result<()> {
@@ -53,23 +57,49 @@ pub(super) fn erase(
     for entry in messages.range((room, 0)..=(room, u64::MAX))? {
         let (k, v) = entry?;
         let seq = k.value().1;
-        let m = super::decode_message(room, seq, v.value())?;
+        let m = super::decode_stored(room, seq, v.value())?;
         if m.from == user {
-            erased.push(m);
+            erased.push((seq, m));
         }
     }
-    for m in erased {
+    for (seq, mut m) in erased {
         cids.remove((room, cid_key(user, &m.cid).as_str()))?;
-        let stored = super::StoredMessage {
-            msg_id: m.msg_id,
-            from: String::new(),
-            text: String::new(),
-            ts: m.ts,
-            cid: String::new(),
-        };
-        let bytes = serde_json::to_vec(&stored)
-            .map_err(|source| crate::Error::Json { what: format!("encoding message {room}/{}", m.seq), source })?;
-        messages.insert((room, m.seq), bytes.as_slice())?;
+        let versions: Vec<u64> = lifecycle
+            .versions
+            .range((room, seq, 0)..=(room, seq, u64::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
+        for v in versions {
+            lifecycle.versions.remove((room, seq, v))?;
+        }
+        let reactions: Vec<(String, String)> = lifecycle
+            .reactions
+            .range((room, seq, "", "")..(room, seq + 1, "", ""))?
+            .map(|e| e.map(|(k, _)| (k.value().2.to_owned(), k.value().3.to_owned())))
+            .collect::<Result<_, _>>()?;
+        for (emoji, by) in reactions {
+            lifecycle.reactions.remove((room, seq, emoji.as_str(), by.as_str()))?;
+        }
+        m.from.clear();
+        m.text.clear();
+        m.cid.clear();
+        m.edited_ts = None;
+        m.deleted = true;
+        messages.insert((room, seq), super::encode_stored(room, seq, &m)?.as_slice())?;
+    }
+    let theirs: Vec<(u64, String)> = lifecycle
+        .reactions
+        .range((room, 0, "", "")..=(room, u64::MAX, END, END))?
+        .filter_map(|e| match e {
+            Ok((k, _)) => {
+                let (_, seq, emoji, by) = k.value();
+                (by == user).then(|| Ok((seq, emoji.to_owned())))
+            }
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    for (seq, emoji) in theirs {
+        lifecycle.reactions.remove((room, seq, emoji.as_str(), user))?;
     }
     Ok(())
 }

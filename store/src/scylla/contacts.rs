@@ -34,6 +34,10 @@ pub(super) struct Statements {
     authors_after: PreparedStatement,
     erase_message: PreparedStatement,
     delete_cid: PreparedStatement,
+    erase_versions: PreparedStatement,
+    erase_reactions: PreparedStatement,
+    reactions_after: PreparedStatement,
+    erase_reaction: PreparedStatement,
 }
 
 impl Statements {
@@ -63,10 +67,24 @@ impl Statements {
             .await?,
             erase_message: prepare(
                 s,
-                "UPDATE messages USING TIMESTAMP ? SET sender = '', body = '', cid = '' WHERE room = ? AND bucket = ? AND seq = ?",
+                "UPDATE messages USING TIMESTAMP ? SET sender = '', body = '', cid = '', edited_ts = null, deleted = true WHERE room = ? AND bucket = ? AND seq = ?",
             )
             .await?,
             delete_cid: prepare(s, "DELETE FROM cids USING TIMESTAMP ? WHERE room = ? AND cid = ?").await?,
+            erase_versions: prepare(s, "DELETE FROM message_versions USING TIMESTAMP ? WHERE room = ? AND seq = ?")
+                .await?,
+            erase_reactions: prepare(s, "DELETE FROM reactions USING TIMESTAMP ? WHERE room = ? AND bucket = ? AND seq = ?")
+                .await?,
+            reactions_after: prepare(
+                s,
+                "SELECT seq, emoji, username FROM reactions WHERE room = ? AND bucket = ? AND (seq, emoji, username) > (?, ?, ?) LIMIT ?",
+            )
+            .await?,
+            erase_reaction: prepare(
+                s,
+                "DELETE FROM reactions USING TIMESTAMP ? WHERE room = ? AND bucket = ? AND seq = ? AND emoji = ? AND username = ?",
+            )
+            .await?,
         })
     }
 }
@@ -180,7 +198,9 @@ impl ScyllaStore {
     }
 
     /// `Write::Erase`: every message of `user` in `room` loses its author,
-    /// text and cid, with the erase's timestamp (later than any message's).
+    /// text and cid and reads as deleted (its earlier versions and the
+    /// reactions on it go), and `user`'s reactions in the room go, all with
+    /// the erase's timestamp (later than any of the user's writes).
     pub(super) async fn erase(&self, room: &str, user: &str, at: u64) -> Result<()> {
         let at = at as i64;
         let mut bottom = 0i64;
@@ -202,10 +222,32 @@ impl ScyllaStore {
                         tokio::try_join!(
                             self.write(&self.c().erase_message, (at, room, *b, seq)),
                             self.write(&self.c().delete_cid, (at, room, key)),
+                            self.write(&self.c().erase_versions, (at, room, seq)),
+                            self.write(&self.c().erase_reactions, (at, room, *b, seq)),
                         )?;
                     }
                     if !full {
                         break;
+                    }
+                }
+                // The user's reactions in the bucket (reactions share their
+                // message's bucket).
+                let mut after = (-1i64, String::new(), String::new());
+                loop {
+                    let (seq, emoji, by) = &after;
+                    let page: Vec<(i64, String, String)> = self
+                        .rows(&self.c().reactions_after, (room, *b, *seq, emoji.as_str(), by.as_str(), ERASE_PAGE))
+                        .await?;
+                    let full = page.len() == ERASE_PAGE as usize;
+                    for (seq, emoji, by) in &page {
+                        if by == user {
+                            let key = (at, room, *b, *seq, emoji.as_str(), by.as_str());
+                            self.write(&self.c().erase_reaction, key).await?;
+                        }
+                    }
+                    match page.into_iter().last() {
+                        Some(last) if full => after = last,
+                        _ => break,
                     }
                 }
             }

@@ -11,6 +11,7 @@
 //! no lightweight transaction on the hot path.
 
 mod contacts;
+mod lifecycle;
 mod replication;
 mod tls;
 
@@ -29,8 +30,10 @@ use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::{
-    CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write, WriteBatch,
+    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write,
+    WriteBatch,
 };
+use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Role, Visibility};
 
@@ -40,12 +43,19 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
     ("members", "role", "text"),
     ("members", "muted_until", "bigint"),
+    // Version 4: a message's life after it was sent (lifecycle.rs).
+    ("messages", "reply_to", "bigint"),
+    ("messages", "edited_ts", "bigint"),
+    ("messages", "deleted", "boolean"),
+    ("messages", "change_pos", "bigint"),
+    ("rooms", "last_change", "bigint"),
+    // Version 5: contacts, blocks and deletion (contacts.rs).
     ("members", "joined_at", "bigint"),
     ("users", "deleted_ms", "bigint"),
 ];
@@ -130,6 +140,7 @@ pub struct ScyllaStore {
 struct Inner {
     session: Session,
     q: Statements,
+    lc: lifecycle::Statements,
 }
 
 /// Every statement, prepared once.
@@ -229,18 +240,18 @@ impl Statements {
             buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
             page_down: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
             )
             .await?,
             page_up: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
             )
             .await?,
             cid: prepare(s, "SELECT seq, msg_id, ts FROM cids WHERE room = ? AND cid = ?").await?,
             insert_message: prepare(
                 s,
-                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
             )
             .await?,
             insert_bucket: prepare(s, "INSERT INTO room_buckets (room, bucket) VALUES (?, ?) USING TIMESTAMP ?").await?,
@@ -363,7 +374,8 @@ impl ScyllaStore {
         // Boxed: the future of ~100 prepares is large, and every future
         // that connects (a test's whole cluster start-up) would carry it.
         let q = Box::pin(Statements::prepare(&s)).await?;
-        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q }) })
+        let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
+        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc }) })
     }
 
     async fn rows<T>(
@@ -412,6 +424,7 @@ impl ScyllaStore {
                             m.text.as_str(),
                             m.ts as i64,
                             m.cid.as_str(),
+                            m.reply_to.map(|r| r as i64),
                             seq
                         ),
                     ),
@@ -492,6 +505,7 @@ impl ScyllaStore {
                 let next = *next_offset as i64;
                 self.write(&q.set_checkpoint, (next, next, *partition as i32)).await?;
             }
+            Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => self.apply_change(w).await?,
         }
         Ok(())
     }
@@ -516,10 +530,22 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-type MessageRow = (i64, String, String, String, i64, String);
+type MessageRow = (i64, String, String, String, i64, String, Option<i64>, Option<i64>, Option<bool>);
 
-fn message(room: &str, (seq, msg_id, from, text, ts, cid): MessageRow) -> Message {
-    Message { room: room.to_owned(), seq: seq as u64, msg_id, from, text, ts: ts as u64, cid }
+fn message(room: &str, (seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted): MessageRow) -> Message {
+    Message {
+        room: room.to_owned(),
+        seq: seq as u64,
+        msg_id,
+        from,
+        text,
+        ts: ts as u64,
+        cid,
+        reply_to: reply_to.map(|r| r as u64),
+        edited_ts: edited_ts.map(|t| t as u64),
+        deleted: deleted.unwrap_or(false),
+        reactions: Vec::new(),
+    }
 }
 
 #[async_trait]
@@ -629,7 +655,8 @@ impl Store for ScyllaStore {
         let Some((last_seq,)) = rows.into_iter().next() else { return Ok(None) };
         let count: Vec<(i64,)> = self.rows(&self.inner.q.count_members, (room,)).await?;
         let members = count.first().map_or(0, |(n,)| *n as u64);
-        Ok(Some(RoomMeta { last_seq: last_seq.unwrap_or(0) as u64, members }))
+        let last_change = self.last_change(room).await?;
+        Ok(Some(RoomMeta { last_seq: last_seq.unwrap_or(0) as u64, members, last_change }))
     }
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
@@ -692,6 +719,7 @@ impl Store for ScyllaStore {
             }
         }
         out.reverse();
+        self.with_reactions(room, &mut out).await?;
         Ok(out)
     }
 
@@ -703,6 +731,7 @@ impl Store for ScyllaStore {
         loop {
             let buckets: Vec<(i64,)> = self.rows(&q.buckets_up, (room, bottom)).await?;
             if buckets.is_empty() {
+                self.with_reactions(room, &mut out).await?;
                 return Ok((out, false));
             }
             for (b,) in &buckets {
@@ -712,6 +741,7 @@ impl Store for ScyllaStore {
                 out.extend(page.into_iter().map(|r| message(room, r)));
                 if out.len() > limit as usize {
                     out.truncate(limit as usize);
+                    self.with_reactions(room, &mut out).await?;
                     return Ok((out, true));
                 }
             }
@@ -854,6 +884,22 @@ impl Store for ScyllaStore {
     }
     async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
         self.successor_(room, leaving).await
+    }
+
+    async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
+        self.message_state(room, seq).await
+    }
+
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> Result<bool> {
+        self.is_reacted(room, seq, emoji, user).await
+    }
+
+    async fn edits(&self, room: &str, seq: u64) -> Result<Vec<Version>> {
+        self.versions(room, seq).await
+    }
+
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
+        self.changes_after(room, after, limit).await
     }
 }
 

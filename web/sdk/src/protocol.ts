@@ -77,6 +77,10 @@ export interface Ops {
   block: { req: OpFields<"block">; reply: EmptyReply };
   unblock: { req: OpFields<"unblock">; reply: EmptyReply };
   blocks: { req: OpFields<"blocks">; reply: ReplyWith<{ blocked: unknown }> };
+  edit: { req: OpFields<"edit">; reply: ReplyWith<{ room: string; seq: number }> };
+  edits: { req: OpFields<"edits">; reply: ReplyWith<{ versions: unknown }> };
+  delete: { req: OpFields<"delete">; reply: ReplyWith<{ room: string; seq: number }> };
+  react: { req: OpFields<"react">; reply: ReplyWith<{ room: string; seq: number }> };
 }
 
 export type RequestOf<K extends OpName> = Ops[K]["req"];
@@ -98,6 +102,11 @@ export type PresenceEvent = EventOf<"presence">;
 export type ByeEvent = EventOf<"bye">;
 export type RoomEvent = EventOf<"room">;
 export type ContactEvent = EventOf<"contact">;
+export type EditEvent = EventOf<"edit">;
+export type DeleteEvent = EventOf<"delete">;
+export type ReactEvent = EventOf<"react">;
+/** A change to a message already sent (docs/protocol.md, "Messages that live"). */
+export type ChangeEvent = EditEvent | DeleteEvent | ReactEvent;
 
 /** Results of `POST /v1/auth/*`. */
 export interface RegisterResult {

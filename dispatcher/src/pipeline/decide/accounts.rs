@@ -25,6 +25,7 @@ impl Batch {
         // Always, even for a user no longer a member: their old messages
         // stay in the room's history.
         self.out.writes.push(Write::Erase { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+        self.erase_in_view(room, user);
         if !self.is_member(room, user) {
             return Ok(Reply::empty(None));
         }
@@ -53,6 +54,47 @@ impl Batch {
             }
         }
         Ok(Reply::empty(None))
+    }
+
+    /// What the store's erasure does, to the messages the batch read or
+    /// sent: later records see them deleted and without the user's
+    /// reactions (an erased message is neither edited nor reacted to).
+    fn erase_in_view(&mut self, room: &str, user: &str) {
+        let theirs: Vec<(u64, String)> = self
+            .view
+            .reacted
+            .iter()
+            .filter(|(r, _, _, by)| r == room && by == user)
+            .map(|(_, seq, emoji, _)| (*seq, emoji.clone()))
+            .collect();
+        for (seq, emoji) in theirs {
+            self.view.reacted.remove(&(room.to_owned(), seq, emoji.clone(), user.to_owned()));
+            if let Some(state) = self.view.messages.get_mut(&(room.to_owned(), seq)) {
+                let reactions = &mut state.message.reactions;
+                if let Some(i) = reactions.iter().position(|x| x.emoji == emoji) {
+                    reactions[i].count = reactions[i].count.saturating_sub(1);
+                    reactions[i].users.retain(|u| u != user);
+                    if reactions[i].count == 0 {
+                        reactions.remove(i);
+                    }
+                }
+            }
+        }
+        let mut erased = Vec::new();
+        for ((r, seq), state) in self.view.messages.iter_mut() {
+            if r == room && state.message.from == user {
+                let m = &mut state.message;
+                m.from.clear();
+                m.text.clear();
+                m.cid.clear();
+                m.edited_ts = None;
+                m.deleted = true;
+                m.reactions.clear();
+                state.versions = 0;
+                erased.push(*seq);
+            }
+        }
+        self.view.reacted.retain(|(r, seq, _, _)| !(r == room && erased.contains(seq)));
     }
 
     /// A DM from `from` to a user who blocked them is refused.
@@ -102,7 +144,13 @@ mod tests {
     fn view(members: &[(&str, Role)]) -> View {
         let mut view = View::default();
         let settings = RoomSettings { owner: Some("alice".into()), ..RoomSettings::default() };
-        let state = RoomState { last_seq: 3, exists: true, members: members.len() as u64, settings: Some(settings) };
+        let state = RoomState {
+            last_seq: 3,
+            exists: true,
+            members: members.len() as u64,
+            settings: Some(settings),
+            last_change: 0,
+        };
         view.rooms.insert("r".into(), state);
         for (user, role) in members {
             view.members.insert(("r".into(), (*user).into()));
@@ -143,18 +191,44 @@ mod tests {
     #[test]
     fn a_dm_to_a_user_who_blocked_the_sender_is_forbidden_and_the_other_way_flows() {
         let mut v = View::default();
-        let state = RoomState { last_seq: 3, exists: true, members: 2, settings: None };
+        let state = RoomState { last_seq: 3, exists: true, members: 2, settings: None, last_change: 0 };
         v.rooms.insert("dm:alice:bob".into(), state);
         v.blocks.insert(("alice".into(), "bob".into()));
         let send = |offset, from: &str| {
             record(
                 "dm:alice:bob",
                 offset,
-                Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}") },
+                Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}"), reply_to: None },
             )
         };
         let (a, b) = (send(10, "bob"), send(11, "alice"));
-        let d = decide(v, &[&a, &b], 100);
+        let d = decide(v.clone(), &[&a, &b], 100);
         assert_eq!(codes(&d), ["forbidden", "ok"]);
+
+        // Bob's message 2 of before the block: he may delete it, not edit
+        // it nor react to alice's message 3.
+        let mine = |seq: u64, from: &str| confab_store::MessageState {
+            message: confab_protocol::Message {
+                room: "dm:alice:bob".into(),
+                seq,
+                from: from.into(),
+                text: "old".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for user in ["alice", "bob"] {
+            v.members.insert(("dm:alice:bob".into(), user.into()));
+        }
+        v.messages.insert(("dm:alice:bob".into(), 2), mine(2, "bob"));
+        v.messages.insert(("dm:alice:bob".into(), 3), mine(3, "alice"));
+        let dm = |offset, cmd| record("dm:alice:bob", offset, cmd);
+        let edit = dm(10, Command::Edit { by: "bob".into(), seq: 2, text: "new".into() });
+        let react = dm(11, Command::React { user: "bob".into(), seq: 3, emoji: "👍".into(), remove: false });
+        let delete = dm(12, Command::Delete { by: "bob".into(), seq: 2 });
+        let theirs = dm(13, Command::React { user: "alice".into(), seq: 2, emoji: "👍".into(), remove: false });
+        assert_eq!(super::super::needs("dm:alice:bob", &react.record.cmd).block, Some(("alice", "bob")));
+        let d = decide(v, &[&edit, &react, &delete, &theirs], 100);
+        assert_eq!(codes(&d), ["forbidden", "forbidden", "ok", "not_found"]);
     }
 }

@@ -337,7 +337,13 @@ mod tests {
     fn room(visibility: Visibility, members: &[(&str, Role)]) -> View {
         let mut view = View::default();
         let settings = RoomSettings { visibility, owner: Some("alice".into()), ..RoomSettings::default() };
-        let state = RoomState { last_seq: 3, exists: true, members: members.len() as u64, settings: Some(settings) };
+        let state = RoomState {
+            last_seq: 3,
+            exists: true,
+            members: members.len() as u64,
+            settings: Some(settings),
+            last_change: 0,
+        };
         view.rooms.insert("r".into(), state);
         for (user, role) in members {
             view.members.insert(key(user));
@@ -362,7 +368,10 @@ mod tests {
     }
 
     fn send(offset: u64, from: &str) -> Record {
-        record(offset, Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}") })
+        record(
+            offset,
+            Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}"), reply_to: None },
+        )
     }
 
     #[test]
