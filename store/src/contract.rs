@@ -49,7 +49,8 @@ macro_rules! store_contract_tests {
             edits_keep_earlier_versions_and_a_stale_edit_changes_nothing,
             a_deletion_drops_text_versions_and_reactions,
             reactions_count_each_user_once_and_list_twenty_names,
-            changes_page_forward_by_position
+            changes_page_forward_by_position,
+            an_erasure_deletes_the_users_versions_and_reactions
         );
     };
     (@each $open:path, $($name:ident),*) => {
