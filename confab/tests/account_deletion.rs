@@ -74,6 +74,10 @@ async fn erased_messages_keep_their_seq_and_lose_text_and_author_for_every_membe
     let second = bob.send("r", "bob's", "b1").await["seq"].clone();
     let third = alice.send("r", "mine too", "a2").await["seq"].clone();
     let dm = alice.ok(json!({"op": "send", "to": "bob", "text": "secret", "cid": "a3"})).await;
+    // An earlier version of alice's text, and reactions by and to her.
+    alice.ok(json!({"op": "edit", "room": "r", "seq": first, "text": "mine, edited"})).await;
+    alice.ok(json!({"op": "react", "room": "r", "seq": second, "emoji": "🎉"})).await;
+    bob.ok(json!({"op": "react", "room": "r", "seq": third, "emoji": "👍"})).await;
 
     let (status, _) = delete_account(&s, 0, &token, "password-123").await;
     assert_eq!(status, 200);
@@ -95,6 +99,17 @@ async fn erased_messages_keep_their_seq_and_lose_text_and_author_for_every_membe
             (third.clone(), json!(""), json!(""))
         ]
     );
+    // Erased messages read as deleted: no earlier versions, no reactions,
+    // and they take no more; alice's reaction to bob's message went too.
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.iter().map(|m| m["deleted"].clone()).collect::<Vec<_>>(),
+        [json!(true), Value::Null, json!(true)]
+    );
+    assert!(messages.iter().all(|m| m.get("reactions").is_none() && m.get("edited_ts").is_none()), "{messages:?}");
+    let edits = bob.ok(json!({"op": "edits", "room": "r", "seq": first})).await;
+    assert_eq!(edits["versions"], json!([]));
+    assert_eq!(bob.error(json!({"op": "react", "room": "r", "seq": third, "emoji": "👍"})).await, "not_found");
     let synced = bob.ok(json!({"op": "sync", "rooms": {"r": 0, "dm:alice:bob": 0}})).await;
     let texts: Vec<&Value> = synced["rooms"]["r"]["messages"].as_array().unwrap().iter().map(|m| &m["text"]).collect();
     assert_eq!(texts, [&json!(""), &json!("bob's"), &json!("")]);
