@@ -290,6 +290,14 @@ pub mod default {
     pub fn typing_interval_ms() -> u64 {
         2000
     }
+    /// A large address book; each one costs a row per side and a line of
+    /// the `contacts` reply.
+    pub fn max_contacts() -> usize {
+        1000
+    }
+    pub fn max_blocks() -> usize {
+        1000
+    }
     pub fn cql_replication() -> String {
         "SimpleStrategy:1".into()
     }
@@ -482,6 +490,17 @@ pub struct UserLimitsConfig {
     #[arg(long, env = "CONFAB_TYPING_INTERVAL_MS", value_name = "MS", default_value_t = default::typing_interval_ms())]
     #[serde(default = "default::typing_interval_ms")]
     pub typing_interval_ms: u64,
+
+    /// Contact relations (asked, asking or mutual) one user may have; a
+    /// `contact_add` that would pass it, on either side, is `forbidden`.
+    #[arg(long, env = "CONFAB_MAX_CONTACTS", value_name = "N", default_value_t = default::max_contacts())]
+    #[serde(default = "default::max_contacts")]
+    pub max_contacts: usize,
+
+    /// Users one user may block; a `block` past it is `forbidden`.
+    #[arg(long, env = "CONFAB_MAX_BLOCKS", value_name = "N", default_value_t = default::max_blocks())]
+    #[serde(default = "default::max_blocks")]
+    pub max_blocks: usize,
 }
 
 impl UserLimitsConfig {
@@ -1078,6 +1097,8 @@ impl ServerConfig {
             open_registration: self.open_registration(),
             max_sessions_per_user: self.user_limits.max_sessions_per_user,
             typing_interval: ms(self.user_limits.typing_interval_ms),
+            max_contacts: self.user_limits.max_contacts,
+            max_blocks: self.user_limits.max_blocks,
         }
     }
 

@@ -33,7 +33,7 @@ impl Routes {
                 self.gateway(gateway);
             }
             Announcement::Gone { gateway } => self.forget(gateway),
-            Announcement::Resync { .. } | Announcement::Revoke { .. } => {}
+            Announcement::Resync { .. } | Announcement::Revoke { .. } | Announcement::Relations { .. } => {}
         }
     }
 

@@ -245,6 +245,33 @@ impl Store for Flaky {
     async fn bind_partitions(&self, partitions: u32) -> confab_store::Result<()> {
         self.inner.bind_partitions(partitions).await
     }
+    async fn contact_ask(&self, user: &str, other: &str, max: usize) -> confab_store::Result<bool> {
+        self.inner.contact_ask(user, other, max).await
+    }
+    async fn contact_end(&self, a: &str, b: &str) -> confab_store::Result<()> {
+        self.inner.contact_end(a, b).await
+    }
+    async fn contacts(&self, user: &str) -> confab_store::Result<Vec<confab_store::ContactRecord>> {
+        self.inner.contacts(user).await
+    }
+    async fn block(&self, user: &str, other: &str, max: usize) -> confab_store::Result<bool> {
+        self.inner.block(user, other, max).await
+    }
+    async fn unblock(&self, user: &str, other: &str) -> confab_store::Result<()> {
+        self.inner.unblock(user, other).await
+    }
+    async fn blocks(&self, user: &str) -> confab_store::Result<Vec<String>> {
+        self.inner.blocks(user).await
+    }
+    async fn is_blocked(&self, user: &str, other: &str) -> confab_store::Result<bool> {
+        self.inner.is_blocked(user, other).await
+    }
+    async fn delete_user(&self, name: &str) -> confab_store::Result<bool> {
+        self.inner.delete_user(name).await
+    }
+    async fn successor(&self, room: &str, leaving: &str) -> confab_store::Result<Option<String>> {
+        self.inner.successor(room, leaving).await
+    }
     async fn message(&self, room: &str, seq: u64) -> confab_store::Result<Option<confab_store::MessageState>> {
         self.inner.message(room, seq).await
     }

@@ -164,6 +164,10 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
             assert!((1..=accounts::MAX_USERS_LOOKUP).contains(&users.len()), "{} users looked up", users.len());
             assert!(users.iter().all(|u| validate::is_username(u)), "bad user in {users:?}");
         }
+        Op::ContactAdd { user } | Op::ContactRemove { user } | Op::Block { user } | Op::Unblock { user } => {
+            assert!(validate::is_username(user), "bad user {user:?}");
+        }
+        Op::Contacts | Op::Blocks => {}
         Op::Edit { room, text, .. } => {
             assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
             assert!(!text.is_empty() && text.len() <= MAX_TEXT, "edit text of {} bytes accepted", text.len());
@@ -203,7 +207,10 @@ fn canonical(req: &Request) -> Value {
         m.insert(k.into(), v);
     };
     match &req.op {
-        Op::Ping | Op::Rooms => {}
+        Op::Ping | Op::Rooms | Op::Contacts | Op::Blocks => {}
+        Op::ContactAdd { user } | Op::ContactRemove { user } | Op::Block { user } | Op::Unblock { user } => {
+            put("user", json!(user))
+        }
         Op::Join { room } | Op::Leave { room } | Op::Typing { room } | Op::Presence { room } => {
             put("room", json!(room))
         }

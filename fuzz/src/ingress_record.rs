@@ -39,6 +39,7 @@ pub fn run(data: &[u8]) {
         Command::Create { .. } => "create",
         Command::Moderate { .. } => "moderate",
         Command::UpdateRoom { .. } => "update_room",
+        Command::Erase { .. } => "erase",
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",
         Command::React { .. } => "react",

@@ -51,6 +51,11 @@ pub struct Config {
     /// At most one `typing` per (user, room) per this long goes on to the
     /// room; zero sends them all.
     pub typing_interval: Duration,
+    /// Contact relations one user may have (`contact_add` past it, on
+    /// either side, is `forbidden`).
+    pub max_contacts: usize,
+    /// Users one user may block.
+    pub max_blocks: usize,
 }
 
 impl Config {

@@ -76,7 +76,9 @@ impl Gateway {
                 let bytes = Utf8Bytes::from(frame);
                 let mut dropped = 0;
                 let mut n = registry.for_room(&room, |s| {
-                    if Some(&*s.user) != except && !s.send(bytes.clone()) {
+                    // `MembersExcept` names who typed: those who blocked them do not hear it.
+                    let unwanted = except.is_some_and(|from| &*s.user == from || self.has_blocked(&s.user, from));
+                    if !unwanted && !s.send(bytes.clone()) {
                         dropped += 1;
                     }
                 });

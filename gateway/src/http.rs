@@ -10,7 +10,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use confab_protocol::error::HttpErrorBody;
 use confab_protocol::validate;
@@ -48,6 +48,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/auth/password", post(change_password))
         .route("/v1/auth/logout", post(logout))
         .route("/v1/auth/logout-all", post(logout_all))
+        .route("/v1/account", delete(delete_account))
         .route("/v1/rooms/{room}/messages", get(messages))
         .route("/v1/users/{user}", get(user_profile))
         .route("/v1/ws", get(upgrade))
@@ -255,6 +256,45 @@ async fn change_password(
     let (token, expires_at) = gw.inner.auth.issue(&user);
     tracing::info!(%user, "password changed");
     Ok(Json(json!({ "token": token, "user": user, "expires_at": expires_at })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AccountDeletion {
+    password: String,
+}
+
+/// `DELETE /v1/account`: checks the password, then erases the account
+/// (see [`Gateway::delete_account`]).
+async fn delete_account(
+    State(gw): State<Gateway>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    admit(&gw, peer, &headers)?;
+    let claims = authenticate(&gw, &headers, &query, "account").await?;
+    let c: AccountDeletion = serde_json::from_slice(&body)
+        .map_err(|e| ProtocolError::bad_request(format!("body must be {{\"password\"}}: {e}")))?;
+    if c.password.len() > validate::MAX_PASSWORD_BYTES {
+        return Err(validate::password(&c.password).unwrap_err().into());
+    }
+    let user = claims.sub;
+    admit_user(&gw, &user)?;
+    let Some(account) = gw.inner.store.user(&user).await.map_err(store_error)? else {
+        return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{user}'")).into());
+    };
+    if account.password_hash.is_empty() {
+        let message = "an application's user is deleted by the application, not here";
+        return Err(ProtocolError::new(ErrorCode::Forbidden, message).into());
+    }
+    let (password, phc) = (c.password, account.password_hash);
+    if !hashed(&gw, move || verify_password(&password, &phc)).await? {
+        gw.inner.metrics.auth_failures.with_label_values(&["account"]).inc();
+        return Err(ProtocolError::new(ErrorCode::Unauthorized, "wrong password").into());
+    }
+    gw.delete_account(&user, now_ms()).await?;
+    Ok(Json(json!({})).into_response())
 }
 
 fn now_ms() -> u64 {

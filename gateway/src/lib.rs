@@ -13,6 +13,8 @@
 //! [`identity`] refuses to start under the id of another live gateway.
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
 //! [`auth_limits`]' budgets per client address and user name.
+//! [`contacts`] keeps contacts and blocks, and the block lists of local
+//! users that filter their `typing` and `presence` events;
 //! [`user_limits`] holds what is limited per user: sessions, and `typing`
 //! per room; [`application_users`] creates the users of an application's
 //! tokens and keeps them apart from password accounts.
@@ -22,6 +24,8 @@ pub mod application_users;
 pub mod auth;
 pub mod auth_limits;
 pub mod config;
+pub mod contacts;
+pub mod deletion;
 pub mod delivery;
 pub mod hashing;
 pub mod http;
@@ -86,6 +90,8 @@ struct Inner {
     seats: Arc<user_limits::Seats>,
     /// `typing` per (user, room).
     typing: user_limits::TypingThrottle,
+    /// The block lists of local users.
+    blocks: contacts::Blocks,
     draining: AtomicBool,
     started: Instant,
     /// Every session task, so a drain can wait for the last one to end.
@@ -105,6 +111,7 @@ impl Gateway {
                 hashes: hashing::HashPool::per_core(config.hash_queue),
                 seats: user_limits::Seats::new(config.max_sessions_per_user),
                 typing: user_limits::TypingThrottle::new(config.typing_interval.as_millis() as u64),
+                blocks: contacts::Blocks::default(),
                 config,
                 auth,
                 store,

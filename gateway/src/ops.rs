@@ -130,6 +130,12 @@ impl Gateway {
                 let users = self.inner.store.profiles(&users).await.map_err(store_error)?;
                 Ok(Some(ReplyBody::Users { users }))
             }
+            Op::ContactAdd { user: other } => self.contact_add(user, &other).await.map(Some),
+            Op::ContactRemove { user: other } => self.contact_remove(user, &other).await.map(Some),
+            Op::Contacts => self.contacts(user).await.map(Some),
+            Op::Block { user: other } => self.block(user, &other).await.map(Some),
+            Op::Unblock { user: other } => self.unblock(user, &other).await.map(Some),
+            Op::Blocks => self.blocks(user).await.map(Some),
             Op::Create { room, visibility, name, topic } => {
                 let cmd = Command::Create {
                     user: user.into(),
@@ -186,7 +192,8 @@ impl Gateway {
                     Some((a, b)) => vec![a.to_owned(), b.to_owned()],
                     None => store.members(&room).await.map_err(store_error)?,
                 };
-                let online = members.into_iter().filter(|m| self.is_online(m)).collect();
+                // Those the caller blocked do not show.
+                let online = members.into_iter().filter(|m| self.is_online(m) && !self.has_blocked(user, m)).collect();
                 Ok(Some(ReplyBody::Presence { online }))
             }
             Op::Join { room } => self.produce(s, req.id, room, Command::Join { user: user.into() }, false).await,
@@ -323,7 +330,17 @@ impl Gateway {
     /// its first message.
     pub(crate) async fn check_member(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
         if dm_members(room).is_some() {
-            return self.check_dm(room, user).await;
+            return match self.check_dm(room, user).await {
+                // The other's account was deleted (its name is never handed
+                // out again): the DM's history stays readable to its member.
+                Err(e) if e.code == ErrorCode::NotFound => {
+                    match self.inner.store.is_member(room, user).await.map_err(store_error)? {
+                        true => Ok(()),
+                        false => Err(e),
+                    }
+                }
+                checked => checked,
+            };
         }
         match self.inner.store.is_member(room, user).await.map_err(store_error)? {
             true => Ok(()),
@@ -343,7 +360,7 @@ impl Gateway {
         }
     }
 
-    async fn check_user(&self, name: &str) -> Result<(), ProtocolError> {
+    pub(crate) async fn check_user(&self, name: &str) -> Result<(), ProtocolError> {
         match self.inner.store.user(name).await.map_err(store_error)? {
             Some(_) => Ok(()),
             None => Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{name}'"))),

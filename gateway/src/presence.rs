@@ -2,7 +2,8 @@
 //! Local sessions are in the registry; sessions on other gateways are learnt
 //! from their announcements. A user going online or offline is told to the
 //! local members of the rooms they share, in rooms of at most
-//! `presence_event_limit` members.
+//! `presence_event_limit` members, and to their mutual contacts, but not to
+//! those who blocked them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -104,6 +105,14 @@ pub async fn follow(gw: Gateway, rx: Option<mpsc::Receiver<Announcement>>, shutd
             Announcement::Revoke { user, before_ms, jti, .. } => {
                 gw.inner.registry.revoke(&user, before_ms, jti.as_deref());
             }
+            Announcement::Relations { user, frame, blocks, .. } => {
+                if blocks {
+                    gw.reload_blocks(&user).await;
+                }
+                if let Some(frame) = frame {
+                    gw.to_user(&user, &frame);
+                }
+            }
             Announcement::Resync { .. } => {
                 gw.announce_heartbeat().await;
                 let snapshot = gw.inner.registry.snapshot();
@@ -119,13 +128,14 @@ impl Gateway {
     }
 
     /// Sends `presence` to this gateway's sessions that share a small enough
-    /// room with `user`, once per session.
+    /// room with `user`, or are their mutual contacts, once per session;
+    /// never to those who blocked `user`.
     pub(crate) async fn tell_presence(&self, user: &str, online: bool) {
         let store = &self.inner.store;
-        let rooms = match store.user_rooms(user).await {
-            Ok(rooms) => rooms,
+        let (rooms, contacts) = match tokio::try_join!(store.user_rooms(user), store.contacts(user)) {
+            Ok(read) => read,
             Err(e) => {
-                tracing::warn!(error = %e, "presence: cannot read the user's rooms");
+                tracing::warn!(error = %e, "presence: cannot read the user's rooms and contacts");
                 return;
             }
         };
@@ -144,6 +154,12 @@ impl Gateway {
                 }
             });
         }
+        for contact in contacts.iter().filter(|c| c.status() == confab_protocol::ContactStatus::Mutual) {
+            self.inner.registry.for_user(&contact.other, |s| {
+                recipients.entry(s.id).or_insert_with(|| s.clone());
+            });
+        }
+        recipients.retain(|_, s| !self.has_blocked(&s.user, user));
         if recipients.is_empty() {
             return;
         }

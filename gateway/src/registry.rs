@@ -456,6 +456,14 @@ impl Registry {
         n
     }
 
+    /// Calls `f` for every local session of `user`.
+    pub fn for_user(&self, user: &str, f: impl FnMut(&Arc<SessionHandle>)) -> usize {
+        let index = self.index.read().expect("registry lock");
+        let sessions = index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default();
+        sessions.iter().for_each(f);
+        sessions.len()
+    }
+
     /// Calls `f` for every session of `user` unless they are a local
     /// member of `room` (whose sessions [`for_room`](Self::for_room) reaches).
     pub fn for_user_outside(&self, room: &str, user: &str, mut f: impl FnMut(&Arc<SessionHandle>)) -> usize {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::Profile;
+use crate::contacts::{ContactEntry, ContactStatus};
 use crate::error::ProtocolError;
 use crate::lifecycle::Version;
 use crate::message::{Message, RoomInfo};
@@ -89,6 +90,18 @@ pub enum ReplyBody {
     },
     Presence {
         online: Vec<String>,
+    },
+    /// `contact_add`: the relation as it now stands.
+    Contact {
+        user: String,
+        status: ContactStatus,
+    },
+    Contacts {
+        contacts: Vec<ContactEntry>,
+    },
+    /// `blocks`: the users the caller blocked, by name.
+    Blocked {
+        blocked: Vec<String>,
     },
     /// `edits`: a message's earlier versions, oldest first.
     Edits {
@@ -246,6 +259,13 @@ pub enum Event {
     },
     Bye {
         reason: ByeReason,
+    },
+    /// A contact relation of the session's user changed: `user` asked,
+    /// accepted, or ended it (`status: none`), or the session's user did on
+    /// another device.
+    Contact {
+        user: String,
+        status: ContactStatus,
     },
     /// A message's text was edited. `pos` is the change's place in the
     /// room's log, `prev_pos` that of the room's change before it (0: none).

@@ -10,6 +10,7 @@
 //! for drift by the `typescript` tests.
 
 pub mod accounts;
+pub mod contacts;
 pub mod error;
 pub mod event;
 pub mod lifecycle;
@@ -23,6 +24,7 @@ pub mod validate;
 mod typescript;
 
 pub use accounts::Profile;
+pub use contacts::{ContactEntry, ContactStatus};
 pub use error::{ErrorCode, ProtocolError};
 pub use event::{ByeReason, Event, MemberAction, Reply};
 pub use message::{Message, RoomInfo};

@@ -86,6 +86,11 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         visibility: Option<Visibility>,
     },
+    /// `user`'s account was deleted: they leave the room (ownership passes
+    /// on) and their messages in it lose their text and author.
+    Erase {
+        user: String,
+    },
     /// `edit`: `by` replaces the text of message `seq` (crate::lifecycle).
     Edit {
         by: String,
@@ -222,6 +227,17 @@ pub enum Announcement {
     /// A process that just started (`gateway` names it) asks every gateway
     /// to announce everything it hosts, since announcements are deltas.
     Resync { gateway: String },
+    /// `user`'s contacts or blocks changed: gateways hosting them re-read
+    /// their blocks (when `blocks`) and hand `frame`, a `contact` event,
+    /// to their sessions.
+    Relations {
+        gateway: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame: Option<String>,
+        #[serde(default)]
+        blocks: bool,
+    },
 }
 
 impl Announcement {
@@ -231,7 +247,8 @@ impl Announcement {
             | Announcement::Heartbeat { gateway, .. }
             | Announcement::Revoke { gateway, .. }
             | Announcement::Gone { gateway }
-            | Announcement::Resync { gateway } => gateway,
+            | Announcement::Resync { gateway }
+            | Announcement::Relations { gateway, .. } => gateway,
         }
     }
 }

@@ -200,6 +200,20 @@ pub enum Op {
     Users {
         users: Vec<String>,
     },
+    ContactAdd {
+        user: String,
+    },
+    ContactRemove {
+        user: String,
+    },
+    Contacts,
+    Block {
+        user: String,
+    },
+    Unblock {
+        user: String,
+    },
+    Blocks,
     Edit {
         room: String,
         seq: u64,
@@ -295,6 +309,12 @@ impl Op {
             Op::Directory { .. } => "directory",
             Op::Profile { .. } => "profile",
             Op::Users { .. } => "users",
+            Op::ContactAdd { .. } => "contact_add",
+            Op::ContactRemove { .. } => "contact_remove",
+            Op::Contacts => "contacts",
+            Op::Block { .. } => "block",
+            Op::Unblock { .. } => "unblock",
+            Op::Blocks => "blocks",
             Op::Edit { .. } => "edit",
             Op::Edits { .. } => "edits",
             Op::Delete { .. } => "delete",
@@ -305,7 +325,10 @@ impl Op {
     /// The rules of PROTOCOL.md that do not need server state.
     fn validate(&self, max_text: usize) -> Result<(), ProtocolError> {
         match self {
-            Op::Ping | Op::Rooms => Ok(()),
+            Op::Ping | Op::Rooms | Op::Contacts | Op::Blocks => Ok(()),
+            Op::ContactAdd { user } | Op::ContactRemove { user } | Op::Block { user } | Op::Unblock { user } => {
+                validate::username(user).map_err(|_| ProtocolError::bad_request("`user` is not a valid user name"))
+            }
             Op::Join { room } | Op::Leave { room } => validate::joinable_room(room),
             Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } => validate::room_ref(room),
             Op::Send { room, to, text, cid, .. } => {
@@ -519,6 +542,22 @@ mod tests {
 
     fn decode(s: &str) -> Result<Request, DecodeError> {
         Request::decode(s, 4096)
+    }
+
+    #[test]
+    fn contact_and_block_ops_decode_and_check_their_fields() {
+        let r = decode(r#"{"id":1,"op":"contact_add","user":"bob"}"#).unwrap();
+        assert_eq!(r.op, Op::ContactAdd { user: "bob".into() });
+        assert_eq!(decode(r#"{"id":1,"op":"contacts"}"#).unwrap().op.name(), "contacts");
+        assert_eq!(decode(r#"{"id":1,"op":"blocks"}"#).unwrap().op.name(), "blocks");
+        for frame in [
+            r#"{"id":1,"op":"contact_add","user":"Bob"}"#,
+            r#"{"id":1,"op":"contact_remove"}"#,
+            r#"{"id":1,"op":"block","user":5}"#,
+            r#"{"id":1,"op":"unblock","user":"dm:a:b"}"#,
+        ] {
+            assert_eq!(decode(frame).unwrap_err().error.code, ErrorCode::BadRequest, "{frame}");
+        }
     }
 
     #[test]

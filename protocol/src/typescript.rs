@@ -68,6 +68,8 @@ fn typescript_declarations_match_the_sdk() {
     declare::<MemberEntry>(&mut out);
     declare::<DirectoryEntry>(&mut out);
     declare::<Profile>(&mut out);
+    declare::<crate::ContactStatus>(&mut out);
+    declare::<crate::ContactEntry>(&mut out);
     declare::<ByeReason>(&mut out);
     declare::<Event>(&mut out);
     expect_file!["../../web/sdk/src/protocol.gen.ts"].assert_eq(&out);
@@ -128,6 +130,12 @@ fn real_frames_match_the_sdk_fixture() {
         ("directory", r#"{"op":"directory","id":31,"query":"rust","limit":10}"#),
         ("profile", r#"{"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"}"#),
         ("users", r#"{"op":"users","id":34,"users":["alice","nobody"]}"#),
+        ("contact_add", r#"{"op":"contact_add","id":42,"user":"bob"}"#),
+        ("contact_remove", r#"{"op":"contact_remove","id":43,"user":"bob"}"#),
+        ("contacts", r#"{"op":"contacts","id":44}"#),
+        ("block", r#"{"op":"block","id":45,"user":"mallory"}"#),
+        ("unblock", r#"{"op":"unblock","id":46,"user":"mallory"}"#),
+        ("blocks", r#"{"op":"blocks","id":47}"#),
         ("send_reply", r#"{"op":"send","id":35,"room":"general","text":"yes","cid":"c-35","reply_to":41}"#),
         ("sync_changes", r#"{"op":"sync","id":36,"rooms":{"general":40},"changes":{"general":38}}"#),
         ("edit", r#"{"op":"edit","id":37,"room":"general","seq":41,"text":"hey!"}"#),
@@ -298,6 +306,30 @@ fn real_frames_match_the_sdk_fixture() {
             ),
         ),
         (
+            "contact_add",
+            reply(int(42), ReplyBody::Contact { user: "bob".into(), status: crate::ContactStatus::PendingOut }),
+        ),
+        (
+            "contacts",
+            reply(
+                int(44),
+                ReplyBody::Contacts {
+                    contacts: vec![
+                        crate::ContactEntry { user: "bob".into(), status: crate::ContactStatus::Mutual, online: true },
+                        crate::ContactEntry {
+                            user: "carol".into(),
+                            status: crate::ContactStatus::PendingIn,
+                            online: false,
+                        },
+                    ],
+                },
+            ),
+        ),
+        ("contact_remove", reply(int(43), ReplyBody::Empty {})),
+        ("block", reply(int(45), ReplyBody::Empty {})),
+        ("unblock", reply(int(46), ReplyBody::Empty {})),
+        ("blocks", reply(int(47), ReplyBody::Blocked { blocked: vec!["mallory".into()] })),
+        (
             "sync_changes",
             reply(
                 int(36),
@@ -355,6 +387,7 @@ fn real_frames_match_the_sdk_fixture() {
                 heartbeat_ms: 25_000,
             },
         ),
+        ("contact", Event::Contact { user: "bob".into(), status: crate::ContactStatus::Mutual }),
         ("msg", Event::Msg { message: message(42, "bob", "see you"), prev_seq: 41 }),
         ("member", Event::member("general", "carol", MemberAction::Join)),
         (

@@ -41,10 +41,16 @@ macro_rules! store_contract_tests {
             members_page_in_name_order_with_their_roles,
             invitations_are_listed_per_user_until_withdrawn,
             bans_are_set_and_lifted_in_log_order,
+            contacts_are_asks_that_meet_and_are_bounded,
+            blocks_are_per_user_and_bounded,
+            a_deleted_account_keeps_its_name_and_loses_the_rest,
+            ownership_passes_to_the_oldest_admin_else_the_oldest_member,
+            an_erasure_blanks_the_users_messages_in_the_room_only,
             edits_keep_earlier_versions_and_a_stale_edit_changes_nothing,
             a_deletion_drops_text_versions_and_reactions,
             reactions_count_each_user_once_and_list_twenty_names,
-            changes_page_forward_by_position
+            changes_page_forward_by_position,
+            an_erasure_deletes_the_users_versions_and_reactions
         );
     };
     (@each $open:path, $($name:ident),*) => {
@@ -395,4 +401,104 @@ pub async fn bans_are_set_and_lifted_in_log_order(store: &impl Store) {
     assert!(store.is_banned("r", "bob").await.unwrap(), "a stale unban does not lift a later ban");
     store.apply(vec![ban(false, 6)]).await.unwrap();
     assert!(!store.is_banned("r", "bob").await.unwrap());
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord { name: name.into(), password_hash: "$argon2id$x".into(), created_ms: 1 }
+}
+
+pub async fn contacts_are_asks_that_meet_and_are_bounded(store: &impl Store) {
+    use confab_protocol::ContactStatus::*;
+    let statuses =
+        |v: Vec<crate::ContactRecord>| v.into_iter().map(|c| (c.other.clone(), c.status())).collect::<Vec<_>>();
+    assert!(store.contact_ask("alice", "bob", 2).await.unwrap());
+    assert_eq!(statuses(store.contacts("alice").await.unwrap()), [("bob".to_string(), PendingOut)]);
+    assert_eq!(statuses(store.contacts("bob").await.unwrap()), [("alice".to_string(), PendingIn)]);
+    assert!(store.contact_ask("bob", "alice", 2).await.unwrap());
+    assert_eq!(statuses(store.contacts("alice").await.unwrap()), [("bob".to_string(), Mutual)]);
+    assert!(store.contact_ask("alice", "carol", 2).await.unwrap());
+    // Alice has two relations: a third is refused, both ways; an existing one is not.
+    assert!(!store.contact_ask("alice", "dave", 2).await.unwrap());
+    assert!(!store.contact_ask("dave", "alice", 2).await.unwrap());
+    assert!(store.contact_ask("alice", "bob", 2).await.unwrap());
+    assert!(store.contacts("dave").await.unwrap().is_empty());
+    store.contact_end("bob", "alice").await.unwrap();
+    assert_eq!(statuses(store.contacts("alice").await.unwrap()), [("carol".to_string(), PendingOut)]);
+    assert!(store.contacts("bob").await.unwrap().is_empty());
+}
+
+pub async fn blocks_are_per_user_and_bounded(store: &impl Store) {
+    assert!(store.block("alice", "mallory", 2).await.unwrap());
+    assert!(store.block("alice", "mallory", 2).await.unwrap(), "again: idempotent");
+    assert!(store.is_blocked("alice", "mallory").await.unwrap());
+    assert!(!store.is_blocked("mallory", "alice").await.unwrap());
+    assert!(store.block("alice", "eve", 2).await.unwrap());
+    assert!(!store.block("alice", "trudy", 2).await.unwrap());
+    assert_eq!(store.blocks("alice").await.unwrap(), ["eve", "mallory"]);
+    store.unblock("alice", "mallory").await.unwrap();
+    assert!(!store.is_blocked("alice", "mallory").await.unwrap());
+    assert_eq!(store.blocks("alice").await.unwrap(), ["eve"]);
+}
+
+pub async fn a_deleted_account_keeps_its_name_and_loses_the_rest(store: &impl Store) {
+    assert!(store.create_user(&user("alice")).await.unwrap());
+    assert!(store.create_user(&user("bob")).await.unwrap());
+    let profile = Profile { user: "alice".into(), display_name: "Alice".into(), avatar: String::new() };
+    assert!(store.set_profile(&profile).await.unwrap());
+    store.block("alice", "bob", 10).await.unwrap();
+    assert!(!store.delete_user("nobody").await.unwrap());
+    assert!(store.delete_user("alice").await.unwrap());
+    assert_eq!(store.user("alice").await.unwrap(), None);
+    assert!(!store.create_user(&user("alice")).await.unwrap(), "the name is never handed out again");
+    assert_eq!(store.user("alice").await.unwrap(), None);
+    let found = store.profiles(&["alice".into(), "bob".into()]).await.unwrap();
+    assert_eq!(found.iter().map(|p| p.user.as_str()).collect::<Vec<_>>(), ["bob"]);
+    assert!(store.blocks("alice").await.unwrap().is_empty());
+    assert!(!store.delete_user("alice").await.unwrap(), "deleted once");
+}
+
+pub async fn ownership_passes_to_the_oldest_admin_else_the_oldest_member(store: &impl Store) {
+    let at = |room: &str, user: &str, at: u64| Write::Join { room: room.into(), user: user.into(), at };
+    store
+        .apply(vec![
+            at("r", "owner", 1),
+            at("r", "zed", 2),
+            at("r", "amy", 3),
+            at("r", "bea", 4),
+            at("r", "cat", 5),
+            Write::Role { room: "r".into(), user: "owner".into(), role: Role::Owner, at: 6 },
+            Write::Role { room: "r".into(), user: "cat".into(), role: Role::Admin, at: 7 },
+            Write::Role { room: "r".into(), user: "bea".into(), role: Role::Admin, at: 8 },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.successor("r", "owner").await.unwrap().as_deref(), Some("bea"), "the admin who joined first");
+    store.apply(vec![at("s", "owner", 1), at("s", "zed", 2), at("s", "amy", 3)]).await.unwrap();
+    assert_eq!(store.successor("s", "owner").await.unwrap().as_deref(), Some("zed"), "the member who joined first");
+    store.apply(vec![at("t", "owner", 1)]).await.unwrap();
+    assert_eq!(store.successor("t", "owner").await.unwrap(), None);
+}
+
+pub async fn an_erasure_blanks_the_users_messages_in_the_room_only(store: &impl Store) {
+    store
+        .apply(vec![
+            join("r", "alice"),
+            join("r", "bob"),
+            join("s", "alice"),
+            Write::Message(message("r", 1, "alice", "a1")),
+            Write::Message(message("r", 2, "bob", "b1")),
+            Write::Message(message("s", 3, "alice", "a2")),
+            Write::Message(message("r", 70_000, "alice", "a3")),
+            Write::Erase { room: "r".into(), user: "alice".into(), at: 80_000 },
+        ])
+        .await
+        .unwrap();
+    let page = store.history("r", None, 10).await.unwrap();
+    let seen: Vec<(u64, &str, &str)> = page.iter().map(|m| (m.seq, m.from.as_str(), m.text.as_str())).collect();
+    assert_eq!(seen, [(1, "", ""), (2, "bob", "message 2"), (70_000, "", "")]);
+    assert_eq!(page[0].msg_id, "r-1", "an erased message keeps its seq and id");
+    assert_eq!(store.cid("r", &cid_key("alice", "a1")).await.unwrap(), None);
+    assert!(store.cid("r", &cid_key("bob", "b1")).await.unwrap().is_some());
+    let other = store.history("s", None, 10).await.unwrap();
+    assert_eq!(other[0].from, "alice", "other rooms are erased by their own records");
 }

@@ -9,6 +9,8 @@
 //! (`membership_at`, checkpoints that only move forward), so both hold the
 //! same stale-write fence.
 
+mod contacts;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -166,6 +168,7 @@ impl EmbeddedStore {
             txn.open_table(INVITES)?;
             txn.open_table(USER_INVITES)?;
             txn.open_table(BANS)?;
+            contacts::create_tables(&txn)?;
             txn.open_table(lifecycle::VERSIONS)?;
             txn.open_table(lifecycle::REACTIONS)?;
             txn.open_table(lifecycle::CHANGES)?;
@@ -326,6 +329,9 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     }
                     bans.insert(key, (*at, *banned))?;
                 }
+                Write::Erase { room, user, .. } => {
+                    contacts::erase(&mut messages, &mut cids, &mut lifecycle, room, user)?
+                }
                 Write::Checkpoint { partition, next_offset } => {
                     let stored = checkpoints.get(*partition)?.map_or(0, |g| g.value());
                     checkpoints.insert(*partition, stored.max(*next_offset))?;
@@ -373,6 +379,9 @@ impl Store for EmbeddedStore {
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
         let name = name.to_owned();
         self.blocking(move |db| {
+            if contacts::is_deleted(db, &name)? {
+                return Ok(None);
+            }
             let txn = db.begin_read()?;
             let users = txn.open_table(USERS)?;
             match users.get(name.as_str())? {
@@ -408,10 +417,14 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let (accounts, profiles) = (txn.open_table(USERS)?, txn.open_table(PROFILES)?);
+            let deleted = txn.open_table(contacts::DELETED_USERS)?;
             let mut seen = std::collections::HashSet::new();
             let mut found = Vec::new();
             for user in users {
-                if !seen.insert(user.clone()) || accounts.get(user.as_str())?.is_none() {
+                if !seen.insert(user.clone())
+                    || accounts.get(user.as_str())?.is_none()
+                    || deleted.get(user.as_str())?.is_some()
+                {
                     continue;
                 }
                 let (display_name, avatar) = match profiles.get(user.as_str())? {
@@ -812,6 +825,34 @@ impl Store for EmbeddedStore {
             Ok(txn.commit()?)
         })
         .await
+    }
+
+    async fn contact_ask(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.contact_ask_(user, other, max).await
+    }
+    async fn contact_end(&self, a: &str, b: &str) -> Result<()> {
+        self.contact_end_(a, b).await
+    }
+    async fn contacts(&self, user: &str) -> Result<Vec<crate::ContactRecord>> {
+        self.contacts_(user).await
+    }
+    async fn block(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.block_(user, other, max).await
+    }
+    async fn unblock(&self, user: &str, other: &str) -> Result<()> {
+        self.unblock_(user, other).await
+    }
+    async fn blocks(&self, user: &str) -> Result<Vec<String>> {
+        self.blocks_(user).await
+    }
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {
+        self.is_blocked_(user, other).await
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.delete_user_(name).await
+    }
+    async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
+        self.successor_(room, leaving).await
     }
 
     async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {

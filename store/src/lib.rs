@@ -19,6 +19,7 @@ use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Message, Profile, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
 
+pub mod contacts;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod embedded;
@@ -28,6 +29,7 @@ pub mod rooms;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 
+pub use contacts::ContactRecord;
 pub use embedded::EmbeddedStore;
 pub use lifecycle::MessageState;
 pub use metered::Metered;
@@ -191,6 +193,14 @@ pub enum Write {
         banned: bool,
         at: u64,
     },
+    /// `user`'s account was deleted: their messages in `room` keep their
+    /// seq and lose their text, author and cid (`from`, `text` and `cid`
+    /// read `""`), and their cids are forgotten.
+    Erase {
+        room: String,
+        user: String,
+        at: u64,
+    },
     /// Everything before `next_offset` in `partition` has been applied.
     Checkpoint {
         partition: u32,
@@ -319,6 +329,33 @@ pub trait Store: Send + Sync + 'static {
     /// one later: seqs come from offsets, which a changed count would reorder.
     async fn bind_partitions(&self, partitions: u32) -> Result<()>;
 
+    // Contacts, blocks and account deletion (see [`contacts`]). Written by
+    // the gateway, outside any room's order.
+
+    /// Records that `user` asks `other` to be a contact. `false`, and
+    /// nothing stored, when the two have no relation yet and either has
+    /// `max` relations (asks either way) already.
+    async fn contact_ask(&self, user: &str, other: &str, max: usize) -> Result<bool>;
+    /// Ends whatever relation `a` and `b` have: both asks.
+    async fn contact_end(&self, a: &str, b: &str) -> Result<()>;
+    /// `user`'s relations by the other's name: `(other, user asked, other asked)`.
+    async fn contacts(&self, user: &str) -> Result<Vec<ContactRecord>>;
+    /// `user` blocks `other`; `false`, and nothing stored, when `user` has
+    /// `max` blocks already and `other` is not among them.
+    async fn block(&self, user: &str, other: &str, max: usize) -> Result<bool>;
+    async fn unblock(&self, user: &str, other: &str) -> Result<()>;
+    /// The users `user` blocked, by name.
+    async fn blocks(&self, user: &str) -> Result<Vec<String>>;
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool>;
+    /// Deletes the account: its password and profile go, and the name
+    /// stays taken (a tombstone: [`Store::create_user`] refuses it) while
+    /// [`Store::user`] and [`Store::profiles`] no longer find it. `false`
+    /// when there is no such user.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
+    /// Who owns `room` once `leaving` (its owner) is gone: its
+    /// longest-standing admin, else its longest-standing member; `None`
+    /// when nobody else is in it.
+    async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>>;
     /// A message in its current state, with what the dispatcher decides
     /// its changes by (crate::lifecycle).
     async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>>;

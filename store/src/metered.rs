@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 25] = [
+const OPS: [&str; 41] = [
     "ping",
     "create_user",
     "user",
@@ -41,6 +41,22 @@ const OPS: [&str; 25] = [
     "reacted",
     "edits",
     "changes",
+    "set_profile",
+    "profiles",
+    "set_password",
+    "tokens_valid_after",
+    "revoke_tokens_before",
+    "revoke_token",
+    "is_token_revoked",
+    "contact_ask",
+    "contact_end",
+    "contacts",
+    "block",
+    "unblock",
+    "blocks",
+    "is_blocked",
+    "delete_user",
+    "successor",
 ];
 
 pub struct Metered<S> {
@@ -165,6 +181,33 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {
         self.timed("bind_partitions", self.inner.bind_partitions(partitions)).await
+    }
+    async fn contact_ask(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.timed("contact_ask", self.inner.contact_ask(user, other, max)).await
+    }
+    async fn contact_end(&self, a: &str, b: &str) -> Result<()> {
+        self.timed("contact_end", self.inner.contact_end(a, b)).await
+    }
+    async fn contacts(&self, user: &str) -> Result<Vec<crate::ContactRecord>> {
+        self.timed("contacts", self.inner.contacts(user)).await
+    }
+    async fn block(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.timed("block", self.inner.block(user, other, max)).await
+    }
+    async fn unblock(&self, user: &str, other: &str) -> Result<()> {
+        self.timed("unblock", self.inner.unblock(user, other)).await
+    }
+    async fn blocks(&self, user: &str) -> Result<Vec<String>> {
+        self.timed("blocks", self.inner.blocks(user)).await
+    }
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {
+        self.timed("is_blocked", self.inner.is_blocked(user, other)).await
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.timed("delete_user", self.inner.delete_user(name)).await
+    }
+    async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
+        self.timed("successor", self.inner.successor(room, leaving)).await
     }
     async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
         self.timed("message", self.inner.message(room, seq)).await

@@ -4,6 +4,7 @@
  * `#dm:alice:bob`), so reloads and the back button work.
  */
 import { ConfabClient, type ConnectionStatus } from "../sdk/src/index.ts";
+import { AccountPanel } from "./account.ts";
 import { Conversation } from "./conversation.ts";
 import { h } from "./dom.ts";
 import type { Session } from "./session.ts";
@@ -39,10 +40,18 @@ export class ChatApp {
   constructor(private readonly options: ChatOptions) {
     const { session } = options;
     this.client = new ConfabClient({ baseUrl: options.baseUrl, token: session.token, user: session.user });
+    const account = new AccountPanel({
+      client: this.client,
+      baseUrl: options.baseUrl,
+      token: session.token,
+      onSignedOut: () => options.onSignOut(),
+    });
+    account.el.hidden = true;
     this.sidebar = new Sidebar({
       client: this.client,
       onOpen: (room) => this.open(room),
       onSignOut: () => options.onSignOut(),
+      account: account.el,
     });
     this.conversation = new Conversation({
       client: this.client,

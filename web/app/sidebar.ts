@@ -8,6 +8,8 @@ export interface SidebarOptions {
   client: ConfabClient;
   onOpen: (room: string) => void;
   onSignOut: () => void;
+  /** The account panel, shown under the room list by the "Account" button. */
+  account?: HTMLElement;
 }
 
 interface Row {
@@ -130,11 +132,28 @@ export class Sidebar {
       h("h2", { class: "section-title" }, "Conversations"),
       this.list,
       this.empty,
+      options.account ?? null,
       h(
         "footer",
         { class: "sidebar-footer" },
         avatar(client.me, "sm"),
         h("span", { class: "me-name", title: `Signed in as ${client.me}` }, client.me),
+        options.account
+          ? h(
+              "button",
+              {
+                type: "button",
+                class: "btn btn-link",
+                "aria-expanded": "false",
+                onclick: (e: Event) => {
+                  const panel = options.account!;
+                  panel.hidden = !panel.hidden;
+                  (e.currentTarget as HTMLElement).setAttribute("aria-expanded", String(!panel.hidden));
+                },
+              },
+              "Account",
+            )
+          : null,
         h("button", { type: "button", class: "btn btn-link", onclick: () => options.onSignOut() }, "Sign out"),
       ),
     );

@@ -20,29 +20,40 @@ use confab_store::{CidHit, MessageState, RoomSettings, Write, WriteBatch};
 
 use super::view::{Needs, RoomState, View};
 
+mod accounts;
 mod lifecycle;
 mod rooms;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.
-pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
+pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
         Command::Send { from, cid, reply_to, .. } => {
-            // A DM's parties are known from its id.
+            // A DM's parties are known from its id; whether the other
+            // blocked the sender is not.
+            let block = dm_members(room).map(|(a, b)| (if from == a { b } else { a }, from.as_str()));
             Needs {
                 member: dm_members(room).is_none().then_some(from),
                 cid: Some((from, cid)),
+                block,
                 message: *reply_to,
                 ..Needs::default()
             }
         }
+        Command::Erase { user } => Needs { member: Some(user), successor: Some(user), ..Needs::default() },
         Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },
         Command::Leave { user } | Command::Typing { user } => Needs { member: Some(user), ..Needs::default() },
         Command::Read { user, .. } => Needs { member: Some(user), read_marker: Some(user), ..Needs::default() },
         Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
         Command::Moderate { by, user, act } => rooms::needs(by, user, act),
-        Command::Edit { .. } | Command::Delete { .. } | Command::React { .. } => lifecycle::needs(cmd),
+        Command::Delete { .. } => lifecycle::needs(cmd),
+        // In a DM, an edit or a reaction reaches the other party like a
+        // message: a block refuses it (a deletion is always allowed).
+        Command::Edit { by: user, .. } | Command::React { user, .. } => {
+            let block = dm_members(room).map(|(a, b)| (if user == a { b } else { a }, user.as_str()));
+            Needs { block, ..lifecycle::needs(cmd) }
+        }
     }
 }
 
@@ -122,6 +133,7 @@ impl Batch {
             Command::UpdateRoom { by, name, topic, visibility } => {
                 self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility)
             }
+            Command::Erase { user } => self.erase(r, user),
             Command::Typing { user } => {
                 self.require_member(&rec.room, user)?;
                 let frame = Event::Typing { room: rec.room.clone(), user: user.clone() }.encode();
@@ -144,6 +156,7 @@ impl Batch {
     ) -> Result<Reply, ProtocolError> {
         let room = r.record.room.as_str();
         let seq = seq_of(r.offset);
+        self.check_not_blocked(room, from)?;
         match dm_members(room) {
             Some((a, b)) if from != a && from != b => return Err(ProtocolError::not_member(room)),
             Some((a, b)) if !self.room(room).exists => {
@@ -364,6 +377,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Leave { .. } => "leave",
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
+        Command::Erase { .. } => "erase",
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",
         Command::React { .. } => "react",
@@ -476,8 +490,8 @@ mod tests {
         assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some(("alice", "c1")), ..Needs::default() });
         assert_eq!(
             needs_of(&dm),
-            Needs { member: None, cid: Some(("alice", "c1")), ..Needs::default() },
-            "a DM's id names its members"
+            Needs { member: None, cid: Some(("alice", "c1")), block: Some(("bob", "alice")), ..Needs::default() },
+            "a DM's id names its members; whether the recipient blocked the sender is read"
         );
         assert_eq!(
             needs_of(&j),

@@ -48,6 +48,10 @@ pub struct Needs<'a> {
     pub invite: Option<&'a str>,
     /// Whether this user is banned from the room.
     pub ban: Option<&'a str>,
+    /// Whether the first user blocked the second (a DM's recipient, its sender).
+    pub block: Option<(&'a str, &'a str)>,
+    /// Who owns the room if this user (its owner, maybe) leaves it.
+    pub successor: Option<&'a str>,
     /// This message of the room, in its current state (a reply's target,
     /// the message an edit, deletion or reaction changes).
     pub message: Option<u64>,
@@ -78,6 +82,10 @@ pub struct View {
     /// user -> how many rooms they are a member of, for the users who may
     /// join one: those of `join`s, and both parties of a DM's first message.
     pub room_counts: HashMap<String, usize>,
+    /// `(user, other)` of the blocks found: `user` blocked `other`.
+    pub blocks: HashSet<(String, String)>,
+    /// room -> who owns it once the user named by the record leaves.
+    pub successors: HashMap<String, Option<String>>,
     /// `(room, seq)` -> the message's state, of the messages found.
     pub messages: HashMap<(String, u64), MessageState>,
     /// `(room, seq, emoji, user)` of the reactions found.
@@ -101,6 +109,8 @@ impl View {
         let mut markers: Vec<(String, String)> = Vec::new();
         let mut invites: Vec<(String, String)> = Vec::new();
         let mut bans: Vec<(String, String)> = Vec::new();
+        let mut blocks: Vec<(String, String)> = Vec::new();
+        let mut successors: Vec<(String, String)> = Vec::new();
         let mut messages: Vec<(String, u64)> = Vec::new();
         let mut reactions: Vec<(String, u64, String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
@@ -119,6 +129,8 @@ impl View {
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));
+            blocks.extend(needs.block.map(|(user, other)| key(user, other)));
+            successors.extend(needs.successor.map(|user| key(room, user)));
             messages.extend(needs.message.map(|seq| (room.to_owned(), seq)));
             reactions
                 .extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
@@ -127,7 +139,7 @@ impl View {
         messages.dedup();
         reactions.sort_unstable();
         reactions.dedup();
-        for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans] {
+        for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans, &mut blocks, &mut successors] {
             keys.sort_unstable();
             keys.dedup();
         }
@@ -159,6 +171,14 @@ impl View {
             let seq = store.read_marker(&key.0, &key.1).await?;
             Ok((seq > 0).then_some((key, seq)))
         });
+        let blocks = all(blocks, |key| async move {
+            let blocked = store.is_blocked(&key.0, &key.1).await?;
+            Ok(blocked.then_some(key))
+        });
+        let successors = all(successors, |(room, user)| async move {
+            let heir = store.successor(&room, &user).await?;
+            Ok((room, heir))
+        });
         let messages = all(messages, |key| async move {
             let state = store.message(&key.0, key.1).await?;
             Ok(state.map(|state| (key, state)))
@@ -167,10 +187,26 @@ impl View {
             let reacted = store.reacted(&key.0, key.1, &key.2, &key.3).await?;
             Ok(reacted.then_some(key))
         });
-        let (states, members, cids, markers, invites, bans, messages, reactions) =
-            tokio::try_join!(states, members, cids, markers, invites, bans, messages, reactions)?;
+        let (states, members, cids, markers, invites, bans, blocks, successors, messages, reactions) =
+            tokio::try_join!(states, members, cids, markers, invites, bans, blocks, successors, messages, reactions)?;
         view.messages.extend(messages.into_iter().flatten());
         view.reacted.extend(reactions.into_iter().flatten());
+        view.blocks.extend(blocks.into_iter().flatten());
+        // A successor's standing, so the batch knows whether a record
+        // before the erasure made them leave.
+        let heirs: Vec<(String, String)> =
+            successors.iter().filter_map(|(room, heir)| Some((room.clone(), heir.clone()?))).collect();
+        let heirs = all(heirs, |key| async move {
+            let member = store.member(&key.0, &key.1).await?;
+            Ok(member.map(|m| (key, m)))
+        });
+        for (key, member) in heirs.await?.into_iter().flatten() {
+            if member != MemberRecord::default() {
+                view.standing.entry(key.clone()).or_insert(member);
+            }
+            view.members.insert(key);
+        }
+        view.successors.extend(successors);
         view.rooms.extend(states);
         for (key, member) in members.into_iter().flatten() {
             if member != MemberRecord::default() {

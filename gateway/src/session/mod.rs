@@ -45,8 +45,13 @@ where
 {
     let config = gw.config();
     let user: Arc<str> = Arc::from(claims.sub.as_str());
-    let rooms = match gw.inner.store.user_rooms(&user).await {
-        Ok(rooms) => rooms,
+    let store = &gw.inner.store;
+    let loaded = match tokio::try_join!(store.user_rooms(&user), store.blocks(&user)) {
+        Ok((rooms, blocked)) => {
+            // Before the session is registered: no event reaches it unfiltered.
+            gw.inner.blocks.set(&user, blocked.clone());
+            (rooms, blocked)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot load the user's rooms; refusing the session");
             let close = Frame::Close(Some(Close::new(1011, "store unavailable")));
@@ -85,8 +90,12 @@ where
     // memory in every idle session's task.
     drop(hello);
 
+    let (rooms, blocked) = loaded;
     let was_online = gw.is_online(&user);
     let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));
+    // Again, now that the session counts as local: another session of the
+    // user closing meanwhile may have forgotten the list.
+    gw.inner.blocks.set(&user, blocked);
     gw.announce(delta).await;
     if !was_online {
         gw.tell_presence(&user, true).await;
@@ -117,6 +126,9 @@ where
     }
 
     let delta = gw.inner.registry.close(session.id);
+    if !gw.inner.registry.is_local(&user) {
+        gw.inner.blocks.forget(&user);
+    }
     gw.announce(delta).await;
     if !gw.is_online(&user) {
         gw.tell_presence(&user, false).await;

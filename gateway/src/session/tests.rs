@@ -62,6 +62,8 @@ impl TestGateway {
             open_registration: true,
             max_sessions_per_user: 16,
             typing_interval: Duration::from_secs(2),
+            max_contacts: 1000,
+            max_blocks: 1000,
         };
         tweak(&mut config);
         let gw = Gateway::new(config, auth, store, bus, Metrics::new(&registry).unwrap());

@@ -109,3 +109,40 @@ pub async fn changes_page_forward_by_position(store: &impl Store) {
     assert_eq!(store.changes("other", 0, 2).await.unwrap(), (vec![], false));
     assert_eq!(store.room("r").await.unwrap().unwrap().last_change, 200_001);
 }
+
+/// Account erasure (crate::contacts) meets the lifecycle: the erased
+/// user's messages read as deleted, without versions or reactions, and
+/// their reactions to other messages go.
+pub async fn an_erasure_deletes_the_users_versions_and_reactions(store: &impl Store) {
+    let first = message("r", 1, "alice", "c1");
+    store
+        .apply(vec![
+            Write::Join { room: "r".into(), user: "alice".into(), at: 0 },
+            Write::Join { room: "r".into(), user: "bob".into(), at: 0 },
+            Write::Message(first.clone()),
+            Write::Message(message("r", 2, "bob", "c2")),
+        ])
+        .await
+        .unwrap();
+    store
+        .apply(vec![
+            edit(1, "v2", ("message 1", first.ts), 10),
+            react(1, "👍", "bob", false, 11),
+            react(2, "🎉", "alice", false, 12),
+            react(2, "👍", "bob", false, 13),
+        ])
+        .await
+        .unwrap();
+    store.apply(vec![Write::Erase { room: "r".into(), user: "alice".into(), at: 80_000 }]).await.unwrap();
+    let page = store.history("r", None, 10).await.unwrap();
+    let erased = page.iter().find(|m| m.seq == 1).unwrap();
+    assert_eq!((erased.from.as_str(), erased.text.as_str(), erased.cid.as_str()), ("", "", ""));
+    assert!(erased.deleted, "an erased message reads as deleted");
+    assert_eq!((erased.edited_ts, erased.reactions.len()), (None, 0));
+    assert!(store.edits("r", 1).await.unwrap().is_empty(), "the erased user's earlier texts are gone");
+    let kept = page.iter().find(|m| m.seq == 2).unwrap();
+    assert_eq!(kept.reactions, [Reaction { emoji: "👍".into(), count: 1, users: vec!["bob".into()] }]);
+    assert!(!store.reacted("r", 2, "🎉", "alice").await.unwrap());
+    let state = store.message("r", 1).await.unwrap().unwrap();
+    assert!(state.message.deleted && state.versions == 0);
+}

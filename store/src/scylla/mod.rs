@@ -10,6 +10,7 @@
 //! position>`: replays and stale dispatchers cannot undo later writes, with
 //! no lightweight transaction on the hot path.
 
+mod contacts;
 mod lifecycle;
 mod replication;
 mod tls;
@@ -42,7 +43,7 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
@@ -54,6 +55,9 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     ("messages", "deleted", "boolean"),
     ("messages", "change_pos", "bigint"),
     ("rooms", "last_change", "bigint"),
+    // Version 5: contacts, blocks and deletion (contacts.rs).
+    ("members", "joined_at", "bigint"),
+    ("users", "deleted_ms", "bigint"),
 ];
 /// Partitions of the `public_rooms` table.
 const PUBLIC_SHARDS: i32 = 16;
@@ -196,6 +200,8 @@ struct Statements {
     delete_user_invite: PreparedStatement,
     insert_ban: PreparedStatement,
     delete_ban: PreparedStatement,
+    /// Contacts, blocks, deleted accounts, succession and erasure.
+    contacts: contacts::Statements,
 }
 
 async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement> {
@@ -213,8 +219,8 @@ impl Statements {
         Ok(Statements {
             ping: prepare(s, "SELECT release_version FROM system.local WHERE key = 'local'").await?,
             create_user: prepare(s, "INSERT INTO users (name, password_hash, created_ms) VALUES (?, ?, ?) IF NOT EXISTS").await?,
-            user: prepare(s, "SELECT password_hash, created_ms FROM users WHERE name = ?").await?,
-            users_in: prepare(s, "SELECT name FROM users WHERE name IN ?").await?,
+            user: prepare(s, "SELECT password_hash, created_ms, deleted_ms FROM users WHERE name = ?").await?,
+            users_in: prepare(s, "SELECT name, deleted_ms FROM users WHERE name IN ?").await?,
             set_profile: prepare(s, "INSERT INTO profiles (name, display_name, avatar) VALUES (?, ?, ?)").await?,
             profiles_in: prepare(s, "SELECT name, display_name, avatar FROM profiles WHERE name IN ?").await?,
             set_password: prepare(s, "UPDATE users SET password_hash = ? WHERE name = ?").await?,
@@ -252,7 +258,7 @@ impl Statements {
             insert_cid: prepare(s, "INSERT INTO cids (room, cid, seq, msg_id, ts) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
             set_last_seq: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET last_seq = ? WHERE room = ?").await?,
             insert_room: prepare(s, "INSERT INTO rooms (room) VALUES (?) USING TIMESTAMP ?").await?,
-            insert_member: prepare(s, "INSERT INTO members (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
+            insert_member: prepare(s, "INSERT INTO members (room, username, joined_at) VALUES (?, ?, ?) USING TIMESTAMP ?").await?,
             insert_user_room: prepare(s, "INSERT INTO user_rooms (username, room) VALUES (?, ?) USING TIMESTAMP ?").await?,
             delete_member: prepare(s, "DELETE FROM members USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
             delete_user_room: prepare(s, "DELETE FROM user_rooms USING TIMESTAMP ? WHERE username = ? AND room = ?").await?,
@@ -287,6 +293,7 @@ impl Statements {
             delete_user_invite: prepare(s, "DELETE FROM user_invites USING TIMESTAMP ? WHERE username = ? AND room = ?").await?,
             insert_ban: prepare(s, "INSERT INTO room_bans (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
             delete_ban: prepare(s, "DELETE FROM room_bans USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
+            contacts: Box::pin(contacts::Statements::prepare(s)).await?,
         })
     }
 }
@@ -364,8 +371,10 @@ impl ScyllaStore {
             return Err(Error::SchemaVersion { keyspace: config.keyspace.clone(), version: SCHEMA_VERSION });
         }
         use_keyspace(&s, &config.keyspace).await?;
-        let q = Statements::prepare(&s).await?;
-        let lc = lifecycle::Statements::prepare(&s).await?;
+        // Boxed: the future of ~100 prepares is large, and every future
+        // that connects (a test's whole cluster start-up) would carry it.
+        let q = Box::pin(Statements::prepare(&s)).await?;
+        let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
         Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc }) })
     }
 
@@ -435,7 +444,7 @@ impl ScyllaStore {
                     self.write(&q.insert_room, (room.as_str(), at)),
                     self.write(&q.insert_user_room, (user.as_str(), room.as_str(), at)),
                 )?;
-                self.write(&q.insert_member, (room.as_str(), user.as_str(), at)).await?;
+                self.write(&q.insert_member, (room.as_str(), user.as_str(), at, at)).await?;
             }
             Write::Leave { room, user, at } => {
                 let at = *at as i64;
@@ -491,6 +500,7 @@ impl ScyllaStore {
                     self.write(&q.delete_ban, (at, room.as_str(), user.as_str())).await?;
                 }
             }
+            Write::Erase { room, user, at } => self.erase(room, user, *at).await?,
             Write::Checkpoint { partition, next_offset } => {
                 let next = *next_offset as i64;
                 self.write(&q.set_checkpoint, (next, next, *partition as i32)).await?;
@@ -567,8 +577,9 @@ impl Store for ScyllaStore {
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let rows: Vec<(String, i64)> = self.rows(&self.inner.q.user, (name,)).await?;
-        Ok(rows.into_iter().next().map(|(password_hash, created_ms)| UserRecord {
+        let rows: Vec<(String, i64, Option<i64>)> = self.rows(&self.inner.q.user, (name,)).await?;
+        let live = rows.into_iter().filter(|(_, _, deleted)| deleted.is_none());
+        Ok(live.into_iter().next().map(|(password_hash, created_ms, _)| UserRecord {
             name: name.to_owned(),
             password_hash,
             created_ms: created_ms as u64,
@@ -592,10 +603,11 @@ impl Store for ScyllaStore {
         }
         let q = &self.inner.q;
         let (accounts, profiles) = tokio::try_join!(
-            self.rows::<(String,)>(&q.users_in, (&users,)),
+            self.rows::<(String, Option<i64>)>(&q.users_in, (&users,)),
             self.rows::<(String, Option<String>, Option<String>)>(&q.profiles_in, (&users,)),
         )?;
-        let accounts: std::collections::HashSet<String> = accounts.into_iter().map(|(u,)| u).collect();
+        let accounts: std::collections::HashSet<String> =
+            accounts.into_iter().filter(|(_, deleted)| deleted.is_none()).map(|(u, _)| u).collect();
         let mut profiles: std::collections::HashMap<String, (String, String)> =
             profiles.into_iter().map(|(u, d, a)| (u, (d.unwrap_or_default(), a.unwrap_or_default()))).collect();
         Ok(users
@@ -815,7 +827,12 @@ impl Store for ScyllaStore {
         // retry of the batch converges.
         let (checkpoints, writes): (Vec<&Write>, Vec<&Write>) =
             batch.iter().partition(|w| matches!(w, Write::Checkpoint { .. }));
+        // An erasure reads the room's messages: it goes once the batch's own
+        // messages (earlier in the log, so possibly the erased user's) landed.
+        let (erasures, writes): (Vec<&Write>, Vec<&Write>) =
+            writes.into_iter().partition(|w| matches!(w, Write::Erase { .. }));
         try_join_all(writes.into_iter().map(|w| self.apply_one(w))).await?;
+        try_join_all(erasures.into_iter().map(|w| self.apply_one(w))).await?;
         try_join_all(checkpoints.into_iter().map(|w| self.apply_one(w))).await?;
         Ok(())
     }
@@ -839,6 +856,34 @@ impl Store for ScyllaStore {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn contact_ask(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.contact_ask_(user, other, max).await
+    }
+    async fn contact_end(&self, a: &str, b: &str) -> Result<()> {
+        self.contact_end_(a, b).await
+    }
+    async fn contacts(&self, user: &str) -> Result<Vec<crate::ContactRecord>> {
+        self.relations(user).await
+    }
+    async fn block(&self, user: &str, other: &str, max: usize) -> Result<bool> {
+        self.block_(user, other, max).await
+    }
+    async fn unblock(&self, user: &str, other: &str) -> Result<()> {
+        self.unblock_(user, other).await
+    }
+    async fn blocks(&self, user: &str) -> Result<Vec<String>> {
+        self.blocks_(user).await
+    }
+    async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {
+        self.is_blocked_(user, other).await
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        self.delete_user_(name).await
+    }
+    async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
+        self.successor_(room, leaving).await
     }
 
     async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {

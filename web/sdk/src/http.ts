@@ -64,6 +64,24 @@ export function login(options: HttpOptions, username: string, password: string):
   return postJson(options, "/v1/auth/login", { username, password });
 }
 
+/** `POST /v1/auth/logout-all`: revokes every token of the user; their sessions end everywhere. */
+export async function logoutAll(options: HttpOptions & { token: string }): Promise<void> {
+  await call(options, "/v1/auth/logout-all", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${options.token}`, "Content-Type": "application/json" },
+    body: "{}",
+  });
+}
+
+/** `DELETE /v1/account`: erases the account for good. Fails with `unauthorized` on a wrong password. */
+export async function deleteAccount(options: HttpOptions & { token: string }, password: string): Promise<void> {
+  await call(options, "/v1/account", {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${options.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ password }),
+  });
+}
+
 /** `GET /v1/rooms/{room}/messages`: the same page as the `history` op. */
 export async function fetchMessages(
   options: HttpOptions & { token: string },

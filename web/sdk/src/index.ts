@@ -22,10 +22,12 @@ export {
 export { ConfabClient, type ClientEvents, type ClientOptions, type SendResult } from "./client.js";
 export { type OutgoingMessage, RoomState } from "./room.js";
 export {
+  deleteAccount,
   fetchMessages,
   type FetchLike,
   type HttpOptions,
   login,
+  logoutAll,
   register,
   tokenExpiry,
   websocketUrl,

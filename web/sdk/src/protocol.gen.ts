@@ -25,7 +25,7 @@ changes?: { [key in string]: number }, } | { "op": "typing", room: string, } | {
 /**
  * Unix seconds; without it, until `unmute`.
  */
-until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "edit", room: string, seq: number, text: string, } | { "op": "edits", room: string, seq: number, } | { "op": "delete", room: string, seq: number, } | { "op": "react", room: string, seq: number, emoji: string, remove?: boolean, };
+until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "contact_add", user: string, } | { "op": "contact_remove", user: string, } | { "op": "contacts" } | { "op": "block", user: string, } | { "op": "unblock", user: string, } | { "op": "blocks" } | { "op": "edit", room: string, seq: number, text: string, } | { "op": "edits", room: string, seq: number, } | { "op": "delete", room: string, seq: number, } | { "op": "react", room: string, seq: number, emoji: string, remove?: boolean, };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -116,7 +116,7 @@ export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number,
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
  */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { versions: Array<Version>, } | { room: string, seq: number, } | Record<symbol, never>;
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { user: string, status: ContactStatus, } | { contacts: Array<ContactEntry>, } | { blocked: Array<string>, } | { versions: Array<Version>, } | { room: string, seq: number, } | Record<symbol, never>;
 
 /**
  * The one reply to a request.
@@ -126,7 +126,7 @@ export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, 
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
  */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { versions: Array<Version>, } | { room: string, seq: number, } | Record<symbol, never>);
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { user: string, status: ContactStatus, } | { contacts: Array<ContactEntry>, } | { blocked: Array<string>, } | { versions: Array<Version>, } | { room: string, seq: number, } | Record<symbol, never>);
 
 export type MemberAction = "join" | "leave" | "invite" | "kick" | "ban" | "unban" | "mute" | "unmute" | "role";
 
@@ -155,6 +155,21 @@ export type DirectoryEntry = { room: string, name: string, topic: string, member
  * and the body of `GET /v1/users/{user}`. Empty strings: not set.
  */
 export type Profile = { user: string, display_name: string, avatar: string, };
+
+/**
+ * Where a contact relation stands, as the user who reads it sees it.
+ */
+export type ContactStatus = "pending_in" | "pending_out" | "mutual" | "none";
+
+/**
+ * One entry of the `contacts` reply.
+ */
+export type ContactEntry = { user: string, status: ContactStatus, 
+/**
+ * At least one live session. Always `false` unless `mutual`: online
+ * state is for those both sides agreed to share it with.
+ */
+online: boolean, };
 
 /**
  * Why the server is closing a session (`bye`).
@@ -192,4 +207,4 @@ role?: Role,
 /**
  * End of a mute, unix seconds (`mute`).
  */
-until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, } | { "ev": "edit", room: string, seq: number, text: string, edited_ts: number, by: string, pos: number, prev_pos: number, } | { "ev": "delete", room: string, seq: number, by: string, pos: number, prev_pos: number, } | { "ev": "react", room: string, seq: number, emoji: string, user: string, remove: boolean, pos: number, prev_pos: number, };
+until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, } | { "ev": "contact", user: string, status: ContactStatus, } | { "ev": "edit", room: string, seq: number, text: string, edited_ts: number, by: string, pos: number, prev_pos: number, } | { "ev": "delete", room: string, seq: number, by: string, pos: number, prev_pos: number, } | { "ev": "react", room: string, seq: number, emoji: string, user: string, remove: boolean, pos: number, prev_pos: number, };

@@ -77,6 +77,7 @@ impl Batch {
         let room = r.record.room.as_str();
         self.require_member(room, by)?;
         self.check_not_muted(r, room, by)?;
+        self.check_not_blocked(room, by)?;
         let state = self.live_target(room, seq)?;
         if state.message.from != by {
             return Err(forbidden("only its author edits a message"));
@@ -140,6 +141,7 @@ impl Batch {
         let room = r.record.room.as_str();
         self.require_member(room, user)?;
         self.check_not_muted(r, room, user)?;
+        self.check_not_blocked(room, user)?;
         let state = self.live_target(room, seq)?;
         let key = (room.to_owned(), seq, emoji.to_owned(), user.to_owned());
         if self.view.reacted.contains(&key) != remove {
@@ -345,5 +347,34 @@ mod tests {
         view.standing.insert(("r".into(), "alice".into()), MemberRecord { role: Role::Member, muted_until: u64::MAX });
         let d = run(view, &[edit(9, "alice", 3, "x"), react(10, "alice", 3, "👍", false), delete(11, "alice", 3)]);
         assert_eq!(codes(&d), [json!("forbidden"), json!("forbidden"), Value::Null]);
+    }
+
+    #[test]
+    fn an_erased_message_reads_as_deleted_and_takes_no_more_changes() {
+        let mut view = room();
+        view.messages
+            .insert(("r".into(), 5), MessageState { message: message(4, "r", "bob", "c2"), ..Default::default() });
+        view.reacted.insert(("r".into(), 5, "👍".into(), "alice".into()));
+        view.messages.get_mut(&("r".into(), 5)).unwrap().message.reactions =
+            vec![Reaction { emoji: "👍".into(), count: 1, users: vec!["alice".into()] }];
+        let erase = record(9, "r", Command::Erase { user: "alice".into() });
+        // Alice is gone (she left the room): her message takes no edit nor
+        // reaction; a moderator's deletion of it is a no-op.
+        // Her reaction to bob's message went with her, so bob's
+        // message takes a new one of the same emoji.
+        let d = run(
+            view,
+            &[
+                erase,
+                edit(10, "alice", 3, "back"),
+                react(11, "bob", 3, "👍", false),
+                delete(12, "carol", 3),
+                react(13, "bob", 5, "👍", false),
+            ],
+        );
+        assert_eq!(codes(&d), [Value::Null, json!("not_member"), json!("not_found"), Value::Null, Value::Null]);
+        let kinds: Vec<Value> = events(&d).iter().map(|e| e["ev"].clone()).collect();
+        assert_eq!(kinds, [json!("member"), json!("react")]);
+        assert!(d.writes.iter().any(|w| matches!(w, Write::Erase { user, .. } if user == "alice")));
     }
 }
