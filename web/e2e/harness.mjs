@@ -179,3 +179,19 @@ export async function fillCredentials(page, user, password) {
   await page.getByLabel("Username").fill(user);
   await page.getByLabel("Password").fill(password);
 }
+
+/**
+ * Registers `user` in a fresh browser context and waits for the chat;
+ * the page's uncaught errors are pushed to `pageErrors`.
+ */
+export async function signedUpPage(browser, url, user, password, pageErrors, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport });
+  context.setDefaultTimeout(15_000);
+  const page = await context.newPage();
+  page.on("pageerror", (err) => pageErrors.push(`${user}: ${err.message}`));
+  await page.goto(url);
+  await fillCredentials(page, user, password);
+  await page.getByRole("button", { name: "Register" }).click();
+  await page.getByLabel("Room").waitFor();
+  return page;
+}

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { ConfabServer, confabBin, launchBrowser } from "./harness.mjs";
+import { ConfabServer, confabBin, launchBrowser, signedUpPage } from "./harness.mjs";
 
 const PASSWORD = "correct horse battery";
 
@@ -16,15 +16,7 @@ describe("a private room in the web client", { timeout: 180_000 }, () => {
   const pageErrors = [];
 
   async function signedUp(user) {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    context.setDefaultTimeout(15_000);
-    const page = await context.newPage();
-    page.on("pageerror", (err) => pageErrors.push(`${user}: ${err.message}`));
-    await page.goto(server.url);
-    await page.getByLabel("Username").fill(user);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Register" }).click();
-    await page.getByLabel("Room").waitFor();
+    const page = await signedUpPage(browser, server.url, user, PASSWORD, pageErrors, { width: 1280, height: 800 });
     return page;
   }
 
