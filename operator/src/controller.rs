@@ -356,8 +356,16 @@ async fn update_status(
     }
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
     let patch = serde_json::json!({"status": new});
-    api.patch_status(&cc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(progressing)
+    match api.patch_status(&cc.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        // Deleted while this reconcile ran: garbage collection removes the
+        // children, and there is no status left to write.
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            tracing::debug!(cluster = %key(cc), "deleted during the reconcile; status not written");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(progressing),
+    }
 }
 
 /// Publishes an Event on the cluster; a failure to do so is only logged.
