@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::unread::NotifyLevel;
+
 /// A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
 /// acceptance, `msg_id` is unique across the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,11 @@ pub struct Message {
     pub text: String,
     pub ts: u64,
     pub cid: String,
+    /// Members the text mentions as `@name` (each once, at most
+    /// [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, ts(as = "Option<Vec<String>>", optional))]
+    pub mentions: Vec<String>,
 }
 
 /// One entry of the `rooms` reply.
@@ -28,6 +35,15 @@ pub struct RoomInfo {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[cfg_attr(test, ts(as = "Option<bool>", optional))]
     pub invited: bool,
+    /// Messages after `read_seq` that are not the user's own (0 for an invitation).
+    #[serde(default)]
+    pub unread: u64,
+    /// Of those, the messages that mention the user.
+    #[serde(default)]
+    pub mentions: u64,
+    /// The user's notification level for the room.
+    #[serde(default)]
+    pub notify: NotifyLevel,
 }
 
 /// The key a message's `cid` is deduplicated under: per room and per

@@ -15,7 +15,11 @@ export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "l
 /**
  * Unix seconds; without it, until `unmute`.
  */
-until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, };
+until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, 
+/**
+ * Days the room keeps messages, 1 to 36500; 0: the cluster's default.
+ */
+retention_days?: number, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "notify", room: string, level: NotifyLevel, };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -36,7 +40,12 @@ export type HttpErrorBody = { error: ProtocolError, };
  * A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
  * acceptance, `msg_id` is unique across the cluster.
  */
-export type Message = { room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, };
+export type Message = { room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, 
+/**
+ * Members the text mentions as `@name` (each once, at most
+ * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
+ */
+mentions?: Array<string>, };
 
 /**
  * One entry of the `rooms` reply.
@@ -45,7 +54,19 @@ export type RoomInfo = { room: string, last_seq: number, read_seq: number,
 /**
  * A pending invitation rather than a membership (absent for members).
  */
-invited?: boolean, };
+invited?: boolean, 
+/**
+ * Messages after `read_seq` that are not the user's own (0 for an invitation).
+ */
+unread: number, 
+/**
+ * Of those, the messages that mention the user.
+ */
+mentions: number, 
+/**
+ * The user's notification level for the room.
+ */
+notify: NotifyLevel, };
 
 /**
  * One room of a `sync` reply.
@@ -55,7 +76,12 @@ export type SyncRoom = { messages: Array<Message>, more: boolean, };
 /**
  * The op-specific fields of a reply.
  */
-export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, 
+/**
+ * Days the room keeps messages (its own setting, else the
+ * cluster's default); absent: forever.
+ */
+retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -65,7 +91,12 @@ more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<
 /**
  * The one reply to a request.
  */
-export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, 
+/**
+ * Days the room keeps messages (its own setting, else the
+ * cluster's default); absent: forever.
+ */
+retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -106,9 +137,21 @@ export type Profile = { user: string, display_name: string, avatar: string, };
 export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
 
 /**
+ * Which messages of a room a user wants to be told about: the web client
+ * badges by it, and an outside push hand-off names only the offline
+ * members whose level lets a message through ([`NotifyLevel::notifies`]).
+ */
+export type NotifyLevel = "all" | "mentions" | "none";
+
+/**
  * Server-to-client events.
  */
-export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, } | { "ev": "member", room: string, user: string, action: MemberAction, 
+export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, 
+/**
+ * Members the text mentions as `@name` (each once, at most
+ * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
+ */
+mentions?: Array<string>, } | { "ev": "member", room: string, user: string, action: MemberAction, 
 /**
  * Who did it, when it was not `user` (moderation, invitations, roles).
  */
@@ -120,4 +163,8 @@ role?: Role,
 /**
  * End of a mute, unix seconds (`mute`).
  */
-until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };
+until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, 
+/**
+ * The room's own `retention_days`, when it has one.
+ */
+retention_days?: number, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };
