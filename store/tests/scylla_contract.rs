@@ -81,3 +81,35 @@ async fn history_and_sync_page_across_buckets_and_skip_empty_ones() {
     let (newer, more) = store.since("r", seqs[1], 5).await.unwrap();
     assert_eq!((newer.len(), newer[0].seq, more), (1, seqs[2], false));
 }
+
+#[tokio::test]
+async fn a_message_with_an_expiry_is_written_with_a_ttl_and_disappears() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (_ks, store) = open().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let meta = |seq, n, expires_ms| Write::MessageMeta { room: "r".into(), seq, n, expires_ms };
+    store
+        .apply(vec![
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Message(message("r", 2, "alice", "c2")),
+            meta(2, 1, Some(now + 1_000)),
+            Write::Message(message("r", 3, "alice", "c3")),
+            meta(3, 2, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.ordinal_at("r", 2).await.unwrap(), Some((2, 1)), "the ordinal is on the row");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seqs: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+        if seqs == [3] {
+            break;
+        }
+        assert_eq!(seqs, [2, 3]);
+        assert!(std::time::Instant::now() < deadline, "the TTL did not remove message 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(store.ordinal_at("r", 2).await.unwrap(), None, "no row is left behind");
+    assert_eq!(store.room("r").await.unwrap().unwrap().messages, 2);
+}
