@@ -1026,7 +1026,7 @@ mod tests {
         assert_eq!(store.cid("r", &cid_key("alice", "c1")).await.unwrap(), None, "its cid goes with it");
         assert_eq!(store.ordinal_at("r", 4).await.unwrap(), None);
         assert_eq!(store.room("r").await.unwrap().unwrap().messages, 9, "the count stays");
-        let none = Retention::default();
+        let none = Retention { default_days: None, day_secs: 1 };
         assert_eq!(store.sweep(none, 60_000, 100).await.unwrap(), 1, "without a default only r's setting applies");
         assert_eq!(seqs("forever").await, [5, 9]);
     }
