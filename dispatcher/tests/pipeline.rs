@@ -183,6 +183,12 @@ impl Store for Flaky {
     async fn read_marker(&self, room: &str, user: &str) -> confab_store::Result<u64> {
         self.inner.read_marker(room, user).await
     }
+    async fn ordinal_at(&self, room: &str, seq: u64) -> confab_store::Result<Option<(u64, u64)>> {
+        self.inner.ordinal_at(room, seq).await
+    }
+    async fn tally(&self, room: &str, user: &str, seq: u64) -> confab_store::Result<confab_store::Tally> {
+        self.inner.tally(room, user, seq).await
+    }
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> confab_store::Result<Vec<Message>> {
         self.inner.history(room, before, limit).await
     }

@@ -11,28 +11,43 @@ use confab_bus::Record;
 use confab_protocol::Role;
 use confab_protocol::event::ReplyBody;
 use confab_protocol::message::{cid_key, msg_id, seq_of};
+use confab_protocol::unread::mention_candidates;
 use confab_protocol::validate::dm_members;
 use confab_protocol::{
     Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
-    RoomEffect,
+    Retention, RoomEffect,
 };
 use confab_store::{CidHit, RoomSettings, Write, WriteBatch};
 
 use super::view::{Needs, RoomState, View};
 
 mod rooms;
+mod unread;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.
 pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
-        Command::Send { from, cid, .. } => {
+        Command::Send { from, cid, text } => {
             // A DM's parties are known from its id.
-            Needs { member: dm_members(room).is_none().then_some(from), cid: Some((from, cid)), ..Needs::default() }
+            Needs {
+                member: dm_members(room).is_none().then_some(from),
+                cid: Some((from, cid)),
+                tally: Some(from),
+                mentioned: mention_candidates(text),
+                ..Needs::default()
+            }
         }
         Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },
         Command::Leave { user } | Command::Typing { user } => Needs { member: Some(user), ..Needs::default() },
-        Command::Read { user, .. } => Needs { member: Some(user), read_marker: Some(user), ..Needs::default() },
+        Command::Read { user, seq } => Needs {
+            member: Some(user),
+            read_marker: Some(user),
+            tally: Some(user),
+            read_at: Some((user, *seq)),
+            ..Needs::default()
+        },
+        Command::Notify { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
         Command::Moderate { by, user, act } => rooms::needs(by, user, act),
@@ -77,7 +92,12 @@ pub enum Effect {
 /// A user may be a member of at most `max_rooms` rooms: a `join` or a DM's
 /// first message past it is `forbidden`.
 pub fn decide(view: View, records: &[&Record], max_rooms: usize) -> Decided {
-    let mut batch = Batch { view, out: Decided::default(), max_rooms };
+    decide_with(view, records, max_rooms, Retention::default())
+}
+
+/// [`decide`] in a cluster whose messages are kept as `retention` says.
+pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention: Retention) -> Decided {
+    let mut batch = Batch { view, out: Decided::default(), max_rooms, retention };
     for r in records {
         let kind = command_name(&r.record.cmd);
         let (reply, outcome) = match batch.decide(r) {
@@ -100,6 +120,8 @@ struct Batch {
     out: Decided,
     /// Rooms one user may be a member of.
     max_rooms: usize,
+    /// How long messages are kept.
+    retention: Retention,
 }
 
 impl Batch {
@@ -112,9 +134,10 @@ impl Batch {
             Command::Read { user, seq } => self.read(r, user, *seq),
             Command::Create { user, visibility, name, topic } => self.create(r, user, *visibility, name, topic),
             Command::Moderate { by, user, act } => self.moderate(r, by, user, act),
-            Command::UpdateRoom { by, name, topic, visibility } => {
-                self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility)
+            Command::UpdateRoom { by, name, topic, visibility, retention_days } => {
+                self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility, *retention_days)
             }
+            Command::Notify { user, level } => self.notify(r, user, *level),
             Command::Typing { user } => {
                 self.require_member(&rec.room, user)?;
                 let frame = Event::Typing { room: rec.room.clone(), user: user.clone() }.encode();
@@ -169,6 +192,7 @@ impl Batch {
             text: text.into(),
             ts: r.record.ts,
             cid: cid.into(),
+            mentions: self.mentions_in(room, text),
         };
         let state = self.room_mut(room);
         if seq <= state.last_seq {
@@ -181,6 +205,7 @@ impl Batch {
         let hit = CidHit { seq, msg_id: message.msg_id.clone(), ts: message.ts };
         self.view.cids.insert(key, hit.clone());
         self.out.writes.push(Write::Message(message.clone()));
+        self.count_message(&message);
         let frame = Event::Msg { message, prev_seq }.encode();
         self.event(room, Audience::Members, None, frame);
         Ok(send_reply(room, hit))
@@ -243,6 +268,7 @@ impl Batch {
         self.view.members.remove(&key);
         self.view.standing.remove(&key);
         self.view.read_markers.remove(&key);
+        self.forget_counts(room, user);
         if let Some(n) = self.view.room_counts.get_mut(user) {
             *n = n.saturating_sub(1);
         }
@@ -277,6 +303,7 @@ impl Batch {
         if seq > self.view.read_markers.get(&key).copied().unwrap_or(0) {
             self.view.read_markers.insert(key, seq);
             self.out.writes.push(Write::Read { room: room.into(), user: user.into(), seq, at: seq_of(r.offset) });
+            self.count_read(r, room, user, seq);
             let frame = Event::Read { room: room.into(), user: user.into(), seq }.encode();
             self.event(room, Audience::Members, None, frame);
         }
@@ -338,6 +365,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Leave { .. } => "leave",
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
+        Command::Notify { .. } => "notify",
     }
 }
 
@@ -387,13 +415,29 @@ mod tests {
     fn room_r(members: &[&str], last_seq: u64) -> View {
         let mut view = View::default();
         let settings = RoomSettings { owner: Some("owner".into()), ..RoomSettings::default() };
-        let state = RoomState { last_seq, exists: true, members: members.len() as u64, settings: Some(settings) };
+        let state = RoomState {
+            last_seq,
+            exists: true,
+            members: members.len() as u64,
+            settings: Some(settings),
+            ..RoomState::default()
+        };
         view.rooms.insert("r".into(), state);
         view.members.extend(members.iter().map(|user| key("r", user)));
         view
     }
 
+    /// The batch's decisions, without the writes that count messages
+    /// (`unread`'s tests look at those: [`run_counted`]).
     pub(super) fn run(view: View, records: &[Record]) -> Decided {
+        let mut d = run_counted(view, records);
+        d.writes.retain(|w| {
+            !matches!(w, Write::MessageMeta { .. } | Write::Tally { .. } | Write::ReadTally { .. })
+        });
+        d
+    }
+
+    pub(super) fn run_counted(view: View, records: &[Record]) -> Decided {
         decide(view, &records.iter().collect::<Vec<_>>(), 1000)
     }
 
@@ -428,6 +472,7 @@ mod tests {
             text: format!("text {offset}"),
             ts: 1_000 + offset,
             cid: cid.into(),
+            mentions: Vec::new(),
         }
     }
 
@@ -437,12 +482,10 @@ mod tests {
             needs(&r.record.room, &r.record.cmd)
         }
         let (s, dm, j) = (send(0, "r", "alice", "c1"), send(0, "dm:alice:bob", "alice", "c1"), join(0, "r", "bob"));
-        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some(("alice", "c1")), ..Needs::default() });
-        assert_eq!(
-            needs_of(&dm),
-            Needs { member: None, cid: Some(("alice", "c1")), ..Needs::default() },
-            "a DM's id names its members"
-        );
+        let sender = Needs { cid: Some(("alice", "c1")), tally: Some("alice"), ..Needs::default() };
+        assert_eq!(needs_of(&s), Needs { member: Some("alice"), ..sender });
+        let sender = Needs { cid: Some(("alice", "c1")), tally: Some("alice"), ..Needs::default() };
+        assert_eq!(needs_of(&dm), Needs { member: None, ..sender }, "a DM's id names its members");
         assert_eq!(
             needs_of(&j),
             Needs { member: Some("bob"), invite: Some("bob"), ban: Some("bob"), ..Needs::default() },
@@ -451,7 +494,16 @@ mod tests {
         assert_eq!(needs_of(&leave(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
         assert_eq!(needs_of(&typing(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
         let marker = read(0, "r", "bob", 3);
-        assert_eq!(needs_of(&marker), Needs { member: Some("bob"), read_marker: Some("bob"), ..Needs::default() });
+        assert_eq!(
+            needs_of(&marker),
+            Needs {
+                member: Some("bob"),
+                read_marker: Some("bob"),
+                tally: Some("bob"),
+                read_at: Some(("bob", 3)),
+                ..Needs::default()
+            }
+        );
     }
 
     #[test]
@@ -537,7 +589,7 @@ mod tests {
         let route = Effect::RouteToUsers { room: room.into(), users: vec!["alice".into(), "bob".into()] };
         assert_eq!(d.effects.iter().filter(|e| **e == route).count(), 1, "routed to both users' gateways");
         assert!(d.effects[0] == route, "before the first event");
-        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None });
+        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None, messages: 2 });
     }
 
     #[test]

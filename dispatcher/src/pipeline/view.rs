@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use confab_bus::Record;
 use confab_protocol::Command;
-use confab_protocol::message::cid_key;
+use confab_protocol::message::{cid_key, seq_of};
 use confab_protocol::validate::dm_members;
-use confab_store::{CidHit, MemberRecord, RoomSettings, Store};
+use confab_store::{CidHit, MemberRecord, RoomSettings, Store, Tally};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::decide::needs;
@@ -28,6 +28,8 @@ pub struct RoomState {
     /// Owner, visibility, name and topic; `None` for a room that has none
     /// stored (created before rooms had owners: public and ownerless).
     pub settings: Option<RoomSettings>,
+    /// How many messages the room has had: the ordinal of its newest.
+    pub messages: u64,
 }
 
 /// The store keys one record's decision reads, besides its room's state.
@@ -46,6 +48,13 @@ pub struct Needs<'a> {
     pub invite: Option<&'a str>,
     /// Whether this user is banned from the room.
     pub ban: Option<&'a str>,
+    /// This user's tally in the room (a sender's, a reader's).
+    pub tally: Option<&'a str>,
+    /// Names written `@name` in a message: those who are members are
+    /// mentioned, and their tallies are read.
+    pub mentioned: Vec<String>,
+    /// The counts at a read marker: `(user, seq)`.
+    pub read_at: Option<(&'a str, u64)>,
 }
 
 /// The store as a batch's records see it before the first of them is
@@ -71,6 +80,25 @@ pub struct View {
     /// user -> how many rooms they are a member of, for the users who may
     /// join one: those of `join`s, and both parties of a DM's first message.
     pub room_counts: HashMap<String, usize>,
+    /// Tallies and the counts at read markers (`decide::unread`).
+    pub counts: Counts,
+}
+
+/// What the unread counts of a batch's records read, as of just before the
+/// batch's first record in each room (so a record whose batch failed midway
+/// on a CQL store and is decided again never counts its own earlier
+/// attempt), and what the batch's records counted since.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// `(room, user)` -> the member's tally.
+    pub tallies: HashMap<(String, String), Tally>,
+    /// `(room, user, seq)` of a `read` -> the room's message count and the
+    /// user's tally at that seq, as stored.
+    pub at: HashMap<(String, String, u64), (u64, Tally)>,
+    /// `(room, seq, n)` of the batch's messages so far.
+    pub messages: Vec<(String, u64, u64)>,
+    /// `(room, user, seq, tally)` of the batch's tallies so far.
+    pub points: Vec<(String, String, u64, Tally)>,
 }
 
 impl View {
@@ -91,6 +119,13 @@ impl View {
         let mut invites: Vec<(String, String)> = Vec::new();
         let mut bans: Vec<(String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
+        // The seq of each room's first record in the batch: counts are read
+        // as of just before it.
+        let mut firsts: HashMap<String, u64> = HashMap::new();
+        for r in records {
+            let first = firsts.entry(r.record.room.clone()).or_insert(u64::MAX);
+            *first = (*first).min(seq_of(r.offset));
+        }
         for r in records {
             let room = r.record.room.as_str();
             match cached.get(room) {
@@ -106,6 +141,9 @@ impl View {
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));
+            if dm_members(room).is_none() {
+                members.extend(needs.mentioned.iter().map(|user| key(room, user)));
+            }
         }
         for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans] {
             keys.sort_unstable();
@@ -113,8 +151,17 @@ impl View {
         }
         rooms.sort_unstable();
         rooms.dedup();
+        let firsts = &firsts;
         let states = all(rooms, |room| async move {
-            let state = room_state(store, &room).await?;
+            let mut state = room_state(store, &room).await?;
+            let first = firsts.get(&room).copied().unwrap_or(u64::MAX);
+            if state.last_seq >= first {
+                // Part of this batch was stored by an attempt that failed
+                // midway (CQL): the room's state is what it was before it.
+                let (last_seq, messages) = store.ordinal_at(&room, first - 1).await?.unwrap_or((0, 0));
+                state.last_seq = last_seq;
+                state.messages = messages;
+            }
             Ok((room, state))
         });
         // One read per member key, as before rooms had roles: the role and
@@ -174,6 +221,7 @@ impl View {
             Ok((user, n))
         });
         view.room_counts.extend(counts.await?);
+        view.counts = read_counts(store, &view, records, firsts).await?;
         Ok(view)
     }
 }
@@ -193,7 +241,60 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomS
             (meta, meta.is_some(), settings)
         }
     };
-    Ok(RoomState { last_seq: meta.map_or(0, |m| m.last_seq), exists, members: meta.map_or(0, |m| m.members), settings })
+    Ok(RoomState {
+        last_seq: meta.map_or(0, |m| m.last_seq),
+        exists,
+        members: meta.map_or(0, |m| m.members),
+        settings,
+        messages: meta.map_or(0, |m| m.messages),
+    })
+}
+
+/// The tallies of the batch's senders, mentioned members and readers, and
+/// the counts at each `read`'s seq, as of before each room's first record.
+async fn read_counts(
+    store: &dyn Store,
+    view: &View,
+    records: &[&Record],
+    firsts: &HashMap<String, u64>,
+) -> confab_store::Result<Counts> {
+    let mut tallies: Vec<(String, String)> = Vec::new();
+    let mut at: Vec<(String, String, u64)> = Vec::new();
+    for r in records {
+        let room = r.record.room.as_str();
+        let needs = needs(room, &r.record.cmd);
+        tallies.extend(needs.tally.map(|user| (room.to_owned(), user.to_owned())));
+        let dm = dm_members(room);
+        for user in &needs.mentioned {
+            let key = (room.to_owned(), user.clone());
+            let member = match dm {
+                Some((a, b)) => user == a || user == b,
+                None => view.members.contains(&key),
+            };
+            if member {
+                tallies.push(key);
+            }
+        }
+        at.extend(needs.read_at.map(|(user, seq)| (room.to_owned(), user.to_owned(), seq)));
+    }
+    for keys in [&mut tallies] {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    at.sort_unstable();
+    at.dedup();
+    let before = |room: &str| firsts.get(room).copied().unwrap_or(u64::MAX).saturating_sub(1);
+    let tallies = all(tallies, |(room, user)| async move {
+        let tally = store.tally(&room, &user, before(&room)).await?;
+        Ok(((room, user), tally))
+    });
+    let at = all(at, |(room, user, seq)| async move {
+        let upto = seq.min(before(&room));
+        let (n, tally) = tokio::try_join!(store.ordinal_at(&room, upto), store.tally(&room, &user, upto))?;
+        Ok(((room, user, seq), (n.map_or(0, |(_, n)| n), tally)))
+    });
+    let (tallies, at) = tokio::try_join!(tallies, at)?;
+    Ok(Counts { tallies: tallies.into_iter().collect(), at: at.into_iter().collect(), ..Counts::default() })
 }
 
 /// Runs `read` over every key, [`READ_AHEAD`] at a time.
