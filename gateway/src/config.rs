@@ -51,6 +51,9 @@ pub struct Config {
     /// At most one `typing` per (user, room) per this long goes on to the
     /// room; zero sends them all.
     pub typing_interval: Duration,
+    /// How long messages are kept: `history` and `sync` leave out those
+    /// older than their room's retention, and `room_info` shows it.
+    pub retention: confab_protocol::Retention,
 }
 
 impl Config {

@@ -139,9 +139,13 @@ impl Gateway {
                 };
                 self.produce(s, req.id, room, cmd, false).await
             }
-            Op::UpdateRoom { room, name, topic, visibility } => {
-                let cmd = Command::UpdateRoom { by: user.into(), name, topic, visibility };
+            Op::UpdateRoom { room, name, topic, visibility, retention_days } => {
+                let cmd = Command::UpdateRoom { by: user.into(), name, topic, visibility, retention_days };
                 self.produce(s, req.id, room, cmd, false).await
+            }
+            Op::Notify { room, level } => {
+                self.check_dm(&room, user).await?;
+                self.produce(s, req.id, room, Command::Notify { user: user.into(), level }, false).await
             }
             Op::Invite { room, user: target } => {
                 // An invitation names an account: one for a name nobody
@@ -246,6 +250,9 @@ impl Gateway {
         // At most `MAX_HISTORY_LIMIT` messages are read, so reading the
         // page whole and cutting it costs little.
         let mut page = self.inner.store.history(room, before, limit).await.map_err(store_error)?;
+        if let Some(cutoff) = self.retention_cutoff(room).await? {
+            page.retain(|m| m.ts >= cutoff);
+        }
         let mut budget = Budget::new(self.config().reply_max_bytes, u32::MAX);
         let keep = page.iter().rev().take_while(|m| budget.take(m)).count();
         let cut = page.len() - keep;
@@ -270,6 +277,7 @@ impl Gateway {
         let mut out = BTreeMap::new();
         for (room, last_seq) in rooms {
             self.check_member(&room, user).await?;
+            let cutoff = self.retention_cutoff(&room).await?;
             budget.room(&room);
             let mut messages = Vec::new();
             let more = 'room: {
@@ -285,6 +293,11 @@ impl Gateway {
                     let want = left.min(budget.messages_left()).min(SYNC_CHUNK);
                     let (page, more) = store.since(&room, after, want).await.map_err(store_error)?;
                     for m in page {
+                        if cutoff.is_some_and(|cutoff| m.ts < cutoff) {
+                            // Expired, not yet removed from the store.
+                            after = m.seq;
+                            continue;
+                        }
                         if !budget.take(&m) {
                             break 'room true;
                         }
@@ -299,6 +312,18 @@ impl Gateway {
             out.insert(room, SyncRoom { messages, more });
         }
         Ok(out)
+    }
+
+    /// Messages older than this (unix ms) are past the room's retention
+    /// and left out of `history` and `sync` (the store removes them soon:
+    /// a CQL TTL, the embedded store's sweeper); `None` keeps all.
+    async fn retention_cutoff(&self, room: &str) -> Result<Option<u64>, ProtocolError> {
+        let retention = self.config().retention;
+        let days = match dm_members(room) {
+            Some(_) => None,
+            None => self.inner.store.room_settings(room).await.map_err(store_error)?.and_then(|s| s.retention_days),
+        };
+        Ok(retention.cutoff_ms(days, unix_ms()))
     }
 
     /// Reads need membership; a DM's two parties are its members even before

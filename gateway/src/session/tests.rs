@@ -62,6 +62,7 @@ impl TestGateway {
             open_registration: true,
             max_sessions_per_user: 16,
             typing_interval: Duration::from_secs(2),
+            retention: confab_protocol::Retention::default(),
         };
         tweak(&mut config);
         let gw = Gateway::new(config, auth, store, bus, Metrics::new(&registry).unwrap());
