@@ -39,6 +39,7 @@ pub fn run(data: &[u8]) {
         Command::Create { .. } => "create",
         Command::Moderate { .. } => "moderate",
         Command::UpdateRoom { .. } => "update_room",
+        Command::Notify { .. } => "notify",
     };
     assert_eq!(tag, Some(want), "cmd tag");
 }
