@@ -35,14 +35,18 @@ pub struct RoomInfo {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[cfg_attr(test, ts(as = "Option<bool>", optional))]
     pub invited: bool,
-    /// Messages after `read_seq` that are not the user's own (0 for an invitation).
+    /// Messages after `read_seq` that are not the user's own (0 for an
+    /// invitation). (Optional in TypeScript: servers before it omit it.)
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<u64>", optional))]
     pub unread: u64,
     /// Of those, the messages that mention the user.
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<u64>", optional))]
     pub mentions: u64,
     /// The user's notification level for the room.
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<NotifyLevel>", optional))]
     pub notify: NotifyLevel,
 }
 

@@ -56,17 +56,18 @@ export type RoomInfo = { room: string, last_seq: number, read_seq: number,
  */
 invited?: boolean, 
 /**
- * Messages after `read_seq` that are not the user's own (0 for an invitation).
+ * Messages after `read_seq` that are not the user's own (0 for an
+ * invitation). (Optional in TypeScript: servers before it omit it.)
  */
-unread: number, 
+unread?: number, 
 /**
  * Of those, the messages that mention the user.
  */
-mentions: number, 
+mentions?: number, 
 /**
  * The user's notification level for the room.
  */
-notify: NotifyLevel, };
+notify?: NotifyLevel, };
 
 /**
  * One room of a `sync` reply.

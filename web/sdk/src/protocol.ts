@@ -71,6 +71,7 @@ export interface Ops {
   directory: { req: OpFields<"directory">; reply: ReplyWith<{ rooms: readonly { members: number }[] }> };
   profile: { req: OpFields<"profile">; reply: ReplyWith<{ display_name: unknown }> };
   users: { req: OpFields<"users">; reply: ReplyWith<{ users: unknown }> };
+  notify: { req: OpFields<"notify">; reply: EmptyReply };
 }
 
 export type RequestOf<K extends OpName> = Ops[K]["req"];

@@ -40,6 +40,7 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   directory: { req: fields(requests.directory), reply: fields(replies.directory) },
   profile: { req: fields(requests.profile), reply: fields(replies.profile) },
   users: { req: fields(requests.users), reply: fields(replies.users) },
+  notify: { req: fields(requests.notify), reply: fields(replies.notify) },
 };
 const directSend: { req: RequestOf<"send">; reply: ReplyOf<"send"> } = {
   req: fields(requests.send_dm),
