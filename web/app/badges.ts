@@ -51,14 +51,14 @@ export function badge(state: BadgeState, id: string): HTMLElement | null {
 }
 
 const LEVELS: readonly [NotifyLevel, string][] = [
-  ["all", "All messages"],
-  ["mentions", "Mentions only"],
-  ["none", "Nothing"],
+  ["all", "All"],
+  ["mentions", "Mentions"],
+  ["none", "None"],
 ];
 
 /** The per-room notification level control of the conversation header. */
 export class NotifyControl {
-  readonly el: HTMLLabelElement;
+  readonly el: HTMLSpanElement;
   private readonly select: HTMLSelectElement;
   private roomId: string | undefined;
 
@@ -67,12 +67,18 @@ export class NotifyControl {
       "select",
       {
         class: "notify-select",
+        "aria-label": "Notification level",
         "data-testid": "notify-level",
         onchange: () => void this.change(),
       },
       ...LEVELS.map(([value, label]) => h("option", { value }, label)),
     );
-    this.el = h("label", { class: "notify-control", title: "Which messages to badge" }, srOnly("Notify me of "), "🔔", this.select);
+    this.el = h(
+      "span",
+      { class: "notify-control", title: "Which messages to badge" },
+      h("span", { "aria-hidden": "true" }, "🔔"),
+      this.select,
+    );
   }
 
   show(room: RoomState | undefined): void {
