@@ -470,7 +470,10 @@ impl RetentionConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let most = confab_protocol::unread::MAX_RETENTION_DAYS;
         if self.retention_days.is_some_and(|d| !(1..=most).contains(&d)) {
-            return Err(invalid("retention_days", format!("must be 1 to {most}; leave it unset to keep messages forever")));
+            return Err(invalid(
+                "retention_days",
+                format!("must be 1 to {most}; leave it unset to keep messages forever"),
+            ));
         }
         if self.retention_day_secs == 0 {
             return Err(invalid("retention_day_secs", "must be at least 1"));

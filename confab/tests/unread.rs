@@ -38,7 +38,9 @@ async fn unread_is_exact_across_seq_gaps_and_leaves_out_ones_own(s: TestServer) 
     // being messages (joins, typing, reads, other rooms' messages on the
     // same partitions): seqs have gaps, counts must not.
     let mut seqs = Vec::new();
-    for (i, (who, text)) in [("bob", "b1"), ("alice", "a2"), ("bob", "b3"), ("bob", "b4"), ("alice", "a5")].iter().enumerate() {
+    for (i, (who, text)) in
+        [("bob", "b1"), ("alice", "a2"), ("bob", "b3"), ("bob", "b4"), ("alice", "a5")].iter().enumerate()
+    {
         for other in ["r1", "r2", "r3"] {
             if i == 0 {
                 carol.join(other).await;
@@ -220,9 +222,8 @@ mod retention {
 
     #[tokio::test]
     async fn distributed() {
-        let test = async {
-            retention_removes_old_messages(TestServer::start_cluster_with_roles(FLAGS, FLAGS).await).await
-        };
+        let test =
+            async { retention_removes_old_messages(TestServer::start_cluster_with_roles(FLAGS, FLAGS).await).await };
         tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time")
     }
 }

@@ -418,6 +418,7 @@ mod tests {
             text: text.into(),
             ts: 1,
             cid: "c".into(),
+            mentions: Vec::new(),
         }
     }
 

@@ -21,11 +21,7 @@ impl Gateway {
     /// The caller's role in a room they may read about (`None`: not a
     /// member of a public room); `not_found` when there is no such room,
     /// `forbidden` for a private room of which the caller is not a member.
-    async fn readable(
-        &self,
-        room: &str,
-        user: &str,
-    ) -> Result<(u64, Option<Role>, RoomSettings), ProtocolError> {
+    async fn readable(&self, room: &str, user: &str) -> Result<(u64, Option<Role>, RoomSettings), ProtocolError> {
         let store = &self.inner.store;
         let (meta, settings, member) =
             tokio::try_join!(store.room(room), store.room_settings(room), store.member(room, user))

@@ -331,9 +331,10 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     member_state.remove(key)?;
                     read_tallies.remove(key)?;
                     notify.remove(key)?;
-                    tallies.retain_in((room.as_str(), user.as_str(), 0)..=(room.as_str(), user.as_str(), u64::MAX), |_, _| {
-                        false
-                    })?;
+                    tallies.retain_in(
+                        (room.as_str(), user.as_str(), 0)..=(room.as_str(), user.as_str(), u64::MAX),
+                        |_, _| false,
+                    )?;
                     if members.remove(key)?.is_some() {
                         user_rooms.remove((user.as_str(), room.as_str()))?;
                         let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 1));
@@ -674,10 +675,11 @@ impl Store for EmbeddedStore {
                 let read_seq = members.get(key)?.map(|g| g.value()).unwrap_or(0);
                 let messages = counts.get(room)?.map_or(0, |g| g.value());
                 let (read_n, read_own, read_mentions) = read_tallies.get(key)?.map_or((0, 0, 0), |g| g.value());
-                let (own, mentions) = match tallies.range((room, user.as_str(), 0)..=(room, user.as_str(), u64::MAX))?.next_back() {
-                    Some(entry) => entry?.1.value(),
-                    None => (0, 0),
-                };
+                let (own, mentions) =
+                    match tallies.range((room, user.as_str(), 0)..=(room, user.as_str(), u64::MAX))?.next_back() {
+                        Some(entry) => entry?.1.value(),
+                        None => (0, 0),
+                    };
                 let level = notify.get(key)?.and_then(|g| NotifyLevel::parse(g.value())).unwrap_or_default();
                 out.push(RoomInfo {
                     room: room.to_owned(),
@@ -798,7 +800,8 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let tallies = txn.open_table(TALLIES)?;
-            let last = tallies.range((room.as_str(), user.as_str(), 0)..=(room.as_str(), user.as_str(), seq))?.next_back();
+            let last =
+                tallies.range((room.as_str(), user.as_str(), 0)..=(room.as_str(), user.as_str(), seq))?.next_back();
             let (own, mentions) = match last {
                 Some(entry) => entry?.1.value(),
                 None => (0, 0),

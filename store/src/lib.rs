@@ -23,9 +23,9 @@ pub mod contract;
 pub mod embedded;
 pub mod metered;
 pub mod rooms;
-pub mod unread;
 #[cfg(feature = "scylla")]
 pub mod scylla;
+pub mod unread;
 
 pub use embedded::EmbeddedStore;
 pub use metered::Metered;

@@ -431,9 +431,7 @@ mod tests {
     /// (`unread`'s tests look at those: [`run_counted`]).
     pub(super) fn run(view: View, records: &[Record]) -> Decided {
         let mut d = run_counted(view, records);
-        d.writes.retain(|w| {
-            !matches!(w, Write::MessageMeta { .. } | Write::Tally { .. } | Write::ReadTally { .. })
-        });
+        d.writes.retain(|w| !matches!(w, Write::MessageMeta { .. } | Write::Tally { .. } | Write::ReadTally { .. }));
         d
     }
 

@@ -277,10 +277,8 @@ async fn read_counts(
         }
         at.extend(needs.read_at.map(|(user, seq)| (room.to_owned(), user.to_owned(), seq)));
     }
-    for keys in [&mut tallies] {
-        keys.sort_unstable();
-        keys.dedup();
-    }
+    tallies.sort_unstable();
+    tallies.dedup();
     at.sort_unstable();
     at.dedup();
     let before = |room: &str| firsts.get(room).copied().unwrap_or(u64::MAX).saturating_sub(1);

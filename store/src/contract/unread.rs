@@ -40,7 +40,13 @@ pub async fn counts_give_exact_unread_and_mentions_across_seq_gaps(store: &impl 
             meta("r", 20, 4),
             tally("r", "alice", 20, 2, 1),
             Write::Read { room: "r".into(), user: "bob".into(), seq: 7, at: 21 },
-            Write::ReadTally { room: "r".into(), user: "bob".into(), n: 2, tally: Tally { own: 1, mentions: 0 }, at: 21 },
+            Write::ReadTally {
+                room: "r".into(),
+                user: "bob".into(),
+                n: 2,
+                tally: Tally { own: 1, mentions: 0 },
+                at: 21,
+            },
         ])
         .await
         .unwrap();

@@ -495,8 +495,15 @@ impl ScyllaStore {
                     }
                 };
                 let retention = retention_days.map(|d| d.min(i32::MAX as u32) as i32);
-                let values =
-                    (at, visibility.as_str(), name.as_str(), topic.as_str(), owner.as_deref(), retention, room.as_str());
+                let values = (
+                    at,
+                    visibility.as_str(),
+                    name.as_str(),
+                    topic.as_str(),
+                    owner.as_deref(),
+                    retention,
+                    room.as_str(),
+                );
                 tokio::try_join!(self.write(&q.set_settings, values), listed)?;
             }
             Write::Role { room, user, role, at } => {
@@ -562,7 +569,8 @@ impl ScyllaStore {
 /// expiry, so that a retried write expires when the first attempt would.
 fn ttl_secs(expires_ms: Option<u64>) -> i32 {
     let Some(expires_ms) = expires_ms else { return 0 };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     expires_ms.saturating_sub(now).div_ceil(1000).clamp(1, i32::MAX as u64) as i32
 }
 

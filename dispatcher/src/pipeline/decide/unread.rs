@@ -242,11 +242,7 @@ mod tests {
         let reads: Vec<Write> = counting(&d).into_iter().filter(|w| matches!(w, Write::ReadTally { .. })).collect();
         assert_eq!(
             reads,
-            [
-                read_tally("alice", 1, 1, 0, 7),
-                read_tally("alice", 3, 1, 1, 10),
-                read_tally("bob", 4, 2, 0, 11),
-            ],
+            [read_tally("alice", 1, 1, 0, 7), read_tally("alice", 3, 1, 1, 10), read_tally("bob", 4, 2, 0, 11),],
             "the stored counts at 4; the batch's message 8 with its mention; the newest for a marker past the end"
         );
     }
@@ -311,7 +307,8 @@ mod tests {
                 },
             )
         };
-        let d = run_counted(room(&["alice", "bob"]), &[update(6, "bob", 1), update(7, "alice", 7), update(8, "alice", 0)]);
+        let d =
+            run_counted(room(&["alice", "bob"]), &[update(6, "bob", 1), update(7, "alice", 7), update(8, "alice", 0)]);
         assert_eq!(codes(&d), [serde_json::json!("forbidden"), Value::Null, Value::Null]);
         let days: Vec<Option<u32>> = d
             .writes
