@@ -1504,4 +1504,18 @@ mod tests {
         let e = load(&["confab", "--max-sessions-per-user", "0"], "").unwrap().validate().unwrap_err().to_string();
         assert!(e.starts_with("max_sessions_per_user"), "{e}");
     }
+
+    #[test]
+    fn retention_is_forever_by_default_and_checked() {
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!(c.dispatcher().retention, confab_protocol::Retention::default());
+        let c = load(&["confab", "--retention-days", "30"], "retention_day_secs = 1\n").unwrap();
+        assert!(c.validate().is_ok());
+        let r = c.gateway().retention;
+        assert_eq!((r.default_days, r.day_secs), (Some(30), 1));
+        for days in ["0", "36501"] {
+            let e = load(&["confab", "--retention-days", days], "").unwrap().validate().unwrap_err().to_string();
+            assert!(e.starts_with("retention_days"), "{e}");
+        }
+    }
 }
