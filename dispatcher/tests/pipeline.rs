@@ -337,3 +337,30 @@ async fn a_dm_whose_first_batch_landed_in_part_is_completed_when_its_record_come
         push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
     assert_eq!((replies.len(), &replies[0]["seq"]), (1, &Value::from(1)));
 }
+
+#[tokio::test]
+async fn a_batch_stored_in_part_counts_each_message_once_when_it_comes_again() {
+    let (_dir, inner) = open();
+    let push = Captured::default();
+    pipeline(inner.clone(), push.clone()).process(vec![join(0, "r", "alice"), join(1, "r", "bob")]).await.unwrap();
+    // Everything of the next batch lands but its checkpoint (as on a CQL
+    // store that failed at the end), and its dispatcher stops.
+    let batch = || vec![send(2, "r", "alice", "c1"), send(3, "r", "alice", "c2")];
+    let flaky = Arc::new(Flaky::new(inner.clone(), 6));
+    let shutdown = CancellationToken::new();
+    let mut first = stoppable_pipeline(flaky.clone(), push.clone(), shutdown.clone());
+    let work = tokio::spawn(async move { first.process(batch()).await });
+    flaky.failed.notified().await;
+    shutdown.cancel();
+    assert_eq!(work.await.unwrap(), None);
+    assert_eq!(inner.room("r").await.unwrap().unwrap().messages, 2, "the counts landed");
+    // The next owner decides the batch again from the store: the room as it
+    // was before the batch, not as its first attempt left it.
+    let mut second = pipeline(inner.clone(), push.clone());
+    second.resume_from(inner.checkpoints().await.unwrap());
+    second.process(batch()).await.unwrap();
+    assert_eq!(inner.room("r").await.unwrap().unwrap().messages, 2);
+    let bob = inner.user_rooms("bob").await.unwrap();
+    assert_eq!((bob[0].unread, bob[0].last_seq), (2, 4));
+    assert_eq!(inner.tally("r", "alice", 99).await.unwrap().own, 2);
+}
