@@ -99,7 +99,7 @@ async fn a_message_with_an_expiry_is_written_with_a_ttl_and_disappears() {
         ])
         .await
         .unwrap();
-    assert_eq!(store.ordinal_at("r", 2).await.unwrap(), Some((2, 1)), "the ordinal is on the row");
+    assert_eq!(store.ordinal_at("r", 3).await.unwrap(), Some((3, 2)), "the ordinal is on the row");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let seqs: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
