@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the web client and the TypeScript SDK must pass, for CI and people:
-# npm ci, type check, SDK unit tests, SDK package build, dist freshness, and the
-# browser end-to-end suite against a real server.
+# npm ci, type check, SDK unit tests, SDK package build, `npm pack` of the SDK
+# (imported by Node from the tarball), dist freshness, and the end-to-end
+# suites against a real server (browser, and the SDK under Node).
 #
 #   CONFAB_BIN=target/debug/confab web/test.sh     (from the repository root)
 #
@@ -44,6 +45,23 @@ npm run --silent test:unit
 
 step "SDK package build"
 npm run --silent build --workspace @confab/sdk
+
+step "SDK package: npm pack, then the packed files imported by Node"
+pack_dir=$(mktemp -d)
+trap 'rm -rf "$pack_dir"' EXIT
+npm pack --silent --workspace @confab/sdk --pack-destination "$pack_dir" >/dev/null
+tarball=$(ls "$pack_dir"/*.tgz)
+tar -xzf "$tarball" -C "$pack_dir"
+for f in package.json README.md dist/index.js dist/index.d.ts src/index.ts; do
+  [ -f "$pack_dir/package/$f" ] || { echo "the SDK package lacks $f ($tarball)" >&2; exit 1; }
+done
+node --input-type=module -e "
+  const sdk = await import('$pack_dir/package/dist/index.js');
+  for (const name of ['ConfabClient', 'Connection', 'login', 'register']) {
+    if (typeof sdk[name] !== 'function') { console.error('the packed SDK does not export ' + name); process.exit(1); }
+  }
+  console.log('packed SDK: ' + Object.keys(sdk).length + ' exports, imported by Node ' + process.version);
+"
 
 step "web/dist matches the sources"
 npm run --silent check-dist

@@ -2,8 +2,11 @@
 //!
 //! * Ingress: topic `<prefix>.ingress`, keyed by room, so one partition (and
 //!   one dispatcher) sees each room's writes in order. The producer is
-//!   idempotent with `acks=all`; `produce` resolves when the broker has the
-//!   record. Dispatchers form the consumer group `<prefix>.dispatchers` with
+//!   idempotent with `acks=all` (fixed: `kafka_properties` may not change
+//!   `acks` or `enable.idempotence`); `produce` resolves when every in-sync
+//!   replica has the record, and with `min.insync.replicas` set on the topics
+//!   (by `confab migrate`) a write that fewer replicas could take is refused
+//!   rather than acked. Dispatchers form the consumer group `<prefix>.dispatchers` with
 //!   cooperative-sticky assignment and commit offsets by hand, after the store
 //!   write.
 //! * Announcements: topic `<prefix>.gateways`, one partition, read from its
@@ -82,7 +85,10 @@ pub struct KafkaBus {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when librdkafka declares it failed for good (a fatal
+    /// error, such as an `OutOfOrderSequence` after a broker lost the tail
+    /// of a log): a fatal producer refuses every write after it.
+    producer: std::sync::RwLock<FutureProducer>,
     /// A group-less client for metadata and watermark requests, which block:
     /// they run on the blocking pool.
     metadata: Arc<BaseConsumer>,
@@ -93,13 +99,7 @@ impl KafkaBus {
     /// Connects and checks that the topics exist; their absence is an error
     /// that says to run `confab migrate`.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
-        let mut pc = config.client();
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", config.linger.as_millis().to_string())
-            .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
-            .set("compression.type", "lz4");
-        let producer: FutureProducer = pc.create().map_err(kafka("creating the producer"))?;
+        let producer = std::sync::RwLock::new(producer(&config)?);
         let metadata = Arc::new(metadata_client(&config)?);
         let partitions = topic_partitions(&metadata, config.ingress_topic()).await?;
         let gateways = topic_partitions(&metadata, config.gateways_topic()).await?;
@@ -114,16 +114,21 @@ impl KafkaBus {
         Ok(KafkaBus { inner: Arc::new(Inner { config, producer, metadata, partitions }) })
     }
 
-    /// Creates the ingress and announcement topics (idempotent: existing
-    /// topics are kept; a different partition count is refused).
-    pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: i32) -> Result<()> {
+    /// Creates the ingress and announcement topics, `replication` replicas
+    /// each of which `min_insync` must have a write before it is acked
+    /// (idempotent: existing topics are kept; a different partition count is
+    /// refused).
+    pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: i32, min_insync: i32) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
             config.client().create().map_err(kafka("creating the admin client"))?;
         let ingress = config.ingress_topic();
         let gateways = config.gateways_topic();
+        let min_insync = min_insync.to_string();
         let topics = [
-            NewTopic::new(&ingress, partitions as i32, TopicReplication::Fixed(replication)),
+            NewTopic::new(&ingress, partitions as i32, TopicReplication::Fixed(replication))
+                .set("min.insync.replicas", &min_insync),
             NewTopic::new(&gateways, 1, TopicReplication::Fixed(replication))
+                .set("min.insync.replicas", &min_insync)
                 .set("retention.ms", "3600000")
                 .set("cleanup.policy", "delete"),
         ];
@@ -159,6 +164,43 @@ impl KafkaBus {
             });
         }
         Ok(())
+    }
+}
+
+/// The idempotent producer, `acks=all`.
+fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
+    let mut pc = config.client();
+    pc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
+        .set("compression.type", "lz4");
+    pc.create().map_err(kafka("creating the producer"))
+}
+
+impl Inner {
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a failed send: a producer librdkafka declared fatally failed is
+    /// replaced (once: whoever comes second finds the new one healthy). The
+    /// write itself is `unavailable`; the client's retry with its cid goes
+    /// through the new producer and is stored once.
+    fn replace_if_fatal(&self, used: &FutureProducer) {
+        use rdkafka::producer::Producer as _;
+        let Some((code, reason)) = used.client().fatal_error() else { return };
+        let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if current.client().fatal_error().is_none() {
+            return;
+        }
+        match producer(&self.config) {
+            Ok(fresh) => {
+                tracing::warn!(?code, %reason, "the Kafka producer failed fatally; replaced with a new one");
+                *current = fresh;
+            }
+            Err(e) => tracing::error!(error = %e, "the Kafka producer failed fatally and could not be replaced"),
+        }
     }
 }
 
@@ -199,9 +241,13 @@ impl Bus for KafkaBus {
         // every Bus maps a room to the same partition.
         let partition = crate::partition_for(&record.room, self.inner.partitions) as i32;
         let r = FutureRecord::to(&topic).key(record.room.as_bytes()).partition(partition).payload(&payload);
-        match self.inner.producer.send(r, self.inner.config.produce_timeout).await {
+        let producer = self.inner.producer();
+        match producer.send(r, self.inner.config.produce_timeout).await {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(kafka("producing to the ingress topic")(e)),
+            Err((e, _)) => {
+                self.inner.replace_if_fatal(&producer);
+                Err(kafka("producing to the ingress topic")(e))
+            }
         }
     }
 
@@ -233,12 +279,11 @@ impl Bus for KafkaBus {
         let topic = self.inner.config.gateways_topic();
         let payload = serde_json::to_vec(announcement).expect("announcements serialize");
         let r = FutureRecord::to(&topic).key(announcement.gateway().as_bytes()).payload(&payload);
-        self.inner
-            .producer
-            .send(r, self.inner.config.produce_timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| kafka("producing an announcement")(e))
+        let producer = self.inner.producer();
+        producer.send(r, self.inner.config.produce_timeout).await.map(|_| ()).map_err(|(e, _)| {
+            self.inner.replace_if_fatal(&producer);
+            kafka("producing an announcement")(e)
+        })
     }
 
     async fn announcements(&self) -> Result<mpsc::Receiver<Announcement>> {

@@ -25,7 +25,7 @@ fn rand_id() -> u64 {
 
 async fn open() -> ((), KafkaBus) {
     let config = config();
-    KafkaBus::create_topics(&config, 4, 1).await.expect("topics created");
+    KafkaBus::create_topics(&config, 4, 1, 1).await.expect("topics created");
     ((), KafkaBus::connect(config).await.expect("connected"))
 }
 
@@ -34,9 +34,9 @@ confab_bus::bus_contract_tests!(open);
 #[tokio::test]
 async fn creating_topics_twice_is_fine_but_another_partition_count_is_refused() {
     let config = config();
-    KafkaBus::create_topics(&config, 4, 1).await.unwrap();
-    KafkaBus::create_topics(&config, 4, 1).await.unwrap();
-    let e = KafkaBus::create_topics(&config, 8, 1).await.unwrap_err().to_string();
+    KafkaBus::create_topics(&config, 4, 1, 1).await.unwrap();
+    KafkaBus::create_topics(&config, 4, 1, 1).await.unwrap();
+    let e = KafkaBus::create_topics(&config, 8, 1, 1).await.unwrap_err().to_string();
     assert!(e.contains("cannot change"), "{e}");
 }
 

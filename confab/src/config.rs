@@ -34,6 +34,10 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, reason: reason.into() }
 }
 
+/// librdkafka properties `kafka_properties` may not set: they would let an
+/// acked write be lost or stored twice.
+const FIXED_KAFKA_PROPERTIES: &[&str] = &["acks", "request.required.acks", "enable.idempotence"];
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +255,11 @@ pub mod default {
     pub fn kafka_replication() -> i32 {
         1
     }
+    /// `kafka_min_insync_replicas` when unset: one replica may be lost
+    /// without refusing writes (2 of 3), never fewer than 1.
+    pub fn kafka_min_insync_replicas(replication: i32) -> i32 {
+        (replication - 1).max(1)
+    }
     pub fn auth_per_ip_per_minute() -> u32 {
         60
     }
@@ -340,6 +349,23 @@ pub struct ServerConfig {
     #[arg(long, env = "CONFAB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+
+    /// Raw TCP listener for clients: the v1 session as newline-delimited
+    /// JSON, the first line `{"op":"auth","token":"..."}` (docs/protocol.md,
+    /// Transports). Default: none (off).
+    #[arg(long, env = "CONFAB_TCP_LISTEN", value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain; with --tcp-tls-key, the TCP listener speaks TLS.
+    #[arg(long, env = "CONFAB_TCP_TLS_CERT", value_name = "FILE", requires = "tcp_tls_key")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tcp-tls-cert.
+    #[arg(long, env = "CONFAB_TCP_TLS_KEY", value_name = "FILE", requires = "tcp_tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_tls_key: Option<PathBuf>,
 
     #[command(flatten)]
     #[serde(flatten)]
@@ -824,9 +850,15 @@ impl BackendConfig {
             .kafka_properties
             .iter()
             .map(|kv| {
-                kv.split_once('=')
+                let (k, v) = kv
+                    .split_once('=')
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .ok_or_else(|| invalid("kafka_properties", format!("'{kv}' is not key=value")))
+                    .ok_or_else(|| invalid("kafka_properties", format!("'{kv}' is not key=value")))?;
+                if FIXED_KAFKA_PROPERTIES.contains(&k.as_str()) {
+                    let why = "is fixed: the producer uses acks=all with idempotence, so an acked write is on every in-sync replica once";
+                    return Err(invalid("kafka_properties", format!("'{k}' {why}")));
+                }
+                Ok((k, v))
             })
             .collect::<Result<_, _>>()?;
         Ok(confab_bus::kafka::KafkaConfig {
@@ -1003,6 +1035,14 @@ pub struct MigrateConfig {
     #[serde(default = "default::kafka_replication")]
     pub kafka_replication: i32,
 
+    /// `min.insync.replicas` of the Kafka topics: how many replicas must
+    /// have a write before it is acknowledged (the producer uses `acks=all`);
+    /// with fewer in sync, sends are `unavailable`. Default: the replication
+    /// factor minus 1, at least 1 (2 of 3).
+    #[arg(long, env = "CONFAB_KAFKA_MIN_INSYNC_REPLICAS", value_name = "N")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_min_insync_replicas: Option<i32>,
+
     /// Replication of the keyspace when migrate creates it:
     /// `SimpleStrategy:N` or `NetworkTopologyStrategy:dc1=N,dc2=M` (the CQL
     /// map literal `{'class': ..., ...}` is read too). Factors 1 to 64.
@@ -1026,6 +1066,12 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
+        }
+        if self.tcp_tls_cert.is_some() != self.tcp_tls_key.is_some() {
+            return Err(invalid("tcp_tls_cert", "tcp_tls_cert and tcp_tls_key go together"));
+        }
+        if self.tcp_tls_cert.is_some() && self.tcp_listen.is_none() {
+            return Err(invalid("tcp_tls_cert", "needs tcp_listen"));
         }
         self.secret.validate(false)?;
         if self.token_ttl_secs == 0 {
@@ -1203,7 +1249,15 @@ impl MigrateConfig {
         if self.kafka_replication < 1 {
             return Err(invalid("kafka_replication", "must be at least 1"));
         }
+        if !(1..=self.kafka_replication).contains(&self.min_insync_replicas()) {
+            return Err(invalid("kafka_min_insync_replicas", "must be 1 to kafka_replication"));
+        }
         Ok(())
+    }
+
+    /// `kafka_min_insync_replicas`, or its default for `kafka_replication`.
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.kafka_min_insync_replicas.unwrap_or_else(|| default::kafka_min_insync_replicas(self.kafka_replication))
     }
 
     fn replication(&self) -> Result<confab_store::scylla::Replication, ConfigError> {
@@ -1319,6 +1373,20 @@ mod tests {
     }
 
     #[test]
+    fn the_tcp_listener_is_off_by_default_and_its_tls_needs_it_and_both_files() {
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!((c.server.tcp_listen, c.server.tcp_tls_cert.clone()), (None, None));
+        let c = load(&["confab", "--tcp-listen", "127.0.0.1:7000"], "").unwrap();
+        assert_eq!(c.server.tcp_listen.map(|a| a.port()), Some(7000));
+        let c = load(&["confab"], "tcp_tls_cert = \"c.pem\"\ntcp_tls_key = \"k.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_tls_cert") && e.contains("tcp_listen"), "{e}");
+        let c = load(&["confab"], "tcp_listen = \"127.0.0.1:7000\"\ntcp_tls_cert = \"c.pem\"\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tcp_tls_key"), "{e}");
+    }
+
+    #[test]
     fn an_unknown_key_or_a_bad_value_in_the_file_names_it() {
         let e = load(&["confab"], "heartbeat = 5\n").unwrap_err().to_string();
         assert!(e.contains("heartbeat"), "{e}");
@@ -1401,6 +1469,36 @@ mod tests {
         assert_eq!(old.to_string(), "NetworkTopologyStrategy:dc1=3");
         let e = migrate("SimpleStrategy:1; DROP KEYSPACE confab").validate().unwrap_err().to_string();
         assert!(e.starts_with("cql_replication"), "{e}");
+    }
+
+    #[test]
+    fn min_insync_replicas_defaults_to_one_less_than_the_replication_and_is_refused_above_it() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: MigrateConfig,
+        }
+        let migrate = |args: &[&str]| Cli::parse_from(["confab"].iter().chain(args)).config;
+        assert_eq!(migrate(&[]).min_insync_replicas(), 1);
+        assert_eq!(migrate(&["--kafka-replication", "2"]).min_insync_replicas(), 1);
+        assert_eq!(migrate(&["--kafka-replication", "3"]).min_insync_replicas(), 2);
+        let three = ["--kafka-replication", "3", "--kafka-min-insync-replicas", "3"];
+        assert_eq!(migrate(&three).min_insync_replicas(), 3);
+        migrate(&three).validate().expect("3 of 3 is allowed");
+        for n in ["0", "4"] {
+            let e = migrate(&["--kafka-replication", "3", "--kafka-min-insync-replicas", n]).validate().unwrap_err();
+            assert!(e.to_string().starts_with("kafka_min_insync_replicas"), "{e}");
+        }
+    }
+
+    #[test]
+    fn kafka_properties_may_not_weaken_acks_or_idempotence() {
+        for kv in ["acks=1", "request.required.acks=0", " enable.idempotence = false"] {
+            let e = gateway(&["--kafka-property", kv]).backend.kafka().unwrap_err().to_string();
+            assert!(e.starts_with("kafka_properties") && e.contains("acks=all"), "{kv}: {e}");
+        }
+        let ok = gateway(&["--kafka-property", "security.protocol=SSL"]).backend.kafka().unwrap();
+        assert_eq!(ok.extra, vec![("security.protocol".to_owned(), "SSL".to_owned())]);
     }
 
     /// serde fills what the file leaves out with the very defaults clap

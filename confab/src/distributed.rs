@@ -21,8 +21,15 @@ use crate::supervisor::Supervisor;
 pub async fn migrate(config: &MigrateConfig) -> anyhow::Result<()> {
     config.validate()?;
     let kafka = config.backend.kafka()?;
-    KafkaBus::create_topics(&kafka, config.partitions, config.kafka_replication).await?;
-    tracing::info!(topic = %kafka.ingress_topic(), partitions = config.partitions, "Kafka topics ready");
+    let min_insync = config.min_insync_replicas();
+    KafkaBus::create_topics(&kafka, config.partitions, config.kafka_replication, min_insync).await?;
+    tracing::info!(
+        topic = %kafka.ingress_topic(),
+        partitions = config.partitions,
+        replication = config.kafka_replication,
+        min_insync_replicas = min_insync,
+        "Kafka topics ready"
+    );
     let cql = config.cql()?;
     ScyllaStore::migrate(&cql).await?;
     let store = ScyllaStore::connect(&cql).await?;
@@ -53,6 +60,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
 
     let internal = serving::bind(config.internal_listen, "internal_listen").await?;
     let public = serving::bind(config.server.listen, "listen").await?;
+    let tcp = serving::tcp_listener(&config.server).await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
     let gateway_config = config.gateway(internal_addr);
@@ -81,8 +89,9 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
         confab_gateway::serve::serve(internal, router, internal_tls, limits, stop).await;
         Ok(())
     });
+    let tcp_addr = serving::spawn_tcp(&mut tasks, &gateway, tcp, limits)?;
     tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
-    Ok(Running::new(Some(public_addr), admin_addr, Some(internal_addr), tasks))
+    Ok(Running::new(Some(public_addr), admin_addr, Some(internal_addr), tasks).with_tcp(tcp_addr))
 }
 
 /// Starts a dispatcher: a member of the ingress consumer group.

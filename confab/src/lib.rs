@@ -2,10 +2,11 @@
 //! endpoints every process serves ([`admin`]), what every process does
 //! around its work ([`serving`]), the one [`supervisor`] that runs and stops
 //! the tasks of every role, and the wiring of each mode ([`standalone`],
-//! [`distributed`]). `main.rs` only parses flags and calls in here, so tests
+//! [`distributed`]); [`chat`] is the terminal client, `confab chat`. `main.rs` only parses flags and calls in here, so tests
 //! start the very same server on port 0.
 
 pub mod admin;
+pub mod chat;
 pub mod config;
 pub mod distributed;
 pub mod serving;

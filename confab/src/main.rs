@@ -49,6 +49,9 @@ enum Command {
     /// Print the ChatCluster CustomResourceDefinition as YAML (apply it with
     /// `kubectl apply --server-side -f -`).
     Crd(CrdArgs),
+    /// A terminal chat client: `confab chat --server URL [--user NAME]`
+    /// (full screen; `--plain` for a line mode).
+    Chat(confab::chat::ChatArgs),
 }
 
 /// `confab operator`.
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Crd(args) => crd(&args),
+        Command::Chat(args) => run(confab::chat::run(args)),
     }
 }
 
@@ -319,7 +323,8 @@ mod tests {
         }
         match arg.get_value_names().and_then(|names| names.first()).map(|n| n.as_str()) {
             Some("ADDR") => "127.0.0.1:1".into(),
-            Some("KEY=VALUE") => "acks=1".into(),
+            Some("KEY=VALUE") => "client.id=other".into(),
+            Some("N") => "1".into(),
             _ => "other".into(),
         }
     }
@@ -329,6 +334,8 @@ mod tests {
         match id {
             "tls_cert" => &["--tls-key", "key.pem"],
             "tls_key" => &["--tls-cert", "cert.pem"],
+            "tcp_tls_cert" => &["--tcp-tls-key", "key.pem"],
+            "tcp_tls_key" => &["--tcp-tls-cert", "cert.pem"],
             "internal_tls_cert" => &["--internal-tls-key", "key.pem"],
             "internal_tls_key" => &["--internal-tls-cert", "cert.pem"],
             "internal_tls_client_ca" => &["--internal-tls-cert", "cert.pem", "--internal-tls-key", "key.pem"],
@@ -350,7 +357,8 @@ mod tests {
     fn serving(s: &ServerConfig) -> impl Debug + '_ {
         let limits = s.connection_limits.limits();
         let tokens = (&s.jwt_public_keys, s.token_ttl_secs, s.max_token_lifetime_secs);
-        (s.listen, &s.tls_cert, &s.tls_key, &s.secret, tokens, s.drain_grace_ms, limits)
+        let tcp = (s.tcp_listen, &s.tcp_tls_cert, &s.tcp_tls_key);
+        (s.listen, &s.tls_cert, &s.tls_key, tcp, &s.secret, tokens, s.drain_grace_ms, limits)
     }
 
     /// Everything `role` hands on from its settings: the libraries' configs,
@@ -398,7 +406,8 @@ mod tests {
             "migrate" => {
                 let c: MigrateConfig = get(m);
                 let b = &c.backend;
-                format!("{:?}", (b.kafka().unwrap(), c.cql(), c.partitions, c.kafka_replication, c.log_format))
+                let replication = (c.kafka_replication, c.kafka_min_insync_replicas);
+                format!("{:?}", (b.kafka().unwrap(), c.cql(), c.partitions, replication, c.log_format))
             }
             "operator" => {
                 let c: OperatorConfig = get(m);

@@ -28,6 +28,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The internal push listener, for gateways.
     pub internal_addr: Option<SocketAddr>,
+    /// The raw TCP listener (`tcp_listen`), when there is one.
+    pub tcp_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -43,7 +45,13 @@ impl Running {
     ) -> Running {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(tasks.run(shutdown.clone()));
-        Running { public_addr, admin_addr, internal_addr, shutdown, task }
+        Running { public_addr, admin_addr, internal_addr, tcp_addr: None, shutdown, task }
+    }
+
+    /// The same, with the raw TCP listener's address.
+    pub fn with_tcp(mut self, tcp_addr: Option<SocketAddr>) -> Running {
+        self.tcp_addr = tcp_addr;
+        self
     }
 
     /// Drains (clients get `bye server_restart`) and stops.
@@ -94,13 +102,29 @@ pub fn jwt_secret(config: &SecretConfig, generate_in: Option<&Path>) -> anyhow::
     }
 }
 
+/// Writes a new file that survives a crash of the machine whole or not at
+/// all: the bytes go to `<path>.tmp`, are fsynced, the file is renamed into
+/// place and the directory fsynced. (Written and not synced, a machine crash
+/// left an empty `jwt-secret`, and the next start used an empty secret:
+/// confab/tests/crash.rs.) A `.tmp` left by a crash is written over.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Token verification for a gateway: the secret and the configured public
@@ -171,6 +195,40 @@ pub async fn serve_gateway(
     confab_gateway::serve::serve(public, app, tls, limits, stop).await;
     gateway.drain(grace).await;
     Ok(())
+}
+
+/// The raw TCP listener of `tcp_listen`, bound, and its TLS, if any; `None`
+/// when there is none.
+pub async fn tcp_listener(
+    config: &ServerConfig,
+) -> anyhow::Result<Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>> {
+    let Some(addr) = config.tcp_listen else { return Ok(None) };
+    let tls = match (&config.tcp_tls_cert, &config.tcp_tls_key) {
+        (Some(cert), Some(key)) => Some(confab_gateway::serve::tcp_tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = bind(addr, "tcp_listen").await?;
+    let scheme = if tls.is_some() { "tcp+tls" } else { "tcp" };
+    tracing::info!("TCP clients on {scheme}://{}", listener.local_addr()?);
+    Ok(Some((listener, tls)))
+}
+
+/// Serves a gateway's raw TCP listener (see [`tcp_listener`]) until `stop`;
+/// its sessions are drained with the gateway's.
+pub fn spawn_tcp(
+    tasks: &mut Supervisor,
+    gateway: &Gateway,
+    tcp: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    limits: ConnectionLimits,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some((listener, tls)) = tcp else { return Ok(None) };
+    let addr = listener.local_addr()?;
+    let gateway = gateway.clone();
+    tasks.spawn("tcp listener", move |stop| async move {
+        confab_gateway::tcp::serve(listener, gateway, tls, limits, stop).await;
+        Ok(())
+    });
+    Ok(Some(addr))
 }
 
 pub fn tls(config: &ServerConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {

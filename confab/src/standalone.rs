@@ -39,6 +39,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
 
     let public = serving::bind(config.server.listen, "listen").await?;
+    let tcp = serving::tcp_listener(&config.server).await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
@@ -58,8 +59,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tasks.spawn("dispatcher", |stop| async move {
         Ok(confab_dispatcher::run(dispatcher_config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
     });
+    let tcp_addr = serving::spawn_tcp(&mut tasks, &gateway, tcp, limits)?;
     tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
-    Ok(Running::new(Some(public_addr), admin_addr, None, tasks))
+    Ok(Running::new(Some(public_addr), admin_addr, None, tasks).with_tcp(tcp_addr))
 }
 
 /// Messages the sweeper removes in one transaction.

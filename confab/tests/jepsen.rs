@@ -28,7 +28,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Client;
-use common::drill::{Cluster, DRAIN_GRACE, DRILL, PARTITIONS, Restore, WAIT, Writer, try_infra};
+use common::drill::{
+    Cluster, DRAIN_GRACE, DRILL, PARTITIONS, PRODUCE_TIMEOUT, Restore, Thaw, WAIT, Writer, cql3, env, kafka3,
+    process_state, signal_pid, try_infra,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -42,6 +45,18 @@ const WINDOW: usize = 10;
 const CHUNK: usize = 250;
 /// Acked sends per fault unless `CONFAB_JEPSEN_ACKED` says otherwise.
 const DEFAULT_ACKED: usize = 1000;
+/// The same for the faults of the 3-node Kafka and Cassandra and the
+/// partition (CI time: each waits out a fence, a restart or a cut).
+const DEFAULT_ACKED_REPLICATED: usize = 400;
+/// How long a Kafka node stays frozen: longer than the brokers' session
+/// timeout (`broker.session.timeout.ms` 6 s in scripts/infra.d/kafka3.sh),
+/// the dispatchers' consumer session (10 s) and the produce timeout (2 s).
+const FROZEN_FOR: Duration = Duration::from_secs(15);
+/// How long a gateway is cut off from Kafka: longer than the produce timeout
+/// (2 s) and the sessions' 10 s.
+const PARTITIONED_FOR: Duration = Duration::from_secs(15);
+/// How long a killed Kafka or Cassandra node stays dead before `scripts/infra up`.
+const KILLED_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -50,6 +65,21 @@ enum Fault {
     GatewayTerminated,
     KafkaRestarted,
     CassandraRestarted,
+    /// On the 3-node Kafka (`scripts/infra up kafka3`), topics replicated 3
+    /// times with `min.insync.replicas=2`: the node leading the room's
+    /// partition SIGKILLed, started again 10 s later.
+    Kafka3LeaderKilled,
+    /// The same, the leader frozen with SIGSTOP for [`FROZEN_FOR`], then SIGCONT.
+    Kafka3LeaderFrozen,
+    /// On the 3-node Cassandra (`scripts/infra up cql3`), keyspace replicated
+    /// 3 times, LOCAL_QUORUM: node 1 (the first contact point) SIGKILLed,
+    /// started again 10 s later.
+    Cql3NodeKilled,
+    /// Gateway 0 in a network namespace of its own (`common/netns.rs`), its
+    /// link to Kafka cut for [`PARTITIONED_FOR`] (no byte passes, nothing is
+    /// closed), then healed. Its link to Cassandra and the dispatchers' to it
+    /// stay up.
+    KafkaPartitionedFromGateway,
 }
 
 impl Fault {
@@ -60,7 +90,21 @@ impl Fault {
             Fault::GatewayTerminated => "gateway SIGTERMed (drained)",
             Fault::KafkaRestarted => "Kafka stopped, started 5 s later",
             Fault::CassandraRestarted => "Cassandra stopped, started 8 s later",
+            Fault::Kafka3LeaderKilled => "3 Kafka nodes: the room's partition leader SIGKILLed, restarted 10 s later",
+            Fault::Kafka3LeaderFrozen => "3 Kafka nodes: the room's partition leader frozen (SIGSTOP) 15 s",
+            Fault::Cql3NodeKilled => "3 Cassandra nodes: one SIGKILLed, restarted 10 s later",
+            Fault::KafkaPartitionedFromGateway => "network partition between a gateway and Kafka, 15 s",
         }
+    }
+
+    fn kafka3(self) -> bool {
+        matches!(self, Fault::Kafka3LeaderKilled | Fault::Kafka3LeaderFrozen)
+    }
+
+    /// The faults added with the replicated servers and the partition: a
+    /// short run by default.
+    fn short(self) -> bool {
+        self.kafka3() || matches!(self, Fault::Cql3NodeKilled | Fault::KafkaPartitionedFromGateway)
     }
 }
 
@@ -96,8 +140,9 @@ struct View {
     reconnects: usize,
 }
 
-fn acked_per_fault() -> usize {
-    std::env::var("CONFAB_JEPSEN_ACKED").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_ACKED)
+fn acked_per_fault(fault: Fault) -> usize {
+    let default = if fault.short() { DEFAULT_ACKED_REPLICATED } else { DEFAULT_ACKED };
+    std::env::var("CONFAB_JEPSEN_ACKED").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Follows the room until it holds every seq up to `target` (0 until the
@@ -229,7 +274,7 @@ fn check_same(view: &mut View, seq: u64, m: &Value) {
 async fn check(fault: Fault) -> Counts {
     let _one = DRILL.lock().await;
     let started = Instant::now();
-    let total = acked_per_fault();
+    let total = acked_per_fault(fault);
     // The limit grows with the run; a short one has 300 s.
     let limit = Duration::from_secs(300) + Duration::from_millis(40) * total as u32;
     let counts = tokio::time::timeout(limit, run(fault, total))
@@ -260,7 +305,18 @@ async fn check(fault: Fault) -> Counts {
 
 async fn run(fault: Fault, total: usize) -> Counts {
     // No small outbound queue: readers must keep up, not be closed as slow.
-    let mut cluster = Cluster::start_with(2, 2, &["--outbound-queue", "4096"]).await;
+    let flags = ["--outbound-queue", "4096"];
+    let mut cluster = if fault.kafka3() {
+        let (kafka, cql) = (kafka3::bootstrap(), env("CQL_CONTACT_POINTS"));
+        Cluster::start_on(&kafka, &cql, &["--kafka-replication", "3"], 2, 2, &flags).await
+    } else if let Fault::Cql3NodeKilled = fault {
+        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), cql3::contact_points());
+        Cluster::start_on(&kafka, &cql, &["--cql-replication", "SimpleStrategy:3"], 2, 2, &flags).await
+    } else if let Fault::KafkaPartitionedFromGateway = fault {
+        Cluster::start_partitionable(2, 2, &flags).await
+    } else {
+        Cluster::start_with(2, 2, &flags).await
+    };
     let gateways: Vec<String> = (0..2).map(|g| cluster.public(g)).collect();
     let mut writers = Vec::new();
     for k in 0..WRITERS {
@@ -275,6 +331,18 @@ async fn run(fault: Fault, total: usize) -> Counts {
             writers[0].join_every_partition().await;
             Some(cluster.owner_of(partition).await)
         }
+        _ => None,
+    };
+    let ingress = format!("{}.ingress", cluster.backend_flag("--topic-prefix"));
+    if fault.kafka3() {
+        // As production: 3 replicas of every partition, 2 of them in sync to ack.
+        let (replicas, min_isr) = kafka3::durability(&ingress).await;
+        assert_eq!(replicas, vec![3; PARTITIONS as usize], "replicas of each partition of {ingress}");
+        assert_eq!(min_isr, "2", "min.insync.replicas of {ingress}");
+    }
+    // A client of gateway 0 in a room of its own, to see the partition felt.
+    let mut probe = match fault {
+        Fault::KafkaPartitionedFromGateway => Some(Writer::on(&cluster, 0, "prober", "jepsen-probe").await),
         _ => None,
     };
     // Readers join (as writers that send nothing) and follow the room.
@@ -311,6 +379,9 @@ async fn run(fault: Fault, total: usize) -> Counts {
     }
     let mut restore = None;
     let mut restart = None;
+    let mut thaw = None;
+    let mut healed = None;
+    let mut new_leader = None;
     match fault {
         Fault::DispatcherKilled => {
             let owner = owner.expect("the owner");
@@ -343,14 +414,92 @@ async fn run(fault: Fault, total: usize) -> Counts {
                 try_infra("up", what)
             }));
         }
+        Fault::KafkaPartitionedFromGateway => {
+            cluster.partition.as_ref().expect("gateway 0 in a namespace").cut();
+            healed = Some(tokio::time::sleep(PARTITIONED_FOR));
+            // A send on the cut-off gateway is refused in time.
+            let probe = probe.as_mut().expect("the prober");
+            let asked = Instant::now();
+            let r = probe.once(&probe.send_request(0, "probe"), &json!("probe")).await;
+            let took = asked.elapsed();
+            let r = r.unwrap_or_else(|| panic!("no reply on the cut-off gateway in {took:?}"));
+            assert_eq!(r["error"]["code"], "unavailable", "a send on the cut-off gateway: {r}");
+            assert!(took <= PRODUCE_TIMEOUT + Duration::from_secs(2), "unavailable after {took:?}");
+        }
+        Fault::Cql3NodeKilled => {
+            let pid = cql3::pid(1);
+            restore = Some(Restore("cql3"));
+            signal_pid(pid, "-KILL");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while process_state(pid).is_some_and(|s| s != 'Z') {
+                assert!(Instant::now() < deadline, "Cassandra node 1 (pid {pid}) still alive after SIGKILL");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            restart = Some(tokio::task::spawn_blocking(|| {
+                std::thread::sleep(KILLED_FOR);
+                try_infra("up", "cql3")
+            }));
+        }
+        Fault::Kafka3LeaderKilled | Fault::Kafka3LeaderFrozen => {
+            let leader = kafka3::leader(&ingress, partition).await.expect("the room's partition has a leader");
+            let pid = kafka3::pid(leader);
+            if let Fault::Kafka3LeaderKilled = fault {
+                restore = Some(Restore("kafka3"));
+                signal_pid(pid, "-KILL");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while process_state(pid).is_some_and(|s| s != 'Z') {
+                    assert!(Instant::now() < deadline, "Kafka node {leader} (pid {pid}) still alive after SIGKILL");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                restart = Some(tokio::task::spawn_blocking(|| {
+                    std::thread::sleep(KILLED_FOR);
+                    try_infra("up", "kafka3")
+                }));
+            } else {
+                let frozen = Thaw(pid);
+                signal_pid(pid, "-STOP");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while process_state(pid) != Some('T') {
+                    assert!(Instant::now() < deadline, "Kafka node {leader} (pid {pid}) not stopped by SIGSTOP");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                thaw = Some(tokio::spawn(async move {
+                    tokio::time::sleep(FROZEN_FOR).await;
+                    // Still frozen all along: it was never continued early.
+                    let state = process_state(frozen.0);
+                    drop(frozen);
+                    state
+                }));
+            }
+            // The fault is felt: another node takes the partition over.
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match kafka3::leader(&ingress, partition).await {
+                    Some(l) if l != leader => break new_leader = Some((leader, l)),
+                    _ => assert!(Instant::now() < deadline, "no new leader for partition {partition} in {WAIT:?}"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
     let at_fault = acks.load(Ordering::SeqCst);
+    if let Some(healed) = healed {
+        healed.await;
+        cluster.partition.as_ref().expect("gateway 0 in a namespace").heal();
+    }
     let mut writers = Vec::new();
     for s in sending {
         writers.push(s.await.expect("a writer"));
     }
     if let Some(restart) = restart {
         restart.await.expect("the restart task").unwrap_or_else(|e| panic!("{e}"));
+    }
+    if let Some(thaw) = thaw {
+        let state = thaw.await.expect("the thaw task");
+        assert_eq!(state, Some('T'), "the node stayed frozen for {FROZEN_FOR:?}");
+    }
+    if let Some((old, new)) = new_leader {
+        eprintln!("partition {partition}: node {old} lost the lead to node {new}");
     }
     assert!(at_fault < total, "the fault came before the last ack ({at_fault} of {total})");
     let max_seq = writers.iter().flat_map(|w| w.acked.iter().map(|(_, s)| *s)).max().expect("acks");
@@ -390,8 +539,11 @@ fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
     for m in history {
         let (from, cid) = identity(m);
         let Some(number) = cid.rsplit('m').next().and_then(|n| n.parse::<u64>().ok()) else { continue };
-        let last = last_number.entry(from).or_insert(0);
+        let last = last_number.entry(from.clone()).or_insert(0);
         if number < *last {
+            if c.out_of_order < 3 {
+                eprintln!("out of order: {from}'s {cid} stored after its number {last}");
+            }
             c.out_of_order += 1;
         }
         *last = (*last).max(number);
@@ -439,7 +591,7 @@ fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
 }
 
 fn assert_sound(fault: Fault, c: &Counts) {
-    let want = acked_per_fault();
+    let want = acked_per_fault(fault);
     assert!(c.acked >= want, "`{}`: {} acked of {want}", fault.name(), c.acked);
     assert_eq!((c.lost, c.duplicated), (0, 0), "`{}`: nothing lost, nothing doubled: {c:?}", fault.name());
     assert_eq!(c.missing_from_history, 0, "`{}`: history holds every acked message: {c:?}", fault.name());
@@ -472,6 +624,35 @@ async fn checker_kafka_restarted() {
     let c = check(Fault::KafkaRestarted).await;
     assert_sound(Fault::KafkaRestarted, &c);
     assert!(c.resent > 0, "sends went unacknowledged while Kafka was down: {c:?}");
+}
+
+#[tokio::test]
+async fn checker_kafka3_leader_killed() {
+    let c = check(Fault::Kafka3LeaderKilled).await;
+    assert_sound(Fault::Kafka3LeaderKilled, &c);
+    assert!(c.resent > 0, "sends went unacknowledged until a new leader was elected: {c:?}");
+}
+
+#[tokio::test]
+async fn checker_kafka3_leader_frozen() {
+    let c = check(Fault::Kafka3LeaderFrozen).await;
+    assert_sound(Fault::Kafka3LeaderFrozen, &c);
+    assert!(c.resent > 0, "sends went unacknowledged while the leader was frozen: {c:?}");
+}
+
+#[tokio::test]
+async fn checker_kafka_partitioned_from_a_gateway() {
+    let c = check(Fault::KafkaPartitionedFromGateway).await;
+    assert_sound(Fault::KafkaPartitionedFromGateway, &c);
+    assert!(c.resent > 0, "the cut-off gateway's writers went unacknowledged: {c:?}");
+}
+
+/// LOCAL_QUORUM is 2 of 3: the writes and reads go on while a node is
+/// down (no `resent` is required: the driver moves to the other nodes).
+#[tokio::test]
+async fn checker_cql3_node_killed() {
+    let c = check(Fault::Cql3NodeKilled).await;
+    assert_sound(Fault::Cql3NodeKilled, &c);
 }
 
 #[tokio::test]

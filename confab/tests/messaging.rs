@@ -1,5 +1,6 @@
 //! Rooms, messages, DMs, dedupe, history, sync and read markers, over real
-//! WebSocket connections to a real server (PROTOCOL.md: Requests and replies, Events).
+//! WebSocket connections to a real server (PROTOCOL.md: Requests and replies, Events),
+//! and again over its raw TCP listener (`on_every_mode_and_tcp!`).
 
 #[macro_use]
 mod common;
@@ -375,7 +376,7 @@ async fn a_page_of_large_messages_fits_in_one_reply() {
     assert_eq!(synced["rooms"]["r"]["messages"].as_array().unwrap().len(), 100);
 }
 
-on_every_mode!(
+on_every_mode_and_tcp!(
     joining_creates_the_room_and_tells_every_member,
     a_message_reaches_every_session_of_every_member_once,
     a_resent_cid_returns_the_first_message_and_stores_nothing_new,

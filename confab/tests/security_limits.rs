@@ -3,6 +3,7 @@
 //! and that another, well-behaved client still gets in. Other clients are
 //! other loopback addresses (127.0.0.2, 127.1.x.y, ...).
 
+#[macro_use]
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
@@ -233,48 +234,20 @@ async fn connections_over_the_per_address_cap_are_closed_and_other_addresses_get
     assert_eq!(served_again("127.0.0.11", &s.https[0]).await, 200, "a place freed by a session is free again");
 }
 
-macro_rules! on_every_mode {
-    ($($name:ident),* $(,)?) => {
-        mod standalone {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let s = super::TestServer::start_with(|c| {
-                        c.server.auth_limits.auth_per_ip_per_minute = super::PER_IP;
-                        c.server.auth_limits.auth_per_user_per_minute = super::PER_USER;
-                        c.server.auth_limits.hash_queue = super::HASH_QUEUE;
-                        c.server.connection_limits.max_connections_per_ip = super::PER_IP_CONNECTIONS;
-                        c.server.connection_limits.header_read_timeout_ms = super::HEADER_READ_TIMEOUT_MS;
-                    })
-                    .await;
-                    super::$name(s).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (ip, user, queue) =
-                        (super::PER_IP.to_string(), super::PER_USER.to_string(), super::HASH_QUEUE.to_string());
-                    let (connections, headers) =
-                        (super::PER_IP_CONNECTIONS.to_string(), super::HEADER_READ_TIMEOUT_MS.to_string());
-                    let flags = [
-                        "--auth-per-ip-per-minute", ip.as_str(),
-                        "--auth-per-user-per-minute", user.as_str(),
-                        "--hash-queue", queue.as_str(),
-                        "--max-connections-per-ip", connections.as_str(),
-                        "--header-read-timeout-ms", headers.as_str(),
-                    ];
-                    let test = async { super::$name(super::TestServer::start_cluster_with(&flags).await).await };
-                    tokio::time::timeout(crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
-                }
-            )*
-        }
-    };
+/// The limits under test, low enough to reach.
+fn auth_and_connection_limits() -> Vec<String> {
+    vec![
+        format!("--auth-per-ip-per-minute={PER_IP}"),
+        format!("--auth-per-user-per-minute={PER_USER}"),
+        format!("--hash-queue={HASH_QUEUE}"),
+        format!("--max-connections-per-ip={PER_IP_CONNECTIONS}"),
+        format!("--header-read-timeout-ms={HEADER_READ_TIMEOUT_MS}"),
+    ]
 }
 
-on_every_mode!(
+on_every_mode_with!(
+    limits,
+    gateway: auth_and_connection_limits;
     too_many_attempts_from_one_address_are_refused_and_other_addresses_get_in,
     wrong_passwords_for_one_name_are_slowed_and_other_names_get_in,
     a_full_hash_queue_is_refused_with_retry_after_and_later_sign_ins_succeed,
@@ -524,55 +497,24 @@ async fn a_sync_costs_one_unit_per_room(s: TestServer) {
     joiner.ok(ping()).await;
 }
 
-macro_rules! on_every_mode_with_user_limits {
-    ($($name:ident),* $(,)?) => {
-        mod per_user {
-            mod standalone {
-                $(
-                    #[tokio::test]
-                    async fn $name() {
-                        let s = super::super::TestServer::start_with(|c| {
-                            c.server.user_limits.max_sessions_per_user = super::super::SESSIONS_PER_USER;
-                            c.server.user_limits.typing_interval_ms = super::super::TYPING_INTERVAL_MS;
-                            c.server.rate_per_second = super::super::RATE;
-                            c.server.rate_burst = super::super::BURST;
-                            c.room_limits.max_rooms_per_user = super::super::ROOMS_PER_USER;
-                        })
-                        .await;
-                        super::super::$name(s).await
-                    }
-                )*
-            }
-            mod distributed {
-                $(
-                    #[tokio::test]
-                    async fn $name() {
-                        let (sessions, typing) = (
-                            super::super::SESSIONS_PER_USER.to_string(),
-                            super::super::TYPING_INTERVAL_MS.to_string(),
-                        );
-                        let (rate, burst) = (super::super::RATE.to_string(), super::super::BURST.to_string());
-                        let rooms = super::super::ROOMS_PER_USER.to_string();
-                        let gateway = [
-                            "--max-sessions-per-user", sessions.as_str(),
-                            "--typing-interval-ms", typing.as_str(),
-                            "--rate-per-second", rate.as_str(),
-                            "--rate-burst", burst.as_str(),
-                        ];
-                        let dispatcher = ["--max-rooms-per-user", rooms.as_str()];
-                        let test = async {
-                            let s = super::super::TestServer::start_cluster_with_roles(&gateway, &dispatcher).await;
-                            super::super::$name(s).await
-                        };
-                        tokio::time::timeout(crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
-                    }
-                )*
-            }
-        }
-    };
+/// The per-user limits under test: the gateway's, and the dispatcher's rooms limit.
+fn user_limits() -> Vec<String> {
+    vec![
+        format!("--max-sessions-per-user={SESSIONS_PER_USER}"),
+        format!("--typing-interval-ms={TYPING_INTERVAL_MS}"),
+        format!("--rate-per-second={RATE}"),
+        format!("--rate-burst={BURST}"),
+    ]
 }
 
-on_every_mode_with_user_limits!(
+fn rooms_limit() -> Vec<String> {
+    vec![format!("--max-rooms-per-user={ROOMS_PER_USER}")]
+}
+
+on_every_mode_with!(
+    per_user,
+    gateway: user_limits,
+    dispatcher: rooms_limit;
     a_users_sessions_past_the_limit_are_refused_and_the_first_ones_still_work,
     joining_past_the_rooms_limit_is_forbidden_and_other_users_are_unaffected,
     a_typing_flood_reaches_the_other_member_once,

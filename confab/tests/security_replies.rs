@@ -5,6 +5,7 @@
 //! Each refusal is tried by a client that asks much and reads nothing, while
 //! other sessions in its room are shown unaffected.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -269,52 +270,21 @@ async fn pipelined_large_reads_are_answered_one_at_a_time_and_the_session_surviv
     assert_eq!(s.metric("confab_sessions_closed_total{reason=\"slow_consumer\"}").await, 0.0);
 }
 
-macro_rules! on_every_mode {
-    ($($name:ident),* $(,)?) => {
-        mod standalone {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let s = super::TestServer::start_with(|c| {
-                        c.server.outbound_queue = super::QUEUE_FRAMES;
-                        c.server.reply_limits.outbound_queue_bytes = super::QUEUE_BYTES;
-                        c.server.reply_limits.reply_max_bytes = super::REPLY_MAX_BYTES;
-                        c.server.reply_limits.sync_max_messages = super::SYNC_MAX_MESSAGES;
-                        c.server.rate_per_second = 100_000;
-                        c.server.rate_burst = 100_000;
-                    })
-                    .await;
-                    super::$name(s).await
-                }
-            )*
-        }
-        mod distributed {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (frames, bytes, reply, sync) = (
-                        super::QUEUE_FRAMES.to_string(),
-                        super::QUEUE_BYTES.to_string(),
-                        super::REPLY_MAX_BYTES.to_string(),
-                        super::SYNC_MAX_MESSAGES.to_string(),
-                    );
-                    let flags = [
-                        "--outbound-queue", frames.as_str(),
-                        "--outbound-queue-bytes", bytes.as_str(),
-                        "--reply-max-bytes", reply.as_str(),
-                        "--sync-max-messages", sync.as_str(),
-                        "--rate-per-second", "100000",
-                        "--rate-burst", "100000",
-                    ];
-                    let test = async { super::$name(super::TestServer::start_cluster_with(&flags).await).await };
-                    tokio::time::timeout(crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
-                }
-            )*
-        }
-    };
+/// The reply bounds under test, with the request rate out of the way.
+fn reply_limits() -> Vec<String> {
+    vec![
+        format!("--outbound-queue={QUEUE_FRAMES}"),
+        format!("--outbound-queue-bytes={QUEUE_BYTES}"),
+        format!("--reply-max-bytes={REPLY_MAX_BYTES}"),
+        format!("--sync-max-messages={SYNC_MAX_MESSAGES}"),
+        "--rate-per-second=100000".to_string(),
+        "--rate-burst=100000".to_string(),
+    ]
 }
 
-on_every_mode!(
+on_every_mode_with!(
+    replies,
+    gateway: reply_limits;
     a_session_that_asks_much_and_reads_nothing_is_closed_at_its_byte_bound_and_the_room_keeps_receiving,
     a_sync_over_many_rooms_stops_at_its_budget_and_repeating_it_gets_everything_once,
     a_history_page_stops_at_its_budget_and_paging_back_gets_everything_once,

@@ -60,7 +60,12 @@ fn join(offset: u64, room: &str, user: &str) -> Record {
 }
 
 fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
-    record(0, offset, room, Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into() })
+    record(
+        0,
+        offset,
+        room,
+        Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into(), reply_to: None },
+    )
 }
 
 fn pipeline(store: Arc<dyn Store>, push: Captured) -> Pipeline {
@@ -245,6 +250,18 @@ impl Store for Flaky {
     }
     async fn bind_partitions(&self, partitions: u32) -> confab_store::Result<()> {
         self.inner.bind_partitions(partitions).await
+    }
+    async fn message(&self, room: &str, seq: u64) -> confab_store::Result<Option<confab_store::MessageState>> {
+        self.inner.message(room, seq).await
+    }
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> confab_store::Result<bool> {
+        self.inner.reacted(room, seq, emoji, user).await
+    }
+    async fn edits(&self, room: &str, seq: u64) -> confab_store::Result<Vec<confab_protocol::lifecycle::Version>> {
+        self.inner.edits(room, seq).await
+    }
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> confab_store::Result<(Vec<(u64, u64)>, bool)> {
+        self.inner.changes(room, after, limit).await
     }
 }
 

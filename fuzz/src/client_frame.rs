@@ -8,7 +8,7 @@
 //!   a canonical re-encoding of the request decodes to the same request
 //!   (re-validation is consistent);
 //! * on `Err`: the code is `bad_request` or `too_large` (`too_large` only for a
-//!   `send` whose `text` is over the limit); the error carries the frame's id
+//!   `send` or `edit` whose `text` is over the limit); the error carries the frame's id
 //!   exactly when one could be read; `Reply::error(..).encode()` is valid JSON
 //!   of the protocol's shape and parses back to the same `Reply`.
 
@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use confab_protocol::event::ReplyBody;
 use confab_protocol::request::{DecodeError, MAX_HISTORY_LIMIT, MAX_SYNC_LIMIT, MAX_SYNC_ROOMS, Target};
 use confab_protocol::{ErrorCode, Op, Reply, Request, RequestId};
-use confab_protocol::{accounts, rooms, unread, validate};
+use confab_protocol::{accounts, lifecycle, rooms, unread, validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -91,7 +91,7 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
         Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } | Op::Notify { room, .. } => {
             assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
         }
-        Op::Send { room, to, text, cid } => {
+        Op::Send { room, to, text, cid, reply_to: _ } => {
             match (room, to, req.op.send_target()) {
                 (Some(r), None, Some(Target::Room(t))) => {
                     assert_eq!(r, t);
@@ -112,10 +112,13 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
                 assert!((1..=MAX_HISTORY_LIMIT).contains(l), "history limit {l}");
             }
         }
-        Op::Sync { rooms, limit } => {
+        Op::Sync { rooms, limit, changes } => {
             assert!(rooms.len() <= MAX_SYNC_ROOMS, "{} sync rooms", rooms.len());
             for room in rooms.keys() {
                 assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
+            }
+            for room in changes.iter().flat_map(|c| c.keys()) {
+                assert!(rooms.contains_key(room), "changes for {room:?}, not a room of `rooms`");
             }
             if let Some(l) = limit {
                 assert!((1..=MAX_SYNC_LIMIT).contains(l), "sync limit {l}");
@@ -164,6 +167,19 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
             assert!((1..=accounts::MAX_USERS_LOOKUP).contains(&users.len()), "{} users looked up", users.len());
             assert!(users.iter().all(|u| validate::is_username(u)), "bad user in {users:?}");
         }
+        Op::Edit { room, text, .. } => {
+            assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
+            assert!(!text.is_empty() && text.len() <= MAX_TEXT, "edit text of {} bytes accepted", text.len());
+        }
+        Op::Edits { room, .. } | Op::Delete { room, .. } => {
+            assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
+        }
+        Op::React { room, emoji, .. } => {
+            assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
+            assert!(!emoji.is_empty() && emoji.len() <= lifecycle::MAX_EMOJI_BYTES, "emoji {emoji:?}");
+            let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            assert!(!emoji.chars().any(|c| c.is_control() || c.is_whitespace() || bidi(c)), "emoji {emoji:?}");
+        }
     }
     if !matches!(req.op, Op::Send { .. }) {
         assert!(req.op.send_target().is_none());
@@ -198,7 +214,7 @@ fn canonical(req: &Request) -> Value {
             put("room", json!(room));
             put("seq", json!(seq));
         }
-        Op::Send { room, to, text, cid } => {
+        Op::Send { room, to, text, cid, reply_to } => {
             if let Some(r) = room {
                 put("room", json!(r));
             }
@@ -207,6 +223,7 @@ fn canonical(req: &Request) -> Value {
             }
             put("text", json!(text));
             put("cid", json!(cid));
+            put_some(&mut put, "reply_to", reply_to);
         }
         Op::History { room, before, limit } => {
             put("room", json!(room));
@@ -217,11 +234,12 @@ fn canonical(req: &Request) -> Value {
                 put("limit", json!(l));
             }
         }
-        Op::Sync { rooms, limit } => {
+        Op::Sync { rooms, limit, changes } => {
             put("rooms", json!(rooms));
             if let Some(l) = limit {
                 put("limit", json!(l));
             }
+            put_some(&mut put, "changes", changes);
         }
         Op::Create { room, visibility, name, topic } => {
             put("room", json!(room));
@@ -275,6 +293,21 @@ fn canonical(req: &Request) -> Value {
             put_some(&mut put, "avatar", avatar);
         }
         Op::Users { users } => put("users", json!(users)),
+        Op::Edit { room, seq, text } => {
+            put("room", json!(room));
+            put("seq", json!(seq));
+            put("text", json!(text));
+        }
+        Op::Edits { room, seq } | Op::Delete { room, seq } => {
+            put("room", json!(room));
+            put("seq", json!(seq));
+        }
+        Op::React { room, seq, emoji, remove } => {
+            put("room", json!(room));
+            put("seq", json!(seq));
+            put("emoji", json!(emoji));
+            put_some(&mut put, "remove", remove);
+        }
     }
     Value::Object(m)
 }
@@ -293,7 +326,8 @@ fn check_err(frame: &str, e: DecodeError, o: &Oracle) {
     assert!(!e.error.message.is_empty(), "empty error message");
     if code == ErrorCode::TooLarge {
         let map = o.object.as_ref().expect("too_large for a non-object");
-        assert_eq!(map.get("op").and_then(Value::as_str), Some("send"));
+        let op = map.get("op").and_then(Value::as_str);
+        assert!(matches!(op, Some("send" | "edit")), "too_large for op {op:?}");
         let len = map.get("text").and_then(Value::as_str).map(str::len);
         assert!(len.is_some_and(|n| n > MAX_TEXT), "too_large for a text of {len:?} bytes");
     }

@@ -40,6 +40,9 @@ pub fn run(data: &[u8]) {
         Command::Moderate { .. } => "moderate",
         Command::UpdateRoom { .. } => "update_room",
         Command::Notify { .. } => "notify",
+        Command::Edit { .. } => "edit",
+        Command::Delete { .. } => "delete",
+        Command::React { .. } => "react",
     };
     assert_eq!(tag, Some(want), "cmd tag");
 }

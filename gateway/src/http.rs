@@ -329,7 +329,18 @@ async fn authenticate(
     query: &HashMap<String, String>,
     place: &str,
 ) -> Result<Claims, ApiError> {
-    let result = match token(headers, query) {
+    authenticate_token(gw, token(headers, query), place).await.map_err(ApiError)
+}
+
+/// The claims of `token` (none is `unauthorized`), as [`authenticate`]
+/// checks them; a refusal other than `unavailable` counts in
+/// `confab_auth_failures_total{place}`.
+pub(crate) async fn authenticate_token(
+    gw: &Gateway,
+    token: Option<&str>,
+    place: &str,
+) -> Result<Claims, ProtocolError> {
+    let result = match token {
         None => Err(ProtocolError::new(ErrorCode::Unauthorized, "a bearer token is required")),
         Some(t) => gw.inner.auth.verify(t),
     };
@@ -342,11 +353,10 @@ async fn authenticate(
         Ok(claims) => gw.check_not_revoked(&claims).await.map(|()| claims),
         Err(e) => Err(e),
     };
-    result.map_err(|e| {
+    result.inspect_err(|e| {
         if e.code != ErrorCode::Unavailable {
             gw.inner.metrics.auth_failures.with_label_values(&[place]).inc();
         }
-        ApiError(e)
     })
 }
 

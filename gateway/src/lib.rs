@@ -8,7 +8,8 @@
 //! pushes from other processes arrive on the [`internal`] port.
 //! [`presence`] tracks who is online on other gateways from their
 //! announcements; [`sweeper`] is the one timer for heartbeats, idle sessions
-//! and token expiry; [`serve`] is the accept loop (plain or TLS);
+//! and token expiry; [`serve`] is the accept loop (plain or TLS); [`tcp`]
+//! the raw TCP listener, whose sessions are the same over lines of JSON;
 //! [`identity`] refuses to start under the id of another live gateway.
 //! `/v1/auth/*` hashes passwords on [`hashing`]'s bounded pool, within
 //! [`auth_limits`]' budgets per client address and user name.
@@ -26,6 +27,7 @@ pub mod hashing;
 pub mod http;
 pub mod identity;
 pub mod internal;
+pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod presence;
@@ -34,6 +36,7 @@ pub mod rooms;
 pub mod serve;
 pub mod session;
 pub mod sweeper;
+pub mod tcp;
 pub mod user_limits;
 pub mod web;
 

@@ -111,7 +111,7 @@ impl Metrics {
         for reason in CLOSE_REASONS {
             m.sessions_closed.with_label_values(&[reason]);
         }
-        for place in ["login", "ws", "http"] {
+        for place in ["login", "ws", "tcp", "http"] {
             m.auth_failures.with_label_values(&[place]);
         }
         m.sessions_refused.with_label_values(&["too_many_sessions"]);

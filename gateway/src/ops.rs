@@ -33,7 +33,7 @@ const SYNC_CHUNK: u32 = 100;
 
 /// What a reply may still hold: encoded bytes and messages. The first
 /// message always fits, so a client always makes progress.
-struct Budget {
+pub(crate) struct Budget {
     bytes_left: usize,
     messages_left: u32,
     taken: u32,
@@ -47,7 +47,7 @@ impl Budget {
 
     /// Takes `m` when it fits, as its encoded JSON (escapes included)
     /// and a comma; `false`, and the budget is spent, when it does not.
-    fn take(&mut self, m: &Message) -> bool {
+    pub(crate) fn take(&mut self, m: &Message) -> bool {
         let size = encoded_len(m) + 1;
         if self.messages_left == 0 || (self.taken > 0 && size > self.bytes_left) {
             self.spent = true;
@@ -171,9 +171,13 @@ impl Gateway {
                 let (messages, more) = self.history(user, &room, before, limit).await?;
                 Ok(Some(ReplyBody::Messages { messages, more: more.then_some(true) }))
             }
-            Op::Sync { rooms, limit } => {
-                let rooms = self.sync(user, rooms, limit.unwrap_or(DEFAULT_SYNC_LIMIT)).await?;
+            Op::Sync { rooms, limit, changes } => {
+                let limit = limit.unwrap_or(DEFAULT_SYNC_LIMIT);
+                let rooms = self.sync(user, rooms, limit, changes.unwrap_or_default()).await?;
                 Ok(Some(ReplyBody::Sync { rooms }))
+            }
+            op @ (Op::Edit { .. } | Op::Edits { .. } | Op::Delete { .. } | Op::React { .. }) => {
+                self.lifecycle(s, req.id, op).await.expect("a lifecycle op")
             }
             Op::Presence { room } => {
                 self.check_member(&room, user).await?;
@@ -225,11 +229,11 @@ impl Gateway {
                         return Err(ProtocolError::bad_request("send takes exactly one of `room` and `to`"));
                     }
                 };
-                let Op::Send { text, cid, .. } = req.op else { unreachable!("matched above") };
+                let Op::Send { text, cid, reply_to, .. } = req.op else { unreachable!("matched above") };
                 // A message ends the sender's typing indicator in the room
                 // (clients clear it on `msg`): the next `typing` is news.
                 self.inner.typing.forget(user, &room);
-                self.produce(s, req.id, room, Command::Send { from: user.into(), text, cid }, true).await
+                self.produce(s, req.id, room, Command::Send { from: user.into(), text, cid, reply_to }, true).await
             }
         }
     }
@@ -265,11 +269,13 @@ impl Gateway {
     /// true`; a room reached after that has no messages, and `more: true`
     /// when it has any newer than asked, so a client repeats `sync` from the
     /// last seq it got for every room that says `more` and misses nothing.
+    /// A room in `changes` also gets its changed messages (lifecycle.rs).
     async fn sync(
         &self,
         user: &str,
         rooms: impl IntoIterator<Item = (String, u64)>,
         limit: u32,
+        changes: BTreeMap<String, u64>,
     ) -> Result<BTreeMap<String, SyncRoom>, ProtocolError> {
         let store = &self.inner.store;
         let config = self.config();
@@ -279,6 +285,11 @@ impl Gateway {
             self.check_member(&room, user).await?;
             let cutoff = self.retention_cutoff(&room).await?;
             budget.room(&room);
+            // The change log first: see `changed_since`.
+            let log = match changes.get(&room) {
+                Some(&pos) => Some((pos, store.changes(&room, pos, limit).await.map_err(store_error)?)),
+                None => None,
+            };
             let mut messages = Vec::new();
             let more = 'room: {
                 if budget.spent() {
@@ -309,7 +320,14 @@ impl Gateway {
                     }
                 }
             };
-            out.insert(room, SyncRoom { messages, more });
+            let mut synced = SyncRoom { messages, more, changed: None, change_pos: None, changes_more: None };
+            if let Some((pos, log)) = log {
+                let changed = self.changed_since(&room, last_seq, pos, log, cutoff, &mut budget).await?;
+                synced.changed = Some(changed.messages);
+                synced.change_pos = Some(changed.change_pos);
+                synced.changes_more = changed.more.then_some(true);
+            }
+            out.insert(room, synced);
         }
         Ok(out)
     }
@@ -317,7 +335,7 @@ impl Gateway {
     /// Messages older than this (unix ms) are past the room's retention
     /// and left out of `history` and `sync` (the store removes them soon:
     /// a CQL TTL, the embedded store's sweeper); `None` keeps all.
-    async fn retention_cutoff(&self, room: &str) -> Result<Option<u64>, ProtocolError> {
+    pub(crate) async fn retention_cutoff(&self, room: &str) -> Result<Option<u64>, ProtocolError> {
         let retention = self.config().retention;
         let days = match dm_members(room) {
             Some(_) => None,
@@ -328,7 +346,7 @@ impl Gateway {
 
     /// Reads need membership; a DM's two parties are its members even before
     /// its first message.
-    async fn check_member(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
+    pub(crate) async fn check_member(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
         if dm_members(room).is_some() {
             return self.check_dm(room, user).await;
         }
@@ -341,7 +359,7 @@ impl Gateway {
     /// A DM id must name the caller and a user who has an account: a DM
     /// with a name nobody holds yet would be inherited by whoever registers
     /// it. Not a DM id: nothing to check here.
-    async fn check_dm(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
+    pub(crate) async fn check_dm(&self, room: &str, user: &str) -> Result<(), ProtocolError> {
         match dm_members(room) {
             None => Ok(()),
             Some((a, b)) if user == a => self.check_user(b).await,
@@ -370,7 +388,7 @@ impl Gateway {
         self.produce(s, re, room, Command::Moderate { by: by.into(), user, act }, false).await
     }
 
-    async fn produce(
+    pub(crate) async fn produce(
         &self,
         s: &SessionHandle,
         re: Option<RequestId>,
@@ -418,7 +436,7 @@ mod tests {
             text: text.into(),
             ts: 1,
             cid: "c".into(),
-            mentions: Vec::new(),
+            ..Message::default()
         }
     }
 

@@ -82,6 +82,18 @@ pub fn tls_acceptor_verifying_clients(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<TlsAcceptor, TlsError> {
+    let mut config = server_config(cert, key, client_ca)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS acceptor for the raw TCP listener ([`crate::tcp`]): no ALPN, since
+/// what it carries is not HTTP.
+pub fn tcp_tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(cert, key, None)?)))
+}
+
+fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<rustls::ServerConfig, TlsError> {
     let (certs, key) = (read_certs(cert)?, read_key(key)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder =
@@ -96,9 +108,7 @@ pub fn tls_acceptor_verifying_clients(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(builder.with_single_cert(certs, key)?)
 }
 
 /// How long idle HTTP connections get to finish after shutdown.
@@ -122,19 +132,23 @@ impl ConnectionLimits {
 }
 
 /// Connections held per client address, and in all.
-struct Admission {
+pub(crate) struct Admission {
     limits: ConnectionLimits,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
 }
 
 /// One admitted connection; frees its place when dropped.
-struct Admitted {
+pub(crate) struct Admitted {
     admission: Arc<Admission>,
     ip: IpAddr,
 }
 
 impl Admission {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Admission> {
+        Arc::new(Admission { limits, open: Mutex::default() })
+    }
+
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let (total, per_ip) = &mut *open;
         let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
@@ -163,9 +177,9 @@ impl Drop for Admitted {
 
 /// A connection's stream, holding its place for as long as it lives: after a
 /// WebSocket upgrade the session owns the stream, not the HTTP task.
-struct Counted<S> {
-    stream: S,
-    _admitted: Admitted,
+pub(crate) struct Counted<S> {
+    pub(crate) stream: S,
+    pub(crate) _admitted: Admitted,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -207,7 +221,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
-    let admission = Arc::new(Admission { limits, open: Mutex::default() });
+    let admission = Admission::new(limits);
     accept(&listener, &app, &tls, &admission, &shutdown, &connections).await;
     drop(listener);
     connections.close();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::Profile;
 use crate::error::ProtocolError;
+use crate::lifecycle::Version;
 use crate::message::{Message, RoomInfo};
 use crate::request::RequestId;
 use crate::rooms::{DirectoryEntry, MemberEntry, Role, Visibility};
@@ -94,6 +95,15 @@ pub enum ReplyBody {
     Presence {
         online: Vec<String>,
     },
+    /// `edits`: a message's earlier versions, oldest first.
+    Edits {
+        versions: Vec<Version>,
+    },
+    /// `edit`, `delete` and `react`: the message changed (or already was as asked).
+    Changed {
+        room: String,
+        seq: u64,
+    },
     Empty {},
 }
 
@@ -103,6 +113,20 @@ pub enum ReplyBody {
 pub struct SyncRoom {
     pub messages: Vec<Message>,
     pub more: bool,
+    /// With the request's `changes` for this room: the current state of
+    /// messages up to the room's `after` changed since the device's change
+    /// position, in seq order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub changed: Option<Vec<Message>>,
+    /// With `changes`: the change position the device has now reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub change_pos: Option<u64>,
+    /// `true` when `changed` stopped short: sync again from `change_pos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub changes_more: Option<bool>,
 }
 
 impl Reply {
@@ -232,6 +256,35 @@ pub enum Event {
     Bye {
         reason: ByeReason,
     },
+    /// A message's text was edited. `pos` is the change's place in the
+    /// room's log, `prev_pos` that of the room's change before it (0: none).
+    Edit {
+        room: String,
+        seq: u64,
+        text: String,
+        edited_ts: u64,
+        by: String,
+        pos: u64,
+        prev_pos: u64,
+    },
+    /// A message was deleted.
+    Delete {
+        room: String,
+        seq: u64,
+        by: String,
+        pos: u64,
+        prev_pos: u64,
+    },
+    /// `user` reacted to a message with `emoji`, or took it back (`remove`).
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
+        user: String,
+        remove: bool,
+        pos: u64,
+        prev_pos: u64,
+    },
 }
 
 impl Event {
@@ -276,6 +329,7 @@ mod tests {
                 ts: 1,
                 cid: "c".into(),
                 mentions: vec!["bob".into()],
+                ..Message::default()
             },
             prev_seq: 3,
         };

@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod error;
 pub mod event;
+pub mod lifecycle;
 pub mod message;
 pub mod record;
 pub mod request;

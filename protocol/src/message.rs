@@ -2,11 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::Reaction;
 use crate::unread::NotifyLevel;
 
 /// A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
 /// acceptance, `msg_id` is unique across the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `reply_to`, `edited_ts`, `deleted` and `reactions` are a message's life
+/// after it was sent (crate::lifecycle), `mentions` what it mentions
+/// (crate::unread); each is absent while it has its default, so a message
+/// nobody replied with, edited, deleted or reacted to and that mentions
+/// nobody reads as in v1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Message {
     pub room: String,
@@ -16,6 +23,22 @@ pub struct Message {
     pub text: String,
     pub ts: u64,
     pub cid: String,
+    /// The seq of the message this one replies to, in the same room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub reply_to: Option<u64>,
+    /// When the current `text` was stored by an `edit` (unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub edited_ts: Option<u64>,
+    /// Deleted: `text` is empty and earlier versions and reactions are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, ts(as = "Option<bool>", optional))]
+    pub deleted: bool,
+    /// By emoji, in emoji order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, ts(as = "Option<Vec<Reaction>>", optional))]
+    pub reactions: Vec<Reaction>,
     /// Members the text mentions as `@name` (each once, at most
     /// [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -46,6 +46,9 @@ pub enum Command {
         from: String,
         text: String,
         cid: String,
+        /// The seq of the message this one replies to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
     },
     Join {
         user: String,
@@ -91,6 +94,25 @@ pub enum Command {
     Notify {
         user: String,
         level: NotifyLevel,
+    },
+    /// `edit`: `by` replaces the text of message `seq` (crate::lifecycle).
+    Edit {
+        by: String,
+        seq: u64,
+        text: String,
+    },
+    /// `delete`: `by` deletes message `seq`.
+    Delete {
+        by: String,
+        seq: u64,
+    },
+    /// `react`: `user` adds (or with `remove`, takes back) a reaction.
+    React {
+        user: String,
+        seq: u64,
+        emoji: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        remove: bool,
     },
 }
 
@@ -233,7 +255,7 @@ mod tests {
             room: "dm:alice:bob".into(),
             ts: 1_700_000_000_000,
             origin: Some(Origin { gateway: "gw-1".into(), session: 9, re: Some(RequestId::Str("x".into())), t0: 5 }),
-            cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c-1".into() },
+            cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c-1".into(), reply_to: None },
         };
         assert_eq!(IngressRecord::decode(&r.encode()).unwrap(), r);
     }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::accounts;
 use crate::error::ProtocolError;
+use crate::lifecycle;
 use crate::rooms::{self, Role, Visibility};
 use crate::unread::{self, NotifyLevel};
 use crate::validate;
@@ -67,6 +68,10 @@ pub enum Op {
         to: Option<String>,
         text: String,
         cid: String,
+        /// The seq of a message of the same room this one replies to.
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        reply_to: Option<u64>,
     },
     History {
         room: String,
@@ -82,6 +87,12 @@ pub enum Op {
         #[serde(default)]
         #[cfg_attr(test, ts(optional))]
         limit: Option<u32>,
+        /// Per room of `rooms`, the device's change position: the reply
+        /// also holds the current state of earlier messages changed after it
+        /// (crate::lifecycle).
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        changes: Option<BTreeMap<String, u64>>,
     },
     Typing {
         room: String,
@@ -199,6 +210,28 @@ pub enum Op {
         room: String,
         level: NotifyLevel,
     },
+    Edit {
+        room: String,
+        seq: u64,
+        text: String,
+    },
+    /// A message's earlier versions.
+    Edits {
+        room: String,
+        seq: u64,
+    },
+    Delete {
+        room: String,
+        seq: u64,
+    },
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        remove: Option<bool>,
+    },
 }
 
 /// Where a `send` goes: a room the sender names, or a user for a DM.
@@ -273,6 +306,10 @@ impl Op {
             Op::Profile { .. } => "profile",
             Op::Users { .. } => "users",
             Op::Notify { .. } => "notify",
+            Op::Edit { .. } => "edit",
+            Op::Edits { .. } => "edits",
+            Op::Delete { .. } => "delete",
+            Op::React { .. } => "react",
         }
     }
 
@@ -284,7 +321,7 @@ impl Op {
             Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } | Op::Notify { room, .. } => {
                 validate::room_ref(room)
             }
-            Op::Send { room, to, text, cid } => {
+            Op::Send { room, to, text, cid, .. } => {
                 match (room, to) {
                     (Some(room), None) => validate::room_ref(room)?,
                     (None, Some(to)) => validate::username(to)
@@ -361,9 +398,21 @@ impl Op {
                 }
                 Ok(())
             }
-            Op::Sync { rooms, limit } => {
+            Op::Edit { room, text, .. } => {
+                validate::room_ref(room)?;
+                validate::text(text, max_text)
+            }
+            Op::Edits { room, .. } | Op::Delete { room, .. } => validate::room_ref(room),
+            Op::React { room, emoji, .. } => {
+                validate::room_ref(room)?;
+                lifecycle::emoji(emoji)
+            }
+            Op::Sync { rooms, limit, changes } => {
                 if rooms.len() > MAX_SYNC_ROOMS {
                     return Err(ProtocolError::bad_request(format!("sync names at most {MAX_SYNC_ROOMS} rooms")));
+                }
+                if changes.iter().flat_map(|c| c.keys()).any(|room| !rooms.contains_key(room)) {
+                    return Err(ProtocolError::bad_request("`changes` names only rooms of `rooms`"));
                 }
                 for room in rooms.keys() {
                     validate::room_ref(room)?;
@@ -461,6 +510,28 @@ mod tests {
             r#"{"id":1,"op":"users","users":["Bob"]}"#,
             r#"{"id":1,"op":"users"}"#,
             many.as_str(),
+        ] {
+            assert_eq!(decode(frame).unwrap_err().error.code, ErrorCode::BadRequest, "{frame}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_ops_decode_and_check_their_fields() {
+        let r = decode(r#"{"id":1,"op":"react","room":"r","seq":4,"emoji":"👍","remove":true}"#).unwrap();
+        assert_eq!(r.op, Op::React { room: "r".into(), seq: 4, emoji: "👍".into(), remove: Some(true) });
+        let r = decode(r#"{"id":1,"op":"send","room":"r","text":"x","cid":"c","reply_to":3}"#).unwrap();
+        assert!(matches!(r.op, Op::Send { reply_to: Some(3), .. }));
+        let long = format!(r#"{{"id":1,"op":"edit","room":"r","seq":1,"text":"{}"}}"#, "x".repeat(4097));
+        assert_eq!(decode(&long).unwrap_err().error.code, ErrorCode::TooLarge);
+        for frame in [
+            r#"{"id":1,"op":"edit","room":"r","seq":-1,"text":"x"}"#,
+            r#"{"id":1,"op":"edit","room":"r","seq":1,"text":""}"#,
+            r#"{"id":1,"op":"delete","room":"r"}"#,
+            r#"{"id":1,"op":"edits","room":"dm:a","seq":1}"#,
+            r#"{"id":1,"op":"react","room":"r","seq":1,"emoji":""}"#,
+            r#"{"id":1,"op":"react","room":"r","seq":1,"emoji":"a\u0000"}"#,
+            r#"{"id":1,"op":"sync","rooms":{"r":0},"changes":{"s":0}}"#,
+            r#"{"id":1,"op":"send","room":"r","text":"x","cid":"c","reply_to":"3"}"#,
         ] {
             assert_eq!(decode(frame).unwrap_err().error.code, ErrorCode::BadRequest, "{frame}");
         }

@@ -55,6 +55,8 @@ fn typescript_declarations_match_the_sdk() {
     declare::<ErrorCode>(&mut out);
     declare::<ProtocolError>(&mut out);
     declare::<HttpErrorBody>(&mut out);
+    declare::<crate::lifecycle::Reaction>(&mut out);
+    declare::<crate::lifecycle::Version>(&mut out);
     declare::<Message>(&mut out);
     declare::<RoomInfo>(&mut out);
     declare::<SyncRoom>(&mut out);
@@ -81,7 +83,7 @@ fn message(seq: u64, from: &str, text: &str) -> Message {
         text: text.into(),
         ts: 1_767_225_600_000 + seq,
         cid: format!("c-{seq}"),
-        mentions: Vec::new(),
+        ..Message::default()
     }
 }
 
@@ -127,8 +129,15 @@ fn real_frames_match_the_sdk_fixture() {
         ("directory", r#"{"op":"directory","id":31,"query":"rust","limit":10}"#),
         ("profile", r#"{"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"}"#),
         ("users", r#"{"op":"users","id":34,"users":["alice","nobody"]}"#),
-        ("notify", r#"{"op":"notify","id":35,"room":"general","level":"mentions"}"#),
-        ("update_room_retention", r#"{"op":"update_room","id":36,"room":"team","retention_days":30}"#),
+        ("send_reply", r#"{"op":"send","id":35,"room":"general","text":"yes","cid":"c-35","reply_to":41}"#),
+        ("sync_changes", r#"{"op":"sync","id":36,"rooms":{"general":40},"changes":{"general":38}}"#),
+        ("edit", r#"{"op":"edit","id":37,"room":"general","seq":41,"text":"hey!"}"#),
+        ("edits", r#"{"op":"edits","id":38,"room":"general","seq":41}"#),
+        ("delete", r#"{"op":"delete","id":39,"room":"general","seq":41}"#),
+        ("react", r#"{"op":"react","id":40,"room":"general","seq":41,"emoji":"👍"}"#),
+        ("react_remove", r#"{"op":"react","id":41,"room":"general","seq":41,"emoji":"👍","remove":true}"#),
+        ("notify", r#"{"op":"notify","id":42,"room":"general","level":"mentions"}"#),
+        ("update_room_retention", r#"{"op":"update_room","id":43,"room":"team","retention_days":30}"#),
         ("without_id", r#"{"op":"ping"}"#),
     ]
     .map(|(name, frame)| {
@@ -183,8 +192,26 @@ fn real_frames_match_the_sdk_fixture() {
                 int(9),
                 ReplyBody::Sync {
                     rooms: BTreeMap::from([
-                        ("general".into(), SyncRoom { messages: vec![message(41, "alice", "hey")], more: true }),
-                        ("dm:alice:bob".into(), SyncRoom { messages: vec![], more: false }),
+                        (
+                            "general".into(),
+                            SyncRoom {
+                                messages: vec![message(41, "alice", "hey")],
+                                more: true,
+                                changed: None,
+                                change_pos: None,
+                                changes_more: None,
+                            },
+                        ),
+                        (
+                            "dm:alice:bob".into(),
+                            SyncRoom {
+                                messages: vec![],
+                                more: false,
+                                changed: None,
+                                change_pos: None,
+                                changes_more: None,
+                            },
+                        ),
                     ]),
                 },
             ),
@@ -283,7 +310,47 @@ fn real_frames_match_the_sdk_fixture() {
                 },
             ),
         ),
-        ("notify", reply(int(35), ReplyBody::Empty {})),
+        (
+            "sync_changes",
+            reply(
+                int(36),
+                ReplyBody::Sync {
+                    rooms: BTreeMap::from([(
+                        "general".into(),
+                        SyncRoom {
+                            messages: vec![],
+                            more: false,
+                            changed: Some(vec![Message {
+                                text: "hey!".into(),
+                                edited_ts: Some(1_767_225_600_050),
+                                reply_to: Some(40),
+                                reactions: vec![crate::lifecycle::Reaction {
+                                    emoji: "👍".into(),
+                                    count: 2,
+                                    users: vec!["alice".into(), "bob".into()],
+                                }],
+                                ..message(39, "alice", "hey")
+                            }]),
+                            change_pos: Some(45),
+                            changes_more: None,
+                        },
+                    )]),
+                },
+            ),
+        ),
+        ("edit", reply(int(37), ReplyBody::Changed { room: "general".into(), seq: 41 })),
+        (
+            "edits",
+            reply(
+                int(38),
+                ReplyBody::Edits {
+                    versions: vec![crate::lifecycle::Version { text: "hey".into(), ts: 1_767_225_600_041 }],
+                },
+            ),
+        ),
+        ("delete", reply(int(39), ReplyBody::Changed { room: "general".into(), seq: 41 })),
+        ("react", reply(int(40), ReplyBody::Changed { room: "general".into(), seq: 41 })),
+        ("notify", reply(int(42), ReplyBody::Empty {})),
         ("forbidden", Reply::error(Some(int(32)), ProtocolError::new(ErrorCode::Forbidden, "admins only")).encode()),
         ("error", Reply::error(Some(int(13)), ProtocolError::not_member("staff")).encode()),
         (
@@ -362,6 +429,35 @@ fn real_frames_match_the_sdk_fixture() {
         ("read", Event::Read { room: "general".into(), user: "bob".into(), seq: 42 }),
         ("presence", Event::Presence { user: "bob".into(), online: false }),
         ("bye", Event::Bye { reason: ByeReason::ServerRestart }),
+        (
+            "edit",
+            Event::Edit {
+                room: "general".into(),
+                seq: 41,
+                text: "hey!".into(),
+                edited_ts: 1_767_225_600_050,
+                by: "alice".into(),
+                pos: 44,
+                prev_pos: 43,
+            },
+        ),
+        ("delete", Event::Delete { room: "general".into(), seq: 41, by: "alice".into(), pos: 45, prev_pos: 44 }),
+        (
+            "react",
+            Event::React {
+                room: "general".into(),
+                seq: 41,
+                emoji: "👍".into(),
+                user: "bob".into(),
+                remove: false,
+                pos: 43,
+                prev_pos: 0,
+            },
+        ),
+        (
+            "msg_reply",
+            Event::Msg { message: Message { reply_to: Some(41), ..message(46, "bob", "yes") }, prev_seq: 42 },
+        ),
     ]
     .map(|(name, ev)| (name, ev.encode()));
 

@@ -1,7 +1,8 @@
 // Kafka readiness probe, run with the broker's own classpath in Java's
-// single-file source mode:  java -cp 'lib/*' KafkaReady.java 127.0.0.1:19092
-// Ready means: a metadata request names a controller and one broker, and a
-// topic can be created and deleted (so the controller quorum works).
+// single-file source mode:  java -cp 'lib/*' KafkaReady.java 127.0.0.1:19092 [BROKERS]
+// Ready means: a metadata request names a controller and BROKERS brokers (1
+// when not given), and a topic replicated BROKERS times can be created and
+// deleted (so the controller quorum works and every broker takes replicas).
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
@@ -18,17 +19,18 @@ public class KafkaReady {
         p.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "5000");
         p.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "8000");
         p.put(AdminClientConfig.RETRIES_CONFIG, "0");
+        int brokers = args.length > 1 ? Integer.parseInt(args[1]) : 1;
         String topic = "__confab_infra_probe";
         try (Admin admin = Admin.create(p)) {
             var cluster = admin.describeCluster();
             var nodes = cluster.nodes().get(8, TimeUnit.SECONDS);
             var controller = cluster.controller().get(8, TimeUnit.SECONDS);
-            if (nodes.isEmpty() || controller == null) {
-                System.err.println("no broker or controller in metadata");
+            if (nodes.size() < brokers || controller == null) {
+                System.err.println(nodes.size() + " of " + brokers + " brokers in metadata, controller " + controller);
                 System.exit(1);
             }
             try {
-                admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(8, TimeUnit.SECONDS);
+                admin.createTopics(List.of(new NewTopic(topic, 1, (short) brokers))).all().get(8, TimeUnit.SECONDS);
             } catch (java.util.concurrent.ExecutionException e) {
                 if (!(e.getCause() instanceof TopicExistsException)) throw e;
             }

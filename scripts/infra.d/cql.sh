@@ -47,13 +47,16 @@ EOF
 
 cql_running() { running cql; }
 
+# cql_write_config DIR ADDRESS PORT STORAGE_PORT HEAP TOKEN SEEDS: the config of
+# one node (cql3.sh writes three with it).
 cql_write_config() {
+  local CQL_DIR=$1 addr=$2 CQL_PORT=$3 CQL_STORAGE_PORT=$4 CQL_HEAP=$5 token=$6 seeds=$7
   mkdir -p "$CQL_DIR/conf" "$CQL_DIR/data" "$CQL_DIR/triggers"
   cat >"$CQL_DIR/conf/cassandra.yaml" <<EOF
-# Written by scripts/infra at every start: one node for tests on a small box.
+# Written by scripts/infra at every start: a node for tests on a small box.
 cluster_name: confab-test
 num_tokens: 1
-initial_token: 0
+initial_token: $token
 auto_bootstrap: false
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 data_file_directories: [$CQL_DIR/data/data]
@@ -67,9 +70,9 @@ commitlog_segment_size: 8MiB
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:$CQL_STORAGE_PORT"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "$seeds"
+listen_address: $addr
+rpc_address: $addr
 storage_port: $CQL_STORAGE_PORT
 start_native_transport: true
 native_transport_port: $CQL_PORT
@@ -161,7 +164,7 @@ EOF
 cql_start() {
   need_port cql "$CQL_PORT"
   need_port cql "$CQL_STORAGE_PORT"
-  cql_write_config
+  cql_write_config "$CQL_DIR" 127.0.0.1 "$CQL_PORT" "$CQL_STORAGE_PORT" "$CQL_HEAP" 0 "127.0.0.1:$CQL_STORAGE_PORT"
   say "cql: starting Cassandra $CASSANDRA_VERSION on 127.0.0.1:$CQL_PORT"
   spawn cql "$CQL_LOG" "$CQL_DIR" \
     java "@$CQL_DIR/conf/jvm.options" -javaagent:"$(echo "$CASSANDRA_HOME"/lib/jamm-*.jar)" \

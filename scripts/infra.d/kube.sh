@@ -3,7 +3,8 @@
 # kube-apiserver, kube-controller-manager and kube-scheduler built from the Go
 # module proxy at KUBE_VERSION, plus kwok, which plays the kubelet of one fake
 # node ("kwok-node-0") so that pods are scheduled and reported Running. Pod
-# IPs are fake (nothing runs in them, never connect to them).
+# IPs are fake (nothing runs in them, never connect to them). A real node,
+# where pods do run, is node.sh's (`scripts/infra up kube node`).
 #
 # Auth: a static bearer token (--token-auth-file) in group system:masters,
 # written into target/infra/kube/admin.kubeconfig, which every component and
@@ -32,6 +33,31 @@ kube_procs() {
 
 # Each Go program is built in a throw-away main module of our own under
 # target/infra/src/NAME-VERSION that requires the program's module.
+
+# kube_module MODDIR NAME LOGFILE CMD...: a main module of our own at MODDIR
+# that requires k8s.io/kubernetes@KUBE_VERSION and its commands CMD (names
+# under k8s.io/kubernetes/cmd/). k8s.io/kubernetes replaces its k8s.io/*
+# staging modules with ./staging/src/... paths that its module zip lacks, so
+# `go install` refuses it: our module replaces each staging module with the
+# published k8s.io/<name> v0.<minor>.<patch> instead.
+kube_module() {
+  local mod=$1 name=$2 log=$3; shift 3
+  local staging_version=v0.${KUBE_VERSION#v1.} gomod c pkgs=()
+  mkdir -p "$mod"
+  [[ -f $mod/go.sum ]] && return 0
+  gomod=$(cd "$mod" && go_env go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" 2>>"$log" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p') ||
+    fail "$name" "$log" "go mod download k8s.io/kubernetes@$KUBE_VERSION failed"
+  [[ -f $gomod ]] || fail "$name" "$log" "no go.mod for k8s.io/kubernetes@$KUBE_VERSION"
+  {
+    printf 'module confab.local/infra/%s\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$name" "$KUBE_VERSION"
+    sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
+    printf ')\n'
+  } >"$mod/go.mod"
+  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$c@$KUBE_VERSION"); done
+  (cd "$mod" && go_env go get "${pkgs[@]}") >>"$log" 2>&1 ||
+    fail "$name" "$log" "go get k8s.io/kubernetes@$KUBE_VERSION failed"
+}
 kube_install() {
   need_cmd openssl "the control plane's certificates"
   need_cmd curl "readiness checks"
@@ -54,30 +80,11 @@ kube_install() {
     bin_save "$ETCD_BIN"
   fi
 
-  # Kubernetes: k8s.io/kubernetes replaces its k8s.io/* staging modules with
-  # ./staging/src/... paths that its module zip lacks, so `go install` refuses
-  # it. Our own module requires it and replaces each staging module with the
-  # published k8s.io/<name> v0.<minor>.<patch> instead.
+  # Kubernetes: see kube_module.
   if [[ ! -x $KUBE_BIN/kube-apiserver || ! -x $KUBE_BIN/kube-controller-manager || ! -x $KUBE_BIN/kube-scheduler ]] &&
     ! bin_restore "$KUBE_BIN"; then
-    local mod=$INFRA/src/kube-$KUBE_VERSION staging_version=v0.${KUBE_VERSION#v1.}
-    mkdir -p "$mod"
-    if [[ ! -f $mod/go.sum ]]; then
-      local gomod
-      gomod=$(cd "$mod" && go_env go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" 2>>"$KUBE_LOG" |
-        sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p') ||
-        fail kube "$KUBE_LOG" "go mod download k8s.io/kubernetes@$KUBE_VERSION failed"
-      [[ -f $gomod ]] || fail kube "$KUBE_LOG" "no go.mod for k8s.io/kubernetes@$KUBE_VERSION"
-      {
-        printf 'module confab.local/infra/kube\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
-        sed -n 's#^[[:space:]]*\(k8s\.io/[A-Za-z0-9._-]*\) => \./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
-        printf ')\n'
-      } >"$mod/go.mod"
-      (cd "$mod" && go_env go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" \
-        "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" \
-        "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION") >>"$KUBE_LOG" 2>&1 ||
-        fail kube "$KUBE_LOG" "go get k8s.io/kubernetes@$KUBE_VERSION failed"
-    fi
+    local mod=$INFRA/src/kube-$KUBE_VERSION
+    kube_module "$mod" kube "$KUBE_LOG" kube-apiserver kube-controller-manager kube-scheduler
     go_build kube "$KUBE_LOG" "$mod" "$KUBE_BIN" k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
     bin_save "$KUBE_BIN"
@@ -230,7 +237,7 @@ kube_start() {
     spawn kube-apiserver "$LOG/kube-apiserver.log" "$KUBE_DIR" \
       "$KUBE_BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
       --bind-address=127.0.0.1 --secure-port="$KUBE_PORT" --advertise-address=127.0.0.1 \
-      --endpoint-reconciler-type=none \
+      --endpoint-reconciler-type=none --kubelet-preferred-address-types=InternalIP,Hostname \
       --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
       --client-ca-file="$PKI/ca.crt" --token-auth-file="$PKI/tokens.csv" \
       --authorization-mode=RBAC --allow-privileged=true \

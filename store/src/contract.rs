@@ -15,7 +15,9 @@ use crate::{
     WriteBatch,
 };
 
+mod lifecycle;
 mod unread;
+pub use lifecycle::*;
 pub use unread::*;
 
 #[macro_export]
@@ -41,6 +43,10 @@ macro_rules! store_contract_tests {
             members_page_in_name_order_with_their_roles,
             invitations_are_listed_per_user_until_withdrawn,
             bans_are_set_and_lifted_in_log_order,
+            edits_keep_earlier_versions_and_a_stale_edit_changes_nothing,
+            a_deletion_drops_text_versions_and_reactions,
+            reactions_count_each_user_once_and_list_twenty_names,
+            changes_page_forward_by_position,
             counts_give_exact_unread_and_mentions_across_seq_gaps,
             notify_levels_and_tallies_go_with_the_membership,
             a_rooms_retention_is_a_setting
@@ -66,7 +72,7 @@ pub fn message(room: &str, seq: u64, from: &str, cid: &str) -> Message {
         text: format!("message {seq}"),
         ts: 1_700_000_000_000 + seq,
         cid: cid.into(),
-        mentions: Vec::new(),
+        ..Message::default()
     }
 }
 
@@ -134,7 +140,7 @@ pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {
     store.apply(vec![join("r", "alice"), join("r", "bob"), join("r", "alice")]).await.unwrap();
-    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, messages: 0 }));
+    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, messages: 0, last_change: 0 }));
     let mut members = store.members("r").await.unwrap();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);

@@ -19,9 +19,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, Tally, UserRecord, Write,
-    WriteBatch,
+    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, Tally, UserRecord,
+    Write, WriteBatch,
 };
+use confab_protocol::lifecycle::Version;
+
+mod lifecycle;
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::unread::unread;
 use confab_protocol::{NotifyLevel, Profile, Retention, Role, Visibility};
@@ -104,8 +107,21 @@ struct StoredMessage {
     text: String,
     ts: u64,
     cid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edited_ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    /// The position of the latest change (lifecycle); 0: never changed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    change_pos: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     mentions: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A cheap handle on the database; clones share it.
@@ -169,6 +185,10 @@ impl EmbeddedStore {
             txn.open_table(TALLIES)?;
             txn.open_table(READ_TALLIES)?;
             txn.open_table(NOTIFY)?;
+            txn.open_table(lifecycle::VERSIONS)?;
+            txn.open_table(lifecycle::REACTIONS)?;
+            txn.open_table(lifecycle::CHANGES)?;
+            txn.open_table(lifecycle::LAST_CHANGE)?;
         }
         txn.commit()?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -193,19 +213,13 @@ impl EmbeddedStore {
     }
 }
 
-fn decode_message(room: &str, seq: u64, bytes: &[u8]) -> Result<Message> {
-    let m: StoredMessage = serde_json::from_slice(bytes)
-        .map_err(|source| Error::Json { what: format!("decoding message {room}/{seq}"), source })?;
-    Ok(Message {
-        room: room.to_owned(),
-        seq,
-        msg_id: m.msg_id,
-        from: m.from,
-        text: m.text,
-        ts: m.ts,
-        cid: m.cid,
-        mentions: m.mentions,
-    })
+fn decode_stored(room: &str, seq: u64, bytes: &[u8]) -> Result<StoredMessage> {
+    serde_json::from_slice(bytes)
+        .map_err(|source| Error::Json { what: format!("decoding message {room}/{seq}"), source })
+}
+
+fn encode_stored(room: &str, seq: u64, m: &StoredMessage) -> Result<Vec<u8>> {
+    serde_json::to_vec(m).map_err(|source| Error::Json { what: format!("encoding message {room}/{seq}"), source })
 }
 
 fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result<usize> {
@@ -234,11 +248,12 @@ fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result
                     break;
                 }
                 let (k, v) = entry?;
-                let m = decode_message(&room, k.value().1, v.value())?;
+                let seq = k.value().1;
+                let m = decode_stored(&room, seq, v.value())?;
                 if m.ts >= cutoff {
                     break;
                 }
-                doomed.push((room.clone(), m.seq, cid_key(&m.from, &m.cid)));
+                doomed.push((room.clone(), seq, cid_key(&m.from, &m.cid)));
             }
             if doomed.len() >= max {
                 break;
@@ -253,9 +268,13 @@ fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result
         let mut messages = txn.open_table(MESSAGES)?;
         let mut ordinals = txn.open_table(ORDINALS)?;
         let mut cids = txn.open_table(CIDS)?;
+        let mut lifecycle = lifecycle::Tables::open(&txn)?;
         for (room, seq, cid) in &doomed {
             messages.remove((room.as_str(), *seq))?;
             ordinals.remove((room.as_str(), *seq))?;
+            // Its earlier versions and reactions go with it; its entries in
+            // the change log stay (a `sync` skips a change to a message gone).
+            lifecycle.forget(room, *seq)?;
             // The cid names this message only (a later one would have its own seq).
             if cids.get((room.as_str(), cid.as_str()))?.is_some_and(|g| g.value() == *seq) {
                 cids.remove((room.as_str(), cid.as_str()))?;
@@ -288,6 +307,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
         let mut tallies = txn.open_table(TALLIES)?;
         let mut read_tallies = txn.open_table(READ_TALLIES)?;
         let mut notify = txn.open_table(NOTIFY)?;
+        let mut lifecycle = lifecycle::Tables::open(&txn)?;
         for write in batch {
             match write {
                 Write::Message(m) => {
@@ -297,12 +317,13 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         text: m.text.clone(),
                         ts: m.ts,
                         cid: m.cid.clone(),
+                        reply_to: m.reply_to,
+                        edited_ts: None,
+                        deleted: false,
+                        change_pos: 0,
                         mentions: m.mentions.clone(),
                     };
-                    let bytes = serde_json::to_vec(&stored).map_err(|source| Error::Json {
-                        what: format!("encoding message {}/{}", m.room, m.seq),
-                        source,
-                    })?;
+                    let bytes = encode_stored(&m.room, m.seq, &stored)?;
                     messages.insert((m.room.as_str(), m.seq), bytes.as_slice())?;
                     cids.insert((m.room.as_str(), cid_key(&m.from, &m.cid).as_str()), m.seq)?;
                     let (last, count) = rooms.get(m.room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
@@ -441,6 +462,9 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         NotifyLevel::All => notify.remove(key)?,
                         other => notify.insert(key, other.as_str())?,
                     };
+                }
+                Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => {
+                    lifecycle.apply(&mut messages, write)?;
                 }
             }
         }
@@ -625,7 +649,8 @@ impl Store for EmbeddedStore {
             let rooms = txn.open_table(ROOMS)?;
             let Some((last_seq, members)) = rooms.get(room.as_str())?.map(|g| g.value()) else { return Ok(None) };
             let messages = txn.open_table(ROOM_COUNTS)?.get(room.as_str())?.map_or(0, |g| g.value());
-            Ok(Some(RoomMeta { last_seq, members, messages }))
+            let last_change = txn.open_table(lifecycle::LAST_CHANGE)?.get(room.as_str())?.map_or(0, |g| g.value());
+            Ok(Some(RoomMeta { last_seq, members, messages, last_change }))
         })
         .await
     }
@@ -726,6 +751,7 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let messages = txn.open_table(MESSAGES)?;
+            let reactions = txn.open_table(lifecycle::REACTIONS)?;
             let upper = before.unwrap_or(u64::MAX);
             let mut out = Vec::with_capacity(limit as usize);
             for entry in messages.range((room.as_str(), 0)..(room.as_str(), upper))?.rev() {
@@ -733,7 +759,8 @@ impl Store for EmbeddedStore {
                     break;
                 }
                 let (k, v) = entry?;
-                out.push(decode_message(&room, k.value().1, v.value())?);
+                let seq = k.value().1;
+                out.push(lifecycle::current(&reactions, &room, seq, decode_stored(&room, seq, v.value())?)?);
             }
             out.reverse();
             Ok(out)
@@ -746,6 +773,7 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let messages = txn.open_table(MESSAGES)?;
+            let reactions = txn.open_table(lifecycle::REACTIONS)?;
             let mut out = Vec::with_capacity(limit.min(1024) as usize);
             let Some(from) = after.checked_add(1) else {
                 return Ok((out, false));
@@ -755,7 +783,8 @@ impl Store for EmbeddedStore {
                     return Ok((out, true));
                 }
                 let (k, v) = entry?;
-                out.push(decode_message(&room, k.value().1, v.value())?);
+                let seq = k.value().1;
+                out.push(lifecycle::current(&reactions, &room, seq, decode_stored(&room, seq, v.value())?)?);
             }
             Ok((out, false))
         })
@@ -774,7 +803,7 @@ impl Store for EmbeddedStore {
             let bytes = messages
                 .get((room.as_str(), seq))?
                 .ok_or_else(|| Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}")))?;
-            let m = decode_message(&room, seq, bytes.value())?;
+            let m = decode_stored(&room, seq, bytes.value())?;
             Ok(Some(CidHit { seq, msg_id: m.msg_id, ts: m.ts }))
         })
         .await
@@ -965,6 +994,50 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(txn.commit()?)
+        })
+        .await
+    }
+
+    async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let Some(bytes) = txn.open_table(MESSAGES)?.get((room.as_str(), seq))?.map(|g| g.value().to_vec()) else {
+                return Ok(None);
+            };
+            let stored = decode_stored(&room, seq, &bytes)?;
+            let change_pos = stored.change_pos;
+            let message = lifecycle::current(&txn.open_table(lifecycle::REACTIONS)?, &room, seq, stored)?;
+            let versions = lifecycle::versions(&txn.open_table(lifecycle::VERSIONS)?, &room, seq)?.len() as u32;
+            Ok(Some(MessageState { message, versions, change_pos }))
+        })
+        .await
+    }
+
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> Result<bool> {
+        let (room, emoji, user) = (room.to_owned(), emoji.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let reactions = txn.open_table(lifecycle::REACTIONS)?;
+            Ok(reactions.get((room.as_str(), seq, emoji.as_str(), user.as_str()))?.is_some())
+        })
+        .await
+    }
+
+    async fn edits(&self, room: &str, seq: u64) -> Result<Vec<Version>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            lifecycle::versions(&txn.open_table(lifecycle::VERSIONS)?, &room, seq)
+        })
+        .await
+    }
+
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            lifecycle::changes(&txn.open_table(lifecycle::CHANGES)?, &room, after, limit)
         })
         .await
     }

@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Message, NotifyLevel, Profile, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod embedded;
+pub mod lifecycle;
 pub mod metered;
 pub mod rooms;
 #[cfg(feature = "scylla")]
@@ -28,6 +30,7 @@ pub mod scylla;
 pub mod unread;
 
 pub use embedded::EmbeddedStore;
+pub use lifecycle::MessageState;
 pub use metered::Metered;
 pub use rooms::{MUTED_FOREVER, MemberRecord, PublicRoom, RoomSettings};
 pub use unread::Tally;
@@ -118,6 +121,8 @@ pub struct RoomMeta {
     /// How many messages the room has had (the last one's ordinal; 0 for
     /// a room whose messages were all stored before they were counted).
     pub messages: u64,
+    /// The position of the room's latest edit, deletion or reaction; 0 before the first.
+    pub last_change: u64,
 }
 
 /// The first message stored under a `(room, cid)`.
@@ -232,6 +237,32 @@ pub enum Write {
         level: NotifyLevel,
         at: u64,
     },
+    /// Replace message `seq`'s text, keeping `previous` as an earlier
+    /// version. Like every change below, it is logged at its position `at`,
+    /// which becomes the message's `change_pos` and the room's `last_change`.
+    Edit {
+        room: String,
+        seq: u64,
+        text: String,
+        edited_ts: u64,
+        previous: Version,
+        at: u64,
+    },
+    /// Delete message `seq`: its text, earlier versions and reactions go.
+    Delete {
+        room: String,
+        seq: u64,
+        at: u64,
+    },
+    /// Add (or with `remove`, take back) `user`'s `emoji` on message `seq`.
+    React {
+        room: String,
+        seq: u64,
+        emoji: String,
+        user: String,
+        remove: bool,
+        at: u64,
+    },
 }
 
 /// A group commit; [`Store::apply`] says what each backend promises of it.
@@ -337,4 +368,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records the ingress partition count on first use and refuses another
     /// one later: seqs come from offsets, which a changed count would reorder.
     async fn bind_partitions(&self, partitions: u32) -> Result<()>;
+
+    /// A message in its current state, with what the dispatcher decides
+    /// its changes by (crate::lifecycle).
+    async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>>;
+    /// Whether `user` reacted to message `seq` with `emoji`.
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> Result<bool>;
+    /// Message `seq`'s earlier versions, oldest first (none once deleted).
+    async fn edits(&self, room: &str, seq: u64) -> Result<Vec<Version>>;
+    /// The room's changes at positions `> after`, oldest first, as `(pos,
+    /// seq)`, at most `limit`; `true` when more remain.
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)>;
 }

@@ -8,25 +8,34 @@ use async_trait::async_trait;
 use confab_protocol::{Message, Profile, RoomInfo};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::{CidHit, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch};
+use crate::{
+    CidHit, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, WriteBatch,
+};
+use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 21] = [
+const OPS: [&str; 34] = [
     "ping",
     "create_user",
     "user",
+    "set_profile",
+    "profiles",
+    "set_password",
+    "tokens_valid_after",
+    "revoke_tokens_before",
+    "revoke_token",
+    "is_token_revoked",
     "room",
     "is_member",
     "members",
     "user_rooms",
     "read_marker",
+    "ordinal_at",
+    "tally",
     "history",
     "since",
     "cid",
-    "apply",
-    "checkpoints",
-    "bind_partitions",
     "room_settings",
     "member",
     "members_page",
@@ -34,6 +43,13 @@ const OPS: [&str; 21] = [
     "is_banned",
     "invitations",
     "public_rooms",
+    "apply",
+    "checkpoints",
+    "bind_partitions",
+    "message",
+    "reacted",
+    "edits",
+    "changes",
 ];
 
 pub struct Metered<S> {
@@ -164,5 +180,17 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {
         self.timed("bind_partitions", self.inner.bind_partitions(partitions)).await
+    }
+    async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
+        self.timed("message", self.inner.message(room, seq)).await
+    }
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> Result<bool> {
+        self.timed("reacted", self.inner.reacted(room, seq, emoji, user)).await
+    }
+    async fn edits(&self, room: &str, seq: u64) -> Result<Vec<Version>> {
+        self.timed("edits", self.inner.edits(room, seq)).await
+    }
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
+        self.timed("changes", self.inner.changes(room, after, limit)).await
     }
 }

@@ -7,6 +7,7 @@ import { type ConfabClient, type Message, mentions, type OutgoingMessage, type R
 import { MentionCompleter, NotifyControl, withMentions } from "./badges.ts";
 import { h } from "./dom.ts";
 import { avatar, formatTime, fullTime, listNames, richText } from "./format.ts";
+import { type ComposeMode, type LifecycleHost, actions, composeBanner, editedMark, quote, reactions, signature } from "./lifecycle.ts";
 import { RoomPanel } from "./rooms.ts";
 import { roomTitle } from "./sidebar.ts";
 
@@ -58,6 +59,10 @@ export class Conversation {
   private loadingOlder = false;
   private stickToBottom = true;
   private presenceFor: string | undefined;
+  /** Replying to or editing a message, from the composer. */
+  private mode: ComposeMode;
+  private readonly banner: HTMLElement;
+  private readonly lifecycle: LifecycleHost;
 
   constructor(private readonly options: ConversationOptions) {
     const { client } = options;
@@ -97,6 +102,15 @@ export class Conversation {
     this.completer = new MentionCompleter(client, this.input);
     this.notifyControl = new NotifyControl(client);
     const sendBtn = h("button", { type: "submit", class: "btn btn-primary send-btn" }, "Send");
+    this.banner = h("div", { class: "compose-banner-slot" });
+    this.lifecycle = {
+      client,
+      room: () => (this.roomId ? client.room(this.roomId) : undefined),
+      compose: (mode, text) => this.compose(mode, text),
+      fail: (message) => {
+        this.subtitle.textContent = message;
+      },
+    };
     this.composer = h(
       "form",
       { class: "composer", onsubmit: (e: Event) => this.onSubmit(e) },
@@ -148,6 +162,7 @@ export class Conversation {
         this.panel.el,
         h("div", { class: "scroller-wrap" }, this.scroller, this.jumpBtn),
         this.typingLine,
+        this.banner,
         this.composer,
       ),
     );
@@ -188,6 +203,7 @@ export class Conversation {
     if (roomId === this.roomId) return;
     const { client } = this.options;
     this.roomId = roomId;
+    this.compose(undefined);
     this.panel.show(roomId);
     this.completer.show(roomId);
     this.clearList();
@@ -313,7 +329,7 @@ export class Conversation {
       const cont = !divider && prevFrom === from && ts - prevTs < GROUP_MS;
       const sig =
         item.kind === "msg"
-          ? `m|${cont}|${divider}`
+          ? `m|${cont}|${divider}|${signature(item.m)}|${item.m.reply_to !== undefined ? (this.lifecycle.room()?.message(item.m.reply_to)?.text ?? "") : ""}`
           : `o|${cont}|${item.o.state}|${item.o.error?.code ?? ""}`;
       let r = this.rendered.get(item.key);
       if (!r || r.sig !== sig) {
@@ -361,8 +377,20 @@ export class Conversation {
       "data-seq": String(m.seq),
     });
     if (divider) li.append(h("div", { class: "new-divider", "aria-hidden": "true" }, h("span", null, "New")));
-    li.append(this.messageBody(m.from, m.ts, m.text, cont, m.mentions ?? []));
-    if (mentions(m, me) && m.from !== me) li.classList.add("mentions-me");
+    const body = this.messageBody(m.from, m.ts, m.deleted ? "" : m.text, cont, m.deleted ? [] : (m.mentions ?? []));
+    if (!m.deleted && mentions(m, me) && m.from !== me) li.classList.add("mentions-me");
+    const content = body.querySelector(".msg-content")!;
+    const text = content.querySelector(".msg-text")!;
+    if (m.deleted) {
+      li.classList.add("deleted");
+      text.replaceChildren(h("em", null, "Message deleted"));
+    }
+    const quoted = quote(this.lifecycle.room(), m);
+    if (quoted) text.before(quoted);
+    const edited = editedMark(this.lifecycle, m);
+    if (edited) text.append(" ", edited);
+    for (const part of [reactions(this.lifecycle, m), actions(this.lifecycle, m)]) if (part) content.append(part);
+    li.append(body);
     return li;
   }
 
@@ -471,11 +499,34 @@ export class Conversation {
     if (!roomId || !text.trim()) return;
     this.input.value = "";
     this.autosize();
+    const mode = this.mode;
+    this.compose(undefined);
+    if (mode?.kind === "edit") {
+      this.options.client.edit(roomId, mode.seq, text).catch((err: Error) => {
+        this.subtitle.textContent = `Could not edit: ${err.message}`;
+      });
+      this.input.focus();
+      return;
+    }
     this.stickToBottom = true;
-    this.options.client.send(roomId, text).catch(() => {
+    const options = mode?.kind === "reply" ? { replyTo: mode.seq } : {};
+    this.options.client.send(roomId, text, options).catch(() => {
       // Shown on the message itself, with Retry.
     });
     this.input.focus();
+  }
+
+  /** Switches the composer to replying to or editing a message (or back). */
+  private compose(mode: ComposeMode, text?: string): void {
+    this.mode = mode;
+    const room = this.lifecycle.room();
+    const banner = composeBanner(room, mode, () => this.compose(undefined));
+    this.banner.replaceChildren(...(banner ? [banner] : []));
+    if (text !== undefined) {
+      this.input.value = text;
+      this.autosize();
+    }
+    if (mode) this.input.focus();
   }
 
   private async leave(): Promise<void> {

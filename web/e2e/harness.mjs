@@ -1,9 +1,11 @@
 // Starting a real Confab server and a headless Chromium for the browser tests.
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
@@ -143,4 +145,37 @@ export function launchBrowser() {
 export function ensureScreenshotDir() {
   mkdirSync(screenshotDir, { recursive: true });
   return screenshotDir;
+}
+
+/**
+ * Starts one server (with `extraArgs`) and one browser before the suite's
+ * tests and stops both after them. Returns a getter for both, and
+ * `openPage()`, which opens the server's page in a fresh desktop context.
+ */
+export function serverAndBrowser(name, extraArgs) {
+  const state = { server: undefined, browser: undefined };
+  before(async () => {
+    assert.ok(existsSync(confabBin), `no server binary at ${confabBin}: build it or set CONFAB_BIN`);
+    state.server = new ConfabServer(confabBin, { name, extraArgs });
+    await state.server.init();
+    await state.server.start();
+    state.browser = await launchBrowser();
+  });
+  after(async () => {
+    await state.browser?.close();
+    await state.server?.dispose();
+  });
+  state.openPage = async () => {
+    const page = await (await state.browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    page.setDefaultTimeout(15_000);
+    await page.goto(state.server.url);
+    return page;
+  };
+  return state;
+}
+
+/** Fills the sign-in form's credentials. */
+export async function fillCredentials(page, user, password) {
+  await page.getByLabel("Username").fill(user);
+  await page.getByLabel("Password").fill(password);
 }

@@ -2,33 +2,15 @@
 // keys are configured) answers `403 forbidden`; the register form must show
 // the server's own explanation, and sign-in must stay available.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { after, before, describe, it } from "node:test";
-import { ConfabServer, confabBin, launchBrowser } from "./harness.mjs";
+import { describe, it } from "node:test";
+import { fillCredentials, serverAndBrowser } from "./harness.mjs";
 
 describe("closed registration", { timeout: 120_000 }, () => {
-  let server;
-  let browser;
-
-  before(async () => {
-    assert.ok(existsSync(confabBin), `no server binary at ${confabBin}: build it or set CONFAB_BIN`);
-    server = new ConfabServer(confabBin, { name: "registration", extraArgs: ["--registration", "closed"] });
-    await server.init();
-    await server.start();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await server?.dispose();
-  });
+  const suite = serverAndBrowser("registration", ["--registration", "closed"]);
 
   it("shows the server's refusal on the register form", async () => {
-    const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
-    page.setDefaultTimeout(15_000);
-    await page.goto(server.url);
-    await page.getByLabel("Username").fill("erin");
-    await page.getByLabel("Password").fill("password123");
+    const page = await suite.openPage();
+    await fillCredentials(page, "erin", "password123");
     await page.getByRole("button", { name: "Register" }).click();
     const alert = page.getByRole("alert").filter({ hasText: /registration is closed/i });
     await alert.waitFor();

@@ -160,11 +160,7 @@ async fn start_full(
         args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0"]);
         args.extend(["--jwt-secret", SECRET, "--server-id", &name]);
         args.extend(gateway_flags);
-        for flag in ["--auth-per-ip-per-minute", "--auth-per-user-per-minute", "--max-connections-per-ip"] {
-            if !gateway_flags.contains(&flag) {
-                args.extend([flag, super::TEST_AUTH_BUDGET]);
-            }
-        }
+        super::with_test_budgets(&mut args, gateway_flags);
         let g = stage("gateway start", confab::distributed::start_gateway(parse::<GatewayConfig>(&args))).await;
         gs.push(g.unwrap_or_else(|e| panic!("gateway {i}: {e:#}")));
     }

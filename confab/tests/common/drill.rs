@@ -82,9 +82,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[String], wants: &[&'static str]) -> Proc {
+        Proc::spawn_env(args, wants, &[])
+    }
+
+    /// [`Proc::spawn`] with more environment variables.
+    pub fn spawn_env(args: &[String], wants: &[&'static str], envs: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -184,6 +190,9 @@ pub struct Cluster {
     pub dispatchers: Vec<Proc>,
     pub backend: Vec<String>,
     pub _keyspace: super::cluster::Keyspace,
+    /// Gateway 0's link to Kafka, when it runs in a network namespace of
+    /// its own ([`Cluster::start_partitionable`]).
+    pub partition: Option<super::netns::Partition>,
 }
 
 impl Cluster {
@@ -194,40 +203,75 @@ impl Cluster {
 
     /// A cluster with more flags for its gateways.
     pub async fn start_with(gateways: usize, dispatchers: usize, gateway_flags: &[&str]) -> Cluster {
+        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+        Cluster::start_on(&kafka, &cql, &[], gateways, dispatchers, gateway_flags).await
+    }
+
+    /// A cluster on the Kafka at `kafka` and the CQL nodes at `cql`,
+    /// `confab migrate` given `migrate_flags` too.
+    pub async fn start_on(
+        kafka: &str,
+        cql: &str,
+        migrate_flags: &[&str],
+        gateways: usize,
+        dispatchers: usize,
+        gateway_flags: &[&str],
+    ) -> Cluster {
+        Cluster::start_inner(kafka, cql, migrate_flags, gateways, dispatchers, gateway_flags, false).await
+    }
+
+    /// A cluster on `KAFKA_BOOTSTRAP` and `CQL_CONTACT_POINTS` whose gateway
+    /// 0 runs in a network namespace of its own, its link to Kafka in
+    /// [`Cluster::partition`] (see `netns.rs`; needs root).
+    pub async fn start_partitionable(gateways: usize, dispatchers: usize, gateway_flags: &[&str]) -> Cluster {
+        let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
+        Cluster::start_inner(&kafka, &cql, &[], gateways, dispatchers, gateway_flags, true).await
+    }
+
+    async fn start_inner(
+        kafka: &str,
+        cql: &str,
+        migrate_flags: &[&str],
+        gateways: usize,
+        dispatchers: usize,
+        gateway_flags: &[&str],
+        netns_gateway0: bool,
+    ) -> Cluster {
         let (prefix, keyspace) = super::cluster::names("drill");
-        let backend: Vec<String> = [
-            "--kafka",
-            &env("KAFKA_BOOTSTRAP"),
-            "--topic-prefix",
-            &prefix,
-            "--cql",
-            &env("CQL_CONTACT_POINTS"),
-            "--keyspace",
-            &keyspace.0,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let backend: Vec<String> =
+            ["--kafka", kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace.0]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let mut migrate = vec!["migrate".to_owned(), "--partitions".into(), PARTITIONS.to_string()];
         migrate.extend(backend.iter().cloned());
+        migrate.extend(migrate_flags.iter().map(|f| f.to_string()));
         let out = Command::new(BIN).args(&migrate).output().expect("confab migrate runs");
         assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
-        let mut cluster = Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace };
+        let mut cluster =
+            Cluster { gateways: Vec::new(), dispatchers: Vec::new(), backend, _keyspace: keyspace, partition: None };
         for _ in 0..dispatchers {
             cluster.add_dispatcher();
         }
         for i in 0..gateways {
-            let mut args: Vec<String> = ["gateway", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            args.extend(["--internal-listen", "127.0.0.1:0", "--jwt-secret", SECRET].map(String::from));
+            let mut args: Vec<String> = vec!["gateway".into(), "--jwt-secret".into(), SECRET.into()];
             args.extend(["--server-id".into(), format!("gw-{i}"), "--rate-burst".into(), "10000".into()]);
             args.extend(["--produce-timeout-ms".into(), PRODUCE_TIMEOUT.as_millis().to_string()]);
             args.extend(["--drain-grace-ms".into(), DRAIN_GRACE.as_millis().to_string()]);
             args.extend(["--rate-per-second", "10000"].map(String::from));
             args.extend(gateway_flags.iter().map(|f| f.to_string()));
             args.extend(cluster.backend.iter().cloned());
+            if netns_gateway0 && i == 0 {
+                let addrs = |list: &str| -> Vec<std::net::SocketAddr> {
+                    list.split(',').map(|a| a.trim().parse().expect("an IP:port address")).collect()
+                };
+                let (proc, partition) = super::netns::spawn_gateway(&args, &addrs(kafka), &addrs(cql));
+                cluster.gateways.push(proc);
+                cluster.partition = Some(partition);
+                continue;
+            }
+            args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].map(String::from));
+            args.extend(["--internal-listen", "127.0.0.1:0"].map(String::from));
             cluster.gateways.push(Proc::spawn(&args, &["listening", "admin listening"]));
         }
         cluster
@@ -240,6 +284,12 @@ impl Cluster {
             .collect();
         args.extend(self.backend.iter().cloned());
         self.dispatchers.push(Proc::spawn(&args, &["admin listening"]));
+    }
+
+    /// The value of `flag` in the backend flags (`--topic-prefix`, ...).
+    pub fn backend_flag(&self, flag: &str) -> &str {
+        let at = self.backend.iter().position(|f| f == flag).expect("a backend flag");
+        &self.backend[at + 1]
     }
 
     pub fn public(&self, g: usize) -> String {
@@ -575,4 +625,101 @@ pub async fn readyz(cluster: &Cluster, g: usize, status: u16) {
     })
     .await
     .unwrap_or_else(|_| panic!("/readyz never answered {status}"));
+}
+
+/// The 3-node Kafka of `scripts/infra up kafka3`: its bootstrap list, which
+/// node leads a partition, and each node's process.
+pub mod kafka3 {
+    use std::time::Duration;
+
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+
+    pub fn bootstrap() -> String {
+        super::env("KAFKA3_BOOTSTRAP")
+    }
+
+    /// The node that leads `partition` of `topic`, from a metadata request;
+    /// `None` while the partition has no leader or the request fails.
+    pub async fn leader(topic: &str, partition: u32) -> Option<i32> {
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().ok()?;
+            let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
+            let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+            let p = t.partitions().iter().find(|p| p.id() == partition as i32)?;
+            (p.error().is_none() && p.leader() >= 0).then_some(p.leader())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The replicas of each partition of `topic`, and its
+    /// `min.insync.replicas`, as the brokers report them.
+    pub async fn durability(topic: &str) -> (Vec<usize>, String) {
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("an admin client");
+        let t = topic.to_owned();
+        let replicas = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+            let metadata = client.fetch_metadata(Some(&t), Duration::from_secs(10)).expect("metadata");
+            let topic = metadata.topics().iter().find(|m| m.name() == t).expect("the topic");
+            topic.partitions().iter().map(|p| p.replicas().len()).collect::<Vec<_>>()
+        })
+        .await
+        .expect("the metadata task");
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+        let configs = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts).await.expect("describe");
+        let config = configs.into_iter().next().expect("one resource").expect("the topic's config");
+        let min_isr = config.get("min.insync.replicas").and_then(|e| e.value.clone()).expect("min.insync.replicas");
+        (replicas, min_isr)
+    }
+
+    /// The pid of node `node` (1 to 3), from scripts/infra's pid file.
+    pub fn pid(node: i32) -> u32 {
+        let file = format!("{}/kafka3-{node}.pid", super::env("KAFKA3_RUN"));
+        let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        pid.trim().parse().unwrap_or_else(|_| panic!("{file} holds no pid"))
+    }
+}
+
+/// The 3-node Cassandra of `scripts/infra up cql3`.
+pub mod cql3 {
+    pub fn contact_points() -> String {
+        super::env("CQL3_CONTACT_POINTS")
+    }
+
+    /// The pid of node `node` (1 to 3, on 127.0.0.`node`).
+    pub fn pid(node: u32) -> u32 {
+        let file = format!("{}/cql3-{node}.pid", super::env("CQL3_RUN"));
+        let pid = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+        pid.trim().parse().unwrap_or_else(|_| panic!("{file} holds no pid"))
+    }
+}
+
+/// The state letter of process `pid` in /proc (`R`, `S`, `T` stopped, `Z`
+/// zombie), `None` once it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Sends `signal` to a process the test did not start (a server of
+/// `scripts/infra`).
+pub fn signal_pid(pid: u32, signal: &str) {
+    let status = Command::new("kill").args([signal, &pid.to_string()]).status();
+    assert!(status.as_ref().is_ok_and(|s| s.success()), "kill {signal} {pid}: {status:?}");
+}
+
+/// Continues a process frozen with SIGSTOP when dropped, even when the drill
+/// fails half-way. Never panics.
+pub struct Thaw(pub u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
 }

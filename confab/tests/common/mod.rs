@@ -4,6 +4,9 @@
 
 pub mod cluster;
 pub mod drill;
+#[macro_use]
+pub mod tcp;
+pub mod netns;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,25 +40,22 @@ pub fn config(data: &std::path::Path) -> StandaloneConfig {
 /// [`config`] with more flags.
 pub fn config_with(data: &std::path::Path, flags: &[&str]) -> StandaloneConfig {
     let data = data.to_str().unwrap();
-    let base = [
-        "confab",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--data",
-        data,
-        "--jwt-secret",
-        SECRET,
-        // Every test user signs up from 127.0.0.1; security_limits tests the limits.
-        "--auth-per-ip-per-minute",
-        TEST_AUTH_BUDGET,
-        "--auth-per-user-per-minute",
-        TEST_AUTH_BUDGET,
-        "--max-connections-per-ip",
-        TEST_AUTH_BUDGET,
-    ];
-    Flags::parse_from(base.iter().chain(flags)).config
+    let mut args = vec!["confab", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--data", data];
+    args.extend(["--jwt-secret", SECRET]);
+    args.extend(flags);
+    with_test_budgets(&mut args, flags);
+    Flags::parse_from(args).config
+}
+
+/// Every test user signs up from 127.0.0.1, so the per-address limits get
+/// [`TEST_AUTH_BUDGET`] unless `flags` set them (security_limits tests them).
+pub fn with_test_budgets(args: &mut Vec<&str>, flags: &[&str]) {
+    for flag in ["--auth-per-ip-per-minute", "--auth-per-user-per-minute", "--max-connections-per-ip"] {
+        let set = flags.iter().any(|f| *f == flag || f.strip_prefix(flag).is_some_and(|rest| rest.starts_with('=')));
+        if !set {
+            args.extend([flag, TEST_AUTH_BUDGET]);
+        }
+    }
 }
 
 /// The `/v1/auth/*` budgets and the per-address connection cap of test
@@ -453,6 +453,51 @@ impl Client {
 /// How long a test on a cluster may take, start-up included, before it
 /// fails instead of hanging the run.
 pub const CLUSTER_TEST: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// [`on_every_mode!`] for tests that need settings, in module `$group`:
+/// `$gateway()` and `$dispatcher()` return flags (`--name=value`); the
+/// standalone server takes both, the cluster's gateways the first and its
+/// dispatchers the second.
+#[allow(unused_macros)]
+macro_rules! on_every_mode_with {
+    ($group:ident, gateway: $gateway:ident; $($name:ident),* $(,)?) => {
+        on_every_mode_with!(@ $group, { super::$gateway() }, { Vec::new() }; $($name),*);
+    };
+    ($group:ident, gateway: $gateway:ident, dispatcher: $dispatcher:ident; $($name:ident),* $(,)?) => {
+        on_every_mode_with!(@ $group, { super::$gateway() }, { super::$dispatcher() }; $($name),*);
+    };
+    (@ $group:ident, $gateway:block, $dispatcher:block; $($name:ident),*) => {
+        mod $group {
+            fn gateway() -> Vec<String> $gateway
+            fn dispatcher() -> Vec<String> $dispatcher
+            mod standalone {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let flags = [super::gateway(), super::dispatcher()].concat();
+                        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                        super::super::$name(super::super::TestServer::start_with_flags(&flags).await).await
+                    }
+                )*
+            }
+            mod distributed {
+                $(
+                    #[tokio::test]
+                    async fn $name() {
+                        let (gateway, dispatcher) = (super::gateway(), super::dispatcher());
+                        let gateway: Vec<&str> = gateway.iter().map(String::as_str).collect();
+                        let dispatcher: Vec<&str> = dispatcher.iter().map(String::as_str).collect();
+                        let test = async {
+                            let s = super::super::TestServer::start_cluster_with_roles(&gateway, &dispatcher).await;
+                            super::super::$name(s).await
+                        };
+                        tokio::time::timeout($crate::common::CLUSTER_TEST, test).await.expect("the test ends in time")
+                    }
+                )*
+            }
+        }
+    };
+}
 
 /// Runs each named test (an `async fn(TestServer)` of the test file) against
 /// a standalone server, and again against two gateways and two dispatchers on

@@ -17,10 +17,11 @@ use confab_protocol::{
     Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
     Retention, RoomEffect,
 };
-use confab_store::{CidHit, RoomSettings, Write, WriteBatch};
+use confab_store::{CidHit, MessageState, RoomSettings, Write, WriteBatch};
 
 use super::view::{Needs, RoomState, View};
 
+mod lifecycle;
 mod rooms;
 mod unread;
 
@@ -28,13 +29,14 @@ mod unread;
 /// the room's state.
 pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
-        Command::Send { from, cid, text } => {
+        Command::Send { from, cid, text, reply_to } => {
             // A DM's parties are known from its id.
             Needs {
                 member: dm_members(room).is_none().then_some(from),
                 cid: Some((from, cid)),
                 tally: Some(from),
                 mentioned: mention_candidates(text),
+                message: *reply_to,
                 ..Needs::default()
             }
         }
@@ -51,6 +53,7 @@ pub fn needs<'a>(room: &str, cmd: &'a Command) -> Needs<'a> {
         Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
         Command::Moderate { by, user, act } => rooms::needs(by, user, act),
+        Command::Edit { .. } | Command::Delete { .. } | Command::React { .. } => lifecycle::needs(cmd),
     }
 }
 
@@ -128,7 +131,7 @@ impl Batch {
     fn decide(&mut self, r: &Record) -> Result<Reply, ProtocolError> {
         let rec = &r.record;
         match &rec.cmd {
-            Command::Send { from, text, cid } => self.send(r, from, text, cid),
+            Command::Send { from, text, cid, reply_to } => self.send(r, from, text, cid, *reply_to),
             Command::Join { user } => self.join(r, user),
             Command::Leave { user } => self.leave(r, user),
             Command::Read { user, seq } => self.read(r, user, *seq),
@@ -144,10 +147,20 @@ impl Batch {
                 self.event(&rec.room, Audience::MembersExcept(user.clone()), None, frame);
                 Ok(Reply::empty(None))
             }
+            Command::Edit { by, seq, text } => self.edit(r, by, *seq, text),
+            Command::Delete { by, seq } => self.delete(r, by, *seq),
+            Command::React { user, seq, emoji, remove } => self.react(r, user, *seq, emoji, *remove),
         }
     }
 
-    fn send(&mut self, r: &Record, from: &str, text: &str, cid: &str) -> Result<Reply, ProtocolError> {
+    fn send(
+        &mut self,
+        r: &Record,
+        from: &str,
+        text: &str,
+        cid: &str,
+        reply_to: Option<u64>,
+    ) -> Result<Reply, ProtocolError> {
         let room = r.record.room.as_str();
         let seq = seq_of(r.offset);
         match dm_members(room) {
@@ -184,6 +197,9 @@ impl Batch {
             self.out.duplicates += 1;
             return Ok(send_reply(room, hit.clone()));
         }
+        if let Some(target) = reply_to {
+            self.target(room, target)?;
+        }
         let message = Message {
             room: room.into(),
             seq,
@@ -192,7 +208,9 @@ impl Batch {
             text: text.into(),
             ts: r.record.ts,
             cid: cid.into(),
+            reply_to,
             mentions: self.mentions_in(room, text),
+            ..Message::default()
         };
         let state = self.room_mut(room);
         if seq <= state.last_seq {
@@ -206,6 +224,10 @@ impl Batch {
         self.view.cids.insert(key, hit.clone());
         self.out.writes.push(Write::Message(message.clone()));
         self.count_message(&message);
+        // Later records of the batch may reply to, edit or react to it.
+        self.view
+            .messages
+            .insert((room.to_owned(), seq), MessageState { message: message.clone(), ..Default::default() });
         let frame = Event::Msg { message, prev_seq }.encode();
         self.event(room, Audience::Members, None, frame);
         Ok(send_reply(room, hit))
@@ -366,6 +388,9 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
         Command::Notify { .. } => "notify",
+        Command::Edit { .. } => "edit",
+        Command::Delete { .. } => "delete",
+        Command::React { .. } => "react",
     }
 }
 
@@ -377,7 +402,7 @@ mod tests {
 
     use super::*;
 
-    fn record(offset: u64, room: &str, cmd: Command) -> Record {
+    pub(super) fn record(offset: u64, room: &str, cmd: Command) -> Record {
         let origin = Origin { gateway: "gw-1".into(), session: 7, re: Some(RequestId::Int(offset as i64)), t0: 0 };
         Record {
             partition: 0,
@@ -387,7 +412,7 @@ mod tests {
     }
 
     fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
-        let cmd = Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into() };
+        let cmd = Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into(), reply_to: None };
         record(offset, room, cmd)
     }
 
@@ -412,7 +437,7 @@ mod tests {
     }
 
     /// A store holding room `r` with these members and last seq.
-    fn room_r(members: &[&str], last_seq: u64) -> View {
+    pub(super) fn room_r(members: &[&str], last_seq: u64) -> View {
         let mut view = View::default();
         let settings = RoomSettings { owner: Some("owner".into()), ..RoomSettings::default() };
         let state = RoomState {
@@ -439,7 +464,7 @@ mod tests {
         decide(view, &records.iter().collect::<Vec<_>>(), 1000)
     }
 
-    fn replies(d: &Decided) -> Vec<Value> {
+    pub(super) fn replies(d: &Decided) -> Vec<Value> {
         d.effects
             .iter()
             .filter_map(|e| match e {
@@ -461,7 +486,7 @@ mod tests {
             .collect()
     }
 
-    fn message(offset: u64, room: &str, from: &str, cid: &str) -> Message {
+    pub(super) fn message(offset: u64, room: &str, from: &str, cid: &str) -> Message {
         Message {
             room: room.into(),
             seq: offset + 1,
@@ -470,7 +495,7 @@ mod tests {
             text: format!("text {offset}"),
             ts: 1_000 + offset,
             cid: cid.into(),
-            mentions: Vec::new(),
+            ..Message::default()
         }
     }
 
@@ -587,7 +612,10 @@ mod tests {
         let route = Effect::RouteToUsers { room: room.into(), users: vec!["alice".into(), "bob".into()] };
         assert_eq!(d.effects.iter().filter(|e| **e == route).count(), 1, "routed to both users' gateways");
         assert!(d.effects[0] == route, "before the first event");
-        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None, messages: 2 });
+        assert_eq!(
+            d.rooms[room],
+            RoomState { last_seq: 2, exists: true, members: 2, settings: None, messages: 2, last_change: 0 }
+        );
     }
 
     #[test]

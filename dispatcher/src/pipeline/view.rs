@@ -7,7 +7,7 @@ use confab_bus::Record;
 use confab_protocol::Command;
 use confab_protocol::message::{cid_key, seq_of};
 use confab_protocol::validate::dm_members;
-use confab_store::{CidHit, MemberRecord, RoomSettings, Store, Tally};
+use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store, Tally};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::decide::needs;
@@ -30,6 +30,8 @@ pub struct RoomState {
     pub settings: Option<RoomSettings>,
     /// How many messages the room has had: the ordinal of its newest.
     pub messages: u64,
+    /// The position of the room's latest edit, deletion or reaction; 0 before the first.
+    pub last_change: u64,
 }
 
 /// The store keys one record's decision reads, besides its room's state.
@@ -55,6 +57,11 @@ pub struct Needs<'a> {
     pub mentioned: Vec<String>,
     /// The counts at a read marker: `(user, seq)`.
     pub read_at: Option<(&'a str, u64)>,
+    /// This message of the room, in its current state (a reply's target,
+    /// the message an edit, deletion or reaction changes).
+    pub message: Option<u64>,
+    /// Whether this user reacted to this message with this emoji: `(seq, emoji, user)`.
+    pub reaction: Option<(u64, &'a str, &'a str)>,
 }
 
 /// The store as a batch's records see it before the first of them is
@@ -80,6 +87,10 @@ pub struct View {
     /// user -> how many rooms they are a member of, for the users who may
     /// join one: those of `join`s, and both parties of a DM's first message.
     pub room_counts: HashMap<String, usize>,
+    /// `(room, seq)` -> the message's state, of the messages found.
+    pub messages: HashMap<(String, u64), MessageState>,
+    /// `(room, seq, emoji, user)` of the reactions found.
+    pub reacted: HashSet<(String, u64, String, String)>,
     /// Tallies and the counts at read markers (`decide::unread`).
     pub counts: Counts,
 }
@@ -118,6 +129,8 @@ impl View {
         let mut markers: Vec<(String, String)> = Vec::new();
         let mut invites: Vec<(String, String)> = Vec::new();
         let mut bans: Vec<(String, String)> = Vec::new();
+        let mut messages: Vec<(String, u64)> = Vec::new();
+        let mut reactions: Vec<(String, u64, String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
         // The seq of each room's first record in the batch: counts are read
         // as of just before it.
@@ -144,7 +157,14 @@ impl View {
             if dm_members(room).is_none() {
                 members.extend(needs.mentioned.iter().map(|user| key(room, user)));
             }
+            messages.extend(needs.message.map(|seq| (room.to_owned(), seq)));
+            reactions
+                .extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
         }
+        messages.sort_unstable();
+        messages.dedup();
+        reactions.sort_unstable();
+        reactions.dedup();
         for keys in [&mut members, &mut cids, &mut markers, &mut invites, &mut bans] {
             keys.sort_unstable();
             keys.dedup();
@@ -186,8 +206,18 @@ impl View {
             let seq = store.read_marker(&key.0, &key.1).await?;
             Ok((seq > 0).then_some((key, seq)))
         });
-        let (states, members, cids, markers, invites, bans) =
-            tokio::try_join!(states, members, cids, markers, invites, bans)?;
+        let messages = all(messages, |key| async move {
+            let state = store.message(&key.0, key.1).await?;
+            Ok(state.map(|state| (key, state)))
+        });
+        let reactions = all(reactions, |key| async move {
+            let reacted = store.reacted(&key.0, key.1, &key.2, &key.3).await?;
+            Ok(reacted.then_some(key))
+        });
+        let (states, members, cids, markers, invites, bans, messages, reactions) =
+            tokio::try_join!(states, members, cids, markers, invites, bans, messages, reactions)?;
+        view.messages.extend(messages.into_iter().flatten());
+        view.reacted.extend(reactions.into_iter().flatten());
         view.rooms.extend(states);
         for (key, member) in members.into_iter().flatten() {
             if member != MemberRecord::default() {
@@ -247,6 +277,7 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomS
         members: meta.map_or(0, |m| m.members),
         settings,
         messages: meta.map_or(0, |m| m.messages),
+        last_change: meta.map_or(0, |m| m.last_change),
     })
 }
 

@@ -5,9 +5,11 @@
 //!
 //! The session logic is generic over a `Sink`/`Stream` pair of [`Frame`]s,
 //! so it runs over any transport: [`websocket`] adapts axum's WebSocket,
-//! and tests drive sessions over channels.
+//! [`tcp`] newline-delimited JSON over a TCP (or TLS) connection, and tests
+//! drive sessions over channels.
 
 pub mod frame;
+pub mod tcp;
 pub mod websocket;
 
 #[cfg(test)]
@@ -190,7 +192,7 @@ async fn on_text(gw: &Gateway, session: &SessionHandle, text: &str) {
             // At most one large read per session: the next waits until the
             // reply of the one before is written, so a client that reads
             // nothing has one such reply queued, not one per request.
-            let large = matches!(req.op, Op::History { .. } | Op::Sync { .. });
+            let large = matches!(req.op, Op::History { .. } | Op::Sync { .. } | Op::Edits { .. });
             // Boxed: handling a request (and waiting for a large read's turn)
             // is a large future, and inline it would make every session's
             // task that large, idle or not.

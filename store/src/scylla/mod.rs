@@ -10,6 +10,7 @@
 //! position>`: replays and stale dispatchers cannot undo later writes, with
 //! no lightweight transaction on the hot path.
 
+mod lifecycle;
 mod replication;
 mod tls;
 
@@ -30,9 +31,10 @@ use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::{
-    CidHit, Error, MemberRecord, PublicRoom, Result, RoomMeta, RoomSettings, Store, Tally, UserRecord, Write,
-    WriteBatch,
+    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, Tally, UserRecord,
+    Write, WriteBatch,
 };
+use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::{Role, Visibility};
 
@@ -42,13 +44,19 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
     ("members", "role", "text"),
     ("members", "muted_until", "bigint"),
-    // Version 4, "unread counts" (issue #15 part B): counts, mentions,
+    // Version 4: a message's life after it was sent (lifecycle.rs).
+    ("messages", "reply_to", "bigint"),
+    ("messages", "edited_ts", "bigint"),
+    ("messages", "deleted", "boolean"),
+    ("messages", "change_pos", "bigint"),
+    ("rooms", "last_change", "bigint"),
+    // Version 5, "unread counts" (issue #15 part B): counts, mentions,
     // notification levels, retention.
     ("rooms", "messages", "bigint"),
     ("messages", "n", "bigint"),
@@ -140,6 +148,7 @@ pub struct ScyllaStore {
 struct Inner {
     session: Session,
     q: Statements,
+    lc: lifecycle::Statements,
 }
 
 /// Every statement, prepared once.
@@ -248,18 +257,18 @@ impl Statements {
             buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
             page_down: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, mentions FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
             )
             .await?,
             page_up: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, mentions FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
             )
             .await?,
             cid: prepare(s, "SELECT seq, msg_id, ts FROM cids WHERE room = ? AND cid = ?").await?,
             insert_message: prepare(
                 s,
-                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, n, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
+                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, reply_to, n, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
             )
             .await?,
             insert_bucket: prepare(s, "INSERT INTO room_buckets (room, bucket) VALUES (?, ?) USING TIMESTAMP ?").await?,
@@ -394,7 +403,8 @@ impl ScyllaStore {
         }
         use_keyspace(&s, &config.keyspace).await?;
         let q = Statements::prepare(&s).await?;
-        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q }) })
+        let lc = lifecycle::Statements::prepare(&s).await?;
+        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc }) })
     }
 
     async fn rows<T>(
@@ -448,6 +458,7 @@ impl ScyllaStore {
                             m.text.as_str(),
                             m.ts as i64,
                             m.cid.as_str(),
+                            m.reply_to.map(|r| r as i64),
                             n,
                             mentions,
                             seq,
@@ -559,6 +570,7 @@ impl ScyllaStore {
                 let level = (*level != NotifyLevel::All).then_some(level.as_str());
                 self.write(&q.set_notify, (*at as i64, level, user.as_str(), room.as_str())).await?;
             }
+            Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => self.apply_change(w).await?,
         }
         Ok(())
     }
@@ -593,19 +605,41 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-type MessageRow = (i64, String, String, String, i64, String, Option<Vec<String>>);
+/// A `messages` row. The columns a message is sent with are `Option` only
+/// because a message in a room with retention expires by its TTL while the
+/// cells a later edit, deletion or reaction wrote (without one) outlive it:
+/// such a row is a message gone, and [`message`] drops it.
+type MessageRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<Vec<String>>,
+);
 
-fn message(room: &str, (seq, msg_id, from, text, ts, cid, mentions): MessageRow) -> Message {
-    Message {
+fn message(
+    room: &str,
+    (seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions): MessageRow,
+) -> Option<Message> {
+    Some(Message {
         room: room.to_owned(),
         seq: seq as u64,
-        msg_id,
-        from,
-        text,
-        ts: ts as u64,
-        cid,
+        msg_id: msg_id?,
+        from: from?,
+        text: text.unwrap_or_default(),
+        ts: ts? as u64,
+        cid: cid.unwrap_or_default(),
+        reply_to: reply_to.map(|r| r as u64),
+        edited_ts: edited_ts.map(|t| t as u64),
+        deleted: deleted.unwrap_or(false),
+        reactions: Vec::new(),
         mentions: mentions.unwrap_or_default(),
-    }
+    })
 }
 
 #[async_trait]
@@ -713,10 +747,12 @@ impl Store for ScyllaStore {
         let Some((last_seq, messages)) = rows.into_iter().next() else { return Ok(None) };
         let count: Vec<(i64,)> = self.rows(&self.inner.q.count_members, (room,)).await?;
         let members = count.first().map_or(0, |(n,)| *n as u64);
+        let last_change = self.last_change(room).await?;
         Ok(Some(RoomMeta {
             last_seq: last_seq.unwrap_or(0) as u64,
             members,
             messages: messages.unwrap_or(0).max(0) as u64,
+            last_change,
         }))
     }
 
@@ -783,7 +819,7 @@ impl Store for ScyllaStore {
             for (b,) in &buckets {
                 let want = (limit as usize - out.len()) as i32;
                 let page: Vec<MessageRow> = self.rows(&q.page_down, (room, *b, before as i64, want)).await?;
-                out.extend(page.into_iter().map(|r| message(room, r)));
+                out.extend(page.into_iter().filter_map(|r| message(room, r)));
                 if out.len() >= limit as usize {
                     break 'buckets;
                 }
@@ -794,6 +830,7 @@ impl Store for ScyllaStore {
             }
         }
         out.reverse();
+        self.with_reactions(room, &mut out).await?;
         Ok(out)
     }
 
@@ -805,15 +842,17 @@ impl Store for ScyllaStore {
         loop {
             let buckets: Vec<(i64,)> = self.rows(&q.buckets_up, (room, bottom)).await?;
             if buckets.is_empty() {
+                self.with_reactions(room, &mut out).await?;
                 return Ok((out, false));
             }
             for (b,) in &buckets {
                 // One more than needed tells whether more remain.
                 let want = (limit as usize + 1 - out.len()) as i32;
                 let page: Vec<MessageRow> = self.rows(&q.page_up, (room, *b, after as i64, want)).await?;
-                out.extend(page.into_iter().map(|r| message(room, r)));
+                out.extend(page.into_iter().filter_map(|r| message(room, r)));
                 if out.len() > limit as usize {
                     out.truncate(limit as usize);
+                    self.with_reactions(room, &mut out).await?;
                     return Ok((out, true));
                 }
             }
@@ -960,6 +999,22 @@ impl Store for ScyllaStore {
             }
             _ => Ok(()),
         }
+    }
+
+    async fn message(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
+        self.message_state(room, seq).await
+    }
+
+    async fn reacted(&self, room: &str, seq: u64, emoji: &str, user: &str) -> Result<bool> {
+        self.is_reacted(room, seq, emoji, user).await
+    }
+
+    async fn edits(&self, room: &str, seq: u64) -> Result<Vec<Version>> {
+        self.versions(room, seq).await
+    }
+
+    async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
+        self.changes_after(room, after, limit).await
     }
 }
 

@@ -83,7 +83,10 @@ export class Catchup {
     const ids = Object.keys(since);
     let reply: ReplyOf<"sync">;
     try {
-      reply = await this.host.sync({ rooms: since, limit: this.options.syncLimit });
+      // Every room's change position too, so changes to messages it holds come along.
+      const changes: Record<string, number> = {};
+      for (const id of ids) changes[id] = this.host.rooms.get(id)?.changePos ?? since[id]!;
+      reply = await this.host.sync({ rooms: since, limit: this.options.syncLimit, changes });
     } catch (e) {
       const err = e as ConfabError;
       if (!isPermanent(err.code)) {
@@ -120,7 +123,17 @@ export class Catchup {
       return;
     }
     room.insert(result.messages);
+    if (result.changed) room.replace(result.changed);
+    if (result.change_pos !== undefined) {
+      // Changes applied while the sync was in flight are newer than the
+      // state it read, which may have overwritten them: go back to the
+      // reply's position and fetch what changed since once more.
+      const ahead = (room.changePos ?? 0) > result.change_pos;
+      room.changePos = result.change_pos;
+      if (ahead) this.wanted.add(id);
+    }
     this.host.inserted(room, result.messages);
+    if (result.changes_more) this.wanted.add(id);
     if (!result.more) {
       this.pages.delete(id);
       return;

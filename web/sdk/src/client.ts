@@ -312,10 +312,30 @@ export class ConfabClient extends Emitter<ClientEvents> {
    * stored it; until then it is in `room.outgoing` and survives reconnects.
    * Rejects only for failures that repeating cannot fix (`not_member`...).
    */
-  send(room: string, text: string): Promise<SendResult> {
+  send(room: string, text: string, options: { replyTo?: number } = {}): Promise<SendResult> {
     const peer = dmPeer(room, this.me);
-    if (peer !== undefined) return this.sendDirect(peer, text);
-    return this.enqueue(room, undefined, text);
+    if (peer !== undefined) return this.enqueue(dmRoomId(this.me, peer), peer, text, options.replyTo);
+    return this.enqueue(room, undefined, text, options.replyTo);
+  }
+
+  /** Replaces the text of one of the user's messages. */
+  edit(room: string, seq: number, text: string): Promise<ReplyOf<"edit">> {
+    return this.request("edit", { room, seq, text });
+  }
+
+  /** A message's earlier versions, oldest first. */
+  async edits(room: string, seq: number): Promise<{ text: string; ts: number }[]> {
+    return (await this.request("edits", { room, seq })).versions;
+  }
+
+  /** Deletes a message (the user's own, or any as an admin or the owner). */
+  deleteMessage(room: string, seq: number): Promise<ReplyOf<"delete">> {
+    return this.request("delete", { room, seq });
+  }
+
+  /** Adds (or with `remove`, takes back) the user's reaction. */
+  react(room: string, seq: number, emoji: string, remove = false): Promise<ReplyOf<"react">> {
+    return this.request("react", { room, seq, emoji, ...(remove ? { remove } : {}) });
   }
 
   /** Sends a direct message to `user`, creating the DM room with the first one. */
@@ -504,6 +524,15 @@ export class ConfabClient extends Emitter<ClientEvents> {
       case "bye":
         // The connection reconnects (or reports expiry) by itself.
         break;
+      case "edit":
+      case "delete":
+      case "react": {
+        const room = this.rooms.get(event.room);
+        if (!room) break;
+        if (room.applyChange(event) === "gap") this.catchup.want([room.id]);
+        else this.emit("room", room.id);
+        break;
+      }
     }
     this.emit("event", event);
   }
@@ -653,7 +682,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   // --- outbox ---
 
-  private enqueue(roomId: string, to: string | undefined, text: string): Promise<SendResult> {
+  private enqueue(roomId: string, to: string | undefined, text: string, replyTo?: number): Promise<SendResult> {
     if (text.length === 0) return Promise.reject(new ConfabError("bad_request", "empty message"));
     let room = this.rooms.get(roomId);
     if (!room) {
@@ -667,6 +696,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       createdAt: this.clock.now(),
       state: "sending",
       ...(to !== undefined ? { to } : {}),
+      ...(replyTo !== undefined ? { replyTo } : {}),
     };
     room.outgoing.push(out);
     // The message ends the others' typing indicator; the next keystroke starts a new one.

@@ -82,8 +82,11 @@ export class Outbox {
     if (this.entries.get(entry.out.cid) !== entry) return;
     const { out } = entry;
     entry.inFlight = true;
+    const reply = out.replyTo !== undefined ? { reply_to: out.replyTo } : {};
     const fields =
-      out.to !== undefined ? { to: out.to, text: out.text, cid: out.cid } : { room: out.room, text: out.text, cid: out.cid };
+      out.to !== undefined
+        ? { to: out.to, text: out.text, cid: out.cid, ...reply }
+        : { room: out.room, text: out.text, cid: out.cid, ...reply };
     this.host.send(fields).then(
       (result) => {
         entry.inFlight = false;

@@ -11,7 +11,17 @@ export type RequestId = number | string;
  * Every operation of protocol v1 (docs/protocol.md). Unknown fields are ignored so that
  * clients written for later, additive versions still work.
  */
-export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, text: string, cid: string, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, } | { "op": "typing", room: string, } | { "op": "read", room: string, seq: number, } | { "op": "presence", room: string, } | { "op": "create", room: string, visibility?: Visibility, name?: string, topic?: string, } | { "op": "invite", room: string, user: string, } | { "op": "kick", room: string, user: string, reason?: string, } | { "op": "ban", room: string, user: string, reason?: string, } | { "op": "unban", room: string, user: string, } | { "op": "mute", room: string, user: string, 
+export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, text: string, cid: string, 
+/**
+ * The seq of a message of the same room this one replies to.
+ */
+reply_to?: number, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, 
+/**
+ * Per room of `rooms`, the device's change position: the reply
+ * also holds the current state of earlier messages changed after it
+ * (crate::lifecycle).
+ */
+changes?: { [key in string]: number }, } | { "op": "typing", room: string, } | { "op": "read", room: string, seq: number, } | { "op": "presence", room: string, } | { "op": "create", room: string, visibility?: Visibility, name?: string, topic?: string, } | { "op": "invite", room: string, user: string, } | { "op": "kick", room: string, user: string, reason?: string, } | { "op": "ban", room: string, user: string, reason?: string, } | { "op": "unban", room: string, user: string, } | { "op": "mute", room: string, user: string, 
 /**
  * Unix seconds; without it, until `unmute`.
  */
@@ -19,7 +29,7 @@ until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "s
 /**
  * Days the room keeps messages, 1 to 36500; 0: the cluster's default.
  */
-retention_days?: number, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "notify", room: string, level: NotifyLevel, };
+retention_days?: number, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "notify", room: string, level: NotifyLevel, } | { "op": "edit", room: string, seq: number, text: string, } | { "op": "edits", room: string, seq: number, } | { "op": "delete", room: string, seq: number, } | { "op": "react", room: string, seq: number, emoji: string, remove?: boolean, };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -37,10 +47,44 @@ export type ProtocolError = { code: ErrorCode, message: string, };
 export type HttpErrorBody = { error: ProtocolError, };
 
 /**
+ * One emoji's reactions on a message: `users` holds the first
+ * [`MAX_REACTION_USERS`] names in name order.
+ */
+export type Reaction = { emoji: string, count: number, users: Array<string>, };
+
+/**
+ * An earlier version of an edited message: its text and when that text was
+ * stored (the message's `ts`, or the `edited_ts` of the edit that wrote it).
+ */
+export type Version = { text: string, ts: number, };
+
+/**
  * A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
  * acceptance, `msg_id` is unique across the cluster.
+ *
+ * `reply_to`, `edited_ts`, `deleted` and `reactions` are a message's life
+ * after it was sent (crate::lifecycle), `mentions` what it mentions
+ * (crate::unread); each is absent while it has its default, so a message
+ * nobody replied with, edited, deleted or reacted to and that mentions
+ * nobody reads as in v1.
  */
 export type Message = { room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, 
+/**
+ * The seq of the message this one replies to, in the same room.
+ */
+reply_to?: number, 
+/**
+ * When the current `text` was stored by an `edit` (unix milliseconds).
+ */
+edited_ts?: number, 
+/**
+ * Deleted: `text` is empty and earlier versions and reactions are gone.
+ */
+deleted?: boolean, 
+/**
+ * By emoji, in emoji order.
+ */
+reactions?: Array<Reaction>, 
 /**
  * Members the text mentions as `@name` (each once, at most
  * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
@@ -72,7 +116,21 @@ notify?: NotifyLevel, };
 /**
  * One room of a `sync` reply.
  */
-export type SyncRoom = { messages: Array<Message>, more: boolean, };
+export type SyncRoom = { messages: Array<Message>, more: boolean, 
+/**
+ * With the request's `changes` for this room: the current state of
+ * messages up to the room's `after` changed since the device's change
+ * position, in seq order.
+ */
+changed?: Array<Message>, 
+/**
+ * With `changes`: the change position the device has now reached.
+ */
+change_pos?: number, 
+/**
+ * `true` when `changed` stopped short: sync again from `change_pos`.
+ */
+changes_more?: boolean, };
 
 /**
  * The op-specific fields of a reply.
@@ -87,7 +145,7 @@ retention_days?: number, } | { room: string, last_seq: number, } | { members: Ar
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
  */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>;
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { versions: Array<Version>, } | { room: string, seq: number, } | Record<symbol, never>;
 
 /**
  * The one reply to a request.
@@ -102,7 +160,7 @@ retention_days?: number, } | { room: string, last_seq: number, } | { members: Ar
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
  */
-more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | Record<symbol, never>);
+more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<string>, } | { versions: Array<Version>, } | { room: string, seq: number, } | Record<symbol, never>);
 
 export type MemberAction = "join" | "leave" | "invite" | "kick" | "ban" | "unban" | "mute" | "unmute" | "role";
 
@@ -149,6 +207,22 @@ export type NotifyLevel = "all" | "mentions" | "none";
  */
 export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, 
 /**
+ * The seq of the message this one replies to, in the same room.
+ */
+reply_to?: number, 
+/**
+ * When the current `text` was stored by an `edit` (unix milliseconds).
+ */
+edited_ts?: number, 
+/**
+ * Deleted: `text` is empty and earlier versions and reactions are gone.
+ */
+deleted?: boolean, 
+/**
+ * By emoji, in emoji order.
+ */
+reactions?: Array<Reaction>, 
+/**
  * Members the text mentions as `@name` (each once, at most
  * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
  */
@@ -168,4 +242,4 @@ until?: number, } | { "ev": "room", room: string, name: string, topic: string, v
 /**
  * The room's own `retention_days`, when it has one.
  */
-retention_days?: number, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, };
+retention_days?: number, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, } | { "ev": "edit", room: string, seq: number, text: string, edited_ts: number, by: string, pos: number, prev_pos: number, } | { "ev": "delete", room: string, seq: number, by: string, pos: number, prev_pos: number, } | { "ev": "react", room: string, seq: number, emoji: string, user: string, remove: boolean, pos: number, prev_pos: number, };

@@ -72,6 +72,10 @@ export interface Ops {
   profile: { req: OpFields<"profile">; reply: ReplyWith<{ display_name: unknown }> };
   users: { req: OpFields<"users">; reply: ReplyWith<{ users: unknown }> };
   notify: { req: OpFields<"notify">; reply: EmptyReply };
+  edit: { req: OpFields<"edit">; reply: ReplyWith<{ room: string; seq: number }> };
+  edits: { req: OpFields<"edits">; reply: ReplyWith<{ versions: unknown }> };
+  delete: { req: OpFields<"delete">; reply: ReplyWith<{ room: string; seq: number }> };
+  react: { req: OpFields<"react">; reply: ReplyWith<{ room: string; seq: number }> };
 }
 
 export type RequestOf<K extends OpName> = Ops[K]["req"];
@@ -92,6 +96,11 @@ export type ReadEvent = EventOf<"read">;
 export type PresenceEvent = EventOf<"presence">;
 export type ByeEvent = EventOf<"bye">;
 export type RoomEvent = EventOf<"room">;
+export type EditEvent = EventOf<"edit">;
+export type DeleteEvent = EventOf<"delete">;
+export type ReactEvent = EventOf<"react">;
+/** A change to a message already sent (docs/protocol.md, "Messages that live"). */
+export type ChangeEvent = EditEvent | DeleteEvent | ReactEvent;
 
 /** Results of `POST /v1/auth/*`. */
 export interface RegisterResult {

@@ -1,4 +1,12 @@
-import { dmPeer, isDmRoom, type Message, type NotifyLevel, type Role, type Visibility } from "./protocol.js";
+import {
+  type ChangeEvent,
+  dmPeer,
+  isDmRoom,
+  type Message,
+  type NotifyLevel,
+  type Role,
+  type Visibility,
+} from "./protocol.js";
 
 /** The server's counts for a room (from `rooms`), as of its `read_seq` and `last_seq`. */
 export interface ServerCounts {
@@ -23,6 +31,8 @@ export interface OutgoingMessage {
   /** The server's answer, once acked. */
   seq?: number;
   msg_id?: string;
+  /** The seq of the message this one replies to. */
+  replyTo?: number;
 }
 
 /**
@@ -67,6 +77,12 @@ export class RoomState {
   retentionDays: number | undefined;
   /** The server's exact counts from the last `rooms`, for a marker below the loaded stretch. */
   serverCounts: ServerCounts | undefined;
+  /**
+   * The room's change position: the `pos` of the last edit, deletion or
+   * reaction applied. Set to the tail when the room is first loaded (every
+   * change before that read is in what was loaded; a later one has a higher pos).
+   */
+  changePos: number | undefined;
 
   constructor(id: string, options: { floor?: number; onServer?: boolean } = {}) {
     this.id = id;
@@ -148,6 +164,7 @@ export class RoomState {
     }
     if (added > 0) {
       this.messages = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+      this.changePos ??= this.tailSeq;
       this.dropEchoes();
       this.onServer = true;
     }
@@ -181,6 +198,67 @@ export class RoomState {
     this.insert(page);
   }
 
+  /** The loaded message `seq`, if any. */
+  message(seq: number): Message | undefined {
+    return this.messages.find((m) => m.seq === seq);
+  }
+
+  /** Replaces loaded messages with their current state (a `sync`'s `changed`). */
+  replace(current: readonly Message[]): void {
+    if (current.length === 0) return;
+    const bySeq = new Map(current.map((m) => [m.seq, stripEvent(m)]));
+    this.messages = this.messages.map((m) => bySeq.get(m.seq) ?? m);
+  }
+
+  /**
+   * Applies an `edit`, `delete` or `react` event: `applied`, `old` (it came
+   * with a sync already) or `gap` (changes before it were missed: sync).
+   */
+  applyChange(ev: ChangeEvent): "applied" | "old" | "gap" {
+    const pos = this.changePos;
+    if (pos === undefined) return "gap";
+    if (ev.pos <= pos) return "old";
+    if (ev.prev_pos !== pos) return "gap";
+    this.changePos = ev.pos;
+    const i = this.messages.findIndex((m) => m.seq === ev.seq);
+    if (i < 0) return "applied";
+    const m = { ...this.messages[i]! };
+    if (ev.ev === "edit") {
+      m.text = ev.text;
+      m.edited_ts = ev.edited_ts;
+    } else if (ev.ev === "delete") {
+      m.text = "";
+      m.deleted = true;
+      delete m.edited_ts;
+      delete m.reactions;
+      delete m.mentions;
+    } else {
+      const reactions = (m.reactions ?? []).map((r) => ({ ...r, users: [...r.users] }));
+      let r = reactions.find((x) => x.emoji === ev.emoji);
+      if (!r && !ev.remove) {
+        r = { emoji: ev.emoji, count: 0, users: [] };
+        reactions.push(r);
+        reactions.sort((a, b) => (utf8(a.emoji) < utf8(b.emoji) ? -1 : 1));
+      }
+      if (r) {
+        const has = r.users.includes(ev.user);
+        if (ev.remove) {
+          r.count = Math.max(0, r.count - 1);
+          r.users = r.users.filter((u) => u !== ev.user);
+        } else {
+          r.count += 1;
+          if (!has && r.users.length < 20) r.users = [...r.users, ev.user].sort();
+        }
+      }
+      const left = reactions.filter((x) => x.count > 0);
+      if (left.length > 0) m.reactions = left;
+      else delete m.reactions;
+    }
+    this.messages[i] = m;
+    this.messages = [...this.messages];
+    return "applied";
+  }
+
   /** Removes local echoes of messages the room now holds. */
   private dropEchoes(): void {
     if (this.outgoing.length === 0) return;
@@ -192,13 +270,29 @@ export class RoomState {
 
 /** Drops event-only fields (`ev`, `prev_seq`) so that stored messages look the same wherever they came from. */
 function stripEvent(m: Message): Message {
-  const { room, seq, msg_id, from, text, ts, cid, mentions } = m;
-  const kept: Message = { room, seq, msg_id, from, text, ts, cid: cid ?? null };
-  if (mentions && mentions.length > 0) kept.mentions = mentions;
-  return kept;
+  const { room, seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, reactions, mentions } = m;
+  return {
+    room,
+    seq,
+    msg_id,
+    from,
+    text,
+    ts,
+    cid: cid ?? null,
+    ...(reply_to !== undefined ? { reply_to } : {}),
+    ...(edited_ts !== undefined ? { edited_ts } : {}),
+    ...(deleted ? { deleted } : {}),
+    ...(reactions && reactions.length > 0 ? { reactions } : {}),
+    ...(mentions && mentions.length > 0 ? { mentions } : {}),
+  };
 }
 
 /** Whether `m` mentions `user` (the server lists mentioned members in `mentions`). */
 export function mentions(m: Message, user: string): boolean {
   return m.mentions?.includes(user) ?? false;
+}
+
+/** Emoji order as the server has it: by the bytes of the UTF-8. */
+function utf8(s: string): string {
+  return unescape(encodeURIComponent(s));
 }

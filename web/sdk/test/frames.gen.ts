@@ -32,8 +32,15 @@ export const requests = {
   directory: {"op":"directory","id":31,"query":"rust","limit":10},
   profile: {"op":"profile","id":33,"display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
   users: {"op":"users","id":34,"users":["alice","nobody"]},
-  notify: {"op":"notify","id":35,"room":"general","level":"mentions"},
-  update_room_retention: {"op":"update_room","id":36,"room":"team","retention_days":30},
+  send_reply: {"op":"send","id":35,"room":"general","text":"yes","cid":"c-35","reply_to":41},
+  sync_changes: {"op":"sync","id":36,"rooms":{"general":40},"changes":{"general":38}},
+  edit: {"op":"edit","id":37,"room":"general","seq":41,"text":"hey!"},
+  edits: {"op":"edits","id":38,"room":"general","seq":41},
+  delete: {"op":"delete","id":39,"room":"general","seq":41},
+  react: {"op":"react","id":40,"room":"general","seq":41,"emoji":"👍"},
+  react_remove: {"op":"react","id":41,"room":"general","seq":41,"emoji":"👍","remove":true},
+  notify: {"op":"notify","id":42,"room":"general","level":"mentions"},
+  update_room_retention: {"op":"update_room","id":43,"room":"team","retention_days":30},
   without_id: {"op":"ping"},
 } satisfies Record<string, Op & { id?: RequestId }>;
 
@@ -65,7 +72,12 @@ export const replies = {
   directory: {"re":31,"ok":true,"rooms":[{"room":"rust","name":"Rustaceans","topic":"","members":42}]},
   profile: {"re":33,"ok":true,"user":"alice","display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
   users: {"re":34,"ok":true,"users":[{"user":"alice","display_name":"Alice Liddell","avatar":""}]},
-  notify: {"re":35,"ok":true},
+  sync_changes: {"re":36,"ok":true,"rooms":{"general":{"messages":[],"more":false,"changed":[{"room":"general","seq":39,"msg_id":"3-26","from":"alice","text":"hey!","ts":1767225600039,"cid":"c-39","reply_to":40,"edited_ts":1767225600050,"reactions":[{"emoji":"👍","count":2,"users":["alice","bob"]}]}],"change_pos":45}}},
+  edit: {"re":37,"ok":true,"room":"general","seq":41},
+  edits: {"re":38,"ok":true,"versions":[{"text":"hey","ts":1767225600041}]},
+  delete: {"re":39,"ok":true,"room":"general","seq":41},
+  react: {"re":40,"ok":true,"room":"general","seq":41},
+  notify: {"re":42,"ok":true},
   forbidden: {"re":32,"ok":false,"error":{"code":"forbidden","message":"admins only"}},
   error: {"re":13,"ok":false,"error":{"code":"not_member","message":"join room 'staff' first"}},
   error_without_id: {"ok":false,"error":{"code":"bad_request","message":"a request must be a JSON object"}},
@@ -85,6 +97,10 @@ export const events = {
   read: {"ev":"read","room":"general","user":"bob","seq":42},
   presence: {"ev":"presence","user":"bob","online":false},
   bye: {"ev":"bye","reason":"server_restart"},
+  edit: {"ev":"edit","room":"general","seq":41,"text":"hey!","edited_ts":1767225600050,"by":"alice","pos":44,"prev_pos":43},
+  delete: {"ev":"delete","room":"general","seq":41,"by":"alice","pos":45,"prev_pos":44},
+  react: {"ev":"react","room":"general","seq":41,"emoji":"👍","user":"bob","remove":false,"pos":43,"prev_pos":0},
+  msg_reply: {"ev":"msg","room":"general","seq":46,"msg_id":"3-2d","from":"bob","text":"yes","ts":1767225600046,"cid":"c-46","reply_to":41,"prev_seq":42},
 } satisfies Record<string, ServerEvent>;
 
 /** HTTP error bodies. */

@@ -94,4 +94,27 @@ describe("RoomState", () => {
     assert.equal(new RoomState("dm:alice:bob").isDm, true);
     assert.equal(new RoomState("general").isDm, false);
   });
+
+  it("applies edits, deletions and reactions in order and asks for a sync on a gap", () => {
+    const room = new RoomState("r");
+    room.insert([message("r", 3, "alice"), message("r", 5, "bob")]);
+    assert.equal(room.changePos, 5, "a first load starts the change position at its tail");
+    const edit = { ev: "edit", room: "r", seq: 3, text: "fixed", edited_ts: 9, by: "alice", pos: 6, prev_pos: 5 } as const;
+    assert.equal(room.applyChange(edit), "applied");
+    assert.equal(room.applyChange(edit), "old");
+    const react = (pos: number, prev: number, user: string, remove = false) =>
+      ({ ev: "react", room: "r", seq: 3, emoji: "👍", user, remove, pos, prev_pos: prev }) as const;
+    assert.equal(room.applyChange(react(7, 6, "bob")), "applied");
+    assert.equal(room.applyChange(react(8, 7, "alice")), "applied");
+    assert.deepEqual(room.message(3)!.reactions, [{ emoji: "👍", count: 2, users: ["alice", "bob"] }]);
+    assert.equal(room.applyChange(react(9, 8, "bob", true)), "applied");
+    assert.deepEqual(room.message(3)!.reactions, [{ emoji: "👍", count: 1, users: ["alice"] }]);
+    assert.equal(room.applyChange(react(12, 10, "bob")), "gap", "the change at 10 was missed");
+    const del = { ev: "delete", room: "r", seq: 3, by: "alice", pos: 10, prev_pos: 9 } as const;
+    assert.equal(room.applyChange(del), "applied");
+    const m = room.message(3)!;
+    assert.deepEqual([m.text, m.deleted, m.edited_ts, m.reactions], ["", true, undefined, undefined]);
+    room.replace([{ ...message("r", 5, "bob"), text: "current" }]);
+    assert.equal(room.message(5)!.text, "current");
+  });
 });

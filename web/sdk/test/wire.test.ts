@@ -41,6 +41,10 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   profile: { req: fields(requests.profile), reply: fields(replies.profile) },
   users: { req: fields(requests.users), reply: fields(replies.users) },
   notify: { req: fields(requests.notify), reply: fields(replies.notify) },
+  edit: { req: fields(requests.edit), reply: fields(replies.edit) },
+  edits: { req: fields(requests.edits), reply: fields(replies.edits) },
+  delete: { req: fields(requests.delete), reply: fields(replies.delete) },
+  react: { req: fields(requests.react), reply: fields(replies.react) },
 };
 const directSend: { req: RequestOf<"send">; reply: ReplyOf<"send"> } = {
   req: fields(requests.send_dm),

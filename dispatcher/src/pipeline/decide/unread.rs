@@ -128,7 +128,10 @@ mod tests {
     }
 
     fn send(offset: u64, from: &str, text: &str) -> Record {
-        record(offset, Command::Send { from: from.into(), text: text.into(), cid: format!("c{offset}") })
+        record(
+            offset,
+            Command::Send { from: from.into(), text: text.into(), cid: format!("c{offset}"), reply_to: None },
+        )
     }
 
     fn read(offset: u64, user: &str, seq: u64) -> Record {
@@ -146,6 +149,7 @@ mod tests {
             members: members.len() as u64,
             settings: Some(settings),
             messages: 2,
+            ..RoomState::default()
         };
         view.rooms.insert("r".into(), state);
         view.members.extend(members.iter().map(|u| ("r".to_owned(), (*u).to_owned())));
