@@ -161,29 +161,33 @@ async fn an_expired_message_that_was_edited_and_reacted_to_is_gone_with_it() {
 }
 
 #[tokio::test]
-async fn a_keyspace_of_an_earlier_version_is_upgraded_to_the_current_one() {
+async fn a_keyspace_of_version_3_is_upgraded_to_the_current_one() {
     use confab_store::Write;
     use confab_store::contract::message;
-    let (ks, _store) = open().await;
-    // Make it a version 3 keyspace: without the columns versions 4 and 5
-    // added (their new tables are created by the schema itself).
+    // The schema as version 3 left it (before messages lived and were
+    // counted): what a cluster upgrading from it has.
+    const V3: &str = include_str!("fixtures/schema-v3.cql");
+    let config = config();
+    let ks = Keyspace(config.clone());
     let session = scylla::client::session_builder::SessionBuilder::new()
-        .known_nodes(&ks.0.contact_points)
-        .use_keyspace(&ks.0.keyspace, false)
+        .known_nodes(&config.contact_points)
         .build()
         .await
         .unwrap();
-    for (table, columns) in [
-        ("messages", "reply_to, edited_ts, deleted, change_pos, n, mentions"),
-        ("rooms", "last_change, messages"),
-        ("user_rooms", "read_n, read_own, read_mentions, notify"),
-        ("room_settings", "retention_days"),
-    ] {
-        session.query_unpaged(format!("ALTER TABLE {table} DROP ({columns})"), ()).await.unwrap();
+    let create = format!(
+        "CREATE KEYSPACE {} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}",
+        config.keyspace
+    );
+    session.query_unpaged(create, ()).await.unwrap();
+    session.use_keyspace(&config.keyspace, false).await.unwrap();
+    let v3: String = V3.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    for statement in v3.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        session.query_unpaged(statement, ()).await.unwrap();
     }
-    session.query_unpaged("DELETE FROM schema_migrations WHERE version IN (4, 5)", ()).await.unwrap();
+    session.query_unpaged("INSERT INTO schema_migrations (version, applied_ms) VALUES (3, 0)", ()).await.unwrap();
     session.await_schema_agreement().await.unwrap();
     assert!(ScyllaStore::connect(&ks.0).await.is_err(), "a version 3 keyspace is refused");
+
     ScyllaStore::migrate(&ks.0).await.unwrap();
     let store = ScyllaStore::connect(&ks.0).await.expect("upgraded to the current version");
     let mut m = message("r", 2, "alice", "c2");
