@@ -47,6 +47,7 @@ macro_rules! store_contract_tests {
             a_deletion_drops_text_versions_and_reactions,
             reactions_count_each_user_once_and_list_twenty_names,
             changes_page_forward_by_position,
+            an_edit_keeps_mentions_and_a_deletion_drops_them,
             counts_give_exact_unread_and_mentions_across_seq_gaps,
             notify_levels_and_tallies_go_with_the_membership,
             a_rooms_retention_is_a_setting

@@ -109,3 +109,23 @@ pub async fn changes_page_forward_by_position(store: &impl Store) {
     assert_eq!(store.changes("other", 0, 2).await.unwrap(), (vec![], false));
     assert_eq!(store.room("r").await.unwrap().unwrap().last_change, 200_001);
 }
+
+/// Mentions are read from the text when it is sent (docs/protocol.md, "With
+/// replies, edits and deletion"): an edit keeps them, a deletion drops them.
+pub async fn an_edit_keeps_mentions_and_a_deletion_drops_them(store: &impl Store) {
+    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 0 }];
+    for seq in [1, 2] {
+        let m = confab_protocol::Message { mentions: vec!["bob".into()], ..message("r", seq, "alice", "c") };
+        batch.push(Write::Message(confab_protocol::Message { cid: format!("c{seq}"), ..m }));
+    }
+    store.apply(batch).await.unwrap();
+    store
+        .apply(vec![edit(1, "nobody now", ("message 1", 1), 10), Write::Delete { room: "r".into(), seq: 2, at: 11 }])
+        .await
+        .unwrap();
+    let page = store.history("r", None, 10).await.unwrap();
+    assert_eq!((page[0].text.as_str(), page[0].mentions.as_slice()), ("nobody now", ["bob".to_owned()].as_slice()));
+    assert!(page[1].deleted && page[1].mentions.is_empty(), "{:?}", page[1]);
+    let state = store.message("r", 2).await.unwrap().unwrap();
+    assert!(state.message.mentions.is_empty(), "{:?}", state.message);
+}
