@@ -286,6 +286,10 @@ pub mod default {
     pub fn max_rooms_per_user() -> usize {
         1000
     }
+    /// A day; tests set less.
+    pub fn retention_day_secs() -> u64 {
+        86_400
+    }
     /// Below the SDK's 3 s between `typing` ops and its 6 s indicator.
     pub fn typing_interval_ms() -> u64 {
         2000
@@ -471,6 +475,49 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub reply_limits: ReplyLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub retention: RetentionConfig,
+}
+
+/// How long rooms keep their messages: a room's admins set its own
+/// `retention_days` (`update_room`); rooms without one keep them this
+/// long. Gateways and dispatchers of one cluster need the same values.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct RetentionConfig {
+    /// Days a room without its own `retention_days` keeps its messages, 1
+    /// to 36500; unset: forever. Older messages leave `history` and `sync`
+    /// and the store (a TTL in the CQL store, a sweeper in the embedded one).
+    #[arg(long, env = "CONFAB_RETENTION_DAYS", value_name = "DAYS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
+
+    /// For tests only: the seconds one retention "day" lasts (86400), so a
+    /// test of retention need not wait days.
+    #[arg(long, env = "CONFAB_RETENTION_DAY_SECS", value_name = "SECS", default_value_t = default::retention_day_secs(), hide = true)]
+    #[serde(default = "default::retention_day_secs")]
+    pub retention_day_secs: u64,
+}
+
+impl RetentionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let most = confab_protocol::unread::MAX_RETENTION_DAYS;
+        if self.retention_days.is_some_and(|d| !(1..=most).contains(&d)) {
+            return Err(invalid(
+                "retention_days",
+                format!("must be 1 to {most}; leave it unset to keep messages forever"),
+            ));
+        }
+        if self.retention_day_secs == 0 {
+            return Err(invalid("retention_day_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn retention(&self) -> confab_protocol::Retention {
+        confab_protocol::Retention { default_days: self.retention_days, day_secs: self.retention_day_secs }
+    }
 }
 
 /// What one user may hold on a gateway and how often their `typing` goes
@@ -954,6 +1001,10 @@ pub struct DispatcherConfig {
     #[serde(flatten)]
     pub room_limits: RoomLimitsConfig,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub retention: RetentionConfig,
+
     /// PEM CA bundle trusted for the push link: with it, the dispatcher
     /// dials every gateway over TLS (wss://, never plain ws://) and requires
     /// its certificate to name the host of the address the gateway announced.
@@ -1069,7 +1120,8 @@ impl ServerConfig {
         self.auth_limits.validate()?;
         self.connection_limits.validate()?;
         self.user_limits.validate()?;
-        self.reply_limits.validate()
+        self.reply_limits.validate()?;
+        self.retention.validate()
     }
 
     /// The gateway's settings from these; `produce_timeout` is its deadline
@@ -1099,6 +1151,7 @@ impl ServerConfig {
             typing_interval: ms(self.user_limits.typing_interval_ms),
             max_contacts: self.user_limits.max_contacts,
             max_blocks: self.user_limits.max_blocks,
+            retention: self.retention.retention(),
         }
     }
 
@@ -1132,6 +1185,7 @@ impl StandaloneConfig {
         confab_dispatcher::Config {
             max_batch: default::max_batch(),
             max_rooms_per_user: self.room_limits.max_rooms_per_user,
+            retention: self.server.retention.retention(),
             ..Default::default()
         }
     }
@@ -1192,6 +1246,7 @@ impl DispatcherConfig {
                 return Err(invalid("internal_tls_server_name", format!("`{name}` is not a DNS name or IP address")));
             }
         }
+        self.retention.validate()?;
         self.room_limits.validate()
     }
 
@@ -1199,6 +1254,7 @@ impl DispatcherConfig {
         confab_dispatcher::Config {
             max_batch: self.max_batch,
             max_rooms_per_user: self.room_limits.max_rooms_per_user,
+            retention: self.retention.retention(),
             ..Default::default()
         }
     }
@@ -1566,5 +1622,19 @@ mod tests {
         assert!(load(&["confab", "--max-rooms-per-user", "1000"], "").unwrap().validate().is_ok());
         let e = load(&["confab", "--max-sessions-per-user", "0"], "").unwrap().validate().unwrap_err().to_string();
         assert!(e.starts_with("max_sessions_per_user"), "{e}");
+    }
+
+    #[test]
+    fn retention_is_forever_by_default_and_checked() {
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!(c.dispatcher().retention, confab_protocol::Retention::default());
+        let c = load(&["confab", "--retention-days", "30"], "retention_day_secs = 1\n").unwrap();
+        assert!(c.validate().is_ok());
+        let r = c.gateway().retention;
+        assert_eq!((r.default_days, r.day_secs), (Some(30), 1));
+        for days in ["0", "36501"] {
+            let e = load(&["confab", "--retention-days", days], "").unwrap().validate().unwrap_err().to_string();
+            assert!(e.starts_with("retention_days"), "{e}");
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! embedded store on local disk and an in-process bus.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use confab_bus::{Bus, LocalPush, MemoryBus};
 use confab_gateway::Gateway;
+use confab_protocol::Retention;
 use confab_store::{EmbeddedStore, Metered, Store};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::StandaloneConfig;
 use crate::serving::{self, Running};
@@ -19,6 +21,7 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let registry = prometheus::Registry::new();
     // Creates the data directory, private to this user (0700).
     let embedded = EmbeddedStore::open(&config.data).context("opening the embedded store")?;
+    let sweeper = embedded.clone();
     let store: Arc<dyn Store> = Arc::new(Metered::new(embedded, &registry)?);
     store.bind_partitions(config.partitions).await.context("partitions")?;
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.partitions, &store.checkpoints().await?));
@@ -49,6 +52,8 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let mut tasks = Supervisor::new();
     let ready = serving::gateway_ready(&gateway);
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
+    let retention = config.server.retention.retention();
+    tasks.spawn("retention sweeper", |stop| sweep(sweeper, retention, stop));
     let background = gateway.clone();
     tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
     tasks.spawn("dispatcher", |stop| async move {
@@ -57,4 +62,35 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let tcp_addr = serving::spawn_tcp(&mut tasks, &gateway, tcp, limits)?;
     tasks.spawn("public listener", |stop| serving::serve_gateway(gateway, public, tls, limits, grace, stop));
     Ok(Running::new(Some(public_addr), admin_addr, None, tasks).with_tcp(tcp_addr))
+}
+
+/// Messages the sweeper removes in one transaction.
+const SWEEP_CHUNK: usize = 10_000;
+
+/// Removes the messages retention no longer keeps, every minute (or every
+/// retention "day" when tests make one shorter), until `stop`. The CQL store
+/// needs no sweeper: its messages carry a TTL.
+async fn sweep(store: EmbeddedStore, retention: Retention, stop: CancellationToken) -> anyhow::Result<()> {
+    let every = Duration::from_secs(retention.day_secs.clamp(1, 60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        loop {
+            match store.sweep(retention, now, SWEEP_CHUNK).await {
+                Ok(n) if n == SWEEP_CHUNK => continue,
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::debug!(removed = n, "retention sweep");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention sweep failed; retrying at the next one");
+                    break;
+                }
+            }
+        }
+    }
 }

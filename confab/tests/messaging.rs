@@ -213,9 +213,15 @@ async fn read_markers_move_forward_only_and_are_told_to_members(s: TestServer) {
     assert_eq!(alice.next_event("read").await, json!({"ev":"read","room":"r","user":"bob","seq":sent[2]}));
     bob.ok(json!({"op":"read","room":"r","seq":sent[0]})).await;
     let rooms = bob.ok(json!({"op":"rooms"})).await;
-    assert_eq!(rooms["rooms"], json!([{"room":"r","last_seq":sent[2],"read_seq":sent[2]}]));
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"room":"r","last_seq":sent[2],"read_seq":sent[2],"unread":0,"mentions":0,"notify":"all"}])
+    );
     let rooms = alice.ok(json!({"op":"rooms"})).await;
-    assert_eq!(rooms["rooms"], json!([{"room":"r","last_seq":sent[2],"read_seq":0}]));
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"room":"r","last_seq":sent[2],"read_seq":0,"unread":0,"mentions":0,"notify":"all"}])
+    );
     assert_eq!(bob.error(json!({"op":"read","room":"elsewhere","seq":1})).await, "not_member");
 }
 
@@ -296,9 +302,9 @@ async fn rooms_lists_every_room_with_last_and_read_seqs(s: TestServer) {
     assert_eq!(
         rooms,
         [
-            json!({"room":"a","last_seq":0,"read_seq":0}),
-            json!({"room":"b","last_seq":seq,"read_seq":0}),
-            json!({"room":"dm:alice:bob","last_seq":dm,"read_seq":0}),
+            json!({"room":"a","last_seq":0,"read_seq":0,"unread":0,"mentions":0,"notify":"all"}),
+            json!({"room":"b","last_seq":seq,"read_seq":0,"unread":0,"mentions":0,"notify":"all"}),
+            json!({"room":"dm:alice:bob","last_seq":dm,"read_seq":0,"unread":0,"mentions":0,"notify":"all"}),
         ]
     );
 }

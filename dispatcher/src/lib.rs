@@ -46,11 +46,18 @@ pub struct Config {
     /// Rooms (DMs included) one user may be a member of: a `join`, or a
     /// DM's first message, beyond it is `forbidden`.
     pub max_rooms_per_user: usize,
+    /// How long messages are kept: rooms' `retention_days`, else this default.
+    pub retention: confab_protocol::Retention,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_batch: 512, gateway_timeout: Duration::from_secs(30), max_rooms_per_user: MAX_ROOMS_PER_USER }
+        Config {
+            max_batch: 512,
+            gateway_timeout: Duration::from_secs(30),
+            max_rooms_per_user: MAX_ROOMS_PER_USER,
+            retention: confab_protocol::Retention::default(),
+        }
     }
 }
 
@@ -71,7 +78,8 @@ pub async fn run(
     let me = format!("dispatcher-{:x}", std::process::id() as u64 ^ rand_suffix());
     bus.announce(&Announcement::Resync { gateway: me }).await?;
     let mut pipeline = Pipeline::new(store.clone(), push.clone(), metrics.clone(), shutdown.clone())
-        .with_max_rooms_per_user(config.max_rooms_per_user);
+        .with_max_rooms_per_user(config.max_rooms_per_user)
+        .with_retention(config.retention);
     pipeline.resume_from(store.checkpoints().await?);
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");

@@ -188,6 +188,12 @@ impl Store for Flaky {
     async fn read_marker(&self, room: &str, user: &str) -> confab_store::Result<u64> {
         self.inner.read_marker(room, user).await
     }
+    async fn ordinal_at(&self, room: &str, seq: u64) -> confab_store::Result<Option<(u64, u64)>> {
+        self.inner.ordinal_at(room, seq).await
+    }
+    async fn tally(&self, room: &str, user: &str, seq: u64) -> confab_store::Result<confab_store::Tally> {
+        self.inner.tally(room, user, seq).await
+    }
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> confab_store::Result<Vec<Message>> {
         self.inner.history(room, before, limit).await
     }
@@ -374,4 +380,31 @@ async fn a_dm_whose_first_batch_landed_in_part_is_completed_when_its_record_come
     let replies: Vec<Value> =
         push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
     assert_eq!((replies.len(), &replies[0]["seq"]), (1, &Value::from(1)));
+}
+
+#[tokio::test]
+async fn a_batch_stored_in_part_counts_each_message_once_when_it_comes_again() {
+    let (_dir, inner) = open();
+    let push = Captured::default();
+    pipeline(inner.clone(), push.clone()).process(vec![join(0, "r", "alice"), join(1, "r", "bob")]).await.unwrap();
+    // Everything of the next batch lands but its checkpoint (as on a CQL
+    // store that failed at the end), and its dispatcher stops.
+    let batch = || vec![send(2, "r", "alice", "c1"), send(3, "r", "alice", "c2")];
+    let flaky = Arc::new(Flaky::new(inner.clone(), 6));
+    let shutdown = CancellationToken::new();
+    let mut first = stoppable_pipeline(flaky.clone(), push.clone(), shutdown.clone());
+    let work = tokio::spawn(async move { first.process(batch()).await });
+    flaky.failed.notified().await;
+    shutdown.cancel();
+    assert_eq!(work.await.unwrap(), None);
+    assert_eq!(inner.room("r").await.unwrap().unwrap().messages, 2, "the counts landed");
+    // The next owner decides the batch again from the store: the room as it
+    // was before the batch, not as its first attempt left it.
+    let mut second = pipeline(inner.clone(), push.clone());
+    second.resume_from(inner.checkpoints().await.unwrap());
+    second.process(batch()).await.unwrap();
+    assert_eq!(inner.room("r").await.unwrap().unwrap().messages, 2);
+    let bob = inner.user_rooms("bob").await.unwrap();
+    assert_eq!((bob[0].unread, bob[0].last_seq), (2, 4));
+    assert_eq!(inner.tally("r", "alice", 99).await.unwrap().own, 2);
 }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use confab_protocol::event::ReplyBody;
 use confab_protocol::request::{DecodeError, MAX_HISTORY_LIMIT, MAX_SYNC_LIMIT, MAX_SYNC_ROOMS, Target};
 use confab_protocol::{ErrorCode, Op, Reply, Request, RequestId};
-use confab_protocol::{accounts, lifecycle, rooms, validate};
+use confab_protocol::{accounts, lifecycle, rooms, unread, validate};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -88,7 +88,7 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
         Op::Join { room } | Op::Leave { room } => {
             assert!(validate::is_room_name(room), "joined a non-room {room:?}");
         }
-        Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } => {
+        Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } | Op::Notify { room, .. } => {
             assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
         }
         Op::Send { room, to, text, cid, reply_to: _ } => {
@@ -128,6 +128,9 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
             assert!(validate::is_room_name(room), "managed a non-room {room:?}");
             assert!(name.as_ref().is_none_or(|n| n.len() <= rooms::MAX_NAME_BYTES), "name too long");
             assert!(topic.as_ref().is_none_or(|t| t.len() <= rooms::MAX_TOPIC_BYTES), "topic too long");
+            if let Op::UpdateRoom { retention_days: Some(d), .. } = &req.op {
+                assert!(*d <= unread::MAX_RETENTION_DAYS, "retention of {d} days");
+            }
         }
         Op::Invite { room, user }
         | Op::Unban { room, user }
@@ -245,11 +248,22 @@ fn canonical(req: &Request) -> Value {
             }
             put_some(&mut put, "changes", changes);
         }
-        Op::Create { room, visibility, name, topic } | Op::UpdateRoom { room, visibility, name, topic } => {
+        Op::Create { room, visibility, name, topic } => {
             put("room", json!(room));
             put_some(&mut put, "visibility", visibility);
             put_some(&mut put, "name", name);
             put_some(&mut put, "topic", topic);
+        }
+        Op::UpdateRoom { room, visibility, name, topic, retention_days } => {
+            put("room", json!(room));
+            put_some(&mut put, "visibility", visibility);
+            put_some(&mut put, "name", name);
+            put_some(&mut put, "topic", topic);
+            put_some(&mut put, "retention_days", retention_days);
+        }
+        Op::Notify { room, level } => {
+            put("room", json!(room));
+            put("level", json!(level.as_str()));
         }
         Op::Invite { room, user } | Op::Unban { room, user } | Op::Unmute { room, user } => {
             put("room", json!(room));

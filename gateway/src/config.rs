@@ -56,6 +56,9 @@ pub struct Config {
     pub max_contacts: usize,
     /// Users one user may block.
     pub max_blocks: usize,
+    /// How long messages are kept: `history` and `sync` leave out those
+    /// older than their room's retention, and `room_info` shows it.
+    pub retention: confab_protocol::Retention,
 }
 
 impl Config {

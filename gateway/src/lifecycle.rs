@@ -50,6 +50,15 @@ impl Gateway {
 
     async fn edits(&self, user: &str, room: &str, seq: u64) -> Result<Option<ReplyBody>, ProtocolError> {
         self.check_member(room, user).await?;
+        // A message past its room's retention is gone with its versions,
+        // which the CQL store may still hold (docs/security.md, "Known gaps").
+        let cutoff = self.retention_cutoff(room).await?;
+        if let Some(cutoff) = cutoff {
+            let state = self.inner.store.message(room, seq).await.map_err(store_error)?;
+            if state.is_none_or(|s| s.message.ts < cutoff) {
+                return Ok(Some(ReplyBody::Edits { versions: Vec::new() }));
+            }
+        }
         // At most MAX_VERSIONS versions of at most `max_text` bytes each.
         let versions = self.inner.store.edits(room, seq).await.map_err(store_error)?;
         Ok(Some(ReplyBody::Edits { versions }))
@@ -65,6 +74,7 @@ impl Gateway {
         after: u64,
         pos: u64,
         log: (Vec<(u64, u64)>, bool),
+        cutoff: Option<u64>,
         budget: &mut Budget,
     ) -> Result<Changed, ProtocolError> {
         let (log, mut more) = log;
@@ -78,6 +88,10 @@ impl Gateway {
                 let Some(state) = self.inner.store.message(room, seq).await.map_err(store_error)? else {
                     continue;
                 };
+                // Past the room's retention (see `retention_cutoff`): gone for the client.
+                if cutoff.is_some_and(|cutoff| state.message.ts < cutoff) {
+                    continue;
+                }
                 if !budget.take(&state.message) {
                     more = true;
                     break;

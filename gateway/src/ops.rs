@@ -145,9 +145,13 @@ impl Gateway {
                 };
                 self.produce(s, req.id, room, cmd, false).await
             }
-            Op::UpdateRoom { room, name, topic, visibility } => {
-                let cmd = Command::UpdateRoom { by: user.into(), name, topic, visibility };
+            Op::UpdateRoom { room, name, topic, visibility, retention_days } => {
+                let cmd = Command::UpdateRoom { by: user.into(), name, topic, visibility, retention_days };
                 self.produce(s, req.id, room, cmd, false).await
+            }
+            Op::Notify { room, level } => {
+                self.check_dm(&room, user).await?;
+                self.produce(s, req.id, room, Command::Notify { user: user.into(), level }, false).await
             }
             Op::Invite { room, user: target } => {
                 // An invitation names an account: one for a name nobody
@@ -257,6 +261,9 @@ impl Gateway {
         // At most `MAX_HISTORY_LIMIT` messages are read, so reading the
         // page whole and cutting it costs little.
         let mut page = self.inner.store.history(room, before, limit).await.map_err(store_error)?;
+        if let Some(cutoff) = self.retention_cutoff(room).await? {
+            page.retain(|m| m.ts >= cutoff);
+        }
         let mut budget = Budget::new(self.config().reply_max_bytes, u32::MAX);
         let keep = page.iter().rev().take_while(|m| budget.take(m)).count();
         let cut = page.len() - keep;
@@ -283,6 +290,7 @@ impl Gateway {
         let mut out = BTreeMap::new();
         for (room, last_seq) in rooms {
             self.check_member(&room, user).await?;
+            let cutoff = self.retention_cutoff(&room).await?;
             budget.room(&room);
             // The change log first: see `changed_since`.
             let log = match changes.get(&room) {
@@ -303,6 +311,11 @@ impl Gateway {
                     let want = left.min(budget.messages_left()).min(SYNC_CHUNK);
                     let (page, more) = store.since(&room, after, want).await.map_err(store_error)?;
                     for m in page {
+                        if cutoff.is_some_and(|cutoff| m.ts < cutoff) {
+                            // Expired, not yet removed from the store.
+                            after = m.seq;
+                            continue;
+                        }
                         if !budget.take(&m) {
                             break 'room true;
                         }
@@ -316,7 +329,7 @@ impl Gateway {
             };
             let mut synced = SyncRoom { messages, more, changed: None, change_pos: None, changes_more: None };
             if let Some((pos, log)) = log {
-                let changed = self.changed_since(&room, last_seq, pos, log, &mut budget).await?;
+                let changed = self.changed_since(&room, last_seq, pos, log, cutoff, &mut budget).await?;
                 synced.changed = Some(changed.messages);
                 synced.change_pos = Some(changed.change_pos);
                 synced.changes_more = changed.more.then_some(true);
@@ -324,6 +337,18 @@ impl Gateway {
             out.insert(room, synced);
         }
         Ok(out)
+    }
+
+    /// Messages older than this (unix ms) are past the room's retention
+    /// and left out of `history` and `sync` (the store removes them soon:
+    /// a CQL TTL, the embedded store's sweeper); `None` keeps all.
+    pub(crate) async fn retention_cutoff(&self, room: &str) -> Result<Option<u64>, ProtocolError> {
+        let retention = self.config().retention;
+        let days = match dm_members(room) {
+            Some(_) => None,
+            None => self.inner.store.room_settings(room).await.map_err(store_error)?.and_then(|s| s.retention_days),
+        };
+        Ok(retention.cutoff_ms(days, unix_ms()))
     }
 
     /// Reads need membership; a DM's two parties are its members even before

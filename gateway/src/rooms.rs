@@ -7,6 +7,7 @@
 use confab_protocol::event::ReplyBody;
 use confab_protocol::rooms::{DEFAULT_DIRECTORY_LIMIT, DEFAULT_MEMBERS_LIMIT, DirectoryEntry};
 use confab_protocol::{ErrorCode, ProtocolError, Role, RoomInfo, Visibility};
+use confab_store::RoomSettings;
 
 use crate::Gateway;
 use crate::ops::store_error;
@@ -20,11 +21,7 @@ impl Gateway {
     /// The caller's role in a room they may read about (`None`: not a
     /// member of a public room); `not_found` when there is no such room,
     /// `forbidden` for a private room of which the caller is not a member.
-    async fn readable(
-        &self,
-        room: &str,
-        user: &str,
-    ) -> Result<(u64, Option<Role>, Visibility, String, String), ProtocolError> {
+    async fn readable(&self, room: &str, user: &str) -> Result<(u64, Option<Role>, RoomSettings), ProtocolError> {
         let store = &self.inner.store;
         let (meta, settings, member) =
             tokio::try_join!(store.room(room), store.room_settings(room), store.member(room, user))
@@ -36,12 +33,14 @@ impl Gateway {
         if settings.visibility == Visibility::Private && member.is_none() {
             return Err(ProtocolError::new(ErrorCode::Forbidden, format!("'{room}' is private: members only")));
         }
-        Ok((meta.members, member.map(|m| m.role), settings.visibility, settings.name, settings.topic))
+        Ok((meta.members, member.map(|m| m.role), settings))
     }
 
     pub(crate) async fn room_info(&self, room: String, user: &str) -> Result<ReplyBody, ProtocolError> {
-        let (members, role, visibility, name, topic) = self.readable(&room, user).await?;
-        Ok(ReplyBody::RoomInfo { room, name, topic, visibility, members, role })
+        let (members, role, settings) = self.readable(&room, user).await?;
+        let retention_days = self.config().retention.days(settings.retention_days);
+        let RoomSettings { name, topic, visibility, .. } = settings;
+        Ok(ReplyBody::RoomInfo { room, name, topic, visibility, members, role, retention_days })
     }
 
     pub(crate) async fn members(
@@ -124,7 +123,7 @@ impl Gateway {
                 continue;
             }
             let last_seq = store.room(&room).await.map_err(store_error)?.map_or(0, |m| m.last_seq);
-            rooms.push(RoomInfo { room, last_seq, read_seq: 0, invited: true });
+            rooms.push(RoomInfo { room, last_seq, invited: true, ..RoomInfo::default() });
         }
         Ok(rooms)
     }

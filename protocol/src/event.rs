@@ -48,6 +48,11 @@ pub enum ReplyBody {
         visibility: Visibility,
         members: u64,
         role: Option<Role>,
+        /// Days the room keeps messages (its own setting, else the
+        /// cluster's default); absent: forever.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        retention_days: Option<u32>,
     },
     Join {
         room: String,
@@ -243,6 +248,10 @@ pub enum Event {
         topic: String,
         visibility: Visibility,
         by: String,
+        /// The room's own `retention_days`, when it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        retention_days: Option<u32>,
     },
     Typing {
         room: String,
@@ -339,6 +348,7 @@ mod tests {
                 text: "hi".into(),
                 ts: 1,
                 cid: "c".into(),
+                mentions: vec!["bob".into()],
                 ..Message::default()
             },
             prev_seq: 3,
@@ -346,7 +356,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&ev.encode()).unwrap();
         assert_eq!(
             v,
-            json!({"ev":"msg","room":"r","seq":5,"msg_id":"0-4","from":"alice","text":"hi","ts":1,"cid":"c","prev_seq":3})
+            json!({"ev":"msg","room":"r","seq":5,"msg_id":"0-4","from":"alice","text":"hi","ts":1,"cid":"c","mentions":["bob"],"prev_seq":3})
         );
         assert_eq!(serde_json::from_value::<Event>(v).unwrap(), ev);
     }

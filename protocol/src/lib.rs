@@ -5,7 +5,8 @@
 //! pushes ([`event`]), the message object ([`message`]), the validation rules
 //! of PROTOCOL.md ([`validate`]), the protocol's error codes ([`error`]) and
 //! the records that travel over the bus between gateways and dispatchers
-//! ([`record`]). This crate depends on nothing else in the workspace. The
+//! ([`record`]), and what tells a user where to look: mentions, unread
+//! counts, notification levels, retention ([`unread`]). This crate depends on nothing else in the workspace. The
 //! TypeScript SDK's wire types are generated from these types and checked
 //! for drift by the `typescript` tests.
 
@@ -18,6 +19,7 @@ pub mod message;
 pub mod record;
 pub mod request;
 pub mod rooms;
+pub mod unread;
 pub mod validate;
 
 #[cfg(test)]
@@ -31,3 +33,4 @@ pub use message::{Message, RoomInfo};
 pub use record::{Act, Announcement, Audience, Command, Delivery, IngressRecord, Origin, RoomEffect};
 pub use request::{Op, Request, RequestId};
 pub use rooms::{Role, Visibility};
+pub use unread::{NotifyLevel, Retention};

@@ -3,13 +3,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::Reaction;
+use crate::unread::NotifyLevel;
 
 /// A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
 /// acceptance, `msg_id` is unique across the cluster.
 ///
-/// The fields after `cid` are a message's life after it was sent
-/// (crate::lifecycle); each is absent while it has its default, so a message
-/// nobody replied with, edited, deleted or reacted to reads as in v1.
+/// `reply_to`, `edited_ts`, `deleted` and `reactions` are a message's life
+/// after it was sent (crate::lifecycle), `mentions` what it mentions
+/// (crate::unread); each is absent while it has its default, so a message
+/// nobody replied with, edited, deleted or reacted to and that mentions
+/// nobody reads as in v1.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Message {
@@ -36,6 +39,11 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(test, ts(as = "Option<Vec<Reaction>>", optional))]
     pub reactions: Vec<Reaction>,
+    /// Members the text mentions as `@name` (each once, at most
+    /// [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, ts(as = "Option<Vec<String>>", optional))]
+    pub mentions: Vec<String>,
 }
 
 /// One entry of the `rooms` reply.
@@ -50,6 +58,19 @@ pub struct RoomInfo {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[cfg_attr(test, ts(as = "Option<bool>", optional))]
     pub invited: bool,
+    /// Messages after `read_seq` that are not the user's own (0 for an
+    /// invitation). (Optional in TypeScript: servers before it omit it.)
+    #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<u64>", optional))]
+    pub unread: u64,
+    /// Of those, the messages that mention the user.
+    #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<u64>", optional))]
+    pub mentions: u64,
+    /// The user's notification level for the room.
+    #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<NotifyLevel>", optional))]
+    pub notify: NotifyLevel,
 }
 
 /// The key a message's `cid` is deduplicated under: per room and per

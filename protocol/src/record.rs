@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::request::RequestId;
 use crate::rooms::{Role, Visibility};
+use crate::unread::NotifyLevel;
 
 /// Where the reply to a write goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +86,14 @@ pub enum Command {
         topic: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         visibility: Option<Visibility>,
+        /// 0 clears the room's own setting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention_days: Option<u32>,
+    },
+    /// `notify`: `user`'s notification level for the room.
+    Notify {
+        user: String,
+        level: NotifyLevel,
     },
     /// `user`'s account was deleted: they leave the room (ownership passes
     /// on) and their messages in it lose their text and author.

@@ -14,6 +14,7 @@ use crate::accounts;
 use crate::error::ProtocolError;
 use crate::lifecycle;
 use crate::rooms::{self, Role, Visibility};
+use crate::unread::{self, NotifyLevel};
 use crate::validate;
 
 /// Most rooms one `sync` may name; a larger request is `bad_request`.
@@ -165,6 +166,10 @@ pub enum Op {
         #[serde(default)]
         #[cfg_attr(test, ts(optional))]
         visibility: Option<Visibility>,
+        /// Days the room keeps messages, 1 to 36500; 0: the cluster's default.
+        #[serde(default)]
+        #[cfg_attr(test, ts(optional))]
+        retention_days: Option<u32>,
     },
     RoomInfo {
         room: String,
@@ -214,6 +219,11 @@ pub enum Op {
         user: String,
     },
     Blocks,
+    /// The caller's notification level for a room.
+    Notify {
+        room: String,
+        level: NotifyLevel,
+    },
     Edit {
         room: String,
         seq: u64,
@@ -315,6 +325,7 @@ impl Op {
             Op::Block { .. } => "block",
             Op::Unblock { .. } => "unblock",
             Op::Blocks => "blocks",
+            Op::Notify { .. } => "notify",
             Op::Edit { .. } => "edit",
             Op::Edits { .. } => "edits",
             Op::Delete { .. } => "delete",
@@ -330,7 +341,9 @@ impl Op {
                 validate::username(user).map_err(|_| ProtocolError::bad_request("`user` is not a valid user name"))
             }
             Op::Join { room } | Op::Leave { room } => validate::joinable_room(room),
-            Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } => validate::room_ref(room),
+            Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } | Op::Notify { room, .. } => {
+                validate::room_ref(room)
+            }
             Op::Send { room, to, text, cid, .. } => {
                 match (room, to) {
                     (Some(room), None) => validate::room_ref(room)?,
@@ -352,10 +365,17 @@ impl Op {
                 rooms::bounded("name", name.as_deref().unwrap_or(""), rooms::MAX_NAME_BYTES)?;
                 rooms::bounded("topic", topic.as_deref().unwrap_or(""), rooms::MAX_TOPIC_BYTES)
             }
-            Op::UpdateRoom { room, name, topic, .. } => {
+            Op::UpdateRoom { room, name, topic, retention_days, .. } => {
                 validate::joinable_room(room)?;
                 rooms::bounded("name", name.as_deref().unwrap_or(""), rooms::MAX_NAME_BYTES)?;
-                rooms::bounded("topic", topic.as_deref().unwrap_or(""), rooms::MAX_TOPIC_BYTES)
+                rooms::bounded("topic", topic.as_deref().unwrap_or(""), rooms::MAX_TOPIC_BYTES)?;
+                match retention_days {
+                    Some(d) if *d > unread::MAX_RETENTION_DAYS => Err(ProtocolError::bad_request(format!(
+                        "retention_days must be 1 to {} (0: the cluster's default)",
+                        unread::MAX_RETENTION_DAYS
+                    ))),
+                    _ => Ok(()),
+                }
             }
             Op::Invite { room, user }
             | Op::Unban { room, user }
@@ -609,6 +629,26 @@ mod tests {
         assert_eq!(r.id, Some(RequestId::UInt(u64::MAX)));
         let long = format!(r#"{{"id":1,"op":"{}"}}"#, "x".repeat(60_000));
         assert!(decode(&long).unwrap_err().error.message.len() < 200);
+    }
+
+    #[test]
+    fn notify_and_retention_decode_and_check_their_fields() {
+        let r = decode(r#"{"id":1,"op":"notify","room":"team","level":"mentions"}"#).unwrap();
+        assert_eq!(r.op, Op::Notify { room: "team".into(), level: NotifyLevel::Mentions });
+        let r = decode(r#"{"id":1,"op":"notify","room":"dm:a:b","level":"none"}"#).unwrap();
+        assert_eq!(r.op.name(), "notify");
+        let r = decode(r#"{"id":1,"op":"update_room","room":"t","retention_days":0}"#).unwrap();
+        assert!(matches!(r.op, Op::UpdateRoom { retention_days: Some(0), .. }));
+        for frame in [
+            r#"{"id":1,"op":"notify","room":"team","level":"loud"}"#,
+            r#"{"id":1,"op":"notify","room":"team"}"#,
+            r#"{"id":1,"op":"notify","room":"no room","level":"all"}"#,
+            r#"{"id":1,"op":"update_room","room":"t","retention_days":36501}"#,
+            r#"{"id":1,"op":"update_room","room":"t","retention_days":-1}"#,
+            r#"{"id":1,"op":"update_room","room":"t","retention_days":1.5}"#,
+        ] {
+            assert_eq!(decode(frame).unwrap_err().error.code, ErrorCode::BadRequest, "{frame}");
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ fn typescript_declarations_match_the_sdk() {
     declare::<crate::ContactStatus>(&mut out);
     declare::<crate::ContactEntry>(&mut out);
     declare::<ByeReason>(&mut out);
+    declare::<crate::NotifyLevel>(&mut out);
     declare::<Event>(&mut out);
     expect_file!["../../web/sdk/src/protocol.gen.ts"].assert_eq(&out);
 }
@@ -143,6 +144,8 @@ fn real_frames_match_the_sdk_fixture() {
         ("delete", r#"{"op":"delete","id":39,"room":"general","seq":41}"#),
         ("react", r#"{"op":"react","id":40,"room":"general","seq":41,"emoji":"👍"}"#),
         ("react_remove", r#"{"op":"react","id":41,"room":"general","seq":41,"emoji":"👍","remove":true}"#),
+        ("notify", r#"{"op":"notify","id":48,"room":"general","level":"mentions"}"#),
+        ("update_room_retention", r#"{"op":"update_room","id":49,"room":"team","retention_days":30}"#),
         ("without_id", r#"{"op":"ping"}"#),
     ]
     .map(|(name, frame)| {
@@ -151,9 +154,17 @@ fn real_frames_match_the_sdk_fixture() {
     });
 
     let int = RequestId::Int;
-    let general = |last_seq, read_seq| RoomInfo { room: "general".into(), last_seq, read_seq, invited: false };
-    let dm = RoomInfo { room: "dm:alice:bob".into(), last_seq: 8, read_seq: 7, invited: false };
-    let invitation = RoomInfo { room: "team".into(), last_seq: 3, read_seq: 0, invited: true };
+    let general = |last_seq, read_seq| RoomInfo {
+        room: "general".into(),
+        last_seq,
+        read_seq,
+        unread: 2,
+        mentions: 1,
+        notify: crate::NotifyLevel::Mentions,
+        ..RoomInfo::default()
+    };
+    let dm = RoomInfo { room: "dm:alice:bob".into(), last_seq: 8, read_seq: 7, unread: 1, ..RoomInfo::default() };
+    let invitation = RoomInfo { room: "team".into(), last_seq: 3, read_seq: 0, invited: true, ..RoomInfo::default() };
     let replies = [
         ("ping", reply(int(1), ReplyBody::Empty {})),
         ("join", reply(int(2), ReplyBody::Join { room: "general".into(), last_seq: 41 })),
@@ -236,6 +247,7 @@ fn real_frames_match_the_sdk_fixture() {
                     visibility: Visibility::Private,
                     members: 2,
                     role: Some(Role::Admin),
+                    retention_days: Some(30),
                 },
             ),
         ),
@@ -250,6 +262,7 @@ fn real_frames_match_the_sdk_fixture() {
                     visibility: Visibility::Public,
                     members: 42,
                     role: None,
+                    retention_days: None,
                 },
             ),
         ),
@@ -369,6 +382,7 @@ fn real_frames_match_the_sdk_fixture() {
         ),
         ("delete", reply(int(39), ReplyBody::Changed { room: "general".into(), seq: 41 })),
         ("react", reply(int(40), ReplyBody::Changed { room: "general".into(), seq: 41 })),
+        ("notify", reply(int(42), ReplyBody::Empty {})),
         ("forbidden", Reply::error(Some(int(32)), ProtocolError::new(ErrorCode::Forbidden, "admins only")).encode()),
         ("error", Reply::error(Some(int(13)), ProtocolError::not_member("staff")).encode()),
         (
@@ -389,6 +403,13 @@ fn real_frames_match_the_sdk_fixture() {
         ),
         ("contact", Event::Contact { user: "bob".into(), status: crate::ContactStatus::Mutual }),
         ("msg", Event::Msg { message: message(42, "bob", "see you"), prev_seq: 41 }),
+        (
+            "msg_mention",
+            Event::Msg {
+                message: Message { mentions: vec!["alice".into()], ..message(43, "bob", "@alice look") },
+                prev_seq: 42,
+            },
+        ),
         ("member", Event::member("general", "carol", MemberAction::Join)),
         (
             "member_kick",
@@ -434,6 +455,7 @@ fn real_frames_match_the_sdk_fixture() {
                 topic: "Ship it".into(),
                 visibility: Visibility::Private,
                 by: "alice".into(),
+                retention_days: Some(30),
             },
         ),
         ("typing", Event::Typing { room: "general".into(), user: "bob".into() }),

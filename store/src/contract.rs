@@ -16,7 +16,9 @@ use crate::{
 };
 
 mod lifecycle;
+mod unread;
 pub use lifecycle::*;
+pub use unread::*;
 
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -50,7 +52,11 @@ macro_rules! store_contract_tests {
             a_deletion_drops_text_versions_and_reactions,
             reactions_count_each_user_once_and_list_twenty_names,
             changes_page_forward_by_position,
-            an_erasure_deletes_the_users_versions_and_reactions
+            an_erasure_deletes_the_users_versions_and_reactions,
+            an_edit_keeps_mentions_and_a_deletion_drops_them,
+            counts_give_exact_unread_and_mentions_across_seq_gaps,
+            notify_levels_and_tallies_go_with_the_membership,
+            a_rooms_retention_is_a_setting
         );
     };
     (@each $open:path, $($name:ident),*) => {
@@ -84,7 +90,7 @@ pub fn some_messages(room: &str, n: u64) -> WriteBatch {
     batch
 }
 
-fn join(room: &str, user: &str) -> Write {
+pub(crate) fn join(room: &str, user: &str) -> Write {
     Write::Join { room: room.into(), user: user.into(), at: 0 }
 }
 
@@ -141,7 +147,7 @@ pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {
     store.apply(vec![join("r", "alice"), join("r", "bob"), join("r", "alice")]).await.unwrap();
-    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, last_change: 0 }));
+    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, messages: 0, last_change: 0 }));
     let mut members = store.members("r").await.unwrap();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);
@@ -238,8 +244,8 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
     assert_eq!(
         rooms,
         [
-            RoomInfo { room: "dm:alice:bob".into(), last_seq: 7, read_seq: 0, invited: false },
-            RoomInfo { room: "r".into(), last_seq: 3, read_seq: 2, invited: false },
+            RoomInfo { room: "dm:alice:bob".into(), last_seq: 7, read_seq: 0, ..RoomInfo::default() },
+            RoomInfo { room: "r".into(), last_seq: 3, read_seq: 2, ..RoomInfo::default() },
         ]
     );
 }
@@ -302,7 +308,13 @@ pub async fn a_room_nobody_joined_does_not_exist(store: &impl Store) {
 }
 
 fn settings(visibility: Visibility, name: &str, owner: &str) -> RoomSettings {
-    RoomSettings { visibility, name: name.into(), topic: format!("about {name}"), owner: Some(owner.into()) }
+    RoomSettings {
+        visibility,
+        name: name.into(),
+        topic: format!("about {name}"),
+        owner: Some(owner.into()),
+        retention_days: None,
+    }
 }
 
 pub async fn room_settings_are_stored_and_list_public_rooms_in_order(store: &impl Store) {

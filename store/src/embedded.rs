@@ -21,14 +21,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write,
-    WriteBatch,
+    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, Tally, UserRecord,
+    Write, WriteBatch,
 };
 use confab_protocol::lifecycle::Version;
 
 mod lifecycle;
 use confab_protocol::rooms::MemberEntry;
-use confab_protocol::{Profile, Role, Visibility};
+use confab_protocol::unread::unread;
+use confab_protocol::{NotifyLevel, Profile, Retention, Role, Visibility};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// user -> (display_name, avatar) of users who set a profile
@@ -66,6 +67,17 @@ const INVITES: TableDefinition<(&str, &str), (u64, bool)> = TableDefinition::new
 const USER_INVITES: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_invites");
 /// (room, user) -> (`at` of the latest ban write, banned)
 const BANS: TableDefinition<(&str, &str), (u64, bool)> = TableDefinition::new("bans");
+/// room -> how many messages it has had (see `crate::unread`)
+const ROOM_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("room_counts");
+/// (room, seq) -> the message's ordinal among the room's messages
+const ORDINALS: TableDefinition<(&str, u64), u64> = TableDefinition::new("ordinals");
+/// (room, user, seq) -> (own, mentions): the member's running counts as of
+/// that message; cleared by a leave
+const TALLIES: TableDefinition<(&str, &str, u64), (u64, u64)> = TableDefinition::new("tallies");
+/// (room, user) -> (messages, own, mentions) at the member's read marker
+const READ_TALLIES: TableDefinition<(&str, &str), (u64, u64, u64)> = TableDefinition::new("read_tallies");
+/// (room, user) -> notification level, of members who chose another than `all`
+const NOTIFY: TableDefinition<(&str, &str), &str> = TableDefinition::new("notify");
 
 /// Sorts after every character allowed in user and room names, so
 /// `(prefix, "")..(prefix, END)` spans one prefix of a tuple key.
@@ -106,6 +118,8 @@ struct StoredMessage {
     /// The position of the latest change (lifecycle); 0: never changed.
     #[serde(default, skip_serializing_if = "is_zero")]
     change_pos: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -169,6 +183,11 @@ impl EmbeddedStore {
             txn.open_table(USER_INVITES)?;
             txn.open_table(BANS)?;
             contacts::create_tables(&txn)?;
+            txn.open_table(ROOM_COUNTS)?;
+            txn.open_table(ORDINALS)?;
+            txn.open_table(TALLIES)?;
+            txn.open_table(READ_TALLIES)?;
+            txn.open_table(NOTIFY)?;
             txn.open_table(lifecycle::VERSIONS)?;
             txn.open_table(lifecycle::REACTIONS)?;
             txn.open_table(lifecycle::CHANGES)?;
@@ -176,6 +195,15 @@ impl EmbeddedStore {
         }
         txn.commit()?;
         Ok(EmbeddedStore { db: Arc::new(db) })
+    }
+
+    /// Removes the messages that retention no longer keeps at `now_ms`
+    /// (`ts` older than the room's `retention_days`, else `retention`'s
+    /// default), at most `max` of them; returns how many it removed, so a
+    /// caller repeats while that is `max`. The CQL store needs no sweeper:
+    /// its messages carry a TTL.
+    pub async fn sweep(&self, retention: Retention, now_ms: u64, max: usize) -> Result<usize> {
+        self.blocking(move |db| sweep(db, retention, now_ms, max)).await
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T>
@@ -197,6 +225,69 @@ fn encode_stored(room: &str, seq: u64, m: &StoredMessage) -> Result<Vec<u8>> {
     serde_json::to_vec(m).map_err(|source| Error::Json { what: format!("encoding message {room}/{seq}"), source })
 }
 
+fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result<usize> {
+    // What to remove, found in a read transaction, so the writer waits for
+    // the removal only.
+    let mut doomed: Vec<(String, u64, String)> = Vec::new();
+    {
+        let txn = db.begin_read()?;
+        let rooms = txn.open_table(ROOMS)?;
+        let settings = txn.open_table(ROOM_SETTINGS)?;
+        let messages = txn.open_table(MESSAGES)?;
+        for entry in rooms.iter()? {
+            let room = entry?.0.value().to_owned();
+            let days = match settings.get(room.as_str())? {
+                Some(g) => {
+                    let stored: StoredSettings = serde_json::from_slice(g.value())
+                        .map_err(|source| Error::Json { what: format!("decoding the settings of {room}"), source })?;
+                    stored.settings.retention_days
+                }
+                None => None,
+            };
+            let Some(cutoff) = retention.cutoff_ms(days, now_ms) else { continue };
+            // Oldest first; `ts` grows with seq, so the first kept one ends the room.
+            for entry in messages.range((room.as_str(), 0)..=(room.as_str(), u64::MAX))? {
+                if doomed.len() >= max {
+                    break;
+                }
+                let (k, v) = entry?;
+                let seq = k.value().1;
+                let m = decode_stored(&room, seq, v.value())?;
+                if m.ts >= cutoff {
+                    break;
+                }
+                doomed.push((room.clone(), seq, cid_key(&m.from, &m.cid)));
+            }
+            if doomed.len() >= max {
+                break;
+            }
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let txn = db.begin_write()?;
+    {
+        let mut messages = txn.open_table(MESSAGES)?;
+        let mut ordinals = txn.open_table(ORDINALS)?;
+        let mut cids = txn.open_table(CIDS)?;
+        let mut lifecycle = lifecycle::Tables::open(&txn)?;
+        for (room, seq, cid) in &doomed {
+            messages.remove((room.as_str(), *seq))?;
+            ordinals.remove((room.as_str(), *seq))?;
+            // Its earlier versions and reactions go with it; its entries in
+            // the change log stay (a `sync` skips a change to a message gone).
+            lifecycle.forget(room, *seq)?;
+            // The cid names this message only (a later one would have its own seq).
+            if cids.get((room.as_str(), cid.as_str()))?.is_some_and(|g| g.value() == *seq) {
+                cids.remove((room.as_str(), cid.as_str()))?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(doomed.len())
+}
+
 /// Applies a batch in one write transaction: all of it lands, or none.
 fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
     let txn = db.begin_write()?;
@@ -214,6 +305,11 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
         let mut invites = txn.open_table(INVITES)?;
         let mut user_invites = txn.open_table(USER_INVITES)?;
         let mut bans = txn.open_table(BANS)?;
+        let mut room_counts = txn.open_table(ROOM_COUNTS)?;
+        let mut ordinals = txn.open_table(ORDINALS)?;
+        let mut tallies = txn.open_table(TALLIES)?;
+        let mut read_tallies = txn.open_table(READ_TALLIES)?;
+        let mut notify = txn.open_table(NOTIFY)?;
         let mut lifecycle = lifecycle::Tables::open(&txn)?;
         for write in batch {
             match write {
@@ -228,6 +324,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         edited_ts: None,
                         deleted: false,
                         change_pos: 0,
+                        mentions: m.mentions.clone(),
                     };
                     let bytes = encode_stored(&m.room, m.seq, &stored)?;
                     messages.insert((m.room.as_str(), m.seq), bytes.as_slice())?;
@@ -256,6 +353,12 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     }
                     membership_at.insert(key, *at)?;
                     member_state.remove(key)?;
+                    read_tallies.remove(key)?;
+                    notify.remove(key)?;
+                    tallies.retain_in(
+                        (room.as_str(), user.as_str(), 0)..=(room.as_str(), user.as_str(), u64::MAX),
+                        |_, _| false,
+                    )?;
                     if members.remove(key)?.is_some() {
                         user_rooms.remove((user.as_str(), room.as_str()))?;
                         let (last, count) = rooms.get(room.as_str())?.map(|g| g.value()).unwrap_or((0, 1));
@@ -335,6 +438,36 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                 Write::Checkpoint { partition, next_offset } => {
                     let stored = checkpoints.get(*partition)?.map_or(0, |g| g.value());
                     checkpoints.insert(*partition, stored.max(*next_offset))?;
+                }
+                // Expiry is the sweeper's (`sweep`), by the room's retention.
+                Write::MessageMeta { room, seq, n, expires_ms: _ } => {
+                    ordinals.insert((room.as_str(), *seq), *n)?;
+                    let stored = room_counts.get(room.as_str())?.map_or(0, |g| g.value());
+                    room_counts.insert(room.as_str(), stored.max(*n))?;
+                }
+                Write::Tally { room, user, seq, tally } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *seq) || members.get(key)?.is_none() {
+                        continue;
+                    }
+                    tallies.insert((room.as_str(), user.as_str(), *seq), (tally.own, tally.mentions))?;
+                }
+                Write::ReadTally { room, user, n, tally, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) || members.get(key)?.is_none() {
+                        continue;
+                    }
+                    read_tallies.insert(key, (*n, tally.own, tally.mentions))?;
+                }
+                Write::Notify { room, user, level, at } => {
+                    let key = (room.as_str(), user.as_str());
+                    if membership_at.get(key)?.is_some_and(|g| g.value() > *at) || members.get(key)?.is_none() {
+                        continue;
+                    }
+                    match level {
+                        NotifyLevel::All => notify.remove(key)?,
+                        other => notify.insert(key, other.as_str())?,
+                    };
                 }
                 Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => {
                     lifecycle.apply(&mut messages, write)?;
@@ -527,11 +660,10 @@ impl Store for EmbeddedStore {
         self.blocking(move |db| {
             let txn = db.begin_read()?;
             let rooms = txn.open_table(ROOMS)?;
+            let Some((last_seq, members)) = rooms.get(room.as_str())?.map(|g| g.value()) else { return Ok(None) };
+            let messages = txn.open_table(ROOM_COUNTS)?.get(room.as_str())?.map_or(0, |g| g.value());
             let last_change = txn.open_table(lifecycle::LAST_CHANGE)?.get(room.as_str())?.map_or(0, |g| g.value());
-            Ok(rooms.get(room.as_str())?.map(|g| {
-                let (last_seq, members) = g.value();
-                RoomMeta { last_seq, members, last_change }
-            }))
+            Ok(Some(RoomMeta { last_seq, members, messages, last_change }))
         })
         .await
     }
@@ -568,13 +700,34 @@ impl Store for EmbeddedStore {
             let user_rooms = txn.open_table(USER_ROOMS)?;
             let rooms = txn.open_table(ROOMS)?;
             let members = txn.open_table(MEMBERS)?;
+            let counts = txn.open_table(ROOM_COUNTS)?;
+            let tallies = txn.open_table(TALLIES)?;
+            let read_tallies = txn.open_table(READ_TALLIES)?;
+            let notify = txn.open_table(NOTIFY)?;
             let mut out = Vec::new();
             for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END))? {
                 let (k, _) = entry?;
                 let room = k.value().1;
+                let key = (room, user.as_str());
                 let last_seq = rooms.get(room)?.map(|g| g.value().0).unwrap_or(0);
-                let read_seq = members.get((room, user.as_str()))?.map(|g| g.value()).unwrap_or(0);
-                out.push(RoomInfo { room: room.to_owned(), last_seq, read_seq, invited: false });
+                let read_seq = members.get(key)?.map(|g| g.value()).unwrap_or(0);
+                let messages = counts.get(room)?.map_or(0, |g| g.value());
+                let (read_n, read_own, read_mentions) = read_tallies.get(key)?.map_or((0, 0, 0), |g| g.value());
+                let (own, mentions) =
+                    match tallies.range((room, user.as_str(), 0)..=(room, user.as_str(), u64::MAX))?.next_back() {
+                        Some(entry) => entry?.1.value(),
+                        None => (0, 0),
+                    };
+                let level = notify.get(key)?.and_then(|g| NotifyLevel::parse(g.value())).unwrap_or_default();
+                out.push(RoomInfo {
+                    room: room.to_owned(),
+                    last_seq,
+                    read_seq,
+                    invited: false,
+                    unread: unread(messages, read_n, own, read_own),
+                    mentions: mentions.saturating_sub(read_mentions),
+                    notify: level,
+                });
             }
             Ok(out)
         })
@@ -665,6 +818,37 @@ impl Store for EmbeddedStore {
                 .ok_or_else(|| Error::Corrupt(format!("cid {cid} of {room} names missing seq {seq}")))?;
             let m = decode_stored(&room, seq, bytes.value())?;
             Ok(Some(CidHit { seq, msg_id: m.msg_id, ts: m.ts }))
+        })
+        .await
+    }
+
+    async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
+        let room = room.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let messages = txn.open_table(MESSAGES)?;
+            let Some(entry) = messages.range((room.as_str(), 0)..=(room.as_str(), seq))?.next_back() else {
+                return Ok(None);
+            };
+            let found = entry?.0.value().1;
+            let n = txn.open_table(ORDINALS)?.get((room.as_str(), found))?.map_or(0, |g| g.value());
+            Ok(Some((found, n)))
+        })
+        .await
+    }
+
+    async fn tally(&self, room: &str, user: &str, seq: u64) -> Result<Tally> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let tallies = txn.open_table(TALLIES)?;
+            let last =
+                tallies.range((room.as_str(), user.as_str(), 0)..=(room.as_str(), user.as_str(), seq))?.next_back();
+            let (own, mentions) = match last {
+                Some(entry) => entry?.1.value(),
+                None => (0, 0),
+            };
+            Ok(Tally { own, mentions })
         })
         .await
     }
@@ -902,6 +1086,9 @@ impl Store for EmbeddedStore {
 
 #[cfg(test)]
 mod tests {
+    use confab_protocol::Message;
+    use confab_protocol::message::cid_key;
+
     #[cfg(unix)]
     #[test]
     fn the_directory_and_database_it_creates_are_private_to_the_owner() {
@@ -920,6 +1107,46 @@ mod tests {
         (dir, store)
     }
     crate::store_contract_tests!(open);
+
+    #[tokio::test]
+    async fn the_sweeper_removes_what_retention_no_longer_keeps() {
+        use crate::contract::message;
+        use crate::{RoomSettings, Store, Write};
+        use confab_protocol::Retention;
+        let (_dir, store) = open().await;
+        let join = |room: &str| Write::Join { room: room.into(), user: "alice".into(), at: 0 };
+        let keep_two_days = RoomSettings { retention_days: Some(2), ..RoomSettings::default() };
+        let mut batch = vec![join("r"), join("forever"), join("dm:alice:bob")];
+        batch.push(Write::Settings { room: "r".into(), settings: keep_two_days, at: 1 });
+        for (seq, ts) in [(1, 1_000), (5, 3_000), (9, 5_000)] {
+            for room in ["r", "forever", "dm:alice:bob"] {
+                let m = Message { ts, ..message(room, seq, "alice", &format!("c{seq}")) };
+                batch.push(Write::Message(m));
+                batch.push(Write::MessageMeta { room: room.into(), seq, n: seq, expires_ms: None });
+            }
+        }
+        store.apply(batch).await.unwrap();
+        // A "day" of one second: at 6000 ms, r (two days) keeps ts 4000 and
+        // later; the cluster's default of three days, ts 3000 and later,
+        // applies to the others (no setting of their own).
+        let retention = Retention { default_days: Some(3), day_secs: 1 };
+        assert_eq!(store.sweep(retention, 6_000, 1).await.unwrap(), 1, "at most `max` at a time");
+        assert_eq!(store.sweep(retention, 6_000, 100).await.unwrap(), 3);
+        assert_eq!(store.sweep(retention, 6_000, 100).await.unwrap(), 0);
+        let seqs = |room: &'static str| {
+            let store = store.clone();
+            async move { store.history(room, None, 10).await.unwrap().iter().map(|m| m.seq).collect::<Vec<_>>() }
+        };
+        assert_eq!(seqs("r").await, [9]);
+        assert_eq!(seqs("dm:alice:bob").await, [5, 9]);
+        assert_eq!(seqs("forever").await, [5, 9]);
+        assert_eq!(store.cid("r", &cid_key("alice", "c1")).await.unwrap(), None, "its cid goes with it");
+        assert_eq!(store.ordinal_at("r", 4).await.unwrap(), None);
+        assert_eq!(store.room("r").await.unwrap().unwrap().messages, 9, "the count stays");
+        let none = Retention { default_days: None, day_secs: 1 };
+        assert_eq!(store.sweep(none, 60_000, 100).await.unwrap(), 1, "without a default only r's setting applies");
+        assert_eq!(seqs("forever").await, [5, 9]);
+    }
 
     #[tokio::test]
     async fn data_survives_reopening_the_database() {

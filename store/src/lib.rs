@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
-use confab_protocol::{Message, Profile, Role, RoomInfo};
+use confab_protocol::{Message, NotifyLevel, Profile, Role, RoomInfo};
 use serde::{Deserialize, Serialize};
 
 pub mod contacts;
@@ -28,12 +28,14 @@ pub mod metered;
 pub mod rooms;
 #[cfg(feature = "scylla")]
 pub mod scylla;
+pub mod unread;
 
 pub use contacts::ContactRecord;
 pub use embedded::EmbeddedStore;
 pub use lifecycle::MessageState;
 pub use metered::Metered;
 pub use rooms::{MUTED_FOREVER, MemberRecord, PublicRoom, RoomSettings};
+pub use unread::Tally;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -118,6 +120,9 @@ pub struct UserRecord {
 pub struct RoomMeta {
     pub last_seq: u64,
     pub members: u64,
+    /// How many messages the room has had (the last one's ordinal; 0 for
+    /// a room whose messages were all stored before they were counted).
+    pub messages: u64,
     /// The position of the room's latest edit, deletion or reaction; 0 before the first.
     pub last_change: u64,
 }
@@ -206,6 +211,42 @@ pub enum Write {
         partition: u32,
         next_offset: u64,
     },
+    /// What a message (its [`Write::Message`] comes first in the batch)
+    /// adds: its ordinal `n` among the room's messages, which becomes the
+    /// room's message count, and when it expires (unix ms; `None`: kept
+    /// forever). The CQL store writes the message with the matching TTL.
+    MessageMeta {
+        room: String,
+        seq: u64,
+        n: u64,
+        expires_ms: Option<u64>,
+    },
+    /// `user`'s running counts in the room as of message `seq`, which is
+    /// theirs or mentions them (members only; a leave clears them).
+    Tally {
+        room: String,
+        user: String,
+        seq: u64,
+        tally: Tally,
+    },
+    /// The counts at `user`'s read marker, written with each
+    /// [`Write::Read`]: the room's message count up to the marker and the
+    /// user's tally there.
+    ReadTally {
+        room: String,
+        user: String,
+        n: u64,
+        tally: Tally,
+        at: u64,
+    },
+    /// `user`'s notification level in the room (the dispatcher writes it
+    /// for members only; a new membership starts at `all`).
+    Notify {
+        room: String,
+        user: String,
+        level: NotifyLevel,
+        at: u64,
+    },
     /// Replace message `seq`'s text, keeping `previous` as an earlier
     /// version. Like every change below, it is logged at its position `at`,
     /// which becomes the message's `change_pos` and the room's `last_change`.
@@ -265,7 +306,8 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>>;
     async fn is_member(&self, room: &str, user: &str) -> Result<bool>;
     async fn members(&self, room: &str) -> Result<Vec<String>>;
-    /// Every room of the user, DMs included, with last and read seqs.
+    /// Every room of the user, DMs included, with last and read seqs,
+    /// unread and mention counts and notification level (see [`unread`]).
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>>;
     /// How many rooms the user is a member of, DMs included: what
     /// [`user_rooms`](Store::user_rooms) would list, without reading each room.
@@ -283,6 +325,14 @@ pub trait Store: Send + Sync + 'static {
     /// [`cid_key`](confab_protocol::message::cid_key)`(from, cid)`: cids are
     /// per sender.
     async fn cid(&self, room: &str, key: &str) -> Result<Option<CidHit>>;
+
+    /// The seq and ordinal of the room's newest message with a seq of at
+    /// most `seq`; `None` when there is none. (The ordinal is 0 for a
+    /// message stored before messages were counted.)
+    async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>>;
+    /// `user`'s [`Tally`] in the room as of message `seq`: the last one
+    /// written at a seq of at most `seq` in their current membership.
+    async fn tally(&self, room: &str, user: &str, seq: u64) -> Result<Tally>;
 
     /// The room's settings; `None` for a room that has none stored.
     async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>>;

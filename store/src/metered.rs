@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 41] = [
+const OPS: [&str; 43] = [
     "ping",
     "create_user",
     "user",
@@ -24,6 +24,8 @@ const OPS: [&str; 41] = [
     "members",
     "user_rooms",
     "read_marker",
+    "ordinal_at",
+    "tally",
     "history",
     "since",
     "cid",
@@ -142,6 +144,12 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         self.timed("read_marker", self.inner.read_marker(room, user)).await
+    }
+    async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
+        self.timed("ordinal_at", self.inner.ordinal_at(room, seq)).await
+    }
+    async fn tally(&self, room: &str, user: &str, seq: u64) -> Result<crate::Tally> {
+        self.timed("tally", self.inner.tally(room, user, seq)).await
     }
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
         self.timed("history", self.inner.history(room, before, limit)).await

@@ -16,6 +16,9 @@ pub struct RoomSettings {
     /// The one owner; `None` for a room without one (an old room, or one
     /// whose members all left).
     pub owner: Option<String>,
+    /// Days the room keeps messages; `None`: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 /// `muted_until` of a member muted until unmuted.

@@ -81,3 +81,126 @@ async fn history_and_sync_page_across_buckets_and_skip_empty_ones() {
     let (newer, more) = store.since("r", seqs[1], 5).await.unwrap();
     assert_eq!((newer.len(), newer[0].seq, more), (1, seqs[2], false));
 }
+
+#[tokio::test]
+async fn a_message_with_an_expiry_is_written_with_a_ttl_and_disappears() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (_ks, store) = open().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let meta = |seq, n, expires_ms| Write::MessageMeta { room: "r".into(), seq, n, expires_ms };
+    store
+        .apply(vec![
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Message(message("r", 2, "alice", "c2")),
+            meta(2, 1, Some(now + 1_000)),
+            Write::Message(message("r", 3, "alice", "c3")),
+            meta(3, 2, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.ordinal_at("r", 3).await.unwrap(), Some((3, 2)), "the ordinal is on the row");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seqs: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+        if seqs == [3] {
+            break;
+        }
+        assert_eq!(seqs, [2, 3]);
+        assert!(std::time::Instant::now() < deadline, "the TTL did not remove message 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(store.ordinal_at("r", 2).await.unwrap(), None, "no row is left behind");
+    assert_eq!(store.room("r").await.unwrap().unwrap().messages, 2);
+}
+
+#[tokio::test]
+async fn an_expired_message_that_was_edited_and_reacted_to_is_gone_with_it() {
+    use confab_protocol::lifecycle::Version;
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (_ks, store) = open().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let meta = |seq, n, expires_ms| Write::MessageMeta { room: "r".into(), seq, n, expires_ms };
+    let mut first = message("r", 2, "alice", "c2");
+    first.mentions = vec!["bob".into()];
+    store
+        .apply(vec![
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Message(first),
+            meta(2, 1, Some(now + 1_000)),
+            Write::Message(message("r", 3, "alice", "c3")),
+            meta(3, 2, None),
+        ])
+        .await
+        .unwrap();
+    // The edit and the reaction write cells on message 2's row without its TTL.
+    let previous = Version { text: "message 2".into(), ts: 1 };
+    let edit = Write::Edit { room: "r".into(), seq: 2, text: "@bob fixed".into(), edited_ts: now, previous, at: 4 };
+    let react =
+        Write::React { room: "r".into(), seq: 2, emoji: "👍".into(), user: "alice".into(), remove: false, at: 5 };
+    store.apply(vec![edit, react]).await.unwrap();
+    let state = store.message("r", 2).await.unwrap().expect("message 2 is there before it expires");
+    assert_eq!(
+        (state.message.text.as_str(), state.message.mentions.as_slice()),
+        ("@bob fixed", ["bob".to_owned()].as_slice())
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seqs: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+        if seqs == [3] {
+            break;
+        }
+        assert_eq!(seqs, [2, 3]);
+        assert!(std::time::Instant::now() < deadline, "the TTL did not remove message 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(store.message("r", 2).await.unwrap(), None, "what the edit wrote does not bring it back");
+    let (since, more) = store.since("r", 0, 10).await.unwrap();
+    assert_eq!((since.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![3], false));
+}
+
+#[tokio::test]
+async fn a_keyspace_of_version_3_is_upgraded_to_the_current_one() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    // The schema as version 3 left it (before messages lived and were
+    // counted): what a cluster upgrading from it has.
+    const V3: &str = include_str!("fixtures/schema-v3.cql");
+    let config = config();
+    let ks = Keyspace(config.clone());
+    let session = scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.contact_points)
+        .build()
+        .await
+        .unwrap();
+    let create = format!(
+        "CREATE KEYSPACE {} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}",
+        config.keyspace
+    );
+    session.query_unpaged(create, ()).await.unwrap();
+    session.use_keyspace(&config.keyspace, false).await.unwrap();
+    let v3: String = V3.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    for statement in v3.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        session.query_unpaged(statement, ()).await.unwrap();
+    }
+    session.query_unpaged("INSERT INTO schema_migrations (version, applied_ms) VALUES (3, 0)", ()).await.unwrap();
+    session.await_schema_agreement().await.unwrap();
+    assert!(ScyllaStore::connect(&ks.0).await.is_err(), "a version 3 keyspace is refused");
+
+    ScyllaStore::migrate(&ks.0).await.unwrap();
+    let store = ScyllaStore::connect(&ks.0).await.expect("upgraded to the current version");
+    let mut m = message("r", 2, "alice", "c2");
+    m.reply_to = Some(1);
+    m.mentions = vec!["bob".into()];
+    store
+        .apply(vec![
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Message(m.clone()),
+            Write::MessageMeta { room: "r".into(), seq: 2, n: 1, expires_ms: None },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.history("r", None, 10).await.unwrap(), [m]);
+    assert_eq!(store.room("r").await.unwrap().unwrap().messages, 1);
+}

@@ -3,7 +3,8 @@
  * pages load as you scroll up), typing indicator, read markers for what is on
  * screen, and the composer.
  */
-import type { ConfabClient, Message, OutgoingMessage, RoomState } from "../sdk/src/index.ts";
+import { type ConfabClient, type Message, mentions, type OutgoingMessage, type RoomState } from "../sdk/src/index.ts";
+import { MentionCompleter, NotifyControl, withMentions } from "./badges.ts";
 import { h } from "./dom.ts";
 import { avatar, formatTime, fullTime, listNames, richText } from "./format.ts";
 import { type ComposeMode, type LifecycleHost, actions, composeBanner, editedMark, quote, reactions, signature } from "./lifecycle.ts";
@@ -42,6 +43,8 @@ export class Conversation {
   private readonly typingLine: HTMLElement;
   private readonly input: HTMLTextAreaElement;
   private readonly composer: HTMLFormElement;
+  private readonly completer: MentionCompleter;
+  private readonly notifyControl: NotifyControl;
   private readonly emptyState: HTMLElement;
   private readonly jumpBtn: HTMLButtonElement;
   private readonly rendered = new Map<string, Rendered>();
@@ -96,6 +99,8 @@ export class Conversation {
       autocomplete: "off",
       enterkeyhint: "send",
     });
+    this.completer = new MentionCompleter(client, this.input);
+    this.notifyControl = new NotifyControl(client);
     const sendBtn = h("button", { type: "submit", class: "btn btn-primary send-btn" }, "Send");
     this.banner = h("div", { class: "compose-banner-slot" });
     this.lifecycle = {
@@ -110,10 +115,12 @@ export class Conversation {
       "form",
       { class: "composer", onsubmit: (e: Event) => this.onSubmit(e) },
       h("label", { for: "composer-input", class: "sr-only" }, "Message"),
+      this.completer.el,
       this.input,
       sendBtn,
     );
     this.input.addEventListener("keydown", (e) => {
+      if (this.completer.handleKey(e)) return;
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         this.composer.requestSubmit();
@@ -141,6 +148,7 @@ export class Conversation {
         "‹",
       ),
       h("div", { class: "conv-heading" }, this.title, this.subtitle),
+      this.notifyControl.el,
       this.leaveBtn,
     );
     this.el = h(
@@ -197,6 +205,7 @@ export class Conversation {
     this.roomId = roomId;
     this.compose(undefined);
     this.panel.show(roomId);
+    this.completer.show(roomId);
     this.clearList();
     this.el.classList.toggle("is-empty", roomId === undefined);
     if (roomId === undefined) return;
@@ -246,6 +255,7 @@ export class Conversation {
     );
     this.renderSubtitle(room, title);
     this.leaveBtn.hidden = room.isDm;
+    this.notifyControl.show(room);
     this.input.placeholder = room.isDm ? `Message ${title}` : `Message #${title}`;
     this.renderEdge(room);
     this.renderTyping(room);
@@ -367,7 +377,8 @@ export class Conversation {
       "data-seq": String(m.seq),
     });
     if (divider) li.append(h("div", { class: "new-divider", "aria-hidden": "true" }, h("span", null, "New")));
-    const body = this.messageBody(m.from, m.ts, m.deleted ? "" : m.text, cont);
+    const body = this.messageBody(m.from, m.ts, m.deleted ? "" : m.text, cont, m.deleted ? [] : (m.mentions ?? []));
+    if (!m.deleted && mentions(m, me) && m.from !== me) li.classList.add("mentions-me");
     const content = body.querySelector(".msg-content")!;
     const text = content.querySelector(".msg-text")!;
     if (m.deleted) {
@@ -405,7 +416,7 @@ export class Conversation {
     return li;
   }
 
-  private messageBody(from: string, ts: number, text: string, cont: boolean): HTMLElement {
+  private messageBody(from: string, ts: number, text: string, cont: boolean, mentioned: readonly string[] = []): HTMLElement {
     const content = h("div", { class: "msg-content" });
     if (!cont) {
       content.append(
@@ -417,7 +428,8 @@ export class Conversation {
         ),
       );
     }
-    content.append(h("div", { class: "msg-text" }, richText(text)));
+    const me = this.options.client.me;
+    content.append(h("div", { class: "msg-text" }, richText(text, (s) => withMentions(s, mentioned, me))));
     return h("div", { class: "msg-row" }, cont ? h("span", { class: "avatar-gap", "aria-hidden": "true" }) : avatar(from), content);
   }
 

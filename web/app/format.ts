@@ -29,17 +29,20 @@ export function avatar(name: string, size: "sm" | "md" = "md"): HTMLSpanElement 
 
 const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
 
-/** Message text with web addresses as links; never HTML. */
-export function richText(text: string): DocumentFragment {
+/**
+ * Message text with web addresses as links; never HTML. `decorate` turns
+ * the text between links into nodes (mentions, see `badges.ts`).
+ */
+export function richText(text: string, decorate: (s: string) => (string | Node)[] = (s) => [s]): DocumentFragment {
   const frag = document.createDocumentFragment();
   let last = 0;
   for (const match of text.matchAll(URL_RE)) {
     const start = match.index ?? 0;
-    if (start > last) frag.append(text.slice(last, start));
+    if (start > last) frag.append(...decorate(text.slice(last, start)));
     frag.append(h("a", { href: match[0], target: "_blank", rel: "noopener noreferrer" }, match[0]));
     last = start + match[0].length;
   }
-  if (last < text.length) frag.append(text.slice(last));
+  if (last < text.length) frag.append(...decorate(text.slice(last)));
   return frag;
 }
 

@@ -1,6 +1,7 @@
 /** The left column: who I am, join a room, message a user, and the room list with unread counts. */
 import { type ConfabClient, ROOM_RE, type RoomState, USERNAME_RE } from "../sdk/src/index.ts";
-import { h, srOnly } from "./dom.ts";
+import { badge, type BadgeState, badgeState } from "./badges.ts";
+import { h } from "./dom.ts";
 import { avatar } from "./format.ts";
 import { RoomTools } from "./rooms.ts";
 
@@ -178,15 +179,14 @@ export class Sidebar {
     for (const room of rooms) {
       keep.add(room.id);
       const title = roomTitle(room, me);
-      const unread = room.unreadCount(me);
-      const exact = room.unreadIsExact;
+      const state = badgeState(room, me);
       const online = room.isDm ? client.online.has(title) : false;
       const current = room.id === this.current;
       const preview = this.preview(room);
-      const sig = `${title}|${unread}|${exact}|${online}|${current}|${preview}`;
+      const sig = `${title}|${JSON.stringify(state)}|${online}|${current}|${preview}`;
       let row = this.rows.get(room.id);
       if (!row || row.sig !== sig) {
-        const li = this.renderRow(room, title, unread, exact, online, current, preview);
+        const li = this.renderRow(room, title, state, online, current, preview);
         if (row) row.li.replaceWith(li);
         row = { li, sig };
         this.rows.set(room.id, row);
@@ -217,8 +217,7 @@ export class Sidebar {
   private renderRow(
     room: RoomState,
     title: string,
-    unread: number,
-    exact: boolean,
+    state: BadgeState,
     online: boolean,
     current: boolean,
     preview: string,
@@ -226,13 +225,11 @@ export class Sidebar {
     const icon = room.isDm
       ? h("span", { class: `room-icon dm${online ? " online" : ""}`, "aria-hidden": "true" }, avatar(title, "sm"))
       : h("span", { class: "room-icon", "aria-hidden": "true" }, "#");
-    // The button is named by the room and its unread count ("lobby 2 unread")
-    // and described by the preview, which screen readers read after the name.
+    // The button is named by the room and its badge ("lobby 2 unread"), as
+    // its notification level has it, and described by the preview, which
+    // screen readers read after the name.
     const id = `room-${++this.rowIds}`;
-    const badge =
-      unread > 0
-        ? h("span", { class: "badge", id: `${id}-unread` }, `${unread}${exact ? "" : "+"}`, srOnly(" unread"))
-        : null;
+    const mark = badge(state, `${id}-unread`);
     return h(
       "li",
       { class: "room-item", "data-room": room.id },
@@ -240,9 +237,9 @@ export class Sidebar {
         "button",
         {
           type: "button",
-          class: `room-button${current ? " current" : ""}${unread > 0 ? " has-unread" : ""}`,
+          class: `room-button${current ? " current" : ""}${state.count > 0 ? " has-unread" : ""}`,
           "aria-current": current ? "page" : undefined,
-          "aria-labelledby": badge ? `${id}-name ${id}-unread` : `${id}-name`,
+          "aria-labelledby": mark ? `${id}-name ${id}-unread` : `${id}-name`,
           "aria-describedby": preview ? `${id}-preview` : undefined,
           onclick: () => this.options.onOpen(room.id),
         },
@@ -253,7 +250,7 @@ export class Sidebar {
           h("span", { class: "room-name", id: `${id}-name` }, title),
           preview ? h("span", { class: "room-preview", id: `${id}-preview` }, preview) : null,
         ),
-        badge,
+        mark,
       ),
     );
   }

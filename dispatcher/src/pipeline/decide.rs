@@ -11,10 +11,11 @@ use confab_bus::Record;
 use confab_protocol::Role;
 use confab_protocol::event::ReplyBody;
 use confab_protocol::message::{cid_key, msg_id, seq_of};
+use confab_protocol::unread::mention_candidates;
 use confab_protocol::validate::dm_members;
 use confab_protocol::{
     Audience, Command, Delivery, ErrorCode, Event, IngressRecord, MemberAction, Message, ProtocolError, Reply,
-    RoomEffect,
+    Retention, RoomEffect,
 };
 use confab_store::{CidHit, MessageState, RoomSettings, Write, WriteBatch};
 
@@ -23,12 +24,13 @@ use super::view::{Needs, RoomState, View};
 mod accounts;
 mod lifecycle;
 mod rooms;
+mod unread;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.
 pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
-        Command::Send { from, cid, reply_to, .. } => {
+        Command::Send { from, cid, text, reply_to } => {
             // A DM's parties are known from its id; whether the other
             // blocked the sender is not.
             let block = dm_members(room).map(|(a, b)| (if from == a { b } else { a }, from.as_str()));
@@ -36,6 +38,8 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
                 member: dm_members(room).is_none().then_some(from),
                 cid: Some((from, cid)),
                 block,
+                tally: Some(from),
+                mentioned: mention_candidates(text),
                 message: *reply_to,
                 ..Needs::default()
             }
@@ -43,7 +47,14 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
         Command::Erase { user } => Needs { member: Some(user), successor: Some(user), ..Needs::default() },
         Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },
         Command::Leave { user } | Command::Typing { user } => Needs { member: Some(user), ..Needs::default() },
-        Command::Read { user, .. } => Needs { member: Some(user), read_marker: Some(user), ..Needs::default() },
+        Command::Read { user, seq } => Needs {
+            member: Some(user),
+            read_marker: Some(user),
+            tally: Some(user),
+            read_at: Some((user, *seq)),
+            ..Needs::default()
+        },
+        Command::Notify { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
         Command::Moderate { by, user, act } => rooms::needs(by, user, act),
@@ -95,7 +106,12 @@ pub enum Effect {
 /// A user may be a member of at most `max_rooms` rooms: a `join` or a DM's
 /// first message past it is `forbidden`.
 pub fn decide(view: View, records: &[&Record], max_rooms: usize) -> Decided {
-    let mut batch = Batch { view, out: Decided::default(), max_rooms };
+    decide_with(view, records, max_rooms, Retention::default())
+}
+
+/// [`decide`] in a cluster whose messages are kept as `retention` says.
+pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention: Retention) -> Decided {
+    let mut batch = Batch { view, out: Decided::default(), max_rooms, retention };
     for r in records {
         let kind = command_name(&r.record.cmd);
         let (reply, outcome) = match batch.decide(r) {
@@ -118,6 +134,8 @@ struct Batch {
     out: Decided,
     /// Rooms one user may be a member of.
     max_rooms: usize,
+    /// How long messages are kept.
+    retention: Retention,
 }
 
 impl Batch {
@@ -130,10 +148,11 @@ impl Batch {
             Command::Read { user, seq } => self.read(r, user, *seq),
             Command::Create { user, visibility, name, topic } => self.create(r, user, *visibility, name, topic),
             Command::Moderate { by, user, act } => self.moderate(r, by, user, act),
-            Command::UpdateRoom { by, name, topic, visibility } => {
-                self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility)
+            Command::UpdateRoom { by, name, topic, visibility, retention_days } => {
+                self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility, *retention_days)
             }
             Command::Erase { user } => self.erase(r, user),
+            Command::Notify { user, level } => self.notify(r, user, *level),
             Command::Typing { user } => {
                 self.require_member(&rec.room, user)?;
                 let frame = Event::Typing { room: rec.room.clone(), user: user.clone() }.encode();
@@ -203,6 +222,7 @@ impl Batch {
             ts: r.record.ts,
             cid: cid.into(),
             reply_to,
+            mentions: self.mentions_in(room, text),
             ..Message::default()
         };
         let state = self.room_mut(room);
@@ -216,6 +236,7 @@ impl Batch {
         let hit = CidHit { seq, msg_id: message.msg_id.clone(), ts: message.ts };
         self.view.cids.insert(key, hit.clone());
         self.out.writes.push(Write::Message(message.clone()));
+        self.count_message(&message);
         // Later records of the batch may reply to, edit or react to it.
         self.view
             .messages
@@ -282,6 +303,7 @@ impl Batch {
         self.view.members.remove(&key);
         self.view.standing.remove(&key);
         self.view.read_markers.remove(&key);
+        self.forget_counts(room, user);
         if let Some(n) = self.view.room_counts.get_mut(user) {
             *n = n.saturating_sub(1);
         }
@@ -316,6 +338,7 @@ impl Batch {
         if seq > self.view.read_markers.get(&key).copied().unwrap_or(0) {
             self.view.read_markers.insert(key, seq);
             self.out.writes.push(Write::Read { room: room.into(), user: user.into(), seq, at: seq_of(r.offset) });
+            self.count_read(r, room, user, seq);
             let frame = Event::Read { room: room.into(), user: user.into(), seq }.encode();
             self.event(room, Audience::Members, None, frame);
         }
@@ -378,6 +401,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
         Command::Erase { .. } => "erase",
+        Command::Notify { .. } => "notify",
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",
         Command::React { .. } => "react",
@@ -435,14 +459,22 @@ mod tests {
             exists: true,
             members: members.len() as u64,
             settings: Some(settings),
-            last_change: 0,
+            ..RoomState::default()
         };
         view.rooms.insert("r".into(), state);
         view.members.extend(members.iter().map(|user| key("r", user)));
         view
     }
 
+    /// The batch's decisions, without the writes that count messages
+    /// (`unread`'s tests look at those: [`run_counted`]).
     pub(super) fn run(view: View, records: &[Record]) -> Decided {
+        let mut d = run_counted(view, records);
+        d.writes.retain(|w| !matches!(w, Write::MessageMeta { .. } | Write::Tally { .. } | Write::ReadTally { .. }));
+        d
+    }
+
+    pub(super) fn run_counted(view: View, records: &[Record]) -> Decided {
         decide(view, &records.iter().collect::<Vec<_>>(), 1000)
     }
 
@@ -487,10 +519,11 @@ mod tests {
             needs(&r.record.room, &r.record.cmd)
         }
         let (s, dm, j) = (send(0, "r", "alice", "c1"), send(0, "dm:alice:bob", "alice", "c1"), join(0, "r", "bob"));
-        assert_eq!(needs_of(&s), Needs { member: Some("alice"), cid: Some(("alice", "c1")), ..Needs::default() });
+        let sender = Needs { cid: Some(("alice", "c1")), tally: Some("alice"), ..Needs::default() };
+        assert_eq!(needs_of(&s), Needs { member: Some("alice"), ..sender.clone() });
         assert_eq!(
             needs_of(&dm),
-            Needs { member: None, cid: Some(("alice", "c1")), block: Some(("bob", "alice")), ..Needs::default() },
+            Needs { member: None, block: Some(("bob", "alice")), ..sender },
             "a DM's id names its members; whether the recipient blocked the sender is read"
         );
         assert_eq!(
@@ -501,7 +534,16 @@ mod tests {
         assert_eq!(needs_of(&leave(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
         assert_eq!(needs_of(&typing(0, "r", "bob")), Needs { member: Some("bob"), ..Needs::default() });
         let marker = read(0, "r", "bob", 3);
-        assert_eq!(needs_of(&marker), Needs { member: Some("bob"), read_marker: Some("bob"), ..Needs::default() });
+        assert_eq!(
+            needs_of(&marker),
+            Needs {
+                member: Some("bob"),
+                read_marker: Some("bob"),
+                tally: Some("bob"),
+                read_at: Some(("bob", 3)),
+                ..Needs::default()
+            }
+        );
     }
 
     #[test]
@@ -587,7 +629,10 @@ mod tests {
         let route = Effect::RouteToUsers { room: room.into(), users: vec!["alice".into(), "bob".into()] };
         assert_eq!(d.effects.iter().filter(|e| **e == route).count(), 1, "routed to both users' gateways");
         assert!(d.effects[0] == route, "before the first event");
-        assert_eq!(d.rooms[room], RoomState { last_seq: 2, exists: true, members: 2, settings: None, last_change: 0 });
+        assert_eq!(
+            d.rooms[room],
+            RoomState { last_seq: 2, exists: true, members: 2, settings: None, messages: 2, last_change: 0 }
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::routes::Routes;
-use decide::{Decided, Effect, decide};
+use decide::{Decided, Effect, decide_with};
 use view::{RoomState, View};
 
 /// Most rooms whose state stays cached; past it the cache starts over.
@@ -46,6 +46,8 @@ pub struct Pipeline {
     applied: HashMap<u32, u64>,
     /// Rooms one user may be a member of.
     max_rooms_per_user: usize,
+    /// How long messages are kept.
+    retention: confab_protocol::Retention,
 }
 
 impl Pipeline {
@@ -59,7 +61,14 @@ impl Pipeline {
             rooms: HashMap::new(),
             applied: HashMap::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
+            retention: confab_protocol::Retention::default(),
         }
+    }
+
+    /// How long messages are kept (each message's expiry comes from it).
+    pub fn with_retention(mut self, retention: confab_protocol::Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Rooms (DMs included) one user may be a member of; by default as many
@@ -108,7 +117,7 @@ impl Pipeline {
             }
         };
         let Decided { mut writes, effects, rooms, outcomes, duplicates } =
-            decide(view, &fresh, self.max_rooms_per_user);
+            decide_with(view, &fresh, self.max_rooms_per_user, self.retention);
         writes
             .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
         // The same batch again, never a new decision: on a CQL store a failed

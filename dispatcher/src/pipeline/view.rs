@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use confab_bus::Record;
 use confab_protocol::Command;
-use confab_protocol::message::cid_key;
+use confab_protocol::message::{cid_key, seq_of};
 use confab_protocol::validate::dm_members;
-use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store};
+use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store, Tally};
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::decide::needs;
@@ -28,12 +28,14 @@ pub struct RoomState {
     /// Owner, visibility, name and topic; `None` for a room that has none
     /// stored (created before rooms had owners: public and ownerless).
     pub settings: Option<RoomSettings>,
+    /// How many messages the room has had: the ordinal of its newest.
+    pub messages: u64,
     /// The position of the room's latest edit, deletion or reaction; 0 before the first.
     pub last_change: u64,
 }
 
 /// The store keys one record's decision reads, besides its room's state.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs<'a> {
     /// Whether this user is a member of the room.
     pub member: Option<&'a str>,
@@ -52,6 +54,13 @@ pub struct Needs<'a> {
     pub block: Option<(&'a str, &'a str)>,
     /// Who owns the room if this user (its owner, maybe) leaves it.
     pub successor: Option<&'a str>,
+    /// This user's tally in the room (a sender's, a reader's).
+    pub tally: Option<&'a str>,
+    /// Names written `@name` in a message: those who are members are
+    /// mentioned, and their tallies are read.
+    pub mentioned: Vec<String>,
+    /// The counts at a read marker: `(user, seq)`.
+    pub read_at: Option<(&'a str, u64)>,
     /// This message of the room, in its current state (a reply's target,
     /// the message an edit, deletion or reaction changes).
     pub message: Option<u64>,
@@ -90,6 +99,25 @@ pub struct View {
     pub messages: HashMap<(String, u64), MessageState>,
     /// `(room, seq, emoji, user)` of the reactions found.
     pub reacted: HashSet<(String, u64, String, String)>,
+    /// Tallies and the counts at read markers (`decide::unread`).
+    pub counts: Counts,
+}
+
+/// What the unread counts of a batch's records read, as of just before the
+/// batch's first record in each room (so a record whose batch failed midway
+/// on a CQL store and is decided again never counts its own earlier
+/// attempt), and what the batch's records counted since.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// `(room, user)` -> the member's tally.
+    pub tallies: HashMap<(String, String), Tally>,
+    /// `(room, user, seq)` of a `read` -> the room's message count and the
+    /// user's tally at that seq, as stored.
+    pub at: HashMap<(String, String, u64), (u64, Tally)>,
+    /// `(room, seq, n)` of the batch's messages so far.
+    pub messages: Vec<(String, u64, u64)>,
+    /// `(room, user, seq, tally)` of the batch's tallies so far.
+    pub points: Vec<(String, String, u64, Tally)>,
 }
 
 impl View {
@@ -114,6 +142,13 @@ impl View {
         let mut messages: Vec<(String, u64)> = Vec::new();
         let mut reactions: Vec<(String, u64, String, String)> = Vec::new();
         let key = |room: &str, other: &str| (room.to_owned(), other.to_owned());
+        // The seq of each room's first record in the batch: counts are read
+        // as of just before it.
+        let mut firsts: HashMap<String, u64> = HashMap::new();
+        for r in records {
+            let first = firsts.entry(r.record.room.clone()).or_insert(u64::MAX);
+            *first = (*first).min(seq_of(r.offset));
+        }
         for r in records {
             let room = r.record.room.as_str();
             match cached.get(room) {
@@ -131,6 +166,9 @@ impl View {
             bans.extend(needs.ban.map(|user| key(room, user)));
             blocks.extend(needs.block.map(|(user, other)| key(user, other)));
             successors.extend(needs.successor.map(|user| key(room, user)));
+            if dm_members(room).is_none() {
+                members.extend(needs.mentioned.iter().map(|user| key(room, user)));
+            }
             messages.extend(needs.message.map(|seq| (room.to_owned(), seq)));
             reactions
                 .extend(needs.reaction.map(|(seq, emoji, user)| (room.to_owned(), seq, emoji.into(), user.into())));
@@ -145,8 +183,17 @@ impl View {
         }
         rooms.sort_unstable();
         rooms.dedup();
+        let firsts = &firsts;
         let states = all(rooms, |room| async move {
-            let state = room_state(store, &room).await?;
+            let mut state = room_state(store, &room).await?;
+            let first = firsts.get(&room).copied().unwrap_or(u64::MAX);
+            if state.last_seq >= first {
+                // Part of this batch was stored by an attempt that failed
+                // midway (CQL): the room's state is what it was before it.
+                let (last_seq, messages) = store.ordinal_at(&room, first - 1).await?.unwrap_or((0, 0));
+                state.last_seq = last_seq;
+                state.messages = messages;
+            }
             Ok((room, state))
         });
         // One read per member key, as before rooms had roles: the role and
@@ -240,6 +287,7 @@ impl View {
             Ok((user, n))
         });
         view.room_counts.extend(counts.await?);
+        view.counts = read_counts(store, &view, records, firsts).await?;
         Ok(view)
     }
 }
@@ -264,8 +312,54 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomS
         exists,
         members: meta.map_or(0, |m| m.members),
         settings,
+        messages: meta.map_or(0, |m| m.messages),
         last_change: meta.map_or(0, |m| m.last_change),
     })
+}
+
+/// The tallies of the batch's senders, mentioned members and readers, and
+/// the counts at each `read`'s seq, as of before each room's first record.
+async fn read_counts(
+    store: &dyn Store,
+    view: &View,
+    records: &[&Record],
+    firsts: &HashMap<String, u64>,
+) -> confab_store::Result<Counts> {
+    let mut tallies: Vec<(String, String)> = Vec::new();
+    let mut at: Vec<(String, String, u64)> = Vec::new();
+    for r in records {
+        let room = r.record.room.as_str();
+        let needs = needs(room, &r.record.cmd);
+        tallies.extend(needs.tally.map(|user| (room.to_owned(), user.to_owned())));
+        let dm = dm_members(room);
+        for user in &needs.mentioned {
+            let key = (room.to_owned(), user.clone());
+            let member = match dm {
+                Some((a, b)) => user == a || user == b,
+                None => view.members.contains(&key),
+            };
+            if member {
+                tallies.push(key);
+            }
+        }
+        at.extend(needs.read_at.map(|(user, seq)| (room.to_owned(), user.to_owned(), seq)));
+    }
+    tallies.sort_unstable();
+    tallies.dedup();
+    at.sort_unstable();
+    at.dedup();
+    let before = |room: &str| firsts.get(room).copied().unwrap_or(u64::MAX).saturating_sub(1);
+    let tallies = all(tallies, |(room, user)| async move {
+        let tally = store.tally(&room, &user, before(&room)).await?;
+        Ok(((room, user), tally))
+    });
+    let at = all(at, |(room, user, seq)| async move {
+        let upto = seq.min(before(&room));
+        let (n, tally) = tokio::try_join!(store.ordinal_at(&room, upto), store.tally(&room, &user, upto))?;
+        Ok(((room, user, seq), (n.map_or(0, |(_, n)| n), tally)))
+    });
+    let (tallies, at) = tokio::try_join!(tallies, at)?;
+    Ok(Counts { tallies: tallies.into_iter().collect(), at: at.into_iter().collect(), ..Counts::default() })
 }
 
 /// Runs `read` over every key, [`READ_AHEAD`] at a time.

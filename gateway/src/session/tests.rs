@@ -64,6 +64,7 @@ impl TestGateway {
             typing_interval: Duration::from_secs(2),
             max_contacts: 1000,
             max_blocks: 1000,
+            retention: confab_protocol::Retention::default(),
         };
         tweak(&mut config);
         let gw = Gateway::new(config, auth, store, bus, Metrics::new(&registry).unwrap());

@@ -114,7 +114,7 @@ pub async fn changes_page_forward_by_position(store: &impl Store) {
 /// user's messages read as deleted, without versions or reactions, and
 /// their reactions to other messages go.
 pub async fn an_erasure_deletes_the_users_versions_and_reactions(store: &impl Store) {
-    let first = message("r", 1, "alice", "c1");
+    let first = confab_protocol::Message { mentions: vec!["bob".into()], ..message("r", 1, "alice", "c1") };
     store
         .apply(vec![
             Write::Join { room: "r".into(), user: "alice".into(), at: 0 },
@@ -138,11 +138,31 @@ pub async fn an_erasure_deletes_the_users_versions_and_reactions(store: &impl St
     let erased = page.iter().find(|m| m.seq == 1).unwrap();
     assert_eq!((erased.from.as_str(), erased.text.as_str(), erased.cid.as_str()), ("", "", ""));
     assert!(erased.deleted, "an erased message reads as deleted");
-    assert_eq!((erased.edited_ts, erased.reactions.len()), (None, 0));
+    assert_eq!((erased.edited_ts, erased.reactions.len(), erased.mentions.len()), (None, 0, 0));
     assert!(store.edits("r", 1).await.unwrap().is_empty(), "the erased user's earlier texts are gone");
     let kept = page.iter().find(|m| m.seq == 2).unwrap();
     assert_eq!(kept.reactions, [Reaction { emoji: "👍".into(), count: 1, users: vec!["bob".into()] }]);
     assert!(!store.reacted("r", 2, "🎉", "alice").await.unwrap());
     let state = store.message("r", 1).await.unwrap().unwrap();
     assert!(state.message.deleted && state.versions == 0);
+}
+
+/// Mentions are read from the text when it is sent (docs/protocol.md, "With
+/// replies, edits and deletion"): an edit keeps them, a deletion drops them.
+pub async fn an_edit_keeps_mentions_and_a_deletion_drops_them(store: &impl Store) {
+    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 0 }];
+    for seq in [1, 2] {
+        let m = confab_protocol::Message { mentions: vec!["bob".into()], ..message("r", seq, "alice", "c") };
+        batch.push(Write::Message(confab_protocol::Message { cid: format!("c{seq}"), ..m }));
+    }
+    store.apply(batch).await.unwrap();
+    store
+        .apply(vec![edit(1, "nobody now", ("message 1", 1), 10), Write::Delete { room: "r".into(), seq: 2, at: 11 }])
+        .await
+        .unwrap();
+    let page = store.history("r", None, 10).await.unwrap();
+    assert_eq!((page[0].text.as_str(), page[0].mentions.as_slice()), ("nobody now", ["bob".to_owned()].as_slice()));
+    assert!(page[1].deleted && page[1].mentions.is_empty(), "{:?}", page[1]);
+    let state = store.message("r", 2).await.unwrap().unwrap();
+    assert!(state.message.mentions.is_empty(), "{:?}", state.message);
 }

@@ -84,6 +84,7 @@ pub(super) fn erase(
         m.text.clear();
         m.cid.clear();
         m.edited_ts = None;
+        m.mentions.clear();
         m.deleted = true;
         messages.insert((room, seq), super::encode_stored(room, seq, &m)?.as_slice())?;
     }

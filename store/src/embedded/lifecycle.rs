@@ -43,6 +43,7 @@ pub(super) fn current(
         edited_ts: m.edited_ts,
         deleted: m.deleted,
         reactions: fold_reactions(rows.iter().map(|(e, u)| (e.as_str(), u.as_str()))),
+        mentions: m.mentions,
     })
 }
 
@@ -62,6 +63,28 @@ impl<'t> Tables<'t> {
             changes: txn.open_table(CHANGES)?,
             last_change: txn.open_table(LAST_CHANGE)?,
         })
+    }
+
+    /// Removes message `seq`'s earlier versions and reactions (a deletion,
+    /// or the retention sweeper removing the message).
+    pub fn forget(&mut self, room: &str, seq: u64) -> Result<()> {
+        let versions: Vec<u64> = self
+            .versions
+            .range((room, seq, 0)..=(room, seq, u64::MAX))?
+            .map(|e| e.map(|(k, _)| k.value().2))
+            .collect::<Result<_, _>>()?;
+        for v in versions {
+            self.versions.remove((room, seq, v))?;
+        }
+        let reactions: Vec<(String, String)> = self
+            .reactions
+            .range((room, seq, "", "")..(room, seq + 1, "", ""))?
+            .map(|e| e.map(|(k, _)| (k.value().2.to_owned(), k.value().3.to_owned())))
+            .collect::<Result<_, _>>()?;
+        for (emoji, user) in reactions {
+            self.reactions.remove((room, seq, emoji.as_str(), user.as_str()))?;
+        }
+        Ok(())
     }
 
     /// Applies an `Edit`, `Delete` or `React`. A change older than the
@@ -84,25 +107,11 @@ impl<'t> Tables<'t> {
                 m.edited_ts = Some(*edited_ts);
             }
             Write::Delete { .. } if fresh => {
-                let versions: Vec<u64> = self
-                    .versions
-                    .range((room, seq, 0)..=(room, seq, u64::MAX))?
-                    .map(|e| e.map(|(k, _)| k.value().2))
-                    .collect::<Result<_, _>>()?;
-                for v in versions {
-                    self.versions.remove((room, seq, v))?;
-                }
-                let reactions: Vec<(String, String)> = self
-                    .reactions
-                    .range((room, seq, "", "")..(room, seq + 1, "", ""))?
-                    .map(|e| e.map(|(k, _)| (k.value().2.to_owned(), k.value().3.to_owned())))
-                    .collect::<Result<_, _>>()?;
-                for (emoji, user) in reactions {
-                    self.reactions.remove((room, seq, emoji.as_str(), user.as_str()))?;
-                }
+                self.forget(room, seq)?;
                 m.text = String::new();
                 m.edited_ts = None;
                 m.deleted = true;
+                m.mentions.clear();
             }
             Write::React { emoji, user, remove, .. } if !m.deleted => {
                 let key = (room, seq, emoji.as_str(), user.as_str());

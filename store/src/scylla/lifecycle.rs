@@ -44,7 +44,7 @@ impl Statements {
         Ok(Statements {
             message: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, change_pos FROM messages WHERE room = ? AND bucket = ? AND seq = ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions, change_pos FROM messages WHERE room = ? AND bucket = ? AND seq = ?",
             )
             .await?,
             reactions_range: prepare(
@@ -77,7 +77,7 @@ impl Statements {
             .await?,
             delete_message: prepare(
                 s,
-                "UPDATE messages USING TIMESTAMP ? SET body = '', edited_ts = null, deleted = true, change_pos = ? WHERE room = ? AND bucket = ? AND seq = ?",
+                "UPDATE messages USING TIMESTAMP ? SET body = '', edited_ts = null, deleted = true, mentions = null, change_pos = ? WHERE room = ? AND bucket = ? AND seq = ?",
             )
             .await?,
             insert_reaction: prepare(
@@ -121,7 +121,19 @@ impl Statements {
     }
 }
 
-type StateRow = (i64, String, String, String, i64, String, Option<i64>, Option<i64>, Option<bool>, Option<i64>);
+type StateRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<Vec<String>>,
+    Option<i64>,
+);
 
 impl ScyllaStore {
     fn lc(&self) -> &Statements {
@@ -209,23 +221,26 @@ impl ScyllaStore {
 
     pub(super) async fn message_state(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
         let rows: Vec<StateRow> = self.rows(&self.lc().message, (room, bucket(seq), seq as i64)).await?;
-        let Some((seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, change_pos)) =
+        let Some((seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions, change_pos)) =
             rows.into_iter().next()
         else {
             return Ok(None);
         };
+        // A message expired by its room's retention (see super::MessageRow).
+        let (Some(msg_id), Some(from), Some(ts)) = (msg_id, from, ts) else { return Ok(None) };
         let mut message = [Message {
             room: room.to_owned(),
             seq: seq as u64,
             msg_id,
             from,
-            text,
+            text: text.unwrap_or_default(),
             ts: ts as u64,
-            cid,
+            cid: cid.unwrap_or_default(),
             reply_to: reply_to.map(|r| r as u64),
             edited_ts: edited_ts.map(|t| t as u64),
             deleted: deleted.unwrap_or(false),
             reactions: Vec::new(),
+            mentions: mentions.unwrap_or_default(),
         }];
         self.with_reactions(room, &mut message).await?;
         let [message] = message;

@@ -15,12 +15,14 @@ mod lifecycle;
 mod replication;
 mod tls;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use confab_protocol::message::cid_key;
-use confab_protocol::{Message, Profile, RoomInfo};
+use confab_protocol::unread::unread;
+use confab_protocol::{Message, NotifyLevel, Profile, RoomInfo};
 use futures_util::future::try_join_all;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -30,8 +32,8 @@ use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 
 use crate::{
-    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, UserRecord, Write,
-    WriteBatch,
+    CidHit, Error, MemberRecord, MessageState, PublicRoom, Result, RoomMeta, RoomSettings, Store, Tally, UserRecord,
+    Write, WriteBatch,
 };
 use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
@@ -43,7 +45,7 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
@@ -58,6 +60,16 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     // Version 5: contacts, blocks and deletion (contacts.rs).
     ("members", "joined_at", "bigint"),
     ("users", "deleted_ms", "bigint"),
+    // Version 6, "unread counts" (issue #15 part B): counts, mentions,
+    // notification levels, retention.
+    ("rooms", "messages", "bigint"),
+    ("messages", "n", "bigint"),
+    ("messages", "mentions", "list<text>"),
+    ("user_rooms", "read_n", "bigint"),
+    ("user_rooms", "read_own", "bigint"),
+    ("user_rooms", "read_mentions", "bigint"),
+    ("user_rooms", "notify", "text"),
+    ("room_settings", "retention_days", "int"),
 ];
 /// Partitions of the `public_rooms` table.
 const PUBLIC_SHARDS: i32 = 16;
@@ -202,6 +214,13 @@ struct Statements {
     delete_ban: PreparedStatement,
     /// Contacts, blocks, deleted accounts, succession and erasure.
     contacts: contacts::Statements,
+    set_room_count: PreparedStatement,
+    ordinal_down: PreparedStatement,
+    insert_tally: PreparedStatement,
+    tally_at: PreparedStatement,
+    delete_tallies: PreparedStatement,
+    set_read_tally: PreparedStatement,
+    set_notify: PreparedStatement,
 }
 
 async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement> {
@@ -229,29 +248,33 @@ impl Statements {
             set_token_floor: prepare(s, "INSERT INTO token_floors (name, valid_after_ms) VALUES (?, ?) USING TIMESTAMP ?").await?,
             revoke_token: prepare(s, "INSERT INTO revoked_tokens (jti) VALUES (?) USING TTL ?").await?,
             is_revoked: prepare(s, "SELECT jti FROM revoked_tokens WHERE jti = ?").await?,
-            room: prepare(s, "SELECT last_seq FROM rooms WHERE room = ?").await?,
+            room: prepare(s, "SELECT last_seq, messages FROM rooms WHERE room = ?").await?,
             count_members: prepare(s, "SELECT COUNT(*) FROM members WHERE room = ?").await?,
             is_member: prepare(s, "SELECT username FROM members WHERE room = ? AND username = ?").await?,
             members: prepare(s, "SELECT username FROM members WHERE room = ?").await?,
-            user_rooms: prepare(s, "SELECT room, read_seq FROM user_rooms WHERE username = ?").await?,
+            user_rooms: prepare(
+                s,
+                "SELECT room, read_seq, read_n, read_own, read_mentions, notify FROM user_rooms WHERE username = ?",
+            )
+            .await?,
             count_user_rooms: prepare(s, "SELECT COUNT(*) FROM user_rooms WHERE username = ?").await?,
             read_marker: prepare(s, "SELECT read_seq FROM user_rooms WHERE username = ? AND room = ?").await?,
             buckets_down: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket <= ? LIMIT 64").await?,
             buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
             page_down: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
             )
             .await?,
             page_up: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
             )
             .await?,
             cid: prepare(s, "SELECT seq, msg_id, ts FROM cids WHERE room = ? AND cid = ?").await?,
             insert_message: prepare(
                 s,
-                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, reply_to, n, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
             )
             .await?,
             insert_bucket: prepare(s, "INSERT INTO room_buckets (room, bucket) VALUES (?, ?) USING TIMESTAMP ?").await?,
@@ -271,7 +294,7 @@ impl Statements {
             checkpoints: prepare(s, "SELECT ingress_partition, next_offset FROM checkpoints").await?,
             meta: prepare(s, "SELECT number FROM meta WHERE name = ?").await?,
             set_meta: prepare(s, "INSERT INTO meta (name, number) VALUES (?, ?) IF NOT EXISTS").await?,
-            room_settings: prepare(s, "SELECT visibility, name, topic, owner FROM room_settings WHERE room = ?").await?,
+            room_settings: prepare(s, "SELECT visibility, name, topic, owner, retention_days FROM room_settings WHERE room = ?").await?,
             member: prepare(s, "SELECT role, muted_until FROM members WHERE room = ? AND username = ?").await?,
             members_page: prepare(s, "SELECT username, role FROM members WHERE room = ? AND username > ? LIMIT ?").await?,
             is_invited: prepare(s, "SELECT username FROM room_invites WHERE room = ? AND username = ?").await?,
@@ -280,7 +303,7 @@ impl Statements {
             public_page: prepare(s, "SELECT room, name, topic FROM public_rooms WHERE shard = ? AND room > ? LIMIT ?").await?,
             set_settings: prepare(
                 s,
-                "UPDATE room_settings USING TIMESTAMP ? SET visibility = ?, name = ?, topic = ?, owner = ? WHERE room = ?",
+                "UPDATE room_settings USING TIMESTAMP ? SET visibility = ?, name = ?, topic = ?, owner = ?, retention_days = ? WHERE room = ?",
             )
             .await?,
             insert_public: prepare(s, "INSERT INTO public_rooms (shard, room, name, topic) VALUES (?, ?, ?, ?) USING TIMESTAMP ?").await?,
@@ -294,6 +317,21 @@ impl Statements {
             insert_ban: prepare(s, "INSERT INTO room_bans (room, username) VALUES (?, ?) USING TIMESTAMP ?").await?,
             delete_ban: prepare(s, "DELETE FROM room_bans USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
             contacts: Box::pin(contacts::Statements::prepare(s)).await?,
+            set_room_count: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET messages = ? WHERE room = ?").await?,
+            ordinal_down: prepare(s, "SELECT seq, n FROM messages WHERE room = ? AND bucket = ? AND seq <= ? LIMIT 1").await?,
+            insert_tally: prepare(
+                s,
+                "INSERT INTO user_tallies (room, username, seq, own, mentions) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+            )
+            .await?,
+            tally_at: prepare(s, "SELECT own, mentions FROM user_tallies WHERE room = ? AND username = ? AND seq <= ? LIMIT 1").await?,
+            delete_tallies: prepare(s, "DELETE FROM user_tallies USING TIMESTAMP ? WHERE room = ? AND username = ?").await?,
+            set_read_tally: prepare(
+                s,
+                "UPDATE user_rooms USING TIMESTAMP ? SET read_n = ?, read_own = ?, read_mentions = ? WHERE username = ? AND room = ?",
+            )
+            .await?,
+            set_notify: prepare(s, "UPDATE user_rooms USING TIMESTAMP ? SET notify = ? WHERE username = ? AND room = ?").await?,
         })
     }
 }
@@ -405,13 +443,18 @@ impl ScyllaStore {
             .map_err(cql_error(statement.get_statement()))
     }
 
-    async fn apply_one(&self, w: &Write) -> Result<()> {
+    /// `metas`: the batch's [`Write::MessageMeta`]s by `(room, seq)`; a
+    /// message row carries its ordinal and TTL.
+    async fn apply_one(&self, w: &Write, metas: &HashMap<(&str, u64), (u64, Option<u64>)>) -> Result<()> {
         let q = &self.inner.q;
         match w {
             Write::Message(m) => {
                 let seq = m.seq as i64;
                 let b = bucket(m.seq);
                 let room = m.room.as_str();
+                let (n, expires_ms) = metas.get(&(room, m.seq)).copied().unwrap_or((0, None));
+                let n = (n > 0).then_some(n as i64);
+                let mentions = (!m.mentions.is_empty()).then_some(&m.mentions);
                 tokio::try_join!(
                     self.write(
                         &q.insert_message,
@@ -425,7 +468,10 @@ impl ScyllaStore {
                             m.ts as i64,
                             m.cid.as_str(),
                             m.reply_to.map(|r| r as i64),
-                            seq
+                            n,
+                            mentions,
+                            seq,
+                            ttl_secs(expires_ms),
                         ),
                     ),
                     self.write(&q.insert_bucket, (room, b, seq)),
@@ -448,6 +494,7 @@ impl ScyllaStore {
             }
             Write::Leave { room, user, at } => {
                 let at = *at as i64;
+                self.write(&q.delete_tallies, (at, room.as_str(), user.as_str())).await?;
                 self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())).await?;
                 self.write(&q.delete_member, (at, room.as_str(), user.as_str())).await?;
             }
@@ -457,7 +504,7 @@ impl ScyllaStore {
             Write::Settings { room, settings, at } => {
                 let at = *at as i64;
                 let shard = public_shard(room);
-                let RoomSettings { visibility, name, topic, owner } = settings;
+                let RoomSettings { visibility, name, topic, owner, retention_days } = settings;
                 let listed = async {
                     match visibility {
                         Visibility::Public => {
@@ -467,7 +514,16 @@ impl ScyllaStore {
                         Visibility::Private => self.write(&q.delete_public, (at, shard, room.as_str())).await,
                     }
                 };
-                let values = (at, visibility.as_str(), name.as_str(), topic.as_str(), owner.as_deref(), room.as_str());
+                let retention = retention_days.map(|d| d.min(i32::MAX as u32) as i32);
+                let values = (
+                    at,
+                    visibility.as_str(),
+                    name.as_str(),
+                    topic.as_str(),
+                    owner.as_deref(),
+                    retention,
+                    room.as_str(),
+                );
                 tokio::try_join!(self.write(&q.set_settings, values), listed)?;
             }
             Write::Role { room, user, role, at } => {
@@ -505,10 +561,39 @@ impl ScyllaStore {
                 let next = *next_offset as i64;
                 self.write(&q.set_checkpoint, (next, next, *partition as i32)).await?;
             }
+            // The ordinal and TTL went with the message row; the count is the room's.
+            Write::MessageMeta { room, seq, n, .. } => {
+                let seq = *seq as i64;
+                self.write(&q.set_room_count, (seq, *n as i64, room.as_str())).await?;
+            }
+            Write::Tally { room, user, seq, tally } => {
+                let seq = *seq as i64;
+                let values = (room.as_str(), user.as_str(), seq, tally.own as i64, tally.mentions as i64, seq);
+                self.write(&q.insert_tally, values).await?;
+            }
+            Write::ReadTally { room, user, n, tally, at } => {
+                let values =
+                    (*at as i64, *n as i64, tally.own as i64, tally.mentions as i64, user.as_str(), room.as_str());
+                self.write(&q.set_read_tally, values).await?;
+            }
+            Write::Notify { room, user, level, at } => {
+                let level = (*level != NotifyLevel::All).then_some(level.as_str());
+                self.write(&q.set_notify, (*at as i64, level, user.as_str(), room.as_str())).await?;
+            }
             Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => self.apply_change(w).await?,
         }
         Ok(())
     }
+}
+
+/// The TTL of a message that expires at `expires_ms` (unix ms), in whole
+/// seconds, at least 1; 0 (no TTL) for one kept forever. From the absolute
+/// expiry, so that a retried write expires when the first attempt would.
+fn ttl_secs(expires_ms: Option<u64>) -> i32 {
+    let Some(expires_ms) = expires_ms else { return 0 };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    expires_ms.saturating_sub(now).div_ceil(1000).clamp(1, i32::MAX as u64) as i32
 }
 
 /// The `public_rooms` partition of a room: FNV-1a of its id (stable
@@ -530,22 +615,41 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-type MessageRow = (i64, String, String, String, i64, String, Option<i64>, Option<i64>, Option<bool>);
+/// A `messages` row. The columns a message is sent with are `Option` only
+/// because a message in a room with retention expires by its TTL while the
+/// cells a later edit, deletion or reaction wrote (without one) outlive it:
+/// such a row is a message gone, and [`message`] drops it.
+type MessageRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<Vec<String>>,
+);
 
-fn message(room: &str, (seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted): MessageRow) -> Message {
-    Message {
+fn message(
+    room: &str,
+    (seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions): MessageRow,
+) -> Option<Message> {
+    Some(Message {
         room: room.to_owned(),
         seq: seq as u64,
-        msg_id,
-        from,
-        text,
-        ts: ts as u64,
-        cid,
+        msg_id: msg_id?,
+        from: from?,
+        text: text.unwrap_or_default(),
+        ts: ts? as u64,
+        cid: cid.unwrap_or_default(),
         reply_to: reply_to.map(|r| r as u64),
         edited_ts: edited_ts.map(|t| t as u64),
         deleted: deleted.unwrap_or(false),
         reactions: Vec::new(),
-    }
+        mentions: mentions.unwrap_or_default(),
+    })
 }
 
 #[async_trait]
@@ -651,12 +755,17 @@ impl Store for ScyllaStore {
     }
 
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
-        let rows: Vec<(Option<i64>,)> = self.rows(&self.inner.q.room, (room,)).await?;
-        let Some((last_seq,)) = rows.into_iter().next() else { return Ok(None) };
+        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.room, (room,)).await?;
+        let Some((last_seq, messages)) = rows.into_iter().next() else { return Ok(None) };
         let count: Vec<(i64,)> = self.rows(&self.inner.q.count_members, (room,)).await?;
         let members = count.first().map_or(0, |(n,)| *n as u64);
         let last_change = self.last_change(room).await?;
-        Ok(Some(RoomMeta { last_seq: last_seq.unwrap_or(0) as u64, members, last_change }))
+        Ok(Some(RoomMeta {
+            last_seq: last_seq.unwrap_or(0) as u64,
+            members,
+            messages: messages.unwrap_or(0).max(0) as u64,
+            last_change,
+        }))
     }
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
@@ -668,19 +777,33 @@ impl Store for ScyllaStore {
     }
 
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
-        let rows: Vec<(String, Option<i64>)> = self.rows(&self.inner.q.user_rooms, (user,)).await?;
-        let lasts = try_join_all(
-            rows.iter().map(|(room, _)| self.rows::<(Option<i64>,)>(&self.inner.q.room, (room.as_str(),))),
-        )
+        type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
+        let rows: Vec<Row> = self.rows(&self.inner.q.user_rooms, (user,)).await?;
+        // Per room, its row and the user's newest tally: two reads, however
+        // many messages it holds.
+        let details = try_join_all(rows.iter().map(|(room, ..)| async move {
+            let room = room.as_str();
+            tokio::try_join!(
+                self.rows::<(Option<i64>, Option<i64>)>(&self.inner.q.room, (room,)),
+                self.tally(room, user, u64::MAX >> 1),
+            )
+        }))
         .await?;
+        let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         Ok(rows
             .into_iter()
-            .zip(lasts)
-            .map(|((room, read), last)| RoomInfo {
-                room,
-                last_seq: last.first().and_then(|(s,)| *s).unwrap_or(0) as u64,
-                read_seq: read.unwrap_or(0) as u64,
-                invited: false,
+            .zip(details)
+            .map(|((room, read, read_n, read_own, read_mentions, notify), (meta, tally))| {
+                let (last_seq, messages) = meta.first().copied().unwrap_or((None, None));
+                RoomInfo {
+                    room,
+                    last_seq: count(last_seq),
+                    read_seq: count(read),
+                    invited: false,
+                    unread: unread(count(messages), count(read_n), tally.own, count(read_own)),
+                    mentions: tally.mentions.saturating_sub(count(read_mentions)),
+                    notify: notify.as_deref().and_then(NotifyLevel::parse).unwrap_or_default(),
+                }
             })
             .collect())
     }
@@ -708,7 +831,7 @@ impl Store for ScyllaStore {
             for (b,) in &buckets {
                 let want = (limit as usize - out.len()) as i32;
                 let page: Vec<MessageRow> = self.rows(&q.page_down, (room, *b, before as i64, want)).await?;
-                out.extend(page.into_iter().map(|r| message(room, r)));
+                out.extend(page.into_iter().filter_map(|r| message(room, r)));
                 if out.len() >= limit as usize {
                     break 'buckets;
                 }
@@ -738,7 +861,7 @@ impl Store for ScyllaStore {
                 // One more than needed tells whether more remain.
                 let want = (limit as usize + 1 - out.len()) as i32;
                 let page: Vec<MessageRow> = self.rows(&q.page_up, (room, *b, after as i64, want)).await?;
-                out.extend(page.into_iter().map(|r| message(room, r)));
+                out.extend(page.into_iter().filter_map(|r| message(room, r)));
                 if out.len() > limit as usize {
                     out.truncate(limit as usize);
                     self.with_reactions(room, &mut out).await?;
@@ -754,14 +877,44 @@ impl Store for ScyllaStore {
         Ok(rows.into_iter().next().map(|(seq, msg_id, ts)| CidHit { seq: seq as u64, msg_id, ts: ts as u64 }))
     }
 
+    async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
+        let q = &self.inner.q;
+        let seq = seq.min(u64::MAX >> 1);
+        let mut top = bucket(seq);
+        loop {
+            let buckets: Vec<(i64,)> = self.rows(&q.buckets_down, (room, top)).await?;
+            if buckets.is_empty() {
+                return Ok(None);
+            }
+            for (b,) in &buckets {
+                let found: Vec<(i64, Option<i64>)> = self.rows(&q.ordinal_down, (room, *b, seq as i64)).await?;
+                if let Some((s, n)) = found.first() {
+                    return Ok(Some((*s as u64, n.unwrap_or(0).max(0) as u64)));
+                }
+            }
+            top = buckets.last().map_or(-1, |(b,)| b - 1);
+            if top < 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn tally(&self, room: &str, user: &str, seq: u64) -> Result<Tally> {
+        let seq = seq.min(u64::MAX >> 1) as i64;
+        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.tally_at, (room, user, seq)).await?;
+        let (own, mentions) = rows.first().copied().unwrap_or((None, None));
+        Ok(Tally { own: own.unwrap_or(0).max(0) as u64, mentions: mentions.unwrap_or(0).max(0) as u64 })
+    }
+
     async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>> {
-        type Row = (Option<String>, Option<String>, Option<String>, Option<String>);
+        type Row = (Option<String>, Option<String>, Option<String>, Option<String>, Option<i32>);
         let rows: Vec<Row> = self.rows(&self.inner.q.room_settings, (room,)).await?;
-        Ok(rows.into_iter().next().map(|(visibility, name, topic, owner)| RoomSettings {
+        Ok(rows.into_iter().next().map(|(visibility, name, topic, owner, retention_days)| RoomSettings {
             visibility: visibility.as_deref().and_then(Visibility::parse).unwrap_or_default(),
             name: name.unwrap_or_default(),
             topic: topic.unwrap_or_default(),
             owner,
+            retention_days: retention_days.filter(|d| *d > 0).map(|d| d as u32),
         }))
     }
 
@@ -825,15 +978,22 @@ impl Store for ScyllaStore {
         // but the checkpoints can go at once; the checkpoints go last, after
         // everything they cover landed. Every statement is idempotent, so a
         // retry of the batch converges.
+        let metas: HashMap<(&str, u64), (u64, Option<u64>)> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::MessageMeta { room, seq, n, expires_ms } => Some(((room.as_str(), *seq), (*n, *expires_ms))),
+                _ => None,
+            })
+            .collect();
         let (checkpoints, writes): (Vec<&Write>, Vec<&Write>) =
             batch.iter().partition(|w| matches!(w, Write::Checkpoint { .. }));
         // An erasure reads the room's messages: it goes once the batch's own
         // messages (earlier in the log, so possibly the erased user's) landed.
         let (erasures, writes): (Vec<&Write>, Vec<&Write>) =
             writes.into_iter().partition(|w| matches!(w, Write::Erase { .. }));
-        try_join_all(writes.into_iter().map(|w| self.apply_one(w))).await?;
-        try_join_all(erasures.into_iter().map(|w| self.apply_one(w))).await?;
-        try_join_all(checkpoints.into_iter().map(|w| self.apply_one(w))).await?;
+        try_join_all(writes.into_iter().map(|w| self.apply_one(w, &metas))).await?;
+        try_join_all(erasures.into_iter().map(|w| self.apply_one(w, &metas))).await?;
+        try_join_all(checkpoints.into_iter().map(|w| self.apply_one(w, &metas))).await?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ import {
   type MemberEvent,
   type Message,
   type MsgEvent,
+  type NotifyLevel,
   type OpName,
   type ReplyOf,
   type RequestOf,
@@ -238,8 +239,22 @@ export class ConfabClient extends Emitter<ClientEvents> {
     return this.request("set_role", { room, user, role });
   }
 
-  updateRoom(room: string, settings: { name?: string; topic?: string; visibility?: Visibility }): Promise<unknown> {
+  updateRoom(
+    room: string,
+    settings: { name?: string; topic?: string; visibility?: Visibility; retention_days?: number },
+  ): Promise<unknown> {
     return this.request("update_room", { room, ...settings });
+  }
+
+  /** Sets the user's notification level for a room (on every device at its next `rooms`). */
+  async setNotify(room: string, level: NotifyLevel): Promise<void> {
+    await this.request("notify", { room, level });
+    const state = this.rooms.get(room);
+    if (state) {
+      state.notify = level;
+      this.emit("room", room);
+      this.emit("rooms");
+    }
   }
 
   /** The room's settings, size and the user's role; kept on the room's state too. */
@@ -251,6 +266,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       state.topic = info.topic;
       state.visibility = info.visibility;
       state.role = info.role ?? undefined;
+      state.retentionDays = info.retention_days;
       this.emit("room", room);
     }
     return info;
@@ -622,6 +638,10 @@ export class ConfabClient extends Emitter<ClientEvents> {
       room.onServer = true;
       room.lastSeq = Math.max(room.lastSeq, s.last_seq);
       room.readSeq = Math.max(room.readSeq, s.read_seq);
+      room.notify = s.notify ?? "all";
+      if (s.unread !== undefined) {
+        room.serverCounts = { readSeq: s.read_seq, lastSeq: s.last_seq, unread: s.unread, mentions: s.mentions ?? 0 };
+      }
       this.emit("room", room.id);
     }
     for (const [id, room] of [...this.rooms]) {

@@ -20,7 +20,7 @@ export {
   type WebSocketLike,
 } from "./connection.js";
 export { ConfabClient, type ClientEvents, type ClientOptions, type SendResult } from "./client.js";
-export { type OutgoingMessage, RoomState } from "./room.js";
+export { mentions, type OutgoingMessage, RoomState, type ServerCounts } from "./room.js";
 export {
   deleteAccount,
   fetchMessages,

@@ -25,7 +25,11 @@ changes?: { [key in string]: number }, } | { "op": "typing", room: string, } | {
 /**
  * Unix seconds; without it, until `unmute`.
  */
-until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "contact_add", user: string, } | { "op": "contact_remove", user: string, } | { "op": "contacts" } | { "op": "block", user: string, } | { "op": "unblock", user: string, } | { "op": "blocks" } | { "op": "edit", room: string, seq: number, text: string, } | { "op": "edits", room: string, seq: number, } | { "op": "delete", room: string, seq: number, } | { "op": "react", room: string, seq: number, emoji: string, remove?: boolean, };
+until?: number, } | { "op": "unmute", room: string, user: string, } | { "op": "set_role", room: string, user: string, role: Role, } | { "op": "update_room", room: string, name?: string, topic?: string, visibility?: Visibility, 
+/**
+ * Days the room keeps messages, 1 to 36500; 0: the cluster's default.
+ */
+retention_days?: number, } | { "op": "room_info", room: string, } | { "op": "members", room: string, after?: string, limit?: number, } | { "op": "directory", query?: string, after?: string, limit?: number, } | { "op": "profile", display_name?: string, avatar?: string, } | { "op": "users", users: Array<string>, } | { "op": "contact_add", user: string, } | { "op": "contact_remove", user: string, } | { "op": "contacts" } | { "op": "block", user: string, } | { "op": "unblock", user: string, } | { "op": "blocks" } | { "op": "notify", room: string, level: NotifyLevel, } | { "op": "edit", room: string, seq: number, text: string, } | { "op": "edits", room: string, seq: number, } | { "op": "delete", room: string, seq: number, } | { "op": "react", room: string, seq: number, emoji: string, remove?: boolean, };
 
 /**
  * The protocol's error codes, exactly as clients see them.
@@ -58,9 +62,11 @@ export type Version = { text: string, ts: number, };
  * A stored chat message (docs/protocol.md): `ts` is unix milliseconds at
  * acceptance, `msg_id` is unique across the cluster.
  *
- * The fields after `cid` are a message's life after it was sent
- * (crate::lifecycle); each is absent while it has its default, so a message
- * nobody replied with, edited, deleted or reacted to reads as in v1.
+ * `reply_to`, `edited_ts`, `deleted` and `reactions` are a message's life
+ * after it was sent (crate::lifecycle), `mentions` what it mentions
+ * (crate::unread); each is absent while it has its default, so a message
+ * nobody replied with, edited, deleted or reacted to and that mentions
+ * nobody reads as in v1.
  */
 export type Message = { room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, 
 /**
@@ -78,7 +84,12 @@ deleted?: boolean,
 /**
  * By emoji, in emoji order.
  */
-reactions?: Array<Reaction>, };
+reactions?: Array<Reaction>, 
+/**
+ * Members the text mentions as `@name` (each once, at most
+ * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
+ */
+mentions?: Array<string>, };
 
 /**
  * One entry of the `rooms` reply.
@@ -87,7 +98,20 @@ export type RoomInfo = { room: string, last_seq: number, read_seq: number,
 /**
  * A pending invitation rather than a membership (absent for members).
  */
-invited?: boolean, };
+invited?: boolean, 
+/**
+ * Messages after `read_seq` that are not the user's own (0 for an
+ * invitation). (Optional in TypeScript: servers before it omit it.)
+ */
+unread?: number, 
+/**
+ * Of those, the messages that mention the user.
+ */
+mentions?: number, 
+/**
+ * The user's notification level for the room.
+ */
+notify?: NotifyLevel, };
 
 /**
  * One room of a `sync` reply.
@@ -111,7 +135,12 @@ changes_more?: boolean, };
 /**
  * The op-specific fields of a reply.
  */
-export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, 
+/**
+ * Days the room keeps messages (its own setting, else the
+ * cluster's default); absent: forever.
+ */
+retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -121,7 +150,12 @@ more?: boolean, } | { rooms: { [key in string]: SyncRoom }, } | { online: Array<
 /**
  * The one reply to a request.
  */
-export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, } | { room: string, seq: number, msg_id: string, ts: number, } | { room: string, name: string, topic: string, visibility: Visibility, members: number, role: Role | null, 
+/**
+ * Days the room keeps messages (its own setting, else the
+ * cluster's default); absent: forever.
+ */
+retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -177,6 +211,13 @@ online: boolean, };
 export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
 
 /**
+ * Which messages of a room a user wants to be told about: the web client
+ * badges by it, and an outside push hand-off names only the offline
+ * members whose level lets a message through ([`NotifyLevel::notifies`]).
+ */
+export type NotifyLevel = "all" | "mentions" | "none";
+
+/**
  * Server-to-client events.
  */
 export type ServerEvent = { "ev": "hello", user: string, session: string, server: string, heartbeat_ms: number, } | { "ev": "msg", prev_seq: number, room: string, seq: number, msg_id: string, from: string, text: string, ts: number, cid: string, 
@@ -195,7 +236,12 @@ deleted?: boolean,
 /**
  * By emoji, in emoji order.
  */
-reactions?: Array<Reaction>, } | { "ev": "member", room: string, user: string, action: MemberAction, 
+reactions?: Array<Reaction>, 
+/**
+ * Members the text mentions as `@name` (each once, at most
+ * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
+ */
+mentions?: Array<string>, } | { "ev": "member", room: string, user: string, action: MemberAction, 
 /**
  * Who did it, when it was not `user` (moderation, invitations, roles).
  */
@@ -207,4 +253,8 @@ role?: Role,
 /**
  * End of a mute, unix seconds (`mute`).
  */
-until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, } | { "ev": "contact", user: string, status: ContactStatus, } | { "ev": "edit", room: string, seq: number, text: string, edited_ts: number, by: string, pos: number, prev_pos: number, } | { "ev": "delete", room: string, seq: number, by: string, pos: number, prev_pos: number, } | { "ev": "react", room: string, seq: number, emoji: string, user: string, remove: boolean, pos: number, prev_pos: number, };
+until?: number, } | { "ev": "room", room: string, name: string, topic: string, visibility: Visibility, by: string, 
+/**
+ * The room's own `retention_days`, when it has one.
+ */
+retention_days?: number, } | { "ev": "typing", room: string, user: string, } | { "ev": "read", room: string, user: string, seq: number, } | { "ev": "presence", user: string, online: boolean, } | { "ev": "bye", reason: ByeReason, } | { "ev": "contact", user: string, status: ContactStatus, } | { "ev": "edit", room: string, seq: number, text: string, edited_ts: number, by: string, pos: number, prev_pos: number, } | { "ev": "delete", room: string, seq: number, by: string, pos: number, prev_pos: number, } | { "ev": "react", room: string, seq: number, emoji: string, user: string, remove: boolean, pos: number, prev_pos: number, };

@@ -77,6 +77,7 @@ export interface Ops {
   block: { req: OpFields<"block">; reply: EmptyReply };
   unblock: { req: OpFields<"unblock">; reply: EmptyReply };
   blocks: { req: OpFields<"blocks">; reply: ReplyWith<{ blocked: unknown }> };
+  notify: { req: OpFields<"notify">; reply: EmptyReply };
   edit: { req: OpFields<"edit">; reply: ReplyWith<{ room: string; seq: number }> };
   edits: { req: OpFields<"edits">; reply: ReplyWith<{ versions: unknown }> };
   delete: { req: OpFields<"delete">; reply: ReplyWith<{ room: string; seq: number }> };

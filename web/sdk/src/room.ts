@@ -1,4 +1,20 @@
-import { dmPeer, isDmRoom, type ChangeEvent, type Message, type Role, type Visibility } from "./protocol.js";
+import {
+  type ChangeEvent,
+  dmPeer,
+  isDmRoom,
+  type Message,
+  type NotifyLevel,
+  type Role,
+  type Visibility,
+} from "./protocol.js";
+
+/** The server's counts for a room (from `rooms`), as of its `read_seq` and `last_seq`. */
+export interface ServerCounts {
+  readSeq: number;
+  lastSeq: number;
+  unread: number;
+  mentions: number;
+}
 
 /** A message the user sent that the room does not hold yet (a local echo). */
 export interface OutgoingMessage {
@@ -55,6 +71,12 @@ export class RoomState {
   visibility: Visibility = "public";
   /** The user's own role, from `room_info` and `member` events; undefined until known. */
   role: Role | undefined;
+  /** The user's notification level for the room, from `rooms` and `notify`. */
+  notify: NotifyLevel = "all";
+  /** Days the room keeps messages (`room_info`); undefined: forever. */
+  retentionDays: number | undefined;
+  /** The server's exact counts from the last `rooms`, for a marker below the loaded stretch. */
+  serverCounts: ServerCounts | undefined;
   /**
    * The room's change position: the `pos` of the last edit, deletion or
    * reaction applied. Set to the tail when the room is first loaded (every
@@ -86,22 +108,41 @@ export class RoomState {
   }
 
   /**
-   * Messages from others above the read marker, among the loaded ones. Exact
-   * when `unreadIsExact`; otherwise a lower bound.
+   * Messages from others above the read marker: counted among the loaded
+   * ones when they reach down to the marker, else the server's count (from
+   * `rooms`) plus what was loaded after it. Exact when `unreadIsExact`;
+   * otherwise a lower bound.
    */
   unreadCount(me: string): number {
-    let n = 0;
+    return this.count(me, () => true, (c) => c.unread);
+  }
+
+  /** Of those, the messages that mention the user. */
+  mentionCount(me: string): number {
+    return this.count(me, (m) => mentions(m, me), (c) => c.mentions);
+  }
+
+  private count(me: string, counted: (m: Message) => boolean, server: (c: ServerCounts) => number): number {
+    const c = this.serverCounts;
+    const fromServer = !this.loadedToMarker && c !== undefined && c.readSeq === this.readSeq;
+    const above = fromServer ? c.lastSeq : this.readSeq;
+    let n = fromServer ? server(c) : 0;
     for (let i = this.messages.length - 1; i >= 0; i--) {
       const m = this.messages[i]!;
-      if (m.seq <= this.readSeq) break;
-      if (m.from !== me) n++;
+      if (m.seq <= above) break;
+      if (m.from !== me && counted(m)) n++;
     }
     return n;
   }
 
-  /** Whether every message above the read marker is loaded. */
-  get unreadIsExact(): boolean {
+  private get loadedToMarker(): boolean {
     return this.floor <= this.readSeq;
+  }
+
+  /** Whether the unread count is exact: every message above the read marker is loaded, or the server counted them. */
+  get unreadIsExact(): boolean {
+    const c = this.serverCounts;
+    return this.loadedToMarker || (c !== undefined && c.readSeq === this.readSeq && this.floor <= c.lastSeq);
   }
 
   /**
@@ -190,6 +231,7 @@ export class RoomState {
       m.deleted = true;
       delete m.edited_ts;
       delete m.reactions;
+      delete m.mentions;
     } else {
       const reactions = (m.reactions ?? []).map((r) => ({ ...r, users: [...r.users] }));
       let r = reactions.find((x) => x.emoji === ev.emoji);
@@ -228,7 +270,7 @@ export class RoomState {
 
 /** Drops event-only fields (`ev`, `prev_seq`) so that stored messages look the same wherever they came from. */
 function stripEvent(m: Message): Message {
-  const { room, seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, reactions } = m;
+  const { room, seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, reactions, mentions } = m;
   return {
     room,
     seq,
@@ -241,7 +283,13 @@ function stripEvent(m: Message): Message {
     ...(edited_ts !== undefined ? { edited_ts } : {}),
     ...(deleted ? { deleted } : {}),
     ...(reactions && reactions.length > 0 ? { reactions } : {}),
+    ...(mentions && mentions.length > 0 ? { mentions } : {}),
   };
+}
+
+/** Whether `m` mentions `user` (the server lists mentioned members in `mentions`). */
+export function mentions(m: Message, user: string): boolean {
+  return m.mentions?.includes(user) ?? false;
 }
 
 /** Emoji order as the server has it: by the bytes of the UTF-8. */

@@ -30,6 +30,20 @@ describe("RoomState", () => {
     assert.equal(room.unreadCount("me"), 0);
   });
 
+  it("takes the server's exact counts when the marker is below the loaded stretch, and adds what came after", () => {
+    const room = new RoomState("r", { floor: 40 });
+    room.readSeq = 10;
+    room.serverCounts = { readSeq: 10, lastSeq: 42, unread: 7, mentions: 2 };
+    room.insert([message("r", 41, "bob"), message("r", 42, "bob")]);
+    assert.equal(room.unreadCount("me"), 7, "41 and 42 are among the server's 7");
+    assert.equal(room.unreadIsExact, true);
+    room.insert([{ ...message("r", 50, "bob"), mentions: ["me"] }, message("r", 51, "me")]);
+    assert.equal(room.unreadCount("me"), 8, "one more from bob; one's own never counts");
+    assert.equal(room.mentionCount("me"), 3);
+    room.readSeq = 51;
+    assert.deepEqual([room.unreadCount("me"), room.mentionCount("me")], [0, 0], "loaded to the marker: counted here");
+  });
+
   it("knows whether the unread count is exact from where its stretch starts", () => {
     const room = new RoomState("r", { floor: 10 });
     room.readSeq = 5;

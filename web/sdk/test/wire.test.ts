@@ -46,6 +46,7 @@ const exchanges: { [K in OpName]: { req: RequestOf<K>; reply: ReplyOf<K> } } = {
   block: { req: fields(requests.block), reply: fields(replies.block) },
   unblock: { req: fields(requests.unblock), reply: fields(replies.unblock) },
   blocks: { req: fields(requests.blocks), reply: fields(replies.blocks) },
+  notify: { req: fields(requests.notify), reply: fields(replies.notify) },
   edit: { req: fields(requests.edit), reply: fields(replies.edit) },
   edits: { req: fields(requests.edits), reply: fields(replies.edits) },
   delete: { req: fields(requests.delete), reply: fields(replies.delete) },

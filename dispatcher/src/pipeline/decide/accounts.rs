@@ -149,6 +149,7 @@ mod tests {
             exists: true,
             members: members.len() as u64,
             settings: Some(settings),
+            messages: 3,
             last_change: 0,
         };
         view.rooms.insert("r".into(), state);
@@ -191,7 +192,7 @@ mod tests {
     #[test]
     fn a_dm_to_a_user_who_blocked_the_sender_is_forbidden_and_the_other_way_flows() {
         let mut v = View::default();
-        let state = RoomState { last_seq: 3, exists: true, members: 2, settings: None, last_change: 0 };
+        let state = RoomState { last_seq: 3, exists: true, members: 2, settings: None, messages: 3, last_change: 0 };
         v.rooms.insert("dm:alice:bob".into(), state);
         v.blocks.insert(("alice".into(), "bob".into()));
         let send = |offset, from: &str| {

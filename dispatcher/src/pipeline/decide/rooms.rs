@@ -152,7 +152,13 @@ impl Batch {
             return Err(ProtocolError::new(ErrorCode::Taken, format!("room '{room}' exists")));
         }
         self.check_room_count(user, "you are")?;
-        let settings = RoomSettings { visibility, name: name.into(), topic: topic.into(), owner: Some(user.into()) };
+        let settings = RoomSettings {
+            visibility,
+            name: name.into(),
+            topic: topic.into(),
+            owner: Some(user.into()),
+            retention_days: None,
+        };
         self.set_settings(r, room, settings);
         self.add_member(r, room, user);
         self.set_role(r, room, user, Role::Owner);
@@ -275,6 +281,7 @@ impl Batch {
         name: Option<&str>,
         topic: Option<&str>,
         visibility: Option<Visibility>,
+        retention_days: Option<u32>,
     ) -> Result<Reply, ProtocolError> {
         let room = r.record.room.as_str();
         let actor = self.role_of(room, by).ok_or_else(|| ProtocolError::not_member(room))?;
@@ -291,6 +298,10 @@ impl Batch {
         if let Some(visibility) = visibility {
             settings.visibility = visibility;
         }
+        if let Some(days) = retention_days {
+            // 0: back to the cluster's default.
+            settings.retention_days = (days > 0).then_some(days);
+        }
         self.set_settings(r, room, settings.clone());
         let frame = Event::Room {
             room: room.into(),
@@ -298,6 +309,7 @@ impl Batch {
             topic: settings.topic,
             visibility: settings.visibility,
             by: by.into(),
+            retention_days: settings.retention_days,
         }
         .encode();
         self.event(room, Audience::Members, None, frame);
@@ -342,7 +354,7 @@ mod tests {
             exists: true,
             members: members.len() as u64,
             settings: Some(settings),
-            last_change: 0,
+            ..RoomState::default()
         };
         view.rooms.insert("r".into(), state);
         for (user, role) in members {
