@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Client;
+use common::cluster::keyspace_exists;
 use common::drill::{
     Cluster, DRAIN_GRACE, DRILL, PARTITIONS, PRODUCE_TIMEOUT, Restore, Thaw, WAIT, Writer, cql3, env, kafka3,
     process_state, signal_pid, try_infra,
@@ -277,9 +278,11 @@ async fn check(fault: Fault) -> Counts {
     let total = acked_per_fault(fault);
     // The limit grows with the run; a short one has 300 s.
     let limit = Duration::from_secs(300) + Duration::from_millis(40) * total as u32;
-    let counts = tokio::time::timeout(limit, run(fault, total))
+    let (counts, (cql, keyspace)) = tokio::time::timeout(limit, run(fault, total))
         .await
         .unwrap_or_else(|_| panic!("the checker with `{}` did not end within {limit:?}", fault.name()));
+    // The cluster is gone, its keyspace with it (repeated runs pile none up).
+    assert!(!keyspace_exists(&cql, &keyspace).await, "keyspace {keyspace} on {cql} is still there after the run");
     let row = format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s |",
         fault.name(),
@@ -303,7 +306,8 @@ async fn check(fault: Fault) -> Counts {
     counts
 }
 
-async fn run(fault: Fault, total: usize) -> Counts {
+/// The counts, and the CQL nodes and keyspace the cluster used.
+async fn run(fault: Fault, total: usize) -> (Counts, (String, String)) {
     // No small outbound queue: readers must keep up, not be closed as slow.
     let flags = ["--outbound-queue", "4096"];
     let mut cluster = if fault.kafka3() {
@@ -510,7 +514,8 @@ async fn run(fault: Fault, total: usize) -> Counts {
     }
     let history = writers[0].history().await;
     drop(restore);
-    count(&writers, &views, &history)
+    let keyspace = (cluster._keyspace.contact_points.clone(), cluster._keyspace.name.clone());
+    (count(&writers, &views, &history), keyspace)
 }
 
 fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
