@@ -139,6 +139,9 @@ struct View {
     /// A message at a seq held with another message.
     conflicts: usize,
     reconnects: usize,
+    /// seq -> how it came (for whoever reads a failure): a live event and
+    /// its `prev_seq`, or a sync page and its `since`, with the connection.
+    how: BTreeMap<u64, String>,
 }
 
 fn acked_per_fault(fault: Fault) -> usize {
@@ -172,6 +175,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
         };
         // Every connection starts with a sync from the last seq held.
         let mut pending: Option<String> = None;
+        let mut pending_since = 0u64;
         let mut last_event = 0u64;
         let mut quiet_since = Instant::now();
         let mut want_sync = true;
@@ -196,6 +200,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     break;
                 }
                 pending = Some(id);
+                pending_since = view.last;
                 want_sync = false;
                 quiet_since = Instant::now();
             }
@@ -225,6 +230,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     check_same(&mut view, seq, &v);
                 } else if prev == view.last {
                     hold(&mut view, seq, &v);
+                    view.how.insert(seq, format!("live, prev_seq {prev}, connection {}", view.reconnects));
                 } else {
                     // Missed messages: sync, and do not append this one.
                     want_sync = true;
@@ -238,6 +244,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     continue;
                 }
                 let page = &v["rooms"][ROOM];
+                let since = pending_since;
                 for m in page["messages"].as_array().expect("messages") {
                     let seq = m["seq"].as_u64().expect("seq");
                     if seq <= view.last {
@@ -245,6 +252,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     } else {
                         hold(&mut view, seq, m);
                         view.by_sync += 1;
+                        view.how.insert(seq, format!("sync from {since}, connection {}", view.reconnects));
                     }
                 }
                 want_sync = page["more"] == true;
@@ -573,8 +581,20 @@ fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
         if !in_history {
             c.missing_from_history += 1;
         }
-        for v in views {
+        for (r, v) in views.iter().enumerate() {
             if v.got.get(seq) != Some(id) {
+                if c.missing_from_a_reader < 5 {
+                    let before = v.got.range(..*seq).next_back().map(|(s, _)| *s);
+                    let after = v.got.range(seq + 1..).next();
+                    let after = after.map(|(s, id)| (*s, id.clone(), v.how.get(s).cloned()));
+                    eprintln!(
+                        "reader {r} lacks {id:?} acked as seq {seq} (history has it: {}; held at that seq: {:?}); \
+                         it holds seq {before:?} before, and after it {after:?}; its last is {}",
+                        stored.get(id).is_some_and(|s| s.contains(seq)),
+                        v.got.get(seq),
+                        v.last
+                    );
+                }
                 c.missing_from_a_reader += 1;
             }
         }
