@@ -255,7 +255,10 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                         view.how.insert(seq, format!("sync from {since}, connection {}", view.reconnects));
                     }
                 }
-                want_sync = page["more"] == true;
+                // A gap seen while this sync was in flight stays a gap: its
+                // reply may have been read before that message was stored
+                // (docs/protocol.md, "Ordering, gaps and `sync`", rule 5).
+                want_sync |= page["more"] == true;
             }
         }
         view.reconnects += 1;
