@@ -211,7 +211,7 @@ async fn a_reader_that_reconnects_while_messages_flow_misses_none(s: TestServer)
         }
         reader.servers.push(server);
         let mut last_event = 0u64;
-        if round % 2 == 1 {
+        if !round.is_multiple_of(2) {
             // Listen first: the first live event shows the gap (messages were
             // stored while away), and the sync fills it.
             let (gaps, before) = (reader.gaps, reader.last);
@@ -404,7 +404,7 @@ async fn sync_and_history_pages_have_no_hole_while_batches_land(s: TestServer) {
         if let Some(&l) = seqs.last() {
             pages.push((last, seqs));
             // Every other time from a little further back: across commits again.
-            last = if n % 2 == 0 { l } else { last.max(l.saturating_sub(40)) };
+            last = if n.is_multiple_of(2) { l } else { last.max(l.saturating_sub(40)) };
         }
         let r = c.request(json!({"op": "history", "room": ROOM, "limit": 100})).await;
         let seqs: Vec<u64> = r["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
