@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Client;
+use common::cluster::keyspace_exists;
 use common::drill::{
     Cluster, DRAIN_GRACE, DRILL, PARTITIONS, PRODUCE_TIMEOUT, Restore, Thaw, WAIT, Writer, cql3, env, kafka3,
     process_state, signal_pid, try_infra,
@@ -138,6 +139,9 @@ struct View {
     /// A message at a seq held with another message.
     conflicts: usize,
     reconnects: usize,
+    /// seq -> how it came (for whoever reads a failure): a live event and
+    /// its `prev_seq`, or a sync page and its `since`, with the connection.
+    how: BTreeMap<u64, String>,
 }
 
 fn acked_per_fault(fault: Fault) -> usize {
@@ -171,6 +175,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
         };
         // Every connection starts with a sync from the last seq held.
         let mut pending: Option<String> = None;
+        let mut pending_since = 0u64;
         let mut last_event = 0u64;
         let mut quiet_since = Instant::now();
         let mut want_sync = true;
@@ -195,6 +200,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     break;
                 }
                 pending = Some(id);
+                pending_since = view.last;
                 want_sync = false;
                 quiet_since = Instant::now();
             }
@@ -224,6 +230,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     check_same(&mut view, seq, &v);
                 } else if prev == view.last {
                     hold(&mut view, seq, &v);
+                    view.how.insert(seq, format!("live, prev_seq {prev}, connection {}", view.reconnects));
                 } else {
                     // Missed messages: sync, and do not append this one.
                     want_sync = true;
@@ -237,6 +244,7 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     continue;
                 }
                 let page = &v["rooms"][ROOM];
+                let since = pending_since;
                 for m in page["messages"].as_array().expect("messages") {
                     let seq = m["seq"].as_u64().expect("seq");
                     if seq <= view.last {
@@ -244,9 +252,13 @@ async fn read(gateways: Vec<String>, first: usize, token: String, target: Arc<At
                     } else {
                         hold(&mut view, seq, m);
                         view.by_sync += 1;
+                        view.how.insert(seq, format!("sync from {since}, connection {}", view.reconnects));
                     }
                 }
-                want_sync = page["more"] == true;
+                // A gap seen while this sync was in flight stays a gap: its
+                // reply may have been read before that message was stored
+                // (docs/protocol.md, "Ordering, gaps and `sync`", rule 5).
+                want_sync |= page["more"] == true;
             }
         }
         view.reconnects += 1;
@@ -277,9 +289,11 @@ async fn check(fault: Fault) -> Counts {
     let total = acked_per_fault(fault);
     // The limit grows with the run; a short one has 300 s.
     let limit = Duration::from_secs(300) + Duration::from_millis(40) * total as u32;
-    let counts = tokio::time::timeout(limit, run(fault, total))
+    let (counts, (cql, keyspace)) = tokio::time::timeout(limit, run(fault, total))
         .await
         .unwrap_or_else(|_| panic!("the checker with `{}` did not end within {limit:?}", fault.name()));
+    // The cluster is gone, its keyspace with it (repeated runs pile none up).
+    assert!(!keyspace_exists(&cql, &keyspace).await, "keyspace {keyspace} on {cql} is still there after the run");
     let row = format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} s |",
         fault.name(),
@@ -303,7 +317,8 @@ async fn check(fault: Fault) -> Counts {
     counts
 }
 
-async fn run(fault: Fault, total: usize) -> Counts {
+/// The counts, and the CQL nodes and keyspace the cluster used.
+async fn run(fault: Fault, total: usize) -> (Counts, (String, String)) {
     // No small outbound queue: readers must keep up, not be closed as slow.
     let flags = ["--outbound-queue", "4096"];
     let mut cluster = if fault.kafka3() {
@@ -510,7 +525,8 @@ async fn run(fault: Fault, total: usize) -> Counts {
     }
     let history = writers[0].history().await;
     drop(restore);
-    count(&writers, &views, &history)
+    let keyspace = (cluster._keyspace.contact_points.clone(), cluster._keyspace.name.clone());
+    (count(&writers, &views, &history), keyspace)
 }
 
 fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
@@ -568,8 +584,20 @@ fn count(writers: &[Writer], views: &[View], history: &[Value]) -> Counts {
         if !in_history {
             c.missing_from_history += 1;
         }
-        for v in views {
+        for (r, v) in views.iter().enumerate() {
             if v.got.get(seq) != Some(id) {
+                if c.missing_from_a_reader < 5 {
+                    let before = v.got.range(..*seq).next_back().map(|(s, _)| *s);
+                    let after = v.got.range(seq + 1..).next();
+                    let after = after.map(|(s, id)| (*s, id.clone(), v.how.get(s).cloned()));
+                    eprintln!(
+                        "reader {r} lacks {id:?} acked as seq {seq} (history has it: {}; held at that seq: {:?}); \
+                         it holds seq {before:?} before, and after it {after:?}; its last is {}",
+                        stored.get(id).is_some_and(|s| s.contains(seq)),
+                        v.got.get(seq),
+                        v.last
+                    );
+                }
                 c.missing_from_a_reader += 1;
             }
         }

@@ -196,7 +196,7 @@ async fn a_gateway_refuses_the_id_of_a_live_gateway() {
 
     let (kafka, cql) = (env("KAFKA_BOOTSTRAP"), env("CQL_CONTACT_POINTS"));
     let (prefix, keyspace) = names("dupid");
-    let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace.0];
+    let backend = ["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", &cql, "--keyspace", &keyspace.name];
     confab::distributed::migrate(&parse::<MigrateConfig>(&backend)).await.expect("migrate");
     let mut args = backend.to_vec();
     args.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0"]);

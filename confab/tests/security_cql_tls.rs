@@ -172,7 +172,7 @@ impl Proxy {
 async fn gateway_store_error(cql: SocketAddr, tls: &[&str]) -> String {
     let (_, keyspace) = common::cluster::names("cqltls");
     let cql = cql.to_string();
-    let mut args = vec!["--cql", &cql, "--keyspace", &keyspace.0, "--jwt-secret", SECRET];
+    let mut args = vec!["--cql", &cql, "--keyspace", &keyspace.name, "--jwt-secret", SECRET];
     args.extend(tls);
     let config = common::cluster::parse::<GatewayConfig>(&args);
     config.validate().expect("valid flags");

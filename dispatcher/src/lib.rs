@@ -89,9 +89,10 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Some(a) = announcements.recv() => {
                 push.learn(&a);
-                pipeline.routes.apply(&a);
+                pipeline.learn(&a).await;
             }
             _ = expiry.tick() => {
+                pipeline.prune_newest();
                 for gateway in pipeline.routes.expire(config.gateway_timeout) {
                     // Its link stops reconnecting too.
                     push.learn(&Announcement::Gone { gateway: gateway.to_string() });

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub store_retries: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub duplicates: IntCounter,
+    pub route_catchups: IntCounter,
 }
 
 impl Metrics {
@@ -80,6 +81,12 @@ impl Metrics {
                 "confab_dispatcher_duplicate_sends_total",
                 "Sends answered with an earlier message because their (room, cid) was stored before.",
             )?,
+            route_catchups: IntCounter::new(
+                "confab_dispatcher_route_catchups_total",
+                "Rooms whose newest message event was pushed again to a gateway that just started hosting them \
+                 (a message stored while its announcement was on the way would otherwise reach its sessions \
+                 only with the room's next message).",
+            )?,
         };
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
@@ -93,6 +100,7 @@ impl Metrics {
         registry.register(Box::new(m.store_retries.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.duplicates.clone()))?;
+        registry.register(Box::new(m.route_catchups.clone()))?;
         Ok(m)
     }
 }

@@ -339,6 +339,51 @@ async fn room_events_go_only_to_gateways_that_host_the_room() {
     assert_eq!(events.len(), 4, "a member event and a msg event, once per hosting gateway");
 }
 
+/// A message stored while a gateway's announcement that it now hosts the
+/// room was on the way reached none of its sessions; the gateway gets the
+/// room's newest `msg` event when the announcement lands, so its sessions
+/// see the message or its gap. A gateway that hosted the room already, or a
+/// room with no message lately, gets nothing more.
+#[tokio::test]
+async fn a_gateway_that_starts_hosting_a_room_gets_its_newest_message_event() {
+    let (_dir, store) = open();
+    let push = Captured::default();
+    let mut p = pipeline(store.clone(), push.clone());
+    let hosts = |gateway: &str, rooms: &[&str]| Announcement::Hosts {
+        gateway: gateway.into(),
+        rooms_added: rooms.iter().map(|r| r.to_string()).collect(),
+        rooms_removed: vec![],
+        users_added: vec![],
+        users_removed: vec![],
+    };
+    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1"), send(2, "r", "alice", "c2")]).await.unwrap();
+    p.process(vec![join(3, "quiet", "alice")]).await.unwrap();
+    push.take();
+    // gw-2 starts hosting "r" (and "quiet", which has no message): the newest event of "r", to gw-2 only.
+    p.learn(&hosts("gw-2", &["r", "quiet"])).await;
+    let pushed = push.take();
+    assert_eq!(pushed.len(), 1, "{pushed:?}");
+    let (gateway, delivery) = &pushed[0];
+    let event = frame(delivery);
+    assert_eq!(gateway, "gw-2");
+    assert_eq!(
+        (event["ev"].as_str(), event["seq"].as_u64(), event["prev_seq"].as_u64()),
+        (Some("msg"), Some(3), Some(2))
+    );
+    assert_eq!(event["cid"], "c2");
+    // It hosts "r" from now on: announced again, nothing is sent again.
+    p.learn(&hosts("gw-2", &["r"])).await;
+    // gw-1 hosted "r" already (the join record routed it there).
+    p.learn(&hosts("gw-1", &["r"])).await;
+    assert!(push.take().is_empty());
+    // And the route works: the next message goes to both.
+    p.process(vec![send(4, "r", "alice", "c3")]).await.unwrap();
+    let mut events: Vec<String> =
+        push.take().into_iter().filter(|(_, d)| matches!(d, Delivery::Room { .. })).map(|(g, _)| g).collect();
+    events.sort();
+    assert_eq!(events, ["gw-1", "gw-2"]);
+}
+
 #[tokio::test]
 async fn a_first_direct_message_makes_both_users_members() {
     let (_dir, store) = open();

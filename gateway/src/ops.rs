@@ -258,6 +258,10 @@ impl Gateway {
     ) -> Result<(Vec<Message>, bool), ProtocolError> {
         self.check_member(room, user).await?;
         let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+        // Only what is committed (see `Committed`): the page ends before
+        // any message of a batch still landing.
+        let committed = self.committed().await?.seq(room);
+        let before = Some(before.unwrap_or(u64::MAX).min(committed.saturating_add(1)));
         // At most `MAX_HISTORY_LIMIT` messages are read, so reading the
         // page whole and cutting it costs little.
         let mut page = self.inner.store.history(room, before, limit).await.map_err(store_error)?;
@@ -288,7 +292,9 @@ impl Gateway {
         let config = self.config();
         let mut budget = Budget::new(config.reply_max_bytes, config.sync_max_messages);
         let mut out = BTreeMap::new();
+        let committed = self.committed().await?;
         for (room, last_seq) in rooms {
+            let upto = committed.seq(&room);
             self.check_member(&room, user).await?;
             let cutoff = self.retention_cutoff(&room).await?;
             budget.room(&room);
@@ -301,7 +307,7 @@ impl Gateway {
             let more = 'room: {
                 if budget.spent() {
                     // Not reached: a read of no message says whether any is newer.
-                    break 'room store.since(&room, last_seq, 0).await.map_err(store_error)?.1;
+                    break 'room last_seq < upto && store.since(&room, last_seq, 0).await.map_err(store_error)?.1;
                 }
                 let mut after = last_seq;
                 loop {
@@ -311,6 +317,10 @@ impl Gateway {
                     let want = left.min(budget.messages_left()).min(SYNC_CHUNK);
                     let (page, more) = store.since(&room, after, want).await.map_err(store_error)?;
                     for m in page {
+                        if m.seq > upto {
+                            // Not committed yet: it comes as an event once it is.
+                            break 'room false;
+                        }
                         if cutoff.is_some_and(|cutoff| m.ts < cutoff) {
                             // Expired, not yet removed from the store.
                             after = m.seq;
@@ -349,6 +359,10 @@ impl Gateway {
             None => self.inner.store.room_settings(room).await.map_err(store_error)?.and_then(|s| s.retention_days),
         };
         Ok(retention.cutoff_ms(days, unix_ms()))
+    /// What the dispatchers have committed, per partition: see [`Committed`].
+    async fn committed(&self) -> Result<Committed, ProtocolError> {
+        let checkpoints = self.inner.store.checkpoints().await.map_err(store_error)?;
+        Ok(Committed { partitions: self.inner.bus.partitions(), next_offsets: checkpoints.into_iter().collect() })
     }
 
     /// Reads need membership; a DM's two parties are its members even before
@@ -437,6 +451,30 @@ impl Gateway {
                 ))
             }
         }
+    }
+}
+
+/// The messages `history` and `sync` may give: those of batches that have
+/// landed whole. A dispatcher's group commit writes a batch's messages at
+/// once, not in a transaction, and its partition's checkpoint only after all
+/// of them landed (`Store::apply`). A read while a batch lands can see a
+/// later message of it and not an earlier one; a client would append past
+/// the hole (nothing after it shows a gap: the later messages' `prev_seq`
+/// follow on) and never fill it. So reads stop at the checkpoint: every
+/// message with a seq up to it has landed (a seq is its record's offset +
+/// 1, the checkpoint the next offset to apply). A message past it reaches
+/// the client as an event once its batch is stored, or by the next `sync`.
+struct Committed {
+    partitions: u32,
+    next_offsets: std::collections::HashMap<u32, u64>,
+}
+
+impl Committed {
+    /// The highest seq of `room` that may be read. A partition with no
+    /// checkpoint stored has had no batch (no message either): no limit.
+    fn seq(&self, room: &str) -> u64 {
+        let partition = confab_bus::partition_for(room, self.partitions);
+        self.next_offsets.get(&partition).copied().unwrap_or(u64::MAX)
     }
 }
 

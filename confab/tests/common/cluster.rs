@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use confab::config::{DispatcherConfig, GatewayConfig, MigrateConfig};
 use confab::serving::Running;
+use confab_store::scylla::ScyllaStore;
 use serde_json::json;
 
 use super::{Client, SECRET};
@@ -38,39 +39,86 @@ pub fn env(name: &str) -> String {
 }
 
 /// Drops a test's keyspace when the test is over, so a test run does not
-/// pile up keyspaces in the database.
-pub struct Keyspace(pub String);
+/// pile up keyspaces in the database: on the CQL nodes it was created on
+/// (`scripts/infra up cql3`'s keyspaces on those, not on `cql`'s).
+pub struct Keyspace {
+    pub name: String,
+    /// Comma-separated `host:port`s, as `--cql` takes them.
+    pub contact_points: String,
+}
+
+fn cql_config(contact_points: &str, keyspace: &str) -> confab_store::scylla::CqlConfig {
+    confab_store::scylla::CqlConfig {
+        contact_points: contact_points.split(',').map(str::to_owned).collect(),
+        keyspace: keyspace.to_owned(),
+        replication: Default::default(),
+        username: None,
+        password: None,
+        // A schema change on a loaded node takes a while.
+        request_timeout: Duration::from_secs(30),
+        tls: None,
+    }
+}
 
 impl Drop for Keyspace {
     fn drop(&mut self) {
         // Never a panic in `drop`: it would abort the test binary.
-        let Ok(contact_points) = std::env::var("CQL_CONTACT_POINTS") else { return };
-        let config = confab_store::scylla::CqlConfig {
-            contact_points: contact_points.split(',').map(str::to_owned).collect(),
-            keyspace: self.0.clone(),
-            replication: Default::default(),
-            username: None,
-            password: None,
-            request_timeout: Duration::from_secs(10),
-            tls: None,
-        };
+        let config = cql_config(&self.contact_points, &self.name);
         // Drop runs inside the test's runtime; the cleanup gets one of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             // The timer is made inside the runtime: it needs its clock.
-            rt.block_on(async {
-                tokio::time::timeout(STAGE, confab_store::scylla::ScyllaStore::drop_keyspace(&config)).await
-            })
+            Some(rt.block_on(async {
+                // A loaded node can take longer than a request timeout over
+                // a schema change: tried again until STAGE has passed.
+                let deadline = tokio::time::Instant::now() + STAGE;
+                loop {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let e = match tokio::time::timeout(left, ScyllaStore::drop_keyspace(&config)).await {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("not done in {STAGE:?}"),
+                    };
+                    if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }))
         })
         .join();
+        match dropped {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(e))) => eprintln!("keyspace {} on {} was not dropped: {e}", self.name, self.contact_points),
+            _ => eprintln!("keyspace {} on {} was not dropped: the cleanup failed", self.name, self.contact_points),
+        }
     }
 }
 
-/// A fresh topic prefix and keyspace name.
+/// Whether the keyspace `name` on the CQL nodes at `contact_points` holds a
+/// schema: `false` once it was dropped (a store cannot connect to it and says
+/// to run `confab migrate`). Panics when the nodes cannot be asked.
+#[allow(dead_code)] // not every test file uses it
+pub async fn keyspace_exists(contact_points: &str, name: &str) -> bool {
+    match ScyllaStore::connect(&cql_config(contact_points, name)).await {
+        Ok(_) => true,
+        Err(e) if e.to_string().contains("confab migrate") => false,
+        Err(e) => panic!("could not ask {contact_points} about keyspace {name}: {e}"),
+    }
+}
+
+/// A fresh topic prefix and keyspace name, the keyspace on
+/// `CQL_CONTACT_POINTS`.
 pub fn names(kind: &str) -> (String, Keyspace) {
+    names_on(kind, &std::env::var("CQL_CONTACT_POINTS").unwrap_or_default())
+}
+
+/// [`names`], the keyspace on the CQL nodes at `contact_points`.
+pub fn names_on(kind: &str, contact_points: &str) -> (String, Keyspace) {
     use std::hash::{BuildHasher, RandomState};
     let id = RandomState::new().hash_one(std::time::SystemTime::now());
-    (format!("{kind}-{id:016x}"), Keyspace(format!("{kind}_{id:016x}")))
+    let keyspace = Keyspace { name: format!("{kind}_{id:016x}"), contact_points: contact_points.to_owned() };
+    (format!("{kind}-{id:016x}"), keyspace)
 }
 
 /// Gateways (named `gw-0`, `gw-1`, ...) and dispatchers, ready for traffic;
@@ -137,7 +185,7 @@ async fn start_full(
 ) -> Started {
     let kafka = env("KAFKA_BOOTSTRAP");
     let (prefix, guard) = names("dist");
-    let keyspace = guard.0.clone();
+    let keyspace = guard.name.clone();
     let mut backend = vec!["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace];
     backend.extend(cql_flags);
     let partitions = PARTITIONS.to_string();

@@ -237,9 +237,9 @@ impl Cluster {
         gateway_flags: &[&str],
         netns_gateway0: bool,
     ) -> Cluster {
-        let (prefix, keyspace) = super::cluster::names("drill");
+        let (prefix, keyspace) = super::cluster::names_on("drill", cql);
         let backend: Vec<String> =
-            ["--kafka", kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace.0]
+            ["--kafka", kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace.name]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();

@@ -19,9 +19,10 @@ pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use confab_bus::{Push, Record};
+use confab_protocol::record::Announcement;
 use confab_protocol::{Audience, Delivery};
 use confab_store::{Store, Write};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +34,12 @@ use view::{RoomState, View};
 
 /// Most rooms whose state stays cached; past it the cache starts over.
 const ROOM_CACHE: usize = 100_000;
+/// How long a room's newest `msg` event is kept to hand to a gateway that
+/// starts hosting the room (see [`Pipeline::learn`]): far longer than an
+/// announcement takes to reach the dispatchers.
+const NEWEST_FOR: Duration = Duration::from_secs(60);
+/// Most rooms whose newest `msg` event is kept; past it the oldest go.
+const NEWEST_CAP: usize = 20_000;
 
 pub struct Pipeline {
     store: Arc<dyn Store>,
@@ -48,6 +55,9 @@ pub struct Pipeline {
     max_rooms_per_user: usize,
     /// How long messages are kept.
     retention: confab_protocol::Retention,
+    /// Per room, its newest `msg` event pushed in the last [`NEWEST_FOR`],
+    /// and when.
+    newest: HashMap<String, (Instant, String)>,
 }
 
 impl Pipeline {
@@ -62,6 +72,7 @@ impl Pipeline {
             applied: HashMap::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
+            newest: HashMap::new(),
         }
     }
 
@@ -86,6 +97,65 @@ impl Pipeline {
     /// Drops cached room state; it is read again from the store.
     pub fn forget_cached(&mut self) {
         self.rooms.clear();
+        // Rooms of partitions this dispatcher lost are another's to tell.
+        self.newest.clear();
+    }
+
+    /// Applies a gateway's announcement to the routes. A gateway that
+    /// starts hosting a room (its first local member just connected) gets
+    /// the room's newest `msg` event, when one was pushed lately.
+    ///
+    /// Why: the new session's `sync` is read after the gateway announced the
+    /// room, but the announcement reaches the dispatchers a moment later. A
+    /// message stored in between is in neither the `sync` reply nor pushed
+    /// to that gateway (no route yet), and only the room's next message
+    /// would show the gap with its `prev_seq`; in a room that falls quiet,
+    /// never. The event sent again here comes after every such message, so
+    /// the session appends it or sees the gap (`prev_seq` above what it
+    /// holds) and syncs; a session that holds it already ignores it (its seq
+    /// is not above the last it holds). Rooms the gateway hosted already get
+    /// nothing: their events reached it.
+    pub async fn learn(&mut self, announcement: &Announcement) {
+        let fresh: Vec<Delivery> = match announcement {
+            Announcement::Hosts { gateway, rooms_added, .. } => rooms_added
+                .iter()
+                .filter(|room| !self.routes.gateways_for_room(room).any(|g| **g == **gateway))
+                .filter_map(|room| {
+                    let (at, frame) = self.newest.get(room)?;
+                    (at.elapsed() < NEWEST_FOR).then(|| Delivery::Room {
+                        room: room.clone(),
+                        audience: Audience::Members,
+                        effect: None,
+                        frame: frame.clone(),
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.routes.apply(announcement);
+        if let (Announcement::Hosts { gateway, .. }, false) = (announcement, fresh.is_empty()) {
+            self.metrics.route_catchups.inc_by(fresh.len() as u64);
+            if let Err(e) = self.push.push(gateway, fresh).await {
+                self.metrics.push_errors.inc();
+                tracing::debug!(%gateway, error = %e, "push of the newest events to a new route dropped");
+            }
+        }
+    }
+
+    /// Forgets the newest `msg` events older than [`NEWEST_FOR`].
+    pub fn prune_newest(&mut self) {
+        self.newest.retain(|_, (at, _)| at.elapsed() < NEWEST_FOR);
+    }
+
+    fn keep_newest(&mut self, room: &str, frame: &str) {
+        if self.newest.len() >= NEWEST_CAP && !self.newest.contains_key(room) {
+            self.prune_newest();
+            if self.newest.len() >= NEWEST_CAP {
+                // A burst over that many rooms in a minute: start over.
+                self.newest.clear();
+            }
+        }
+        self.newest.insert(room.to_owned(), (Instant::now(), frame.to_owned()));
     }
 
     /// Processes a batch and returns the offsets to commit, or `None` when
@@ -158,6 +228,9 @@ impl Pipeline {
                     self.routes.add_room_for_users(&room, &users);
                 }
                 Effect::Event { room, audience, effect, frame } => {
+                    if is_msg(&frame) {
+                        self.keep_newest(&room, &frame);
+                    }
                     let mut n = 0;
                     // An invitation also reaches the invitee, not a member yet.
                     let also: Vec<Arc<str>> = match &audience {
@@ -191,6 +264,11 @@ impl Pipeline {
         }
         out
     }
+}
+
+/// Whether an encoded event is a `msg` (its tag comes first).
+fn is_msg(frame: &str) -> bool {
+    frame.starts_with(r#"{"ev":"msg","#)
 }
 
 /// Exponential backoff for retries against a failing store, cut short by shutdown.
