@@ -134,7 +134,7 @@ impl RunningOperator {
         capture_log();
         let registry = prometheus::Registry::new();
         let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
-        let config = confab_operator::Config { namespace: Some(namespace.to_owned()) };
+        let config = confab_operator::Config { namespace: Some(namespace.to_owned()), ..Default::default() };
         let operator = confab_operator::Operator::new(client.clone(), config, metrics).await.expect("operator starts");
         let task = tokio::spawn(operator.run(std::future::pending()));
         Self { task, registry, namespace: namespace.to_owned() }

@@ -51,7 +51,7 @@ fn selector(cluster: &str) -> String {
 
 /// GETs `path` of a pod's admin port through the API server's proxy:
 /// its status and body, `None` when the pod cannot be reached.
-async fn admin_get(client: &Client, ns: &str, pod: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn admin_get(client: &Client, ns: &str, pod: &str, path: &str) -> Option<(u16, String)> {
     let uri = format!("/api/v1/namespaces/{ns}/pods/{pod}:{ADMIN_PORT}/proxy{path}");
     let request = http::Request::get(uri).body(kube::client::Body::empty()).ok()?;
     let answer = async {
