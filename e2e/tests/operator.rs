@@ -131,10 +131,15 @@ struct RunningOperator {
 
 impl RunningOperator {
     async fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, namespace, Default::default()).await
+    }
+
+    /// With the pods' `/metrics` read by `scraper` (kwok's pods serve none).
+    async fn start_with(client: &Client, namespace: &str, scraper: confab_operator::rollout::Scraper) -> Self {
         capture_log();
         let registry = prometheus::Registry::new();
         let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
-        let config = confab_operator::Config { namespace: Some(namespace.to_owned()), ..Default::default() };
+        let config = confab_operator::Config { namespace: Some(namespace.to_owned()), scraper };
         let operator = confab_operator::Operator::new(client.clone(), config, metrics).await.expect("operator starts");
         let task = tokio::spawn(operator.run(std::future::pending()));
         Self { task, registry, namespace: namespace.to_owned() }
@@ -845,5 +850,135 @@ async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
+}
+
+/// What the test makes the pods' `/metrics` say: new sessions per second
+/// on each gateway, and the dispatchers' consumer lag.
+#[derive(Default)]
+struct PlayedMetrics {
+    reconnects_per_second: f64,
+    lag: f64,
+    /// Per gateway pod: when its counter was last advanced, and its value.
+    opened: BTreeMap<String, (std::time::Instant, f64)>,
+}
+
+fn played_scraper(played: std::sync::Arc<std::sync::Mutex<PlayedMetrics>>) -> confab_operator::rollout::Scraper {
+    confab_operator::rollout::Scraper::custom(move |_ns, pod| {
+        let mut m = played.lock().unwrap();
+        let exposition = if pod.starts_with("chat-gateway-") {
+            let rate = m.reconnects_per_second;
+            let now = std::time::Instant::now();
+            let (then, total) = m.opened.entry(pod).or_insert((now, 0.0));
+            *total += rate * now.duration_since(*then).as_secs_f64();
+            *then = now;
+            format!("# TYPE confab_sessions_opened_total counter\nconfab_sessions_opened_total {total}\n")
+        } else if pod.starts_with("chat-dispatcher-") {
+            format!("confab_consumer_lag_records{{partition=\"0\"}} {}\n", m.lag)
+        } else {
+            return Box::pin(async { None });
+        };
+        Box::pin(async move { Some(exposition) })
+    })
+}
+
+/// The images the pods of one role run, sorted, duplicates removed.
+async fn pod_images(pods: &Api<Pod>, component: &str) -> Vec<String> {
+    let list = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}"))).await;
+    let mut images: Vec<String> = list
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.spec?.containers.first()?.image.clone())
+        .collect();
+    images.sort();
+    images.dedup();
+    images
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_pauses_while_reconnections_or_lag_run_high_and_resumes_under_the_bounds() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-roll").await;
+    let played = std::sync::Arc::new(std::sync::Mutex::new(PlayedMetrics::default()));
+    let operator = RunningOperator::start_with(&client, &ns.name, played_scraper(played.clone())).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = base_spec("1.0.0");
+    spec["rollout"] = json!({"maxReconnectsPerSecond": 50, "maxDispatcherLag": 100});
+    clusters.create(&PostParams::default(), &chat_cluster("chat", spec)).await.unwrap();
+    let cc = wait_available(&clusters, "chat").await;
+    let rollout = cc.status.unwrap().rollout.expect("status.rollout");
+    assert_eq!((rollout.gateways.updated, rollout.gateways.total, rollout.gateways.paused), (2, 2, false));
+    assert_eq!(rollout.gateways.reason, "RolloutComplete");
+
+    // Clients are reconnecting en masse and the dispatchers are behind:
+    // a new image migrates, then its rollout is held on both roles.
+    {
+        let mut m = played.lock().unwrap();
+        m.reconnects_per_second = 1000.0;
+        m.lag = 5000.0;
+    }
+    let patch = json!({"spec": {"image": {"tag": "1.1.0"}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let cc = wait_for("the rollout to be paused on both roles", TIMEOUT, POLL, || async {
+        let cc = clusters.get("chat").await?;
+        let Some(r) = cc.status.as_ref().and_then(|s| s.rollout.clone()) else { return Ok(None) };
+        let held = r.gateways.paused
+            && r.gateways.reason == "ReconnectsAboveBound"
+            && r.dispatchers.paused
+            && r.dispatchers.reason == "LagAboveBound";
+        Ok(held.then_some(cc))
+    })
+    .await
+    .unwrap();
+    assert_eq!(condition(&cc, "Progressing"), Some(("True".into(), "RolloutPaused".into())));
+    assert_eq!(condition(&cc, "Available").map(|c| c.0), Some("True".into()), "a held rollout keeps serving");
+    let message = &cc.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Progressing").unwrap().message;
+    assert!(message.contains("maxReconnectsPerSecond") && message.contains("maxDispatcherLag"), "{message}");
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        let d = deployments.get(name).await.unwrap();
+        assert_eq!(d.spec.as_ref().unwrap().paused, Some(true), "{name} is paused");
+        assert_eq!(image_of(&d), "registry.invalid/confab:1.1.0", "{name} has the new template");
+    }
+    // The dispatchers' template changed while they were held: not one
+    // of their pods was replaced. The gateways' rollout was held before
+    // it started (the first sample of the rate holds it too).
+    assert_eq!(pod_images(&pods, "dispatcher").await, ["registry.invalid/confab:1.0.0"]);
+    assert_eq!(pod_images(&pods, "gateway").await, ["registry.invalid/confab:1.0.0"]);
+    let r = cc.status.unwrap().rollout.unwrap();
+    assert_eq!((r.gateways.updated, r.gateways.total), (0, 2));
+
+    // The reconnections settle and the dispatchers catch up: the rollout
+    // resumes and completes.
+    {
+        let mut m = played.lock().unwrap();
+        m.reconnects_per_second = 0.0;
+        m.lag = 3.0;
+    }
+    let cc = wait_available(&clusters, "chat").await;
+    assert_eq!(cc.status.as_ref().unwrap().observed_generation, Some(2));
+    let r = cc.status.unwrap().rollout.unwrap();
+    for role in [&r.gateways, &r.dispatchers] {
+        assert_eq!((role.updated, role.total, role.paused, role.reason.as_str()), (2, 2, false, "RolloutComplete"));
+    }
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        assert_ne!(deployments.get(name).await.unwrap().spec.unwrap().paused, Some(true), "{name} resumed");
+    }
+    wait_for("every pod on the new image", TIMEOUT, POLL, || async {
+        let done = pod_images(&pods, "gateway").await == ["registry.invalid/confab:1.1.0"]
+            && pod_images(&pods, "dispatcher").await == ["registry.invalid/confab:1.1.0"];
+        Ok(done.then_some(()))
+    })
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let list = events.list(&ListParams::default().fields("regarding.kind=ChatCluster")).await.unwrap();
+    let reasons: Vec<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "RolloutPaused"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "RolloutResumed"), "{reasons:?}");
     operator.assert_clean_log(&[]);
 }

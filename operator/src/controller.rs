@@ -275,7 +275,7 @@ async fn gated(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role, desired: &
     let Some(current) = api.get_opt(&desired.name_any()).await? else {
         // A new Deployment has nothing to roll.
         ssa(&ctx.client, ns, desired).await?;
-        return Ok(rollout::decide(role, false, Measure::Unavailable, 0.0, false));
+        return Ok(rollout::decide(role, false, Measure::Unavailable, 0.0));
     };
     let paused_now = current.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     let mut probe = desired.clone();
@@ -289,9 +289,9 @@ async fn gated(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role, desired: &
     let rolling = rollout::rolling(&current, changed);
     let decision = if rolling {
         let (measure, bound) = measure(cc, ctx, ns, role).await?;
-        rollout::decide(role, true, measure, bound, paused_now)
+        rollout::decide(role, true, measure, bound)
     } else {
-        rollout::decide(role, false, Measure::Unavailable, 0.0, paused_now)
+        rollout::decide(role, false, Measure::Unavailable, 0.0)
     };
     if decision.paused != paused_now {
         let verb = if decision.paused { "paused" } else { "resumed" };

@@ -856,8 +856,10 @@ pub struct RoleRollout {
     /// Whether the operator holds the rollout (its Deployment's `spec.paused`).
     pub paused: bool,
 
-    /// Why: `RolloutComplete`, `Rolling`, `ReconnectsAboveBound`,
-    /// `LagAboveBound` or `MetricsUnavailable`.
+    /// Why: `RolloutComplete`, `Rolling`, `Measuring` (paused until a
+    /// second sample of the reconnect rate), `ReconnectsAboveBound`,
+    /// `LagAboveBound` (both paused) or `MetricsUnavailable` (rolling
+    /// without the gate).
     pub reason: String,
 
     /// The measure behind the reason, for a person.

@@ -37,6 +37,7 @@ pub const ROLLING: &str = "Rolling";
 pub const RECONNECTS_ABOVE_BOUND: &str = "ReconnectsAboveBound";
 pub const LAG_ABOVE_BOUND: &str = "LagAboveBound";
 pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
+pub const MEASURING: &str = "Measuring";
 
 /// A rate needs samples at least this far apart (seconds).
 pub const MIN_RATE_WINDOW: f64 = 1.0;
@@ -77,9 +78,9 @@ pub enum Measure {
 
 /// The gate of one role: hold the rollout while the measure is above
 /// `bound`; let it run when the measure is unknown (a rollout that fixes
-/// broken pods must not wait for their metrics); keep it as it is
-/// (`paused_now`) until a rate can be told.
-pub fn decide(role: Role, rolling: bool, measure: Measure, bound: f64, paused_now: bool) -> Decision {
+/// broken pods must not wait for their metrics); hold it until a rate can
+/// be told (the next round, seconds later).
+pub fn decide(role: Role, rolling: bool, measure: Measure, bound: f64) -> Decision {
     let (what, above) = match role {
         Role::Gateway => ("reconnections per second across the gateways", RECONNECTS_ABOVE_BOUND),
         Role::Dispatcher => ("records of consumer lag across the dispatchers", LAG_ABOVE_BOUND),
@@ -92,11 +93,9 @@ pub fn decide(role: Role, rolling: bool, measure: Measure, bound: f64, paused_no
         return Decision { paused: false, reason: COMPLETE, message: String::new() };
     }
     match measure {
-        Measure::FirstSample => Decision {
-            paused: paused_now,
-            reason: if paused_now { above } else { ROLLING },
-            message: format!("measuring the {what}"),
-        },
+        Measure::FirstSample => {
+            Decision { paused: true, reason: MEASURING, message: format!("paused: measuring the {what}") }
+        }
         Measure::Unavailable => Decision {
             paused: false,
             reason: METRICS_UNAVAILABLE,
@@ -240,36 +239,34 @@ mod tests {
 
     #[test]
     fn gateways_pause_while_reconnections_run_above_the_bound_and_resume_below_it() {
-        let d = decide(Role::Gateway, true, Measure::Value(350.0), 200.0, false);
+        let d = decide(Role::Gateway, true, Measure::Value(350.0), 200.0);
         assert!(d.paused);
         assert_eq!(d.reason, RECONNECTS_ABOVE_BOUND);
         assert!(d.message.contains("350") && d.message.contains("maxReconnectsPerSecond"), "{}", d.message);
-        let d = decide(Role::Gateway, true, Measure::Value(200.0), 200.0, true);
+        let d = decide(Role::Gateway, true, Measure::Value(200.0), 200.0);
         assert_eq!((d.paused, d.reason), (false, ROLLING), "at the bound is not above it");
-        let d = decide(Role::Gateway, false, Measure::Value(10_000.0), 200.0, true);
+        let d = decide(Role::Gateway, false, Measure::Value(10_000.0), 200.0);
         assert_eq!((d.paused, d.reason), (false, COMPLETE), "nothing to roll: never paused");
     }
 
     #[test]
     fn dispatchers_roll_only_while_the_lag_is_under_the_bound() {
-        let d = decide(Role::Dispatcher, true, Measure::Value(50_000.0), 10_000.0, false);
+        let d = decide(Role::Dispatcher, true, Measure::Value(50_000.0), 10_000.0);
         assert_eq!((d.paused, d.reason), (true, LAG_ABOVE_BOUND));
         assert!(d.message.contains("maxDispatcherLag"), "{}", d.message);
-        assert!(!decide(Role::Dispatcher, true, Measure::Value(0.0), 0.0, true).paused);
+        assert!(!decide(Role::Dispatcher, true, Measure::Value(0.0), 0.0).paused);
     }
 
     #[test]
     fn unknown_metrics_never_hold_a_rollout() {
-        let d = decide(Role::Dispatcher, true, Measure::Unavailable, 10.0, true);
+        let d = decide(Role::Dispatcher, true, Measure::Unavailable, 10.0);
         assert_eq!((d.paused, d.reason), (false, METRICS_UNAVAILABLE));
     }
 
     #[test]
-    fn a_first_sample_keeps_the_rollout_as_it_is() {
-        let d = decide(Role::Gateway, true, Measure::FirstSample, 10.0, true);
-        assert_eq!((d.paused, d.reason), (true, RECONNECTS_ABOVE_BOUND));
-        let d = decide(Role::Gateway, true, Measure::FirstSample, 10.0, false);
-        assert_eq!((d.paused, d.reason), (false, ROLLING));
+    fn a_rollout_waits_for_a_second_sample_of_the_rate() {
+        let d = decide(Role::Gateway, true, Measure::FirstSample, 10.0);
+        assert_eq!((d.paused, d.reason), (true, MEASURING));
     }
 
     #[test]
@@ -306,7 +303,7 @@ mod tests {
     #[test]
     fn the_status_reports_updated_of_total() {
         let d = deployment(2, 1, 3, 4, 4);
-        let paused = decide(Role::Gateway, true, Measure::Value(500.0), 200.0, false);
+        let paused = decide(Role::Gateway, true, Measure::Value(500.0), 200.0);
         let s = role_status(Some(&d), &paused);
         assert_eq!((s.updated, s.total, s.paused, s.reason.as_str()), (1, 2, true, RECONNECTS_ABOVE_BOUND));
     }

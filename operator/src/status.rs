@@ -269,8 +269,8 @@ mod tests {
         let cc = minimal();
         let (gw, disp, done) = (deployment(2, 2, 1, 2, 2), deployment(2, 2, 0, 2, 2), job(Some("Complete")));
         let gates = [
-            rollout::decide(crate::children::Role::Gateway, true, rollout::Measure::Value(12.0), 200.0, false),
-            rollout::decide(crate::children::Role::Dispatcher, true, rollout::Measure::Value(9e4), 1e4, false),
+            rollout::decide(crate::children::Role::Gateway, true, rollout::Measure::Value(12.0), 200.0),
+            rollout::decide(crate::children::Role::Dispatcher, true, rollout::Measure::Value(9e4), 1e4),
         ];
         let observed = Observed {
             gateway: Some(&gw),
