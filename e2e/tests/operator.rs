@@ -982,3 +982,110 @@ async fn a_rollout_pauses_while_reconnections_or_lag_run_high_and_resumes_under_
     assert!(reasons.iter().any(|r| r == "RolloutResumed"), "{reasons:?}");
     operator.assert_clean_log(&[]);
 }
+
+/// The children the previous release's operator (0.1.0, commit fee81ad)
+/// applied for the ChatCluster `chat` of
+/// testdata/operator-0.1.0/chatcluster.yaml, as its `confab crd --children`
+/// rendered them; `adopt-fixture-ns` and `adopt-fixture-uid` stand for the
+/// test's namespace and the cluster's uid.
+const PREVIOUS_CHILDREN: &str = include_str!("../testdata/operator-0.1.0/children.yaml");
+const PREVIOUS_CLUSTER: &str = include_str!("../testdata/operator-0.1.0/chatcluster.yaml");
+
+/// Server-side applies every document of `yaml` as the operator's field
+/// manager, as the previous operator did.
+async fn apply_as_operator(client: &Client, ns: &str, yaml: &str) {
+    for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let value: serde_json::Value = serde_saphyr::from_str(doc).expect("a fixture document");
+        let (api_version, kind) = (value["apiVersion"].as_str().unwrap(), value["kind"].as_str().unwrap());
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+        let name = value["metadata"]["name"].as_str().unwrap();
+        api.patch(name, &PatchParams::apply("confab-operator").force(), &Patch::Apply(&value))
+            .await
+            .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    }
+}
+
+/// Each Deployment's generation and the pods of the cluster (name and uid).
+async fn pods_and_generations(client: &Client, ns: &str) -> (Vec<(String, i64)>, Vec<(String, String)>) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut generations = Vec::new();
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        generations.push((name.to_owned(), deployments.get(name).await.unwrap().metadata.generation.unwrap()));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = "app.kubernetes.io/instance=chat,app.kubernetes.io/component in (gateway,dispatcher)";
+    let mut list: Vec<(String, String)> = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect();
+    list.sort();
+    (generations, list)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_of_the_previous_operator_are_adopted_without_restarting_their_pods() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-adopt").await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    // The cluster and its children as the previous operator left them.
+    let mut cc: ChatCluster = serde_saphyr::from_str(PREVIOUS_CLUSTER).unwrap();
+    cc.metadata.namespace = None;
+    cc.metadata.uid = None;
+    let created = clusters.create(&PostParams::default(), &cc).await.unwrap();
+    let uid = created.uid().unwrap();
+    let children = PREVIOUS_CHILDREN.replace("adopt-fixture-ns", &ns.name).replace("adopt-fixture-uid", &uid);
+    apply_as_operator(&client, &ns.name, &children).await;
+    wait_for("the previous operator's Deployments to be rolled out", TIMEOUT, POLL, || async {
+        let mut done = true;
+        for name in ["chat-gateway", "chat-dispatcher"] {
+            let d = deployments.get(name).await?;
+            let s = d.status.clone().unwrap_or_default();
+            done &= s.observed_generation == d.metadata.generation
+                && s.updated_replicas == Some(2)
+                && s.ready_replicas == Some(2)
+                && s.replicas == Some(2);
+        }
+        Ok(done.then_some(()))
+    })
+    .await
+    .unwrap();
+    let before = pods_and_generations(&client, &ns.name).await;
+    assert_eq!(before.1.len(), 4, "2 gateways and 2 dispatchers: {before:?}");
+    let job = Api::<Job>::namespaced(client.clone(), &ns.name).list(&ListParams::default()).await.unwrap().items;
+    let job_uid = job[0].uid().unwrap();
+
+    // The new operator takes over: it reconciles, gates (nothing to roll)
+    // and reports, and not one pod is replaced.
+    let operator = RunningOperator::start(&client, &ns.name).await;
+    let cc = wait_available(&clusters, "chat").await;
+    let rollout = cc.status.unwrap().rollout.expect("the new operator applied the Deployments");
+    assert_eq!((rollout.gateways.reason.as_str(), rollout.gateways.paused), ("RolloutComplete", false));
+    assert_eq!(pods_and_generations(&client, &ns.name).await, before, "the adoption restarted pods");
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name).list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(jobs.iter().map(|j| j.uid().unwrap()).collect::<Vec<_>>(), [job_uid], "the migration is not rerun");
+
+    // A spec change does roll them.
+    let patch = json!({"spec": {"image": {"tag": "1.0.1"}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_available(&clusters, "chat").await;
+    let after = wait_for("the new image's pods", TIMEOUT, POLL, || async {
+        let now = pods_and_generations(&client, &ns.name).await;
+        Ok((now.1.len() == 4 && now.1.iter().all(|p| !before.1.contains(p))).then_some(now))
+    })
+    .await
+    .unwrap();
+    for ((name, old), (_, new)) in before.0.iter().zip(&after.0) {
+        assert!(new > old, "{name}: generation {old} -> {new}");
+    }
+    operator.assert_clean_log(&[]);
+}

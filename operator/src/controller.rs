@@ -27,9 +27,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::children::Role;
 use crate::children::{self, Children, FIELD_MANAGER, MANAGED_BY, migrate, settings};
 use crate::crd::ChatCluster;
-use crate::children::Role;
 use crate::metrics::Metrics;
 use crate::rollout::{self, Decision, Measure, Scraper};
 use crate::status::{self, AVAILABLE, DEGRADED, Migration, Observed};
@@ -319,11 +319,8 @@ async fn measure(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role) -> Resul
         let exposition = ctx.scraper.scrape(&ctx.client, ns, pod).await;
         (pod.clone(), exposition)
     });
-    let scraped: Vec<(String, String)> = futures_util::future::join_all(scrapes)
-        .await
-        .into_iter()
-        .filter_map(|(pod, e)| Some((pod, e?)))
-        .collect();
+    let scraped: Vec<(String, String)> =
+        futures_util::future::join_all(scrapes).await.into_iter().filter_map(|(pod, e)| Some((pod, e?))).collect();
     let bounds = &cc.spec.rollout;
     Ok(match role {
         Role::Dispatcher => {

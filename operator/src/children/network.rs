@@ -106,7 +106,10 @@ mod tests {
         }));
         let tcp = ports(&cc).into_iter().find(|p| p.name.as_deref() == Some("tcp")).expect("a tcp port");
         assert_eq!(tcp.port, 7443);
-        assert_eq!(tcp.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("tcp".into())));
+        assert_eq!(
+            tcp.target_port,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("tcp".into()))
+        );
         let d = crate::children::workloads::deployment(&cc, Role::Gateway, "h").unwrap();
         let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
         let env = |name: &str| c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());

@@ -11,7 +11,9 @@
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
-use super::{ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, metadata, selector_labels, to_json, typed};
+use super::{
+    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, metadata, selector_labels, to_json, typed,
+};
 use crate::Result;
 use crate::crd::ChatCluster;
 

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::settings::{CONFIG_DIR, DISPATCHER_TOML, GATEWAY_TOML, jwt_secret_ref};
 use super::{
-    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, labels, metadata, selector_labels, to_json, typed,
+    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, labels, metadata, selector_labels, to_json,
+    typed,
 };
 use crate::Result;
 use crate::crd::{ChatCluster, PodOverrides};
