@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The one `confab` image: every role (standalone, migrate, gateway,
-# dispatcher, operator) is a subcommand of the same binary.
+# dispatcher, operator) is a subcommand of the same binary; the kubectl
+# plugin `kubectl-confab` sits next to it.
 #
 #   docker build -t confab:dev .
 #   docker run --rm -p 8080:8080 confab:dev standalone
@@ -23,8 +24,9 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p confab \
+    cargo build --release --locked -p confab -p confab-operator --bin confab --bin kubectl-confab \
  && install -D -m 0755 target/release/confab /out/confab \
+ && install -D -m 0755 target/release/kubectl-confab /out/kubectl-confab \
  && mkdir -p /out/data
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
@@ -32,6 +34,9 @@ LABEL org.opencontainers.image.title="confab" \
       org.opencontainers.image.description="Confab instant messaging: standalone, gateway, dispatcher, migrate and the Kubernetes operator in one binary" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/confab /usr/local/bin/confab
+# The kubectl plugin (`kubectl confab status|drain|report`), for a shell in
+# the operator's pod or to copy out: `docker cp`, `kubectl cp`.
+COPY --from=build /out/kubectl-confab /usr/local/bin/kubectl-confab
 # Standalone's data directory (the other roles keep no local state).
 COPY --from=build --chown=65532:65532 /out/data /var/lib/confab
 # In a container, listen on every interface; the operator sets these for

@@ -132,7 +132,7 @@ impl RoleConfig for OperatorConfig {
 
 impl OperatorConfig {
     fn operator(&self) -> confab_operator::Config {
-        confab_operator::Config { namespace: self.watch_namespace.clone() }
+        confab_operator::Config { namespace: self.watch_namespace.clone(), ..Default::default() }
     }
 
     /// The Lease, when electing a leader: in the operator's namespace, held

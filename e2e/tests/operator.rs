@@ -131,10 +131,15 @@ struct RunningOperator {
 
 impl RunningOperator {
     async fn start(client: &Client, namespace: &str) -> Self {
+        Self::start_with(client, namespace, Default::default()).await
+    }
+
+    /// With the pods' `/metrics` read by `scraper` (kwok's pods serve none).
+    async fn start_with(client: &Client, namespace: &str, scraper: confab_operator::rollout::Scraper) -> Self {
         capture_log();
         let registry = prometheus::Registry::new();
         let metrics = confab_operator::metrics::Metrics::new(&registry).unwrap();
-        let config = confab_operator::Config { namespace: Some(namespace.to_owned()) };
+        let config = confab_operator::Config { namespace: Some(namespace.to_owned()), scraper };
         let operator = confab_operator::Operator::new(client.clone(), config, metrics).await.expect("operator starts");
         let task = tokio::spawn(operator.run(std::future::pending()));
         Self { task, registry, namespace: namespace.to_owned() }
@@ -845,5 +850,242 @@ async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
     })
     .await
     .unwrap();
+    operator.assert_clean_log(&[]);
+}
+
+/// What the test makes the pods' `/metrics` say: new sessions per second
+/// on each gateway, and the dispatchers' consumer lag.
+#[derive(Default)]
+struct PlayedMetrics {
+    reconnects_per_second: f64,
+    lag: f64,
+    /// Per gateway pod: when its counter was last advanced, and its value.
+    opened: BTreeMap<String, (std::time::Instant, f64)>,
+}
+
+fn played_scraper(played: std::sync::Arc<std::sync::Mutex<PlayedMetrics>>) -> confab_operator::rollout::Scraper {
+    confab_operator::rollout::Scraper::custom(move |_ns, pod| {
+        let mut m = played.lock().unwrap();
+        let exposition = if pod.starts_with("chat-gateway-") {
+            let rate = m.reconnects_per_second;
+            let now = std::time::Instant::now();
+            let (then, total) = m.opened.entry(pod).or_insert((now, 0.0));
+            *total += rate * now.duration_since(*then).as_secs_f64();
+            *then = now;
+            format!("# TYPE confab_sessions_opened_total counter\nconfab_sessions_opened_total {total}\n")
+        } else if pod.starts_with("chat-dispatcher-") {
+            format!("confab_consumer_lag_records{{partition=\"0\"}} {}\n", m.lag)
+        } else {
+            return Box::pin(async { None });
+        };
+        Box::pin(async move { Some(exposition) })
+    })
+}
+
+/// The images the pods of one role run, sorted, duplicates removed.
+async fn pod_images(pods: &Api<Pod>, component: &str) -> Vec<String> {
+    let list = pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}"))).await;
+    let mut images: Vec<String> = list
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.spec?.containers.first()?.image.clone())
+        .collect();
+    images.sort();
+    images.dedup();
+    images
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_pauses_while_reconnections_or_lag_run_high_and_resumes_under_the_bounds() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-roll").await;
+    let played = std::sync::Arc::new(std::sync::Mutex::new(PlayedMetrics::default()));
+    let operator = RunningOperator::start_with(&client, &ns.name, played_scraper(played.clone())).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let mut spec = base_spec("1.0.0");
+    spec["rollout"] = json!({"maxReconnectsPerSecond": 50, "maxDispatcherLag": 100});
+    clusters.create(&PostParams::default(), &chat_cluster("chat", spec)).await.unwrap();
+    let cc = wait_available(&clusters, "chat").await;
+    let rollout = cc.status.unwrap().rollout.expect("status.rollout");
+    assert_eq!((rollout.gateways.updated, rollout.gateways.total, rollout.gateways.paused), (2, 2, false));
+    assert_eq!(rollout.gateways.reason, "RolloutComplete");
+
+    // Clients are reconnecting en masse and the dispatchers are behind:
+    // a new image migrates, then its rollout is held on both roles.
+    {
+        let mut m = played.lock().unwrap();
+        m.reconnects_per_second = 1000.0;
+        m.lag = 5000.0;
+    }
+    let patch = json!({"spec": {"image": {"tag": "1.1.0"}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let cc = wait_for("the rollout to be paused on both roles", TIMEOUT, POLL, || async {
+        let cc = clusters.get("chat").await?;
+        let Some(r) = cc.status.as_ref().and_then(|s| s.rollout.clone()) else { return Ok(None) };
+        let held = r.gateways.paused
+            && r.gateways.reason == "ReconnectsAboveBound"
+            && r.dispatchers.paused
+            && r.dispatchers.reason == "LagAboveBound";
+        Ok(held.then_some(cc))
+    })
+    .await
+    .unwrap();
+    assert_eq!(condition(&cc, "Progressing"), Some(("True".into(), "RolloutPaused".into())));
+    assert_eq!(condition(&cc, "Available").map(|c| c.0), Some("True".into()), "a held rollout keeps serving");
+    let message = &cc.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Progressing").unwrap().message;
+    assert!(message.contains("maxReconnectsPerSecond") && message.contains("maxDispatcherLag"), "{message}");
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        let d = deployments.get(name).await.unwrap();
+        assert_eq!(d.spec.as_ref().unwrap().paused, Some(true), "{name} is paused");
+        assert_eq!(image_of(&d), "registry.invalid/confab:1.1.0", "{name} has the new template");
+    }
+    // The dispatchers' template changed while they were held: not one
+    // of their pods was replaced. The gateways' rollout was held before
+    // it started (the first sample of the rate holds it too).
+    assert_eq!(pod_images(&pods, "dispatcher").await, ["registry.invalid/confab:1.0.0"]);
+    assert_eq!(pod_images(&pods, "gateway").await, ["registry.invalid/confab:1.0.0"]);
+    let r = cc.status.unwrap().rollout.unwrap();
+    assert_eq!((r.gateways.updated, r.gateways.total), (0, 2));
+
+    // The reconnections settle and the dispatchers catch up: the rollout
+    // resumes and completes.
+    {
+        let mut m = played.lock().unwrap();
+        m.reconnects_per_second = 0.0;
+        m.lag = 3.0;
+    }
+    let cc = wait_available(&clusters, "chat").await;
+    assert_eq!(cc.status.as_ref().unwrap().observed_generation, Some(2));
+    let r = cc.status.unwrap().rollout.unwrap();
+    for role in [&r.gateways, &r.dispatchers] {
+        assert_eq!((role.updated, role.total, role.paused, role.reason.as_str()), (2, 2, false, "RolloutComplete"));
+    }
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        assert_ne!(deployments.get(name).await.unwrap().spec.unwrap().paused, Some(true), "{name} resumed");
+    }
+    wait_for("every pod on the new image", TIMEOUT, POLL, || async {
+        let done = pod_images(&pods, "gateway").await == ["registry.invalid/confab:1.1.0"]
+            && pod_images(&pods, "dispatcher").await == ["registry.invalid/confab:1.1.0"];
+        Ok(done.then_some(()))
+    })
+    .await
+    .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let list = events.list(&ListParams::default().fields("regarding.kind=ChatCluster")).await.unwrap();
+    let reasons: Vec<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "RolloutPaused"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "RolloutResumed"), "{reasons:?}");
+    operator.assert_clean_log(&[]);
+}
+
+/// The children the previous release's operator (0.1.0, commit fee81ad)
+/// applied for the ChatCluster `chat` of
+/// testdata/operator-0.1.0/chatcluster.yaml, as its `confab crd --children`
+/// rendered them; `adopt-fixture-ns` and `adopt-fixture-uid` stand for the
+/// test's namespace and the cluster's uid.
+const PREVIOUS_CHILDREN: &str = include_str!("../testdata/operator-0.1.0/children.yaml");
+const PREVIOUS_CLUSTER: &str = include_str!("../testdata/operator-0.1.0/chatcluster.yaml");
+
+/// Server-side applies every document of `yaml` as the operator's field
+/// manager, as the previous operator did.
+async fn apply_as_operator(client: &Client, ns: &str, yaml: &str) {
+    for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let value: serde_json::Value = serde_saphyr::from_str(doc).expect("a fixture document");
+        let (api_version, kind) = (value["apiVersion"].as_str().unwrap(), value["kind"].as_str().unwrap());
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+        let name = value["metadata"]["name"].as_str().unwrap();
+        api.patch(name, &PatchParams::apply("confab-operator").force(), &Patch::Apply(&value))
+            .await
+            .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    }
+}
+
+/// Each Deployment's generation and the pods of the cluster (name and uid).
+async fn pods_and_generations(client: &Client, ns: &str) -> (Vec<(String, i64)>, Vec<(String, String)>) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let mut generations = Vec::new();
+    for name in ["chat-gateway", "chat-dispatcher"] {
+        generations.push((name.to_owned(), deployments.get(name).await.unwrap().metadata.generation.unwrap()));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = "app.kubernetes.io/instance=chat,app.kubernetes.io/component in (gateway,dispatcher)";
+    let mut list: Vec<(String, String)> = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.uid().unwrap()))
+        .collect();
+    list.sort();
+    (generations, list)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_of_the_previous_operator_are_adopted_without_restarting_their_pods() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-adopt").await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    // The cluster and its children as the previous operator left them.
+    let mut cc: ChatCluster = serde_saphyr::from_str(PREVIOUS_CLUSTER).unwrap();
+    cc.metadata.namespace = None;
+    cc.metadata.uid = None;
+    let created = clusters.create(&PostParams::default(), &cc).await.unwrap();
+    let uid = created.uid().unwrap();
+    let children = PREVIOUS_CHILDREN.replace("adopt-fixture-ns", &ns.name).replace("adopt-fixture-uid", &uid);
+    apply_as_operator(&client, &ns.name, &children).await;
+    wait_for("the previous operator's Deployments to be rolled out", TIMEOUT, POLL, || async {
+        let mut done = true;
+        for name in ["chat-gateway", "chat-dispatcher"] {
+            let d = deployments.get(name).await?;
+            let s = d.status.clone().unwrap_or_default();
+            done &= s.observed_generation == d.metadata.generation
+                && s.updated_replicas == Some(2)
+                && s.ready_replicas == Some(2)
+                && s.replicas == Some(2);
+        }
+        Ok(done.then_some(()))
+    })
+    .await
+    .unwrap();
+    let before = pods_and_generations(&client, &ns.name).await;
+    assert_eq!(before.1.len(), 4, "2 gateways and 2 dispatchers: {before:?}");
+    let job = Api::<Job>::namespaced(client.clone(), &ns.name).list(&ListParams::default()).await.unwrap().items;
+    let job_uid = job[0].uid().unwrap();
+
+    // The new operator takes over: it reconciles, gates (nothing to roll)
+    // and reports, and not one pod is replaced.
+    let operator = RunningOperator::start(&client, &ns.name).await;
+    let cc = wait_available(&clusters, "chat").await;
+    let rollout = cc.status.unwrap().rollout.expect("the new operator applied the Deployments");
+    assert_eq!((rollout.gateways.reason.as_str(), rollout.gateways.paused), ("RolloutComplete", false));
+    assert_eq!(pods_and_generations(&client, &ns.name).await, before, "the adoption restarted pods");
+    let jobs = Api::<Job>::namespaced(client.clone(), &ns.name).list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(jobs.iter().map(|j| j.uid().unwrap()).collect::<Vec<_>>(), [job_uid], "the migration is not rerun");
+
+    // A spec change does roll them.
+    let patch = json!({"spec": {"image": {"tag": "1.0.1"}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_available(&clusters, "chat").await;
+    let after = wait_for("the new image's pods", TIMEOUT, POLL, || async {
+        let now = pods_and_generations(&client, &ns.name).await;
+        Ok((now.1.len() == 4 && now.1.iter().all(|p| !before.1.contains(p))).then_some(now))
+    })
+    .await
+    .unwrap();
+    for ((name, old), (_, new)) in before.0.iter().zip(&after.0) {
+        assert!(new > old, "{name}: generation {old} -> {new}");
+    }
     operator.assert_clean_log(&[]);
 }

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,9 +27,11 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::children::Role;
 use crate::children::{self, Children, FIELD_MANAGER, MANAGED_BY, migrate, settings};
 use crate::crd::ChatCluster;
 use crate::metrics::Metrics;
+use crate::rollout::{self, Decision, Measure, Scraper};
 use crate::status::{self, AVAILABLE, DEGRADED, Migration, Observed};
 use crate::{Error, Result};
 
@@ -38,11 +40,15 @@ use crate::{Error, Result};
 pub struct Config {
     /// Watch only this namespace; every namespace when `None`.
     pub namespace: Option<String>,
+    /// How the pods' `/metrics` are read for the rollout gates.
+    pub scraper: Scraper,
 }
 
 /// Requeue after success, and the bounds of the backoff after errors.
 const RESYNC: Duration = Duration::from_secs(300);
 const WHILE_PROGRESSING: Duration = Duration::from_secs(30);
+/// While a rollout runs, its gates are checked this often.
+const WHILE_ROLLING: Duration = Duration::from_secs(3);
 const BACKOFF_FIRST: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -52,6 +58,11 @@ struct Context {
     metrics: Metrics,
     /// Consecutive failures per cluster (namespace/name), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    scraper: Scraper,
+    /// The gateways' session counters per cluster, for the reconnect rate.
+    samples: Mutex<HashMap<String, rollout::Sample>>,
+    /// When the operator started: the clock of the samples.
+    started: std::time::Instant,
 }
 
 /// A checked connection to the API server, ready to run.
@@ -83,6 +94,9 @@ impl Operator {
             client: client.clone(),
             metrics,
             failures: Mutex::default(),
+            scraper: config.scraper.clone(),
+            samples: Mutex::default(),
+            started: std::time::Instant::now(),
         });
         let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
         let ns = config.namespace.as_deref();
@@ -143,6 +157,8 @@ async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action> {
         Ok(children) => apply(&cc, &ctx, &ns, &children).await,
         Err(e) => Err(e),
     };
+    let gates = result.as_ref().ok().and_then(|(_, gates)| gates.clone());
+    let result = result.map(|(job, _)| job);
     let error = result.as_ref().err().map(|e| e.to_string());
     // The status describes the migration as `apply` saw it: read again, a
     // Job that finished meanwhile would report Deployments not rolled yet
@@ -152,10 +168,21 @@ async fn reconcile(cc: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action> {
         ctx.metrics.reconcile_failed(e.reason());
         publish(&ctx, &cc, EventType::Warning, "ReconcileFailed", e.to_string()).await;
     }
-    let progressing = update_status(&cc, &ctx, &ns, error.as_deref(), seen_job).await?;
+    let rolling = gates.as_ref().is_some_and(|g| g.iter().any(|d| d.reason != rollout::COMPLETE));
+    if !rolling {
+        ctx.samples.lock().expect("not poisoned").remove(&key(&cc));
+    }
+    let progressing = update_status(&cc, &ctx, &ns, error.as_deref(), seen_job, gates.as_ref()).await?;
     result?;
     ctx.failures.lock().expect("not poisoned").remove(&key(&cc));
-    Ok(Action::requeue(if progressing { WHILE_PROGRESSING } else { RESYNC }))
+    let requeue = if rolling {
+        WHILE_ROLLING
+    } else if progressing {
+        WHILE_PROGRESSING
+    } else {
+        RESYNC
+    };
+    Ok(Action::requeue(requeue))
 }
 
 /// Exponential backoff per cluster: 2 s, 4 s, 8 s ... up to 5 minutes.
@@ -173,9 +200,14 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_FIRST.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
+/// The rollout decisions of a round: gateways, then dispatchers.
+type Gates = [Decision; 2];
+
 /// Applies every child; the Deployments only once the migration of the
-/// current spec has succeeded. Returns the migration Job as it decided on.
-async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -> Result<Job> {
+/// current spec has succeeded, each paused or not by its rollout gate.
+/// Returns the migration Job as it decided on, and the gates' decisions
+/// when the Deployments were applied.
+async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -> Result<(Job, Option<Gates>)> {
     let client = &ctx.client;
     ssa(client, ns, &children.config_map).await?;
     if children.generate_jwt_secret {
@@ -213,11 +245,11 @@ async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -
     };
     remove_stale_jobs(cc, client, ns, &job_name).await?;
     if status::migration(Some(&job)) != Migration::Succeeded {
-        return Ok(job);
+        return Ok((job, None));
     }
 
-    ssa(client, ns, &children.gateway).await?;
-    ssa(client, ns, &children.dispatcher).await?;
+    let gateway = gated(cc, ctx, ns, Role::Gateway, &children.gateway).await?;
+    let dispatcher = gated(cc, ctx, ns, Role::Dispatcher, &children.dispatcher).await?;
     let hpas = [(&children.gateway_hpa, "gateway"), (&children.dispatcher_hpa, "dispatcher")];
     for (hpa, role) in hpas {
         match hpa {
@@ -232,7 +264,86 @@ async fn apply(cc: &ChatCluster, ctx: &Context, ns: &str, children: &Children) -
         }
         None => delete_if_present::<Deployment>(client, ns, &children::canary::name(cc)).await?,
     }
-    Ok(job)
+    Ok((job, Some([gateway, dispatcher])))
+}
+
+/// Applies a role's Deployment, paused while its rollout gate says so.
+/// Whether a rollout is to come is what a dry run of the apply says: the
+/// template the API server would store differs from the current one.
+async fn gated(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role, desired: &Deployment) -> Result<Decision> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(current) = api.get_opt(&desired.name_any()).await? else {
+        // A new Deployment has nothing to roll.
+        ssa(&ctx.client, ns, desired).await?;
+        return Ok(rollout::decide(role, false, Measure::Unavailable, 0.0));
+    };
+    let paused_now = current.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    let mut probe = desired.clone();
+    if let Some(spec) = probe.spec.as_mut() {
+        spec.paused = Some(paused_now);
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+    let would_be = api.patch(&desired.name_any(), &params, &Patch::Apply(&probe)).await?;
+    let template = |d: &Deployment| d.spec.as_ref().map(|s| s.template.clone());
+    let changed = template(&would_be) != template(&current);
+    let rolling = rollout::rolling(&current, changed);
+    let decision = if rolling {
+        let (measure, bound) = measure(cc, ctx, ns, role).await?;
+        rollout::decide(role, true, measure, bound)
+    } else {
+        rollout::decide(role, false, Measure::Unavailable, 0.0)
+    };
+    if decision.paused != paused_now {
+        let verb = if decision.paused { "paused" } else { "resumed" };
+        let note = format!("{verb} the rollout of Deployment {}: {}", desired.name_any(), decision.message);
+        let reason = if decision.paused { "RolloutPaused" } else { "RolloutResumed" };
+        publish(ctx, cc, EventType::Normal, reason, note).await;
+    }
+    let mut deployment = desired.clone();
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.paused = Some(decision.paused);
+    }
+    ssa(&ctx.client, ns, &deployment).await?;
+    Ok(decision)
+}
+
+/// A role's measure for its gate, read from its serving pods' `/metrics`,
+/// and the spec's bound.
+async fn measure(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role) -> Result<(Measure, f64)> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = children::selector_labels(cc, role.as_str());
+    let query: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let list = pods.list(&ListParams::default().labels(&query.join(","))).await?;
+    let serving: Vec<String> = list.items.iter().filter(|p| rollout::serving(p)).map(|p| p.name_any()).collect();
+    let scrapes = serving.iter().map(|pod| async move {
+        let exposition = ctx.scraper.scrape(&ctx.client, ns, pod).await;
+        (pod.clone(), exposition)
+    });
+    let scraped: Vec<(String, String)> =
+        futures_util::future::join_all(scrapes).await.into_iter().filter_map(|(pod, e)| Some((pod, e?))).collect();
+    let bounds = &cc.spec.rollout;
+    Ok(match role {
+        Role::Dispatcher => {
+            let expositions: Vec<String> = scraped.into_iter().map(|(_, e)| e).collect();
+            let lag = rollout::sum_over(&expositions, rollout::CONSUMER_LAG);
+            (lag.map_or(Measure::Unavailable, Measure::Value), bounds.max_dispatcher_lag as f64)
+        }
+        Role::Gateway => {
+            let opened: std::collections::BTreeMap<String, f64> = scraped
+                .iter()
+                .filter_map(|(pod, e)| Some((pod.clone(), crate::plugin::metric_sum(e, rollout::SESSIONS_OPENED)?)))
+                .collect();
+            let bound = f64::from(bounds.max_reconnects_per_second);
+            if opened.is_empty() {
+                return Ok((Measure::Unavailable, bound));
+            }
+            let now = rollout::Sample { at: ctx.started.elapsed().as_secs_f64(), opened };
+            let mut samples = ctx.samples.lock().expect("not poisoned");
+            let (rate, keep) = rollout::next_rate(samples.get(&key(cc)), now);
+            samples.insert(key(cc), keep);
+            (rate.map_or(Measure::FirstSample, Measure::Value), bound)
+        }
+    })
 }
 
 /// Creates the canary user's password Secret once, like the JWT secret:
@@ -316,6 +427,7 @@ async fn update_status(
     ns: &str,
     error: Option<&str>,
     seen_job: Option<Job>,
+    gates: Option<&Gates>,
 ) -> Result<bool> {
     let client = &ctx.client;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -332,6 +444,7 @@ async fn update_status(
         migration: migration.as_ref(),
         public_service: service.as_ref(),
         error,
+        gates,
     };
     let new = status::compute(cc, &observed, &Time(k8s_openapi::jiff::Timestamp::now()));
     let progressing = status::condition(Some(&new), status::PROGRESSING).is_some_and(|c| c.status == "True");

@@ -99,6 +99,48 @@ pub struct ChatClusterSpec {
     /// alert. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySpec>,
+
+    /// How the operator gates rolling updates (a new image, configuration
+    /// or pod template): gateways are replaced one at a time (a new one
+    /// ready before an old one drains), and a rollout is paused
+    /// (`spec.paused` of the Deployment) while the gateways see more
+    /// reconnections than `maxReconnectsPerSecond` or the dispatchers lag
+    /// more than `maxDispatcherLag` records.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+}
+
+/// The bounds of a health-gated rolling update, read from the pods'
+/// `/metrics` (through the API server's pod proxy) while a rollout runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Gateways roll only while all gateways together open fewer new
+    /// sessions per second than this (`confab_sessions_opened_total`):
+    /// the clients of the last drained gateway have reconnected.
+    #[serde(default = "default_max_reconnects")]
+    #[schemars(range(min = 1))]
+    pub max_reconnects_per_second: u32,
+
+    /// Dispatchers roll only while their consumer lag
+    /// (`confab_consumer_lag_records`, summed over the dispatchers) is at
+    /// most this many records.
+    #[serde(default = "default_max_lag")]
+    #[schemars(range(min = 0))]
+    pub max_dispatcher_lag: u64,
+}
+
+fn default_max_reconnects() -> u32 {
+    200
+}
+fn default_max_lag() -> u64 {
+    10_000
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self { max_reconnects_per_second: default_max_reconnects(), max_dispatcher_lag: default_max_lag() }
+    }
 }
 
 /// The canary: one pod, `<name>-canary`, whose user `confab-canary` has a
@@ -255,6 +297,13 @@ pub struct GatewaySpec {
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
 
+    /// The raw TCP listener (`tcp_listen`: the v1 session as
+    /// newline-delimited JSON over TCP, for clients without WebSocket): the
+    /// gateways listen on container port 7000 (`tcp`) and the public
+    /// Service exposes it. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpListenerSpec>,
+
     /// Scale gateways with a HorizontalPodAutoscaler on the per-pod custom
     /// metric `confab_gateway_connections` (open client connections; needs a
     /// custom metrics adapter such as prometheus-adapter).
@@ -264,6 +313,27 @@ pub struct GatewaySpec {
 
 fn default_drain_seconds() -> i32 {
     20
+}
+
+/// The gateways' raw TCP listener.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpListenerSpec {
+    /// Port of the public Service for raw TCP clients.
+    #[serde(default = "default_tcp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`): the listener
+    /// speaks TLS with it (`tcp_tls_cert`, `tcp_tls_key`). Plain TCP when
+    /// absent: then tokens cross the network in clear unless something in
+    /// front terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+}
+
+fn default_tcp_port() -> i32 {
+    7000
 }
 
 /// The dispatchers.
@@ -759,6 +829,42 @@ pub struct ChatClusterStatus {
     /// address when it has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+
+    /// The progress of a rolling update, role by role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// Where a rolling update stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    pub gateways: RoleRollout,
+    pub dispatchers: RoleRollout,
+}
+
+/// One role's rolling update.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRollout {
+    /// Pods running the current template.
+    pub updated: i32,
+
+    /// Pods wanted.
+    pub total: i32,
+
+    /// Whether the operator holds the rollout (its Deployment's `spec.paused`).
+    pub paused: bool,
+
+    /// Why: `RolloutComplete`, `Rolling`, `Measuring` (paused until a
+    /// second sample of the reconnect rate), `ReconnectsAboveBound`,
+    /// `LagAboveBound` (both paused) or `MetricsUnavailable` (rolling
+    /// without the gate).
+    pub reason: String,
+
+    /// The measure behind the reason, for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Replicas of one role.

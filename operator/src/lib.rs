@@ -7,7 +7,8 @@
 //! - [`controller`]: the reconcile loop (server-side apply, Events, backoff);
 //! - [`leader`]: leader election among the operator's replicas (a Lease);
 //! - [`metrics`]: the operator's own Prometheus metrics;
-//! - [`plugin`]: `kubectl confab` (status, drain, report).
+//! - [`plugin`]: `kubectl confab` (status, drain, report);
+//! - [`rollout`]: health-gated rolling updates (when to pause a Deployment).
 
 pub mod children;
 pub mod controller;
@@ -15,6 +16,7 @@ pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;
+pub mod rollout;
 pub mod status;
 
 pub use controller::{Config, Operator, run};

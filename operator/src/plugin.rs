@@ -51,16 +51,35 @@ fn selector(cluster: &str) -> String {
 
 /// GETs `path` of a pod's admin port through the API server's proxy:
 /// its status and body, `None` when the pod cannot be reached.
-async fn admin_get(client: &Client, ns: &str, pod: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) async fn admin_get(client: &Client, ns: &str, pod: &str, path: &str) -> Option<(u16, String)> {
     let uri = format!("/api/v1/namespaces/{ns}/pods/{pod}:{ADMIN_PORT}/proxy{path}");
     let request = http::Request::get(uri).body(kube::client::Body::empty()).ok()?;
     let answer = async {
         let response = client.send(request).await.ok()?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect_bytes().await.ok()?;
+        let body = read_bounded(response.into_body(), ADMIN_BODY_LIMIT).await?;
         Some((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), answer).await.ok()?
+}
+
+/// The most of a pod's admin answer read: a `/metrics` page is some tens
+/// of KiB; a pod that sends more (a compromised one) is not believed.
+pub const ADMIN_BODY_LIMIT: usize = 4 << 20;
+
+/// The body, `None` when it fails or passes `limit` bytes.
+async fn read_bounded(mut body: kube::client::Body, limit: usize) -> Option<Vec<u8>> {
+    use http_body::Body as _;
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if out.len() + data.len() > limit {
+                return None;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(out)
 }
 
 /// The sum of a metric's samples in a Prometheus text exposition.
@@ -316,6 +335,14 @@ impl Tar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_admin_answer_past_the_limit_is_not_read() {
+        let small = read_bounded(kube::client::Body::from(b"confab_gateway_connections 3\n".to_vec()), 64).await;
+        assert_eq!(small.as_deref(), Some(&b"confab_gateway_connections 3\n"[..]));
+        let big = read_bounded(kube::client::Body::from(vec![b'x'; 65]), 64).await;
+        assert_eq!(big, None, "a body past the limit is refused, not buffered");
+    }
 
     #[test]
     fn the_archive_is_what_tar_reads() {

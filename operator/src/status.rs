@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::children::network;
-use crate::crd::{ChatCluster, ChatClusterStatus, RoleStatus};
+use crate::crd::{ChatCluster, ChatClusterStatus, RoleStatus, RolloutStatus};
+use crate::rollout::{self, Decision};
 
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
@@ -30,6 +31,9 @@ pub struct Observed<'a> {
     pub public_service: Option<&'a Service>,
     /// Why applying the children failed this round, if it did.
     pub error: Option<&'a str>,
+    /// The rollout gates' decisions (gateways, dispatchers), when the
+    /// Deployments were applied this round.
+    pub gates: Option<&'a [Decision; 2]>,
 }
 
 /// Where the schema migration of the current spec stands.
@@ -105,8 +109,18 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &Time) -> ChatCluster
     };
 
     let deployments = [observed.gateway, observed.dispatcher];
+    let held: Vec<String> = observed
+        .gates
+        .into_iter()
+        .flatten()
+        .zip(["gateways", "dispatchers"])
+        .filter(|(d, _)| d.paused)
+        .map(|(d, role)| format!("{role} {}", d.message))
+        .collect();
     let progressing = if migration == Migration::Running || migration == Migration::Pending {
         (true, "Migrating", format!("running {}", job_name(observed.migration)))
+    } else if !held.is_empty() {
+        (true, "RolloutPaused", held.join("; "))
     } else if deployments.iter().any(|d| d.is_none_or(rolling)) && migration == Migration::Succeeded {
         (true, "RollingOut", counts.clone())
     } else {
@@ -152,6 +166,10 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &Time) -> ChatCluster
             condition(DEGRADED, degraded),
         ],
         endpoint: observed.public_service.and_then(|s| network::endpoint(cc, s)),
+        rollout: observed.gates.map(|[gateways, dispatchers]| RolloutStatus {
+            gateways: rollout::role_status(observed.gateway, gateways),
+            dispatchers: rollout::role_status(observed.dispatcher, dispatchers),
+        }),
     }
 }
 
@@ -244,6 +262,33 @@ mod tests {
         let observed =
             Observed { gateway: Some(&gw), dispatcher: Some(&disp), migration: Some(&done), ..Default::default() };
         assert_eq!(get(&compute(&cc, &observed, &now()), PROGRESSING), ("True", "RollingOut"));
+    }
+
+    #[test]
+    fn a_paused_rollout_is_progressing_with_its_reason_and_reported_per_role() {
+        let cc = minimal();
+        let (gw, disp, done) = (deployment(2, 2, 1, 2, 2), deployment(2, 2, 0, 2, 2), job(Some("Complete")));
+        let gates = [
+            rollout::decide(crate::children::Role::Gateway, true, rollout::Measure::Value(12.0), 200.0),
+            rollout::decide(crate::children::Role::Dispatcher, true, rollout::Measure::Value(9e4), 1e4),
+        ];
+        let observed = Observed {
+            gateway: Some(&gw),
+            dispatcher: Some(&disp),
+            migration: Some(&done),
+            gates: Some(&gates),
+            ..Default::default()
+        };
+        let s = compute(&cc, &observed, &now());
+        assert_eq!(get(&s, PROGRESSING), ("True", "RolloutPaused"));
+        let message = &condition(Some(&s), PROGRESSING).unwrap().message;
+        assert!(message.starts_with("dispatchers paused: 90000"), "{message}");
+        let r = s.rollout.clone().unwrap();
+        assert_eq!((r.gateways.updated, r.gateways.total, r.gateways.paused), (1, 2, false));
+        assert_eq!(r.gateways.reason, rollout::ROLLING);
+        assert_eq!((r.dispatchers.updated, r.dispatchers.paused), (0, true));
+        assert_eq!(r.dispatchers.reason, rollout::LAG_ABOVE_BOUND);
+        assert_eq!(get(&s, AVAILABLE).0, "True", "a paused rollout keeps serving");
     }
 
     #[test]

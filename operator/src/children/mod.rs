@@ -45,6 +45,8 @@ pub const CLUSTER_LABEL: &str = "chatcluster";
 /// Ports inside the pods.
 pub const PUBLIC_PORT: i32 = 8080;
 pub const INTERNAL_PORT: i32 = 7070;
+/// The gateways' raw TCP listener (`spec.gateway.tcp`).
+pub const TCP_PORT: i32 = 7000;
 pub const ADMIN_PORT: i32 = 9090;
 
 /// The two long-running roles.

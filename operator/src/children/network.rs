@@ -10,12 +10,17 @@ use super::{INTERNAL_PORT, Role, child_name, metadata, selector_labels, typed};
 use crate::Result;
 use crate::crd::ChatCluster;
 
-/// `<name>-gateway`: HTTP API, WebSocket `/v1/ws` and the web client.
+/// `<name>-gateway`: HTTP API, WebSocket `/v1/ws` and the web client, and
+/// the raw TCP listener when `spec.gateway.tcp` is set.
 pub fn public_service(cc: &ChatCluster) -> Result<Service> {
     let service = &cc.spec.gateway.service;
     let mut meta = metadata(cc, child_name(cc, "gateway"), Role::Gateway.as_str())?;
     if !service.annotations.is_empty() {
         meta.annotations = Some(service.annotations.clone());
+    }
+    let mut ports = vec![json!({"name": "http", "port": service.port, "targetPort": "http", "protocol": "TCP"})];
+    if let Some(tcp) = &cc.spec.gateway.tcp {
+        ports.push(json!({"name": "tcp", "port": tcp.port, "targetPort": "tcp", "protocol": "TCP"}));
     }
     typed(
         "Service",
@@ -26,7 +31,7 @@ pub fn public_service(cc: &ChatCluster) -> Result<Service> {
             "spec": {
                 "type": service.type_,
                 "selector": selector_labels(cc, Role::Gateway.as_str()),
-                "ports": [{"name": "http", "port": service.port, "targetPort": "http", "protocol": "TCP"}],
+                "ports": ports,
             },
         }),
     )
@@ -88,6 +93,34 @@ mod tests {
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
         assert_eq!(spec.ports.unwrap()[0].port, 443);
         assert_eq!(spec.selector.unwrap()["app.kubernetes.io/component"], "gateway");
+    }
+
+    #[test]
+    fn the_tcp_listener_gets_a_port_on_the_public_service_only_when_asked() {
+        let ports = |cc: &ChatCluster| public_service(cc).unwrap().spec.unwrap().ports.unwrap();
+        assert_eq!(ports(&minimal()).len(), 1, "off by default");
+        let cc = cluster(json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "gateway": {"tcp": {"port": 7443, "tlsSecret": "chat-tcp-tls"}},
+        }));
+        let tcp = ports(&cc).into_iter().find(|p| p.name.as_deref() == Some("tcp")).expect("a tcp port");
+        assert_eq!(tcp.port, 7443);
+        assert_eq!(
+            tcp.target_port,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("tcp".into()))
+        );
+        let d = crate::children::workloads::deployment(&cc, Role::Gateway, "h").unwrap();
+        let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
+        let env = |name: &str| c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(env("CONFAB_TCP_LISTEN").as_deref(), Some("0.0.0.0:7000"));
+        assert_eq!(env("CONFAB_TCP_TLS_CERT").as_deref(), Some("/etc/confab/tcp-tls/tls.crt"));
+        assert_eq!(env("CONFAB_TCP_TLS_KEY").as_deref(), Some("/etc/confab/tcp-tls/tls.key"));
+        let port = c.ports.unwrap().into_iter().find(|p| p.name.as_deref() == Some("tcp")).unwrap();
+        assert_eq!(port.container_port, crate::children::TCP_PORT);
+        let plain = crate::children::workloads::deployment(&minimal(), Role::Gateway, "h").unwrap();
+        let c = plain.spec.unwrap().template.spec.unwrap().containers[0].clone();
+        assert!(!c.env.iter().flatten().any(|e| e.name.starts_with("CONFAB_TCP")), "no listener unless asked");
     }
 
     #[test]

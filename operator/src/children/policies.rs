@@ -11,7 +11,9 @@
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
-use super::{ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, child_name, metadata, selector_labels, to_json, typed};
+use super::{
+    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, metadata, selector_labels, to_json, typed,
+};
 use crate::Result;
 use crate::crd::ChatCluster;
 
@@ -27,6 +29,9 @@ pub fn policy(cc: &ChatCluster, role: Role) -> Result<Option<NetworkPolicy>> {
     if role == Role::Gateway {
         // No `from`: every source.
         ingress.push(json!({"ports": tcp(PUBLIC_PORT)}));
+        if cc.spec.gateway.tcp.is_some() {
+            ingress.push(json!({"ports": tcp(TCP_PORT)}));
+        }
         ingress.push(json!({
             "from": [{"podSelector": {"matchLabels": selector_labels(cc, Role::Dispatcher.as_str())}}],
             "ports": tcp(INTERNAL_PORT),

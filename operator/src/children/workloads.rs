@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::settings::{CONFIG_DIR, DISPATCHER_TOML, GATEWAY_TOML, jwt_secret_ref};
 use super::{
-    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, child_name, labels, metadata, selector_labels, to_json, typed,
+    ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, labels, metadata, selector_labels, to_json,
+    typed,
 };
 use crate::Result;
 use crate::crd::{ChatCluster, PodOverrides};
@@ -24,6 +25,7 @@ const PUBLIC_KEYS_DIR: &str = "/etc/confab/jwt-public-keys";
 const KAFKA_TLS_DIR: &str = "/etc/confab/kafka-tls";
 const INTERNAL_TLS_DIR: &str = "/etc/confab/internal-tls";
 const CQL_TLS_DIR: &str = "/etc/confab/cql-tls";
+const TCP_TLS_DIR: &str = "/etc/confab/tcp-tls";
 
 /// `<name>-gateway` or `<name>-dispatcher`.
 pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Deployment> {
@@ -47,6 +49,14 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         ]);
         ports.insert(0, json!({"name": "http", "containerPort": PUBLIC_PORT, "protocol": "TCP"}));
         ports.insert(1, json!({"name": "internal", "containerPort": INTERNAL_PORT, "protocol": "TCP"}));
+        if let Some(tcp) = &spec.gateway.tcp {
+            env.push(json!({"name": "CONFAB_TCP_LISTEN", "value": format!("0.0.0.0:{TCP_PORT}")}));
+            ports.insert(2, json!({"name": "tcp", "containerPort": TCP_PORT, "protocol": "TCP"}));
+            if tcp.tls_secret.is_some() {
+                env.push(json!({"name": "CONFAB_TCP_TLS_CERT", "value": format!("{TCP_TLS_DIR}/tls.crt")}));
+                env.push(json!({"name": "CONFAB_TCP_TLS_KEY", "value": format!("{TCP_TLS_DIR}/tls.key")}));
+            }
+        }
     }
     let file = match role {
         Role::Gateway => GATEWAY_TOML,
@@ -83,6 +93,12 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
     if let Some(tls) = &spec.network.internal_tls {
         volumes.push(json!({"name": "internal-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}));
         mounts.push(json!({"name": "internal-tls", "mountPath": INTERNAL_TLS_DIR, "readOnly": true}));
+    }
+    if role == Role::Gateway
+        && let Some(secret) = spec.gateway.tcp.as_ref().and_then(|t| t.tls_secret.as_ref())
+    {
+        volumes.push(json!({"name": "tcp-tls", "secret": {"secretName": secret, "defaultMode": 0o440}}));
+        mounts.push(json!({"name": "tcp-tls", "mountPath": TCP_TLS_DIR, "readOnly": true}));
     }
     if role == Role::Gateway
         && let Some(keys) = &spec.auth.public_keys
