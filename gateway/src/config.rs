@@ -56,6 +56,8 @@ pub struct Config {
     pub max_contacts: usize,
     /// Users one user may block.
     pub max_blocks: usize,
+    /// The server API's keys (none: every `/v1/server/*` route is 404).
+    pub api_keys: crate::server_api::ApiKeys,
 }
 
 impl Config {

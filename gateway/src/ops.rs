@@ -253,6 +253,16 @@ impl Gateway {
         limit: Option<u32>,
     ) -> Result<(Vec<Message>, bool), ProtocolError> {
         self.check_member(room, user).await?;
+        self.history_page(room, before, limit).await
+    }
+
+    /// A page of `history`, whoever asks (the caller checked who may read).
+    pub(crate) async fn history_page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Message>, bool), ProtocolError> {
         let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         // At most `MAX_HISTORY_LIMIT` messages are read, so reading the
         // page whole and cutting it costs little.
