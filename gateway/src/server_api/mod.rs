@@ -494,3 +494,29 @@ async fn stats(State(gw): State<Gateway>) -> Result<Response, ApiError> {
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_every_route_and_no_other() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("a path item").keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let routed: BTreeSet<(String, String)> = routes().into_iter().map(|(m, p)| (m.into(), p.into())).collect();
+        assert_eq!(documented, routed, "openapi.json and the router differ");
+        for (method, path) in &documented {
+            let op = &doc["paths"][path][method];
+            assert!(op["responses"]["200"].is_object() || op["responses"]["201"].is_object(), "{method} {path}");
+            assert!(op["responses"]["401"].is_object(), "{method} {path} documents the refusal");
+        }
+    }
+}
