@@ -174,7 +174,7 @@ online: boolean, };
 /**
  * Why the server is closing a session (`bye`).
  */
-export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
+export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked" | "disconnected";
 
 /**
  * Server-to-client events.
