@@ -23,7 +23,14 @@ fn gateway() -> Vec<String> {
 }
 
 /// Calls the server API on gateway `n` with `key` (none: no header).
-async fn call(s: &TestServer, n: usize, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    s: &TestServer,
+    n: usize,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let url = format!("{}{path}", s.https[n % s.https.len()]);
     let mut req = match method {
         "GET" => s.client.get(url),
@@ -125,7 +132,8 @@ async fn publish_goes_the_way_of_a_send_and_is_idempotent_by_cid(s: TestServer) 
     assert_eq!((status, code(&body)), (413, "too_large"), "{body}");
     let (status, body) = call(&s, 0, "POST", "/v1/server/publish", Some(KEY), Some(json!({"room": "desk"}))).await;
     assert_eq!((status, code(&body)), (400, "bad_request"), "{body}");
-    let r = s.client.post(format!("{}/v1/server/publish", s.http)).bearer_auth(KEY).body("{not json").send().await.unwrap();
+    let r =
+        s.client.post(format!("{}/v1/server/publish", s.http)).bearer_auth(KEY).body("{not json").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("the body must be"), "{body}");
@@ -172,7 +180,8 @@ async fn broadcast_posts_to_the_rooms_named_or_to_all_of_the_senders(s: TestServ
     heard.sort();
     assert_eq!(heard, ["north", "south"]);
 
-    let (status, body) = post(&s, 0, "/v1/server/broadcast", json!({"all": true, "from": "notices", "text": "done"})).await;
+    let (status, body) =
+        post(&s, 0, "/v1/server/broadcast", json!({"all": true, "from": "notices", "text": "done"})).await;
     assert_eq!((status, body["results"].as_array().map(Vec::len)), (200, Some(2)), "{body}");
     for _ in 0..2 {
         assert_eq!(carol.next_event("msg").await["text"], "done");
@@ -237,8 +246,11 @@ async fn users_are_created_and_erased(s: TestServer) {
     assert_eq!(status, 201, "{body}");
     let (status, body) = post(&s, 1, "/v1/server/users", json!({"user": "gus"})).await;
     assert_eq!((status, code(&body)), (409, "taken"));
-    for bad in [json!({"user": "Not A Name"}), json!({"user": "hal", "password": "short"}), json!({"user": "hal", "bot": true})]
-    {
+    for bad in [
+        json!({"user": "Not A Name"}),
+        json!({"user": "hal", "password": "short"}),
+        json!({"user": "hal", "bot": true}),
+    ] {
         let (status, body) = post(&s, 0, "/v1/server/users", bad.clone()).await;
         assert_eq!((status, code(&body)), (400, "bad_request"), "{bad}: {body}");
     }
@@ -340,7 +352,9 @@ async fn every_endpoint_refuses_a_missing_or_wrong_key(s: TestServer) {
     // Every call is counted by endpoint and status.
     let text = s.metrics().await;
     assert!(
-        text.lines().any(|l| l.starts_with("confab_server_api_requests_total{endpoint=\"POST /v1/server/publish\",status=\"401\"}")),
+        text.lines()
+            .any(|l| l
+                .starts_with("confab_server_api_requests_total{endpoint=\"POST /v1/server/publish\",status=\"401\"}")),
         "{text}"
     );
 }

@@ -23,9 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any, delete, get, post};
 use axum::{Json, Router};
 use confab_protocol::validate::{self, dm_members};
-use confab_protocol::{
-    Command, ErrorCode, IngressRecord, Origin, ProtocolError, Role, Visibility, accounts, rooms,
-};
+use confab_protocol::{Command, ErrorCode, IngressRecord, Origin, ProtocolError, Role, Visibility, accounts, rooms};
 use confab_store::UserRecord;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -170,8 +168,12 @@ impl Gateway {
             return Err(ProtocolError::unavailable("too many server API calls wait at once; retry shortly"));
         };
         let t0 = if timed { self.now_micros().max(1) } else { 0 };
-        let record =
-            IngressRecord { room, ts: unix_ms(), origin: Some(Origin { gateway: self.id().into(), session: id, re: None, t0 }), cmd };
+        let record = IngressRecord {
+            room,
+            ts: unix_ms(),
+            origin: Some(Origin { gateway: self.id().into(), session: id, re: None, t0 }),
+            cmd,
+        };
         let produced = tokio::time::timeout(self.config().produce_timeout, self.inner.bus.produce(&record)).await;
         if !matches!(produced, Ok(Ok(()))) {
             self.inner.calls.forget(id);
@@ -182,7 +184,9 @@ impl Gateway {
             Ok(Ok(frame)) => frame,
             _ => {
                 self.inner.calls.forget(id);
-                return Err(ProtocolError::unavailable("the write was not answered in time; retry (with the same cid)"));
+                return Err(ProtocolError::unavailable(
+                    "the write was not answered in time; retry (with the same cid)",
+                ));
             }
         };
         let unreadable = |e: serde_json::Error| {
@@ -250,7 +254,9 @@ async fn broadcast(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response, 
     let rooms = match (b.rooms, b.all) {
         (Some(rooms), false) => {
             if rooms.is_empty() || rooms.len() > MAX_BROADCAST_ROOMS {
-                return Err(ProtocolError::bad_request(format!("`rooms` names 1 to {MAX_BROADCAST_ROOMS} rooms")).into());
+                return Err(
+                    ProtocolError::bad_request(format!("`rooms` names 1 to {MAX_BROADCAST_ROOMS} rooms")).into()
+                );
             }
             for room in &rooms {
                 validate::joinable_room(room)?;
@@ -346,7 +352,10 @@ async fn messages(
     let number = |name: &str| -> Result<Option<u64>, ProtocolError> {
         query
             .get(name)
-            .map(|v| v.parse::<u64>().map_err(|_| ProtocolError::bad_request(format!("{name} must be a non-negative integer"))))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| ProtocolError::bad_request(format!("{name} must be a non-negative integer")))
+            })
             .transpose()
     };
     let before = number("before")?;
@@ -424,7 +433,10 @@ async fn disconnect(State(gw): State<Gateway>, Path(user): Path<String>) -> Resu
     let announcement = confab_protocol::Announcement::Disconnect { gateway: gw.id().into(), user };
     if let Err(e) = gw.inner.bus.announce(&announcement).await {
         tracing::warn!(error = %e, "cannot announce a disconnection");
-        return Err(ProtocolError::unavailable("this gateway's sessions are closed, but not every server heard; retry").into());
+        return Err(ProtocolError::unavailable(
+            "this gateway's sessions are closed, but not every server heard; retry",
+        )
+        .into());
     }
     Ok(Json(json!({})).into_response())
 }
@@ -447,7 +459,9 @@ async fn token(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response, ApiE
     user_name("user", &t.user)?;
     let max = gw.inner.auth.max_lifetime().as_secs();
     if t.ttl_secs == 0 || t.ttl_secs > max {
-        return Err(ProtocolError::bad_request(format!("`ttl_secs` must be 1 to {max} (max_token_lifetime_secs)")).into());
+        return Err(
+            ProtocolError::bad_request(format!("`ttl_secs` must be 1 to {max} (max_token_lifetime_secs)")).into()
+        );
     }
     gw.check_user(&t.user).await?;
     let (token, expires_at) = gw.inner.auth.issue_for(&t.user, Duration::from_secs(t.ttl_secs));
@@ -458,7 +472,9 @@ async fn presence(State(gw): State<Gateway>, Query(query): Query<Vec<(String, St
     let mut online = BTreeMap::new();
     for (name, user) in query {
         if name != "user" {
-            return Err(ProtocolError::bad_request(format!("unknown parameter `{name}`: give `user=NAME`, repeated")).into());
+            return Err(
+                ProtocolError::bad_request(format!("unknown parameter `{name}`: give `user=NAME`, repeated")).into()
+            );
         }
         user_name("user", &user)?;
         online.insert(user, false);

@@ -633,7 +633,9 @@ mod tests {
         assert_eq!(secret.secret_name.as_deref(), Some("chat-api-keys"));
         assert_eq!(secret.items.unwrap()[0].key, "api-keys");
         let c = container(&d);
-        assert!(c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == API_KEYS_DIR && m.read_only == Some(true)));
+        assert!(
+            c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == API_KEYS_DIR && m.read_only == Some(true))
+        );
         assert_eq!(value(c, "CONFAB_API_KEY_FILE"), "/etc/confab/api-keys/api-keys");
         let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
         let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
