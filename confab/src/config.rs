@@ -399,6 +399,13 @@ pub struct ServerConfig {
     #[serde(default = "default::max_token_lifetime_secs")]
     pub max_token_lifetime_secs: u64,
 
+    /// File of server API keys, one `name:key` a line (docs/server-api.md):
+    /// with it, the application calls /v1/server/* with `Authorization:
+    /// Bearer <key>`. Default: none, and every /v1/server/* route is 404.
+    #[arg(long, env = "CONFAB_API_KEY_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+
     /// Whether /v1/auth/register creates accounts: `open` or `closed`.
     /// Default: `open` without jwt_public_keys, `closed` with them, so
     /// nobody registers a name an application's user will need.
@@ -1152,6 +1159,8 @@ impl ServerConfig {
             max_contacts: self.user_limits.max_contacts,
             max_blocks: self.user_limits.max_blocks,
             retention: self.retention.retention(),
+            // Read from `api_key_file` when the process starts (serving::api_keys).
+            api_keys: Default::default(),
         }
     }
 

@@ -55,6 +55,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let (bus, store) = backends(&config.backend, &registry).await?;
     let secret = serving::jwt_secret(&config.server.secret, None)?;
     let auth = serving::auth(&config.server, &secret)?;
+    let api_keys = serving::api_keys(&config.server)?;
     let tls = serving::tls(&config.server)?;
     let internal_tls = serving::internal_tls(&config)?;
 
@@ -63,7 +64,8 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let tcp = serving::tcp_listener(&config.server).await?;
     let admin = serving::bind(config.ops.admin_listen, "admin_listen").await?;
     let (public_addr, admin_addr, internal_addr) = (public.local_addr()?, admin.local_addr()?, internal.local_addr()?);
-    let gateway_config = config.gateway(internal_addr);
+    let mut gateway_config = config.gateway(internal_addr);
+    gateway_config.api_keys = api_keys;
     let metrics = confab_gateway::Metrics::new(&registry)?;
     let misdirected = metrics.push_misdirected.clone();
     let gateway = Gateway::new(gateway_config, auth, store, bus, metrics);

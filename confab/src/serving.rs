@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use confab_gateway::auth::AppKey;
 use confab_gateway::serve::ConnectionLimits;
+use confab_gateway::server_api::ApiKeys;
 use confab_gateway::{Auth, Gateway};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -154,6 +155,20 @@ pub fn auth(config: &ServerConfig, secret: &[u8]) -> anyhow::Result<Auth> {
     }
     let (ttl, max_lifetime) = (config.token_ttl_secs, config.max_token_lifetime_secs);
     Ok(Auth::new(secret, &keys, Duration::from_secs(ttl), Duration::from_secs(max_lifetime))?)
+}
+
+/// The server API's keys from `api_key_file` (none: the API is off). A bad
+/// line fails the start, naming its number and never its key.
+pub fn api_keys(config: &ServerConfig) -> anyhow::Result<ApiKeys> {
+    let Some(path) = &config.api_key_file else { return Ok(ApiKeys::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("api_key_file {}", path.display()))?;
+    let keys = ApiKeys::parse(&text).map_err(|e| anyhow::anyhow!("api_key_file {}: {e}", path.display()))?;
+    if keys.is_empty() {
+        tracing::warn!(path = %path.display(), "api_key_file holds no key: the server API is off");
+    } else {
+        tracing::info!(keys = ?keys, "server API on");
+    }
+    Ok(keys)
 }
 
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -31,7 +31,8 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let tls = serving::tls(&config.server)?;
     let push = LocalPush::default();
     let (pushed, inbox) = confab_gateway::delivery::inbox();
-    let gateway_config = config.gateway();
+    let mut gateway_config = config.gateway();
+    gateway_config.api_keys = serving::api_keys(&config.server)?;
     push.register(&gateway_config.id, pushed);
     let dispatcher_config = config.dispatcher();
     let gateway =

@@ -33,7 +33,10 @@ impl Routes {
                 self.gateway(gateway);
             }
             Announcement::Gone { gateway } => self.forget(gateway),
-            Announcement::Resync { .. } | Announcement::Revoke { .. } | Announcement::Relations { .. } => {}
+            Announcement::Resync { .. }
+            | Announcement::Revoke { .. }
+            | Announcement::Relations { .. }
+            | Announcement::Disconnect { .. } => {}
         }
     }
 

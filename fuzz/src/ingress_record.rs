@@ -44,6 +44,8 @@ pub fn run(data: &[u8]) {
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",
         Command::React { .. } => "react",
+        Command::Add { .. } => "add",
+        Command::Remove { .. } => "remove",
     };
     assert_eq!(tag, Some(want), "cmd tag");
 }

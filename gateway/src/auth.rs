@@ -147,12 +147,22 @@ impl Auth {
 
     /// A token for `user`, and its expiry in unix seconds.
     pub fn issue(&self, user: &str) -> (String, u64) {
+        self.issue_for(user, self.ttl)
+    }
+
+    /// Longest lifetime of a token (the application keys' bound).
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
+    /// A token of this server for `user`, valid for `ttl`; its expiry.
+    pub fn issue_for(&self, user: &str, ttl: Duration) -> (String, u64) {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let now = now_ms / 1000;
         let jti = format!("{:032x}", rand::random::<u128>());
         let claims = Claims {
             sub: user.to_owned(),
-            exp: now + self.ttl.as_secs(),
+            exp: now + ttl.as_secs(),
             iat: Some(now),
             jti: Some(jti),
             iat_ms: Some(now_ms),

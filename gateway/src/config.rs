@@ -59,6 +59,8 @@ pub struct Config {
     /// How long messages are kept: `history` and `sync` leave out those
     /// older than their room's retention, and `room_info` shows it.
     pub retention: confab_protocol::Retention,
+    /// The server API's keys (none: every `/v1/server/*` route is 404).
+    pub api_keys: crate::server_api::ApiKeys,
 }
 
 impl Config {

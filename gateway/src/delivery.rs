@@ -49,6 +49,10 @@ impl Gateway {
         let metrics = &self.inner.metrics;
         match delivery {
             Delivery::Reply { session, t0, frame } => {
+                if t0 > 0 {
+                    // A send's answer: a message stored through this gateway.
+                    self.inner.message_rate.tick();
+                }
                 if let Some(s) = registry.get(session) {
                     if t0 > 0 {
                         let micros = self.now_micros().saturating_sub(t0);
@@ -57,6 +61,9 @@ impl Gateway {
                     if !s.send(Utf8Bytes::from(frame)) {
                         metrics.slow_consumers.inc();
                     }
+                } else {
+                    // Not a session: a server API call waiting for it.
+                    self.inner.calls.answer(session, frame);
                 }
                 HostsDelta::default()
             }

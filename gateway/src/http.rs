@@ -53,7 +53,8 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/users/{user}", get(user_profile))
         .route("/v1/ws", get(upgrade))
         .fallback(crate::web::asset)
-        .with_state(gw)
+        .with_state(gw.clone())
+        .merge(crate::server_api::router(gw))
 }
 
 #[derive(Deserialize)]

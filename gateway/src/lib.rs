@@ -38,6 +38,7 @@ pub mod presence;
 pub mod registry;
 pub mod rooms;
 pub mod serve;
+pub mod server_api;
 pub mod session;
 pub mod sweeper;
 pub mod tcp;
@@ -96,6 +97,10 @@ struct Inner {
     started: Instant,
     /// Every session task, so a drain can wait for the last one to end.
     sessions: TaskTracker,
+    /// Server API calls waiting for the dispatcher's answer.
+    calls: server_api::Calls,
+    /// Messages stored through this gateway, per second.
+    message_rate: server_api::RateMeter,
 }
 
 impl Gateway {
@@ -120,6 +125,8 @@ impl Gateway {
                 draining: AtomicBool::new(false),
                 started: Instant::now(),
                 sessions: TaskTracker::new(),
+                calls: server_api::Calls::default(),
+                message_rate: server_api::RateMeter::default(),
             }),
         }
     }

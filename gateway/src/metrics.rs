@@ -31,6 +31,7 @@ pub struct Metrics {
     pub produce_duration: Histogram,
     pub auth_failures: IntCounterVec,
     pub sessions_refused: IntCounterVec,
+    pub server_api_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,7 +91,12 @@ impl Metrics {
                 Opts::new("confab_sessions_refused_total", "WebSocket upgrades refused by a per-user limit, by reason."),
                 &["reason"],
             )?,
+            server_api_requests: IntCounterVec::new(
+                Opts::new("confab_server_api_requests_total", "Server API calls (/v1/server/*), by endpoint and HTTP status."),
+                &["endpoint", "status"],
+            )?,
         };
+        registry.register(Box::new(m.server_api_requests.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.sessions_opened.clone()))?;
         registry.register(Box::new(m.sessions_closed.clone()))?;

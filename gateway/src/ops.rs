@@ -257,6 +257,16 @@ impl Gateway {
         limit: Option<u32>,
     ) -> Result<(Vec<Message>, bool), ProtocolError> {
         self.check_member(room, user).await?;
+        self.history_page(room, before, limit).await
+    }
+
+    /// A page of `history`, whoever asks (the caller checked who may read).
+    pub(crate) async fn history_page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Message>, bool), ProtocolError> {
         let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
         // Only what is committed (see `Committed`): the page ends before
         // any message of a batch still landing.

@@ -28,6 +28,11 @@ impl Presence {
         Presence { me, remote: RwLock::default() }
     }
 
+    /// Users with a session on another gateway.
+    pub(crate) fn remote_users(&self) -> Vec<String> {
+        self.remote.read().expect("presence lock").keys().cloned().collect()
+    }
+
     fn is_remote(&self, user: &str) -> bool {
         self.remote.read().expect("presence lock").contains_key(user)
     }
@@ -104,6 +109,9 @@ pub async fn follow(gw: Gateway, rx: Option<mpsc::Receiver<Announcement>>, shutd
             Announcement::Heartbeat { .. } => {}
             Announcement::Revoke { user, before_ms, jti, .. } => {
                 gw.inner.registry.revoke(&user, before_ms, jti.as_deref());
+            }
+            Announcement::Disconnect { user, .. } => {
+                gw.inner.registry.disconnect(&user);
             }
             Announcement::Relations { user, frame, blocks, .. } => {
                 if blocks {

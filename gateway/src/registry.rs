@@ -491,6 +491,21 @@ impl Registry {
         n
     }
 
+    /// Closes with `bye disconnected` every session of `user`; returns how many.
+    pub fn disconnect(&self, user: &str) -> usize {
+        let index = self.index.read().expect("registry lock");
+        let sessions = index.users.get(user).map(|u| u.sessions.as_slice()).unwrap_or_default();
+        for s in sessions {
+            s.close(Closing::Bye(ByeReason::Disconnected));
+        }
+        sessions.len()
+    }
+
+    /// Rooms with at least one local member.
+    pub fn room_count(&self) -> usize {
+        self.index.read().expect("registry lock").rooms.len()
+    }
+
     /// Local users among `users`.
     pub fn is_local(&self, user: &str) -> bool {
         self.index.read().expect("registry lock").users.contains_key(user)

@@ -141,6 +141,22 @@ impl Default for RolloutSpec {
     fn default() -> Self {
         Self { max_reconnects_per_second: default_max_reconnects(), max_dispatcher_lag: default_max_lag() }
     }
+    /// The server API (`/v1/server/*`, docs/server-api.md) an application
+    /// calls with an API key. Off (every route 404) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_api: Option<ServerApiSpec>,
+}
+
+/// The server API's keys: a Secret whose key `api-keys` holds the key
+/// file, one `name:key` a line. The operator mounts it into the gateways
+/// (never reads it); the gateways read it when they start, so new keys take
+/// effect with the next rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerApiSpec {
+    /// Name of the Secret in this namespace (key `api-keys`).
+    #[schemars(length(min = 1, max = 253))]
+    pub keys_secret: String,
 }
 
 /// The canary: one pod, `<name>-canary`, whose user `confab-canary` has a

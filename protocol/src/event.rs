@@ -167,6 +167,8 @@ pub enum ByeReason {
     ServerRestart,
     /// The session's token was revoked (`logout`, `logout-all`, a password change).
     TokenRevoked,
+    /// The application disconnected the user (`POST /v1/server/users/{user}/disconnect`).
+    Disconnected,
 }
 
 impl ByeReason {
@@ -177,6 +179,7 @@ impl ByeReason {
             ByeReason::TokenExpired => 1008,
             ByeReason::ServerRestart => 1012,
             ByeReason::TokenRevoked => 1008,
+            ByeReason::Disconnected => 1008,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -185,6 +188,7 @@ impl ByeReason {
             ByeReason::TokenExpired => "token_expired",
             ByeReason::ServerRestart => "server_restart",
             ByeReason::TokenRevoked => "token_revoked",
+            ByeReason::Disconnected => "disconnected",
         }
     }
 }

@@ -119,6 +119,18 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         remove: bool,
     },
+    /// The server API adds `user` to the room, without an invitation, as
+    /// `role` (a member when absent; never the owner).
+    Add {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+    },
+    /// The server API removes `user` from the room; an owner's ownership
+    /// passes on as when their account is erased.
+    Remove {
+        user: String,
+    },
 }
 
 /// What a [`Command::Moderate`] does to its user.
@@ -247,6 +259,9 @@ pub enum Announcement {
         #[serde(default)]
         blocks: bool,
     },
+    /// The server API disconnected `user`: every gateway closes that
+    /// user's sessions with `bye disconnected`.
+    Disconnect { gateway: String, user: String },
 }
 
 impl Announcement {
@@ -257,7 +272,8 @@ impl Announcement {
             | Announcement::Revoke { gateway, .. }
             | Announcement::Gone { gateway }
             | Announcement::Resync { gateway }
-            | Announcement::Relations { gateway, .. } => gateway,
+            | Announcement::Relations { gateway, .. }
+            | Announcement::Disconnect { gateway, .. } => gateway,
         }
     }
 }

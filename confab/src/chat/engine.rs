@@ -341,7 +341,7 @@ impl Engine {
                         }
                     } else if v["ev"] == "bye" {
                         let reason = v["reason"].as_str().unwrap_or("").to_owned();
-                        if reason == "token_expired" || reason == "token_revoked" {
+                        if reason == "token_expired" || reason == "token_revoked" || reason == "disconnected" {
                             return Ended::Refused(format!("the server said bye: {reason}; sign in again"));
                         }
                         return Ended::Lost { at_once: reason == "server_restart", why: format!("bye {reason}") };

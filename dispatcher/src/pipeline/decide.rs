@@ -25,6 +25,7 @@ mod accounts;
 mod lifecycle;
 mod rooms;
 mod unread;
+mod server;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.
@@ -44,7 +45,12 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
                 ..Needs::default()
             }
         }
-        Command::Erase { user } => Needs { member: Some(user), successor: Some(user), ..Needs::default() },
+        Command::Erase { user } | Command::Remove { user } => {
+            Needs { member: Some(user), successor: Some(user), ..Needs::default() }
+        }
+        Command::Add { user, .. } => {
+            Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() }
+        }
         Command::Join { user } => Needs { member: Some(user), invite: Some(user), ban: Some(user), ..Needs::default() },
         Command::Leave { user } | Command::Typing { user } => Needs { member: Some(user), ..Needs::default() },
         Command::Read { user, seq } => Needs {
@@ -162,6 +168,8 @@ impl Batch {
             Command::Edit { by, seq, text } => self.edit(r, by, *seq, text),
             Command::Delete { by, seq } => self.delete(r, by, *seq),
             Command::React { user, seq, emoji, remove } => self.react(r, user, *seq, emoji, *remove),
+            Command::Add { user, role } => self.server_add(r, user, *role),
+            Command::Remove { user } => self.server_remove(r, user),
         }
     }
 
@@ -405,6 +413,8 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",
         Command::React { .. } => "react",
+        Command::Add { .. } => "add",
+        Command::Remove { .. } => "remove",
     }
 }
 

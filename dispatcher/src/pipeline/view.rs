@@ -273,7 +273,9 @@ impl View {
         for r in records {
             let room = r.record.room.as_str();
             match (&r.record.cmd, dm_members(room)) {
-                (Command::Join { user } | Command::Create { user, .. }, None) => users.push(user.clone()),
+                (Command::Join { user } | Command::Create { user, .. } | Command::Add { user, .. }, None) => {
+                    users.push(user.clone())
+                }
                 (Command::Send { .. }, Some((a, b))) if !view.rooms.get(room).is_some_and(|s| s.exists) => {
                     users.extend([a.to_owned(), b.to_owned()]);
                 }

@@ -41,6 +41,7 @@ impl TestGateway {
         let registry = prometheus::Registry::new();
         // The documented defaults; each test changes what it is about.
         let mut config = Config {
+            api_keys: Default::default(),
             id: "gw-test".into(),
             internal_addr: None,
             heartbeat: Duration::from_secs(25),

@@ -26,6 +26,9 @@ const KAFKA_TLS_DIR: &str = "/etc/confab/kafka-tls";
 const INTERNAL_TLS_DIR: &str = "/etc/confab/internal-tls";
 const CQL_TLS_DIR: &str = "/etc/confab/cql-tls";
 const TCP_TLS_DIR: &str = "/etc/confab/tcp-tls";
+const API_KEYS_DIR: &str = "/etc/confab/api-keys";
+/// The key of `spec.serverApi.keysSecret` that holds the key file.
+pub const API_KEYS_KEY: &str = "api-keys";
 
 /// `<name>-gateway` or `<name>-dispatcher`.
 pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Deployment> {
@@ -79,6 +82,9 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}{suffix}")).collect();
         env.push(json!({"name": "CONFAB_JWT_PUBLIC_KEYS", "value": files.join(",")}));
     }
+    if role == Role::Gateway && spec.server_api.is_some() {
+        env.push(json!({"name": "CONFAB_API_KEY_FILE", "value": format!("{API_KEYS_DIR}/{API_KEYS_KEY}")}));
+    }
     env.extend(internal_tls_env(cc, role)?);
     // The user's extra variables, minus any that would replace one of ours,
     // then ours.
@@ -106,6 +112,14 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         let items: Vec<Value> = keys.keys.iter().map(|k| json!({"key": k, "path": k})).collect();
         volumes.push(json!({"name": "jwt-public-keys", "configMap": {"name": keys.config_map, "items": items}}));
         mounts.push(json!({"name": "jwt-public-keys", "mountPath": PUBLIC_KEYS_DIR, "readOnly": true}));
+    }
+    if role == Role::Gateway
+        && let Some(api) = &spec.server_api
+    {
+        let items = [json!({"key": API_KEYS_KEY, "path": API_KEYS_KEY})];
+        let secret = json!({"secretName": api.keys_secret, "items": items, "defaultMode": 0o440});
+        volumes.push(json!({"name": "api-keys", "secret": secret}));
+        mounts.push(json!({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": true}));
     }
 
     let probe = |path: &str, period: i32, failures: i32| {
@@ -617,6 +631,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn server_api_keys_are_mounted_into_gateways_only_and_passed_as_the_key_file() {
+        let plain = deployment(&minimal(), Role::Gateway, "h").unwrap();
+        assert!(env(container(&plain), "CONFAB_API_KEY_FILE").is_none(), "off unless asked");
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "serverApi": {"keysSecret": "chat-api-keys"},
+        }));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "api-keys").expect("mounted");
+        let secret = volume.secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("chat-api-keys"));
+        assert_eq!(secret.items.unwrap()[0].key, "api-keys");
+        let c = container(&d);
+        assert!(
+            c.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == API_KEYS_DIR && m.read_only == Some(true))
+        );
+        assert_eq!(value(c, "CONFAB_API_KEY_FILE"), "/etc/confab/api-keys/api-keys");
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "api-keys"), "dispatchers serve no API");
+        assert!(env(container(&d), "CONFAB_API_KEY_FILE").is_none());
     }
 
     #[test]

@@ -208,7 +208,7 @@ online: boolean, };
 /**
  * Why the server is closing a session (`bye`).
  */
-export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked";
+export type ByeReason = "slow_consumer" | "token_expired" | "server_restart" | "token_revoked" | "disconnected";
 
 /**
  * Which messages of a room a user wants to be told about: the web client

@@ -29,6 +29,13 @@ impl Batch {
         if !self.is_member(room, user) {
             return Ok(Reply::empty(None));
         }
+        self.leave_passing_ownership(r, room, user);
+        Ok(Reply::empty(None))
+    }
+
+    /// `user`, a member, leaves `room`; when they owned it, the ownership
+    /// passes to the store's successor (none: whoever joins next owns it).
+    pub(super) fn leave_passing_ownership(&mut self, r: &Record, room: &str, user: &str) {
         let owner = dm_members(room).is_none()
             && (self.standing(room, user).role == Role::Owner
                 || self.room(room).settings.is_some_and(|s| s.owner.as_deref() == Some(user)));
@@ -53,7 +60,6 @@ impl Batch {
                 self.event(room, Audience::Members, None, frame);
             }
         }
-        Ok(Reply::empty(None))
     }
 
     /// What the store's erasure does, to the messages the batch read or
