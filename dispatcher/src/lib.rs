@@ -8,9 +8,11 @@
 //! push reaches a gateway ([`confab_bus::push`]) is not the dispatcher's
 //! concern: in-process standalone, over the gateway's internal port otherwise.
 
+pub mod filter;
 pub mod metrics;
 pub mod pipeline;
 pub mod routes;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,11 +48,18 @@ pub struct Config {
     /// Rooms (DMs included) one user may be a member of: a `join`, or a
     /// DM's first message, beyond it is `forbidden`.
     pub max_rooms_per_user: usize,
+    /// The message filter asked before each message is stored, if any.
+    pub filter: Option<filter::Filter>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_batch: 512, gateway_timeout: Duration::from_secs(30), max_rooms_per_user: MAX_ROOMS_PER_USER }
+        Config {
+            max_batch: 512,
+            gateway_timeout: Duration::from_secs(30),
+            max_rooms_per_user: MAX_ROOMS_PER_USER,
+            filter: None,
+        }
     }
 }
 
@@ -71,7 +80,8 @@ pub async fn run(
     let me = format!("dispatcher-{:x}", std::process::id() as u64 ^ rand_suffix());
     bus.announce(&Announcement::Resync { gateway: me }).await?;
     let mut pipeline = Pipeline::new(store.clone(), push.clone(), metrics.clone(), shutdown.clone())
-        .with_max_rooms_per_user(config.max_rooms_per_user);
+        .with_max_rooms_per_user(config.max_rooms_per_user)
+        .with_filter(config.filter.clone());
     pipeline.resume_from(store.checkpoints().await?);
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");
