@@ -122,7 +122,6 @@ impl KafkaBus {
         }))
     }
 
-
     /// Connects and checks that the topics exist; their absence is an error
     /// that says to run `confab migrate`.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {

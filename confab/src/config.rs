@@ -611,8 +611,8 @@ impl HooksConfig {
     /// The webhook signing secret, read from its file.
     pub fn secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         let Some(path) = &self.webhook_secret_file else { return Ok(None) };
-        let secret = std::fs::read(path)
-            .map_err(|e| invalid("webhook_secret_file", format!("{}: {e}", path.display())))?;
+        let secret =
+            std::fs::read(path).map_err(|e| invalid("webhook_secret_file", format!("{}: {e}", path.display())))?;
         let secret = secret.trim_ascii().to_vec();
         if secret.is_empty() {
             return Err(invalid("webhook_secret_file", format!("{} is empty", path.display())));
@@ -635,7 +635,10 @@ impl HooksConfig {
     }
 
     /// The message filter's settings, when one is configured.
-    pub fn filter(&self, max_text_bytes: usize) -> Result<Option<confab_dispatcher::filter::FilterConfig>, ConfigError> {
+    pub fn filter(
+        &self,
+        max_text_bytes: usize,
+    ) -> Result<Option<confab_dispatcher::filter::FilterConfig>, ConfigError> {
         let Some(url) = &self.filter_url else { return Ok(None) };
         Ok(Some(confab_dispatcher::filter::FilterConfig {
             url: url.clone(),

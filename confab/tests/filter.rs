@@ -59,7 +59,8 @@ async fn the_filter_rejects_with_its_reason_rewrites_and_accepts() {
         assert_eq!(first["text"], "**** it");
         bob.event(|e| e["ev"] == "msg" && e["cid"] == "c3").await;
         let history = alice.ok(json!({"op": "history", "room": "r"})).await;
-        let texts: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
+        let texts: Vec<&str> =
+            history["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
         assert_eq!(texts, ["**** it", "hello"]);
     })
     .await;
@@ -82,10 +83,7 @@ async fn a_filter_that_is_down_lets_messages_through_when_set_to_allow() {
 #[tokio::test]
 async fn a_filter_that_is_down_refuses_messages_when_set_to_refuse() {
     // A filter too slow for its deadline is down too.
-    let slow = Receiver::start(Arc::new(|_, _: &[u8]| {
-        (200, json!({"action": "accept"}).to_string(), 600)
-    }))
-    .await;
+    let slow = Receiver::start(Arc::new(|_, _: &[u8]| (200, json!({"action": "accept"}).to_string(), 600))).await;
     for url in [nowhere().await, slow.url.clone()] {
         let flags = vec![
             "--filter-url".to_owned(),
@@ -98,7 +96,10 @@ async fn a_filter_that_is_down_refuses_messages_when_set_to_refuse() {
         both_modes(flags, async |s: TestServer| {
             let mut alice = s.connected("alice").await;
             alice.join("r").await;
-            assert_eq!(alice.error(json!({"op": "send", "room": "r", "text": "held", "cid": "c1"})).await, "unavailable");
+            assert_eq!(
+                alice.error(json!({"op": "send", "room": "r", "text": "held", "cid": "c1"})).await,
+                "unavailable"
+            );
             let history = alice.ok(json!({"op": "history", "room": "r"})).await;
             assert_eq!(history["messages"], json!([]), "nothing stored");
             // The session stays usable.

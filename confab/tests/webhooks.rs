@@ -56,9 +56,11 @@ fn message_texts(events: &[Value]) -> Vec<String> {
 }
 
 async fn webhook_setup() -> (Receiver, tempfile::TempDir, Vec<String>) {
-    let receiver = Receiver::start(Arc::new(|n, _: &[u8]| {
-        if n < FAILS { (503, String::new(), 0) } else { (200, String::new(), 0) }
-    }))
+    let receiver = Receiver::start(Arc::new(
+        |n, _: &[u8]| {
+            if n < FAILS { (503, String::new(), 0) } else { (200, String::new(), 0) }
+        },
+    ))
     .await;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("webhook-secret");
@@ -171,6 +173,7 @@ async fn standalone_names_members_without_a_live_session_as_offline() {
 async fn distributed_names_members_without_a_live_session_as_offline() {
     let (receiver, _dir, flags) = webhook_setup().await;
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let test = async { offline_members_are_named(TestServer::start_cluster_with_roles(&[], &flags).await, receiver).await };
+    let test =
+        async { offline_members_are_named(TestServer::start_cluster_with_roles(&[], &flags).await, receiver).await };
     tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use crate::webhooks::sign;
 
@@ -169,8 +169,7 @@ impl Filter {
 
     async fn ask(&self, candidate: &Candidate) -> Result<Verdict, String> {
         let body = serde_json::to_vec(candidate).expect("a candidate serializes");
-        let mut request =
-            self.client.post(&self.config.url).header(reqwest::header::CONTENT_TYPE, "application/json");
+        let mut request = self.client.post(&self.config.url).header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.config.secret {
             request = request.header("Confab-Signature", sign(secret, unix_now(), &body));
         }

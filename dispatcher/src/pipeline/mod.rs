@@ -177,14 +177,12 @@ impl Pipeline {
         let candidates = asked
             .iter()
             .filter_map(|&i| match &records[i].record.cmd {
-                Command::Send { from, text, cid, .. } => {
-                    Some(Candidate {
+                Command::Send { from, text, cid, .. } => Some(Candidate {
                     room: records[i].record.room.clone(),
                     from: from.clone(),
                     text: text.clone(),
                     cid: cid.clone(),
-                })
-                }
+                }),
                 _ => None,
             })
             .collect();
