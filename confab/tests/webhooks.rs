@@ -181,3 +181,69 @@ async fn distributed_names_members_without_a_live_session_as_offline() {
         async { offline_members_are_named(TestServer::start_cluster_with_roles(&[], &flags).await, receiver).await };
     tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
 }
+
+/// Registers `name` on the gateway at `http` and connects there.
+async fn connected_on(http: &str, name: &str) -> common::Client {
+    let client = reqwest::Client::new();
+    let creds = json!({"username": name, "password": "password-123"});
+    client.post(format!("{http}/v1/auth/register")).json(&creds).send().await.unwrap();
+    let login: Value =
+        client.post(format!("{http}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let ws = http.replace("http://", "ws://");
+    common::Client::connect(&format!("{ws}/v1/ws?token={}", login["token"].as_str().unwrap())).await
+}
+
+#[tokio::test]
+async fn distributed_delivers_the_backlog_of_a_receiver_that_was_down_across_a_dispatcher_restart() {
+    use common::cluster;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let test = async {
+        let down = Arc::new(AtomicBool::new(true));
+        let is_down = down.clone();
+        let receiver = Receiver::start(Arc::new(move |_, _: &[u8]| {
+            if is_down.load(Ordering::SeqCst) { (503, String::new(), 0) } else { (200, String::new(), 0) }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("webhook-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let secret = secret.display().to_string();
+        let hook = ["--webhook", &receiver.url, "--webhook-secret-file", &secret];
+        let mut started = cluster::start_with(1, 1, &[], &hook).await;
+        let http = format!("http://{}", started.gateways[0].public());
+        let mut alice = connected_on(&http, "alice").await;
+        alice.join("r").await;
+        for i in 0..5 {
+            alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+        }
+        // The receiver is down: the webhook keeps trying.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while receiver.received().len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the webhook never called");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The dispatcher goes, with nothing delivered; another takes its place.
+        started.dispatchers.remove(0).stop().await.expect("clean stop");
+        let (kafka, cql) = (cluster::env("KAFKA_BOOTSTRAP"), cluster::env("CQL_CONTACT_POINTS"));
+        let mut args = vec!["--kafka", &kafka, "--topic-prefix", &started.topic_prefix, "--cql", &cql];
+        args.extend(["--keyspace", &started.keyspace.0, "--admin-listen", "127.0.0.1:0"]);
+        args.extend(["--jwt-secret", common::SECRET]);
+        args.extend(hook);
+        let config = cluster::parse::<confab::config::DispatcherConfig>(&args);
+        started.dispatchers.push(confab::distributed::start_dispatcher(config).await.expect("dispatcher starts"));
+        for i in 5..8 {
+            alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+        }
+        down.store(false, Ordering::SeqCst);
+        let want: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let got = until(&receiver, |e| first_arrivals(e, "cid").len() == want.len()).await;
+        assert_eq!(first_arrivals(&got, "cid"), want, "{got:?}");
+        for d in started.dispatchers.drain(..) {
+            d.stop().await.expect("clean stop");
+        }
+        for g in started.gateways.drain(..) {
+            g.stop().await.expect("clean stop");
+        }
+    };
+    tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
+}
