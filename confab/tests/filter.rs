@@ -62,6 +62,13 @@ async fn the_filter_rejects_with_its_reason_rewrites_and_accepts() {
         let texts: Vec<&str> =
             history["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
         assert_eq!(texts, ["**** it", "hello"]);
+        if s.others.is_empty() {
+            // Standalone: its one process serves the filter's metrics.
+            for outcome in ["reject", "rewrite", "accept"] {
+                s.await_metric(&format!("confab_filter_requests_total{{outcome=\"{outcome}\"}}"), 1.0).await;
+            }
+            assert!(s.metrics().await.contains("confab_filter_duration_seconds_bucket{outcome=\"reject\""));
+        }
     })
     .await;
     assert!(f.received().iter().any(|r| String::from_utf8_lossy(&r.body).contains("spam spam")));

@@ -107,6 +107,20 @@ async fn delivers_everything_in_order_across_failures(s: TestServer, receiver: R
     assert_eq!(first["offline"], json!([]), "{first}");
     let all = receiver.received();
     assert!(all.iter().filter(|r| r.status == 503).count() >= FAILS, "the first calls failed");
+    if s.others.is_empty() {
+        // Standalone: its one process serves the webhook's metrics.
+        let text = s.metrics().await;
+        let sample = |prefix: &str, label: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(sample("confab_webhook_deliveries_total{", "outcome=\"failed\"") >= FAILS as f64, "{text}");
+        assert!(sample("confab_webhook_deliveries_total{", "outcome=\"ok\"") >= got.len() as f64, "{text}");
+        assert!(sample("confab_webhook_retries_total{", "webhook=") >= FAILS as f64, "{text}");
+        assert!(text.contains("confab_webhook_lag_seconds{"), "{text}");
+    }
     // Every call carries a signature Python's hmac accepts; a wrong secret does not.
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("verify.py");
