@@ -98,10 +98,11 @@ struct Inner {
 impl KafkaBus {
     /// A consumer of the ingress log in consumer group `group`: offsets
     /// committed by hand, cooperative-sticky assignment.
-    fn consumer_in(&self, group: &str) -> Result<Box<dyn Consumer>> {
+    fn consumer_in(&self, group: &str, max_poll_interval_ms: &str) -> Result<Box<dyn Consumer>> {
         let config = &self.inner.config;
         let mut cc = config.client();
         cc.set("group.id", group)
+            .set("max.poll.interval.ms", max_poll_interval_ms)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -278,11 +279,15 @@ impl Bus for KafkaBus {
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>> {
-        self.consumer_in(&self.inner.config.dispatcher_group())
+        self.consumer_in(&self.inner.config.dispatcher_group(), "300000")
     }
 
     async fn consumer_group(&self, group: &str) -> Result<Box<dyn Consumer>> {
-        self.consumer_in(&format!("{}.{group}", self.inner.config.topic_prefix))
+        // Such a group (a webhook's) may hold one record for hours while
+        // its receiver is down, polling nothing meanwhile: it must keep its
+        // partitions (liveness is the session's heartbeat, from librdkafka's
+        // own thread), or another member would deliver the same backlog.
+        self.consumer_in(&format!("{}.{group}", self.inner.config.topic_prefix), "86400000")
     }
 
     async fn announce(&self, announcement: &Announcement) -> Result<()> {

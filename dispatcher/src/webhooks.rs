@@ -307,6 +307,8 @@ impl Worker {
                 Err(e) => tracing::debug!(webhook = %self.name, error = %e, "webhook unreachable; retrying"),
             }
             self.metrics.deliveries.with_label_values(&[&self.name, "failed"]).inc();
+            // The backlog ages while the receiver fails.
+            self.metrics.lag_seconds.with_label_values(&[&self.name]).set(age_secs(&r.record) as i64);
             if !self.wait(&mut backoff).await {
                 return false;
             }
