@@ -96,6 +96,33 @@ struct Inner {
 }
 
 impl KafkaBus {
+    /// A consumer of the ingress log in consumer group `group`: offsets
+    /// committed by hand, cooperative-sticky assignment.
+    fn consumer_in(&self, group: &str, max_poll_interval_ms: &str) -> Result<Box<dyn Consumer>> {
+        let config = &self.inner.config;
+        let mut cc = config.client();
+        cc.set("group.id", group)
+            .set("max.poll.interval.ms", max_poll_interval_ms)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "5");
+        let context = Rebalances { changed: Arc::new(AtomicBool::new(true)) };
+        let changed = context.changed.clone();
+        let consumer: StreamConsumer<Rebalances> =
+            cc.create_with_context(context).map_err(kafka("creating the ingress consumer"))?;
+        consumer.subscribe(&[&config.ingress_topic()]).map_err(kafka("subscribing to the ingress topic"))?;
+        Ok(Box::new(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            topic: config.ingress_topic(),
+            changed,
+            metadata: self.inner.metadata.clone(),
+        }))
+    }
+
     /// Connects and checks that the topics exist; their absence is an error
     /// that says to run `confab migrate`.
     pub async fn connect(config: KafkaConfig) -> Result<KafkaBus> {
@@ -252,27 +279,15 @@ impl Bus for KafkaBus {
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>> {
-        let config = &self.inner.config;
-        let mut cc = config.client();
-        cc.set("group.id", config.dispatcher_group())
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "5");
-        let context = Rebalances { changed: Arc::new(AtomicBool::new(true)) };
-        let changed = context.changed.clone();
-        let consumer: StreamConsumer<Rebalances> =
-            cc.create_with_context(context).map_err(kafka("creating the ingress consumer"))?;
-        consumer.subscribe(&[&config.ingress_topic()]).map_err(kafka("subscribing to the ingress topic"))?;
-        Ok(Box::new(KafkaConsumer {
-            consumer: Arc::new(consumer),
-            topic: config.ingress_topic(),
-            changed,
-            metadata: self.inner.metadata.clone(),
-        }))
+        self.consumer_in(&self.inner.config.dispatcher_group(), "300000")
+    }
+
+    async fn consumer_group(&self, group: &str) -> Result<Box<dyn Consumer>> {
+        // Such a group (a webhook's) may hold one record for hours while
+        // its receiver is down, polling nothing meanwhile: it must keep its
+        // partitions (liveness is the session's heartbeat, from librdkafka's
+        // own thread), or another member would deliver the same backlog.
+        self.consumer_in(&format!("{}.{group}", self.inner.config.topic_prefix), "86400000")
     }
 
     async fn announce(&self, announcement: &Announcement) -> Result<()> {

@@ -77,6 +77,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn produce(&self, record: &IngressRecord) -> Result<()>;
     /// Joins the dispatchers' consumer group.
     async fn consumer(&self) -> Result<Box<dyn Consumer>>;
+    /// Joins another consumer group of the ingress log, named `group`, that
+    /// reads and commits independently of the dispatchers (a webhook's).
+    async fn consumer_group(&self, group: &str) -> Result<Box<dyn Consumer>> {
+        Err(Error::Unavailable(format!("this bus has no consumer group {group}")))
+    }
     /// Tells every dispatcher and gateway something about this gateway.
     async fn announce(&self, announcement: &Announcement) -> Result<()>;
     /// Announcements made from now on, by any gateway.

@@ -4,6 +4,11 @@
 //! only after the dispatcher stored it, and the store remembers how far into
 //! each partition it got, so a restarted process resumes numbering there
 //! ([`MemoryBus::new`]'s `start`) and seqs keep increasing.
+//!
+//! Other consumer groups ([`Bus::consumer_group`], a webhook's) keep records
+//! in memory until they commit them too, at most [`GROUP_BACKLOG`] per
+//! partition past what the dispatcher committed: beyond it the oldest go,
+//! and the lagging group skips them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,10 @@ pub struct MemoryBus {
     inner: Arc<Inner>,
 }
 
+/// Records a partition keeps for lagging consumer groups, past what the
+/// dispatcher committed.
+pub const GROUP_BACKLOG: u64 = 100_000;
+
 struct Inner {
     partitions: Vec<Mutex<Partition>>,
     produced: Notify,
@@ -30,11 +39,24 @@ struct Partition {
     /// Offset of `records[0]`.
     base: u64,
     records: VecDeque<IngressRecord>,
+    /// What the dispatcher committed, and what each other group did.
+    committed: u64,
+    groups: Vec<(String, u64)>,
 }
 
 impl Partition {
     fn end(&self) -> u64 {
         self.base + self.records.len() as u64
+    }
+
+    /// Drops what every group committed, and what lies past the backlog.
+    fn trim(&mut self) {
+        let groups = self.groups.iter().map(|(_, o)| *o).min().unwrap_or(u64::MAX);
+        let to = self.committed.min(groups.max(self.committed.saturating_sub(GROUP_BACKLOG)));
+        while self.base < to && !self.records.is_empty() {
+            self.records.pop_front();
+            self.base += 1;
+        }
     }
 }
 
@@ -45,7 +67,7 @@ impl MemoryBus {
         let partitions = (0..partitions.max(1))
             .map(|p| {
                 let base = start.iter().find(|(q, _)| *q == p).map_or(0, |(_, o)| *o);
-                Mutex::new(Partition { base, records: VecDeque::new() })
+                Mutex::new(Partition { base, records: VecDeque::new(), committed: base, groups: Vec::new() })
             })
             .collect();
         let (announcements, _) = broadcast::channel(4096);
@@ -72,7 +94,24 @@ impl Bus for MemoryBus {
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>> {
         let positions = self.inner.partitions.iter().map(|p| p.lock().expect("bus lock").base).collect();
-        Ok(Box::new(MemoryConsumer { inner: self.inner.clone(), positions }))
+        Ok(Box::new(MemoryConsumer { inner: self.inner.clone(), positions, group: None }))
+    }
+
+    async fn consumer_group(&self, group: &str) -> Result<Box<dyn Consumer>> {
+        let positions = self
+            .inner
+            .partitions
+            .iter()
+            .map(|p| {
+                let mut p = p.lock().expect("bus lock");
+                let start = p.groups.iter().find(|(g, _)| g == group).map_or(p.base, |(_, o)| *o);
+                if !p.groups.iter().any(|(g, _)| g == group) {
+                    p.groups.push((group.to_owned(), start));
+                }
+                start
+            })
+            .collect();
+        Ok(Box::new(MemoryConsumer { inner: self.inner.clone(), positions, group: Some(group.to_owned()) }))
     }
 
     async fn announce(&self, announcement: &Announcement) -> Result<()> {
@@ -108,6 +147,8 @@ struct MemoryConsumer {
     inner: Arc<Inner>,
     /// Next offset to read, per partition.
     positions: Vec<u64>,
+    /// `None` for the dispatcher, else the other group this consumer is in.
+    group: Option<String>,
 }
 
 #[async_trait]
@@ -141,10 +182,15 @@ impl Consumer for MemoryConsumer {
                 return Err(Error::NoPartition(p));
             };
             let mut partition = partition.lock().expect("bus lock");
-            while partition.base < next && !partition.records.is_empty() {
-                partition.records.pop_front();
-                partition.base += 1;
+            match &self.group {
+                None => partition.committed = partition.committed.max(next),
+                Some(group) => {
+                    if let Some((_, o)) = partition.groups.iter_mut().find(|(g, _)| g == group) {
+                        *o = (*o).max(next);
+                    }
+                }
             }
+            partition.trim();
         }
         Ok(())
     }
@@ -154,7 +200,14 @@ impl Consumer for MemoryConsumer {
             .partitions
             .iter()
             .enumerate()
-            .map(|(p, partition)| (p as u32, partition.lock().expect("bus lock").records.len() as u64))
+            .map(|(p, partition)| {
+                let partition = partition.lock().expect("bus lock");
+                let committed = match &self.group {
+                    None => partition.committed,
+                    Some(group) => partition.groups.iter().find(|(g, _)| g == group).map_or(0, |(_, o)| *o),
+                };
+                (p as u32, partition.end().saturating_sub(committed.max(partition.base)))
+            })
             .collect()
     }
 }
@@ -165,6 +218,26 @@ mod tests {
         ((), super::MemoryBus::new(4, &[]))
     }
     crate::bus_contract_tests!(open);
+
+    #[tokio::test]
+    async fn another_group_reads_what_the_dispatcher_committed_until_it_commits_too() {
+        use crate::Bus;
+        let bus = super::MemoryBus::new(1, &[]);
+        let mut dispatcher = bus.consumer().await.unwrap();
+        let mut hooks = bus.consumer_group("hook").await.unwrap();
+        bus.produce(&crate::contract::record("a")).await.unwrap();
+        let got = dispatcher.poll(10).await.unwrap();
+        dispatcher.commit(&[(0, got[0].offset + 1)]).await.unwrap();
+        let seen = hooks.poll(10).await.unwrap();
+        assert_eq!(seen.len(), 1, "the group still reads what the dispatcher committed");
+        assert_eq!(hooks.lag().await, vec![(0, 1)]);
+        hooks.commit(&[(0, seen[0].offset + 1)]).await.unwrap();
+        assert_eq!(hooks.lag().await, vec![(0, 0)]);
+        // A consumer that joins the group again resumes after its commit.
+        bus.produce(&crate::contract::record("a")).await.unwrap();
+        let mut again = bus.consumer_group("hook").await.unwrap();
+        assert_eq!(again.poll(10).await.unwrap()[0].offset, seen[0].offset + 1);
+    }
 
     #[tokio::test]
     async fn offsets_resume_where_the_store_left_off() {

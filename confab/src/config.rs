@@ -179,6 +179,9 @@ pub mod default {
     pub fn max_text_bytes() -> usize {
         4096
     }
+    pub fn filter_timeout_ms() -> u64 {
+        500
+    }
     pub fn rate_per_second() -> u32 {
         20
     }
@@ -587,6 +590,123 @@ impl RoomLimitsConfig {
     }
 }
 
+/// What the message filter's being down does to a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterWhenDown {
+    /// The message is stored as sent.
+    #[default]
+    Allow,
+    /// The sender gets `unavailable` and may resend with the same cid.
+    Refuse,
+}
+
+/// Webhooks and the message filter: the application told of what is stored,
+/// and asked before a message is (docs/webhooks.md).
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct HooksConfig {
+    /// POST every stored message, membership change, edit, deletion and
+    /// reaction to this http:// URL, signed with --webhook-secret-file;
+    /// `URL#message,member` sends only those events (message, member,
+    /// edit, delete, reaction). Repeat the flag for more webhooks.
+    #[arg(long = "webhook", env = "CONFAB_WEBHOOKS", value_name = "URL[#EVENTS]", value_delimiter = ' ')]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook: Vec<String>,
+
+    /// File holding the secret that signs webhook (and filter) calls
+    /// (`Confab-Signature`); required with --webhook.
+    #[arg(long, env = "CONFAB_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+
+    /// http:// URL asked about each message before it is stored: it
+    /// accepts, rejects (the sender gets `forbidden` with its reason) or
+    /// rewrites the text.
+    #[arg(long, env = "CONFAB_FILTER_URL", value_name = "URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_url: Option<String>,
+
+    /// Deadline of one filter call, in milliseconds; past it the filter is down.
+    #[arg(long, env = "CONFAB_FILTER_TIMEOUT_MS", value_name = "MS", default_value_t = default::filter_timeout_ms())]
+    #[serde(default = "default::filter_timeout_ms")]
+    pub filter_timeout_ms: u64,
+
+    /// What happens to a message while the filter is down (an error, a
+    /// timeout, an answer it cannot read): `allow` stores it, `refuse`
+    /// answers `unavailable`.
+    #[arg(long, env = "CONFAB_FILTER_WHEN_DOWN", value_name = "MODE", value_enum, default_value_t = FilterWhenDown::Allow)]
+    #[serde(default = "default_when_down")]
+    pub filter_when_down: FilterWhenDown,
+}
+
+fn default_when_down() -> FilterWhenDown {
+    FilterWhenDown::Allow
+}
+
+impl HooksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for hook in &self.webhook {
+            confab_dispatcher::webhooks::Hook::parse(hook).map_err(|e| invalid("webhook", e))?;
+        }
+        if !self.webhook.is_empty() && self.webhook_secret_file.is_none() {
+            return Err(invalid("webhook_secret_file", "webhooks are signed: give the secret's file"));
+        }
+        if let Some(url) = &self.filter_url
+            && !url.starts_with("http://")
+        {
+            return Err(invalid("filter_url", format!("'{url}' is not an http:// URL")));
+        }
+        if !(1..=60_000).contains(&self.filter_timeout_ms) {
+            return Err(invalid("filter_timeout_ms", "must be 1 to 60000"));
+        }
+        Ok(())
+    }
+
+    /// The webhook signing secret, read from its file.
+    pub fn secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.webhook_secret_file else { return Ok(None) };
+        let secret =
+            std::fs::read(path).map_err(|e| invalid("webhook_secret_file", format!("{}: {e}", path.display())))?;
+        let secret = secret.trim_ascii().to_vec();
+        if secret.is_empty() {
+            return Err(invalid("webhook_secret_file", format!("{} is empty", path.display())));
+        }
+        Ok(Some(secret))
+    }
+
+    /// The webhooks, when any.
+    pub fn webhooks(&self) -> Result<Option<confab_dispatcher::webhooks::WebhookConfig>, ConfigError> {
+        if self.webhook.is_empty() {
+            return Ok(None);
+        }
+        let hooks = self
+            .webhook
+            .iter()
+            .map(|h| confab_dispatcher::webhooks::Hook::parse(h).map_err(|e| invalid("webhook", e)))
+            .collect::<Result<_, _>>()?;
+        let secret = self.secret()?.expect("validated: webhooks have a secret");
+        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret }))
+    }
+
+    /// The message filter's settings, when one is configured.
+    pub fn filter(
+        &self,
+        max_text_bytes: usize,
+    ) -> Result<Option<confab_dispatcher::filter::FilterConfig>, ConfigError> {
+        let Some(url) = &self.filter_url else { return Ok(None) };
+        Ok(Some(confab_dispatcher::filter::FilterConfig {
+            url: url.clone(),
+            timeout: ms(self.filter_timeout_ms),
+            when_down: match self.filter_when_down {
+                FilterWhenDown::Allow => confab_dispatcher::filter::WhenDown::Allow,
+                FilterWhenDown::Refuse => confab_dispatcher::filter::WhenDown::Refuse,
+            },
+            max_text_bytes,
+            secret: self.secret()?,
+        }))
+    }
+}
+
 /// What one session's replies and queue hold at most, in bytes, so that a
 /// client that asks much and reads nothing costs the server little.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -748,6 +868,10 @@ pub struct StandaloneConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub room_limits: RoomLimitsConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub hooks: HooksConfig,
 }
 
 /// Where the distributed mode's Kafka and CQL database are.
@@ -1012,6 +1136,16 @@ pub struct DispatcherConfig {
     #[serde(flatten)]
     pub retention: RetentionConfig,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub hooks: HooksConfig,
+
+    /// Longest text a message filter may rewrite a message to: the
+    /// gateways' `max_text_bytes`.
+    #[arg(long, env = "CONFAB_MAX_TEXT_BYTES", value_name = "BYTES", default_value_t = default::max_text_bytes())]
+    #[serde(default = "default::max_text_bytes")]
+    pub max_text_bytes: usize,
+
     /// PEM CA bundle trusted for the push link: with it, the dispatcher
     /// dials every gateway over TLS (wss://, never plain ws://) and requires
     /// its certificate to name the host of the address the gateway announced.
@@ -1180,6 +1314,7 @@ impl StandaloneConfig {
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
         }
+        self.hooks.validate()?;
         self.room_limits.validate()
     }
 
@@ -1256,6 +1391,7 @@ impl DispatcherConfig {
             }
         }
         self.retention.validate()?;
+        self.hooks.validate()?;
         self.room_limits.validate()
     }
 

@@ -117,9 +117,17 @@ pub async fn start_dispatcher(config: DispatcherConfig) -> anyhow::Result<Runnin
             })
         })
     };
-    let dispatcher_config = config.dispatcher();
+    let mut dispatcher_config = config.dispatcher();
+    dispatcher_config.filter = serving::filter(&config.hooks, config.max_text_bytes, &registry)?;
+    let webhooks = serving::webhooks(&config.hooks, &registry)?;
     let mut tasks = Supervisor::new();
     tasks.spawn("admin", |stop| serving::admin(admin, registry, ready, stop));
+    if let Some((webhooks, metrics)) = webhooks {
+        let (bus, store) = (bus.clone(), store.clone());
+        tasks.spawn("webhooks", |stop| async move {
+            Ok(confab_dispatcher::webhooks::run(webhooks, bus, store, metrics, stop).await?)
+        });
+    }
     tasks.spawn("dispatcher", |stop| async move {
         Ok(confab_dispatcher::run(dispatcher_config, bus, store, push, metrics, stop).await?)
     });

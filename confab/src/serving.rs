@@ -293,6 +293,27 @@ pub fn push_tls(config: &DispatcherConfig) -> anyhow::Result<Option<confab_bus::
     Ok(Some(confab_bus::push::LinkTls { config: Arc::new(tls), server_name }))
 }
 
+/// The message filter `hooks` configures, its metrics registered.
+pub fn filter(
+    hooks: &crate::config::HooksConfig,
+    max_text_bytes: usize,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Option<confab_dispatcher::filter::Filter>> {
+    let Some(config) = hooks.filter(max_text_bytes)? else { return Ok(None) };
+    tracing::info!(url = %config.url, when_down = ?config.when_down, "message filter on");
+    let metrics = confab_dispatcher::filter::FilterMetrics::new(registry)?;
+    Ok(Some(confab_dispatcher::filter::Filter::new(config, metrics)))
+}
+
+/// The webhooks `hooks` configures, with their metrics registered.
+pub fn webhooks(
+    hooks: &crate::config::HooksConfig,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<Option<(confab_dispatcher::webhooks::WebhookConfig, confab_dispatcher::webhooks::WebhookMetrics)>> {
+    let Some(config) = hooks.webhooks()? else { return Ok(None) };
+    Ok(Some((config, confab_dispatcher::webhooks::WebhookMetrics::new(registry)?)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

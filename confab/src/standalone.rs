@@ -34,7 +34,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let mut gateway_config = config.gateway();
     gateway_config.api_keys = serving::api_keys(&config.server)?;
     push.register(&gateway_config.id, pushed);
-    let dispatcher_config = config.dispatcher();
+    let mut dispatcher_config = config.dispatcher();
+    dispatcher_config.filter = serving::filter(&config.hooks, config.server.max_text_bytes, &registry)?;
+    let webhooks = serving::webhooks(&config.hooks, &registry)?;
     let gateway =
         Gateway::new(gateway_config, auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
@@ -57,6 +59,12 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     tasks.spawn("retention sweeper", |stop| sweep(sweeper, retention, stop));
     let background = gateway.clone();
     tasks.spawn("gateway background", |stop| async move { Ok(background.run_background(inbox, stop).await?) });
+    if let Some((webhooks, metrics)) = webhooks {
+        let (bus, store) = (bus.clone(), store.clone());
+        tasks.spawn("webhooks", |stop| async move {
+            Ok(confab_dispatcher::webhooks::run(webhooks, bus, store, metrics, stop).await?)
+        });
+    }
     tasks.spawn("dispatcher", |stop| async move {
         Ok(confab_dispatcher::run(dispatcher_config, bus, store, Arc::new(push), dispatcher_metrics, stop).await?)
     });

@@ -8,9 +8,11 @@
 //! push reaches a gateway ([`confab_bus::push`]) is not the dispatcher's
 //! concern: in-process standalone, over the gateway's internal port otherwise.
 
+pub mod filter;
 pub mod metrics;
 pub mod pipeline;
 pub mod routes;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct Config {
     pub max_rooms_per_user: usize,
     /// How long messages are kept: rooms' `retention_days`, else this default.
     pub retention: confab_protocol::Retention,
+    /// The message filter asked before each message is stored, if any.
+    pub filter: Option<filter::Filter>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             gateway_timeout: Duration::from_secs(30),
             max_rooms_per_user: MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
+            filter: None,
         }
     }
 }
@@ -79,7 +84,8 @@ pub async fn run(
     bus.announce(&Announcement::Resync { gateway: me }).await?;
     let mut pipeline = Pipeline::new(store.clone(), push.clone(), metrics.clone(), shutdown.clone())
         .with_max_rooms_per_user(config.max_rooms_per_user)
-        .with_retention(config.retention);
+        .with_retention(config.retention)
+        .with_filter(config.filter.clone());
     pipeline.resume_from(store.checkpoints().await?);
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");

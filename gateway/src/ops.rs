@@ -369,6 +369,8 @@ impl Gateway {
             None => self.inner.store.room_settings(room).await.map_err(store_error)?.and_then(|s| s.retention_days),
         };
         Ok(retention.cutoff_ms(days, unix_ms()))
+    }
+
     /// What the dispatchers have committed, per partition: see [`Committed`].
     async fn committed(&self) -> Result<Committed, ProtocolError> {
         let checkpoints = self.inner.store.checkpoints().await.map_err(store_error)?;

@@ -108,6 +108,16 @@ pub struct ChatClusterSpec {
     /// more than `maxDispatcherLag` records.
     #[serde(default)]
     pub rollout: RolloutSpec,
+
+    /// The server API (`/v1/server/*`, docs/server-api.md) an application
+    /// calls with an API key. Off (every route 404) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_api: Option<ServerApiSpec>,
+
+    /// Webhooks and the message filter, run by the dispatchers
+    /// (docs/webhooks.md). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<HooksSpec>,
 }
 
 /// The bounds of a health-gated rolling update, read from the pods'
@@ -141,10 +151,6 @@ impl Default for RolloutSpec {
     fn default() -> Self {
         Self { max_reconnects_per_second: default_max_reconnects(), max_dispatcher_lag: default_max_lag() }
     }
-    /// The server API (`/v1/server/*`, docs/server-api.md) an application
-    /// calls with an API key. Off (every route 404) when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_api: Option<ServerApiSpec>,
 }
 
 /// The server API's keys: a Secret whose key `api-keys` holds the key
@@ -157,6 +163,76 @@ pub struct ServerApiSpec {
     /// Name of the Secret in this namespace (key `api-keys`).
     #[schemars(length(min = 1, max = 253))]
     pub keys_secret: String,
+}
+
+/// What the dispatchers tell the application (webhooks) and ask it (the
+/// message filter).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.webhooks) || size(self.webhooks) == 0 || has(self.secretName)").message("hooks.webhooks need hooks.secretName: every call is signed"))]
+#[serde(rename_all = "camelCase")]
+pub struct HooksSpec {
+    /// Each stored message, membership change, edit, deletion and reaction
+    /// is POSTed, signed, to every webhook that wants its kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
+
+    /// Name of a Secret in this namespace whose key `secret` signs webhook
+    /// and filter calls (`Confab-Signature`). Required with `webhooks`. The
+    /// operator mounts it; it never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// The message filter, asked before each message is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterSpec>,
+}
+
+/// One webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// An http:// URL.
+    #[schemars(length(min = 8), regex(pattern = r"^http://[^#\s]+$"))]
+    pub url: String,
+    /// The kinds of event it gets (`message`, `member`, `edit`, `delete`,
+    /// `reaction`); every kind when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<WebhookEvent>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookEvent {
+    Message,
+    Member,
+    Edit,
+    Delete,
+    Reaction,
+}
+
+/// The message filter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilterSpec {
+    /// An http:// URL.
+    #[schemars(length(min = 8), regex(pattern = r"^http://\S+$"))]
+    pub url: String,
+    /// Deadline of one call, in milliseconds (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub timeout_ms: Option<u32>,
+    /// What a message gets while the filter is down: `allow` (stored, the
+    /// default) or `refuse` (`unavailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_down: Option<FilterWhenDown>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterWhenDown {
+    Allow,
+    Refuse,
 }
 
 /// The canary: one pod, `<name>-canary`, whose user `confab-canary` has a

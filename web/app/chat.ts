@@ -14,7 +14,8 @@ export interface ChatOptions {
   baseUrl: string;
   session: Session;
   onSignOut: () => void;
-  onExpired: () => void;
+  /** The session ended: `why` is shown above the sign-in form. */
+  onExpired: (why?: string) => void;
 }
 
 function roomFromHash(): string | undefined {
@@ -73,6 +74,7 @@ export class ChatApp {
       this.loadPreviews();
     });
     c.on("expired", () => options.onExpired());
+    c.on("disconnected", () => options.onExpired("You were disconnected by the service. Sign in again to continue."));
     window.addEventListener("hashchange", this.onHash);
     window.addEventListener("online", this.onWake);
     document.addEventListener("visibilitychange", this.onWake);

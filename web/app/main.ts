@@ -33,9 +33,9 @@ function showChat(session: Session): void {
       history.replaceState(null, "", location.pathname);
       showAuth();
     },
-    onExpired: () => {
+    onExpired: (why?: string) => {
       clearSession();
-      showAuth("Your session expired. Sign in again to continue.");
+      showAuth(why ?? "Your session expired. Sign in again to continue.");
     },
   });
   document.title = `Confab · ${session.user}`;

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod drill;
+pub mod receiver;
 #[macro_use]
 pub mod tcp;
 pub mod netns;

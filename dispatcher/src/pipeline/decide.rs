@@ -24,8 +24,8 @@ use super::view::{Needs, RoomState, View};
 mod accounts;
 mod lifecycle;
 mod rooms;
-mod unread;
 mod server;
+mod unread;
 
 /// What the store must tell about `room` for `cmd` to be decided, besides
 /// the room's state.

@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use confab_bus::{Push, Record};
 use confab_protocol::record::Announcement;
-use confab_protocol::{Audience, Delivery};
+use confab_protocol::{Audience, Command, Delivery, ErrorCode, IngressRecord, ProtocolError, Reply};
 use confab_store::{Store, Write};
 use tokio_util::sync::CancellationToken;
 
+use crate::filter::{Candidate, Verdict, WhenDown};
 use crate::metrics::Metrics;
 use crate::routes::Routes;
 use decide::{Decided, Effect, decide_with};
@@ -58,6 +59,8 @@ pub struct Pipeline {
     /// Per room, its newest `msg` event pushed in the last [`NEWEST_FOR`],
     /// and when.
     newest: HashMap<String, (Instant, String)>,
+    /// Asked about each new message before its batch is decided.
+    filter: Option<crate::filter::Filter>,
 }
 
 impl Pipeline {
@@ -73,12 +76,19 @@ impl Pipeline {
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
             newest: HashMap::new(),
+            filter: None,
         }
     }
 
     /// How long messages are kept (each message's expiry comes from it).
     pub fn with_retention(mut self, retention: confab_protocol::Retention) -> Self {
         self.retention = retention;
+        self
+    }
+
+    /// Asks `filter` about every new message before storing it.
+    pub fn with_filter(mut self, filter: Option<crate::filter::Filter>) -> Self {
+        self.filter = filter;
         self
     }
 
@@ -162,7 +172,7 @@ impl Pipeline {
     /// shutdown came while the store was failing (nothing is acked then).
     /// While the store fails, the batch is retried with backoff: no reply,
     /// event or offset commit leaves before its writes are stored.
-    pub async fn process(&mut self, records: Vec<Record>) -> Option<Vec<(u32, u64)>> {
+    pub async fn process(&mut self, mut records: Vec<Record>) -> Option<Vec<(u32, u64)>> {
         self.metrics.batch_size.observe(records.len() as f64);
         let _timer = self.metrics.batch_duration.start_timer();
         if self.rooms.len() > ROOM_CACHE {
@@ -173,8 +183,15 @@ impl Pipeline {
             let next = next_offsets.entry(r.partition).or_default();
             *next = (*next).max(r.offset + 1);
         }
-        let fresh: Vec<&Record> =
-            records.iter().filter(|r| r.offset >= self.applied.get(&r.partition).copied().unwrap_or(0)).collect();
+        let refused = self.filter(&mut records).await;
+        let fresh: Vec<&Record> = records
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                r.offset >= self.applied.get(&r.partition).copied().unwrap_or(0) && !refused.contains_key(i)
+            })
+            .map(|(_, r)| r)
+            .collect();
         let mut backoff = Backoff::new();
         let view = loop {
             match View::read(&*self.store, &self.rooms, &fresh).await {
@@ -186,8 +203,12 @@ impl Pipeline {
                 }
             }
         };
-        let Decided { mut writes, effects, rooms, outcomes, duplicates } =
+        let Decided { mut writes, mut effects, rooms, mut outcomes, duplicates } =
             decide_with(view, &fresh, self.max_rooms_per_user, self.retention);
+        for (i, error) in refused {
+            outcomes.push(("send", error.code.as_str()));
+            effects.extend(refusal(&records[i].record, error));
+        }
         writes
             .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
         // The same batch again, never a new decision: on a CQL store a failed
@@ -214,6 +235,56 @@ impl Pipeline {
             }
         }
         Some(next_offsets.into_iter().collect())
+    }
+
+    /// Asks the filter about the batch's new messages, rewrites the texts it
+    /// rewrites, and returns the records (by index) it refused, with the
+    /// error their senders get.
+    async fn filter(&self, records: &mut [Record]) -> HashMap<usize, ProtocolError> {
+        let mut refused = HashMap::new();
+        let Some(filter) = &self.filter else { return refused };
+        let asked: Vec<usize> = (0..records.len())
+            .filter(|&i| {
+                let r = &records[i];
+                matches!(r.record.cmd, Command::Send { .. })
+                    && r.offset >= self.applied.get(&r.partition).copied().unwrap_or(0)
+            })
+            .collect();
+        if asked.is_empty() {
+            return refused;
+        }
+        let candidates = asked
+            .iter()
+            .filter_map(|&i| match &records[i].record.cmd {
+                Command::Send { from, text, cid, .. } => Some(Candidate {
+                    room: records[i].record.room.clone(),
+                    from: from.clone(),
+                    text: text.clone(),
+                    cid: cid.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let verdicts = filter.check_all(candidates).await;
+        for (i, verdict) in asked.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Accept => {}
+                Verdict::Rewrite(new) => {
+                    if let Command::Send { text, .. } = &mut records[i].record.cmd {
+                        *text = new;
+                    }
+                }
+                Verdict::Reject(reason) => {
+                    refused.insert(i, ProtocolError::new(ErrorCode::Forbidden, reason));
+                }
+                Verdict::Down(_) if filter.when_down() == WhenDown::Allow => {}
+                Verdict::Down(_) => {
+                    let e = ProtocolError::unavailable("the message filter is unavailable; try again");
+                    refused.insert(i, e);
+                }
+            }
+        }
+        refused
     }
 
     /// Learns the batch's routes and turns its events and replies into
@@ -269,6 +340,14 @@ impl Pipeline {
 /// Whether an encoded event is a `msg` (its tag comes first).
 fn is_msg(frame: &str) -> bool {
     frame.starts_with(r#"{"ev":"msg","#)
+}
+
+/// The error reply to a record refused before it was decided.
+fn refusal(record: &IngressRecord, error: ProtocolError) -> Option<Effect> {
+    let origin = record.origin.as_ref()?;
+    let reply = Reply { re: origin.re.clone(), ..Reply::error(None, error) };
+    let delivery = Delivery::Reply { session: origin.session, t0: origin.t0, frame: reply.encode() };
+    Some(Effect::Reply { gateway: origin.gateway.clone(), delivery })
 }
 
 /// Exponential backoff for retries against a failing store, cut short by shutdown.

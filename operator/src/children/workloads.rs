@@ -24,6 +24,7 @@ const JWT_DIR: &str = "/etc/confab/jwt";
 const PUBLIC_KEYS_DIR: &str = "/etc/confab/jwt-public-keys";
 const KAFKA_TLS_DIR: &str = "/etc/confab/kafka-tls";
 const INTERNAL_TLS_DIR: &str = "/etc/confab/internal-tls";
+const WEBHOOK_SECRET_DIR: &str = "/etc/confab/webhook";
 const CQL_TLS_DIR: &str = "/etc/confab/cql-tls";
 const TCP_TLS_DIR: &str = "/etc/confab/tcp-tls";
 const API_KEYS_DIR: &str = "/etc/confab/api-keys";
@@ -86,6 +87,9 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         env.push(json!({"name": "CONFAB_API_KEY_FILE", "value": format!("{API_KEYS_DIR}/{API_KEYS_KEY}")}));
     }
     env.extend(internal_tls_env(cc, role)?);
+    if role == Role::Dispatcher {
+        env.extend(hooks_env(cc));
+    }
     // The user's extra variables, minus any that would replace one of ours,
     // then ours.
     let mut all_env: Vec<Value> = overrides.env.iter().map(to_json).collect();
@@ -99,6 +103,12 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
     if let Some(tls) = &spec.network.internal_tls {
         volumes.push(json!({"name": "internal-tls", "secret": {"secretName": tls.secret_name, "defaultMode": 0o440}}));
         mounts.push(json!({"name": "internal-tls", "mountPath": INTERNAL_TLS_DIR, "readOnly": true}));
+    }
+    if role == Role::Dispatcher
+        && let Some(secret) = spec.hooks.as_ref().and_then(|h| h.secret_name.as_ref())
+    {
+        volumes.push(json!({"name": "webhook-secret", "secret": {"secretName": secret, "defaultMode": 0o440}}));
+        mounts.push(json!({"name": "webhook-secret", "mountPath": WEBHOOK_SECRET_DIR, "readOnly": true}));
     }
     if role == Role::Gateway
         && let Some(secret) = spec.gateway.tcp.as_ref().and_then(|t| t.tls_secret.as_ref())
@@ -237,6 +247,37 @@ fn internal_tls_env(cc: &ChatCluster, role: Role) -> Result<Vec<Value>> {
         }
     }
     Ok(env)
+}
+
+/// The dispatchers' webhooks and message filter, as `confab dispatcher` takes them.
+fn hooks_env(cc: &ChatCluster) -> Vec<Value> {
+    let Some(hooks) = &cc.spec.hooks else { return Vec::new() };
+    let mut env = Vec::new();
+    if !hooks.webhooks.is_empty() {
+        let urls: Vec<String> = hooks
+            .webhooks
+            .iter()
+            .map(|w| {
+                let kinds: Vec<String> =
+                    w.events.iter().map(|e| json!(e).as_str().unwrap_or_default().to_owned()).collect();
+                if kinds.is_empty() { w.url.clone() } else { format!("{}#{}", w.url, kinds.join(",")) }
+            })
+            .collect();
+        env.push(json!({"name": "CONFAB_WEBHOOKS", "value": urls.join(" ")}));
+    }
+    if hooks.secret_name.is_some() {
+        env.push(json!({"name": "CONFAB_WEBHOOK_SECRET_FILE", "value": format!("{WEBHOOK_SECRET_DIR}/secret")}));
+    }
+    if let Some(filter) = &hooks.filter {
+        env.push(json!({"name": "CONFAB_FILTER_URL", "value": filter.url}));
+        if let Some(ms) = filter.timeout_ms {
+            env.push(json!({"name": "CONFAB_FILTER_TIMEOUT_MS", "value": ms.to_string()}));
+        }
+        if let Some(when) = filter.when_down {
+            env.push(json!({"name": "CONFAB_FILTER_WHEN_DOWN", "value": json!(when)}));
+        }
+    }
+    env
 }
 
 pub fn image(cc: &ChatCluster) -> String {
@@ -386,6 +427,34 @@ mod tests {
 
     fn value(c: &Container, name: &str) -> String {
         env(c, name).and_then(|e| e.value.clone()).unwrap_or_else(|| panic!("{name} not set"))
+    }
+
+    #[test]
+    fn webhooks_and_the_filter_reach_the_dispatchers_with_the_secret_mounted() {
+        let mut cc = cluster(json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "hooks": {
+                "webhooks": [{"url": "http://app/hook"}, {"url": "http://push/hook", "events": ["message", "member"]}],
+                "secretName": "hooks",
+                "filter": {"url": "http://app/filter", "timeoutMs": 300, "whenDown": "refuse"},
+            }
+        }));
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(value(c, "CONFAB_WEBHOOKS"), "http://app/hook http://push/hook#message,member");
+        assert_eq!(value(c, "CONFAB_WEBHOOK_SECRET_FILE"), "/etc/confab/webhook/secret");
+        assert_eq!(value(c, "CONFAB_FILTER_URL"), "http://app/filter");
+        assert_eq!(value(c, "CONFAB_FILTER_TIMEOUT_MS"), "300");
+        assert_eq!(value(c, "CONFAB_FILTER_WHEN_DOWN"), "refuse");
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "webhook-secret").unwrap();
+        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("hooks"));
+        // Gateways get none of it.
+        let g = deployment(&cc, Role::Gateway, "h").unwrap();
+        assert!(env(container(&g), "CONFAB_WEBHOOKS").is_none());
+        cc.spec.hooks = None;
+        assert!(env(container(&deployment(&cc, Role::Dispatcher, "h").unwrap()), "CONFAB_WEBHOOKS").is_none());
     }
 
     #[test]

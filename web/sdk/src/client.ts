@@ -63,6 +63,8 @@ export type ClientEvents = {
   presence: [user: string, online: boolean];
   /** The session's token expired; sign in again. */
   expired: [];
+  /** The application disconnected this user (`bye` `disconnected`); the client does not reconnect. */
+  disconnected: [];
   /** Every server event, for apps that want more than the state. */
   event: [event: ServerEvent];
   /** A failure in background work (sync, read markers...). */
@@ -144,6 +146,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
     this.connection.on("hello", (hello) => this.onHello(hello));
     this.connection.on("event", (event) => this.onEvent(event));
     this.connection.on("expired", () => this.emit("expired"));
+    this.connection.on("disconnected", () => this.emit("disconnected"));
   }
 
   get status(): ConnectionStatus {

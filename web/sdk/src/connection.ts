@@ -64,6 +64,8 @@ export type ConnectionEvents = {
   event: [event: Exclude<ServerEvent, HelloEvent>];
   /** The token expired or was revoked: the app must sign in again. The connection is closed. */
   expired: [];
+  /** The application disconnected the user (`bye` `disconnected`): the connection is closed and does not reconnect. */
+  disconnected: [];
 };
 
 interface Pending {
@@ -316,6 +318,13 @@ export class Connection extends Emitter<ConnectionEvents> {
     // expired one: reconnecting with it would only be refused.
     if (bye.reason === "token_expired" || bye.reason === "token_revoked") {
       this.expire();
+      return;
+    }
+    // The application around the server cut this user off: coming back on
+    // our own would defeat it (docs/protocol.md, `bye` reasons).
+    if (bye.reason === "disconnected") {
+      this.stop();
+      this.emit("disconnected");
       return;
     }
     // The server closes the socket after bye; do it ourselves if it does not.

@@ -272,6 +272,23 @@ describe("Connection reconnects", () => {
     assert.equal(server.sockets.length, 1, "no reconnect");
   });
 
+  it("stops without reconnecting on bye disconnected", async () => {
+    const { clock, server, conn } = setup();
+    let disconnected = 0;
+    let expired = 0;
+    conn.on("disconnected", () => disconnected++);
+    conn.on("expired", () => expired++);
+    conn.start();
+    await server.current.accept();
+    await flush();
+    server.current.deliver({ ev: "bye", reason: "disconnected" });
+    await flush();
+    assert.deepEqual([disconnected, expired], [1, 0]);
+    assert.equal(conn.status, "closed");
+    await clock.advance(60_000);
+    assert.equal(server.sockets.length, 1, "no reconnect");
+  });
+
   it("does not connect with a token known to be expired", async () => {
     const { clock, server, conn } = setup({ tokenExpiresAt: 10 });
     let expired = 0;

@@ -1,0 +1,263 @@
+//! Webhooks (`--webhook`, `--webhook-secret-file`): every stored message,
+//! membership change, edit, deletion and reaction is POSTed, signed, at
+//! least once and in order per room, across a receiver that fails.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestServer;
+use common::receiver::{Received, Receiver};
+use serde_json::{Value, json};
+
+const SECRET: &str = "whsec-test-0123456789";
+/// Calls the receiver fails before it starts answering 2xx.
+const FAILS: usize = 3;
+
+/// Verifies `Confab-Signature` with Python's `hmac`, independently of the
+/// server's implementation.
+const VERIFY: &str = r#"
+import hmac, hashlib, sys
+secret, header, path = sys.argv[1], sys.argv[2], sys.argv[3]
+body = open(path, "rb").read()
+parts = dict(p.split("=", 1) for p in header.split(","))
+want = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+sys.exit(0 if hmac.compare_digest(want, parts["v1"]) else 1)
+"#;
+
+fn events(got: &[Received]) -> Vec<Value> {
+    got.iter().filter(|r| r.status == 200).map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+}
+
+/// Waits until `done` holds of the events delivered so far.
+async fn until(r: &Receiver, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = events(&r.received());
+        if done(&got) {
+            return got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "webhook events so far: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn message_texts(events: &[Value]) -> Vec<String> {
+    first_arrivals(events, "text")
+}
+
+fn first_arrivals(events: &[Value], field: &str) -> Vec<String> {
+    // At least once: a text may come twice, but the first arrivals keep the room's order.
+    let mut out: Vec<String> = Vec::new();
+    for e in events.iter().filter(|e| e["type"] == "message") {
+        let t = e["message"][field].as_str().unwrap().to_owned();
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+async fn webhook_setup() -> (Receiver, tempfile::TempDir, Vec<String>) {
+    let receiver = Receiver::start(Arc::new(
+        |n, _: &[u8]| {
+            if n < FAILS { (503, String::new(), 0) } else { (200, String::new(), 0) }
+        },
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook-secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let flags = vec![
+        "--webhook".to_owned(),
+        receiver.url.clone(),
+        "--webhook-secret-file".to_owned(),
+        secret.display().to_string(),
+    ];
+    (receiver, dir, flags)
+}
+
+async fn delivers_everything_in_order_across_failures(s: TestServer, receiver: Receiver) {
+    let mut alice = s.connected("alice").await;
+    let mut bob = s.connected("bob").await;
+    alice.join("r").await;
+    bob.join("r").await;
+    bob.ok(json!({"op": "leave", "room": "r"})).await;
+    drop(bob);
+    let texts: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    let mut seqs = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        seqs.push(alice.send("r", t, &format!("c{i}")).await["seq"].as_u64().unwrap());
+    }
+    alice.ok(json!({"op": "edit", "room": "r", "seq": seqs[0], "text": "m0 edited"})).await;
+    alice.ok(json!({"op": "react", "room": "r", "seq": seqs[1], "emoji": "👍"})).await;
+    alice.ok(json!({"op": "delete", "room": "r", "seq": seqs[2]})).await;
+    let got = until(&receiver, |e| e.iter().any(|e| e["type"] == "delete")).await;
+    // The text is the message's as the webhook read it (an edit or a
+    // deletion may show already); the cids give the order.
+    let cids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    assert_eq!(first_arrivals(&got, "cid"), cids, "{got:?}");
+    let kinds: Vec<&str> = got.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"member") && kinds.contains(&"edit") && kinds.contains(&"reaction"), "{kinds:?}");
+    let leave = got.iter().find(|e| e["type"] == "member" && e["user"] == "bob" && e["action"] == "leave");
+    assert!(leave.is_some(), "{got:?}");
+    // Alice is online; the message payload names nobody else offline (bob left).
+    let first = got.iter().find(|e| e["type"] == "message").unwrap();
+    assert_eq!(first["offline"], json!([]), "{first}");
+    let all = receiver.received();
+    assert!(all.iter().filter(|r| r.status == 503).count() >= FAILS, "the first calls failed");
+    if s.others.is_empty() {
+        // Standalone: its one process serves the webhook's metrics.
+        let text = s.metrics().await;
+        let sample = |prefix: &str, label: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(sample("confab_webhook_deliveries_total{", "outcome=\"failed\"") >= FAILS as f64, "{text}");
+        assert!(sample("confab_webhook_deliveries_total{", "outcome=\"ok\"") >= got.len() as f64, "{text}");
+        assert!(sample("confab_webhook_retries_total{", "webhook=") >= FAILS as f64, "{text}");
+        assert!(text.contains("confab_webhook_lag_seconds{"), "{text}");
+    }
+    // Every call carries a signature Python's hmac accepts; a wrong secret does not.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("verify.py");
+    std::fs::write(&script, VERIFY).unwrap();
+    for (i, r) in all.iter().enumerate().take(20) {
+        let body = dir.path().join(format!("body-{i}"));
+        std::fs::write(&body, &r.body).unwrap();
+        let header = r.signature.clone().expect("signed");
+        let ok = |secret: &str| {
+            std::process::Command::new("python3")
+                .args([script.to_str().unwrap(), secret, &header, body.to_str().unwrap()])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(ok(SECRET), "signature of call {i}: {header}");
+        assert!(!ok("another secret"), "a wrong secret is refused");
+    }
+}
+
+#[tokio::test]
+async fn standalone_delivers_every_event_in_order_signed_across_a_failing_receiver() {
+    let (receiver, _dir, flags) = webhook_setup().await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let s = TestServer::start_with_flags(&flags).await;
+    delivers_everything_in_order_across_failures(s, receiver).await;
+}
+
+#[tokio::test]
+async fn distributed_delivers_every_event_in_order_signed_across_a_failing_receiver() {
+    let (receiver, _dir, flags) = webhook_setup().await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let test = async {
+        let s = TestServer::start_cluster_with_roles(&[], &flags).await;
+        delivers_everything_in_order_across_failures(s, receiver).await;
+    };
+    tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
+}
+
+async fn offline_members_are_named(s: TestServer, receiver: Receiver) {
+    let mut alice = s.connected("alice").await;
+    let mut bob = s.connected("bob").await;
+    alice.join("r").await;
+    bob.join("r").await;
+    drop(bob);
+    // Bob's session ends; once the gateway has seen it go, he is offline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for i in 0.. {
+        alice.send("r", &format!("ping {i}"), &format!("p{i}")).await;
+        let got = until(&receiver, |e| message_texts(e).contains(&format!("ping {i}"))).await;
+        let e = got.iter().find(|e| e["type"] == "message" && e["message"]["text"] == format!("ping {i}")).unwrap();
+        if e["offline"] == json!(["bob"]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob never offline: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn standalone_names_members_without_a_live_session_as_offline() {
+    let (receiver, _dir, flags) = webhook_setup().await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    offline_members_are_named(TestServer::start_with_flags(&flags).await, receiver).await;
+}
+
+#[tokio::test]
+async fn distributed_names_members_without_a_live_session_as_offline() {
+    let (receiver, _dir, flags) = webhook_setup().await;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let test =
+        async { offline_members_are_named(TestServer::start_cluster_with_roles(&[], &flags).await, receiver).await };
+    tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
+}
+
+/// Registers `name` on the gateway at `http` and connects there.
+async fn connected_on(http: &str, name: &str) -> common::Client {
+    let client = reqwest::Client::new();
+    let creds = json!({"username": name, "password": "password-123"});
+    client.post(format!("{http}/v1/auth/register")).json(&creds).send().await.unwrap();
+    let login: Value =
+        client.post(format!("{http}/v1/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let ws = http.replace("http://", "ws://");
+    common::Client::connect(&format!("{ws}/v1/ws?token={}", login["token"].as_str().unwrap())).await
+}
+
+#[tokio::test]
+async fn distributed_delivers_the_backlog_of_a_receiver_that_was_down_across_a_dispatcher_restart() {
+    use common::cluster;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let test = async {
+        let down = Arc::new(AtomicBool::new(true));
+        let is_down = down.clone();
+        let receiver = Receiver::start(Arc::new(move |_, _: &[u8]| {
+            if is_down.load(Ordering::SeqCst) { (503, String::new(), 0) } else { (200, String::new(), 0) }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("webhook-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let secret = secret.display().to_string();
+        let hook = ["--webhook", &receiver.url, "--webhook-secret-file", &secret];
+        let mut started = cluster::start_with(1, 1, &[], &hook).await;
+        let http = format!("http://{}", started.gateways[0].public());
+        let mut alice = connected_on(&http, "alice").await;
+        alice.join("r").await;
+        for i in 0..5 {
+            alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+        }
+        // The receiver is down: the webhook keeps trying.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while receiver.received().len() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "the webhook never called");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The dispatcher goes, with nothing delivered; another takes its place.
+        started.dispatchers.remove(0).stop().await.expect("clean stop");
+        let (kafka, cql) = (cluster::env("KAFKA_BOOTSTRAP"), cluster::env("CQL_CONTACT_POINTS"));
+        let mut args = vec!["--kafka", &kafka, "--topic-prefix", &started.topic_prefix, "--cql", &cql];
+        args.extend(["--keyspace", &started.keyspace.name, "--admin-listen", "127.0.0.1:0"]);
+        args.extend(["--jwt-secret", common::SECRET]);
+        args.extend(hook);
+        let config = cluster::parse::<confab::config::DispatcherConfig>(&args);
+        started.dispatchers.push(confab::distributed::start_dispatcher(config).await.expect("dispatcher starts"));
+        for i in 5..8 {
+            alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+        }
+        down.store(false, Ordering::SeqCst);
+        let want: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let got = until(&receiver, |e| first_arrivals(e, "cid").len() == want.len()).await;
+        assert_eq!(first_arrivals(&got, "cid"), want, "{got:?}");
+        for d in started.dispatchers.drain(..) {
+            d.stop().await.expect("clean stop");
+        }
+        for g in started.gateways.drain(..) {
+            g.stop().await.expect("clean stop");
+        }
+    };
+    tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
+}
