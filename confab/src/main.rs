@@ -420,6 +420,7 @@ mod tests {
             Some("ADDR") => "127.0.0.1:1".into(),
             Some("KEY=VALUE") => "client.id=other".into(),
             Some("N") => "1".into(),
+            Some("DAYS") => "30".into(),
             _ => "other".into(),
         }
     }
@@ -465,7 +466,8 @@ mod tests {
         match role {
             "standalone" => {
                 let c: StandaloneConfig = get(m);
-                format!("{:?}", (c.gateway(), c.dispatcher(), serving(&c.server), &c.ops, &c.data, c.partitions))
+                let hooks = &c.hooks;
+                format!("{:?}", (c.gateway(), c.dispatcher(), serving(&c.server), &c.ops, &c.data, c.partitions, hooks))
             }
             "gateway" => {
                 let c: GatewayConfig = get(m);
@@ -495,7 +497,15 @@ mod tests {
                 );
                 format!(
                     "{:?}",
-                    (c.dispatcher(), c.backend.kafka().unwrap(), c.backend.cql(), &c.secret, &c.ops, push_tls)
+                    (
+                        c.dispatcher(),
+                        c.backend.kafka().unwrap(),
+                        c.backend.cql(),
+                        &c.secret,
+                        &c.ops,
+                        push_tls,
+                        (&c.hooks, c.max_text_bytes)
+                    )
                 )
             }
             "migrate" => {
