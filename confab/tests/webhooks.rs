@@ -160,24 +160,35 @@ async fn distributed_delivers_every_event_in_order_signed_across_a_failing_recei
     tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
 }
 
+/// The `offline` list of the message event for `text`, sent by alice.
+async fn offline_of(alice: &mut common::Client, receiver: &Receiver, text: &str, cid: &str) -> Value {
+    alice.send("r", text, cid).await;
+    let got = until(receiver, |e| message_texts(e).contains(&text.to_owned())).await;
+    let e = got.iter().find(|e| e["type"] == "message" && e["message"]["text"] == text).unwrap();
+    e["offline"].clone()
+}
+
 async fn offline_members_are_named(s: TestServer, receiver: Receiver) {
     let mut alice = s.connected("alice").await;
-    let mut bob = s.connected("bob").await;
     alice.join("r").await;
-    bob.join("r").await;
-    drop(bob);
-    // Bob's session ends; once the gateway has seen it go, he is offline.
+    // bob keeps the default level (all), carol wants mentions only, dave none.
+    for (user, level) in [("bob", "all"), ("carol", "mentions"), ("dave", "none")] {
+        let mut c = s.connected(user).await;
+        c.join("r").await;
+        c.ok(json!({"op": "notify", "room": "r", "level": level})).await;
+    }
+    // Their sessions ended; once the gateway has seen them go, they are offline.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for i in 0.. {
-        alice.send("r", &format!("ping {i}"), &format!("p{i}")).await;
-        let got = until(&receiver, |e| message_texts(e).contains(&format!("ping {i}"))).await;
-        let e = got.iter().find(|e| e["type"] == "message" && e["message"]["text"] == format!("ping {i}")).unwrap();
-        if e["offline"] == json!(["bob"]) {
+        let offline = offline_of(&mut alice, &receiver, &format!("ping {i}"), &format!("p{i}")).await;
+        if offline == json!(["bob"]) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "bob never offline: {e}");
+        assert!(tokio::time::Instant::now() < deadline, "bob never offline: {offline}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let offline = offline_of(&mut alice, &receiver, "@carol @dave @alice look", "m1").await;
+    assert_eq!(offline, json!(["bob", "carol"]), "a mention reaches carol's level, never dave's; not the sender");
 }
 
 #[tokio::test]

@@ -351,6 +351,34 @@ fn age_secs(record: &IngressRecord) -> u64 {
     (unix_now() * 1000).saturating_sub(record.ts) / 1000
 }
 
+/// The members a push hand-off names for `message`: no live session, not
+/// its sender, and a notification level (`notify`) that wants it: `all`,
+/// or `mentions` when the message mentions them; never `none`. At most one
+/// past [`MAX_OFFLINE`] (so truncation shows), in the members' order.
+async fn to_notify(
+    store: &dyn Store,
+    room: &str,
+    message: &confab_protocol::Message,
+    members: Vec<String>,
+    online: &Online,
+) -> Result<Vec<String>, confab_store::Error> {
+    use confab_protocol::NotifyLevel;
+    use futures_util::{StreamExt, TryStreamExt};
+    let candidates = members.into_iter().filter(|u| *u != message.from && !online.is_online(u));
+    let levels = futures_util::stream::iter(candidates)
+        .map(|user| async move { store.notify_level(room, &user).await.map(|level| (user, level)) })
+        .buffered(16);
+    let wanted = levels.try_filter_map(|(user, level)| async move {
+        let wants = match level {
+            NotifyLevel::All => true,
+            NotifyLevel::Mentions => message.mentions.contains(&user),
+            NotifyLevel::Nothing => false,
+        };
+        Ok(wants.then_some(user))
+    });
+    wanted.take(MAX_OFFLINE + 1).try_collect().await
+}
+
 /// What a stored record did, as a webhook event; `None` when it stored
 /// nothing a webhook reports (a refused or repeated write, a read marker).
 async fn derive(store: &dyn Store, online: &Online, r: &Record) -> Result<Option<Value>, confab_store::Error> {
@@ -365,7 +393,7 @@ async fn derive(store: &dyn Store, online: &Online, r: &Record) -> Result<Option
                 return Ok(None);
             }
             let members = store.members(room).await?;
-            let offline: Vec<&String> = members.iter().filter(|u| !online.is_online(u)).collect();
+            let offline = to_notify(store, room, &state.message, members, online).await?;
             let truncated = offline.len() > MAX_OFFLINE;
             let mut event = json!({ "type": "message", "message": state.message });
             event["offline"] = json!(offline.into_iter().take(MAX_OFFLINE).collect::<Vec<_>>());

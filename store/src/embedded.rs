@@ -759,6 +759,17 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn notify_level(&self, room: &str, user: &str) -> Result<NotifyLevel> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let notify = txn.open_table(NOTIFY)?;
+            let level = notify.get((room.as_str(), user.as_str()))?.and_then(|g| NotifyLevel::parse(g.value()));
+            Ok(level.unwrap_or_default())
+        })
+        .await
+    }
+
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
         let room = room.to_owned();
         self.blocking(move |db| {

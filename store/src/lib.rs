@@ -315,6 +315,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.user_rooms(user).await?.len())
     }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64>;
+    /// `user`'s notification level in the room (`notify`; `all` when never
+    /// set or not a member): what a push hand-off names them for.
+    async fn notify_level(&self, room: &str, user: &str) -> Result<confab_protocol::NotifyLevel> {
+        let rooms = self.user_rooms(user).await?;
+        Ok(rooms.into_iter().find(|r| r.room == room).map(|r| r.notify).unwrap_or_default())
+    }
 
     /// The `limit` newest messages with `seq < before` (all when `None`), oldest first.
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>>;

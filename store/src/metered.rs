@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 43] = [
+const OPS: [&str; 44] = [
     "ping",
     "create_user",
     "user",
@@ -24,6 +24,7 @@ const OPS: [&str; 43] = [
     "members",
     "user_rooms",
     "read_marker",
+    "notify_level",
     "ordinal_at",
     "tally",
     "history",
@@ -144,6 +145,9 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         self.timed("read_marker", self.inner.read_marker(room, user)).await
+    }
+    async fn notify_level(&self, room: &str, user: &str) -> Result<confab_protocol::NotifyLevel> {
+        self.timed("notify_level", self.inner.notify_level(room, user)).await
     }
     async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
         self.timed("ordinal_at", self.inner.ordinal_at(room, seq)).await

@@ -75,8 +75,10 @@ pub async fn notify_levels_and_tallies_go_with_the_membership(store: &impl Store
     store.apply(batch).await.unwrap();
     let rooms = store.user_rooms("alice").await.unwrap();
     assert_eq!(info(&rooms, "r").notify, NotifyLevel::Mentions);
+    assert_eq!(store.notify_level("r", "alice").await.unwrap(), NotifyLevel::Mentions);
     store.apply(vec![notify(NotifyLevel::Nothing, 4)]).await.unwrap();
     assert_eq!(info(&store.user_rooms("alice").await.unwrap(), "r").notify, NotifyLevel::Nothing);
+    assert_eq!(store.notify_level("r", "alice").await.unwrap(), NotifyLevel::Nothing);
 
     store.apply(vec![Write::Leave { room: "r".into(), user: "alice".into(), at: 6 }]).await.unwrap();
     // Late writes from the old membership do not come back.
@@ -84,6 +86,8 @@ pub async fn notify_levels_and_tallies_go_with_the_membership(store: &impl Store
     store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 7 }]).await.unwrap();
     let rooms = store.user_rooms("alice").await.unwrap();
     assert_eq!(info(&rooms, "r").notify, NotifyLevel::All, "a new membership starts at all");
+    assert_eq!(store.notify_level("r", "alice").await.unwrap(), NotifyLevel::All);
+    assert_eq!(store.notify_level("r", "nobody").await.unwrap(), NotifyLevel::All, "no level set: all");
     assert_eq!(store.tally("r", "alice", 99).await.unwrap(), Tally::default(), "and counts from zero");
 }
 

@@ -175,6 +175,7 @@ struct Statements {
     user_rooms: PreparedStatement,
     count_user_rooms: PreparedStatement,
     read_marker: PreparedStatement,
+    notify_level: PreparedStatement,
     buckets_down: PreparedStatement,
     buckets_up: PreparedStatement,
     page_down: PreparedStatement,
@@ -259,6 +260,7 @@ impl Statements {
             .await?,
             count_user_rooms: prepare(s, "SELECT COUNT(*) FROM user_rooms WHERE username = ?").await?,
             read_marker: prepare(s, "SELECT read_seq FROM user_rooms WHERE username = ? AND room = ?").await?,
+            notify_level: prepare(s, "SELECT notify FROM user_rooms WHERE username = ? AND room = ?").await?,
             buckets_down: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket <= ? LIMIT 64").await?,
             buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
             page_down: prepare(
@@ -816,6 +818,11 @@ impl Store for ScyllaStore {
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         let rows: Vec<(Option<i64>,)> = self.rows(&self.inner.q.read_marker, (user, room)).await?;
         Ok(rows.first().and_then(|(s,)| *s).unwrap_or(0) as u64)
+    }
+
+    async fn notify_level(&self, room: &str, user: &str) -> Result<NotifyLevel> {
+        let rows: Vec<(Option<String>,)> = self.rows(&self.inner.q.notify_level, (user, room)).await?;
+        Ok(rows.first().and_then(|(n,)| n.as_deref()).and_then(NotifyLevel::parse).unwrap_or_default())
     }
 
     async fn history(&self, room: &str, before: Option<u64>, limit: u32) -> Result<Vec<Message>> {
