@@ -7,8 +7,11 @@
 //! servers), two gateways and two dispatchers that pass their probes; users
 //! chat across the two gateway pods (through the pods' addresses: no
 //! kube-proxy runs here); a deleted gateway pod's clients are told
-//! `server_restart`, reconnect to the other and `sync` with nothing lost; and
-//! deleting the ChatCluster removes everything it made.
+//! `server_restart`, reconnect to the other and `sync` with nothing lost; a
+//! change of image tag rolls both gateways and dispatchers within 2 minutes
+//! while a writer keeps sending (resending on another pod when its own is
+//! drained), and `sync` afterwards holds every acked send once, in order;
+//! and deleting the ChatCluster removes everything it made.
 //!
 //! Ignored by a plain `cargo test` (the node needs root and is started only
 //! on request); scripts/test runs it with `--ignored` when
@@ -29,7 +32,7 @@ mod kube_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use chart_support::{chart, helm, repo, text};
@@ -39,7 +42,7 @@ use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -302,6 +305,7 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
     request(&mut b, json!({"op": "send", "id": 50, "room": room, "text": "welcome back", "cid": "b2"})).await.unwrap();
     let event = next_event(&mut a, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await.unwrap();
     assert_eq!(event["text"], "welcome back");
+    alice_seen = event["seq"].as_i64().unwrap();
 
     step("the Deployment replaces the deleted pod; the new one serves too");
     let replaced = wait_for("a new gateway pod, ready", START, POLL, || async {
@@ -317,6 +321,48 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
     let texts: Vec<&str> = history["messages"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
     assert_eq!(texts.len(), 8, "history on the new pod: {texts:?}");
     assert!(texts.contains(&"welcome back") && texts.contains(&"hello from a"), "{texts:?}");
+
+    drop((a, b, c));
+    step("a new image tag rolls both gateways and dispatchers under a steady stream: nothing lost, within 2 minutes");
+    let next_tag = format!("{app_version}-next");
+    let out = Command::new(repo().join("scripts/image"))
+        .arg("--binary")
+        .arg(&binary)
+        .args(["--tag", &format!("ghcr.io/confab-chat/confab:{next_tag}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/image --tag:\n{}", text(&out));
+    let next_image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let before_roll = alice_seen;
+    let patch = json!({"spec": {"image": {"tag": next_tag}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let patched_at = Instant::now();
+    let (acked, writer_reconnects) = stream_until_rolled(&pods, &bob_token, &room, &next_image, patched_at).await;
+    println!(
+        "  image change -> 2 gateways and 2 dispatchers on {next_image}: {:?}; {} sends acked, writer reconnected {writer_reconnects} times",
+        patched_at.elapsed(),
+        acked.len()
+    );
+    assert!(writer_reconnects >= 1, "the writer's gateway was replaced under it");
+    let gateways = ready_now(&pods, "gateway").await.unwrap();
+    let mut d = connect(&base_url(&gateways[0]), &alice_token).await.unwrap();
+    let mut after_roll = Vec::new();
+    let mut seen = before_roll;
+    for id in 2000.. {
+        let reply = request(&mut d, json!({"op": "sync", "id": id, "rooms": {room.as_str(): seen}, "limit": 1000}))
+            .await
+            .unwrap();
+        let got = &reply["rooms"][room.as_str()];
+        for m in got["messages"].as_array().unwrap() {
+            seen = m["seq"].as_i64().unwrap();
+            after_roll.push((seen, m["text"].as_str().unwrap().to_owned()));
+        }
+        if got["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(after_roll, acked, "after the roll, sync gives every acked send once, in order, and nothing else");
+    drop(d);
 
     step("the operator's log can be read through the kubelet");
     let mut operator_log = String::new();
@@ -375,6 +421,82 @@ fn assert_on_node(p: &Pod, node: &str) {
 fn base_url(p: &Pod) -> String {
     let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
     format!("http://{ip}:8080")
+}
+
+/// Sends to `room` as bob, one message at a time, until the ChatCluster's
+/// gateways and dispatchers all run `image` (2 of each, ready) and at least
+/// 20 were acked; a send whose gateway went away (`bye`, closed, refused) is
+/// sent again with its cid on another ready gateway. Fails past 2 minutes
+/// from `since`. Returns the acked (seq, text) in order and how many times
+/// the writer had to reconnect.
+async fn stream_until_rolled(
+    pods: &Api<Pod>,
+    token: &str,
+    room: &str,
+    image: &str,
+    since: Instant,
+) -> (Vec<(i64, String)>, u32) {
+    async fn on(pods: &Api<Pod>, component: &str, image: &str) -> bool {
+        let Ok(ready) = ready_now(pods, component).await else { return false };
+        let all = ready_now_all(pods, component).await.unwrap_or_default();
+        ready.len() == 2
+            && all.len() == 2
+            && ready.iter().all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image))
+    }
+    let mut acked = Vec::new();
+    let mut writer: Option<Socket> = None;
+    let mut reconnects = 0u32;
+    let mut pending: Option<(String, String)> = None;
+    let mut n = 0u32;
+    loop {
+        if acked.len() >= 20 && on(pods, "gateway", image).await && on(pods, "dispatcher", image).await {
+            return (acked, reconnects.saturating_sub(1));
+        }
+        assert!(since.elapsed() < Duration::from_secs(120), "the roll did not complete within 2 minutes");
+        if writer.is_none() {
+            let ready = ready_now(pods, "gateway").await.unwrap_or_default();
+            let Some(pod) = ready.last() else { continue };
+            match connect(&base_url(pod), token).await {
+                Ok(socket) => {
+                    writer = Some(socket);
+                    reconnects += 1;
+                }
+                Err(e) => {
+                    println!("  writer: connecting to {} failed ({e}); another try", pod.name_any());
+                    continue;
+                }
+            }
+        }
+        let socket = writer.as_mut().unwrap();
+        let (cid, text) = pending.take().unwrap_or_else(|| {
+            n += 1;
+            (format!("roll{n}"), format!("during the roll {n}"))
+        });
+        let id = 10_000 + u64::from(n) * 10 + u64::from(reconnects % 10);
+        let frame = json!({"op": "send", "id": id, "room": room, "text": text, "cid": cid});
+        match tokio::time::timeout(Duration::from_secs(10), request(socket, frame)).await {
+            Ok(Ok(reply)) => {
+                let seq = reply["seq"].as_i64().unwrap();
+                if acked.last().is_none_or(|(last, _): &(i64, String)| *last != seq) {
+                    acked.push((seq, text));
+                }
+            }
+            // Its gateway is draining or gone: resend the same cid elsewhere.
+            Ok(Err(_)) | Err(_) => {
+                pending = Some((cid, text));
+                writer = None;
+            }
+        }
+        // A steady stream, not a flood: a few sends a second.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Every pod of a component, ready or not, not being deleted.
+async fn ready_now_all(pods: &Api<Pod>, component: &str) -> anyhow::Result<Vec<Pod>> {
+    let selector = format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}");
+    let all = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    Ok(all.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
 }
 
 /// The pods of a component that are Ready now (not being deleted).
