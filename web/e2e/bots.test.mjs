@@ -9,13 +9,14 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
 import { ConfabClient, login, register } from "../sdk/dist/index.js";
-import { ConfabServer, confabBin, repoDir, until, webDir } from "./harness.mjs";
+import { ConfabServer, confabBin, launchBrowser, repoDir, signedUpPage, until, webDir } from "./harness.mjs";
 
 const KEY = "e2e-bots-key-0123456789abcdef";
 const socket = typeof globalThis.WebSocket === "function" ? {} : { socket: (url) => new WebSocket(url) };
 
 let server;
 let bot;
+let browser;
 before(async () => {
   const keys = join(mkdtempSync(join(tmpdir(), "confab-bots-")), "keys");
   writeFileSync(keys, `app:${KEY}\n`);
@@ -24,6 +25,7 @@ before(async () => {
   await server.start();
 });
 after(async () => {
+  await browser?.close();
   bot?.kill("SIGTERM");
   await server?.dispose();
 });
@@ -81,4 +83,23 @@ test("the TypeScript bot answers !help, !time and a mention, and not itself", as
   const users = await ann.request("users", { users: ["helpbot", "ann"] });
   assert.deepEqual(users.users.map((u) => [u.user, u.bot ?? false]), [["helpbot", true], ["ann", false]]);
   ann.close();
+});
+
+test("the web client shows a bot badge by the bot's name, in messages and members", { timeout: 120_000 }, async () => {
+  // After the test above: helpbot has spoken in lobby.
+  browser = await launchBrowser();
+  const pageErrors = [];
+  const page = await signedUpPage(browser, server.url, "cara", "correct horse battery", pageErrors);
+  await page.getByLabel("Room").fill("lobby");
+  await page.getByRole("button", { name: "Join", exact: true }).click();
+  await page.getByRole("heading", { name: "lobby" }).waitFor();
+  const author = (user) => page.locator(`.msg-author[data-bot-user="${user}"]`).first();
+  await author("helpbot").locator(".bot-badge").waitFor();
+  assert.equal(await author("helpbot").locator(".bot-badge").textContent(), "bot");
+  await author("ann").waitFor();
+  assert.equal(await author("ann").locator(".bot-badge").count(), 0, "ann is no bot");
+  await page.locator(".room-panel summary").click();
+  await page.locator('.member-name[data-bot-user="helpbot"] .bot-badge').waitFor();
+  assert.equal(await page.locator('.member-name[data-bot-user="cara"] .bot-badge').count(), 0);
+  assert.deepEqual(pageErrors, []);
 });
