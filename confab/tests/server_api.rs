@@ -249,7 +249,7 @@ async fn users_are_created_and_erased(s: TestServer) {
     for bad in [
         json!({"user": "Not A Name"}),
         json!({"user": "hal", "password": "short"}),
-        json!({"user": "hal", "bot": true}),
+        json!({"user": "hal", "bot": "yes"}),
     ] {
         let (status, body) = post(&s, 0, "/v1/server/users", bad.clone()).await;
         assert_eq!((status, code(&body)), (400, "bad_request"), "{bad}: {body}");
@@ -277,6 +277,44 @@ async fn users_are_created_and_erased(s: TestServer) {
     }
     let (status, body) = delete(&s, 0, "/v1/server/users/gus").await;
     assert_eq!((status, code(&body)), (404, "not_found"));
+}
+
+async fn bot_accounts_are_shown_as_bots(s: TestServer) {
+    let (status, body) =
+        post(&s, 0, "/v1/server/users", json!({"user": "robo", "display_name": "Robo", "bot": true})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body, json!({"user": "robo", "display_name": "Robo", "bot": true}));
+    let (status, body) = post(&s, 1, "/v1/server/users", json!({"user": "kim", "bot": false})).await;
+    assert_eq!((status, &body), (201, &json!({"user": "kim", "display_name": ""})));
+    // Every gateway shows the flag, and only on the bot.
+    let mut kim = api_user(&s, 1, "kim2").await;
+    let users = kim.ok(json!({"op": "users", "users": ["robo", "kim", "nobody"]})).await;
+    assert_eq!(
+        users["users"],
+        json!([
+            {"user": "robo", "display_name": "Robo", "avatar": "", "bot": true},
+            {"user": "kim", "display_name": "", "avatar": ""},
+        ])
+    );
+    let (_, issued) = post(&s, 0, "/v1/server/tokens", json!({"user": "kim2", "ttl_secs": 60})).await;
+    let r = s
+        .client
+        .get(format!("{}/v1/users/robo", s.https[0]))
+        .bearer_auth(issued["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["bot"], true);
+    // The bot's own session: its profile says so, and a change of name keeps the flag.
+    let (_, issued) = post(&s, 1, "/v1/server/tokens", json!({"user": "robo", "ttl_secs": 60})).await;
+    let mut robo = on(&s, 0, issued["token"].as_str().unwrap()).await;
+    let mine = robo.ok(json!({"op": "profile", "display_name": "Robo 2"})).await;
+    assert_eq!((&mine["display_name"], &mine["bot"]), (&json!("Robo 2"), &json!(true)), "{mine}");
+    // A user cannot make themselves a bot: the field is not theirs to set.
+    let _ = kim.request(json!({"op": "profile", "bot": true})).await;
+    let again = kim.ok(json!({"op": "users", "users": ["kim2"]})).await;
+    assert_eq!(again["users"][0].get("bot"), None, "{again}");
 }
 
 async fn presence_and_stats_count_who_is_online(s: TestServer) {
@@ -367,6 +405,7 @@ on_every_mode_with!(
     disconnect_closes_every_session_of_the_user_on_every_gateway,
     revoke_refuses_old_tokens_and_new_ones_work,
     users_are_created_and_erased,
+    bot_accounts_are_shown_as_bots,
     presence_and_stats_count_who_is_online,
     every_endpoint_refuses_a_missing_or_wrong_key,
 );

@@ -29,8 +29,8 @@ impl Gateway {
         if !store.set_profile(&profile).await.map_err(store_error)? {
             return Err(no_user(user));
         }
-        let Profile { user, display_name, avatar } = profile;
-        Ok(ReplyBody::Profile { user, display_name, avatar })
+        let Profile { user, display_name, avatar, bot } = profile;
+        Ok(ReplyBody::Profile { user, display_name, avatar, bot })
     }
 
     /// A user's profile; `not_found` without an account.

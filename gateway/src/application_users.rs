@@ -34,7 +34,8 @@ impl Gateway {
                 }
                 None => {
                     let created_ms = crate::auth::unix_now() * 1000;
-                    let user = UserRecord { name: name.to_owned(), password_hash: String::new(), created_ms };
+                    let user =
+                        UserRecord { name: name.to_owned(), password_hash: String::new(), created_ms, bot: false };
                     if store.create_user(&user).await.map_err(store_error)? {
                         tracing::info!(user = %name, "application user provisioned");
                         return Ok(());

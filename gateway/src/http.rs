@@ -165,7 +165,7 @@ async fn register(
     let password = c.password;
     let password_hash = hashed(&gw, move || hash_password(&password)).await?;
     let created_ms = crate::auth::unix_now() * 1000;
-    let user = UserRecord { name: c.username.clone(), password_hash, created_ms };
+    let user = UserRecord { name: c.username.clone(), password_hash, created_ms, bot: false };
     if !gw.inner.store.create_user(&user).await.map_err(store_error)? {
         return Err(ProtocolError::new(ErrorCode::Taken, format!("the user name '{}' is taken", c.username)).into());
     }

@@ -20,6 +20,11 @@ pub struct Profile {
     pub user: String,
     pub display_name: String,
     pub avatar: String,
+    /// A bot account (created by the server API with `bot: true`); absent
+    /// when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, ts(as = "Option<bool>", optional))]
+    pub bot: bool,
 }
 
 /// Up to 64 bytes without control characters.

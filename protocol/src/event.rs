@@ -75,6 +75,10 @@ pub enum ReplyBody {
         user: String,
         display_name: String,
         avatar: String,
+        /// A bot account; absent when false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        #[cfg_attr(test, ts(as = "Option<bool>", optional))]
+        bot: bool,
     },
     Users {
         users: Vec<Profile>,

@@ -302,6 +302,7 @@ fn real_frames_match_the_sdk_fixture() {
                     user: "alice".into(),
                     display_name: "Alice Liddell".into(),
                     avatar: "https://example.com/a.png".into(),
+                    bot: false,
                 },
             ),
         ),
@@ -310,11 +311,15 @@ fn real_frames_match_the_sdk_fixture() {
             reply(
                 int(34),
                 ReplyBody::Users {
-                    users: vec![Profile {
-                        user: "alice".into(),
-                        display_name: "Alice Liddell".into(),
-                        avatar: "".into(),
-                    }],
+                    users: vec![
+                        Profile {
+                            user: "alice".into(),
+                            display_name: "Alice Liddell".into(),
+                            avatar: "".into(),
+                            bot: false,
+                        },
+                        Profile { user: "helper".into(), display_name: "Helper".into(), avatar: "".into(), bot: true },
+                    ],
                 },
             ),
         ),

@@ -95,23 +95,27 @@ pub(crate) fn join(room: &str, user: &str) -> Write {
 }
 
 pub async fn users_are_created_once_and_found_by_name(store: &impl Store) {
-    let alice = UserRecord { name: "alice".into(), password_hash: "$argon2id$x".into(), created_ms: 1 };
+    let alice = UserRecord { name: "alice".into(), password_hash: "$argon2id$x".into(), created_ms: 1, bot: false };
     assert!(store.create_user(&alice).await.unwrap());
     let again = UserRecord { password_hash: "other".into(), ..alice.clone() };
     assert!(!store.create_user(&again).await.unwrap(), "a taken name is refused");
     assert_eq!(store.user("alice").await.unwrap(), Some(alice));
     assert_eq!(store.user("bob").await.unwrap(), None);
+    let robot = UserRecord { name: "robot".into(), password_hash: String::new(), created_ms: 2, bot: true };
+    assert!(store.create_user(&robot).await.unwrap());
+    assert_eq!(store.user("robot").await.unwrap(), Some(robot), "a bot account keeps its flag");
 }
 
 pub async fn profiles_belong_to_accounts_and_are_read_in_the_order_asked(store: &impl Store) {
     for name in ["alice", "bob"] {
-        let user = UserRecord { name: name.into(), password_hash: String::new(), created_ms: 1 };
+        let user = UserRecord { name: name.into(), password_hash: String::new(), created_ms: 1, bot: false };
         assert!(store.create_user(&user).await.unwrap());
     }
     let profile = |user: &str, display_name: &str, avatar: &str| Profile {
         user: user.into(),
         display_name: display_name.into(),
         avatar: avatar.into(),
+        bot: false,
     };
     let ghost = profile("ghost", "Ghost", "");
     assert!(!store.set_profile(&ghost).await.unwrap(), "no profile without an account");
@@ -123,10 +127,17 @@ pub async fn profiles_belong_to_accounts_and_are_read_in_the_order_asked(store: 
     assert!(store.set_profile(&renamed).await.unwrap());
     assert_eq!(store.profiles(&["alice".into()]).await.unwrap(), [renamed]);
     assert_eq!(store.profiles(&[]).await.unwrap(), []);
+    let robot = UserRecord { name: "robot".into(), password_hash: String::new(), created_ms: 1, bot: true };
+    assert!(store.create_user(&robot).await.unwrap());
+    let robot = Profile { bot: true, ..profile("robot", "", "") };
+    assert_eq!(store.profiles(&["robot".into(), "bob".into()]).await.unwrap(), [robot.clone(), profile("bob", "", "")]);
+    let named = Profile { display_name: "Robot".into(), ..robot };
+    assert!(store.set_profile(&named).await.unwrap());
+    assert_eq!(store.profiles(&["robot".into()]).await.unwrap(), [named], "a profile change keeps the flag");
 }
 
 pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
-    let alice = UserRecord { name: "alice".into(), password_hash: "old".into(), created_ms: 1 };
+    let alice = UserRecord { name: "alice".into(), password_hash: "old".into(), created_ms: 1, bot: false };
     assert!(store.create_user(&alice).await.unwrap());
     assert!(store.set_password("alice", "new").await.unwrap());
     assert_eq!(store.user("alice").await.unwrap().unwrap().password_hash, "new");
@@ -416,7 +427,7 @@ pub async fn bans_are_set_and_lifted_in_log_order(store: &impl Store) {
 }
 
 fn user(name: &str) -> UserRecord {
-    UserRecord { name: name.into(), password_hash: "$argon2id$x".into(), created_ms: 1 }
+    UserRecord { name: name.into(), password_hash: "$argon2id$x".into(), created_ms: 1, bot: false }
 }
 
 pub async fn contacts_are_asks_that_meet_and_are_bounded(store: &impl Store) {
@@ -455,7 +466,7 @@ pub async fn blocks_are_per_user_and_bounded(store: &impl Store) {
 pub async fn a_deleted_account_keeps_its_name_and_loses_the_rest(store: &impl Store) {
     assert!(store.create_user(&user("alice")).await.unwrap());
     assert!(store.create_user(&user("bob")).await.unwrap());
-    let profile = Profile { user: "alice".into(), display_name: "Alice".into(), avatar: String::new() };
+    let profile = Profile { user: "alice".into(), display_name: "Alice".into(), avatar: String::new(), bot: false };
     assert!(store.set_profile(&profile).await.unwrap());
     store.block("alice", "bob", 10).await.unwrap();
     assert!(!store.delete_user("nobody").await.unwrap());

@@ -554,12 +554,15 @@ impl Store for EmbeddedStore {
             let mut seen = std::collections::HashSet::new();
             let mut found = Vec::new();
             for user in users {
-                if !seen.insert(user.clone())
-                    || accounts.get(user.as_str())?.is_none()
-                    || deleted.get(user.as_str())?.is_some()
-                {
+                if !seen.insert(user.clone()) || deleted.get(user.as_str())?.is_some() {
                     continue;
                 }
+                let Some(account) = accounts.get(user.as_str())? else {
+                    continue;
+                };
+                let bot = serde_json::from_slice::<UserRecord>(account.value())
+                    .map_err(|source| Error::Json { what: format!("decoding user {user}"), source })?
+                    .bot;
                 let (display_name, avatar) = match profiles.get(user.as_str())? {
                     Some(g) => {
                         let (d, a) = g.value();
@@ -567,7 +570,7 @@ impl Store for EmbeddedStore {
                     }
                     None => Default::default(),
                 };
-                found.push(Profile { user, display_name, avatar });
+                found.push(Profile { user, display_name, avatar, bot });
             }
             Ok(found)
         })

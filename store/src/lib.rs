@@ -113,6 +113,10 @@ pub struct UserRecord {
     pub password_hash: String,
     /// Unix milliseconds.
     pub created_ms: u64,
+    /// A bot account (the server API's `POST /v1/server/users` with
+    /// `bot: true`): shown as a bot to clients in its profile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bot: bool,
 }
 
 /// What the store knows of a room.

@@ -5,6 +5,7 @@
  */
 import { type ConfabClient, type Message, mentions, type OutgoingMessage, type RoomState } from "../sdk/src/index.ts";
 import { MentionCompleter, NotifyControl, withMentions } from "./badges.ts";
+import { BotDirectory } from "./bots.ts";
 import { h } from "./dom.ts";
 import { avatar, formatTime, fullTime, listNames, richText } from "./format.ts";
 import { type ComposeMode, type LifecycleHost, actions, composeBanner, editedMark, quote, reactions, signature } from "./lifecycle.ts";
@@ -63,6 +64,7 @@ export class Conversation {
   private mode: ComposeMode;
   private readonly banner: HTMLElement;
   private readonly lifecycle: LifecycleHost;
+  private readonly bots: BotDirectory;
 
   constructor(private readonly options: ConversationOptions) {
     const { client } = options;
@@ -73,7 +75,8 @@ export class Conversation {
       { type: "button", class: "btn btn-ghost btn-sm", onclick: () => void this.leave() },
       "Leave",
     );
-    this.panel = new RoomPanel(client);
+    this.bots = new BotDirectory(client, () => document);
+    this.panel = new RoomPanel(client, this.bots);
     this.edge = h("div", { class: "history-edge" });
     this.list = h("ol", { class: "messages", "aria-label": "Chat history", "aria-live": "polite", "aria-relevant": "additions" });
     this.scroller = h("div", { class: "scroller", tabindex: "-1" }, this.edge, this.list);
@@ -423,7 +426,7 @@ export class Conversation {
         h(
           "div",
           { class: "msg-meta" },
-          h("span", { class: "msg-author" }, from),
+          this.bots.name("span", "msg-author", from),
           h("time", { class: "msg-time", datetime: new Date(ts).toISOString(), title: fullTime(ts) }, formatTime(ts)),
         ),
       );

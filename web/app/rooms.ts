@@ -4,6 +4,7 @@
  * the room's details: name and topic, inviting, and the members with their
  * roles and the moderation actions the user's role allows.
  */
+import type { BotDirectory } from "./bots.ts";
 import type { ConfabClient, MemberEntry, Role } from "../sdk/src/index.ts";
 import { ROOM_RE, USERNAME_RE } from "../sdk/src/index.ts";
 import { h } from "./dom.ts";
@@ -174,7 +175,10 @@ export class RoomPanel {
   private roomId: string | undefined;
   private loaded = "";
 
-  constructor(private readonly client: ConfabClient) {
+  constructor(
+    private readonly client: ConfabClient,
+    private readonly bots?: BotDirectory,
+  ) {
     this.about = h("p", { class: "room-about" });
     this.error = h("p", { class: "form-error", role: "alert" });
     this.members = h("ul", { class: "member-list", "aria-label": "Members" });
@@ -314,7 +318,7 @@ export class RoomPanel {
     return h(
       "li",
       { class: "member", "data-user": m.user },
-      h("span", { class: "member-name" }, m.user),
+      this.bots ? this.bots.name("span", "member-name", m.user) : h("span", { class: "member-name" }, m.user),
       h("span", { class: `role role-${m.role}` }, m.role),
       over ? act("Kick", () => c.moderate(roomId, m.user, "kick")) : null,
       over ? act("Ban", () => c.moderate(roomId, m.user, "ban")) : null,

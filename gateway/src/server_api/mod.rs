@@ -387,10 +387,6 @@ struct CreateUser {
 async fn create_user(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response, ApiError> {
     let c: CreateUser = body(&bytes, r#"{"user","password"?,"display_name"?,"bot"?}"#)?;
     user_name("user", &c.user)?;
-    if c.bot {
-        // Not stored yet (docs/server-api.md, "Not yet"): refused rather than dropped.
-        return Err(ProtocolError::bad_request("bot accounts are not supported by this server yet").into());
-    }
     if let Some(p) = &c.password {
         validate::password(p)?;
     }
@@ -407,7 +403,7 @@ async fn create_user(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response
             .await
             .map_err(|_| ProtocolError::unavailable("too many password hashes at once; retry shortly"))?,
     };
-    let record = UserRecord { name: c.user.clone(), password_hash, created_ms: unix_ms() };
+    let record = UserRecord { name: c.user.clone(), password_hash, created_ms: unix_ms(), bot: c.bot };
     if !gw.inner.store.create_user(&record).await.map_err(store_error)? {
         return Err(error(ErrorCode::Taken, format!("the user name '{}' is taken", c.user)));
     }
@@ -415,7 +411,10 @@ async fn create_user(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response
         gw.set_profile(&c.user, Some(d), None).await?;
     }
     tracing::info!(user = %c.user, bot = c.bot, "user created by the server API");
-    let reply = json!({"user": c.user, "display_name": c.display_name.unwrap_or_default()});
+    let mut reply = json!({"user": c.user, "display_name": c.display_name.unwrap_or_default()});
+    if c.bot {
+        reply["bot"] = json!(true);
+    }
     Ok((StatusCode::CREATED, Json(reply)).into_response())
 }
 

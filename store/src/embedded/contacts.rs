@@ -218,8 +218,12 @@ impl EmbeddedStore {
                     false
                 } else {
                     // The name stays taken; the password hash goes.
-                    let tombstone =
-                        crate::UserRecord { name: name.clone(), password_hash: String::new(), created_ms: 0 };
+                    let tombstone = crate::UserRecord {
+                        name: name.clone(),
+                        password_hash: String::new(),
+                        created_ms: 0,
+                        bot: false,
+                    };
                     let bytes = serde_json::to_vec(&tombstone)
                         .map_err(|source| crate::Error::Json { what: format!("encoding user {name}"), source })?;
                     users.insert(name.as_str(), bytes.as_slice())?;

@@ -70,6 +70,8 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     ("user_rooms", "read_mentions", "bigint"),
     ("user_rooms", "notify", "text"),
     ("room_settings", "retention_days", "int"),
+    // Also version 6 (issue #16, bots): a bot account's flag.
+    ("users", "bot", "boolean"),
 ];
 /// Partitions of the `public_rooms` table.
 const PUBLIC_SHARDS: i32 = 16;
@@ -238,9 +240,9 @@ impl Statements {
     async fn prepare(s: &Session) -> Result<Statements> {
         Ok(Statements {
             ping: prepare(s, "SELECT release_version FROM system.local WHERE key = 'local'").await?,
-            create_user: prepare(s, "INSERT INTO users (name, password_hash, created_ms) VALUES (?, ?, ?) IF NOT EXISTS").await?,
-            user: prepare(s, "SELECT password_hash, created_ms, deleted_ms FROM users WHERE name = ?").await?,
-            users_in: prepare(s, "SELECT name, deleted_ms FROM users WHERE name IN ?").await?,
+            create_user: prepare(s, "INSERT INTO users (name, password_hash, created_ms, bot) VALUES (?, ?, ?, ?) IF NOT EXISTS").await?,
+            user: prepare(s, "SELECT password_hash, created_ms, deleted_ms, bot FROM users WHERE name = ?").await?,
+            users_in: prepare(s, "SELECT name, deleted_ms, bot FROM users WHERE name IN ?").await?,
             set_profile: prepare(s, "INSERT INTO profiles (name, display_name, avatar) VALUES (?, ?, ?)").await?,
             profiles_in: prepare(s, "SELECT name, display_name, avatar FROM profiles WHERE name IN ?").await?,
             set_password: prepare(s, "UPDATE users SET password_hash = ? WHERE name = ?").await?,
@@ -665,7 +667,10 @@ impl Store for ScyllaStore {
         let result = self
             .inner
             .session
-            .execute_unpaged(&q.create_user, (user.name.as_str(), user.password_hash.as_str(), user.created_ms as i64))
+            .execute_unpaged(
+                &q.create_user,
+                (user.name.as_str(), user.password_hash.as_str(), user.created_ms as i64, user.bot),
+            )
             .await
             .map_err(cql_error(q.create_user.get_statement()))?;
         let cql = q.create_user.get_statement();
@@ -683,12 +688,13 @@ impl Store for ScyllaStore {
     }
 
     async fn user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let rows: Vec<(String, i64, Option<i64>)> = self.rows(&self.inner.q.user, (name,)).await?;
-        let live = rows.into_iter().filter(|(_, _, deleted)| deleted.is_none());
-        Ok(live.into_iter().next().map(|(password_hash, created_ms, _)| UserRecord {
+        let rows: Vec<(String, i64, Option<i64>, Option<bool>)> = self.rows(&self.inner.q.user, (name,)).await?;
+        let live = rows.into_iter().filter(|(_, _, deleted, _)| deleted.is_none());
+        Ok(live.into_iter().next().map(|(password_hash, created_ms, _, bot)| UserRecord {
             name: name.to_owned(),
             password_hash,
             created_ms: created_ms as u64,
+            bot: bot.unwrap_or(false),
         }))
     }
 
@@ -696,7 +702,7 @@ impl Store for ScyllaStore {
         if self.user(&profile.user).await?.is_none() {
             return Ok(false);
         }
-        let Profile { user, display_name, avatar } = profile;
+        let Profile { user, display_name, avatar, .. } = profile;
         self.write(&self.inner.q.set_profile, (user.as_str(), display_name.as_str(), avatar.as_str())).await?;
         Ok(true)
     }
@@ -709,19 +715,22 @@ impl Store for ScyllaStore {
         }
         let q = &self.inner.q;
         let (accounts, profiles) = tokio::try_join!(
-            self.rows::<(String, Option<i64>)>(&q.users_in, (&users,)),
+            self.rows::<(String, Option<i64>, Option<bool>)>(&q.users_in, (&users,)),
             self.rows::<(String, Option<String>, Option<String>)>(&q.profiles_in, (&users,)),
         )?;
-        let accounts: std::collections::HashSet<String> =
-            accounts.into_iter().filter(|(_, deleted)| deleted.is_none()).map(|(u, _)| u).collect();
+        let accounts: std::collections::HashMap<String, bool> = accounts
+            .into_iter()
+            .filter(|(_, deleted, _)| deleted.is_none())
+            .map(|(u, _, bot)| (u, bot.unwrap_or(false)))
+            .collect();
         let mut profiles: std::collections::HashMap<String, (String, String)> =
             profiles.into_iter().map(|(u, d, a)| (u, (d.unwrap_or_default(), a.unwrap_or_default()))).collect();
         Ok(users
             .into_iter()
-            .filter(|u| accounts.contains(*u))
-            .map(|u| {
+            .filter_map(|u| {
+                let bot = *accounts.get(u)?;
                 let (display_name, avatar) = profiles.remove(u).unwrap_or_default();
-                Profile { user: u.to_owned(), display_name, avatar }
+                Some(Profile { user: u.to_owned(), display_name, avatar, bot })
             })
             .collect())
     }

@@ -140,7 +140,11 @@ export type ReplyBody = { error: ProtocolError, } | { room: string, seq: number,
  * Days the room keeps messages (its own setting, else the
  * cluster's default); absent: forever.
  */
-retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, 
+/**
+ * A bot account; absent when false.
+ */
+bot?: boolean, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -155,7 +159,11 @@ export type Reply = { re?: RequestId, ok: boolean, } & ({ error: ProtocolError, 
  * Days the room keeps messages (its own setting, else the
  * cluster's default); absent: forever.
  */
-retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
+retention_days?: number, } | { room: string, last_seq: number, } | { members: Array<MemberEntry>, next?: string, } | { rooms: Array<DirectoryEntry>, next?: string, } | { user: string, display_name: string, avatar: string, 
+/**
+ * A bot account; absent when false.
+ */
+bot?: boolean, } | { users: Array<Profile>, } | { rooms: Array<RoomInfo>, } | { messages: Array<Message>, 
 /**
  * `true` when the page stopped short of `limit` at the reply's byte
  * budget, so older messages remain; absent otherwise.
@@ -188,7 +196,12 @@ export type DirectoryEntry = { room: string, name: string, topic: string, member
  * A user's profile: one entry of the `users` reply, the `profile` reply
  * and the body of `GET /v1/users/{user}`. Empty strings: not set.
  */
-export type Profile = { user: string, display_name: string, avatar: string, };
+export type Profile = { user: string, display_name: string, avatar: string, 
+/**
+ * A bot account (created by the server API with `bot: true`); absent
+ * when false.
+ */
+bot?: boolean, };
 
 /**
  * Where a contact relation stands, as the user who reads it sees it.

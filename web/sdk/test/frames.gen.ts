@@ -77,7 +77,7 @@ export const replies = {
   members: {"re":30,"ok":true,"members":[{"user":"bob","role":"owner"},{"user":"carol","role":"member"}],"next":"carol"},
   directory: {"re":31,"ok":true,"rooms":[{"room":"rust","name":"Rustaceans","topic":"","members":42}]},
   profile: {"re":33,"ok":true,"user":"alice","display_name":"Alice Liddell","avatar":"https://example.com/a.png"},
-  users: {"re":34,"ok":true,"users":[{"user":"alice","display_name":"Alice Liddell","avatar":""}]},
+  users: {"re":34,"ok":true,"users":[{"user":"alice","display_name":"Alice Liddell","avatar":""},{"user":"helper","display_name":"Helper","avatar":"","bot":true}]},
   contact_add: {"re":42,"ok":true,"user":"bob","status":"pending_out"},
   contacts: {"re":44,"ok":true,"contacts":[{"user":"bob","status":"mutual","online":true},{"user":"carol","status":"pending_in","online":false}]},
   contact_remove: {"re":43,"ok":true},
