@@ -98,7 +98,13 @@ describe("unread counts and mentions in the web client", { timeout: 180_000 }, (
     await alice.reload();
     await roomButton(alice, "team").filter({ hasText: "@1" }).waitFor();
     await roomButton(alice, "team").click();
-    assert.equal(await alice.getByTestId("notify-level").inputValue(), "mentions");
+    // The control shows the server's level once `rooms` told it (the room
+    // may be drawn from the session's first frames a moment before).
+    await alice.waitForFunction(
+      () => document.querySelector('[data-testid="notify-level"]')?.value === "mentions",
+      undefined,
+      { timeout: 10_000 },
+    );
     await alice.getByTestId("notify-level").selectOption("none");
     await join(alice, "lobby");
     await bob.getByLabel("Message").fill("@alice once more");
