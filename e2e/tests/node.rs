@@ -424,8 +424,8 @@ fn base_url(p: &Pod) -> String {
 }
 
 /// Sends to `room` as bob, one message at a time, until the ChatCluster's
-/// gateways and dispatchers all run `image` (2 of each, ready) and at least
-/// 20 were acked; a send whose gateway went away (`bye`, closed, refused) is
+/// gateways and dispatchers all run `image` (2 of each, ready, and no old
+/// pod left, not even terminating) and at least 20 were acked; a send whose gateway went away (`bye`, closed, refused) is
 /// sent again with its cid on another ready gateway. Fails past 2 minutes
 /// from `since`. Returns the acked (seq, text) in order and how many times
 /// the writer had to reconnect.
@@ -438,7 +438,9 @@ async fn stream_until_rolled(
 ) -> (Vec<(i64, String)>, u32) {
     async fn on(pods: &Api<Pod>, component: &str, image: &str) -> bool {
         let Ok(ready) = ready_now(pods, component).await else { return false };
-        let all = ready_now_all(pods, component).await.unwrap_or_default();
+        // The old pods are gone, not only out of the Service: a draining
+        // gateway still serves its sessions until its grace ends.
+        let all = every_pod(pods, component).await.unwrap_or_default();
         ready.len() == 2
             && all.len() == 2
             && ready.iter().all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image))
@@ -492,11 +494,10 @@ async fn stream_until_rolled(
     }
 }
 
-/// Every pod of a component, ready or not, not being deleted.
-async fn ready_now_all(pods: &Api<Pod>, component: &str) -> anyhow::Result<Vec<Pod>> {
+/// Every pod of a component, ready or not, terminating ones included.
+async fn every_pod(pods: &Api<Pod>, component: &str) -> anyhow::Result<Vec<Pod>> {
     let selector = format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}");
-    let all = pods.list(&ListParams::default().labels(&selector)).await?.items;
-    Ok(all.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect())
+    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
 }
 
 /// The pods of a component that are Ready now (not being deleted).
