@@ -2,31 +2,16 @@
 // composer's @ completion, alice's room list badges the mention, the message
 // shows it highlighted, and her notification level changes what is badged.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { ConfabServer, confabBin, launchBrowser } from "./harness.mjs";
+import { serverAndBrowser, signedUpPage } from "./harness.mjs";
 
 const PASSWORD = "correct horse battery";
 
 describe("unread counts and mentions in the web client", { timeout: 180_000 }, () => {
-  let server;
-  let browser;
+  const env = serverAndBrowser("unread");
+  const pageErrors = [];
   let alice;
   let bob;
-  const pageErrors = [];
-
-  async function signedUp(user) {
-    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    context.setDefaultTimeout(15_000);
-    const page = await context.newPage();
-    page.on("pageerror", (err) => pageErrors.push(`${user}: ${err.message}`));
-    await page.goto(server.url);
-    await page.getByLabel("Username").fill(user);
-    await page.getByLabel("Password").fill(PASSWORD);
-    await page.getByRole("button", { name: "Register" }).click();
-    await page.getByLabel("Room").waitFor();
-    return page;
-  }
 
   async function join(page, room) {
     await page.getByLabel("Room").fill(room);
@@ -42,20 +27,11 @@ describe("unread counts and mentions in the web client", { timeout: 180_000 }, (
       .getByRole("button");
 
   before(async () => {
-    assert.ok(existsSync(confabBin), `no server binary at ${confabBin}: build it or set CONFAB_BIN`);
-    server = new ConfabServer(confabBin, { name: "unread" });
-    await server.init();
-    await server.start();
-    browser = await launchBrowser();
-    alice = await signedUp("alice");
-    bob = await signedUp("bob");
+    alice = await signedUpPage(env.browser, env.server.url, "alice", PASSWORD, pageErrors);
+    bob = await signedUpPage(env.browser, env.server.url, "bob", PASSWORD, pageErrors);
   });
 
-  after(async () => {
-    await browser?.close();
-    await server?.dispose();
-    assert.deepEqual(pageErrors, [], "no uncaught errors in the pages");
-  });
+  after(() => assert.deepEqual(pageErrors, [], "no uncaught errors in the pages"));
 
   it("completes @names, badges mentions and follows the notification level", async () => {
     await join(alice, "team");
