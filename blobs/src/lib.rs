@@ -9,6 +9,12 @@ use std::{io, ops::Range, pin::Pin};
 use bytes::Bytes;
 use futures_util::Stream;
 
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
+pub mod dir;
+
+pub use dir::DirBlobs;
+
 /// A body streamed in or out: never held whole in memory.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
