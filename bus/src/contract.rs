@@ -38,7 +38,13 @@ pub fn record(room: &str) -> IngressRecord {
         room: room.into(),
         ts: 1,
         origin: None,
-        cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c".into(), reply_to: None },
+        cmd: Command::Send {
+            from: "alice".into(),
+            text: "hi".into(),
+            cid: "c".into(),
+            reply_to: None,
+            attachments: vec![],
+        },
     }
 }
 

@@ -64,7 +64,13 @@ fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
         0,
         offset,
         room,
-        Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into(), reply_to: None },
+        Command::Send {
+            from: from.into(),
+            text: format!("text {offset}"),
+            cid: cid.into(),
+            reply_to: None,
+            attachments: vec![],
+        },
     )
 }
 

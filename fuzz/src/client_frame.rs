@@ -91,7 +91,7 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
         Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } | Op::Notify { room, .. } => {
             assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
         }
-        Op::Send { room, to, text, cid, reply_to: _ } => {
+        Op::Send { room, to, text, cid, reply_to: _, attachments } => {
             match (room, to, req.op.send_target()) {
                 (Some(r), None, Some(Target::Room(t))) => {
                     assert_eq!(r, t);
@@ -104,7 +104,10 @@ fn check_ok(frame: &str, req: &Request, o: &Oracle) {
                 other => panic!("send with room/to/target {other:?}"),
             }
             assert!(validate::is_cid(cid), "bad cid {cid:?}");
-            assert!(!text.is_empty() && text.len() <= MAX_TEXT, "text of {} bytes accepted", text.len());
+            assert!(text.len() <= MAX_TEXT, "text of {} bytes accepted", text.len());
+            assert!(!text.is_empty() || !attachments.is_empty(), "empty text without attachments accepted");
+            assert!(attachments.len() <= confab_protocol::attachments::MAX_ATTACHMENTS, "too many attachments");
+            assert!(attachments.iter().all(|a| confab_protocol::attachments::is_upload_id(a)), "bad upload id");
         }
         Op::History { room, limit, .. } => {
             assert!(validate::room_ref(room).is_ok(), "bad room {room:?}");
@@ -221,7 +224,7 @@ fn canonical(req: &Request) -> Value {
             put("room", json!(room));
             put("seq", json!(seq));
         }
-        Op::Send { room, to, text, cid, reply_to } => {
+        Op::Send { room, to, text, cid, reply_to, attachments } => {
             if let Some(r) = room {
                 put("room", json!(r));
             }
@@ -231,6 +234,9 @@ fn canonical(req: &Request) -> Value {
             put("text", json!(text));
             put("cid", json!(cid));
             put_some(&mut put, "reply_to", reply_to);
+            if !attachments.is_empty() {
+                put("attachments", json!(attachments));
+            }
         }
         Op::History { room, before, limit } => {
             put("room", json!(room));

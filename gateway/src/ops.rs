@@ -236,11 +236,12 @@ impl Gateway {
                         return Err(ProtocolError::bad_request("send takes exactly one of `room` and `to`"));
                     }
                 };
-                let Op::Send { text, cid, reply_to, .. } = req.op else { unreachable!("matched above") };
+                let Op::Send { text, cid, reply_to, attachments, .. } = req.op else { unreachable!("matched above") };
                 // A message ends the sender's typing indicator in the room
                 // (clients clear it on `msg`): the next `typing` is news.
                 self.inner.typing.forget(user, &room);
-                self.produce(s, req.id, room, Command::Send { from: user.into(), text, cid, reply_to }, true).await
+                let cmd = Command::Send { from: user.into(), text, cid, reply_to, attachments };
+                self.produce(s, req.id, room, cmd, true).await
             }
         }
     }

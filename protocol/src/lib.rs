@@ -5,12 +5,13 @@
 //! pushes ([`event`]), the message object ([`message`]), the validation rules
 //! of PROTOCOL.md ([`validate`]), the protocol's error codes ([`error`]) and
 //! the records that travel over the bus between gateways and dispatchers
-//! ([`record`]), and what tells a user where to look: mentions, unread
+//! ([`record`]), attachments ([`attachments`]), and what tells a user where to look: mentions, unread
 //! counts, notification levels, retention ([`unread`]). This crate depends on nothing else in the workspace. The
 //! TypeScript SDK's wire types are generated from these types and checked
 //! for drift by the `typescript` tests.
 
 pub mod accounts;
+pub mod attachments;
 pub mod contacts;
 pub mod error;
 pub mod event;
@@ -26,6 +27,7 @@ pub mod validate;
 mod typescript;
 
 pub use accounts::Profile;
+pub use attachments::Attachment;
 pub use contacts::{ContactEntry, ContactStatus};
 pub use error::{ErrorCode, ProtocolError};
 pub use event::{ByeReason, Event, MemberAction, Reply};

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachments::Attachment;
 use crate::lifecycle::Reaction;
 use crate::unread::NotifyLevel;
 
@@ -44,6 +45,12 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(test, ts(as = "Option<Vec<String>>", optional))]
     pub mentions: Vec<String>,
+    /// Files sent with it (crate::attachments), in the order of `send`'s
+    /// `attachments`; absent when none. A message with attachments may
+    /// have an empty `text`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, ts(as = "Option<Vec<Attachment>>", optional))]
+    pub attachments: Vec<Attachment>,
 }
 
 /// One entry of the `rooms` reply.

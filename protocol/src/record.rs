@@ -49,6 +49,9 @@ pub enum Command {
         /// The seq of the message this one replies to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<u64>,
+        /// Upload ids to attach, checked where the send is decided.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<String>,
     },
     Join {
         user: String,
@@ -288,7 +291,13 @@ mod tests {
             room: "dm:alice:bob".into(),
             ts: 1_700_000_000_000,
             origin: Some(Origin { gateway: "gw-1".into(), session: 9, re: Some(RequestId::Str("x".into())), t0: 5 }),
-            cmd: Command::Send { from: "alice".into(), text: "hi".into(), cid: "c-1".into(), reply_to: None },
+            cmd: Command::Send {
+                from: "alice".into(),
+                text: "hi".into(),
+                cid: "c-1".into(),
+                reply_to: None,
+                attachments: vec![],
+            },
         };
         assert_eq!(IngressRecord::decode(&r.encode()).unwrap(), r);
     }

@@ -66,12 +66,19 @@ pub enum Op {
         #[serde(default)]
         #[cfg_attr(test, ts(optional))]
         to: Option<String>,
+        /// May be empty (or absent) when `attachments` is not.
+        #[serde(default)]
+        #[cfg_attr(test, ts(as = "Option<String>", optional))]
         text: String,
         cid: String,
         /// The seq of a message of the same room this one replies to.
         #[serde(default)]
         #[cfg_attr(test, ts(optional))]
         reply_to: Option<u64>,
+        /// Upload ids (`POST /v1/uploads`) of the same room and sender.
+        #[serde(default)]
+        #[cfg_attr(test, ts(as = "Option<Vec<String>>", optional))]
+        attachments: Vec<String>,
     },
     History {
         room: String,
@@ -344,7 +351,7 @@ impl Op {
             Op::Typing { room } | Op::Read { room, .. } | Op::Presence { room } | Op::Notify { room, .. } => {
                 validate::room_ref(room)
             }
-            Op::Send { room, to, text, cid, .. } => {
+            Op::Send { room, to, text, cid, attachments, .. } => {
                 match (room, to) {
                     (Some(room), None) => validate::room_ref(room)?,
                     (None, Some(to)) => validate::username(to)
@@ -354,7 +361,8 @@ impl Op {
                     }
                 }
                 validate::cid(cid)?;
-                validate::text(text, max_text)
+                crate::attachments::validate(attachments)?;
+                if text.is_empty() && !attachments.is_empty() { Ok(()) } else { validate::text(text, max_text) }
             }
             Op::History { room, limit, .. } => {
                 validate::room_ref(room)?;

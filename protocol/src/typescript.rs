@@ -56,6 +56,7 @@ fn typescript_declarations_match_the_sdk() {
     declare::<ProtocolError>(&mut out);
     declare::<HttpErrorBody>(&mut out);
     declare::<crate::lifecycle::Reaction>(&mut out);
+    declare::<crate::Attachment>(&mut out);
     declare::<crate::lifecycle::Version>(&mut out);
     declare::<Message>(&mut out);
     declare::<RoomInfo>(&mut out);

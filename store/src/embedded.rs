@@ -120,6 +120,8 @@ struct StoredMessage {
     change_pos: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<confab_protocol::Attachment>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -325,6 +327,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                         deleted: false,
                         change_pos: 0,
                         mentions: m.mentions.clone(),
+                        attachments: m.attachments.clone(),
                     };
                     let bytes = encode_stored(&m.room, m.seq, &stored)?;
                     messages.insert((m.room.as_str(), m.seq), bytes.as_slice())?;

@@ -31,7 +31,7 @@ mod unread;
 /// the room's state.
 pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
     match cmd {
-        Command::Send { from, cid, text, reply_to } => {
+        Command::Send { from, cid, text, reply_to, .. } => {
             // A DM's parties are known from its id; whether the other
             // blocked the sender is not.
             let block = dm_members(room).map(|(a, b)| (if from == a { b } else { a }, from.as_str()));
@@ -148,7 +148,7 @@ impl Batch {
     fn decide(&mut self, r: &Record) -> Result<Reply, ProtocolError> {
         let rec = &r.record;
         match &rec.cmd {
-            Command::Send { from, text, cid, reply_to } => self.send(r, from, text, cid, *reply_to),
+            Command::Send { from, text, cid, reply_to, .. } => self.send(r, from, text, cid, *reply_to),
             Command::Join { user } => self.join(r, user),
             Command::Leave { user } => self.leave(r, user),
             Command::Read { user, seq } => self.read(r, user, *seq),
@@ -436,7 +436,13 @@ mod tests {
     }
 
     fn send(offset: u64, room: &str, from: &str, cid: &str) -> Record {
-        let cmd = Command::Send { from: from.into(), text: format!("text {offset}"), cid: cid.into(), reply_to: None };
+        let cmd = Command::Send {
+            from: from.into(),
+            text: format!("text {offset}"),
+            cid: cid.into(),
+            reply_to: None,
+            attachments: vec![],
+        };
         record(offset, room, cmd)
     }
 

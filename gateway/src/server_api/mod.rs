@@ -227,7 +227,7 @@ async fn publish(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response, Ap
     gw.check_user(&p.from).await?;
     gw.check_dm(&p.room, &p.from).await?;
     gw.inner.typing.forget(&p.from, &p.room);
-    let cmd = Command::Send { from: p.from, text: p.text, cid: p.cid, reply_to: p.reply_to };
+    let cmd = Command::Send { from: p.from, text: p.text, cid: p.cid, reply_to: p.reply_to, attachments: vec![] };
     let sent = gw.call(p.room, cmd, true).await?;
     let reply = json!({"room": sent["room"], "seq": sent["seq"], "msg_id": sent["msg_id"], "ts": sent["ts"]});
     Ok(Json(reply).into_response())
@@ -278,7 +278,10 @@ async fn broadcast(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response, 
             let (from, text) = (b.from.clone(), b.text.clone());
             async move {
                 let cid = format!("broadcast-{:024x}", rand::random::<u128>() >> 32);
-                match gw.call(room.clone(), Command::Send { from, text, cid, reply_to: None }, true).await {
+                match gw
+                    .call(room.clone(), Command::Send { from, text, cid, reply_to: None, attachments: vec![] }, true)
+                    .await
+                {
                     Ok(sent) => json!({"room": room, "seq": sent["seq"], "msg_id": sent["msg_id"]}),
                     Err(error) => json!({"room": room, "error": error}),
                 }

@@ -44,6 +44,7 @@ pub(super) fn current(
         deleted: m.deleted,
         reactions: fold_reactions(rows.iter().map(|(e, u)| (e.as_str(), u.as_str()))),
         mentions: m.mentions,
+        attachments: m.attachments,
     })
 }
 

@@ -241,6 +241,7 @@ impl ScyllaStore {
             deleted: deleted.unwrap_or(false),
             reactions: Vec::new(),
             mentions: mentions.unwrap_or_default(),
+            attachments: Vec::new(),
         }];
         self.with_reactions(room, &mut message).await?;
         let [message] = message;

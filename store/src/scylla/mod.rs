@@ -653,6 +653,7 @@ fn message(
         deleted: deleted.unwrap_or(false),
         reactions: Vec::new(),
         mentions: mentions.unwrap_or_default(),
+        attachments: Vec::new(),
     })
 }
 

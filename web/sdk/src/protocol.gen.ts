@@ -11,11 +11,19 @@ export type RequestId = number | string;
  * Every operation of protocol v1 (docs/protocol.md). Unknown fields are ignored so that
  * clients written for later, additive versions still work.
  */
-export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, text: string, cid: string, 
+export type Op = { "op": "ping" } | { "op": "join", room: string, } | { "op": "leave", room: string, } | { "op": "rooms" } | { "op": "send", room?: string, to?: string, 
+/**
+ * May be empty (or absent) when `attachments` is not.
+ */
+text?: string, cid: string, 
 /**
  * The seq of a message of the same room this one replies to.
  */
-reply_to?: number, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, 
+reply_to?: number, 
+/**
+ * Upload ids (`POST /v1/uploads`) of the same room and sender.
+ */
+attachments?: Array<string>, } | { "op": "history", room: string, before?: number, limit?: number, } | { "op": "sync", rooms: { [key in string]: number }, limit?: number, 
 /**
  * Per room of `rooms`, the device's change position: the reply
  * also holds the current state of earlier messages changed after it
@@ -51,6 +59,44 @@ export type HttpErrorBody = { error: ProtocolError, };
  * [`MAX_REACTION_USERS`] names in name order.
  */
 export type Reaction = { emoji: string, count: number, users: Array<string>, };
+
+/**
+ * One file of a message, as `POST /v1/uploads` answers it and a message's
+ * `attachments` hold it.
+ */
+export type Attachment = { 
+/**
+ * The upload's id.
+ */
+id: string, 
+/**
+ * Where its bytes are, relative to the server's origin.
+ */
+url: string, 
+/**
+ * Its file name as uploaded (cleaned).
+ */
+name: string, 
+/**
+ * The type sniffed from its bytes.
+ */
+content_type: string, 
+/**
+ * Bytes.
+ */
+size: number, 
+/**
+ * An image's width in pixels.
+ */
+width?: number, 
+/**
+ * An image's height in pixels.
+ */
+height?: number, 
+/**
+ * An image's thumbnail (at most 320 pixels on the long side).
+ */
+thumbnail_url?: string, };
 
 /**
  * An earlier version of an edited message: its text and when that text was
@@ -89,7 +135,13 @@ reactions?: Array<Reaction>,
  * Members the text mentions as `@name` (each once, at most
  * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
  */
-mentions?: Array<string>, };
+mentions?: Array<string>, 
+/**
+ * Files sent with it (crate::attachments), in the order of `send`'s
+ * `attachments`; absent when none. A message with attachments may
+ * have an empty `text`.
+ */
+attachments?: Array<Attachment>, };
 
 /**
  * One entry of the `rooms` reply.
@@ -254,7 +306,13 @@ reactions?: Array<Reaction>,
  * Members the text mentions as `@name` (each once, at most
  * [`MAX_MENTIONS`](crate::unread::MAX_MENTIONS)); absent when none.
  */
-mentions?: Array<string>, } | { "ev": "member", room: string, user: string, action: MemberAction, 
+mentions?: Array<string>, 
+/**
+ * Files sent with it (crate::attachments), in the order of `send`'s
+ * `attachments`; absent when none. A message with attachments may
+ * have an empty `text`.
+ */
+attachments?: Array<Attachment>, } | { "ev": "member", room: string, user: string, action: MemberAction, 
 /**
  * Who did it, when it was not `user` (moderation, invitations, roles).
  */

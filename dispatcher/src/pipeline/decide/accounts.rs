@@ -205,7 +205,13 @@ mod tests {
             record(
                 "dm:alice:bob",
                 offset,
-                Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}"), reply_to: None },
+                Command::Send {
+                    from: from.into(),
+                    text: "hi".into(),
+                    cid: format!("c{offset}"),
+                    reply_to: None,
+                    attachments: vec![],
+                },
             )
         };
         let (a, b) = (send(10, "bob"), send(11, "alice"));

@@ -330,8 +330,13 @@ mod tests {
     #[test]
     fn a_reply_names_a_message_of_the_room_even_one_sent_in_the_same_batch() {
         let reply = |offset: u64, to: u64| {
-            let cmd =
-                Command::Send { from: "bob".into(), text: "re".into(), cid: format!("c{offset}"), reply_to: Some(to) };
+            let cmd = Command::Send {
+                from: "bob".into(),
+                text: "re".into(),
+                cid: format!("c{offset}"),
+                reply_to: Some(to),
+                attachments: vec![],
+            };
             record(offset, "r", cmd)
         };
         let d = run(room(), &[reply(9, 3), reply(10, 10), reply(11, 99)]);

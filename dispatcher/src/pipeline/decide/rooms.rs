@@ -382,7 +382,13 @@ mod tests {
     fn send(offset: u64, from: &str) -> Record {
         record(
             offset,
-            Command::Send { from: from.into(), text: "hi".into(), cid: format!("c{offset}"), reply_to: None },
+            Command::Send {
+                from: from.into(),
+                text: "hi".into(),
+                cid: format!("c{offset}"),
+                reply_to: None,
+                attachments: vec![],
+            },
         )
     }
 

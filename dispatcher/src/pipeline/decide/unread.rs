@@ -130,7 +130,13 @@ mod tests {
     fn send(offset: u64, from: &str, text: &str) -> Record {
         record(
             offset,
-            Command::Send { from: from.into(), text: text.into(), cid: format!("c{offset}"), reply_to: None },
+            Command::Send {
+                from: from.into(),
+                text: text.into(),
+                cid: format!("c{offset}"),
+                reply_to: None,
+                attachments: vec![],
+            },
         )
     }
 
