@@ -296,6 +296,21 @@ impl Store for Flaky {
     async fn changes(&self, room: &str, after: u64, limit: u32) -> confab_store::Result<(Vec<(u64, u64)>, bool)> {
         self.inner.changes(room, after, limit).await
     }
+    async fn put_upload(&self, upload: &confab_store::UploadRecord) -> confab_store::Result<()> {
+        self.inner.put_upload(upload).await
+    }
+    async fn upload(&self, id: &str) -> confab_store::Result<Option<confab_store::UploadRecord>> {
+        self.inner.upload(id).await
+    }
+    async fn drop_user_uploads(&self, user: &str) -> confab_store::Result<()> {
+        self.inner.drop_user_uploads(user).await
+    }
+    async fn due_uploads(&self, before_ms: u64, limit: u32) -> confab_store::Result<Vec<confab_store::UploadRecord>> {
+        self.inner.due_uploads(before_ms, limit).await
+    }
+    async fn delete_upload(&self, upload: &confab_store::UploadRecord) -> confab_store::Result<()> {
+        self.inner.delete_upload(upload).await
+    }
 }
 
 #[tokio::test]

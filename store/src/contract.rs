@@ -17,8 +17,10 @@ use crate::{
 
 mod lifecycle;
 mod unread;
+mod uploads;
 pub use lifecycle::*;
 pub use unread::*;
+pub use uploads::*;
 
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -56,7 +58,10 @@ macro_rules! store_contract_tests {
             an_edit_keeps_mentions_and_a_deletion_drops_them,
             counts_give_exact_unread_and_mentions_across_seq_gaps,
             notify_levels_and_tallies_go_with_the_membership,
-            a_rooms_retention_is_a_setting
+            a_rooms_retention_is_a_setting,
+            uploads_are_attached_with_their_message_and_swept_when_never_sent,
+            a_deleted_message_drops_its_uploads_and_loses_its_attachments,
+            a_deleted_account_drops_its_uploads_only
         );
     };
     (@each $open:path, $($name:ident),*) => {

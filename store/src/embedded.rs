@@ -27,6 +27,7 @@ use crate::{
 use confab_protocol::lifecycle::Version;
 
 mod lifecycle;
+mod uploads;
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::unread::unread;
 use confab_protocol::{NotifyLevel, Profile, Retention, Role, Visibility};
@@ -194,6 +195,7 @@ impl EmbeddedStore {
             txn.open_table(lifecycle::REACTIONS)?;
             txn.open_table(lifecycle::CHANGES)?;
             txn.open_table(lifecycle::LAST_CHANGE)?;
+            uploads::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -475,6 +477,8 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                 Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => {
                     lifecycle.apply(&mut messages, write)?;
                 }
+                Write::Attach { room, seq, uploads, .. } => uploads::attach(&txn, room, *seq, uploads)?,
+                Write::DropUploads { ids, .. } => uploads::drop_uploads(&txn, ids.iter().map(String::as_str))?,
             }
         }
     }
@@ -1051,6 +1055,21 @@ impl Store for EmbeddedStore {
     }
     async fn delete_user(&self, name: &str) -> Result<bool> {
         self.delete_user_(name).await
+    }
+    async fn put_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
+        self.put_upload_(upload).await
+    }
+    async fn upload(&self, id: &str) -> Result<Option<crate::UploadRecord>> {
+        self.upload_(id).await
+    }
+    async fn drop_user_uploads(&self, user: &str) -> Result<()> {
+        self.drop_user_uploads_(user).await
+    }
+    async fn due_uploads(&self, before_ms: u64, limit: u32) -> Result<Vec<crate::UploadRecord>> {
+        self.due_uploads_(before_ms, limit).await
+    }
+    async fn delete_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
+        self.delete_upload_(upload).await
     }
     async fn successor(&self, room: &str, leaving: &str) -> Result<Option<String>> {
         self.successor_(room, leaving).await

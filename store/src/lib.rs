@@ -29,6 +29,7 @@ pub mod rooms;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 pub mod unread;
+pub mod uploads;
 
 pub use contacts::ContactRecord;
 pub use embedded::EmbeddedStore;
@@ -36,6 +37,7 @@ pub use lifecycle::MessageState;
 pub use metered::Metered;
 pub use rooms::{MUTED_FOREVER, MemberRecord, PublicRoom, RoomSettings};
 pub use unread::Tally;
+pub use uploads::UploadRecord;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -277,6 +279,21 @@ pub enum Write {
         remove: bool,
         at: u64,
     },
+    /// Attach uploads (`(id, created_ms)`, uploaded to `room`) to message
+    /// `seq` (its [`Write::Message`] carries them as attachments).
+    Attach {
+        room: String,
+        seq: u64,
+        uploads: Vec<(String, u64)>,
+        at: u64,
+    },
+    /// Drop uploads with their deleted message: they are served no more
+    /// and the sweeper deletes them ([`uploads`]).
+    DropUploads {
+        room: String,
+        ids: Vec<String>,
+        at: u64,
+    },
 }
 
 /// A group commit; [`Store::apply`] says what each backend promises of it.
@@ -426,4 +443,18 @@ pub trait Store: Send + Sync + 'static {
     /// The room's changes at positions `> after`, oldest first, as `(pos,
     /// seq)`, at most `limit`; `true` when more remain.
     async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)>;
+
+    // Uploads (see [`uploads`]). Written by the gateway, outside any room's
+    // order, except attaching and dropping with a message (batch writes).
+
+    /// Stores a new upload (unattached).
+    async fn put_upload(&self, upload: &UploadRecord) -> Result<()>;
+    async fn upload(&self, id: &str) -> Result<Option<UploadRecord>>;
+    /// Drops every upload of `user` (their account was deleted).
+    async fn drop_user_uploads(&self, user: &str) -> Result<()>;
+    /// Up to `limit` uploads due for deletion: dropped ones, and those never
+    /// attached that were created before `before_ms`.
+    async fn due_uploads(&self, before_ms: u64, limit: u32) -> Result<Vec<UploadRecord>>;
+    /// Removes an upload's metadata (its bytes are deleted first).
+    async fn delete_upload(&self, upload: &UploadRecord) -> Result<()>;
 }

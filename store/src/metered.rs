@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 44] = [
+const OPS: [&str; 49] = [
     "ping",
     "create_user",
     "user",
@@ -60,6 +60,11 @@ const OPS: [&str; 44] = [
     "is_blocked",
     "delete_user",
     "successor",
+    "put_upload",
+    "upload",
+    "drop_user_uploads",
+    "due_uploads",
+    "delete_upload",
 ];
 
 pub struct Metered<S> {
@@ -232,5 +237,20 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
         self.timed("changes", self.inner.changes(room, after, limit)).await
+    }
+    async fn put_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
+        self.timed("put_upload", self.inner.put_upload(upload)).await
+    }
+    async fn upload(&self, id: &str) -> Result<Option<crate::UploadRecord>> {
+        self.timed("upload", self.inner.upload(id)).await
+    }
+    async fn drop_user_uploads(&self, user: &str) -> Result<()> {
+        self.timed("drop_user_uploads", self.inner.drop_user_uploads(user)).await
+    }
+    async fn due_uploads(&self, before_ms: u64, limit: u32) -> Result<Vec<crate::UploadRecord>> {
+        self.timed("due_uploads", self.inner.due_uploads(before_ms, limit)).await
+    }
+    async fn delete_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
+        self.timed("delete_upload", self.inner.delete_upload(upload)).await
     }
 }

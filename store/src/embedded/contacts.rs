@@ -85,6 +85,7 @@ pub(super) fn erase(
         m.cid.clear();
         m.edited_ts = None;
         m.mentions.clear();
+        m.attachments.clear();
         m.deleted = true;
         messages.insert((room, seq), super::encode_stored(room, seq, &m)?.as_slice())?;
     }

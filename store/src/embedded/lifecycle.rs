@@ -113,6 +113,7 @@ impl<'t> Tables<'t> {
                 m.edited_ts = None;
                 m.deleted = true;
                 m.mentions.clear();
+                m.attachments.clear();
             }
             Write::React { emoji, user, remove, .. } if !m.deleted => {
                 let key = (room, seq, emoji.as_str(), user.as_str());

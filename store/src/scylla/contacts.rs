@@ -67,7 +67,7 @@ impl Statements {
             .await?,
             erase_message: prepare(
                 s,
-                "UPDATE messages USING TIMESTAMP ? SET sender = '', body = '', cid = '', edited_ts = null, mentions = null, deleted = true WHERE room = ? AND bucket = ? AND seq = ?",
+                "UPDATE messages USING TIMESTAMP ? SET sender = '', body = '', cid = '', edited_ts = null, mentions = null, attachments = null, deleted = true WHERE room = ? AND bucket = ? AND seq = ?",
             )
             .await?,
             delete_cid: prepare(s, "DELETE FROM cids USING TIMESTAMP ? WHERE room = ? AND cid = ?").await?,

@@ -44,7 +44,7 @@ impl Statements {
         Ok(Statements {
             message: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions, change_pos FROM messages WHERE room = ? AND bucket = ? AND seq = ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions, change_pos, attachments FROM messages WHERE room = ? AND bucket = ? AND seq = ?",
             )
             .await?,
             reactions_range: prepare(
@@ -77,7 +77,7 @@ impl Statements {
             .await?,
             delete_message: prepare(
                 s,
-                "UPDATE messages USING TIMESTAMP ? SET body = '', edited_ts = null, deleted = true, mentions = null, change_pos = ? WHERE room = ? AND bucket = ? AND seq = ?",
+                "UPDATE messages USING TIMESTAMP ? SET body = '', edited_ts = null, deleted = true, mentions = null, attachments = null, change_pos = ? WHERE room = ? AND bucket = ? AND seq = ?",
             )
             .await?,
             insert_reaction: prepare(
@@ -133,6 +133,7 @@ type StateRow = (
     Option<bool>,
     Option<Vec<String>>,
     Option<i64>,
+    Option<String>,
 );
 
 impl ScyllaStore {
@@ -221,7 +222,7 @@ impl ScyllaStore {
 
     pub(super) async fn message_state(&self, room: &str, seq: u64) -> Result<Option<MessageState>> {
         let rows: Vec<StateRow> = self.rows(&self.lc().message, (room, bucket(seq), seq as i64)).await?;
-        let Some((seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions, change_pos)) =
+        let Some((seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions, change_pos, attachments)) =
             rows.into_iter().next()
         else {
             return Ok(None);
@@ -241,7 +242,7 @@ impl ScyllaStore {
             deleted: deleted.unwrap_or(false),
             reactions: Vec::new(),
             mentions: mentions.unwrap_or_default(),
-            attachments: Vec::new(),
+            attachments: super::attachments_of(attachments),
         }];
         self.with_reactions(room, &mut message).await?;
         let [message] = message;

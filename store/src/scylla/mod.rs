@@ -14,6 +14,7 @@ mod contacts;
 mod lifecycle;
 mod replication;
 mod tls;
+mod uploads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
@@ -72,6 +73,8 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     ("room_settings", "retention_days", "int"),
     // Also version 6 (issue #16, bots): a bot account's flag.
     ("users", "bot", "boolean"),
+    // Version 7 (issue #17, attachments): a message's attachments as JSON.
+    ("messages", "attachments", "text"),
 ];
 /// Partitions of the `public_rooms` table.
 const PUBLIC_SHARDS: i32 = 16;
@@ -155,6 +158,7 @@ struct Inner {
     session: Session,
     q: Statements,
     lc: lifecycle::Statements,
+    up: uploads::Statements,
 }
 
 /// Every statement, prepared once.
@@ -267,18 +271,18 @@ impl Statements {
             buckets_up: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket >= ? ORDER BY bucket ASC LIMIT 64").await?,
             page_down: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions, attachments FROM messages WHERE room = ? AND bucket = ? AND seq < ? LIMIT ?",
             )
             .await?,
             page_up: prepare(
                 s,
-                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+                "SELECT seq, msg_id, sender, body, ts, cid, reply_to, edited_ts, deleted, mentions, attachments FROM messages WHERE room = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
             )
             .await?,
             cid: prepare(s, "SELECT seq, msg_id, ts FROM cids WHERE room = ? AND cid = ?").await?,
             insert_message: prepare(
                 s,
-                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, reply_to, n, mentions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
+                "INSERT INTO messages (room, bucket, seq, msg_id, sender, body, ts, cid, reply_to, n, mentions, attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?",
             )
             .await?,
             insert_bucket: prepare(s, "INSERT INTO room_buckets (room, bucket) VALUES (?, ?) USING TIMESTAMP ?").await?,
@@ -417,7 +421,8 @@ impl ScyllaStore {
         // that connects (a test's whole cluster start-up) would carry it.
         let q = Box::pin(Statements::prepare(&s)).await?;
         let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
-        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc }) })
+        let up = Box::pin(uploads::Statements::prepare(&s)).await?;
+        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc, up }) })
     }
 
     async fn rows<T>(
@@ -459,6 +464,7 @@ impl ScyllaStore {
                 let (n, expires_ms) = metas.get(&(room, m.seq)).copied().unwrap_or((0, None));
                 let n = (n > 0).then_some(n as i64);
                 let mentions = (!m.mentions.is_empty()).then_some(&m.mentions);
+                let attachments = attachments_json(&m.attachments)?;
                 tokio::try_join!(
                     self.write(
                         &q.insert_message,
@@ -474,6 +480,7 @@ impl ScyllaStore {
                             m.reply_to.map(|r| r as i64),
                             n,
                             mentions,
+                            attachments,
                             seq,
                             ttl_secs(expires_ms),
                         ),
@@ -585,6 +592,8 @@ impl ScyllaStore {
                 self.write(&q.set_notify, (*at as i64, level, user.as_str(), room.as_str())).await?;
             }
             Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => self.apply_change(w).await?,
+            Write::Attach { seq, uploads, .. } => self.attach_(*seq, uploads).await?,
+            Write::DropUploads { ids, .. } => self.drop_uploads_(ids).await?,
         }
         Ok(())
     }
@@ -634,11 +643,28 @@ type MessageRow = (
     Option<i64>,
     Option<bool>,
     Option<Vec<String>>,
+    Option<String>,
 );
+
+/// A message's attachments as the `attachments` column holds them.
+fn attachments_json(attachments: &[confab_protocol::Attachment]) -> Result<Option<String>> {
+    if attachments.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(attachments)
+        .map(Some)
+        .map_err(|source| Error::Json { what: "encoding a message's attachments".into(), source })
+}
+
+/// The `attachments` column read back; a cell that does not decode reads
+/// as none (it is written only by [`attachments_json`]).
+pub(super) fn attachments_of(cell: Option<String>) -> Vec<confab_protocol::Attachment> {
+    cell.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default()
+}
 
 fn message(
     room: &str,
-    (seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions): MessageRow,
+    (seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, mentions, attachments): MessageRow,
 ) -> Option<Message> {
     Some(Message {
         room: room.to_owned(),
@@ -653,7 +679,7 @@ fn message(
         deleted: deleted.unwrap_or(false),
         reactions: Vec::new(),
         mentions: mentions.unwrap_or_default(),
-        attachments: Vec::new(),
+        attachments: attachments_of(attachments),
     })
 }
 
@@ -1055,6 +1081,21 @@ impl Store for ScyllaStore {
     }
     async fn is_blocked(&self, user: &str, other: &str) -> Result<bool> {
         self.is_blocked_(user, other).await
+    }
+    async fn put_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
+        self.put_upload_(upload).await
+    }
+    async fn upload(&self, id: &str) -> Result<Option<crate::UploadRecord>> {
+        self.upload_(id).await
+    }
+    async fn drop_user_uploads(&self, user: &str) -> Result<()> {
+        self.drop_user_uploads_(user).await
+    }
+    async fn due_uploads(&self, before_ms: u64, limit: u32) -> Result<Vec<crate::UploadRecord>> {
+        self.due_uploads_(before_ms, limit).await
+    }
+    async fn delete_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
+        self.delete_upload_(upload).await
     }
     async fn delete_user(&self, name: &str) -> Result<bool> {
         self.delete_user_(name).await
