@@ -293,6 +293,30 @@ pub mod default {
     pub fn retention_day_secs() -> u64 {
         86_400
     }
+    /// 25 MiB.
+    pub fn max_upload_bytes() -> u64 {
+        25 * 1024 * 1024
+    }
+    /// Every type sniffing tells apart but `application/octet-stream`.
+    pub fn upload_types() -> Vec<String> {
+        confab_gateway::uploads::TYPES
+            .iter()
+            .filter(|t| **t != "application/octet-stream")
+            .map(|t| t.to_string())
+            .collect()
+    }
+    /// A day.
+    pub fn upload_ttl_secs() -> u64 {
+        86_400
+    }
+    /// An hour.
+    pub fn signed_url_secs() -> u64 {
+        3_600
+    }
+    /// A minute; tests set less.
+    pub fn upload_sweep_ms() -> u64 {
+        60_000
+    }
     /// Below the SDK's 3 s between `typing` ops and its 6 s indicator.
     pub fn typing_interval_ms() -> u64 {
         2000
@@ -381,6 +405,10 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub secret: SecretConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub uploads: UploadsConfig,
 
     /// PEM public keys (RSA for RS256, EC P-256 for ES256) that also verify
     /// tokens, so an application can mint tokens for its own users:
@@ -527,6 +555,82 @@ impl RetentionConfig {
 
     pub fn retention(&self) -> confab_protocol::Retention {
         confab_protocol::Retention { default_days: self.retention_days, day_secs: self.retention_day_secs }
+    }
+}
+
+/// Attachments (docs/protocol.md, `POST /v1/uploads`): where their bytes
+/// go and what is taken.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct UploadsConfig {
+    /// Directory the uploads' bytes are kept in. Standalone default:
+    /// `<data>/uploads`. A gateway has no default: without it, uploads are
+    /// off (the upload routes answer 503); every gateway of a cluster
+    /// needs the same storage (a shared directory, for now).
+    #[arg(long, env = "CONFAB_UPLOADS_DIR", value_name = "DIR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploads_dir: Option<PathBuf>,
+
+    /// Largest upload, in bytes; a larger one is refused with 413.
+    #[arg(long, env = "CONFAB_MAX_UPLOAD_BYTES", value_name = "BYTES", default_value_t = default::max_upload_bytes())]
+    #[serde(default = "default::max_upload_bytes")]
+    pub max_upload_bytes: u64,
+
+    /// Types an upload may have, as sniffed from its bytes: any of
+    /// image/png, image/jpeg, image/gif, image/webp, application/pdf,
+    /// application/zip, text/plain, application/octet-stream (anything
+    /// else). Default: all but application/octet-stream. Others get 415.
+    #[arg(long, env = "CONFAB_UPLOAD_TYPES", value_name = "TYPE,...", value_delimiter = ',', default_values_t = default::upload_types())]
+    #[serde(default = "default::upload_types")]
+    pub upload_types: Vec<String>,
+
+    /// Seconds an upload never attached to a message is kept.
+    #[arg(long, env = "CONFAB_UPLOAD_TTL_SECS", value_name = "SECS", default_value_t = default::upload_ttl_secs())]
+    #[serde(default = "default::upload_ttl_secs")]
+    pub upload_ttl_secs: u64,
+
+    /// Seconds a signed upload URL (`POST /v1/uploads/{id}/sign`) is valid.
+    #[arg(long, env = "CONFAB_SIGNED_URL_SECS", value_name = "SECS", default_value_t = default::signed_url_secs())]
+    #[serde(default = "default::signed_url_secs")]
+    pub signed_url_secs: u64,
+
+    /// For tests only: how often the sweeper looks for uploads to delete.
+    #[arg(long, env = "CONFAB_UPLOAD_SWEEP_MS", value_name = "MS", default_value_t = default::upload_sweep_ms(), hide = true)]
+    #[serde(default = "default::upload_sweep_ms")]
+    pub upload_sweep_ms: u64,
+}
+
+impl UploadsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_upload_bytes == 0 {
+            return Err(invalid("max_upload_bytes", "must be at least 1"));
+        }
+        if let Some(t) = self.upload_types.iter().find(|t| !confab_gateway::uploads::TYPES.contains(&t.as_str())) {
+            let known = confab_gateway::uploads::TYPES.join(", ");
+            return Err(invalid("upload_types", format!("'{t}' is not one of {known}")));
+        }
+        if self.upload_ttl_secs == 0 {
+            return Err(invalid("upload_ttl_secs", "must be at least 1"));
+        }
+        if self.signed_url_secs == 0 {
+            return Err(invalid("signed_url_secs", "must be at least 1"));
+        }
+        if self.upload_sweep_ms == 0 {
+            return Err(invalid("upload_sweep_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The gateway's upload settings; `secret` is the token secret the URL
+    /// signing key is derived from.
+    pub fn settings(&self, secret: &[u8]) -> confab_gateway::uploads::Settings {
+        confab_gateway::uploads::Settings {
+            max_upload_bytes: self.max_upload_bytes,
+            types: self.upload_types.clone(),
+            ttl: Duration::from_secs(self.upload_ttl_secs),
+            signed_url_ttl: Duration::from_secs(self.signed_url_secs),
+            sweep_interval: ms(self.upload_sweep_ms),
+            url_key: confab_gateway::uploads::url_key(secret),
+        }
     }
 }
 
@@ -1262,6 +1366,7 @@ impl ServerConfig {
         self.connection_limits.validate()?;
         self.user_limits.validate()?;
         self.reply_limits.validate()?;
+        self.uploads.validate()?;
         self.retention.validate()
     }
 

@@ -6,6 +6,7 @@
 //! start the very same server on port 0.
 
 pub mod admin;
+pub mod blobs;
 pub mod canary;
 pub mod chat;
 pub mod config;

@@ -39,6 +39,10 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let webhooks = serving::webhooks(&config.hooks, &registry)?;
     let gateway =
         Gateway::new(gateway_config, auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
+    if let Some(blobs) = crate::blobs::open_blobs(&config.server.uploads, Some(&config.data)).await? {
+        let settings = config.server.uploads.settings(&secret);
+        gateway.set_uploads(confab_gateway::uploads::Uploads::new(blobs, settings));
+    }
     let dispatcher_metrics = confab_dispatcher::Metrics::new(&registry)?;
 
     let public = serving::bind(config.server.listen, "listen").await?;

@@ -51,6 +51,10 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/account", delete(delete_account))
         .route("/v1/rooms/{room}/messages", get(messages))
         .route("/v1/users/{user}", get(user_profile))
+        .route("/v1/uploads", post(crate::uploads::upload))
+        .route("/v1/uploads/{id}", get(crate::uploads::download))
+        .route("/v1/uploads/{id}/thumbnail", get(crate::uploads::download_thumbnail))
+        .route("/v1/uploads/{id}/sign", post(crate::uploads::sign))
         .route("/v1/ws", get(upgrade))
         .fallback(crate::web::asset)
         .with_state(gw.clone())
@@ -364,7 +368,7 @@ async fn signed_out_by(
 
 /// The claims of the request's token; an application's user is created
 /// in the store on first sight (see [`Gateway::application_user`]).
-async fn authenticate(
+pub(crate) async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
     query: &HashMap<String, String>,

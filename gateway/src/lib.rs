@@ -42,6 +42,7 @@ pub mod server_api;
 pub mod session;
 pub mod sweeper;
 pub mod tcp;
+pub mod uploads;
 pub mod user_limits;
 pub mod web;
 
@@ -101,6 +102,7 @@ struct Inner {
     calls: server_api::Calls,
     /// Messages stored through this gateway, per second.
     message_rate: server_api::RateMeter,
+    uploads: std::sync::OnceLock<uploads::Uploads>,
 }
 
 impl Gateway {
@@ -127,6 +129,7 @@ impl Gateway {
                 sessions: TaskTracker::new(),
                 calls: server_api::Calls::default(),
                 message_rate: server_api::RateMeter::default(),
+                uploads: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -198,6 +201,7 @@ impl Gateway {
             () = delivery => "delivery",
             () = presence => "announcement follower",
             () = sweeper::run(self.clone(), shutdown.clone()) => "sweeper",
+            () = uploads::sweep(self.clone(), shutdown.clone()) => "upload sweeper",
         };
         if shutdown.is_cancelled() { Ok(()) } else { Err(BackgroundStopped(stopped)) }
     }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub sessions_refused: IntCounterVec,
     pub server_api_requests: IntCounterVec,
+    pub uploads: IntCounterVec,
+    pub upload_bytes: IntCounter,
 }
 
 impl Metrics {
@@ -95,7 +97,17 @@ impl Metrics {
                 Opts::new("confab_server_api_requests_total", "Server API calls (/v1/server/*), by endpoint and HTTP status."),
                 &["endpoint", "status"],
             )?,
+            uploads: IntCounterVec::new(
+                Opts::new(
+                    "confab_uploads_total",
+                    "Uploads by outcome: ok, too_large, type_refused, refused, bad_request, failed, and deleted (by the sweeper).",
+                ),
+                &["outcome"],
+            )?,
+            upload_bytes: IntCounter::new("confab_upload_bytes_total", "Bytes of upload bodies received.")?,
         };
+        registry.register(Box::new(m.uploads.clone()))?;
+        registry.register(Box::new(m.upload_bytes.clone()))?;
         registry.register(Box::new(m.server_api_requests.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.sessions_opened.clone()))?;
@@ -121,6 +133,9 @@ impl Metrics {
             m.auth_failures.with_label_values(&[place]);
         }
         m.sessions_refused.with_label_values(&["too_many_sessions"]);
+        for outcome in ["ok", "too_large", "type_refused", "refused", "bad_request", "failed", "deleted"] {
+            m.uploads.with_label_values(&[outcome]);
+        }
         Ok(m)
     }
 }
