@@ -568,6 +568,71 @@ mod tests {
         }
     }
 
+    fn send_with(offset: u64, from: &str, cid: &str, attachments: &[&str]) -> Record {
+        let cmd = Command::Send {
+            from: from.into(),
+            text: String::new(),
+            cid: cid.into(),
+            reply_to: None,
+            attachments: attachments.iter().map(|a| a.to_string()).collect(),
+        };
+        record(offset, "r", cmd)
+    }
+
+    fn upload(id: &str, room: &str, uploader: &str) -> confab_store::UploadRecord {
+        confab_store::UploadRecord {
+            id: id.into(),
+            room: room.into(),
+            uploader: uploader.into(),
+            name: format!("{id}.txt"),
+            content_type: "text/plain".into(),
+            size: 3,
+            created_ms: 5,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_send_attaches_only_the_senders_unsent_uploads_of_the_room_and_each_once() {
+        let mut view = room_r(&["alice", "bob"], 0);
+        for u in [upload("u1", "r", "alice"), upload("u2", "r", "bob"), upload("u3", "other", "alice")] {
+            view.uploads.insert(u.id.clone(), u);
+        }
+        let mut sent = upload("u4", "r", "alice");
+        sent.message = Some(1);
+        view.uploads.insert(sent.id.clone(), sent);
+        let d = run(
+            view,
+            &[
+                send_with(10, "alice", "c1", &["u1"]),
+                send_with(11, "alice", "c2", &["u1"]),
+                send_with(12, "alice", "c3", &["u2"]),
+                send_with(13, "alice", "c4", &["u3"]),
+                send_with(14, "alice", "c5", &["u4"]),
+                send_with(15, "alice", "c6", &["nope"]),
+            ],
+        );
+        let codes: Vec<Value> = replies(&d).iter().map(|r| r["error"]["code"].clone()).collect();
+        assert_eq!(
+            codes,
+            [
+                Value::Null,
+                json!("not_found"),
+                json!("not_found"),
+                json!("not_found"),
+                json!("not_found"),
+                json!("not_found")
+            ]
+        );
+        let attached: Vec<&Write> = d.writes.iter().filter(|w| matches!(w, Write::Attach { .. })).collect();
+        assert_eq!(attached, [&Write::Attach { room: "r".into(), seq: 11, uploads: vec![("u1".into(), 5)], at: 11 }]);
+        let stored = d.writes.iter().find_map(|w| match w {
+            Write::Message(m) => Some(m),
+            _ => None,
+        });
+        assert_eq!(stored.unwrap().attachments, vec![upload("u1", "r", "alice").attachment()]);
+    }
+
     #[test]
     fn each_command_reads_only_what_it_decides_by() {
         fn needs_of(r: &Record) -> Needs<'_> {
