@@ -317,6 +317,42 @@ async fn deleting_a_message_deletes_its_attachments(s: TestServer) {
     assert!(page["messages"][0].get("attachments").is_none(), "{page}");
 }
 
+async fn deleting_an_account_deletes_its_attachments(s: TestServer) {
+    let alice_token = s.user("alice").await;
+    let bob_token = s.user("bob").await;
+    let mut alice = s.connect(&alice_token).await;
+    let mut bob = s.connect(&bob_token).await;
+    alice.join("r").await;
+    bob.join("r").await;
+    let (_, a) = upload(&s, &alice_token, "r", "a.txt", b"mine".to_vec(), "text/plain").await;
+    alice.ok(json!({"op":"send","room":"r","text":"","cid":"c1","attachments":[a["id"]]})).await;
+    let (_, kept) = upload(&s, &bob_token, "r", "b.txt", b"bob's".to_vec(), "text/plain").await;
+    bob.ok(json!({"op":"send","room":"r","text":"","cid":"c1","attachments":[kept["id"]]})).await;
+    let url = a["url"].as_str().unwrap().to_owned();
+    assert_eq!(download(&s, &url, Some(&bob_token), &[]).await.0, 200);
+    let r = s
+        .client
+        .delete(format!("{}/v1/account", s.http))
+        .bearer_auth(&alice_token)
+        .json(&json!({"password":"password-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(download(&s, &url, Some(&bob_token), &[]).await.0, 404);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = bob.ok(json!({"op":"history","room":"r"})).await;
+        if page["messages"][0].get("attachments").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the erased message keeps its attachments: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bob's own attachment stays.
+    assert_eq!(download(&s, kept["url"].as_str().unwrap(), Some(&bob_token), &[]).await.0, 200);
+}
+
 async fn an_upload_never_sent_is_swept(s: TestServer) {
     let token = s.user("alice").await;
     let mut alice = s.connect(&token).await;
@@ -339,6 +375,7 @@ on_every_mode_with!(
     only_members_upload_and_download_and_a_kicked_member_loses_access,
     exif_location_is_stripped_from_a_jpeg,
     deleting_a_message_deletes_its_attachments,
+    deleting_an_account_deletes_its_attachments,
 );
 
 on_every_mode_with!(
