@@ -7,8 +7,9 @@
 //! servers), two gateways and two dispatchers that pass their probes; users
 //! chat across the two gateway pods (through the pods' addresses: no
 //! kube-proxy runs here); a deleted gateway pod's clients are told
-//! `server_restart`, reconnect to the other and `sync` with nothing lost; a
-//! change of image tag rolls both gateways and dispatchers within 2 minutes
+//! `server_restart`, reconnect to the other and `sync` with nothing lost
+//! within 15 s (asserted); a change of image tag rolls both gateways and
+//! dispatchers within 2 minutes
 //! while a writer keeps sending (resending on another pod when its own is
 //! drained), and `sync` afterwards holds every acked send once, in order;
 //! and deleting the ChatCluster removes everything it made.
@@ -51,6 +52,11 @@ use tokio_tungstenite::tungstenite::Message;
 /// and topics: generous, since CI machines are shared.
 const START: Duration = Duration::from_secs(300);
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// The failover expectation (issue #20, asserted as CloudNativePG asserts its
+/// failover times): after a gateway pod is deleted, its client is told
+/// `server_restart`, reconnects to the other pod and has caught up with `sync`
+/// within this. Measured: 6–7 s on the 2-core CI machine.
+const FAILOVER: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(500);
 /// The label and taint key of the real node (scripts/infra.d/node.sh).
 const NODE_KEY: &str = "confab.dev/node";
@@ -301,7 +307,12 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
         }
     }
     assert_eq!(caught_up, away, "sync returns exactly what was sent while away, in order");
-    println!("  deleted pod -> reconnected and caught up: {:?}", deleted_at.elapsed());
+    let failover = deleted_at.elapsed();
+    println!("  deleted pod -> reconnected and caught up: {failover:?}");
+    assert!(
+        failover <= FAILOVER,
+        "the failover expectation: a deleted gateway pod's client is reconnected and caught up within {FAILOVER:?}, took {failover:?}"
+    );
     request(&mut b, json!({"op": "send", "id": 50, "room": room, "text": "welcome back", "cid": "b2"})).await.unwrap();
     let event = next_event(&mut a, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await.unwrap();
     assert_eq!(event["text"], "welcome back");
