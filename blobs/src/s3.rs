@@ -165,9 +165,13 @@ fn backend(e: object_store::Error) -> BlobError {
 }
 
 /// A multipart upload in progress: parts sent, at most one awaited.
+/// Dropped unfinished (after an error, or with the put's future: the
+/// client went away), it is aborted in the background, so the store keeps
+/// no parts of it.
 struct Multipart {
-    upload: Box<dyn MultipartUpload>,
+    upload: Option<Box<dyn MultipartUpload>>,
     pending: Option<UploadPart>,
+    key: String,
 }
 
 impl Multipart {
@@ -175,8 +179,44 @@ impl Multipart {
         if let Some(previous) = self.pending.take() {
             previous.await.map_err(backend)?;
         }
-        self.pending = Some(self.upload.put_part(part));
+        let upload = self.upload.as_mut().expect("an unfinished upload");
+        self.pending = Some(upload.put_part(part));
         Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<(), BlobError> {
+        if let Some(previous) = self.pending.take() {
+            previous.await.map_err(backend)?;
+        }
+        self.upload.as_mut().expect("an unfinished upload").complete().await.map_err(backend)?;
+        self.upload = None;
+        Ok(())
+    }
+
+    async fn abort(mut self) {
+        abort(self.upload.take(), self.pending.take(), std::mem::take(&mut self.key)).await;
+    }
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        let Some(upload) = self.upload.take() else { return };
+        let (pending, key) = (self.pending.take(), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(abort(Some(upload), pending, key));
+        }
+    }
+}
+
+/// Aborts `upload`, once the part in flight has finished (an abort racing
+/// a part's upload may leave that part behind on some stores).
+async fn abort(upload: Option<Box<dyn MultipartUpload>>, pending: Option<UploadPart>, key: String) {
+    let Some(mut upload) = upload else { return };
+    if let Some(previous) = pending {
+        let _ = previous.await;
+    }
+    if let Err(e) = upload.abort().await {
+        tracing::warn!(key, error = %explain(&e), "aborting a multipart upload failed");
     }
 }
 
@@ -209,7 +249,7 @@ impl S3Blobs {
                 if buffered_len == self.part {
                     if upload.is_none() {
                         let started = self.store.put_multipart(path).await.map_err(backend)?;
-                        *upload = Some(Multipart { upload: started, pending: None });
+                        *upload = Some(Multipart { upload: Some(started), pending: None, key: path.to_string() });
                     }
                     let part = PutPayload::from_iter(std::mem::take(&mut buffered));
                     buffered_len = 0;
@@ -226,10 +266,7 @@ impl S3Blobs {
         if buffered_len > 0 {
             multipart.send(PutPayload::from_iter(buffered)).await?;
         }
-        if let Some(previous) = multipart.pending.take() {
-            previous.await.map_err(backend)?;
-        }
-        multipart.upload.complete().await.map_err(backend)?;
+        multipart.complete().await?;
         *upload = None;
         Ok(size)
     }
@@ -241,16 +278,8 @@ impl Blobs for S3Blobs {
         let path = Self::path(key)?;
         let mut upload = None;
         let result = self.stream_in(&path, &mut body, limit, &mut upload).await;
-        if let Some(Multipart { mut upload, pending }) = upload {
-            // Let a part in flight finish before aborting, so the store
-            // does not keep it (an abort racing a part upload may leave
-            // the part behind on some stores).
-            if let Some(previous) = pending {
-                let _ = previous.await;
-            }
-            if let Err(e) = upload.abort().await {
-                tracing::warn!(key, error = %explain(&e), "aborting a multipart upload failed");
-            }
+        if let Some(unfinished) = upload {
+            unfinished.abort().await;
         }
         result
     }

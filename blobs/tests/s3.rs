@@ -138,6 +138,35 @@ async fn an_upload_over_the_limit_or_cut_midway_leaves_no_object_and_no_pending_
     assert!(pending_uploads(&p).await.is_empty());
 }
 
+/// Polls `check` every 100 ms until it holds, for at most 30 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upload_whose_client_goes_away_is_aborted() {
+    let blobs = std::sync::Arc::new(connect().await);
+    let p = prefix("dropped");
+    let key = format!("{p}/gone");
+    // A part's worth of bytes, then nothing more, ever: a client that
+    // stopped sending. Its put is dropped, as a server drops the handler
+    // of a connection that closed.
+    let stalled: ByteStream = Box::pin(body_of(4, PART / 65_536, 65_536).1.chain(futures_util::stream::pending()));
+    let put = tokio::spawn({
+        let (blobs, key) = (blobs.clone(), key.clone());
+        async move { blobs.put(&key, stalled, 50 << 20).await }
+    });
+    eventually("the upload is begun", || async { pending_uploads(&p).await == vec![key.clone()] }).await;
+    put.abort();
+    assert!(put.await.unwrap_err().is_cancelled());
+    eventually("the dropped upload is aborted", || async { pending_uploads(&p).await.is_empty() }).await;
+    assert!(matches!(blobs.size(&key).await, Err(BlobError::NotFound)));
+}
+
 #[tokio::test]
 async fn a_wrong_secret_or_a_missing_bucket_is_a_clear_error_at_connect() {
     let e = S3Blobs::connect(S3Options { secret_access_key: "not-the-secret".into(), ..options() })
