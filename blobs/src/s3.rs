@@ -85,12 +85,20 @@ impl S3Blobs {
         let probe = Path::from("confab-connect-check");
         if let Err(e) = blobs.store.list_with_delimiter(Some(&probe)).await {
             let at = format!("S3 bucket {:?} at {}", options.bucket, options.endpoint);
-            return Err(BlobError::Backend(match e {
-                object_store::Error::NotFound { .. } => format!("{at}: the bucket does not exist ({e})"),
-                object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-                    format!("{at}: access denied: check the access key id and the secret access key ({e})")
-                }
-                e => format!("{at} did not answer: {}", explain(&e)),
+            let detail = explain(&e);
+            // A listing's failures come back as generic errors: tell them
+            // apart by S3's error codes.
+            let says = |codes: &[&str]| codes.iter().any(|c| detail.contains(c));
+            let denied =
+                matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
+                    || says(&["SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403 Forbidden"]);
+            let missing = matches!(e, object_store::Error::NotFound { .. }) || says(&["NoSuchBucket"]);
+            return Err(BlobError::Backend(if missing {
+                format!("{at}: the bucket does not exist ({detail})")
+            } else if denied {
+                format!("{at}: access denied: check the access key id and the secret access key ({detail})")
+            } else {
+                format!("{at} is not usable: {detail}")
             }));
         }
         Ok(blobs)
@@ -381,6 +389,6 @@ mod tests {
         assert!(!format!("{ok:?}").contains("\"s\""), "the secret is redacted");
         // Nothing listens on the discard port: a clear error, quickly.
         let e = S3Blobs::connect(ok).await.unwrap_err().to_string();
-        assert!(e.contains("did not answer"), "{e}");
+        assert!(e.contains("127.0.0.1:9 is not usable"), "{e}");
     }
 }
