@@ -188,13 +188,12 @@ async fn a_wrong_secret_or_a_missing_bucket_is_a_clear_error_at_connect() {
     connect().await;
 }
 
-/// A body of `len` bytes in 64 KiB chunks made as it is read (all clones
-/// of one buffer), so that the measurement sees what the backend holds,
-/// not the test's bodies.
+/// A body of `len` bytes in 64 KiB chunks made as it is read, each its
+/// own allocation as from a socket, so that the measurement sees what the
+/// backend holds, not the test's bodies.
 fn lazy_body(len: usize) -> ByteStream {
-    let chunk = Bytes::from(vec![0x5a; 65_536]);
-    let n = len / chunk.len();
-    Box::pin(futures_util::stream::iter((0..n).map(move |_| Ok(chunk.clone()))))
+    let n = len / 65_536;
+    Box::pin(futures_util::stream::iter((0..n).map(|i| Ok(Bytes::from(vec![i as u8; 65_536])))))
 }
 
 fn peak_rss_mib() -> u64 {
@@ -239,6 +238,9 @@ async fn measure_throughput_and_memory() {
     let s3 = connect().await;
     let dir = tempfile::tempdir().unwrap();
     let local = DirBlobs::open(dir.path()).await.unwrap();
+    let before = peak_rss_mib();
+    s3.put(&format!("{}/one", prefix("single")), lazy_body(25 << 20), 30 << 20).await.unwrap();
+    println!("one put of 25 MiB to S3: peak RSS {before} MiB before, {} MiB after", peak_rss_mib());
     let before = peak_rss_mib();
     let p = prefix("concurrent");
     let started = Instant::now();
