@@ -305,6 +305,12 @@ pub mod default {
     pub fn max_blocks() -> usize {
         1000
     }
+    pub fn s3_region() -> String {
+        "us-east-1".into()
+    }
+    pub fn s3_path_style() -> bool {
+        true
+    }
     pub fn cql_replication() -> String {
         "SimpleStrategy:1".into()
     }
@@ -489,6 +495,159 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub retention: RetentionConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub object_store: ObjectStoreConfig,
+}
+
+/// Where attachment bytes live when not in the data directory: a bucket of
+/// S3-compatible object storage (AWS S3, MinIO, SeaweedFS, Ceph RGW...).
+/// With `s3_endpoint` unset, uploads are kept under the data directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+pub struct ObjectStoreConfig {
+    /// Base URL of the S3 API (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio:9000`): attachments go to the bucket --s3-bucket there.
+    /// Credentials: --s3-credentials-file, or AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY. Default: none (attachments on local disk).
+    #[arg(long, env = "CONFAB_S3_ENDPOINT", value_name = "URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket attachments go to (it must exist); required with --s3-endpoint.
+    #[arg(long, env = "CONFAB_S3_BUCKET", value_name = "BUCKET")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+
+    /// The region requests are signed for.
+    #[arg(long, env = "CONFAB_S3_REGION", value_name = "REGION", default_value_t = default::s3_region())]
+    #[serde(default = "default::s3_region")]
+    pub s3_region: String,
+
+    /// Path-style URLs (ENDPOINT/BUCKET/KEY, what MinIO and SeaweedFS
+    /// expect); false: virtual-hosted (BUCKET.ENDPOINT/KEY).
+    #[arg(long, env = "CONFAB_S3_PATH_STYLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = default::s3_path_style())]
+    #[serde(default = "default::s3_path_style")]
+    pub s3_path_style: bool,
+
+    /// File with the S3 credentials, in the AWS shared credentials format
+    /// (`aws_access_key_id = ...` and `aws_secret_access_key = ...` lines, a
+    /// `[default]` header allowed). Without it, AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY are read from the environment.
+    #[arg(long, env = "CONFAB_S3_CREDENTIALS_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_credentials_file: Option<PathBuf>,
+}
+
+impl ObjectStoreConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.s3_options_with(|name| std::env::var(name).ok()).map(|_| ())
+    }
+
+    /// The bucket's settings when `s3_endpoint` is set (credentials read
+    /// from `s3_credentials_file` or the environment); `None` without it.
+    pub fn s3_options(&self) -> Result<Option<confab_blobs::S3Options>, ConfigError> {
+        self.s3_options_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::s3_options`] with the environment given.
+    pub fn s3_options_with(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<confab_blobs::S3Options>, ConfigError> {
+        let Some(endpoint) = &self.s3_endpoint else {
+            for (field, set) in
+                [("s3_bucket", self.s3_bucket.is_some()), ("s3_credentials_file", self.s3_credentials_file.is_some())]
+            {
+                if set {
+                    return Err(invalid(field, "needs s3_endpoint"));
+                }
+            }
+            return Ok(None);
+        };
+        let url = endpoint.trim_end_matches('/');
+        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        match host {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => {}
+            _ => {
+                return Err(invalid(
+                    "s3_endpoint",
+                    format!("`{endpoint}` is not an http:// or https:// URL of a host (and port), without a path"),
+                ));
+            }
+        }
+        let bucket = self.s3_bucket.as_deref().ok_or_else(|| invalid("s3_bucket", "required with s3_endpoint"))?;
+        // S3's bucket naming rules: 3 to 63 of a-z 0-9 . -, starting and
+        // ending with a letter or digit.
+        if !(3..=63).contains(&bucket.len())
+            || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            || !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err(invalid(
+                "s3_bucket",
+                format!("`{bucket}` is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"),
+            ));
+        }
+        if self.s3_region.is_empty() || !self.s3_region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(invalid("s3_region", format!("`{}` is not a region name", self.s3_region)));
+        }
+        let (access_key_id, secret_access_key) = match &self.s3_credentials_file {
+            Some(path) => read_s3_credentials(path)?,
+            None => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => (id, secret),
+                _ => {
+                    return Err(invalid(
+                        "s3_credentials_file",
+                        "s3_endpoint needs credentials: set s3_credentials_file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    ));
+                }
+            },
+        };
+        Ok(Some(confab_blobs::S3Options {
+            endpoint: url.to_owned(),
+            bucket: bucket.to_owned(),
+            region: self.s3_region.clone(),
+            access_key_id,
+            secret_access_key,
+            path_style: self.s3_path_style,
+        }))
+    }
+}
+
+/// Reads `aws_access_key_id` and `aws_secret_access_key` from an AWS shared
+/// credentials file: its `[default]` profile, or the keys outside any
+/// profile; other keys and profiles are ignored.
+fn read_s3_credentials(path: &Path) -> Result<(String, String), ConfigError> {
+    let field = "s3_credentials_file";
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    let (mut id, mut secret) = (None, None);
+    let mut in_default = true;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(profile) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_default = profile.trim() == "default";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(invalid(field, format!("{}: `{line}` is not key = value", path.display())));
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "aws_access_key_id" if in_default => id = Some(value),
+            "aws_secret_access_key" if in_default => secret = Some(value),
+            _ => {}
+        }
+    }
+    match (id, secret) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok((id, secret)),
+        _ => Err(invalid(
+            field,
+            format!("{}: needs aws_access_key_id and aws_secret_access_key (in [default])", path.display()),
+        )),
+    }
 }
 
 /// How long rooms keep their messages: a room's admins set its own
@@ -1234,6 +1393,7 @@ impl ServerConfig {
             return Err(invalid("tcp_tls_cert", "needs tcp_listen"));
         }
         self.secret.validate(false)?;
+        self.object_store.validate()?;
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be at least 1"));
         }
@@ -1550,6 +1710,66 @@ mod tests {
         let c = load(&["confab"], "tcp_listen = \"127.0.0.1:7000\"\ntcp_tls_cert = \"c.pem\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("tcp_tls_key"), "{e}");
+    }
+
+    #[test]
+    fn object_storage_is_off_by_default_and_its_options_are_checked() {
+        let no_env = |_: &str| None;
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!(c.server.object_store.s3_options_with(no_env).unwrap(), None, "attachments on local disk");
+        assert_eq!(
+            (c.server.object_store.s3_region.as_str(), c.server.object_store.s3_path_style),
+            ("us-east-1", true)
+        );
+
+        let env = |name: &str| match name {
+            "AWS_ACCESS_KEY_ID" => Some("AKID".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("s3cr3t".to_owned()),
+            _ => None,
+        };
+        let c = load(
+            &["confab", "--s3-path-style", "false"],
+            "s3_endpoint = \"https://s3.example.com/\"\ns3_bucket = \"chat-uploads\"\ns3_region = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let o = c.server.object_store.s3_options_with(env).unwrap().unwrap();
+        assert_eq!(
+            (o.endpoint.as_str(), o.bucket.as_str(), o.region.as_str(), o.path_style),
+            ("https://s3.example.com", "chat-uploads", "eu-west-1", false)
+        );
+        assert_eq!((o.access_key_id.as_str(), o.secret_access_key.as_str()), ("AKID", "s3cr3t"));
+        let e = c.server.object_store.s3_options_with(no_env).unwrap_err().to_string();
+        assert!(e.contains("AWS_ACCESS_KEY_ID") && e.contains("s3_credentials_file"), "no credentials: {e}");
+
+        // A credentials file beats the environment.
+        let dir = tempfile_dir();
+        let creds = dir.join("credentials");
+        std::fs::write(&creds, "[other]\naws_access_key_id = NOPE\n[default]\naws_access_key_id = FROMFILE\naws_secret_access_key = filesecret\n").unwrap();
+        let c = load(
+            &["confab", "--s3-credentials-file", creds.to_str().unwrap()],
+            "s3_endpoint = \"http://127.0.0.1:8333\"\ns3_bucket = \"b12\"\n",
+        )
+        .unwrap();
+        let o = c.server.object_store.s3_options_with(env).unwrap().unwrap();
+        assert_eq!((o.access_key_id.as_str(), o.secret_access_key.as_str()), ("FROMFILE", "filesecret"));
+        std::fs::write(&creds, "aws_access_key_id = X\n").unwrap();
+        let e = c.server.object_store.s3_options_with(env).unwrap_err().to_string();
+        assert!(e.contains("aws_secret_access_key"), "{e}");
+
+        for (file, field) in [
+            ("s3_bucket = \"b12\"\n", "s3_bucket: needs s3_endpoint"),
+            ("s3_endpoint = \"http://127.0.0.1:8333\"\n", "s3_bucket: required"),
+            ("s3_endpoint = \"127.0.0.1:8333\"\ns3_bucket = \"b12\"\n", "s3_endpoint"),
+            ("s3_endpoint = \"http://h/path\"\ns3_bucket = \"b12\"\n", "s3_endpoint"),
+            ("s3_endpoint = \"http://h\"\ns3_bucket = \"Bad_Bucket\"\n", "s3_bucket"),
+            ("s3_endpoint = \"http://h\"\ns3_bucket = \"b12\"\ns3_region = \"\"\n", "s3_region"),
+        ] {
+            let c = load(&["confab"], file).unwrap();
+            let e = c.server.object_store.s3_options_with(env).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{file:?}: {e}");
+        }
+        let c = load(&["confab"], "s3_bucket = \"b12\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("s3_bucket"), "validate checks them");
     }
 
     #[test]
