@@ -103,26 +103,24 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
     let (dialect, secret) = (target.dialect, target.secret.clone());
     let room = format!("{run}-big");
     let source = |i: u32| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % u32::from(spread.sources.max(1))) as u8));
-    let (mut owner, _) =
-        client::setup(target.dialect, &url, source(0), &client::token(&target.secret, &format!("{run}owner")), &[])
-            .await?;
+    let owner_token = client::token(&secret, &format!("{run}owner"));
+    let (mut owner, _) = client::setup(dialect, &url, source(0), &owner_token, &[]).await?;
     request(&mut owner, "create", json!({"op":"create","room":room,"name":format!("{run} big room")})).await?;
+    // Idle through the joins, it would miss its heartbeats: connect again after.
+    owner.close(None).await.ok();
 
     // Join everyone: a connection, a `join`, and (beyond the online subset) a close.
     let started = Instant::now();
     let cpu_before = cpu(&target.all_pids);
-    let joined: Vec<Result<Option<(u32, Ws)>>> = futures_util::stream::iter(0..a.members)
+    let joined: Vec<Result<()>> = futures_util::stream::iter(0..a.members)
         .map(|i| {
             let (url, room, token) = (&url, &room, client::token(&secret, &member_name(run, i)));
             async move {
                 let (mut ws, _) = client::setup(dialect, url, source(i), &token, std::slice::from_ref(room))
                     .await
                     .with_context(|| format!("member {i}"))?;
-                if i < a.online {
-                    return Ok(Some((i, ws)));
-                }
                 ws.close(None).await.ok();
-                Ok(None)
+                Ok::<_, anyhow::Error>(())
             }
         })
         .buffer_unordered(a.concurrency)
@@ -130,10 +128,23 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
         .await;
     let join_secs = started.elapsed().as_secs_f64();
     let join_cpu = cpu(&target.all_pids) - cpu_before;
-    let mut online = Vec::new();
-    for j in joined {
-        online.extend(j?);
-    }
+    joined.into_iter().collect::<Result<Vec<()>>>()?;
+    let (mut owner, _) = client::setup(dialect, &url, source(0), &owner_token, &[]).await.context("the owner")?;
+    // The online subset: members already, they connect and get the room's events.
+    let online: Vec<(u32, Ws)> = futures_util::stream::iter(0..a.online)
+        .map(|i| {
+            let (url, token) = (&url, client::token(&secret, &member_name(run, i)));
+            async move {
+                let (ws, _) = client::setup(dialect, url, source(i), &token, &[]).await?;
+                Ok::<_, anyhow::Error>((i, ws))
+            }
+        })
+        .buffer_unordered(a.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()
+        .context("connecting the online members")?;
     let want = u64::from(a.members) + 1;
 
     let mut f = Figures::default();
@@ -178,7 +189,21 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
     for (i, mut ws) in online {
         let tx = tx.clone();
         readers.push(tokio::spawn(async move {
-            while let Some(Ok(Message::Text(text))) = ws.next().await {
+            let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                let text = tokio::select! {
+                    msg = ws.next() => match msg {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(_)) => continue,
+                        _ => break,
+                    },
+                    _ = heartbeat.tick() => {
+                        if ws.send(Message::text(client::ping_frame(dialect))).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
                 if v["ev"] == "msg" {
                     let seq = v["message"]["seq"].as_u64().or(v["seq"].as_u64()).unwrap_or(0);
