@@ -226,6 +226,10 @@ pub mod default {
     pub fn standalone_partitions() -> u32 {
         8
     }
+    /// 1 GiB.
+    pub fn webhook_journal_bytes() -> u64 {
+        1 << 30
+    }
     pub fn kafka() -> String {
         "127.0.0.1:9092".into()
     }
@@ -872,6 +876,13 @@ pub struct StandaloneConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub hooks: HooksConfig,
+
+    /// Bytes of records the webhook journal (`<data>/webhooks.redb`) keeps
+    /// for webhooks whose receiver is behind; past it the oldest are
+    /// dropped undelivered (confab_webhook_journal_dropped_total).
+    #[arg(long, env = "CONFAB_WEBHOOK_JOURNAL_BYTES", value_name = "BYTES", default_value_t = default::webhook_journal_bytes())]
+    #[serde(default = "default::webhook_journal_bytes")]
+    pub webhook_journal_bytes: u64,
 }
 
 /// Where the distributed mode's Kafka and CQL database are.
@@ -1313,6 +1324,9 @@ impl StandaloneConfig {
         self.server.validate()?;
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
+        }
+        if self.webhook_journal_bytes < 1 << 20 {
+            return Err(invalid("webhook_journal_bytes", "must be at least 1048576 (1 MiB)"));
         }
         self.hooks.validate()?;
         self.room_limits.validate()

@@ -272,3 +272,51 @@ async fn distributed_delivers_the_backlog_of_a_receiver_that_was_down_across_a_d
     };
     tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
 }
+
+/// Standalone keeps a webhook's backlog on disk: a receiver that is down
+/// across a restart of the process gets every event when it returns, in
+/// the room's order.
+#[tokio::test]
+async fn standalone_delivers_the_backlog_of_a_receiver_that_was_down_across_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = Arc::new(AtomicBool::new(true));
+    let is_down = down.clone();
+    let receiver = Receiver::start(Arc::new(move |_, _: &[u8]| {
+        if is_down.load(Ordering::SeqCst) { (503, String::new(), 0) } else { (200, String::new(), 0) }
+    }))
+    .await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("webhook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let hook = ["--webhook", &receiver.url, "--webhook-secret-file", &secret];
+    let mut s = TestServer::start_with_flags(&hook).await;
+    let token = s.user("alice").await;
+    let mut alice = s.connect(&token).await;
+    alice.join("r").await;
+    for i in 0..5 {
+        alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    // The receiver is down: the webhook keeps trying.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while receiver.received().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the webhook never called");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(alice);
+    s.running.take().unwrap().stop().await.expect("clean stop");
+
+    // The same data directory, the same webhook.
+    let running = confab::standalone::start(common::config_with(s.dir.path(), &hook)).await.expect("restarts");
+    let mut alice = common::Client::connect(&format!("ws://{}/v1/ws?token={token}", running.public())).await;
+    for i in 5..8 {
+        alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    down.store(false, Ordering::SeqCst);
+    let want: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let got = until(&receiver, |e| first_arrivals(e, "cid").len() == want.len()).await;
+    assert_eq!(first_arrivals(&got, "cid"), want, "{got:?}");
+    // Alice's join came before the restart too.
+    assert!(got.iter().any(|e| e["type"] == "member" && e["user"] == "alice" && e["action"] == "join"), "{got:?}");
+    running.stop().await.expect("clean stop");
+}

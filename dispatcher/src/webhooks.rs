@@ -66,6 +66,11 @@ impl Hook {
         self.events.is_empty() || self.events.iter().any(|k| k == kind)
     }
 
+    /// The webhook's consumer group on the ingress log.
+    pub fn group(&self) -> String {
+        format!("webhook-{}", self.name())
+    }
+
     /// A short stable name for the URL: its consumer group and metric label.
     pub fn name(&self) -> String {
         let mut h: u32 = 0x811c_9dc5;
@@ -156,7 +161,7 @@ pub async fn run(
     for hook in config.hooks {
         let name = hook.name();
         tracing::info!(webhook = %name, url = %hook.url, events = ?hook.events, "webhook consuming");
-        let consumer = bus.consumer_group(&format!("webhook-{name}")).await?;
+        let consumer = bus.consumer_group(&hook.group()).await?;
         let worker = Worker {
             name,
             hook,
