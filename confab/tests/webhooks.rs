@@ -320,3 +320,40 @@ async fn standalone_delivers_the_backlog_of_a_receiver_that_was_down_across_a_re
     assert!(got.iter().any(|e| e["type"] == "member" && e["user"] == "alice" && e["action"] == "join"), "{got:?}");
     running.stop().await.expect("clean stop");
 }
+
+/// A record produced before any webhook's consumer group existed is
+/// delivered once the webhook starts: its group starts at a durable
+/// position (the oldest record the topic keeps), not at the log's end.
+#[tokio::test]
+async fn distributed_delivers_what_was_sent_before_the_webhook_started() {
+    use common::cluster;
+    let test = async {
+        let (receiver, _dir, hook) = webhook_setup().await;
+        let mut started = cluster::start_with(1, 1, &[], &[]).await;
+        let http = format!("http://{}", started.gateways[0].public());
+        let mut alice = connected_on(&http, "alice").await;
+        alice.join("r").await;
+        for i in 0..3 {
+            alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+        }
+        // Only now does a dispatcher with the webhook start.
+        let (kafka, cql) = (cluster::env("KAFKA_BOOTSTRAP"), cluster::env("CQL_CONTACT_POINTS"));
+        let mut args = vec!["--kafka", &kafka, "--topic-prefix", &started.topic_prefix, "--cql", &cql];
+        args.extend(["--keyspace", &started.keyspace.name, "--admin-listen", "127.0.0.1:0"]);
+        args.extend(["--jwt-secret", common::SECRET]);
+        args.extend(hook.iter().map(String::as_str));
+        let config = cluster::parse::<confab::config::DispatcherConfig>(&args);
+        started.dispatchers.push(confab::distributed::start_dispatcher(config).await.expect("dispatcher starts"));
+        alice.send("r", "m3", "c3").await;
+        let want: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let got = until(&receiver, |e| first_arrivals(e, "cid").len() == want.len()).await;
+        assert_eq!(first_arrivals(&got, "cid"), want, "{got:?}");
+        for d in started.dispatchers.drain(..) {
+            d.stop().await.expect("clean stop");
+        }
+        for g in started.gateways.drain(..) {
+            g.stop().await.expect("clean stop");
+        }
+    };
+    tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
+}
