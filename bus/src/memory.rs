@@ -99,7 +99,8 @@ impl MemoryBus {
         let bus = MemoryBus::new(partitions, start);
         let starts: Vec<u64> = bus.inner.partitions.iter().map(|p| p.lock().expect("bus lock").base).collect();
         let groups = groups.to_vec();
-        let journal = tokio::task::spawn_blocking(move || journal.prepare(&starts, &groups).map(|()| journal)).await??;
+        let journal =
+            tokio::task::spawn_blocking(move || journal.prepare(&starts, &groups).map(|()| journal)).await??;
         let journal = Arc::new(journal);
         let (tx, rx) = mpsc::channel(4 * JOURNAL_BATCH);
         let Inner { partitions, produced, announcements, .. } =
@@ -189,8 +190,9 @@ impl Bus for MemoryBus {
                 return Err(Error::Unavailable(format!("consumer group {group} was not registered with the journal")));
             }
             let (j, g, n) = (journal.clone(), group.to_owned(), self.partitions());
-            let committed = tokio::task::spawn_blocking(move || (0..n).map(|p| j.cursor(&g, p)).collect::<Result<Vec<_>>>())
-                .await??;
+            let committed =
+                tokio::task::spawn_blocking(move || (0..n).map(|p| j.cursor(&g, p)).collect::<Result<Vec<_>>>())
+                    .await??;
             return Ok(Box::new(JournalConsumer {
                 inner: self.inner.clone(),
                 journal: journal.clone(),
@@ -481,7 +483,8 @@ mod tests {
         }
         drop(bus);
         // The store had stored only the first: offsets 1 and 2 are reused.
-        let bus = super::MemoryBus::with_journal(1, &[(0, 1)], journal(dir.path(), 1 << 20).await, &groups).await.unwrap();
+        let bus =
+            super::MemoryBus::with_journal(1, &[(0, 1)], journal(dir.path(), 1 << 20).await, &groups).await.unwrap();
         let mut other = crate::contract::record("a");
         other.ts += 1;
         bus.produce(&other).await.unwrap();

@@ -610,7 +610,7 @@ pub enum FilterWhenDown {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct HooksConfig {
     /// POST every stored message, membership change, edit, deletion and
-    /// reaction to this http:// URL, signed with --webhook-secret-file;
+    /// reaction to this http:// or https:// URL, signed with --webhook-secret-file;
     /// `URL#message,member` sends only those events (message, member,
     /// edit, delete, reaction). Repeat the flag for more webhooks.
     #[arg(long = "webhook", env = "CONFAB_WEBHOOKS", value_name = "URL[#EVENTS]", value_delimiter = ' ')]
@@ -623,7 +623,13 @@ pub struct HooksConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_file: Option<PathBuf>,
 
-    /// http:// URL asked about each message before it is stored: it
+    /// PEM file of more root certificates trusted for https:// webhooks
+    /// and the filter (a private CA), besides the system's.
+    #[arg(long, env = "CONFAB_WEBHOOK_CA_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_ca_file: Option<PathBuf>,
+
+    /// http:// or https:// URL asked about each message before it is stored: it
     /// accepts, rejects (the sender gets `forbidden` with its reason) or
     /// rewrites the text.
     #[arg(long, env = "CONFAB_FILTER_URL", value_name = "URL")]
@@ -657,8 +663,13 @@ impl HooksConfig {
         }
         if let Some(url) = &self.filter_url
             && !url.starts_with("http://")
+            && !url.starts_with("https://")
         {
-            return Err(invalid("filter_url", format!("'{url}' is not an http:// URL")));
+            return Err(invalid("filter_url", format!("'{url}' is not an http:// or https:// URL")));
+        }
+        if self.webhook_ca_file.is_some() {
+            let pem = self.ca()?;
+            confab_dispatcher::http_client(ms(1000), pem.as_deref()).map_err(|e| invalid("webhook_ca_file", e))?;
         }
         if !(1..=60_000).contains(&self.filter_timeout_ms) {
             return Err(invalid("filter_timeout_ms", "must be 1 to 60000"));
@@ -678,6 +689,12 @@ impl HooksConfig {
         Ok(Some(secret))
     }
 
+    /// The certificates of `webhook_ca_file`, read.
+    pub fn ca(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.webhook_ca_file else { return Ok(None) };
+        std::fs::read(path).map(Some).map_err(|e| invalid("webhook_ca_file", format!("{}: {e}", path.display())))
+    }
+
     /// The webhooks, when any.
     pub fn webhooks(&self) -> Result<Option<confab_dispatcher::webhooks::WebhookConfig>, ConfigError> {
         if self.webhook.is_empty() {
@@ -689,7 +706,7 @@ impl HooksConfig {
             .map(|h| confab_dispatcher::webhooks::Hook::parse(h).map_err(|e| invalid("webhook", e)))
             .collect::<Result<_, _>>()?;
         let secret = self.secret()?.expect("validated: webhooks have a secret");
-        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret }))
+        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret, ca_pem: self.ca()? }))
     }
 
     /// The message filter's settings, when one is configured.
@@ -706,6 +723,7 @@ impl HooksConfig {
                 FilterWhenDown::Refuse => confab_dispatcher::filter::WhenDown::Refuse,
             },
             max_text_bytes,
+            ca_pem: self.ca()?,
             secret: self.secret()?,
         }))
     }

@@ -302,7 +302,9 @@ pub fn filter(
     let Some(config) = hooks.filter(max_text_bytes)? else { return Ok(None) };
     tracing::info!(url = %config.url, when_down = ?config.when_down, "message filter on");
     let metrics = confab_dispatcher::filter::FilterMetrics::new(registry)?;
-    Ok(Some(confab_dispatcher::filter::Filter::new(config, metrics)))
+    let filter = confab_dispatcher::filter::Filter::new(config, metrics)
+        .map_err(|e| anyhow::anyhow!("the message filter: {e}"))?;
+    Ok(Some(filter))
 }
 
 /// The webhooks `hooks` configures, with their metrics registered.

@@ -357,3 +357,69 @@ async fn distributed_delivers_what_was_sent_before_the_webhook_started() {
     };
     tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
 }
+
+/// An `https://` webhook whose certificate `--webhook-ca-file` vouches for
+/// gets every event; `ca` false: the same webhook without the CA file is
+/// refused at the TLS handshake and nothing reaches the receiver.
+async fn https_webhook(cluster: bool) {
+    let (receiver, ca) = Receiver::start_tls(Arc::new(|_, _: &[u8]| (200, String::new(), 0))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, ca_file) = (dir.path().join("webhook-secret"), dir.path().join("ca.pem"));
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::write(&ca_file, ca).unwrap();
+    let (secret, ca_file) = (secret.display().to_string(), ca_file.display().to_string());
+    let flags = ["--webhook", &receiver.url, "--webhook-secret-file", &secret, "--webhook-ca-file", &ca_file];
+    let s = if cluster {
+        TestServer::start_cluster_with_roles(&[], &flags).await
+    } else {
+        TestServer::start_with_flags(&flags).await
+    };
+    let mut alice = s.connected("alice").await;
+    alice.join("r").await;
+    alice.send("r", "over tls", "c1").await;
+    let got = until(&receiver, |e| message_texts(e).contains(&"over tls".to_owned())).await;
+    assert!(got.iter().all(|e| e["id"].is_string()), "{got:?}");
+    assert!(receiver.received().iter().all(|r| r.signature.is_some()), "signed over TLS too");
+}
+
+#[tokio::test]
+async fn standalone_delivers_to_an_https_webhook_its_ca_file_trusts() {
+    https_webhook(false).await;
+}
+
+#[tokio::test]
+async fn distributed_delivers_to_an_https_webhook_its_ca_file_trusts() {
+    tokio::time::timeout(common::CLUSTER_TEST, https_webhook(true)).await.expect("the test ends in time");
+}
+
+#[tokio::test]
+async fn an_https_webhook_with_an_untrusted_certificate_gets_nothing() {
+    let (receiver, _ca) = Receiver::start_tls(Arc::new(|_, _: &[u8]| (200, String::new(), 0))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let s = TestServer::start_with_flags(&["--webhook", &receiver.url, "--webhook-secret-file", &secret]).await;
+    let mut alice = s.connected("alice").await;
+    alice.join("r").await;
+    alice.send("r", "secret text", "c1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = s.metrics().await;
+        let failed = text
+            .lines()
+            .filter(|l| l.starts_with("confab_webhook_deliveries_total{") && l.contains("outcome=\"failed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        if failed >= 2.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the webhook never failed: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.received().is_empty(), "no request crossed an untrusted handshake");
+    // The chat itself is unaffected.
+    let mut bob = s.connected("bob").await;
+    bob.join("r").await;
+    assert_eq!(bob.ok(json!({"op": "history", "room": "r"})).await["messages"][0]["text"], "secret text");
+}

@@ -53,8 +53,8 @@ impl Hook {
             Some((url, kinds)) => (url, kinds.split(',').map(str::trim).map(str::to_owned).collect()),
             None => (s, Vec::new()),
         };
-        if !url.starts_with("http://") {
-            return Err(format!("'{url}' is not an http:// URL"));
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(format!("'{url}' is not an http:// or https:// URL"));
         }
         if let Some(bad) = events.iter().find(|k| !KINDS.contains(&k.as_str())) {
             return Err(format!("unknown event '{bad}' (known: {})", KINDS.join(", ")));
@@ -86,6 +86,8 @@ impl Hook {
 pub struct WebhookConfig {
     pub hooks: Vec<Hook>,
     pub secret: Vec<u8>,
+    /// More root certificates (PEM) for `https://` URLs (`--webhook-ca-file`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -152,11 +154,7 @@ pub async fn run(
         return Ok(());
     }
     let online = Online::follow(&*bus, shutdown.clone()).await?;
-    let client = reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("an HTTP client without TLS always builds");
+    let client = crate::http_client(ATTEMPT_TIMEOUT, config.ca_pem.as_deref()).map_err(crate::Error::Http)?;
     let mut tasks = tokio::task::JoinSet::new();
     for hook in config.hooks {
         let name = hook.name();
@@ -480,6 +478,7 @@ mod tests {
         assert_eq!((h.url.as_str(), h.events.len()), ("http://h/x", 2));
         assert!(Hook::parse("http://h/x#nope").is_err());
         assert!(Hook::parse("ftp://h/x").is_err());
+        assert_eq!(Hook::parse("https://h/x#edit").unwrap().url, "https://h/x");
         assert!(h.wants("member") && !h.wants("edit"));
     }
 
