@@ -226,6 +226,12 @@ pub mod default {
     pub fn standalone_partitions() -> u32 {
         8
     }
+    pub fn api_rate_per_second() -> u32 {
+        100
+    }
+    pub fn api_rate_burst() -> u32 {
+        200
+    }
     /// 1 GiB.
     pub fn webhook_journal_bytes() -> u64 {
         1 << 30
@@ -412,6 +418,17 @@ pub struct ServerConfig {
     #[arg(long, env = "CONFAB_API_KEY_FILE", value_name = "FILE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Server API calls one key may make per second, on average, on each
+    /// gateway; over it a call is `429` `rate_limited` with `Retry-After`.
+    #[arg(long, env = "CONFAB_API_RATE_PER_SECOND", value_name = "N", default_value_t = default::api_rate_per_second())]
+    #[serde(default = "default::api_rate_per_second")]
+    pub api_rate_per_second: u32,
+
+    /// Server API calls one key may make at once before `api_rate_per_second` applies.
+    #[arg(long, env = "CONFAB_API_RATE_BURST", value_name = "N", default_value_t = default::api_rate_burst())]
+    #[serde(default = "default::api_rate_burst")]
+    pub api_rate_burst: u32,
 
     /// Whether /v1/auth/register creates accounts: `open` or `closed`.
     /// Default: `open` without jwt_public_keys, `closed` with them, so
@@ -1268,6 +1285,12 @@ impl ServerConfig {
         }
         if self.max_token_lifetime_secs == 0 {
             return Err(invalid("max_token_lifetime_secs", "must be at least 1"));
+        }
+        if self.api_rate_per_second == 0 {
+            return Err(invalid("api_rate_per_second", "must be at least 1"));
+        }
+        if self.api_rate_burst == 0 {
+            return Err(invalid("api_rate_burst", "must be at least 1"));
         }
         if self.heartbeat_ms < 10 {
             return Err(invalid("heartbeat_ms", "must be at least 10"));
