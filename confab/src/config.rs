@@ -226,6 +226,16 @@ pub mod default {
     pub fn standalone_partitions() -> u32 {
         8
     }
+    pub fn api_rate_per_second() -> u32 {
+        100
+    }
+    pub fn api_rate_burst() -> u32 {
+        200
+    }
+    /// 1 GiB.
+    pub fn webhook_journal_bytes() -> u64 {
+        1 << 30
+    }
     pub fn kafka() -> String {
         "127.0.0.1:9092".into()
     }
@@ -414,6 +424,17 @@ pub struct ServerConfig {
     #[arg(long, env = "CONFAB_API_KEY_FILE", value_name = "FILE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+
+    /// Server API calls one key may make per second, on average, on each
+    /// gateway; over it a call is `429` `rate_limited` with `Retry-After`.
+    #[arg(long, env = "CONFAB_API_RATE_PER_SECOND", value_name = "N", default_value_t = default::api_rate_per_second())]
+    #[serde(default = "default::api_rate_per_second")]
+    pub api_rate_per_second: u32,
+
+    /// Server API calls one key may make at once before `api_rate_per_second` applies.
+    #[arg(long, env = "CONFAB_API_RATE_BURST", value_name = "N", default_value_t = default::api_rate_burst())]
+    #[serde(default = "default::api_rate_burst")]
+    pub api_rate_burst: u32,
 
     /// Whether /v1/auth/register creates accounts: `open` or `closed`.
     /// Default: `open` without jwt_public_keys, `closed` with them, so
@@ -765,7 +786,7 @@ pub enum FilterWhenDown {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct HooksConfig {
     /// POST every stored message, membership change, edit, deletion and
-    /// reaction to this http:// URL, signed with --webhook-secret-file;
+    /// reaction to this http:// or https:// URL, signed with --webhook-secret-file;
     /// `URL#message,member` sends only those events (message, member,
     /// edit, delete, reaction). Repeat the flag for more webhooks.
     #[arg(long = "webhook", env = "CONFAB_WEBHOOKS", value_name = "URL[#EVENTS]", value_delimiter = ' ')]
@@ -778,7 +799,13 @@ pub struct HooksConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_file: Option<PathBuf>,
 
-    /// http:// URL asked about each message before it is stored: it
+    /// PEM file of more root certificates trusted for https:// webhooks
+    /// and the filter (a private CA), besides the system's.
+    #[arg(long, env = "CONFAB_WEBHOOK_CA_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_ca_file: Option<PathBuf>,
+
+    /// http:// or https:// URL asked about each message before it is stored: it
     /// accepts, rejects (the sender gets `forbidden` with its reason) or
     /// rewrites the text.
     #[arg(long, env = "CONFAB_FILTER_URL", value_name = "URL")]
@@ -812,8 +839,13 @@ impl HooksConfig {
         }
         if let Some(url) = &self.filter_url
             && !url.starts_with("http://")
+            && !url.starts_with("https://")
         {
-            return Err(invalid("filter_url", format!("'{url}' is not an http:// URL")));
+            return Err(invalid("filter_url", format!("'{url}' is not an http:// or https:// URL")));
+        }
+        if self.webhook_ca_file.is_some() {
+            let pem = self.ca()?;
+            confab_dispatcher::http_client(ms(1000), pem.as_deref()).map_err(|e| invalid("webhook_ca_file", e))?;
         }
         if !(1..=60_000).contains(&self.filter_timeout_ms) {
             return Err(invalid("filter_timeout_ms", "must be 1 to 60000"));
@@ -833,6 +865,12 @@ impl HooksConfig {
         Ok(Some(secret))
     }
 
+    /// The certificates of `webhook_ca_file`, read.
+    pub fn ca(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.webhook_ca_file else { return Ok(None) };
+        std::fs::read(path).map(Some).map_err(|e| invalid("webhook_ca_file", format!("{}: {e}", path.display())))
+    }
+
     /// The webhooks, when any.
     pub fn webhooks(&self) -> Result<Option<confab_dispatcher::webhooks::WebhookConfig>, ConfigError> {
         if self.webhook.is_empty() {
@@ -844,7 +882,7 @@ impl HooksConfig {
             .map(|h| confab_dispatcher::webhooks::Hook::parse(h).map_err(|e| invalid("webhook", e)))
             .collect::<Result<_, _>>()?;
         let secret = self.secret()?.expect("validated: webhooks have a secret");
-        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret }))
+        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret, ca_pem: self.ca()? }))
     }
 
     /// The message filter's settings, when one is configured.
@@ -861,6 +899,7 @@ impl HooksConfig {
                 FilterWhenDown::Refuse => confab_dispatcher::filter::WhenDown::Refuse,
             },
             max_text_bytes,
+            ca_pem: self.ca()?,
             secret: self.secret()?,
         }))
     }
@@ -1031,6 +1070,13 @@ pub struct StandaloneConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub hooks: HooksConfig,
+
+    /// Bytes of records the webhook journal (`<data>/webhooks.redb`) keeps
+    /// for webhooks whose receiver is behind; past it the oldest are
+    /// dropped undelivered (confab_webhook_journal_dropped_total).
+    #[arg(long, env = "CONFAB_WEBHOOK_JOURNAL_BYTES", value_name = "BYTES", default_value_t = default::webhook_journal_bytes())]
+    #[serde(default = "default::webhook_journal_bytes")]
+    pub webhook_journal_bytes: u64,
 }
 
 /// Where the distributed mode's Kafka and CQL database are.
@@ -1400,6 +1446,12 @@ impl ServerConfig {
         if self.max_token_lifetime_secs == 0 {
             return Err(invalid("max_token_lifetime_secs", "must be at least 1"));
         }
+        if self.api_rate_per_second == 0 {
+            return Err(invalid("api_rate_per_second", "must be at least 1"));
+        }
+        if self.api_rate_burst == 0 {
+            return Err(invalid("api_rate_burst", "must be at least 1"));
+        }
         if self.heartbeat_ms < 10 {
             return Err(invalid("heartbeat_ms", "must be at least 10"));
         }
@@ -1473,6 +1525,9 @@ impl StandaloneConfig {
         self.server.validate()?;
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
+        }
+        if self.webhook_journal_bytes < 1 << 20 {
+            return Err(invalid("webhook_journal_bytes", "must be at least 1048576 (1 MiB)"));
         }
         self.hooks.validate()?;
         self.room_limits.validate()
