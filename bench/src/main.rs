@@ -10,6 +10,7 @@
 //! `client.rs` speaks both protocols; `report.rs` prints the table, the
 //! `--json` file and the Markdown that `bench/run` puts in docs/benchmarks.md.
 
+mod bigroom;
 mod client;
 mod payload;
 mod report;
@@ -75,6 +76,15 @@ enum Cmd {
         #[command(flatten)]
         args: DmArgs,
     },
+    /// One room of M members (100,000 by default) made with `create` and
+    /// `join`: joins/s, then `room_info`, `directory` and `members` page
+    /// latencies, and messages fanned out to the members kept online.
+    Bigroom {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: bigroom::BigRoomArgs,
+    },
     /// Markdown comparison of result files written with --json.
     Report(ReportArgs),
     /// (internal) a worker process, driven by the scenario over stdin/stdout.
@@ -111,6 +121,13 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Fanout { common, args } => scenario_main("fanout", common, move |t, run, spread| {
             Box::pin(async move { scenario::fanout(t, &run, &spread, &args).await })
         }),
+        Cmd::Bigroom { mut common, args } => {
+            // The timed reads come one after another from the owner's session.
+            common.target.server_args.extend(["--rate-per-second=100000".into(), "--rate-burst=100000".into()]);
+            scenario_main("bigroom", common, move |t, run, spread| {
+                Box::pin(async move { bigroom::bigroom(t, &run, &spread, &args).await })
+            })
+        }
         Cmd::Dm { common, args } => scenario_main("dm", common, move |t, run, spread| {
             Box::pin(async move { scenario::dm(t, &run, &spread, &args).await })
         }),

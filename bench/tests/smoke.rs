@@ -66,6 +66,7 @@ const IDLE: &[&str] =
 const FANOUT: &[&str] =
     &["fanout", "--members", "20", "--publishers", "2", "--rate", "20", "--duration-secs", "1.5", "--drain-secs", "20"];
 const DM: &[&str] = &["dm", "--users", "10", "--rate", "40", "--duration-secs", "1.5", "--drain-secs", "20"];
+const BIGROOM: &[&str] = &["bigroom", "--members", "300", "--online", "20", "--reads", "5", "--messages", "2"];
 
 /// Every scenario against one target; what each must show.
 fn every_scenario(target: &str) {
@@ -88,6 +89,15 @@ fn every_scenario(target: &str) {
     assert_eq!(figure(&dm, "lost"), 0.0);
     assert_eq!(figure(&dm, "duplicated"), 0.0);
     assert!(figure(&dm, "send→ack p99") > 0.0);
+
+    // Rooms people own are Confab's: the peer has no `create` or `room_info`.
+    if target != "centrifugo" {
+        // bigroom checks every count it reads (`— ok` only when exact).
+        let big = bench(target, BIGROOM);
+        assert_eq!(figure(&big, "members joined"), 300.0);
+        assert!(figure(&big, "room_info p99") > 0.0);
+        assert!(figure(&big, "send→last online member p99") > 0.0);
+    }
 }
 
 #[test]

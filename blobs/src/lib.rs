@@ -12,8 +12,10 @@ use futures_util::Stream;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod dir;
+pub mod s3;
 
 pub use dir::DirBlobs;
+pub use s3::{S3Blobs, S3Options};
 
 /// A body streamed in or out: never held whole in memory.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

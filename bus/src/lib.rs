@@ -14,11 +14,13 @@ use tokio::sync::mpsc;
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+pub mod journal;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
 pub mod push;
 
+pub use journal::Journal;
 pub use memory::MemoryBus;
 pub use push::{LocalPush, Push};
 
@@ -53,6 +55,9 @@ pub enum Error {
     /// A partition this bus does not have.
     #[error("no partition {0}")]
     NoPartition(u32),
+    /// The standalone webhooks' journal (`webhooks.redb`) failed.
+    #[error("webhook journal: {0}")]
+    Journal(String),
     /// A blocking client call, run on tokio's blocking pool, panicked or was cancelled.
     #[error("bus task: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -226,6 +226,16 @@ pub mod default {
     pub fn standalone_partitions() -> u32 {
         8
     }
+    pub fn api_rate_per_second() -> u32 {
+        100
+    }
+    pub fn api_rate_burst() -> u32 {
+        200
+    }
+    /// 1 GiB.
+    pub fn webhook_journal_bytes() -> u64 {
+        1 << 30
+    }
     pub fn kafka() -> String {
         "127.0.0.1:9092".into()
     }
@@ -328,6 +338,12 @@ pub mod default {
     }
     pub fn max_blocks() -> usize {
         1000
+    }
+    pub fn s3_region() -> String {
+        "us-east-1".into()
+    }
+    pub fn s3_path_style() -> bool {
+        true
     }
     pub fn cql_replication() -> String {
         "SimpleStrategy:1".into()
@@ -437,6 +453,17 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
 
+    /// Server API calls one key may make per second, on average, on each
+    /// gateway; over it a call is `429` `rate_limited` with `Retry-After`.
+    #[arg(long, env = "CONFAB_API_RATE_PER_SECOND", value_name = "N", default_value_t = default::api_rate_per_second())]
+    #[serde(default = "default::api_rate_per_second")]
+    pub api_rate_per_second: u32,
+
+    /// Server API calls one key may make at once before `api_rate_per_second` applies.
+    #[arg(long, env = "CONFAB_API_RATE_BURST", value_name = "N", default_value_t = default::api_rate_burst())]
+    #[serde(default = "default::api_rate_burst")]
+    pub api_rate_burst: u32,
+
     /// Whether /v1/auth/register creates accounts: `open` or `closed`.
     /// Default: `open` without jwt_public_keys, `closed` with them, so
     /// nobody registers a name an application's user will need.
@@ -517,6 +544,159 @@ pub struct ServerConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub retention: RetentionConfig,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub object_store: ObjectStoreConfig,
+}
+
+/// Where attachment bytes live when not in the data directory: a bucket of
+/// S3-compatible object storage (AWS S3, MinIO, SeaweedFS, Ceph RGW...).
+/// With `s3_endpoint` unset, uploads are kept under the data directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Serialize, Deserialize)]
+pub struct ObjectStoreConfig {
+    /// Base URL of the S3 API (`https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio:9000`): attachments go to the bucket --s3-bucket there.
+    /// Credentials: --s3-credentials-file, or AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY. Default: none (attachments on local disk).
+    #[arg(long, env = "CONFAB_S3_ENDPOINT", value_name = "URL")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket attachments go to (it must exist); required with --s3-endpoint.
+    #[arg(long, env = "CONFAB_S3_BUCKET", value_name = "BUCKET")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_bucket: Option<String>,
+
+    /// The region requests are signed for.
+    #[arg(long, env = "CONFAB_S3_REGION", value_name = "REGION", default_value_t = default::s3_region())]
+    #[serde(default = "default::s3_region")]
+    pub s3_region: String,
+
+    /// Path-style URLs (ENDPOINT/BUCKET/KEY, what MinIO and SeaweedFS
+    /// expect); false: virtual-hosted (BUCKET.ENDPOINT/KEY).
+    #[arg(long, env = "CONFAB_S3_PATH_STYLE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = default::s3_path_style())]
+    #[serde(default = "default::s3_path_style")]
+    pub s3_path_style: bool,
+
+    /// File with the S3 credentials, in the AWS shared credentials format
+    /// (`aws_access_key_id = ...` and `aws_secret_access_key = ...` lines, a
+    /// `[default]` header allowed). Without it, AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY are read from the environment.
+    #[arg(long, env = "CONFAB_S3_CREDENTIALS_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_credentials_file: Option<PathBuf>,
+}
+
+impl ObjectStoreConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.s3_options_with(|name| std::env::var(name).ok()).map(|_| ())
+    }
+
+    /// The bucket's settings when `s3_endpoint` is set (credentials read
+    /// from `s3_credentials_file` or the environment); `None` without it.
+    pub fn s3_options(&self) -> Result<Option<confab_blobs::S3Options>, ConfigError> {
+        self.s3_options_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`Self::s3_options`] with the environment given.
+    pub fn s3_options_with(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<confab_blobs::S3Options>, ConfigError> {
+        let Some(endpoint) = &self.s3_endpoint else {
+            for (field, set) in
+                [("s3_bucket", self.s3_bucket.is_some()), ("s3_credentials_file", self.s3_credentials_file.is_some())]
+            {
+                if set {
+                    return Err(invalid(field, "needs s3_endpoint"));
+                }
+            }
+            return Ok(None);
+        };
+        let url = endpoint.trim_end_matches('/');
+        let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+        match host {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => {}
+            _ => {
+                return Err(invalid(
+                    "s3_endpoint",
+                    format!("`{endpoint}` is not an http:// or https:// URL of a host (and port), without a path"),
+                ));
+            }
+        }
+        let bucket = self.s3_bucket.as_deref().ok_or_else(|| invalid("s3_bucket", "required with s3_endpoint"))?;
+        // S3's bucket naming rules: 3 to 63 of a-z 0-9 . -, starting and
+        // ending with a letter or digit.
+        if !(3..=63).contains(&bucket.len())
+            || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            || !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !bucket.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err(invalid(
+                "s3_bucket",
+                format!("`{bucket}` is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"),
+            ));
+        }
+        if self.s3_region.is_empty() || !self.s3_region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(invalid("s3_region", format!("`{}` is not a region name", self.s3_region)));
+        }
+        let (access_key_id, secret_access_key) = match &self.s3_credentials_file {
+            Some(path) => read_s3_credentials(path)?,
+            None => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => (id, secret),
+                _ => {
+                    return Err(invalid(
+                        "s3_credentials_file",
+                        "s3_endpoint needs credentials: set s3_credentials_file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    ));
+                }
+            },
+        };
+        Ok(Some(confab_blobs::S3Options {
+            endpoint: url.to_owned(),
+            bucket: bucket.to_owned(),
+            region: self.s3_region.clone(),
+            access_key_id,
+            secret_access_key,
+            path_style: self.s3_path_style,
+        }))
+    }
+}
+
+/// Reads `aws_access_key_id` and `aws_secret_access_key` from an AWS shared
+/// credentials file: its `[default]` profile, or the keys outside any
+/// profile; other keys and profiles are ignored.
+fn read_s3_credentials(path: &Path) -> Result<(String, String), ConfigError> {
+    let field = "s3_credentials_file";
+    let text = std::fs::read_to_string(path).map_err(|e| invalid(field, format!("{}: {e}", path.display())))?;
+    let (mut id, mut secret) = (None, None);
+    let mut in_default = true;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(profile) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_default = profile.trim() == "default";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(invalid(field, format!("{}: `{line}` is not key = value", path.display())));
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "aws_access_key_id" if in_default => id = Some(value),
+            "aws_secret_access_key" if in_default => secret = Some(value),
+            _ => {}
+        }
+    }
+    match (id, secret) {
+        (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => Ok((id, secret)),
+        _ => Err(invalid(
+            field,
+            format!("{}: needs aws_access_key_id and aws_secret_access_key (in [default])", path.display()),
+        )),
+    }
 }
 
 /// How long rooms keep their messages: a room's admins set its own
@@ -710,7 +890,7 @@ pub enum FilterWhenDown {
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct HooksConfig {
     /// POST every stored message, membership change, edit, deletion and
-    /// reaction to this http:// URL, signed with --webhook-secret-file;
+    /// reaction to this http:// or https:// URL, signed with --webhook-secret-file;
     /// `URL#message,member` sends only those events (message, member,
     /// edit, delete, reaction). Repeat the flag for more webhooks.
     #[arg(long = "webhook", env = "CONFAB_WEBHOOKS", value_name = "URL[#EVENTS]", value_delimiter = ' ')]
@@ -723,7 +903,13 @@ pub struct HooksConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_file: Option<PathBuf>,
 
-    /// http:// URL asked about each message before it is stored: it
+    /// PEM file of more root certificates trusted for https:// webhooks
+    /// and the filter (a private CA), besides the system's.
+    #[arg(long, env = "CONFAB_WEBHOOK_CA_FILE", value_name = "FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_ca_file: Option<PathBuf>,
+
+    /// http:// or https:// URL asked about each message before it is stored: it
     /// accepts, rejects (the sender gets `forbidden` with its reason) or
     /// rewrites the text.
     #[arg(long, env = "CONFAB_FILTER_URL", value_name = "URL")]
@@ -757,8 +943,13 @@ impl HooksConfig {
         }
         if let Some(url) = &self.filter_url
             && !url.starts_with("http://")
+            && !url.starts_with("https://")
         {
-            return Err(invalid("filter_url", format!("'{url}' is not an http:// URL")));
+            return Err(invalid("filter_url", format!("'{url}' is not an http:// or https:// URL")));
+        }
+        if self.webhook_ca_file.is_some() {
+            let pem = self.ca()?;
+            confab_dispatcher::http_client(ms(1000), pem.as_deref()).map_err(|e| invalid("webhook_ca_file", e))?;
         }
         if !(1..=60_000).contains(&self.filter_timeout_ms) {
             return Err(invalid("filter_timeout_ms", "must be 1 to 60000"));
@@ -778,6 +969,12 @@ impl HooksConfig {
         Ok(Some(secret))
     }
 
+    /// The certificates of `webhook_ca_file`, read.
+    pub fn ca(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let Some(path) = &self.webhook_ca_file else { return Ok(None) };
+        std::fs::read(path).map(Some).map_err(|e| invalid("webhook_ca_file", format!("{}: {e}", path.display())))
+    }
+
     /// The webhooks, when any.
     pub fn webhooks(&self) -> Result<Option<confab_dispatcher::webhooks::WebhookConfig>, ConfigError> {
         if self.webhook.is_empty() {
@@ -789,7 +986,7 @@ impl HooksConfig {
             .map(|h| confab_dispatcher::webhooks::Hook::parse(h).map_err(|e| invalid("webhook", e)))
             .collect::<Result<_, _>>()?;
         let secret = self.secret()?.expect("validated: webhooks have a secret");
-        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret }))
+        Ok(Some(confab_dispatcher::webhooks::WebhookConfig { hooks, secret, ca_pem: self.ca()? }))
     }
 
     /// The message filter's settings, when one is configured.
@@ -806,6 +1003,7 @@ impl HooksConfig {
                 FilterWhenDown::Refuse => confab_dispatcher::filter::WhenDown::Refuse,
             },
             max_text_bytes,
+            ca_pem: self.ca()?,
             secret: self.secret()?,
         }))
     }
@@ -976,6 +1174,13 @@ pub struct StandaloneConfig {
     #[command(flatten)]
     #[serde(flatten)]
     pub hooks: HooksConfig,
+
+    /// Bytes of records the webhook journal (`<data>/webhooks.redb`) keeps
+    /// for webhooks whose receiver is behind; past it the oldest are
+    /// dropped undelivered (confab_webhook_journal_dropped_total).
+    #[arg(long, env = "CONFAB_WEBHOOK_JOURNAL_BYTES", value_name = "BYTES", default_value_t = default::webhook_journal_bytes())]
+    #[serde(default = "default::webhook_journal_bytes")]
+    pub webhook_journal_bytes: u64,
 }
 
 /// Where the distributed mode's Kafka and CQL database are.
@@ -1338,11 +1543,18 @@ impl ServerConfig {
             return Err(invalid("tcp_tls_cert", "needs tcp_listen"));
         }
         self.secret.validate(false)?;
+        self.object_store.validate()?;
         if self.token_ttl_secs == 0 {
             return Err(invalid("token_ttl_secs", "must be at least 1"));
         }
         if self.max_token_lifetime_secs == 0 {
             return Err(invalid("max_token_lifetime_secs", "must be at least 1"));
+        }
+        if self.api_rate_per_second == 0 {
+            return Err(invalid("api_rate_per_second", "must be at least 1"));
+        }
+        if self.api_rate_burst == 0 {
+            return Err(invalid("api_rate_burst", "must be at least 1"));
         }
         if self.heartbeat_ms < 10 {
             return Err(invalid("heartbeat_ms", "must be at least 10"));
@@ -1418,6 +1630,9 @@ impl StandaloneConfig {
         self.server.validate()?;
         if !(1..=1024).contains(&self.partitions) {
             return Err(invalid("partitions", "must be 1 to 1024"));
+        }
+        if self.webhook_journal_bytes < 1 << 20 {
+            return Err(invalid("webhook_journal_bytes", "must be at least 1048576 (1 MiB)"));
         }
         self.hooks.validate()?;
         self.room_limits.validate()
@@ -1655,6 +1870,66 @@ mod tests {
         let c = load(&["confab"], "tcp_listen = \"127.0.0.1:7000\"\ntcp_tls_cert = \"c.pem\"\n").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("tcp_tls_key"), "{e}");
+    }
+
+    #[test]
+    fn object_storage_is_off_by_default_and_its_options_are_checked() {
+        let no_env = |_: &str| None;
+        let c = load(&["confab"], "").unwrap();
+        assert_eq!(c.server.object_store.s3_options_with(no_env).unwrap(), None, "attachments on local disk");
+        assert_eq!(
+            (c.server.object_store.s3_region.as_str(), c.server.object_store.s3_path_style),
+            ("us-east-1", true)
+        );
+
+        let env = |name: &str| match name {
+            "AWS_ACCESS_KEY_ID" => Some("AKID".to_owned()),
+            "AWS_SECRET_ACCESS_KEY" => Some("s3cr3t".to_owned()),
+            _ => None,
+        };
+        let c = load(
+            &["confab", "--s3-path-style", "false"],
+            "s3_endpoint = \"https://s3.example.com/\"\ns3_bucket = \"chat-uploads\"\ns3_region = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let o = c.server.object_store.s3_options_with(env).unwrap().unwrap();
+        assert_eq!(
+            (o.endpoint.as_str(), o.bucket.as_str(), o.region.as_str(), o.path_style),
+            ("https://s3.example.com", "chat-uploads", "eu-west-1", false)
+        );
+        assert_eq!((o.access_key_id.as_str(), o.secret_access_key.as_str()), ("AKID", "s3cr3t"));
+        let e = c.server.object_store.s3_options_with(no_env).unwrap_err().to_string();
+        assert!(e.contains("AWS_ACCESS_KEY_ID") && e.contains("s3_credentials_file"), "no credentials: {e}");
+
+        // A credentials file beats the environment.
+        let dir = tempfile_dir();
+        let creds = dir.join("credentials");
+        std::fs::write(&creds, "[other]\naws_access_key_id = NOPE\n[default]\naws_access_key_id = FROMFILE\naws_secret_access_key = filesecret\n").unwrap();
+        let c = load(
+            &["confab", "--s3-credentials-file", creds.to_str().unwrap()],
+            "s3_endpoint = \"http://127.0.0.1:8333\"\ns3_bucket = \"b12\"\n",
+        )
+        .unwrap();
+        let o = c.server.object_store.s3_options_with(env).unwrap().unwrap();
+        assert_eq!((o.access_key_id.as_str(), o.secret_access_key.as_str()), ("FROMFILE", "filesecret"));
+        std::fs::write(&creds, "aws_access_key_id = X\n").unwrap();
+        let e = c.server.object_store.s3_options_with(env).unwrap_err().to_string();
+        assert!(e.contains("aws_secret_access_key"), "{e}");
+
+        for (file, field) in [
+            ("s3_bucket = \"b12\"\n", "s3_bucket: needs s3_endpoint"),
+            ("s3_endpoint = \"http://127.0.0.1:8333\"\n", "s3_bucket: required"),
+            ("s3_endpoint = \"127.0.0.1:8333\"\ns3_bucket = \"b12\"\n", "s3_endpoint"),
+            ("s3_endpoint = \"http://h/path\"\ns3_bucket = \"b12\"\n", "s3_endpoint"),
+            ("s3_endpoint = \"http://h\"\ns3_bucket = \"Bad_Bucket\"\n", "s3_bucket"),
+            ("s3_endpoint = \"http://h\"\ns3_bucket = \"b12\"\ns3_region = \"\"\n", "s3_region"),
+        ] {
+            let c = load(&["confab"], file).unwrap();
+            let e = c.server.object_store.s3_options_with(env).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{file:?}: {e}");
+        }
+        let c = load(&["confab"], "s3_bucket = \"b12\"\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("s3_bucket"), "validate checks them");
     }
 
     #[test]

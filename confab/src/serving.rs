@@ -163,6 +163,7 @@ pub fn api_keys(config: &ServerConfig) -> anyhow::Result<ApiKeys> {
     let Some(path) = &config.api_key_file else { return Ok(ApiKeys::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("api_key_file {}", path.display()))?;
     let keys = ApiKeys::parse(&text).map_err(|e| anyhow::anyhow!("api_key_file {}: {e}", path.display()))?;
+    let keys = keys.with_rate(config.api_rate_per_second, config.api_rate_burst);
     if keys.is_empty() {
         tracing::warn!(path = %path.display(), "api_key_file holds no key: the server API is off");
     } else {
@@ -302,7 +303,9 @@ pub fn filter(
     let Some(config) = hooks.filter(max_text_bytes)? else { return Ok(None) };
     tracing::info!(url = %config.url, when_down = ?config.when_down, "message filter on");
     let metrics = confab_dispatcher::filter::FilterMetrics::new(registry)?;
-    Ok(Some(confab_dispatcher::filter::Filter::new(config, metrics)))
+    let filter = confab_dispatcher::filter::Filter::new(config, metrics)
+        .map_err(|e| anyhow::anyhow!("the message filter: {e}"))?;
+    Ok(Some(filter))
 }
 
 /// The webhooks `hooks` configures, with their metrics registered.

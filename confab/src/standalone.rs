@@ -24,7 +24,20 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     let sweeper = embedded.clone();
     let store: Arc<dyn Store> = Arc::new(Metered::new(embedded, &registry)?);
     store.bind_partitions(config.partitions).await.context("partitions")?;
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(config.partitions, &store.checkpoints().await?));
+    let start = store.checkpoints().await?;
+    let webhooks = serving::webhooks(&config.hooks, &registry)?;
+    let bus: Arc<dyn Bus> = match &webhooks {
+        // The webhooks' groups exist before any record: they skip none, and
+        // their backlog is on disk.
+        Some((hooks, _)) => {
+            let journal = confab_bus::Journal::open(&config.data, config.webhook_journal_bytes, &registry)
+                .await
+                .context("opening the webhook journal")?;
+            let groups: Vec<String> = hooks.hooks.iter().map(|h| h.group()).collect();
+            Arc::new(MemoryBus::with_journal(config.partitions, &start, journal, &groups).await?)
+        }
+        None => Arc::new(MemoryBus::new(config.partitions, &start)),
+    };
 
     let secret = serving::jwt_secret(&config.server.secret, Some(&config.data))?;
     let auth = serving::auth(&config.server, &secret)?;
@@ -36,7 +49,6 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     push.register(&gateway_config.id, pushed);
     let mut dispatcher_config = config.dispatcher();
     dispatcher_config.filter = serving::filter(&config.hooks, config.server.max_text_bytes, &registry)?;
-    let webhooks = serving::webhooks(&config.hooks, &registry)?;
     let gateway =
         Gateway::new(gateway_config, auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
     if let Some(blobs) = crate::blobs::open_blobs(&config.server.uploads, Some(&config.data)).await? {

@@ -123,6 +123,54 @@ async fn a_blocked_users_dms_are_forbidden_while_other_dms_flow(s: TestServer) {
     mallory.ok(dm("alice", "m5")).await;
 }
 
+/// A block covers what reaches the blocker through an old message too:
+/// mallory can neither edit her DM into alice's view nor react in it (she
+/// may still delete her own message), while bob's edits and reactions in
+/// his DM with alice flow.
+async fn a_blocked_user_cannot_edit_or_react_in_the_dm(s: TestServer) {
+    let mut alice = s.connected("alice").await;
+    let mut bob = s.connected("bob").await;
+    let mut mallory = s.connected("mallory").await;
+    let dm = |to: &str, text: &str, cid: &str| json!({"op": "send", "to": to, "text": text, "cid": cid});
+    let hers = mallory.ok(dm("alice", "harmless", "m1")).await["seq"].clone();
+    let deleted = mallory.ok(dm("alice", "also mine", "m2")).await["seq"].clone();
+    let alices = alice.ok(dm("mallory", "hello", "a1")).await["seq"].clone();
+    let bobs = bob.ok(dm("alice", "from bob", "b1")).await["seq"].clone();
+    alice.ok(json!({"op": "block", "user": "mallory"})).await;
+    alice.take_events();
+
+    let room = "dm:alice:mallory";
+    let edit = json!({"op": "edit", "room": room, "seq": hers, "text": "something nasty"});
+    assert_eq!(mallory.error(edit).await, "forbidden", "no edit into alice's view");
+    for seq in [&hers, &alices] {
+        let react = json!({"op": "react", "room": room, "seq": seq, "emoji": "👎"});
+        assert_eq!(mallory.error(react).await, "forbidden", "no reaction in the DM");
+    }
+    mallory.ok(json!({"op": "delete", "room": room, "seq": deleted})).await;
+
+    // Bob, untouched, edits and reacts in his DM with alice, and she sees it.
+    let bob_room = "dm:alice:bob";
+    bob.ok(json!({"op": "edit", "room": bob_room, "seq": bobs, "text": "from bob, edited"})).await;
+    bob.ok(json!({"op": "react", "room": bob_room, "seq": bobs, "emoji": "👍"})).await;
+    assert_eq!(alice.event(|e| e["ev"] == "delete" && e["room"] == room).await["seq"], deleted);
+    alice.event(|e| e["ev"] == "react" && e["room"] == bob_room).await;
+    let seen: Vec<Value> = alice.take_events();
+    assert!(
+        !seen.iter().any(|e| e["room"] == room && (e["ev"] == "edit" || e["ev"] == "react")),
+        "nothing of mallory's edit or reactions reached alice: {seen:?}"
+    );
+    let history = alice.ok(json!({"op": "history", "room": room})).await;
+    let messages = history["messages"].as_array().unwrap();
+    let first = messages.iter().find(|m| m["seq"] == hers).unwrap();
+    assert_eq!(first["text"], "harmless");
+    assert!(first.get("edited_ts").is_none() && first.get("reactions").is_none(), "{first}");
+    let mine = messages.iter().find(|m| m["seq"] == alices).unwrap();
+    assert!(mine.get("reactions").is_none(), "{mine}");
+    let bob_history = alice.ok(json!({"op": "history", "room": bob_room})).await;
+    let edited = &bob_history["messages"][0];
+    assert_eq!((&edited["text"], &edited["reactions"][0]["emoji"]), (&json!("from bob, edited"), &json!("👍")));
+}
+
 async fn a_blocked_users_typing_and_presence_do_not_reach_the_blocker(s: TestServer) {
     let mut alice = s.connected("alice").await;
     let mut bob = s.connected("bob").await;
@@ -193,5 +241,6 @@ with_limits!(
     contacts_refuse_self_unknown_users_and_too_many,
     mutual_contacts_see_each_other_come_and_go_without_sharing_a_room,
     a_blocked_users_dms_are_forbidden_while_other_dms_flow,
+    a_blocked_user_cannot_edit_or_react_in_the_dm,
     a_blocked_users_typing_and_presence_do_not_reach_the_blocker,
 );

@@ -115,3 +115,40 @@ async fn a_filter_that_is_down_refuses_messages_when_set_to_refuse() {
         .await;
     }
 }
+
+/// An `https://` filter whose certificate `--webhook-ca-file` vouches for
+/// rewrites as the plain one does; without the CA file the filter is down
+/// (here: refuse), and nothing reaches it.
+#[tokio::test]
+async fn an_https_filter_its_ca_file_trusts_rewrites_and_an_untrusted_one_is_down() {
+    let (f, ca) = Receiver::start_tls(Arc::new(|_, body: &[u8]| {
+        let asked: Value = serde_json::from_slice(body).unwrap();
+        let text = asked["text"].as_str().unwrap().replace("darn", "****");
+        (200, json!({"action": "rewrite", "text": text}).to_string(), 0)
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let ca_file = ca_file.display().to_string();
+    let flags = vec!["--filter-url".to_owned(), f.url.clone(), "--webhook-ca-file".to_owned(), ca_file];
+    both_modes(flags, async |s: TestServer| {
+        let mut alice = s.connected("alice").await;
+        alice.join("r").await;
+        alice.send("r", "darn tls", "c1").await;
+        let history = alice.ok(json!({"op": "history", "room": "r"})).await;
+        assert_eq!(history["messages"][0]["text"], "**** tls", "{history}");
+    })
+    .await;
+    let asked = f.received().len();
+    assert!(asked >= 2, "both modes asked the filter over TLS");
+
+    let flags = ["--filter-url", &f.url, "--filter-when-down", "refuse"];
+    let s = TestServer::start_with_flags(&flags).await;
+    let mut alice = s.connected("alice").await;
+    alice.join("r").await;
+    let refused = alice.request(json!({"op": "send", "room": "r", "text": "darn", "cid": "c1"})).await;
+    assert_eq!(refused["error"]["code"], "unavailable", "{refused}");
+    assert_eq!(f.received().len(), asked, "no call crossed an untrusted handshake");
+    alice.ok(json!({"op": "ping"})).await;
+}

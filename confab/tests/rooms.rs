@@ -259,6 +259,53 @@ async fn room_settings_members_and_the_directory(s: TestServer) {
     assert_eq!(bob.error(json!({"op":"members","room":"dir-gophers","limit":1001})).await, "bad_request");
 }
 
+/// `room_info` and the directory show the count the room's dispatcher keeps
+/// with every membership change: exact through a leave, a kick, a ban, a
+/// refused join and an account's deletion.
+async fn the_member_count_stays_exact_through_leaves_kicks_bans_and_deletions(s: TestServer) {
+    let mut owner = s.connected("owner").await;
+    owner.ok(json!({"op":"create","room":"count-r","name":"Counted"})).await;
+    let dan_token = s.user("dan").await;
+    let mut others = Vec::new();
+    for name in ["amy", "bob", "cat"] {
+        let mut c = s.connected(name).await;
+        c.join("count-r").await;
+        others.push(c);
+    }
+    let mut dan = s.connect(&dan_token).await;
+    dan.join("count-r").await;
+    let mut outsider = s.connected("zoe").await;
+    let counts = |info: &Value, dir: &Value| {
+        let listed = dir["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "count-r").cloned();
+        (info["members"].as_u64().unwrap(), listed.map(|r| r["members"].as_u64().unwrap()))
+    };
+    let mut check = async |want: u64| {
+        let info = outsider.ok(json!({"op":"room_info","room":"count-r"})).await;
+        let dir = outsider.ok(json!({"op":"directory","query":"count-r"})).await;
+        assert_eq!(counts(&info, &dir), (want, Some(want)), "{info} {dir}");
+    };
+    check(5).await;
+    others[0].ok(json!({"op":"leave","room":"count-r"})).await;
+    check(4).await;
+    owner.ok(json!({"op":"kick","room":"count-r","user":"bob"})).await;
+    check(3).await;
+    owner.ok(json!({"op":"ban","room":"count-r","user":"cat"})).await;
+    check(2).await;
+    assert_eq!(others[2].error(json!({"op":"join","room":"count-r"})).await, "forbidden");
+    owner.ok(json!({"op":"ban","room":"count-r","user":"nobody-here"})).await;
+    check(2).await;
+    // Dan deletes his account: he leaves every room.
+    let url = format!("{}/v1/account", s.https[0]);
+    let r = s.client.delete(url).bearer_auth(&dan_token).json(&json!({"password":"password-123"})).send().await;
+    assert_eq!(r.unwrap().status().as_u16(), 200);
+    owner.event(|e| e["ev"] == "member" && e["user"] == "dan" && e["action"] == "leave").await;
+    check(1).await;
+    others[1].join("count-r").await;
+    check(2).await;
+    let members = owner.ok(json!({"op":"members","room":"count-r"})).await;
+    assert_eq!(users(&members["members"]).len(), 2);
+}
+
 /// Bob sends while alice kicks him, from two gateways (on the cluster).
 /// Whichever the room's log holds first wins, and every device agrees on
 /// whether the message exists: the sender's reply, the other members'
@@ -319,5 +366,6 @@ on_every_mode!(
     roles_keep_exactly_one_owner,
     a_muted_member_reads_but_cannot_send,
     room_settings_members_and_the_directory,
+    the_member_count_stays_exact_through_leaves_kicks_bans_and_deletions,
     a_kick_racing_a_send_is_decided_the_same_everywhere,
 );

@@ -225,6 +225,59 @@ async fn with_open_registration_a_name_is_a_password_account_or_an_application_u
     assert_eq!(mallory.ok(json!({"op":"rooms"})).await["rooms"], json!([]), "the password account is untouched");
 }
 
+const API_KEY: &str = "identity-api-key-0123456789abcdef";
+
+/// A server API key file for the test below (`--api-key-file`).
+fn api_key_flag() -> &'static str {
+    let path = std::env::temp_dir().join(format!("confab-identity-api-keys-{}", std::process::id()));
+    std::fs::write(&path, format!("app:{API_KEY}\n")).unwrap();
+    Box::leak(format!("--api-key-file={}", path.display()).into_boxed_str())
+}
+
+/// The name of a deleted account stays reserved against an application's
+/// tokens too: one for it is refused (`403 forbidden`, saying why), and
+/// never becomes a fresh account that reads the old one's DMs. Both kinds:
+/// a password account deleted with its password, an application's user
+/// deleted through the server API.
+async fn an_application_token_for_a_deleted_accounts_name_is_refused(s: TestServer, app: App) {
+    let mut bob = s.connected("bob").await;
+    let mut cfo = s.connected("cfo").await;
+    cfo.ok(json!({"op":"send","to":"bob","text":"the numbers, privately","cid":"c1"})).await;
+    let cfo_token = s.login("cfo").await;
+    let url = format!("{}/v1/account", s.https[0]);
+    let r = s.client.delete(url).bearer_auth(&cfo_token).json(&json!({"password":"password-123"})).send().await;
+    assert_eq!(r.unwrap().status().as_u16(), 200);
+
+    let mut ceo = s.connect(&app.token("ceo")).await;
+    ceo.ok(json!({"op":"send","to":"bob","text":"board only","cid":"e1"})).await;
+    let url = format!("{}/v1/server/users/ceo", s.https[0]);
+    let r = s.client.delete(url).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    ceo.closed().await;
+
+    for name in ["cfo", "ceo"] {
+        let token = app.token(name);
+        for ws in &s.gateways {
+            assert_eq!(refused_status(&format!("{ws}?token={token}")).await, 403, "{name}");
+        }
+        let (status, body) = s.get(&format!("/v1/rooms/dm:bob:{name}/messages"), Some(&token)).await;
+        assert_eq!((status, &body["error"]["code"]), (403, &json!("forbidden")), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("deleted") && message.contains(name), "{message}");
+        let (status, _) = register(&s, name).await;
+        assert_eq!(status, 409, "nor registered again");
+        assert_eq!(bob.error(json!({"op":"send","to":name,"text":"still there?","cid":name})).await, "not_found");
+    }
+    // Bob still reads both DMs, erased; other application users sign in as before.
+    for name in ["cfo", "ceo"] {
+        let h = bob.ok(json!({"op":"history","room":format!("dm:bob:{name}")})).await;
+        assert_eq!((&h["messages"][0]["text"], &h["messages"][0]["from"]), (&json!(""), &json!("")), "{h}");
+    }
+    let mut alice = s.connect(&app.token("alice")).await;
+    alice.ok(json!({"op":"send","to":"bob","text":"hi","cid":"a1"})).await;
+    assert_eq!(bob.event(|e| e["ev"] == "msg" && e["room"] == "dm:alice:bob").await["text"], "hi");
+}
+
 /// Closing registration (here by configuring an application's key, which
 /// closes it by default) keeps the accounts that exist: they log in and
 /// chat as before. Standalone only: it restarts the server on its data; a
@@ -295,4 +348,5 @@ with_an_application_key!(
     with_an_application_key_registration_is_closed_and_its_users_exist_from_their_first_connection: [],
     a_token_the_application_did_not_mint_for_confab_is_refused: ["--max-token-lifetime-secs", "7200"],
     with_open_registration_a_name_is_a_password_account_or_an_application_user_never_both: ["--registration", "open"],
+    an_application_token_for_a_deleted_accounts_name_is_refused: ["--registration", "open", super::super::api_key_flag()],
 );

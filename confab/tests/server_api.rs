@@ -397,6 +397,29 @@ async fn every_endpoint_refuses_a_missing_or_wrong_key(s: TestServer) {
     );
 }
 
+/// A known path with another method is `405` with the API's JSON error and
+/// `Allow`; an unknown path is `404` JSON. Nothing happens either way.
+async fn a_wrong_method_is_405_and_an_unknown_path_404_both_json(s: TestServer) {
+    for (method, path) in every_route() {
+        let wrong = if method == "get" { reqwest::Method::POST } else { reqwest::Method::GET };
+        let url = format!("{}{path}", s.https[0]);
+        let r = s.client.request(wrong.clone(), url).bearer_auth(KEY).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{wrong} {path}");
+        let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(allow.as_deref(), Some(method.to_uppercase().as_str()), "{wrong} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(code(&body), "bad_request", "{wrong} {path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("not allowed"), "{body}");
+    }
+    for path in ["/v1/server/rooms/desk/nothing", "/v1/server/users/kim/nothing", "/v1/server"] {
+        let (status, body) = get(&s, 1, path).await;
+        assert_eq!((status, code(&body)), (404, "not_found"), "{path}: {body}");
+    }
+    // The routes still answer their own method.
+    let (status, body) = get(&s, 0, "/v1/server/stats").await;
+    assert_eq!(status, 200, "{body}");
+}
+
 on_every_mode_with!(
     api,
     gateway: gateway;
@@ -408,6 +431,52 @@ on_every_mode_with!(
     bot_accounts_are_shown_as_bots,
     presence_and_stats_count_who_is_online,
     every_endpoint_refuses_a_missing_or_wrong_key,
+    a_wrong_method_is_405_and_an_unknown_path_404_both_json,
+);
+
+/// Each key has its own budget (`api_rate_per_second`, `api_rate_burst`):
+/// past it a call is `429` `rate_limited` with `Retry-After`, does nothing,
+/// and another key and the chat are unaffected.
+async fn a_key_over_its_rate_is_429_with_retry_after(s: TestServer) {
+    let mut lou = s.connected("lou").await;
+    lou.join("hall").await;
+    // Gateway 0 only: the budget is per gateway.
+    for i in 0..3 {
+        let (status, body) = get(&s, 0, "/v1/server/stats").await;
+        assert_eq!(status, 200, "call {i}: {body}");
+    }
+    let body = json!({"room": "hall", "from": "lou", "text": "over the rate", "cid": "r-1"});
+    let r = s.client.post(format!("{}/v1/server/publish", s.https[0])).bearer_auth(KEY).json(&body).send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let reply: Value = r.json().await.unwrap();
+    assert_eq!(code(&reply), "rate_limited", "{reply}");
+    // The other key has its own budget; lou's session is untouched and the refused publish posted nothing.
+    let (status, body) = call(&s, 0, "GET", "/v1/server/stats", Some(OTHER_KEY), None).await;
+    assert_eq!(status, 200, "{body}");
+    let page = lou.ok(json!({"op": "history", "room": "hall"})).await;
+    assert_eq!(page["messages"], json!([]));
+    let text = s.metrics().await;
+    assert!(
+        text.lines()
+            .any(|l| l
+                .starts_with("confab_server_api_requests_total{endpoint=\"POST /v1/server/publish\",status=\"429\"}")),
+        "{text}"
+    );
+}
+
+fn limited_gateway() -> Vec<String> {
+    let mut flags = gateway();
+    flags.extend(["--api-rate-per-second=1".to_owned(), "--api-rate-burst=3".to_owned()]);
+    flags
+}
+
+on_every_mode_with!(
+    rate,
+    gateway: limited_gateway;
+    a_key_over_its_rate_is_429_with_retry_after,
 );
 
 #[tokio::test]

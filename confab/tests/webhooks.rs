@@ -272,3 +272,154 @@ async fn distributed_delivers_the_backlog_of_a_receiver_that_was_down_across_a_d
     };
     tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
 }
+
+/// Standalone keeps a webhook's backlog on disk: a receiver that is down
+/// across a restart of the process gets every event when it returns, in
+/// the room's order.
+#[tokio::test]
+async fn standalone_delivers_the_backlog_of_a_receiver_that_was_down_across_a_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let down = Arc::new(AtomicBool::new(true));
+    let is_down = down.clone();
+    let receiver = Receiver::start(Arc::new(move |_, _: &[u8]| {
+        if is_down.load(Ordering::SeqCst) { (503, String::new(), 0) } else { (200, String::new(), 0) }
+    }))
+    .await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("webhook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let hook = ["--webhook", &receiver.url, "--webhook-secret-file", &secret];
+    let mut s = TestServer::start_with_flags(&hook).await;
+    let token = s.user("alice").await;
+    let mut alice = s.connect(&token).await;
+    alice.join("r").await;
+    for i in 0..5 {
+        alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    // The receiver is down: the webhook keeps trying.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while receiver.received().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the webhook never called");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(alice);
+    s.running.take().unwrap().stop().await.expect("clean stop");
+
+    // The same data directory, the same webhook.
+    let running = confab::standalone::start(common::config_with(s.dir.path(), &hook)).await.expect("restarts");
+    let mut alice = common::Client::connect(&format!("ws://{}/v1/ws?token={token}", running.public())).await;
+    for i in 5..8 {
+        alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+    }
+    down.store(false, Ordering::SeqCst);
+    let want: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+    let got = until(&receiver, |e| first_arrivals(e, "cid").len() == want.len()).await;
+    assert_eq!(first_arrivals(&got, "cid"), want, "{got:?}");
+    // Alice's join came before the restart too.
+    assert!(got.iter().any(|e| e["type"] == "member" && e["user"] == "alice" && e["action"] == "join"), "{got:?}");
+    running.stop().await.expect("clean stop");
+}
+
+/// A record produced before any webhook's consumer group existed is
+/// delivered once the webhook starts: its group starts at a durable
+/// position (the oldest record the topic keeps), not at the log's end.
+#[tokio::test]
+async fn distributed_delivers_what_was_sent_before_the_webhook_started() {
+    use common::cluster;
+    let test = async {
+        let (receiver, _dir, hook) = webhook_setup().await;
+        let mut started = cluster::start_with(1, 1, &[], &[]).await;
+        let http = format!("http://{}", started.gateways[0].public());
+        let mut alice = connected_on(&http, "alice").await;
+        alice.join("r").await;
+        for i in 0..3 {
+            alice.send("r", &format!("m{i}"), &format!("c{i}")).await;
+        }
+        // Only now does a dispatcher with the webhook start.
+        let (kafka, cql) = (cluster::env("KAFKA_BOOTSTRAP"), cluster::env("CQL_CONTACT_POINTS"));
+        let mut args = vec!["--kafka", &kafka, "--topic-prefix", &started.topic_prefix, "--cql", &cql];
+        args.extend(["--keyspace", &started.keyspace.name, "--admin-listen", "127.0.0.1:0"]);
+        args.extend(["--jwt-secret", common::SECRET]);
+        args.extend(hook.iter().map(String::as_str));
+        let config = cluster::parse::<confab::config::DispatcherConfig>(&args);
+        started.dispatchers.push(confab::distributed::start_dispatcher(config).await.expect("dispatcher starts"));
+        alice.send("r", "m3", "c3").await;
+        let want: Vec<String> = (0..4).map(|i| format!("c{i}")).collect();
+        let got = until(&receiver, |e| first_arrivals(e, "cid").len() == want.len()).await;
+        assert_eq!(first_arrivals(&got, "cid"), want, "{got:?}");
+        for d in started.dispatchers.drain(..) {
+            d.stop().await.expect("clean stop");
+        }
+        for g in started.gateways.drain(..) {
+            g.stop().await.expect("clean stop");
+        }
+    };
+    tokio::time::timeout(common::CLUSTER_TEST, test).await.expect("the test ends in time");
+}
+
+/// An `https://` webhook whose certificate `--webhook-ca-file` vouches for
+/// gets every event; `ca` false: the same webhook without the CA file is
+/// refused at the TLS handshake and nothing reaches the receiver.
+async fn https_webhook(cluster: bool) {
+    let (receiver, ca) = Receiver::start_tls(Arc::new(|_, _: &[u8]| (200, String::new(), 0))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, ca_file) = (dir.path().join("webhook-secret"), dir.path().join("ca.pem"));
+    std::fs::write(&secret, SECRET).unwrap();
+    std::fs::write(&ca_file, ca).unwrap();
+    let (secret, ca_file) = (secret.display().to_string(), ca_file.display().to_string());
+    let flags = ["--webhook", &receiver.url, "--webhook-secret-file", &secret, "--webhook-ca-file", &ca_file];
+    let s = if cluster {
+        TestServer::start_cluster_with_roles(&[], &flags).await
+    } else {
+        TestServer::start_with_flags(&flags).await
+    };
+    let mut alice = s.connected("alice").await;
+    alice.join("r").await;
+    alice.send("r", "over tls", "c1").await;
+    let got = until(&receiver, |e| message_texts(e).contains(&"over tls".to_owned())).await;
+    assert!(got.iter().all(|e| e["id"].is_string()), "{got:?}");
+    assert!(receiver.received().iter().all(|r| r.signature.is_some()), "signed over TLS too");
+}
+
+#[tokio::test]
+async fn standalone_delivers_to_an_https_webhook_its_ca_file_trusts() {
+    https_webhook(false).await;
+}
+
+#[tokio::test]
+async fn distributed_delivers_to_an_https_webhook_its_ca_file_trusts() {
+    tokio::time::timeout(common::CLUSTER_TEST, https_webhook(true)).await.expect("the test ends in time");
+}
+
+#[tokio::test]
+async fn an_https_webhook_with_an_untrusted_certificate_gets_nothing() {
+    let (receiver, _ca) = Receiver::start_tls(Arc::new(|_, _: &[u8]| (200, String::new(), 0))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("webhook-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let secret = secret.display().to_string();
+    let s = TestServer::start_with_flags(&["--webhook", &receiver.url, "--webhook-secret-file", &secret]).await;
+    let mut alice = s.connected("alice").await;
+    alice.join("r").await;
+    alice.send("r", "secret text", "c1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = s.metrics().await;
+        let failed = text
+            .lines()
+            .filter(|l| l.starts_with("confab_webhook_deliveries_total{") && l.contains("outcome=\"failed\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        if failed >= 2.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the webhook never failed: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.received().is_empty(), "no request crossed an untrusted handshake");
+    // The chat itself is unaffected.
+    let mut bob = s.connected("bob").await;
+    bob.join("r").await;
+    assert_eq!(bob.ok(json!({"op": "history", "room": "r"})).await["messages"][0]["text"], "secret text");
+}

@@ -37,6 +37,8 @@ pub struct FilterConfig {
     pub when_down: WhenDown,
     /// Longest text a rewrite may give (the gateway's `max_text_bytes`).
     pub max_text_bytes: usize,
+    /// More root certificates (PEM) for an `https://` URL (`--webhook-ca-file`).
+    pub ca_pem: Option<Vec<u8>>,
     /// Signs each call as webhooks are, when set.
     pub secret: Option<Vec<u8>>,
 }
@@ -112,13 +114,10 @@ pub struct Candidate {
 }
 
 impl Filter {
-    pub fn new(config: FilterConfig, metrics: FilterMetrics) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("an HTTP client without TLS always builds");
-        Filter { config, client, metrics }
+    /// The filter; `Err` when its HTTP client cannot be built (its CA file).
+    pub fn new(config: FilterConfig, metrics: FilterMetrics) -> Result<Self, String> {
+        let client = crate::http_client(config.timeout, config.ca_pem.as_deref())?;
+        Ok(Filter { config, client, metrics })
     }
 
     pub fn when_down(&self) -> WhenDown {

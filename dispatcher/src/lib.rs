@@ -32,6 +32,30 @@ pub enum Error {
     Bus(#[from] confab_bus::Error),
     #[error(transparent)]
     Store(#[from] confab_store::Error),
+    /// The webhooks' HTTP client cannot be built (its TLS roots).
+    #[error("webhook HTTP client: {0}")]
+    Http(String),
+}
+
+/// The HTTP client of webhooks and the message filter: `http://` and
+/// `https://` (rustls; the system's root certificates, plus those of
+/// `ca_pem`, a PEM bundle, when given), no redirects, `timeout` per call.
+pub fn http_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .use_rustls_tls()
+        .https_only(false);
+    if let Some(pem) = ca_pem {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
+        if certificates.is_empty() {
+            return Err("no PEM certificate in the CA file".to_owned());
+        }
+        for c in certificates {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// The most `max_rooms_per_user` may be: the rooms one `sync` may name, so

@@ -53,8 +53,8 @@ impl Hook {
             Some((url, kinds)) => (url, kinds.split(',').map(str::trim).map(str::to_owned).collect()),
             None => (s, Vec::new()),
         };
-        if !url.starts_with("http://") {
-            return Err(format!("'{url}' is not an http:// URL"));
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(format!("'{url}' is not an http:// or https:// URL"));
         }
         if let Some(bad) = events.iter().find(|k| !KINDS.contains(&k.as_str())) {
             return Err(format!("unknown event '{bad}' (known: {})", KINDS.join(", ")));
@@ -64,6 +64,11 @@ impl Hook {
 
     fn wants(&self, kind: &str) -> bool {
         self.events.is_empty() || self.events.iter().any(|k| k == kind)
+    }
+
+    /// The webhook's consumer group on the ingress log.
+    pub fn group(&self) -> String {
+        format!("webhook-{}", self.name())
     }
 
     /// A short stable name for the URL: its consumer group and metric label.
@@ -81,6 +86,8 @@ impl Hook {
 pub struct WebhookConfig {
     pub hooks: Vec<Hook>,
     pub secret: Vec<u8>,
+    /// More root certificates (PEM) for `https://` URLs (`--webhook-ca-file`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -147,16 +154,12 @@ pub async fn run(
         return Ok(());
     }
     let online = Online::follow(&*bus, shutdown.clone()).await?;
-    let client = reqwest::Client::builder()
-        .timeout(ATTEMPT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("an HTTP client without TLS always builds");
+    let client = crate::http_client(ATTEMPT_TIMEOUT, config.ca_pem.as_deref()).map_err(crate::Error::Http)?;
     let mut tasks = tokio::task::JoinSet::new();
     for hook in config.hooks {
         let name = hook.name();
         tracing::info!(webhook = %name, url = %hook.url, events = ?hook.events, "webhook consuming");
-        let consumer = bus.consumer_group(&format!("webhook-{name}")).await?;
+        let consumer = bus.consumer_group(&hook.group()).await?;
         let worker = Worker {
             name,
             hook,
@@ -475,6 +478,7 @@ mod tests {
         assert_eq!((h.url.as_str(), h.events.len()), ("http://h/x", 2));
         assert!(Hook::parse("http://h/x#nope").is_err());
         assert!(Hook::parse("ftp://h/x").is_err());
+        assert_eq!(Hook::parse("https://h/x#edit").unwrap().url, "https://h/x");
         assert!(h.wants("member") && !h.wants("edit"));
     }
 

@@ -13,6 +13,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$root/e2e/kind
 cluster=confab-e2e
 image=confab:kind
+next_tag=kind-next
+next_image=confab:$next_tag
 work=$here/.work
 kubeconfig=$work/kubeconfig
 
@@ -41,8 +43,9 @@ else
 fi
 export KUBECONFIG=$kubeconfig
 
-say "loading $image into the node"
-kind load docker-image "$image" --name "$cluster"
+say "loading $image into the node, and the same image as $next_image (the suite rolls the pods to it)"
+docker tag "$image" "$next_image"
+kind load docker-image "$image" "$next_image" --name "$cluster"
 
 say "Kafka and Cassandra"
 kubectl apply -f "$here/manifests/backends.yaml"
@@ -65,24 +68,12 @@ kubectl apply -f "$here/manifests/chatcluster.yaml"
 kubectl -n confab-kind wait --for=condition=Available chatcluster/chat --timeout=600s
 kubectl -n confab-kind get chatcluster,deploy,pods,svc,jobs
 
-say "port-forwarding each gateway pod"
-pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   if [[ ${KEEP:-0} != 1 ]]; then kind delete cluster --name "$cluster"; fi
 }
 trap cleanup EXIT
-urls=()
-port=18080
-for pod in $(kubectl -n confab-kind get pods -l app.kubernetes.io/instance=chat,app.kubernetes.io/component=gateway \
-  --field-selector=status.phase=Running -o name); do
-  kubectl -n confab-kind port-forward "$pod" "$port:8080" >"$work/port-forward-$port.log" 2>&1 &
-  pids+=($!)
-  urls+=("http://127.0.0.1:$port")
-  port=$((port + 1))
-done
 
-say "the suite"
-CONFAB_KIND_GATEWAYS=$(IFS=,; echo "${urls[*]}") KUBECONFIG=$kubeconfig \
+say "the suite (the same chat scenario as CI's node suite; pods reached through kubectl port-forward)"
+CONFAB_KIND_NEXT_TAG=$next_tag KUBECONFIG=$kubeconfig \
   cargo run --manifest-path "$root/Cargo.toml" -p confab-e2e --example kind
 say "kind suite passed"

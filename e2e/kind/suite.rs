@@ -1,43 +1,97 @@
 //! The kind suite (`e2e/kind/run.sh` runs it; CI only compiles it, having
 //! no Docker): against a ChatCluster the real operator deployed on a real
-//! cluster, with the real image, Kafka and Cassandra, two users on two
-//! different gateways register, log in, join a room and chat.
+//! kind cluster, with the real image, Kafka and Cassandra, it runs the same
+//! chat scenario as the node suite that CI runs on a real kubelet
+//! (e2e/tests/scenario): chat across two gateway pods, a gateway pod deleted
+//! and its client reconnected and caught up within 15 s, the replacement
+//! serving history, and a change of image tag rolling every pod within 2
+//! minutes under a steady stream with nothing lost.
 //!
-//! Environment: `KUBECONFIG` (the kind cluster), `CONFAB_KIND_GATEWAYS`
-//! (comma-separated base URLs, one port-forward per gateway pod).
+//! Pods are reached through `kubectl port-forward`, one per pod, opened as
+//! the scenario meets them (pods come and go during it).
+//!
+//! Environment: `KUBECONFIG` (the kind cluster), `CONFAB_KIND_NEXT_TAG` (a
+//! second tag of the image, loaded into the node by run.sh, that the roll
+//! moves to), `KUBECTL` (default `kubectl`).
 
-use std::time::Duration;
+#[path = "../tests/scenario/mod.rs"]
+mod scenario;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use confab_e2e::wait_for;
 use confab_operator::crd::ChatCluster;
-use futures_util::{SinkExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::Api;
-use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use scenario::{POLL, Reach, TIMEOUT, ready_now};
 
-const TIMEOUT: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(500);
+const NAMESPACE: &str = "confab-kind";
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// One `kubectl port-forward` per pod, killed when the suite ends.
+struct PortForwards {
+    kubectl: String,
+    open: Mutex<HashMap<String, (Child, String)>>,
+}
+
+impl Reach for PortForwards {
+    async fn base_url(&self, pod: &Pod) -> anyhow::Result<String> {
+        let name = pod.name_any();
+        if let Some((_, url)) = self.open.lock().unwrap().get(&name) {
+            return Ok(url.clone());
+        }
+        let mut child = Command::new(&self.kubectl)
+            .args(["-n", NAMESPACE, "port-forward", &format!("pod/{name}"), ":8080"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting kubectl port-forward")?;
+        let stdout = child.stdout.take().context("port-forward without stdout")?;
+        // "Forwarding from 127.0.0.1:43567 -> 8080"
+        let first = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        });
+        let line = match tokio::time::timeout(TIMEOUT, first).await {
+            Ok(Ok(Ok(line))) => line,
+            _ => {
+                let _ = child.kill();
+                bail!("kubectl port-forward to {name} said nothing");
+            }
+        };
+        let Some(port) = line.split("127.0.0.1:").nth(1).and_then(|rest| rest.split_whitespace().next()) else {
+            let _ = child.kill();
+            bail!("kubectl port-forward to {name}: unexpected output {line:?}");
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        self.open.lock().unwrap().insert(name, (child, url.clone()));
+        Ok(url)
+    }
+}
+
+impl Drop for PortForwards {
+    fn drop(&mut self) {
+        for (_, (mut child, _)) in self.open.lock().unwrap().drain() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let gateways: Vec<String> = std::env::var("CONFAB_KIND_GATEWAYS")
-        .context("CONFAB_KIND_GATEWAYS is not set: run e2e/kind/run.sh")?
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    let (first, second) = match gateways.as_slice() {
-        [a, b, ..] => (a.clone(), b.clone()),
-        [a] => (a.clone(), a.clone()),
-        [] => bail!("CONFAB_KIND_GATEWAYS names no gateway"),
-    };
-
-    step("the ChatCluster reports every pod ready");
+    let next_tag =
+        std::env::var("CONFAB_KIND_NEXT_TAG").context("CONFAB_KIND_NEXT_TAG is not set: run e2e/kind/run.sh")?;
     confab_e2e::use_ring_crypto();
     let client = kube::Client::try_default().await?;
-    let clusters: Api<ChatCluster> = Api::namespaced(client, "confab-kind");
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
+
+    println!("[kind suite] the ChatCluster reports every pod ready");
     let cc = wait_for("chat to be Available with 2/2 gateways and 2/2 dispatchers", TIMEOUT, POLL, || async {
         let cc = clusters.get("chat").await?;
         let status = cc.status.clone().unwrap_or_default();
@@ -45,97 +99,28 @@ async fn main() -> anyhow::Result<()> {
         Ok((available && status.gateways.summary == "2/2" && status.dispatchers.summary == "2/2").then_some(cc))
     })
     .await?;
-    println!("endpoint: {:?}", cc.status.and_then(|s| s.endpoint));
-
-    let http = reqwest::Client::new();
-    let suffix = std::process::id();
-    let (alice, bob) = (format!("alice{suffix}"), format!("bob{suffix}"));
-    step(&format!("{alice} on {first}, {bob} on {second}: register and log in"));
-    let alice_token = account(&http, &first, &alice).await?;
-    let bob_token = account(&http, &second, &bob).await?;
-
-    step("both join a room over WebSocket");
-    let mut a = connect(&first, &alice_token).await?;
-    let mut b = connect(&second, &bob_token).await?;
-    let room = format!("kind-{suffix}");
-    request(&mut a, json!({"op": "join", "id": 1, "room": room})).await?;
-    request(&mut b, json!({"op": "join", "id": 1, "room": room})).await?;
-
-    step("a message from one gateway reaches the other");
-    let sent =
-        request(&mut a, json!({"op": "send", "id": 2, "room": room, "text": "hello from kind", "cid": "k1"})).await?;
-    let seq = sent["seq"].as_i64().context("send reply without seq")?;
-    let event = next_event(&mut b, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await?;
-    assert_eq!(event["text"], "hello from kind");
-    assert_eq!(event["from"], alice.as_str());
-    assert_eq!(event["seq"].as_i64(), Some(seq));
-
-    step("history over HTTP from the other gateway");
-    let history: Value = http
-        .get(format!("{second}/v1/rooms/{room}/messages"))
-        .bearer_auth(&bob_token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let texts: Vec<&str> =
-        history["messages"].as_array().into_iter().flatten().filter_map(|m| m["text"].as_str()).collect();
-    assert_eq!(texts, ["hello from kind"]);
-
-    step("kind suite: all checks passed");
-    Ok(())
-}
-
-fn step(what: &str) {
-    println!("[kind suite] {what}");
-}
-
-/// Registers `user` and returns a token (retrying while the port-forward
-/// comes up).
-async fn account(http: &reqwest::Client, base: &str, user: &str) -> anyhow::Result<String> {
-    let body = json!({"username": user, "password": "correct horse battery"});
-    wait_for("registration", TIMEOUT, POLL, || async {
-        let r = http.post(format!("{base}/v1/auth/register")).json(&body).send().await?;
-        Ok((r.status().is_success() || r.status() == reqwest::StatusCode::CONFLICT).then_some(()))
+    println!("  endpoint: {:?}", cc.status.as_ref().and_then(|s| s.endpoint.clone()));
+    let repository = cc.spec.image.repository.clone();
+    let gateways = wait_for("2 ready gateway pods", TIMEOUT, POLL, || async {
+        let ready = ready_now(&pods, "gateway").await?;
+        Ok((ready.len() == 2).then_some(ready))
     })
     .await?;
-    let login: Value =
-        http.post(format!("{base}/v1/auth/login")).json(&body).send().await?.error_for_status()?.json().await?;
-    Ok(login["token"].as_str().context("login without token")?.to_owned())
-}
 
-async fn connect(base: &str, token: &str) -> anyhow::Result<Socket> {
-    let url = format!("{}/v1/ws?token={token}", base.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let hello = next_event(&mut socket, |e| e["ev"] == "hello").await?;
-    println!("  connected to gateway {}", hello["server"]);
-    Ok(socket)
-}
-
-async fn request(socket: &mut Socket, frame: Value) -> anyhow::Result<Value> {
-    let id = frame["id"].clone();
-    socket.send(Message::text(frame.to_string())).await?;
-    let reply = next_event(socket, |e| e["re"] == id).await?;
-    if reply["ok"] != true {
-        bail!("{frame} failed: {reply}");
-    }
-    Ok(reply)
-}
-
-/// The next frame matching `wanted`, skipping others.
-async fn next_event(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    tokio::time::timeout(TIMEOUT, async {
-        while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame? {
-                let value: Value = serde_json::from_str(&text)?;
-                if wanted(&value) {
-                    return Ok(value);
-                }
-            }
-        }
-        bail!("the connection closed")
-    })
-    .await
-    .context("timed out waiting for a frame")?
+    let reach =
+        PortForwards { kubectl: std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()), open: Mutex::default() };
+    scenario::chat_through_failover_and_roll(
+        &pods,
+        &clusters,
+        &gateways,
+        &reach,
+        |_| {},
+        move || {
+            let image = format!("{repository}:{next_tag}");
+            (next_tag, image)
+        },
+    )
+    .await;
+    println!("[kind suite] all checks passed");
+    Ok(())
 }

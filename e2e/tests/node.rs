@@ -4,11 +4,13 @@
 //! into the node's containerd; `helm install` of `charts/confab` runs the
 //! operator from it; a ChatCluster pointing at the Kafka and Cassandra of
 //! `scripts/infra` gets its migration Job (the real binary against the real
-//! servers), two gateways and two dispatchers that pass their probes; users
+//! servers), two gateways and two dispatchers that pass their probes; then
+//! the chat scenario the kind suite runs too (tests/scenario): users
 //! chat across the two gateway pods (through the pods' addresses: no
 //! kube-proxy runs here); a deleted gateway pod's clients are told
-//! `server_restart`, reconnect to the other and `sync` with nothing lost; a
-//! change of image tag rolls both gateways and dispatchers within 2 minutes
+//! `server_restart`, reconnect to the other and `sync` with nothing lost
+//! within 15 s (asserted); a change of image tag rolls both gateways and
+//! dispatchers within 2 minutes
 //! while a writer keeps sending (resending on another pod when its own is
 //! drained), and `sync` afterwards holds every acked send once, in order;
 //! and deleting the ChatCluster removes everything it made.
@@ -29,23 +31,23 @@
 
 mod chart_support;
 mod kube_support;
+mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chart_support::{chart, helm, repo, text};
 use confab_e2e::{infra_env, unique_name, wait_for};
 use confab_operator::crd::ChatCluster;
-use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
+use scenario::{Reach, ready_now};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Pods start from a cold image cache, the migration Job creates a keyspace
 /// and topics: generous, since CI machines are shared.
@@ -54,8 +56,6 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(500);
 /// The label and taint key of the real node (scripts/infra.d/node.sh).
 const NODE_KEY: &str = "confab.dev/node";
-
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The `confab` binary to put in the image: `CONFAB_BIN`, or this build's
 /// (built with CI's flags, so that after CI's build step it is a no-op).
@@ -239,130 +239,27 @@ async fn a_chat_cluster_runs_on_a_real_node_and_survives_a_gateway_pod_deletion(
     }
     println!("  endpoint: {:?}", cc.status.and_then(|s| s.endpoint));
 
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let (first, second) = (base_url(&gateways[0]), base_url(&gateways[1]));
-    let suffix = std::process::id();
-    let (alice, bob) = (format!("alice{suffix}"), format!("bob{suffix}"));
-    step(&format!("{alice} on {first}, {bob} on {second}: register, log in, join a room"));
-    let alice_token = account(&http, &first, &alice).await.unwrap();
-    let bob_token = account(&http, &second, &bob).await.unwrap();
-    let mut a = connect(&first, &alice_token).await.unwrap();
-    let mut b = connect(&second, &bob_token).await.unwrap();
-    let room = format!("node-{suffix}");
-    request(&mut a, json!({"op": "join", "id": 1, "room": room})).await.unwrap();
-    request(&mut b, json!({"op": "join", "id": 1, "room": room})).await.unwrap();
-
-    step("messages cross the two gateway pods both ways");
-    let sent = request(&mut a, json!({"op": "send", "id": 2, "room": room, "text": "hello from a", "cid": "a1"}))
-        .await
-        .unwrap();
-    let event = next_event(&mut b, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await.unwrap();
-    assert_eq!((event["text"].as_str(), event["from"].as_str()), (Some("hello from a"), Some(alice.as_str())));
-    assert_eq!(event["seq"], sent["seq"]);
-    request(&mut b, json!({"op": "send", "id": 2, "room": room, "text": "hello from b", "cid": "b1"})).await.unwrap();
-    let event = next_event(&mut a, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await.unwrap();
-    assert_eq!(event["text"], "hello from b");
-    let mut alice_seen = event["seq"].as_i64().unwrap();
-
-    step(&format!("the gateway pod of {alice} is deleted: she is told server_restart"));
-    let gone = gateways[0].name_any();
-    let deleted_at = std::time::Instant::now();
-    pods.delete(&gone, &DeleteParams::default()).await.unwrap();
-    let bye = next_event(&mut a, |e| e["ev"] == "bye").await.unwrap();
-    assert_eq!(bye["reason"], "server_restart");
-    drop(a);
-
-    step(&format!("while {alice} is away, {bob} keeps talking"));
-    let mut away = Vec::new();
-    for i in 0..5 {
-        let text = format!("while you were away {i}");
-        let id = 10 + i;
-        let r = request(&mut b, json!({"op": "send", "id": id, "room": room, "text": text, "cid": format!("w{i}")}))
-            .await
-            .unwrap();
-        away.push((r["seq"].as_i64().unwrap(), text));
-    }
-
-    step(&format!("{alice} reconnects to the other gateway pod and syncs: nothing lost"));
-    let mut a = connect(&second, &alice_token).await.unwrap();
-    let mut caught_up = Vec::new();
-    let mut id = 100;
-    loop {
-        id += 1;
-        let reply =
-            request(&mut a, json!({"op": "sync", "id": id, "rooms": {room.as_str(): alice_seen}})).await.unwrap();
-        let got = &reply["rooms"][room.as_str()];
-        for m in got["messages"].as_array().unwrap() {
-            alice_seen = m["seq"].as_i64().unwrap();
-            caught_up.push((alice_seen, m["text"].as_str().unwrap().to_owned()));
-        }
-        if got["more"] != true {
-            break;
-        }
-    }
-    assert_eq!(caught_up, away, "sync returns exactly what was sent while away, in order");
-    println!("  deleted pod -> reconnected and caught up: {:?}", deleted_at.elapsed());
-    request(&mut b, json!({"op": "send", "id": 50, "room": room, "text": "welcome back", "cid": "b2"})).await.unwrap();
-    let event = next_event(&mut a, |e| e["ev"] == "msg" && e["room"] == room.as_str()).await.unwrap();
-    assert_eq!(event["text"], "welcome back");
-    alice_seen = event["seq"].as_i64().unwrap();
-
-    step("the Deployment replaces the deleted pod; the new one serves too");
-    let replaced = wait_for("a new gateway pod, ready", START, POLL, || async {
-        let ready = ready_now(&pods, "gateway").await?;
-        Ok((ready.len() == 2 && ready.iter().all(|p| p.name_any() != gone)).then_some(ready))
-    })
-    .await
-    .unwrap();
-    let fresh = replaced.iter().find(|p| p.name_any() != gateways[1].name_any()).expect("the replacement");
-    assert_on_node(fresh, &node);
-    let mut c = connect(&base_url(fresh), &alice_token).await.unwrap();
-    let history = request(&mut c, json!({"op": "history", "id": 1, "room": room, "limit": 100})).await.unwrap();
-    let texts: Vec<&str> = history["messages"].as_array().unwrap().iter().filter_map(|m| m["text"].as_str()).collect();
-    assert_eq!(texts.len(), 8, "history on the new pod: {texts:?}");
-    assert!(texts.contains(&"welcome back") && texts.contains(&"hello from a"), "{texts:?}");
-
-    drop((a, b, c));
-    step("a new image tag rolls both gateways and dispatchers under a steady stream: nothing lost, within 2 minutes");
-    let next_tag = format!("{app_version}-next");
-    let out = Command::new(repo().join("scripts/image"))
-        .arg("--binary")
-        .arg(&binary)
-        .args(["--tag", &format!("ghcr.io/confab-chat/confab:{next_tag}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/image --tag:\n{}", text(&out));
-    let next_image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let before_roll = alice_seen;
-    let patch = json!({"spec": {"image": {"tag": next_tag}}});
-    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let patched_at = Instant::now();
-    let (acked, writer_reconnects) = stream_until_rolled(&pods, &bob_token, &room, &next_image, patched_at).await;
-    println!(
-        "  image change -> 2 gateways and 2 dispatchers on {next_image}: {:?}; {} sends acked, writer reconnected {writer_reconnects} times",
-        patched_at.elapsed(),
-        acked.len()
-    );
-    assert!(writer_reconnects >= 1, "the writer's gateway was replaced under it");
-    let gateways = ready_now(&pods, "gateway").await.unwrap();
-    let mut d = connect(&base_url(&gateways[0]), &alice_token).await.unwrap();
-    let mut after_roll = Vec::new();
-    let mut seen = before_roll;
-    for id in 2000.. {
-        let reply = request(&mut d, json!({"op": "sync", "id": id, "rooms": {room.as_str(): seen}, "limit": 1000}))
-            .await
-            .unwrap();
-        let got = &reply["rooms"][room.as_str()];
-        for m in got["messages"].as_array().unwrap() {
-            seen = m["seq"].as_i64().unwrap();
-            after_roll.push((seen, m["text"].as_str().unwrap().to_owned()));
-        }
-        if got["more"] != true {
-            break;
-        }
-    }
-    assert_eq!(after_roll, acked, "after the roll, sync gives every acked send once, in order, and nothing else");
-    drop(d);
+    let binary_for_roll = binary.clone();
+    scenario::chat_through_failover_and_roll(
+        &pods,
+        &clusters,
+        &gateways,
+        &PodAddress,
+        |fresh| assert_on_node(fresh, &node),
+        move || {
+            let next_tag = format!("{app_version}-next");
+            let out = Command::new(repo().join("scripts/image"))
+                .arg("--binary")
+                .arg(&binary_for_roll)
+                .args(["--tag", &format!("ghcr.io/confab-chat/confab:{next_tag}")])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "scripts/image --tag:\n{}", text(&out));
+            let next_image = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            (next_tag, next_image)
+        },
+    )
+    .await;
 
     step("the operator's log can be read through the kubelet");
     let mut operator_log = String::new();
@@ -418,104 +315,14 @@ fn assert_on_node(p: &Pod, node: &str) {
     assert_eq!(on.as_deref(), Some(node), "pod {} runs on the real node", p.name_any());
 }
 
-fn base_url(p: &Pod) -> String {
-    let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("a pod IP");
-    format!("http://{ip}:8080")
-}
+/// The node suite reaches a pod by its address (no kube-proxy runs here).
+struct PodAddress;
 
-/// Sends to `room` as bob, one message at a time, until the ChatCluster's
-/// gateways and dispatchers all run `image` (2 of each, ready, and no old
-/// pod left, not even terminating) and at least 20 were acked; a send whose gateway went away (`bye`, closed, refused) is
-/// sent again with its cid on another ready gateway. Fails past 2 minutes
-/// from `since`. Returns the acked (seq, text) in order and how many times
-/// the writer had to reconnect.
-async fn stream_until_rolled(
-    pods: &Api<Pod>,
-    token: &str,
-    room: &str,
-    image: &str,
-    since: Instant,
-) -> (Vec<(i64, String)>, u32) {
-    async fn on(pods: &Api<Pod>, component: &str, image: &str) -> bool {
-        let Ok(ready) = ready_now(pods, component).await else { return false };
-        // The old pods are gone, not only out of the Service: a draining
-        // gateway still serves its sessions until its grace ends.
-        let all = every_pod(pods, component).await.unwrap_or_default();
-        ready.len() == 2
-            && all.len() == 2
-            && ready.iter().all(|p| p.spec.as_ref().unwrap().containers[0].image.as_deref() == Some(image))
+impl Reach for PodAddress {
+    async fn base_url(&self, p: &Pod) -> anyhow::Result<String> {
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).context("a pod without an IP")?;
+        Ok(format!("http://{ip}:8080"))
     }
-    let mut acked = Vec::new();
-    let mut writer: Option<Socket> = None;
-    let mut reconnects = 0u32;
-    let mut pending: Option<(String, String)> = None;
-    let mut n = 0u32;
-    loop {
-        if acked.len() >= 20 && on(pods, "gateway", image).await && on(pods, "dispatcher", image).await {
-            return (acked, reconnects.saturating_sub(1));
-        }
-        assert!(since.elapsed() < Duration::from_secs(120), "the roll did not complete within 2 minutes");
-        if writer.is_none() {
-            let ready = ready_now(pods, "gateway").await.unwrap_or_default();
-            let Some(pod) = ready.last() else { continue };
-            match connect(&base_url(pod), token).await {
-                Ok(socket) => {
-                    writer = Some(socket);
-                    reconnects += 1;
-                }
-                Err(e) => {
-                    println!("  writer: connecting to {} failed ({e}); another try", pod.name_any());
-                    continue;
-                }
-            }
-        }
-        let socket = writer.as_mut().unwrap();
-        let (cid, text) = pending.take().unwrap_or_else(|| {
-            n += 1;
-            (format!("roll{n}"), format!("during the roll {n}"))
-        });
-        let id = 10_000 + u64::from(n) * 10 + u64::from(reconnects % 10);
-        let frame = json!({"op": "send", "id": id, "room": room, "text": text, "cid": cid});
-        match tokio::time::timeout(Duration::from_secs(10), request(socket, frame)).await {
-            Ok(Ok(reply)) => {
-                let seq = reply["seq"].as_i64().unwrap();
-                if acked.last().is_none_or(|(last, _): &(i64, String)| *last != seq) {
-                    acked.push((seq, text));
-                }
-            }
-            // Its gateway is draining or gone: resend the same cid elsewhere.
-            Ok(Err(_)) | Err(_) => {
-                pending = Some((cid, text));
-                writer = None;
-            }
-        }
-        // A steady stream, not a flood: a few sends a second.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
-}
-
-/// Every pod of a component, ready or not, terminating ones included.
-async fn every_pod(pods: &Api<Pod>, component: &str) -> anyhow::Result<Vec<Pod>> {
-    let selector = format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}");
-    Ok(pods.list(&ListParams::default().labels(&selector)).await?.items)
-}
-
-/// The pods of a component that are Ready now (not being deleted).
-async fn ready_now(pods: &Api<Pod>, component: &str) -> anyhow::Result<Vec<Pod>> {
-    let selector = format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}");
-    let mut ready: Vec<Pod> = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let conditions = p.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-            conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-        .collect();
-    ready.sort_by_key(|p| p.name_any());
-    Ok(ready)
 }
 
 async fn ready_pods(pods: &Api<Pod>, component: &str, n: usize) -> Vec<Pod> {
@@ -525,49 +332,4 @@ async fn ready_pods(pods: &Api<Pod>, component: &str, n: usize) -> Vec<Pod> {
     })
     .await
     .unwrap()
-}
-
-/// Registers `user` and returns a token.
-async fn account(http: &reqwest::Client, base: &str, user: &str) -> anyhow::Result<String> {
-    let body = json!({"username": user, "password": "correct horse battery"});
-    let r = http.post(format!("{base}/v1/auth/register")).json(&body).send().await?;
-    anyhow::ensure!(r.status().is_success(), "register {user} at {base}: {}", r.status());
-    let login: Value =
-        http.post(format!("{base}/v1/auth/login")).json(&body).send().await?.error_for_status()?.json().await?;
-    Ok(login["token"].as_str().context("login without token")?.to_owned())
-}
-
-async fn connect(base: &str, token: &str) -> anyhow::Result<Socket> {
-    let url = format!("{}/v1/ws?token={token}", base.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
-    let hello = next_event(&mut socket, |e| e["ev"] == "hello").await?;
-    println!("  connected to gateway {} at {base}", hello["server"]);
-    Ok(socket)
-}
-
-async fn request(socket: &mut Socket, frame: Value) -> anyhow::Result<Value> {
-    let id = frame["id"].clone();
-    socket.send(Message::text(frame.to_string())).await?;
-    let reply = next_event(socket, |e| e["re"] == id).await?;
-    if reply["ok"] != true {
-        bail!("{frame} failed: {reply}");
-    }
-    Ok(reply)
-}
-
-/// The next frame matching `wanted`, skipping others.
-async fn next_event(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
-    tokio::time::timeout(TIMEOUT, async {
-        while let Some(frame) = socket.next().await {
-            if let Message::Text(text) = frame? {
-                let value: Value = serde_json::from_str(&text)?;
-                if wanted(&value) {
-                    return Ok(value);
-                }
-            }
-        }
-        bail!("the connection closed")
-    })
-    .await
-    .context("timed out waiting for a frame")?
 }

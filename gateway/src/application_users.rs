@@ -5,7 +5,9 @@
 //! on; a name that already belongs to a password account is refused to the
 //! application, so a self-registered `ceo` never reads what was meant for the
 //! application's `ceo` (nor the other way round: registering a provisioned
-//! name is `taken`).
+//! name is `taken`). The name of a deleted account (either kind) stays
+//! reserved: an application's token for it is refused (`forbidden`), never
+//! made into a fresh account that would inherit the old one's DMs.
 
 use confab_protocol::{ErrorCode, ProtocolError};
 use confab_store::UserRecord;
@@ -16,7 +18,8 @@ use crate::ops::store_error;
 impl Gateway {
     /// Makes sure `name`, the subject of a token an application's key
     /// signed, is an application's user in the store: creates them on first
-    /// sight, and refuses (`forbidden`) a name that is a password account.
+    /// sight, and refuses (`forbidden`) a name that is a password account
+    /// or was a deleted account's.
     pub async fn application_user(&self, name: &str) -> Result<(), ProtocolError> {
         let store = &self.inner.store;
         // Twice at most: a create that loses a race reads the winner.
@@ -43,6 +46,13 @@ impl Gateway {
                 }
             }
         }
-        Err(ProtocolError::unavailable("cannot read the user back; retry shortly"))
+        // Refused twice and found by neither read: the name is a deleted
+        // account's tombstone, which stays reserved. Signing in as it would
+        // hand a new person the old one's DMs, invitations and contacts.
+        tracing::info!(user = %name, "application token for a deleted account's name refused");
+        Err(ProtocolError::new(
+            ErrorCode::Forbidden,
+            format!("the account '{name}' was deleted; its name is never handed out again"),
+        ))
     }
 }

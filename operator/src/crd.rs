@@ -118,6 +118,118 @@ pub struct ChatClusterSpec {
     /// (docs/webhooks.md). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<HooksSpec>,
+
+    /// S3-compatible object storage (AWS S3, MinIO, SeaweedFS, Ceph RGW)
+    /// for attachment bytes, shared by every gateway. Rendered into the
+    /// gateways as `CONFAB_S3_*` settings, with the credentials from a
+    /// Secret as `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (the
+    /// operator never reads the Secret). Absent: none configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ObjectStoreSpec>,
+}
+
+/// The bucket attachments go to (it must exist; a gateway checks it is
+/// reachable with these credentials at start and fails its startup probe
+/// otherwise).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreSpec {
+    /// Base URL of the S3 API, `http://` or `https://` and a host (and
+    /// port), no path: `https://s3.eu-west-1.amazonaws.com`,
+    /// `http://minio.storage.svc:9000`.
+    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^/?#@\s]+/?$"))]
+    pub endpoint: String,
+
+    /// The bucket (S3 naming: 3 to 63 of a-z, 0-9, `.`, `-`).
+    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$"))]
+    pub bucket: String,
+
+    /// The region requests are signed for.
+    #[serde(default = "default_s3_region")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9-]+$"))]
+    pub region: String,
+
+    /// Path-style URLs (`ENDPOINT/BUCKET/KEY`: MinIO, SeaweedFS, Ceph);
+    /// false for virtual-hosted ones (`BUCKET.ENDPOINT/KEY`: AWS).
+    #[serde(default = "yes")]
+    pub path_style: bool,
+
+    /// The Secret in this namespace holding the access key id and the
+    /// secret access key.
+    pub credentials_secret: ObjectStoreCredentials,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+/// A Secret with the S3 credentials. The default keys are those of the
+/// Secrets Rook's and other ObjectBucketClaims write.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStoreCredentials {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// Key of the access key id in the Secret.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub access_key_id_key: String,
+
+    /// Key of the secret access key in the Secret.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+impl ObjectStoreSpec {
+    /// What the schema says, checked again where the operator renders the
+    /// gateways (a cluster stored before the schema had it, `confab crd
+    /// --children`): the first problem, naming its field.
+    pub fn problem(&self) -> Option<String> {
+        let host = self
+            .endpoint
+            .trim_end_matches('/')
+            .strip_prefix("https://")
+            .or_else(|| self.endpoint.trim_end_matches('/').strip_prefix("http://"));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@']) && !h.contains(char::is_whitespace))
+        {
+            return Some(format!(
+                "objectStore.endpoint `{}` is not an http:// or https:// URL of a host (and port), without a path",
+                self.endpoint
+            ));
+        }
+        let b = &self.bucket;
+        if !(3..=63).contains(&b.len())
+            || !b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+            || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !b.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Some(format!("objectStore.bucket `{b}` is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"));
+        }
+        if self.region.is_empty() || !self.region.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
+            return Some(format!("objectStore.region `{}` is not a region name", self.region));
+        }
+        let c = &self.credentials_secret;
+        if c.name.is_empty() {
+            return Some("objectStore.credentialsSecret.name is empty".into());
+        }
+        for (field, key) in [("accessKeyIdKey", &c.access_key_id_key), ("secretAccessKeyKey", &c.secret_access_key_key)]
+        {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+                return Some(format!("objectStore.credentialsSecret.{field} `{key}` is not a Secret key"));
+            }
+        }
+        None
+    }
 }
 
 /// The bounds of a health-gated rolling update, read from the pods'

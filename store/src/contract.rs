@@ -30,6 +30,7 @@ macro_rules! store_contract_tests {
             profiles_belong_to_accounts_and_are_read_in_the_order_asked,
             passwords_change_and_tokens_are_revoked,
             joining_creates_the_room_and_counts_each_member_once,
+            the_member_count_is_kept_exact_through_joins_leaves_kicks_bans_and_erasures,
             leaving_removes_the_member_and_their_room,
             history_returns_the_newest_before_a_seq_oldest_first,
             since_pages_forward_and_says_when_more_remain,
@@ -90,13 +91,13 @@ pub fn message(room: &str, seq: u64, from: &str, cid: &str) -> Message {
 
 /// Alice joins `room` and sends `n` messages with seqs 1..=n.
 pub fn some_messages(room: &str, n: u64) -> WriteBatch {
-    let mut batch = vec![Write::Join { room: room.into(), user: "alice".into(), at: 0 }];
+    let mut batch = vec![Write::Join { room: room.into(), user: "alice".into(), at: 0, members: 1 }];
     batch.extend((1..=n).map(|seq| Write::Message(message(room, seq, "alice", &format!("c{seq}")))));
     batch
 }
 
 pub(crate) fn join(room: &str, user: &str) -> Write {
-    Write::Join { room: room.into(), user: user.into(), at: 0 }
+    Write::Join { room: room.into(), user: user.into(), at: 0, members: 1 }
 }
 
 pub async fn users_are_created_once_and_found_by_name(store: &impl Store) {
@@ -162,8 +163,13 @@ pub async fn passwords_change_and_tokens_are_revoked(store: &impl Store) {
 }
 
 pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl Store) {
-    store.apply(vec![join("r", "alice"), join("r", "bob"), join("r", "alice")]).await.unwrap();
-    assert_eq!(store.room("r").await.unwrap(), Some(RoomMeta { last_seq: 0, members: 2, messages: 0, last_change: 0 }));
+    let join = |user: &str, at, members| Write::Join { room: "r".into(), user: user.into(), at, members };
+    store.apply(vec![join("alice", 1, 1), join("bob", 2, 2), join("alice", 1, 1)]).await.unwrap();
+    let meta = store.room("r").await.unwrap().unwrap();
+    assert_eq!(
+        RoomMeta { members_at: 0, ..meta },
+        RoomMeta { last_seq: 0, members: 2, members_at: 0, messages: 0, last_change: 0 }
+    );
     let mut members = store.members("r").await.unwrap();
     members.sort();
     assert_eq!(members, ["alice", "bob"]);
@@ -172,12 +178,54 @@ pub async fn joining_creates_the_room_and_counts_each_member_once(store: &impl S
     assert!(!store.is_member("r2", "bob").await.unwrap());
 }
 
+/// The count `room_info` and the directory show is the one kept with each
+/// membership write (never a scan), and stays exact: a kick is a leave, a
+/// ban a ban and a leave, an account's erasure an erasure and a leave.
+pub async fn the_member_count_is_kept_exact_through_joins_leaves_kicks_bans_and_erasures(store: &impl Store) {
+    let join = |user: &str, at, members| Write::Join { room: "r".into(), user: user.into(), at, members };
+    let leave = |user: &str, at, members| Write::Leave { room: "r".into(), user: user.into(), at, members };
+    let users = ["owner", "amy", "bob", "cat", "dan", "eve"];
+    store.apply(users.iter().zip(1..).map(|(user, n)| join(user, n, n)).collect()).await.unwrap();
+    let check = |expected: u64, last_at: u64| async move {
+        let meta = store.room("r").await.unwrap().unwrap();
+        assert_eq!(meta.members, expected);
+        assert!(meta.members_at == 0 || meta.members_at == last_at, "{meta:?}");
+        assert_eq!(store.count_members("r").await.unwrap(), expected, "the kept count is the exact one");
+        assert_eq!(store.members("r").await.unwrap().len() as u64, expected);
+    };
+    check(6, 6).await;
+    // amy leaves; bob is kicked.
+    store.apply(vec![leave("amy", 7, 5)]).await.unwrap();
+    store.apply(vec![leave("bob", 8, 4)]).await.unwrap();
+    check(4, 8).await;
+    // cat is banned.
+    store
+        .apply(vec![Write::Ban { room: "r".into(), user: "cat".into(), banned: true, at: 9 }, leave("cat", 9, 3)])
+        .await
+        .unwrap();
+    check(3, 9).await;
+    // dan's account is erased.
+    store
+        .apply(vec![Write::Erase { room: "r".into(), user: "dan".into(), at: 10 }, leave("dan", 10, 2)])
+        .await
+        .unwrap();
+    check(2, 10).await;
+    // Stale writes replayed (a zombie dispatcher) change nothing.
+    store.apply(vec![join("amy", 2, 2), leave("eve", 5, 5)]).await.unwrap();
+    check(2, 10).await;
+    // Bob comes back.
+    store.apply(vec![join("bob", 11, 3)]).await.unwrap();
+    check(3, 11).await;
+    assert_eq!(store.room("s").await.unwrap(), None, "a room nobody joined has no count");
+}
+
 pub async fn leaving_removes_the_member_and_their_room(store: &impl Store) {
-    store.apply(vec![join("r", "alice"), join("r", "bob"), join("s", "bob")]).await.unwrap();
+    let bob = Write::Join { room: "r".into(), user: "bob".into(), at: 0, members: 2 };
+    store.apply(vec![join("r", "alice"), bob, join("s", "bob")]).await.unwrap();
     store
         .apply(vec![
-            Write::Leave { room: "r".into(), user: "bob".into(), at: 1 },
-            Write::Leave { room: "r".into(), user: "carol".into(), at: 1 },
+            Write::Leave { room: "r".into(), user: "bob".into(), at: 1, members: 1 },
+            Write::Leave { room: "r".into(), user: "carol".into(), at: 1, members: 1 },
         ])
         .await
         .unwrap();
@@ -235,9 +283,9 @@ pub async fn read_markers_are_stored_per_member_and_go_with_membership(store: &i
     store.apply(vec![read(4, 7)]).await.unwrap();
     assert_eq!(store.read_marker("r", "alice").await.unwrap(), 4);
     assert_eq!(store.read_marker("r", "bob").await.unwrap(), 0, "no marker for a non-member");
-    let leave = Write::Leave { room: "r".into(), user: "alice".into(), at: 8 };
+    let leave = Write::Leave { room: "r".into(), user: "alice".into(), at: 8, members: 0 };
     store.apply(vec![leave]).await.unwrap();
-    let join = Write::Join { room: "r".into(), user: "alice".into(), at: 9 };
+    let join = Write::Join { room: "r".into(), user: "alice".into(), at: 9, members: 1 };
     store.apply(vec![join]).await.unwrap();
     assert_eq!(store.read_marker("r", "alice").await.unwrap(), 0, "a new membership starts unread");
 }
@@ -289,7 +337,7 @@ pub async fn checkpoints_land_with_their_batch(store: &impl Store) {
 pub async fn a_stale_write_cannot_undo_a_later_one(store: &impl Store) {
     let membership = |leave: bool, at| {
         let (room, user) = ("r".into(), "bob".into());
-        if leave { Write::Leave { room, user, at } } else { Write::Join { room, user, at } }
+        if leave { Write::Leave { room, user, at, members: 0 } } else { Write::Join { room, user, at, members: 1 } }
     };
     // A leave at 20 lands first; a join from 10 arrives late.
     store.apply(vec![membership(true, 20)]).await.unwrap();
@@ -378,9 +426,9 @@ pub async fn roles_and_mutes_belong_to_the_membership(store: &impl Store) {
     store.apply(vec![Write::Mute { room: "r".into(), user: "bob".into(), until: 0, at: 4 }]).await.unwrap();
     assert!(!store.member("r", "bob").await.unwrap().unwrap().is_muted(0));
     // Leaving ends the role; joining again starts as a member.
-    store.apply(vec![Write::Leave { room: "r".into(), user: "bob".into(), at: 5 }]).await.unwrap();
+    store.apply(vec![Write::Leave { room: "r".into(), user: "bob".into(), at: 5, members: 0 }]).await.unwrap();
     assert_eq!(store.member("r", "bob").await.unwrap(), None);
-    store.apply(vec![Write::Join { room: "r".into(), user: "bob".into(), at: 6 }]).await.unwrap();
+    store.apply(vec![Write::Join { room: "r".into(), user: "bob".into(), at: 6, members: 1 }]).await.unwrap();
     assert_eq!(store.member("r", "bob").await.unwrap(), Some(MemberRecord::default()));
     // A role from before the leave, arriving late, does not come back.
     store.apply(vec![Write::Role { room: "r".into(), user: "bob".into(), role: Role::Admin, at: 4 }]).await.unwrap();
@@ -486,7 +534,7 @@ pub async fn a_deleted_account_keeps_its_name_and_loses_the_rest(store: &impl St
 }
 
 pub async fn ownership_passes_to_the_oldest_admin_else_the_oldest_member(store: &impl Store) {
-    let at = |room: &str, user: &str, at: u64| Write::Join { room: room.into(), user: user.into(), at };
+    let at = |room: &str, user: &str, at: u64| Write::Join { room: room.into(), user: user.into(), at, members: 1 };
     store
         .apply(vec![
             at("r", "owner", 1),

@@ -337,7 +337,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     let (last, count) = rooms.get(m.room.as_str())?.map(|g| g.value()).unwrap_or((0, 0));
                     rooms.insert(m.room.as_str(), (last.max(m.seq), count))?;
                 }
-                Write::Join { room, user, at } => {
+                Write::Join { room, user, at, .. } => {
                     let key = (room.as_str(), user.as_str());
                     if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
                         continue; // a later leave (or join) stands
@@ -351,7 +351,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                     }
                     rooms.insert(room.as_str(), (last, count + u64::from(!is_member)))?;
                 }
-                Write::Leave { room, user, at } => {
+                Write::Leave { room, user, at, .. } => {
                     let key = (room.as_str(), user.as_str());
                     if membership_at.get(key)?.is_some_and(|g| g.value() > *at) {
                         continue;
@@ -673,7 +673,7 @@ impl Store for EmbeddedStore {
             let Some((last_seq, members)) = rooms.get(room.as_str())?.map(|g| g.value()) else { return Ok(None) };
             let messages = txn.open_table(ROOM_COUNTS)?.get(room.as_str())?.map_or(0, |g| g.value());
             let last_change = txn.open_table(lifecycle::LAST_CHANGE)?.get(room.as_str())?.map_or(0, |g| g.value());
-            Ok(Some(RoomMeta { last_seq, members, messages, last_change }))
+            Ok(Some(RoomMeta { last_seq, members, members_at: 0, messages, last_change }))
         })
         .await
     }
@@ -1150,7 +1150,7 @@ mod tests {
         use crate::{RoomSettings, Store, Write};
         use confab_protocol::Retention;
         let (_dir, store) = open().await;
-        let join = |room: &str| Write::Join { room: room.into(), user: "alice".into(), at: 0 };
+        let join = |room: &str| Write::Join { room: room.into(), user: "alice".into(), at: 0, members: 1 };
         let keep_two_days = RoomSettings { retention_days: Some(2), ..RoomSettings::default() };
         let mut batch = vec![join("r"), join("forever"), join("dm:alice:bob")];
         batch.push(Write::Settings { room: "r".into(), settings: keep_two_days, at: 1 });

@@ -125,7 +125,15 @@ pub struct UserRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RoomMeta {
     pub last_seq: u64,
+    /// How many members it has: the count the room's dispatcher keeps
+    /// (written with every [`Write::Join`] and [`Write::Leave`]), never a
+    /// scan of the members.
     pub members: u64,
+    /// The log position of the write that stored `members` (CQL: its write
+    /// time); 0 on the embedded store, whose batches land whole. A count
+    /// written at or after a batch's first record was stored by an earlier
+    /// attempt of that batch that failed midway.
+    pub members_at: u64,
     /// How many messages the room has had (the last one's ordinal; 0 for
     /// a room whose messages were all stored before they were counted).
     pub messages: u64,
@@ -152,148 +160,62 @@ pub enum Write {
     /// Store the message, move the room's `last_seq` to its seq and index its cid.
     Message(Message),
     /// Make `user` a member, creating the room if it does not exist.
-    Join {
-        room: String,
-        user: String,
-        at: u64,
-    },
-    Leave {
-        room: String,
-        user: String,
-        at: u64,
-    },
+    /// `members` is the room's member count with them, as the dispatcher
+    /// keeps it: the CQL store stores it with the membership (the room's
+    /// one writer, so a plain column); the embedded store counts in the
+    /// same transaction and arrives at the same number.
+    Join { room: String, user: String, at: u64, members: u64 },
+    /// End `user`'s membership (a leave, kick, ban or account erasure);
+    /// `members` is the room's count without them (see [`Write::Join`]).
+    Leave { room: String, user: String, at: u64, members: u64 },
     /// Set the user's read marker to `seq`. The dispatcher only moves it
     /// forward, and only for members.
-    Read {
-        room: String,
-        user: String,
-        seq: u64,
-        at: u64,
-    },
+    Read { room: String, user: String, seq: u64, at: u64 },
     /// Replace the room's settings (a room created, updated, or handed over).
-    Settings {
-        room: String,
-        settings: RoomSettings,
-        at: u64,
-    },
+    Settings { room: String, settings: RoomSettings, at: u64 },
     /// Set a member's role (members only; a leave resets it).
-    Role {
-        room: String,
-        user: String,
-        role: Role,
-        at: u64,
-    },
+    Role { room: String, user: String, role: Role, at: u64 },
     /// Mute a member until `until` (unix seconds; 0 unmutes).
-    Mute {
-        room: String,
-        user: String,
-        until: u64,
-        at: u64,
-    },
+    Mute { room: String, user: String, until: u64, at: u64 },
     /// Invite a user; `invited: false` withdraws the invitation (a join uses it up).
-    Invite {
-        room: String,
-        user: String,
-        invited: bool,
-        at: u64,
-    },
+    Invite { room: String, user: String, invited: bool, at: u64 },
     /// Ban (`banned: true`) or unban a user.
-    Ban {
-        room: String,
-        user: String,
-        banned: bool,
-        at: u64,
-    },
+    Ban { room: String, user: String, banned: bool, at: u64 },
     /// `user`'s account was deleted: their messages in `room` keep their
     /// seq and lose their text, author and cid (`from`, `text` and `cid`
     /// read `""`), and their cids are forgotten.
-    Erase {
-        room: String,
-        user: String,
-        at: u64,
-    },
+    Erase { room: String, user: String, at: u64 },
     /// Everything before `next_offset` in `partition` has been applied.
-    Checkpoint {
-        partition: u32,
-        next_offset: u64,
-    },
+    Checkpoint { partition: u32, next_offset: u64 },
     /// What a message (its [`Write::Message`] comes first in the batch)
     /// adds: its ordinal `n` among the room's messages, which becomes the
     /// room's message count, and when it expires (unix ms; `None`: kept
     /// forever). The CQL store writes the message with the matching TTL.
-    MessageMeta {
-        room: String,
-        seq: u64,
-        n: u64,
-        expires_ms: Option<u64>,
-    },
+    MessageMeta { room: String, seq: u64, n: u64, expires_ms: Option<u64> },
     /// `user`'s running counts in the room as of message `seq`, which is
     /// theirs or mentions them (members only; a leave clears them).
-    Tally {
-        room: String,
-        user: String,
-        seq: u64,
-        tally: Tally,
-    },
+    Tally { room: String, user: String, seq: u64, tally: Tally },
     /// The counts at `user`'s read marker, written with each
     /// [`Write::Read`]: the room's message count up to the marker and the
     /// user's tally there.
-    ReadTally {
-        room: String,
-        user: String,
-        n: u64,
-        tally: Tally,
-        at: u64,
-    },
+    ReadTally { room: String, user: String, n: u64, tally: Tally, at: u64 },
     /// `user`'s notification level in the room (the dispatcher writes it
     /// for members only; a new membership starts at `all`).
-    Notify {
-        room: String,
-        user: String,
-        level: NotifyLevel,
-        at: u64,
-    },
+    Notify { room: String, user: String, level: NotifyLevel, at: u64 },
     /// Replace message `seq`'s text, keeping `previous` as an earlier
     /// version. Like every change below, it is logged at its position `at`,
     /// which becomes the message's `change_pos` and the room's `last_change`.
-    Edit {
-        room: String,
-        seq: u64,
-        text: String,
-        edited_ts: u64,
-        previous: Version,
-        at: u64,
-    },
+    Edit { room: String, seq: u64, text: String, edited_ts: u64, previous: Version, at: u64 },
     /// Delete message `seq`: its text, earlier versions and reactions go.
-    Delete {
-        room: String,
-        seq: u64,
-        at: u64,
-    },
+    Delete { room: String, seq: u64, at: u64 },
     /// Add (or with `remove`, take back) `user`'s `emoji` on message `seq`.
-    React {
-        room: String,
-        seq: u64,
-        emoji: String,
-        user: String,
-        remove: bool,
-        at: u64,
-    },
+    React { room: String, seq: u64, emoji: String, user: String, remove: bool, at: u64 },
     /// Attach uploads (`(id, created_ms)`, uploaded to `room`) to message
     /// `seq` (its [`Write::Message`] carries them as attachments).
-    Attach {
-        room: String,
-        seq: u64,
-        uploads: Vec<(String, u64)>,
-        at: u64,
-    },
+    Attach { room: String, seq: u64, uploads: Vec<(String, u64)>, at: u64 },
     /// Drop uploads with their deleted message: they are served no more
     /// and the sweeper deletes them ([`uploads`]).
-    DropUploads {
-        room: String,
-        ids: Vec<String>,
-        at: u64,
-    },
+    DropUploads { room: String, ids: Vec<String>, at: u64 },
 }
 
 /// A group commit; [`Store::apply`] says what each backend promises of it.
@@ -327,6 +249,12 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>>;
     async fn is_member(&self, room: &str, user: &str) -> Result<bool>;
     async fn members(&self, room: &str) -> Result<Vec<String>>;
+    /// Counts the room's members one by one (a scan: [`RoomMeta::members`]
+    /// is the kept count). The dispatcher recounts only after a batch that
+    /// failed midway stored a count of its own (see [`RoomMeta::members_at`]).
+    async fn count_members(&self, room: &str) -> Result<u64> {
+        Ok(self.members(room).await?.len() as u64)
+    }
     /// Every room of the user, DMs included, with last and read seqs,
     /// unread and mention counts and notification level (see [`unread`]).
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>>;

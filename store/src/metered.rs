@@ -145,6 +145,9 @@ impl<S: Store> Store for Metered<S> {
     async fn members(&self, room: &str) -> Result<Vec<String>> {
         self.timed("members", self.inner.members(room)).await
     }
+    async fn count_members(&self, room: &str) -> Result<u64> {
+        self.timed("count_members", self.inner.count_members(room)).await
+    }
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
         self.timed("user_rooms", self.inner.user_rooms(user)).await
     }

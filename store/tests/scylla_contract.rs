@@ -69,7 +69,7 @@ async fn history_and_sync_page_across_buckets_and_skip_empty_ones() {
     // Three messages far apart: each in a bucket of its own, with empty
     // buckets between them.
     let seqs = [5, 3 * bucket + 7, 40 * bucket + 1];
-    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1 }];
+    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 }];
     batch.extend(seqs.iter().map(|s| Write::Message(message("r", *s, "alice", &format!("c{s}")))));
     store.apply(batch).await.unwrap();
     let all: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
@@ -91,7 +91,7 @@ async fn a_message_with_an_expiry_is_written_with_a_ttl_and_disappears() {
     let meta = |seq, n, expires_ms| Write::MessageMeta { room: "r".into(), seq, n, expires_ms };
     store
         .apply(vec![
-            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 },
             Write::Message(message("r", 2, "alice", "c2")),
             meta(2, 1, Some(now + 1_000)),
             Write::Message(message("r", 3, "alice", "c3")),
@@ -126,7 +126,7 @@ async fn an_expired_message_that_was_edited_and_reacted_to_is_gone_with_it() {
     first.mentions = vec!["bob".into()];
     store
         .apply(vec![
-            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 },
             Write::Message(first),
             meta(2, 1, Some(now + 1_000)),
             Write::Message(message("r", 3, "alice", "c3")),
@@ -185,17 +185,31 @@ async fn a_keyspace_of_version_3_is_upgraded_to_the_current_one() {
         session.query_unpaged(statement, ()).await.unwrap();
     }
     session.query_unpaged("INSERT INTO schema_migrations (version, applied_ms) VALUES (3, 0)", ()).await.unwrap();
+    // A room from before member counts were kept (version 7): `migrate`
+    // counts it once.
+    session.query_unpaged("INSERT INTO rooms (room, last_seq) VALUES ('old', 0) USING TIMESTAMP 1", ()).await.unwrap();
+    for user in ["amy", "bob", "cat"] {
+        let insert = "INSERT INTO members (room, username) VALUES ('old', ?) USING TIMESTAMP 1";
+        session.query_unpaged(insert, (user,)).await.unwrap();
+    }
     session.await_schema_agreement().await.unwrap();
     assert!(ScyllaStore::connect(&ks.0).await.is_err(), "a version 3 keyspace is refused");
 
     ScyllaStore::migrate(&ks.0).await.unwrap();
+    ScyllaStore::migrate(&ks.0).await.unwrap();
     let store = ScyllaStore::connect(&ks.0).await.expect("upgraded to the current version");
+    let old = store.room("old").await.unwrap().unwrap();
+    assert_eq!((old.members, old.members_at), (3, 0), "counted once by the migration");
+    // The dispatcher's next write of the count (at its log position) wins.
+    store.apply(vec![Write::Leave { room: "old".into(), user: "cat".into(), at: 5, members: 2 }]).await.unwrap();
+    let old = store.room("old").await.unwrap().unwrap();
+    assert_eq!((old.members, old.members_at), (2, 5));
     let mut m = message("r", 2, "alice", "c2");
     m.reply_to = Some(1);
     m.mentions = vec!["bob".into()];
     store
         .apply(vec![
-            Write::Join { room: "r".into(), user: "alice".into(), at: 1 },
+            Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 },
             Write::Message(m.clone()),
             Write::MessageMeta { room: "r".into(), seq: 2, n: 1, expires_ms: None },
         ])

@@ -11,6 +11,24 @@ import { h } from "./dom.ts";
 
 const RANK: Record<Role, number> = { owner: 2, admin: 1, member: 0 };
 
+/** The mute durations offered, in seconds (0: until unmuted). */
+const MUTE_FOR: [label: string, secs: number][] = [
+  ["10 minutes", 600],
+  ["1 hour", 3600],
+  ["1 day", 86_400],
+  ["1 week", 604_800],
+  ["until unmuted", 0],
+];
+
+/** When a mute of `secs` from now ends, for people. */
+function muteEnd(secs: number): string {
+  if (secs === 0) return "until unmuted";
+  const end = new Date(Date.now() + secs * 1000);
+  const sameDay = end.toDateString() === new Date().toDateString();
+  const time = end.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return `until ${sameDay ? time : `${end.toLocaleDateString()} ${time}`}`;
+}
+
 function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -169,7 +187,9 @@ export class RoomPanel {
   private readonly members: HTMLUListElement;
   private readonly error: HTMLElement;
   private readonly inviteForm: HTMLFormElement;
+  private readonly unbanForm: HTMLFormElement;
   private readonly settingsForm: HTMLFormElement;
+  private readonly visibilitySelect: HTMLSelectElement;
   private readonly nameInput: HTMLInputElement;
   private readonly topicInput: HTMLInputElement;
   private roomId: string | undefined;
@@ -215,6 +235,46 @@ export class RoomPanel {
       inviteInput,
       h("button", { type: "submit", class: "btn btn-ghost btn-sm" }, "Invite"),
     );
+    // Bans are of people who are not members (any more): lifted by name.
+    const unbanInput = h("input", {
+      id: "unban-user",
+      name: "unban",
+      placeholder: "Unban by name…",
+      autocomplete: "off",
+      autocapitalize: "none",
+      maxlength: "32",
+    });
+    this.unbanForm = h(
+      "form",
+      {
+        class: "inline-form",
+        onsubmit: async (e: Event) => {
+          e.preventDefault();
+          const user = unbanInput.value.trim().toLowerCase();
+          this.error.textContent = "";
+          if (!this.roomId || !USERNAME_RE.test(user)) {
+            this.error.textContent = "That is not a valid user name.";
+            return;
+          }
+          try {
+            await client.moderate(this.roomId, user, "unban");
+            unbanInput.value = "";
+            this.error.textContent = `Unbanned ${user}.`;
+          } catch (err) {
+            this.error.textContent = `Could not unban: ${message(err)}`;
+          }
+        },
+      },
+      h("label", { for: "unban-user", class: "sr-only" }, "Unban by name"),
+      unbanInput,
+      h("button", { type: "submit", class: "btn btn-ghost btn-sm" }, "Unban"),
+    );
+    this.visibilitySelect = h(
+      "select",
+      { id: "room-visibility", name: "visibility" },
+      h("option", { value: "public" }, "Public"),
+      h("option", { value: "private" }, "Private"),
+    );
     this.nameInput = h("input", { id: "room-name", name: "name", placeholder: "Name", maxlength: "64" });
     this.topicInput = h("input", { id: "room-topic", name: "topic", placeholder: "Topic", maxlength: "512" });
     this.settingsForm = h(
@@ -225,7 +285,8 @@ export class RoomPanel {
           e.preventDefault();
           if (!this.roomId) return;
           try {
-            await client.updateRoom(this.roomId, { name: this.nameInput.value, topic: this.topicInput.value });
+            const visibility = this.visibilitySelect.value === "private" ? "private" : "public";
+            await client.updateRoom(this.roomId, { name: this.nameInput.value, topic: this.topicInput.value, visibility });
           } catch (err) {
             this.error.textContent = `Could not save: ${message(err)}`;
           }
@@ -235,6 +296,8 @@ export class RoomPanel {
       this.nameInput,
       h("label", { for: "room-topic", class: "sr-only" }, "Topic"),
       this.topicInput,
+      h("label", { for: "room-visibility", class: "sr-only" }, "Visibility"),
+      this.visibilitySelect,
       h("button", { type: "submit", class: "btn btn-ghost btn-sm" }, "Save"),
     );
     this.el = h(
@@ -244,6 +307,7 @@ export class RoomPanel {
       this.about,
       this.settingsForm,
       this.inviteForm,
+      this.unbanForm,
       this.error,
       this.members,
     );
@@ -277,12 +341,14 @@ export class RoomPanel {
         `${info.name || roomId}${info.topic ? ` — ${info.topic}` : ""} · ${info.visibility} · ` +
         `${info.members} member${info.members === 1 ? "" : "s"} · you are ${mine}`;
       this.settingsForm.hidden = !moderates;
+      this.unbanForm.hidden = !moderates;
       this.inviteForm.hidden = info.visibility === "private" && !moderates;
-      const sig = `${info.name}|${info.topic}`;
+      const sig = `${info.name}|${info.topic}|${info.visibility}`;
       if (sig !== this.loaded) {
         this.loaded = sig;
         this.nameInput.value = info.name;
         this.topicInput.value = info.topic;
+        this.visibilitySelect.value = info.visibility;
       }
       if (!this.el.open) return;
       const page = await this.client.members(roomId, { limit: 200 });
@@ -294,6 +360,12 @@ export class RoomPanel {
   }
 
   private memberRow(roomId: string, m: MemberEntry, mine: Role): HTMLLIElement {
+    const muteFor = h(
+      "select",
+      { class: "mute-for", "aria-label": `Mute ${m.user} for` },
+      ...MUTE_FOR.map(([label, secs]) => h("option", { value: String(secs) }, label)),
+    );
+    muteFor.value = "3600";
     const act = (label: string, run: () => Promise<unknown>) =>
       h(
         "button",
@@ -303,8 +375,9 @@ export class RoomPanel {
           "aria-label": `${label} ${m.user}`,
           onclick: async () => {
             try {
-              await run();
+              const done = await run();
               await this.refresh();
+              if (typeof done === "string") this.error.textContent = done;
             } catch (err) {
               this.error.textContent = `${label}: ${message(err)}`;
             }
@@ -322,7 +395,15 @@ export class RoomPanel {
       h("span", { class: `role role-${m.role}` }, m.role),
       over ? act("Kick", () => c.moderate(roomId, m.user, "kick")) : null,
       over ? act("Ban", () => c.moderate(roomId, m.user, "ban")) : null,
-      over ? act("Mute", () => c.moderate(roomId, m.user, "mute")) : null,
+      over ? muteFor : null,
+      over
+        ? act("Mute", async () => {
+            const secs = Number(muteFor.value);
+            const until = secs > 0 ? { until: Math.floor(Date.now() / 1000) + secs } : {};
+            await c.moderate(roomId, m.user, "mute", until);
+            return `Muted ${m.user} ${muteEnd(secs)}.`;
+          })
+        : null,
       over ? act("Unmute", () => c.moderate(roomId, m.user, "unmute")) : null,
       owner && m.role === "member" ? act("Make admin", () => c.setRole(roomId, m.user, "admin")) : null,
       owner && m.role === "admin" ? act("Make member", () => c.setRole(roomId, m.user, "member")) : null,

@@ -195,9 +195,9 @@ impl Batch {
                 self.check_room_count(from, "you are")?;
                 let other = if from == a { b } else { a };
                 self.check_room_count(other, &format!("'{other}' is"))?;
-                for user in [a, b] {
+                for (members, user) in [(1, a), (2, b)] {
                     *self.view.room_counts.entry(user.into()).or_default() += 1;
-                    self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq });
+                    self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq, members });
                     self.view.members.insert((room.into(), user.into()));
                 }
                 self.out.effects.push(Effect::RouteToUsers { room: room.into(), users: vec![a.into(), b.into()] });
@@ -316,7 +316,8 @@ impl Batch {
 
     /// Makes `user` a member (who may be) and tells the room.
     fn add_member(&mut self, r: &Record, room: &str, user: &str) {
-        self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+        let members = self.view.rooms.get(room).map_or(0, |s| s.members) + 1;
+        self.out.writes.push(Write::Join { room: room.into(), user: user.into(), at: seq_of(r.offset), members });
         let key = (room.to_owned(), user.to_owned());
         if self.view.invites.remove(&key) {
             // The invitation is used up.
@@ -345,7 +346,8 @@ impl Batch {
     /// Ends `user`'s membership (a member's) and tells the room with `frame`,
     /// the user's sessions included, before they stop getting the room's events.
     fn remove_member(&mut self, r: &Record, room: &str, user: &str, frame: String) {
-        self.out.writes.push(Write::Leave { room: room.into(), user: user.into(), at: seq_of(r.offset) });
+        let members = self.view.rooms.get(room).map_or(0, |s| s.members).saturating_sub(1);
+        self.out.writes.push(Write::Leave { room: room.into(), user: user.into(), at: seq_of(r.offset), members });
         let key = (room.to_owned(), user.to_owned());
         self.view.members.remove(&key);
         self.view.standing.remove(&key);
@@ -736,12 +738,12 @@ mod tests {
     fn the_first_message_of_a_dm_makes_both_users_members_once() {
         let room = "dm:alice:bob";
         let d = run(View::default(), &[send(0, room, "alice", "c1"), send(1, room, "bob", "c2")]);
-        let joined = |user: &str| Write::Join { room: room.into(), user: user.into(), at: 1 };
+        let joined = |user: &str, members| Write::Join { room: room.into(), user: user.into(), at: 1, members };
         assert_eq!(
             d.writes,
             [
-                joined("alice"),
-                joined("bob"),
+                joined("alice", 1),
+                joined("bob", 2),
                 Write::Message(message(0, room, "alice", "c1")),
                 Write::Message(message(1, room, "bob", "c2")),
             ]
@@ -769,7 +771,7 @@ mod tests {
         assert_eq!(
             d.writes[..3],
             [
-                Write::Join { room: "r".into(), user: "alice".into(), at: 5 },
+                Write::Join { room: "r".into(), user: "alice".into(), at: 5, members: 1 },
                 Write::Settings { room: "r".into(), settings, at: 5 },
                 Write::Role { room: "r".into(), user: "alice".into(), role: Role::Owner, at: 5 },
             ],
@@ -810,7 +812,7 @@ mod tests {
     fn leaving_ends_membership_and_tells_the_room() {
         let d =
             run(room_r(&["alice", "bob"], 3), &[leave(5, "r", "bob"), send(6, "r", "bob", "c1"), leave(7, "r", "bob")]);
-        assert_eq!(d.writes, [Write::Leave { room: "r".into(), user: "bob".into(), at: 6 }]);
+        assert_eq!(d.writes, [Write::Leave { room: "r".into(), user: "bob".into(), at: 6, members: 1 }]);
         assert_eq!(
             d.effects[0],
             Effect::Event {

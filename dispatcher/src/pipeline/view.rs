@@ -187,8 +187,14 @@ impl View {
         rooms.dedup();
         let firsts = &firsts;
         let states = all(rooms, |room| async move {
-            let mut state = room_state(store, &room).await?;
+            let (mut state, members_at) = room_state(store, &room).await?;
             let first = firsts.get(&room).copied().unwrap_or(u64::MAX);
+            if members_at >= first {
+                // A count stored by an attempt of this batch that failed
+                // midway (CQL): count the member rows, which the batch's
+                // joins and leaves are decided by.
+                state.members = store.count_members(&room).await?;
+            }
             if state.last_seq >= first {
                 // Part of this batch was stored by an attempt that failed
                 // midway (CQL): the room's state is what it was before it.
@@ -312,7 +318,10 @@ impl View {
 /// its first message writes both memberships, and on a CQL store they may
 /// have landed only in part if that message's batch failed midway; then the
 /// next message writes them again.
-async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomState> {
+///
+/// With it, the log position its member count was stored at
+/// ([`confab_store::RoomMeta::members_at`]).
+async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<(RoomState, u64)> {
     let (meta, exists, settings) = match dm_members(room) {
         Some((a, b)) => {
             let (meta, a, b) = tokio::try_join!(store.room(room), store.is_member(room, a), store.is_member(room, b))?;
@@ -323,14 +332,15 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<RoomS
             (meta, meta.is_some(), settings)
         }
     };
-    Ok(RoomState {
+    let state = RoomState {
         last_seq: meta.map_or(0, |m| m.last_seq),
         exists,
         members: meta.map_or(0, |m| m.members),
         settings,
         messages: meta.map_or(0, |m| m.messages),
         last_change: meta.map_or(0, |m| m.last_change),
-    })
+    };
+    Ok((state, meta.map_or(0, |m| m.members_at)))
 }
 
 /// The tallies of the batch's senders, mentioned members and readers, and

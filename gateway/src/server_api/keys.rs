@@ -4,8 +4,11 @@
 //! timing); the key's name, never the key, is what logs and errors show.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -16,9 +19,10 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// The longest key name.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// The configured keys; empty when the server API is off.
+/// The configured keys; empty when the server API is off. With a rate
+/// ([`ApiKeys::with_rate`]), each key's calls are a token bucket of its own.
 #[derive(Clone, Default)]
-pub struct ApiKeys(Arc<Vec<Key>>);
+pub struct ApiKeys(Arc<Vec<Key>>, Option<Arc<DefaultKeyedRateLimiter<String>>>);
 
 struct Key {
     name: String,
@@ -76,7 +80,23 @@ impl ApiKeys {
             }
             keys.push(Key { name: name.to_owned(), digest });
         }
-        Ok(ApiKeys(Arc::new(keys)))
+        Ok(ApiKeys(Arc::new(keys), None))
+    }
+
+    /// The same keys, each allowed `per_second` calls a second on average
+    /// and `burst` at once, on this gateway.
+    pub fn with_rate(self, per_second: u32, burst: u32) -> ApiKeys {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let limiter = governor::RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst));
+        ApiKeys(self.0, Some(Arc::new(limiter)))
+    }
+
+    /// One call with the key named `name`; `Err` is how long until the
+    /// next is allowed. (The keys are few: the limiter forgets none.)
+    pub fn admit(&self, name: &str) -> Result<(), std::time::Duration> {
+        let Some(limiter) = &self.1 else { return Ok(()) };
+        limiter.check_key(&name.to_owned()).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
     pub fn is_empty(&self) -> bool {

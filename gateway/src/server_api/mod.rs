@@ -78,7 +78,11 @@ pub fn router(gw: Gateway) -> Router {
     let mut router = Router::new();
     for (method, path, route) in table() {
         let endpoint = Endpoint { gw: gw.clone(), name: format!("{} {path}", method.to_uppercase()) };
-        router = router.route(path, route.route_layer(middleware::from_fn_with_state(endpoint, guard)));
+        let allowed = method.to_uppercase();
+        let route = route
+            .route_layer(middleware::from_fn_with_state(endpoint, guard))
+            .fallback(move |State(gw): State<Gateway>, method: Method| wrong_method(gw, method, allowed));
+        router = router.route(path, route);
     }
     router
         .route("/v1/server", any(no_such_endpoint))
@@ -96,6 +100,21 @@ async fn no_such_endpoint(State(gw): State<Gateway>, method: Method) -> ApiError
         return off();
     }
     error(ErrorCode::NotFound, format!("no such server API endpoint for {method}; see /v1/server/openapi.json"))
+}
+
+/// A known path asked with another method: `405`, the API's JSON error
+/// (`bad_request`) and `Allow`.
+async fn wrong_method(gw: Gateway, method: Method, allowed: String) -> Response {
+    if gw.config().api_keys.is_empty() {
+        return off().into_response();
+    }
+    let message = format!("{method} is not allowed here; this endpoint takes {allowed}");
+    let mut response = error(ErrorCode::BadRequest, message).into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    if let Ok(value) = header::HeaderValue::from_str(&allowed) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 fn off() -> ApiError {
@@ -131,6 +150,16 @@ async fn guard(State(Endpoint { gw, name: endpoint }): State<Endpoint>, req: Req
             Some(None) => {
                 tracing::warn!(%endpoint, "server API call with an unknown key");
                 error(ErrorCode::Unauthorized, "this API key is not known here").into_response()
+            }
+            Some(Some(name)) if keys.admit(name).is_err() => {
+                let wait = keys.admit(name).err().unwrap_or_default();
+                tracing::warn!(key = %name, %endpoint, "server API call over the key's rate");
+                let message = "too many server API calls with this key; retry after Retry-After seconds";
+                let mut response = error(ErrorCode::RateLimited, message).into_response();
+                // Whole seconds, rounded up: a caller that waits this long gets in.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response.headers_mut().insert(header::RETRY_AFTER, secs.max(1).into());
+                response
             }
             Some(Some(name)) => {
                 let name = name.to_owned();

@@ -11,8 +11,8 @@ use super::{
     ADMIN_PORT, INTERNAL_PORT, PUBLIC_PORT, Role, TCP_PORT, child_name, labels, metadata, selector_labels, to_json,
     typed,
 };
-use crate::Result;
 use crate::crd::{ChatCluster, PodOverrides};
+use crate::{Error, Result};
 
 /// Annotation on pod templates: the hash of the ConfigMap's files.
 pub const CONFIG_HASH_ANNOTATION: &str = "confab.dev/config-hash";
@@ -82,6 +82,9 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
         let suffix = if claims.is_empty() { String::new() } else { format!("#{}", claims.join(";")) };
         let files: Vec<String> = keys.keys.iter().map(|k| format!("{PUBLIC_KEYS_DIR}/{k}{suffix}")).collect();
         env.push(json!({"name": "CONFAB_JWT_PUBLIC_KEYS", "value": files.join(",")}));
+    }
+    if role == Role::Gateway {
+        env.extend(object_store_env(cc)?);
     }
     if role == Role::Gateway && spec.server_api.is_some() {
         env.push(json!({"name": "CONFAB_API_KEY_FILE", "value": format!("{API_KEYS_DIR}/{API_KEYS_KEY}")}));
@@ -278,6 +281,26 @@ fn hooks_env(cc: &ChatCluster) -> Vec<Value> {
         }
     }
     env
+}
+
+/// `spec.objectStore` for the gateways: the bucket as `CONFAB_S3_*`, the
+/// credentials as the variables `confab gateway` reads them from, taken
+/// from the Secret by the kubelet.
+fn object_store_env(cc: &ChatCluster) -> Result<Vec<Value>> {
+    let Some(store) = &cc.spec.object_store else { return Ok(Vec::new()) };
+    if let Some(reason) = store.problem() {
+        return Err(Error::Build { what: "spec.objectStore", reason });
+    }
+    let secret = &store.credentials_secret;
+    let from_secret = |key: &str| json!({"secretKeyRef": {"name": secret.name, "key": key}});
+    Ok(vec![
+        json!({"name": "CONFAB_S3_ENDPOINT", "value": store.endpoint.trim_end_matches('/')}),
+        json!({"name": "CONFAB_S3_BUCKET", "value": store.bucket}),
+        json!({"name": "CONFAB_S3_REGION", "value": store.region}),
+        json!({"name": "CONFAB_S3_PATH_STYLE", "value": store.path_style.to_string()}),
+        json!({"name": "AWS_ACCESS_KEY_ID", "valueFrom": from_secret(&secret.access_key_id_key)}),
+        json!({"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": from_secret(&secret.secret_access_key_key)}),
+    ])
 }
 
 pub fn image(cc: &ChatCluster) -> String {
@@ -600,6 +623,81 @@ mod tests {
         assert_eq!(secret("CONFAB_CQL_PASSWORD"), "cql-user");
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert!(mounts.iter().any(|m| m.mount_path == "/etc/confab/kafka-tls"));
+    }
+
+    #[test]
+    fn the_object_store_reaches_the_gateways_with_its_credentials_from_the_secret() {
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "objectStore": {
+                "endpoint": "http://minio.storage.svc:9000/",
+                "bucket": "chat-uploads",
+                "credentialsSecret": {"name": "uploads-s3"},
+            },
+        }));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(value(c, "CONFAB_S3_ENDPOINT"), "http://minio.storage.svc:9000");
+        assert_eq!(value(c, "CONFAB_S3_BUCKET"), "chat-uploads");
+        assert_eq!(value(c, "CONFAB_S3_REGION"), "us-east-1");
+        assert_eq!(value(c, "CONFAB_S3_PATH_STYLE"), "true");
+        for (var, key) in
+            [("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")]
+        {
+            let e = env(c, var).unwrap();
+            assert_eq!(e.value, None, "{var}: never a literal value in the pod spec");
+            let from = e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+            assert_eq!((from.name.as_str(), from.key.as_str()), ("uploads-s3", key));
+        }
+        // Dispatchers do not serve uploads.
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        assert!(env(container(&d), "CONFAB_S3_ENDPOINT").is_none());
+        assert!(env(container(&d), "AWS_SECRET_ACCESS_KEY").is_none());
+
+        // Other keys, virtual-hosted style.
+        let cc = cluster(serde_json::json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "objectStore": {
+                "endpoint": "https://s3.eu-west-1.amazonaws.com",
+                "bucket": "chat-uploads",
+                "region": "eu-west-1",
+                "pathStyle": false,
+                "credentialsSecret": {"name": "aws", "accessKeyIdKey": "id", "secretAccessKeyKey": "secret"},
+            },
+        }));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(
+            (value(c, "CONFAB_S3_REGION"), value(c, "CONFAB_S3_PATH_STYLE")),
+            ("eu-west-1".into(), "false".into())
+        );
+        let key = |var| env(c, var).unwrap().value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key.clone();
+        assert_eq!((key("AWS_ACCESS_KEY_ID"), key("AWS_SECRET_ACCESS_KEY")), ("id".into(), "secret".into()));
+    }
+
+    #[test]
+    fn an_object_store_the_gateways_could_not_use_is_a_build_error_naming_the_field() {
+        for (store, field) in [
+            (serde_json::json!({"endpoint": "minio:9000", "bucket": "b12"}), "objectStore.endpoint"),
+            (serde_json::json!({"endpoint": "http://minio:9000/path", "bucket": "b12"}), "objectStore.endpoint"),
+            (serde_json::json!({"endpoint": "http://minio:9000", "bucket": "Uploads"}), "objectStore.bucket"),
+            (
+                serde_json::json!({"endpoint": "http://minio:9000", "bucket": "b12", "region": "a b"}),
+                "objectStore.region",
+            ),
+        ] {
+            let mut store = store;
+            store["credentialsSecret"] = serde_json::json!({"name": "s3"});
+            let cc = cluster(serde_json::json!({
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "cql": {"contactPoints": ["cql:9042"]},
+                "objectStore": store,
+            }));
+            let e = deployment(&cc, Role::Gateway, "h").unwrap_err().to_string();
+            assert!(e.contains("spec.objectStore") && e.contains(field), "{e}");
+        }
     }
 
     #[test]

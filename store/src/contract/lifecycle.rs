@@ -117,8 +117,8 @@ pub async fn an_erasure_deletes_the_users_versions_and_reactions(store: &impl St
     let first = confab_protocol::Message { mentions: vec!["bob".into()], ..message("r", 1, "alice", "c1") };
     store
         .apply(vec![
-            Write::Join { room: "r".into(), user: "alice".into(), at: 0 },
-            Write::Join { room: "r".into(), user: "bob".into(), at: 0 },
+            Write::Join { room: "r".into(), user: "alice".into(), at: 0, members: 1 },
+            Write::Join { room: "r".into(), user: "bob".into(), at: 0, members: 1 },
             Write::Message(first.clone()),
             Write::Message(message("r", 2, "bob", "c2")),
         ])
@@ -150,7 +150,7 @@ pub async fn an_erasure_deletes_the_users_versions_and_reactions(store: &impl St
 /// Mentions are read from the text when it is sent (docs/protocol.md, "With
 /// replies, edits and deletion"): an edit keeps them, a deletion drops them.
 pub async fn an_edit_keeps_mentions_and_a_deletion_drops_them(store: &impl Store) {
-    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 0 }];
+    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 0, members: 1 }];
     for seq in [1, 2] {
         let m = confab_protocol::Message { mentions: vec!["bob".into()], ..message("r", seq, "alice", "c") };
         batch.push(Write::Message(confab_protocol::Message { cid: format!("c{seq}"), ..m }));

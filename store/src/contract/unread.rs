@@ -80,10 +80,10 @@ pub async fn notify_levels_and_tallies_go_with_the_membership(store: &impl Store
     assert_eq!(info(&store.user_rooms("alice").await.unwrap(), "r").notify, NotifyLevel::Nothing);
     assert_eq!(store.notify_level("r", "alice").await.unwrap(), NotifyLevel::Nothing);
 
-    store.apply(vec![Write::Leave { room: "r".into(), user: "alice".into(), at: 6 }]).await.unwrap();
+    store.apply(vec![Write::Leave { room: "r".into(), user: "alice".into(), at: 6, members: 0 }]).await.unwrap();
     // Late writes from the old membership do not come back.
     store.apply(vec![notify(NotifyLevel::Mentions, 5), tally("r", "alice", 5, 2, 0)]).await.unwrap();
-    store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 7 }]).await.unwrap();
+    store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 7, members: 1 }]).await.unwrap();
     let rooms = store.user_rooms("alice").await.unwrap();
     assert_eq!(info(&rooms, "r").notify, NotifyLevel::All, "a new membership starts at all");
     assert_eq!(store.notify_level("r", "alice").await.unwrap(), NotifyLevel::All);

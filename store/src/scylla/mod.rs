@@ -46,7 +46,7 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
@@ -73,7 +73,10 @@ const UPGRADES: &[(&str, &str, &str)] = &[
     ("room_settings", "retention_days", "int"),
     // Also version 6 (issue #16, bots): a bot account's flag.
     ("users", "bot", "boolean"),
-    // Version 7 (issue #17, attachments): a message's attachments as JSON.
+    // Version 7 (issue #14): the member count the room's dispatcher keeps;
+    // `migrate` counts the rooms that lack it once (`backfill_member_counts`).
+    ("rooms", "members", "bigint"),
+    // Version 8 (issue #17, attachments): a message's attachments as JSON.
     ("messages", "attachments", "text"),
 ];
 /// Partitions of the `public_rooms` table.
@@ -175,6 +178,8 @@ struct Statements {
     revoke_token: PreparedStatement,
     is_revoked: PreparedStatement,
     room: PreparedStatement,
+    room_members: PreparedStatement,
+    set_room_members: PreparedStatement,
     count_members: PreparedStatement,
     is_member: PreparedStatement,
     members: PreparedStatement,
@@ -256,6 +261,8 @@ impl Statements {
             revoke_token: prepare(s, "INSERT INTO revoked_tokens (jti) VALUES (?) USING TTL ?").await?,
             is_revoked: prepare(s, "SELECT jti FROM revoked_tokens WHERE jti = ?").await?,
             room: prepare(s, "SELECT last_seq, messages FROM rooms WHERE room = ?").await?,
+            room_members: prepare(s, "SELECT members, WRITETIME(members) FROM rooms WHERE room = ?").await?,
+            set_room_members: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET members = ? WHERE room = ?").await?,
             count_members: prepare(s, "SELECT COUNT(*) FROM members WHERE room = ?").await?,
             is_member: prepare(s, "SELECT username FROM members WHERE room = ? AND username = ?").await?,
             members: prepare(s, "SELECT username FROM members WHERE room = ?").await?,
@@ -380,6 +387,7 @@ impl ScyllaStore {
             }
         }
         s.await_schema_agreement().await.map_err(|e| Error::SchemaAgreement(Box::new(e)))?;
+        backfill_member_counts(&s).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -495,16 +503,18 @@ impl ScyllaStore {
             }
             // The membership row goes last: the dispatcher decides by it, so
             // once it says yes (or no) the rest of the join (or leave) is stored.
-            Write::Join { room, user, at } => {
+            Write::Join { room, user, at, members } => {
                 let at = *at as i64;
                 tokio::try_join!(
                     self.write(&q.insert_room, (room.as_str(), at)),
+                    self.write(&q.set_room_members, (at, *members as i64, room.as_str())),
                     self.write(&q.insert_user_room, (user.as_str(), room.as_str(), at)),
                 )?;
                 self.write(&q.insert_member, (room.as_str(), user.as_str(), at, at)).await?;
             }
-            Write::Leave { room, user, at } => {
+            Write::Leave { room, user, at, members } => {
                 let at = *at as i64;
+                self.write(&q.set_room_members, (at, *members as i64, room.as_str())).await?;
                 self.write(&q.delete_tallies, (at, room.as_str(), user.as_str())).await?;
                 self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())).await?;
                 self.write(&q.delete_member, (at, room.as_str(), user.as_str())).await?;
@@ -618,6 +628,39 @@ fn public_shard(room: &str) -> i32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     (h % PUBLIC_SHARDS as u32) as i32
+}
+
+/// Schema version 7: stores the member count of every room that has none
+/// (rooms from before the count was kept), counted once. Written at
+/// timestamp 0, so any count a dispatcher writes (at a log position) wins,
+/// and running it again changes nothing.
+async fn backfill_member_counts(s: &Session) -> Result<()> {
+    use futures_util::TryStreamExt;
+    let select = "SELECT room, members FROM rooms";
+    let count = "SELECT COUNT(*) FROM members WHERE room = ?";
+    let set = "UPDATE rooms USING TIMESTAMP 0 SET members = ? WHERE room = ?";
+    let (count, set) = tokio::try_join!(prepare(s, count), prepare(s, set))?;
+    let mut rows = s
+        .query_iter(select, ())
+        .await
+        .map_err(result_error(select))?
+        .rows_stream::<(String, Option<i64>)>()
+        .map_err(result_error(select))?;
+    while let Some((room, members)) = rows.try_next().await.map_err(result_error(select))? {
+        if members.is_some() {
+            continue;
+        }
+        let n: (i64,) = s
+            .execute_unpaged(&count, (room.as_str(),))
+            .await
+            .map_err(cql_error(count.get_statement()))?
+            .into_rows_result()
+            .map_err(result_error(count.get_statement()))?
+            .single_row()
+            .map_err(result_error(count.get_statement()))?;
+        s.execute_unpaged(&set, (n.0, room.as_str())).await.map_err(cql_error(set.get_statement()))?;
+    }
+    Ok(())
 }
 
 fn strip_comments(s: &str) -> String {
@@ -795,12 +838,17 @@ impl Store for ScyllaStore {
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
         let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.room, (room,)).await?;
         let Some((last_seq, messages)) = rows.into_iter().next() else { return Ok(None) };
-        let count: Vec<(i64,)> = self.rows(&self.inner.q.count_members, (room,)).await?;
-        let members = count.first().map_or(0, |(n,)| *n as u64);
+        let kept: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.room_members, (room,)).await?;
+        let (members, members_at) = match kept.first() {
+            Some((Some(n), at)) => ((*n).max(0) as u64, at.unwrap_or(0).max(0) as u64),
+            // Not counted yet (`confab migrate` counts every room once).
+            _ => (self.count_members(room).await?, 0),
+        };
         let last_change = self.last_change(room).await?;
         Ok(Some(RoomMeta {
             last_seq: last_seq.unwrap_or(0) as u64,
             members,
+            members_at,
             messages: messages.unwrap_or(0).max(0) as u64,
             last_change,
         }))
@@ -812,6 +860,11 @@ impl Store for ScyllaStore {
 
     async fn members(&self, room: &str) -> Result<Vec<String>> {
         Ok(self.rows::<(String,)>(&self.inner.q.members, (room,)).await?.into_iter().map(|(u,)| u).collect())
+    }
+
+    async fn count_members(&self, room: &str) -> Result<u64> {
+        let count: Vec<(i64,)> = self.rows(&self.inner.q.count_members, (room,)).await?;
+        Ok(count.first().map_or(0, |(n,)| (*n).max(0) as u64))
     }
 
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {

@@ -176,7 +176,7 @@ mod tests {
         let d = decide(v, &[&rec], 100);
         assert_eq!(codes(&d), ["ok"]);
         assert!(d.writes.contains(&Write::Erase { room: "r".into(), user: "alice".into(), at: seq_of(9) }));
-        assert!(d.writes.contains(&Write::Leave { room: "r".into(), user: "alice".into(), at: seq_of(9) }));
+        assert!(d.writes.contains(&Write::Leave { room: "r".into(), user: "alice".into(), at: seq_of(9), members: 2 }));
         assert!(d.writes.contains(&Write::Role {
             room: "r".into(),
             user: "carol".into(),
