@@ -34,6 +34,11 @@ impl Gateway {
         if let Err(e) = self.revoke(user, now_ms.max(1), None).await {
             tracing::warn!(%user, error = %e.message, "deleted account: revocation not announced everywhere");
         }
+        // Their uploads go with them (the sweeper deletes the bytes); their
+        // messages lose them with the erasure below.
+        if let Err(e) = store.drop_user_uploads(user).await {
+            tracing::warn!(%user, error = %e, "deleted account: uploads not dropped");
+        }
         for c in contacts {
             if let Err(e) = store.contact_end(user, &c.other).await {
                 tracing::warn!(%user, error = %e, "deleted account: a contact was not removed");

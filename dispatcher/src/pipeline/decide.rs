@@ -148,7 +148,9 @@ impl Batch {
     fn decide(&mut self, r: &Record) -> Result<Reply, ProtocolError> {
         let rec = &r.record;
         match &rec.cmd {
-            Command::Send { from, text, cid, reply_to, .. } => self.send(r, from, text, cid, *reply_to),
+            Command::Send { from, text, cid, reply_to, attachments } => {
+                self.send(r, from, text, cid, *reply_to, attachments)
+            }
             Command::Join { user } => self.join(r, user),
             Command::Leave { user } => self.leave(r, user),
             Command::Read { user, seq } => self.read(r, user, *seq),
@@ -180,6 +182,7 @@ impl Batch {
         text: &str,
         cid: &str,
         reply_to: Option<u64>,
+        attachments: &[String],
     ) -> Result<Reply, ProtocolError> {
         let room = r.record.room.as_str();
         let seq = seq_of(r.offset);
@@ -221,6 +224,7 @@ impl Batch {
         if let Some(target) = reply_to {
             self.target(room, target)?;
         }
+        let attached = self.attachments(room, seq, from, attachments)?;
         let message = Message {
             room: room.into(),
             seq,
@@ -231,6 +235,7 @@ impl Batch {
             cid: cid.into(),
             reply_to,
             mentions: self.mentions_in(room, text),
+            attachments: attached.iter().map(|u| u.attachment()).collect(),
             ..Message::default()
         };
         let state = self.room_mut(room);
@@ -244,6 +249,15 @@ impl Batch {
         let hit = CidHit { seq, msg_id: message.msg_id.clone(), ts: message.ts };
         self.view.cids.insert(key, hit.clone());
         self.out.writes.push(Write::Message(message.clone()));
+        if !attached.is_empty() {
+            let uploads = attached.iter().map(|u| (u.id.clone(), u.created_ms)).collect();
+            self.out.writes.push(Write::Attach { room: room.into(), seq, uploads, at: seq });
+            for u in &attached {
+                if let Some(u) = self.view.uploads.get_mut(&u.id) {
+                    u.message = Some(seq);
+                }
+            }
+        }
         self.count_message(&message);
         // Later records of the batch may reply to, edit or react to it.
         self.view
@@ -252,6 +266,31 @@ impl Batch {
         let frame = Event::Msg { message, prev_seq }.encode();
         self.event(room, Audience::Members, None, frame);
         Ok(send_reply(room, hit))
+    }
+
+    /// The uploads a send attaches: each uploaded by the sender to this
+    /// room and attached to no other message (this record's own earlier
+    /// attempt, stored in part, aside).
+    fn attachments(
+        &self,
+        room: &str,
+        seq: u64,
+        from: &str,
+        ids: &[String],
+    ) -> Result<Vec<confab_store::UploadRecord>, ProtocolError> {
+        ids.iter()
+            .map(|id| {
+                let u = self.view.uploads.get(id).filter(|u| {
+                    u.room == room && u.uploader == from && !u.dropped && u.message.is_none_or(|m| m == seq)
+                });
+                u.cloned().ok_or_else(|| {
+                    ProtocolError::new(
+                        confab_protocol::ErrorCode::NotFound,
+                        format!("attachment '{id}' is not an upload of yours to '{room}' that is not sent yet"),
+                    )
+                })
+            })
+            .collect()
     }
 
     fn join(&mut self, r: &Record, user: &str) -> Result<Reply, ProtocolError> {

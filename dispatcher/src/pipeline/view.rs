@@ -101,6 +101,8 @@ pub struct View {
     pub reacted: HashSet<(String, u64, String, String)>,
     /// Tallies and the counts at read markers (`decide::unread`).
     pub counts: Counts,
+    /// Uploads the batch's sends attach, by id, of those found.
+    pub uploads: HashMap<String, confab_store::UploadRecord>,
 }
 
 /// What the unread counts of a batch's records read, as of just before the
@@ -234,8 +236,20 @@ impl View {
             let reacted = store.reacted(&key.0, key.1, &key.2, &key.3).await?;
             Ok(reacted.then_some(key))
         });
-        let (states, members, cids, markers, invites, bans, blocks, successors, messages, reactions) =
-            tokio::try_join!(states, members, cids, markers, invites, bans, blocks, successors, messages, reactions)?;
+        let mut upload_ids: Vec<String> = records
+            .iter()
+            .flat_map(|r| match &r.record.cmd {
+                Command::Send { attachments, .. } => attachments.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        upload_ids.sort_unstable();
+        upload_ids.dedup();
+        let uploads = all(upload_ids, |id| async move { store.upload(&id).await });
+        let (states, members, cids, markers, invites, bans, blocks, successors, messages, reactions, uploads) = tokio::try_join!(
+            states, members, cids, markers, invites, bans, blocks, successors, messages, reactions, uploads
+        )?;
+        view.uploads.extend(uploads.into_iter().flatten().map(|u| (u.id.clone(), u)));
         view.messages.extend(messages.into_iter().flatten());
         view.reacted.extend(reactions.into_iter().flatten());
         view.blocks.extend(blocks.into_iter().flatten());

@@ -115,8 +115,13 @@ impl Batch {
             return Ok(changed(room, seq));
         }
         let pos = seq_of(r.offset);
+        let uploads: Vec<String> = state.message.attachments.iter().map(|a| a.id.clone()).collect();
         self.out.writes.push(Write::Delete { room: room.into(), seq, at: pos });
+        if !uploads.is_empty() {
+            self.out.writes.push(Write::DropUploads { room: room.into(), ids: uploads, at: pos });
+        }
         let state = self.state_mut(room, seq);
+        state.message.attachments.clear();
         state.message.text.clear();
         state.message.edited_ts = None;
         state.message.deleted = true;
