@@ -132,7 +132,10 @@ interface Pending {
 /** What a refused upload means for the person who tried it. */
 export function explainUploadError(err: unknown, name: string): string {
   const e = err instanceof ConfabError ? err : undefined;
-  if (e?.code === "too_large" || e?.status === 413) return `${name} is too large to upload. ${e?.message ?? ""}`.trim();
+  if (e?.code === "too_large" || e?.status === 413) {
+    const limit = /(\d+) bytes/.exec(e?.message ?? "")?.[1];
+    return `${name} is too large to upload${limit ? `: the limit is ${humanSize(Number(limit))}` : ""}.`;
+  }
   if (e?.status === 415) return `${name}: this type of file cannot be sent here.`;
   if (e?.code === "not_member" || e?.code === "forbidden" || e?.status === 403) return `${name}: you are not allowed to upload to this room.`;
   if (e?.code === "unavailable") return `${name} could not be uploaded: the server cannot be reached. Try again.`;
@@ -258,6 +261,29 @@ export class UploadTray {
     this.el.hidden = this.items.length === 0;
     this.changed();
   }
+}
+
+/** A paperclip, drawn (an emoji may have no glyph in the reader's fonts). */
+export function paperclipIcon(): SVGSVGElement {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "22");
+  svg.setAttribute("height", "22");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute(
+    "d",
+    "M21.4 11.1l-9.2 9.2a6 6 0 0 1-8.5-8.5l9.2-9.2a4 4 0 0 1 5.7 5.7l-9.2 9.2a2 2 0 0 1-2.8-2.8l8.5-8.5",
+  );
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", "currentColor");
+  path.setAttribute("stroke-width", "2");
+  path.setAttribute("stroke-linecap", "round");
+  path.setAttribute("stroke-linejoin", "round");
+  svg.append(path);
+  return svg;
 }
 
 /** The files of a drag or a paste (none for text). */

@@ -4,7 +4,7 @@
  * screen, and the composer.
  */
 import { type ConfabClient, type Message, mentions, type OutgoingMessage, type RoomState } from "../sdk/src/index.ts";
-import { UploadTray, filesOf, renderAttachments } from "./attachments.ts";
+import { UploadTray, filesOf, paperclipIcon, renderAttachments } from "./attachments.ts";
 import { MentionCompleter, NotifyControl, withMentions } from "./badges.ts";
 import { BotDirectory } from "./bots.ts";
 import { h } from "./dom.ts";
@@ -122,7 +122,7 @@ export class Conversation {
     const attachBtn = h(
       "button",
       { type: "button", class: "btn btn-icon attach-btn", "aria-label": "Attach files", title: "Attach files", onclick: () => this.fileInput.click() },
-      "📎",
+      paperclipIcon(),
     );
     this.dropHint = h("div", { class: "drop-hint", "aria-hidden": "true" }, "Drop files to attach them");
     this.banner = h("div", { class: "compose-banner-slot" });

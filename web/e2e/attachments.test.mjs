@@ -5,13 +5,16 @@
 // Refusals are shown in words: a file over the server's limit (413) and a
 // type it does not take (415).
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { deflateSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
-import { serverAndBrowser, signedUpPage } from "./harness.mjs";
+import { ensureScreenshotDir, serverAndBrowser, signedUpPage } from "./harness.mjs";
 
 const PASSWORD = "correct horse battery";
 /** The server's upload limit in this suite, small so that a too large file is cheap to make. */
 const MAX_UPLOAD = 64 * 1024;
+const shots = ensureScreenshotDir();
+const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`) });
 
 function crc32(bytes) {
   let c = ~0;
@@ -119,6 +122,7 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     await dialog.waitFor();
     await imageLoaded(bob, ".lightbox-img");
     assert.equal(await bob.evaluate(() => document.querySelector(".lightbox-img").naturalWidth), 640, "full size in the overlay");
+    await shot(bob, "attachments-lightbox");
     await bob.keyboard.press("Escape");
     await dialog.waitFor({ state: "detached" });
 
@@ -158,13 +162,13 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     });
     await tray(alice).getByText("dropped.txt").waitFor();
     // Paste a screenshot into the composer.
-    const shot = png(16, 12, [40, 90, 220]).toString("base64");
+    const pasted = png(16, 12, [40, 90, 220]).toString("base64");
     await alice.evaluate((b64) => {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
       const dt = new DataTransfer();
       dt.items.add(new File([bytes], "image.png", { type: "image/png" }));
       document.querySelector("#composer-input").dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }));
-    }, shot);
+    }, pasted);
     await tray(alice).getByText("image.png").waitFor();
     await sendWhenReady(alice, 2, "dropped and pasted");
 
@@ -173,6 +177,7 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     await msg.getByRole("button", { name: "Open image.png full size" }).waitFor();
     await imageLoaded(bob, ".msg .att-img");
     assert.equal(await bob.evaluate(() => [...document.querySelectorAll(".msg .att-img")].at(-1).naturalWidth), 16);
+    await shot(bob, "attachments");
   });
 
   it("tells the sender when a file is too large or of a type the server refuses", async () => {
@@ -184,6 +189,7 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     const alerts = tray(alice).getByRole("alert");
     await alerts.filter({ hasText: "huge.txt is too large to upload" }).waitFor();
     await alerts.filter({ hasText: "program.bin: this type of file cannot be sent here" }).waitFor();
+    await shot(alice, "attachments-refused");
     // Nothing to send: the failures stay until removed, and nothing reached bob.
     await alice.getByRole("button", { name: "Remove huge.txt" }).click();
     await alice.getByRole("button", { name: "Remove program.bin" }).click();
