@@ -180,6 +180,29 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     await shot(bob, "attachments");
   });
 
+  it("shows an upload's progress and holds Send until it is done", async () => {
+    // A slow link (its answers come late), so that the upload lasts long enough to be seen.
+    const cdp = await alice.context().newCDPSession(alice);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 1500, downloadThroughput: -1, uploadThroughput: 16 * 1024 });
+    try {
+      await attach(alice, { name: "slow.txt", mimeType: "text/plain", buffer: Buffer.alloc(48 * 1024, "s") });
+      const bar = tray(alice).getByRole("progressbar", { name: "Uploading slow.txt" });
+      await bar.waitFor();
+      assert.equal(await alice.getByRole("button", { name: "Send", exact: true }).isDisabled(), true, "Send waits for the upload");
+      // The bar fills while the upload is still under way.
+      const seen = await alice.waitForFunction(() => {
+        const p = document.querySelector(".upload-progress");
+        return p ? (p.value > 0 ? "moved" : false) : "done";
+      });
+      assert.equal(await seen.jsonValue(), "moved", "the bar showed bytes sent before the upload finished");
+    } finally {
+      await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    }
+    await sendWhenReady(alice, 1, "slowly");
+    await history(bob).getByRole("listitem").filter({ hasText: "slowly" }).getByRole("link", { name: /Download slow\.txt/ }).waitFor();
+  });
+
   it("tells the sender when a file is too large or of a type the server refuses", async () => {
     const before = await history(bob).getByRole("listitem").count();
     await attach(alice, [
@@ -187,7 +210,7 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
       { name: "program.bin", mimeType: "application/octet-stream", buffer: Buffer.from([0, 1, 2, 3, 0xff, 0xfe, 0, 7]) },
     ]);
     const alerts = tray(alice).getByRole("alert");
-    await alerts.filter({ hasText: "huge.txt is too large to upload" }).waitFor();
+    await alerts.filter({ hasText: "huge.txt is too large to upload: the limit is 64 KB." }).waitFor();
     await alerts.filter({ hasText: "program.bin: this type of file cannot be sent here" }).waitFor();
     await shot(alice, "attachments-refused");
     // Nothing to send: the failures stay until removed, and nothing reached bob.
