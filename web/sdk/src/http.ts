@@ -230,9 +230,14 @@ export function signUpload(options: HttpOptions & { token: string }, id: string)
   });
 }
 
-/** An absolute URL for a path the server answered (upload and signed URLs are relative). */
+/**
+ * An absolute URL for a path the server answered (upload and signed URLs are
+ * relative). Only an `http(s):` URL is taken as it is: anything else (a
+ * `javascript:` URL, say) is made a path under the server.
+ */
 export function resolveUrl(baseUrl: string, path: string): string {
-  return /^[a-z][a-z0-9+.-]*:/i.test(path) ? path : url(baseUrl, path.startsWith("/") ? path : `/${path}`);
+  if (/^https?:\/\//i.test(path)) return path;
+  return url(baseUrl, `/${path.replace(/^\/+/, "")}`);
 }
 
 /** The WebSocket URL of a gateway for a token: `ws(s)://host/v1/ws?token=...`. */

@@ -116,6 +116,8 @@ describe("upload", () => {
     assert.equal(headerOf(calls[0]!.init, "Authorization"), "Bearer tok");
     assert.equal(resolveUrl("https://chat.example/", "/v1/uploads/u1?x=1"), "https://chat.example/v1/uploads/u1?x=1");
     assert.equal(resolveUrl("https://chat.example", "https://cdn.example/a"), "https://cdn.example/a");
+    assert.equal(resolveUrl("https://chat.example", "javascript:alert(1)"), "https://chat.example/javascript:alert(1)");
+    assert.equal(resolveUrl("https://chat.example", "//evil.example/x"), "https://chat.example/evil.example/x");
   });
 });
 
