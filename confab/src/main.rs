@@ -454,7 +454,18 @@ mod tests {
         let limits = s.connection_limits.limits();
         let tokens = (&s.jwt_public_keys, s.token_ttl_secs, s.max_token_lifetime_secs);
         let tcp = (s.tcp_listen, &s.tcp_tls_cert, &s.tcp_tls_key);
-        (s.listen, &s.tls_cert, &s.tls_key, tcp, &s.secret, tokens, s.drain_grace_ms, limits, &s.api_key_file)
+        (
+            s.listen,
+            &s.tls_cert,
+            &s.tls_key,
+            tcp,
+            &s.secret,
+            tokens,
+            s.drain_grace_ms,
+            limits,
+            &s.api_key_file,
+            &s.uploads,
+        )
     }
 
     /// Everything `role` hands on from its settings: the libraries' configs,
