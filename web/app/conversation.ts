@@ -4,6 +4,7 @@
  * screen, and the composer.
  */
 import { type ConfabClient, type Message, mentions, type OutgoingMessage, type RoomState } from "../sdk/src/index.ts";
+import { UploadTray, filesOf, paperclipIcon, renderAttachments } from "./attachments.ts";
 import { MentionCompleter, NotifyControl, withMentions } from "./badges.ts";
 import { BotDirectory } from "./bots.ts";
 import { h } from "./dom.ts";
@@ -65,6 +66,11 @@ export class Conversation {
   private readonly banner: HTMLElement;
   private readonly lifecycle: LifecycleHost;
   private readonly bots: BotDirectory;
+  private readonly tray: UploadTray;
+  private readonly sendBtn: HTMLButtonElement;
+  private readonly fileInput: HTMLInputElement;
+  private readonly dropHint: HTMLElement;
+  private dragDepth = 0;
 
   constructor(private readonly options: ConversationOptions) {
     const { client } = options;
@@ -105,6 +111,20 @@ export class Conversation {
     this.completer = new MentionCompleter(client, this.input);
     this.notifyControl = new NotifyControl(client);
     const sendBtn = h("button", { type: "submit", class: "btn btn-primary send-btn" }, "Send");
+    this.sendBtn = sendBtn;
+    this.tray = new UploadTray(client, () => this.syncSendButton());
+    this.fileInput = h("input", { type: "file", multiple: true, class: "sr-only", tabindex: "-1", "aria-hidden": "true" });
+    this.fileInput.addEventListener("change", () => {
+      this.tray.add([...(this.fileInput.files ?? [])]);
+      this.fileInput.value = "";
+      this.input.focus();
+    });
+    const attachBtn = h(
+      "button",
+      { type: "button", class: "btn btn-icon attach-btn", "aria-label": "Attach files", title: "Attach files", onclick: () => this.fileInput.click() },
+      paperclipIcon(),
+    );
+    this.dropHint = h("div", { class: "drop-hint", "aria-hidden": "true" }, "Drop files to attach them");
     this.banner = h("div", { class: "compose-banner-slot" });
     this.lifecycle = {
       client,
@@ -119,9 +139,18 @@ export class Conversation {
       { class: "composer", onsubmit: (e: Event) => this.onSubmit(e) },
       h("label", { for: "composer-input", class: "sr-only" }, "Message"),
       this.completer.el,
+      attachBtn,
+      this.fileInput,
       this.input,
       sendBtn,
     );
+    // A pasted image (a screenshot) is attached; pasted text stays text.
+    this.input.addEventListener("paste", (e) => {
+      const files = filesOf(e.clipboardData);
+      if (files.length === 0) return;
+      e.preventDefault();
+      this.tray.add(files);
+    });
     this.input.addEventListener("keydown", (e) => {
       if (this.completer.handleKey(e)) return;
       if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
@@ -166,9 +195,37 @@ export class Conversation {
         h("div", { class: "scroller-wrap" }, this.scroller, this.jumpBtn),
         this.typingLine,
         this.banner,
+        this.tray.el,
         this.composer,
+        this.dropHint,
       ),
     );
+    const body = this.el.querySelector<HTMLElement>(".conv-body")!;
+    const hasFiles = (e: DragEvent) => [...(e.dataTransfer?.types ?? [])].includes("Files");
+    body.addEventListener("dragenter", (e) => {
+      if (!hasFiles(e) || !this.roomId) return;
+      e.preventDefault();
+      this.dragDepth++;
+      body.classList.add("dropping");
+    });
+    body.addEventListener("dragover", (e) => {
+      if (!hasFiles(e) || !this.roomId) return;
+      e.preventDefault();
+      if (e.dataTransfer) e.dataTransfer.dropEffect = "copy";
+    });
+    body.addEventListener("dragleave", () => {
+      this.dragDepth = Math.max(0, this.dragDepth - 1);
+      if (this.dragDepth === 0) body.classList.remove("dropping");
+    });
+    body.addEventListener("drop", (e) => {
+      this.dragDepth = 0;
+      body.classList.remove("dropping");
+      const files = filesOf(e.dataTransfer);
+      if (files.length === 0 || !this.roomId) return;
+      e.preventDefault();
+      this.tray.add(files);
+      this.input.focus();
+    });
 
     this.scroller.addEventListener("scroll", () => {
       this.stickToBottom = this.atBottom();
@@ -190,6 +247,17 @@ export class Conversation {
 
   private readonly onPageVisible = () => this.markVisibleRead();
 
+  /** An image arrived and the list grew: stay at the bottom when following. */
+  private readonly onImageLoad = () => {
+    if (this.stickToBottom) this.scroller.scrollTop = this.scroller.scrollHeight;
+  };
+
+  /** Send waits while files are still uploading. */
+  private syncSendButton(): void {
+    this.sendBtn.disabled = this.tray.uploading;
+    this.sendBtn.title = this.tray.uploading ? "Waiting for uploads to finish" : "";
+  }
+
   destroy(): void {
     document.removeEventListener("visibilitychange", this.onPageVisible);
     window.removeEventListener("focus", this.onPageVisible);
@@ -209,6 +277,7 @@ export class Conversation {
     this.compose(undefined);
     this.panel.show(roomId);
     this.completer.show(roomId);
+    this.tray.show(roomId);
     this.clearList();
     this.el.classList.toggle("is-empty", roomId === undefined);
     if (roomId === undefined) return;
@@ -390,6 +459,7 @@ export class Conversation {
     }
     const quoted = quote(this.lifecycle.room(), m);
     if (quoted) text.before(quoted);
+    if (!m.deleted && m.attachments?.length) text.after(renderAttachments(this.options.client, m.attachments, this.onImageLoad));
     const edited = editedMark(this.lifecycle, m);
     if (edited) text.append(" ", edited);
     for (const part of [reactions(this.lifecycle, m), actions(this.lifecycle, m)]) if (part) content.append(part);
@@ -401,6 +471,7 @@ export class Conversation {
     const li = h("li", { class: `msg mine outgoing ${o.state}${cont ? " cont" : ""}` });
     const body = this.messageBody(this.options.client.me, o.createdAt, o.text, cont);
     const content = body.querySelector(".msg-content")!;
+    if (o.attachments?.length) content.append(renderAttachments(this.options.client, o.attachments, this.onImageLoad));
     if (o.state === "sending") {
       content.append(h("div", { class: "msg-status" }, "Sending…"));
     } else if (o.state === "failed") {
@@ -499,7 +570,10 @@ export class Conversation {
     e.preventDefault();
     const roomId = this.roomId;
     const text = this.input.value.replace(/^\s*\n|\s+$/g, "");
-    if (!roomId || !text.trim()) return;
+    const editing = this.mode?.kind === "edit";
+    if (!editing && this.tray.uploading) return;
+    const attachments = editing ? [] : this.tray.ready;
+    if (!roomId || (!text.trim() && attachments.length === 0)) return;
     this.input.value = "";
     this.autosize();
     const mode = this.mode;
@@ -512,8 +586,12 @@ export class Conversation {
       return;
     }
     this.stickToBottom = true;
-    const options = mode?.kind === "reply" ? { replyTo: mode.seq } : {};
-    this.options.client.send(roomId, text, options).catch(() => {
+    const options = {
+      ...(mode?.kind === "reply" ? { replyTo: mode.seq } : {}),
+      ...(attachments.length > 0 ? { attachments } : {}),
+    };
+    this.tray.sent();
+    this.options.client.send(roomId, text.trim() ? text : "", options).catch(() => {
       // Shown on the message itself, with Retry.
     });
     this.input.focus();
@@ -555,6 +633,7 @@ export class Conversation {
 function explainSendError(o: OutgoingMessage): string {
   switch (o.error?.code) {
     case "not_found":
+      if (o.attachments?.length) return "an attached file is no longer on the server; attach it again.";
       return o.to ? `there is no user named ${o.to}.` : "not found.";
     case "too_large":
       return "the message is too long.";

@@ -208,8 +208,13 @@ export class Sidebar {
     const me = this.options.client.me;
     const out = room.outgoing[room.outgoing.length - 1];
     const last = room.messages[room.messages.length - 1];
-    const [from, text] = out ? [me, out.text] : last ? [last.from, last.text] : [undefined, undefined];
-    if (from === undefined || text === undefined) return "";
+    const [from, body, files] = out
+      ? [me, out.text, out.attachments]
+      : last
+        ? [last.from, last.text, last.deleted ? undefined : last.attachments]
+        : [undefined, undefined, undefined];
+    if (from === undefined || body === undefined) return "";
+    const text = body || (files?.length ? `📎 ${files.map((f) => f.name).join(", ")}` : "");
     const who = from === me ? "You: " : room.isDm ? "" : `${from}: `;
     return (who + text).replace(/\s+/g, " ").slice(0, 80);
   }

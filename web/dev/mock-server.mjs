@@ -75,8 +75,84 @@ function json(res, status, body) {
 }
 const fail = (res, status, code, message) => json(res, status, { error: { code, message } });
 
+// Uploads (docs/protocol.md, "POST /v1/uploads"), in memory only: no real
+// thumbnails (the thumbnail is the image itself), signatures not checked.
+const uploads = new Map(); // id -> { room, from, name, content_type, size, bytes }
+const MAX_UPLOAD = Number(flag("--max-upload-bytes", 25 * 1024 * 1024));
+function sniff(b) {
+  const starts = (...sig) => sig.every((x, i) => b[i] === x);
+  if (starts(0x89, 0x50, 0x4e, 0x47)) return "image/png";
+  if (starts(0xff, 0xd8, 0xff)) return "image/jpeg";
+  if (starts(0x47, 0x49, 0x46, 0x38)) return "image/gif";
+  if (starts(0x52, 0x49, 0x46, 0x46) && b.subarray(8, 12).toString() === "WEBP") return "image/webp";
+  if (starts(0x25, 0x50, 0x44, 0x46)) return "application/pdf";
+  if (starts(0x50, 0x4b, 0x03, 0x04)) return "application/zip";
+  try {
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(b);
+    if (!/[\u0000-\u0008\u000e-\u001f]/.test(text)) return "text/plain";
+  } catch {
+    // not UTF-8
+  }
+  return "application/octet-stream";
+}
+function attachmentOf(id) {
+  const u = uploads.get(id);
+  return {
+    id,
+    url: `/v1/uploads/${id}`,
+    name: u.name,
+    content_type: u.content_type,
+    size: u.size,
+    ...(u.content_type.startsWith("image/") ? { thumbnail_url: `/v1/uploads/${id}/thumbnail` } : {}),
+  };
+}
+async function handleUploads(req, res, url) {
+  const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+  const signed = url.searchParams.has("sig");
+  const me = verify(bearer ?? url.searchParams.get("token")) ?? (signed ? url.searchParams.get("user") : undefined);
+  if (!me) return fail(res, 401, "unauthorized", "no or bad token");
+  if (req.method === "POST" && url.pathname === "/v1/uploads") {
+    const id = url.searchParams.get("room") ?? "";
+    if (!rooms.get(id)?.members.has(me)) return fail(res, 403, "not_member", `not a member of ${id}`);
+    if (Number(req.headers["content-length"] ?? 0) > MAX_UPLOAD) return fail(res, 413, "too_large", `uploads are limited to ${MAX_UPLOAD} bytes`);
+    const chunks = [];
+    let size = 0;
+    for await (const chunk of req) {
+      size += chunk.length;
+      if (size > MAX_UPLOAD) return fail(res, 413, "too_large", `uploads are limited to ${MAX_UPLOAD} bytes`);
+      chunks.push(chunk);
+    }
+    const bytes = Buffer.concat(chunks);
+    const content_type = sniff(bytes);
+    if (content_type === "application/octet-stream") return fail(res, 415, "bad_request", `type ${content_type} is not allowed`);
+    const uid = `u${randomBytes(16).toString("hex")}`;
+    const name = (url.searchParams.get("filename") ?? "file").replace(/^.*[\\/]/, "").slice(0, 255) || "file";
+    uploads.set(uid, { room: id, from: me, name, content_type, size: bytes.length, bytes });
+    return json(res, 201, attachmentOf(uid));
+  }
+  const m = /^\/v1\/uploads\/([A-Za-z0-9_-]{1,64})(\/thumbnail|\/sign)?$/.exec(url.pathname);
+  const u = m && uploads.get(m[1]);
+  if (!u) return fail(res, 404, "not_found", "no such upload");
+  if (!rooms.get(u.room)?.members.has(me)) return fail(res, 403, "not_member", `not a member of ${u.room}`);
+  if (req.method === "POST" && m[2] === "/sign") {
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const q = `?user=${encodeURIComponent(me)}&exp=${exp}&sig=mock`;
+    const a = attachmentOf(m[1]);
+    return json(res, 200, { url: a.url + q, ...(a.thumbnail_url ? { thumbnail_url: a.thumbnail_url + q } : {}), expires_at: exp });
+  }
+  if (req.method !== "GET" || m[2] === "/sign") return fail(res, 400, "bad_request", "no such method");
+  const inline = u.content_type.startsWith("image/");
+  res.writeHead(200, {
+    "Content-Type": u.content_type === "text/plain" ? "text/plain; charset=utf-8" : u.content_type,
+    "Content-Disposition": `${inline ? "inline" : "attachment"}; filename="${u.name.replace(/["\\]/g, "_")}"`,
+    "X-Content-Type-Options": "nosniff",
+  });
+  res.end(u.bytes);
+}
+
 const server = createServer(async (req, res) => {
   const url = new URL(req.url, "http://x");
+  if (url.pathname === "/v1/uploads" || url.pathname.startsWith("/v1/uploads/")) return handleUploads(req, res, url);
   if (req.method === "POST" && url.pathname.startsWith("/v1/auth/")) {
     let body = "";
     for await (const chunk of req) body += chunk;
@@ -218,13 +294,20 @@ class Conn {
           r.members.add(f.to);
         }
         if (!member(id)) return error("not_member", `join room '${id}' first`);
-        if (!f.text) return error("bad_request", "empty text");
+        const ids = f.attachments ?? [];
+        if (!f.text && ids.length === 0) return error("bad_request", "empty text");
+        if (ids.length > 10) return error("bad_request", "more than 10 attachments");
+        for (const a of ids) {
+          const u = uploads.get(a);
+          if (!u || u.from !== me || u.room !== id) return error("not_found", `no upload '${a}' of yours in ${id}`);
+        }
         if (Buffer.byteLength(f.text) > 4096) return error("too_large", "text over 4096 bytes");
         const r = rooms.get(id);
         const dup = r.cids.get(f.cid);
         if (dup) return reply({ room: id, seq: dup.seq, msg_id: dup.msg_id, ts: dup.ts });
         const prev = r.messages.at(-1)?.seq ?? 0;
-        const m = { room: id, seq: prev + 1, msg_id: randomBytes(8).toString("hex"), from: me, text: f.text, ts: Date.now(), cid: f.cid };
+        const m = { room: id, seq: prev + 1, msg_id: randomBytes(8).toString("hex"), from: me, text: f.text ?? "", ts: Date.now(), cid: f.cid };
+        if (ids.length > 0) m.attachments = ids.map(attachmentOf);
         r.messages.push(m);
         r.cids.set(f.cid, m);
         reply({ room: id, seq: m.seq, msg_id: m.msg_id, ts: m.ts });

@@ -3,11 +3,23 @@ import { Connection, type ConnectionOptions, type ConnectionStatus } from "./con
 import { Emitter } from "./emitter.js";
 import { Catchup } from "./catchup.js";
 import { ConfabError, isPermanent } from "./errors.js";
-import { fetchMessages, tokenExpiry, websocketUrl } from "./http.js";
+import {
+  type FetchLike,
+  fetchMessages,
+  resolveUrl,
+  type SignedUrls,
+  signUpload,
+  tokenExpiry,
+  upload,
+  type UploadBody,
+  type UploadOptions,
+  websocketUrl,
+} from "./http.js";
 import {
   dmPeer,
   dmRoomId,
   isDmRoom,
+  type Attachment,
   type HelloEvent,
   type MemberEvent,
   type Message,
@@ -48,7 +60,23 @@ export interface ClientOptions extends Omit<ConnectionOptions, "url" | "tokenExp
   sendTimeoutMs?: number;
   /** Makes client message ids (cid); random by default. */
   newCid?: () => string;
+  /** `fetch` for uploads and signed URLs; default the global one (XMLHttpRequest in browsers, for progress). */
+  fetch?: FetchLike;
 }
+
+/** Most attachments one message may carry (docs/protocol.md, `send`). */
+export const MAX_ATTACHMENTS = 10;
+
+/** URLs of an attachment that work without a token (in `<img src>` or a link), absolute. */
+export interface AttachmentUrls {
+  url: string;
+  thumbnailUrl?: string;
+  /** Unix seconds. */
+  expiresAt: number;
+}
+
+/** Signed URLs are signed again when they have less than this many seconds left. */
+const SIGN_MARGIN_SECS = 120;
 
 export type ClientEvents = {
   /** The connection's status changed. */
@@ -101,6 +129,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
   private readonly readInFlight = new Map<string, number>();
   private readonly readWanted = new Map<string, number>();
   private roomsRefresh: Promise<void> | undefined;
+  private readonly signed = new Map<string, { promise: Promise<AttachmentUrls>; expiresAt: number; pending: boolean }>();
 
   constructor(private readonly options: ClientOptions) {
     super();
@@ -315,10 +344,67 @@ export class ConfabClient extends Emitter<ClientEvents> {
    * stored it; until then it is in `room.outgoing` and survives reconnects.
    * Rejects only for failures that repeating cannot fix (`not_member`...).
    */
-  send(room: string, text: string, options: { replyTo?: number } = {}): Promise<SendResult> {
+  send(
+    room: string,
+    text: string,
+    options: { replyTo?: number; attachments?: readonly Attachment[] } = {},
+  ): Promise<SendResult> {
     const peer = dmPeer(room, this.me);
-    if (peer !== undefined) return this.enqueue(dmRoomId(this.me, peer), peer, text, options.replyTo);
-    return this.enqueue(room, undefined, text, options.replyTo);
+    if (peer !== undefined) return this.enqueue(dmRoomId(this.me, peer), peer, text, options.replyTo, options.attachments);
+    return this.enqueue(room, undefined, text, options.replyTo, options.attachments);
+  }
+
+  /**
+   * Uploads a file to attach to a message in `room` (`POST /v1/uploads`);
+   * resolves with the attachment to pass to `send`'s `attachments`. Fails with
+   * `too_large` (413), `bad_request` with status 415 (a type the server does
+   * not take), `not_member` (403), `unavailable`, or `aborted`.
+   */
+  upload(room: string, file: UploadBody, options: UploadOptions = {}): Promise<Attachment> {
+    const peer = dmPeer(room, this.me);
+    const target = peer !== undefined ? dmRoomId(this.me, peer) : room;
+    return upload(this.http(), target, file, options);
+  }
+
+  /**
+   * Signed, absolute URLs of an attachment for places that cannot send the
+   * token (`<img src>`, download links). Cached per attachment and signed
+   * again when near expiry; concurrent calls share one request.
+   */
+  attachmentUrls(attachment: Pick<Attachment, "id">): Promise<AttachmentUrls> {
+    const cached = this.signed.get(attachment.id);
+    const now = this.clock.now() / 1000;
+    if (cached && (cached.pending || cached.expiresAt - SIGN_MARGIN_SECS > now)) return cached.promise;
+    const entry: { promise: Promise<AttachmentUrls>; expiresAt: number; pending: boolean } = {
+      promise: Promise.resolve() as unknown as Promise<AttachmentUrls>,
+      expiresAt: 0,
+      pending: true,
+    };
+    entry.promise = signUpload(this.http(), attachment.id).then(
+      (signed: SignedUrls) => {
+        entry.pending = false;
+        entry.expiresAt = signed.expires_at;
+        const urls: AttachmentUrls = { url: resolveUrl(this.options.baseUrl, signed.url), expiresAt: signed.expires_at };
+        if (signed.thumbnail_url) urls.thumbnailUrl = resolveUrl(this.options.baseUrl, signed.thumbnail_url);
+        return urls;
+      },
+      (err: unknown) => {
+        this.signed.delete(attachment.id);
+        throw err;
+      },
+    );
+    this.signed.set(attachment.id, entry);
+    // Bounded: forget the oldest when many attachments were seen.
+    if (this.signed.size > 1000) this.signed.delete(this.signed.keys().next().value as string);
+    return entry.promise;
+  }
+
+  private http() {
+    return {
+      baseUrl: this.options.baseUrl,
+      token: this.options.token,
+      ...(this.options.fetch ? { fetch: this.options.fetch } : {}),
+    };
   }
 
   /** Replaces the text of one of the user's messages. */
@@ -685,8 +771,17 @@ export class ConfabClient extends Emitter<ClientEvents> {
 
   // --- outbox ---
 
-  private enqueue(roomId: string, to: string | undefined, text: string, replyTo?: number): Promise<SendResult> {
-    if (text.length === 0) return Promise.reject(new ConfabError("bad_request", "empty message"));
+  private enqueue(
+    roomId: string,
+    to: string | undefined,
+    text: string,
+    replyTo?: number,
+    attachments: readonly Attachment[] = [],
+  ): Promise<SendResult> {
+    if (text.length === 0 && attachments.length === 0) return Promise.reject(new ConfabError("bad_request", "empty message"));
+    if (attachments.length > MAX_ATTACHMENTS) {
+      return Promise.reject(new ConfabError("bad_request", `at most ${MAX_ATTACHMENTS} attachments per message`));
+    }
     let room = this.rooms.get(roomId);
     if (!room) {
       if (to === undefined) return Promise.reject(new ConfabError("not_member", `join room '${roomId}' first`));
@@ -700,6 +795,7 @@ export class ConfabClient extends Emitter<ClientEvents> {
       state: "sending",
       ...(to !== undefined ? { to } : {}),
       ...(replyTo !== undefined ? { replyTo } : {}),
+      ...(attachments.length > 0 ? { attachments: [...attachments] } : {}),
     };
     room.outgoing.push(out);
     // The message ends the others' typing indicator; the next keystroke starts a new one.

@@ -1,5 +1,5 @@
 import { ConfabError } from "./errors.js";
-import type { ErrorBody, LoginResult, Message, RegisterResult } from "./protocol.js";
+import type { Attachment, ErrorBody, LoginResult, Message, RegisterResult } from "./protocol.js";
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -21,25 +21,50 @@ async function call<T>(options: HttpOptions, path: string, init: RequestInit): P
   } catch (err) {
     throw new ConfabError("unavailable", `cannot reach the server: ${String(err)}`);
   }
-  const text = await response.text();
+  return decode<T>(response.status, await response.text());
+}
+
+/** An HTTP answer's JSON body, or the `ConfabError` its error body (or status) stands for. */
+function decode<T>(status: number, text: string): T {
   let body: unknown;
   try {
     body = text ? JSON.parse(text) : {};
   } catch {
     body = undefined;
   }
-  if (!response.ok) {
+  if (status < 200 || status > 299) {
     const error = (body as { error?: ErrorBody } | undefined)?.error;
-    throw new ConfabError(
-      error?.code ?? (response.status === 401 ? "unauthorized" : "internal"),
-      error?.message ?? `HTTP ${response.status}`,
-      response.status,
-    );
+    throw new ConfabError(error?.code ?? codeOfStatus(status), error?.message ?? `HTTP ${status}`, status);
   }
   if (body === undefined) {
-    throw new ConfabError("internal", "the server sent a body that is not JSON", response.status);
+    throw new ConfabError("internal", "the server sent a body that is not JSON", status);
   }
   return body as T;
+}
+
+/** The error code of a bare HTTP status (a proxy's answer without Confab's error body). */
+function codeOfStatus(status: number): string {
+  switch (status) {
+    case 400:
+    case 415:
+      return "bad_request";
+    case 401:
+      return "unauthorized";
+    case 403:
+      return "forbidden";
+    case 404:
+      return "not_found";
+    case 413:
+      return "too_large";
+    case 429:
+      return "rate_limited";
+    case 502:
+    case 503:
+    case 504:
+      return "unavailable";
+    default:
+      return "internal";
+  }
 }
 
 function postJson<T>(options: HttpOptions, path: string, body: unknown): Promise<T> {
@@ -98,6 +123,121 @@ export async function fetchMessages(
     { headers: { Authorization: `Bearer ${options.token}` } },
   );
   return result.messages;
+}
+
+/** What an upload's body may be: a browser `File`/`Blob`, or bytes. */
+export type UploadBody = Blob | ArrayBuffer | Uint8Array;
+
+export interface UploadOptions {
+  /** The name shown to others; default the `File`'s name, else the server's `file`. */
+  filename?: string;
+  /**
+   * Called as the bytes go out: `loaded` of `total` bytes sent. In a browser
+   * (XMLHttpRequest) it follows the upload; with `fetch` (Node, or a custom
+   * `fetch`) it is called at the start and once everything was sent.
+   */
+  onProgress?: (loaded: number, total: number) => void;
+  /** Aborts the upload; it then rejects with `aborted`. */
+  signal?: AbortSignal;
+}
+
+/** Signed URLs for an upload (`POST /v1/uploads/{id}/sign`), relative to the server's origin. */
+export interface SignedUrls {
+  url: string;
+  thumbnail_url?: string;
+  /** Unix seconds. */
+  expires_at: number;
+}
+
+function bodySize(body: UploadBody): number {
+  return body instanceof Uint8Array || body instanceof ArrayBuffer ? body.byteLength : body.size;
+}
+
+/**
+ * `POST /v1/uploads?room=ROOM[&filename=NAME]`: uploads a file to attach to a
+ * message in `room` (send its id with `send`'s `attachments`). Resolves with
+ * the attachment object. Fails with `too_large` (413), `bad_request` (415: a
+ * type the server does not take, status 415), `not_member` (403),
+ * `unauthorized`, `unavailable`, or `aborted`.
+ */
+export function upload(
+  options: HttpOptions & { token: string },
+  room: string,
+  body: UploadBody,
+  uploadOptions: UploadOptions = {},
+): Promise<Attachment> {
+  const params = new URLSearchParams({ room });
+  const named = (body as { name?: unknown }).name;
+  const filename = uploadOptions.filename ?? (typeof named === "string" ? named : undefined);
+  if (filename) params.set("filename", filename);
+  const path = `/v1/uploads?${params.toString()}`;
+  const total = bodySize(body);
+  const { onProgress, signal } = uploadOptions;
+  if (signal?.aborted) return Promise.reject(new ConfabError("aborted", "upload aborted"));
+  if (options.fetch === undefined && typeof XMLHttpRequest === "function") {
+    return xhrUpload(url(options.baseUrl, path), options.token, body, total, uploadOptions);
+  }
+  onProgress?.(0, total);
+  const data: BodyInit = body instanceof Uint8Array ? new Blob([body as Uint8Array<ArrayBuffer>]) : body;
+  return call<Attachment>(options, path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${options.token}`, "Content-Type": "application/octet-stream" },
+    body: data,
+    ...(signal ? { signal } : {}),
+  }).then(
+    (attachment) => {
+      onProgress?.(total, total);
+      return attachment;
+    },
+    (err: unknown) => {
+      if (signal?.aborted) throw new ConfabError("aborted", "upload aborted");
+      throw err;
+    },
+  );
+}
+
+/** The browser path of `upload`: XMLHttpRequest reports the upload's progress. */
+function xhrUpload(target: string, token: string, body: UploadBody, total: number, options: UploadOptions): Promise<Attachment> {
+  return new Promise<Attachment>((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", target);
+    xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = (e) => options.onProgress?.(e.loaded, e.lengthComputable ? e.total : total);
+    xhr.onload = () => {
+      try {
+        const attachment = decode<Attachment>(xhr.status, xhr.responseText);
+        options.onProgress?.(total, total);
+        resolve(attachment);
+      } catch (err) {
+        reject(err as ConfabError);
+      }
+    };
+    xhr.onerror = () => reject(new ConfabError("unavailable", "the upload could not reach the server"));
+    xhr.onabort = () => reject(new ConfabError("aborted", "upload aborted"));
+    options.signal?.addEventListener("abort", () => xhr.abort(), { once: true });
+    options.onProgress?.(0, total);
+    xhr.send(body instanceof Uint8Array ? new Blob([body as Uint8Array<ArrayBuffer>]) : body);
+  });
+}
+
+/** `POST /v1/uploads/{id}/sign`: short-lived URLs that work without a token (for `<img src>` and links). */
+export function signUpload(options: HttpOptions & { token: string }, id: string): Promise<SignedUrls> {
+  return call<SignedUrls>(options, `/v1/uploads/${encodeURIComponent(id)}/sign`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${options.token}`, "Content-Type": "application/json" },
+    body: "{}",
+  });
+}
+
+/**
+ * An absolute URL for a path the server answered (upload and signed URLs are
+ * relative). Only an `http(s):` URL is taken as it is: anything else (a
+ * `javascript:` URL, say) is made a path under the server.
+ */
+export function resolveUrl(baseUrl: string, path: string): string {
+  if (/^https?:\/\//i.test(path)) return path;
+  return url(baseUrl, `/${path.replace(/^\/+/, "")}`);
 }
 
 /** The WebSocket URL of a gateway for a token: `ws(s)://host/v1/ws?token=...`. */

@@ -19,7 +19,14 @@ export {
   type WebSocketFactory,
   type WebSocketLike,
 } from "./connection.js";
-export { ConfabClient, type ClientEvents, type ClientOptions, type SendResult } from "./client.js";
+export {
+  type AttachmentUrls,
+  ConfabClient,
+  type ClientEvents,
+  type ClientOptions,
+  MAX_ATTACHMENTS,
+  type SendResult,
+} from "./client.js";
 export { mentions, type OutgoingMessage, RoomState, type ServerCounts } from "./room.js";
 export {
   deleteAccount,
@@ -29,6 +36,12 @@ export {
   login,
   logoutAll,
   register,
+  resolveUrl,
+  type SignedUrls,
+  signUpload,
   tokenExpiry,
+  upload,
+  type UploadBody,
+  type UploadOptions,
   websocketUrl,
 } from "./http.js";

@@ -82,7 +82,10 @@ export class Outbox {
     if (this.entries.get(entry.out.cid) !== entry) return;
     const { out } = entry;
     entry.inFlight = true;
-    const reply = out.replyTo !== undefined ? { reply_to: out.replyTo } : {};
+    const reply = {
+      ...(out.replyTo !== undefined ? { reply_to: out.replyTo } : {}),
+      ...(out.attachments?.length ? { attachments: out.attachments.map((a) => a.id) } : {}),
+    };
     const fields =
       out.to !== undefined
         ? { to: out.to, text: out.text, cid: out.cid, ...reply }

@@ -1,4 +1,5 @@
 import {
+  type Attachment,
   type ChangeEvent,
   dmPeer,
   isDmRoom,
@@ -33,6 +34,8 @@ export interface OutgoingMessage {
   msg_id?: string;
   /** The seq of the message this one replies to. */
   replyTo?: number;
+  /** Files sent with it (uploaded first, see `ConfabClient.upload`). */
+  attachments?: Attachment[];
 }
 
 /**
@@ -232,6 +235,8 @@ export class RoomState {
       delete m.edited_ts;
       delete m.reactions;
       delete m.mentions;
+      // The server deleted the files with the message.
+      delete m.attachments;
     } else {
       const reactions = (m.reactions ?? []).map((r) => ({ ...r, users: [...r.users] }));
       let r = reactions.find((x) => x.emoji === ev.emoji);
@@ -270,7 +275,7 @@ export class RoomState {
 
 /** Drops event-only fields (`ev`, `prev_seq`) so that stored messages look the same wherever they came from. */
 function stripEvent(m: Message): Message {
-  const { room, seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, reactions, mentions } = m;
+  const { room, seq, msg_id, from, text, ts, cid, reply_to, edited_ts, deleted, reactions, mentions, attachments } = m;
   return {
     room,
     seq,
@@ -284,6 +289,7 @@ function stripEvent(m: Message): Message {
     ...(deleted ? { deleted } : {}),
     ...(reactions && reactions.length > 0 ? { reactions } : {}),
     ...(mentions && mentions.length > 0 ? { mentions } : {}),
+    ...(attachments && attachments.length > 0 ? { attachments } : {}),
   };
 }
 
