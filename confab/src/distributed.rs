@@ -69,12 +69,12 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let metrics = confab_gateway::Metrics::new(&registry)?;
     let misdirected = metrics.push_misdirected.clone();
     let gateway = Gateway::new(gateway_config, auth, store, bus, metrics);
-    match crate::blobs::open_blobs(&config.server.uploads, None).await? {
+    match crate::blobs::open_blobs(&config.server.uploads, &config.server.object_store, None).await? {
         Some(blobs) => {
             let settings = config.server.uploads.settings(&secret);
             gateway.set_uploads(confab_gateway::uploads::Uploads::new(blobs, settings));
         }
-        None => tracing::warn!("no uploads_dir: uploads are off (POST /v1/uploads answers 503)"),
+        None => tracing::warn!("neither s3_endpoint nor uploads_dir: uploads are off (POST /v1/uploads answers 503)"),
     }
     gateway.ensure_unique_id().await?;
     tracing::info!("listening on http://{public_addr}");

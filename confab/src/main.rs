@@ -469,7 +469,19 @@ mod tests {
             "standalone" => {
                 let c: StandaloneConfig = get(m);
                 let hooks = &c.hooks;
-                format!("{:?}", (c.gateway(), c.dispatcher(), serving(&c.server), &c.ops, &c.data, c.partitions, hooks))
+                format!(
+                    "{:?}",
+                    (
+                        c.gateway(),
+                        c.dispatcher(),
+                        serving(&c.server),
+                        &c.ops,
+                        &c.data,
+                        c.partitions,
+                        hooks,
+                        c.webhook_journal_bytes
+                    )
+                )
             }
             "gateway" => {
                 let c: GatewayConfig = get(m);

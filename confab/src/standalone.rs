@@ -51,7 +51,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     dispatcher_config.filter = serving::filter(&config.hooks, config.server.max_text_bytes, &registry)?;
     let gateway =
         Gateway::new(gateway_config, auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
-    if let Some(blobs) = crate::blobs::open_blobs(&config.server.uploads, Some(&config.data)).await? {
+    if let Some(blobs) =
+        crate::blobs::open_blobs(&config.server.uploads, &config.server.object_store, Some(&config.data)).await?
+    {
         let settings = config.server.uploads.settings(&secret);
         gateway.set_uploads(confab_gateway::uploads::Uploads::new(blobs, settings));
     }

@@ -1,8 +1,8 @@
 //! Attachments (docs/protocol.md, `POST /v1/uploads`): uploaded, sent,
 //! received and downloaded by members only; the limits; what is served
 //! and how; deletion with the message; uploads never sent swept. On
-//! standalone and on the cluster (whose two gateways share one uploads
-//! directory).
+//! standalone (a directory) and on the cluster (whose two gateways share
+//! the S3-compatible server of `scripts/infra up s3`: common/cluster.rs).
 
 #[macro_use]
 mod common;

@@ -184,6 +184,9 @@ async fn start_full(
     dispatcher_flags: &[&str],
 ) -> Started {
     let kafka = env("KAFKA_BOOTSTRAP");
+    let shared_uploads = in_the_bucket(gateway_flags);
+    let gateway_flags: Vec<&str> = shared_uploads.iter().map(String::as_str).collect();
+    let gateway_flags = gateway_flags.as_slice();
     let (prefix, guard) = names("dist");
     let keyspace = guard.name.clone();
     let mut backend = vec!["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace];
@@ -239,4 +242,38 @@ async fn warm_up(gateway: &Running, i: usize) {
             }
         }
     }
+}
+
+/// A cluster's gateways share attachments as a deployment's do: through
+/// S3-compatible object storage, the server `scripts/infra up s3` starts
+/// (`CONFAB_TEST_S3_*`). A test that asks for an uploads directory
+/// (`--uploads-dir=DIR`, which standalone uses) gets the bucket instead,
+/// the bucket is shared by every test (keys are random
+/// upload ids). Without the server's settings the directory stays
+/// (the two gateways run on this one host).
+fn in_the_bucket(gateway_flags: &[&str]) -> Vec<String> {
+    let flags: Vec<String> = gateway_flags.iter().map(|f| f.to_string()).collect();
+    let Ok(endpoint) = std::env::var("CONFAB_TEST_S3_ENDPOINT") else { return flags };
+    if !flags.iter().any(|f| f.starts_with("--uploads-dir=")) {
+        return flags;
+    }
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (scripts/infra up s3)"));
+    let credentials = std::env::temp_dir().join(format!("confab-s3-credentials-{}", std::process::id()));
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            var("CONFAB_TEST_S3_ACCESS_KEY"),
+            var("CONFAB_TEST_S3_SECRET_KEY")
+        ),
+    )
+    .unwrap();
+    let mut out: Vec<String> = flags.into_iter().filter(|f| !f.starts_with("--uploads-dir=")).collect();
+    out.extend([
+        format!("--s3-endpoint={endpoint}"),
+        format!("--s3-bucket={}", var("CONFAB_TEST_S3_BUCKET")),
+        format!("--s3-region={}", std::env::var("CONFAB_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into())),
+        format!("--s3-credentials-file={}", credentials.display()),
+    ]);
+    out
 }
