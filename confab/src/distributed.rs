@@ -67,6 +67,7 @@ pub async fn start_gateway(config: GatewayConfig) -> anyhow::Result<Running> {
     let mut gateway_config = config.gateway(internal_addr);
     gateway_config.api_keys = api_keys;
     let metrics = confab_gateway::Metrics::new(&registry)?;
+    metrics.max_connections.set(config.server.connection_limits.max_connections as i64);
     let misdirected = metrics.push_misdirected.clone();
     let gateway = Gateway::new(gateway_config, auth, store, bus, metrics);
     match crate::blobs::open_blobs(&config.server.uploads, &config.server.object_store, None).await? {

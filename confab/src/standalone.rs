@@ -49,8 +49,9 @@ pub async fn start(config: StandaloneConfig) -> anyhow::Result<Running> {
     push.register(&gateway_config.id, pushed);
     let mut dispatcher_config = config.dispatcher();
     dispatcher_config.filter = serving::filter(&config.hooks, config.server.max_text_bytes, &registry)?;
-    let gateway =
-        Gateway::new(gateway_config, auth, store.clone(), bus.clone(), confab_gateway::Metrics::new(&registry)?);
+    let gateway_metrics = confab_gateway::Metrics::new(&registry)?;
+    gateway_metrics.max_connections.set(config.server.connection_limits.max_connections as i64);
+    let gateway = Gateway::new(gateway_config, auth, store.clone(), bus.clone(), gateway_metrics);
     if let Some(blobs) =
         crate::blobs::open_blobs(&config.server.uploads, &config.server.object_store, Some(&config.data)).await?
     {

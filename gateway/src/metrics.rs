@@ -17,6 +17,9 @@ pub const CLOSE_REASONS: [&str; 7] = [
 #[derive(Clone)]
 pub struct Metrics {
     pub connections: IntGauge,
+    /// The public listener's `max_connections`, for the operator's rollout
+    /// gate (room on the other gateways for a drained one's clients).
+    pub max_connections: IntGauge,
     pub sessions_opened: IntCounter,
     pub sessions_closed: IntCounterVec,
     pub frames_in: IntCounter,
@@ -40,6 +43,10 @@ impl Metrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
         let m = Metrics {
             connections: IntGauge::new("confab_gateway_connections", "Live WebSocket sessions on this gateway.")?,
+            max_connections: IntGauge::new(
+                "confab_gateway_max_connections",
+                "Connections this gateway's public listener accepts at most (max_connections).",
+            )?,
             sessions_opened: IntCounter::new("confab_sessions_opened_total", "WebSocket sessions opened.")?,
             sessions_closed: IntCounterVec::new(
                 Opts::new("confab_sessions_closed_total", "WebSocket sessions closed, by reason."),
@@ -110,6 +117,7 @@ impl Metrics {
         registry.register(Box::new(m.upload_bytes.clone()))?;
         registry.register(Box::new(m.server_api_requests.clone()))?;
         registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.max_connections.clone()))?;
         registry.register(Box::new(m.sessions_opened.clone()))?;
         registry.register(Box::new(m.sessions_closed.clone()))?;
         registry.register(Box::new(m.frames_in.clone()))?;

@@ -288,8 +288,8 @@ async fn gated(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role, desired: &
     let changed = template(&would_be) != template(&current);
     let rolling = rollout::rolling(&current, changed);
     let decision = if rolling {
-        let (measure, bound) = measure(cc, ctx, ns, role).await?;
-        rollout::decide(role, true, measure, bound)
+        let (measure, bound, capacity) = measure(cc, ctx, ns, role).await?;
+        rollout::capacity_gate(&capacity).unwrap_or_else(|| rollout::decide(role, true, measure, bound))
     } else {
         rollout::decide(role, false, Measure::Unavailable, 0.0)
     };
@@ -308,8 +308,9 @@ async fn gated(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role, desired: &
 }
 
 /// A role's measure for its gate, read from its serving pods' `/metrics`,
-/// and the spec's bound.
-async fn measure(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role) -> Result<(Measure, f64)> {
+/// and the spec's bound; for gateways also each one's (live sessions,
+/// `max_connections`), for the capacity gate.
+async fn measure(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role) -> Result<(Measure, f64, Vec<(f64, f64)>)> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector = children::selector_labels(cc, role.as_str());
     let query: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -326,7 +327,7 @@ async fn measure(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role) -> Resul
         Role::Dispatcher => {
             let expositions: Vec<String> = scraped.into_iter().map(|(_, e)| e).collect();
             let lag = rollout::sum_over(&expositions, rollout::CONSUMER_LAG);
-            (lag.map_or(Measure::Unavailable, Measure::Value), bounds.max_dispatcher_lag as f64)
+            (lag.map_or(Measure::Unavailable, Measure::Value), bounds.max_dispatcher_lag as f64, Vec::new())
         }
         Role::Gateway => {
             let opened: std::collections::BTreeMap<String, f64> = scraped
@@ -334,14 +335,21 @@ async fn measure(cc: &ChatCluster, ctx: &Context, ns: &str, role: Role) -> Resul
                 .filter_map(|(pod, e)| Some((pod.clone(), crate::plugin::metric_sum(e, rollout::SESSIONS_OPENED)?)))
                 .collect();
             let bound = f64::from(bounds.max_reconnects_per_second);
+            let capacity: Vec<(f64, f64)> = scraped
+                .iter()
+                .filter_map(|(_, e)| {
+                    let live = crate::plugin::metric_sum(e, rollout::CONNECTIONS)?;
+                    Some((live, crate::plugin::metric_sum(e, rollout::MAX_CONNECTIONS)?))
+                })
+                .collect();
             if opened.is_empty() {
-                return Ok((Measure::Unavailable, bound));
+                return Ok((Measure::Unavailable, bound, capacity));
             }
             let now = rollout::Sample { at: ctx.started.elapsed().as_secs_f64(), opened };
             let mut samples = ctx.samples.lock().expect("not poisoned");
             let (rate, keep) = rollout::next_rate(samples.get(&key(cc)), now);
             samples.insert(key(cc), keep);
-            (rate.map_or(Measure::FirstSample, Measure::Value), bound)
+            (rate.map_or(Measure::FirstSample, Measure::Value), bound, capacity)
         }
     })
 }

@@ -4,6 +4,10 @@
 //! `bye server_restart`); the operator holds a rollout (the Deployment's
 //! `spec.paused`) while it would hurt:
 //!
+//! - gateways, while the other gateways have no room for the clients of the
+//!   fullest one (the sum of their free places, `max_connections` less live
+//!   sessions, is below its sessions), so a drained gateway's clients always
+//!   have somewhere to go;
 //! - gateways, while the gateways together open more sessions per second
 //!   than `spec.rollout.maxReconnectsPerSecond` (the clients of the last
 //!   drained gateway are still reconnecting);
@@ -29,6 +33,9 @@ use crate::plugin::metric_sum;
 
 /// The counter of sessions a gateway opened (every reconnection is one).
 pub const SESSIONS_OPENED: &str = "confab_sessions_opened_total";
+/// A gateway's live sessions, and the most its listener accepts.
+pub const CONNECTIONS: &str = "confab_gateway_connections";
+pub const MAX_CONNECTIONS: &str = "confab_gateway_max_connections";
 /// A dispatcher's consumer lag, per partition.
 pub const CONSUMER_LAG: &str = "confab_consumer_lag_records";
 
@@ -36,6 +43,7 @@ pub const COMPLETE: &str = "RolloutComplete";
 pub const ROLLING: &str = "Rolling";
 pub const RECONNECTS_ABOVE_BOUND: &str = "ReconnectsAboveBound";
 pub const LAG_ABOVE_BOUND: &str = "LagAboveBound";
+pub const CAPACITY_SHORT: &str = "CapacityShort";
 pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
 pub const MEASURING: &str = "Measuring";
 
@@ -108,6 +116,31 @@ pub fn decide(role: Role, rolling: bool, measure: Measure, bound: f64) -> Decisi
         },
         Measure::Value(m) => Decision { paused: false, reason: ROLLING, message: format!("{} {what}", round(m)) },
     }
+}
+
+/// The capacity gate of the gateways, from each serving gateway's (live
+/// sessions, `max_connections`): whichever gateway the Deployment drains
+/// next, its clients must fit in the free places of the others. Holds the
+/// rollout (a paused decision) while the fullest gateway's sessions exceed
+/// the others' free places; `None` when they fit, or when fewer than two
+/// gateways answered (nothing to compare: the other gates decide).
+pub fn capacity_gate(gateways: &[(f64, f64)]) -> Option<Decision> {
+    if gateways.len() < 2 {
+        return None;
+    }
+    let fullest = gateways.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).map(|(i, _)| i)?;
+    let sessions = gateways[fullest].0;
+    let room: f64 =
+        gateways.iter().enumerate().filter(|(i, _)| *i != fullest).map(|(_, (live, max))| (max - live).max(0.0)).sum();
+    (sessions > room).then(|| Decision {
+        paused: true,
+        reason: CAPACITY_SHORT,
+        message: format!(
+            "paused: a gateway holds {} sessions and the other gateways have room for {} (max_connections less live sessions)",
+            round(sessions),
+            round(room)
+        ),
+    })
 }
 
 fn round(v: f64) -> f64 {
@@ -247,6 +280,23 @@ mod tests {
         assert_eq!((d.paused, d.reason), (false, ROLLING), "at the bound is not above it");
         let d = decide(Role::Gateway, false, Measure::Value(10_000.0), 200.0);
         assert_eq!((d.paused, d.reason), (false, COMPLETE), "nothing to roll: never paused");
+    }
+
+    #[test]
+    fn gateways_pause_while_the_others_have_no_room_for_the_fullest_ones_clients() {
+        // a holds 900; b and the surge pod c have 100 + 1000 free places.
+        assert_eq!(capacity_gate(&[(900.0, 1000.0), (900.0, 1000.0), (0.0, 1000.0)]), None);
+        // Without the surge pod, b has room for 100 of a's 900.
+        let held = capacity_gate(&[(900.0, 1000.0), (900.0, 1000.0)]).expect("held");
+        assert!(held.paused);
+        assert_eq!(held.reason, CAPACITY_SHORT);
+        assert!(held.message.contains("900 sessions") && held.message.contains("room for 100"), "{}", held.message);
+        // Exactly enough room rolls; an over-full gateway counts no room, never negative.
+        assert_eq!(capacity_gate(&[(500.0, 1000.0), (500.0, 1000.0)]), None);
+        assert!(capacity_gate(&[(10.0, 1000.0), (1200.0, 1000.0), (5.0, 10.0)]).is_some());
+        // One gateway, or none answering: not this gate's call.
+        assert_eq!(capacity_gate(&[(900.0, 1000.0)]), None);
+        assert_eq!(capacity_gate(&[]), None);
     }
 
     #[test]
