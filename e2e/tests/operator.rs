@@ -854,13 +854,20 @@ async fn kubectl_confab_reports_drains_and_the_canary_follows_the_spec() {
 }
 
 /// What the test makes the pods' `/metrics` say: new sessions per second
-/// on each gateway, and the dispatchers' consumer lag.
+/// on each gateway, each gateway's live sessions and `max_connections`,
+/// and the dispatchers' consumer lag.
 #[derive(Default)]
 struct PlayedMetrics {
     reconnects_per_second: f64,
     lag: f64,
     /// Per gateway pod: when its counter was last advanced, and its value.
     opened: BTreeMap<String, (std::time::Instant, f64)>,
+    /// Every gateway's live sessions and, when set, its `max_connections`
+    /// (neither gauge is served without it).
+    connections: f64,
+    max_connections: Option<f64>,
+    /// How many times a gateway's `/metrics` was read.
+    gateway_scrapes: u64,
 }
 
 fn played_scraper(played: std::sync::Arc<std::sync::Mutex<PlayedMetrics>>) -> confab_operator::rollout::Scraper {
@@ -872,7 +879,17 @@ fn played_scraper(played: std::sync::Arc<std::sync::Mutex<PlayedMetrics>>) -> co
             let (then, total) = m.opened.entry(pod).or_insert((now, 0.0));
             *total += rate * now.duration_since(*then).as_secs_f64();
             *then = now;
-            format!("# TYPE confab_sessions_opened_total counter\nconfab_sessions_opened_total {total}\n")
+            let mut exposition =
+                format!("# TYPE confab_sessions_opened_total counter\nconfab_sessions_opened_total {total}\n");
+            if let Some(max) = m.max_connections {
+                exposition.push_str(&format!(
+                    "# TYPE confab_gateway_connections gauge\nconfab_gateway_connections {}\n\
+                     # TYPE confab_gateway_max_connections gauge\nconfab_gateway_max_connections {max}\n",
+                    m.connections
+                ));
+            }
+            m.gateway_scrapes += 1;
+            exposition
         } else if pod.starts_with("chat-dispatcher-") {
             format!("confab_consumer_lag_records{{partition=\"0\"}} {}\n", m.lag)
         } else {
@@ -980,6 +997,114 @@ async fn a_rollout_pauses_while_reconnections_or_lag_run_high_and_resumes_under_
     let reasons: Vec<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().any(|r| r == "RolloutPaused"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "RolloutResumed"), "{reasons:?}");
+    operator.assert_clean_log(&[]);
+}
+
+/// The Events on the ChatCluster: (reason, note).
+async fn cluster_events(client: &Client, ns: &str) -> Vec<(String, String)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default().fields("regarding.kind=ChatCluster")).await.unwrap();
+    list.items.into_iter().map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_rollout_is_held_while_the_other_gateways_lack_room_and_resumes_when_they_have_it() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "op-room").await;
+    // Each gateway holds 900 sessions of its 1000 places: whichever drains
+    // first, the other has room for 100 of its 900 clients. Reconnections
+    // and lag are nil, so no other gate holds anything.
+    let played = std::sync::Arc::new(std::sync::Mutex::new(PlayedMetrics {
+        connections: 900.0,
+        max_connections: Some(1000.0),
+        ..Default::default()
+    }));
+    let operator = RunningOperator::start_with(&client, &ns.name, played_scraper(played.clone())).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    clusters.create(&PostParams::default(), &chat_cluster("chat", base_spec("1.0.0"))).await.unwrap();
+    let cc = wait_available(&clusters, "chat").await;
+    let rollout = cc.status.unwrap().rollout.expect("status.rollout");
+    assert_eq!(
+        (rollout.gateways.paused, rollout.gateways.reason.as_str()),
+        (false, "RolloutComplete"),
+        "full gateways hold nothing while nothing rolls"
+    );
+
+    // A new image: the gateways' rollout is held before a pod is replaced.
+    let patch = json!({"spec": {"image": {"tag": "1.1.0"}}});
+    clusters.patch("chat", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let cc = wait_for("the gateways' rollout to be held for capacity", TIMEOUT, POLL, || async {
+        let cc = clusters.get("chat").await?;
+        let Some(r) = cc.status.as_ref().and_then(|s| s.rollout.clone()) else { return Ok(None) };
+        Ok((r.gateways.paused && r.gateways.reason == "CapacityShort").then_some(cc))
+    })
+    .await
+    .unwrap();
+    let held = "a gateway holds 900 sessions and the other gateways have room for 100";
+    let r = cc.status.as_ref().unwrap().rollout.clone().unwrap();
+    assert!(r.gateways.message.contains(held), "{}", r.gateways.message);
+    assert_eq!((r.gateways.updated, r.gateways.total), (0, 2));
+    assert_eq!(condition(&cc, "Progressing"), Some(("True".into(), "RolloutPaused".into())));
+    assert_eq!(condition(&cc, "Available").map(|c| c.0), Some("True".into()), "a held rollout keeps serving");
+    let message = &cc.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Progressing").unwrap().message;
+    assert!(message.contains(&format!("gateways paused: {held}")), "{message}");
+    let gateway = deployments.get("chat-gateway").await.unwrap();
+    assert_eq!(gateway.spec.as_ref().unwrap().paused, Some(true), "the gateways' Deployment is paused");
+    assert_eq!(image_of(&gateway), "registry.invalid/confab:1.1.0", "with the new template");
+    let events = cluster_events(&client, &ns.name).await;
+    assert!(
+        events
+            .iter()
+            .any(|(reason, note)| reason == "RolloutPaused" && note.contains("chat-gateway") && note.contains(held)),
+        "{events:?}"
+    );
+
+    // The gate is the gateways' alone: the dispatchers roll meanwhile.
+    wait_for("the dispatchers on the new image", TIMEOUT, POLL, || async {
+        Ok((pod_images(&pods, "dispatcher").await == ["registry.invalid/confab:1.1.0"]).then_some(()))
+    })
+    .await
+    .unwrap();
+    // And it holds, round after round: the operator reads the gateways'
+    // metrics again (two more rounds at least) and keeps the rollout paused,
+    // not one gateway replaced.
+    let scrapes = played.lock().unwrap().gateway_scrapes;
+    wait_for("two more rounds of the gateways' metrics", TIMEOUT, POLL, || async {
+        Ok((played.lock().unwrap().gateway_scrapes >= scrapes + 4).then_some(()))
+    })
+    .await
+    .unwrap();
+    let cc = clusters.get("chat").await.unwrap();
+    let r = cc.status.unwrap().rollout.unwrap();
+    assert_eq!((r.gateways.paused, r.gateways.reason.as_str(), r.gateways.updated), (true, "CapacityShort", 0));
+    assert_eq!(deployments.get("chat-gateway").await.unwrap().spec.unwrap().paused, Some(true));
+    assert_eq!(pod_images(&pods, "gateway").await, ["registry.invalid/confab:1.0.0"], "no gateway was replaced");
+    assert_eq!(pods_of(&pods, "gateway").await.len(), 2, "not even a surge pod");
+
+    // Room appears (max_connections raised to 2000): the rollout resumes
+    // and completes.
+    played.lock().unwrap().max_connections = Some(2000.0);
+    let cc = wait_available(&clusters, "chat").await;
+    assert_eq!(cc.status.as_ref().unwrap().observed_generation, Some(2));
+    let r = cc.status.unwrap().rollout.unwrap();
+    assert_eq!(
+        (r.gateways.updated, r.gateways.total, r.gateways.paused, r.gateways.reason.as_str()),
+        (2, 2, false, "RolloutComplete")
+    );
+    assert_ne!(deployments.get("chat-gateway").await.unwrap().spec.unwrap().paused, Some(true), "resumed");
+    wait_for("every gateway on the new image", TIMEOUT, POLL, || async {
+        Ok((pod_images(&pods, "gateway").await == ["registry.invalid/confab:1.1.0"]).then_some(()))
+    })
+    .await
+    .unwrap();
+    let events = cluster_events(&client, &ns.name).await;
+    assert!(
+        events.iter().any(|(reason, note)| reason == "RolloutResumed" && note.contains("chat-gateway")),
+        "{events:?}"
+    );
     operator.assert_clean_log(&[]);
 }
 
