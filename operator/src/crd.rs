@@ -275,6 +275,36 @@ pub struct ServerApiSpec {
     /// Name of the Secret in this namespace (key `api-keys`).
     #[schemars(length(min = 1, max = 253))]
     pub keys_secret: String,
+
+    /// Calls one key may make per second, on average, on each gateway
+    /// (`api_rate_per_second`); over it a call is `429` `rate_limited`.
+    /// Absent: the gateways' default, 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_per_second: Option<u32>,
+
+    /// Calls one key may make at once before `ratePerSecond` applies
+    /// (`api_rate_burst`). Absent: the gateways' default, 200.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rate_burst: Option<u32>,
+}
+
+impl ServerApiSpec {
+    /// What the schema says, checked again where the operator renders the
+    /// gateways (a cluster stored before the schema had it): the first
+    /// problem, naming its field.
+    pub fn problem(&self) -> Option<String> {
+        if self.keys_secret.is_empty() {
+            return Some("serverApi.keysSecret is empty".into());
+        }
+        for (field, value) in [("ratePerSecond", self.rate_per_second), ("rateBurst", self.rate_burst)] {
+            if value == Some(0) {
+                return Some(format!("serverApi.{field} is 0: it must be at least 1 (absent: the gateways' default)"));
+            }
+        }
+        None
+    }
 }
 
 /// What the dispatchers tell the application (webhooks) and ask it (the
@@ -298,14 +328,94 @@ pub struct HooksSpec {
     /// The message filter, asked before each message is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterSpec>,
+
+    /// More root certificates (a PEM bundle) trusted for https:// webhooks
+    /// and the filter, besides the system's: a key of a Secret or of a
+    /// ConfigMap in this namespace, mounted into the dispatchers and passed
+    /// as `webhook_ca_file`. The operator never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+}
+
+impl HooksSpec {
+    /// What the schema says, checked again where the operator renders the
+    /// dispatchers (a cluster stored before the schema had it): the first
+    /// problem, naming its field.
+    pub fn problem(&self) -> Option<String> {
+        let url = |u: &str| {
+            let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+            rest.is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace))
+        };
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if !url(&hook.url) || hook.url.contains('#') {
+                return Some(format!("hooks.webhooks[{i}].url `{}` is not an http:// or https:// URL", hook.url));
+            }
+        }
+        if !self.webhooks.is_empty() && self.secret_name.is_none() {
+            return Some("hooks.webhooks need hooks.secretName: every call is signed".into());
+        }
+        if let Some(filter) = &self.filter
+            && !url(&filter.url)
+        {
+            return Some(format!("hooks.filter.url `{}` is not an http:// or https:// URL", filter.url));
+        }
+        self.ca_bundle.as_ref().and_then(CaBundleRef::problem)
+    }
+}
+
+/// A PEM bundle of CA certificates: one key of a Secret or of a ConfigMap
+/// in this namespace (exactly one of `secretName` and `configMapName`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.configMapName)").message("hooks.caBundle takes exactly one of secretName and configMapName"))]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// Name of a Secret holding the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+
+    /// Name of a ConfigMap holding the bundle (as cert-manager's
+    /// trust-manager writes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: Option<String>,
+
+    /// The key holding the PEM bundle.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+impl CaBundleRef {
+    /// The first problem, naming its field.
+    pub fn problem(&self) -> Option<String> {
+        match (&self.secret_name, &self.config_map_name) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Some("hooks.caBundle takes exactly one of secretName and configMapName".into());
+            }
+            (Some(n), None) | (None, Some(n)) if n.is_empty() => {
+                return Some("hooks.caBundle names an empty Secret or ConfigMap".into());
+            }
+            _ => {}
+        }
+        let k = &self.key;
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+            return Some(format!("hooks.caBundle.key `{k}` is not a key of a Secret or ConfigMap"));
+        }
+        None
+    }
 }
 
 /// One webhook.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSpec {
-    /// An http:// URL.
-    #[schemars(length(min = 8), regex(pattern = r"^http://[^#\s]+$"))]
+    /// An http:// or https:// URL (a private CA: `hooks.caBundle`).
+    #[schemars(length(min = 8), regex(pattern = r"^https?://[^#\s]+$"))]
     pub url: String,
     /// The kinds of event it gets (`message`, `member`, `edit`, `delete`,
     /// `reaction`); every kind when empty.
@@ -327,8 +437,8 @@ pub enum WebhookEvent {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FilterSpec {
-    /// An http:// URL.
-    #[schemars(length(min = 8), regex(pattern = r"^http://\S+$"))]
+    /// An http:// or https:// URL (a private CA: `hooks.caBundle`).
+    #[schemars(length(min = 8), regex(pattern = r"^https?://\S+$"))]
     pub url: String,
     /// Deadline of one call, in milliseconds (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]

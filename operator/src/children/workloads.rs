@@ -28,6 +28,9 @@ const WEBHOOK_SECRET_DIR: &str = "/etc/confab/webhook";
 const CQL_TLS_DIR: &str = "/etc/confab/cql-tls";
 const TCP_TLS_DIR: &str = "/etc/confab/tcp-tls";
 const API_KEYS_DIR: &str = "/etc/confab/api-keys";
+const WEBHOOK_CA_DIR: &str = "/etc/confab/webhook-ca";
+/// The file name the `spec.hooks.caBundle` key is mounted as.
+const WEBHOOK_CA_FILE: &str = "ca.crt";
 /// The key of `spec.serverApi.keysSecret` that holds the key file.
 pub const API_KEYS_KEY: &str = "api-keys";
 
@@ -86,12 +89,12 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
     if role == Role::Gateway {
         env.extend(object_store_env(cc)?);
     }
-    if role == Role::Gateway && spec.server_api.is_some() {
-        env.push(json!({"name": "CONFAB_API_KEY_FILE", "value": format!("{API_KEYS_DIR}/{API_KEYS_KEY}")}));
+    if role == Role::Gateway {
+        env.extend(server_api_env(cc)?);
     }
     env.extend(internal_tls_env(cc, role)?);
     if role == Role::Dispatcher {
-        env.extend(hooks_env(cc));
+        env.extend(hooks_env(cc)?);
     }
     // The user's extra variables, minus any that would replace one of ours,
     // then ours.
@@ -112,6 +115,23 @@ pub fn deployment(cc: &ChatCluster, role: Role, config_hash: &str) -> Result<Dep
     {
         volumes.push(json!({"name": "webhook-secret", "secret": {"secretName": secret, "defaultMode": 0o440}}));
         mounts.push(json!({"name": "webhook-secret", "mountPath": WEBHOOK_SECRET_DIR, "readOnly": true}));
+    }
+    if role == Role::Dispatcher
+        && let Some(ca) = spec.hooks.as_ref().and_then(|h| h.ca_bundle.as_ref())
+    {
+        let items = [json!({"key": ca.key, "path": WEBHOOK_CA_FILE})];
+        // hooks_env has checked that exactly one of the two is set.
+        volumes.push(match (&ca.secret_name, &ca.config_map_name) {
+            (Some(secret), _) => json!({
+                "name": "webhook-ca",
+                "secret": {"secretName": secret, "items": items, "defaultMode": 0o444},
+            }),
+            (None, config_map) => json!({
+                "name": "webhook-ca",
+                "configMap": {"name": config_map, "items": items, "defaultMode": 0o444},
+            }),
+        });
+        mounts.push(json!({"name": "webhook-ca", "mountPath": WEBHOOK_CA_DIR, "readOnly": true}));
     }
     if role == Role::Gateway
         && let Some(secret) = spec.gateway.tcp.as_ref().and_then(|t| t.tls_secret.as_ref())
@@ -252,9 +272,30 @@ fn internal_tls_env(cc: &ChatCluster, role: Role) -> Result<Vec<Value>> {
     Ok(env)
 }
 
+/// The gateways' server API: the mounted key file and, when set, the
+/// per-key rate limit (unset, the gateways' defaults apply and nothing is
+/// rendered, so a cluster without them keeps its pod template).
+fn server_api_env(cc: &ChatCluster) -> Result<Vec<Value>> {
+    let Some(api) = &cc.spec.server_api else { return Ok(Vec::new()) };
+    if let Some(reason) = api.problem() {
+        return Err(Error::Build { what: "spec.serverApi", reason });
+    }
+    let mut env = vec![json!({"name": "CONFAB_API_KEY_FILE", "value": format!("{API_KEYS_DIR}/{API_KEYS_KEY}")})];
+    if let Some(rate) = api.rate_per_second {
+        env.push(json!({"name": "CONFAB_API_RATE_PER_SECOND", "value": rate.to_string()}));
+    }
+    if let Some(burst) = api.rate_burst {
+        env.push(json!({"name": "CONFAB_API_RATE_BURST", "value": burst.to_string()}));
+    }
+    Ok(env)
+}
+
 /// The dispatchers' webhooks and message filter, as `confab dispatcher` takes them.
-fn hooks_env(cc: &ChatCluster) -> Vec<Value> {
-    let Some(hooks) = &cc.spec.hooks else { return Vec::new() };
+fn hooks_env(cc: &ChatCluster) -> Result<Vec<Value>> {
+    let Some(hooks) = &cc.spec.hooks else { return Ok(Vec::new()) };
+    if let Some(reason) = hooks.problem() {
+        return Err(Error::Build { what: "spec.hooks", reason });
+    }
     let mut env = Vec::new();
     if !hooks.webhooks.is_empty() {
         let urls: Vec<String> = hooks
@@ -280,7 +321,10 @@ fn hooks_env(cc: &ChatCluster) -> Vec<Value> {
             env.push(json!({"name": "CONFAB_FILTER_WHEN_DOWN", "value": json!(when)}));
         }
     }
-    env
+    if hooks.ca_bundle.is_some() {
+        env.push(json!({"name": "CONFAB_WEBHOOK_CA_FILE", "value": format!("{WEBHOOK_CA_DIR}/{WEBHOOK_CA_FILE}")}));
+    }
+    Ok(env)
 }
 
 /// `spec.objectStore` for the gateways: the bucket as `CONFAB_S3_*`, the
@@ -478,6 +522,80 @@ mod tests {
         assert!(env(container(&g), "CONFAB_WEBHOOKS").is_none());
         cc.spec.hooks = None;
         assert!(env(container(&deployment(&cc, Role::Dispatcher, "h").unwrap()), "CONFAB_WEBHOOKS").is_none());
+    }
+
+    fn hooks_cluster(hooks: Value) -> ChatCluster {
+        cluster(json!({
+            "kafka": {"bootstrapServers": "kafka:9092"},
+            "cql": {"contactPoints": ["cql:9042"]},
+            "hooks": hooks,
+        }))
+    }
+
+    #[test]
+    fn a_ca_bundle_for_https_hooks_is_mounted_into_the_dispatchers_from_a_secret_or_a_config_map() {
+        let cc = hooks_cluster(json!({
+            "webhooks": [{"url": "https://app.apps.svc/hook"}],
+            "secretName": "hooks",
+            "filter": {"url": "https://app.apps.svc/filter"},
+            "caBundle": {"configMapName": "apps-ca", "key": "bundle.pem"},
+        }));
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(value(c, "CONFAB_WEBHOOKS"), "https://app.apps.svc/hook");
+        assert_eq!(value(c, "CONFAB_FILTER_URL"), "https://app.apps.svc/filter");
+        assert_eq!(value(c, "CONFAB_WEBHOOK_CA_FILE"), "/etc/confab/webhook-ca/ca.crt");
+        let mount = c.volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "webhook-ca").expect("mounted");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), (WEBHOOK_CA_DIR, Some(true)));
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "webhook-ca").unwrap();
+        assert!(volume.secret.is_none());
+        let config_map = volume.config_map.as_ref().expect("from the ConfigMap");
+        assert_eq!(config_map.name, "apps-ca");
+        let item = &config_map.items.as_ref().unwrap()[0];
+        assert_eq!((item.key.as_str(), item.path.as_str()), ("bundle.pem", "ca.crt"));
+
+        // From a Secret, with the default key.
+        let cc = hooks_cluster(json!({
+            "filter": {"url": "https://filter.apps.svc"},
+            "caBundle": {"secretName": "apps-ca"},
+        }));
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "webhook-ca").unwrap();
+        assert!(volume.config_map.is_none());
+        let secret = volume.secret.as_ref().expect("from the Secret");
+        assert_eq!(secret.secret_name.as_deref(), Some("apps-ca"));
+        assert_eq!(secret.items.as_ref().unwrap()[0].key, "ca.crt");
+        assert_eq!(value(container(&d), "CONFAB_WEBHOOK_CA_FILE"), "/etc/confab/webhook-ca/ca.crt");
+        // Gateways call no webhook.
+        let g = deployment(&cc, Role::Gateway, "h").unwrap();
+        assert!(env(container(&g), "CONFAB_WEBHOOK_CA_FILE").is_none());
+        let pod = g.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.name != "webhook-ca"));
+
+        // Without it: no variable, no volume.
+        let cc = hooks_cluster(json!({"filter": {"url": "http://filter.apps.svc"}}));
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        assert!(env(container(&d), "CONFAB_WEBHOOK_CA_FILE").is_none());
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.volumes.as_ref().unwrap().iter().all(|v| v.name != "webhook-ca"));
+    }
+
+    #[test]
+    fn hooks_the_dispatchers_could_not_use_are_a_build_error_naming_the_field() {
+        for (hooks, field) in [
+            (json!({"caBundle": {"secretName": "a", "configMapName": "b"}}), "hooks.caBundle takes exactly one"),
+            (json!({"caBundle": {"key": "ca.crt"}}), "hooks.caBundle takes exactly one"),
+            (json!({"caBundle": {"secretName": ""}}), "hooks.caBundle names an empty"),
+            (json!({"caBundle": {"secretName": "a", "key": "../ca"}}), "hooks.caBundle.key"),
+            (json!({"filter": {"url": "ftp://filter"}}), "hooks.filter.url"),
+            (json!({"webhooks": [{"url": "app/hook"}], "secretName": "s"}), "hooks.webhooks[0].url"),
+            (json!({"webhooks": [{"url": "http://app/hook"}]}), "hooks.secretName"),
+        ] {
+            let e = deployment(&hooks_cluster(hooks.clone()), Role::Dispatcher, "h").unwrap_err().to_string();
+            assert!(e.contains("spec.hooks") && e.contains(field), "{hooks}: {e}");
+        }
     }
 
     #[test]
@@ -824,6 +942,63 @@ mod tests {
         let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
         assert!(pod.volumes.unwrap().iter().all(|v| v.name != "api-keys"), "dispatchers serve no API");
         assert!(env(container(&d), "CONFAB_API_KEY_FILE").is_none());
+    }
+
+    #[test]
+    fn the_server_api_rate_limit_reaches_the_gateways_only_when_set() {
+        let spec = |api: Value| {
+            cluster(json!({
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "cql": {"contactPoints": ["cql:9042"]},
+                "serverApi": api,
+            }))
+        };
+        // Unset: the gateways' defaults (100/200), and a template as before.
+        let d = deployment(&spec(json!({"keysSecret": "k"})), Role::Gateway, "h").unwrap();
+        assert!(env(container(&d), "CONFAB_API_RATE_PER_SECOND").is_none());
+        assert!(env(container(&d), "CONFAB_API_RATE_BURST").is_none());
+
+        let cc = spec(json!({"keysSecret": "k", "ratePerSecond": 20, "rateBurst": 50}));
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let c = container(&d);
+        assert_eq!(value(c, "CONFAB_API_KEY_FILE"), "/etc/confab/api-keys/api-keys");
+        assert_eq!(value(c, "CONFAB_API_RATE_PER_SECOND"), "20");
+        assert_eq!(value(c, "CONFAB_API_RATE_BURST"), "50");
+        let d = deployment(&cc, Role::Dispatcher, "h").unwrap();
+        assert!(env(container(&d), "CONFAB_API_RATE_PER_SECOND").is_none(), "dispatchers serve no API");
+
+        // One without the other.
+        let d = deployment(&spec(json!({"keysSecret": "k", "rateBurst": 5})), Role::Gateway, "h").unwrap();
+        assert!(env(container(&d), "CONFAB_API_RATE_PER_SECOND").is_none());
+        assert_eq!(value(container(&d), "CONFAB_API_RATE_BURST"), "5");
+
+        // The field wins over the same setting passed through spec.config.
+        let mut cc = spec(json!({"keysSecret": "k", "ratePerSecond": 20}));
+        cc.spec.config.gateway.insert("api_rate_per_second".into(), json!(1));
+        cc.spec.gateway.pod.env =
+            vec![serde_json::from_value(json!({"name": "CONFAB_API_RATE_PER_SECOND", "value": "7"})).unwrap()];
+        let d = deployment(&cc, Role::Gateway, "h").unwrap();
+        let all: Vec<_> =
+            container(&d).env.as_ref().unwrap().iter().filter(|e| e.name == "CONFAB_API_RATE_PER_SECOND").collect();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].value.as_deref(), Some("20"));
+    }
+
+    #[test]
+    fn a_server_api_rate_of_zero_is_a_build_error_naming_the_field() {
+        for (api, field) in [
+            (json!({"keysSecret": "k", "ratePerSecond": 0}), "serverApi.ratePerSecond"),
+            (json!({"keysSecret": "k", "rateBurst": 0}), "serverApi.rateBurst"),
+            (json!({"keysSecret": ""}), "serverApi.keysSecret"),
+        ] {
+            let cc = cluster(json!({
+                "kafka": {"bootstrapServers": "kafka:9092"},
+                "cql": {"contactPoints": ["cql:9042"]},
+                "serverApi": api,
+            }));
+            let e = deployment(&cc, Role::Gateway, "h").unwrap_err().to_string();
+            assert!(e.contains("spec.serverApi") && e.contains(field), "{e}");
+        }
     }
 
     #[test]
