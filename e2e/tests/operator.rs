@@ -615,6 +615,36 @@ async fn the_api_server_rejects_a_bad_spec() {
     let mut spec = base_spec("1.0.0");
     spec["config"] = json!({"gateway": {"cql_password": "hunter2"}});
     rejected(spec, secrets_refused).await;
+    // A CA bundle comes from one place; a rate limit of 0 would refuse every call.
+    let mut spec = base_spec("1.0.0");
+    spec["hooks"] = json!({"caBundle": {"secretName": "ca", "configMapName": "ca"}});
+    rejected(spec, "hooks.caBundle takes exactly one of secretName and configMapName").await;
+    let mut spec = base_spec("1.0.0");
+    spec["hooks"] = json!({"caBundle": {"key": "ca.crt"}});
+    rejected(spec, "hooks.caBundle takes exactly one of secretName and configMapName").await;
+    let mut spec = base_spec("1.0.0");
+    spec["serverApi"] = json!({"keysSecret": "keys", "ratePerSecond": 0});
+    rejected(spec, "serverApi.ratePerSecond").await;
+    let mut spec = base_spec("1.0.0");
+    spec["serverApi"] = json!({"keysSecret": "keys", "rateBurst": 0});
+    rejected(spec, "serverApi.rateBurst").await;
+    let mut spec = base_spec("1.0.0");
+    spec["hooks"] = json!({"filter": {"url": "ftp://filter.apps.svc"}});
+    rejected(spec, "hooks.filter.url").await;
+    // https:// hooks with a private CA, and a rate limit, are accepted.
+    let mut spec = base_spec("1.0.0");
+    spec["hooks"] = json!({
+        "webhooks": [{"url": "https://app.apps.svc/hook"}],
+        "secretName": "hooks",
+        "filter": {"url": "https://app.apps.svc/filter"},
+        "caBundle": {"configMapName": "apps-ca"},
+    });
+    spec["serverApi"] = json!({"keysSecret": "keys", "ratePerSecond": 20, "rateBurst": 40});
+    let cc = clusters.create(&PostParams::default(), &chat_cluster("hooked", spec)).await.unwrap();
+    let ca = cc.spec.hooks.unwrap().ca_bundle.unwrap();
+    assert_eq!((ca.config_map_name.as_deref(), ca.key.as_str()), (Some("apps-ca"), "ca.crt"), "the key defaults");
+    let api = cc.spec.server_api.unwrap();
+    assert_eq!((api.rate_per_second, api.rate_burst), (Some(20), Some(40)));
 
     // Immutable fields: accepted at creation, refused as a change.
     clusters.create(&PostParams::default(), &chat_cluster("good", base_spec("1.0.0"))).await.unwrap();
