@@ -78,6 +78,17 @@ fn rolling(d: &Deployment) -> bool {
         || status.available_replicas.unwrap_or(0) < desired
 }
 
+/// A gate's decision as the status reports it: the gates decide before
+/// the Deployments are applied, the status reads them after; a rollout
+/// that was let run and has finished meanwhile is complete (so
+/// `status.rollout` never says `Rolling` beside `Progressing=False`).
+fn settled(deployment: Option<&Deployment>, decision: &Decision) -> Decision {
+    if !decision.paused && deployment.is_some_and(|d| !rolling(d)) {
+        return Decision { paused: false, reason: rollout::COMPLETE, message: String::new() };
+    }
+    decision.clone()
+}
+
 fn deadline_exceeded(d: &Deployment) -> bool {
     d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
         cs.iter().any(|c| {
@@ -167,8 +178,8 @@ pub fn compute(cc: &ChatCluster, observed: &Observed, now: &Time) -> ChatCluster
         ],
         endpoint: observed.public_service.and_then(|s| network::endpoint(cc, s)),
         rollout: observed.gates.map(|[gateways, dispatchers]| RolloutStatus {
-            gateways: rollout::role_status(observed.gateway, gateways),
-            dispatchers: rollout::role_status(observed.dispatcher, dispatchers),
+            gateways: rollout::role_status(observed.gateway, &settled(observed.gateway, gateways)),
+            dispatchers: rollout::role_status(observed.dispatcher, &settled(observed.dispatcher, dispatchers)),
         }),
     }
 }
@@ -289,6 +300,33 @@ mod tests {
         assert_eq!((r.dispatchers.updated, r.dispatchers.paused), (0, true));
         assert_eq!(r.dispatchers.reason, rollout::LAG_ABOVE_BOUND);
         assert_eq!(get(&s, AVAILABLE).0, "True", "a paused rollout keeps serving");
+    }
+
+    #[test]
+    fn a_rollout_let_run_that_finished_before_the_status_was_read_is_complete() {
+        let cc = minimal();
+        let (gw, disp, done) = (deployment(2, 2, 2, 2, 2), deployment(2, 2, 2, 2, 2), job(Some("Complete")));
+        let gates = [
+            rollout::decide(crate::children::Role::Gateway, true, rollout::Measure::Value(0.0), 200.0),
+            rollout::capacity_gate(&[(900.0, 1000.0), (900.0, 1000.0)]).unwrap(),
+        ];
+        let observed = Observed {
+            gateway: Some(&gw),
+            dispatcher: Some(&disp),
+            migration: Some(&done),
+            gates: Some(&gates),
+            ..Default::default()
+        };
+        let s = compute(&cc, &observed, &now());
+        let r = s.rollout.clone().unwrap();
+        assert_eq!((r.gateways.paused, r.gateways.reason.as_str()), (false, rollout::COMPLETE));
+        // A held rollout stays held, whatever its Deployment says.
+        assert_eq!((r.dispatchers.paused, r.dispatchers.reason.as_str()), (true, rollout::CAPACITY_SHORT));
+        // Still rolling: still Rolling.
+        let gw = deployment(2, 2, 1, 3, 3);
+        let observed = Observed { gateway: Some(&gw), ..observed };
+        let r = compute(&cc, &observed, &now()).rollout.unwrap();
+        assert_eq!(r.gateways.reason, rollout::ROLLING);
     }
 
     #[test]
