@@ -11,6 +11,7 @@
 pub mod frame;
 pub mod tcp;
 pub mod websocket;
+pub mod websocket_deflate;
 
 #[cfg(test)]
 mod tests;
