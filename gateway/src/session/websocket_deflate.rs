@@ -103,6 +103,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<yawc::Frame> for Transport<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // What yawc queued itself (the echo of a close, a pong) is written
+        // by `poll_ready`, which `SplitSink` skips when it holds no frame; an
+        // error there is a close already sent, and the flush reports any other.
+        if Pin::new(&mut self.0).poll_ready(cx).is_pending() {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.0).poll_flush(cx)
     }
 
