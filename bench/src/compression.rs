@@ -188,19 +188,29 @@ pub async fn compression(target: &mut Target, run: &str, spread: &Spread, a: &Co
     let mut publisher = connect(a.members, format!("{run}zpub"), Arc::default()).await.context("the publisher")?;
     let rss_connected = settled_rss(target).await;
 
-    // Receivers: count the room's messages, stop at all of them.
+    // Receivers: count the room's messages, stop at all of them. The first
+    // is a marker: what was queued before it (the `member` events of the
+    // joins) is not measured.
     let delivered = Arc::new(AtomicU64::new(0));
+    let marked = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = members
         .into_iter()
         .map(|mut ws| {
-            let (delivered, want) = (delivered.clone(), a.messages);
+            let (delivered, marked, want) = (delivered.clone(), marked.clone(), a.messages + 1);
             tokio::spawn(async move {
                 let mut got = 0;
                 while got < want {
                     match ws.next_frame().await {
-                        Ok(f) if f.opcode() == OpCode::Text && memchr::memmem::find(f.payload(), b"\"ev\":\"msg\"").is_some() => {
+                        Ok(f)
+                            if f.opcode() == OpCode::Text
+                                && memchr::memmem::find(f.payload(), b"\"ev\":\"msg\"").is_some() =>
+                        {
+                            if got == 0 {
+                                marked.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                delivered.fetch_add(1, Ordering::Relaxed);
+                            }
                             got += 1;
-                            delivered.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(_) => {}
                         Err(_) => return None,
@@ -210,6 +220,11 @@ pub async fn compression(target: &mut Target, run: &str, spread: &Spread, a: &Co
             })
         })
         .collect();
+    request(&mut publisher, "marker", json!({"op":"send","room":room,"text":"marker","cid":"marker"})).await?;
+    let deadline = Instant::now() + TIMEOUT;
+    while marked.load(Ordering::Relaxed) < u64::from(a.members) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let read_before = read.load(Ordering::Relaxed);
     let cpu_before = cpu(&target.all_pids);
