@@ -224,3 +224,102 @@ fn frame_of(frame: yawc::Frame) -> Result<Frame, ReadError> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::SinkExt;
+    use yawc::{Role, WebSocket};
+
+    use super::*;
+
+    const AGREED: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+
+    /// A server socket with the gateway's options (frames at most 1024
+    /// bytes, threshold 64) and a client, over an in-memory pipe.
+    fn pair() -> (DeflateSink<tokio::io::DuplexStream>, DeflateStream<tokio::io::DuplexStream>, WebSocket<tokio::io::DuplexStream>)
+    {
+        let (server, client) = tokio::io::duplex(1 << 20);
+        let server =
+            WebSocket::from_stream_with_extensions(server, Role::Server, Some(AGREED), options(1024, 64, 1024, 4096))
+                .unwrap();
+        let client_options = Options::default().with_balanced_compression();
+        let client = WebSocket::from_stream_with_extensions(client, Role::Client, Some(AGREED), client_options).unwrap();
+        let (sink, stream) = split(server);
+        (sink, stream, client)
+    }
+
+    async fn next_close_code(client: &mut WebSocket<tokio::io::DuplexStream>) -> u16 {
+        loop {
+            let frame = client.next_frame().await.expect("a frame");
+            if frame.opcode() == OpCode::Close {
+                return frame.close_code().map(u16::from).unwrap_or(1005);
+            }
+        }
+    }
+
+    #[test]
+    fn an_offer_of_permessage_deflate_is_recognized() {
+        let yes: &[&[u8]] = &[
+            b"permessage-deflate",
+            b"permessage-deflate; client_max_window_bits",
+            b"x-webkit-deflate-frame, PerMessage-Deflate ; server_no_context_takeover",
+        ];
+        for offer in yes {
+            assert!(offered([*offer]), "{}", String::from_utf8_lossy(offer));
+        }
+        let no: &[&[u8]] = &[b"", b"x-webkit-deflate-frame", b"permessage-deflate-2", b"foo; permessage-deflate"];
+        for offer in no {
+            assert!(!offered([*offer]), "{}", String::from_utf8_lossy(offer));
+        }
+        assert!(offered([b"foo".as_slice(), b"permessage-deflate".as_slice()]), "one header of several");
+    }
+
+    #[tokio::test]
+    async fn text_both_ways_small_and_large() {
+        let (mut sink, mut stream, mut client) = pair();
+        let big = "compressible text ".repeat(40);
+        client.send(yawc::Frame::text(big.clone())).await.unwrap();
+        let Some(Ok(Frame::Text(got))) = stream.next().await else { panic!("a text frame") };
+        assert_eq!(got.as_str(), big);
+        for text in ["{\"ev\":\"small\"}".to_string(), big.clone()] {
+            sink.send(Frame::Text(text.clone().into())).await.unwrap();
+            let frame = client.next_frame().await.unwrap();
+            assert_eq!((frame.opcode(), frame.payload().as_ref()), (OpCode::Text, text.as_bytes()));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_inflating_past_the_limit_is_refused_with_1009() {
+        let (mut sink, mut stream, mut client) = pair();
+        // 100 KiB once inflated, a few hundred bytes compressed.
+        client.send(yawc::Frame::text("x".repeat(100 * 1024))).await.unwrap();
+        assert!(matches!(stream.next().await, Some(Err(ReadError::TooLarge))));
+        // The session's close after it: yawc has queued its own 1009, which
+        // the flush writes; the session's is dropped, not written twice.
+        sink.send(Frame::Close(Some(Close::new(1009, "frame_too_large")))).await.unwrap();
+        assert_eq!(next_close_code(&mut client).await, 1009);
+    }
+
+    #[tokio::test]
+    async fn the_clients_close_is_echoed_once() {
+        let (mut sink, mut stream, mut client) = pair();
+        client.send(yawc::Frame::close(CloseCode::Normal, b"done")).await.unwrap();
+        let Some(Ok(Frame::Close(Some(close)))) = stream.next().await else { panic!("a close") };
+        assert_eq!(close.code, 1000);
+        // What the session sends after the client's close is dropped; its
+        // flush writes yawc's echo.
+        sink.feed(Frame::Text("{\"ev\":\"late\"}".into())).await.unwrap();
+        sink.send(Frame::Close(Some(Close::new(1000, "")))).await.unwrap();
+        assert_eq!(next_close_code(&mut client).await, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_server_close_reaches_the_client() {
+        let (mut sink, _stream, mut client) = pair();
+        sink.feed(Frame::Text("{\"ev\":\"bye\",\"reason\":\"server_restart\"}".into())).await.unwrap();
+        sink.send(Frame::Close(Some(Close::new(1012, "server_restart")))).await.unwrap();
+        let frame = client.next_frame().await.unwrap();
+        assert_eq!(frame.opcode(), OpCode::Text);
+        assert_eq!(next_close_code(&mut client).await, 1012);
+    }
+}
