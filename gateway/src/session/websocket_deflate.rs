@@ -33,9 +33,13 @@ use yawc::{CompressionLevel, DeflatePool, OpCode, Options, WebSocketError};
 use super::frame::{Close, Frame, ReadError};
 
 /// Idle compressors (and, separately, decompressors) kept for reuse: about
-/// the number of messages compressed at one moment, that is worker threads,
-/// not connections. A message that finds none builds one.
-const POOL: usize = 16;
+/// the number of messages compressed at one moment, that is the runtime's
+/// worker threads (one per core), not connections. A message that finds
+/// none builds one; one returned to a full pool is dropped. Each compressor
+/// is about 270 KiB, each decompressor about 40 KiB.
+fn pool_size() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(1, 64)
+}
 
 /// Whether a `Sec-WebSocket-Extensions` header value offers permessage-deflate.
 pub fn offered<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
@@ -53,7 +57,7 @@ pub fn offered<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
 /// the same buffer sizes, and frames under `threshold` bytes uncompressed.
 pub fn options(max_frame_bytes: usize, threshold: usize, read_buffer: usize, write_buffer: usize) -> Options {
     static SHARED: OnceLock<DeflatePool> = OnceLock::new();
-    let pool = SHARED.get_or_init(|| DeflatePool::new(POOL)).clone();
+    let pool = SHARED.get_or_init(|| DeflatePool::new(pool_size())).clone();
     // yawc's limits are exclusive, tungstenite's (and `max_frame_bytes`) inclusive.
     let limit = max_frame_bytes.saturating_add(1);
     Options::default()
