@@ -57,7 +57,11 @@ struct Counted {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
@@ -126,9 +130,9 @@ async fn request(ws: &mut Ws, id: &str, mut req: Value) -> Result<Value> {
 /// Chat-like text of `n` bytes: words drawn with a fixed seed.
 fn text(n: usize, salt: u64) -> String {
     const WORDS: &[&str] = &[
-        "the", "meeting", "is", "moved", "to", "tomorrow", "morning", "could", "you", "send", "me", "latest",
-        "draft", "of", "report", "before", "lunch", "thanks", "I", "think", "we", "should", "ship", "release",
-        "on", "friday", "after", "tests", "pass", "and", "review", "done", "sounds", "good", "let's", "talk",
+        "the", "meeting", "is", "moved", "to", "tomorrow", "morning", "could", "you", "send", "me", "latest", "draft",
+        "of", "report", "before", "lunch", "thanks", "I", "think", "we", "should", "ship", "release", "on", "friday",
+        "after", "tests", "pass", "and", "review", "done", "sounds", "good", "let's", "talk",
     ];
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ salt.wrapping_mul(0x2545_f491_4f6c_dd1d);
     let mut s = String::with_capacity(n + 16);

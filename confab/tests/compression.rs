@@ -128,10 +128,8 @@ impl Deflating {
     /// The next text frame, as JSON (pings and pongs skipped).
     async fn next_json(&mut self) -> Value {
         loop {
-            let frame = tokio::time::timeout(PATIENCE, self.ws.next_frame())
-                .await
-                .expect("a frame in time")
-                .expect("a frame");
+            let frame =
+                tokio::time::timeout(PATIENCE, self.ws.next_frame()).await.expect("a frame in time").expect("a frame");
             match frame.opcode() {
                 OpCode::Text => return serde_json::from_slice(frame.payload()).unwrap(),
                 OpCode::Ping | OpCode::Pong => {}

@@ -26,8 +26,8 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, Stream, StreamExt};
-use yawc::close::CloseCode;
 use tokio::io::{AsyncRead, AsyncWrite};
+use yawc::close::CloseCode;
 use yawc::{CompressionLevel, DeflatePool, OpCode, Options, WebSocketError};
 
 use super::frame::{Close, Frame, ReadError};
@@ -240,14 +240,18 @@ mod tests {
 
     /// A server socket with the gateway's options (frames at most 1024
     /// bytes, threshold 64) and a client, over an in-memory pipe.
-    fn pair() -> (DeflateSink<tokio::io::DuplexStream>, DeflateStream<tokio::io::DuplexStream>, WebSocket<tokio::io::DuplexStream>)
-    {
+    fn pair() -> (
+        DeflateSink<tokio::io::DuplexStream>,
+        DeflateStream<tokio::io::DuplexStream>,
+        WebSocket<tokio::io::DuplexStream>,
+    ) {
         let (server, client) = tokio::io::duplex(1 << 20);
         let server =
             WebSocket::from_stream_with_extensions(server, Role::Server, Some(AGREED), options(1024, 64, 1024, 4096))
                 .unwrap();
         let client_options = Options::default().with_balanced_compression();
-        let client = WebSocket::from_stream_with_extensions(client, Role::Client, Some(AGREED), client_options).unwrap();
+        let client =
+            WebSocket::from_stream_with_extensions(client, Role::Client, Some(AGREED), client_options).unwrap();
         let (sink, stream) = split(server);
         (sink, stream, client)
     }
