@@ -141,7 +141,7 @@ fn text(n: usize, salt: u64) -> String {
         x ^= x >> 7;
         x ^= x << 17;
         s.push_str(WORDS[(x % WORDS.len() as u64) as usize]);
-        s.push(if x % 11 == 0 { '.' } else { ' ' });
+        s.push(if x.is_multiple_of(11) { '.' } else { ' ' });
     }
     s.truncate(n);
     s

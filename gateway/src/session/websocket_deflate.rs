@@ -68,7 +68,10 @@ pub fn options(max_frame_bytes: usize, threshold: usize, read_buffer: usize, wri
         .with_compression_threshold(threshold)
         .with_limits(limit, limit)
         .with_read_buffer_capacity(read_buffer)
-        .with_write_buffer_capacity(write_buffer)
+        // As tungstenite's: no write buffer until a frame is written, and a
+        // flush once `write_buffer` bytes are waiting.
+        .with_write_buffer_capacity(0)
+        .with_backpressure_boundary(write_buffer)
         .with_utf8()
 }
 
