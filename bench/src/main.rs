@@ -12,6 +12,7 @@
 
 mod bigroom;
 mod client;
+mod compression;
 mod payload;
 mod report;
 mod scenario;
@@ -85,6 +86,15 @@ enum Cmd {
         #[command(flatten)]
         args: bigroom::BigRoomArgs,
     },
+    /// One room of M members on clients that offer permessage-deflate
+    /// (`--deflate`) or not, K messages: bytes on the wire and server CPU per
+    /// delivery, gateway memory per connection.
+    Compression {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: compression::CompressionArgs,
+    },
     /// Markdown comparison of result files written with --json.
     Report(ReportArgs),
     /// (internal) a worker process, driven by the scenario over stdin/stdout.
@@ -126,6 +136,13 @@ fn run(cli: Cli) -> Result<bool> {
             common.target.server_args.extend(["--rate-per-second=100000".into(), "--rate-burst=100000".into()]);
             scenario_main("bigroom", common, move |t, run, spread| {
                 Box::pin(async move { bigroom::bigroom(t, &run, &spread, &args).await })
+            })
+        }
+        Cmd::Compression { mut common, args } => {
+            // One publisher sends as fast as it is answered.
+            common.target.server_args.extend(["--rate-per-second=100000".into(), "--rate-burst=100000".into()]);
+            scenario_main("compression", common, move |t, run, spread| {
+                Box::pin(async move { compression::compression(t, &run, &spread, &args).await })
             })
         }
         Cmd::Dm { common, args } => scenario_main("dm", common, move |t, run, spread| {

@@ -148,7 +148,7 @@ fn deal(range: std::ops::Range<u32>, workers: usize) -> Vec<Vec<u32>> {
 }
 
 /// Resident memory of the processes, bytes.
-fn rss(pids: &[u32]) -> u64 {
+pub fn rss(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .filter_map(|s| {

@@ -345,6 +345,12 @@ pub mod default {
     pub fn s3_path_style() -> bool {
         true
     }
+    pub fn ws_compression() -> bool {
+        true
+    }
+    pub fn ws_compression_threshold() -> usize {
+        512
+    }
     pub fn cql_replication() -> String {
         "SimpleStrategy:1".into()
     }
@@ -486,6 +492,18 @@ pub struct ServerConfig {
     #[arg(long, env = "CONFAB_MAX_FRAME_BYTES", value_name = "BYTES", default_value_t = default::max_frame_bytes())]
     #[serde(default = "default::max_frame_bytes")]
     pub max_frame_bytes: usize,
+
+    /// permessage-deflate (RFC 7692) on WebSocket sessions whose client
+    /// offers it (browsers do); false: every session is uncompressed.
+    #[arg(long, env = "CONFAB_WS_COMPRESSION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = default::ws_compression())]
+    #[serde(default = "default::ws_compression")]
+    pub ws_compression: bool,
+
+    /// On a compressed WebSocket session, frames under this many bytes are
+    /// sent uncompressed (deflate saves little on them and costs CPU).
+    #[arg(long, env = "CONFAB_WS_COMPRESSION_THRESHOLD", value_name = "BYTES", default_value_t = default::ws_compression_threshold())]
+    #[serde(default = "default::ws_compression_threshold")]
+    pub ws_compression_threshold: usize,
 
     /// Largest message text; a larger one is refused with `too_large`.
     #[arg(long, env = "CONFAB_MAX_TEXT_BYTES", value_name = "BYTES", default_value_t = default::max_text_bytes())]
@@ -1601,6 +1619,8 @@ impl ServerConfig {
             produce_timeout,
             ws_read_buffer: confab_gateway::Config::WS_READ_BUFFER,
             ws_write_buffer: confab_gateway::Config::WS_WRITE_BUFFER,
+            ws_compression: self.ws_compression,
+            ws_compression_threshold: self.ws_compression_threshold,
             auth_per_ip_per_minute: self.auth_limits.auth_per_ip_per_minute,
             auth_per_user_per_minute: self.auth_limits.auth_per_user_per_minute,
             hash_queue: self.auth_limits.hash_queue,

@@ -37,6 +37,12 @@ pub struct Config {
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection.
     pub ws_write_buffer: usize,
+    /// permessage-deflate when the client offers it (else every WebSocket
+    /// session is uncompressed).
+    pub ws_compression: bool,
+    /// Frames under this many bytes are sent uncompressed on a compressed
+    /// WebSocket session.
+    pub ws_compression_threshold: usize,
     /// `/v1/auth/*` attempts per minute (and burst) from one client IP.
     pub auth_per_ip_per_minute: u32,
     /// `/v1/auth/*` attempts per minute (and burst) for one user name.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -449,13 +449,19 @@ async fn upgrade(
     State(gw): State<Gateway>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let claims = authenticate(&gw, &headers, &query, "ws").await?;
     if gw.is_draining() {
         return Err(ProtocolError::unavailable("this server is restarting; connect again").into());
     }
-    let ws = ws.map_err(|e| ProtocolError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (mut parts, _body) = request.into_parts();
+    // The connection's upgrade, kept for yawc: axum's extractor takes it out
+    // of the request (and it is shared: whichever is awaited gets it).
+    let on_upgrade = parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned();
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &gw)
+        .await
+        .map_err(|e| ProtocolError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     // Taken before the upgrade and held by the session: a user cannot open
     // sessions without bound, and two upgrades at once race for one seat.
     let Some(seat) = gw.inner.seats.take(&claims.sub) else {
@@ -465,6 +471,37 @@ async fn upgrade(
         return Err(ProtocolError::new(ErrorCode::RateLimited, message).into());
     };
     let c = gw.config();
+    let offered = crate::session::websocket_deflate::offered(
+        parts.headers.get_all(axum::http::header::SEC_WEBSOCKET_EXTENSIONS).iter().map(|v| v.as_bytes()),
+    );
+    if let (true, true, Some(on_upgrade)) = (c.ws_compression, offered, on_upgrade) {
+        // The client offers permessage-deflate: yawc upgrades, with the same
+        // limits and buffers as below.
+        drop(ws);
+        parts.extensions.insert(on_upgrade);
+        let mut request = axum::http::Request::from_parts(parts, ());
+        let options = crate::session::websocket_deflate::options(
+            c.max_frame_bytes,
+            c.ws_compression_threshold,
+            c.ws_read_buffer,
+            c.ws_write_buffer,
+        );
+        let (response, upgraded) = yawc::WebSocket::upgrade_with_options(&mut request, options)
+            .map_err(|e| ProtocolError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+        tokio::spawn(async move {
+            let socket = match upgraded.await {
+                Ok(socket) => socket,
+                Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            };
+            let tracker = gw.clone();
+            let (sink, stream) = crate::session::websocket_deflate::split(socket);
+            tracker.spawn_session(async move {
+                let _seat = seat;
+                crate::session::run(gw, sink, stream, claims).await
+            });
+        });
+        return Ok(response.map(axum::body::Body::new));
+    }
     let ws = ws
         .read_buffer_size(c.ws_read_buffer)
         .write_buffer_size(c.ws_write_buffer)

@@ -5,12 +5,14 @@
 //!
 //! The session logic is generic over a `Sink`/`Stream` pair of [`Frame`]s,
 //! so it runs over any transport: [`websocket`] adapts axum's WebSocket,
+//! [`websocket_deflate`] yawc's (when permessage-deflate is negotiated),
 //! [`tcp`] newline-delimited JSON over a TCP (or TLS) connection, and tests
 //! drive sessions over channels.
 
 pub mod frame;
 pub mod tcp;
 pub mod websocket;
+pub mod websocket_deflate;
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,8 @@ impl TestGateway {
             produce_timeout: Duration::from_secs(5),
             ws_read_buffer: Config::WS_READ_BUFFER,
             ws_write_buffer: Config::WS_WRITE_BUFFER,
+            ws_compression: true,
+            ws_compression_threshold: 512,
             auth_per_ip_per_minute: 60,
             auth_per_user_per_minute: 10,
             hash_queue: 64,
