@@ -298,6 +298,11 @@ fn outcome(mut f: Figures, setup: &Report, total: &Report, expected: u64, server
     f.add("sends refused or unanswered", (total.errors.values().sum::<u64>() + total.unacked) as f64, "");
     f.add("server CPU (all processes)", server_cpu, "% of a core");
     f.add("load generator CPU (all workers)", total.cpu_secs / wall * 100.0, "% of a core");
+    if let Some((reads, writes, tables)) = &total.cql {
+        f.add("CQL reads per message", *reads, "");
+        f.add("CQL writes per message", *writes, "");
+        eprintln!("bench: CQL statements per message by table: {tables}");
+    }
     let ok = setup.failed == 0 && total.deliveries == expected && total.duplicates == 0 && expected > 0;
     Outcome { figures: f, errors: errors(setup, total), ok }
 }
@@ -316,6 +321,7 @@ async fn send_phase(
     expected: impl Fn(usize, &WorkerProc, &Report) -> u64,
 ) -> Result<(Report, Report, Histogram<u64>, Histogram<u64>, f64, f64, f64)> {
     let setup = ready_all(workers).await?;
+    let cql0 = target.cql_counts().await;
     let start = crate::payload::unix_ns() + 500_000_000;
     let cpu0 = cpu(&target.all_pids);
     let t0 = std::time::Instant::now();
@@ -346,11 +352,39 @@ async fn send_phase(
     }
     let wall = t0.elapsed().as_secs_f64();
     let server_cpu = (cpu(&target.all_pids) - cpu0) / wall * 100.0;
+    if let (Some(before), Some(after)) = (cql0, target.cql_counts().await) {
+        total.cql = cql_per_message(&before, &after, sent.sent_ok);
+    }
     total.sent_to = sent.sent_to.clone();
     total.first_delivery_ns = total.first_delivery_ns.max(start);
     let mut setup = setup;
     setup.sent_ok = sent.sent_ok;
     Ok((setup, total, ack, delivery, server_cpu, start as f64, wall))
+}
+
+/// CQL statements per acknowledged message between two counts:
+/// `(reads, writes, the tables written, most first)`.
+fn cql_per_message(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+    messages: u64,
+) -> Option<(f64, f64, String)> {
+    if messages == 0 {
+        return None;
+    }
+    let delta = |t: &String, c: &(u64, u64)| {
+        let b = before.get(t).copied().unwrap_or_default();
+        (c.0.saturating_sub(b.0), c.1.saturating_sub(b.1))
+    };
+    let mut tables: Vec<(String, u64, u64)> =
+        after.iter().map(|(t, c)| (t.clone(), delta(t, c).0, delta(t, c).1)).collect();
+    let reads: u64 = tables.iter().map(|t| t.1).sum();
+    let writes: u64 = tables.iter().map(|t| t.2).sum();
+    tables.retain(|t| t.1 + t.2 > 0);
+    tables.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)));
+    let per = |n: u64| n as f64 / messages as f64;
+    let named: Vec<String> = tables.iter().map(|(t, r, w)| format!("{t} r{:.2} w{:.2}", per(*r), per(*w))).collect();
+    Some((per(reads), per(writes), named.join(", ")))
 }
 
 pub async fn fanout(target: &mut Target, run: &str, spread: &Spread, a: &FanoutArgs) -> Result<Outcome> {

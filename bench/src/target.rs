@@ -255,6 +255,20 @@ impl Target {
         Ok(())
     }
 
+    /// The CQL statements run so far on each table of a distributed
+    /// target's keyspace (`table -> (reads, writes)`); `None` elsewhere or
+    /// when the database does not say (before Cassandra 4.1).
+    pub async fn cql_counts(&self) -> Option<std::collections::BTreeMap<String, (u64, u64)>> {
+        let ks = self.keyspace.as_ref()?;
+        match confab_store::scylla::ScyllaStore::statement_counts(ks).await {
+            Ok(counts) => Some(counts),
+            Err(e) => {
+                eprintln!("bench: no CQL statement counts: {e}");
+                None
+            }
+        }
+    }
+
     /// Registers users (Confab checks that a direct message's recipient exists).
     pub async fn register(&self, names: &[String]) -> Result<()> {
         let Some(http) = &self.http else { return Ok(()) };

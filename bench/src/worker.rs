@@ -98,6 +98,10 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Acknowledged sends per recipient (dm).
     pub sent_to: BTreeMap<u32, u64>,
+    /// CQL statements per acknowledged message over the send phase
+    /// (reads, writes, per table): measured by the lead, not a worker.
+    #[serde(skip)]
+    pub cql: Option<(f64, f64, String)>,
     /// Unique deliveries.
     pub deliveries: u64,
     pub duplicates: u64,

@@ -218,3 +218,42 @@ async fn a_keyspace_of_version_3_is_upgraded_to_the_current_one() {
     assert_eq!(store.history("r", None, 10).await.unwrap(), [m]);
     assert_eq!(store.room("r").await.unwrap().unwrap().messages, 1);
 }
+
+/// A message costs two CQL writes in steady state (its row and its cid):
+/// the room's `last_seq` and count are written once per batch, the bucket
+/// index once per bucket. Counted by the database itself
+/// (`system_views.coordinator_write_latency`).
+#[tokio::test]
+async fn a_batch_of_messages_costs_two_writes_per_message() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (ks, store) = open().await;
+    store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 }]).await.unwrap();
+    let before = ScyllaStore::statement_counts(&ks.0).await.unwrap();
+    let (batches, per_batch) = (10u64, 20u64);
+    for b in 0..batches {
+        let mut batch = Vec::new();
+        for i in 0..per_batch {
+            let seq = 10 + b * per_batch + i;
+            batch.push(Write::Message(message("r", seq, "alice", &format!("c{seq}"))));
+            batch.push(Write::MessageMeta { room: "r".into(), seq, n: seq - 9, expires_ms: None });
+        }
+        batch.push(Write::Checkpoint { partition: 0, next_offset: 10 + (b + 1) * per_batch });
+        store.apply(batch).await.unwrap();
+    }
+    let after = ScyllaStore::statement_counts(&ks.0).await.unwrap();
+    let writes = |table: &str| after.get(table).map_or(0, |c| c.1) - before.get(table).map_or(0, |c| c.1);
+    let messages = batches * per_batch;
+    assert_eq!(writes("messages"), messages, "{after:?}");
+    assert_eq!(writes("cids"), messages, "{after:?}");
+    assert_eq!(writes("rooms"), batches, "one rooms write per batch: {after:?}");
+    assert_eq!(writes("room_buckets"), 1, "one index write for the bucket: {after:?}");
+    assert_eq!(writes("checkpoints"), batches, "{after:?}");
+    let total: u64 = after.iter().map(|(t, c)| c.1 - before.get(t).map_or(0, |c| c.1)).sum();
+    assert_eq!(total, 2 * messages + 2 * batches + 1, "{after:?}");
+    // And what was written reads back as before.
+    let room = store.room("r").await.unwrap().expect("room");
+    assert_eq!((room.last_seq, room.messages), (10 + messages - 1, messages));
+    let last: Vec<u64> = store.history("r", None, 3).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(last, [messages + 7, messages + 8, messages + 9]);
+}

@@ -87,6 +87,9 @@ pub struct Decided {
     pub outcomes: Vec<(&'static str, &'static str)>,
     /// Sends answered with the message first stored under their cid.
     pub duplicates: u64,
+    /// The tally after the batch of every `(room, member)` it read or
+    /// counted (a member who left: zero).
+    pub tallies: HashMap<(String, String), confab_store::Tally>,
 }
 
 /// Something to do once the batch is stored.
@@ -131,6 +134,7 @@ pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention:
         batch.out.outcomes.push((kind, outcome));
     }
     batch.out.rooms = batch.view.rooms;
+    batch.out.tallies = batch.view.counts.tallies;
     batch.out
 }
 

@@ -50,6 +50,10 @@ pub struct Pipeline {
     pub routes: Routes,
     /// Room states as of the last stored batch.
     rooms: HashMap<String, RoomState>,
+    /// Members' tallies (`room`, `user`) as of the last stored batch, so a
+    /// sender's count costs no store read per message; cleared with
+    /// [`Pipeline::rooms`].
+    tallies: HashMap<(String, String), confab_store::Tally>,
     /// Next offset to apply, per partition, as stored.
     applied: HashMap<u32, u64>,
     /// Rooms one user may be a member of.
@@ -72,6 +76,7 @@ impl Pipeline {
             shutdown,
             routes: Routes::default(),
             rooms: HashMap::new(),
+            tallies: HashMap::new(),
             applied: HashMap::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
@@ -107,6 +112,7 @@ impl Pipeline {
     /// Drops cached room state; it is read again from the store.
     pub fn forget_cached(&mut self) {
         self.rooms.clear();
+        self.tallies.clear();
         // Rooms of partitions this dispatcher lost are another's to tell.
         self.newest.clear();
     }
@@ -178,6 +184,9 @@ impl Pipeline {
         if self.rooms.len() > ROOM_CACHE {
             self.rooms.clear();
         }
+        if self.tallies.len() > ROOM_CACHE {
+            self.tallies.clear();
+        }
         let mut next_offsets: BTreeMap<u32, u64> = BTreeMap::new();
         for r in &records {
             let next = next_offsets.entry(r.partition).or_default();
@@ -194,7 +203,7 @@ impl Pipeline {
             .collect();
         let mut backoff = Backoff::new();
         let view = loop {
-            match View::read(&*self.store, &self.rooms, &fresh).await {
+            match View::read(&*self.store, &self.rooms, &self.tallies, &fresh).await {
                 Ok(view) => break view,
                 Err(e) => {
                     self.metrics.store_retries.inc();
@@ -203,7 +212,7 @@ impl Pipeline {
                 }
             }
         };
-        let Decided { mut writes, mut effects, rooms, mut outcomes, duplicates } =
+        let Decided { mut writes, mut effects, rooms, mut outcomes, duplicates, tallies } =
             decide_with(view, &fresh, self.max_rooms_per_user, self.retention);
         for (i, error) in refused {
             outcomes.push(("send", error.code.as_str()));
@@ -221,6 +230,7 @@ impl Pipeline {
         }
         self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
         self.rooms.extend(rooms);
+        self.tallies.extend(tallies);
         for (kind, outcome) in outcomes {
             self.metrics.records.with_label_values(&[kind, outcome]).inc();
         }

@@ -130,6 +130,7 @@ impl View {
     pub async fn read(
         store: &dyn Store,
         cached: &HashMap<String, RoomState>,
+        tallies: &HashMap<(String, String), Tally>,
         records: &[&Record],
     ) -> confab_store::Result<View> {
         let mut view = View::default();
@@ -309,7 +310,7 @@ impl View {
             Ok((user, n))
         });
         view.room_counts.extend(counts.await?);
-        view.counts = read_counts(store, &view, records, firsts).await?;
+        view.counts = read_counts(store, &view, tallies, records, firsts).await?;
         Ok(view)
     }
 }
@@ -348,6 +349,7 @@ async fn room_state(store: &dyn Store, room: &str) -> confab_store::Result<(Room
 async fn read_counts(
     store: &dyn Store,
     view: &View,
+    cached: &HashMap<(String, String), Tally>,
     records: &[&Record],
     firsts: &HashMap<String, u64>,
 ) -> confab_store::Result<Counts> {
@@ -372,6 +374,11 @@ async fn read_counts(
     }
     tallies.sort_unstable();
     tallies.dedup();
+    // The tallies this dispatcher counted or read in an earlier batch are
+    // as stored: it alone writes its rooms' tallies.
+    let known: Vec<((String, String), Tally)> =
+        tallies.iter().filter_map(|key| Some((key.clone(), *cached.get(key)?))).collect();
+    tallies.retain(|key| !cached.contains_key(key));
     at.sort_unstable();
     at.dedup();
     let before = |room: &str| firsts.get(room).copied().unwrap_or(u64::MAX).saturating_sub(1);
@@ -385,7 +392,8 @@ async fn read_counts(
         Ok(((room, user, seq), (n.map_or(0, |(_, n)| n), tally)))
     });
     let (tallies, at) = tokio::try_join!(tallies, at)?;
-    Ok(Counts { tallies: tallies.into_iter().collect(), at: at.into_iter().collect(), ..Counts::default() })
+    let tallies = tallies.into_iter().chain(known).collect();
+    Ok(Counts { tallies, at: at.into_iter().collect(), ..Counts::default() })
 }
 
 /// Runs `read` over every key, [`READ_AHEAD`] at a time.

@@ -16,8 +16,8 @@ mod replication;
 mod tls;
 mod uploads;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -162,7 +162,15 @@ struct Inner {
     q: Statements,
     lc: lifecycle::Statements,
     up: uploads::Statements,
+    /// The `(room, bucket)` rows of `room_buckets` this process wrote (or
+    /// found written): the index is written once per bucket, not once per
+    /// message. Rows there are never deleted, so a stale entry cannot hide
+    /// a missing row; at [`KNOWN_BUCKETS`] it starts over.
+    buckets: Mutex<HashSet<(String, i64)>>,
 }
+
+/// Most `(room, bucket)` pairs [`Inner::buckets`] remembers.
+const KNOWN_BUCKETS: usize = 100_000;
 
 /// Every statement, prepared once.
 struct Statements {
@@ -196,6 +204,7 @@ struct Statements {
     insert_bucket: PreparedStatement,
     insert_cid: PreparedStatement,
     set_last_seq: PreparedStatement,
+    set_last_seq_count: PreparedStatement,
     insert_room: PreparedStatement,
     insert_member: PreparedStatement,
     insert_user_room: PreparedStatement,
@@ -295,6 +304,8 @@ impl Statements {
             insert_bucket: prepare(s, "INSERT INTO room_buckets (room, bucket) VALUES (?, ?) USING TIMESTAMP ?").await?,
             insert_cid: prepare(s, "INSERT INTO cids (room, cid, seq, msg_id, ts) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?").await?,
             set_last_seq: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET last_seq = ? WHERE room = ?").await?,
+            set_last_seq_count: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET last_seq = ?, messages = ? WHERE room = ?")
+                .await?,
             insert_room: prepare(s, "INSERT INTO rooms (room) VALUES (?) USING TIMESTAMP ?").await?,
             insert_member: prepare(s, "INSERT INTO members (room, username, joined_at) VALUES (?, ?, ?) USING TIMESTAMP ?").await?,
             insert_user_room: prepare(s, "INSERT INTO user_rooms (username, room) VALUES (?, ?) USING TIMESTAMP ?").await?,
@@ -405,6 +416,31 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// The statements coordinators ran on each table of the keyspace so
+    /// far, as `table -> (reads, writes)`, from Cassandra's virtual tables
+    /// (`system_views.coordinator_{read,write}_latency`, Cassandra 4.1 and
+    /// later; per node: the node of the first contact point). Benchmarks
+    /// divide the difference over a run by the messages it sent.
+    pub async fn statement_counts(config: &CqlConfig) -> Result<BTreeMap<String, (u64, u64)>> {
+        let s = session(config, None).await?;
+        let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (view, write) in
+            [("system_views.coordinator_read_latency", false), ("system_views.coordinator_write_latency", true)]
+        {
+            let select = format!("SELECT keyspace_name, table_name, count FROM {view}");
+            let result = s.query_unpaged(select.as_str(), ()).await.map_err(cql_error(&select))?;
+            let rows = result.into_rows_result().map_err(result_error(&select))?;
+            for row in rows.rows::<(String, String, i64)>().map_err(result_error(&select))? {
+                let (keyspace, table, n) = row.map_err(result_error(&select))?;
+                if keyspace == config.keyspace {
+                    let entry = counts.entry(table).or_default();
+                    *(if write { &mut entry.1 } else { &mut entry.0 }) += n.max(0) as u64;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Connects to a migrated keyspace; a missing schema is an error that
     /// says to run `confab migrate`.
     pub async fn connect(config: &CqlConfig) -> Result<ScyllaStore> {
@@ -430,7 +466,7 @@ impl ScyllaStore {
         let q = Box::pin(Statements::prepare(&s)).await?;
         let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
         let up = Box::pin(uploads::Statements::prepare(&s)).await?;
-        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc, up }) })
+        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc, up, buckets: Mutex::default() }) })
     }
 
     async fn rows<T>(
@@ -493,12 +529,10 @@ impl ScyllaStore {
                             ttl_secs(expires_ms),
                         ),
                     ),
-                    self.write(&q.insert_bucket, (room, b, seq)),
                     self.write(
                         &q.insert_cid,
                         (room, cid_key(&m.from, &m.cid), seq, m.msg_id.as_str(), m.ts as i64, seq)
                     ),
-                    self.write(&q.set_last_seq, (seq, seq, room)),
                 )?;
             }
             // The membership row goes last: the dispatcher decides by it, so
@@ -582,11 +616,9 @@ impl ScyllaStore {
                 let next = *next_offset as i64;
                 self.write(&q.set_checkpoint, (next, next, *partition as i32)).await?;
             }
-            // The ordinal and TTL went with the message row; the count is the room's.
-            Write::MessageMeta { room, seq, n, .. } => {
-                let seq = *seq as i64;
-                self.write(&q.set_room_count, (seq, *n as i64, room.as_str())).await?;
-            }
+            // The ordinal and TTL went with the message row; the room's
+            // count, with its `last_seq`, once per batch (`room_tops`).
+            Write::MessageMeta { .. } => {}
             Write::Tally { room, user, seq, tally } => {
                 let seq = *seq as i64;
                 let values = (room.as_str(), user.as_str(), seq, tally.own as i64, tally.mentions as i64, seq);
@@ -607,6 +639,90 @@ impl ScyllaStore {
         }
         Ok(())
     }
+}
+
+impl ScyllaStore {
+    /// One `rooms` write for a batch's newest message of a room: its
+    /// `last_seq` and count (`messages`), at the newest seq's timestamp, as
+    /// the last of one write per message would have left them.
+    async fn write_top(&self, room: &str, top: RoomTop) -> Result<()> {
+        let q = &self.inner.q;
+        match top {
+            RoomTop { last_seq: Some(seq), count: Some((at, n)) } if seq == at => {
+                self.write(&q.set_last_seq_count, (seq as i64, seq as i64, n as i64, room)).await
+            }
+            RoomTop { last_seq, count } => {
+                let last = async {
+                    match last_seq {
+                        Some(seq) => self.write(&q.set_last_seq, (seq as i64, seq as i64, room)).await,
+                        None => Ok(()),
+                    }
+                };
+                let count = async {
+                    match count {
+                        Some((seq, n)) => self.write(&q.set_room_count, (seq as i64, n as i64, room)).await,
+                        None => Ok(()),
+                    }
+                };
+                tokio::try_join!(last, count).map(|_| ())
+            }
+        }
+    }
+
+    /// The `(room, bucket, first seq)` of the batch's messages whose bucket
+    /// this process has not indexed yet.
+    fn new_buckets<'b>(&self, batch: &'b WriteBatch) -> Vec<(&'b str, i64, i64)> {
+        let known = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut first: HashMap<(&str, i64), i64> = HashMap::new();
+        for w in batch.iter() {
+            if let Write::Message(m) = w {
+                let key = (m.room.as_str(), bucket(m.seq));
+                if !known.contains(&(key.0.to_owned(), key.1)) {
+                    let seq = first.entry(key).or_insert(m.seq as i64);
+                    *seq = (*seq).min(m.seq as i64);
+                }
+            }
+        }
+        first.into_iter().map(|((room, b), seq)| (room, b, seq)).collect()
+    }
+
+    /// Remembers `buckets` as written.
+    fn known_buckets(&self, buckets: &[(&str, i64, i64)]) {
+        let mut known = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() + buckets.len() > KNOWN_BUCKETS {
+            known.clear();
+        }
+        known.extend(buckets.iter().map(|&(room, b, _)| (room.to_owned(), b)));
+    }
+}
+
+/// A room's newest message in a batch and its newest count.
+#[derive(Debug, Default, PartialEq)]
+struct RoomTop {
+    last_seq: Option<u64>,
+    /// `(seq, n)`: the count `n` as of the message at `seq`.
+    count: Option<(u64, u64)>,
+}
+
+/// Per room, the batch's newest message and count.
+fn room_tops(batch: &WriteBatch) -> HashMap<&str, RoomTop> {
+    let mut tops: HashMap<&str, RoomTop> = HashMap::new();
+    for w in batch.iter() {
+        match w {
+            Write::Message(m) => {
+                let top = tops.entry(m.room.as_str()).or_default();
+                top.last_seq = top.last_seq.max(Some(m.seq));
+            }
+            Write::MessageMeta { room, seq, n, .. } => {
+                let top = tops.entry(room.as_str()).or_default();
+                if top.count.is_none_or(|(at, _)| at < *seq) {
+                    top.count = Some((*seq, *n));
+                }
+            }
+            _ => {}
+        }
+    }
+    tops
 }
 
 /// The TTL of a message that expires at `expires_ms` (unix ms), in whole
@@ -1074,6 +1190,7 @@ impl Store for ScyllaStore {
         // but the checkpoints can go at once; the checkpoints go last, after
         // everything they cover landed. Every statement is idempotent, so a
         // retry of the batch converges.
+        let q = &self.inner.q;
         let metas: HashMap<(&str, u64), (u64, Option<u64>)> = batch
             .iter()
             .filter_map(|w| match w {
@@ -1087,7 +1204,13 @@ impl Store for ScyllaStore {
         // messages (earlier in the log, so possibly the erased user's) landed.
         let (erasures, writes): (Vec<&Write>, Vec<&Write>) =
             writes.into_iter().partition(|w| matches!(w, Write::Erase { .. }));
-        try_join_all(writes.into_iter().map(|w| self.apply_one(w, &metas))).await?;
+        let tops = room_tops(&batch);
+        let buckets = self.new_buckets(&batch);
+        let rows = try_join_all(writes.into_iter().map(|w| self.apply_one(w, &metas)));
+        let tops = try_join_all(tops.into_iter().map(|(room, top)| self.write_top(room, top)));
+        let indexed = try_join_all(buckets.iter().map(|&(room, b, seq)| self.write(&q.insert_bucket, (room, b, seq))));
+        tokio::try_join!(rows, tops, indexed)?;
+        self.known_buckets(&buckets);
         try_join_all(erasures.into_iter().map(|w| self.apply_one(w, &metas))).await?;
         try_join_all(checkpoints.into_iter().map(|w| self.apply_one(w, &metas))).await?;
         Ok(())
@@ -1246,5 +1369,38 @@ mod replication_ddl {
         let (stored,) = stored.unwrap();
         assert!(stored["class"].ends_with("NetworkTopologyStrategy"), "{stored:?}");
         assert_eq!(stored.get(&dc).map(String::as_str), Some("1"), "{stored:?}");
+    }
+}
+
+#[cfg(test)]
+mod batch_rows {
+    use super::*;
+
+    fn message(room: &str, seq: u64) -> Write {
+        Write::Message(Message { room: room.into(), seq, ..Message::default() })
+    }
+
+    fn meta(room: &str, seq: u64, n: u64) -> Write {
+        Write::MessageMeta { room: room.into(), seq, n, expires_ms: None }
+    }
+
+    /// A batch writes each room's `rooms` row once, as its newest message
+    /// left it, however many messages it holds.
+    #[test]
+    fn a_batch_keeps_the_newest_message_and_count_of_each_room() {
+        let batch = vec![
+            message("a", 5),
+            meta("a", 5, 1),
+            message("b", 6),
+            meta("b", 6, 40),
+            message("a", 9),
+            meta("a", 9, 2),
+            Write::Checkpoint { partition: 0, next_offset: 10 },
+        ];
+        let tops = room_tops(&batch);
+        assert_eq!(tops.len(), 2);
+        assert_eq!(tops["a"], RoomTop { last_seq: Some(9), count: Some((9, 2)) });
+        assert_eq!(tops["b"], RoomTop { last_seq: Some(6), count: Some((6, 40)) });
+        assert!(room_tops(&vec![Write::Checkpoint { partition: 0, next_offset: 1 }]).is_empty());
     }
 }
