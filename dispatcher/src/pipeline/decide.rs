@@ -120,8 +120,14 @@ pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention:
     let mut batch = Batch { view, out: Decided::default(), max_rooms, retention };
     for r in records {
         let kind = command_name(&r.record.cmd);
+        let first_write = batch.out.writes.len();
         let (reply, outcome) = match batch.decide(r) {
-            Ok(reply) => (reply, "ok"),
+            Ok(reply) => {
+                if let Some(event) = member_event(r, &batch.out.writes[first_write..]) {
+                    batch.out.writes.push(event);
+                }
+                (reply, "ok")
+            }
             Err(e) => {
                 let code = e.code.as_str();
                 (Reply::error(None, e), code)
@@ -132,6 +138,39 @@ pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention:
     }
     batch.out.rooms = batch.view.rooms;
     batch.out
+}
+
+/// What a membership record did, for the webhooks (`Store::member_event`):
+/// the change `writes` (the record's own) made to its user's membership, or
+/// a ban's; `None` when they changed nothing (a repeated join, a refusal).
+fn member_event(r: &Record, writes: &[Write]) -> Option<Write> {
+    use confab_protocol::record::Act;
+    use confab_store::{MemberChange, MemberEvent};
+    let rec = &r.record;
+    let (user, by) = match &rec.cmd {
+        Command::Join { user }
+        | Command::Add { user, .. }
+        | Command::Leave { user }
+        | Command::Remove { user }
+        | Command::Erase { user } => (user, None),
+        Command::Moderate { by, user, act: Act::Kick { .. } | Act::Ban { .. } } => (user, Some(by.clone())),
+        _ => return None,
+    };
+    let joined = writes.iter().any(|w| matches!(w, Write::Join { user: u, .. } if u == user));
+    let left = writes.iter().any(|w| matches!(w, Write::Leave { user: u, .. } if u == user));
+    let banned = writes.iter().any(|w| matches!(w, Write::Ban { user: u, banned: true, .. } if u == user));
+    let change = match &rec.cmd {
+        Command::Join { .. } if joined => MemberChange::Join,
+        Command::Add { .. } if joined => MemberChange::Add,
+        Command::Leave { .. } if left => MemberChange::Leave,
+        Command::Remove { .. } if left => MemberChange::Remove,
+        Command::Erase { .. } if left => MemberChange::Erase,
+        Command::Moderate { act: Act::Kick { .. }, .. } if left => MemberChange::Kick,
+        Command::Moderate { act: Act::Ban { .. }, .. } if banned || left => MemberChange::Ban,
+        _ => return None,
+    };
+    let event = MemberEvent { user: user.clone(), change, by, ts: rec.ts };
+    Some(Write::MemberEvent { room: rec.room.clone(), at: seq_of(r.offset), event })
 }
 
 /// The batch so far: the view, updated with each decided record's writes.
