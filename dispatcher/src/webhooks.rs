@@ -17,7 +17,7 @@ use confab_bus::{Bus, Consumer, Record};
 use confab_protocol::message::{msg_id, seq_of};
 use confab_protocol::record::{Act, Announcement};
 use confab_protocol::{Command, IngressRecord};
-use confab_store::Store;
+use confab_store::{MemberChange, Store};
 use hmac::{Hmac, Mac};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::{Value, json};
@@ -405,30 +405,24 @@ async fn derive(store: &dyn Store, online: &Online, r: &Record) -> Result<Option
             }
             event
         }
-        Command::Join { user } => {
-            if !store.is_member(room, user).await? {
-                return Ok(None);
+        Command::Join { .. }
+        | Command::Add { .. }
+        | Command::Leave { .. }
+        | Command::Erase { .. }
+        | Command::Remove { .. }
+        | Command::Moderate { act: Act::Kick { .. } | Act::Ban { .. }, .. } => {
+            // What the dispatcher recorded it did, with the write itself.
+            let Some(applied) = store.member_event(room, at).await? else { return Ok(None) };
+            let mut event = json!({
+                "type": "member",
+                "room": room,
+                "user": applied.user,
+                "action": member_action(applied.change),
+            });
+            if let Some(by) = applied.by {
+                event["by"] = json!(by);
             }
-            json!({ "type": "member", "room": room, "user": user, "action": "join" })
-        }
-        Command::Add { user, .. } => {
-            if !store.is_member(room, user).await? {
-                return Ok(None);
-            }
-            json!({ "type": "member", "room": room, "user": user, "action": "add" })
-        }
-        Command::Leave { user } | Command::Erase { user } | Command::Remove { user } => {
-            if store.is_member(room, user).await? {
-                return Ok(None);
-            }
-            json!({ "type": "member", "room": room, "user": user, "action": "leave" })
-        }
-        Command::Moderate { by, user, act: act @ (Act::Kick { .. } | Act::Ban { .. }) } => {
-            if store.is_member(room, user).await? {
-                return Ok(None);
-            }
-            let action = if matches!(act, Act::Kick { .. }) { "kick" } else { "ban" };
-            json!({ "type": "member", "room": room, "user": user, "action": action, "by": by })
+            event
         }
         Command::Edit { by, seq, text } => {
             if !changed_at(store, room, at).await? {
@@ -458,6 +452,18 @@ async fn derive(store: &dyn Store, online: &Online, r: &Record) -> Result<Option
     event["id"] = json!(id);
     event["ts"] = json!(rec.ts);
     Ok(Some(event))
+}
+
+/// A `member` event's `action`: a removal by the server API and an
+/// erased account's leaving are a `leave`.
+fn member_action(change: MemberChange) -> &'static str {
+    match change {
+        MemberChange::Join => "join",
+        MemberChange::Add => "add",
+        MemberChange::Leave | MemberChange::Remove | MemberChange::Erase => "leave",
+        MemberChange::Kick => "kick",
+        MemberChange::Ban => "ban",
+    }
 }
 
 /// Whether the room's change log holds a change at position `at`: the

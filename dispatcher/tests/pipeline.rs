@@ -296,6 +296,9 @@ impl Store for Flaky {
     async fn changes(&self, room: &str, after: u64, limit: u32) -> confab_store::Result<(Vec<(u64, u64)>, bool)> {
         self.inner.changes(room, after, limit).await
     }
+    async fn member_event(&self, room: &str, at: u64) -> confab_store::Result<Option<confab_store::MemberEvent>> {
+        self.inner.member_event(room, at).await
+    }
     async fn put_upload(&self, upload: &confab_store::UploadRecord) -> confab_store::Result<()> {
         self.inner.put_upload(upload).await
     }

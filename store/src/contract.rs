@@ -16,9 +16,11 @@ use crate::{
 };
 
 mod lifecycle;
+mod member_events;
 mod unread;
 mod uploads;
 pub use lifecycle::*;
+pub use member_events::*;
 pub use unread::*;
 pub use uploads::*;
 
@@ -62,7 +64,8 @@ macro_rules! store_contract_tests {
             a_rooms_retention_is_a_setting,
             uploads_are_attached_with_their_message_and_swept_when_never_sent,
             a_deleted_message_drops_its_uploads_and_loses_its_attachments,
-            a_deleted_account_drops_its_uploads_only
+            a_deleted_account_drops_its_uploads_only,
+            member_events_are_read_by_position_and_kept_for_a_bounded_time
         );
     };
     (@each $open:path, $($name:ident),*) => {

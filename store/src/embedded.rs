@@ -27,6 +27,7 @@ use crate::{
 use confab_protocol::lifecycle::Version;
 
 mod lifecycle;
+mod member_events;
 mod uploads;
 use confab_protocol::rooms::MemberEntry;
 use confab_protocol::unread::unread;
@@ -196,6 +197,7 @@ impl EmbeddedStore {
             txn.open_table(lifecycle::CHANGES)?;
             txn.open_table(lifecycle::LAST_CHANGE)?;
             uploads::create_tables(&txn)?;
+            member_events::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(EmbeddedStore { db: Arc::new(db) })
@@ -479,6 +481,7 @@ fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
                 }
                 Write::Attach { room, seq, uploads, .. } => uploads::attach(&txn, room, *seq, uploads)?,
                 Write::DropUploads { ids, .. } => uploads::drop_uploads(&txn, ids.iter().map(String::as_str))?,
+                Write::MemberEvent { room, at, event } => member_events::put(&txn, room, *at, event)?,
             }
         }
     }
@@ -1117,6 +1120,10 @@ impl Store for EmbeddedStore {
             lifecycle::changes(&txn.open_table(lifecycle::CHANGES)?, &room, after, limit)
         })
         .await
+    }
+
+    async fn member_event(&self, room: &str, at: u64) -> Result<Option<crate::MemberEvent>> {
+        self.member_event_(room, at).await
     }
 }
 

@@ -24,6 +24,7 @@ pub mod contacts;
 pub mod contract;
 pub mod embedded;
 pub mod lifecycle;
+pub mod member_events;
 pub mod metered;
 pub mod rooms;
 #[cfg(feature = "scylla")]
@@ -34,6 +35,7 @@ pub mod uploads;
 pub use contacts::ContactRecord;
 pub use embedded::EmbeddedStore;
 pub use lifecycle::MessageState;
+pub use member_events::{MEMBER_EVENT_TTL_SECS, MemberChange, MemberEvent};
 pub use metered::Metered;
 pub use rooms::{MUTED_FOREVER, MemberRecord, PublicRoom, RoomSettings};
 pub use unread::Tally;
@@ -216,6 +218,9 @@ pub enum Write {
     /// Drop uploads with their deleted message: they are served no more
     /// and the sweeper deletes them ([`uploads`]).
     DropUploads { room: String, ids: Vec<String>, at: u64 },
+    /// What the membership record at `at` did ([`member_events`]), for
+    /// [`Store::member_event`]; written only when it took effect.
+    MemberEvent { room: String, at: u64, event: MemberEvent },
 }
 
 /// A group commit; [`Store::apply`] says what each backend promises of it.
@@ -371,6 +376,11 @@ pub trait Store: Send + Sync + 'static {
     /// The room's changes at positions `> after`, oldest first, as `(pos,
     /// seq)`, at most `limit`; `true` when more remain.
     async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)>;
+    /// What the membership record at position `at` of `room` did
+    /// ([`Write::MemberEvent`]); `None` when it changed nothing (refused,
+    /// repeated), when it is no membership record, or once it is older
+    /// than [`MEMBER_EVENT_TTL_SECS`].
+    async fn member_event(&self, room: &str, at: u64) -> Result<Option<MemberEvent>>;
 
     // Uploads (see [`uploads`]). Written by the gateway, outside any room's
     // order, except attaching and dropping with a message (batch writes).

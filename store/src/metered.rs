@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 49] = [
+const OPS: [&str; 50] = [
     "ping",
     "create_user",
     "user",
@@ -65,6 +65,7 @@ const OPS: [&str; 49] = [
     "drop_user_uploads",
     "due_uploads",
     "delete_upload",
+    "member_event",
 ];
 
 pub struct Metered<S> {
@@ -240,6 +241,9 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
         self.timed("changes", self.inner.changes(room, after, limit)).await
+    }
+    async fn member_event(&self, room: &str, at: u64) -> Result<Option<crate::MemberEvent>> {
+        self.timed("member_event", self.inner.member_event(room, at)).await
     }
     async fn put_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
         self.timed("put_upload", self.inner.put_upload(upload)).await

@@ -123,8 +123,14 @@ pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention:
     let mut batch = Batch { view, out: Decided::default(), max_rooms, retention };
     for r in records {
         let kind = command_name(&r.record.cmd);
+        let first_write = batch.out.writes.len();
         let (reply, outcome) = match batch.decide(r) {
-            Ok(reply) => (reply, "ok"),
+            Ok(reply) => {
+                if let Some(event) = member_event(r, &batch.out.writes[first_write..]) {
+                    batch.out.writes.push(event);
+                }
+                (reply, "ok")
+            }
             Err(e) => {
                 let code = e.code.as_str();
                 (Reply::error(None, e), code)
@@ -136,6 +142,39 @@ pub fn decide_with(view: View, records: &[&Record], max_rooms: usize, retention:
     batch.out.rooms = batch.view.rooms;
     batch.out.tallies = batch.view.counts.tallies;
     batch.out
+}
+
+/// What a membership record did, for the webhooks (`Store::member_event`):
+/// the change `writes` (the record's own) made to its user's membership, or
+/// a ban's; `None` when they changed nothing (a repeated join, a refusal).
+fn member_event(r: &Record, writes: &[Write]) -> Option<Write> {
+    use confab_protocol::record::Act;
+    use confab_store::{MemberChange, MemberEvent};
+    let rec = &r.record;
+    let (user, by) = match &rec.cmd {
+        Command::Join { user }
+        | Command::Add { user, .. }
+        | Command::Leave { user }
+        | Command::Remove { user }
+        | Command::Erase { user } => (user, None),
+        Command::Moderate { by, user, act: Act::Kick { .. } | Act::Ban { .. } } => (user, Some(by.clone())),
+        _ => return None,
+    };
+    let joined = writes.iter().any(|w| matches!(w, Write::Join { user: u, .. } if u == user));
+    let left = writes.iter().any(|w| matches!(w, Write::Leave { user: u, .. } if u == user));
+    let banned = writes.iter().any(|w| matches!(w, Write::Ban { user: u, banned: true, .. } if u == user));
+    let change = match &rec.cmd {
+        Command::Join { .. } if joined => MemberChange::Join,
+        Command::Add { .. } if joined => MemberChange::Add,
+        Command::Leave { .. } if left => MemberChange::Leave,
+        Command::Remove { .. } if left => MemberChange::Remove,
+        Command::Erase { .. } if left => MemberChange::Erase,
+        Command::Moderate { act: Act::Kick { .. }, .. } if left => MemberChange::Kick,
+        Command::Moderate { act: Act::Ban { .. }, .. } if banned || left => MemberChange::Ban,
+        _ => return None,
+    };
+    let event = MemberEvent { user: user.clone(), change, by, ts: rec.ts };
+    Some(Write::MemberEvent { room: rec.room.clone(), at: seq_of(r.offset), event })
 }
 
 /// The batch so far: the view, updated with each decided record's writes.
@@ -781,7 +820,13 @@ mod tests {
             ],
             "a new room is public and the joiner's"
         );
-        assert_eq!(d.writes.len(), 4, "the send after the join in the same batch is a member's");
+        assert!(
+            matches!(&d.writes[3], Write::MemberEvent { at: 5, event, .. }
+                if event.user == "alice" && event.change == confab_store::MemberChange::Join),
+            "the join's outcome is recorded with it: {:?}",
+            d.writes[3]
+        );
+        assert_eq!(d.writes.len(), 5, "the send after the join in the same batch is a member's");
         assert_eq!(
             d.effects[..3],
             [
@@ -816,7 +861,20 @@ mod tests {
     fn leaving_ends_membership_and_tells_the_room() {
         let d =
             run(room_r(&["alice", "bob"], 3), &[leave(5, "r", "bob"), send(6, "r", "bob", "c1"), leave(7, "r", "bob")]);
-        assert_eq!(d.writes, [Write::Leave { room: "r".into(), user: "bob".into(), at: 6, members: 1 }]);
+        let left = confab_store::MemberEvent {
+            user: "bob".into(),
+            change: confab_store::MemberChange::Leave,
+            by: None,
+            ts: 1005,
+        };
+        assert_eq!(
+            d.writes,
+            [
+                Write::Leave { room: "r".into(), user: "bob".into(), at: 6, members: 1 },
+                Write::MemberEvent { room: "r".into(), at: 6, event: left },
+            ],
+            "the second leave, refused, records nothing"
+        );
         assert_eq!(
             d.effects[0],
             Effect::Event {
@@ -845,7 +903,8 @@ mod tests {
         let mut view = room_r(&["alice"], 10);
         view.read_markers.insert(key("r", "alice"), 9);
         let d = run(view, &[leave(11, "r", "alice"), join(12, "r", "alice"), read(13, "r", "alice", 5)]);
-        assert_eq!(d.writes[2], Write::Read { room: "r".into(), user: "alice".into(), seq: 5, at: 14 });
+        let read = d.writes.iter().find(|w| matches!(w, Write::Read { .. }));
+        assert_eq!(read, Some(&Write::Read { room: "r".into(), user: "alice".into(), seq: 5, at: 14 }));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod contacts;
 mod lifecycle;
+mod member_events;
 mod replication;
 mod tls;
 mod uploads;
@@ -46,7 +47,7 @@ pub use tls::{CqlTls, TlsError};
 /// The schema, applied by [`ScyllaStore::migrate`].
 pub const SCHEMA: &str = include_str!("schema.cql");
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 /// Columns later versions added to tables of earlier ones: `migrate` adds
 /// each one a keyspace lacks (CQL has no `ADD COLUMN IF NOT EXISTS`).
 const UPGRADES: &[(&str, &str, &str)] = &[
@@ -162,6 +163,7 @@ struct Inner {
     q: Statements,
     lc: lifecycle::Statements,
     up: uploads::Statements,
+    me: member_events::Statements,
     /// The `(room, bucket)` rows of `room_buckets` this process wrote (or
     /// found written): the index is written once per bucket, not once per
     /// message. Rows there are never deleted, so a stale entry cannot hide
@@ -466,7 +468,8 @@ impl ScyllaStore {
         let q = Box::pin(Statements::prepare(&s)).await?;
         let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
         let up = Box::pin(uploads::Statements::prepare(&s)).await?;
-        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc, up, buckets: Mutex::default() }) })
+        let me = Box::pin(member_events::Statements::prepare(&s)).await?;
+        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc, up, me, buckets: Mutex::default() }) })
     }
 
     async fn rows<T>(
@@ -636,6 +639,7 @@ impl ScyllaStore {
             Write::Edit { .. } | Write::Delete { .. } | Write::React { .. } => self.apply_change(w).await?,
             Write::Attach { seq, uploads, .. } => self.attach_(*seq, uploads).await?,
             Write::DropUploads { ids, .. } => self.drop_uploads_(ids).await?,
+            Write::MemberEvent { room, at, event } => self.put_member_event(room, *at, event).await?,
         }
         Ok(())
     }
@@ -1294,6 +1298,10 @@ impl Store for ScyllaStore {
 
     async fn changes(&self, room: &str, after: u64, limit: u32) -> Result<(Vec<(u64, u64)>, bool)> {
         self.changes_after(room, after, limit).await
+    }
+
+    async fn member_event(&self, room: &str, at: u64) -> Result<Option<crate::MemberEvent>> {
+        self.member_event_(room, at).await
     }
 }
 

@@ -392,6 +392,53 @@ mod tests {
         )
     }
 
+    /// The membership outcomes a batch records for the webhooks: `(at, user, change, by)`.
+    fn member_events(d: &Decided) -> Vec<(u64, String, &'static str, Option<String>)> {
+        d.writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::MemberEvent { at, event, .. } => {
+                    Some((*at, event.user.clone(), event.change.as_str(), event.by.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_membership_change_records_its_outcome_and_a_refusal_none() {
+        let members = [("alice", Role::Owner), ("carol", Role::Member)];
+        let join = |offset, user: &str| record(offset, Command::Join { user: user.into() });
+        let leave = |offset, user: &str| record(offset, Command::Leave { user: user.into() });
+        let d = run(
+            room(Visibility::Public, &members),
+            &[
+                join(1, "bob"),
+                leave(2, "bob"),
+                join(3, "bob"),
+                join(4, "bob"),
+                act(5, "carol", "bob", Act::Kick { reason: None }),
+                act(6, "alice", "bob", Act::Kick { reason: None }),
+                act(7, "alice", "mallory", Act::Ban { reason: None }),
+                join(8, "mallory"),
+                act(9, "alice", "mallory", Act::Ban { reason: None }),
+            ],
+        );
+        let alice = Some("alice".to_owned());
+        assert_eq!(
+            member_events(&d),
+            [
+                (2, "bob".into(), "join", None),
+                (3, "bob".into(), "leave", None),
+                (4, "bob".into(), "join", None),
+                (7, "bob".into(), "kick", alice.clone()),
+                (8, "mallory".into(), "ban", alice),
+            ],
+            "a repeated join, a kick by a member, a banned user's join and a repeated ban record nothing"
+        );
+        assert_eq!(codes(&d), ["ok", "ok", "ok", "ok", "forbidden", "ok", "ok", "forbidden", "ok"]);
+    }
+
     #[test]
     fn a_kick_and_a_send_are_decided_in_log_order() {
         let members = [("alice", Role::Owner), ("bob", Role::Member)];
