@@ -17,6 +17,7 @@ mod payload;
 mod report;
 mod scenario;
 mod target;
+mod uploads;
 mod worker;
 
 use std::path::PathBuf;
@@ -95,6 +96,15 @@ enum Cmd {
         #[command(flatten)]
         args: compression::CompressionArgs,
     },
+    /// Attachments: upload and download MB/s and per-file p50/p99 at 1 and
+    /// 25 MiB, then the gateway's memory while 100 uploads of 25 MiB run at
+    /// once, on the directory backend or an S3-compatible bucket.
+    Uploads {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: uploads::UploadsArgs,
+    },
     /// Markdown comparison of result files written with --json.
     Report(ReportArgs),
     /// (internal) a worker process, driven by the scenario over stdin/stdout.
@@ -144,6 +154,16 @@ fn run(cli: Cli) -> Result<bool> {
             scenario_main("compression", common, move |t, run, spread| {
                 Box::pin(async move { compression::compression(t, &run, &spread, &args).await })
             })
+        }
+        Cmd::Uploads { mut common, args } => {
+            let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let scratch = uploads::scratch(&format!("{started:x}-{}", std::process::id()));
+            common.target.server_args.extend(args.server_args(&scratch)?);
+            let done = scenario_main("uploads", common, move |t, run, _| {
+                Box::pin(async move { uploads::uploads(t, &run, &args).await })
+            });
+            let _ = std::fs::remove_dir_all(&scratch);
+            done
         }
         Cmd::Dm { common, args } => scenario_main("dm", common, move |t, run, spread| {
             Box::pin(async move { scenario::dm(t, &run, &spread, &args).await })

@@ -4,7 +4,11 @@
 //!
 //! A put is streamed: bodies up to [`PART`] bytes are sent as one `PUT`
 //! once complete; larger ones as a multipart upload of [`PART`]-byte parts,
-//! at most two parts in memory at once. A body that passes the limit or
+//! one part in memory at a time, sent before the next is read. The parts
+//! buffered at once by all puts of a backend are bounded by
+//! [`BUFFER_BUDGET`] bytes: past [`UNRESERVED`] bytes a part waits for
+//! room in it (and its client for the server to read on), so a gateway's
+//! memory does not grow with uploads × part size. A body that passes the limit or
 //! fails midway aborts the multipart upload, so the store keeps neither the
 //! object nor its parts (a store only shows an object once its upload is
 //! complete, so a reader never sees a partial blob).
@@ -19,15 +23,21 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{
-    ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload, RetryConfig, UploadPart,
-};
+use object_store::{ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload, RetryConfig};
 
 use crate::{Blob, BlobError, Blobs, ByteStream, valid_key};
 
 /// Size of a multipart upload's parts, and the largest body sent as one
 /// `PUT`. S3 requires parts of at least 5 MiB (except the last).
 pub const PART: usize = 5 << 20;
+
+/// Bytes of parts all puts of one backend may buffer at once (past the
+/// first [`UNRESERVED`] bytes of each): 24 parts.
+pub const BUFFER_BUDGET: usize = 24 * PART;
+
+/// Bytes a put buffers before it needs room in [`BUFFER_BUDGET`]: most
+/// attachments (a photo, a document) never wait for it.
+pub const UNRESERVED: usize = 1 << 20;
 
 /// Where and how to reach the bucket.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,6 +75,8 @@ impl fmt::Debug for S3Options {
 pub struct S3Blobs {
     store: Arc<dyn ObjectStore>,
     part: usize,
+    /// Room for parts being buffered ([`BUFFER_BUDGET`]), in bytes.
+    budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for S3Blobs {
@@ -79,7 +91,7 @@ impl S3Blobs {
     /// an error here, not at the first upload.
     pub async fn connect(options: S3Options) -> Result<S3Blobs, BlobError> {
         let store = build(&options)?;
-        let blobs = S3Blobs { store: Arc::new(store), part: PART };
+        let blobs = S3Blobs::over(Arc::new(store), PART, BUFFER_BUDGET);
         // Listing a prefix needs the bucket and valid credentials, and
         // answers quickly whatever the bucket holds.
         let probe = Path::from("confab-connect-check");
@@ -105,10 +117,9 @@ impl S3Blobs {
     }
 
     /// A backend over any object store (tests use an in-memory one), with
-    /// `part`-byte multipart parts.
-    #[cfg(test)]
-    fn over(store: Arc<dyn ObjectStore>, part: usize) -> S3Blobs {
-        S3Blobs { store, part }
+    /// `part`-byte multipart parts and `budget` bytes of them buffered at once.
+    fn over(store: Arc<dyn ObjectStore>, part: usize, budget: usize) -> S3Blobs {
+        S3Blobs { store, part, budget: Arc::new(tokio::sync::Semaphore::new(budget.max(part))) }
     }
 
     fn path(key: &str) -> Result<Path, BlobError> {
@@ -172,57 +183,47 @@ fn backend(e: object_store::Error) -> BlobError {
     }
 }
 
-/// A multipart upload in progress: parts sent, at most one awaited.
-/// Dropped unfinished (after an error, or with the put's future: the
+/// A multipart upload in progress. Dropped unfinished (after an error, or with the put's future: the
 /// client went away), it is aborted in the background, so the store keeps
 /// no parts of it.
 struct Multipart {
     upload: Option<Box<dyn MultipartUpload>>,
-    pending: Option<UploadPart>,
     key: String,
 }
 
 impl Multipart {
+    /// Sends one part and waits for it: object_store's part futures do
+    /// nothing until awaited, so holding one back would only hold its bytes.
     async fn send(&mut self, part: PutPayload) -> Result<(), BlobError> {
-        if let Some(previous) = self.pending.take() {
-            previous.await.map_err(backend)?;
-        }
         let upload = self.upload.as_mut().expect("an unfinished upload");
-        self.pending = Some(upload.put_part(part));
-        Ok(())
+        upload.put_part(part).await.map_err(backend)
     }
 
     async fn complete(&mut self) -> Result<(), BlobError> {
-        if let Some(previous) = self.pending.take() {
-            previous.await.map_err(backend)?;
-        }
         self.upload.as_mut().expect("an unfinished upload").complete().await.map_err(backend)?;
         self.upload = None;
         Ok(())
     }
 
     async fn abort(mut self) {
-        abort(self.upload.take(), self.pending.take(), std::mem::take(&mut self.key)).await;
+        abort(self.upload.take(), std::mem::take(&mut self.key)).await;
     }
 }
 
 impl Drop for Multipart {
     fn drop(&mut self) {
         let Some(upload) = self.upload.take() else { return };
-        let (pending, key) = (self.pending.take(), std::mem::take(&mut self.key));
+        let key = std::mem::take(&mut self.key);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(abort(Some(upload), pending, key));
+            runtime.spawn(abort(Some(upload), key));
         }
     }
 }
 
-/// Aborts `upload`, once the part in flight has finished (an abort racing
-/// a part's upload may leave that part behind on some stores).
-async fn abort(upload: Option<Box<dyn MultipartUpload>>, pending: Option<UploadPart>, key: String) {
+/// Aborts `upload`. (A part whose sending was cut short with its put's
+/// future is not in the store's list of parts; an abort removes the rest.)
+async fn abort(upload: Option<Box<dyn MultipartUpload>>, key: String) {
     let Some(mut upload) = upload else { return };
-    if let Some(previous) = pending {
-        let _ = previous.await;
-    }
     if let Err(e) = upload.abort().await {
         tracing::warn!(key, error = %explain(&e), "aborting a multipart upload failed");
     }
@@ -242,6 +243,8 @@ impl S3Blobs {
         let mut size = 0u64;
         let mut buffered: Vec<Bytes> = Vec::new();
         let mut buffered_len = 0usize;
+        // Room in the budget for the part being buffered, once it passes UNRESERVED.
+        let mut room: Option<tokio::sync::OwnedSemaphorePermit> = None;
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|e| BlobError::Backend(format!("reading the body: {e}")))?;
             size += chunk.len() as u64;
@@ -254,14 +257,22 @@ impl S3Blobs {
                 let take = chunk.len().min(self.part - buffered_len);
                 buffered.push(chunk.split_to(take));
                 buffered_len += take;
+                if room.is_none() && buffered_len >= UNRESERVED.min(self.part) {
+                    // A whole part's room at once: a put never waits
+                    // while holding some, so puts cannot starve each other.
+                    let wanted = u32::try_from(self.part).unwrap_or(u32::MAX);
+                    let permit = self.budget.clone().acquire_many_owned(wanted).await;
+                    room = Some(permit.map_err(|_| BlobError::Backend("s3: the backend is closed".into()))?);
+                }
                 if buffered_len == self.part {
                     if upload.is_none() {
                         let started = self.store.put_multipart(path).await.map_err(backend)?;
-                        *upload = Some(Multipart { upload: Some(started), pending: None, key: path.to_string() });
+                        *upload = Some(Multipart { upload: Some(started), key: path.to_string() });
                     }
                     let part = PutPayload::from_iter(std::mem::take(&mut buffered));
                     buffered_len = 0;
                     upload.as_mut().expect("started above").send(part).await?;
+                    room = None;
                 }
             }
         }
@@ -354,18 +365,39 @@ mod tests {
     #[tokio::test]
     async fn the_backend_passes_the_contract_over_an_in_memory_store() {
         // Small parts, so the contract's bodies go through multipart too.
-        crate::contract::run(&S3Blobs::over(Arc::new(InMemory::new()), 64 * 1024)).await;
+        crate::contract::run(&S3Blobs::over(Arc::new(InMemory::new()), 64 * 1024, 2 * 64 * 1024)).await;
     }
 
     #[tokio::test]
     async fn a_body_of_many_parts_comes_back_whole() {
-        let blobs = S3Blobs::over(Arc::new(InMemory::new()), 1000);
+        let blobs = S3Blobs::over(Arc::new(InMemory::new()), 1000, 2000);
         let (bytes, body) = body_of(3, 7, 777);
         assert_eq!(blobs.put("m/a", body, 1 << 20).await.unwrap(), bytes.len() as u64);
         assert_eq!(collect(blobs.get("m/a", None).await.unwrap().body).await.unwrap(), bytes);
         let (_, big) = body_of(3, 7, 777);
         assert!(matches!(blobs.put("m/b", big, 3000).await, Err(BlobError::TooLarge { limit: 3000 })));
         assert!(matches!(blobs.size("m/b").await, Err(BlobError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn puts_at_once_share_the_buffer_budget_and_all_complete() {
+        // Parts of 1000 bytes, room for two at once, ten puts of five parts each.
+        let blobs = Arc::new(S3Blobs::over(Arc::new(InMemory::new()), 1000, 2000));
+        let puts = (0..10u8).map(|i| {
+            let blobs = blobs.clone();
+            async move {
+                let (bytes, body) = body_of(i, 5, 1000);
+                let key = format!("m/{i}");
+                assert_eq!(blobs.put(&key, body, 1 << 20).await.unwrap(), 5000);
+                assert_eq!(collect(blobs.get(&key, None).await.unwrap().body).await.unwrap(), bytes);
+            }
+        });
+        futures_util::future::join_all(puts).await;
+        assert_eq!(blobs.budget.available_permits(), 2000, "every put gave its room back");
+        // A put that fails midway gives it back too.
+        let (_, big) = body_of(1, 7, 1000);
+        assert!(matches!(blobs.put("m/big", big, 3500).await, Err(BlobError::TooLarge { .. })));
+        assert_eq!(blobs.budget.available_permits(), 2000);
     }
 
     #[tokio::test]

@@ -307,6 +307,10 @@ pub mod default {
     pub fn max_upload_bytes() -> u64 {
         25 * 1024 * 1024
     }
+    /// Above the web client's 3 at a time.
+    pub fn max_concurrent_uploads() -> usize {
+        4
+    }
     /// Every type sniffing tells apart but `application/octet-stream`.
     pub fn upload_types() -> Vec<String> {
         confab_gateway::uploads::TYPES
@@ -773,6 +777,12 @@ pub struct UploadsConfig {
     #[serde(default = "default::max_upload_bytes")]
     pub max_upload_bytes: u64,
 
+    /// Uploads one user may have in flight at once on this gateway (not
+    /// across a cluster); one more is refused with 429 and Retry-After.
+    #[arg(long, env = "CONFAB_MAX_CONCURRENT_UPLOADS", value_name = "N", default_value_t = default::max_concurrent_uploads())]
+    #[serde(default = "default::max_concurrent_uploads")]
+    pub max_concurrent_uploads: usize,
+
     /// Types an upload may have, as sniffed from its bytes: any of
     /// image/png, image/jpeg, image/gif, image/webp, application/pdf,
     /// application/zip, text/plain, application/octet-stream (anything
@@ -802,6 +812,9 @@ impl UploadsConfig {
         if self.max_upload_bytes == 0 {
             return Err(invalid("max_upload_bytes", "must be at least 1"));
         }
+        if self.max_concurrent_uploads == 0 {
+            return Err(invalid("max_concurrent_uploads", "must be at least 1"));
+        }
         if let Some(t) = self.upload_types.iter().find(|t| !confab_gateway::uploads::TYPES.contains(&t.as_str())) {
             let known = confab_gateway::uploads::TYPES.join(", ");
             return Err(invalid("upload_types", format!("'{t}' is not one of {known}")));
@@ -823,6 +836,7 @@ impl UploadsConfig {
     pub fn settings(&self, secret: &[u8]) -> confab_gateway::uploads::Settings {
         confab_gateway::uploads::Settings {
             max_upload_bytes: self.max_upload_bytes,
+            max_concurrent: self.max_concurrent_uploads,
             types: self.upload_types.clone(),
             ttl: Duration::from_secs(self.upload_ttl_secs),
             signed_url_ttl: Duration::from_secs(self.signed_url_secs),

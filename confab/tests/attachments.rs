@@ -36,6 +36,10 @@ fn small() -> Vec<String> {
     [shared(), vec!["--max-upload-bytes=100000".into()]].concat()
 }
 
+fn two_at_once() -> Vec<String> {
+    [shared(), vec!["--max-concurrent-uploads=2".into()]].concat()
+}
+
 fn short_lived() -> Vec<String> {
     [shared(), vec!["--upload-ttl-secs=1".into()]].concat()
 }
@@ -278,6 +282,70 @@ async fn large_and_disallowed_uploads_are_refused_and_html_is_a_download(s: Test
     alice.ok(json!({"op":"send","room":"r","text":"","cid":"c1","attachments":[a["id"]]})).await;
 }
 
+/// An upload whose headers and first bytes are sent and whose body is then
+/// held back: in flight on the server until the connection is dropped.
+async fn held_upload(s: &TestServer, token: &str, room: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = s.http.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/uploads?room={room}&filename=held.txt HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 1000000\r\n\r\nthe start of a long text that never ends"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp
+}
+
+async fn too_many_uploads_at_once_are_refused_until_one_ends(s: TestServer) {
+    let alice_token = s.user("alice").await;
+    let bob_token = s.user("bob").await;
+    let mut alice = s.connect(&alice_token).await;
+    let mut bob = s.connect(&bob_token).await;
+    alice.join("r").await;
+    bob.join("r").await;
+    let held = vec![held_upload(&s, &alice_token, "r").await, held_upload(&s, &alice_token, "r").await];
+
+    // Once the gateway counts both, a third is refused before its body is read.
+    let url = format!("{}/v1/uploads?room=r&filename=third.txt", s.http);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (h, body) = loop {
+        let r = s.client.post(&url).bearer_auth(&alice_token).body("a third file").send().await.unwrap();
+        let (status, h) = (r.status().as_u16(), r.headers().clone());
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 429 {
+            break (h, body);
+        }
+        // Before the held uploads are counted, a small one goes through.
+        assert_eq!(status, 201, "{body}");
+        assert!(Instant::now() < deadline, "a third upload at once was never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 2 uploads at once"), "{body}");
+    assert_eq!(header(&h, "retry-after"), "1");
+
+    // Another user is not affected.
+    let (status, b) = upload(&s, &bob_token, "r", "bob.txt", b"bob's file".to_vec(), "text/plain").await;
+    assert_eq!(status, 201, "{b}");
+    bob.ok(json!({"op":"send","room":"r","text":"","cid":"c1","attachments":[b["id"]]})).await;
+
+    // Once her held uploads end (their client went away), alice uploads again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let (status, a) = upload(&s, &alice_token, "r", "later.txt", b"later".to_vec(), "text/plain").await;
+        if status == 201 {
+            break a;
+        }
+        assert_eq!(status, 429, "{a}");
+        assert!(Instant::now() < deadline, "alice could not upload again once hers had ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    alice.ok(json!({"op":"send","room":"r","text":"later","cid":"c2","attachments":[done["id"]]})).await;
+    let (status, _, got) = download(&s, done["url"].as_str().unwrap(), Some(&bob_token), &[]).await;
+    assert_eq!((status, got), (200, b"later".to_vec()));
+}
+
 async fn exif_location_is_stripped_from_a_jpeg(s: TestServer) {
     let token = s.user("alice").await;
     let mut alice = s.connect(&token).await;
@@ -382,6 +450,12 @@ on_every_mode_with!(
     limits,
     gateway: small;
     large_and_disallowed_uploads_are_refused_and_html_is_a_download,
+);
+
+on_every_mode_with!(
+    at_once,
+    gateway: two_at_once;
+    too_many_uploads_at_once_are_refused_until_one_ends,
 );
 
 on_every_mode_with!(

@@ -107,7 +107,7 @@ impl Metrics {
             uploads: IntCounterVec::new(
                 Opts::new(
                     "confab_uploads_total",
-                    "Uploads by outcome: ok, too_large, type_refused, refused, bad_request, failed, and deleted (by the sweeper).",
+                    "Uploads by outcome: ok, too_large, type_refused, refused, too_many, bad_request, failed, and deleted (by the sweeper).",
                 ),
                 &["outcome"],
             )?,
@@ -141,7 +141,7 @@ impl Metrics {
             m.auth_failures.with_label_values(&[place]);
         }
         m.sessions_refused.with_label_values(&["too_many_sessions"]);
-        for outcome in ["ok", "too_large", "type_refused", "refused", "bad_request", "failed", "deleted"] {
+        for outcome in ["ok", "too_large", "type_refused", "refused", "too_many", "bad_request", "failed", "deleted"] {
             m.uploads.with_label_values(&[outcome]);
         }
         Ok(m)

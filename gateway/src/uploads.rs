@@ -12,7 +12,7 @@ mod media;
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -47,6 +47,9 @@ const SWEEP_BATCH: u32 = 100;
 pub struct Settings {
     /// Largest upload in bytes; larger is `413 too_large`.
     pub max_upload_bytes: u64,
+    /// Uploads one user may have in flight at once on this gateway; one
+    /// more is `429 rate_limited`.
+    pub max_concurrent: usize,
     /// Sniffed types an upload may have; others are `415`.
     pub types: Vec<String>,
     /// How long an upload never attached is kept.
@@ -82,13 +85,54 @@ pub struct Uploads {
     blobs: Arc<dyn Blobs>,
     settings: Settings,
     images: tokio::sync::Semaphore,
+    /// Uploads in flight per user (users with none have no entry).
+    in_flight: Mutex<HashMap<String, usize>>,
 }
 
 impl Uploads {
     pub fn new(blobs: Arc<dyn Blobs>, settings: Settings) -> Uploads {
-        Uploads { blobs, settings, images: tokio::sync::Semaphore::new(IMAGE_JOBS) }
+        Uploads {
+            blobs,
+            settings,
+            images: tokio::sync::Semaphore::new(IMAGE_JOBS),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more upload of `user`, held until the guard is
+    /// dropped (the upload done, failed, or its client gone); `None` when
+    /// the user already has `max_concurrent` in flight.
+    fn admit(&self, user: &str) -> Option<InFlight<'_>> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = in_flight.entry(user.to_owned()).or_default();
+        if *n >= self.settings.max_concurrent {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { uploads: self, user: user.to_owned() })
     }
 }
+
+/// One upload counted in [`Uploads::admit`].
+struct InFlight<'a> {
+    uploads: &'a Uploads,
+    user: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.uploads.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// How long a client refused for too many uploads at once waits.
+const RETRY_AFTER_SECS: u64 = 1;
 
 fn file_key(id: &str) -> String {
     format!("u/{id}")
@@ -165,19 +209,25 @@ pub(crate) async fn upload(
             (StatusCode::CREATED, axum::Json(attachment)).into_response()
         }
         Err((status, e)) => {
+            let too_many = e.0.code == ErrorCode::RateLimited;
             gw.count_upload(match status {
                 Some(_) => "type_refused",
                 None => match e.0.code {
+                    ErrorCode::RateLimited => "too_many",
                     ErrorCode::TooLarge => "too_large",
                     ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::NotMember => "refused",
                     ErrorCode::BadRequest | ErrorCode::NotFound => "bad_request",
                     _ => "failed",
                 },
             });
-            match status {
+            let mut response = match status {
                 Some(status) => with_status(status, e),
                 None => e.into_response(),
+            };
+            if too_many {
+                response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER_SECS.into());
             }
+            response
         }
     }
 }
@@ -210,6 +260,12 @@ async fn receive(
 ) -> Result<Attachment, Refused> {
     let claims = authenticate(gw, headers, query, "http").await.map_err(plain)?;
     let uploads = gw.uploads().map_err(plain)?;
+    // Counted before anything is read; released when this function ends.
+    let _in_flight = uploads.admit(&claims.sub).ok_or_else(|| {
+        let most = uploads.settings.max_concurrent;
+        let message = format!("at most {most} uploads at once; retry after Retry-After seconds");
+        plain(err(ErrorCode::RateLimited, message))
+    })?;
     let room = query.get("room").ok_or_else(|| plain(err(ErrorCode::BadRequest, "`room` is required")))?;
     validate::room_ref(room).map_err(|e| plain(ApiError(e)))?;
     gw.may_see(room, &claims.sub).await.map_err(plain)?;
@@ -596,6 +652,29 @@ mod tests {
         assert_eq!(clean_name(None), "file");
         assert_eq!(name(".."), "file");
         assert!(name(&"é".repeat(300)).len() <= 255);
+    }
+
+    #[tokio::test]
+    async fn a_user_has_at_most_max_concurrent_uploads_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(confab_blobs::DirBlobs::open(dir.path()).await.unwrap());
+        let settings = Settings {
+            max_upload_bytes: 10,
+            max_concurrent: 2,
+            types: Vec::new(),
+            ttl: Duration::from_secs(1),
+            signed_url_ttl: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(1),
+            url_key: [0; 32],
+        };
+        let uploads = Uploads::new(blobs, settings);
+        let (a, b) = (uploads.admit("alice").unwrap(), uploads.admit("alice").unwrap());
+        assert!(uploads.admit("alice").is_none(), "a third at once is refused");
+        let bob = uploads.admit("bob").expect("others are not affected");
+        drop(a);
+        let c = uploads.admit("alice").expect("a place is free again");
+        drop((b, c, bob));
+        assert!(uploads.in_flight.lock().unwrap().is_empty(), "no entry is left for users with none in flight");
     }
 
     #[test]

@@ -129,6 +129,13 @@ interface Pending {
   el: HTMLElement;
 }
 
+/**
+ * Uploads the tray runs at once (the others wait their turn): under the
+ * server's default `max_concurrent_uploads` (4), which answers one more
+ * with 429.
+ */
+const UPLOADS_AT_ONCE = 3;
+
 /** What a refused upload means for the person who tried it. */
 export function explainUploadError(err: unknown, name: string): string {
   const e = err instanceof ConfabError ? err : undefined;
@@ -138,6 +145,7 @@ export function explainUploadError(err: unknown, name: string): string {
   }
   if (e?.status === 415) return `${name}: this type of file cannot be sent here.`;
   if (e?.code === "not_member" || e?.code === "forbidden" || e?.status === 403) return `${name}: you are not allowed to upload to this room.`;
+  if (e?.code === "rate_limited" || e?.status === 429) return `${name} could not be uploaded: too many uploads at once. Try again in a moment.`;
   if (e?.code === "unavailable") return `${name} could not be uploaded: the server cannot be reached. Try again.`;
   return `${name} could not be uploaded: ${(err as Error)?.message ?? "unknown error"}.`;
 }
@@ -151,6 +159,9 @@ export class UploadTray {
   private readonly list: HTMLUListElement;
   private items: Pending[] = [];
   private room: string | undefined;
+  /** Uploads running, and those waiting for one of them to end. */
+  private active = 0;
+  private readonly queued: (() => void)[] = [];
 
   constructor(
     private readonly client: ConfabClient,
@@ -177,7 +188,27 @@ export class UploadTray {
         continue;
       }
       const item = this.push(file, "uploading");
-      this.client
+      this.schedule(() => this.start(room, file, item));
+    }
+  }
+
+  /** Runs `start` now, or once fewer than UPLOADS_AT_ONCE uploads run. */
+  private schedule(start: () => Promise<void>): void {
+    const run = () => {
+      this.active++;
+      void start().finally(() => {
+        this.active--;
+        this.queued.shift()?.();
+      });
+    };
+    if (this.active < UPLOADS_AT_ONCE) run();
+    else this.queued.push(run);
+  }
+
+  private start(room: string, file: File, item: Pending): Promise<void> {
+    // Removed while it waited its turn.
+    if (!this.items.includes(item)) return Promise.resolve();
+    return this.client
         .upload(room, file, {
           filename: file.name || "file",
           signal: item.abort.signal,
@@ -200,7 +231,6 @@ export class UploadTray {
             this.update(item);
           },
         );
-    }
   }
 
   get uploading(): boolean {

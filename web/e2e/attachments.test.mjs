@@ -3,18 +3,22 @@
 // opens it full size. A text file arrives as a download card whose signed
 // link serves it; a dropped file and a pasted screenshot are attached too.
 // Refusals are shown in words: a file over the server's limit (413) and a
-// type it does not take (415).
+// type it does not take (415). On standalone, and on a cluster of two
+// gateways and two dispatchers (Kafka, Cassandra) keeping attachments in the
+// S3-compatible server of scripts/infra, alice on one gateway and bob on the
+// other.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { deflateSync } from "node:zlib";
 import { after, before, describe, it } from "node:test";
-import { ensureScreenshotDir, serverAndBrowser, signedUpPage } from "./harness.mjs";
+import { clusterSkip, ensureScreenshotDir, serverAndBrowser, signedUpPage } from "./harness.mjs";
 
 const PASSWORD = "correct horse battery";
 /** The server's upload limit in this suite, small so that a too large file is cheap to make. */
 const MAX_UPLOAD = 64 * 1024;
 const shots = ensureScreenshotDir();
-const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`) });
+let shotPrefix = "";
+const shot = (page, name) => page.screenshot({ path: join(shots, `${shotPrefix}${name}.png`) });
 
 function crc32(bytes) {
   let c = ~0;
@@ -51,8 +55,9 @@ function png(width, height, [r, g, b]) {
   ]);
 }
 
-describe("attachments in the web client", { timeout: 180_000 }, () => {
-  const env = serverAndBrowser("attachments", ["--max-upload-bytes", String(MAX_UPLOAD)]);
+function suite(mode) {
+  const cluster = mode === "cluster";
+  const env = serverAndBrowser(cluster ? "attachments-cluster" : "attachments", ["--max-upload-bytes", String(MAX_UPLOAD)], { cluster });
   const pageErrors = [];
   let alice;
   let bob;
@@ -93,8 +98,10 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     }, selector);
 
   before(async () => {
+    shotPrefix = cluster ? "cluster-" : "";
     alice = await signedUpPage(env.browser, env.server.url, "alice", PASSWORD, pageErrors);
-    bob = await signedUpPage(env.browser, env.server.url, "bob", PASSWORD, pageErrors);
+    // On the cluster, bob is on the other gateway.
+    bob = await signedUpPage(env.browser, cluster ? env.server.urls[1] : env.server.url, "bob", PASSWORD, pageErrors);
     await join(alice, "pics");
     await join(bob, "pics");
   });
@@ -180,6 +187,16 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     await shot(bob, "attachments");
   });
 
+  it("uploads many files attached at once, a few at a time", async () => {
+    // More than the server takes at once from one user (max_concurrent_uploads, 4 by default).
+    const files = Array.from({ length: 7 }, (_, i) => ({ name: `many-${i}.txt`, mimeType: "text/plain", buffer: Buffer.from(`file number ${i}\n`) }));
+    await attach(alice, files);
+    await sendWhenReady(alice, files.length, "seven files");
+    const msg = history(bob).getByRole("listitem").filter({ hasText: "seven files" });
+    for (const f of files) await msg.getByRole("link", { name: new RegExp(`Download ${f.name.replace(".", "\\.")}`) }).waitFor();
+    assert.equal(await tray(alice).getByRole("alert").count(), 0, "no upload was refused");
+  });
+
   it("shows an upload's progress and holds Send until it is done", async () => {
     // A slow link (its answers come late), so that the upload lasts long enough to be seen.
     const cdp = await alice.context().newCDPSession(alice);
@@ -223,4 +240,7 @@ describe("attachments in the web client", { timeout: 180_000 }, () => {
     await history(bob).getByText("after the refusals").waitFor();
     assert.equal(await history(bob).getByRole("listitem").count(), before + 1, "only the good message arrived");
   });
-});
+}
+
+describe("attachments in the web client", { timeout: 180_000 }, () => suite("standalone"));
+describe("attachments in the web client on a cluster with S3 storage", { timeout: 300_000, skip: clusterSkip() }, () => suite("cluster"));
