@@ -381,7 +381,7 @@ fn cql_per_message(
     let reads: u64 = tables.iter().map(|t| t.1).sum();
     let writes: u64 = tables.iter().map(|t| t.2).sum();
     tables.retain(|t| t.1 + t.2 > 0);
-    tables.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)));
+    tables.sort_by_key(|t| std::cmp::Reverse(t.1 + t.2));
     let per = |n: u64| n as f64 / messages as f64;
     let named: Vec<String> = tables.iter().map(|(t, r, w)| format!("{t} r{:.2} w{:.2}", per(*r), per(*w))).collect();
     Some((per(reads), per(writes), named.join(", ")))
