@@ -167,12 +167,12 @@ struct Inner {
     /// The `(room, bucket)` rows of `room_buckets` this process wrote (or
     /// found written): the index is written once per bucket, not once per
     /// message. Rows there are never deleted, so a stale entry cannot hide
-    /// a missing row; at [`KNOWN_BUCKETS`] it starts over.
-    buckets: Mutex<HashSet<(String, i64)>>,
+    /// a missing row; at [`KNOWN_ROOMS`] it starts over.
+    buckets: Mutex<HashMap<String, HashSet<i64>>>,
 }
 
-/// Most `(room, bucket)` pairs [`Inner::buckets`] remembers.
-const KNOWN_BUCKETS: usize = 100_000;
+/// Most rooms [`Inner::buckets`] remembers the buckets of.
+const KNOWN_ROOMS: usize = 100_000;
 
 /// Every statement, prepared once.
 struct Statements {
@@ -681,7 +681,7 @@ impl ScyllaStore {
         for w in batch.iter() {
             if let Write::Message(m) = w {
                 let key = (m.room.as_str(), bucket(m.seq));
-                if !known.contains(&(key.0.to_owned(), key.1)) {
+                if !known.get(key.0).is_some_and(|b| b.contains(&key.1)) {
                     let seq = first.entry(key).or_insert(m.seq as i64);
                     *seq = (*seq).min(m.seq as i64);
                 }
@@ -693,10 +693,12 @@ impl ScyllaStore {
     /// Remembers `buckets` as written.
     fn known_buckets(&self, buckets: &[(&str, i64, i64)]) {
         let mut known = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() + buckets.len() > KNOWN_BUCKETS {
+        if known.len() + buckets.len() > KNOWN_ROOMS {
             known.clear();
         }
-        known.extend(buckets.iter().map(|&(room, b, _)| (room.to_owned(), b)));
+        for &(room, b, _) in buckets {
+            known.entry(room.to_owned()).or_default().insert(b);
+        }
     }
 }
 
