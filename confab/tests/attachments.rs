@@ -10,7 +10,7 @@ mod common;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use common::{SECRET, TestServer};
+use common::{Client, SECRET, TestServer};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
@@ -63,6 +63,18 @@ fn jpeg_with_gps(width: u32, height: u32) -> Vec<u8> {
     [&plain[..2], &app1[..], &plain[2..]].concat()
 }
 
+/// Alice and Bob, connected, both members of room `r`: their tokens and
+/// clients.
+async fn two_members(s: &TestServer) -> (String, String, Client, Client) {
+    let alice_token = s.user("alice").await;
+    let bob_token = s.user("bob").await;
+    let mut alice = s.connect(&alice_token).await;
+    let mut bob = s.connect(&bob_token).await;
+    alice.join("r").await;
+    bob.join("r").await;
+    (alice_token, bob_token, alice, bob)
+}
+
 async fn upload(s: &TestServer, token: &str, room: &str, name: &str, body: Vec<u8>, declared: &str) -> (u16, Value) {
     let url = format!("{}/v1/uploads?room={room}&filename={name}", s.http);
     let r = s.client.post(url).bearer_auth(token).header("content-type", declared).body(body).send().await.unwrap();
@@ -111,12 +123,7 @@ where
 }
 
 async fn an_image_is_sent_received_and_downloaded_by_another_member(s: TestServer) {
-    let alice_token = s.user("alice").await;
-    let bob_token = s.user("bob").await;
-    let mut alice = s.connect(&alice_token).await;
-    let mut bob = s.connect(&bob_token).await;
-    alice.join("r").await;
-    bob.join("r").await;
+    let (alice_token, bob_token, mut alice, mut bob) = two_members(&s).await;
 
     let bytes = png(640, 480);
     let (status, a) = upload(&s, &alice_token, "r", "cat.png", bytes.clone(), "image/png").await;
@@ -179,12 +186,7 @@ async fn an_image_is_sent_received_and_downloaded_by_another_member(s: TestServe
 }
 
 async fn signed_urls_work_without_a_token_until_they_expire_or_are_changed(s: TestServer) {
-    let alice_token = s.user("alice").await;
-    let bob_token = s.user("bob").await;
-    let mut alice = s.connect(&alice_token).await;
-    let mut bob = s.connect(&bob_token).await;
-    alice.join("r").await;
-    bob.join("r").await;
+    let (alice_token, bob_token, mut alice, _bob) = two_members(&s).await;
     let bytes = png(40, 30);
     let (_, a) = upload(&s, &alice_token, "r", "dot.png", bytes.clone(), "image/png").await;
     let id = a["id"].as_str().unwrap().to_owned();
@@ -297,12 +299,7 @@ async fn held_upload(s: &TestServer, token: &str, room: &str) -> tokio::net::Tcp
 }
 
 async fn too_many_uploads_at_once_are_refused_until_one_ends(s: TestServer) {
-    let alice_token = s.user("alice").await;
-    let bob_token = s.user("bob").await;
-    let mut alice = s.connect(&alice_token).await;
-    let mut bob = s.connect(&bob_token).await;
-    alice.join("r").await;
-    bob.join("r").await;
+    let (alice_token, bob_token, mut alice, mut bob) = two_members(&s).await;
     let mut held = vec![held_upload(&s, &alice_token, "r").await, held_upload(&s, &alice_token, "r").await];
 
     // Once the gateway counts both, a third is refused before its body is read.
@@ -387,12 +384,7 @@ async fn exif_location_is_stripped_from_a_jpeg(s: TestServer) {
 }
 
 async fn deleting_a_message_deletes_its_attachments(s: TestServer) {
-    let alice_token = s.user("alice").await;
-    let bob_token = s.user("bob").await;
-    let mut alice = s.connect(&alice_token).await;
-    let mut bob = s.connect(&bob_token).await;
-    alice.join("r").await;
-    bob.join("r").await;
+    let (alice_token, bob_token, mut alice, mut bob) = two_members(&s).await;
     let (_, a) = upload(&s, &alice_token, "r", "a.png", png(20, 20), "image/png").await;
     let sent = alice.ok(json!({"op":"send","room":"r","text":"oops","cid":"c1","attachments":[a["id"]]})).await;
     let seq = sent["seq"].as_u64().unwrap();
@@ -408,12 +400,7 @@ async fn deleting_a_message_deletes_its_attachments(s: TestServer) {
 }
 
 async fn deleting_an_account_deletes_its_attachments(s: TestServer) {
-    let alice_token = s.user("alice").await;
-    let bob_token = s.user("bob").await;
-    let mut alice = s.connect(&alice_token).await;
-    let mut bob = s.connect(&bob_token).await;
-    alice.join("r").await;
-    bob.join("r").await;
+    let (alice_token, bob_token, mut alice, mut bob) = two_members(&s).await;
     let (_, a) = upload(&s, &alice_token, "r", "a.txt", b"mine".to_vec(), "text/plain").await;
     alice.ok(json!({"op":"send","room":"r","text":"","cid":"c1","attachments":[a["id"]]})).await;
     let (_, kept) = upload(&s, &bob_token, "r", "b.txt", b"bob's".to_vec(), "text/plain").await;
