@@ -123,12 +123,89 @@ async fn the_same_cid_in_a_later_batch_answers_with_the_first_message() {
 
 /// A store whose writes fail while `broken` is set; the first `lands` writes
 /// of a failing batch are stored anyway, as a CQL store may do.
+/// The seqs the replies to sends in `push` name, in order.
+fn replied_seqs(push: &Captured) -> Vec<u64> {
+    push.take()
+        .iter()
+        .filter(|(_, d)| matches!(d, Delivery::Reply { .. }))
+        .map(|(_, d)| frame(d))
+        .filter(|reply| reply["msg_id"].is_string())
+        .map(|reply| reply["seq"].as_u64().expect("a send's reply names a seq"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cid_stored_before_this_dispatcher_started_still_answers_with_the_first_message() {
+    let (_dir, store) = open();
+    let push = Captured::default();
+    let load = confab_dispatcher::pipeline::cids::LOAD as u64;
+    // A quiet room, and a busy one with more messages than a dispatcher
+    // reads when it first meets a room.
+    let mut batch = vec![join(0, "quiet", "alice"), send(1, "quiet", "alice", "c1"), join(2, "busy", "alice")];
+    batch.extend((0..load + 5).map(|i| send(3 + i, "busy", "alice", &format!("b{i}"))));
+    let mut first = pipeline(store.clone(), push.clone());
+    first.process(batch).await.unwrap();
+    push.take();
+
+    let next = 3 + load + 5;
+    let mut second = pipeline(store.clone(), push.clone());
+    second.resume_from(store.checkpoints().await.unwrap());
+    second
+        .process(vec![
+            send(next, "quiet", "alice", "c1"),
+            send(next + 1, "busy", "alice", "b0"),
+            send(next + 2, "busy", "alice", "b9"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(replied_seqs(&push), [2, 4, 13], "each resend answered with the message first stored");
+    assert_eq!(store.history("quiet", None, 1000).await.unwrap().len(), 1);
+    assert_eq!(store.history("busy", None, 1000).await.unwrap().len() as u64, load + 5);
+}
+
+#[tokio::test]
+async fn sends_in_a_room_whose_cids_the_dispatcher_holds_read_no_cid_from_the_store() {
+    let (_dir, inner) = open();
+    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
+    flaky.broken.store(false, Ordering::SeqCst);
+    let push = Captured::default();
+    let mut p = pipeline(flaky.clone(), push.clone());
+    p.process(vec![join(0, "r", "alice"), join(1, "r", "bob"), send(2, "r", "alice", "c1")]).await.unwrap();
+    p.process(vec![send(3, "r", "bob", "c1"), send(4, "r", "alice", "c2")]).await.unwrap();
+    p.process(vec![send(5, "r", "alice", "c1"), send(6, "r", "alice", "c3")]).await.unwrap();
+    assert_eq!(replied_seqs(&push), [3, 4, 5, 3, 7], "bob's c1 is his own; alice's c1 again is her first");
+    assert_eq!(flaky.cid_reads.load(Ordering::SeqCst), 0, "every cid answered from memory");
+    assert_eq!(inner.history("r", None, 100).await.unwrap().len(), 4);
+
+    // Once its partitions move, the dispatcher reads the room's cids again:
+    // another dispatcher may have stored some meanwhile.
+    inner
+        .apply(vec![confab_store::Write::Message(Message {
+            room: "r".into(),
+            seq: 8,
+            msg_id: "elsewhere".into(),
+            from: "alice".into(),
+            text: "stored by another dispatcher".into(),
+            ts: 1,
+            cid: "c4".into(),
+            ..Message::default()
+        })])
+        .await
+        .unwrap();
+    p.forget_cached();
+    p.process(vec![send(8, "r", "alice", "c4")]).await.unwrap();
+    assert_eq!(replied_seqs(&push), [8]);
+    assert_eq!(flaky.cid_reads.load(Ordering::SeqCst), 0);
+}
+
 struct Flaky {
     inner: Arc<dyn Store>,
     broken: AtomicBool,
     lands: usize,
     failed_applies: AtomicUsize,
     failed: Notify,
+    /// [`Store::cid`] calls.
+    cid_reads: AtomicUsize,
 }
 
 impl Flaky {
@@ -139,6 +216,7 @@ impl Flaky {
             lands,
             failed_applies: AtomicUsize::new(0),
             failed: Notify::new(),
+            cid_reads: AtomicUsize::new(0),
         }
     }
 }
@@ -207,6 +285,7 @@ impl Store for Flaky {
         self.inner.since(room, after, limit).await
     }
     async fn cid(&self, room: &str, cid: &str) -> confab_store::Result<Option<CidHit>> {
+        self.cid_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.cid(room, cid).await
     }
     async fn room_settings(&self, room: &str) -> confab_store::Result<Option<confab_store::RoomSettings>> {

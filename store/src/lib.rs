@@ -285,6 +285,29 @@ pub trait Store: Send + Sync + 'static {
     /// [`cid_key`](confab_protocol::message::cid_key)`(from, cid)`: cids are
     /// per sender.
     async fn cid(&self, room: &str, key: &str) -> Result<Option<CidHit>>;
+    /// How long [`Store::cid`] remembers a cid after its message was sent;
+    /// `None`: as long as the message is kept.
+    fn cid_window(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// The cids of the room's newest `limit` messages (newest first), as
+    /// [`Store::cid`] would answer them: `(cid_key, hit)`; a message without
+    /// a cid (its sender's account was erased) is left out. The second value
+    /// is the `ts` of the oldest message read, when `limit` were read.
+    async fn recent_cids(&self, room: &str, limit: u32) -> Result<(Vec<(String, CidHit)>, Option<u64>)> {
+        let page = self.history(room, None, limit).await?;
+        let oldest = (page.len() >= limit as usize).then(|| page.first().map_or(0, |m| m.ts));
+        let hits = page
+            .into_iter()
+            .rev()
+            .filter(|m| !m.cid.is_empty() && !m.from.is_empty())
+            .map(|m| {
+                let key = confab_protocol::message::cid_key(&m.from, &m.cid);
+                (key, CidHit { seq: m.seq, msg_id: m.msg_id, ts: m.ts })
+            })
+            .collect();
+        Ok((hits, oldest))
+    }
 
     /// The seq and ordinal of the room's newest message with a seq of at
     /// most `seq`; `None` when there is none. (The ordinal is 0 for a

@@ -14,6 +14,7 @@
 //! before (a redelivery after a crash or rebalance) and are skipped; a seq is
 //! the record's offset, so reprocessing can never mint a second message.
 
+pub mod cids;
 pub mod decide;
 pub mod view;
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_bus::{Push, Record};
+use confab_protocol::message::cid_key;
 use confab_protocol::record::Announcement;
 use confab_protocol::{Audience, Command, Delivery, ErrorCode, IngressRecord, ProtocolError, Reply};
 use confab_store::{Store, Write};
@@ -54,6 +56,9 @@ pub struct Pipeline {
     /// sender's count costs no store read per message; cleared with
     /// [`Pipeline::rooms`].
     tallies: HashMap<(String, String), confab_store::Tally>,
+    /// The cids of rooms whose cids were read ([`cids`]); cleared with
+    /// [`Pipeline::rooms`].
+    cids: cids::Cids,
     /// Next offset to apply, per partition, as stored.
     applied: HashMap<u32, u64>,
     /// Rooms one user may be a member of.
@@ -77,6 +82,7 @@ impl Pipeline {
             routes: Routes::default(),
             rooms: HashMap::new(),
             tallies: HashMap::new(),
+            cids: cids::Cids::default(),
             applied: HashMap::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
@@ -113,6 +119,7 @@ impl Pipeline {
     pub fn forget_cached(&mut self) {
         self.rooms.clear();
         self.tallies.clear();
+        self.cids.clear();
         // Rooms of partitions this dispatcher lost are another's to tell.
         self.newest.clear();
     }
@@ -201,9 +208,16 @@ impl Pipeline {
             })
             .map(|(_, r)| r)
             .collect();
+        let unread = self.cids.unread(fresh.iter().filter_map(|r| match &r.record.cmd {
+            Command::Send { .. } => Some(r.record.room.as_str()),
+            _ => None,
+        }));
+        if !unread.is_empty() {
+            self.cids.read(&*self.store, unread).await;
+        }
         let mut backoff = Backoff::new();
         let view = loop {
-            match View::read(&*self.store, &self.rooms, &self.tallies, &fresh).await {
+            match View::read(&*self.store, &self.rooms, &self.tallies, &self.cids, &fresh).await {
                 Ok(view) => break view,
                 Err(e) => {
                     self.metrics.store_retries.inc();
@@ -229,6 +243,14 @@ impl Pipeline {
             backoff.wait(&self.shutdown).await?;
         }
         self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
+        let stored = writes.iter().filter_map(|w| match w {
+            Write::Message(m) if !m.cid.is_empty() => {
+                let hit = confab_store::CidHit { seq: m.seq, msg_id: m.msg_id.clone(), ts: m.ts };
+                Some((m.room.clone(), cid_key(&m.from, &m.cid), hit))
+            }
+            _ => None,
+        });
+        self.cids.stored(self.store.cid_window(), stored);
         self.rooms.extend(rooms);
         self.tallies.extend(tallies);
         for (kind, outcome) in outcomes {

@@ -10,10 +10,11 @@ use confab_protocol::validate::dm_members;
 use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store, Tally};
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::cids::{Cids, Lookup};
 use super::decide::needs;
 
 /// Store reads in flight at once while reading ahead for a batch.
-const READ_AHEAD: usize = 64;
+pub(super) const READ_AHEAD: usize = 64;
 
 /// What the dispatcher keeps of a room between batches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,11 +127,13 @@ impl View {
     /// Reads what `records` need in one go, so a batch costs about one store
     /// round trip instead of one or two per record (on a CQL store each read
     /// is a network round trip). The states of rooms in `cached` are taken
-    /// from there instead of the store.
+    /// from there instead of the store, and so are the cids of rooms whose
+    /// cids `known` holds.
     pub async fn read(
         store: &dyn Store,
         cached: &HashMap<String, RoomState>,
         tallies: &HashMap<(String, String), Tally>,
+        known: &Cids,
         records: &[&Record],
     ) -> confab_store::Result<View> {
         let mut view = View::default();
@@ -163,7 +166,16 @@ impl View {
             let needs = needs(room, &r.record.cmd);
             members.extend(needs.member.map(|user| key(room, user)));
             members.extend(needs.target.map(|user| key(room, user)));
-            cids.extend(needs.cid.map(|(from, cid)| key(room, &cid_key(from, cid))));
+            if let Some((from, cid)) = needs.cid {
+                let cid = cid_key(from, cid);
+                match known.lookup(room, &cid) {
+                    Lookup::Hit(hit) => {
+                        view.cids.insert(key(room, &cid), hit);
+                    }
+                    Lookup::Unused => {}
+                    Lookup::Ask => cids.push(key(room, &cid)),
+                }
+            }
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));

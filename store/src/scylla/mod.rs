@@ -1095,6 +1095,11 @@ impl Store for ScyllaStore {
         Ok(rows.into_iter().next().map(|(seq, msg_id, ts)| CidHit { seq: seq as u64, msg_id, ts: ts as u64 }))
     }
 
+    /// The `cids` table's `default_time_to_live`.
+    fn cid_window(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(604_800))
+    }
+
     async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
         let q = &self.inner.q;
         let seq = seq.min(u64::MAX >> 1);
