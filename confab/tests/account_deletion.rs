@@ -83,6 +83,10 @@ async fn erased_messages_keep_their_seq_and_lose_text_and_author_for_every_membe
     assert_eq!(status, 200);
     left(&mut bob, "r", "alice").await;
     left(&mut bob, "dm:alice:bob", "alice").await;
+    // The DM they had ends with her account: nothing more is stored in it.
+    assert_eq!(bob.error(json!({"op": "send", "to": "alice", "text": "still there?", "cid": "b3"})).await, "not_found");
+    let again = json!({"op": "send", "room": "dm:alice:bob", "text": "hello?", "cid": "b4"});
+    assert_eq!(bob.error(again).await, "not_found");
 
     let history = bob.ok(json!({"op": "history", "room": "r"})).await;
     let seen: Vec<(Value, Value, Value)> = history["messages"]
@@ -114,6 +118,7 @@ async fn erased_messages_keep_their_seq_and_lose_text_and_author_for_every_membe
     let texts: Vec<&Value> = synced["rooms"]["r"]["messages"].as_array().unwrap().iter().map(|m| &m["text"]).collect();
     assert_eq!(texts, [&json!(""), &json!("bob's"), &json!("")]);
     let dm_messages = &synced["rooms"]["dm:alice:bob"]["messages"];
+    assert_eq!(dm_messages.as_array().map(Vec::len), Some(1), "{dm_messages}");
     assert_eq!(dm_messages[0]["seq"], dm["seq"]);
     assert_eq!((&dm_messages[0]["from"], &dm_messages[0]["text"]), (&json!(""), &json!("")));
     let (status, body) = s.get("/v1/rooms/r/messages", Some(&s.login("bob").await)).await;

@@ -89,6 +89,14 @@ fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, Arc::new(store))
 }
 
+/// Accounts for `users`: a DM's first message needs both.
+async fn accounts(store: &dyn Store, users: &[&str]) {
+    for name in users {
+        let user = UserRecord { name: (*name).into(), password_hash: String::new(), created_ms: 1, bot: false };
+        assert!(store.create_user(&user).await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn a_redelivered_batch_mints_no_second_message() {
     let (_dir, store) = open();
@@ -490,6 +498,7 @@ async fn a_gateway_that_starts_hosting_a_room_gets_its_newest_message_event() {
 #[tokio::test]
 async fn a_first_direct_message_makes_both_users_members() {
     let (_dir, store) = open();
+    accounts(&*store, &["alice", "bob", "carol"]).await;
     let push = Captured::default();
     let mut p = pipeline(store.clone(), push.clone());
     p.process(vec![send(0, "dm:alice:bob", "alice", "c1"), send(1, "dm:alice:bob", "carol", "c2")]).await.unwrap();
@@ -504,6 +513,7 @@ async fn a_first_direct_message_makes_both_users_members() {
 #[tokio::test]
 async fn a_dm_whose_first_batch_landed_in_part_is_completed_when_its_record_comes_again() {
     let (_dir, inner) = open();
+    accounts(&*inner, &["alice", "bob"]).await;
     let room = "dm:alice:bob";
     // Of the batch [join alice, join bob, message], only alice's membership
     // lands before the store fails, and the dispatcher is stopped.

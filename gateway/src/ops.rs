@@ -221,15 +221,20 @@ impl Gateway {
             }
             ref op @ Op::Send { .. } => {
                 let room = match op.send_target() {
+                    // A DM's first message is where the dispatcher checks
+                    // that the other user has an account (in the DM's order,
+                    // after any erasure of it), so a DM's messages cost no
+                    // account lookup here.
                     Some(Target::Room(room)) => {
-                        self.check_dm(room, user).await?;
+                        if dm_members(room).is_some_and(|(a, b)| user != a && user != b) {
+                            return Err(ProtocolError::not_member(room));
+                        }
                         room.to_owned()
                     }
                     Some(Target::User(to)) => {
                         if to == user {
                             return Err(ProtocolError::bad_request("a direct message needs another user"));
                         }
-                        self.check_user(to).await?;
                         dm_room(user, to)
                     }
                     None => {

@@ -234,9 +234,12 @@ impl Batch {
             Some((a, b)) if from != a && from != b => return Err(ProtocolError::not_member(room)),
             Some((a, b)) if !self.room(room).exists => {
                 // The first message of a DM makes both users members, when
-                // both have room for one more.
-                self.check_room_count(from, "you are")?;
+                // both have an account and room for one more.
                 let other = if from == a { b } else { a };
+                if let Some(gone) = [other, from].into_iter().find(|u| !self.view.accounts.contains(*u)) {
+                    return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{gone}'")));
+                }
+                self.check_room_count(from, "you are")?;
                 self.check_room_count(other, &format!("'{other}' is"))?;
                 for (members, user) in [(1, a), (2, b)] {
                     *self.view.room_counts.entry(user.into()).or_default() += 1;
@@ -401,6 +404,11 @@ impl Batch {
         }
         let state = self.room_mut(room);
         state.members = state.members.saturating_sub(1);
+        if dm_members(room).is_some() {
+            // A DM exists while both are members: one erased, the next
+            // message asks whether both still have an account.
+            state.exists = false;
+        }
         self.event(room, Audience::Members, Some(RoomEffect::Left(user.into())), frame);
     }
 
@@ -769,6 +777,26 @@ mod tests {
         assert_eq!(d.duplicates, 0);
     }
 
+    /// A view in which `users` have accounts.
+    pub(super) fn with_accounts(users: &[&str]) -> View {
+        View { accounts: users.iter().map(|u| (*u).to_owned()).collect(), ..View::default() }
+    }
+
+    #[test]
+    fn a_dm_with_a_user_who_has_no_account_is_not_found_and_erasing_one_party_ends_the_dm() {
+        let room = "dm:alice:bob";
+        let d = run(with_accounts(&["alice"]), &[send(0, room, "alice", "c1")]);
+        assert!(d.writes.is_empty(), "{:?}", d.writes);
+        assert_eq!(replies(&d)[0]["error"]["code"], "not_found");
+        assert!(replies(&d)[0]["error"]["message"].as_str().unwrap().contains("'bob'"));
+
+        // bob's account is erased after the DM began: the DM no longer
+        // exists, so alice's next message asks for his account again.
+        let erase = record(1, room, Command::Erase { user: "bob".into() });
+        let d = run(with_accounts(&["alice", "bob"]), &[send(0, room, "alice", "c1"), erase]);
+        assert!(!d.rooms[room].exists);
+    }
+
     #[test]
     fn a_non_member_cannot_send_to_a_room() {
         let d = run(room_r(&["alice"], 0), &[send(1, "r", "bob", "c1")]);
@@ -780,7 +808,7 @@ mod tests {
     #[test]
     fn the_first_message_of_a_dm_makes_both_users_members_once() {
         let room = "dm:alice:bob";
-        let d = run(View::default(), &[send(0, room, "alice", "c1"), send(1, room, "bob", "c2")]);
+        let d = run(with_accounts(&["alice", "bob"]), &[send(0, room, "alice", "c1"), send(1, room, "bob", "c2")]);
         let joined = |user: &str, members| Write::Join { room: room.into(), user: user.into(), at: 1, members };
         assert_eq!(
             d.writes,
@@ -953,7 +981,7 @@ mod tests {
     #[test]
     fn a_dms_first_message_needs_a_place_for_both_users() {
         let room = "dm:alice:bob";
-        let mut view = View::default();
+        let mut view = with_accounts(&["alice", "bob"]);
         view.room_counts.insert("bob".into(), 1000);
         let d = run(view.clone(), &[send(1, room, "alice", "c1")]);
         assert!(d.writes.is_empty(), "{:?}", d.writes);

@@ -94,6 +94,11 @@ pub struct View {
     pub room_counts: HashMap<String, usize>,
     /// `(user, other)` of the blocks found: `user` blocked `other`.
     pub blocks: HashSet<(String, String)>,
+    /// The parties of a DM's first message who have an account: a DM with
+    /// a name nobody holds (or a deleted account's) would pass to whoever
+    /// registers it. Read only then, so a DM's later messages cost no
+    /// account lookup.
+    pub accounts: HashSet<String>,
     /// room -> who owns it once the user named by the record leaves.
     pub successors: HashMap<String, Option<String>>,
     /// `(room, seq)` -> the message's state, of the messages found.
@@ -303,6 +308,7 @@ impl View {
         // gain a room: rare records (a join, a create, a DM's first message), so they
         // cost nothing on the path of ordinary messages.
         let mut users: Vec<String> = Vec::new();
+        let mut parties: Vec<String> = Vec::new();
         for r in records {
             let room = r.record.room.as_str();
             match (&r.record.cmd, dm_members(room)) {
@@ -311,17 +317,26 @@ impl View {
                 }
                 (Command::Send { .. }, Some((a, b))) if !view.rooms.get(room).is_some_and(|s| s.exists) => {
                     users.extend([a.to_owned(), b.to_owned()]);
+                    parties.extend([a.to_owned(), b.to_owned()]);
                 }
                 _ => {}
             }
         }
-        users.sort_unstable();
-        users.dedup();
+        for keys in [&mut users, &mut parties] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
         let counts = all(users, |user| async move {
             let n = store.user_room_count(&user).await?;
             Ok((user, n))
         });
-        view.room_counts.extend(counts.await?);
+        let accounts = all(parties, |user| async move {
+            let account = store.user(&user).await?;
+            Ok(account.map(|_| user))
+        });
+        let (counts, accounts) = tokio::try_join!(counts, accounts)?;
+        view.room_counts.extend(counts);
+        view.accounts.extend(accounts.into_iter().flatten());
         view.counts = read_counts(store, &view, tallies, records, firsts).await?;
         Ok(view)
     }

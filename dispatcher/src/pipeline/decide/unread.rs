@@ -223,7 +223,7 @@ mod tests {
         let dm = "dm:alice:bob";
         let mut r = send(0, "alice", "@bob @carol");
         r.record.room = dm.into();
-        let d = run_counted(View::default(), &[r]);
+        let d = run_counted(super::super::tests::with_accounts(&["alice", "bob"]), &[r]);
         assert_eq!(events(&d).last().unwrap()["mentions"], serde_json::json!(["bob"]));
     }
 
