@@ -445,6 +445,7 @@ async fn derive(store: &dyn Store, online: &Online, r: &Record) -> Result<Option
         Command::Read { .. }
         | Command::Notify { .. }
         | Command::Typing { .. }
+        | Command::BlockChanged { .. }
         | Command::Create { .. }
         | Command::UpdateRoom { .. }
         | Command::Moderate { .. } => return Ok(None),

@@ -206,6 +206,47 @@ async fn sends_in_a_room_whose_cids_the_dispatcher_holds_read_no_cid_from_the_st
     assert_eq!(flaky.cid_reads.load(Ordering::SeqCst), 0);
 }
 
+#[tokio::test]
+async fn a_dm_reads_the_block_once_and_again_only_after_it_changed() {
+    let (_dir, inner) = open();
+    accounts(&*inner, &["alice", "bob"]).await;
+    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
+    flaky.broken.store(false, Ordering::SeqCst);
+    let push = Captured::default();
+    let mut p = pipeline(flaky.clone(), push.clone());
+    let dm = "dm:alice:bob";
+    // As the gateway produces it: no session waits for an answer.
+    let changed = |offset| {
+        let mut r = record(0, offset, dm, Command::BlockChanged { user: "bob".into(), other: "alice".into() });
+        r.record.origin = None;
+        r
+    };
+    let outcomes = |push: &Captured| -> Vec<String> {
+        push.take()
+            .iter()
+            .filter(|(_, d)| matches!(d, Delivery::Reply { .. }))
+            .map(|(_, d)| frame(d))
+            .map(|f| f["error"]["code"].as_str().map_or("ok".to_owned(), str::to_owned))
+            .collect()
+    };
+    p.process(vec![send(0, dm, "alice", "c1")]).await.unwrap();
+    p.process(vec![send(1, dm, "alice", "c2"), send(2, dm, "alice", "c3")]).await.unwrap();
+    assert_eq!(outcomes(&push), ["ok", "ok", "ok"]);
+    assert_eq!(flaky.block_reads.load(Ordering::SeqCst), 1, "read once, then remembered");
+
+    // bob blocks alice: the gateway stores it, then the record reaches the DM.
+    assert!(inner.block("bob", "alice", 10).await.unwrap());
+    p.process(vec![changed(3), send(4, dm, "alice", "c4")]).await.unwrap();
+    p.process(vec![send(5, dm, "alice", "c5")]).await.unwrap();
+    assert_eq!(outcomes(&push), ["forbidden", "forbidden"]);
+    inner.unblock("bob", "alice").await.unwrap();
+    p.process(vec![changed(6)]).await.unwrap();
+    p.process(vec![send(7, dm, "alice", "c6")]).await.unwrap();
+    assert_eq!(outcomes(&push), ["ok"]);
+    assert_eq!(flaky.block_reads.load(Ordering::SeqCst), 3, "once more after each change");
+    assert_eq!(inner.history(dm, None, 100).await.unwrap().len(), 4);
+}
+
 struct Flaky {
     inner: Arc<dyn Store>,
     broken: AtomicBool,
@@ -214,6 +255,8 @@ struct Flaky {
     failed: Notify,
     /// [`Store::cid`] calls.
     cid_reads: AtomicUsize,
+    /// [`Store::is_blocked`] calls.
+    block_reads: AtomicUsize,
 }
 
 impl Flaky {
@@ -225,6 +268,7 @@ impl Flaky {
             failed_applies: AtomicUsize::new(0),
             failed: Notify::new(),
             cid_reads: AtomicUsize::new(0),
+            block_reads: AtomicUsize::new(0),
         }
     }
 }
@@ -363,6 +407,7 @@ impl Store for Flaky {
         self.inner.blocks(user).await
     }
     async fn is_blocked(&self, user: &str, other: &str) -> confab_store::Result<bool> {
+        self.block_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.is_blocked(user, other).await
     }
     async fn delete_user(&self, name: &str) -> confab_store::Result<bool> {

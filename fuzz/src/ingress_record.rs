@@ -40,6 +40,7 @@ pub fn run(data: &[u8]) {
         Command::Moderate { .. } => "moderate",
         Command::UpdateRoom { .. } => "update_room",
         Command::Erase { .. } => "erase",
+        Command::BlockChanged { .. } => "block_changed",
         Command::Notify { .. } => "notify",
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",

@@ -12,11 +12,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use confab_protocol::event::ReplyBody;
 use confab_protocol::record::Announcement;
-use confab_protocol::{ContactEntry, ContactStatus, ErrorCode, Event, ProtocolError};
+use confab_protocol::validate::dm_room;
+use confab_protocol::{Command, ContactEntry, ContactStatus, ErrorCode, Event, IngressRecord, ProtocolError};
 
 use crate::Gateway;
 use crate::ops::store_error;
@@ -118,6 +120,7 @@ impl Gateway {
         if !store.block(user, other, max).await.map_err(store_error)? {
             return Err(forbidden(format!("you blocked {max} users, the most a user may block")));
         }
+        self.block_changed(user, other).await?;
         self.blocks_changed(user).await?;
         let had = self.relation(user, other).await?;
         store.contact_end(user, other).await.map_err(store_error)?;
@@ -130,6 +133,7 @@ impl Gateway {
     pub(crate) async fn unblock(&self, user: &str, other: &str) -> Result<ReplyBody, ProtocolError> {
         other_user(user, other)?;
         self.inner.store.unblock(user, other).await.map_err(store_error)?;
+        self.block_changed(user, other).await?;
         self.blocks_changed(user).await?;
         Ok(ReplyBody::Empty {})
     }
@@ -165,6 +169,19 @@ impl Gateway {
         self.reload_blocks(user).await;
         self.announce_relations(user, None, true).await;
         Ok(())
+    }
+
+    /// Tells the dispatcher of the two users' DM, in the DM's order, that
+    /// `user`'s block of `other` changed (it remembers blocks): every DM
+    /// message sent after the reply is decided by the stored block.
+    async fn block_changed(&self, user: &str, other: &str) -> Result<(), ProtocolError> {
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let cmd = Command::BlockChanged { user: user.into(), other: other.into() };
+        let record = IngressRecord { room: dm_room(user, other), ts, origin: None, cmd };
+        match tokio::time::timeout(self.config().produce_timeout, self.inner.bus.produce(&record)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(ProtocolError::unavailable("the block is stored but not yet in force everywhere; retry")),
+        }
     }
 
     /// Re-reads a local user's block list.

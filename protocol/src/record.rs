@@ -103,6 +103,13 @@ pub enum Command {
     Erase {
         user: String,
     },
+    /// `user` blocked or unblocked `other` (stored already), produced to
+    /// their DM so its dispatcher, which remembers blocks, reads it again
+    /// for the DM's later messages. Nothing is written or sent.
+    BlockChanged {
+        user: String,
+        other: String,
+    },
     /// `edit`: `by` replaces the text of message `seq` (crate::lifecycle).
     Edit {
         by: String,

@@ -61,6 +61,7 @@ pub fn needs<'a>(room: &'a str, cmd: &'a Command) -> Needs<'a> {
             ..Needs::default()
         },
         Command::Notify { user, .. } => Needs { member: Some(user), ..Needs::default() },
+        Command::BlockChanged { .. } => Needs::default(),
         Command::Create { user, .. } => Needs { member: Some(user), ..Needs::default() },
         Command::UpdateRoom { by, .. } => Needs { member: Some(by), ..Needs::default() },
         Command::Moderate { by, user, act } => rooms::needs(by, user, act),
@@ -203,6 +204,8 @@ impl Batch {
                 self.update_room(r, by, name.as_deref(), topic.as_deref(), *visibility, *retention_days)
             }
             Command::Erase { user } => self.erase(r, user),
+            // The pipeline dropped what it remembered of the block.
+            Command::BlockChanged { .. } => Ok(Reply::empty(None)),
             Command::Notify { user, level } => self.notify(r, user, *level),
             Command::Typing { user } => {
                 self.require_member(&rec.room, user)?;
@@ -501,6 +504,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Read { .. } => "read",
         Command::Typing { .. } => "typing",
         Command::Erase { .. } => "erase",
+        Command::BlockChanged { .. } => "block_changed",
         Command::Notify { .. } => "notify",
         Command::Edit { .. } => "edit",
         Command::Delete { .. } => "delete",

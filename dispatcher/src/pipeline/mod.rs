@@ -14,6 +14,7 @@
 //! before (a redelivery after a crash or rebalance) and are skipped; a seq is
 //! the record's offset, so reprocessing can never mint a second message.
 
+pub mod blocks;
 pub mod cids;
 pub mod decide;
 pub mod view;
@@ -59,6 +60,9 @@ pub struct Pipeline {
     /// The cids of rooms whose cids were read ([`cids`]); cleared with
     /// [`Pipeline::rooms`].
     cids: cids::Cids,
+    /// Whether the recipient of a DM blocked its sender, as read
+    /// ([`blocks`]); cleared with [`Pipeline::rooms`].
+    blocks: blocks::Blocks,
     /// Next offset to apply, per partition, as stored.
     applied: HashMap<u32, u64>,
     /// Rooms one user may be a member of.
@@ -83,6 +87,7 @@ impl Pipeline {
             rooms: HashMap::new(),
             tallies: HashMap::new(),
             cids: cids::Cids::default(),
+            blocks: blocks::Blocks::default(),
             applied: HashMap::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
@@ -120,6 +125,7 @@ impl Pipeline {
         self.rooms.clear();
         self.tallies.clear();
         self.cids.clear();
+        self.blocks.clear();
         // Rooms of partitions this dispatcher lost are another's to tell.
         self.newest.clear();
     }
@@ -215,9 +221,14 @@ impl Pipeline {
         if !unread.is_empty() {
             self.cids.read(&*self.store, unread).await;
         }
+        for r in &fresh {
+            if let Command::BlockChanged { user, other } = &r.record.cmd {
+                self.blocks.forget(user, other);
+            }
+        }
         let mut backoff = Backoff::new();
-        let view = loop {
-            match View::read(&*self.store, &self.rooms, &self.tallies, &self.cids, &fresh).await {
+        let mut view = loop {
+            match View::read(&*self.store, &self.rooms, &self.tallies, &self.cids, &self.blocks, &fresh).await {
                 Ok(view) => break view,
                 Err(e) => {
                     self.metrics.store_retries.inc();
@@ -226,6 +237,7 @@ impl Pipeline {
                 }
             }
         };
+        let blocks_read = std::mem::take(&mut view.blocks_read);
         let Decided { mut writes, mut effects, rooms, mut outcomes, duplicates, tallies } =
             decide_with(view, &fresh, self.max_rooms_per_user, self.retention);
         for (i, error) in refused {
@@ -251,6 +263,7 @@ impl Pipeline {
             _ => None,
         });
         self.cids.stored(self.store.cid_window(), stored);
+        self.blocks.read(blocks_read);
         self.rooms.extend(rooms);
         self.tallies.extend(tallies);
         for (kind, outcome) in outcomes {

@@ -10,6 +10,7 @@ use confab_protocol::validate::dm_members;
 use confab_store::{CidHit, MemberRecord, MessageState, RoomSettings, Store, Tally};
 use futures_util::{StreamExt, TryStreamExt};
 
+use super::blocks::Blocks;
 use super::cids::{Cids, Lookup};
 use super::decide::needs;
 
@@ -94,6 +95,9 @@ pub struct View {
     pub room_counts: HashMap<String, usize>,
     /// `(user, other)` of the blocks found: `user` blocked `other`.
     pub blocks: HashSet<(String, String)>,
+    /// What was read of blocks from the store (not from memory), for the
+    /// pipeline to remember.
+    pub blocks_read: Vec<((String, String), bool)>,
     /// The parties of a DM's first message who have an account: a DM with
     /// a name nobody holds (or a deleted account's) would pass to whoever
     /// registers it. Read only then, so a DM's later messages cost no
@@ -139,6 +143,7 @@ impl View {
         cached: &HashMap<String, RoomState>,
         tallies: &HashMap<(String, String), Tally>,
         known: &Cids,
+        known_blocks: &Blocks,
         records: &[&Record],
     ) -> confab_store::Result<View> {
         let mut view = View::default();
@@ -184,7 +189,15 @@ impl View {
             markers.extend(needs.read_marker.map(|user| key(room, user)));
             invites.extend(needs.invite.map(|user| key(room, user)));
             bans.extend(needs.ban.map(|user| key(room, user)));
-            blocks.extend(needs.block.map(|(user, other)| key(user, other)));
+            if let Some((user, other)) = needs.block {
+                match known_blocks.get(user, other) {
+                    Some(true) => {
+                        view.blocks.insert(key(user, other));
+                    }
+                    Some(false) => {}
+                    None => blocks.push(key(user, other)),
+                }
+            }
             successors.extend(needs.successor.map(|user| key(room, user)));
             if dm_members(room).is_none() {
                 members.extend(needs.mentioned.iter().map(|user| key(room, user)));
@@ -246,7 +259,7 @@ impl View {
         });
         let blocks = all(blocks, |key| async move {
             let blocked = store.is_blocked(&key.0, &key.1).await?;
-            Ok(blocked.then_some(key))
+            Ok((key, blocked))
         });
         let successors = all(successors, |(room, user)| async move {
             let heir = store.successor(&room, &user).await?;
@@ -276,7 +289,8 @@ impl View {
         view.uploads.extend(uploads.into_iter().flatten().map(|u| (u.id.clone(), u)));
         view.messages.extend(messages.into_iter().flatten());
         view.reacted.extend(reactions.into_iter().flatten());
-        view.blocks.extend(blocks.into_iter().flatten());
+        view.blocks.extend(blocks.iter().filter(|(_, blocked)| *blocked).map(|(key, _)| key.clone()));
+        view.blocks_read = blocks;
         // A successor's standing, so the batch knows whether a record
         // before the erasure made them leave.
         let heirs: Vec<(String, String)> =
