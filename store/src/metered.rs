@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 50] = [
+const OPS: [&str; 52] = [
     "ping",
     "create_user",
     "user",
@@ -31,6 +31,8 @@ const OPS: [&str; 50] = [
     "since",
     "cid",
     "apply",
+    "stage",
+    "durable",
     "checkpoints",
     "bind_partitions",
     "room_settings",
@@ -196,6 +198,20 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
         self.timed("apply", self.inner.apply(batch)).await
+    }
+    /// Timed as `stage` up to readable, and `durable` from there to durable.
+    async fn stage(&self, batch: WriteBatch) -> Result<crate::Durable> {
+        let durable = self.timed("stage", self.inner.stage(batch)).await?;
+        let (latency, errors) = (self.latency.clone(), self.errors.clone());
+        let start = Instant::now();
+        Ok(Box::pin(async move {
+            let out = durable.await;
+            latency.with_label_values(&["durable"]).observe(start.elapsed().as_secs_f64());
+            if out.is_err() {
+                errors.with_label_values(&["durable"]).inc();
+            }
+            out
+        }))
     }
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
         self.timed("checkpoints", self.inner.checkpoints()).await
