@@ -55,7 +55,7 @@ pub const MAX_IN_FLIGHT: usize = 4;
 /// A batch readable through the store, waiting to be durable before its
 /// replies and events leave.
 struct InFlight {
-    durable: Durable,
+    durable: sync_wrapper::SyncWrapper<Durable>,
     /// The records (filtered) and the ones the filter refused, to decide
     /// them again if the batch never becomes durable.
     records: Vec<Record>,
@@ -229,7 +229,7 @@ impl Pipeline {
     /// with what it returns.
     pub async fn durable(&mut self) -> confab_store::Result<()> {
         match self.in_flight.front_mut() {
-            Some(batch) => batch.durable.as_mut().await,
+            Some(batch) => batch.durable.get_mut().as_mut().await,
             None => std::future::pending().await,
         }
     }
@@ -356,6 +356,7 @@ impl Pipeline {
         self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
         self.rooms.extend(rooms);
         self.tallies.extend(tallies);
+        let durable = sync_wrapper::SyncWrapper::new(durable);
         self.in_flight.push_back(InFlight { durable, records, refused, effects, outcomes, duplicates, next_offsets });
         Some(())
     }
