@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 52] = [
+const OPS: [&str; 51] = [
     "ping",
     "create_user",
     "user",
@@ -32,7 +32,6 @@ const OPS: [&str; 52] = [
     "cid",
     "apply",
     "stage",
-    "durable",
     "checkpoints",
     "bind_partitions",
     "room_settings",
@@ -199,16 +198,24 @@ impl<S: Store> Store for Metered<S> {
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
         self.timed("apply", self.inner.apply(batch)).await
     }
-    /// Timed as `stage` up to readable, and `durable` from there to durable.
+    /// Timed as `stage` up to readable; as `apply` (the group commit, as
+    /// dashboards and alerts know it) from the call to durable, and a
+    /// failure to become durable counts as an `apply` error.
     async fn stage(&self, batch: WriteBatch) -> Result<crate::Durable> {
-        let durable = self.timed("stage", self.inner.stage(batch)).await?;
-        let (latency, errors) = (self.latency.clone(), self.errors.clone());
         let start = Instant::now();
+        let durable = match self.timed("stage", self.inner.stage(batch)).await {
+            Ok(durable) => durable,
+            Err(e) => {
+                self.errors.with_label_values(&["apply"]).inc();
+                return Err(e);
+            }
+        };
+        let (latency, errors) = (self.latency.clone(), self.errors.clone());
         Ok(Box::pin(async move {
             let out = durable.await;
-            latency.with_label_values(&["durable"]).observe(start.elapsed().as_secs_f64());
+            latency.with_label_values(&["apply"]).observe(start.elapsed().as_secs_f64());
             if out.is_err() {
-                errors.with_label_values(&["durable"]).inc();
+                errors.with_label_values(&["apply"]).inc();
             }
             out
         }))
