@@ -203,7 +203,17 @@ impl EmbeddedStore {
         }
         txn.commit()?;
         let db = Arc::new(db);
-        let writer = writer::Writer::start(db.clone())
+        let checkpoints = {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CHECKPOINTS)?;
+            let mut out = std::collections::BTreeMap::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.insert(k.value(), v.value());
+            }
+            out
+        };
+        let writer = writer::Writer::start(db.clone(), checkpoints)
             .map_err(|e| Error::Other(format!("starting the embedded store's writer thread: {e}").into()))?;
         Ok(EmbeddedStore { db, writer: Arc::new(writer) })
     }
@@ -1026,7 +1036,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
-        self.write(move |db| apply_batch(db, &batch, redb::Durability::Immediate)).await
+        self.writer.apply(batch).await
     }
 
     /// Committed on the writer thread without an fsync, then synced with
@@ -1035,18 +1045,12 @@ impl Store for EmbeddedStore {
         self.writer.stage(batch).await
     }
 
+    /// The durable checkpoints only: a batch staged and not yet synced is
+    /// readable, but `history` and `sync` stop at these (the gateway's
+    /// `Committed`), so that no reader sees a message a crash could take
+    /// back (see [`writer`]).
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
-        self.blocking(|db| {
-            let txn = db.begin_read()?;
-            let checkpoints = txn.open_table(CHECKPOINTS)?;
-            let mut out = Vec::new();
-            for entry in checkpoints.iter()? {
-                let (k, v) = entry?;
-                out.push((k.value(), v.value()));
-            }
-            Ok(out)
-        })
-        .await
+        self.writer.checkpoints()
     }
 
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {

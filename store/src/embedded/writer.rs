@@ -11,17 +11,24 @@
 //! rolls back to its last durable commit), so what was staged but never
 //! synced is never read as if it were stored.
 //!
-//! Other writes (accounts, contacts, uploads) run here too, in the order
-//! they came, each its own durable commit as before.
+//! Other writes (accounts, contacts, uploads, an `apply`) run here too, in
+//! the order they came, each its own durable commit as before (which makes
+//! the batches staged before it durable too).
+//!
+//! The checkpoints the store reports are the durable ones, kept here: a
+//! staged batch's checkpoint counts once its sync succeeded, so readers that
+//! stop at the checkpoints (`history`, `sync`) never show a message that a
+//! crash before the sync would take back.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Durable, Error, Result, WriteBatch};
+use crate::{Durable, Error, Result, Write, WriteBatch};
 
 /// Jobs waiting for the writer: past it, writers wait (backpressure).
 const QUEUE: usize = 1024;
@@ -36,7 +43,12 @@ enum Job {
     Run(Run),
     /// A batch to commit without an fsync, then sync with the next group.
     Stage(WriteBatch, oneshot::Sender<Result<oneshot::Receiver<Result<()>>>>),
+    /// A batch to commit durably at once.
+    Apply(WriteBatch, oneshot::Sender<Result<()>>),
 }
+
+/// Next offset per partition, as durably stored.
+type Checkpoints = Arc<Mutex<BTreeMap<u32, u64>>>;
 
 /// The handle on the writer thread; the thread ends (after syncing what is
 /// staged) when this drops, and the drop waits for it, so that the database
@@ -46,6 +58,7 @@ pub(super) struct Writer {
     thread: Option<JoinHandle<()>>,
     /// Set once a durable commit failed: the store refuses every call.
     failed: Arc<AtomicBool>,
+    checkpoints: Checkpoints,
 }
 
 fn stopped() -> Error {
@@ -59,13 +72,34 @@ pub(super) fn failed_error() -> Error {
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<Database>) -> std::io::Result<Writer> {
+    /// Starts the writer of `db`, whose stored checkpoints are `checkpoints`.
+    pub(super) fn start(db: Arc<Database>, checkpoints: BTreeMap<u32, u64>) -> std::io::Result<Writer> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let failed = Arc::new(AtomicBool::new(false));
-        let latch = failed.clone();
+        let checkpoints = Arc::new(Mutex::new(checkpoints));
+        let shared = Shared { failed: failed.clone(), checkpoints: checkpoints.clone() };
         let thread =
-            std::thread::Builder::new().name("confab-store-writer".into()).spawn(move || run(db, queue, latch))?;
-        Ok(Writer { jobs: Some(jobs), thread: Some(thread), failed })
+            std::thread::Builder::new().name("confab-store-writer".into()).spawn(move || run(db, queue, shared))?;
+        Ok(Writer { jobs: Some(jobs), thread: Some(thread), failed, checkpoints })
+    }
+
+    /// The durable checkpoints.
+    pub(super) fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
+        if self.failed() {
+            return Err(failed_error());
+        }
+        let checkpoints = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(checkpoints.iter().map(|(p, o)| (*p, *o)).collect())
+    }
+
+    /// Commits `batch` durably.
+    pub(super) async fn apply(&self, batch: WriteBatch) -> Result<()> {
+        if self.failed() {
+            return Err(failed_error());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Job::Apply(batch, tx)).await?;
+        rx.await.map_err(|_| stopped())?
     }
 
     pub(super) fn failed(&self) -> bool {
@@ -116,76 +150,132 @@ impl Drop for Writer {
     }
 }
 
+/// What the writer thread shares with the store's handles.
+struct Shared {
+    failed: Arc<AtomicBool>,
+    checkpoints: Checkpoints,
+}
+
+/// Batches committed and not yet synced, and their checkpoints.
+#[derive(Default)]
+struct Unsynced {
+    waiters: Vec<oneshot::Sender<Result<()>>>,
+    checkpoints: BTreeMap<u32, u64>,
+}
+
+impl Unsynced {
+    fn is_empty(&self) -> bool {
+        self.waiters.is_empty()
+    }
+
+    /// A durable commit succeeded after them: they are durable.
+    fn synced(&mut self, shared: &Shared) {
+        merge(&mut shared.checkpoints.lock().unwrap_or_else(|e| e.into_inner()), &self.checkpoints);
+        self.checkpoints.clear();
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Ok(()));
+        }
+    }
+}
+
+fn merge(into: &mut BTreeMap<u32, u64>, checkpoints: &BTreeMap<u32, u64>) {
+    for (&partition, &next) in checkpoints {
+        let stored = into.entry(partition).or_default();
+        *stored = (*stored).max(next);
+    }
+}
+
+fn checkpoints_of(batch: &WriteBatch) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    for write in batch {
+        if let Write::Checkpoint { partition, next_offset } = write {
+            let stored = out.entry(*partition).or_default();
+            *stored = std::cmp::max(*stored, *next_offset);
+        }
+    }
+    out
+}
+
 /// The writer thread: runs jobs in order; syncs the staged ones when the
 /// queue is empty (or [`MAX_UNSYNCED`] are waiting).
-fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Job>, failed: Arc<AtomicBool>) {
-    let mut unsynced: Vec<oneshot::Sender<Result<()>>> = Vec::new();
+fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Job>, shared: Shared) {
+    let mut unsynced = Unsynced::default();
     loop {
         let job = if unsynced.is_empty() {
             match queue.blocking_recv() {
                 Some(job) => job,
                 None => return,
             }
-        } else if unsynced.len() >= MAX_UNSYNCED {
-            sync(&db, &mut unsynced, &failed);
+        } else if unsynced.waiters.len() >= MAX_UNSYNCED {
+            sync(&db, &mut unsynced, &shared);
             continue;
         } else {
             match queue.try_recv() {
                 Ok(job) => job,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    sync(&db, &mut unsynced, &failed);
+                    sync(&db, &mut unsynced, &shared);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    sync(&db, &mut unsynced, &failed);
+                    sync(&db, &mut unsynced, &shared);
                     return;
                 }
             }
         };
+        let failed = shared.failed.load(Ordering::Acquire);
         match job {
-            Job::Run(f) => {
-                if failed.load(Ordering::Acquire) {
-                    // Dropping `f` drops its reply: the caller sees `stopped`;
-                    // its own check names the failure first in practice.
-                    continue;
-                }
-                f(&db)
+            // Dropping `f` drops its reply: the caller sees `stopped`.
+            Job::Run(_) if failed => {}
+            Job::Run(f) => f(&db),
+            Job::Apply(_, reply) if failed => {
+                let _ = reply.send(Err(failed_error()));
             }
-            Job::Stage(batch, reply) => {
-                if failed.load(Ordering::Acquire) {
-                    let _ = reply.send(Err(failed_error()));
-                    continue;
+            Job::Apply(batch, reply) => {
+                let applied = super::apply_batch(&db, &batch, redb::Durability::Immediate);
+                if applied.is_ok() {
+                    // Its durable commit made every staged batch durable.
+                    merge(&mut unsynced.checkpoints, &checkpoints_of(&batch));
+                    unsynced.synced(&shared);
                 }
-                match super::apply_batch(&db, &batch, redb::Durability::None) {
-                    Ok(()) => {
-                        let (tx, rx) = oneshot::channel();
-                        unsynced.push(tx);
-                        let _ = reply.send(Ok(rx));
-                    }
-                    // The transaction aborted: nothing of it is stored.
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let _ = reply.send(applied);
             }
+            Job::Stage(_, reply) if failed => {
+                let _ = reply.send(Err(failed_error()));
+            }
+            Job::Stage(batch, reply) => match super::apply_batch(&db, &batch, redb::Durability::None) {
+                Ok(()) => {
+                    let (tx, rx) = oneshot::channel();
+                    unsynced.waiters.push(tx);
+                    merge(&mut unsynced.checkpoints, &checkpoints_of(&batch));
+                    let _ = reply.send(Ok(rx));
+                }
+                // The transaction aborted: nothing of it is stored.
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
     }
 }
 
-/// One durable commit, which makes every earlier one durable.
-fn sync(db: &Database, unsynced: &mut Vec<oneshot::Sender<Result<()>>>, failed: &AtomicBool) {
+/// One durable commit, which makes every earlier one durable. When it
+/// fails, the store latches: what was staged stays unacknowledged, and
+/// nothing is read or written until the store is opened again.
+fn sync(db: &Database, unsynced: &mut Unsynced, shared: &Shared) {
     let synced: Result<()> = (|| {
         let txn = db.begin_write()?;
         txn.commit()?;
         Ok(())
     })();
-    if synced.is_err() {
-        failed.store(true, Ordering::Release);
-    }
-    for waiter in unsynced.drain(..) {
-        let _ = waiter.send(match &synced {
-            Ok(()) => Ok(()),
-            Err(e) => Err(Error::Other(format!("an embedded commit failed to reach the disk: {e}").into())),
-        });
+    match synced {
+        Ok(()) => unsynced.synced(shared),
+        Err(e) => {
+            shared.failed.store(true, Ordering::Release);
+            unsynced.checkpoints.clear();
+            for waiter in unsynced.waiters.drain(..) {
+                let _ =
+                    waiter.send(Err(Error::Other(format!("an embedded commit failed to reach the disk: {e}").into())));
+            }
+        }
     }
 }
