@@ -117,6 +117,12 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            // The oldest staged batch is durable (or failed to be): its
+            // replies and events leave, its offsets are committed.
+            durable = pipeline.durable(), if pipeline.in_flight() > 0 => {
+                let Some(offsets) = pipeline.settle(durable).await else { break };
+                commit(&mut *consumer, &offsets).await;
+            }
             Some(a) = announcements.recv() => {
                 push.learn(&a);
                 pipeline.learn(&a).await;
@@ -129,9 +135,14 @@ pub async fn run(
                 }
                 report_lag(consumer.lag().await, &metrics);
             }
-            polled = consumer.poll(config.max_batch) => {
+            // The next batch is decided while the last ones become durable.
+            polled = consumer.poll(config.max_batch), if pipeline.in_flight() < pipeline::MAX_IN_FLIGHT => {
                 let records = polled?;
                 if consumer.take_rebalanced() {
+                    // What is in flight was decided before the move: it
+                    // settles first.
+                    let Some(offsets) = pipeline.settle_all().await else { break };
+                    commit(&mut *consumer, &offsets).await;
                     // Partitions moved: what this dispatcher cached may be
                     // stale, and another may have advanced a checkpoint.
                     pipeline.forget_cached();
@@ -141,25 +152,34 @@ pub async fn run(
                 // A batch can take long (the store is down: the group commit
                 // is retried until it lands); the lag keeps being reported
                 // meanwhile, so that it rises while nothing is consumed.
-                let process = pipeline.process(records);
-                tokio::pin!(process);
-                let processed = loop {
+                let stage = pipeline.stage(records);
+                tokio::pin!(stage);
+                let staged = loop {
                     tokio::select! {
-                        processed = &mut process => break processed,
+                        staged = &mut stage => break staged,
                         _ = expiry.tick() => report_lag(consumer.lag().await, &metrics),
                     }
                 };
-                let Some(offsets) = processed else { break };
-                if let Err(e) = consumer.commit(&offsets).await {
-                    // The records are stored; a redelivery after a failed
-                    // commit is skipped by the store's checkpoints.
-                    tracing::warn!(error = %e, "offset commit failed; the next one covers it");
+                if staged.is_none() {
+                    break;
                 }
             }
         }
     }
     tracing::info!("dispatcher stopped");
     Ok(())
+}
+
+/// Commits the offsets of settled batches.
+async fn commit(consumer: &mut dyn confab_bus::Consumer, offsets: &[(u32, u64)]) {
+    if offsets.is_empty() {
+        return;
+    }
+    if let Err(e) = consumer.commit(offsets).await {
+        // The records are stored; a redelivery after a failed
+        // commit is skipped by the store's checkpoints.
+        tracing::warn!(error = %e, "offset commit failed; the next one covers it");
+    }
 }
 
 /// Sets the lag gauge to the consumer's lag on each partition it owns.

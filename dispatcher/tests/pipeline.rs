@@ -257,6 +257,10 @@ struct Flaky {
     cid_reads: AtomicUsize,
     /// [`Store::is_blocked`] calls.
     block_reads: AtomicUsize,
+    /// While set, a staged batch waits for [`Flaky::sync`] to become
+    /// durable (and is stored only then) or to fail (and is not).
+    deferred: AtomicBool,
+    syncs: Mutex<Vec<tokio::sync::oneshot::Sender<bool>>>,
 }
 
 impl Flaky {
@@ -269,7 +273,16 @@ impl Flaky {
             failed: Notify::new(),
             cid_reads: AtomicUsize::new(0),
             block_reads: AtomicUsize::new(0),
+            deferred: AtomicBool::new(false),
+            syncs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Ends the oldest staged batch's wait: durable when `ok`, else failed.
+    fn sync(&self, ok: bool) {
+        let mut syncs = self.syncs.lock().unwrap();
+        assert!(!syncs.is_empty(), "nothing is staged");
+        let _ = syncs.remove(0).send(ok);
     }
 }
 
@@ -382,6 +395,21 @@ impl Store for Flaky {
         }
         self.inner.apply(batch).await
     }
+    async fn stage(&self, batch: WriteBatch) -> confab_store::Result<confab_store::Durable> {
+        if !self.deferred.load(Ordering::SeqCst) {
+            self.apply(batch).await?;
+            return Ok(Box::pin(std::future::ready(Ok(()))));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.syncs.lock().unwrap().push(tx);
+        let inner = self.inner.clone();
+        Ok(Box::pin(async move {
+            match rx.await {
+                Ok(true) => inner.apply(batch).await,
+                _ => Err(down()),
+            }
+        }))
+    }
     async fn checkpoints(&self) -> confab_store::Result<Vec<(u32, u64)>> {
         self.inner.checkpoints().await
     }
@@ -467,6 +495,74 @@ async fn while_the_store_fails_nothing_is_acked_and_the_batch_lands_when_it_retu
     assert_eq!(replies.len(), 2);
     assert_eq!(replies[1]["seq"], 2);
     assert_eq!(inner.history("r", None, 10).await.unwrap().len(), 1);
+}
+
+/// Replies and events of a staged batch leave once it is durable, batch by
+/// batch in order, while the next batch was decided meanwhile.
+#[tokio::test]
+async fn a_staged_batch_is_acked_only_once_durable_and_in_order() {
+    let (_dir, inner) = open();
+    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
+    flaky.broken.store(false, Ordering::SeqCst);
+    let push = Captured::default();
+    let mut p = pipeline(flaky.clone(), push.clone());
+    p.process(vec![join(0, "r", "alice")]).await.unwrap();
+    push.take();
+    flaky.deferred.store(true, Ordering::SeqCst);
+    p.stage(vec![send(1, "r", "alice", "c1")]).await.unwrap();
+    p.stage(vec![send(2, "r", "alice", "c2")]).await.unwrap();
+    assert_eq!(p.in_flight(), 2, "the second batch was decided while the first was not durable");
+    assert!(push.take().is_empty(), "nothing leaves before it is durable");
+    flaky.sync(true);
+    let durable = p.durable().await;
+    assert_eq!(p.settle(durable).await, Some(vec![(0, 2)]));
+    let replies = |pushed: Vec<(String, Delivery)>| -> Vec<Value> {
+        pushed.iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect()
+    };
+    let first = replies(push.take());
+    assert_eq!(first.len(), 1, "the first batch's reply only: {first:?}");
+    assert_eq!((first[0]["ok"].as_bool(), first[0]["seq"].as_u64()), (Some(true), Some(2)));
+    flaky.sync(true);
+    assert_eq!(p.settle_all().await, Some(vec![(0, 3)]));
+    let second = replies(push.take());
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_eq!(second[0]["seq"], 3);
+    let seqs: Vec<u64> = inner.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [2, 3]);
+}
+
+/// A batch that fails to become durable is not acked, nor is the batch
+/// decided on top of it: both are decided again and acked once stored, each
+/// message once, at the seq its record gives it.
+#[tokio::test]
+async fn a_failed_sync_acks_nothing_it_covers_and_redecides_what_was_staged_on_top() {
+    let (_dir, inner) = open();
+    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
+    flaky.broken.store(false, Ordering::SeqCst);
+    let push = Captured::default();
+    let mut p = pipeline(flaky.clone(), push.clone());
+    p.process(vec![join(0, "r", "alice")]).await.unwrap();
+    push.take();
+    flaky.deferred.store(true, Ordering::SeqCst);
+    p.stage(vec![send(1, "r", "alice", "c1")]).await.unwrap();
+    p.stage(vec![send(2, "r", "alice", "c2"), send(3, "r", "alice", "c1")]).await.unwrap();
+    // The store works again for what is decided next; the first sync fails.
+    flaky.deferred.store(false, Ordering::SeqCst);
+    flaky.sync(false);
+    let durable = p.durable().await;
+    assert!(durable.is_err());
+    assert!(inner.history("r", None, 10).await.unwrap().is_empty());
+    assert_eq!(p.settle(durable).await, Some(vec![]), "no offset to commit");
+    assert!(push.take().is_empty(), "neither the failed batch nor the one on top of it is acked");
+    assert_eq!(p.in_flight(), 2, "both batches decided again");
+    assert_eq!(p.settle_all().await, Some(vec![(0, 4)]));
+    let replies: Vec<Value> =
+        push.take().iter().filter(|(_, d)| matches!(d, Delivery::Reply { .. })).map(|(_, d)| frame(d)).collect();
+    let seqs: Vec<Option<u64>> = replies.iter().map(|r| r["seq"].as_u64()).collect();
+    assert_eq!(seqs, [Some(2), Some(3), Some(2)], "c1, c2, then c1 again answered with its first message");
+    let stored: Vec<u64> = inner.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(stored, [2, 3]);
+    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 4)]);
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ macro_rules! store_contract_tests {
             read_markers_are_stored_per_member_and_go_with_membership,
             user_rooms_carry_last_and_read_seqs,
             checkpoints_land_with_their_batch,
+            staged_batches_are_readable_at_once_and_durable_in_order,
             a_stale_write_cannot_undo_a_later_one,
             the_partition_count_cannot_change,
             a_room_nobody_joined_does_not_exist,
@@ -332,6 +333,27 @@ pub async fn checkpoints_land_with_their_batch(store: &impl Store) {
     let mut cps = store.checkpoints().await.unwrap();
     cps.sort();
     assert_eq!(cps, [(0, 1), (3, 50)]);
+}
+
+/// [`Store::stage`]: what the dispatcher decides its next batch by is
+/// readable as soon as `stage` returns, and each batch's `Durable` resolves
+/// (in the order staged) once it is stored like [`Store::apply`] stores it.
+pub async fn staged_batches_are_readable_at_once_and_durable_in_order(store: &impl Store) {
+    let mut first = some_messages("r", 2);
+    first.push(Write::Checkpoint { partition: 0, next_offset: 3 });
+    let first = store.stage(first).await.unwrap();
+    assert_eq!(store.cid("r", &cid_key("alice", "c2")).await.unwrap().map(|h| h.seq), Some(2), "readable");
+    assert!(store.is_member("r", "alice").await.unwrap());
+    let second = store
+        .stage(vec![Write::Message(message("r", 3, "alice", "c3")), Write::Checkpoint { partition: 0, next_offset: 4 }])
+        .await
+        .unwrap();
+    assert_eq!(store.room("r").await.unwrap().map(|m| m.last_seq), Some(3));
+    first.await.unwrap();
+    second.await.unwrap();
+    let seqs: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(store.checkpoints().await.unwrap(), [(0, 4)]);
 }
 
 /// The fence against a zombie dispatcher (one that lost its partitions but

@@ -10,6 +10,7 @@
 //! same stale-write fence.
 
 mod contacts;
+mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -130,10 +131,11 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// A cheap handle on the database; clones share it.
+/// A cheap handle on the database; clones share it, and its writer thread.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    writer: Arc<writer::Writer>,
 }
 
 /// redb's error types all convert into [`redb::Error`]; these let `?` take them.
@@ -200,7 +202,20 @@ impl EmbeddedStore {
             member_events::create_tables(&txn)?;
         }
         txn.commit()?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let checkpoints = {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(CHECKPOINTS)?;
+            let mut out = std::collections::BTreeMap::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.insert(k.value(), v.value());
+            }
+            out
+        };
+        let writer = writer::Writer::start(db.clone(), checkpoints)
+            .map_err(|e| Error::Other(format!("starting the embedded store's writer thread: {e}").into()))?;
+        Ok(EmbeddedStore { db, writer: Arc::new(writer) })
     }
 
     /// Removes the messages that retention no longer keeps at `now_ms`
@@ -209,16 +224,33 @@ impl EmbeddedStore {
     /// caller repeats while that is `max`. The CQL store needs no sweeper:
     /// its messages carry a TTL.
     pub async fn sweep(&self, retention: Retention, now_ms: u64, max: usize) -> Result<usize> {
-        self.blocking(move |db| sweep(db, retention, now_ms, max)).await
+        let doomed = self.blocking(move |db| doomed(db, retention, now_ms, max)).await?;
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |db| sweep(db, &doomed)).await
     }
 
+    /// Runs a read on tokio's blocking pool.
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T> + Send + 'static,
     {
+        if self.writer.failed() {
+            return Err(writer::failed_error());
+        }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db)).await?
+    }
+
+    /// Runs a write transaction on the writer thread, in turn with the others.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T> + Send + 'static,
+    {
+        self.writer.write(f).await
     }
 }
 
@@ -231,9 +263,10 @@ fn encode_stored(room: &str, seq: u64, m: &StoredMessage) -> Result<Vec<u8>> {
     serde_json::to_vec(m).map_err(|source| Error::Json { what: format!("encoding message {room}/{seq}"), source })
 }
 
-fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result<usize> {
-    // What to remove, found in a read transaction, so the writer waits for
-    // the removal only.
+/// What a sweep removes: `(room, seq, cid key)` of at most `max` messages,
+/// found in a read transaction (on the blocking pool), so the writer waits
+/// for the removal only.
+fn doomed(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result<Vec<(String, u64, String)>> {
     let mut doomed: Vec<(String, u64, String)> = Vec::new();
     {
         let txn = db.begin_read()?;
@@ -269,16 +302,19 @@ fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result
             }
         }
     }
-    if doomed.is_empty() {
-        return Ok(0);
-    }
+    Ok(doomed)
+}
+
+/// Removes the `doomed` messages. One found in the read may be gone by now
+/// (an erase); removing it again changes nothing.
+fn sweep(db: &Database, doomed: &[(String, u64, String)]) -> Result<usize> {
     let txn = db.begin_write()?;
     {
         let mut messages = txn.open_table(MESSAGES)?;
         let mut ordinals = txn.open_table(ORDINALS)?;
         let mut cids = txn.open_table(CIDS)?;
         let mut lifecycle = lifecycle::Tables::open(&txn)?;
-        for (room, seq, cid) in &doomed {
+        for (room, seq, cid) in doomed {
             messages.remove((room.as_str(), *seq))?;
             ordinals.remove((room.as_str(), *seq))?;
             // Its earlier versions and reactions go with it; its entries in
@@ -294,9 +330,12 @@ fn sweep(db: &Database, retention: Retention, now_ms: u64, max: usize) -> Result
     Ok(doomed.len())
 }
 
-/// Applies a batch in one write transaction: all of it lands, or none.
-fn apply_batch(db: &Database, batch: &WriteBatch) -> Result<()> {
-    let txn = db.begin_write()?;
+/// Applies a batch in one write transaction: all of it lands, or none;
+/// fsynced before it returns with `Durability::Immediate`, readable only
+/// (until the next durable commit) with `None`.
+fn apply_batch(db: &Database, batch: &WriteBatch, durability: redb::Durability) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(durability).map_err(|e| Error::Embedded(e.into()))?;
     {
         let mut rooms = txn.open_table(ROOMS)?;
         let mut members = txn.open_table(MEMBERS)?;
@@ -500,7 +539,7 @@ impl Store for EmbeddedStore {
 
     async fn create_user(&self, user: &UserRecord) -> Result<bool> {
         let user = user.clone();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let bytes = serde_json::to_vec(&user)
                 .map_err(|source| Error::Json { what: format!("encoding user {}", user.name), source })?;
             let txn = db.begin_write()?;
@@ -539,7 +578,7 @@ impl Store for EmbeddedStore {
 
     async fn set_profile(&self, profile: &Profile) -> Result<bool> {
         let p = profile.clone();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             let found = {
                 if txn.open_table(USERS)?.get(p.user.as_str())?.is_none() {
@@ -589,7 +628,7 @@ impl Store for EmbeddedStore {
 
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             let found = {
                 let mut users = txn.open_table(USERS)?;
@@ -628,7 +667,7 @@ impl Store for EmbeddedStore {
 
     async fn revoke_tokens_before(&self, user: &str, before_ms: u64) -> Result<()> {
         let user = user.to_owned();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             {
                 let mut floors = txn.open_table(TOKEN_FLOORS)?;
@@ -643,7 +682,7 @@ impl Store for EmbeddedStore {
 
     async fn revoke_token(&self, jti: &str, exp: u64) -> Result<()> {
         let jti = jti.to_owned();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let now =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let txn = db.begin_write()?;
@@ -997,25 +1036,25 @@ impl Store for EmbeddedStore {
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
-        self.blocking(move |db| apply_batch(db, &batch)).await
+        self.writer.apply(batch).await
     }
 
+    /// Committed on the writer thread without an fsync, then synced with
+    /// the group of batches staged meanwhile (see [`writer`]).
+    async fn stage(&self, batch: WriteBatch) -> Result<crate::Durable> {
+        self.writer.stage(batch).await
+    }
+
+    /// The durable checkpoints only: a batch staged and not yet synced is
+    /// readable, but `history` and `sync` stop at these (the gateway's
+    /// `Committed`), so that no reader sees a message a crash could take
+    /// back (see [`writer`]).
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
-        self.blocking(|db| {
-            let txn = db.begin_read()?;
-            let checkpoints = txn.open_table(CHECKPOINTS)?;
-            let mut out = Vec::new();
-            for entry in checkpoints.iter()? {
-                let (k, v) = entry?;
-                out.push((k.value(), v.value()));
-            }
-            Ok(out)
-        })
-        .await
+        self.writer.checkpoints()
     }
 
     async fn bind_partitions(&self, partitions: u32) -> Result<()> {
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             {
                 let mut meta = txn.open_table(META)?;
@@ -1150,6 +1189,55 @@ mod tests {
         (dir, store)
     }
     crate::store_contract_tests!(open);
+
+    /// Batches staged from many tasks at once, between account writes, are
+    /// all durable once their `Durable`s resolve: a store opened again on
+    /// the same file (right after the last handle is dropped: the writer
+    /// thread is gone with it) holds every one of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn staged_batches_from_many_tasks_are_all_there_after_a_reopen() {
+        use crate::contract::message;
+        use crate::{Store, UserRecord, Write};
+        let (dir, store) = open().await;
+        let mut tasks = Vec::new();
+        for t in 0..8u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let room = format!("r{t}");
+                let mut durables = Vec::new();
+                for seq in 1..=20u64 {
+                    let mut batch = vec![Write::Message(message(&room, seq, "alice", &format!("c{seq}")))];
+                    if seq == 1 {
+                        batch.insert(0, Write::Join { room: room.clone(), user: "alice".into(), at: 0, members: 1 });
+                    }
+                    durables.push(store.stage(batch).await.unwrap());
+                    if seq % 5 == 0 {
+                        let user = UserRecord {
+                            name: format!("u{t}-{seq}"),
+                            password_hash: String::new(),
+                            created_ms: 1,
+                            bot: false,
+                        };
+                        assert!(store.create_user(&user).await.unwrap());
+                    }
+                }
+                for durable in durables {
+                    durable.await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        drop(store);
+        let store = super::EmbeddedStore::open(dir.path()).unwrap();
+        for t in 0..8u64 {
+            let seqs: Vec<u64> =
+                store.history(&format!("r{t}"), None, 100).await.unwrap().iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "room r{t}");
+            assert!(store.user(&format!("u{t}-20")).await.unwrap().is_some());
+        }
+    }
 
     #[tokio::test]
     async fn the_sweeper_removes_what_retention_no_longer_keeps() {

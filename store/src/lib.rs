@@ -43,6 +43,10 @@ pub use uploads::UploadRecord;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A staged batch's way to durability ([`Store::stage`]): resolves once the
+/// batch is stored durably, or with the error that kept it from the disk.
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// What failed in the store, with its cause (boxed where it is large, so
 /// every `Result` stays small). Clients see every one as `unavailable` (the
 /// gateway maps them in one place).
@@ -356,6 +360,24 @@ pub trait Store: Send + Sync + 'static {
     /// processed again (after a crash or a rebalance): deciding it must not
     /// take that part for the whole.
     async fn apply(&self, batch: WriteBatch) -> Result<()>;
+    /// Stores a batch in two steps, so that a caller can decide its next
+    /// batch while this one reaches the disk: `Ok` means every write of it
+    /// is readable through this store now; the returned [`Durable`]
+    /// resolves `Ok` once it is stored as [`Store::apply`] stores it.
+    ///
+    /// Batches staged one after another become durable in that order: one
+    /// is durable only once every batch staged before it is. When a
+    /// `Durable` fails, neither that batch nor any staged after it may be
+    /// acted on; the store shows none of them again only once it has
+    /// recovered (the embedded store fails every call until it is opened
+    /// again, which rolls it back to its last durable commit). An `Err` from
+    /// `stage` itself is an error of [`Store::apply`]: retry the same batch.
+    ///
+    /// By default, [`Store::apply`] then an already-resolved `Durable`.
+    async fn stage(&self, batch: WriteBatch) -> Result<Durable> {
+        self.apply(batch).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
     /// The next offset to process, per ingress partition that has any.
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>>;
     /// Records the ingress partition count on first use and refuses another

@@ -15,7 +15,7 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 50] = [
+const OPS: [&str; 51] = [
     "ping",
     "create_user",
     "user",
@@ -31,6 +31,7 @@ const OPS: [&str; 50] = [
     "since",
     "cid",
     "apply",
+    "stage",
     "checkpoints",
     "bind_partitions",
     "room_settings",
@@ -196,6 +197,28 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn apply(&self, batch: WriteBatch) -> Result<()> {
         self.timed("apply", self.inner.apply(batch)).await
+    }
+    /// Timed as `stage` up to readable; as `apply` (the group commit, as
+    /// dashboards and alerts know it) from the call to durable, and a
+    /// failure to become durable counts as an `apply` error.
+    async fn stage(&self, batch: WriteBatch) -> Result<crate::Durable> {
+        let start = Instant::now();
+        let durable = match self.timed("stage", self.inner.stage(batch)).await {
+            Ok(durable) => durable,
+            Err(e) => {
+                self.errors.with_label_values(&["apply"]).inc();
+                return Err(e);
+            }
+        };
+        let (latency, errors) = (self.latency.clone(), self.errors.clone());
+        Ok(Box::pin(async move {
+            let out = durable.await;
+            latency.with_label_values(&["apply"]).observe(start.elapsed().as_secs_f64());
+            if out.is_err() {
+                errors.with_label_values(&["apply"]).inc();
+            }
+            out
+        }))
     }
     async fn checkpoints(&self) -> Result<Vec<(u32, u64)>> {
         self.timed("checkpoints", self.inner.checkpoints()).await

@@ -72,9 +72,11 @@ impl Cids {
         out
     }
 
-    /// Reads the cids of `rooms` (one read each, together). A read that
-    /// fails leaves its room unread: its sends ask the store.
-    pub async fn read(&mut self, store: &dyn Store, rooms: Vec<String>) {
+    /// Reads the cids of `rooms` (one read each, together), adding those
+    /// of `pending` (`(room, key, hit)` of batches not yet durable, which a
+    /// store may not show yet). A read that fails leaves its room unread:
+    /// its sends ask the store.
+    pub async fn read(&mut self, store: &dyn Store, rooms: Vec<String>, pending: Vec<(String, String, CidHit)>) {
         let window = store.cid_window();
         let reads = rooms.into_iter().map(|room| async move {
             let read = store.recent_cids(&room, LOAD).await;
@@ -102,6 +104,7 @@ impl Cids {
             };
             self.rooms.insert(room, state);
         }
+        self.stored(window, pending);
         if self.entries > TOTAL_CAP {
             self.clear();
         }

@@ -10,6 +10,14 @@
 //!   events leave, and only then are offsets committed, so an ack always
 //!   names a stored message.
 //!
+//! Storing is pipelined ([`Store::stage`]): a batch is *staged* (readable
+//! through the store) and the next one is decided on top of it while the
+//! store makes it durable (the embedded store's fsync). Its replies and
+//! events leave only once it is durable ([`Pipeline::settle`]), batch by
+//! batch in the order they were staged. When a batch fails to become
+//! durable, nothing of it nor of any batch staged after it leaves: they are
+//! all decided again, from the store, once it works again.
+//!
 //! Records at offsets below a partition's stored checkpoint were applied
 //! before (a redelivery after a crash or rebalance) and are skipped; a seq is
 //! the record's offset, so reprocessing can never mint a second message.
@@ -19,7 +27,7 @@ pub mod cids;
 pub mod decide;
 pub mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +35,7 @@ use confab_bus::{Push, Record};
 use confab_protocol::message::cid_key;
 use confab_protocol::record::Announcement;
 use confab_protocol::{Audience, Command, Delivery, ErrorCode, IngressRecord, ProtocolError, Reply};
-use confab_store::{Store, Write};
+use confab_store::{Durable, Store, Write};
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::{Candidate, Verdict, WhenDown};
@@ -44,6 +52,24 @@ const ROOM_CACHE: usize = 100_000;
 const NEWEST_FOR: Duration = Duration::from_secs(60);
 /// Most rooms whose newest `msg` event is kept; past it the oldest go.
 const NEWEST_CAP: usize = 20_000;
+/// Most batches staged and not yet durable; the next waits for the oldest.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// A batch readable through the store, waiting to be durable before its
+/// replies and events leave.
+struct InFlight {
+    durable: sync_wrapper::SyncWrapper<Durable>,
+    /// The records (filtered) and the ones the filter refused, to decide
+    /// them again if the batch never becomes durable.
+    records: Vec<Record>,
+    refused: HashMap<usize, ProtocolError>,
+    effects: Vec<Effect>,
+    outcomes: Vec<(&'static str, &'static str)>,
+    duplicates: u64,
+    next_offsets: BTreeMap<u32, u64>,
+    /// The cids it stored (`room`, `key`, hit).
+    cids: Vec<(String, String, confab_store::CidHit)>,
+}
 
 pub struct Pipeline {
     store: Arc<dyn Store>,
@@ -63,8 +89,15 @@ pub struct Pipeline {
     /// Whether the recipient of a DM blocked its sender, as read
     /// ([`blocks`]); cleared with [`Pipeline::rooms`].
     blocks: blocks::Blocks,
-    /// Next offset to apply, per partition, as stored.
+    /// Next offset to apply, per partition, as staged.
     applied: HashMap<u32, u64>,
+    /// Next offset to apply, per partition, as durably stored.
+    durable_applied: HashMap<u32, u64>,
+    /// Staged batches, oldest first, not yet settled.
+    in_flight: VecDeque<InFlight>,
+    /// While batches keep failing to become durable: how long to wait
+    /// before deciding them again.
+    redecide_backoff: Backoff,
     /// Rooms one user may be a member of.
     max_rooms_per_user: usize,
     /// How long messages are kept.
@@ -89,6 +122,9 @@ impl Pipeline {
             cids: cids::Cids::default(),
             blocks: blocks::Blocks::default(),
             applied: HashMap::new(),
+            durable_applied: HashMap::new(),
+            in_flight: VecDeque::new(),
+            redecide_backoff: Backoff::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
             retention: confab_protocol::Retention::default(),
             newest: HashMap::new(),
@@ -118,6 +154,7 @@ impl Pipeline {
     /// Takes the store's checkpoints as the truth of what is applied.
     pub fn resume_from(&mut self, checkpoints: Vec<(u32, u64)>) {
         self.applied = checkpoints.into_iter().collect();
+        self.durable_applied = self.applied.clone();
     }
 
     /// Drops cached room state; it is read again from the store.
@@ -190,8 +227,94 @@ impl Pipeline {
     /// Processes a batch and returns the offsets to commit, or `None` when
     /// shutdown came while the store was failing (nothing is acked then).
     /// While the store fails, the batch is retried with backoff: no reply,
-    /// event or offset commit leaves before its writes are stored.
-    pub async fn process(&mut self, mut records: Vec<Record>) -> Option<Vec<(u32, u64)>> {
+    /// event or offset commit leaves before its writes are stored. It
+    /// settles every batch in flight, this one last.
+    pub async fn process(&mut self, records: Vec<Record>) -> Option<Vec<(u32, u64)>> {
+        self.stage(records).await?;
+        self.settle_all().await
+    }
+
+    /// Batches staged and not yet settled.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Waits until the oldest batch in flight is durable (or failed to
+    /// be); pending while none is. Cancel-safe: call [`Pipeline::settle`]
+    /// with what it returns.
+    pub async fn durable(&mut self) -> confab_store::Result<()> {
+        match self.in_flight.front_mut() {
+            Some(batch) => batch.durable.get_mut().as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Settles the oldest batch in flight with what [`Pipeline::durable`]
+    /// returned: when durable, its replies and events leave and its offsets
+    /// are returned to commit. When not, it and every batch staged after it
+    /// are decided again (nothing of them has left) and there is nothing to
+    /// commit yet. `None` when shutdown came while the store was failing.
+    pub async fn settle(&mut self, durable: confab_store::Result<()>) -> Option<Vec<(u32, u64)>> {
+        if let Err(e) = durable {
+            self.metrics.store_retries.inc();
+            tracing::warn!(error = %e, "a staged batch did not become durable; deciding it again, holding acks");
+            let failed: Vec<InFlight> = self.in_flight.drain(..).collect();
+            // What they decided is in the caches, and maybe still readable
+            // in the store: start over from what is durable.
+            self.rooms.clear();
+            self.tallies.clear();
+            self.cids.clear();
+            self.applied = self.durable_applied.clone();
+            self.redecide_backoff.wait(&self.shutdown).await?;
+            for batch in failed {
+                self.stage_filtered(batch.records, batch.refused).await?;
+            }
+            return Some(Vec::new());
+        }
+        let batch = self.in_flight.pop_front()?;
+        self.redecide_backoff = Backoff::new();
+        for (&partition, &next) in &batch.next_offsets {
+            let applied = self.durable_applied.entry(partition).or_default();
+            *applied = (*applied).max(next);
+        }
+        for (kind, outcome) in batch.outcomes {
+            self.metrics.records.with_label_values(&[kind, outcome]).inc();
+        }
+        self.metrics.duplicates.inc_by(batch.duplicates);
+        for (gateway, deliveries) in self.route(batch.effects) {
+            self.metrics.push_batches.inc();
+            self.metrics.push_batch_size.observe(deliveries.len() as f64);
+            let _timer = self.metrics.push_duration.start_timer();
+            if let Err(e) = self.push.push(&gateway, deliveries).await {
+                self.metrics.push_errors.inc();
+                tracing::debug!(%gateway, error = %e, "push dropped");
+            }
+        }
+        Some(batch.next_offsets.into_iter().collect())
+    }
+
+    /// Settles every batch in flight; returns the offsets to commit.
+    pub async fn settle_all(&mut self) -> Option<Vec<(u32, u64)>> {
+        let mut offsets: BTreeMap<u32, u64> = BTreeMap::new();
+        while !self.in_flight.is_empty() {
+            let durable = self.durable().await;
+            for (partition, next) in self.settle(durable).await? {
+                let o = offsets.entry(partition).or_default();
+                *o = (*o).max(next);
+            }
+        }
+        Some(offsets.into_iter().collect())
+    }
+
+    /// Decides a batch on top of those in flight and stages it: once this
+    /// returns, its writes are readable and the next batch can be decided.
+    /// `None` when shutdown came while the store was failing.
+    pub async fn stage(&mut self, mut records: Vec<Record>) -> Option<()> {
+        let refused = self.filter(&mut records).await;
+        self.stage_filtered(records, refused).await
+    }
+
+    async fn stage_filtered(&mut self, records: Vec<Record>, refused: HashMap<usize, ProtocolError>) -> Option<()> {
         self.metrics.batch_size.observe(records.len() as f64);
         let _timer = self.metrics.batch_duration.start_timer();
         if self.rooms.len() > ROOM_CACHE {
@@ -205,7 +328,6 @@ impl Pipeline {
             let next = next_offsets.entry(r.partition).or_default();
             *next = (*next).max(r.offset + 1);
         }
-        let refused = self.filter(&mut records).await;
         let fresh: Vec<&Record> = records
             .iter()
             .enumerate()
@@ -219,7 +341,16 @@ impl Pipeline {
             _ => None,
         }));
         if !unread.is_empty() {
-            self.cids.read(&*self.store, unread).await;
+            // A store may show only what is durable: the cids of batches in
+            // flight are added to what it shows.
+            let pending: Vec<(String, String, confab_store::CidHit)> = self
+                .in_flight
+                .iter()
+                .flat_map(|b| b.cids.iter())
+                .filter(|(room, _, _)| unread.binary_search(room).is_ok())
+                .cloned()
+                .collect();
+            self.cids.read(&*self.store, unread, pending).await;
         }
         for r in &fresh {
             if let Command::BlockChanged { user, other } = &r.record.cmd {
@@ -240,46 +371,45 @@ impl Pipeline {
         let blocks_read = std::mem::take(&mut view.blocks_read);
         let Decided { mut writes, mut effects, rooms, mut outcomes, duplicates, tallies } =
             decide_with(view, &fresh, self.max_rooms_per_user, self.retention);
-        for (i, error) in refused {
+        for (i, error) in &refused {
             outcomes.push(("send", error.code.as_str()));
-            effects.extend(refusal(&records[i].record, error));
+            effects.extend(refusal(&records[*i].record, error.clone()));
         }
         writes
             .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
         // The same batch again, never a new decision: on a CQL store a failed
         // attempt may have stored part of it, and rewriting the same writes
         // is what converges (see `Store::apply`).
-        while let Err(e) = self.store.apply(writes.clone()).await {
-            self.metrics.store_retries.inc();
-            tracing::warn!(error = %e, "group commit failed; holding acks");
-            backoff.wait(&self.shutdown).await?;
-        }
-        self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
-        let stored = writes.iter().filter_map(|w| match w {
-            Write::Message(m) if !m.cid.is_empty() => {
-                let hit = confab_store::CidHit { seq: m.seq, msg_id: m.msg_id.clone(), ts: m.ts };
-                Some((m.room.clone(), cid_key(&m.from, &m.cid), hit))
+        let durable = loop {
+            match self.store.stage(writes.clone()).await {
+                Ok(durable) => break durable,
+                Err(e) => {
+                    self.metrics.store_retries.inc();
+                    tracing::warn!(error = %e, "group commit failed; holding acks");
+                    backoff.wait(&self.shutdown).await?;
+                }
             }
-            _ => None,
-        });
-        self.cids.stored(self.store.cid_window(), stored);
+        };
+        // The next batch is decided on top of this one.
+        self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
+        let cids: Vec<(String, String, confab_store::CidHit)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Message(m) if !m.cid.is_empty() => {
+                    let hit = confab_store::CidHit { seq: m.seq, msg_id: m.msg_id.clone(), ts: m.ts };
+                    Some((m.room.clone(), cid_key(&m.from, &m.cid), hit))
+                }
+                _ => None,
+            })
+            .collect();
+        self.cids.stored(self.store.cid_window(), cids.iter().cloned());
         self.blocks.read(blocks_read);
         self.rooms.extend(rooms);
         self.tallies.extend(tallies);
-        for (kind, outcome) in outcomes {
-            self.metrics.records.with_label_values(&[kind, outcome]).inc();
-        }
-        self.metrics.duplicates.inc_by(duplicates);
-        for (gateway, batch) in self.route(effects) {
-            self.metrics.push_batches.inc();
-            self.metrics.push_batch_size.observe(batch.len() as f64);
-            let _timer = self.metrics.push_duration.start_timer();
-            if let Err(e) = self.push.push(&gateway, batch).await {
-                self.metrics.push_errors.inc();
-                tracing::debug!(%gateway, error = %e, "push dropped");
-            }
-        }
-        Some(next_offsets.into_iter().collect())
+        let durable = sync_wrapper::SyncWrapper::new(durable);
+        let batch = InFlight { durable, records, refused, effects, outcomes, duplicates, next_offsets, cids };
+        self.in_flight.push_back(batch);
+        Some(())
     }
 
     /// Asks the filter about the batch's new messages, rewrites the texts it

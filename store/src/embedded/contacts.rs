@@ -114,7 +114,7 @@ pub(super) fn is_deleted(db: &Database, name: &str) -> Result<bool> {
 impl EmbeddedStore {
     pub(super) async fn contact_ask_(&self, user: &str, other: &str, max: usize) -> Result<bool> {
         let (user, other) = (user.to_owned(), other.to_owned());
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             let stored = {
                 let mut asks = txn.open_table(CONTACT_ASKS)?;
@@ -137,7 +137,7 @@ impl EmbeddedStore {
 
     pub(super) async fn contact_end_(&self, a: &str, b: &str) -> Result<()> {
         let (a, b) = (a.to_owned(), b.to_owned());
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             {
                 let mut asks = txn.open_table(CONTACT_ASKS)?;
@@ -163,7 +163,7 @@ impl EmbeddedStore {
 
     pub(super) async fn block_(&self, user: &str, other: &str, max: usize) -> Result<bool> {
         let (user, other) = (user.to_owned(), other.to_owned());
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             let stored = {
                 let mut blocks = txn.open_table(BLOCKS)?;
@@ -183,7 +183,7 @@ impl EmbeddedStore {
 
     pub(super) async fn unblock_(&self, user: &str, other: &str) -> Result<()> {
         let (user, other) = (user.to_owned(), other.to_owned());
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             txn.open_table(BLOCKS)?.remove((user.as_str(), other.as_str()))?;
             Ok(txn.commit()?)
@@ -206,7 +206,7 @@ impl EmbeddedStore {
 
     pub(super) async fn delete_user_(&self, name: &str) -> Result<bool> {
         let name = name.to_owned();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

@@ -64,7 +64,7 @@ pub(super) fn drop_uploads<'a>(txn: &WriteTransaction, ids: impl IntoIterator<It
 impl EmbeddedStore {
     pub(super) async fn put_upload_(&self, upload: &UploadRecord) -> Result<()> {
         let u = upload.clone();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             {
                 txn.open_table(UPLOADS)?.insert(u.id.as_str(), encode(&u)?.as_slice())?;
@@ -86,7 +86,7 @@ impl EmbeddedStore {
 
     pub(super) async fn drop_user_uploads_(&self, user: &str) -> Result<()> {
         let user = user.to_owned();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             {
                 let ids: Vec<String> = txn
@@ -122,7 +122,7 @@ impl EmbeddedStore {
 
     pub(super) async fn delete_upload_(&self, upload: &UploadRecord) -> Result<()> {
         let u = upload.clone();
-        self.blocking(move |db| {
+        self.write(move |db| {
             let txn = db.begin_write()?;
             {
                 txn.open_table(UPLOADS)?.remove(u.id.as_str())?;
