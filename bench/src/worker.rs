@@ -31,6 +31,10 @@ const MAX_LATENCY_US: u64 = 120_000_000;
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections set up at once by one worker.
 const SETUP_CONCURRENCY: usize = 64;
+/// The idle plan's pushes (one per room) are spread over this long.
+pub const PUSH_SPREAD_MS: u64 = 1000;
+/// Text bytes of an idle plan's push.
+const PUSH_SIZE: usize = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -50,8 +54,15 @@ pub struct Spec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
-    /// Connect, join the room of `room_size` neighbours, keep alive.
-    Idle { room_size: u32 },
+    /// Connect, join the room of `room_size` neighbours, keep alive; with
+    /// `push_after_ms`, the first member of each room sends one message to
+    /// it that long after `go` (spread over [`PUSH_SPREAD_MS`]), so every
+    /// connection gets one delivery.
+    Idle {
+        room_size: u32,
+        #[serde(default)]
+        push_after_ms: Option<u64>,
+    },
     /// Everyone joins `room`; connections `0..publishers` each publish at `rate` per second.
     Fanout { room: String, publishers: u32, rate: f64, duration_ms: u64, size: usize },
     /// Each of `users` sends Poisson at `rate` per second to a random other user.
@@ -65,7 +76,7 @@ pub fn user_name(run: &str, i: u32) -> String {
 impl Spec {
     fn rooms_of(&self, i: u32) -> Vec<String> {
         match &self.plan {
-            Plan::Idle { room_size } => vec![format!("{}-idle{}", self.run, i / room_size.max(&1))],
+            Plan::Idle { room_size, .. } => vec![format!("{}-idle{}", self.run, i / room_size.max(&1))],
             Plan::Fanout { room, .. } => vec![room.clone()],
             Plan::Dm { .. } => match self.dialect {
                 Dialect::Confab => vec![],
@@ -198,7 +209,7 @@ pub async fn run() -> Result<()> {
         })
         .collect();
 
-    if let Plan::Idle { .. } = spec.plan {
+    if let Plan::Idle { push_after_ms: None, .. } = spec.plan {
         match command(&mut input).await?.as_slice() {
             [stop] if stop == "stop" => {}
             other => bail!("expected `stop`, got {other:?}"),
@@ -206,7 +217,7 @@ pub async fn run() -> Result<()> {
     } else {
         let duration = match spec.plan {
             Plan::Fanout { duration_ms, .. } | Plan::Dm { duration_ms, .. } => Duration::from_millis(duration_ms),
-            Plan::Idle { .. } => Duration::ZERO,
+            Plan::Idle { push_after_ms, .. } => Duration::from_millis(push_after_ms.unwrap_or(0) + PUSH_SPREAD_MS),
         };
         tokio::time::sleep_until(start + duration).await;
         // The last sends, and the replies to them: wait for them, boundedly.
@@ -277,7 +288,15 @@ impl Conn {
     /// The first send of this connection, if it sends at all.
     fn first_send(&self, rng: &mut impl Rng) -> Option<Next> {
         match self.spec.plan {
-            Plan::Idle { .. } => None,
+            Plan::Idle { push_after_ms: None, .. } => None,
+            Plan::Idle { room_size, push_after_ms: Some(after) } => {
+                let room_size = room_size.max(1);
+                (self.i % room_size == 0).then(|| {
+                    // Rooms' pushes spread over PUSH_SPREAD_MS, not all at once.
+                    let phase = u64::from(self.i / room_size) % PUSH_SPREAD_MS;
+                    Next { at: self.start + Duration::from_millis(after + phase), to: None }
+                })
+            }
             Plan::Fanout { publishers, rate, .. } => (self.i < publishers && rate > 0.0).then(|| {
                 // Publishers are spread over one interval, not in lockstep.
                 let phase = f64::from(self.i) / f64::from(publishers) / rate;
@@ -327,11 +346,12 @@ impl Conn {
         done_sending(&next);
         let size = match self.spec.plan {
             Plan::Fanout { size, .. } | Plan::Dm { size, .. } => size,
-            Plan::Idle { .. } => 0,
+            Plan::Idle { .. } => PUSH_SIZE,
         };
         let room = match &self.spec.plan {
             Plan::Fanout { room, .. } => room.clone(),
-            _ => String::new(),
+            Plan::Idle { .. } => self.spec.rooms_of(self.i).pop().unwrap_or_default(),
+            Plan::Dm { .. } => String::new(),
         };
         let me = user_name(&self.spec.run, self.i);
         // Request id → (scheduled time in Unix ns, recipient).
@@ -450,6 +470,10 @@ impl Conn {
                 stats.report.sent_ok += 1;
                 if let Some(to) = to {
                     *stats.report.sent_to.entry(to).or_default() += 1;
+                }
+                if let Plan::Idle { room_size, .. } = self.spec.plan {
+                    // An idle plan's push: by room, for the members' expected deliveries.
+                    *stats.report.sent_to.entry(self.i / room_size.max(1)).or_default() += 1;
                 }
             }
             Some(code) => *stats.report.errors.entry(code).or_default() += 1,
