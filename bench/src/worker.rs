@@ -54,14 +54,14 @@ pub struct Spec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
-    /// Connect, join the room of `room_size` neighbours, keep alive; with
-    /// `push_after_ms`, the first member of each room sends one message to
-    /// it that long after `go` (spread over [`PUSH_SPREAD_MS`]), so every
-    /// connection gets one delivery.
+    /// Connect, join the room of `room_size` neighbours, keep alive from
+    /// `go` on; with `push`, the first member of each room sends one message
+    /// to it at the time `go` names (spread over [`PUSH_SPREAD_MS`]), so
+    /// every connection gets one delivery.
     Idle {
         room_size: u32,
         #[serde(default)]
-        push_after_ms: Option<u64>,
+        push: bool,
     },
     /// Everyone joins `room`; connections `0..publishers` each publish at `rate` per second.
     Fanout { room: String, publishers: u32, rate: f64, duration_ms: u64, size: usize },
@@ -129,6 +129,9 @@ pub struct Report {
     /// load generator shares the machine with the server.
     #[serde(default)]
     pub cpu_secs: f64,
+    /// The longest heartbeat the servers announced to this worker's connections (ms).
+    #[serde(default)]
+    pub heartbeat_ms: u64,
 }
 
 /// What every connection of the worker adds to.
@@ -185,6 +188,7 @@ pub async fn run() -> Result<()> {
         }
     }
     report.connected = conns.len() as u64;
+    report.heartbeat_ms = conns.iter().map(|(_, _, hb)| hb.as_millis() as u64).max().unwrap_or(0);
     emit("ready", &report);
 
     let start = match command(&mut input).await?.as_slice() {
@@ -209,7 +213,7 @@ pub async fn run() -> Result<()> {
         })
         .collect();
 
-    if let Plan::Idle { push_after_ms: None, .. } = spec.plan {
+    if let Plan::Idle { push: false, .. } = spec.plan {
         match command(&mut input).await?.as_slice() {
             [stop] if stop == "stop" => {}
             other => bail!("expected `stop`, got {other:?}"),
@@ -217,7 +221,7 @@ pub async fn run() -> Result<()> {
     } else {
         let duration = match spec.plan {
             Plan::Fanout { duration_ms, .. } | Plan::Dm { duration_ms, .. } => Duration::from_millis(duration_ms),
-            Plan::Idle { push_after_ms, .. } => Duration::from_millis(push_after_ms.unwrap_or(0) + PUSH_SPREAD_MS),
+            Plan::Idle { .. } => Duration::from_millis(PUSH_SPREAD_MS),
         };
         tokio::time::sleep_until(start + duration).await;
         // The last sends, and the replies to them: wait for them, boundedly.
@@ -288,13 +292,13 @@ impl Conn {
     /// The first send of this connection, if it sends at all.
     fn first_send(&self, rng: &mut impl Rng) -> Option<Next> {
         match self.spec.plan {
-            Plan::Idle { push_after_ms: None, .. } => None,
-            Plan::Idle { room_size, push_after_ms: Some(after) } => {
+            Plan::Idle { push: false, .. } => None,
+            Plan::Idle { room_size, push: true } => {
                 let room_size = room_size.max(1);
                 (self.i % room_size == 0).then(|| {
                     // Rooms' pushes spread over PUSH_SPREAD_MS, not all at once.
                     let phase = u64::from(self.i / room_size) % PUSH_SPREAD_MS;
-                    Next { at: self.start + Duration::from_millis(after + phase), to: None }
+                    Next { at: self.start + Duration::from_millis(phase), to: None }
                 })
             }
             Plan::Fanout { publishers, rate, .. } => (self.i < publishers && rate > 0.0).then(|| {
@@ -359,7 +363,12 @@ impl Conn {
         let mut seq_to: HashMap<Option<u32>, u64> = HashMap::new();
         let mut streams = Streams::default();
         let mut id = 1_000u64;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        // Each connection's keep-alive at its own phase, as real clients'
+        // are: in lockstep, all of them would land in one instant of every
+        // heartbeat, and a measuring window would hold all of them or none.
+        let phase = self.heartbeat.mul_f64(rng.random::<f64>());
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + phase.max(Duration::from_millis(1)), self.heartbeat);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let lost = loop {
             let send_at = next.as_ref().map_or(far, |n| n.at);

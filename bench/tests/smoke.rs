@@ -139,6 +139,8 @@ fn idle_connections_spread_over_gateways_each_get_the_push_and_each_process_is_r
             "3",
             "--dispatchers",
             "2",
+            // The idle window is whole heartbeats: short ones keep the test short.
+            "--server-arg=--heartbeat-ms=1000",
         ],
     );
     assert_eq!(figure(&idle, "connections set up"), 90.0);
