@@ -295,7 +295,7 @@ impl Conn {
             Plan::Idle { push: false, .. } => None,
             Plan::Idle { room_size, push: true } => {
                 let room_size = room_size.max(1);
-                (self.i % room_size == 0).then(|| {
+                self.i.is_multiple_of(room_size).then(|| {
                     // Rooms' pushes spread over PUSH_SPREAD_MS, not all at once.
                     let phase = u64::from(self.i / room_size) % PUSH_SPREAD_MS;
                     Next { at: self.start + Duration::from_millis(phase), to: None }
