@@ -114,6 +114,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Worker | Cmd::Report(_)) {
+        raise_fd_limit();
+    }
     match run(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
@@ -168,6 +171,30 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Dm { common, args } => scenario_main("dm", common, move |t, run, spread| {
             Box::pin(async move { scenario::dm(t, &run, &spread, &args).await })
         }),
+    }
+}
+
+/// Raises the open-file limit, which the servers and workers started from
+/// here inherit: every connection is a descriptor in a gateway and in a
+/// worker. The hard limit goes up to the kernel's `fs.nr_open` where this
+/// process may raise it (root), the soft one to the hard one in any case.
+fn raise_fd_limit() {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let hard = limit.rlim_max;
+        if let Some(max) = nr_open.filter(|&m| m as libc::rlim_t > hard) {
+            let raised = libc::rlimit { rlim_cur: max as libc::rlim_t, rlim_max: max as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return;
+            }
+        }
+        limit.rlim_cur = hard;
+        let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
 }
 

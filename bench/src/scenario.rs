@@ -46,9 +46,19 @@ pub struct IdleArgs {
     /// Seconds to let the server settle after connecting, before reading its memory.
     #[arg(long, default_value_t = 3.0)]
     pub settle_secs: f64,
-    /// Seconds over which idle CPU is measured.
+    /// Seconds over which idle CPU is measured, rounded up to a whole number
+    /// of the server's heartbeats: the server pings every session in one
+    /// sweep per heartbeat, so a shorter window holds that sweep or not by
+    /// chance (at 19,000 connections, 0.3% or 3-5% of a core).
     #[arg(long, default_value_t = 10.0)]
     pub idle_secs: f64,
+    /// After the idle window, the first member of every room sends one
+    /// message to it: every connection should get one delivery, counted.
+    #[arg(long)]
+    pub push: bool,
+    /// Longest wait for the pushes' deliveries, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub push_drain_secs: f64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -99,6 +109,8 @@ struct WorkerProc {
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     conns: u64,
+    /// The global indices of its connections.
+    indices: Vec<u32>,
 }
 
 impl WorkerProc {
@@ -113,7 +125,7 @@ impl WorkerProc {
         let mut stdin = child.stdin.take().context("worker stdin")?;
         let lines = BufReader::new(child.stdout.take().context("worker stdout")?).lines();
         stdin.write_all(format!("{}\n", serde_json::to_string(spec)?).as_bytes()).await?;
-        Ok(WorkerProc { child, stdin, lines, conns: spec.conns.len() as u64 })
+        Ok(WorkerProc { child, stdin, lines, conns: spec.conns.len() as u64, indices: spec.conns.clone() })
     }
 
     async fn say(&mut self, line: &str) -> Result<()> {
@@ -187,6 +199,7 @@ async fn ready_all(workers: &mut [WorkerProc]) -> Result<Report> {
         total.connected += r.connected;
         total.failed += r.failed;
         total.setup_errors.extend(r.setup_errors);
+        total.heartbeat_ms = total.heartbeat_ms.max(r.heartbeat_ms);
     }
     Ok(total)
 }
@@ -231,20 +244,42 @@ fn spec(target: &Target, run: &str, spread: &Spread, conns: Vec<u32>, plan: Plan
     }
 }
 
+/// How many of the connections `0..n` go to gateway `g` of `gateways`
+/// (connection `i` goes to `urls[i % gateways]`).
+fn share(n: u32, g: usize, gateways: usize) -> u64 {
+    let (n, g, k) = (u64::from(n), g as u64, gateways.max(1) as u64);
+    n / k + u64::from(g < n % k)
+}
+
+/// CPU seconds of each process.
+fn cpus(procs: &[(String, u32)]) -> Vec<f64> {
+    procs.iter().map(|(_, pid)| cpu(&[*pid])).collect()
+}
+
+/// Resident bytes of each process.
+fn rsss(procs: &[(String, u32)]) -> Vec<u64> {
+    procs.iter().map(|(_, pid)| rss(&[*pid])).collect()
+}
+
 pub async fn idle(target: &mut Target, run: &str, spread: &Spread, a: &IdleArgs) -> Result<Outcome> {
     let (n1, n2) = match a.connections.as_slice() {
         [n1, n2] if n1 < n2 => (*n1, *n2),
         _ => bail!("--connections takes two counts, the smaller first (e.g. 2000,19000)"),
     };
+    let gateways = target.gateway_pids.clone();
+    let servers = target.processes.clone();
     let mut f = Figures::default();
-    let rss0 = rss(&target.gateway_pids);
+    let rss0 = rss(&gateways);
     f.add("gateway RSS before connecting", rss0 as f64 / 1e6, "MB");
+    // The pushes wait until the idle window is over.
+
     let mut workers = Vec::new();
     let mut setup = Report::default();
     let mut at = Vec::new();
+    let mut proc_rss = Vec::new();
     for (from, to) in [(0, n1), (n1, n2)] {
         let procs = (to - from).div_ceil(a.per_process.max(1)) as usize;
-        let plan = Plan::Idle { room_size: a.room_size };
+        let plan = Plan::Idle { room_size: a.room_size, push: a.push };
         let mut phase = Vec::new();
         for conns in deal(from..to, procs.max(spread.processes.min((to - from) as usize))) {
             phase.push(WorkerProc::spawn(&spec(target, run, spread, conns, plan.clone())).await?);
@@ -253,24 +288,68 @@ pub async fn idle(target: &mut Target, run: &str, spread: &Spread, a: &IdleArgs)
         setup.connected += r.connected;
         setup.failed += r.failed;
         setup.setup_errors.extend(r.setup_errors);
+        setup.heartbeat_ms = setup.heartbeat_ms.max(r.heartbeat_ms);
         workers.extend(phase);
         tokio::time::sleep(Duration::from_secs_f64(a.settle_secs)).await;
-        at.push((setup.connected, rss(&target.gateway_pids)));
+        at.push((setup.connected, rss(&gateways)));
+        proc_rss.push(rsss(&servers));
     }
+    let rss_at = proc_rss[1].clone();
+    // Whole heartbeats: each holds one sweep of the server's pings and one
+    // keep-alive of every client.
+    let idle_secs = match setup.heartbeat_ms {
+        0 => a.idle_secs,
+        hb => {
+            let hb = hb as f64 / 1000.0;
+            (a.idle_secs / hb).ceil().max(1.0) * hb
+        }
+    };
+    // The pushes (if any) begin a second after the idle window.
+    let push_at = crate::payload::unix_ns() + ((idle_secs + 1.0) * 1e9) as u64;
     for w in &mut workers {
-        w.say("go 0").await?;
+        w.say(&format!("go {push_at}")).await?;
     }
-    let cpu0 = cpu(&target.gateway_pids);
-    tokio::time::sleep(Duration::from_secs_f64(a.idle_secs)).await;
-    let idle_cpu = (cpu(&target.gateway_pids) - cpu0) / a.idle_secs * 100.0;
-    let rss_end = rss(&target.gateway_pids);
+    let cpu0 = cpu(&gateways);
+    let proc_cpu0 = cpus(&servers);
+    tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
+    let idle_cpu_secs = cpu(&gateways) - cpu0;
+    let proc_cpu1 = cpus(&servers);
+    let idle_cpu = idle_cpu_secs / idle_secs * 100.0;
+    let rss_end = rss(&gateways);
     let mut total = Report::default();
     let (mut h1, mut h2) = (worker::histogram(), worker::histogram());
-    for w in &mut workers {
-        w.say("stop").await?;
-    }
-    for w in &mut workers {
-        merge(&mut total, w.expect("report").await?, &mut h1, &mut h2);
+    let mut pushed = None;
+    if a.push {
+        // Each worker expects one delivery per connection whose room's push was acknowledged.
+        let mut sent = Report::default();
+        let mut by_room: BTreeMap<u32, u64> = BTreeMap::new();
+        for w in &mut workers {
+            let r = w.expect("sent").await?;
+            sent.sent_ok += r.sent_ok;
+            sent.unacked += r.unacked;
+            for (room, n) in r.sent_to {
+                *by_room.entry(room).or_default() += n;
+            }
+        }
+        let room_size = a.room_size.max(1);
+        let drain = Duration::from_secs_f64(a.push_drain_secs);
+        let mut expected = 0;
+        for w in &mut workers {
+            let want: u64 = w.indices.iter().map(|i| by_room.get(&(i / room_size)).copied().unwrap_or(0)).sum();
+            expected += want;
+            w.say(&format!("expect {want} {}", drain.as_millis())).await?;
+        }
+        for w in &mut workers {
+            merge(&mut total, w.expect("report").await?, &mut h1, &mut h2);
+        }
+        pushed = Some((sent, expected, u64::from(n2.div_ceil(room_size)), cpus(&servers)));
+    } else {
+        for w in &mut workers {
+            w.say("stop").await?;
+        }
+        for w in &mut workers {
+            merge(&mut total, w.expect("report").await?, &mut h1, &mut h2);
+        }
     }
     let [(c1, r1), (c2, r2)] = [at[0], at[1]];
     f.add(&format!("gateway RSS at {c1} connections"), r1 as f64 / 1e6, "MB");
@@ -279,11 +358,53 @@ pub async fn idle(target: &mut Target, run: &str, spread: &Spread, a: &IdleArgs)
     f.add("gateway RSS per connection (slope)", slope / 1000.0, "KB");
     f.add("gateway RSS after the idle window", rss_end as f64 / 1e6, "MB");
     f.add("gateway CPU while idle", idle_cpu, "% of a core");
+    let per_conn = if c2 > 0 { idle_cpu_secs / idle_secs / c2 as f64 * 1e6 } else { f64::NAN };
+    f.add("gateway CPU while idle, per connection", per_conn, "µs/s");
     f.add("connections set up", setup.connected as f64, "");
     f.add("connections refused or failed", setup.failed as f64, "");
     f.add("connections lost while idle", total.disconnects as f64, "");
     f.add("worker processes", workers.len() as f64, "");
-    let ok = setup.failed == 0 && total.disconnects == 0 && setup.connected == u64::from(n2);
+    f.add("idle window (whole heartbeats)", idle_secs, "s");
+    let mut ok = setup.failed == 0 && total.disconnects == 0 && setup.connected == u64::from(n2);
+    if let Some((sent, expected, rooms, _)) = &pushed {
+        let push_cpu = pushed.as_ref().map_or(0.0, |p| p.3.iter().sum::<f64>() - proc_cpu1.iter().sum::<f64>());
+        f.add("push: messages acknowledged (one per room)", sent.sent_ok as f64, "");
+        f.add("push: deliveries", total.deliveries as f64, "");
+        f.add("push: lost", expected.saturating_sub(total.deliveries) as f64, "");
+        f.add("push: duplicated", total.duplicates as f64, "");
+        f.add("push: delivery latency p50", ms(&h2, 0.5), "ms");
+        f.add("push: delivery latency p99", ms(&h2, 0.99), "ms");
+        f.add("push: delivery latency max", ms(&h2, 1.0), "ms");
+        let per = if total.deliveries > 0 { push_cpu / total.deliveries as f64 * 1e6 } else { f64::NAN };
+        f.add("push: server CPU per delivery (all processes)", per, "µs");
+        ok &= sent.sent_ok == *rooms && total.deliveries == *expected && *expected == u64::from(n2);
+        ok &= total.duplicates == 0;
+    }
+    // Each process of a cluster on its own.
+    if servers.len() > 1 {
+        let g_count = gateways.len();
+        let mut g = 0;
+        for (k, (role, pid)) in servers.iter().enumerate() {
+            let is_gateway = gateways.contains(pid);
+            let idle = (proc_cpu1[k] - proc_cpu0[k]) / idle_secs;
+            f.add(&format!("{role}: RSS at the end of setup"), rss_at[k] as f64 / 1e6, "MB");
+            f.add(&format!("{role}: CPU while idle"), idle * 100.0, "% of a core");
+            if is_gateway {
+                let conns = share(n2, g, g_count);
+                g += 1;
+                f.add(&format!("{role}: connections"), conns as f64, "");
+                let more = conns.saturating_sub(share(n1, g - 1, g_count));
+                let grew = rss_at[k] as f64 - proc_rss[0][k] as f64;
+                let per = if more > 0 { grew / more as f64 / 1000.0 } else { f64::NAN };
+                f.add(&format!("{role}: RSS per connection (slope)"), per, "KB");
+                let per = if conns > 0 { idle / conns as f64 * 1e6 } else { f64::NAN };
+                f.add(&format!("{role}: CPU while idle, per connection"), per, "µs/s");
+            }
+            if let Some((_, _, _, after)) = &pushed {
+                f.add(&format!("{role}: CPU for the push"), (after[k] - proc_cpu1[k]) * 1000.0, "ms");
+            }
+        }
+    }
     Ok(Outcome { figures: f, errors: errors(&setup, &total), ok })
 }
 
@@ -469,6 +590,16 @@ mod tests {
         assert_eq!(deal(0..5, 2), vec![vec![0, 2, 4], vec![1, 3]]);
         assert_eq!(deal(0..1, 3), vec![vec![0]]);
         assert_eq!(deal(10..12, 1), vec![vec![10, 11]]);
+    }
+
+    #[test]
+    fn each_gateway_gets_its_round_robin_share_of_the_connections() {
+        // Connection i goes to gateway i % 3: 0..10 gives 4, 3, 3.
+        assert_eq!((0..3).map(|g| share(10, g, 3)).collect::<Vec<_>>(), vec![4, 3, 3]);
+        assert_eq!(share(100_000, 5, 6), 16_666);
+        assert_eq!((0..6).map(|g| share(100_000, g, 6)).sum::<u64>(), 100_000);
+        assert_eq!(share(7, 0, 1), 7);
+        assert_eq!(share(7, 0, 0), 7, "no gateway count is one gateway");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Target {
     pub gateway_pids: Vec<u32>,
     /// Every process of the server.
     pub all_pids: Vec<u32>,
+    /// Every process of the server with its role (`gateway gw-0`,
+    /// `dispatcher 1`, ...), for the per-process figures.
+    pub processes: Vec<(String, u32)>,
     /// Versions and settings, for the report.
     pub describe: String,
     children: Vec<Child>,
@@ -123,6 +126,7 @@ impl Target {
             secret,
             gateway_pids: Vec::new(),
             all_pids: Vec::new(),
+            processes: Vec::new(),
             describe: String::new(),
             children: Vec::new(),
             data_dir: None,
@@ -136,7 +140,7 @@ impl Target {
         Ok(t)
     }
 
-    fn spawn(&mut self, program: &Path, args: &[String], gateway: bool) -> Result<()> {
+    fn spawn(&mut self, program: &Path, args: &[String], gateway: bool, role: String) -> Result<()> {
         let child = Command::new(program)
             .args(args)
             .env("RUST_LOG", std::env::var("CONFAB_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
@@ -150,6 +154,7 @@ impl Target {
             self.gateway_pids.push(pid);
         }
         self.all_pids.push(pid);
+        self.processes.push((role, pid));
         self.children.push(child);
         Ok(())
     }
@@ -173,7 +178,7 @@ impl Target {
             format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
         ];
         flags.extend(args.server_args.iter().cloned());
-        self.spawn(&bin, &flags, true)?;
+        self.spawn(&bin, &flags, true, "standalone".into())?;
         ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
         self.urls.push(format!("ws://127.0.0.1:{port}/v1/ws"));
         self.http = Some(format!("http://127.0.0.1:{port}"));
@@ -205,12 +210,12 @@ impl Target {
         if !status.success() {
             bail!("confab migrate failed ({status}); is the infra up? (scripts/infra up kafka cql)");
         }
-        for _ in 0..args.dispatchers {
+        for d in 0..args.dispatchers {
             let admin = free_port()?;
             let mut flags = vec!["dispatcher".to_owned(), format!("--admin-listen=127.0.0.1:{admin}")];
             flags.push(format!("--jwt-secret={}", self.secret));
             flags.extend(backend.iter().cloned());
-            self.spawn(&bin, &flags, false)?;
+            self.spawn(&bin, &flags, false, format!("dispatcher {d}"))?;
             ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
         }
         for g in 0..args.gateways {
@@ -228,7 +233,7 @@ impl Target {
             ];
             flags.extend(backend.iter().cloned());
             flags.extend(args.server_args.iter().cloned());
-            self.spawn(&bin, &flags, true)?;
+            self.spawn(&bin, &flags, true, format!("gateway gw-{g}"))?;
             ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
             let url = format!("ws://127.0.0.1:{port}/v1/ws");
             warm_up(&url, &self.secret, run, args.partitions).await?;
@@ -248,7 +253,7 @@ impl Target {
         )?;
         let port = free_port()?;
         let flags = vec![format!("-addr=127.0.0.1:{port}"), format!("-secret={}", self.secret)];
-        self.spawn(&bin, &flags, true)?;
+        self.spawn(&bin, &flags, true, "centrifugo".into())?;
         ready(&format!("http://127.0.0.1:{port}/health"), self).await?;
         self.urls.push(format!("ws://127.0.0.1:{port}/connection/websocket"));
         self.describe = format!("Centrifugo peer ({})", bin.display());

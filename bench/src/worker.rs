@@ -31,6 +31,10 @@ const MAX_LATENCY_US: u64 = 120_000_000;
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections set up at once by one worker.
 const SETUP_CONCURRENCY: usize = 64;
+/// The idle plan's pushes (one per room) are spread over this long.
+pub const PUSH_SPREAD_MS: u64 = 1000;
+/// Text bytes of an idle plan's push.
+const PUSH_SIZE: usize = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -50,8 +54,15 @@ pub struct Spec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Plan {
-    /// Connect, join the room of `room_size` neighbours, keep alive.
-    Idle { room_size: u32 },
+    /// Connect, join the room of `room_size` neighbours, keep alive from
+    /// `go` on; with `push`, the first member of each room sends one message
+    /// to it at the time `go` names (spread over [`PUSH_SPREAD_MS`]), so
+    /// every connection gets one delivery.
+    Idle {
+        room_size: u32,
+        #[serde(default)]
+        push: bool,
+    },
     /// Everyone joins `room`; connections `0..publishers` each publish at `rate` per second.
     Fanout { room: String, publishers: u32, rate: f64, duration_ms: u64, size: usize },
     /// Each of `users` sends Poisson at `rate` per second to a random other user.
@@ -65,7 +76,7 @@ pub fn user_name(run: &str, i: u32) -> String {
 impl Spec {
     fn rooms_of(&self, i: u32) -> Vec<String> {
         match &self.plan {
-            Plan::Idle { room_size } => vec![format!("{}-idle{}", self.run, i / room_size.max(&1))],
+            Plan::Idle { room_size, .. } => vec![format!("{}-idle{}", self.run, i / room_size.max(&1))],
             Plan::Fanout { room, .. } => vec![room.clone()],
             Plan::Dm { .. } => match self.dialect {
                 Dialect::Confab => vec![],
@@ -118,6 +129,9 @@ pub struct Report {
     /// load generator shares the machine with the server.
     #[serde(default)]
     pub cpu_secs: f64,
+    /// The longest heartbeat the servers announced to this worker's connections (ms).
+    #[serde(default)]
+    pub heartbeat_ms: u64,
 }
 
 /// What every connection of the worker adds to.
@@ -174,6 +188,7 @@ pub async fn run() -> Result<()> {
         }
     }
     report.connected = conns.len() as u64;
+    report.heartbeat_ms = conns.iter().map(|(_, _, hb)| hb.as_millis() as u64).max().unwrap_or(0);
     emit("ready", &report);
 
     let start = match command(&mut input).await?.as_slice() {
@@ -198,7 +213,7 @@ pub async fn run() -> Result<()> {
         })
         .collect();
 
-    if let Plan::Idle { .. } = spec.plan {
+    if let Plan::Idle { push: false, .. } = spec.plan {
         match command(&mut input).await?.as_slice() {
             [stop] if stop == "stop" => {}
             other => bail!("expected `stop`, got {other:?}"),
@@ -206,7 +221,7 @@ pub async fn run() -> Result<()> {
     } else {
         let duration = match spec.plan {
             Plan::Fanout { duration_ms, .. } | Plan::Dm { duration_ms, .. } => Duration::from_millis(duration_ms),
-            Plan::Idle { .. } => Duration::ZERO,
+            Plan::Idle { .. } => Duration::from_millis(PUSH_SPREAD_MS),
         };
         tokio::time::sleep_until(start + duration).await;
         // The last sends, and the replies to them: wait for them, boundedly.
@@ -277,7 +292,15 @@ impl Conn {
     /// The first send of this connection, if it sends at all.
     fn first_send(&self, rng: &mut impl Rng) -> Option<Next> {
         match self.spec.plan {
-            Plan::Idle { .. } => None,
+            Plan::Idle { push: false, .. } => None,
+            Plan::Idle { room_size, push: true } => {
+                let room_size = room_size.max(1);
+                self.i.is_multiple_of(room_size).then(|| {
+                    // Rooms' pushes spread over PUSH_SPREAD_MS, not all at once.
+                    let phase = u64::from(self.i / room_size) % PUSH_SPREAD_MS;
+                    Next { at: self.start + Duration::from_millis(phase), to: None }
+                })
+            }
             Plan::Fanout { publishers, rate, .. } => (self.i < publishers && rate > 0.0).then(|| {
                 // Publishers are spread over one interval, not in lockstep.
                 let phase = f64::from(self.i) / f64::from(publishers) / rate;
@@ -327,11 +350,12 @@ impl Conn {
         done_sending(&next);
         let size = match self.spec.plan {
             Plan::Fanout { size, .. } | Plan::Dm { size, .. } => size,
-            Plan::Idle { .. } => 0,
+            Plan::Idle { .. } => PUSH_SIZE,
         };
         let room = match &self.spec.plan {
             Plan::Fanout { room, .. } => room.clone(),
-            _ => String::new(),
+            Plan::Idle { .. } => self.spec.rooms_of(self.i).pop().unwrap_or_default(),
+            Plan::Dm { .. } => String::new(),
         };
         let me = user_name(&self.spec.run, self.i);
         // Request id → (scheduled time in Unix ns, recipient).
@@ -339,7 +363,12 @@ impl Conn {
         let mut seq_to: HashMap<Option<u32>, u64> = HashMap::new();
         let mut streams = Streams::default();
         let mut id = 1_000u64;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat);
+        // Each connection's keep-alive at its own phase, as real clients'
+        // are: in lockstep, all of them would land in one instant of every
+        // heartbeat, and a measuring window would hold all of them or none.
+        let phase = self.heartbeat.mul_f64(rng.random::<f64>());
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + phase.max(Duration::from_millis(1)), self.heartbeat);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let lost = loop {
             let send_at = next.as_ref().map_or(far, |n| n.at);
@@ -450,6 +479,10 @@ impl Conn {
                 stats.report.sent_ok += 1;
                 if let Some(to) = to {
                     *stats.report.sent_to.entry(to).or_default() += 1;
+                }
+                if let Plan::Idle { room_size, .. } = self.spec.plan {
+                    // An idle plan's push: by room, for the members' expected deliveries.
+                    *stats.report.sent_to.entry(self.i / room_size.max(1)).or_default() += 1;
                 }
             }
             Some(code) => *stats.report.errors.entry(code).or_default() += 1,

@@ -114,3 +114,48 @@ fn every_scenario_runs_against_a_distributed_cluster_on_kafka_and_cql_with_nothi
 fn every_scenario_runs_against_the_centrifugo_peer_with_nothing_lost() {
     every_scenario("centrifugo");
 }
+
+/// The idle scenario over a cluster of several gateways and two
+/// dispatchers, then a push to every room: each connection gets its one
+/// delivery, and each process is reported on its own.
+#[test]
+fn idle_connections_spread_over_gateways_each_get_the_push_and_each_process_is_reported() {
+    let idle = bench(
+        "distributed",
+        &[
+            "idle",
+            "--connections",
+            "20,90",
+            "--per-process",
+            "30",
+            "--room-size",
+            "10",
+            "--settle-secs",
+            "0.2",
+            "--idle-secs",
+            "0.5",
+            "--push",
+            "--gateways",
+            "3",
+            "--dispatchers",
+            "2",
+            // The idle window is whole heartbeats: short ones keep the test short.
+            "--server-arg=--heartbeat-ms=1000",
+        ],
+    );
+    assert_eq!(figure(&idle, "connections set up"), 90.0);
+    assert_eq!(figure(&idle, "push: messages acknowledged (one per room)"), 9.0);
+    assert_eq!(figure(&idle, "push: deliveries"), 90.0);
+    assert_eq!(figure(&idle, "push: lost"), 0.0);
+    assert_eq!(figure(&idle, "push: duplicated"), 0.0);
+    for g in 0..3 {
+        assert_eq!(figure(&idle, &format!("gateway gw-{g}: connections")), 30.0);
+        assert!(figure(&idle, &format!("gateway gw-{g}: RSS at the end of setup")) > 0.0);
+        assert!(figure(&idle, &format!("gateway gw-{g}: CPU while idle, per connection")) >= 0.0);
+    }
+    for d in 0..2 {
+        assert!(figure(&idle, &format!("dispatcher {d}: RSS at the end of setup")) > 0.0);
+        assert!(figure(&idle, &format!("dispatcher {d}: CPU for the push")) >= 0.0);
+    }
+    assert!(figure(&idle, "gateway CPU while idle, per connection") >= 0.0);
+}

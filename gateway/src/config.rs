@@ -71,8 +71,11 @@ pub struct Config {
 
 impl Config {
     /// What `ws_read_buffer` should be (not an option): small, because every
-    /// idle connection holds it.
-    pub const WS_READ_BUFFER: usize = 1024;
+    /// idle connection holds it (tungstenite allocates and zero-fills all of
+    /// it with the connection). A ping, a typing event or a short `send`
+    /// fits in one read; a larger frame is read whole all the same: its
+    /// header says its length and the buffer grows to it (one more read).
+    pub const WS_READ_BUFFER: usize = 256;
     /// What `ws_write_buffer` should be (not an option).
     pub const WS_WRITE_BUFFER: usize = 4 * 1024;
 }

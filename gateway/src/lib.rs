@@ -34,6 +34,7 @@ pub mod internal;
 pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
+pub mod outbound;
 pub mod presence;
 pub mod registry;
 pub mod rooms;

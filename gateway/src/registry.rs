@@ -14,10 +14,12 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-/// What the writer task sends next. Its size is memory per idle session:
-/// the queue's first block of 32 slots is allocated with the channel.
+use crate::outbound;
+
+/// What the writer task sends next (through [`outbound`], which holds no
+/// slot while it is empty).
 pub enum Outbound {
     Frame(Utf8Bytes),
     Ping,
@@ -87,7 +89,7 @@ pub struct SessionHandle {
     /// When the token expires, in milliseconds on the gateway's clock.
     pub expires_ms: u64,
     pub limiter: Limiter,
-    tx: mpsc::Sender<Outbound>,
+    tx: outbound::Sender,
     /// Bytes of the frames queued and not yet written, and their bound.
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
@@ -115,7 +117,7 @@ impl SessionHandle {
         user: Arc<str>,
         expires_ms: u64,
         quota: Quota,
-        tx: mpsc::Sender<Outbound>,
+        tx: outbound::Sender,
         max_queued_bytes: usize,
         now_ms: u64,
     ) -> Self {
@@ -176,7 +178,7 @@ impl SessionHandle {
             Ok(()) => true,
             Err(e) => {
                 self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                if let mpsc::error::TrySendError::Full(_) = e {
+                if let outbound::TrySendError::Full(_) = e {
                     self.close(Closing::Bye(ByeReason::SlowConsumer));
                 }
                 false
@@ -535,7 +537,7 @@ mod tests {
     use super::*;
     use std::num::NonZeroU32;
 
-    fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
+    fn session(reg: &Registry, user: &str) -> (Arc<SessionHandle>, outbound::Receiver) {
         session_with(reg, user, 2, 1 << 20)
     }
 
@@ -544,8 +546,8 @@ mod tests {
         user: &str,
         frames: usize,
         bytes: usize,
-    ) -> (Arc<SessionHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(frames);
+    ) -> (Arc<SessionHandle>, outbound::Receiver) {
+        let (tx, rx) = outbound::channel(frames);
         let quota = Quota::per_second(NonZeroU32::new(20).unwrap());
         (Arc::new(SessionHandle::new(reg.next_id(), Arc::from(user), u64::MAX, quota, tx, bytes, 0)), rx)
     }

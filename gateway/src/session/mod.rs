@@ -25,11 +25,11 @@ use axum::extract::ws::Utf8Bytes;
 use confab_protocol::{ErrorCode, Event, Op, ProtocolError, Reply, Request, RequestId};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::Quota;
-use tokio::sync::mpsc;
 
 use crate::Gateway;
 use crate::auth::Claims;
 use crate::ops::Outcome;
+use crate::outbound;
 use crate::registry::{Closing, Outbound, SessionHandle};
 pub use frame::{Close, Frame, ReadError};
 
@@ -62,7 +62,7 @@ where
         }
     };
 
-    let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
+    let (tx, rx) = outbound::channel(config.outbound_queue.max(1));
     let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
     let quota = Quota::per_second(nz(config.rate_per_second)).allow_burst(nz(config.rate_burst));
     let now_ms = gw.now_ms();
@@ -247,7 +247,7 @@ fn reply(session: &SessionHandle, reply: Reply) {
     session.send(reply.encode().into());
 }
 
-async fn writer<W>(gw: &Gateway, session: &SessionHandle, mut sink: W, mut rx: mpsc::Receiver<Outbound>) -> &'static str
+async fn writer<W>(gw: &Gateway, session: &SessionHandle, mut sink: W, mut rx: outbound::Receiver) -> &'static str
 where
     W: Sink<Frame> + Unpin,
 {
