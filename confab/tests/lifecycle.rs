@@ -169,12 +169,7 @@ async fn a_burst_of_pipelined_sends_to_many_rooms_is_acked_in_order_and_survives
     let mut c = common::Client::connect(&format!("ws://{base}/v1/ws?token={}", tokens[0])).await;
     for (r, want) in want.iter().enumerate() {
         let h = c.ok(json!({"op":"history","room":format!("room{r}"),"limit":100})).await;
-        let stored: Vec<(u64, String)> = h["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| (m["seq"].as_u64().unwrap(), m["text"].as_str().unwrap().to_owned()))
-            .collect();
+        let stored = common::seqs_and_texts(&h);
         let want: Vec<(u64, String)> = want.iter().map(|(s, t)| (*s, t.clone())).collect();
         assert_eq!(stored, want, "room{r}: every acked message once, at its seq, in order");
     }

@@ -109,12 +109,7 @@ async fn sigkill_loses_no_acked_message_and_seqs_keep_increasing() {
     let p = Process::start(data.path());
     let mut c = alice(&p, false).await;
     let h = c.ok(json!({"op":"history","room":"r","limit":100})).await;
-    let stored: Vec<(u64, String)> = h["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["seq"].as_u64().unwrap(), m["text"].as_str().unwrap().to_owned()))
-        .collect();
+    let stored = common::seqs_and_texts(&h);
     assert_eq!(stored, acked, "every acked message, with its seq, in order");
     let next = c.send("r", "after", "c-after").await["seq"].as_u64().unwrap();
     assert!(next > acked.last().unwrap().0);

@@ -174,8 +174,7 @@ async fn a_cid_stored_before_this_dispatcher_started_still_answers_with_the_firs
 #[tokio::test]
 async fn sends_in_a_room_whose_cids_the_dispatcher_holds_read_no_cid_from_the_store() {
     let (_dir, inner) = open();
-    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
-    flaky.broken.store(false, Ordering::SeqCst);
+    let flaky = Flaky::working(inner.clone());
     let push = Captured::default();
     let mut p = pipeline(flaky.clone(), push.clone());
     p.process(vec![join(0, "r", "alice"), join(1, "r", "bob"), send(2, "r", "alice", "c1")]).await.unwrap();
@@ -210,8 +209,7 @@ async fn sends_in_a_room_whose_cids_the_dispatcher_holds_read_no_cid_from_the_st
 async fn a_dm_reads_the_block_once_and_again_only_after_it_changed() {
     let (_dir, inner) = open();
     accounts(&*inner, &["alice", "bob"]).await;
-    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
-    flaky.broken.store(false, Ordering::SeqCst);
+    let flaky = Flaky::working(inner.clone());
     let push = Captured::default();
     let mut p = pipeline(flaky.clone(), push.clone());
     let dm = "dm:alice:bob";
@@ -264,6 +262,13 @@ struct Flaky {
 }
 
 impl Flaky {
+    /// One that stores everything (counting reads, and deferring when asked).
+    fn working(inner: Arc<dyn Store>) -> Arc<Flaky> {
+        let flaky = Flaky::new(inner, 0);
+        flaky.broken.store(false, Ordering::SeqCst);
+        Arc::new(flaky)
+    }
+
     fn new(inner: Arc<dyn Store>, lands: usize) -> Flaky {
         Flaky {
             inner,
@@ -497,18 +502,24 @@ async fn while_the_store_fails_nothing_is_acked_and_the_batch_lands_when_it_retu
     assert_eq!(inner.history("r", None, 10).await.unwrap().len(), 1);
 }
 
-/// Replies and events of a staged batch leave once it is durable, batch by
-/// batch in order, while the next batch was decided meanwhile.
-#[tokio::test]
-async fn a_staged_batch_is_acked_only_once_durable_and_in_order() {
-    let (_dir, inner) = open();
-    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
-    flaky.broken.store(false, Ordering::SeqCst);
+/// A pipeline on a working [`Flaky`] whose room `r` alice joined, and
+/// which from now on holds staged batches until [`Flaky::sync`].
+async fn deferring() -> (tempfile::TempDir, Arc<dyn Store>, Arc<Flaky>, Captured, Pipeline) {
+    let (dir, inner) = open();
+    let flaky = Flaky::working(inner.clone());
     let push = Captured::default();
     let mut p = pipeline(flaky.clone(), push.clone());
     p.process(vec![join(0, "r", "alice")]).await.unwrap();
     push.take();
     flaky.deferred.store(true, Ordering::SeqCst);
+    (dir, inner, flaky, push, p)
+}
+
+/// Replies and events of a staged batch leave once it is durable, batch by
+/// batch in order, while the next batch was decided meanwhile.
+#[tokio::test]
+async fn a_staged_batch_is_acked_only_once_durable_and_in_order() {
+    let (_dir, inner, flaky, push, mut p) = deferring().await;
     p.stage(vec![send(1, "r", "alice", "c1")]).await.unwrap();
     p.stage(vec![send(2, "r", "alice", "c2")]).await.unwrap();
     assert_eq!(p.in_flight(), 2, "the second batch was decided while the first was not durable");
@@ -536,14 +547,7 @@ async fn a_staged_batch_is_acked_only_once_durable_and_in_order() {
 /// message once, at the seq its record gives it.
 #[tokio::test]
 async fn a_failed_sync_acks_nothing_it_covers_and_redecides_what_was_staged_on_top() {
-    let (_dir, inner) = open();
-    let flaky = Arc::new(Flaky::new(inner.clone(), 0));
-    flaky.broken.store(false, Ordering::SeqCst);
-    let push = Captured::default();
-    let mut p = pipeline(flaky.clone(), push.clone());
-    p.process(vec![join(0, "r", "alice")]).await.unwrap();
-    push.take();
-    flaky.deferred.store(true, Ordering::SeqCst);
+    let (_dir, inner, flaky, push, mut p) = deferring().await;
     p.stage(vec![send(1, "r", "alice", "c1")]).await.unwrap();
     p.stage(vec![send(2, "r", "alice", "c2"), send(3, "r", "alice", "c1")]).await.unwrap();
     // The store works again for what is decided next; the first sync fails.

@@ -261,6 +261,16 @@ pub struct Client {
 }
 
 /// A status the server answered an upgrade with, when it refused it.
+/// `(seq, text)` of each message of a `history` reply, in order.
+pub fn seqs_and_texts(history: &Value) -> Vec<(u64, String)> {
+    history["messages"]
+        .as_array()
+        .expect("a history reply has messages")
+        .iter()
+        .map(|m| (m["seq"].as_u64().expect("seq"), m["text"].as_str().expect("text").to_owned()))
+        .collect()
+}
+
 pub async fn refused_status(url: &str) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
