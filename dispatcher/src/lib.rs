@@ -166,6 +166,14 @@ pub async fn run(
             }
         }
     }
+    // Batches staged before the stop are answered, pushed and committed
+    // once durable (unless the store fails: then nothing of them leaves,
+    // and the next owner decides them again).
+    if pipeline.in_flight() > 0
+        && let Some(offsets) = pipeline.settle_all().await
+    {
+        commit(&mut *consumer, &offsets).await;
+    }
     tracing::info!("dispatcher stopped");
     Ok(())
 }

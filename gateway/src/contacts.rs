@@ -120,21 +120,22 @@ impl Gateway {
         if !store.block(user, other, max).await.map_err(store_error)? {
             return Err(forbidden(format!("you blocked {max} users, the most a user may block")));
         }
-        self.block_changed(user, other).await?;
         self.blocks_changed(user).await?;
         let had = self.relation(user, other).await?;
         store.contact_end(user, other).await.map_err(store_error)?;
         if had != ContactStatus::None {
             self.tell_contact(user, other, ContactStatus::None).await;
         }
+        // Last, so a failure here leaves only this to retry.
+        self.block_changed(user, other).await?;
         Ok(ReplyBody::Empty {})
     }
 
     pub(crate) async fn unblock(&self, user: &str, other: &str) -> Result<ReplyBody, ProtocolError> {
         other_user(user, other)?;
         self.inner.store.unblock(user, other).await.map_err(store_error)?;
-        self.block_changed(user, other).await?;
         self.blocks_changed(user).await?;
+        self.block_changed(user, other).await?;
         Ok(ReplyBody::Empty {})
     }
 

@@ -226,7 +226,16 @@ fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Job>, shared: Shared) {
         match job {
             // Dropping `f` drops its reply: the caller sees `stopped`.
             Job::Run(_) if failed => {}
-            Job::Run(f) => f(&db),
+            Job::Run(f) => {
+                // Staged batches are synced before other writes run: a
+                // stream of them (registrations, uploads, the sweeper)
+                // would otherwise keep the queue from emptying and hold
+                // the messages' acks.
+                if !unsynced.is_empty() {
+                    sync(&db, &mut unsynced, &shared);
+                }
+                f(&db)
+            }
             Job::Apply(_, reply) if failed => {
                 let _ = reply.send(Err(failed_error()));
             }
