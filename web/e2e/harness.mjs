@@ -15,17 +15,47 @@ export const webDir = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const repoDir = resolve(webDir, "..");
 export const screenshotDir = resolve(process.env.SCREENSHOT_DIR ?? join(repoDir, "target", "web-screenshots"));
 
-/** A port nobody listens on right now: bind port 0, read it, close. */
-export function freePort() {
-  return new Promise((resolvePort, reject) => {
+/** Ports this process has handed out: the kernel may offer a closed port again before its server binds it. */
+const handedOut = new Set();
+
+/** Binds port 0 and reads the port; the server stays open until the caller closes it. */
+function openEphemeral() {
+  return new Promise((resolveServer, reject) => {
     const srv = createServer();
     srv.unref();
     srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolvePort(port));
-    });
+    srv.listen(0, "127.0.0.1", () => resolveServer(srv));
   });
+}
+
+/**
+ * `n` distinct ports nobody listens on right now, none handed out before by
+ * this process. Every probe stays bound until all are found, so the kernel
+ * cannot give the same port twice.
+ */
+export async function freePorts(n) {
+  const open = [];
+  const ports = [];
+  try {
+    while (ports.length < n) {
+      const srv = await openEphemeral();
+      open.push(srv);
+      const { port } = srv.address();
+      if (!handedOut.has(port)) {
+        handedOut.add(port);
+        ports.push(port);
+      }
+    }
+  } finally {
+    await Promise.all(open.map((srv) => new Promise((r) => srv.close(r))));
+  }
+  return ports;
+}
+
+/** One port nobody listens on right now (see `freePorts`). */
+export async function freePort() {
+  const [port] = await freePorts(1);
+  return port;
 }
 
 /** Polls `check` until it returns a truthy value; fails with `what` after `timeoutMs`. */
@@ -65,8 +95,7 @@ export class ConfabServer {
   }
 
   async init() {
-    this.port = await freePort();
-    this.adminPort = await freePort();
+    [this.port, this.adminPort] = await freePorts(2);
     this.url = `http://127.0.0.1:${this.port}`;
     this.adminUrl = `http://127.0.0.1:${this.adminPort}`;
   }
@@ -276,7 +305,8 @@ export class ConfabCluster {
     }
     this.gateways = [];
     for (let i = 0; i < this.gatewayCount; i++) {
-      this.gateways.push({ port: await freePort(), admin: await freePort(), internal: await freePort() });
+      const [port, admin, internal] = await freePorts(3);
+      this.gateways.push({ port, admin, internal });
     }
     this.urls = this.gateways.map((g) => `http://127.0.0.1:${g.port}`);
     this.url = this.urls[0];
