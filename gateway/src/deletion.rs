@@ -26,7 +26,8 @@ impl Gateway {
         let store = &self.inner.store;
         // Read before the tombstone: afterwards the user has no rooms to
         // list once the erasures ran.
-        let (rooms, contacts) = tokio::try_join!(store.user_rooms(user), store.contacts(user)).map_err(store_error)?;
+        let (rooms, contacts) =
+            tokio::try_join!(store.user_room_names(user), store.contacts(user)).map_err(store_error)?;
         if !store.delete_user(user).await.map_err(store_error)? {
             return Err(ProtocolError::new(ErrorCode::NotFound, format!("no user '{user}'")));
         }
@@ -48,8 +49,8 @@ impl Gateway {
         }
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let mut failed = 0;
-        for info in rooms {
-            let record = IngressRecord { room: info.room, ts, origin: None, cmd: Command::Erase { user: user.into() } };
+        for room in rooms {
+            let record = IngressRecord { room, ts, origin: None, cmd: Command::Erase { user: user.into() } };
             let mut produced = false;
             // A few tries: the client cannot ask again once the account is gone.
             for attempt in 0..3u32 {

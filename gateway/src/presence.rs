@@ -140,7 +140,7 @@ impl Gateway {
     /// never to those who blocked `user`.
     pub(crate) async fn tell_presence(&self, user: &str, online: bool) {
         let store = &self.inner.store;
-        let (rooms, contacts) = match tokio::try_join!(store.user_rooms(user), store.contacts(user)) {
+        let (rooms, contacts) = match tokio::try_join!(store.user_room_names(user), store.contacts(user)) {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "presence: cannot read the user's rooms and contacts");
@@ -149,14 +149,14 @@ impl Gateway {
         };
         let limit = self.config().presence_event_limit;
         let mut recipients = HashMap::new();
-        for info in rooms {
-            if dm_members(&info.room).is_none() {
-                match store.room(&info.room).await {
+        for room in rooms {
+            if dm_members(&room).is_none() {
+                match store.room(&room).await {
                     Ok(Some(meta)) if meta.members <= limit => {}
                     _ => continue,
                 }
             }
-            self.inner.registry.for_room(&info.room, |s| {
+            self.inner.registry.for_room(&room, |s| {
                 if &*s.user != user {
                     recipients.entry(s.id).or_insert_with(|| s.clone());
                 }

@@ -308,6 +308,10 @@ pub async fn user_rooms_carry_last_and_read_seqs(store: &impl Store) {
     let mut rooms = store.user_rooms("alice").await.unwrap();
     assert_eq!(store.user_room_count("alice").await.unwrap(), 2);
     assert_eq!(store.user_room_count("nobody").await.unwrap(), 0);
+    let mut names = store.user_room_names("alice").await.unwrap();
+    names.sort();
+    assert_eq!(names, ["dm:alice:bob", "r"]);
+    assert!(store.user_room_names("nobody").await.unwrap().is_empty());
     rooms.sort_by(|a, b| a.room.cmp(&b.room));
     assert_eq!(
         rooms,

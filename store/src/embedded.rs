@@ -801,6 +801,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn user_room_names(&self, user: &str) -> Result<Vec<String>> {
+        let user = user.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read()?;
+            let user_rooms = txn.open_table(USER_ROOMS)?;
+            let mut out = Vec::new();
+            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END))? {
+                out.push(entry?.0.value().1.to_owned());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.blocking(move |db| {

@@ -270,7 +270,13 @@ pub trait Store: Send + Sync + 'static {
     /// How many rooms the user is a member of, DMs included: what
     /// [`user_rooms`](Store::user_rooms) would list, without reading each room.
     async fn user_room_count(&self, user: &str) -> Result<usize> {
-        Ok(self.user_rooms(user).await?.len())
+        Ok(self.user_room_names(user).await?.len())
+    }
+    /// The names of the rooms [`user_rooms`](Store::user_rooms) would list,
+    /// without reading each room (on a CQL store: one partition read, where
+    /// `user_rooms` reads two rows per room).
+    async fn user_room_names(&self, user: &str) -> Result<Vec<String>> {
+        Ok(self.user_rooms(user).await?.into_iter().map(|r| r.room).collect())
     }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64>;
     /// `user`'s notification level in the room (`notify`; `all` when never

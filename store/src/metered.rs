@@ -15,14 +15,17 @@ use confab_protocol::lifecycle::Version;
 use confab_protocol::rooms::MemberEntry;
 
 /// The values of the `op` label: the [`Store`] methods.
-const OPS: [&str; 51] = [
+const OPS: [&str; 55] = [
     "ping",
     "create_user",
     "user",
     "room",
     "is_member",
     "members",
+    "count_members",
     "user_rooms",
+    "user_room_count",
+    "user_room_names",
     "read_marker",
     "notify_level",
     "ordinal_at",
@@ -30,6 +33,7 @@ const OPS: [&str; 51] = [
     "history",
     "since",
     "cid",
+    "recent_cids",
     "apply",
     "stage",
     "checkpoints",
@@ -153,6 +157,12 @@ impl<S: Store> Store for Metered<S> {
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
         self.timed("user_rooms", self.inner.user_rooms(user)).await
     }
+    async fn user_room_count(&self, user: &str) -> Result<usize> {
+        self.timed("user_room_count", self.inner.user_room_count(user)).await
+    }
+    async fn user_room_names(&self, user: &str) -> Result<Vec<String>> {
+        self.timed("user_room_names", self.inner.user_room_names(user)).await
+    }
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
         self.timed("read_marker", self.inner.read_marker(room, user)).await
     }
@@ -173,6 +183,12 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn cid(&self, room: &str, cid: &str) -> Result<Option<CidHit>> {
         self.timed("cid", self.inner.cid(room, cid)).await
+    }
+    fn cid_window(&self) -> Option<std::time::Duration> {
+        self.inner.cid_window()
+    }
+    async fn recent_cids(&self, room: &str, limit: u32) -> Result<(Vec<(String, CidHit)>, Option<u64>)> {
+        self.timed("recent_cids", self.inner.recent_cids(room, limit)).await
     }
     async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>> {
         self.timed("room_settings", self.inner.room_settings(room)).await
@@ -282,5 +298,43 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn delete_upload(&self, upload: &crate::UploadRecord) -> Result<()> {
         self.timed("delete_upload", self.inner.delete_upload(upload)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names of the `fn`s in `block`, in order.
+    fn fns(block: &str) -> Vec<&str> {
+        block
+            .split("fn ")
+            .skip(1)
+            .map(|rest| rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
+            .collect()
+    }
+
+    /// A trait method with a default body that the wrapper does not forward
+    /// runs the default on the wrapper: a backend's own version is skipped
+    /// (a CQL store's one-statement `user_room_count` became two reads per
+    /// room of the user; its `cid_window` became "forever"). Every method of
+    /// `Store` is forwarded, and every async one is timed under its name.
+    #[test]
+    fn every_store_method_is_forwarded_and_named() {
+        let lib = include_str!("lib.rs");
+        let start = lib.find("pub trait Store").expect("the trait");
+        let end = start + lib[start..].find("\n}\n").expect("the trait's end");
+        let methods = fns(&lib[start..end]);
+        assert!(methods.len() > 50, "parsed {methods:?}");
+        let this = include_str!("metered.rs");
+        let start = this.find("impl<S: Store> Store for Metered<S>").expect("the impl");
+        let end = start + this[start..].find("\n}\n").expect("the impl's end");
+        let forwarded = fns(&this[start..end]);
+        let ops = &this[this.find("const OPS").unwrap()..];
+        let ops = &ops[..ops.find("];").unwrap()];
+        for method in methods {
+            assert!(forwarded.contains(&method), "Metered does not forward Store::{method}");
+            if method != "cid_window" {
+                assert!(ops.contains(&format!("\"{method}\"")), "OPS does not name {method}");
+            }
+        }
     }
 }

@@ -296,8 +296,8 @@ async fn broadcast(State(gw): State<Gateway>, bytes: Bytes) -> Result<Response, 
             rooms
         }
         (None, true) => {
-            let mine = gw.inner.store.user_rooms(&b.from).await.map_err(store_error)?;
-            mine.into_iter().map(|r| r.room).filter(|r| dm_members(r).is_none()).take(MAX_BROADCAST_ROOMS).collect()
+            let mine = gw.inner.store.user_room_names(&b.from).await.map_err(store_error)?;
+            mine.into_iter().filter(|r| dm_members(r).is_none()).take(MAX_BROADCAST_ROOMS).collect()
         }
         _ => return Err(ProtocolError::bad_request("give exactly one of `rooms` and `all: true`").into()),
     };

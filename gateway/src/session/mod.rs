@@ -48,7 +48,7 @@ where
     let config = gw.config();
     let user: Arc<str> = Arc::from(claims.sub.as_str());
     let store = &gw.inner.store;
-    let loaded = match tokio::try_join!(store.user_rooms(&user), store.blocks(&user)) {
+    let loaded = match tokio::try_join!(store.user_room_names(&user), store.blocks(&user)) {
         Ok((rooms, blocked)) => {
             // Before the session is registered: no event reaches it unfiltered.
             gw.inner.blocks.set(&user, blocked.clone());
@@ -94,7 +94,7 @@ where
 
     let (rooms, blocked) = loaded;
     let was_online = gw.is_online(&user);
-    let delta = gw.inner.registry.open(session.clone(), rooms.into_iter().map(|r| r.room));
+    let delta = gw.inner.registry.open(session.clone(), rooms);
     // Again, now that the session counts as local: another session of the
     // user closing meanwhile may have forgotten the list.
     gw.inner.blocks.set(&user, blocked);

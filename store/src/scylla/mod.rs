@@ -195,6 +195,7 @@ struct Statements {
     members: PreparedStatement,
     user_rooms: PreparedStatement,
     count_user_rooms: PreparedStatement,
+    user_room_names: PreparedStatement,
     read_marker: PreparedStatement,
     notify_level: PreparedStatement,
     buckets_down: PreparedStatement,
@@ -283,6 +284,7 @@ impl Statements {
             )
             .await?,
             count_user_rooms: prepare(s, "SELECT COUNT(*) FROM user_rooms WHERE username = ?").await?,
+            user_room_names: prepare(s, "SELECT room FROM user_rooms WHERE username = ?").await?,
             read_marker: prepare(s, "SELECT read_seq FROM user_rooms WHERE username = ? AND room = ?").await?,
             notify_level: prepare(s, "SELECT notify FROM user_rooms WHERE username = ? AND room = ?").await?,
             buckets_down: prepare(s, "SELECT bucket FROM room_buckets WHERE room = ? AND bucket <= ? LIMIT 64").await?,
@@ -1024,6 +1026,11 @@ impl Store for ScyllaStore {
     async fn user_room_count(&self, user: &str) -> Result<usize> {
         let count: Vec<(i64,)> = self.rows(&self.inner.q.count_user_rooms, (user,)).await?;
         Ok(count.first().map_or(0, |(n,)| *n as usize))
+    }
+
+    async fn user_room_names(&self, user: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = self.rows(&self.inner.q.user_room_names, (user,)).await?;
+        Ok(rows.into_iter().map(|(room,)| room).collect())
     }
 
     async fn read_marker(&self, room: &str, user: &str) -> Result<u64> {
