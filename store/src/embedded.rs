@@ -1253,6 +1253,29 @@ mod tests {
         }
     }
 
+    /// A write that panics on the writer thread (a bug) latches the store:
+    /// its caller gets an error, and so does every later read and write,
+    /// rather than writes stopping for good while reads go on. Opened
+    /// again, the store holds what was durable before the panic.
+    #[tokio::test]
+    async fn a_panic_on_the_writer_thread_latches_the_store() {
+        use crate::contract::message;
+        use crate::{Store, Write};
+        let (dir, store) = open().await;
+        let join = Write::Join { room: "r".into(), user: "alice".into(), at: 0, members: 1 };
+        store.stage(vec![join, Write::Message(message("r", 1, "alice", "c1"))]).await.unwrap().await.unwrap();
+        let panicked = store.writer.write(|_| -> crate::Result<()> { panic!("a bug in a write") }).await;
+        assert!(panicked.is_err(), "the panicking write's caller gets an error");
+        let latched = |e: crate::Error| e.to_string().contains("refuses every call");
+        assert!(store.history("r", None, 10).await.is_err_and(latched), "reads refuse");
+        assert!(store.stage(vec![Write::Message(message("r", 2, "alice", "c2"))]).await.is_err_and(latched));
+        assert!(store.user("alice").await.is_err_and(latched));
+        drop(store);
+        let store = super::EmbeddedStore::open(dir.path()).unwrap();
+        let seqs: Vec<u64> = store.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [1]);
+    }
+
     #[tokio::test]
     async fn the_sweeper_removes_what_retention_no_longer_keeps() {
         use crate::contract::message;

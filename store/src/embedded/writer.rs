@@ -222,48 +222,61 @@ fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Job>, shared: Shared) {
                 }
             }
         };
-        let failed = shared.failed.load(Ordering::Acquire);
-        match job {
-            // Dropping `f` drops its reply: the caller sees `stopped`.
-            Job::Run(_) if failed => {}
-            Job::Run(f) => {
-                // Staged batches are synced before other writes run: a
-                // stream of them (registrations, uploads, the sweeper)
-                // would otherwise keep the queue from emptying and hold
-                // the messages' acks.
-                if !unsynced.is_empty() {
-                    sync(&db, &mut unsynced, &shared);
-                }
-                f(&db)
-            }
-            Job::Apply(_, reply) if failed => {
-                let _ = reply.send(Err(failed_error()));
-            }
-            Job::Apply(batch, reply) => {
-                let applied = super::apply_batch(&db, &batch, redb::Durability::Immediate);
-                if applied.is_ok() {
-                    // Its durable commit made every staged batch durable.
-                    merge(&mut unsynced.checkpoints, &checkpoints_of(&batch));
-                    unsynced.synced(&shared);
-                }
-                let _ = reply.send(applied);
-            }
-            Job::Stage(_, reply) if failed => {
-                let _ = reply.send(Err(failed_error()));
-            }
-            Job::Stage(batch, reply) => match super::apply_batch(&db, &batch, redb::Durability::None) {
-                Ok(()) => {
-                    let (tx, rx) = oneshot::channel();
-                    unsynced.waiters.push(tx);
-                    merge(&mut unsynced.checkpoints, &checkpoints_of(&batch));
-                    let _ = reply.send(Ok(rx));
-                }
-                // The transaction aborted: nothing of it is stored.
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
+        // A panic in a write (a bug; the panic hook reports it) latches the
+        // store like a failed sync: what it left is unknown, and the batches
+        // staged before it must not be read as stored. The thread goes on,
+        // answering every later job with the failure.
+        let handled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&db, job, &mut unsynced, &shared)));
+        if handled.is_err() {
+            latch(&mut unsynced, &shared, "a write on the embedded store's writer thread panicked".into());
         }
+    }
+}
+
+/// Runs one job.
+fn handle(db: &Database, job: Job, unsynced: &mut Unsynced, shared: &Shared) {
+    let failed = shared.failed.load(Ordering::Acquire);
+    match job {
+        // Dropping `f` drops its reply: the caller sees `stopped`.
+        Job::Run(_) if failed => {}
+        Job::Run(f) => {
+            // Staged batches are synced before other writes run: a
+            // stream of them (registrations, uploads, the sweeper)
+            // would otherwise keep the queue from emptying and hold
+            // the messages' acks.
+            if !unsynced.is_empty() {
+                sync(db, unsynced, shared);
+            }
+            f(db)
+        }
+        Job::Apply(_, reply) if failed => {
+            let _ = reply.send(Err(failed_error()));
+        }
+        Job::Apply(batch, reply) => {
+            let applied = super::apply_batch(db, &batch, redb::Durability::Immediate);
+            if applied.is_ok() {
+                // Its durable commit made every staged batch durable.
+                merge(&mut unsynced.checkpoints, &checkpoints_of(&batch));
+                unsynced.synced(shared);
+            }
+            let _ = reply.send(applied);
+        }
+        Job::Stage(_, reply) if failed => {
+            let _ = reply.send(Err(failed_error()));
+        }
+        Job::Stage(batch, reply) => match super::apply_batch(db, &batch, redb::Durability::None) {
+            Ok(()) => {
+                let (tx, rx) = oneshot::channel();
+                unsynced.waiters.push(tx);
+                merge(&mut unsynced.checkpoints, &checkpoints_of(&batch));
+                let _ = reply.send(Ok(rx));
+            }
+            // The transaction aborted: nothing of it is stored.
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        },
     }
 }
 
@@ -278,13 +291,16 @@ fn sync(db: &Database, unsynced: &mut Unsynced, shared: &Shared) {
     })();
     match synced {
         Ok(()) => unsynced.synced(shared),
-        Err(e) => {
-            shared.failed.store(true, Ordering::Release);
-            unsynced.checkpoints.clear();
-            for waiter in unsynced.waiters.drain(..) {
-                let _ =
-                    waiter.send(Err(Error::Other(format!("an embedded commit failed to reach the disk: {e}").into())));
-            }
-        }
+        Err(e) => latch(unsynced, shared, format!("an embedded commit failed to reach the disk: {e}")),
+    }
+}
+
+/// Latches the store failed: the staged batches are never acknowledged
+/// (their `Durable`s fail with `why`), and every later call fails.
+fn latch(unsynced: &mut Unsynced, shared: &Shared, why: String) {
+    shared.failed.store(true, Ordering::Release);
+    unsynced.checkpoints.clear();
+    for waiter in unsynced.waiters.drain(..) {
+        let _ = waiter.send(Err(Error::Other(why.clone().into())));
     }
 }
