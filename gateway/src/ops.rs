@@ -316,7 +316,10 @@ impl Gateway {
             budget.room(&room);
             // The change log first: see `changed_since`.
             let log = match changes.get(&room) {
-                Some(&pos) => Some((pos, store.changes(&room, pos, limit).await.map_err(store_error)?)),
+                Some(&pos) => {
+                    let log = store.changes(&room, pos, limit).await.map_err(store_error)?;
+                    Some((pos, committed_changes(log, upto)))
+                }
                 None => None,
             };
             let mut messages = Vec::new();
@@ -496,9 +499,34 @@ impl Committed {
     }
 }
 
+/// The part of a change log read (`Store::changes`: (pos, seq) pairs in
+/// `pos` order, and whether more follow) that is committed: a change's
+/// `pos` is in its room's seq space, so one past `upto` is of a batch still
+/// landing (on standalone, maybe not yet on disk). It reaches the client
+/// as an event once it is stored, or by the next `sync`.
+fn committed_changes((mut log, more): (Vec<(u64, u64)>, bool), upto: u64) -> (Vec<(u64, u64)>, bool) {
+    match log.iter().position(|&(pos, _)| pos > upto) {
+        Some(cut) => {
+            log.truncate(cut);
+            // Everything after the cut is later still.
+            (log, false)
+        }
+        None => (log, more),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sync_gives_no_change_past_the_committed_seq() {
+        let log = vec![(10, 3), (12, 5), (15, 3), (20, 7)];
+        assert_eq!(committed_changes((log.clone(), true), 14), (vec![(10, 3), (12, 5)], false));
+        assert_eq!(committed_changes((log.clone(), true), 20), (log.clone(), true), "all committed: more as read");
+        assert_eq!(committed_changes((log.clone(), false), u64::MAX), (log, false));
+        assert_eq!(committed_changes((vec![(10, 3)], false), 9), (vec![], false));
+    }
 
     fn message(seq: u64, text: &str) -> Message {
         Message {
