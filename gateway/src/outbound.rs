@@ -1,10 +1,11 @@
 //! A session's outbound queue: what deliveries, replies and the sweeper's
 //! pings hand to the session's writer. Bounded in frames like the tokio
 //! channel it replaces (`try_send` refuses with `Full` past the bound), but
-//! it holds no memory while it is empty: tokio's channel allocates its first
-//! block of 32 slots and its cache-padded state up front, about 1.5 KB in
-//! every idle session. Here an empty queue is a `VecDeque` that has not
-//! allocated, and a queue that emptied gives back what a burst made it grow to.
+//! small while it is empty: tokio's channel allocates its first block of 32
+//! slots and its cache-padded state up front, about 1.5 KB in every idle
+//! session. Here a queue that never held a frame is a `VecDeque` that has
+//! not allocated, and a queue that emptied keeps at most [`KEEP`] slots,
+//! giving back what a burst made it grow to.
 //!
 //! One sender (the session's handle) and one receiver (its writer).
 
@@ -55,11 +56,13 @@ pub struct Sender {
 impl Sender {
     /// Queues `out` unless the queue is full or its receiver is gone.
     pub fn try_send(&self, out: Outbound) -> Result<(), TrySendError<Outbound>> {
-        if self.shared.receiver_gone.load(Ordering::Acquire) {
-            return Err(TrySendError::Closed(out));
-        }
         {
             let mut queue = self.shared.queue();
+            // Checked under the lock the receiver's drop takes: a frame is
+            // never queued after the receiver emptied the queue for good.
+            if self.shared.receiver_gone.load(Ordering::Acquire) {
+                return Err(TrySendError::Closed(out));
+            }
             if queue.len() >= self.shared.bound {
                 return Err(TrySendError::Full(out));
             }
@@ -123,9 +126,11 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        // What is queued is dropped now, not with the session's handle; the
+        // flag is set under the lock (see `try_send`).
+        let mut queue = self.shared.queue();
         self.shared.receiver_gone.store(true, Ordering::Release);
-        // What is queued is dropped now, not with the session's handle.
-        *self.shared.queue() = VecDeque::new();
+        *queue = VecDeque::new();
     }
 }
 
@@ -196,6 +201,23 @@ mod tests {
         let (tx, rx) = channel(8);
         drop(rx);
         assert!(matches!(tx.try_send(frame("x")), Err(TrySendError::Closed(_))));
+    }
+
+    /// The sender checks for the receiver under the queue's lock: a frame
+    /// sent while the receiver goes is refused, never left in a queue that
+    /// nobody reads (held until the session's handle drops).
+    #[test]
+    fn a_frame_sent_while_the_receiver_goes_is_refused_not_stranded() {
+        for _ in 0..200 {
+            let (tx, rx) = channel(1 << 20);
+            let sending = std::thread::spawn(move || {
+                while tx.try_send(Outbound::Ping).is_ok() {}
+                tx
+            });
+            drop(rx);
+            let tx = sending.join().unwrap();
+            assert!(tx.shared.queue().is_empty(), "a frame was queued after the receiver went");
+        }
     }
 
     #[test]
