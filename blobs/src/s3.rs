@@ -39,6 +39,12 @@ pub const BUFFER_BUDGET: usize = 24 * PART;
 /// attachments (a photo, a document) never wait for it.
 pub const UNRESERVED: usize = 1 << 20;
 
+/// When an upload dropped with a part in flight is aborted again, after the
+/// first abort: a part request cut short may still land in the store after
+/// an abort, and S3 then keeps it as a pending upload (AWS's documentation
+/// of `AbortMultipartUpload` says to abort again). Seconds after the drop.
+const ABORT_AGAIN_AFTER: [u64; 2] = [2, 10];
+
 /// Where and how to reach the bucket.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Options {
@@ -215,7 +221,7 @@ impl Drop for Multipart {
         let Some(upload) = self.upload.take() else { return };
         let key = std::mem::take(&mut self.key);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(abort(Some(upload), key));
+            runtime.spawn(abort_dropped(upload, key));
         }
     }
 }
@@ -226,6 +232,23 @@ async fn abort(upload: Option<Box<dyn MultipartUpload>>, key: String) {
     let Some(mut upload) = upload else { return };
     if let Err(e) = upload.abort().await {
         tracing::warn!(key, error = %explain(&e), "aborting a multipart upload failed");
+    }
+}
+
+/// Aborts an upload dropped with its put (the client went away), maybe
+/// while a part was being sent, then again at each of [`ABORT_AGAIN_AFTER`]
+/// to remove a part that landed after the first. The later aborts of an
+/// upload already gone fail with "no such upload", which is expected.
+async fn abort_dropped(mut upload: Box<dyn MultipartUpload>, key: String) {
+    let started = tokio::time::Instant::now();
+    if let Err(e) = upload.abort().await {
+        tracing::warn!(key, error = %explain(&e), "aborting a dropped multipart upload failed");
+    }
+    for after in ABORT_AGAIN_AFTER {
+        tokio::time::sleep_until(started + Duration::from_secs(after)).await;
+        if let Err(e) = upload.abort().await {
+            tracing::debug!(key, error = %explain(&e), "aborting a dropped multipart upload again");
+        }
     }
 }
 
