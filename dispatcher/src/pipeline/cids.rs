@@ -12,6 +12,12 @@
 //! good, or one past [`ROOM_CAP`]) is *unknown*, and its sends read the
 //! store as before.
 //!
+//! A room whose retention removed its older messages counts as having no
+//! more: the cids of messages retention removed are forgotten with them,
+//! as the embedded store's sweeper forgets them (a resend of such a cid is
+//! a new message; retention is at least a day, past the 24 hours
+//! `docs/protocol.md` promises).
+//!
 //! Only the dispatcher that owns a room's partition writes its cids, so the
 //! memory is exact while it owns it; it is dropped with the room states when
 //! the partitions move ([`super::Pipeline::forget_cached`]).
