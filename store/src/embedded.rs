@@ -86,6 +86,19 @@ const NOTIFY: TableDefinition<(&str, &str), &str> = TableDefinition::new("notify
 /// `(prefix, "")..(prefix, END)` spans one prefix of a tuple key.
 const END: &str = "~";
 
+/// The second parts of the keys under `first` in a table keyed by two names
+/// (a room's members, a user's rooms), in order.
+fn second_keys<V: redb::Value + 'static>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    first: &str,
+) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in table.range((first, "")..(first, END))? {
+        out.push(entry?.0.value().1.to_owned());
+    }
+    Ok(out)
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredSettings {
     settings: RoomSettings,
@@ -734,13 +747,7 @@ impl Store for EmbeddedStore {
         let room = room.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
-            let members = txn.open_table(MEMBERS)?;
-            let mut out = Vec::new();
-            for entry in members.range((room.as_str(), "")..(room.as_str(), END))? {
-                let (k, _) = entry?;
-                out.push(k.value().1.to_owned());
-            }
-            Ok(out)
+            second_keys(&txn.open_table(MEMBERS)?, &room)
         })
         .await
     }
@@ -805,12 +812,7 @@ impl Store for EmbeddedStore {
         let user = user.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
-            let user_rooms = txn.open_table(USER_ROOMS)?;
-            let mut out = Vec::new();
-            for entry in user_rooms.range((user.as_str(), "")..(user.as_str(), END))? {
-                out.push(entry?.0.value().1.to_owned());
-            }
-            Ok(out)
+            second_keys(&txn.open_table(USER_ROOMS)?, &user)
         })
         .await
     }

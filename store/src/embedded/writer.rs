@@ -99,7 +99,7 @@ impl Writer {
         }
         let (tx, rx) = oneshot::channel();
         self.send(Job::Apply(batch, tx)).await?;
-        rx.await.map_err(|_| stopped())?
+        self.answer(rx).await
     }
 
     pub(super) fn failed(&self) -> bool {
@@ -120,7 +120,7 @@ impl Writer {
             let _ = tx.send(f(db));
         });
         self.send(Job::Run(job)).await?;
-        rx.await.map_err(|_| stopped())?
+        self.answer(rx).await
     }
 
     /// Commits `batch` without an fsync; the `Durable` resolves once a
@@ -131,8 +131,26 @@ impl Writer {
         }
         let (tx, rx) = oneshot::channel();
         self.send(Job::Stage(batch, tx)).await?;
-        let synced = rx.await.map_err(|_| stopped())??;
+        let synced = self.answer(rx).await?;
         Ok(Box::pin(async move { synced.await.map_err(|_| stopped())? }))
+    }
+
+    /// The writer's answer to a job. A job whose reply was dropped
+    /// unanswered panicked (or the writer stopped): then the answer waits
+    /// for the writer to move past it (a no-op job behind it), so that this
+    /// caller, and every call after it, sees the store latched.
+    async fn answer<T>(&self, reply: oneshot::Receiver<Result<T>>) -> Result<T> {
+        if let Ok(out) = reply.await {
+            return out;
+        }
+        let (passed, behind) = oneshot::channel::<()>();
+        let barrier: Run = Box::new(move |_| {
+            let _ = passed.send(());
+        });
+        if self.send(Job::Run(barrier)).await.is_ok() {
+            let _ = behind.await;
+        }
+        Err(if self.failed() { failed_error() } else { stopped() })
     }
 
     async fn send(&self, job: Job) -> Result<()> {
