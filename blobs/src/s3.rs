@@ -39,12 +39,6 @@ pub const BUFFER_BUDGET: usize = 24 * PART;
 /// attachments (a photo, a document) never wait for it.
 pub const UNRESERVED: usize = 1 << 20;
 
-/// When an upload dropped with a part in flight is aborted again, after the
-/// first abort: a part request cut short may still land in the store after
-/// an abort, and S3 then keeps it as a pending upload (AWS's documentation
-/// of `AbortMultipartUpload` says to abort again). Seconds after the drop.
-const ABORT_AGAIN_AFTER: [u64; 2] = [2, 10];
-
 /// Where and how to reach the bucket.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Options {
@@ -194,15 +188,31 @@ fn backend(e: object_store::Error) -> BlobError {
 /// no parts of it.
 struct Multipart {
     upload: Option<Box<dyn MultipartUpload>>,
+    /// The part being sent, in a task of its own. A part's request, once
+    /// begun, goes on when the put is dropped (the HTTP connection sends the
+    /// body it holds), and a part that lands after the abort is kept by some
+    /// stores (SeaweedFS lists it as a pending upload that no abort removes):
+    /// so the abort of a dropped upload waits for this task first.
+    sending: Option<tokio::task::JoinHandle<object_store::Result<()>>>,
     key: String,
 }
 
 impl Multipart {
+    fn new(upload: Box<dyn MultipartUpload>, key: String) -> Multipart {
+        Multipart { upload: Some(upload), sending: None, key }
+    }
+
     /// Sends one part and waits for it: object_store's part futures do
-    /// nothing until awaited, so holding one back would only hold its bytes.
+    /// nothing until polled, so holding one back would only hold its bytes.
     async fn send(&mut self, part: PutPayload) -> Result<(), BlobError> {
         let upload = self.upload.as_mut().expect("an unfinished upload");
-        upload.put_part(part).await.map_err(backend)
+        let sending = self.sending.insert(tokio::spawn(upload.put_part(part)));
+        let sent = sending.await;
+        self.sending = None;
+        match sent {
+            Ok(sent) => sent.map_err(backend),
+            Err(e) => Err(BlobError::Backend(format!("s3: sending a part: {e}"))),
+        }
     }
 
     async fn complete(&mut self) -> Result<(), BlobError> {
@@ -219,9 +229,15 @@ impl Multipart {
 impl Drop for Multipart {
     fn drop(&mut self) {
         let Some(upload) = self.upload.take() else { return };
-        let key = std::mem::take(&mut self.key);
+        let (sending, key) = (self.sending.take(), std::mem::take(&mut self.key));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(abort_dropped(upload, key));
+            runtime.spawn(async move {
+                // The part in flight lands (or fails) first; see `sending`.
+                if let Some(sending) = sending {
+                    let _ = sending.await;
+                }
+                abort(Some(upload), key).await;
+            });
         }
     }
 }
@@ -232,23 +248,6 @@ async fn abort(upload: Option<Box<dyn MultipartUpload>>, key: String) {
     let Some(mut upload) = upload else { return };
     if let Err(e) = upload.abort().await {
         tracing::warn!(key, error = %explain(&e), "aborting a multipart upload failed");
-    }
-}
-
-/// Aborts an upload dropped with its put (the client went away), maybe
-/// while a part was being sent, then again at each of [`ABORT_AGAIN_AFTER`]
-/// to remove a part that landed after the first. The later aborts of an
-/// upload already gone fail with "no such upload", which is expected.
-async fn abort_dropped(mut upload: Box<dyn MultipartUpload>, key: String) {
-    let started = tokio::time::Instant::now();
-    if let Err(e) = upload.abort().await {
-        tracing::warn!(key, error = %explain(&e), "aborting a dropped multipart upload failed");
-    }
-    for after in ABORT_AGAIN_AFTER {
-        tokio::time::sleep_until(started + Duration::from_secs(after)).await;
-        if let Err(e) = upload.abort().await {
-            tracing::debug!(key, error = %explain(&e), "aborting a dropped multipart upload again");
-        }
     }
 }
 
@@ -290,7 +289,7 @@ impl S3Blobs {
                 if buffered_len == self.part {
                     if upload.is_none() {
                         let started = self.store.put_multipart(path).await.map_err(backend)?;
-                        *upload = Some(Multipart { upload: Some(started), key: path.to_string() });
+                        *upload = Some(Multipart::new(started, path.to_string()));
                     }
                     let part = PutPayload::from_iter(std::mem::take(&mut buffered));
                     buffered_len = 0;
