@@ -9,7 +9,8 @@
 //! [`crate::Durable`]s resolve. A failed fsync fails those, and latches the
 //! store: every later call fails until the store is opened again (redb then
 //! rolls back to its last durable commit), so what was staged but never
-//! synced is never read as if it were stored.
+//! synced is never read as if it were stored. A job that panics (a bug)
+//! latches the store the same way.
 //!
 //! Other writes (accounts, contacts, uploads, an `apply`) run here too, in
 //! the order they came, each its own durable commit as before (which makes
@@ -256,7 +257,7 @@ fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Job>, shared: Shared) {
 fn handle(db: &Database, job: Job, unsynced: &mut Unsynced, shared: &Shared) {
     let failed = shared.failed.load(Ordering::Acquire);
     match job {
-        // Dropping `f` drops its reply: the caller sees `stopped`.
+        // Dropping `f` drops its reply: the caller sees the latch (`answer`).
         Job::Run(_) if failed => {}
         Job::Run(f) => {
             // Staged batches are synced before other writes run: a
