@@ -29,10 +29,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use crate::producer::Producer;
 use crate::{Bus, Consumer, Error, Record, Result};
 
 /// Kafka settings shared by every process of a cluster.
@@ -88,7 +88,7 @@ struct Inner {
     /// Replaced when librdkafka declares it failed for good (a fatal
     /// error, such as an `OutOfOrderSequence` after a broker lost the tail
     /// of a log): a fatal producer refuses every write after it.
-    producer: std::sync::RwLock<FutureProducer>,
+    producer: std::sync::RwLock<Arc<Producer>>,
     /// A group-less client for metadata and watermark requests, which block:
     /// they run on the blocking pool.
     metadata: Arc<BaseConsumer>,
@@ -207,18 +207,18 @@ impl KafkaBus {
 }
 
 /// The idempotent producer, `acks=all`.
-fn producer(config: &KafkaConfig) -> Result<FutureProducer> {
+fn producer(config: &KafkaConfig) -> Result<Arc<Producer>> {
     let mut pc = config.client();
     pc.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.linger.as_millis().to_string())
         .set("message.timeout.ms", config.produce_timeout.as_millis().max(1).to_string())
         .set("compression.type", "lz4");
-    pc.create().map_err(kafka("creating the producer"))
+    Producer::new(&pc).map(Arc::new).map_err(kafka("creating the producer"))
 }
 
 impl Inner {
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> Arc<Producer> {
         self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -226,8 +226,7 @@ impl Inner {
     /// replaced (once: whoever comes second finds the new one healthy). The
     /// write itself is `unavailable`; the client's retry with its cid goes
     /// through the new producer and is stored once.
-    fn replace_if_fatal(&self, used: &FutureProducer) {
-        use rdkafka::producer::Producer as _;
+    fn replace_if_fatal(&self, used: &Producer) {
         let Some((code, reason)) = used.client().fatal_error() else { return };
         let mut current = self.producer.write().unwrap_or_else(|e| e.into_inner());
         if current.client().fatal_error().is_none() {
@@ -279,11 +278,12 @@ impl Bus for KafkaBus {
         // The partition is chosen here, not by librdkafka's partitioner, so
         // every Bus maps a room to the same partition.
         let partition = crate::partition_for(&record.room, self.inner.partitions) as i32;
-        let r = FutureRecord::to(&topic).key(record.room.as_bytes()).partition(partition).payload(&payload);
         let producer = self.inner.producer();
-        match producer.send(r, self.inner.config.produce_timeout).await {
+        let sent =
+            producer.send(&topic, Some(partition), record.room.as_bytes(), &payload, self.inner.config.produce_timeout);
+        match sent.await {
             Ok(_) => Ok(()),
-            Err((e, _)) => {
+            Err(e) => {
                 self.inner.replace_if_fatal(&producer);
                 Err(kafka("producing to the ingress topic")(e))
             }
@@ -305,9 +305,10 @@ impl Bus for KafkaBus {
     async fn announce(&self, announcement: &Announcement) -> Result<()> {
         let topic = self.inner.config.gateways_topic();
         let payload = serde_json::to_vec(announcement).expect("announcements serialize");
-        let r = FutureRecord::to(&topic).key(announcement.gateway().as_bytes()).payload(&payload);
         let producer = self.inner.producer();
-        producer.send(r, self.inner.config.produce_timeout).await.map(|_| ()).map_err(|(e, _)| {
+        let key = announcement.gateway().as_bytes();
+        let sent = producer.send(&topic, None, key, &payload, self.inner.config.produce_timeout);
+        sent.await.map(|_| ()).map_err(|e| {
             self.inner.replace_if_fatal(&producer);
             kafka("producing an announcement")(e)
         })

@@ -18,6 +18,8 @@ pub mod journal;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
+#[cfg(feature = "kafka")]
+mod producer;
 pub mod push;
 
 pub use journal::Journal;
