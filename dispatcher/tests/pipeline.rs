@@ -205,6 +205,48 @@ async fn sends_in_a_room_whose_cids_the_dispatcher_holds_read_no_cid_from_the_st
     assert_eq!(flaky.cid_reads.load(Ordering::SeqCst), 0);
 }
 
+/// On a store that does not index every cid (CQL), the dispatcher indexes
+/// only the cids of rooms it does not hold in memory, and a resend is still
+/// answered with the first message after its memory is gone (the
+/// partitions moved): from the messages themselves in a quiet room, from
+/// the index in a room too busy to hold, which got every cid it held
+/// indexed the moment it stopped holding them.
+#[tokio::test]
+async fn without_a_store_index_of_every_cid_resends_are_answered_after_the_partitions_move() {
+    let (_dir, inner) = open();
+    let flaky = Flaky::working(inner.clone());
+    flaky.unindexed.store(true, Ordering::SeqCst);
+    let push = Captured::default();
+    let mut p = pipeline(flaky.clone(), push.clone());
+    p.process(vec![join(0, "quiet", "alice"), send(1, "quiet", "alice", "q1"), send(2, "quiet", "alice", "q2")])
+        .await
+        .unwrap();
+    assert_eq!(replied_seqs(&push), [2, 3]);
+    assert!(flaky.index.lock().unwrap().is_empty(), "a room the dispatcher holds needs no index");
+
+    let cap = confab_dispatcher::pipeline::cids::ROOM_CAP as u64;
+    let mut batch = vec![join(3, "busy", "alice")];
+    batch.extend((0..cap + 10).map(|i| send(4 + i, "busy", "alice", &format!("b{i}"))));
+    p.process(batch).await.unwrap();
+    assert_eq!(replied_seqs(&push).len() as u64, cap + 10);
+    let indexed = flaky.index.lock().unwrap().keys().filter(|(room, _)| room == "busy").count() as u64;
+    assert_eq!(indexed, cap + 10, "past the cap, every cid of the room is indexed");
+
+    // Another dispatcher's view: nothing in memory.
+    p.forget_cached();
+    let next = 4 + cap + 10;
+    p.process(vec![
+        send(next, "quiet", "alice", "q1"),
+        send(next + 1, "busy", "alice", "b0"),
+        send(next + 2, "busy", "alice", &format!("b{}", cap + 9)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(replied_seqs(&push), [2, 5, 5 + cap + 9], "each resend answered with the message first stored");
+    assert_eq!(inner.history("quiet", None, 10).await.unwrap().len(), 2);
+    assert_eq!(inner.history("busy", None, 10_000).await.unwrap().len() as u64, cap + 10);
+}
+
 #[tokio::test]
 async fn a_dm_reads_the_block_once_and_again_only_after_it_changed() {
     let (_dir, inner) = open();
@@ -259,6 +301,11 @@ struct Flaky {
     /// durable (and is stored only then) or to fail (and is not).
     deferred: AtomicBool,
     syncs: Mutex<Vec<tokio::sync::oneshot::Sender<bool>>>,
+    /// While set, the store behaves as the CQL one does: it does not index
+    /// every message's cid ([`Store::indexes_cids`]), and [`Store::cid`]
+    /// finds only what a `Write::CidIndex` indexed (kept here).
+    unindexed: AtomicBool,
+    index: Mutex<std::collections::HashMap<(String, String), CidHit>>,
 }
 
 impl Flaky {
@@ -280,6 +327,18 @@ impl Flaky {
             block_reads: AtomicUsize::new(0),
             deferred: AtomicBool::new(false),
             syncs: Mutex::new(Vec::new()),
+            unindexed: AtomicBool::new(false),
+            index: Mutex::default(),
+        }
+    }
+
+    /// Keeps the `Write::CidIndex`es of `batch`.
+    fn index(&self, batch: &WriteBatch) {
+        let mut index = self.index.lock().unwrap();
+        for w in batch {
+            if let confab_store::Write::CidIndex { room, key, hit } = w {
+                index.insert((room.clone(), key.clone()), hit.clone());
+            }
         }
     }
 
@@ -356,7 +415,13 @@ impl Store for Flaky {
     }
     async fn cid(&self, room: &str, cid: &str) -> confab_store::Result<Option<CidHit>> {
         self.cid_reads.fetch_add(1, Ordering::SeqCst);
+        if self.unindexed.load(Ordering::SeqCst) {
+            return Ok(self.index.lock().unwrap().get(&(room.to_owned(), cid.to_owned())).cloned());
+        }
         self.inner.cid(room, cid).await
+    }
+    fn indexes_cids(&self) -> bool {
+        !self.unindexed.load(Ordering::SeqCst)
     }
     async fn room_settings(&self, room: &str) -> confab_store::Result<Option<confab_store::RoomSettings>> {
         self.inner.room_settings(room).await
@@ -389,6 +454,7 @@ impl Store for Flaky {
         self.inner.public_rooms(after, limit).await
     }
     async fn apply(&self, batch: WriteBatch) -> confab_store::Result<()> {
+        self.index(&batch);
         if self.broken.load(Ordering::SeqCst) {
             let lands: WriteBatch = batch.into_iter().take(self.lands).collect();
             if !lands.is_empty() {

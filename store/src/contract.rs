@@ -37,6 +37,7 @@ macro_rules! store_contract_tests {
             history_returns_the_newest_before_a_seq_oldest_first,
             since_pages_forward_and_says_when_more_remain,
             a_cid_finds_the_first_message_stored_under_it,
+            recent_cids_are_read_from_the_newest_messages,
             read_markers_are_stored_per_member_and_go_with_membership,
             user_rooms_carry_last_and_read_seqs,
             checkpoints_land_with_their_batch,
@@ -94,6 +95,29 @@ pub fn message(room: &str, seq: u64, from: &str, cid: &str) -> Message {
 }
 
 /// Alice joins `room` and sends `n` messages with seqs 1..=n.
+/// `batch` with a [`Write::CidIndex`] after each message, as the dispatcher
+/// writes it for a room whose cids it does not hold on a store that does
+/// not index every message's cid ([`Store::indexes_cids`]).
+pub fn with_cid_index(store: &impl Store, batch: WriteBatch) -> WriteBatch {
+    if store.indexes_cids() {
+        return batch;
+    }
+    let mut out = Vec::with_capacity(batch.len() * 2);
+    for w in batch {
+        let index = match &w {
+            Write::Message(m) => Some(Write::CidIndex {
+                room: m.room.clone(),
+                key: cid_key(&m.from, &m.cid),
+                hit: CidHit { seq: m.seq, msg_id: m.msg_id.clone(), ts: m.ts },
+            }),
+            _ => None,
+        };
+        out.push(w);
+        out.extend(index);
+    }
+    out
+}
+
 pub fn some_messages(room: &str, n: u64) -> WriteBatch {
     let mut batch = vec![Write::Join { room: room.into(), user: "alice".into(), at: 0, members: 1 }];
     batch.extend((1..=n).map(|seq| Write::Message(message(room, seq, "alice", &format!("c{seq}")))));
@@ -271,8 +295,34 @@ pub async fn since_pages_forward_and_says_when_more_remain(store: &impl Store) {
     assert_eq!(store.since("nowhere", 0, 0).await.unwrap(), (vec![], false));
 }
 
+/// What the dispatcher's cid memory is filled from, on every store with or
+/// without an index of each cid: the newest messages' cids, newest first,
+/// across buckets; erased authors' messages left out but counted.
+pub async fn recent_cids_are_read_from_the_newest_messages(store: &impl Store) {
+    store
+        .apply(vec![
+            join("r", "alice"),
+            join("r", "bob"),
+            Write::Message(message("r", 1, "alice", "a1")),
+            Write::Message(message("r", 2, "bob", "b1")),
+            Write::Message(message("r", 70_000, "bob", "b2")),
+            Write::Message(message("r", 70_001, "alice", "a2")),
+            Write::Erase { room: "r".into(), user: "alice".into(), at: 80_000 },
+        ])
+        .await
+        .unwrap();
+    let hit = |seq: u64| CidHit { seq, msg_id: format!("r-{seq}"), ts: 1_700_000_000_000 + seq };
+    let (hits, oldest) = store.recent_cids("r", 10).await.unwrap();
+    assert_eq!(hits, [(cid_key("bob", "b2"), hit(70_000)), (cid_key("bob", "b1"), hit(2))]);
+    assert_eq!(oldest, None, "fewer than asked: the room has no more");
+    let (hits, oldest) = store.recent_cids("r", 3).await.unwrap();
+    assert_eq!(hits, [(cid_key("bob", "b2"), hit(70_000)), (cid_key("bob", "b1"), hit(2))]);
+    assert_eq!(oldest, Some(hit(2).ts), "as many as asked: the ts of the oldest read");
+    assert_eq!(store.recent_cids("nowhere", 5).await.unwrap(), (vec![], None));
+}
+
 pub async fn a_cid_finds_the_first_message_stored_under_it(store: &impl Store) {
-    store.apply(some_messages("r", 2)).await.unwrap();
+    store.apply(with_cid_index(store, some_messages("r", 2))).await.unwrap();
     let hit = store.cid("r", &cid_key("alice", "c2")).await.unwrap();
     assert_eq!(hit, Some(CidHit { seq: 2, msg_id: "r-2".into(), ts: 1_700_000_000_002 }));
     assert_eq!(store.cid("r", &cid_key("alice", "c9")).await.unwrap(), None);
@@ -343,7 +393,7 @@ pub async fn checkpoints_land_with_their_batch(store: &impl Store) {
 /// readable as soon as `stage` returns, and each batch's `Durable` resolves
 /// (in the order staged) once it is stored like [`Store::apply`] stores it.
 pub async fn staged_batches_are_readable_at_once_and_durable_in_order(store: &impl Store) {
-    let mut first = some_messages("r", 2);
+    let mut first = with_cid_index(store, some_messages("r", 2));
     first.push(Write::Checkpoint { partition: 0, next_offset: 3 });
     let first = store.stage(first).await.unwrap();
     assert_eq!(store.cid("r", &cid_key("alice", "c2")).await.unwrap().map(|h| h.seq), Some(2), "readable");
@@ -586,16 +636,19 @@ pub async fn ownership_passes_to_the_oldest_admin_else_the_oldest_member(store: 
 
 pub async fn an_erasure_blanks_the_users_messages_in_the_room_only(store: &impl Store) {
     store
-        .apply(vec![
-            join("r", "alice"),
-            join("r", "bob"),
-            join("s", "alice"),
-            Write::Message(message("r", 1, "alice", "a1")),
-            Write::Message(message("r", 2, "bob", "b1")),
-            Write::Message(message("s", 3, "alice", "a2")),
-            Write::Message(message("r", 70_000, "alice", "a3")),
-            Write::Erase { room: "r".into(), user: "alice".into(), at: 80_000 },
-        ])
+        .apply(with_cid_index(
+            store,
+            vec![
+                join("r", "alice"),
+                join("r", "bob"),
+                join("s", "alice"),
+                Write::Message(message("r", 1, "alice", "a1")),
+                Write::Message(message("r", 2, "bob", "b1")),
+                Write::Message(message("s", 3, "alice", "a2")),
+                Write::Message(message("r", 70_000, "alice", "a3")),
+                Write::Erase { room: "r".into(), user: "alice".into(), at: 80_000 },
+            ],
+        ))
         .await
         .unwrap();
     let page = store.history("r", None, 10).await.unwrap();

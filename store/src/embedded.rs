@@ -498,6 +498,8 @@ fn apply_batch(db: &Database, batch: &WriteBatch, durability: redb::Durability) 
                     let stored = checkpoints.get(*partition)?.map_or(0, |g| g.value());
                     checkpoints.insert(*partition, stored.max(*next_offset))?;
                 }
+                // Indexed with its message, above.
+                Write::CidIndex { .. } => {}
                 // Expiry is the sweeper's (`sweep`), by the room's retention.
                 Write::MessageMeta { room, seq, n, expires_ms: _ } => {
                     ordinals.insert((room.as_str(), *seq), *n)?;

@@ -163,8 +163,17 @@ pub struct CidHit {
 /// later one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// Store the message, move the room's `last_seq` to its seq and index its cid.
+    /// Store the message and move the room's `last_seq` to its seq. A
+    /// store whose [`Store::indexes_cids`] is true also indexes its cid for
+    /// [`Store::cid`]; the others leave that to [`Write::CidIndex`].
     Message(Message),
+    /// Index the cid of a message of the batch (`key` is
+    /// [`cid_key`](confab_protocol::message::cid_key)`(from, cid)`) for
+    /// [`Store::cid`]. The dispatcher writes it only on a store that does not
+    /// index every message's cid ([`Store::indexes_cids`]), and only for the
+    /// rooms whose cids it does not hold in memory (`confab_dispatcher`'s
+    /// `pipeline::cids` says why that is exact); the other stores ignore it.
+    CidIndex { room: String, key: String, hit: CidHit },
     /// Make `user` a member, creating the room if it does not exist.
     /// `members` is the room's member count with them, as the dispatcher
     /// keeps it: the CQL store stores it with the membership (the room's
@@ -299,6 +308,14 @@ pub trait Store: Send + Sync + 'static {
     /// `None`: as long as the message is kept.
     fn cid_window(&self) -> Option<std::time::Duration> {
         None
+    }
+    /// Whether each [`Write::Message`] indexes its cid for [`Store::cid`]
+    /// (true: the embedded store, in the same transaction). When false (the
+    /// CQL store, where the index is a statement of its own per message),
+    /// only [`Write::CidIndex`] does, and [`Store::recent_cids`] reads the
+    /// cids from the messages themselves.
+    fn indexes_cids(&self) -> bool {
+        true
     }
     /// The cids of the room's newest `limit` messages (newest first), as
     /// [`Store::cid`] would answer them: `(cid_key, hit)`; a message without

@@ -21,6 +21,18 @@
 //! Only the dispatcher that owns a room's partition writes its cids, so the
 //! memory is exact while it owns it; it is dropped with the room states when
 //! the partitions move ([`super::Pipeline::forget_cached`]).
+//!
+//! On a store that does not index every message's cid (CQL, where the index
+//! is a statement of its own: [`Store::indexes_cids`]), the memory also
+//! decides which cids are indexed: those of rooms it does not know
+//! ([`Cids::stored`] returns them, and they go into the batch as
+//! `Write::CidIndex`). A known room's cids are read back from its messages,
+//! [`ROOM_CAP`]` + 1` of them, so a known room must never hold more live
+//! cids than that read sees: when it would, the room becomes unknown and
+//! every cid it held is indexed in the same batch. Whoever reads the room
+//! next (this dispatcher after [`Cids::clear`], or the next owner) either
+//! reads every cid of its window from the messages, or finds more and asks
+//! the index, which by then holds all that the read cannot see.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,8 +96,11 @@ impl Cids {
     /// its sends ask the store.
     pub async fn read(&mut self, store: &dyn Store, rooms: Vec<String>, pending: Vec<(String, String, CidHit)>) {
         let window = store.cid_window();
+        // Without an index of every cid, a room is known only from a read
+        // that sees all a known room can hold (see the module's docs).
+        let load = if store.indexes_cids() { LOAD } else { ROOM_CAP as u32 + 1 };
         let reads = rooms.into_iter().map(|room| async move {
-            let read = store.recent_cids(&room, LOAD).await;
+            let read = store.recent_cids(&room, load).await;
             (room, read)
         });
         let reads: Vec<_> = futures_util::stream::iter(reads).buffer_unordered(super::view::READ_AHEAD).collect().await;
@@ -110,16 +125,29 @@ impl Cids {
             };
             self.rooms.insert(room, state);
         }
-        self.stored(window, pending);
+        // Their batches indexed what needed indexing when they were staged.
+        let _ = self.stored(window, pending);
         if self.entries > TOTAL_CAP {
             self.clear();
         }
     }
 
-    /// Remembers cids just stored (`(room, key, hit)`), in known rooms.
-    pub fn stored(&mut self, window: Option<Duration>, stored: impl IntoIterator<Item = (String, String, CidHit)>) {
+    /// Remembers cids about to be stored (`(room, key, hit)`), in known
+    /// rooms. Returns the cids a store that does not index every message's
+    /// cid must index in the same batch: those of rooms not known, and all
+    /// of a room's when it stops being known (see the module's docs).
+    #[must_use]
+    pub fn stored(
+        &mut self,
+        window: Option<Duration>,
+        stored: impl IntoIterator<Item = (String, String, CidHit)>,
+    ) -> Vec<(String, String, CidHit)> {
+        let mut index = Vec::new();
         for (room, key, hit) in stored {
-            let Some(Room::Known(cids)) = self.rooms.get_mut(&room) else { continue };
+            let Some(Room::Known(cids)) = self.rooms.get_mut(&room) else {
+                index.push((room, key, hit));
+                continue;
+            };
             if cids.insert(key, hit).is_none() {
                 self.entries += 1;
             }
@@ -132,13 +160,16 @@ impl Cids {
                 self.entries -= before - cids.len();
                 if cids.len() > ROOM_CAP {
                     self.entries -= cids.len();
-                    self.rooms.insert(room, Room::Unknown);
+                    if let Some(Room::Known(cids)) = self.rooms.insert(room.clone(), Room::Unknown) {
+                        index.extend(cids.into_iter().map(|(key, hit)| (room.clone(), key, hit)));
+                    }
                 }
             }
         }
         if self.entries > TOTAL_CAP {
             self.clear();
         }
+        index
     }
 
     pub fn clear(&mut self) {
@@ -179,13 +210,26 @@ mod tests {
     }
 
     #[test]
-    fn stored_cids_are_remembered_only_in_known_rooms() {
+    fn stored_cids_are_remembered_in_known_rooms_and_indexed_in_the_others() {
         let mut cids = Cids::default();
         known(&mut cids, "r", Vec::new());
-        cids.stored(None, [("r".into(), "bob:x".into(), hit(5, 1)), ("s".into(), "bob:y".into(), hit(6, 1))]);
+        cids.rooms.insert("u".into(), Room::Unknown);
+        let index = cids.stored(
+            None,
+            [
+                ("r".into(), "bob:x".into(), hit(5, 1)),
+                ("s".into(), "bob:y".into(), hit(6, 1)),
+                ("u".into(), "bob:z".into(), hit(7, 1)),
+            ],
+        );
         assert_eq!(cids.lookup("r", "bob:x"), Lookup::Hit(hit(5, 1)));
         assert_eq!(cids.lookup("s", "bob:y"), Lookup::Ask, "an unread room stays unread");
         assert_eq!(cids.entries, 1);
+        assert_eq!(
+            index,
+            vec![("s".into(), "bob:y".into(), hit(6, 1)), ("u".into(), "bob:z".into(), hit(7, 1))],
+            "only the cids of the rooms the memory does not hold are indexed"
+        );
     }
 
     #[test]
@@ -195,15 +239,26 @@ mod tests {
         let window = Some(Duration::from_secs(7 * 86_400));
         let mut cids = Cids::default();
         known(&mut cids, "r", (0..ROOM_CAP as u64).map(|i| (format!("a:{i}"), hit(i, old))).collect());
-        cids.stored(window, [("r".into(), "a:new".into(), hit(9_999, now))]);
+        let index = cids.stored(window, [("r".into(), "a:new".into(), hit(9_999, now))]);
         assert_eq!(cids.lookup("r", "a:new"), Lookup::Hit(hit(9_999, now)));
         assert_eq!(cids.lookup("r", "a:1"), Lookup::Unused, "expired in the store too");
         assert_eq!(cids.entries, 1);
+        assert!(index.is_empty(), "the room is still known: nothing to index");
 
         let fresh: Vec<(String, String, CidHit)> =
             (0..=ROOM_CAP as u64).map(|i| ("r".into(), format!("b:{i}"), hit(i, now))).collect();
-        cids.stored(window, fresh);
+        let mut index = cids.stored(window, fresh);
         assert_eq!(cids.lookup("r", "b:1"), Lookup::Ask, "too many live cids to hold: the store is asked");
         assert_eq!(cids.entries, 0);
+        // Every live cid the memory held is indexed as the room stops being
+        // known: the store is asked from now on, and a read of the room's
+        // newest messages could no longer see them all.
+        index.sort_by_key(|(_, _, hit)| (hit.seq, hit.ts));
+        let mut want: Vec<(String, String, CidHit)> = (0..=ROOM_CAP as u64)
+            .map(|i| ("r".into(), format!("b:{i}"), hit(i, now)))
+            .chain([("r".into(), "a:new".into(), hit(9_999, now))])
+            .collect();
+        want.sort_by_key(|(_, _, hit)| (hit.seq, hit.ts));
+        assert_eq!(index, want);
     }
 }

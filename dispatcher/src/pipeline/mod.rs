@@ -375,6 +375,23 @@ impl Pipeline {
             outcomes.push(("send", error.code.as_str()));
             effects.extend(refusal(&records[*i].record, error.clone()));
         }
+        let cids: Vec<(String, String, confab_store::CidHit)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Message(m) if !m.cid.is_empty() => {
+                    let hit = confab_store::CidHit { seq: m.seq, msg_id: m.msg_id.clone(), ts: m.ts };
+                    Some((m.room.clone(), cid_key(&m.from, &m.cid), hit))
+                }
+                _ => None,
+            })
+            .collect();
+        // Remembered before the batch is staged (it is staged, whatever it
+        // takes, before the next batch is decided); on a store without an
+        // index of every cid, the memory says which to index.
+        let index = self.cids.stored(self.store.cid_window(), cids.iter().cloned());
+        if !self.store.indexes_cids() {
+            writes.extend(index.into_iter().map(|(room, key, hit)| Write::CidIndex { room, key, hit }));
+        }
         writes
             .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
         // The same batch again, never a new decision: on a CQL store a failed
@@ -392,17 +409,6 @@ impl Pipeline {
         };
         // The next batch is decided on top of this one.
         self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
-        let cids: Vec<(String, String, confab_store::CidHit)> = writes
-            .iter()
-            .filter_map(|w| match w {
-                Write::Message(m) if !m.cid.is_empty() => {
-                    let hit = confab_store::CidHit { seq: m.seq, msg_id: m.msg_id.clone(), ts: m.ts };
-                    Some((m.room.clone(), cid_key(&m.from, &m.cid), hit))
-                }
-                _ => None,
-            })
-            .collect();
-        self.cids.stored(self.store.cid_window(), cids.iter().cloned());
         self.blocks.read(blocks_read);
         self.rooms.extend(rooms);
         self.tallies.extend(tallies);

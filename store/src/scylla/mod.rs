@@ -240,6 +240,7 @@ struct Statements {
     contacts: contacts::Statements,
     set_room_count: PreparedStatement,
     ordinal_down: PreparedStatement,
+    cids_down: PreparedStatement,
     insert_tally: PreparedStatement,
     tally_at: PreparedStatement,
     delete_tallies: PreparedStatement,
@@ -349,6 +350,8 @@ impl Statements {
             contacts: Box::pin(contacts::Statements::prepare(s)).await?,
             set_room_count: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET messages = ? WHERE room = ?").await?,
             ordinal_down: prepare(s, "SELECT seq, n FROM messages WHERE room = ? AND bucket = ? AND seq <= ? LIMIT 1").await?,
+            cids_down: prepare(s, "SELECT seq, sender, cid, msg_id, ts FROM messages WHERE room = ? AND bucket = ? LIMIT ?")
+                .await?,
             insert_tally: prepare(
                 s,
                 "INSERT INTO user_tallies (room, username, seq, own, mentions) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
@@ -514,31 +517,33 @@ impl ScyllaStore {
                 let n = (n > 0).then_some(n as i64);
                 let mentions = (!m.mentions.is_empty()).then_some(&m.mentions);
                 let attachments = attachments_json(&m.attachments)?;
-                tokio::try_join!(
-                    self.write(
-                        &q.insert_message,
-                        (
-                            room,
-                            b,
-                            seq,
-                            m.msg_id.as_str(),
-                            m.from.as_str(),
-                            m.text.as_str(),
-                            m.ts as i64,
-                            m.cid.as_str(),
-                            m.reply_to.map(|r| r as i64),
-                            n,
-                            mentions,
-                            attachments,
-                            seq,
-                            ttl_secs(expires_ms),
-                        ),
+                self.write(
+                    &q.insert_message,
+                    (
+                        room,
+                        b,
+                        seq,
+                        m.msg_id.as_str(),
+                        m.from.as_str(),
+                        m.text.as_str(),
+                        m.ts as i64,
+                        m.cid.as_str(),
+                        m.reply_to.map(|r| r as i64),
+                        n,
+                        mentions,
+                        attachments,
+                        seq,
+                        ttl_secs(expires_ms),
                     ),
-                    self.write(
-                        &q.insert_cid,
-                        (room, cid_key(&m.from, &m.cid), seq, m.msg_id.as_str(), m.ts as i64, seq)
-                    ),
-                )?;
+                )
+                .await?;
+            }
+            // Only for rooms the dispatcher does not hold the cids of
+            // (`indexes_cids`); the message row above carries every cid.
+            Write::CidIndex { room, key, hit } => {
+                let seq = hit.seq as i64;
+                self.write(&q.insert_cid, (room.as_str(), key.as_str(), seq, hit.msg_id.as_str(), hit.ts as i64, seq))
+                    .await?;
             }
             // The membership row goes last: the dispatcher decides by it, so
             // once it says yes (or no) the rest of the join (or leave) is stored.
@@ -1105,6 +1110,53 @@ impl Store for ScyllaStore {
     /// The `cids` table's `default_time_to_live`.
     fn cid_window(&self) -> Option<std::time::Duration> {
         Some(std::time::Duration::from_secs(604_800))
+    }
+
+    /// A `cids` row is a statement of its own: only [`Write::CidIndex`]
+    /// writes one, and [`Store::recent_cids`] reads the messages' own.
+    fn indexes_cids(&self) -> bool {
+        false
+    }
+
+    /// From the message rows (not the `cids` table, which holds only what
+    /// [`Write::CidIndex`] put there): the cid columns of the newest `limit`.
+    async fn recent_cids(&self, room: &str, limit: u32) -> Result<(Vec<(String, CidHit)>, Option<u64>)> {
+        type Row = (i64, Option<String>, Option<String>, Option<String>, Option<i64>);
+        if limit == 0 {
+            return Ok((Vec::new(), None));
+        }
+        let q = &self.inner.q;
+        let (mut read, mut hits, mut oldest) = (0usize, Vec::new(), None);
+        let mut top = i64::MAX >> 16;
+        'buckets: loop {
+            let buckets: Vec<(i64,)> = self.rows(&q.buckets_down, (room, top)).await?;
+            if buckets.is_empty() {
+                break;
+            }
+            for (b,) in &buckets {
+                let want = (limit as usize - read) as i32;
+                let page: Vec<Row> = self.rows(&q.cids_down, (room, *b, want)).await?;
+                read += page.len();
+                for (seq, sender, cid, msg_id, ts) in page {
+                    let ts = ts.unwrap_or(0).max(0) as u64;
+                    oldest = Some(ts);
+                    let (Some(sender), Some(cid)) = (sender, cid) else { continue };
+                    if sender.is_empty() || cid.is_empty() {
+                        continue;
+                    }
+                    let hit = CidHit { seq: seq as u64, msg_id: msg_id.unwrap_or_default(), ts };
+                    hits.push((cid_key(&sender, &cid), hit));
+                }
+                if read >= limit as usize {
+                    break 'buckets;
+                }
+            }
+            top = buckets.last().map_or(-1, |(b,)| b - 1);
+            if top < 0 {
+                break;
+            }
+        }
+        Ok((hits, oldest.filter(|_| read >= limit as usize)))
     }
 
     async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
