@@ -30,6 +30,12 @@ pub struct Spread {
     /// has about 28k ephemeral ports.
     #[arg(long, default_value_t = 4)]
     pub sources: u8,
+
+    /// Connections each worker process sets up at once. With many workers
+    /// on a cluster sharing the machine's cores, fewer keep the setup from
+    /// starving everything (sessions set up first were closed as idle).
+    #[arg(long, default_value_t = crate::worker::SETUP_CONCURRENCY)]
+    pub setup_concurrency: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -241,6 +247,7 @@ fn spec(target: &Target, run: &str, spread: &Spread, conns: Vec<u32>, plan: Plan
         run: run.to_owned(),
         conns,
         plan,
+        setup_concurrency: spread.setup_concurrency,
     }
 }
 

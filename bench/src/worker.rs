@@ -30,7 +30,7 @@ const MAX_LATENCY_US: u64 = 120_000_000;
 /// How long a worker waits for the replies to its last sends.
 const ACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections set up at once by one worker.
-const SETUP_CONCURRENCY: usize = 64;
+pub const SETUP_CONCURRENCY: usize = 64;
 /// The idle plan's pushes (one per room) are spread over this long.
 pub const PUSH_SPREAD_MS: u64 = 1000;
 /// Text bytes of an idle plan's push.
@@ -49,6 +49,8 @@ pub struct Spec {
     /// The global indices of the connections (and users) this worker holds.
     pub conns: Vec<u32>,
     pub plan: Plan,
+    /// Connections this worker sets up at once.
+    pub setup_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +151,40 @@ struct Stats {
     delivery: Histogram<u64>,
 }
 
+/// Keeps a connection that is set up alive until `go`, and hands it back:
+/// reads it (so that the WebSocket pings of the server are answered, and a
+/// Centrifugo ping too) and sends the keep-alive every heartbeat. A large
+/// phase takes longer to set up than a server waits for a silent client:
+/// the connections set up first were closed as idle (`sessions_closed_total
+/// {reason="idle"}`) before the last ones were up.
+async fn hold(dialect: Dialect, mut ws: Ws, heartbeat: Duration, mut go: watch::Receiver<bool>) -> Result<Ws, String> {
+    let phase = heartbeat.mul_f64(rand::rng().random::<f64>());
+    let mut keepalive = tokio::time::interval_at(Instant::now() + phase.max(Duration::from_millis(1)), heartbeat);
+    loop {
+        tokio::select! {
+            _ = go.changed() => return Ok(ws),
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let ping = text.as_str().split('\n').any(|l| matches!(client::classify(dialect, l), Incoming::Ping));
+                    if ping {
+                        ws.send(Message::text("{}")).await.map_err(|e| format!("answering a ping: {e}"))?;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => return Err(format!("closed by the server: {frame:?}")),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("connection error: {e}")),
+                None => return Err("connection closed".into()),
+            },
+            _ = keepalive.tick() => {
+                let ping = client::ping_frame(dialect);
+                if !ping.is_empty() {
+                    ws.send(Message::text(ping)).await.map_err(|e| format!("keep-alive: {e}"))?;
+                }
+            }
+        }
+    }
+}
+
 impl Shared {
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
@@ -161,8 +197,10 @@ pub async fn run() -> Result<()> {
     let first = input.next_line().await?.context("no spec on stdin")?;
     let spec: Spec = serde_json::from_str(&first).context("bad spec")?;
 
-    let mut conns = Vec::new();
+    let mut held = Vec::new();
     let mut report = Report::default();
+    // Until `go`, each connection set up is held alive (see `hold`).
+    let (go_tx, go_rx) = watch::channel(false);
     {
         let setups = futures_util::stream::iter(spec.conns.iter().map(|&i| {
             let spec = &spec;
@@ -173,11 +211,13 @@ pub async fn run() -> Result<()> {
                 (i, client::setup(spec.dialect, url, source, &token, &spec.rooms_of(i)).await)
             }
         }))
-        .buffer_unordered(SETUP_CONCURRENCY);
+        .buffer_unordered(spec.setup_concurrency.max(1));
         futures_util::pin_mut!(setups);
         while let Some((i, result)) = setups.next().await {
             match result {
-                Ok((ws, heartbeat)) => conns.push((i, ws, heartbeat)),
+                Ok((ws, heartbeat)) => {
+                    held.push((i, tokio::spawn(hold(spec.dialect, ws, heartbeat, go_rx.clone())), heartbeat));
+                }
                 Err(e) => {
                     report.failed += 1;
                     if report.setup_errors.len() < 5 {
@@ -187,14 +227,26 @@ pub async fn run() -> Result<()> {
             }
         }
     }
-    report.connected = conns.len() as u64;
-    report.heartbeat_ms = conns.iter().map(|(_, _, hb)| hb.as_millis() as u64).max().unwrap_or(0);
+    report.connected = held.len() as u64;
+    report.heartbeat_ms = held.iter().map(|(_, _, hb)| hb.as_millis() as u64).max().unwrap_or(0);
     emit("ready", &report);
 
     let start = match command(&mut input).await?.as_slice() {
         [go, at] if go == "go" => at.parse::<u64>().context("go <unix_ns>")?,
         other => bail!("expected `go <unix_ns>`, got {other:?}"),
     };
+    let _ = go_tx.send(true);
+    let mut conns = Vec::with_capacity(held.len());
+    for (i, task, heartbeat) in held {
+        match task.await {
+            Ok(Ok(ws)) => conns.push((i, ws, heartbeat)),
+            Ok(Err(why)) => {
+                report.disconnects += 1;
+                *report.errors.entry(format!("disconnected before go: {why}")).or_default() += 1;
+            }
+            Err(e) => bail!("holding connection {i}: {e}"),
+        }
+    }
     let start = Instant::now() + Duration::from_nanos(start.saturating_sub(payload::unix_ns()));
     let cpu_at_go = crate::scenario::cpu(&[std::process::id()]);
     let shared = Arc::new(Shared {
