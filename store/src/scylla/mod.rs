@@ -680,6 +680,14 @@ impl ScyllaStore {
         }
     }
 
+    /// One page of the room's message buckets from `top` down, newest
+    /// first, and the `top` of the next page (`None`: no more).
+    async fn buckets_down(&self, room: &str, top: i64) -> Result<(Vec<i64>, Option<i64>)> {
+        let page: Vec<(i64,)> = self.rows(&self.inner.q.buckets_down, (room, top)).await?;
+        let next = page.last().map(|(b,)| b - 1).filter(|b| *b >= 0);
+        Ok((page.into_iter().map(|(b,)| b).collect(), next))
+    }
+
     /// The `(room, bucket, first seq)` of the batch's messages whose bucket
     /// this process has not indexed yet.
     fn new_buckets<'b>(&self, batch: &'b WriteBatch) -> Vec<(&'b str, i64, i64)> {
@@ -1052,24 +1060,18 @@ impl Store for ScyllaStore {
         let q = &self.inner.q;
         let before = before.unwrap_or(u64::MAX >> 1).min(u64::MAX >> 1);
         let mut out: Vec<Message> = Vec::new();
-        let mut top = bucket(before);
-        'buckets: loop {
-            let buckets: Vec<(i64,)> = self.rows(&q.buckets_down, (room, top)).await?;
-            if buckets.is_empty() {
-                break;
-            }
-            for (b,) in &buckets {
+        let mut top = Some(bucket(before));
+        'buckets: while let Some(t) = top {
+            let (buckets, next) = self.buckets_down(room, t).await?;
+            for b in buckets {
                 let want = (limit as usize - out.len()) as i32;
-                let page: Vec<MessageRow> = self.rows(&q.page_down, (room, *b, before as i64, want)).await?;
+                let page: Vec<MessageRow> = self.rows(&q.page_down, (room, b, before as i64, want)).await?;
                 out.extend(page.into_iter().filter_map(|r| message(room, r)));
                 if out.len() >= limit as usize {
                     break 'buckets;
                 }
             }
-            top = buckets.last().map_or(-1, |(b,)| b - 1);
-            if top < 0 {
-                break;
-            }
+            top = next;
         }
         out.reverse();
         self.with_reactions(room, &mut out).await?;
@@ -1127,15 +1129,12 @@ impl Store for ScyllaStore {
         }
         let q = &self.inner.q;
         let (mut read, mut hits, mut oldest) = (0usize, Vec::new(), None);
-        let mut top = i64::MAX >> 16;
-        'buckets: loop {
-            let buckets: Vec<(i64,)> = self.rows(&q.buckets_down, (room, top)).await?;
-            if buckets.is_empty() {
-                break;
-            }
-            for (b,) in &buckets {
+        let mut top = Some(bucket(u64::MAX >> 1));
+        'buckets: while let Some(t) = top {
+            let (buckets, next) = self.buckets_down(room, t).await?;
+            for b in buckets {
                 let want = (limit as usize - read) as i32;
-                let page: Vec<Row> = self.rows(&q.cids_down, (room, *b, want)).await?;
+                let page: Vec<Row> = self.rows(&q.cids_down, (room, b, want)).await?;
                 read += page.len();
                 for (seq, sender, cid, msg_id, ts) in page {
                     let ts = ts.unwrap_or(0).max(0) as u64;
@@ -1151,10 +1150,7 @@ impl Store for ScyllaStore {
                     break 'buckets;
                 }
             }
-            top = buckets.last().map_or(-1, |(b,)| b - 1);
-            if top < 0 {
-                break;
-            }
+            top = next;
         }
         Ok((hits, oldest.filter(|_| read >= limit as usize)))
     }
@@ -1162,23 +1158,18 @@ impl Store for ScyllaStore {
     async fn ordinal_at(&self, room: &str, seq: u64) -> Result<Option<(u64, u64)>> {
         let q = &self.inner.q;
         let seq = seq.min(u64::MAX >> 1);
-        let mut top = bucket(seq);
-        loop {
-            let buckets: Vec<(i64,)> = self.rows(&q.buckets_down, (room, top)).await?;
-            if buckets.is_empty() {
-                return Ok(None);
-            }
-            for (b,) in &buckets {
-                let found: Vec<(i64, Option<i64>)> = self.rows(&q.ordinal_down, (room, *b, seq as i64)).await?;
+        let mut top = Some(bucket(seq));
+        while let Some(t) = top {
+            let (buckets, next) = self.buckets_down(room, t).await?;
+            for b in buckets {
+                let found: Vec<(i64, Option<i64>)> = self.rows(&q.ordinal_down, (room, b, seq as i64)).await?;
                 if let Some((s, n)) = found.first() {
                     return Ok(Some((*s as u64, n.unwrap_or(0).max(0) as u64)));
                 }
             }
-            top = buckets.last().map_or(-1, |(b,)| b - 1);
-            if top < 0 {
-                return Ok(None);
-            }
+            top = next;
         }
+        Ok(None)
     }
 
     async fn tally(&self, room: &str, user: &str, seq: u64) -> Result<Tally> {
