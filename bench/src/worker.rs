@@ -151,6 +151,15 @@ struct Stats {
     delivery: Histogram<u64>,
 }
 
+/// The keep-alive timer of one connection: every `heartbeat`, at a phase of
+/// its own, as real clients' are. In lockstep, all of them would land in
+/// one instant of every heartbeat, and a measuring window would hold all of
+/// them or none.
+fn keepalive(heartbeat: Duration, rng: &mut impl Rng) -> tokio::time::Interval {
+    let phase = heartbeat.mul_f64(rng.random::<f64>());
+    tokio::time::interval_at(Instant::now() + phase.max(Duration::from_millis(1)), heartbeat)
+}
+
 /// Keeps a connection that is set up alive until `go`, and hands it back:
 /// reads it (so that the WebSocket pings of the server are answered, and a
 /// Centrifugo ping too) and sends the keep-alive every heartbeat. A large
@@ -158,8 +167,7 @@ struct Stats {
 /// the connections set up first were closed as idle (`sessions_closed_total
 /// {reason="idle"}`) before the last ones were up.
 async fn hold(dialect: Dialect, mut ws: Ws, heartbeat: Duration, mut go: watch::Receiver<bool>) -> Result<Ws, String> {
-    let phase = heartbeat.mul_f64(rand::rng().random::<f64>());
-    let mut keepalive = tokio::time::interval_at(Instant::now() + phase.max(Duration::from_millis(1)), heartbeat);
+    let mut keepalive = keepalive(heartbeat, &mut rand::rng());
     loop {
         tokio::select! {
             _ = go.changed() => return Ok(ws),
@@ -415,12 +423,7 @@ impl Conn {
         let mut seq_to: HashMap<Option<u32>, u64> = HashMap::new();
         let mut streams = Streams::default();
         let mut id = 1_000u64;
-        // Each connection's keep-alive at its own phase, as real clients'
-        // are: in lockstep, all of them would land in one instant of every
-        // heartbeat, and a measuring window would hold all of them or none.
-        let phase = self.heartbeat.mul_f64(rng.random::<f64>());
-        let mut heartbeat =
-            tokio::time::interval_at(Instant::now() + phase.max(Duration::from_millis(1)), self.heartbeat);
+        let mut heartbeat = keepalive(self.heartbeat, &mut rng);
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let lost = loop {
             let send_at = next.as_ref().map_or(far, |n| n.at);
