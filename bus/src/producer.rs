@@ -26,6 +26,9 @@ use tokio::sync::oneshot;
 /// also how long the thread outlives its [`Producer`] (then it drops the
 /// client, which purges and flushes what is left, off the async runtime).
 const POLL: Duration = Duration::from_secs(5);
+/// How much later than twice the queue timeout a send gives up on its
+/// delivery report.
+const REPORT_SLACK: Duration = Duration::from_secs(5);
 /// Between attempts to enqueue a record while librdkafka's queue is full.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(10);
 
@@ -106,8 +109,14 @@ impl Producer {
                 Err((e, _)) => return Err(e),
             }
         };
-        // A report that never comes (the client was torn down) is a cancel.
-        delivered.await.unwrap_or(Err(KafkaError::Canceled))
+        // librdkafka reports every record within `message.timeout.ms` (the
+        // same `produce_timeout` as `queue_timeout` here); a report that
+        // never comes (the client was torn down) is a cancel, never a hang.
+        let bound = queue_timeout.saturating_mul(2) + REPORT_SLACK;
+        match tokio::time::timeout(bound, delivered).await {
+            Ok(report) => report.unwrap_or(Err(KafkaError::Canceled)),
+            Err(_) => Err(KafkaError::Canceled),
+        }
     }
 }
 
