@@ -203,6 +203,7 @@ impl Target {
             password: None,
             request_timeout: Duration::from_secs(10),
             tls: None,
+            sparse_room_heads: false,
         });
         let mut migrate = vec!["migrate".to_owned(), format!("--partitions={}", args.partitions)];
         migrate.extend(backend.iter().cloned());

@@ -1270,6 +1270,15 @@ pub struct BackendConfig {
     #[serde(default = "default::cql_request_timeout_ms")]
     pub cql_request_timeout_ms: u64,
 
+    /// Write a room's `rooms` row (last seq, message count) once per 65,536
+    /// messages and for messages that expire, not with every batch: a DM is
+    /// one CQL write fewer. Readers derive both from the newest message.
+    /// Turn on only once no gateway or dispatcher of a version without this
+    /// option runs (docs/operator.md, "Sparse room heads").
+    #[arg(long, env = "CONFAB_CQL_SPARSE_ROOM_HEADS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    #[serde(default)]
+    pub cql_sparse_room_heads: bool,
+
     #[command(flatten)]
     #[serde(flatten)]
     pub cql_tls: CqlTlsConfig,
@@ -1371,6 +1380,7 @@ impl BackendConfig {
             password: self.cql_password.clone(),
             request_timeout: ms(self.cql_request_timeout_ms),
             tls: self.cql_tls.tls(),
+            sparse_room_heads: self.cql_sparse_room_heads,
         }
     }
 
@@ -2016,6 +2026,13 @@ mod tests {
         assert_eq!(gateway(&["--server-id", "gw-a"]).gateway(one).id, "gw-a");
         let standalone: StandaloneConfig = toml::from_str("").unwrap();
         assert_eq!(standalone.gateway().id, "confab-1");
+    }
+
+    #[test]
+    fn sparse_room_heads_are_off_unless_asked_for() {
+        assert!(!gateway(&[]).backend.cql().sparse_room_heads);
+        assert!(gateway(&["--cql-sparse-room-heads"]).backend.cql().sparse_room_heads);
+        assert!(!gateway(&["--cql-sparse-room-heads", "false"]).backend.cql().sparse_room_heads);
     }
 
     #[test]

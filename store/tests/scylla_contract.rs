@@ -20,6 +20,7 @@ fn config() -> CqlConfig {
         password: None,
         request_timeout: Duration::from_secs(10),
         tls: None,
+        sparse_room_heads: true,
     }
 }
 
@@ -39,7 +40,10 @@ impl Drop for Keyspace {
 }
 
 async fn open() -> (Keyspace, ScyllaStore) {
-    let config = config();
+    open_with(config()).await
+}
+
+async fn open_with(config: CqlConfig) -> (Keyspace, ScyllaStore) {
     ScyllaStore::migrate(&config).await.expect("migrated");
     let store = ScyllaStore::connect(&config).await.expect("connected");
     (Keyspace(config), store)
@@ -220,9 +224,10 @@ async fn a_keyspace_of_version_3_is_upgraded_to_the_current_one() {
 }
 
 /// A message costs one CQL write in steady state (its row, which carries its
-/// cid: the dispatcher writes a `cids` row only for a room whose cids it
-/// does not hold): the room's `last_seq` and count are written once per
-/// batch, the bucket index once per bucket. Counted by the database itself
+/// cid, seq and ordinal: the dispatcher writes a `cids` row only for a room
+/// whose cids it does not hold): the room's `last_seq` and count, and the
+/// bucket index, are written once per bucket, and the checkpoint once per
+/// batch. Counted by the database itself
 /// (`system_views.coordinator_write_latency`).
 #[tokio::test]
 async fn a_batch_of_messages_costs_one_write_per_message() {
@@ -247,14 +252,96 @@ async fn a_batch_of_messages_costs_one_write_per_message() {
     let messages = batches * per_batch;
     assert_eq!(writes("messages"), messages, "{after:?}");
     assert_eq!(writes("cids"), 0, "no cid index without `Write::CidIndex`: {after:?}");
-    assert_eq!(writes("rooms"), batches, "one rooms write per batch: {after:?}");
+    assert_eq!(writes("rooms"), 1, "one rooms write for the bucket: {after:?}");
     assert_eq!(writes("room_buckets"), 1, "one index write for the bucket: {after:?}");
     assert_eq!(writes("checkpoints"), batches, "{after:?}");
     let total: u64 = after.iter().map(|(t, c)| c.1 - before.get(t).map_or(0, |c| c.1)).sum();
-    assert_eq!(total, messages + 2 * batches + 1, "{after:?}");
+    assert_eq!(total, messages + batches + 2, "{after:?}");
     // And what was written reads back as before.
     let room = store.room("r").await.unwrap().expect("room");
     assert_eq!((room.last_seq, room.messages), (10 + messages - 1, messages));
     let last: Vec<u64> = store.history("r", None, 3).await.unwrap().iter().map(|m| m.seq).collect();
     assert_eq!(last, [messages + 7, messages + 8, messages + 9]);
+}
+
+/// The `rooms` row is written once per bucket, so a room's `last_seq` and
+/// count come from its newest message row: right after every batch, across
+/// a bucket boundary, and in the user's room list.
+#[tokio::test]
+async fn a_room_s_last_seq_and_count_follow_its_newest_message_across_buckets() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (_ks, store) = open().await;
+    let bucket = 1u64 << confab_store::scylla::BUCKET_BITS;
+    store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 }]).await.unwrap();
+    let mut n = 0;
+    // Two batches in bucket 0, then two in bucket 1 (the first opens it).
+    for seqs in [[bucket - 4, bucket - 3], [bucket - 2, bucket - 1], [bucket, bucket + 1], [bucket + 2, bucket + 3]] {
+        let mut batch = Vec::new();
+        for seq in seqs {
+            n += 1;
+            batch.push(Write::Message(message("r", seq, "bob", &format!("c{seq}"))));
+            batch.push(Write::MessageMeta { room: "r".into(), seq, n, expires_ms: None });
+        }
+        store.apply(batch).await.unwrap();
+        let room = store.room("r").await.unwrap().expect("room");
+        assert_eq!((room.last_seq, room.messages), (seqs[1], n));
+        let listed = store.user_rooms("alice").await.unwrap();
+        assert_eq!((listed[0].last_seq, listed[0].unread), (seqs[1], n));
+    }
+}
+
+/// A message that expires pins the `rooms` row: once retention removed every
+/// message, the room still reports its last seq and count, so the dispatcher
+/// never hands out a seq twice.
+#[tokio::test]
+async fn a_room_whose_messages_all_expired_keeps_its_last_seq_and_count() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (_ks, store) = open().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut batch = vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 }];
+    // The second batch writes no bucket, only expiring messages.
+    batch.push(Write::Message(message("r", 2, "alice", "c2")));
+    batch.push(Write::MessageMeta { room: "r".into(), seq: 2, n: 1, expires_ms: Some(now + 1_000) });
+    store.apply(batch).await.unwrap();
+    store
+        .apply(vec![
+            Write::Message(message("r", 3, "alice", "c3")),
+            Write::MessageMeta { room: "r".into(), seq: 3, n: 2, expires_ms: Some(now + 1_000) },
+        ])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !store.history("r", None, 10).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the TTL did not remove the messages");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let room = store.room("r").await.unwrap().expect("room");
+    assert_eq!((room.last_seq, room.messages), (3, 2));
+}
+
+/// Without sparse room heads (the default, for clusters that still run a
+/// version that reads the `rooms` row alone), every batch writes it.
+#[tokio::test]
+async fn without_sparse_room_heads_every_batch_writes_the_rooms_row() {
+    use confab_store::Write;
+    use confab_store::contract::message;
+    let (ks, store) = open_with(CqlConfig { sparse_room_heads: false, ..config() }).await;
+    store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 }]).await.unwrap();
+    let before = ScyllaStore::statement_counts(&ks.0).await.unwrap();
+    for seq in 2..5 {
+        store
+            .apply(vec![
+                Write::Message(message("r", seq, "alice", &format!("c{seq}"))),
+                Write::MessageMeta { room: "r".into(), seq, n: seq - 1, expires_ms: None },
+            ])
+            .await
+            .unwrap();
+    }
+    let after = ScyllaStore::statement_counts(&ks.0).await.unwrap();
+    let rooms = after.get("rooms").map_or(0, |c| c.1) - before.get("rooms").map_or(0, |c| c.1);
+    assert_eq!(rooms, 3, "{after:?}");
+    let room = store.room("r").await.unwrap().expect("room");
+    assert_eq!((room.last_seq, room.messages), (4, 3));
 }

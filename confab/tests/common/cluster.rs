@@ -57,6 +57,7 @@ fn cql_config(contact_points: &str, keyspace: &str) -> confab_store::scylla::Cql
         // A schema change on a loaded node takes a while.
         request_timeout: Duration::from_secs(30),
         tls: None,
+        sparse_room_heads: true,
     }
 }
 
@@ -189,7 +190,19 @@ async fn start_full(
     let gateway_flags = gateway_flags.as_slice();
     let (prefix, guard) = names("dist");
     let keyspace = guard.name.clone();
-    let mut backend = vec!["--kafka", &kafka, "--topic-prefix", &prefix, "--cql", cql, "--keyspace", &keyspace];
+    // Sparse room heads, as a cluster of one version runs: every read of a
+    // room's last seq and count goes through the newest message row.
+    let mut backend = vec![
+        "--kafka",
+        &kafka,
+        "--topic-prefix",
+        &prefix,
+        "--cql",
+        cql,
+        "--keyspace",
+        &keyspace,
+        "--cql-sparse-room-heads",
+    ];
     backend.extend(cql_flags);
     let partitions = PARTITIONS.to_string();
     let mut args = backend.clone();

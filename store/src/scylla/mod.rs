@@ -98,6 +98,13 @@ pub struct CqlConfig {
     pub request_timeout: Duration,
     /// TLS to every node; `None`: plain TCP.
     pub tls: Option<CqlTls>,
+    /// Write a room's `rooms` row (its `last_seq` and message count) only
+    /// when a batch opens a message bucket or holds a message that expires,
+    /// not with every batch: a DM is then one CQL write fewer. Every reader
+    /// of this version derives both from the newest message row either way
+    /// (`ScyllaStore::head`); a process of an earlier version reads the row
+    /// alone, so this waits until none runs (docs/operator.md).
+    pub sparse_room_heads: bool,
 }
 
 /// `cql` failed.
@@ -169,6 +176,8 @@ struct Inner {
     /// message. Rows there are never deleted, so a stale entry cannot hide
     /// a missing row; at [`KNOWN_ROOMS`] it starts over.
     buckets: Mutex<HashMap<String, HashSet<i64>>>,
+    /// [`CqlConfig::sparse_room_heads`].
+    sparse_heads: bool,
 }
 
 /// Most rooms [`Inner::buckets`] remembers the buckets of.
@@ -188,6 +197,7 @@ struct Statements {
     revoke_token: PreparedStatement,
     is_revoked: PreparedStatement,
     room: PreparedStatement,
+    newest_message: PreparedStatement,
     room_members: PreparedStatement,
     set_room_members: PreparedStatement,
     count_members: PreparedStatement,
@@ -274,6 +284,7 @@ impl Statements {
             revoke_token: prepare(s, "INSERT INTO revoked_tokens (jti) VALUES (?) USING TTL ?").await?,
             is_revoked: prepare(s, "SELECT jti FROM revoked_tokens WHERE jti = ?").await?,
             room: prepare(s, "SELECT last_seq, messages FROM rooms WHERE room = ?").await?,
+            newest_message: prepare(s, "SELECT seq, n FROM messages WHERE room = ? AND bucket = ? LIMIT 1").await?,
             room_members: prepare(s, "SELECT members, WRITETIME(members) FROM rooms WHERE room = ?").await?,
             set_room_members: prepare(s, "UPDATE rooms USING TIMESTAMP ? SET members = ? WHERE room = ?").await?,
             count_members: prepare(s, "SELECT COUNT(*) FROM members WHERE room = ?").await?,
@@ -474,7 +485,10 @@ impl ScyllaStore {
         let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
         let up = Box::pin(uploads::Statements::prepare(&s)).await?;
         let me = Box::pin(member_events::Statements::prepare(&s)).await?;
-        Ok(ScyllaStore { inner: Arc::new(Inner { session: s, q, lc, up, me, buckets: Mutex::default() }) })
+        let sparse_heads = config.sparse_room_heads;
+        Ok(ScyllaStore {
+            inner: Arc::new(Inner { session: s, q, lc, up, me, buckets: Mutex::default(), sparse_heads }),
+        })
     }
 
     async fn rows<T>(
@@ -506,7 +520,7 @@ impl ScyllaStore {
 
     /// `metas`: the batch's [`Write::MessageMeta`]s by `(room, seq)`; a
     /// message row carries its ordinal and TTL.
-    async fn apply_one(&self, w: &Write, metas: &HashMap<(&str, u64), (u64, Option<u64>)>) -> Result<()> {
+    async fn apply_one(&self, w: &Write, metas: &Metas<'_>) -> Result<()> {
         let q = &self.inner.q;
         match w {
             Write::Message(m) => {
@@ -653,16 +667,31 @@ impl ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// A room's `last_seq` and message count (`None`: no `rooms` row, no
+    /// room). The row is not written with every batch (`apply` says when it
+    /// is), so each is the larger of the row's and the newest message's in
+    /// the bucket the row's `last_seq` is in: a message row carries its seq
+    /// and ordinal `n`, and a later bucket would have moved the row.
+    async fn head(&self, room: &str) -> Result<Option<(u64, u64)>> {
+        let q = &self.inner.q;
+        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&q.room, (room,)).await?;
+        let Some((last_seq, messages)) = rows.into_iter().next() else { return Ok(None) };
+        let (last_seq, messages) = (last_seq.unwrap_or(0).max(0) as u64, messages.unwrap_or(0).max(0) as u64);
+        let newest: Vec<(i64, Option<i64>)> = self.rows(&q.newest_message, (room, bucket(last_seq))).await?;
+        let (seq, n) = newest.first().map_or((0, 0), |(seq, n)| ((*seq).max(0) as u64, n.unwrap_or(0).max(0) as u64));
+        Ok(Some((last_seq.max(seq), messages.max(n))))
+    }
+
     /// One `rooms` write for a batch's newest message of a room: its
     /// `last_seq` and count (`messages`), at the newest seq's timestamp, as
     /// the last of one write per message would have left them.
     async fn write_top(&self, room: &str, top: RoomTop) -> Result<()> {
         let q = &self.inner.q;
         match top {
-            RoomTop { last_seq: Some(seq), count: Some((at, n)) } if seq == at => {
+            RoomTop { last_seq: Some(seq), count: Some((at, n)), .. } if seq == at => {
                 self.write(&q.set_last_seq_count, (seq as i64, seq as i64, n as i64, room)).await
             }
-            RoomTop { last_seq, count } => {
+            RoomTop { last_seq, count, .. } => {
                 let last = async {
                     match last_seq {
                         Some(seq) => self.write(&q.set_last_seq, (seq as i64, seq as i64, room)).await,
@@ -717,22 +746,40 @@ impl ScyllaStore {
     }
 }
 
+/// A batch's [`Write::MessageMeta`]s: `(room, seq)` → `(n, expires_ms)`.
+type Metas<'b> = HashMap<(&'b str, u64), (u64, Option<u64>)>;
+
+fn metas(batch: &WriteBatch) -> Metas<'_> {
+    batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::MessageMeta { room, seq, n, expires_ms } => Some(((room.as_str(), *seq), (*n, *expires_ms))),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A room's newest message in a batch and its newest count.
 #[derive(Debug, Default, PartialEq)]
 struct RoomTop {
     last_seq: Option<u64>,
     /// `(seq, n)`: the count `n` as of the message at `seq`.
     count: Option<(u64, u64)>,
+    /// A message of the room expires or has no ordinal: its row may not
+    /// give the seq and count back, so the `rooms` row must (`head`).
+    pinned: bool,
 }
 
-/// Per room, the batch's newest message and count.
-fn room_tops(batch: &WriteBatch) -> HashMap<&str, RoomTop> {
+/// Per room, the batch's newest message and count; `metas` are the batch's
+/// [`Write::MessageMeta`]s by `(room, seq)`, as `apply` gathers them.
+fn room_tops<'b>(batch: &'b WriteBatch, metas: &Metas) -> HashMap<&'b str, RoomTop> {
     let mut tops: HashMap<&str, RoomTop> = HashMap::new();
     for w in batch.iter() {
         match w {
             Write::Message(m) => {
                 let top = tops.entry(m.room.as_str()).or_default();
                 top.last_seq = top.last_seq.max(Some(m.seq));
+                top.pinned |= !matches!(metas.get(&(m.room.as_str(), m.seq)), Some((1.., None)));
             }
             Write::MessageMeta { room, seq, n, .. } => {
                 let top = tops.entry(room.as_str()).or_default();
@@ -973,8 +1020,7 @@ impl Store for ScyllaStore {
     }
 
     async fn room(&self, room: &str) -> Result<Option<RoomMeta>> {
-        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.room, (room,)).await?;
-        let Some((last_seq, messages)) = rows.into_iter().next() else { return Ok(None) };
+        let Some((last_seq, messages)) = self.head(room).await? else { return Ok(None) };
         let kept: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.room_members, (room,)).await?;
         let (members, members_at) = match kept.first() {
             Some((Some(n), at)) => ((*n).max(0) as u64, at.unwrap_or(0).max(0) as u64),
@@ -982,13 +1028,7 @@ impl Store for ScyllaStore {
             _ => (self.count_members(room).await?, 0),
         };
         let last_change = self.last_change(room).await?;
-        Ok(Some(RoomMeta {
-            last_seq: last_seq.unwrap_or(0) as u64,
-            members,
-            members_at,
-            messages: messages.unwrap_or(0).max(0) as u64,
-            last_change,
-        }))
+        Ok(Some(RoomMeta { last_seq, members, members_at, messages, last_change }))
     }
 
     async fn is_member(&self, room: &str, user: &str) -> Result<bool> {
@@ -1007,28 +1047,25 @@ impl Store for ScyllaStore {
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
         type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
         let rows: Vec<Row> = self.rows(&self.inner.q.user_rooms, (user,)).await?;
-        // Per room, its row and the user's newest tally: two reads, however
-        // many messages it holds.
+        // Per room, its head (`head`: two reads) and the user's newest tally:
+        // three reads, however many messages it holds.
         let details = try_join_all(rows.iter().map(|(room, ..)| async move {
             let room = room.as_str();
-            tokio::try_join!(
-                self.rows::<(Option<i64>, Option<i64>)>(&self.inner.q.room, (room,)),
-                self.tally(room, user, u64::MAX >> 1),
-            )
+            tokio::try_join!(self.head(room), self.tally(room, user, u64::MAX >> 1))
         }))
         .await?;
         let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         Ok(rows
             .into_iter()
             .zip(details)
-            .map(|((room, read, read_n, read_own, read_mentions, notify), (meta, tally))| {
-                let (last_seq, messages) = meta.first().copied().unwrap_or((None, None));
+            .map(|((room, read, read_n, read_own, read_mentions, notify), (head, tally))| {
+                let (last_seq, messages) = head.unwrap_or((0, 0));
                 RoomInfo {
                     room,
-                    last_seq: count(last_seq),
+                    last_seq,
                     read_seq: count(read),
                     invited: false,
-                    unread: unread(count(messages), count(read_n), tally.own, count(read_own)),
+                    unread: unread(messages, count(read_n), tally.own, count(read_own)),
                     mentions: tally.mentions.saturating_sub(count(read_mentions)),
                     notify: notify.as_deref().and_then(NotifyLevel::parse).unwrap_or_default(),
                 }
@@ -1252,23 +1289,26 @@ impl Store for ScyllaStore {
         // everything they cover landed. Every statement is idempotent, so a
         // retry of the batch converges.
         let q = &self.inner.q;
-        let metas: HashMap<(&str, u64), (u64, Option<u64>)> = batch
-            .iter()
-            .filter_map(|w| match w {
-                Write::MessageMeta { room, seq, n, expires_ms } => Some(((room.as_str(), *seq), (*n, *expires_ms))),
-                _ => None,
-            })
-            .collect();
+        let metas = metas(&batch);
         let (checkpoints, writes): (Vec<&Write>, Vec<&Write>) =
             batch.iter().partition(|w| matches!(w, Write::Checkpoint { .. }));
         // An erasure reads the room's messages: it goes once the batch's own
         // messages (earlier in the log, so possibly the erased user's) landed.
         let (erasures, writes): (Vec<&Write>, Vec<&Write>) =
             writes.into_iter().partition(|w| matches!(w, Write::Erase { .. }));
-        let tops = room_tops(&batch);
         let buckets = self.new_buckets(&batch);
+        // With sparse room heads, the `rooms` row (`last_seq` and count) only
+        // where the message rows cannot give them back (`head`): for a room
+        // whose batch opens a bucket (`head` reads the row's bucket), or has
+        // a message that expires (gone, its row would not hold the seq up;
+        // seqs are never reused) or carries no ordinal. A room without
+        // retention then writes it once per 65,536 messages.
+        let opened: HashSet<&str> = buckets.iter().map(|&(room, ..)| room).collect();
+        let sparse = self.inner.sparse_heads;
+        let tops =
+            room_tops(&batch, &metas).into_iter().filter(|(room, top)| !sparse || top.pinned || opened.contains(room));
         let rows = try_join_all(writes.into_iter().map(|w| self.apply_one(w, &metas)));
-        let tops = try_join_all(tops.into_iter().map(|(room, top)| self.write_top(room, top)));
+        let tops = try_join_all(tops.map(|(room, top)| self.write_top(room, top)));
         let indexed = try_join_all(buckets.iter().map(|&(room, b, seq)| self.write(&q.insert_bucket, (room, b, seq))));
         tokio::try_join!(rows, tops, indexed)?;
         self.known_buckets(&buckets);
@@ -1379,6 +1419,7 @@ mod request_timeout {
             password: None,
             request_timeout: Duration::from_millis(1234),
             tls: None,
+            sparse_room_heads: false,
         };
         let s = session(&config, None).await.unwrap();
         let profile = s.get_default_execution_profile_handle().to_profile();
@@ -1407,6 +1448,7 @@ mod replication_ddl {
             password: None,
             request_timeout: Duration::from_secs(10),
             tls: None,
+            sparse_room_heads: false,
         };
         let s = session(&config, None).await.unwrap();
         let (dc,): (String,) = s
@@ -1462,10 +1504,32 @@ mod batch_rows {
             meta("a", 9, 2),
             Write::Checkpoint { partition: 0, next_offset: 10 },
         ];
-        let tops = room_tops(&batch);
+        let tops = room_tops(&batch, &metas(&batch));
         assert_eq!(tops.len(), 2);
-        assert_eq!(tops["a"], RoomTop { last_seq: Some(9), count: Some((9, 2)) });
-        assert_eq!(tops["b"], RoomTop { last_seq: Some(6), count: Some((6, 40)) });
-        assert!(room_tops(&vec![Write::Checkpoint { partition: 0, next_offset: 1 }]).is_empty());
+        assert_eq!(tops["a"], RoomTop { last_seq: Some(9), count: Some((9, 2)), pinned: false });
+        assert_eq!(tops["b"], RoomTop { last_seq: Some(6), count: Some((6, 40)), pinned: false });
+        let none = vec![Write::Checkpoint { partition: 0, next_offset: 1 }];
+        assert!(room_tops(&none, &metas(&none)).is_empty());
+    }
+
+    /// A room whose message expires, or has no ordinal, keeps its `rooms`
+    /// row written: its message rows may not give the seq back.
+    #[test]
+    fn a_message_that_expires_or_has_no_ordinal_pins_its_rooms_row() {
+        let batch = vec![
+            message("a", 5),
+            meta("a", 5, 1),
+            message("b", 6),
+            Write::MessageMeta { room: "b".into(), seq: 6, n: 3, expires_ms: Some(1) },
+            message("c", 7),
+            message("d", 8),
+            meta("d", 8, 0),
+        ];
+        let tops = room_tops(&batch, &metas(&batch));
+        let pinned = |room: &str| tops[room].pinned;
+        assert!(!pinned("a"));
+        assert!(pinned("b"), "expires");
+        assert!(pinned("c"), "no ordinal");
+        assert!(pinned("d"), "no ordinal");
     }
 }
