@@ -114,7 +114,6 @@ pub async fn run(
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");
     loop {
-        let checkpoint_due = pipeline.checkpoint_due();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -123,12 +122,6 @@ pub async fn run(
             durable = pipeline.durable(), if pipeline.in_flight() > 0 => {
                 let Some(offsets) = pipeline.settle(durable).await else { break };
                 commit(&mut *consumer, &offsets).await;
-            }
-            // No batch came to carry the last positions: a batch of their own.
-            _ = sleep_until(checkpoint_due), if checkpoint_due.is_some() && pipeline.in_flight() < pipeline::MAX_IN_FLIGHT => {
-                if pipeline.stage_checkpoints().await.is_none() {
-                    break;
-                }
             }
             Some(a) = announcements.recv() => {
                 push.learn(&a);
@@ -147,8 +140,8 @@ pub async fn run(
                 let records = polled?;
                 if consumer.take_rebalanced() {
                     // What is in flight was decided before the move: it
-                    // settles first, with every position checkpointed.
-                    let Some(offsets) = pipeline.flush().await else { break };
+                    // settles first.
+                    let Some(offsets) = pipeline.settle_all().await else { break };
                     commit(&mut *consumer, &offsets).await;
                     // Partitions moved: what this dispatcher cached may be
                     // stale, and another may have advanced a checkpoint.
@@ -174,22 +167,15 @@ pub async fn run(
         }
     }
     // Batches staged before the stop are answered, pushed and committed
-    // once durable, with every position checkpointed (unless the store
-    // fails: then nothing of them leaves, and the next owner decides them
-    // again).
-    if let Some(offsets) = pipeline.flush().await {
+    // once durable (unless the store fails: then nothing of them leaves,
+    // and the next owner decides them again).
+    if pipeline.in_flight() > 0
+        && let Some(offsets) = pipeline.settle_all().await
+    {
         commit(&mut *consumer, &offsets).await;
     }
     tracing::info!("dispatcher stopped");
     Ok(())
-}
-
-/// Sleeps until `at`; forever when `None`.
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Commits the offsets of settled batches.

@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use confab_bus::{Push, Record};
@@ -307,9 +306,6 @@ struct Flaky {
     /// finds only what a `Write::CidIndex` indexed (kept here).
     unindexed: AtomicBool,
     index: Mutex<std::collections::HashMap<(String, String), CidHit>>,
-    /// While set, a checkpoint is a statement of its own, as on the CQL
-    /// store ([`Store::checkpoints_cost_a_write`]).
-    costly_checkpoints: AtomicBool,
 }
 
 impl Flaky {
@@ -333,7 +329,6 @@ impl Flaky {
             syncs: Mutex::new(Vec::new()),
             unindexed: AtomicBool::new(false),
             index: Mutex::default(),
-            costly_checkpoints: AtomicBool::new(false),
         }
     }
 
@@ -427,9 +422,6 @@ impl Store for Flaky {
     }
     fn indexes_cids(&self) -> bool {
         !self.unindexed.load(Ordering::SeqCst)
-    }
-    fn checkpoints_cost_a_write(&self) -> bool {
-        self.costly_checkpoints.load(Ordering::SeqCst)
     }
     async fn room_settings(&self, room: &str) -> confab_store::Result<Option<confab_store::RoomSettings>> {
         self.inner.room_settings(room).await
@@ -784,58 +776,4 @@ async fn a_batch_stored_in_part_counts_each_message_once_when_it_comes_again() {
     let bob = inner.user_rooms("bob").await.unwrap();
     assert_eq!((bob[0].unread, bob[0].last_seq), (2, 4));
     assert_eq!(inner.tally("r", "alice", 99).await.unwrap().own, 2);
-}
-
-/// Where a checkpoint is a statement of its own, batches close together
-/// share one: the first batch writes its position at once, the next ones
-/// leave theirs unwritten until the interval is up, when a batch of their
-/// own writes them (or a flush, before partitions move or a stop). A second
-/// dispatcher then decides again only what came after the last checkpoint,
-/// and mints no second message.
-#[tokio::test]
-async fn where_a_checkpoint_costs_a_write_batches_close_together_share_one() {
-    let (_dir, inner) = open();
-    let flaky = Flaky::working(inner.clone());
-    flaky.costly_checkpoints.store(true, Ordering::SeqCst);
-    let push = Captured::default();
-    let hour = Duration::from_secs(3600);
-    let mut p = pipeline(flaky.clone(), push.clone()).with_checkpoint_every(hour);
-    assert_eq!(p.checkpoint_due(), None, "nothing staged yet");
-    p.process(vec![join(0, "r", "alice"), send(1, "r", "alice", "c1")]).await.unwrap();
-    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 2)], "the first batch's, at once");
-    assert_eq!(p.checkpoint_due(), None);
-    p.process(vec![send(2, "r", "alice", "c2")]).await.unwrap();
-    p.process(vec![send(3, "r", "alice", "c3")]).await.unwrap();
-    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 2)], "the next ones wait");
-    let due = p.checkpoint_due().expect("positions unwritten");
-    assert!(due > std::time::Instant::now() + hour / 2, "due an interval after the last");
-    // A dispatcher that took over now decides 2 and 3 again: same seqs,
-    // answered as the duplicates they are.
-    let mut second = pipeline(flaky.clone(), Captured::default());
-    second.resume_from(inner.checkpoints().await.unwrap());
-    second.process(vec![send(2, "r", "alice", "c2"), send(3, "r", "alice", "c3")]).await.unwrap();
-    let seqs: Vec<u64> = inner.history("r", None, 10).await.unwrap().iter().map(|m| m.seq).collect();
-    assert_eq!(seqs, [2, 3, 4], "no second message");
-    // When they are due, a batch of their own writes them.
-    p.stage_checkpoints().await.unwrap();
-    assert_eq!(p.settle_all().await, Some(vec![]), "nothing to commit: no records");
-    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 4)]);
-    assert_eq!(p.checkpoint_due(), None);
-    p.process(vec![send(4, "r", "alice", "c4")]).await.unwrap();
-    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 4)]);
-    assert_eq!(p.flush().await, Some(vec![]));
-    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 5)], "a flush writes every position");
-}
-
-/// Where checkpoints ride in the batch's transaction, every batch carries
-/// its own.
-#[tokio::test]
-async fn where_a_checkpoint_is_free_every_batch_writes_it() {
-    let (_dir, inner) = open();
-    let flaky = Flaky::working(inner.clone());
-    let mut p = pipeline(flaky, Captured::default()).with_checkpoint_every(Duration::from_secs(3600));
-    p.process(vec![join(0, "r", "alice")]).await.unwrap();
-    p.process(vec![send(1, "r", "alice", "c1")]).await.unwrap();
-    assert_eq!(inner.checkpoints().await.unwrap(), [(0, 2)]);
-    assert_eq!(p.checkpoint_due(), None);
 }

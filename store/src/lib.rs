@@ -317,13 +317,6 @@ pub trait Store: Send + Sync + 'static {
     fn indexes_cids(&self) -> bool {
         true
     }
-    /// Whether a [`Write::Checkpoint`] is a statement of its own (true: the
-    /// CQL store) rather than part of the batch's one transaction (the
-    /// embedded store). The dispatcher then writes a partition's checkpoint
-    /// at most every 50 ms, not with every batch.
-    fn checkpoints_cost_a_write(&self) -> bool {
-        false
-    }
     /// The cids of the room's newest `limit` messages (newest first), as
     /// [`Store::cid`] would answer them: `(cid_key, hit)`; a message without
     /// a cid (its sender's account was erased) is left out. The second value

@@ -190,9 +190,6 @@ impl<S: Store> Store for Metered<S> {
     fn indexes_cids(&self) -> bool {
         self.inner.indexes_cids()
     }
-    fn checkpoints_cost_a_write(&self) -> bool {
-        self.inner.checkpoints_cost_a_write()
-    }
     async fn recent_cids(&self, room: &str, limit: u32) -> Result<(Vec<(String, CidHit)>, Option<u64>)> {
         self.timed("recent_cids", self.inner.recent_cids(room, limit)).await
     }

@@ -21,13 +21,6 @@
 //! Records at offsets below a partition's stored checkpoint were applied
 //! before (a redelivery after a crash or rebalance) and are skipped; a seq is
 //! the record's offset, so reprocessing can never mint a second message.
-//! Where a checkpoint is a statement of its own
-//! ([`Store::checkpoints_cost_a_write`]), a partition's is written with the
-//! first batch after [`CHECKPOINT_EVERY`], by a batch of its own when no
-//! batch comes, and before partitions move or the dispatcher stops: after a
-//! crash, records of that last moment are decided again, as a batch that
-//! failed midway is, and come out the same (a seq is the record's offset;
-//! every write is keyed by its record's position).
 
 pub mod blocks;
 pub mod cids;
@@ -61,9 +54,6 @@ const NEWEST_FOR: Duration = Duration::from_secs(60);
 const NEWEST_CAP: usize = 20_000;
 /// Most batches staged and not yet durable; the next waits for the oldest.
 pub const MAX_IN_FLIGHT: usize = 4;
-/// How long a partition's applied position may go unwritten where a
-/// checkpoint costs a statement (see the module doc).
-pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 
 /// A batch readable through the store, waiting to be durable before its
 /// replies and events leave.
@@ -103,11 +93,6 @@ pub struct Pipeline {
     applied: HashMap<u32, u64>,
     /// Next offset to apply, per partition, as durably stored.
     durable_applied: HashMap<u32, u64>,
-    /// Positions staged and not yet written as checkpoints, and when the
-    /// last were ([`CHECKPOINT_EVERY`]).
-    unwritten: BTreeMap<u32, u64>,
-    checkpointed_at: Option<Instant>,
-    checkpoint_every: Duration,
     /// Staged batches, oldest first, not yet settled.
     in_flight: VecDeque<InFlight>,
     /// While batches keep failing to become durable: how long to wait
@@ -138,9 +123,6 @@ impl Pipeline {
             blocks: blocks::Blocks::default(),
             applied: HashMap::new(),
             durable_applied: HashMap::new(),
-            unwritten: BTreeMap::new(),
-            checkpointed_at: None,
-            checkpoint_every: CHECKPOINT_EVERY,
             in_flight: VecDeque::new(),
             redecide_backoff: Backoff::new(),
             max_rooms_per_user: crate::MAX_ROOMS_PER_USER,
@@ -169,74 +151,10 @@ impl Pipeline {
         self
     }
 
-    /// How long positions may go unwritten where a checkpoint costs a
-    /// statement (default [`CHECKPOINT_EVERY`]).
-    pub fn with_checkpoint_every(mut self, every: Duration) -> Self {
-        self.checkpoint_every = every;
-        self
-    }
-
     /// Takes the store's checkpoints as the truth of what is applied.
     pub fn resume_from(&mut self, checkpoints: Vec<(u32, u64)>) {
         self.applied = checkpoints.into_iter().collect();
         self.durable_applied = self.applied.clone();
-        self.unwritten.clear();
-    }
-
-    /// When the positions staged since the last checkpoint are due to be
-    /// written ([`Pipeline::stage_checkpoints`]); `None`: nothing unwritten.
-    pub fn checkpoint_due(&self) -> Option<Instant> {
-        if self.unwritten.is_empty() {
-            return None;
-        }
-        Some(self.checkpointed_at.map_or_else(Instant::now, |at| at + self.checkpoint_every))
-    }
-
-    /// The unwritten positions as checkpoints, now; none while the last
-    /// ones are younger than the interval ([`CHECKPOINT_EVERY`]) on a store
-    /// where each is a statement, unless `now`.
-    fn take_checkpoints(&mut self, now: bool) -> Vec<Write> {
-        let due = now
-            || !self.store.checkpoints_cost_a_write()
-            || self.checkpointed_at.is_none_or(|at| at.elapsed() >= self.checkpoint_every);
-        if !due || self.unwritten.is_empty() {
-            return Vec::new();
-        }
-        self.checkpointed_at = Some(Instant::now());
-        std::mem::take(&mut self.unwritten)
-            .into_iter()
-            .map(|(partition, next_offset)| Write::Checkpoint { partition, next_offset })
-            .collect()
-    }
-
-    /// Stages the unwritten checkpoints as a batch of their own (no batch
-    /// came to carry them). `None` when shutdown came while the store was
-    /// failing.
-    pub async fn stage_checkpoints(&mut self) -> Option<()> {
-        let writes = self.take_checkpoints(true);
-        if writes.is_empty() {
-            return Some(());
-        }
-        let durable = self.stage_writes(writes).await?;
-        self.in_flight.push_back(InFlight {
-            durable: sync_wrapper::SyncWrapper::new(durable),
-            records: Vec::new(),
-            refused: HashMap::new(),
-            effects: Vec::new(),
-            outcomes: Vec::new(),
-            duplicates: 0,
-            next_offsets: BTreeMap::new(),
-            cids: Vec::new(),
-        });
-        Some(())
-    }
-
-    /// Writes every unwritten checkpoint and settles everything in flight
-    /// (before partitions move, or the dispatcher stops); returns the
-    /// offsets to commit.
-    pub async fn flush(&mut self) -> Option<Vec<(u32, u64)>> {
-        self.stage_checkpoints().await?;
-        self.settle_all().await
     }
 
     /// Drops cached room state; it is read again from the store.
@@ -347,8 +265,6 @@ impl Pipeline {
             self.tallies.clear();
             self.cids.clear();
             self.applied = self.durable_applied.clone();
-            // Checkpoints the failed batches carried are written again.
-            self.unwritten.extend(self.durable_applied.iter().map(|(&p, &o)| (p, o)));
             self.redecide_backoff.wait(&self.shutdown).await?;
             for batch in failed {
                 self.stage_filtered(batch.records, batch.refused).await?;
@@ -476,12 +392,21 @@ impl Pipeline {
         if !self.store.indexes_cids() {
             writes.extend(index.into_iter().map(|(room, key, hit)| Write::CidIndex { room, key, hit }));
         }
-        for (&partition, &next) in &next_offsets {
-            let unwritten = self.unwritten.entry(partition).or_default();
-            *unwritten = (*unwritten).max(next);
-        }
-        writes.extend(self.take_checkpoints(false));
-        let durable = self.stage_writes(writes).await?;
+        writes
+            .extend(next_offsets.iter().map(|(&partition, &next_offset)| Write::Checkpoint { partition, next_offset }));
+        // The same batch again, never a new decision: on a CQL store a failed
+        // attempt may have stored part of it, and rewriting the same writes
+        // is what converges (see `Store::apply`).
+        let durable = loop {
+            match self.store.stage(writes.clone()).await {
+                Ok(durable) => break durable,
+                Err(e) => {
+                    self.metrics.store_retries.inc();
+                    tracing::warn!(error = %e, "group commit failed; holding acks");
+                    backoff.wait(&self.shutdown).await?;
+                }
+            }
+        };
         // The next batch is decided on top of this one.
         self.applied.extend(next_offsets.iter().map(|(p, o)| (*p, *o)));
         self.blocks.read(blocks_read);
@@ -491,24 +416,6 @@ impl Pipeline {
         let batch = InFlight { durable, records, refused, effects, outcomes, duplicates, next_offsets, cids };
         self.in_flight.push_back(batch);
         Some(())
-    }
-
-    /// Stages `writes`, retrying until the store takes them. The same batch
-    /// again, never a new decision: on a CQL store a failed attempt may have
-    /// stored part of it, and rewriting the same writes is what converges
-    /// (see `Store::apply`). `None` when shutdown came meanwhile.
-    async fn stage_writes(&self, writes: Vec<Write>) -> Option<Durable> {
-        let mut backoff = Backoff::new();
-        loop {
-            match self.store.stage(writes.clone()).await {
-                Ok(durable) => return Some(durable),
-                Err(e) => {
-                    self.metrics.store_retries.inc();
-                    tracing::warn!(error = %e, "group commit failed; holding acks");
-                    backoff.wait(&self.shutdown).await?;
-                }
-            }
-        }
     }
 
     /// Asks the filter about the batch's new messages, rewrites the texts it

@@ -1157,10 +1157,6 @@ impl Store for ScyllaStore {
         false
     }
 
-    fn checkpoints_cost_a_write(&self) -> bool {
-        true
-    }
-
     /// From the message rows (not the `cids` table, which holds only what
     /// [`Write::CidIndex`] put there): the cid columns of the newest `limit`.
     async fn recent_cids(&self, room: &str, limit: u32) -> Result<(Vec<(String, CidHit)>, Option<u64>)> {
