@@ -69,9 +69,13 @@ pub struct TargetArgs {
     #[arg(long, default_value_t = 4)]
     pub partitions: u32,
 
-    /// An extra flag for every Confab server process, e.g. `--server-arg=--outbound-queue=1024`; repeat.
+    /// An extra flag for the standalone server and every gateway, e.g. `--server-arg=--outbound-queue=1024`; repeat.
     #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+
+    /// An extra flag for every dispatcher, e.g. `--dispatcher-arg=--cql-sparse-room-heads`; repeat.
+    #[arg(long = "dispatcher-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub dispatcher_args: Vec<String>,
 }
 
 pub struct Target {
@@ -216,6 +220,7 @@ impl Target {
             let mut flags = vec!["dispatcher".to_owned(), format!("--admin-listen=127.0.0.1:{admin}")];
             flags.push(format!("--jwt-secret={}", self.secret));
             flags.extend(backend.iter().cloned());
+            flags.extend(args.dispatcher_args.iter().cloned());
             self.spawn(&bin, &flags, false, format!("dispatcher {d}"))?;
             ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
         }
