@@ -73,7 +73,7 @@ pub struct TargetArgs {
     #[arg(long = "server-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
 
-    /// An extra flag for every dispatcher, e.g. `--dispatcher-arg=--cql-sparse-room-heads`; repeat.
+    /// An extra flag for every dispatcher, e.g. `--dispatcher-arg=--cql-derived-counts`; repeat.
     #[arg(long = "dispatcher-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub dispatcher_args: Vec<String>,
 }
@@ -207,7 +207,7 @@ impl Target {
             password: None,
             request_timeout: Duration::from_secs(10),
             tls: None,
-            sparse_room_heads: false,
+            derived_counts: false,
         });
         let mut migrate = vec!["migrate".to_owned(), format!("--partitions={}", args.partitions)];
         migrate.extend(backend.iter().cloned());

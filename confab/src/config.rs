@@ -1275,9 +1275,9 @@ pub struct BackendConfig {
     /// one CQL write fewer. Readers derive both from the newest message.
     /// Turn on only once no gateway or dispatcher of a version without this
     /// option runs (docs/operator.md, "Sparse room heads").
-    #[arg(long, env = "CONFAB_CQL_SPARSE_ROOM_HEADS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    #[arg(long, env = "CONFAB_CQL_DERIVED_COUNTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     #[serde(default)]
-    pub cql_sparse_room_heads: bool,
+    pub cql_derived_counts: bool,
 
     #[command(flatten)]
     #[serde(flatten)]
@@ -1380,7 +1380,7 @@ impl BackendConfig {
             password: self.cql_password.clone(),
             request_timeout: ms(self.cql_request_timeout_ms),
             tls: self.cql_tls.tls(),
-            sparse_room_heads: self.cql_sparse_room_heads,
+            derived_counts: self.cql_derived_counts,
         }
     }
 
@@ -2029,10 +2029,10 @@ mod tests {
     }
 
     #[test]
-    fn sparse_room_heads_are_off_unless_asked_for() {
-        assert!(!gateway(&[]).backend.cql().sparse_room_heads);
-        assert!(gateway(&["--cql-sparse-room-heads"]).backend.cql().sparse_room_heads);
-        assert!(!gateway(&["--cql-sparse-room-heads", "false"]).backend.cql().sparse_room_heads);
+    fn derived_counts_are_off_unless_asked_for() {
+        assert!(!gateway(&[]).backend.cql().derived_counts);
+        assert!(gateway(&["--cql-derived-counts"]).backend.cql().derived_counts);
+        assert!(!gateway(&["--cql-derived-counts", "false"]).backend.cql().derived_counts);
     }
 
     #[test]

@@ -62,6 +62,7 @@ macro_rules! store_contract_tests {
             an_erasure_deletes_the_users_versions_and_reactions,
             an_edit_keeps_mentions_and_a_deletion_drops_them,
             counts_give_exact_unread_and_mentions_across_seq_gaps,
+            a_dm_s_tallies_read_back_at_every_seq,
             notify_levels_and_tallies_go_with_the_membership,
             a_rooms_retention_is_a_setting,
             uploads_are_attached_with_their_message_and_swept_when_never_sent,

@@ -20,7 +20,7 @@ fn config() -> CqlConfig {
         password: None,
         request_timeout: Duration::from_secs(10),
         tls: None,
-        sparse_room_heads: true,
+        derived_counts: true,
     }
 }
 
@@ -324,10 +324,10 @@ async fn a_room_whose_messages_all_expired_keeps_its_last_seq_and_count() {
 /// Without sparse room heads (the default, for clusters that still run a
 /// version that reads the `rooms` row alone), every batch writes it.
 #[tokio::test]
-async fn without_sparse_room_heads_every_batch_writes_the_rooms_row() {
+async fn without_derived_counts_every_batch_writes_the_rooms_row() {
     use confab_store::Write;
     use confab_store::contract::message;
-    let (ks, store) = open_with(CqlConfig { sparse_room_heads: false, ..config() }).await;
+    let (ks, store) = open_with(CqlConfig { derived_counts: false, ..config() }).await;
     store.apply(vec![Write::Join { room: "r".into(), user: "alice".into(), at: 1, members: 1 }]).await.unwrap();
     let before = ScyllaStore::statement_counts(&ks.0).await.unwrap();
     for seq in 2..5 {
@@ -344,4 +344,31 @@ async fn without_sparse_room_heads_every_batch_writes_the_rooms_row() {
     assert_eq!(rooms, 3, "{after:?}");
     let room = store.room("r").await.unwrap().expect("room");
     assert_eq!((room.last_seq, room.messages), (4, 3));
+}
+
+/// With derived counts, a DM's second member's own messages write no tally
+/// row (the contract test `a_dm_s_tallies_read_back_at_every_seq` reads
+/// them back); the first member's do, and so do mentions.
+#[tokio::test]
+async fn a_dm_s_second_member_writes_no_tally_for_their_own_messages() {
+    use confab_store::contract::message;
+    use confab_store::{Tally, Write};
+    let (ks, store) = open().await;
+    let dm = "dm:ann:bob";
+    let join = |user: &str, members| Write::Join { room: dm.into(), user: user.into(), at: 1, members };
+    store.apply(vec![join("ann", 1), join("bob", 2)]).await.unwrap();
+    let before = ScyllaStore::statement_counts(&ks.0).await.unwrap();
+    let mut batch = Vec::new();
+    for (n, seq) in (2..12u64).enumerate() {
+        let from = if seq % 2 == 0 { "ann" } else { "bob" };
+        batch.push(Write::Message(message(dm, seq, from, &format!("c{seq}"))));
+        batch.push(Write::MessageMeta { room: dm.into(), seq, n: n as u64 + 1, expires_ms: None });
+        let own = (n as u64) / 2 + 1;
+        batch.push(Write::Tally { room: dm.into(), user: from.into(), seq, tally: Tally { own, mentions: 0 } });
+    }
+    store.apply(batch).await.unwrap();
+    let after = ScyllaStore::statement_counts(&ks.0).await.unwrap();
+    let tallies = after.get("user_tallies").map_or(0, |c| c.1) - before.get("user_tallies").map_or(0, |c| c.1);
+    assert_eq!(tallies, 5, "ann's five only: {after:?}");
+    assert_eq!(store.tally(dm, "bob", u64::MAX).await.unwrap(), Tally { own: 5, mentions: 0 });
 }

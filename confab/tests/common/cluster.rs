@@ -57,7 +57,7 @@ fn cql_config(contact_points: &str, keyspace: &str) -> confab_store::scylla::Cql
         // A schema change on a loaded node takes a while.
         request_timeout: Duration::from_secs(30),
         tls: None,
-        sparse_room_heads: true,
+        derived_counts: true,
     }
 }
 
@@ -201,7 +201,7 @@ async fn start_full(
         cql,
         "--keyspace",
         &keyspace,
-        "--cql-sparse-room-heads",
+        "--cql-derived-counts",
     ];
     backend.extend(cql_flags);
     let partitions = PARTITIONS.to_string();

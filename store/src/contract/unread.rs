@@ -19,6 +19,65 @@ fn info<'a>(rooms: &'a [RoomInfo], room: &str) -> &'a RoomInfo {
     rooms.iter().find(|r| r.room == room).unwrap_or_else(|| panic!("{room} in {rooms:?}"))
 }
 
+/// A DM's tallies, as the dispatcher writes them (one per message for its
+/// sender, one for a member it mentions), read back the same at every seq
+/// and in `rooms`, whatever a store keeps of them (the CQL store with
+/// derived counts writes none for the second member's own messages), and
+/// still after the first member's account is erased.
+pub async fn a_dm_s_tallies_read_back_at_every_seq(store: &impl Store) {
+    let dm = "dm:ann:bob";
+    let mut batch = vec![join(dm, "ann"), join(dm, "bob")];
+    // (seq, sender, mentions the other)
+    let sent = [(3, "ann", false), (4, "bob", false), (6, "bob", true), (9, "ann", true), (10, "bob", false)];
+    let mut truth = Vec::new();
+    let (mut ann, mut bob) = (Tally::default(), Tally::default());
+    for (n, (seq, from, mention)) in sent.into_iter().enumerate() {
+        let mut m = message(dm, seq, from, &format!("c{seq}"));
+        let other = if from == "ann" { "bob" } else { "ann" };
+        if mention {
+            m.mentions = vec![other.into()];
+        }
+        batch.push(Write::Message(m));
+        batch.push(meta(dm, seq, n as u64 + 1));
+        let (own, theirs) = if from == "ann" { (&mut ann, &mut bob) } else { (&mut bob, &mut ann) };
+        own.own += 1;
+        batch.push(tally(dm, from, seq, own.own, own.mentions));
+        if mention {
+            theirs.mentions += 1;
+            batch.push(tally(dm, other, seq, theirs.own, theirs.mentions));
+        }
+        truth.push((seq, ann, bob));
+    }
+    // Two batches, so that the second one's rows are read across one.
+    let second = batch.split_off(batch.len() - 4);
+    store.apply(batch).await.unwrap();
+    store.apply(second).await.unwrap();
+    // At every seq, messages' and the gaps' between them.
+    for at in 0..=12 {
+        let (ann, bob) = truth.iter().rev().find(|(seq, ..)| *seq <= at).map_or_else(Default::default, |t| (t.1, t.2));
+        assert_eq!(store.tally(dm, "ann", at).await.unwrap(), ann, "ann at {at}");
+        assert_eq!(store.tally(dm, "bob", at).await.unwrap(), bob, "bob at {at}");
+    }
+    assert_eq!(store.tally(dm, "bob", u64::MAX).await.unwrap(), Tally { own: 3, mentions: 1 });
+    // bob read up to seq 4: unread are ann's 9 (mentioning him).
+    let read =
+        Write::ReadTally { room: dm.into(), user: "bob".into(), n: 2, tally: Tally { own: 1, mentions: 0 }, at: 11 };
+    store.apply(vec![Write::Read { room: dm.into(), user: "bob".into(), seq: 4, at: 11 }, read]).await.unwrap();
+    let rooms = store.user_rooms("bob").await.unwrap();
+    assert_eq!((info(&rooms, dm).unread, info(&rooms, dm).mentions), (1, 1));
+    // ann's account is erased: bob's counts stay as they were.
+    store
+        .apply(vec![
+            Write::Erase { room: dm.into(), user: "ann".into(), at: 12 },
+            Write::Leave { room: dm.into(), user: "ann".into(), at: 12, members: 1 },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.tally(dm, "bob", u64::MAX).await.unwrap(), Tally { own: 3, mentions: 1 });
+    let rooms = store.user_rooms("bob").await.unwrap();
+    assert_eq!((info(&rooms, dm).unread, info(&rooms, dm).mentions), (1, 1));
+}
+
 pub async fn counts_give_exact_unread_and_mentions_across_seq_gaps(store: &impl Store) {
     let mut mention = message("r", 7, "bob", "b7");
     mention.mentions = vec!["alice".into()];

@@ -24,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use confab_protocol::message::cid_key;
 use confab_protocol::unread::unread;
+use confab_protocol::validate::dm_members;
 use confab_protocol::{Message, NotifyLevel, Profile, RoomInfo};
 use futures_util::future::try_join_all;
 use scylla::client::execution_profile::ExecutionProfile;
@@ -98,13 +99,16 @@ pub struct CqlConfig {
     pub request_timeout: Duration,
     /// TLS to every node; `None`: plain TCP.
     pub tls: Option<CqlTls>,
-    /// Write a room's `rooms` row (its `last_seq` and message count) only
-    /// when a batch opens a message bucket or holds a message that expires,
-    /// not with every batch: a DM is then one CQL write fewer. Every reader
-    /// of this version derives both from the newest message row either way
-    /// (`ScyllaStore::head`); a process of an earlier version reads the row
-    /// alone, so this waits until none runs (docs/operator.md).
-    pub sparse_room_heads: bool,
+    /// Leave unwritten what the rows already written give back: a room's
+    /// `rooms` row (its `last_seq` and message count) is written only when
+    /// a batch opens a message bucket or holds a message that expires, not
+    /// with every batch; and a DM's second member's tally is not written
+    /// for their own messages. A DM is then about one CQL write fewer per
+    /// message and a half. Every reader of this version derives both either
+    /// way (`ScyllaStore::head`, `Store::tally`); a process of an earlier
+    /// version reads the rows alone, so this waits until none runs
+    /// (docs/operator.md, "Derived counts").
+    pub derived_counts: bool,
 }
 
 /// `cql` failed.
@@ -176,8 +180,8 @@ struct Inner {
     /// message. Rows there are never deleted, so a stale entry cannot hide
     /// a missing row; at [`KNOWN_ROOMS`] it starts over.
     buckets: Mutex<HashMap<String, HashSet<i64>>>,
-    /// [`CqlConfig::sparse_room_heads`].
-    sparse_heads: bool,
+    /// [`CqlConfig::derived_counts`].
+    derived_counts: bool,
 }
 
 /// Most rooms [`Inner::buckets`] remembers the buckets of.
@@ -485,9 +489,9 @@ impl ScyllaStore {
         let lc = Box::pin(lifecycle::Statements::prepare(&s)).await?;
         let up = Box::pin(uploads::Statements::prepare(&s)).await?;
         let me = Box::pin(member_events::Statements::prepare(&s)).await?;
-        let sparse_heads = config.sparse_room_heads;
+        let derived_counts = config.derived_counts;
         Ok(ScyllaStore {
-            inner: Arc::new(Inner { session: s, q, lc, up, me, buckets: Mutex::default(), sparse_heads }),
+            inner: Arc::new(Inner { session: s, q, lc, up, me, buckets: Mutex::default(), derived_counts }),
         })
     }
 
@@ -573,7 +577,12 @@ impl ScyllaStore {
             Write::Leave { room, user, at, members } => {
                 let at = *at as i64;
                 self.write(&q.set_room_members, (at, *members as i64, room.as_str())).await?;
-                self.write(&q.delete_tallies, (at, room.as_str(), user.as_str())).await?;
+                // A DM's first member's tallies stay: the second one's own
+                // count is derived from them (`tally`). A DM is left only by
+                // an account's erasure, and takes no message after it.
+                if !dm_members(room).is_some_and(|(first, _)| first == user) {
+                    self.write(&q.delete_tallies, (at, room.as_str(), user.as_str())).await?;
+                }
                 self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())).await?;
                 self.write(&q.delete_member, (at, room.as_str(), user.as_str())).await?;
             }
@@ -682,6 +691,24 @@ impl ScyllaStore {
         Ok(Some((last_seq.max(seq), messages.max(n))))
     }
 
+    /// `user`'s newest tally row at or before `seq`, as written.
+    async fn stored_tally(&self, room: &str, user: &str, seq: u64) -> Result<Tally> {
+        let at = seq.min(u64::MAX >> 1) as i64;
+        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.tally_at, (room, user, at)).await?;
+        let (own, mentions) = rows.first().copied().unwrap_or((None, None));
+        Ok(Tally { own: own.unwrap_or(0).max(0) as u64, mentions: mentions.unwrap_or(0).max(0) as u64 })
+    }
+
+    /// How many messages the room had as of `seq`: its count at or past its
+    /// last seq (`head`, which outlives expired messages), else the
+    /// ordinal of its newest message at or before `seq`.
+    async fn count_at(&self, room: &str, seq: u64) -> Result<u64> {
+        match self.head(room).await? {
+            Some((last, count)) if seq >= last => Ok(count),
+            _ => Ok(self.ordinal_at(room, seq).await?.map_or(0, |(_, n)| n)),
+        }
+    }
+
     /// One `rooms` write for a batch's newest message of a room: its
     /// `last_seq` and count (`messages`), at the newest seq's timestamp, as
     /// the last of one write per message would have left them.
@@ -744,6 +771,15 @@ impl ScyllaStore {
             known.entry(room.to_owned()).or_default().insert(b);
         }
     }
+}
+
+/// Whether `w` is a DM's second member's tally at their own message
+/// (`senders`: the batch's messages' senders by `(room, seq)`), which
+/// [`Store::tally`] derives on CQL.
+fn derived_tally(w: &Write, senders: &HashMap<(&str, u64), &str>) -> bool {
+    let Write::Tally { room, user, seq, .. } = w else { return false };
+    dm_members(room).is_some_and(|(_, second)| second == user)
+        && senders.get(&(room.as_str(), *seq)).is_some_and(|from| from == user)
 }
 
 /// A batch's [`Write::MessageMeta`]s: `(room, seq)` → `(n, expires_ms)`.
@@ -1210,10 +1246,22 @@ impl Store for ScyllaStore {
     }
 
     async fn tally(&self, room: &str, user: &str, seq: u64) -> Result<Tally> {
-        let seq = seq.min(u64::MAX >> 1) as i64;
-        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.inner.q.tally_at, (room, user, seq)).await?;
-        let (own, mentions) = rows.first().copied().unwrap_or((None, None));
-        Ok(Tally { own: own.unwrap_or(0).max(0) as u64, mentions: mentions.unwrap_or(0).max(0) as u64 })
+        let seq = seq.min(u64::MAX >> 1);
+        match dm_members(room) {
+            // Every message of a DM is one of its two members': the second
+            // one's own messages are the room's less the first one's (their
+            // rows are not written with derived counts: `apply`). Their
+            // rows still hold their mentions.
+            Some((first, second)) if user == second => {
+                let (stored, first, n) = tokio::try_join!(
+                    self.stored_tally(room, user, seq),
+                    self.stored_tally(room, first, seq),
+                    self.count_at(room, seq),
+                )?;
+                Ok(Tally { own: n.saturating_sub(first.own), mentions: stored.mentions })
+            }
+            _ => self.stored_tally(room, user, seq).await,
+        }
     }
 
     async fn room_settings(&self, room: &str) -> Result<Option<RoomSettings>> {
@@ -1297,17 +1345,28 @@ impl Store for ScyllaStore {
         let (erasures, writes): (Vec<&Write>, Vec<&Write>) =
             writes.into_iter().partition(|w| matches!(w, Write::Erase { .. }));
         let buckets = self.new_buckets(&batch);
-        // With sparse room heads, the `rooms` row (`last_seq` and count) only
+        // With derived counts, the `rooms` row (`last_seq` and count) only
         // where the message rows cannot give them back (`head`): for a room
         // whose batch opens a bucket (`head` reads the row's bucket), or has
         // a message that expires (gone, its row would not hold the seq up;
         // seqs are never reused) or carries no ordinal. A room without
         // retention then writes it once per 65,536 messages.
         let opened: HashSet<&str> = buckets.iter().map(|&(room, ..)| room).collect();
-        let sparse = self.inner.sparse_heads;
+        let derived = self.inner.derived_counts;
         let tops =
-            room_tops(&batch, &metas).into_iter().filter(|(room, top)| !sparse || top.pinned || opened.contains(room));
-        let rows = try_join_all(writes.into_iter().map(|w| self.apply_one(w, &metas)));
+            room_tops(&batch, &metas).into_iter().filter(|(room, top)| !derived || top.pinned || opened.contains(room));
+        // With derived counts, a DM's second member's tally is not written
+        // for their own message (`tally` derives their own count; their
+        // mentions only change with the other's messages).
+        let senders: HashMap<(&str, u64), &str> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::Message(m) => Some(((m.room.as_str(), m.seq), m.from.as_str())),
+                _ => None,
+            })
+            .collect();
+        let writes = writes.into_iter().filter(|w| !(derived && derived_tally(w, &senders)));
+        let rows = try_join_all(writes.map(|w| self.apply_one(w, &metas)));
         let tops = try_join_all(tops.map(|(room, top)| self.write_top(room, top)));
         let indexed = try_join_all(buckets.iter().map(|&(room, b, seq)| self.write(&q.insert_bucket, (room, b, seq))));
         tokio::try_join!(rows, tops, indexed)?;
@@ -1419,7 +1478,7 @@ mod request_timeout {
             password: None,
             request_timeout: Duration::from_millis(1234),
             tls: None,
-            sparse_room_heads: false,
+            derived_counts: false,
         };
         let s = session(&config, None).await.unwrap();
         let profile = s.get_default_execution_profile_handle().to_profile();
@@ -1448,7 +1507,7 @@ mod replication_ddl {
             password: None,
             request_timeout: Duration::from_secs(10),
             tls: None,
-            sparse_room_heads: false,
+            derived_counts: false,
         };
         let s = session(&config, None).await.unwrap();
         let (dc,): (String,) = s
