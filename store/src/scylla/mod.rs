@@ -580,7 +580,7 @@ impl ScyllaStore {
                 // A DM's first member's tallies stay: the second one's own
                 // count is derived from them (`tally`). A DM is left only by
                 // an account's erasure, and takes no message after it.
-                if !dm_members(room).is_some_and(|(first, _)| first == user) {
+                if dm_members(room).is_none_or(|(first, _)| first != user) {
                     self.write(&q.delete_tallies, (at, room.as_str(), user.as_str())).await?;
                 }
                 self.write(&q.delete_user_room, (at, user.as_str(), room.as_str())).await?;
