@@ -1270,11 +1270,12 @@ pub struct BackendConfig {
     #[serde(default = "default::cql_request_timeout_ms")]
     pub cql_request_timeout_ms: u64,
 
-    /// Write a room's `rooms` row (last seq, message count) once per 65,536
-    /// messages and for messages that expire, not with every batch: a DM is
-    /// one CQL write fewer. Readers derive both from the newest message.
-    /// Turn on only once no gateway or dispatcher of a version without this
-    /// option runs (docs/operator.md, "Sparse room heads").
+    /// Leave unwritten what rows already written give back: a room's `rooms`
+    /// row (last seq, message count) is written once per 65,536 messages and
+    /// for messages that expire, not with every batch, and a DM's second
+    /// member writes no tally row for their own messages. Readers derive
+    /// both. Turn on only once no gateway or dispatcher of a version without
+    /// this option runs (docs/operator.md, "Derived counts").
     #[arg(long, env = "CONFAB_CQL_DERIVED_COUNTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     #[serde(default)]
     pub cql_derived_counts: bool,
