@@ -1083,8 +1083,9 @@ impl Store for ScyllaStore {
     async fn user_rooms(&self, user: &str) -> Result<Vec<RoomInfo>> {
         type Row = (String, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<String>);
         let rows: Vec<Row> = self.rows(&self.inner.q.user_rooms, (user,)).await?;
-        // Per room, its head (`head`: two reads) and the user's newest tally:
-        // three reads, however many messages it holds.
+        // Per room, its head (`head`: two reads) and the user's newest tally
+        // (one read; a DM's second member's, four: `tally`), however many
+        // messages it holds.
         let details = try_join_all(rows.iter().map(|(room, ..)| async move {
             let room = room.as_str();
             tokio::try_join!(self.head(room), self.tally(room, user, u64::MAX >> 1))
