@@ -99,9 +99,19 @@ pub struct Target {
     keyspace: Option<confab_store::scylla::CqlConfig>,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` distinct ports free now (bound at once, then let go).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
+
+/// How many times a server process that exited before it was ready is
+/// started again on other ports ([`Target::start_process`]).
+const START_ATTEMPTS: usize = 3;
 
 fn default_confab_bin() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -144,6 +154,48 @@ impl Target {
         Ok(t)
     }
 
+    /// Starts a server process on `N` ports free a moment ago and waits for
+    /// its `/readyz`; `flags` makes its arguments and admin port from them.
+    /// Another process may take such a port before the server binds it (the
+    /// smoke tests run side by side): a process that exits before it is
+    /// ready starts again on other ports, up to [`START_ATTEMPTS`] times.
+    async fn start_process<const N: usize>(
+        &mut self,
+        bin: &Path,
+        gateway: bool,
+        role: &str,
+        flags: impl Fn([u16; N]) -> (Vec<String>, u16),
+    ) -> Result<[u16; N]> {
+        let mut attempt = 1;
+        loop {
+            let ports = free_ports::<N>()?;
+            let (args, admin) = flags(ports);
+            self.spawn(bin, &args, gateway, role.to_owned())?;
+            match ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await {
+                Ok(()) => return Ok(ports),
+                Err(e) if attempt < START_ATTEMPTS && self.forget_last_if_exited() => {
+                    eprintln!("confab-bench: {role}: {e:#}; starting it again on other ports");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Forgets the process started last when it has exited.
+    fn forget_last_if_exited(&mut self) -> bool {
+        let Some(last) = self.children.last_mut() else { return false };
+        if !matches!(last.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        self.children.pop();
+        self.processes.pop();
+        if let Some(pid) = self.all_pids.pop() {
+            self.gateway_pids.retain(|p| *p != pid);
+        }
+        true
+    }
+
     fn spawn(&mut self, program: &Path, args: &[String], gateway: bool, role: String) -> Result<()> {
         let child = Command::new(program)
             .args(args)
@@ -168,22 +220,25 @@ impl Target {
         let dir = std::env::temp_dir().join(format!("confab-bench-{run}"));
         std::fs::create_dir_all(&dir)?;
         self.data_dir = Some(dir.clone());
-        let (port, admin) = (free_port()?, free_port()?);
-        let mut flags: Vec<String> = vec![
-            "standalone".into(),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--admin-listen=127.0.0.1:{admin}"),
-            format!("--data={}", dir.display()),
-            format!("--jwt-secret={}", self.secret),
-            format!("--partitions={}", args.partitions),
-            // Every benchmark user registers from this one address.
-            format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
-            format!("--max-connections={BENCH_MAX_CONNECTIONS}"),
-            format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
-        ];
-        flags.extend(args.server_args.iter().cloned());
-        self.spawn(&bin, &flags, true, "standalone".into())?;
-        ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
+        let secret = self.secret.clone();
+        let [port, _] = self
+            .start_process(&bin, true, "standalone", |[port, admin]| {
+                let mut flags: Vec<String> = vec![
+                    "standalone".into(),
+                    format!("--listen=127.0.0.1:{port}"),
+                    format!("--admin-listen=127.0.0.1:{admin}"),
+                    format!("--data={}", dir.display()),
+                    format!("--jwt-secret={secret}"),
+                    format!("--partitions={}", args.partitions),
+                    // Every benchmark user registers from this one address.
+                    format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
+                    format!("--max-connections={BENCH_MAX_CONNECTIONS}"),
+                    format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
+                ];
+                flags.extend(args.server_args.iter().cloned());
+                (flags, admin)
+            })
+            .await?;
         self.urls.push(format!("ws://127.0.0.1:{port}/v1/ws"));
         self.http = Some(format!("http://127.0.0.1:{port}"));
         self.describe = format!("confab standalone ({}), {} partitions", bin.display(), args.partitions);
@@ -215,32 +270,36 @@ impl Target {
         if !status.success() {
             bail!("confab migrate failed ({status}); is the infra up? (scripts/infra up kafka cql)");
         }
+        let secret = self.secret.clone();
         for d in 0..args.dispatchers {
-            let admin = free_port()?;
-            let mut flags = vec!["dispatcher".to_owned(), format!("--admin-listen=127.0.0.1:{admin}")];
-            flags.push(format!("--jwt-secret={}", self.secret));
-            flags.extend(backend.iter().cloned());
-            flags.extend(args.dispatcher_args.iter().cloned());
-            self.spawn(&bin, &flags, false, format!("dispatcher {d}"))?;
-            ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
+            self.start_process(&bin, false, &format!("dispatcher {d}"), |[admin]| {
+                let mut flags = vec!["dispatcher".to_owned(), format!("--admin-listen=127.0.0.1:{admin}")];
+                flags.push(format!("--jwt-secret={secret}"));
+                flags.extend(backend.iter().cloned());
+                flags.extend(args.dispatcher_args.iter().cloned());
+                (flags, admin)
+            })
+            .await?;
         }
         for g in 0..args.gateways {
-            let (port, admin, internal) = (free_port()?, free_port()?, free_port()?);
-            let mut flags = vec![
-                "gateway".to_owned(),
-                format!("--listen=127.0.0.1:{port}"),
-                format!("--admin-listen=127.0.0.1:{admin}"),
-                format!("--internal-listen=127.0.0.1:{internal}"),
-                format!("--server-id=gw-{g}"),
-                format!("--jwt-secret={}", self.secret),
-                format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
-                format!("--max-connections={BENCH_MAX_CONNECTIONS}"),
-                format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
-            ];
-            flags.extend(backend.iter().cloned());
-            flags.extend(args.server_args.iter().cloned());
-            self.spawn(&bin, &flags, true, format!("gateway gw-{g}"))?;
-            ready(&format!("http://127.0.0.1:{admin}/readyz"), self).await?;
+            let [port, ..] = self
+                .start_process(&bin, true, &format!("gateway gw-{g}"), |[port, admin, internal]| {
+                    let mut flags = vec![
+                        "gateway".to_owned(),
+                        format!("--listen=127.0.0.1:{port}"),
+                        format!("--admin-listen=127.0.0.1:{admin}"),
+                        format!("--internal-listen=127.0.0.1:{internal}"),
+                        format!("--server-id=gw-{g}"),
+                        format!("--jwt-secret={secret}"),
+                        format!("--auth-per-ip-per-minute={BENCH_AUTH_PER_IP}"),
+                        format!("--max-connections={BENCH_MAX_CONNECTIONS}"),
+                        format!("--max-connections-per-ip={BENCH_MAX_CONNECTIONS}"),
+                    ];
+                    flags.extend(backend.iter().cloned());
+                    flags.extend(args.server_args.iter().cloned());
+                    (flags, admin)
+                })
+                .await?;
             let url = format!("ws://127.0.0.1:{port}/v1/ws");
             warm_up(&url, &self.secret, run, args.partitions).await?;
             self.urls.push(url);
@@ -257,7 +316,7 @@ impl Target {
         let bin = args.centrifugo_bin.clone().context(
             "no Centrifugo peer: run `scripts/infra up centrifugo` and `source target/infra/env` (CENTRIFUGO_BIN), or pass --centrifugo-bin",
         )?;
-        let port = free_port()?;
+        let [port] = free_ports()?;
         let flags = vec![format!("-addr=127.0.0.1:{port}"), format!("-secret={}", self.secret)];
         self.spawn(&bin, &flags, true, "centrifugo".into())?;
         ready(&format!("http://127.0.0.1:{port}/health"), self).await?;
@@ -384,4 +443,18 @@ async fn warm_up(url: &str, secret: &str, run: &str, partitions: u32) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ports one server gets are distinct: all are bound at once.
+    #[test]
+    fn ports_picked_together_are_distinct() {
+        for _ in 0..100 {
+            let [a, b, c] = free_ports::<3>().unwrap();
+            assert!(a != b && b != c && a != c, "{a} {b} {c}");
+        }
+    }
 }
