@@ -292,8 +292,8 @@ async fn a_room_s_last_seq_and_count_follow_its_newest_message_across_buckets() 
 }
 
 /// A message that expires pins the `rooms` row: once retention removed every
-/// message, the room still reports its last seq and count, so the dispatcher
-/// never hands out a seq twice.
+/// message, the room still reports its last seq and count: the next
+/// message's ordinal, read markers and unread counts never go back.
 #[tokio::test]
 async fn a_room_whose_messages_all_expired_keeps_its_last_seq_and_count() {
     use confab_store::Write;

@@ -1349,8 +1349,9 @@ impl Store for ScyllaStore {
         // With derived counts, the `rooms` row (`last_seq` and count) only
         // where the message rows cannot give them back (`head`): for a room
         // whose batch opens a bucket (`head` reads the row's bucket), or has
-        // a message that expires (gone, its row would not hold the seq up;
-        // seqs are never reused) or carries no ordinal. A room without
+        // a message that expires (gone, its row would no longer hold up the
+        // last seq and count, which must never go back) or carries no
+        // ordinal. A room without
         // retention then writes it once per 65,536 messages.
         let opened: HashSet<&str> = buckets.iter().map(|&(room, ..)| room).collect();
         let derived = self.inner.derived_counts;
