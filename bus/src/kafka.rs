@@ -66,6 +66,11 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         c.set("socket.keepalive.enable", "true");
+        // librdkafka leaves Nagle's algorithm on by default: a produce or
+        // fetch request written while the last is unacknowledged would wait
+        // for the broker's delayed ACK (40 ms on Linux), which was the DM
+        // p99 (~48 ms at every rate from 250 to 1,000 messages/s).
+        c.set("socket.nagle.disable", "true");
         for (k, v) in &self.extra {
             c.set(k, v);
         }

@@ -161,6 +161,10 @@ impl Dialer {
         };
         let open = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| DialError::Failed("connect", e.to_string()))?;
+            // A push is a small frame written when it is ready: with Nagle's
+            // algorithm one written while the last is unacknowledged waits
+            // for the gateway's delayed ACK (40 ms on Linux).
+            let _ = tcp.set_nodelay(true);
             let stream: Box<dyn Io> = match (&self.tls, name) {
                 // The token is only sent once the certificate is verified.
                 (Some((tls, _)), Some(name)) => {
