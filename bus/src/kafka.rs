@@ -520,4 +520,23 @@ mod tests {
             .create();
         assert!(producer.is_ok(), "{:?}", producer.err());
     }
+
+    fn config(extra: &[(&str, &str)]) -> super::KafkaConfig {
+        super::KafkaConfig {
+            bootstrap: "127.0.0.1:9".into(),
+            topic_prefix: "confab".into(),
+            linger: std::time::Duration::from_millis(1),
+            produce_timeout: std::time::Duration::from_secs(5),
+            extra: extra.iter().map(|&(k, v)| (k.into(), v.into())).collect(),
+        }
+    }
+
+    /// Every client Confab makes writes small requests without waiting for
+    /// the broker's delayed ACK; a property given by the operator still wins.
+    #[test]
+    fn clients_turn_nagle_off_unless_told_otherwise() {
+        assert_eq!(config(&[]).client().get("socket.nagle.disable"), Some("true"));
+        let told = config(&[("socket.nagle.disable", "false")]);
+        assert_eq!(told.client().get("socket.nagle.disable"), Some("false"));
+    }
 }
