@@ -117,6 +117,8 @@ EOF
 -XX:MaxTenuringThreshold=1
 -XX:G1HeapRegionSize=4m
 -XX:MaxGCPauseMillis=300
+# Every GC pause, by wall time: to tell a pause from other stalls in a latency tail.
+-Xlog:gc:file=$CQL_DIR/gc.log:time,uptime:filecount=2,filesize=8m
 -XX:+ExitOnOutOfMemoryError
 -XX:CICompilerCount=2
 -XX:MaxDirectMemorySize=256m
