@@ -4,9 +4,10 @@
 //! each batch through [`pipeline`]: dedupe by `(room, cid)`, assign `seq` from
 //! the record's offset, persist the batch in one group commit, then reply to
 //! the origin sessions and push room events to the gateways that host a
-//! member ([`routes`]), and only then commit the consumer offsets. How a
-//! push reaches a gateway ([`confab_bus::push`]) is not the dispatcher's
-//! concern: in-process standalone, over the gateway's internal port otherwise.
+//! member ([`routes`]), and only then commit the consumer offsets (together,
+//! at most every [`COMMIT_EVERY`]). How a push reaches a gateway
+//! ([`confab_bus::push`]) is not the dispatcher's concern: in-process
+//! standalone, over the gateway's internal port otherwise.
 
 pub mod filter;
 pub mod metrics;
@@ -90,6 +91,36 @@ impl Default for Config {
     }
 }
 
+/// Most often the offsets of settled batches are committed to the bus. The
+/// store's checkpoints, not the bus's offsets, say what is stored (a record
+/// below them is skipped when it comes again), so a commit only spares the
+/// next owner of a partition re-reading what was already stored. Committing
+/// after every batch cost a round trip to the broker per batch, with the
+/// loop waiting on it, and an offset write in the broker (at 500 messages/s,
+/// batches of a few records: hundreds of commits a second).
+pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
+/// Offsets settled and not yet committed: the next offset per partition.
+#[derive(Debug, Default)]
+struct Uncommitted(std::collections::BTreeMap<u32, u64>);
+
+impl Uncommitted {
+    fn add(&mut self, offsets: &[(u32, u64)]) {
+        for &(p, next) in offsets {
+            let at = self.0.entry(p).or_default();
+            *at = (*at).max(next);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn take(&mut self) -> Vec<(u32, u64)> {
+        std::mem::take(&mut self.0).into_iter().collect()
+    }
+}
+
 /// Consumes the ingress log until `shutdown`, then returns after the batch in
 /// hand is stored, answered and committed.
 pub async fn run(
@@ -112,6 +143,9 @@ pub async fn run(
         .with_filter(config.filter.clone());
     pipeline.resume_from(store.checkpoints().await?);
     let mut expiry = tokio::time::interval(config.gateway_timeout / 3);
+    let mut uncommitted = Uncommitted::default();
+    let mut commits = tokio::time::interval(COMMIT_EVERY);
+    commits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(partitions = bus.partitions(), "dispatcher consuming");
     loop {
         tokio::select! {
@@ -121,7 +155,10 @@ pub async fn run(
             // replies and events leave, its offsets are committed.
             durable = pipeline.durable(), if pipeline.in_flight() > 0 => {
                 let Some(offsets) = pipeline.settle(durable).await else { break };
-                commit(&mut *consumer, &offsets).await;
+                uncommitted.add(&offsets);
+            }
+            _ = commits.tick(), if !uncommitted.is_empty() => {
+                commit(&mut *consumer, &uncommitted.take()).await;
             }
             Some(a) = announcements.recv() => {
                 push.learn(&a);
@@ -142,7 +179,8 @@ pub async fn run(
                     // What is in flight was decided before the move: it
                     // settles first.
                     let Some(offsets) = pipeline.settle_all().await else { break };
-                    commit(&mut *consumer, &offsets).await;
+                    uncommitted.add(&offsets);
+                    commit(&mut *consumer, &uncommitted.take()).await;
                     // Partitions moved: what this dispatcher cached may be
                     // stale, and another may have advanced a checkpoint.
                     pipeline.forget_cached();
@@ -172,8 +210,9 @@ pub async fn run(
     if pipeline.in_flight() > 0
         && let Some(offsets) = pipeline.settle_all().await
     {
-        commit(&mut *consumer, &offsets).await;
+        uncommitted.add(&offsets);
     }
+    commit(&mut *consumer, &uncommitted.take()).await;
     tracing::info!("dispatcher stopped");
     Ok(())
 }
@@ -216,4 +255,20 @@ async fn checkpoints_patiently(store: &dyn Store, shutdown: &CancellationToken) 
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Uncommitted;
+
+    #[test]
+    fn offsets_settled_one_after_another_commit_the_highest_of_each_partition() {
+        let mut u = Uncommitted::default();
+        assert!(u.is_empty());
+        u.add(&[(0, 5), (2, 9)]);
+        u.add(&[(0, 7)]);
+        u.add(&[(2, 3)]);
+        assert_eq!(u.take(), [(0, 7), (2, 9)]);
+        assert!(u.is_empty(), "taken offsets are not committed twice");
+    }
 }
