@@ -12,6 +12,8 @@ use confab_protocol::IngressRecord;
 use confab_protocol::record::Announcement;
 use tokio::sync::mpsc;
 
+#[cfg(feature = "kafka")]
+mod closing;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod journal;
