@@ -100,6 +100,10 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
         bail!("bigroom needs 1 ≤ --members, --online ≤ --members and a positive --concurrency");
     }
     let url = target.urls[0].clone();
+    // Members alternate between the gateways (one, standalone), as the
+    // idle scenario's connections do; the owner is on the first.
+    let urls = target.urls.clone();
+    let gateway_of = |i: u32| &urls[i as usize % urls.len()];
     let (dialect, secret) = (target.dialect, target.secret.clone());
     let room = format!("{run}-big");
     let source = |i: u32| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % u32::from(spread.sources.max(1))) as u8));
@@ -114,7 +118,7 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
     let cpu_before = cpu(&target.all_pids);
     let joined: Vec<Result<()>> = futures_util::stream::iter(0..a.members)
         .map(|i| {
-            let (url, room, token) = (&url, &room, client::token(&secret, &member_name(run, i)));
+            let (url, room, token) = (gateway_of(i), &room, client::token(&secret, &member_name(run, i)));
             async move {
                 let (mut ws, _) = client::setup(dialect, url, source(i), &token, std::slice::from_ref(room))
                     .await
@@ -133,7 +137,7 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
     // The online subset: members already, they connect and get the room's events.
     let online: Vec<(u32, Ws)> = futures_util::stream::iter(0..a.online)
         .map(|i| {
-            let (url, token) = (&url, client::token(&secret, &member_name(run, i)));
+            let (url, token) = (gateway_of(i), client::token(&secret, &member_name(run, i)));
             async move {
                 let (ws, _) = client::setup(dialect, url, source(i), &token, &[]).await?;
                 Ok::<_, anyhow::Error>((i, ws))
@@ -149,6 +153,7 @@ pub async fn bigroom(target: &mut Target, run: &str, spread: &Spread, a: &BigRoo
 
     let mut f = Figures::default();
     f.add("members joined", a.members as f64, "");
+    f.add("gateways the members are spread over", urls.len() as f64, "");
     f.add("joins/s", f64::from(a.members) / join_secs, "/s");
     f.add("server CPU while joining", join_cpu / join_secs * 100.0, "% of a core");
     let count = |v: &Value| -> Result<()> {

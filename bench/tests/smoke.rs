@@ -115,6 +115,16 @@ fn every_scenario_runs_against_the_centrifugo_peer_with_nothing_lost() {
     every_scenario("centrifugo");
 }
 
+/// A big room whose members alternate between two gateways, on two
+/// dispatchers: every count exact, every message to every online member.
+#[test]
+fn a_big_room_spread_over_gateways_reaches_every_online_member() {
+    let big = bench("distributed", &[BIGROOM, &["--gateways", "2", "--dispatchers", "2"]].concat());
+    assert_eq!(figure(&big, "members joined"), 300.0);
+    assert_eq!(figure(&big, "gateways the members are spread over"), 2.0);
+    assert!(figure(&big, "send→last online member p99") > 0.0);
+}
+
 /// The idle scenario over a cluster of several gateways and two
 /// dispatchers, then a push to every room: each connection gets its one
 /// delivery, and each process is reported on its own.
