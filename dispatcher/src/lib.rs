@@ -152,11 +152,12 @@ pub async fn run(
             biased;
             _ = shutdown.cancelled() => break,
             // The oldest staged batch is durable (or failed to be): its
-            // replies and events leave, its offsets are committed.
+            // replies and events leave, its offsets join the next commit.
             durable = pipeline.durable(), if pipeline.in_flight() > 0 => {
                 let Some(offsets) = pipeline.settle(durable).await else { break };
                 uncommitted.add(&offsets);
             }
+            // At most one commit per `COMMIT_EVERY`, of every batch settled since.
             _ = commits.tick(), if !uncommitted.is_empty() => {
                 commit(&mut *consumer, &uncommitted.take()).await;
             }
